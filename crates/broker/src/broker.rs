@@ -1,0 +1,91 @@
+//! The broker's shared state: configuration, the current metadata image, the metadata log that
+//! changes it, and the replicas hosted here.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tracing::info;
+
+use crate::config::BrokerConfig;
+use crate::controller::ControllerError;
+use crate::metadata::metadata_log::MetadataLog;
+use crate::metadata::{MetadataImage, MetadataRecord};
+use crate::replica_manager::ReplicaManager;
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    image: RwLock<Arc<MetadataImage>>,
+    /// Held for the whole of a metadata change (validate, append, apply), so changes are
+    /// serialised exactly as a Raft leader would order them.
+    pub(crate) metadata_log: tokio::sync::Mutex<Option<MetadataLog>>,
+    pub replicas: ReplicaManager,
+    ready: AtomicBool,
+}
+
+impl Broker {
+    pub fn new(
+        config: BrokerConfig,
+        cluster_id: String,
+        metadata_log: MetadataLog,
+        image: MetadataImage,
+        replicas: ReplicaManager,
+    ) -> Broker {
+        Broker {
+            config,
+            cluster_id,
+            image: RwLock::new(Arc::new(image)),
+            metadata_log: tokio::sync::Mutex::new(Some(metadata_log)),
+            replicas,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        match self.image.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Appends `records` durably, publishes the new image and brings the replicas in line.
+    /// The caller holds the metadata lock (`log`) across its validation and this commit.
+    pub(crate) fn commit_locked(
+        &self,
+        log: &mut Option<MetadataLog>,
+        records: &[MetadataRecord],
+    ) -> Result<Arc<MetadataImage>, ControllerError> {
+        let log = log.as_mut().ok_or(ControllerError::ShuttingDown)?;
+        let current = self.image();
+        let next = Arc::new(log.commit(&current, records)?);
+        match self.image.write() {
+            Ok(mut g) => *g = next.clone(),
+            Err(p) => *p.into_inner() = next.clone(),
+        }
+        self.replicas.apply_image(&next, &self.config.raw)?;
+        crate::metrics::partitions(next.partition_count());
+        Ok(next)
+    }
+
+    pub async fn close_metadata(&self) {
+        if let Some(log) = self.metadata_log.lock().await.take() {
+            if let Err(e) = log.close() {
+                tracing::warn!(error = %e, "closing the metadata log failed");
+            } else {
+                info!("metadata log closed");
+            }
+        }
+    }
+}

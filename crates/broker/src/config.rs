@@ -1,0 +1,726 @@
+//! Broker configuration with Apache Kafka's names and defaults.
+//!
+//! Values come from four sources, later ones winning: built-in defaults, a TOML file,
+//! `STROM_*` environment variables, and command-line overrides. Every value is kept as text with
+//! its source (so DescribeConfigs can report it as Kafka does) and parsed once into
+//! [`BrokerConfig`]'s typed fields. A bad value is a [`ConfigError`] that names the setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Where a value came from, numbered as DescribeConfigs' `config_source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    Default = 5,
+    StaticBroker = 4,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Short = 4,
+    Long = 5,
+    List = 7,
+}
+
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub default: Option<&'static str>,
+    pub ty: ConfigType,
+    pub doc: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    default: Option<&'static str>,
+    ty: ConfigType,
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef {
+        name,
+        default,
+        ty,
+        doc,
+    }
+}
+
+use ConfigType as T;
+
+/// Every broker setting Strom understands. Kafka's name and default unless the doc says otherwise.
+pub const BROKER_CONFIGS: &[ConfigDef] = &[
+    def("node.id", Some("0"), T::Int, "This broker's id. Strom: defaults to 0, a cluster of one."),
+    def("process.roles", Some("broker,controller"), T::List, "Roles of this node; Strom nodes are always both."),
+    def("log.dirs", Some("./strom-data"), T::String, "Directory holding partition logs and the metadata log (Strom takes one)."),
+    def("log.dir", None, T::String, "Synonym of log.dirs when that is unset."),
+    def("listeners", Some("PLAINTEXT://0.0.0.0:9092"), T::List, "Comma-separated NAME://host:port listeners."),
+    def("advertised.listeners", None, T::List, "Addresses given to clients; default: listeners, with a wildcard host shown as localhost."),
+    def("listener.security.protocol.map", Some("PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"), T::List, "Listener name to security protocol."),
+    def("inter.broker.listener.name", None, T::String, "Listener used between brokers."),
+    def("controller.listener.names", None, T::List, "Listeners of the controller quorum (unused by a node of one)."),
+    def("num.partitions", Some("1"), T::Int, "Default partition count of auto-created topics."),
+    def("default.replication.factor", Some("1"), T::Int, "Default replication factor of auto-created topics."),
+    def("auto.create.topics.enable", Some("true"), T::Boolean, "Create unknown topics on Metadata and Produce requests."),
+    def("delete.topic.enable", Some("true"), T::Boolean, "Allow DeleteTopics."),
+    def("message.max.bytes", Some("1048588"), T::Int, "Largest record batch accepted."),
+    def("socket.request.max.bytes", Some("104857600"), T::Int, "Largest request frame accepted."),
+    def("socket.send.buffer.bytes", Some("102400"), T::Int, "SO_SNDBUF of client sockets (-1: OS default)."),
+    def("socket.receive.buffer.bytes", Some("102400"), T::Int, "SO_RCVBUF of client sockets (-1: OS default)."),
+    def("connections.max.idle.ms", Some("600000"), T::Long, "Idle connections are closed after this long."),
+    def("max.connections", Some("10000"), T::Int, "Connections accepted at once. Strom: bounded by default (Kafka: unbounded)."),
+    def("log.segment.bytes", Some("1073741824"), T::Int, "Segment size before rolling."),
+    def("log.roll.ms", None, T::Long, "Segment age before rolling; overrides log.roll.hours."),
+    def("log.roll.hours", Some("168"), T::Int, "Segment age before rolling, in hours."),
+    def("log.retention.ms", None, T::Long, "Retention by time; overrides minutes and hours."),
+    def("log.retention.minutes", None, T::Int, "Retention by time, in minutes."),
+    def("log.retention.hours", Some("168"), T::Int, "Retention by time, in hours."),
+    def("log.retention.bytes", Some("-1"), T::Long, "Retention by size per partition (-1: unlimited)."),
+    def("log.retention.check.interval.ms", Some("300000"), T::Long, "How often retention runs."),
+    def("log.index.interval.bytes", Some("4096"), T::Int, "Bytes between offset index entries."),
+    def("log.index.size.max.bytes", Some("10485760"), T::Int, "Largest offset index before rolling."),
+    def("log.flush.interval.messages", Some("1"), T::Long, "Messages accepted before an fsync. Strom: 1 (fsync before acknowledging; Kafka: never)."),
+    def("log.flush.interval.ms", None, T::Long, "Longest time data stays unsynced when log.flush.interval.messages > 1."),
+    def("log.flush.scheduler.interval.ms", Some("1000"), T::Long, "How often the time-based flush runs."),
+    def("log.message.timestamp.type", Some("CreateTime"), T::String, "CreateTime or LogAppendTime."),
+    def("log.cleanup.policy", Some("delete"), T::List, "delete (compact: accepted and stored, compaction not implemented yet)."),
+    def("min.insync.replicas", Some("1"), T::Int, "Replicas that must have a write for acks=all."),
+    def("compression.type", Some("producer"), T::String, "Only 'producer' is supported: batches are stored as sent."),
+    def("cluster.id", None, T::String, "Strom: the cluster id to format a new data directory with (default: random)."),
+    def("admin.http.listener", Some("0.0.0.0:9080"), T::String, "Strom: host:port of the HTTP admin listener (/healthz, /readyz, /metrics); empty disables it."),
+    def("shutdown.timeout.ms", Some("20000"), T::Long, "Strom: longest a SIGTERM shutdown waits for in-flight requests."),
+    def("queued.max.requests", Some("500"), T::Int, "Requests read ahead per connection before responses are written. Strom: per connection."),
+];
+
+/// Topic-level settings: (topic name, broker synonym). Values default to the broker's.
+pub const TOPIC_CONFIGS: &[(&str, &str, ConfigType)] = &[
+    ("cleanup.policy", "log.cleanup.policy", T::List),
+    ("compression.type", "compression.type", T::String),
+    ("max.message.bytes", "message.max.bytes", T::Int),
+    (
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        T::String,
+    ),
+    ("min.insync.replicas", "min.insync.replicas", T::Int),
+    ("retention.bytes", "log.retention.bytes", T::Long),
+    ("retention.ms", "log.retention.ms", T::Long),
+    ("segment.bytes", "log.segment.bytes", T::Int),
+    ("segment.ms", "log.roll.ms", T::Long),
+    ("segment.index.bytes", "log.index.size.max.bytes", T::Int),
+    ("index.interval.bytes", "log.index.interval.bytes", T::Int),
+    ("flush.messages", "log.flush.interval.messages", T::Long),
+    ("flush.ms", "log.flush.interval.ms", T::Long),
+];
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for setting '{key}': {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("unknown setting '{key}' (from {origin})")]
+    Unknown { key: String, origin: String },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A listener as Kafka writes it: `NAME://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    fn parse_list(key: &str, value: &str) -> Result<Vec<Endpoint>, ConfigError> {
+        let mut out: Vec<Endpoint> = Vec::new();
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, addr) = item
+                .split_once("://")
+                .ok_or_else(|| invalid(key, value, format!("'{item}' is not NAME://host:port")))?;
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| invalid(key, value, format!("'{item}' has no port")))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| invalid(key, value, format!("'{item}' has a bad port")))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let name = name.to_ascii_uppercase();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!("bad listener name in '{item}'"),
+                ));
+            }
+            if out.iter().any(|e| e.name == name) {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!("listener name {name} appears twice"),
+                ));
+            }
+            out.push(Endpoint { name, host, port });
+        }
+        if out.is_empty() {
+            return Err(invalid(key, value, "no listener given"));
+        }
+        Ok(out)
+    }
+}
+
+/// All values as text, with their sources; the typed view is [`BrokerConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    values: BTreeMap<String, (String, ConfigSource)>,
+}
+
+impl RawConfig {
+    pub fn defaults() -> Self {
+        let mut values = BTreeMap::new();
+        for d in BROKER_CONFIGS {
+            if let Some(v) = d.default {
+                values.insert(d.name.to_string(), (v.to_string(), ConfigSource::Default));
+            }
+        }
+        RawConfig { values }
+    }
+
+    pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+        let key = key.trim();
+        if !BROKER_CONFIGS.iter().any(|d| d.name == key) {
+            return Err(ConfigError::Unknown {
+                key: key.to_string(),
+                origin: origin.to_string(),
+            });
+        }
+        self.values.insert(
+            key.to_string(),
+            (value.trim().to_string(), ConfigSource::StaticBroker),
+        );
+        Ok(())
+    }
+
+    /// Flattens a TOML document: nested tables join their keys with dots, so both
+    /// `"num.partitions" = 3` and `[num] partitions = 3` mean num.partitions.
+    pub fn merge_toml(&mut self, text: &str, path: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: path.to_string(),
+                reason: e.message().to_string(),
+            })?;
+        let mut flat = Vec::new();
+        flatten_toml("", &toml::Value::Table(table), &mut flat);
+        for (k, v) in flat {
+            self.set(&k, &v, path)?;
+        }
+        Ok(())
+    }
+
+    /// `STROM_NUM_PARTITIONS=3` sets num.partitions. Variables that name no setting are
+    /// returned so the caller can warn about them (other tools share the prefix).
+    pub fn merge_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Vec<String> {
+        let mut unknown = Vec::new();
+        for (k, v) in vars {
+            let Some(suffix) = k.strip_prefix("STROM_") else {
+                continue;
+            };
+            match BROKER_CONFIGS
+                .iter()
+                .find(|d| d.name.to_ascii_uppercase().replace('.', "_") == suffix)
+            {
+                Some(d) => {
+                    self.values
+                        .insert(d.name.to_string(), (v, ConfigSource::StaticBroker));
+                }
+                None => unknown.push(k),
+            }
+        }
+        unknown
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(|(v, _)| v.as_str())
+    }
+
+    pub fn source(&self, key: &str) -> ConfigSource {
+        self.values
+            .get(key)
+            .map(|(_, s)| *s)
+            .unwrap_or(ConfigSource::Default)
+    }
+
+    /// Expands `${env:NAME}`, `${ordinal}` and `${ordinal:BASE}` in every value.
+    pub fn expand_placeholders(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+        hostname: Option<String>,
+    ) -> Result<(), ConfigError> {
+        let ordinal = || -> Option<i64> {
+            let name = env("POD_NAME").or_else(|| hostname.clone())?;
+            name.rsplit_once('-')?.1.parse().ok()
+        };
+        for (key, (value, _)) in self.values.iter_mut() {
+            if !value.contains("${") {
+                continue;
+            }
+            let mut out = String::new();
+            let mut rest = value.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let end = after
+                    .find('}')
+                    .ok_or_else(|| invalid(key, value, "unclosed ${"))?;
+                let expr = &after[..end];
+                if let Some(var) = expr.strip_prefix("env:") {
+                    let v = env(var).ok_or_else(|| {
+                        invalid(key, value, format!("environment variable {var} is not set"))
+                    })?;
+                    out.push_str(&v);
+                } else if expr == "ordinal" || expr.starts_with("ordinal:") {
+                    let base: i64 = match expr.strip_prefix("ordinal:") {
+                        Some(b) => b
+                            .parse()
+                            .map_err(|_| invalid(key, value, format!("bad base in ${{{expr}}}")))?,
+                        None => 0,
+                    };
+                    let n = ordinal().ok_or_else(|| {
+                        invalid(
+                            key,
+                            value,
+                            "${ordinal} needs POD_NAME or a hostname ending in -N",
+                        )
+                    })?;
+                    out.push_str(&(base + n).to_string());
+                } else {
+                    return Err(invalid(
+                        key,
+                        value,
+                        format!("unknown placeholder ${{{expr}}}"),
+                    ));
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *value = out;
+        }
+        Ok(())
+    }
+}
+
+fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                flatten_toml(&join(k), v, out);
+            }
+        }
+        toml::Value::Array(items) => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            out.push((prefix.to_string(), parts.join(",")));
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// The typed configuration the broker runs with.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub raw: RawConfig,
+    pub node_id: i32,
+    pub log_dir: PathBuf,
+    pub listeners: Vec<Endpoint>,
+    pub advertised_listeners: Vec<Endpoint>,
+    pub inter_broker_listener_name: String,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub message_max_bytes: i32,
+    pub socket_request_max_bytes: usize,
+    pub socket_send_buffer_bytes: i32,
+    pub socket_receive_buffer_bytes: i32,
+    pub connections_max_idle_ms: u64,
+    pub max_connections: usize,
+    pub log_retention_check_interval_ms: u64,
+    pub log_flush_scheduler_interval_ms: u64,
+    pub cluster_id: Option<String>,
+    pub admin_http_listener: Option<SocketAddr>,
+    pub shutdown_timeout_ms: u64,
+    pub queued_max_requests: usize,
+}
+
+pub fn parse_i64(key: &str, v: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+    let n: i64 = v
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "not a whole number"))?;
+    if n < min || n > max {
+        return Err(invalid(key, v, format!("must be between {min} and {max}")));
+    }
+    Ok(n)
+}
+
+pub fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, v, "must be true or false")),
+    }
+}
+
+pub fn parse_timestamp_type(key: &str, v: &str) -> Result<TimestampType, ConfigError> {
+    match v.trim() {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        _ => Err(invalid(key, v, "must be CreateTime or LogAppendTime")),
+    }
+}
+
+impl BrokerConfig {
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let get = |k: &str| raw.get(k).unwrap_or("").to_string();
+        let int = |k: &str, min: i64, max: i64| parse_i64(k, &get(k), min, max);
+        let boolean = |k: &str| parse_bool(k, &get(k));
+
+        let node_id = int("node.id", 0, i32::MAX as i64)? as i32;
+        let roles = get("process.roles");
+        for role in roles.split(',').map(str::trim) {
+            if role != "broker" && role != "controller" {
+                return Err(invalid(
+                    "process.roles",
+                    &roles,
+                    "roles are broker and controller",
+                ));
+            }
+        }
+        let mut log_dirs = get("log.dirs");
+        if raw.source("log.dirs") == ConfigSource::Default {
+            if let Some(d) = raw.get("log.dir") {
+                log_dirs = d.to_string();
+            }
+        }
+        let dirs: Vec<&str> = log_dirs
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if dirs.len() != 1 {
+            return Err(invalid(
+                "log.dirs",
+                &log_dirs,
+                "Strom takes exactly one directory",
+            ));
+        }
+        let log_dir = PathBuf::from(dirs[0]);
+
+        let listeners = Endpoint::parse_list("listeners", &get("listeners"))?;
+        let protocol_map = get("listener.security.protocol.map");
+        let mut protocols = BTreeMap::new();
+        for pair in protocol_map
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let (n, p) = pair.split_once(':').ok_or_else(|| {
+                invalid(
+                    "listener.security.protocol.map",
+                    &protocol_map,
+                    format!("'{pair}' is not NAME:PROTOCOL"),
+                )
+            })?;
+            protocols.insert(n.trim().to_ascii_uppercase(), p.trim().to_ascii_uppercase());
+        }
+        for l in &listeners {
+            match protocols.get(&l.name).map(String::as_str) {
+                Some("PLAINTEXT") => {}
+                Some(p) => {
+                    return Err(invalid(
+                        "listener.security.protocol.map",
+                        &protocol_map,
+                        format!(
+                            "listener {} uses {p}; only PLAINTEXT is implemented yet",
+                            l.name
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        "listener.security.protocol.map",
+                        &protocol_map,
+                        format!("no security protocol for listener {}", l.name),
+                    ))
+                }
+            }
+        }
+        let advertised_listeners = match raw.get("advertised.listeners") {
+            Some(v) if !v.trim().is_empty() => {
+                let adv = Endpoint::parse_list("advertised.listeners", v)?;
+                for a in &adv {
+                    if !listeners.iter().any(|l| l.name == a.name) {
+                        return Err(invalid(
+                            "advertised.listeners",
+                            v,
+                            format!("{} is not one of the listeners", a.name),
+                        ));
+                    }
+                    if a.host.is_empty() || a.host == "0.0.0.0" || a.host == "::" {
+                        return Err(invalid(
+                            "advertised.listeners",
+                            v,
+                            "a client cannot connect to a wildcard address",
+                        ));
+                    }
+                }
+                // A listener without an advertised address is advertised as it is bound.
+                let mut all = adv.clone();
+                for l in &listeners {
+                    if !adv.iter().any(|a| a.name == l.name) {
+                        all.push(advertise_default(l));
+                    }
+                }
+                all
+            }
+            _ => listeners.iter().map(advertise_default).collect(),
+        };
+        let inter_broker_listener_name = match raw.get("inter.broker.listener.name") {
+            Some(n) if !n.trim().is_empty() => {
+                let n = n.trim().to_ascii_uppercase();
+                if !listeners.iter().any(|l| l.name == n) {
+                    return Err(invalid(
+                        "inter.broker.listener.name",
+                        &n,
+                        "not one of the listeners",
+                    ));
+                }
+                n
+            }
+            _ => listeners[0].name.clone(),
+        };
+
+        // Validate the log settings once here so a bad value fails at start-up, not at the
+        // first topic creation.
+        let topic_defaults = crate::topic_config::TopicConfig::broker_defaults(&raw)?;
+        let _ = topic_defaults;
+
+        let admin = get("admin.http.listener");
+        let admin_http_listener = if admin.trim().is_empty() {
+            None
+        } else {
+            Some(admin.trim().parse().map_err(|_| {
+                invalid(
+                    "admin.http.listener",
+                    &admin,
+                    "must be host:port with an IP address",
+                )
+            })?)
+        };
+        let cluster_id = raw.get("cluster.id").map(str::to_string);
+        if let Some(id) = &cluster_id {
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    "cluster.id",
+                    id,
+                    "use letters, digits, - and _ (at most 64)",
+                ));
+            }
+        }
+        let socket_buf =
+            |k: &str| -> Result<i32, ConfigError> { Ok(int(k, -1, i32::MAX as i64)? as i32) };
+
+        Ok(BrokerConfig {
+            node_id,
+            log_dir,
+            listeners,
+            advertised_listeners,
+            inter_broker_listener_name,
+            num_partitions: int("num.partitions", 1, 100_000)? as i32,
+            default_replication_factor: int("default.replication.factor", 1, i16::MAX as i64)?
+                as i16,
+            auto_create_topics_enable: boolean("auto.create.topics.enable")?,
+            delete_topic_enable: boolean("delete.topic.enable")?,
+            message_max_bytes: int("message.max.bytes", 0, i32::MAX as i64)? as i32,
+            socket_request_max_bytes: int("socket.request.max.bytes", 1, i32::MAX as i64)? as usize,
+            socket_send_buffer_bytes: socket_buf("socket.send.buffer.bytes")?,
+            socket_receive_buffer_bytes: socket_buf("socket.receive.buffer.bytes")?,
+            connections_max_idle_ms: int("connections.max.idle.ms", 1, i64::MAX)? as u64,
+            max_connections: int("max.connections", 1, 1_000_000)? as usize,
+            log_retention_check_interval_ms: int("log.retention.check.interval.ms", 1, i64::MAX)?
+                as u64,
+            log_flush_scheduler_interval_ms: int("log.flush.scheduler.interval.ms", 1, i64::MAX)?
+                as u64,
+            cluster_id,
+            admin_http_listener,
+            shutdown_timeout_ms: int("shutdown.timeout.ms", 0, i64::MAX)? as u64,
+            queued_max_requests: int("queued.max.requests", 1, 100_000)? as usize,
+            raw,
+        })
+    }
+
+    pub fn advertised(&self, listener_name: &str) -> Option<&Endpoint> {
+        self.advertised_listeners
+            .iter()
+            .find(|e| e.name == listener_name)
+    }
+}
+
+fn advertise_default(l: &Endpoint) -> Endpoint {
+    let host = match l.host.as_str() {
+        // Departure from Kafka (which advertises the canonical host name): a wildcard bind is
+        // advertised as localhost, so the zero-config single node works for local clients.
+        "" | "0.0.0.0" | "::" => "localhost".to_string(),
+        h => h.to_string(),
+    };
+    Endpoint {
+        name: l.name.clone(),
+        host,
+        port: l.port,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
+        let mut raw = RawConfig::defaults();
+        for (k, v) in pairs {
+            raw.set(k, v, "test")?;
+        }
+        BrokerConfig::from_raw(raw)
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = build(&[]).unwrap();
+        assert_eq!(c.num_partitions, 1);
+        assert_eq!(c.message_max_bytes, 1_048_588);
+        assert_eq!(c.socket_request_max_bytes, 104_857_600);
+        assert_eq!(c.listeners[0].port, 9092);
+        assert_eq!(c.advertised_listeners[0].host, "localhost");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = build(&[("num.partitions", "abc")]).unwrap_err();
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e = build(&[("num.partitions", "-5")]).unwrap_err();
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e = build(&[("listeners", "PLAINTEXT//x:1")]).unwrap_err();
+        assert!(e.to_string().contains("listeners"), "{e}");
+        let e = build(&[("no.such.thing", "1")]).unwrap_err();
+        assert!(e.to_string().contains("no.such.thing"), "{e}");
+        let e = build(&[("log.segment.bytes", "12")]).unwrap_err();
+        assert!(e.to_string().contains("log.segment.bytes"), "{e}");
+    }
+
+    #[test]
+    fn toml_env_and_placeholders() {
+        let mut raw = RawConfig::defaults();
+        raw.merge_toml("num.partitions = 3\n\"log.dirs\" = \"/tmp/x\"\n", "f.toml")
+            .unwrap();
+        assert_eq!(raw.get("num.partitions"), Some("3"));
+        assert_eq!(raw.get("log.dirs"), Some("/tmp/x"));
+        let unknown = raw.merge_env(
+            vec![
+                ("STROM_NUM_PARTITIONS".to_string(), "4".to_string()),
+                ("STROM_BOOTSTRAP".to_string(), "x".to_string()),
+                ("HOME".to_string(), "/root".to_string()),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(unknown, vec!["STROM_BOOTSTRAP".to_string()]);
+        assert_eq!(raw.get("num.partitions"), Some("4"));
+        raw.set(
+            "advertised.listeners",
+            "PLAINTEXT://${env:HOST_IP}:${ordinal:30092}",
+            "test",
+        )
+        .unwrap();
+        raw.set("node.id", "${ordinal}", "test").unwrap();
+        let env = |k: &str| match k {
+            "HOST_IP" => Some("10.0.0.7".to_string()),
+            "POD_NAME" => Some("strom-2".to_string()),
+            _ => None,
+        };
+        raw.expand_placeholders(&env, None).unwrap();
+        let c = BrokerConfig::from_raw(raw).unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.advertised_listeners[0].host, "10.0.0.7");
+        assert_eq!(c.advertised_listeners[0].port, 30094);
+
+        let mut raw = RawConfig::defaults();
+        raw.set("advertised.listeners", "PLAINTEXT://${env:NOPE}:1", "t")
+            .unwrap();
+        let e = raw.expand_placeholders(&|_| None, None).unwrap_err();
+        assert!(e.to_string().contains("advertised.listeners") && e.to_string().contains("NOPE"));
+    }
+
+    #[test]
+    fn same_port_two_hosts_and_map() {
+        let c = build(&[
+            (
+                "listeners",
+                "INTERNAL://10.1.1.1:9092,LOCAL://127.0.0.1:9092",
+            ),
+            (
+                "listener.security.protocol.map",
+                "INTERNAL:PLAINTEXT,LOCAL:PLAINTEXT",
+            ),
+            (
+                "advertised.listeners",
+                "INTERNAL://strom-0.h:9092,LOCAL://localhost:9092",
+            ),
+            ("inter.broker.listener.name", "INTERNAL"),
+        ])
+        .unwrap();
+        assert_eq!(c.advertised("LOCAL").unwrap().host, "localhost");
+        let e = build(&[("listeners", "SSL://0.0.0.0:9093")]).unwrap_err();
+        assert!(e.to_string().contains("only PLAINTEXT"));
+    }
+}

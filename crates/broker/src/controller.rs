@@ -1,0 +1,380 @@
+//! Metadata changes, decided by this node as the (single-member) controller quorum: topic
+//! creation and deletion. Each change is validated against the current image and committed as
+//! metadata records.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use proto_kafka::ResponseError;
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::metadata::metadata_log::{MetadataLogError, METADATA_TOPIC};
+use crate::metadata::records::RESOURCE_TOPIC;
+use crate::metadata::{MetadataImage, MetadataRecord, TopicImage};
+use crate::partition::PartitionError;
+use crate::topic_config::TopicConfig;
+
+/// Explicit bound on partitions one broker hosts: each holds open files and memory.
+pub const MAX_PARTITIONS_PER_BROKER: usize = 50_000;
+const MAX_TOPIC_NAME_LEN: usize = 249;
+
+#[derive(Debug, Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    MetadataLog(#[from] MetadataLogError),
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+/// A refusal with Kafka's error code and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(e: ResponseError, message: impl Into<String>) -> Self {
+        ApiError {
+            code: e.code(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ControllerError> for ApiError {
+    fn from(e: ControllerError) -> Self {
+        tracing::error!(error = %e, "metadata change failed");
+        ApiError::new(ResponseError::KafkaStorageError, e.to_string())
+    }
+}
+
+/// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| {
+        Err(ApiError::new(
+            ResponseError::InvalidTopicException,
+            format!("topic name {name:?} is illegal: {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are not allowed");
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return bad("it is longer than 249 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return bad("it may contain only ASCII letters, digits, '.', '_' and '-'");
+    }
+    if name == METADATA_TOPIC {
+        return bad("it is reserved for the metadata log");
+    }
+    Ok(())
+}
+
+pub struct TopicRequest {
+    pub name: String,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    pub assignments: BTreeMap<i32, Vec<i32>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+pub struct CreatedTopic {
+    pub topic_id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+fn plan_topic(
+    broker: &Broker,
+    image: &MetadataImage,
+    req: &TopicRequest,
+    planned_partitions: usize,
+) -> Result<(Vec<MetadataRecord>, CreatedTopic), ApiError> {
+    validate_topic_name(&req.name)?;
+    if image.topic(&req.name).is_some() {
+        return Err(ApiError::new(
+            ResponseError::TopicAlreadyExists,
+            format!("Topic '{}' already exists.", req.name),
+        ));
+    }
+    // '.' and '_' collide in metric names; Kafka refuses such pairs.
+    let canonical = req.name.replace('.', "_");
+    if let Some(other) = image
+        .topics
+        .keys()
+        .find(|t| t.replace('.', "_") == canonical)
+    {
+        return Err(ApiError::new(
+            ResponseError::InvalidTopicException,
+            format!(
+                "Topic '{}' collides with existing topic '{other}'",
+                req.name
+            ),
+        ));
+    }
+    let brokers: Vec<i32> = vec![broker.node_id()];
+    let (num_partitions, replication_factor, assignment): (i32, i16, Vec<Vec<i32>>) = if req
+        .assignments
+        .is_empty()
+    {
+        let n = if req.num_partitions == -1 {
+            broker.config.num_partitions
+        } else {
+            req.num_partitions
+        };
+        if n < 1 {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                "Number of partitions must be larger than 0.",
+            ));
+        }
+        let rf = if req.replication_factor == -1 {
+            broker.config.default_replication_factor
+        } else {
+            req.replication_factor
+        };
+        if rf < 1 {
+            return Err(ApiError::new(
+                ResponseError::InvalidReplicationFactor,
+                "Replication factor must be larger than 0.",
+            ));
+        }
+        if rf as usize > brokers.len() {
+            return Err(ApiError::new(
+                ResponseError::InvalidReplicationFactor,
+                format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.", brokers.len()),
+            ));
+        }
+        (n, rf, (0..n).map(|_| brokers.clone()).collect())
+    } else {
+        if req.num_partitions != -1 || req.replication_factor != -1 {
+            return Err(ApiError::new(ResponseError::InvalidRequest, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."));
+        }
+        let n = req.assignments.len() as i32;
+        let mut out = Vec::new();
+        for (i, (p, replicas)) in req.assignments.iter().enumerate() {
+            if *p != i as i32 {
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    "Partitions should be 0-based and consecutive.",
+                ));
+            }
+            let unique: HashSet<_> = replicas.iter().collect();
+            if replicas.is_empty()
+                || unique.len() != replicas.len()
+                || replicas.iter().any(|b| !brokers.contains(b))
+            {
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("Invalid replica assignment for partition {p}: {replicas:?}"),
+                ));
+            }
+            out.push(replicas.clone());
+        }
+        let rf = out[0].len() as i16;
+        (n, rf, out)
+    };
+    if planned_partitions + image.partition_count() + num_partitions as usize
+        > MAX_PARTITIONS_PER_BROKER
+    {
+        return Err(ApiError::new(
+            ResponseError::PolicyViolation,
+            format!("creating {num_partitions} partitions would exceed this broker's limit of {MAX_PARTITIONS_PER_BROKER}"),
+        ));
+    }
+    TopicConfig::effective(&broker.config.raw, &req.configs)
+        .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+
+    let topic_id = Uuid::new_v4();
+    let mut records = vec![MetadataRecord::Topic {
+        name: req.name.clone(),
+        topic_id,
+    }];
+    for (name, value) in &req.configs {
+        records.push(MetadataRecord::Config {
+            resource_type: RESOURCE_TOPIC,
+            resource_name: req.name.clone(),
+            name: name.clone(),
+            value: Some(value.clone()),
+        });
+    }
+    for (p, replicas) in assignment.into_iter().enumerate() {
+        records.push(MetadataRecord::Partition {
+            topic_id,
+            partition: p as i32,
+            leader: replicas[0],
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        });
+    }
+    Ok((
+        records,
+        CreatedTopic {
+            topic_id,
+            num_partitions,
+            replication_factor,
+        },
+    ))
+}
+
+/// Creates topics (all checks first, then one commit for the valid ones). Results are in
+/// request order.
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    requests: Vec<TopicRequest>,
+    validate_only: bool,
+) -> Vec<Result<CreatedTopic, ApiError>> {
+    let mut log = broker.metadata_log.lock().await;
+    let image = broker.image();
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    let mut planned = 0usize;
+    for req in &requests {
+        match plan_topic(broker, &image, req, planned) {
+            Ok((r, created)) => {
+                planned += created.num_partitions as usize;
+                records.extend(r);
+                results.push(Ok(created));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    if validate_only || records.is_empty() {
+        return results;
+    }
+    if let Err(e) = broker.commit_locked(&mut log, &records) {
+        let e = ApiError::from(e);
+        return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
+    }
+    results
+}
+
+/// Creates a topic with the broker defaults if it does not exist yet (Metadata auto-creation).
+/// Returns the topic as it now is.
+pub async fn auto_create_topic(
+    broker: &Arc<Broker>,
+    name: &str,
+) -> Result<Arc<TopicImage>, ApiError> {
+    let req = TopicRequest {
+        name: name.to_string(),
+        num_partitions: -1,
+        replication_factor: -1,
+        assignments: BTreeMap::new(),
+        configs: BTreeMap::new(),
+    };
+    let result = create_topics(broker, vec![req], false).await.pop();
+    match result {
+        Some(Ok(_)) => {}
+        // Lost a race with another creator: fine, the topic exists.
+        Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists.code() => {}
+        Some(Err(e)) => return Err(e),
+        None => {
+            return Err(ApiError::new(
+                ResponseError::UnknownServerError,
+                "no result",
+            ))
+        }
+    }
+    broker.image().topic(name).cloned().ok_or_else(|| {
+        ApiError::new(
+            ResponseError::UnknownTopicOrPartition,
+            "topic vanished after creation",
+        )
+    })
+}
+
+pub enum TopicRef {
+    Name(String),
+    Id(Uuid),
+}
+
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
+    topics: Vec<TopicRef>,
+) -> Vec<Result<(String, Uuid), ApiError>> {
+    let mut log = broker.metadata_log.lock().await;
+    let image = broker.image();
+    let mut results = Vec::new();
+    let mut records = Vec::new();
+    let mut seen = HashSet::new();
+    for t in topics {
+        let found = match &t {
+            TopicRef::Name(n) => image.topic(n).cloned().ok_or_else(|| {
+                ApiError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    "This server does not host this topic-partition.",
+                )
+            }),
+            TopicRef::Id(id) => image.topic_by_id(id).cloned().ok_or_else(|| {
+                ApiError::new(
+                    ResponseError::UnknownTopicId,
+                    "This server does not host this topic ID.",
+                )
+            }),
+        };
+        let result = found.and_then(|topic| {
+            if !broker.config.delete_topic_enable {
+                return Err(ApiError::new(
+                    ResponseError::TopicDeletionDisabled,
+                    "Topic deletion is disabled.",
+                ));
+            }
+            if !seen.insert(topic.id) {
+                return Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    "Duplicate topic in request.",
+                ));
+            }
+            records.push(MetadataRecord::RemoveTopic { topic_id: topic.id });
+            Ok((topic.name.clone(), topic.id))
+        });
+        results.push(result);
+    }
+    if records.is_empty() {
+        return results;
+    }
+    if let Err(e) = broker.commit_locked(&mut log, &records) {
+        let e = ApiError::from(e);
+        return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("test").is_ok());
+        assert!(validate_topic_name("a.b_c-D9").is_ok());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "bad/name",
+            "sp ace",
+            "ünï",
+            "__cluster_metadata",
+        ] {
+            let e = validate_topic_name(bad).unwrap_err();
+            assert_eq!(e.code, ResponseError::InvalidTopicException.code(), "{bad}");
+        }
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}

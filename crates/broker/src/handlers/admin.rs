@@ -1,0 +1,354 @@
+//! Admin APIs: CreateTopics, DeleteTopics, DescribeConfigs, DescribeCluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use proto_kafka::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use proto_kafka::messages::delete_topics_response::DeletableTopicResult;
+use proto_kafka::messages::describe_cluster_response::DescribeClusterBroker;
+use proto_kafka::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use proto_kafka::messages::{
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, TopicName,
+};
+use proto_kafka::ResponseError;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::config::{ConfigSource, BROKER_CONFIGS};
+use crate::controller::{self, ApiError, TopicRef, TopicRequest};
+use crate::metadata::records::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::request::RequestContext;
+use crate::topic_config::TopicConfig;
+
+const OPS_NOT_REQUESTED: i32 = i32::MIN;
+
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    // A name given twice in one request is refused for every copy, as Kafka does.
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for t in &req.topics {
+        *counts.entry(t.name.0.to_string()).or_default() += 1;
+    }
+    let mut requests = Vec::new();
+    let mut slots: Vec<Result<usize, ApiError>> = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        if counts[&name] > 1 {
+            slots.push(Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                format!("Create topics request from client contains a duplicate topic {name}"),
+            )));
+            continue;
+        }
+        let mut configs = BTreeMap::new();
+        let mut bad_config = None;
+        for c in &t.configs {
+            match &c.value {
+                Some(v) => {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+                None => {
+                    bad_config = Some(ApiError::new(
+                        ResponseError::InvalidConfig,
+                        format!("Null value not supported for topic config {}", &*c.name),
+                    ))
+                }
+            }
+        }
+        if let Some(e) = bad_config {
+            slots.push(Err(e));
+            continue;
+        }
+        slots.push(Ok(requests.len()));
+        requests.push(TopicRequest {
+            name,
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect(),
+            configs,
+        });
+    }
+    let configs_of: Vec<BTreeMap<String, String>> =
+        requests.iter().map(|r| r.configs.clone()).collect();
+    let mut results: Vec<Option<Result<controller::CreatedTopic, ApiError>>> =
+        controller::create_topics(broker, requests, req.validate_only)
+            .await
+            .into_iter()
+            .map(Some)
+            .collect();
+    let topics = req
+        .topics
+        .iter()
+        .zip(slots)
+        .map(|(t, slot)| {
+            let base = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_message(None);
+            let outcome = slot.and_then(|i| {
+                let configs = configs_of[i].clone();
+                results[i]
+                    .take()
+                    .unwrap_or_else(|| {
+                        Err(ApiError::new(
+                            ResponseError::UnknownServerError,
+                            "missing result",
+                        ))
+                    })
+                    .map(|c| (c, configs))
+            });
+            match outcome {
+                Ok((created, overrides)) => {
+                    let rows =
+                        TopicConfig::describe(&broker.config.raw, &overrides).unwrap_or_default();
+                    base.with_topic_id(if req.validate_only {
+                        uuid::Uuid::nil()
+                    } else {
+                        created.topic_id
+                    })
+                    .with_num_partitions(created.num_partitions)
+                    .with_replication_factor(created.replication_factor)
+                    .with_configs((ctx.version >= 5).then(|| {
+                        rows.into_iter()
+                            .map(|r| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(str_bytes(r.name))
+                                    .with_value(r.value.map(|v| str_bytes(&v)))
+                                    .with_read_only(false)
+                                    .with_config_source(r.source)
+                                    .with_is_sensitive(false)
+                            })
+                            .collect()
+                    }))
+                }
+                Err(e) => base
+                    .with_error_code(e.code)
+                    .with_error_message(Some(str_bytes(&e.message)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_configs(None),
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let refs: Vec<TopicRef> = if ctx.version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| match &t.name {
+                Some(n) => TopicRef::Name(n.0.to_string()),
+                None => TopicRef::Id(t.topic_id),
+            })
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| TopicRef::Name(n.0.to_string()))
+            .collect()
+    };
+    let names: Vec<(Option<String>, uuid::Uuid)> = refs
+        .iter()
+        .map(|r| match r {
+            TopicRef::Name(n) => (Some(n.clone()), uuid::Uuid::nil()),
+            TopicRef::Id(id) => (None, *id),
+        })
+        .collect();
+    let results = controller::delete_topics(broker, refs).await;
+    let responses = results
+        .into_iter()
+        .zip(names)
+        .map(|(r, (name, id))| match r {
+            Ok((name, id)) => DeletableTopicResult::default()
+                .with_name(Some(TopicName(str_bytes(&name))))
+                .with_topic_id(id)
+                .with_error_message(None),
+            Err(e) => DeletableTopicResult::default()
+                .with_name(name.map(|n| TopicName(str_bytes(&n))))
+                .with_topic_id(id)
+                .with_error_code(e.code)
+                .with_error_message(Some(str_bytes(&e.message))),
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+fn wanted(keys: &Option<Vec<proto_kafka::protocol::StrBytes>>, name: &str) -> bool {
+    match keys {
+        None => true,
+        Some(k) => k.iter().any(|k| &**k == name),
+    }
+}
+
+pub fn describe_configs(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let image = broker.image();
+    let with_synonyms = ctx.version >= 1 && req.include_synonyms;
+    let results = req
+        .resources
+        .iter()
+        .map(|res| {
+            let name = res.resource_name.to_string();
+            let base = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone())
+                .with_error_message(None);
+            match res.resource_type {
+                RESOURCE_TOPIC => {
+                    if image.topic(&name).is_none() {
+                        return base
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_message(Some(str_bytes(&format!(
+                                "Topic {name} does not exist"
+                            ))));
+                    }
+                    let overrides = image.topic_configs(&name);
+                    let rows = match TopicConfig::describe(&broker.config.raw, &overrides) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            return base
+                                .with_error_code(ResponseError::InvalidConfig.code())
+                                .with_error_message(Some(str_bytes(&e.to_string())))
+                        }
+                    };
+                    let configs = rows
+                        .into_iter()
+                        .filter(|r| wanted(&res.configuration_keys, r.name))
+                        .map(|r| {
+                            let mut synonyms = Vec::new();
+                            if with_synonyms {
+                                if r.source == crate::topic_config::SOURCE_DYNAMIC_TOPIC {
+                                    synonyms.push(
+                                        DescribeConfigsSynonym::default()
+                                            .with_name(str_bytes(r.name))
+                                            .with_value(r.value.as_deref().map(str_bytes))
+                                            .with_source(r.source),
+                                    );
+                                }
+                                if let Some((n, v, s)) = &r.broker_synonym {
+                                    synonyms.push(
+                                        DescribeConfigsSynonym::default()
+                                            .with_name(str_bytes(n))
+                                            .with_value(Some(str_bytes(v)))
+                                            .with_source(*s),
+                                    );
+                                }
+                            }
+                            DescribeConfigsResourceResult::default()
+                                .with_name(str_bytes(r.name))
+                                .with_value(r.value.as_deref().map(str_bytes))
+                                .with_read_only(false)
+                                .with_config_source(r.source)
+                                .with_is_sensitive(false)
+                                .with_synonyms(synonyms)
+                                .with_config_type(r.ty as i8)
+                                .with_documentation(None)
+                        })
+                        .collect();
+                    base.with_configs(configs)
+                }
+                RESOURCE_BROKER => {
+                    if !name.is_empty() && name != broker.node_id().to_string() {
+                        return base
+                            .with_error_code(ResponseError::InvalidRequest.code())
+                            .with_error_message(Some(str_bytes(&format!(
+                                "Unexpected broker id, expected {} but received {name}",
+                                broker.node_id()
+                            ))));
+                    }
+                    let raw = &broker.config.raw;
+                    let configs = BROKER_CONFIGS
+                        .iter()
+                        .filter(|d| wanted(&res.configuration_keys, d.name))
+                        .map(|d| {
+                            let value = raw.get(d.name).map(str_bytes);
+                            let source = raw.source(d.name) as i8;
+                            let mut synonyms = Vec::new();
+                            if with_synonyms && value.is_some() {
+                                synonyms.push(
+                                    DescribeConfigsSynonym::default()
+                                        .with_name(str_bytes(d.name))
+                                        .with_value(value.clone())
+                                        .with_source(source),
+                                );
+                            }
+                            let _ = ConfigSource::Default;
+                            DescribeConfigsResourceResult::default()
+                                .with_name(str_bytes(d.name))
+                                .with_value(value)
+                                // Every broker setting is static for now (no AlterConfigs yet).
+                                .with_read_only(true)
+                                .with_config_source(source)
+                                .with_is_sensitive(false)
+                                .with_synonyms(synonyms)
+                                .with_config_type(d.ty as i8)
+                                .with_documentation(if req.include_documentation {
+                                    Some(str_bytes(d.doc))
+                                } else {
+                                    None
+                                })
+                        })
+                        .collect();
+                    base.with_configs(configs)
+                }
+                other => base
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(&format!(
+                        "resource type {other} is not supported"
+                    )))),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let brokers = super::metadata::brokers(broker, &ctx.info.listener_name)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id.0))
+                .with_host(b.host)
+                .with_port(b.port)
+                .with_rack(b.rack)
+        })
+        .collect();
+    DescribeClusterResponse::default()
+        .with_error_message(None)
+        .with_endpoint_type(req.endpoint_type.max(1))
+        .with_cluster_id(str_bytes(&broker.cluster_id))
+        .with_controller_id(BrokerId(broker.node_id()))
+        .with_brokers(brokers)
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            0b0001_1111_1111_1000
+        } else {
+            OPS_NOT_REQUESTED
+        })
+}

@@ -1,0 +1,210 @@
+//! Fetch: whole batches straight from the segment files, long-polling until `min_bytes` are
+//! available or `max_wait_ms` passes. An empty partition answers with empty records, never
+//! null (librdkafka rejects null).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proto_kafka::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use proto_kafka::messages::{FetchRequest, FetchResponse, TopicName};
+use proto_kafka::ResponseError;
+use tracing::warn;
+use uuid::Uuid;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::request::{Reply, RequestContext};
+
+/// Longest a fetch may park, whatever the client asks: a bound on held connections' state.
+const MAX_WAIT_CAP_MS: u64 = 60_000;
+
+pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: FetchRequest) -> Reply {
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        let response = fetch(&broker, &ctx, req).await;
+        match ctx.respond(&response) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(error = %e, "cannot encode fetch response");
+                None
+            }
+        }
+    }))
+}
+
+struct Target {
+    name: Option<String>,
+    topic_id: Uuid,
+    partitions: Vec<(i32, i64, i32, i32)>, // index, fetch offset, partition max bytes, current leader epoch
+}
+
+async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
+    // We create no fetch sessions (KIP-227 lets a broker decline): session id 0 in every
+    // answer makes clients send full requests. A client naming a session we never gave
+    // must start over.
+    if req.session_id != 0 {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+    }
+    let by_id = ctx.version >= 13;
+    let image = broker.image();
+    let targets: Vec<Target> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let name = if by_id {
+                image.topic_by_id(&t.topic_id).map(|x| x.name.clone())
+            } else {
+                Some(t.topic.0.to_string())
+            };
+            Target {
+                name,
+                topic_id: t.topic_id,
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.partition,
+                            p.fetch_offset,
+                            p.partition_max_bytes,
+                            p.current_leader_epoch,
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP_MS));
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_bytes = if req.max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        req.max_bytes as usize
+    };
+    let read_committed = req.isolation_level == 1;
+    loop {
+        let notified = broker.replicas.data_notify.notified();
+        tokio::pin!(notified);
+        // Registered before reading, so an append between the read and the wait still wakes us.
+        notified.as_mut().enable();
+        let (topics, bytes, errors) = read_all(broker, &targets, max_bytes, by_id, read_committed);
+        let elapsed = started.elapsed();
+        if bytes >= min_bytes.max(1) || errors || elapsed >= max_wait {
+            return FetchResponse::default()
+                .with_responses(topics)
+                .with_session_id(0);
+        }
+        let _ = tokio::time::timeout(max_wait - elapsed, notified).await;
+    }
+}
+
+fn read_all(
+    broker: &Broker,
+    targets: &[Target],
+    max_bytes: usize,
+    by_id: bool,
+    read_committed: bool,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut topics = Vec::with_capacity(targets.len());
+    for t in targets {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for &(index, offset, partition_max, leader_epoch) in &t.partitions {
+            let mut data = PartitionData::default()
+                .with_partition_index(index)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(proto_kafka::messages::BrokerId(-1))
+                .with_aborted_transactions(if read_committed {
+                    Some(Vec::new())
+                } else {
+                    None
+                })
+                .with_records(Some(Bytes::new()));
+            let replica = t
+                .name
+                .as_deref()
+                .and_then(|n| broker.replicas.get(n, index));
+            let Some(replica) = replica else {
+                errors = true;
+                let code = if by_id && t.name.is_none() {
+                    ResponseError::UnknownTopicId
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                };
+                partitions.push(data.with_error_code(code.code()));
+                continue;
+            };
+            let epoch = replica.leader_epoch();
+            if leader_epoch >= 0 && leader_epoch != epoch {
+                errors = true;
+                let code = if leader_epoch < epoch {
+                    ResponseError::FencedLeaderEpoch
+                } else {
+                    ResponseError::UnknownLeaderEpoch
+                };
+                partitions.push(data.with_error_code(code.code()));
+                continue;
+            }
+            let budget = (partition_max.max(0) as usize).min(max_bytes.saturating_sub(total));
+            // KIP-74: the first batch of the first non-empty partition goes out whole, even if
+            // it is larger than the limits, so a big batch can never block a consumer.
+            let min_one = total == 0;
+            match replica.read(offset, budget, min_one) {
+                Ok(read) => {
+                    data = data
+                        .with_high_watermark(read.high_watermark)
+                        .with_last_stable_offset(read.high_watermark)
+                        .with_log_start_offset(read.log_start_offset);
+                    if let Some(slice) = read.slice {
+                        if budget > 0 || min_one {
+                            match slice.read_bytes() {
+                                Ok(bytes) => {
+                                    total += bytes.len();
+                                    if let Some(name) = &t.name {
+                                        crate::metrics::topic_bytes_out(name, bytes.len());
+                                    }
+                                    data = data.with_records(Some(bytes));
+                                }
+                                Err(e) => {
+                                    warn!(partition = %replica.topic_partition, error = %e, "read failed");
+                                    errors = true;
+                                    data = data
+                                        .with_error_code(ResponseError::KafkaStorageError.code());
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    errors = true;
+                    let code = super::produce::append_error_code(&e);
+                    let hw = replica.high_watermark();
+                    let start = replica.log_start_offset().unwrap_or(-1);
+                    data = data
+                        .with_error_code(code.code())
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(hw)
+                        .with_log_start_offset(start);
+                }
+            }
+            partitions.push(data);
+        }
+        let topic = FetchableTopicResponse::default()
+            .with_partitions(partitions)
+            .with_topic_id(t.topic_id);
+        let topic = if by_id {
+            topic
+        } else {
+            topic.with_topic(TopicName(str_bytes(t.name.as_deref().unwrap_or(""))))
+        };
+        topics.push(topic);
+    }
+    (topics, total, errors)
+}

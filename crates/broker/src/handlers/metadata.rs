@@ -1,0 +1,144 @@
+use std::sync::Arc;
+
+use proto_kafka::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use proto_kafka::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use proto_kafka::ResponseError;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::controller::{self, validate_topic_name};
+use crate::metadata::{MetadataImage, TopicImage};
+use crate::request::RequestContext;
+
+/// "Authorized operations were not requested" (Kafka's Integer.MIN_VALUE sentinel).
+const OPS_NOT_REQUESTED: i32 = i32::MIN;
+/// Every topic operation bit (READ..DESCRIBE_CONFIGS) for a broker with no authorizer.
+const ALL_TOPIC_OPS: i32 = 0b0000_1111_1111_1000;
+const ALL_CLUSTER_OPS: i32 = 0b0001_1111_1111_1000;
+
+pub fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
+    // Each broker is described by its endpoint on the listener the client came in on.
+    match broker.config.advertised(listener) {
+        Some(ep) => vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.node_id()))
+            .with_host(str_bytes(&ep.host))
+            .with_port(ep.port as i32)
+            .with_rack(None)],
+        None => Vec::new(),
+    }
+}
+
+pub fn describe_topic(topic: &TopicImage, include_ops: bool) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|(p, reg)| {
+            MetadataResponsePartition::default()
+                .with_partition_index(*p)
+                .with_leader_id(BrokerId(reg.leader))
+                .with_leader_epoch(reg.leader_epoch)
+                .with_replica_nodes(reg.replicas.iter().map(|b| BrokerId(*b)).collect())
+                .with_isr_nodes(reg.isr.iter().map(|b| BrokerId(*b)).collect())
+                .with_offline_replicas(Vec::new())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(&topic.name))))
+        .with_topic_id(topic.id)
+        .with_is_internal(false)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(if include_ops {
+            ALL_TOPIC_OPS
+        } else {
+            OPS_NOT_REQUESTED
+        })
+}
+
+fn topic_error(name: Option<&str>, id: uuid::Uuid, e: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(e.code())
+        .with_name(name.map(|n| TopicName(str_bytes(n))))
+        .with_topic_id(id)
+        .with_topic_authorized_operations(OPS_NOT_REQUESTED)
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: MetadataRequest,
+) -> MetadataResponse {
+    let include_ops = req.include_topic_authorized_operations;
+    let mut image: Arc<MetadataImage> = broker.image();
+    // v0: an empty list means all topics; v1+: null means all and empty means none.
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && ctx.version == 0,
+    };
+    let mut topics = Vec::new();
+    if all {
+        let mut names: Vec<&String> = image.topics.keys().collect();
+        names.sort();
+        for n in names {
+            topics.push(describe_topic(&image.topics[n], include_ops));
+        }
+    } else {
+        // Before v4 there was no flag and auto-creation always applied.
+        let allow_auto = (ctx.version < 4 || req.allow_auto_topic_creation)
+            && broker.config.auto_create_topics_enable;
+        for t in req.topics.unwrap_or_default() {
+            let name = t.name.as_ref().map(|n| n.0.to_string());
+            let Some(name) = name else {
+                topics.push(match image.topic_by_id(&t.topic_id) {
+                    Some(topic) => describe_topic(topic, include_ops),
+                    None => topic_error(None, t.topic_id, ResponseError::UnknownTopicId),
+                });
+                continue;
+            };
+            if let Some(topic) = image.topic(&name) {
+                topics.push(describe_topic(topic, include_ops));
+                continue;
+            }
+            if validate_topic_name(&name).is_err() {
+                topics.push(topic_error(
+                    Some(&name),
+                    uuid::Uuid::nil(),
+                    ResponseError::InvalidTopicException,
+                ));
+                continue;
+            }
+            if !allow_auto {
+                topics.push(topic_error(
+                    Some(&name),
+                    uuid::Uuid::nil(),
+                    ResponseError::UnknownTopicOrPartition,
+                ));
+                continue;
+            }
+            match controller::auto_create_topic(broker, &name).await {
+                Ok(topic) => {
+                    tracing::info!(topic = %name, partitions = topic.partitions.len(), "auto-created topic");
+                    topics.push(describe_topic(&topic, include_ops));
+                    image = broker.image();
+                }
+                Err(e) => {
+                    let code = ResponseError::try_from_code(e.code)
+                        .unwrap_or(ResponseError::UnknownServerError);
+                    topics.push(topic_error(Some(&name), uuid::Uuid::nil(), code));
+                }
+            }
+        }
+    }
+    let _ = image;
+    MetadataResponse::default()
+        .with_brokers(brokers(broker, &ctx.info.listener_name))
+        .with_cluster_id(Some(str_bytes(&broker.cluster_id)))
+        .with_controller_id(BrokerId(broker.node_id()))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            ALL_CLUSTER_OPS
+        } else {
+            OPS_NOT_REQUESTED
+        })
+}

@@ -1,0 +1,15 @@
+//! One module per Kafka API (or family of admin APIs). Handlers take decoded requests and
+//! return response messages; they never see bytes of the wire.
+
+pub mod admin;
+pub mod api_versions;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use proto_kafka::protocol::StrBytes;
+
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}

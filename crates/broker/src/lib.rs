@@ -1,0 +1,18 @@
+//! The Strom broker: a Kafka-protocol server over Strom's log engine.
+//!
+//! A request flows one way: [`network`] (listener, connection, frame) → [`request`] (header,
+//! version, decode) → [`handlers`] → [`partition`] / [`controller`] → `strom_log`, and back.
+
+pub mod admin_http;
+pub mod broker;
+pub mod config;
+pub mod controller;
+pub mod handlers;
+pub mod metadata;
+pub mod metrics;
+pub mod network;
+pub mod partition;
+pub mod replica_manager;
+pub mod request;
+pub mod server;
+pub mod topic_config;

@@ -1,0 +1,271 @@
+//! The metadata image: the state that results from applying every metadata record in order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use super::records::{BrokerEndpoint, MetadataRecord, RESOURCE_TOPIC};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("topic id {0} is unknown")]
+    UnknownTopicId(Uuid),
+    #[error("partition {partition} of {topic_id} has leader epoch {epoch}, older than {current}")]
+    StaleEpoch {
+        topic_id: Uuid,
+        partition: i32,
+        epoch: i32,
+        current: i32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub node_id: i32,
+    pub endpoints: Vec<BrokerEndpoint>,
+    pub rack: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRegistration {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: BTreeMap<i32, PartitionRegistration>,
+}
+
+/// Cheap to clone: topics are shared behind `Arc`, so a change copies only what it touches.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    /// Offset of the last record applied, -1 for an empty log.
+    pub offset: i64,
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    pub topics: HashMap<String, Arc<TopicImage>>,
+    pub topic_names: HashMap<Uuid, String>,
+    pub configs: HashMap<(i8, String), BTreeMap<String, String>>,
+}
+
+impl MetadataImage {
+    pub fn empty() -> Self {
+        MetadataImage {
+            offset: -1,
+            ..Default::default()
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicImage>> {
+        self.topic_names.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    pub fn topic_configs(&self, name: &str) -> BTreeMap<String, String> {
+        self.configs
+            .get(&(RESOURCE_TOPIC, name.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.topics.values().map(|t| t.partitions.len()).sum()
+    }
+
+    /// Applies one record; a record that contradicts the image is an error and changes nothing.
+    pub fn apply(&mut self, offset: i64, record: &MetadataRecord) -> Result<(), ImageError> {
+        match record {
+            MetadataRecord::RegisterBroker {
+                node_id,
+                endpoints,
+                rack,
+            } => {
+                self.brokers.insert(
+                    *node_id,
+                    BrokerRegistration {
+                        node_id: *node_id,
+                        endpoints: endpoints.clone(),
+                        rack: rack.clone(),
+                    },
+                );
+            }
+            MetadataRecord::Topic { name, topic_id } => {
+                if self.topics.contains_key(name) || self.topic_names.contains_key(topic_id) {
+                    return Err(ImageError::TopicExists(name.clone()));
+                }
+                self.topic_names.insert(*topic_id, name.clone());
+                self.topics.insert(
+                    name.clone(),
+                    Arc::new(TopicImage {
+                        name: name.clone(),
+                        id: *topic_id,
+                        partitions: BTreeMap::new(),
+                    }),
+                );
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let name = self
+                    .topic_names
+                    .get(topic_id)
+                    .ok_or(ImageError::UnknownTopicId(*topic_id))?;
+                let topic = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or(ImageError::UnknownTopicId(*topic_id))?;
+                if let Some(current) = topic.partitions.get(partition) {
+                    if *leader_epoch < current.leader_epoch {
+                        return Err(ImageError::StaleEpoch {
+                            topic_id: *topic_id,
+                            partition: *partition,
+                            epoch: *leader_epoch,
+                            current: current.leader_epoch,
+                        });
+                    }
+                }
+                Arc::make_mut(topic).partitions.insert(
+                    *partition,
+                    PartitionRegistration {
+                        replicas: replicas.clone(),
+                        isr: isr.clone(),
+                        leader: *leader,
+                        leader_epoch: *leader_epoch,
+                        partition_epoch: *partition_epoch,
+                    },
+                );
+            }
+            MetadataRecord::Config {
+                resource_type,
+                resource_name,
+                name,
+                value,
+            } => {
+                let key = (*resource_type, resource_name.clone());
+                match value {
+                    Some(v) => {
+                        self.configs
+                            .entry(key)
+                            .or_default()
+                            .insert(name.clone(), v.clone());
+                    }
+                    None => {
+                        if let Some(m) = self.configs.get_mut(&key) {
+                            m.remove(name);
+                            if m.is_empty() {
+                                self.configs.remove(&key);
+                            }
+                        }
+                    }
+                }
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                let name = self
+                    .topic_names
+                    .remove(topic_id)
+                    .ok_or(ImageError::UnknownTopicId(*topic_id))?;
+                self.topics.remove(&name);
+                self.configs.remove(&(RESOURCE_TOPIC, name));
+            }
+        }
+        self.offset = offset;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, id: Uuid) -> MetadataRecord {
+        MetadataRecord::Topic {
+            name: name.to_string(),
+            topic_id: id,
+        }
+    }
+
+    fn part(id: Uuid, p: i32, epoch: i32) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id: id,
+            partition: p,
+            replicas: vec![0],
+            isr: vec![0],
+            leader: 0,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        }
+    }
+
+    #[test]
+    fn topics_partitions_configs_and_removal() {
+        let id = Uuid::new_v4();
+        let mut img = MetadataImage::empty();
+        img.apply(0, &topic("t", id)).unwrap();
+        img.apply(1, &part(id, 0, 0)).unwrap();
+        img.apply(2, &part(id, 1, 0)).unwrap();
+        img.apply(
+            3,
+            &MetadataRecord::Config {
+                resource_type: RESOURCE_TOPIC,
+                resource_name: "t".into(),
+                name: "retention.ms".into(),
+                value: Some("5".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(img.partition_count(), 2);
+        assert_eq!(
+            img.topic_configs("t")
+                .get("retention.ms")
+                .map(String::as_str),
+            Some("5")
+        );
+        assert_eq!(
+            img.apply(4, &topic("t", Uuid::new_v4())),
+            Err(ImageError::TopicExists("t".into()))
+        );
+        assert_eq!(img.offset, 3, "a rejected record leaves the offset alone");
+        assert!(matches!(img.apply(4, &part(id, 0, 0)), Ok(())));
+        img.apply(5, &part(id, 0, 3)).unwrap();
+        assert!(matches!(
+            img.apply(6, &part(id, 0, 2)),
+            Err(ImageError::StaleEpoch { .. })
+        ));
+        img.apply(6, &MetadataRecord::RemoveTopic { topic_id: id })
+            .unwrap();
+        assert!(img.topic("t").is_none());
+        assert!(img.topic_configs("t").is_empty());
+        assert!(img.apply(7, &part(id, 0, 9)).is_err());
+    }
+
+    #[test]
+    fn clone_shares_untouched_topics() {
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let mut img = MetadataImage::empty();
+        img.apply(0, &topic("a", a)).unwrap();
+        img.apply(1, &topic("b", b)).unwrap();
+        let before = img.clone();
+        img.apply(2, &part(a, 0, 0)).unwrap();
+        assert!(Arc::ptr_eq(&before.topics["b"], &img.topics["b"]));
+        assert!(before.topics["a"].partitions.is_empty());
+    }
+}

@@ -1,0 +1,51 @@
+//! The metadata records. Each is stored as one JSON-valued record in the metadata log.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// DescribeConfigs resource types, as Kafka numbers them.
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MetadataRecord {
+    /// A broker announced itself with the endpoints it advertises.
+    RegisterBroker {
+        node_id: i32,
+        endpoints: Vec<BrokerEndpoint>,
+        rack: Option<String>,
+    },
+    Topic {
+        name: String,
+        topic_id: Uuid,
+    },
+    /// A partition's replica set and leadership; a new record for an existing partition
+    /// replaces it (Kafka's PartitionRecord / PartitionChangeRecord collapsed into one).
+    Partition {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    /// Sets (`Some`) or removes (`None`) one config of a resource.
+    Config {
+        resource_type: i8,
+        resource_name: String,
+        name: String,
+        value: Option<String>,
+    },
+    RemoveTopic {
+        topic_id: Uuid,
+    },
+}

@@ -1,0 +1,5 @@
+//! The network edge: a connection reads size-prefixed frames
+//! ([`frame`]), hands each to the request layer, and writes responses back in request order.
+
+pub mod connection;
+pub mod frame;

@@ -1,0 +1,205 @@
+//! A partition replica hosted here: its log plus the replication state Kafka keeps beside it
+//! (leader epoch, high watermark). A node of one is the leader and the whole ISR, so the high
+//! watermark follows what is durable; replication will move it by follower acknowledgements.
+
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use strom_log::{AppendInfo, FetchSlice, Log, LogError, TopicPartition};
+use thiserror::Error;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::topic_config::TopicConfig;
+
+#[derive(Debug, Error)]
+pub enum PartitionError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the log lock was poisoned by a panic")]
+    Poisoned,
+}
+
+pub struct Partition {
+    pub topic_partition: TopicPartition,
+    pub topic_id: Uuid,
+    log: Mutex<Log>,
+    leader_epoch: AtomicI32,
+    high_watermark: AtomicI64,
+    /// Everything below this offset has been fdatasynced.
+    flushed_offset: AtomicI64,
+    /// Records appended since the last flush, for log.flush.interval.messages.
+    unflushed_messages: AtomicI64,
+    /// One fsync at a time per partition; waiters behind it usually find their data already
+    /// synced by the one before (group commit).
+    flush_lock: tokio::sync::Mutex<()>,
+    config: Mutex<TopicConfig>,
+    data_notify: Arc<Notify>,
+}
+
+/// What a fetch sees of a partition at one moment.
+pub struct PartitionRead {
+    pub slice: Option<FetchSlice>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+impl Partition {
+    pub fn new(
+        log: Log,
+        topic_id: Uuid,
+        leader_epoch: i32,
+        config: TopicConfig,
+        data_notify: Arc<Notify>,
+    ) -> Partition {
+        let leo = log.log_end_offset();
+        Partition {
+            topic_partition: log.topic_partition().clone(),
+            topic_id,
+            log: Mutex::new(log),
+            leader_epoch: AtomicI32::new(leader_epoch),
+            // Recovery has already dropped anything torn, and what survived recovery is on
+            // disk, so the whole log is visible again after a restart.
+            high_watermark: AtomicI64::new(leo),
+            flushed_offset: AtomicI64::new(leo),
+            unflushed_messages: AtomicI64::new(0),
+            flush_lock: tokio::sync::Mutex::new(()),
+            config: Mutex::new(config),
+            data_notify,
+        }
+    }
+
+    fn log(&self) -> Result<MutexGuard<'_, Log>, PartitionError> {
+        self.log.lock().map_err(|_| PartitionError::Poisoned)
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        match self.config.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn log_start_offset(&self) -> Result<i64, PartitionError> {
+        Ok(self.log()?.log_start_offset())
+    }
+
+    pub fn log_end_offset(&self) -> Result<i64, PartitionError> {
+        Ok(self.log()?.log_end_offset())
+    }
+
+    pub fn size_bytes(&self) -> Result<u64, PartitionError> {
+        Ok(self.log()?.size_bytes())
+    }
+
+    /// Appends producer batches (validated, offsets assigned in place). Durability and the
+    /// high watermark follow in [`Partition::complete_append`].
+    pub fn append_as_leader(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, PartitionError> {
+        let epoch = self.leader_epoch();
+        let info = self.log()?.append_as_leader(records, epoch, now_ms)?;
+        self.unflushed_messages
+            .fetch_add(info.last_offset - info.first_offset + 1, Ordering::AcqRel);
+        Ok(info)
+    }
+
+    /// Makes an append visible per the flush policy: with flush.messages = 1 (Strom's default)
+    /// the data is fsynced first and the high watermark never exposes unsynced data; otherwise
+    /// it is visible at once and synced once flush.messages have accumulated.
+    pub async fn complete_append(&self, end_offset: i64) -> Result<(), PartitionError> {
+        let flush_messages = self.config().flush_messages;
+        if flush_messages <= 1 {
+            self.flush_to(end_offset).await
+        } else {
+            self.advance_high_watermark(end_offset);
+            if self.unflushed_messages.load(Ordering::Acquire) >= flush_messages {
+                self.flush_to(end_offset).await?;
+            }
+            Ok(())
+        }
+    }
+
+    fn advance_high_watermark(&self, offset: i64) {
+        let previous = self.high_watermark.fetch_max(offset, Ordering::AcqRel);
+        if offset > previous {
+            self.data_notify.notify_waiters();
+        }
+    }
+
+    /// fdatasyncs the log up to at least `offset` (exclusive), sharing one sync among
+    /// concurrent callers.
+    pub async fn flush_to(&self, offset: i64) -> Result<(), PartitionError> {
+        if self.flushed_offset.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        let _turn = self.flush_lock.lock().await;
+        if self.flushed_offset.load(Ordering::Acquire) >= offset {
+            return Ok(());
+        }
+        let target = self.log()?.flush_target();
+        let end = target.offset();
+        self.unflushed_messages.store(0, Ordering::Release);
+        let target = tokio::task::spawn_blocking(move || target.sync().map(|()| target))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        self.log()?.mark_flushed_target(&target)?;
+        self.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        self.advance_high_watermark(end);
+        Ok(())
+    }
+
+    /// Flushes whatever is unsynced (the periodic flusher and shutdown).
+    pub async fn flush(&self) -> Result<(), PartitionError> {
+        let end = self.log_end_offset()?;
+        self.flush_to(end).await
+    }
+
+    /// Whole batches from `offset`, up to the high watermark. The bytes are read later,
+    /// without the log lock.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<PartitionRead, PartitionError> {
+        let log = self.log()?;
+        let high_watermark = self.high_watermark();
+        let slice = log.read(offset, max_bytes, high_watermark, min_one_batch)?;
+        Ok(PartitionRead {
+            slice: Some(slice),
+            high_watermark,
+            log_start_offset: log.log_start_offset(),
+        })
+    }
+
+    pub fn with_log<R>(&self, f: impl FnOnce(&mut Log) -> R) -> Result<R, PartitionError> {
+        let mut log = self.log()?;
+        Ok(f(&mut log))
+    }
+
+    pub fn update_config(&self, config: TopicConfig) -> Result<(), PartitionError> {
+        self.log()?.update_config(config.log_config())?;
+        match self.config.lock() {
+            Ok(mut c) => *c = config,
+            Err(p) => *p.into_inner() = config,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! From a frame to a response: check and decode the header, check the version, decode the body
+//! with the generated codecs, call the handler, frame the response.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use proto_kafka::messages::{
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    ResponseHeader,
+};
+use proto_kafka::protocol::{Decodable, Encodable, Message};
+use proto_kafka::ResponseError;
+use thiserror::Error;
+
+use crate::broker::Broker;
+use crate::handlers;
+use crate::network::connection::ConnectionInfo;
+
+pub type PendingReply = Pin<Box<dyn Future<Output = Option<BytesMut>> + Send>>;
+
+/// A handler's answer: ready now, or later (waiting for durability or data). `None` is no
+/// response at all (a produce with acks=0).
+pub enum Reply {
+    Now(Option<BytesMut>),
+    Later(PendingReply),
+}
+
+#[derive(Debug, Error)]
+pub enum RequestError {
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("{api:?} v{version} is not supported")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("cannot decode {api:?} v{version}: {reason}")]
+    Decode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("cannot encode the {api:?} response: {reason}")]
+    Encode { api: ApiKey, reason: String },
+}
+
+/// The APIs and versions this broker serves. Produce is advertised from v0 as Kafka does:
+/// librdkafka disables compression against brokers that do not list v0. Versions below what
+/// the codecs decode are refused when actually used.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+pub struct RequestContext {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub info: Arc<ConnectionInfo>,
+}
+
+impl RequestContext {
+    pub fn respond<R: Encodable>(&self, body: &R) -> Result<BytesMut, RequestError> {
+        encode_response(self.api, self.version, self.correlation_id, body)
+    }
+}
+
+pub fn encode_response<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Result<BytesMut, RequestError> {
+    let err = |e: proto_kafka::ProtoError| RequestError::Encode {
+        api,
+        reason: e.to_string(),
+    };
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    let size = header.compute_size(header_version).map_err(err)?
+        + body.compute_size(version).map_err(err)?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header.encode(&mut buf, header_version).map_err(err)?;
+    body.encode(&mut buf, version).map_err(err)?;
+    debug_assert_eq!(buf.len(), 4 + size);
+    Ok(buf)
+}
+
+fn decode<T: Decodable + Message>(
+    api: ApiKey,
+    version: i16,
+    body: &mut Bytes,
+) -> Result<T, RequestError> {
+    if version < T::VERSIONS.min || version > T::VERSIONS.max {
+        return Err(RequestError::UnsupportedVersion { api, version });
+    }
+    T::decode(body, version).map_err(|e| RequestError::Decode {
+        api,
+        version,
+        reason: e.to_string(),
+    })
+}
+
+/// The ApiVersions answer to a version we do not know: v0 format, UNSUPPORTED_VERSION, and our
+/// ranges, so the client can retry with a version we speak (KIP-511).
+fn api_versions_unsupported(correlation_id: i32) -> Result<BytesMut, RequestError> {
+    let body = handlers::api_versions::response()
+        .with_error_code(ResponseError::UnsupportedVersion.code());
+    encode_response::<ApiVersionsResponse>(ApiKey::ApiVersions, 0, correlation_id, &body)
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    info: &Arc<ConnectionInfo>,
+    frame: BytesMut,
+) -> Result<Reply, RequestError> {
+    let started = Instant::now();
+    let mut buf = frame.freeze();
+    // The frame layer guarantees the 8 bytes of api key, version and correlation id; the
+    // generated header decoder would panic on fewer.
+    if buf.len() < crate::network::frame::MIN_REQUEST_BYTES {
+        return Err(RequestError::UnknownApiKey(-1));
+    }
+    let raw_key = i16::from_be_bytes([buf[0], buf[1]]);
+    let version = i16::from_be_bytes([buf[2], buf[3]]);
+    let correlation_id = i32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let api = ApiKey::try_from(raw_key).map_err(|_| RequestError::UnknownApiKey(raw_key))?;
+    crate::metrics::bytes_received(buf.len() + 4);
+    let Some((min, max)) = supported_range(api) else {
+        return Err(RequestError::UnsupportedVersion { api, version });
+    };
+    if api == ApiKey::ApiVersions && version > max {
+        return Ok(Reply::Now(Some(api_versions_unsupported(correlation_id)?)));
+    }
+    if version < min || version > max {
+        return Err(RequestError::UnsupportedVersion { api, version });
+    }
+    proto_kafka::header_io::decode_request_header_from_buffer(&mut buf).map_err(|e| {
+        RequestError::Decode {
+            api,
+            version,
+            reason: format!("header: {e}"),
+        }
+    })?;
+    let ctx = RequestContext {
+        api,
+        version,
+        correlation_id,
+        info: info.clone(),
+    };
+    let body = &mut buf;
+    let reply = match api {
+        ApiKey::ApiVersions => Reply::Now(Some(ctx.respond(&handlers::api_versions::response())?)),
+        ApiKey::Metadata => {
+            let req: MetadataRequest = decode(api, version, body)?;
+            Reply::Now(Some(
+                ctx.respond(&handlers::metadata::handle(broker, &ctx, req).await)?,
+            ))
+        }
+        ApiKey::Produce => {
+            let req: ProduceRequest = decode(api, version, body)?;
+            handlers::produce::handle(broker, ctx, req)
+        }
+        ApiKey::Fetch => {
+            let req: FetchRequest = decode(api, version, body)?;
+            handlers::fetch::handle(broker, ctx, req)
+        }
+        ApiKey::ListOffsets => {
+            let req: ListOffsetsRequest = decode(api, version, body)?;
+            Reply::Now(Some(
+                ctx.respond(&handlers::list_offsets::handle(broker, &ctx, req))?,
+            ))
+        }
+        ApiKey::CreateTopics => {
+            let req: CreateTopicsRequest = decode(api, version, body)?;
+            Reply::Now(Some(ctx.respond(
+                &handlers::admin::create_topics(broker, &ctx, req).await,
+            )?))
+        }
+        ApiKey::DeleteTopics => {
+            let req: DeleteTopicsRequest = decode(api, version, body)?;
+            Reply::Now(Some(ctx.respond(
+                &handlers::admin::delete_topics(broker, &ctx, req).await,
+            )?))
+        }
+        ApiKey::DescribeConfigs => {
+            let req: DescribeConfigsRequest = decode(api, version, body)?;
+            Reply::Now(Some(
+                ctx.respond(&handlers::admin::describe_configs(broker, &ctx, req))?,
+            ))
+        }
+        ApiKey::DescribeCluster => {
+            let req: DescribeClusterRequest = decode(api, version, body)?;
+            Reply::Now(Some(
+                ctx.respond(&handlers::admin::describe_cluster(broker, &ctx, req))?,
+            ))
+        }
+        _ => return Err(RequestError::UnsupportedVersion { api, version }),
+    };
+    Ok(match reply {
+        Reply::Now(bytes) => {
+            crate::metrics::request_done(api, started);
+            Reply::Now(bytes)
+        }
+        Reply::Later(fut) => Reply::Later(Box::pin(async move {
+            let out = fut.await;
+            crate::metrics::request_done(api, started);
+            out
+        })),
+    })
+}

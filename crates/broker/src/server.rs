@@ -1,0 +1,350 @@
+//! Start-up and shutdown of a broker: lock and format the data directory, replay the metadata
+//! log, recover the partition logs, bind the listeners, serve until told to stop, then drain
+//! connections, flush and close everything.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use strom_log::DirLock;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::metadata::metadata_log::{now_ms, MetadataLog};
+use crate::metadata::records::BrokerEndpoint;
+use crate::metadata::MetadataRecord;
+use crate::network::connection::{self, ConnectionInfo};
+use crate::replica_manager::ReplicaManager;
+
+const META_PROPERTIES: &str = "meta.properties";
+
+/// Reads `meta.properties` (Kafka's record of which cluster and node a directory belongs to),
+/// writing it on first start. Returns the cluster id.
+fn format_or_check(dir: &Path, config: &BrokerConfig) -> anyhow::Result<String> {
+    let path = dir.join(META_PROPERTIES);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let mut cluster = None;
+        let mut node = None;
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("cluster.id=") {
+                cluster = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("node.id=") {
+                node = v.trim().parse::<i32>().ok();
+            }
+        }
+        let cluster = cluster.with_context(|| format!("{} has no cluster.id", path.display()))?;
+        if node != Some(config.node_id) {
+            bail!(
+                "{} belongs to node.id {:?}, but this broker is node.id {}",
+                path.display(),
+                node,
+                config.node_id
+            );
+        }
+        if let Some(wanted) = &config.cluster_id {
+            if *wanted != cluster {
+                bail!(
+                    "{} belongs to cluster {cluster}, not cluster.id {wanted}",
+                    path.display()
+                );
+            }
+        }
+        return Ok(cluster);
+    }
+    let cluster = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
+    let tmp = dir.join("meta.properties.tmp");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    write!(
+        f,
+        "version=1\ncluster.id={cluster}\nnode.id={}\n",
+        config.node_id
+    )?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(cluster)
+}
+
+/// Kafka's cluster ids are a UUID in URL-safe base64 without padding (22 characters).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut out = String::with_capacity(22);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for b in bytes {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+async fn bind(config: &mut BrokerConfig) -> anyhow::Result<Vec<(Arc<str>, TcpListener)>> {
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        let host = if l.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            l.host.as_str()
+        };
+        let listener = TcpListener::bind((host, l.port)).await.with_context(|| {
+            format!("cannot listen on {}:{} (listener {})", host, l.port, l.name)
+        })?;
+        let bound = listener.local_addr()?;
+        // An ephemeral port (0) is advertised as the port actually bound.
+        for a in config.advertised_listeners.iter_mut() {
+            if a.name == l.name && a.port == 0 {
+                a.port = bound.port();
+            }
+        }
+        out.push((Arc::from(l.name.as_str()), listener));
+    }
+    Ok(out)
+}
+
+pub async fn run(
+    mut config: BrokerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dir = config.log_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create log.dirs {}", dir.display()))?;
+    let lock = DirLock::acquire(&dir)?;
+    let cluster_id = format_or_check(&dir, &config)?;
+    let metrics = crate::metrics::install();
+
+    let (metadata_log, image) = MetadataLog::open(&dir).context("cannot open the metadata log")?;
+    let replicas = ReplicaManager::new(config.node_id, &dir);
+    replicas
+        .apply_image(&image, &config.raw)
+        .context("cannot open partition logs")?;
+    replicas.remove_orphans();
+    crate::metrics::partitions(image.partition_count());
+    let recovered_ms = started.elapsed().as_millis();
+
+    let listeners = bind(&mut config).await?;
+    let admin_listener = match config.admin_http_listener {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on admin.http.listener {addr}"))?,
+        ),
+        None => None,
+    };
+    let broker = Arc::new(Broker::new(
+        config,
+        cluster_id.clone(),
+        metadata_log,
+        image,
+        replicas,
+    ));
+    register_broker(&broker).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let max_connections = broker.config.max_connections;
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let mut tasks = Vec::new();
+    for (name, listener) in listeners {
+        let addr = listener.local_addr()?;
+        info!(listener = %name, %addr, "listening");
+        tasks.push(tokio::spawn(accept_loop(
+            broker.clone(),
+            name,
+            listener,
+            connections.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(l) = admin_listener {
+        let addr = l.local_addr()?;
+        info!(%addr, "admin http listening");
+        let mut rx = stop_rx.clone();
+        let b = broker.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.changed().await;
+            };
+            if let Err(e) = crate::admin_http::serve(l, b, metrics, stop).await {
+                warn!(error = %e, "admin http listener failed");
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(upkeep_loop(broker.clone(), stop_rx.clone())));
+    broker.set_ready(true);
+    info!(
+        node_id = broker.node_id(),
+        cluster_id = %cluster_id,
+        partitions = broker.image().partition_count(),
+        recovery_ms = recovered_ms as u64,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "strom broker ready"
+    );
+
+    shutdown.await;
+    info!("shutting down: no new connections, finishing in-flight requests");
+    broker.set_ready(false);
+    let _ = stop_tx.send(true);
+    let drain = Duration::from_millis(broker.config.shutdown_timeout_ms);
+    let all = connections
+        .clone()
+        .acquire_many_owned(max_connections as u32);
+    if tokio::time::timeout(drain, all).await.is_err() {
+        warn!(
+            timeout_ms = drain.as_millis() as u64,
+            "connections still open after shutdown.timeout.ms; closing them"
+        );
+    }
+    for t in tasks {
+        t.abort();
+    }
+    broker.replicas.shutdown().await;
+    broker.close_metadata().await;
+    drop(lock);
+    info!("shutdown complete");
+    Ok(())
+}
+
+/// Records this broker's advertised endpoints in the metadata log when they change, so the
+/// image (and later, other brokers) know how to reach it.
+async fn register_broker(broker: &Arc<Broker>) -> anyhow::Result<()> {
+    let endpoints: Vec<BrokerEndpoint> = broker
+        .config
+        .advertised_listeners
+        .iter()
+        .map(|e| BrokerEndpoint {
+            name: e.name.clone(),
+            host: e.host.clone(),
+            port: e.port,
+        })
+        .collect();
+    let current = broker.image();
+    if current.brokers.get(&broker.node_id()).map(|b| &b.endpoints) == Some(&endpoints) {
+        return Ok(());
+    }
+    let mut log = broker.metadata_log.lock().await;
+    broker
+        .commit_locked(
+            &mut log,
+            &[MetadataRecord::RegisterBroker {
+                node_id: broker.node_id(),
+                endpoints,
+                rack: None,
+            }],
+        )
+        .context("cannot register the broker in the metadata log")?;
+    Ok(())
+}
+
+async fn accept_loop(
+    broker: Arc<Broker>,
+    name: Arc<str>,
+    listener: TcpListener,
+    connections: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let b = broker.clone();
+                let info = ConnectionInfo {
+                    listener_name: name.clone(),
+                    peer,
+                };
+                let rx = stop.clone();
+                tokio::spawn(async move {
+                    connection::serve(b, stream, info, rx).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Periodic work: time-based flushes, retention, and the log size gauge.
+async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let flush_every = Duration::from_millis(broker.config.log_flush_scheduler_interval_ms);
+    let retention_every = Duration::from_millis(broker.config.log_retention_check_interval_ms);
+    let mut last_retention = Instant::now();
+    let mut last_flush_ms: std::collections::HashMap<strom_log::TopicPartition, i64> =
+        Default::default();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(flush_every) => {}
+            _ = stop.changed() => return,
+        }
+        let now = now_ms();
+        let mut total = 0u64;
+        for p in broker.replicas.all() {
+            if let Some(flush_ms) = p.config().flush_ms {
+                let last = last_flush_ms
+                    .entry(p.topic_partition.clone())
+                    .or_insert(now);
+                if now - *last >= flush_ms {
+                    *last = now;
+                    if let Err(e) = p.flush().await {
+                        warn!(partition = %p.topic_partition, error = %e, "scheduled flush failed");
+                    }
+                }
+            }
+            total += p.size_bytes().unwrap_or(0);
+        }
+        crate::metrics::log_size(total);
+        if last_retention.elapsed() >= retention_every {
+            last_retention = Instant::now();
+            for p in broker.replicas.all() {
+                match p.with_log(|log| log.enforce_retention(now)) {
+                    Ok(Ok(n)) if n > 0 => {
+                        info!(partition = %p.topic_partition, segments = n, "retention deleted segments")
+                    }
+                    Ok(Err(e)) => {
+                        warn!(partition = %p.topic_partition, error = %e, "retention failed")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        let id = super::new_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(id, super::new_cluster_id());
+    }
+}

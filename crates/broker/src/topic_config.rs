@@ -1,0 +1,248 @@
+//! Topic-level configuration: Kafka's topic config names, each defaulting to its broker synonym.
+
+use std::collections::BTreeMap;
+
+use crate::config::{
+    parse_i64, parse_timestamp_type, ConfigError, ConfigSource, ConfigType, RawConfig,
+    TimestampType, TOPIC_CONFIGS,
+};
+
+/// DescribeConfigs' source for a value set on the topic itself.
+pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicConfig {
+    pub cleanup_policy: String,
+    pub max_message_bytes: i32,
+    pub message_timestamp_type: TimestampType,
+    pub min_insync_replicas: i32,
+    pub retention_bytes: i64,
+    pub retention_ms: i64,
+    pub segment_bytes: i64,
+    pub segment_ms: i64,
+    pub segment_index_bytes: i64,
+    pub index_interval_bytes: i64,
+    pub flush_messages: i64,
+    pub flush_ms: Option<i64>,
+}
+
+/// One row of DescribeConfigs for a topic.
+pub struct DescribedConfig {
+    pub name: &'static str,
+    pub value: Option<String>,
+    pub source: i8,
+    pub ty: ConfigType,
+    /// The broker setting this one defaults to, with its value and source, for synonyms.
+    pub broker_synonym: Option<(&'static str, String, i8)>,
+}
+
+fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The broker-level default of a topic setting, resolving Kafka's ms/minutes/hours families.
+fn broker_value(raw: &RawConfig, topic_key: &str) -> Result<(String, i8), ConfigError> {
+    let src = |k: &str| raw.source(k) as i8;
+    let hours_family =
+        |ms: &str, minutes: Option<&str>, hours: &str| -> Result<(String, i8), ConfigError> {
+            if let Some(v) = raw.get(ms) {
+                return Ok((v.to_string(), src(ms)));
+            }
+            if let Some(m) = minutes.and_then(|k| raw.get(k).map(|v| (k, v))) {
+                let n = parse_i64(m.0, m.1, -1, i64::MAX / 60_000)?;
+                return Ok(((if n < 0 { -1 } else { n * 60_000 }).to_string(), src(m.0)));
+            }
+            let h = raw.get(hours).unwrap_or("168");
+            let n = parse_i64(hours, h, -1, i64::MAX / 3_600_000)?;
+            Ok((
+                (if n < 0 { -1 } else { n * 3_600_000 }).to_string(),
+                src(hours),
+            ))
+        };
+    match topic_key {
+        "retention.ms" => hours_family(
+            "log.retention.ms",
+            Some("log.retention.minutes"),
+            "log.retention.hours",
+        ),
+        "segment.ms" => hours_family("log.roll.ms", None, "log.roll.hours"),
+        "flush.ms" => Ok((
+            raw.get("log.flush.interval.ms")
+                .unwrap_or("9223372036854775807")
+                .to_string(),
+            src("log.flush.interval.ms"),
+        )),
+        other => {
+            let synonym = TOPIC_CONFIGS
+                .iter()
+                .find(|(t, _, _)| *t == other)
+                .map(|(_, b, _)| *b)
+                .unwrap_or(other);
+            Ok((raw.get(synonym).unwrap_or("").to_string(), src(synonym)))
+        }
+    }
+}
+
+impl TopicConfig {
+    pub fn broker_defaults(raw: &RawConfig) -> Result<TopicConfig, ConfigError> {
+        Self::effective(raw, &BTreeMap::new())
+    }
+
+    /// The configuration of a topic with `overrides` on top of the broker's defaults. Rejects
+    /// unknown names and bad values (CreateTopics and AlterConfigs answer INVALID_CONFIG).
+    pub fn effective(
+        raw: &RawConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, ConfigError> {
+        for k in overrides.keys() {
+            if !TOPIC_CONFIGS.iter().any(|(t, _, _)| t == k) {
+                return Err(ConfigError::Unknown {
+                    key: k.clone(),
+                    origin: "topic configs".to_string(),
+                });
+            }
+        }
+        let value = |k: &str| -> Result<String, ConfigError> {
+            match overrides.get(k) {
+                Some(v) => Ok(v.clone()),
+                None => Ok(broker_value(raw, k)?.0),
+            }
+        };
+        let long = |k: &str, min: i64| -> Result<i64, ConfigError> {
+            parse_i64(k, &value(k)?, min, i64::MAX)
+        };
+        let int = |k: &str, min: i64| -> Result<i64, ConfigError> {
+            parse_i64(k, &value(k)?, min, i32::MAX as i64)
+        };
+
+        let cleanup_policy = value("cleanup.policy")?;
+        for p in cleanup_policy.split(',').map(str::trim) {
+            if p != "delete" && p != "compact" {
+                return Err(invalid(
+                    "cleanup.policy",
+                    &cleanup_policy,
+                    "must be delete and/or compact",
+                ));
+            }
+        }
+        let compression = value("compression.type")?;
+        if compression != "producer" {
+            // Departure from Kafka: batches are stored exactly as produced, never re-compressed.
+            return Err(invalid(
+                "compression.type",
+                &compression,
+                "only 'producer' is supported (Strom stores batches as the producer compressed them)",
+            ));
+        }
+        let flush_ms = long("flush.ms", 0)?;
+        // Kafka's segment.bytes floor is the smallest legacy record, 14 bytes.
+        Ok(TopicConfig {
+            cleanup_policy,
+            max_message_bytes: int("max.message.bytes", 0)? as i32,
+            message_timestamp_type: parse_timestamp_type(
+                "message.timestamp.type",
+                &value("message.timestamp.type")?,
+            )?,
+            min_insync_replicas: int("min.insync.replicas", 1)? as i32,
+            retention_bytes: long("retention.bytes", i64::MIN)?,
+            retention_ms: long("retention.ms", -1)?,
+            segment_bytes: int("segment.bytes", 14)?,
+            segment_ms: long("segment.ms", 1)?,
+            segment_index_bytes: int("segment.index.bytes", 4)?,
+            index_interval_bytes: int("index.interval.bytes", 0)?,
+            flush_messages: long("flush.messages", 1)?,
+            flush_ms: if flush_ms == i64::MAX {
+                None
+            } else {
+                Some(flush_ms)
+            },
+        })
+    }
+
+    pub fn log_config(&self) -> strom_log::LogConfig {
+        strom_log::LogConfig {
+            segment_bytes: self.segment_bytes as u64,
+            segment_ms: self.segment_ms,
+            segment_index_bytes: self.segment_index_bytes as u64,
+            index_interval_bytes: self.index_interval_bytes as u64,
+            max_message_bytes: self.max_message_bytes.max(0) as usize,
+            message_timestamp_type: match self.message_timestamp_type {
+                TimestampType::CreateTime => strom_log::TimestampType::CreateTime,
+                TimestampType::LogAppendTime => strom_log::TimestampType::LogAppendTime,
+            },
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+        }
+    }
+
+    /// Every topic setting with its value and source, for DescribeConfigs.
+    pub fn describe(
+        raw: &RawConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Vec<DescribedConfig>, ConfigError> {
+        let mut out = Vec::new();
+        for (name, synonym, ty) in TOPIC_CONFIGS {
+            let (bv, bsrc) = broker_value(raw, name)?;
+            let broker_synonym = if bsrc == ConfigSource::StaticBroker as i8 {
+                Some((*synonym, bv.clone(), bsrc))
+            } else {
+                None
+            };
+            let (value, source) = match overrides.get(*name) {
+                Some(v) => (v.clone(), SOURCE_DYNAMIC_TOPIC),
+                None => (bv, bsrc),
+            };
+            out.push(DescribedConfig {
+                name,
+                value: Some(value),
+                source,
+                ty: *ty,
+                broker_synonym,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_broker_synonyms() {
+        let mut raw = RawConfig::defaults();
+        let d = TopicConfig::broker_defaults(&raw).unwrap();
+        assert_eq!(d.retention_ms, 604_800_000);
+        assert_eq!(d.segment_bytes, 1_073_741_824);
+        assert_eq!(d.max_message_bytes, 1_048_588);
+        raw.set("log.retention.hours", "1", "t").unwrap();
+        raw.set("message.max.bytes", "5000", "t").unwrap();
+        let d = TopicConfig::broker_defaults(&raw).unwrap();
+        assert_eq!(d.retention_ms, 3_600_000);
+        assert_eq!(d.max_message_bytes, 5000);
+        let rows = TopicConfig::describe(&raw, &BTreeMap::new()).unwrap();
+        let r = rows.iter().find(|r| r.name == "retention.ms").unwrap();
+        assert_eq!(r.value.as_deref(), Some("3600000"));
+        assert_eq!(r.source, ConfigSource::StaticBroker as i8);
+    }
+
+    #[test]
+    fn overrides_validated() {
+        let raw = RawConfig::defaults();
+        let mut o = BTreeMap::new();
+        o.insert("retention.ms".to_string(), "1000".to_string());
+        assert_eq!(TopicConfig::effective(&raw, &o).unwrap().retention_ms, 1000);
+        o.insert("retention.ms".to_string(), "soon".to_string());
+        assert!(TopicConfig::effective(&raw, &o).is_err());
+        let mut o = BTreeMap::new();
+        o.insert("bogus".to_string(), "1".to_string());
+        assert!(TopicConfig::effective(&raw, &o).is_err());
+        let mut o = BTreeMap::new();
+        o.insert("cleanup.policy".to_string(), "shred".to_string());
+        assert!(TopicConfig::effective(&raw, &o).is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! Per-log configuration, mirroring Kafka's topic-level configs and their defaults.
+
+use crate::batch::{TimestampType, RECORD_BATCH_HEADER_SIZE};
+use crate::error::LogError;
+
+pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024 * 1024;
+pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+pub const DEFAULT_SEGMENT_INDEX_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_INDEX_INTERVAL_BYTES: u64 = 4096;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024 + 12;
+pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+pub const DEFAULT_RETENTION_BYTES: i64 = -1;
+
+/// Index positions are 32-bit (as in Kafka, where segment.bytes is an int), which caps a segment.
+pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// segment.bytes: roll when the active segment would grow past this.
+    pub segment_bytes: u64,
+    /// segment.ms: roll when the active segment's first batch is older than this.
+    pub segment_ms: i64,
+    /// segment.index.bytes: cap on each index file; a full index rolls the segment.
+    pub segment_index_bytes: u64,
+    /// index.interval.bytes: bytes of batches between two sparse index entries.
+    pub index_interval_bytes: u64,
+    /// max.message.bytes: largest accepted record batch, framing included.
+    pub max_message_bytes: usize,
+    /// message.timestamp.type
+    pub message_timestamp_type: TimestampType,
+    /// retention.ms: delete segments whose newest timestamp is older; negative = unlimited.
+    pub retention_ms: i64,
+    /// retention.bytes: delete oldest segments beyond this total size; negative = unlimited.
+    pub retention_bytes: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_ms: DEFAULT_SEGMENT_MS,
+            segment_index_bytes: DEFAULT_SEGMENT_INDEX_BYTES,
+            index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            message_timestamp_type: TimestampType::CreateTime,
+            retention_ms: DEFAULT_RETENTION_MS,
+            retention_bytes: DEFAULT_RETENTION_BYTES,
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn validate(&self) -> Result<(), LogError> {
+        if self.segment_bytes < RECORD_BATCH_HEADER_SIZE as u64
+            || self.segment_bytes > MAX_SEGMENT_BYTES
+        {
+            return Err(LogError::InvalidConfig(format!(
+                "segment_bytes {} must be in [{RECORD_BATCH_HEADER_SIZE}, {MAX_SEGMENT_BYTES}]",
+                self.segment_bytes
+            )));
+        }
+        if self.segment_ms <= 0 {
+            return Err(LogError::InvalidConfig(format!(
+                "segment_ms {} must be positive",
+                self.segment_ms
+            )));
+        }
+        // Room for at least one entry in each index, otherwise every append would roll.
+        if self.segment_index_bytes < 12 {
+            return Err(LogError::InvalidConfig(format!(
+                "segment_index_bytes {} must be at least 12",
+                self.segment_index_bytes
+            )));
+        }
+        if self.max_message_bytes < RECORD_BATCH_HEADER_SIZE {
+            return Err(LogError::InvalidConfig(format!(
+                "max_message_bytes {} must be at least {RECORD_BATCH_HEADER_SIZE}",
+                self.max_message_bytes
+            )));
+        }
+        Ok(())
+    }
+}

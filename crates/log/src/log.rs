@@ -1,0 +1,879 @@
+//! A partition log (Kafka's UnifiedLog + LocalLog): an ordered set of segments in one
+//! directory, with offset assignment, reads, crash recovery, truncation and retention.
+//!
+//! Concurrency: `Log` is a plain single-writer structure; the broker wraps it in a lock. The
+//! slow parts (the pread of fetched bytes, the fdatasync of a flush) are split out as
+//! [`FetchSlice`] and [`FlushTarget`] so they run without that lock.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::batch::{self, parse_header, TimestampType};
+use crate::checkpoint::{
+    sync_dir, OffsetCheckpointFile, LOG_START_OFFSET_CHECKPOINT_FILE,
+    RECOVERY_POINT_CHECKPOINT_FILE, TEMP_SUFFIX,
+};
+use crate::config::LogConfig;
+use crate::error::{IoContext, LogError};
+use crate::segment::{
+    LogSegment, SegmentRead, CLEANED_FILE_SUFFIX, DELETED_FILE_SUFFIX, INDEX_FILE_SUFFIX,
+    LOG_FILE_SUFFIX, SWAP_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX,
+};
+use crate::topic_partition::TopicPartition;
+
+/// Recovery-point checkpoints are rewritten at most this often (except on close/truncation):
+/// each write is two fsyncs, and a stale checkpoint only costs a longer recovery scan.
+const RECOVERY_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Offsets a single append may span: they must be addressable relative to one segment base.
+const MAX_APPEND_OFFSET_SPAN: i64 = i32::MAX as i64;
+
+/// Result of a successful leader append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// Largest batch maxTimestamp of the append (the append time under LogAppendTime).
+    pub max_timestamp: i64,
+    /// Base offset of the batch carrying `max_timestamp`.
+    pub offset_of_max_timestamp: i64,
+    /// The broker time stamped into the batches, -1 unless the topic uses LogAppendTime.
+    pub log_append_time_ms: i64,
+    pub valid_bytes: usize,
+    pub record_count: i64,
+    pub batch_count: usize,
+}
+
+/// Answer to a timestamp lookup (ListOffsets). Batch-granular: `offset` is the base offset of
+/// the first batch whose maxTimestamp >= the target, never past the true record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampAndOffset {
+    pub timestamp: i64,
+    pub offset: i64,
+    pub leader_epoch: Option<i32>,
+}
+
+/// Whole batches of one segment file, to be read (or sent) without holding the log lock.
+/// The file handle keeps the data readable even if retention deletes the segment meanwhile.
+#[derive(Debug, Clone)]
+pub struct FetchSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub size: usize,
+    /// Base offset of the first batch, -1 when empty.
+    pub first_offset: i64,
+}
+
+impl FetchSlice {
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Reads the slice with a single pread.
+    pub fn read_bytes(&self) -> std::io::Result<Bytes> {
+        if self.size == 0 {
+            return Ok(Bytes::new());
+        }
+        let mut buf = vec![0u8; self.size];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// What to fdatasync for the log to be durable up to `offset()`; obtained under the log lock,
+/// synced without it, then reported back with [`Log::mark_flushed_target`] (or `mark_flushed`).
+#[derive(Debug, Clone)]
+pub struct FlushTarget {
+    files: Vec<Arc<File>>,
+    dir: Option<PathBuf>,
+    offset: i64,
+    generation: u64,
+}
+
+impl FlushTarget {
+    /// The log end offset when the target was taken: everything below it is durable once
+    /// `sync` returns Ok.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    pub fn sync(&self) -> std::io::Result<()> {
+        for file in &self.files {
+            file.sync_data()?;
+        }
+        // New segment files are only durable once their directory entry is.
+        if let Some(dir) = &self.dir {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    topic_partition: TopicPartition,
+    config: LogConfig,
+    /// Keyed by base offset; never empty while the log is open. The last one is active.
+    segments: BTreeMap<i64, LogSegment>,
+    log_start_offset: i64,
+    /// Everything below this offset is known to be on disk (fsynced).
+    recovery_point: i64,
+    recovery_point_on_disk: i64,
+    last_recovery_checkpoint: Option<Instant>,
+    recovery_checkpoint: OffsetCheckpointFile,
+    log_start_checkpoint: OffsetCheckpointFile,
+    /// Base of the newest segment whose directory entry has not been fsynced yet.
+    unsynced_segment_base: Option<i64>,
+    /// Bumped by every truncation, so a flush target taken before one is not trusted after.
+    generation: u64,
+    closed: bool,
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn remove_file_if_exists(path: &Path) -> Result<(), LogError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::io(format!("delete {}", path.display()), e)),
+    }
+}
+
+/// Lists segment base offsets in `dir` (sorted), deleting leftovers of interrupted operations:
+/// `.deleted`/`.cleaned`/`.swap`/`.tmp` files and indexes without a log file.
+/// Returns the bases and whether anything was deleted.
+fn scan_dir(dir: &Path) -> Result<(Vec<i64>, bool), LogError> {
+    let mut log_bases = Vec::new();
+    let mut index_files = Vec::new();
+    let mut deleted_any = false;
+    let entries = std::fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.ctx(|| format!("list {}", dir.display()))?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if [
+            DELETED_FILE_SUFFIX,
+            CLEANED_FILE_SUFFIX,
+            SWAP_FILE_SUFFIX,
+            TEMP_SUFFIX,
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
+        {
+            tracing::info!(file = %path.display(), "deleting stray file");
+            remove_file_if_exists(&path)?;
+            deleted_any = true;
+            continue;
+        }
+        let parse_base = |suffix: &str| -> Option<i64> {
+            let stem = name.strip_suffix(suffix)?;
+            if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            stem.parse::<i64>().ok()
+        };
+        if let Some(base) = parse_base(LOG_FILE_SUFFIX) {
+            log_bases.push(base);
+        } else if let Some(base) =
+            parse_base(INDEX_FILE_SUFFIX).or_else(|| parse_base(TIME_INDEX_FILE_SUFFIX))
+        {
+            index_files.push((base, path));
+        }
+    }
+    log_bases.sort_unstable();
+    for (base, path) in index_files {
+        if log_bases.binary_search(&base).is_err() {
+            tracing::info!(file = %path.display(), "deleting index without a log file");
+            remove_file_if_exists(&path)?;
+            deleted_any = true;
+        }
+    }
+    Ok((log_bases, deleted_any))
+}
+
+fn delete_segment_files(dir: &Path, base: i64) -> Result<(), LogError> {
+    for path in [
+        crate::segment::log_file_path(dir, base),
+        crate::segment::index_file_path(dir, base),
+        crate::segment::time_index_file_path(dir, base),
+    ] {
+        remove_file_if_exists(&path)?;
+    }
+    Ok(())
+}
+
+impl Log {
+    /// Opens (creating if absent) the log in `dir`, recovering anything written after the
+    /// recovery point: batches there are checked (header + CRC-32C) and the log is cut at the
+    /// first invalid byte, later segments dropped. Indexes that are missing or inconsistent are
+    /// rebuilt.
+    pub fn open(
+        dir: &Path,
+        topic_partition: TopicPartition,
+        config: LogConfig,
+    ) -> Result<Log, LogError> {
+        config.validate()?;
+        std::fs::create_dir_all(dir).ctx(|| format!("create log directory {}", dir.display()))?;
+        let started = Instant::now();
+        let now_ms = wall_clock_ms();
+        let (bases, mut dir_changed) = scan_dir(dir)?;
+        let recovery_checkpoint = OffsetCheckpointFile::new(dir, RECOVERY_POINT_CHECKPOINT_FILE);
+        let log_start_checkpoint = OffsetCheckpointFile::new(dir, LOG_START_OFFSET_CHECKPOINT_FILE);
+        let checkpointed_recovery_point = recovery_checkpoint.read(&topic_partition)?.unwrap_or(0);
+        let checkpointed_log_start = log_start_checkpoint.read(&topic_partition)?;
+
+        let mut segments = BTreeMap::new();
+        let mut tail_cut = false;
+        let mut recovered_bytes = 0u64;
+        for (i, &base) in bases.iter().enumerate() {
+            if tail_cut {
+                tracing::warn!(log = %topic_partition, base, "dropping segment after corrupt data");
+                delete_segment_files(dir, base)?;
+                dir_changed = true;
+                continue;
+            }
+            let next_base = bases.get(i + 1).copied();
+            let (mut segment, rebuild) = LogSegment::open(dir, base, &config, now_ms)?;
+            let truncated_bytes = if let Some(reason) = rebuild {
+                tracing::info!(log = %topic_partition, base, %reason, "rebuilding indexes");
+                segment.recover(None)?
+            } else if next_base.is_some_and(|n| n <= checkpointed_recovery_point) {
+                if segment.load_tail()? {
+                    0
+                } else {
+                    tracing::warn!(log = %topic_partition, base, "segment inconsistent with its index; recovering");
+                    segment.recover(None)?
+                }
+            } else if base >= checkpointed_recovery_point {
+                recovered_bytes += segment.size_bytes();
+                segment.recover(None)?
+            } else {
+                segment.recover(Some(checkpointed_recovery_point))?
+            };
+            if truncated_bytes > 0 {
+                tail_cut = true;
+                dir_changed = true;
+                segment
+                    .log_file()
+                    .sync_all()
+                    .ctx(|| format!("fsync {}", segment.log_path().display()))?;
+            }
+            if let Some(n) = next_base {
+                if !tail_cut && segment.next_offset() > n {
+                    tracing::error!(log = %topic_partition, base, next_offset = segment.next_offset(), next_base = n, "segments overlap");
+                }
+            }
+            if next_base.is_some() && !tail_cut {
+                // Sealed segments carry their final max timestamp in the time index (written at
+                // roll); a rebuilt index must too.
+                segment.on_become_inactive()?;
+            }
+            segments.insert(base, segment);
+        }
+        if segments.is_empty() {
+            let base = checkpointed_log_start.unwrap_or(0);
+            segments.insert(base, LogSegment::create(dir, base, &config, now_ms)?);
+            dir_changed = true;
+        }
+        if dir_changed {
+            sync_dir(dir)?;
+        }
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let log_end_offset = segments
+            .values()
+            .next_back()
+            .map_or(first_base, |s| s.next_offset());
+        let log_start_offset = checkpointed_log_start
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log_end_offset);
+        let recovery_point = checkpointed_recovery_point.min(log_end_offset);
+        tracing::info!(
+            log = %topic_partition,
+            segments = segments.len(),
+            log_start_offset,
+            log_end_offset,
+            recovery_point,
+            scanned_whole_segment_bytes = recovered_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "opened log"
+        );
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            topic_partition,
+            config,
+            segments,
+            log_start_offset,
+            recovery_point,
+            recovery_point_on_disk: checkpointed_recovery_point,
+            last_recovery_checkpoint: None,
+            recovery_checkpoint,
+            log_start_checkpoint,
+            unsynced_segment_base: None,
+            generation: 0,
+            closed: false,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.topic_partition
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Applies a new configuration to future appends, rolls and retention.
+    pub fn update_config(&mut self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active_segment().next_offset()
+    }
+
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Total bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(LogSegment::size_bytes).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &LogSegment> {
+        self.segments.values()
+    }
+
+    pub fn active_segment(&self) -> &LogSegment {
+        // Invariant: an open log always has a segment; `open` and every deletion keep one.
+        match self.segments.values().next_back() {
+            Some(s) => s,
+            None => unreachable!("log {} has no segment", self.topic_partition),
+        }
+    }
+
+    fn active_segment_mut(&mut self) -> &mut LogSegment {
+        match self.segments.values_mut().next_back() {
+            Some(s) => s,
+            None => unreachable!("log has no segment"),
+        }
+    }
+
+    fn ensure_open(&self) -> Result<(), LogError> {
+        if self.closed {
+            return Err(LogError::Closed(self.topic_partition.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Validates `records` (one or more v2 batches), assigns offsets from the log end offset,
+    /// stamps the leader epoch (and the append time under LogAppendTime) in place, and writes
+    /// them with one write to the active segment, rolling it first if needed. Nothing is
+    /// written unless every batch is valid.
+    pub fn append_as_leader(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.ensure_open()?;
+        let mut headers = batch::validate_batches(records)?;
+        for h in &headers {
+            if h.size_bytes() > self.config.max_message_bytes {
+                return Err(LogError::MessageTooLarge {
+                    size_bytes: h.size_bytes(),
+                    max_bytes: self.config.max_message_bytes,
+                });
+            }
+        }
+        if records.len() as u64 > self.config.segment_bytes {
+            return Err(LogError::RecordListTooLarge {
+                size_bytes: records.len(),
+                segment_bytes: self.config.segment_bytes,
+            });
+        }
+        // Each batch spans at most 2^31 offsets and there are at most len/61 batches: no overflow.
+        let offset_count: i64 = headers.iter().map(|h| h.offset_count()).sum();
+        let first_offset = self.log_end_offset();
+        let last_offset = match first_offset.checked_add(offset_count - 1) {
+            Some(l) if offset_count - 1 <= MAX_APPEND_OFFSET_SPAN => l,
+            _ => return Err(LogError::OffsetOverflow { offset_count }),
+        };
+        let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        let mut max_timestamp = -1i64;
+        let mut offset_of_max_timestamp = -1i64;
+        let mut record_count = 0i64;
+        let mut next_offset = first_offset;
+        let mut position = 0usize;
+        for header in headers.iter_mut() {
+            let size = header.size_bytes();
+            let bytes = &mut records[position..position + size];
+            batch::set_base_offset(bytes, next_offset)?;
+            batch::set_partition_leader_epoch(bytes, leader_epoch)?;
+            if log_append_time {
+                batch::set_log_append_time(bytes, now_ms)?;
+            }
+            *header = parse_header(bytes, position as u64)?;
+            debug_assert!(!log_append_time || batch::compute_crc(bytes) == header.crc);
+            if header.max_timestamp > max_timestamp {
+                max_timestamp = header.max_timestamp;
+                offset_of_max_timestamp = header.base_offset;
+            }
+            record_count += i64::from(header.records_count);
+            next_offset = header.next_offset();
+            position += size;
+        }
+        debug_assert_eq!(next_offset, last_offset + 1);
+        debug_assert_eq!(position, records.len());
+        let roll_reason = self.active_segment().should_roll(
+            &self.config,
+            records.len() as u64,
+            max_timestamp,
+            last_offset,
+            now_ms,
+        );
+        if let Some(reason) = roll_reason {
+            self.roll_segment(now_ms, reason)?;
+        }
+        self.active_segment_mut().append(records, &headers)?;
+        debug_assert_eq!(self.log_end_offset(), last_offset + 1);
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp,
+            offset_of_max_timestamp,
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            valid_bytes: records.len(),
+            record_count,
+            batch_count: headers.len(),
+        })
+    }
+
+    /// Starts a new active segment at the log end offset (no-op if the active one is empty).
+    pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.ensure_open()?;
+        self.roll_segment(now_ms, "requested")
+    }
+
+    fn roll_segment(&mut self, now_ms: i64, reason: &str) -> Result<(), LogError> {
+        if self.active_segment().is_empty() {
+            return Ok(());
+        }
+        let new_base = self.log_end_offset();
+        self.active_segment_mut().on_become_inactive()?;
+        let segment = LogSegment::create(&self.dir, new_base, &self.config, now_ms)?;
+        tracing::info!(log = %self.topic_partition, new_base, reason, "rolled segment");
+        self.segments.insert(new_base, segment);
+        self.unsynced_segment_base = Some(new_base);
+        Ok(())
+    }
+
+    fn out_of_range(&self, offset: i64) -> LogError {
+        LogError::OffsetOutOfRange {
+            offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset(),
+        }
+    }
+
+    /// Whole batches from the one containing `start_offset`, within one segment, at most
+    /// `max_bytes` (unless `min_one_batch` and the first batch alone is larger: KIP-74), and
+    /// none reaching `max_offset` (exclusive; the high watermark). An empty slice when there is
+    /// nothing to return; `OffsetOutOfRange` outside [log start, log end].
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<FetchSlice, LogError> {
+        self.ensure_open()?;
+        let log_end_offset = self.log_end_offset();
+        if start_offset < self.log_start_offset || start_offset > log_end_offset {
+            return Err(self.out_of_range(start_offset));
+        }
+        let active = self.active_segment();
+        let empty_at_end = FetchSlice {
+            file: Arc::clone(active.log_file()),
+            position: active.size_bytes(),
+            size: 0,
+            first_offset: -1,
+        };
+        let max_offset = max_offset.min(log_end_offset);
+        if start_offset >= max_offset {
+            return Ok(empty_at_end);
+        }
+        let floor = self
+            .segments
+            .range(..=start_offset)
+            .next_back()
+            .map_or(i64::MIN, |(base, _)| *base);
+        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+            match segment.read(start_offset, max_bytes, max_offset, min_one_batch)? {
+                SegmentRead::NotInSegment => continue,
+                SegmentRead::Slice {
+                    position,
+                    size_bytes,
+                    first_offset,
+                } => {
+                    return Ok(FetchSlice {
+                        file: Arc::clone(segment.log_file()),
+                        position,
+                        size: size_bytes,
+                        first_offset,
+                    })
+                }
+            }
+        }
+        Ok(empty_at_end)
+    }
+
+    /// The first batch at or after the log start offset whose maxTimestamp >= `target_ms`
+    /// (ListOffsets by timestamp). Special targets (-1 latest, -2 earliest, -3 max timestamp)
+    /// are the caller's business.
+    pub fn fetch_offset_by_timestamp(
+        &self,
+        target_ms: i64,
+    ) -> Result<Option<TimestampAndOffset>, LogError> {
+        self.ensure_open()?;
+        for segment in self.segments.values() {
+            if segment.next_offset() <= self.log_start_offset
+                || segment.max_timestamp_so_far() < target_ms
+            {
+                continue;
+            }
+            if let Some(found) =
+                segment.find_offset_by_timestamp(target_ms, self.log_start_offset)?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Largest batch timestamp in the log and the base offset of the (first) batch carrying it.
+    pub fn max_timestamp_and_offset(&self) -> Option<TimestampAndOffset> {
+        let mut best: Option<&LogSegment> = None;
+        for segment in self.segments.values() {
+            if segment.next_offset() <= self.log_start_offset
+                || segment.offset_of_max_timestamp() < 0
+            {
+                continue;
+            }
+            if best.is_none_or(|b| segment.max_timestamp_so_far() > b.max_timestamp_so_far()) {
+                best = Some(segment);
+            }
+        }
+        let segment = best?;
+        let offset = segment.offset_of_max_timestamp().max(self.log_start_offset);
+        let leader_epoch = match segment.translate_offset(offset) {
+            Ok(Some((_, h))) => Some(h.partition_leader_epoch).filter(|e| *e >= 0),
+            _ => None,
+        };
+        Some(TimestampAndOffset {
+            timestamp: segment.max_timestamp_so_far(),
+            offset,
+            leader_epoch,
+        })
+    }
+
+    /// Files to fdatasync (every segment holding data above the recovery point) and the log
+    /// end offset they cover. Takes no I/O; call [`FlushTarget::sync`] outside the log lock.
+    pub fn flush_target(&self) -> FlushTarget {
+        let active_base = self.active_segment().base_offset();
+        let files = self
+            .segments
+            .values()
+            .filter(|s| s.next_offset() > self.recovery_point || s.base_offset() == active_base)
+            .flat_map(|s| s.files())
+            .collect();
+        FlushTarget {
+            files,
+            dir: self.unsynced_segment_base.map(|_| self.dir.clone()),
+            offset: self.log_end_offset(),
+            generation: self.generation,
+        }
+    }
+
+    /// Records that everything below `offset` is durable (after a successful
+    /// [`FlushTarget::sync`]) and checkpoints the recovery point, at most once per second.
+    /// Prefer [`Log::mark_flushed_target`], which also ignores targets predating a truncation.
+    pub fn mark_flushed(&mut self, offset: i64) -> Result<(), LogError> {
+        let offset = offset.min(self.log_end_offset());
+        if offset > self.recovery_point {
+            self.recovery_point = offset;
+        }
+        // A target covering offsets past the newest segment's base was taken after its creation
+        // and therefore synced the directory.
+        if self.unsynced_segment_base.is_some_and(|base| offset > base) {
+            self.unsynced_segment_base = None;
+        }
+        self.write_recovery_checkpoint(false)
+    }
+
+    /// [`Log::mark_flushed`] for a synced target, ignoring it if the log was truncated since
+    /// the target was taken (its files may no longer hold those offsets).
+    pub fn mark_flushed_target(&mut self, target: &FlushTarget) -> Result<(), LogError> {
+        if target.generation != self.generation {
+            return Ok(());
+        }
+        self.mark_flushed(target.offset)
+    }
+
+    /// Writes the recovery-point checkpoint now if it changed, regardless of the rate limit.
+    pub fn checkpoint_recovery_point(&mut self) -> Result<(), LogError> {
+        self.write_recovery_checkpoint(true)
+    }
+
+    fn write_recovery_checkpoint(&mut self, force: bool) -> Result<(), LogError> {
+        if self.recovery_point == self.recovery_point_on_disk {
+            return Ok(());
+        }
+        if !force
+            && self
+                .last_recovery_checkpoint
+                .is_some_and(|t| t.elapsed() < RECOVERY_CHECKPOINT_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.recovery_checkpoint
+            .write(&self.topic_partition, self.recovery_point)?;
+        self.recovery_point_on_disk = self.recovery_point;
+        self.last_recovery_checkpoint = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Removes everything at and above `offset` (a batch straddling it goes whole), for a
+    /// replica whose log diverged from the leader's.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        self.ensure_open()?;
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        self.generation += 1;
+        let first_base = self.segments.keys().next().copied().unwrap_or(0);
+        if offset <= first_base || offset < self.log_start_offset {
+            self.truncate_fully_and_start_at(offset)?;
+        } else {
+            let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+            for base in doomed {
+                if let Some(segment) = self.segments.remove(&base) {
+                    segment.delete()?;
+                }
+            }
+            let active = self.active_segment_mut();
+            let removed_bytes = active.truncate_to(offset)?;
+            // Make the cut durable: the dropped bytes are valid batches a later recovery would
+            // otherwise happily resurrect.
+            active
+                .log_file()
+                .sync_all()
+                .ctx(|| format!("fsync {}", active.log_path().display()))?;
+            tracing::info!(log = %self.topic_partition, offset, removed_bytes, log_end_offset = self.log_end_offset(), "truncated log");
+        }
+        sync_dir(&self.dir)?;
+        let log_end_offset = self.log_end_offset();
+        self.log_start_offset = self.log_start_offset.min(log_end_offset);
+        if self.recovery_point > log_end_offset {
+            self.recovery_point = log_end_offset;
+            self.write_recovery_checkpoint(true)?;
+        }
+        Ok(())
+    }
+
+    fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        tracing::info!(log = %self.topic_partition, offset, "truncating fully");
+        // The new (empty) segment exists before the old ones go, so the log is never left
+        // without a segment, even if a deletion fails midway.
+        let others: Vec<i64> = self
+            .segments
+            .keys()
+            .copied()
+            .filter(|b| *b != offset)
+            .collect();
+        match self.segments.get_mut(&offset) {
+            Some(segment) => {
+                segment.truncate_to(offset)?;
+            }
+            None => {
+                let segment = LogSegment::create(&self.dir, offset, &self.config, wall_clock_ms())?;
+                self.segments.insert(offset, segment);
+                self.unsynced_segment_base = Some(offset);
+            }
+        }
+        for base in others.into_iter().rev() {
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete()?;
+            }
+        }
+        debug_assert_eq!(self.segment_base_offsets(), vec![offset]);
+        self.log_start_offset = offset;
+        self.log_start_checkpoint
+            .write(&self.topic_partition, offset)?;
+        self.recovery_point = self.recovery_point.min(offset);
+        self.write_recovery_checkpoint(true)
+    }
+
+    /// DeleteRecords: advances the log start offset to `offset` and deletes segments wholly
+    /// below it. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        self.ensure_open()?;
+        if offset > self.log_end_offset() {
+            return Err(self.out_of_range(offset));
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.log_start_offset = offset;
+        // Persist first: a crash after deleting must not move the start offset back.
+        self.log_start_checkpoint
+            .write(&self.topic_partition, offset)?;
+        let deleted = self.delete_segments_below_log_start()?;
+        if deleted > 0 {
+            sync_dir(&self.dir)?;
+        }
+        tracing::info!(log = %self.topic_partition, log_start_offset = offset, deleted_segments = deleted, "advanced log start offset");
+        Ok(offset)
+    }
+
+    fn delete_oldest_segment(&mut self) -> Result<(), LogError> {
+        debug_assert!(self.segments.len() > 1, "never delete the active segment");
+        if let Some((_, segment)) = self.segments.pop_first() {
+            tracing::info!(log = %self.topic_partition, base = segment.base_offset(), size_bytes = segment.size_bytes(), "deleting segment");
+            segment.delete()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes non-active segments all of whose offsets are below the log start offset.
+    fn delete_segments_below_log_start(&mut self) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let second_base = self.segments.keys().nth(1).copied().unwrap_or(i64::MAX);
+            if second_base > self.log_start_offset {
+                break;
+            }
+            self.delete_oldest_segment()?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes whole segments past retention.ms (by their largest timestamp), beyond
+    /// retention.bytes, or below the log start offset; never the active segment.
+    /// Returns how many segments were deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        self.ensure_open()?;
+        let mut deleted = 0;
+        if self.config.retention_ms >= 0 {
+            while self.segments.len() > 1 {
+                let oldest = self
+                    .segments
+                    .values()
+                    .next()
+                    .map_or(i64::MAX, |s| s.largest_timestamp());
+                if now_ms.saturating_sub(oldest) <= self.config.retention_ms {
+                    break;
+                }
+                self.delete_oldest_segment()?;
+                deleted += 1;
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
+            while self.segments.len() > 1 {
+                let oldest_size = self
+                    .segments
+                    .values()
+                    .next()
+                    .map_or(0, |s| s.size_bytes() as i64);
+                if excess - oldest_size < 0 {
+                    break;
+                }
+                excess -= oldest_size;
+                self.delete_oldest_segment()?;
+                deleted += 1;
+            }
+        }
+        deleted += self.delete_segments_below_log_start()?;
+        if deleted > 0 {
+            let first_base = self.segments.keys().next().copied().unwrap_or(0);
+            if first_base > self.log_start_offset {
+                self.log_start_offset = first_base;
+                self.log_start_checkpoint
+                    .write(&self.topic_partition, first_base)?;
+            }
+            sync_dir(&self.dir)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Makes everything durable and records recovery point = log end offset, so the next open
+    /// has nothing to recover. Further operations fail with [`LogError::Closed`].
+    pub fn close(&mut self) -> Result<(), LogError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.active_segment_mut().on_become_inactive()?;
+        let mut target = self.flush_target();
+        target.dir = Some(self.dir.clone());
+        target
+            .sync()
+            .ctx(|| format!("flush log {}", self.dir.display()))?;
+        self.recovery_point = target.offset;
+        self.unsynced_segment_base = None;
+        self.write_recovery_checkpoint(true)?;
+        let first_base = self.segments.keys().next().copied().unwrap_or(0);
+        if self.log_start_offset > first_base {
+            self.log_start_checkpoint
+                .write(&self.topic_partition, self.log_start_offset)?;
+        }
+        self.closed = true;
+        tracing::info!(log = %self.topic_partition, log_end_offset = target.offset, "closed log");
+        Ok(())
+    }
+
+    /// Deletes the partition directory and everything in it.
+    pub fn delete(mut self) -> Result<(), LogError> {
+        self.closed = true;
+        self.segments.clear();
+        std::fs::remove_dir_all(&self.dir)
+            .ctx(|| format!("delete log directory {}", self.dir.display()))?;
+        tracing::info!(log = %self.topic_partition, "deleted log");
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! `strom`: the Strom broker and its command-line tools, in one binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use strom_broker::config::{BrokerConfig, RawConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "strom",
+    version,
+    about = "Strom: a Kafka-compatible streaming platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (a single node by default: data in ./strom-data, Kafka protocol on :9092).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML file of settings, with Kafka's names (e.g. `"num.partitions" = 3`).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (log.dirs).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// Listeners, e.g. PLAINTEXT://0.0.0.0:9092 (listeners).
+    #[arg(long, value_name = "LISTENERS")]
+    listeners: Option<String>,
+    /// Addresses given to clients (advertised.listeners).
+    #[arg(long, value_name = "LISTENERS")]
+    advertised_listeners: Option<String>,
+    /// This node's id (node.id).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Any setting by its Kafka name, e.g. --override num.partitions=3 (repeatable).
+    #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+/// Environment variables with the STROM_ prefix that are not broker settings.
+const NON_CONFIG_ENV: &[&str] = &["STROM_LOG", "STROM_BOOTSTRAP", "STROM_BIN"];
+
+fn load_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+    let mut raw = RawConfig::defaults();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        raw.merge_toml(&text, &path.display().to_string())
+            .map_err(|e| e.to_string())?;
+    }
+    let unknown = raw.merge_env(std::env::vars());
+    for var in unknown {
+        if !NON_CONFIG_ENV.contains(&var.as_str()) && !var.starts_with("STROM_TEST") {
+            tracing::warn!(variable = %var, "environment variable names no Strom setting; ignored");
+        }
+    }
+    let flags = [
+        ("log.dirs", &args.data_dir),
+        ("listeners", &args.listeners),
+        ("advertised.listeners", &args.advertised_listeners),
+        ("node.id", &args.node_id),
+    ];
+    for (key, value) in flags {
+        if let Some(v) = value {
+            raw.set(key, v, "command line").map_err(|e| e.to_string())?;
+        }
+    }
+    for o in &args.overrides {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| format!("--override {o:?}: expected KEY=VALUE"))?;
+        raw.set(k, v, "--override").map_err(|e| e.to_string())?;
+    }
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string());
+    raw.expand_placeholders(&|k| std::env::var(k).ok(), hostname)
+        .map_err(|e| e.to_string())?;
+    BrokerConfig::from_raw(raw).map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STROM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match load_config(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("strom: configuration error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("strom")
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("strom: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(strom_broker::server::run(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("strom: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

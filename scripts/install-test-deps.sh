@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what the integration tests need: Debian's kcat and a Python venv at
+# .venv with the Kafka clients. Idempotent, and fast when everything is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[install-test-deps] %s\n' "$*" >&2; }
+
+# --- kcat (Debian package; 1.7.1 on librdkafka 2.0.2 on bookworm) ---
+if ! command -v kcat >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    log "installing kcat with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends kcat >/dev/null
+fi
+log "kcat: $(command -v kcat)"
+
+# --- Python venv ---
+VENV=.venv
+PY=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating venv $VENV"
+    "$PY" -m venv "$VENV"
+fi
+
+# Kept in one place so the stamp below changes whenever the list does.
+REQUIREMENTS=(
+    "pytest>=8"
+    "pytest-timeout>=2.3"
+    "confluent-kafka>=2.6"
+    "kafka-python>=2.1"
+    "aiokafka>=0.11"
+    "lz4>=4"
+    "cramjam>=2.8"
+    "python-snappy>=0.7"
+    "zstandard>=0.22"
+)
+STAMP="$VENV/.strom-test-deps"
+WANT="$(printf '%s\n' "${REQUIREMENTS[@]}")"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
+    && "$VENV/bin/python" -c 'import pytest, pytest_timeout, confluent_kafka, kafka, aiokafka, lz4, cramjam, zstandard' 2>/dev/null; then
+    log "python deps already installed"
+else
+    log "installing python deps into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${REQUIREMENTS[@]}"
+    printf '%s\n' "$WANT" >"$STAMP"
+fi
+"$VENV/bin/python" - <<'PY' >&2
+import confluent_kafka, kafka, aiokafka, pytest
+print("[install-test-deps] confluent-kafka %s (librdkafka %s), kafka-python %s, aiokafka %s, pytest %s" % (
+    confluent_kafka.version(), confluent_kafka.libversion()[0], kafka.__version__,
+    aiokafka.__version__, pytest.__version__))
+PY

@@ -1,0 +1,194 @@
+"""Durability: acknowledged (acks=all) messages survive kill -9 at the offsets
+reported to the producer; SIGTERM shuts down cleanly; a restart keeps topics,
+partition counts, configs and data."""
+
+import signal
+import time
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
+
+from helpers import (admin, consume_partitions, consumer, create_topic, kcat_roundtrip, produce_all, producer,
+                     unique_topic, wait_for_topic)
+
+PARTITIONS = 2
+
+
+def _produce_until_killed(broker, topic, cycle, kill_after_acks):
+    """Produce numbered messages in a loop; kill -9 the broker once
+    `kill_after_acks` were acknowledged, while more are in flight. Returns
+    {(cycle, seq): (partition, offset)} for acknowledged messages."""
+    acked = {}
+    failed = 0
+
+    def on_delivery(err, msg):
+        nonlocal failed
+        if err is None:
+            acked[msg.value().decode()] = (msg.partition(), msg.offset())
+        else:
+            failed += 1
+
+    p = producer(broker.bootstrap, **{"acks": "all", "linger.ms": 2, "retries": 0,
+                                      "enable.idempotence": False, "message.timeout.ms": 3000,
+                                      "socket.timeout.ms": 2000, "reconnect.backoff.max.ms": 200})
+    seq = 0
+    killed_at = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        value = f"c{cycle}-{seq:07d}"
+        try:
+            p.produce(topic, value=value.encode(), key=str(seq % 17).encode(), on_delivery=on_delivery)
+            seq += 1
+        except BufferError:
+            p.poll(0.01)
+        p.poll(0)
+        if killed_at is None and len(acked) >= kill_after_acks:
+            broker.kill9()
+            killed_at = seq
+            kill_time = time.monotonic()
+        if killed_at is not None and time.monotonic() - kill_time > 0.3:
+            break  # kept producing into the dead broker for a while
+    assert killed_at is not None, f"only {len(acked)} acks within 60s (wanted {kill_after_acks})"
+    p.flush(10)
+    print(f"cycle {cycle}: sent {seq}, acked {len(acked)}, failed {failed}, killed after {killed_at} sends")
+    return acked
+
+
+def _read_all(bootstrap, topic):
+    c = consumer(bootstrap)
+    msgs = consume_partitions(c, [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)],
+                              timeout=60, batch=10000)
+    lo_hi = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+             for p in range(PARTITIONS)}
+    c.close()
+    return msgs, lo_hi
+
+
+def _check_log(msgs, lo_hi, all_acked):
+    by_part = {p: [] for p in range(PARTITIONS)}
+    for m in msgs:
+        by_part[m.partition()].append((m.offset(), m.value().decode()))
+    for p, recs in by_part.items():
+        offsets = [o for o, _ in recs]
+        assert offsets == list(range(len(offsets))), f"partition {p}: offsets have gaps or repeats"
+        assert lo_hi[p] == (0, len(offsets)), f"partition {p}: watermarks {lo_hi[p]} vs {len(offsets)} records"
+        values = [v for _, v in recs]
+        # Order: (cycle, seq) strictly increasing within a partition.
+        keyed = [(int(v[1:].split("-")[0]), int(v.split("-")[1])) for v in values]
+        assert keyed == sorted(set(keyed)), f"partition {p}: records out of order or duplicated"
+    where = {v: (p, o) for p, recs in by_part.items() for o, v in recs}
+    missing = [v for v in all_acked if v not in where]
+    assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {missing[:5]}"
+    moved = [(v, all_acked[v], where[v]) for v in all_acked if where[v] != all_acked[v]]
+    assert not moved, f"{len(moved)} acknowledged messages at another offset than acked, e.g. {moved[:5]}"
+
+
+def test_acked_messages_survive_kill9(broker):
+    topic = unique_topic("dur")
+    create_topic(broker.bootstrap, topic, partitions=PARTITIONS)
+    all_acked = {}
+    for cycle, kill_after in enumerate([3000, 500, 8000]):
+        acked = _produce_until_killed(broker, topic, cycle, kill_after)
+        assert len(acked) >= kill_after
+        all_acked.update(acked)
+        assert not broker.alive()
+        broker.start()
+        msgs, lo_hi = _read_all(broker.bootstrap, topic)
+        _check_log(msgs, lo_hi, all_acked)
+        print(f"cycle {cycle}: log has {len(msgs)} records, {len(all_acked)} acked so far, all present")
+    kcat_roundtrip(broker.bootstrap)
+
+
+def test_sigterm_clean_shutdown_keeps_data(broker):
+    topic = unique_topic("term")
+    create_topic(broker.bootstrap, topic, partitions=PARTITIONS)
+    msgs = [(str(i).encode(), f"c0-{i:07d}".encode()) for i in range(5000)]
+    res = produce_all(producer(broker.bootstrap, **{"acks": "all", "linger.ms": 5}), msgs, topic)
+    acked = {v.decode(): (r[1], r[2]) for (_, v), r in zip(msgs, res)}
+
+    t0 = time.monotonic()
+    rc = broker.stop(signal.SIGTERM, timeout=10)
+    took = time.monotonic() - t0
+    assert rc == 0, f"exit code {rc} after SIGTERM"
+    print(f"SIGTERM shutdown took {took:.2f}s")
+
+    broker.start()
+    got, lo_hi = _read_all(broker.bootstrap, topic)
+    assert len(got) == 5000
+    _check_log(got, lo_hi, acked)
+
+    # SIGINT is a clean shutdown too (Ctrl-C in a terminal).
+    rc = broker.stop(signal.SIGINT, timeout=10)
+    assert rc == 0, f"exit code {rc} after SIGINT"
+    broker.start()
+    got, lo_hi = _read_all(broker.bootstrap, topic)
+    _check_log(got, lo_hi, acked)
+    assert len(got) == 5000
+
+
+def test_sigterm_with_idle_and_active_connections(broker):
+    """Open client connections must not keep the broker from exiting."""
+    topic = unique_topic("conns")
+    create_topic(broker.bootstrap, topic)
+    p = producer(broker.bootstrap)
+    produce_all(p, [(None, b"x")], topic)
+    c = consumer(broker.bootstrap)
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    c.poll(1)  # a consumer with an open fetch session, long-polling
+    rc = broker.stop(signal.SIGTERM, timeout=10)
+    assert rc == 0
+    c.close()
+
+
+def test_restart_preserves_metadata_configs_and_data(make_broker):
+    broker = make_broker(**{"num.partitions": 2, "log.segment.bytes": 8192})
+    t_cfg = unique_topic("keep-cfg")
+    t_many = unique_topic("keep-many")
+    t_auto = unique_topic("keep-auto")
+    create_topic(broker.bootstrap, t_cfg, partitions=3, config={"retention.ms": "123456789",
+                                                                  "segment.bytes": "65536"})
+    create_topic(broker.bootstrap, t_many, partitions=12)
+    p = producer(broker.bootstrap, **{"linger.ms": 5})
+    data = {}
+    for t, parts in ((t_cfg, 3), (t_many, 12)):
+        msgs = [(None, f"{t}-{i}".encode() + b"." * (i % 300), {"partition": i % parts}) for i in range(3000)]
+        produce_all(p, msgs, t)
+        data[t] = msgs
+    # Auto-created via a producer: gets num.partitions=2.
+    produce_all(p, [(None, b"auto-%d" % i) for i in range(100)], t_auto)
+    wait_for_topic(broker.bootstrap, t_auto, 2)
+
+    def snapshot():
+        a = admin(broker.bootstrap)
+        md = a.list_topics(timeout=10)
+        parts = {t: sorted(md.topics[t].partitions) for t in (t_cfg, t_many, t_auto)}
+        cfg = list(a.describe_configs([ConfigResource(ResourceType.TOPIC, t_cfg)]).values())[0].result(15)
+        c = consumer(broker.bootstrap)
+        contents = {}
+        for t, n in ((t_cfg, 3), (t_many, 12), (t_auto, 2)):
+            ms = consume_partitions(c, [TopicPartition(t, i, OFFSET_BEGINNING) for i in range(n)], timeout=30)
+            contents[t] = sorted((m.partition(), m.offset(), m.value()) for m in ms)
+        c.close()
+        return parts, {k: cfg[k].value for k in ("retention.ms", "segment.bytes")}, md.cluster_id, contents
+
+    before = snapshot()
+    assert before[0] == {t_cfg: [0, 1, 2], t_many: list(range(12)), t_auto: [0, 1]}
+    assert before[1] == {"retention.ms": "123456789", "segment.bytes": "65536"}
+    assert len(before[3][t_cfg]) == 3000 and len(before[3][t_many]) == 3000 and len(before[3][t_auto]) == 100
+
+    broker.restart(signal.SIGTERM)
+    assert snapshot() == before
+
+    broker.kill9()
+    broker.start()
+    assert snapshot() == before
+
+    # Appends after a restart continue at the old end offsets.
+    res = produce_all(producer(broker.bootstrap), [(None, b"after", {"partition": 0})], t_cfg)
+    assert res[0][2] == 1000
+    # Re-creating an existing topic still fails after restart.
+    fs = admin(broker.bootstrap).create_topics([NewTopic(t_many, 1, 1)], request_timeout=15)
+    with pytest.raises(KafkaException) as ei:
+        fs[t_many].result(15)
+    assert ei.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS

@@ -21,6 +21,8 @@ pub struct Broker {
     pub(crate) metadata_log: tokio::sync::Mutex<Option<MetadataLog>>,
     pub replicas: ReplicaManager,
     ready: AtomicBool,
+    /// The current block of producer ids: (next to hand out, end of block).
+    pub(crate) producer_ids: std::sync::Mutex<(i64, i64)>,
 }
 
 impl Broker {
@@ -38,6 +40,7 @@ impl Broker {
             metadata_log: tokio::sync::Mutex::new(Some(metadata_log)),
             replicas,
             ready: AtomicBool::new(false),
+            producer_ids: std::sync::Mutex::new((0, 0)),
         }
     }
 

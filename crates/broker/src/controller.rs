@@ -297,6 +297,43 @@ pub async fn auto_create_topic(
     })
 }
 
+/// Producer ids come in blocks recorded in the metadata log before use.
+const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+pub async fn allocate_producer_id(broker: &Arc<Broker>) -> Result<i64, ApiError> {
+    let take = |b: &Broker| -> Option<i64> {
+        let mut ids = match b.producer_ids.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        (ids.0 < ids.1).then(|| {
+            ids.0 += 1;
+            ids.0 - 1
+        })
+    };
+    if let Some(id) = take(broker) {
+        return Ok(id);
+    }
+    let mut log = broker.metadata_log.lock().await;
+    if let Some(id) = take(broker) {
+        return Ok(id);
+    }
+    let start = broker.image().next_producer_id;
+    let end = start + PRODUCER_ID_BLOCK_SIZE;
+    broker.commit_locked(
+        &mut log,
+        &[MetadataRecord::ProducerIds {
+            next_producer_id: end,
+        }],
+    )?;
+    let mut ids = match broker.producer_ids.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    *ids = (start + 1, end);
+    Ok(start)
+}
+
 pub enum TopicRef {
     Name(String),
     Id(Uuid),

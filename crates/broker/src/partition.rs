@@ -2,14 +2,17 @@
 //! (leader epoch, high watermark). A node of one is the leader and the whole ISR, so the high
 //! watermark follows what is durable; replication will move it by follower acknowledgements.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use strom_log::{AppendInfo, FetchSlice, Log, LogError, TopicPartition};
+use proto_kafka::ResponseError;
+use strom_log::{FetchSlice, Log, LogError, TopicPartition};
 use thiserror::Error;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::producer_state::{batch_headers, ProducerStateManager, SequenceCheck};
 use crate::topic_config::TopicConfig;
 
 #[derive(Debug, Error)]
@@ -20,12 +23,42 @@ pub enum PartitionError {
     Io(#[from] std::io::Error),
     #[error("the log lock was poisoned by a panic")]
     Poisoned,
+    #[error("rejected: {0:?}")]
+    Rejected(ResponseError),
+}
+
+/// The log and the producer state that must change with it, under one lock.
+struct Replica {
+    log: Log,
+    producers: ProducerStateManager,
+}
+
+impl Deref for Replica {
+    type Target = Log;
+    fn deref(&self) -> &Log {
+        &self.log
+    }
+}
+
+impl DerefMut for Replica {
+    fn deref_mut(&mut self) -> &mut Log {
+        &mut self.log
+    }
+}
+
+/// Where an append went.
+pub struct Appended {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub log_append_time_ms: i64,
+    /// A retried idempotent batch: nothing new was written.
+    pub duplicate: bool,
 }
 
 pub struct Partition {
     pub topic_partition: TopicPartition,
     pub topic_id: Uuid,
-    log: Mutex<Log>,
+    log: Mutex<Replica>,
     leader_epoch: AtomicI32,
     high_watermark: AtomicI64,
     /// Everything below this offset has been fdatasynced.
@@ -58,7 +91,10 @@ impl Partition {
         Partition {
             topic_partition: log.topic_partition().clone(),
             topic_id,
-            log: Mutex::new(log),
+            log: Mutex::new(Replica {
+                log,
+                producers: ProducerStateManager::default(),
+            }),
             leader_epoch: AtomicI32::new(leader_epoch),
             // Recovery has already dropped anything torn, and what survived recovery is on
             // disk, so the whole log is visible again after a restart.
@@ -71,7 +107,7 @@ impl Partition {
         }
     }
 
-    fn log(&self) -> Result<MutexGuard<'_, Log>, PartitionError> {
+    fn log(&self) -> Result<MutexGuard<'_, Replica>, PartitionError> {
         self.log.lock().map_err(|_| PartitionError::Poisoned)
     }
 
@@ -112,12 +148,36 @@ impl Partition {
         &self,
         records: &mut [u8],
         now_ms: i64,
-    ) -> Result<AppendInfo, PartitionError> {
+    ) -> Result<Appended, PartitionError> {
         let epoch = self.leader_epoch();
-        let info = self.log()?.append_as_leader(records, epoch, now_ms)?;
+        let headers = batch_headers(records).map_err(PartitionError::Rejected)?;
+        let mut replica = self.log()?;
+        if let SequenceCheck::Duplicate {
+            first_offset,
+            last_offset,
+        } = replica
+            .producers
+            .check(&headers)
+            .map_err(PartitionError::Rejected)?
+        {
+            return Ok(Appended {
+                first_offset,
+                last_offset,
+                log_append_time_ms: -1,
+                duplicate: true,
+            });
+        }
+        let info = replica.log.append_as_leader(records, epoch, now_ms)?;
+        replica.producers.update(&headers, info.first_offset);
+        drop(replica);
         self.unflushed_messages
             .fetch_add(info.last_offset - info.first_offset + 1, Ordering::AcqRel);
-        Ok(info)
+        Ok(Appended {
+            first_offset: info.first_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: info.log_append_time_ms,
+            duplicate: false,
+        })
     }
 
     /// Makes an append visible per the flush policy: with flush.messages = 1 (Strom's default)
@@ -190,8 +250,8 @@ impl Partition {
     }
 
     pub fn with_log<R>(&self, f: impl FnOnce(&mut Log) -> R) -> Result<R, PartitionError> {
-        let mut log = self.log()?;
-        Ok(f(&mut log))
+        let mut replica = self.log()?;
+        Ok(f(&mut replica.log))
     }
 
     pub fn update_config(&self, config: TopicConfig) -> Result<(), PartitionError> {

@@ -9,8 +9,8 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 use proto_kafka::messages::{
     ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    ResponseHeader,
+    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, ResponseHeader,
 };
 use proto_kafka::protocol::{Decodable, Encodable, Message};
 use proto_kafka::ResponseError;
@@ -58,6 +58,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
@@ -209,6 +210,12 @@ pub async fn handle(
             let req: DescribeClusterRequest = decode(api, version, body)?;
             Reply::Now(Some(
                 ctx.respond(&handlers::admin::describe_cluster(broker, &ctx, req))?,
+            ))
+        }
+        ApiKey::InitProducerId => {
+            let req: InitProducerIdRequest = decode(api, version, body)?;
+            Reply::Now(Some(
+                ctx.respond(&handlers::init_producer_id::handle(broker, req).await)?,
             ))
         }
         _ => return Err(RequestError::UnsupportedVersion { api, version }),

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api_versions;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;

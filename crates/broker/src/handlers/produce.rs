@@ -19,6 +19,7 @@ pub fn append_error_code(e: &PartitionError) -> ResponseError {
     match e {
         PartitionError::Log(e) => ResponseError::try_from_code(e.kafka_error_code())
             .unwrap_or(ResponseError::KafkaStorageError),
+        PartitionError::Rejected(code) => *code,
         PartitionError::Io(_) | PartitionError::Poisoned => ResponseError::KafkaStorageError,
     }
 }
@@ -82,7 +83,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                     info.first_offset,
                     info.log_append_time_ms,
                     log_start,
-                    buf.len(),
+                    if info.duplicate { 0 } else { buf.len() },
                 ))
             })();
             partitions.push(match result {

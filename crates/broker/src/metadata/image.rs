@@ -14,6 +14,8 @@ pub enum ImageError {
     TopicExists(String),
     #[error("topic id {0} is unknown")]
     UnknownTopicId(Uuid),
+    #[error("producer id block would move backwards to {0}")]
+    ProducerIdsBackwards(i64),
     #[error("partition {partition} of {topic_id} has leader epoch {epoch}, older than {current}")]
     StaleEpoch {
         topic_id: Uuid,
@@ -55,6 +57,8 @@ pub struct MetadataImage {
     pub topics: HashMap<String, Arc<TopicImage>>,
     pub topic_names: HashMap<Uuid, String>,
     pub configs: HashMap<(i8, String), BTreeMap<String, String>>,
+    /// The first producer id not yet handed out.
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -176,6 +180,12 @@ impl MetadataImage {
                         }
                     }
                 }
+            }
+            MetadataRecord::ProducerIds { next_producer_id } => {
+                if *next_producer_id < self.next_producer_id {
+                    return Err(ImageError::ProducerIdsBackwards(*next_producer_id));
+                }
+                self.next_producer_id = *next_producer_id;
             }
             MetadataRecord::RemoveTopic { topic_id } => {
                 let name = self

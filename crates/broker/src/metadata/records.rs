@@ -48,4 +48,9 @@ pub enum MetadataRecord {
     RemoveTopic {
         topic_id: Uuid,
     },
+    /// Producer ids below this are handed out (Kafka's ProducerIdsRecord): ids are allocated
+    /// in blocks, so a restart never reuses one.
+    ProducerIds {
+        next_producer_id: i64,
+    },
 }

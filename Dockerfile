@@ -19,14 +19,17 @@ COPY . .
 # Cache mounts keep the crate registry and the target dir between builds;
 # the binary is copied out because the target dir is not in the image.
 # --locked when a lockfile is committed, so the image gets exactly the tested
-# dependency versions. The data directory is made here, owned by the runtime
-# user, because the runtime image has no shell to make it.
+# dependency versions. The release profile keeps line tables for profiling;
+# the image drops them (symbols stay, for readable backtraces): ~50 MB less.
+# The data directory is made here, owned by the runtime user, because the
+# runtime image has no shell to make it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     set -eu; \
     locked=""; if [ -f Cargo.lock ]; then locked="--locked"; fi; \
     cargo build --release $locked -p strom; \
     install -D -m 0755 target/release/strom /out/strom; \
+    strip --strip-debug /out/strom; \
     install -d -m 0750 -o 65532 -g 65532 /out/var/lib/strom/data
 
 # distroless/cc: glibc, libgcc, CA certificates, /etc/passwd with the

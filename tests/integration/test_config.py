@@ -119,7 +119,7 @@ def test_second_broker_on_same_data_dir_fails(make_broker):
     t = unique_topic("lock")
     create_topic(first.bootstrap, t)
     second = make_broker(start=False, data_dir=first.data_dir)
-    cp = run_strom(second.argv(), timeout=20)
+    cp = run_strom(second.argv()[1:], timeout=20)
     assert cp.returncode != 0, f"second broker on {first.data_dir} exited 0:\n{cp.stderr}"
     assert "lock" in cp.stderr.lower(), f"error does not mention the lock:\n{cp.stderr}"
     # The first broker is unharmed.

@@ -2,7 +2,9 @@
 reported to the producer; SIGTERM shuts down cleanly; a restart keeps topics,
 partition counts, configs and data."""
 
+import random
 import signal
+import threading
 import time
 
 import pytest
@@ -15,12 +17,14 @@ from helpers import (admin, consume_partitions, consumer, create_topic, kcat_rou
 PARTITIONS = 2
 
 
-def _produce_until_killed(broker, topic, cycle, kill_after_acks):
-    """Produce numbered messages in a loop; kill -9 the broker once
-    `kill_after_acks` were acknowledged, while more are in flight. Returns
-    {(cycle, seq): (partition, offset)} for acknowledged messages."""
+def _produce_until_killed(broker, topic, cycle, kill_after_acks, rng):
+    """Produce numbered messages in a loop; a second thread kill -9s the broker
+    at a random moment after `kill_after_acks` were acknowledged, while the
+    loop keeps producing (so requests are in flight). Returns
+    {value: (partition, offset)} for the acknowledged messages."""
     acked = {}
     failed = 0
+    killed = threading.Event()
 
     def on_delivery(err, msg):
         nonlocal failed
@@ -29,13 +33,23 @@ def _produce_until_killed(broker, topic, cycle, kill_after_acks):
         else:
             failed += 1
 
+    def killer():
+        deadline = time.monotonic() + 60
+        while len(acked) < kill_after_acks and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0, 0.05))
+        broker.kill9()
+        killed.set()
+
     p = producer(broker.bootstrap, **{"acks": "all", "linger.ms": 2, "retries": 0,
                                       "enable.idempotence": False, "message.timeout.ms": 3000,
-                                      "socket.timeout.ms": 2000, "reconnect.backoff.max.ms": 200})
+                                      "socket.timeout.ms": 2000, "reconnect.backoff.max.ms": 200,
+                                      "log_level": 2})
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
     seq = 0
-    killed_at = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    kill_time = sent_at_kill = acked_at_kill = None
+    while kill_time is None or time.monotonic() - kill_time < 0.3:
         value = f"c{cycle}-{seq:07d}"
         try:
             p.produce(topic, value=value.encode(), key=str(seq % 17).encode(), on_delivery=on_delivery)
@@ -43,15 +57,13 @@ def _produce_until_killed(broker, topic, cycle, kill_after_acks):
         except BufferError:
             p.poll(0.01)
         p.poll(0)
-        if killed_at is None and len(acked) >= kill_after_acks:
-            broker.kill9()
-            killed_at = seq
-            kill_time = time.monotonic()
-        if killed_at is not None and time.monotonic() - kill_time > 0.3:
-            break  # kept producing into the dead broker for a while
-    assert killed_at is not None, f"only {len(acked)} acks within 60s (wanted {kill_after_acks})"
+        if kill_time is None and killed.is_set():
+            sent_at_kill, acked_at_kill, kill_time = seq, len(acked), time.monotonic()
+    t.join()
     p.flush(10)
-    print(f"cycle {cycle}: sent {seq}, acked {len(acked)}, failed {failed}, killed after {killed_at} sends")
+    print(f"cycle {cycle}: sent {seq}, acked {len(acked)}, failed {failed}; at the kill: "
+          f"{sent_at_kill} sent, {acked_at_kill} acked")
+    assert acked_at_kill >= kill_after_acks, f"only {acked_at_kill} acks within 60s (wanted {kill_after_acks})"
     return acked
 
 
@@ -84,12 +96,17 @@ def _check_log(msgs, lo_hi, all_acked):
     assert not moved, f"{len(moved)} acknowledged messages at another offset than acked, e.g. {moved[:5]}"
 
 
-def test_acked_messages_survive_kill9(broker):
+@pytest.mark.parametrize("flush", ["default", "never"])
+def test_acked_messages_survive_kill9(make_broker, flush):
+    # kill -9 is a process crash, not a machine crash: written data is in the
+    # page cache, so acked messages must survive even without fsync.
+    broker = make_broker(**({} if flush == "default" else {"log.flush.interval.messages": 9223372036854775807}))
     topic = unique_topic("dur")
     create_topic(broker.bootstrap, topic, partitions=PARTITIONS)
     all_acked = {}
+    rng = random.Random(42)
     for cycle, kill_after in enumerate([3000, 500, 8000]):
-        acked = _produce_until_killed(broker, topic, cycle, kill_after)
+        acked = _produce_until_killed(broker, topic, cycle, kill_after, rng)
         assert len(acked) >= kill_after
         all_acked.update(acked)
         assert not broker.alive()
@@ -149,7 +166,8 @@ def test_restart_preserves_metadata_configs_and_data(make_broker):
     create_topic(broker.bootstrap, t_cfg, partitions=3, config={"retention.ms": "123456789",
                                                                   "segment.bytes": "65536"})
     create_topic(broker.bootstrap, t_many, partitions=12)
-    p = producer(broker.bootstrap, **{"linger.ms": 5})
+    # Batches must fit in a segment (larger ones get RECORD_LIST_TOO_LARGE, as in Kafka).
+    p = producer(broker.bootstrap, **{"linger.ms": 5, "batch.size": 4000})
     data = {}
     for t, parts in ((t_cfg, 3), (t_many, 12)):
         msgs = [(None, f"{t}-{i}".encode() + b"." * (i % 300), {"partition": i % parts}) for i in range(3000)]
@@ -188,7 +206,8 @@ def test_restart_preserves_metadata_configs_and_data(make_broker):
     res = produce_all(producer(broker.bootstrap), [(None, b"after", {"partition": 0})], t_cfg)
     assert res[0][2] == 1000
     # Re-creating an existing topic still fails after restart.
-    fs = admin(broker.bootstrap).create_topics([NewTopic(t_many, 1, 1)], request_timeout=15)
+    a = admin(broker.bootstrap)
+    fs = a.create_topics([NewTopic(t_many, 1, 1)], request_timeout=15)
     with pytest.raises(KafkaException) as ei:
         fs[t_many].result(15)
     assert ei.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS

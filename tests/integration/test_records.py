@@ -112,9 +112,12 @@ def test_offsets_for_times_and_watermarks(make_broker):
         t0 + 57_000: 57,
         t0 + 1000 * (n - 1): n - 1,  # the last message
     }
+    wrong = []
     for target, want in cases.items():
         [res] = c.offsets_for_times([TopicPartition(topic, 0, target)], timeout=10)
-        assert res.error is None and res.offset == want, f"target {target - t0:+d}: got {res}, want offset {want}"
+        if res.error is not None or res.offset != want:
+            wrong.append(f"t0{target - t0:+d}: got offset {res.offset} (error {res.error}), want {want}")
+    assert not wrong, "offsets_for_times: " + "; ".join(wrong)
     # Past the last timestamp: no such offset (-1 in the protocol, OFFSET_END in librdkafka).
     [res] = c.offsets_for_times([TopicPartition(topic, 0, t0 + 1000 * n)], timeout=10)
     assert res.offset == -1, f"past the end: {res}"

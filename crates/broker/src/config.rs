@@ -540,8 +540,19 @@ impl BrokerConfig {
 
         // Validate the log settings once here so a bad value fails at start-up, not at the
         // first topic creation.
-        let topic_defaults = crate::topic_config::TopicConfig::broker_defaults(&raw)?;
-        let _ = topic_defaults;
+        crate::topic_config::TopicConfig::broker_defaults(&raw).map_err(|e| match e {
+            // Name the broker setting the user wrote, not its topic-level twin.
+            ConfigError::Invalid { key, value, reason } => ConfigError::Invalid {
+                key: TOPIC_CONFIGS
+                    .iter()
+                    .find(|(t, _, _)| *t == key)
+                    .map(|(_, b, _)| b.to_string())
+                    .unwrap_or(key),
+                value,
+                reason,
+            },
+            other => other,
+        })?;
 
         let admin = get("admin.http.listener");
         let admin_http_listener = if admin.trim().is_empty() {

@@ -94,7 +94,7 @@ impl ProducerStateManager {
         }
         // Walk the batches in order, as if each were appended, against a scratch copy.
         let mut expected: HashMap<i64, (i16, Option<i32>)> = HashMap::new();
-        for (i, h) in idempotent.iter().enumerate() {
+        for h in &idempotent {
             let (epoch, last) = match expected.get(&h.producer_id) {
                 Some(e) => *e,
                 None => match self.producers.get(&h.producer_id) {
@@ -130,7 +130,6 @@ impl ProducerStateManager {
                     return Err(ResponseError::OutOfOrderSequenceNumber);
                 }
             }
-            let _ = i;
             expected.insert(h.producer_id, (h.producer_epoch, Some(last_seq(h))));
         }
         Ok(SequenceCheck::Append)
@@ -203,18 +202,18 @@ mod tests {
     fn duplicates_gaps_and_epochs() {
         let mut s = ProducerStateManager::default();
         let b0 = header(7, 0, 0, 3);
-        assert_eq!(s.check(&[b0.clone()]), Ok(SequenceCheck::Append));
-        s.update(&[b0.clone()], 100);
+        assert_eq!(s.check(&[b0]), Ok(SequenceCheck::Append));
+        s.update(&[b0], 100);
         // A retry of the same batch is answered with its first placement.
         assert_eq!(
-            s.check(&[b0.clone()]),
+            s.check(&[b0]),
             Ok(SequenceCheck::Duplicate {
                 first_offset: 100,
                 last_offset: 102
             })
         );
         let b1 = header(7, 0, 3, 2);
-        assert_eq!(s.check(&[b1.clone()]), Ok(SequenceCheck::Append));
+        assert_eq!(s.check(&[b1]), Ok(SequenceCheck::Append));
         s.update(&[b1], 103);
         assert_eq!(
             s.check(&[header(7, 0, 9, 1)]),

@@ -36,11 +36,13 @@ REQUIREMENTS=(
     "cramjam>=2.8"
     "python-snappy>=0.7"
     "zstandard>=0.22"
+    "pyyaml>=6"
+    "prometheus-client>=0.20"
 )
 STAMP="$VENV/.strom-test-deps"
 WANT="$(printf '%s\n' "${REQUIREMENTS[@]}")"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
-    && "$VENV/bin/python" -c 'import pytest, pytest_timeout, confluent_kafka, kafka, aiokafka, lz4, cramjam, zstandard' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import pytest, pytest_timeout, confluent_kafka, kafka, aiokafka, lz4, cramjam, zstandard, yaml, prometheus_client' 2>/dev/null; then
     log "python deps already installed"
 else
     log "installing python deps into $VENV"

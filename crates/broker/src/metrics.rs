@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use proto_kafka::messages::ApiKey;
 
@@ -20,6 +22,60 @@ pub fn install() -> Option<PrometheusHandle> {
         .ok()?
         .install_recorder()
         .ok()
+}
+
+/// Describes every metric and starts each at zero, so scrapes see the full set from start-up.
+pub fn register() {
+    describe_counter!("strom_requests_total", "Requests handled, by API");
+    describe_counter!(
+        "strom_request_errors_total",
+        "Requests refused (connection closed) or answered with an error code, by API"
+    );
+    describe_histogram!(
+        "strom_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's arrival to its response, by API"
+    );
+    describe_gauge!("strom_connections", "Open client connections");
+    describe_counter!(
+        "strom_connections_accepted_total",
+        "Client connections accepted"
+    );
+    describe_counter!(
+        "strom_network_received_bytes_total",
+        Unit::Bytes,
+        "Request bytes received"
+    );
+    describe_counter!(
+        "strom_network_sent_bytes_total",
+        Unit::Bytes,
+        "Response bytes sent"
+    );
+    describe_counter!(
+        "strom_topic_bytes_in_total",
+        Unit::Bytes,
+        "Record bytes appended, by topic"
+    );
+    describe_counter!(
+        "strom_topic_bytes_out_total",
+        Unit::Bytes,
+        "Record bytes fetched, by topic"
+    );
+    describe_gauge!("strom_partitions", "Partitions hosted");
+    describe_gauge!(
+        "strom_log_size_bytes",
+        Unit::Bytes,
+        "Bytes in all partition logs"
+    );
+    for (api, _, _) in crate::request::SUPPORTED_APIS {
+        counter!("strom_requests_total", "api" => api_name(*api)).absolute(0);
+        counter!("strom_request_errors_total", "api" => api_name(*api)).absolute(0);
+    }
+    gauge!("strom_connections").set(0.0);
+    counter!("strom_connections_accepted_total").absolute(0);
+    counter!("strom_network_received_bytes_total").absolute(0);
+    counter!("strom_network_sent_bytes_total").absolute(0);
+    gauge!("strom_log_size_bytes").set(0.0);
 }
 
 pub fn api_name(api: ApiKey) -> &'static str {

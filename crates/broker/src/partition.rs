@@ -69,6 +69,9 @@ pub struct Partition {
     /// synced by the one before (group commit).
     flush_lock: tokio::sync::Mutex<()>,
     config: Mutex<TopicConfig>,
+    /// The two settings every produce reads, kept out of the config lock.
+    flush_messages: AtomicI64,
+    min_insync_replicas: AtomicI32,
     data_notify: Arc<Notify>,
 }
 
@@ -102,6 +105,8 @@ impl Partition {
             flushed_offset: AtomicI64::new(leo),
             unflushed_messages: AtomicI64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
+            flush_messages: AtomicI64::new(config.flush_messages),
+            min_insync_replicas: AtomicI32::new(config.min_insync_replicas),
             config: Mutex::new(config),
             data_notify,
         }
@@ -184,7 +189,7 @@ impl Partition {
     /// the data is fsynced first and the high watermark never exposes unsynced data; otherwise
     /// it is visible at once and synced once flush.messages have accumulated.
     pub async fn complete_append(&self, end_offset: i64) -> Result<(), PartitionError> {
-        let flush_messages = self.config().flush_messages;
+        let flush_messages = self.flush_messages.load(Ordering::Acquire);
         if flush_messages <= 1 {
             self.flush_to(end_offset).await
         } else {
@@ -254,8 +259,16 @@ impl Partition {
         Ok(f(&mut replica.log))
     }
 
+    pub fn min_insync_replicas(&self) -> i32 {
+        self.min_insync_replicas.load(Ordering::Acquire)
+    }
+
     pub fn update_config(&self, config: TopicConfig) -> Result<(), PartitionError> {
         self.log()?.update_config(config.log_config())?;
+        self.flush_messages
+            .store(config.flush_messages, Ordering::Release);
+        self.min_insync_replicas
+            .store(config.min_insync_replicas, Ordering::Release);
         match self.config.lock() {
             Ok(mut c) => *c = config,
             Err(p) => *p.into_inner() = config,

@@ -48,6 +48,17 @@ pub enum RequestError {
 /// The APIs and versions this broker serves. Produce is advertised from v0 as Kafka does:
 /// librdkafka disables compression against brokers that do not list v0. Versions below what
 /// the codecs decode are refused when actually used.
+impl RequestError {
+    pub fn api_name(&self) -> &'static str {
+        match self {
+            RequestError::UnknownApiKey(_) => "Unknown",
+            RequestError::UnsupportedVersion { api, .. }
+            | RequestError::Decode { api, .. }
+            | RequestError::Encode { api, .. } => crate::metrics::api_name(*api),
+        }
+    }
+}
+
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 11),
     (ApiKey::Fetch, 4, 16),
@@ -231,4 +242,56 @@ pub async fn handle(
             out
         })),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    /// A request body that declares i32::MAX array elements followed by a few bytes: the
+    /// codecs must refuse it, not try to allocate it (kafka-protocol 0.18 aborted here).
+    #[test]
+    fn hostile_array_lengths_are_errors_not_aborts() {
+        let mut body = BytesMut::new();
+        body.put_i32(i32::MAX);
+        body.put_slice(&[0u8; 16]);
+        let mut b = body.clone().freeze();
+        assert!(decode::<MetadataRequest>(ApiKey::Metadata, 1, &mut b).is_err());
+
+        let mut produce = BytesMut::new();
+        produce.put_i16(-1); // transactional id: null
+        produce.put_i16(1); // acks
+        produce.put_i32(1000); // timeout
+        produce.put_i32(i32::MAX); // topic count
+        produce.put_slice(&[0u8; 8]);
+        let mut b = produce.freeze();
+        assert!(decode::<ProduceRequest>(ApiKey::Produce, 3, &mut b).is_err());
+
+        let mut fetch = BytesMut::new();
+        fetch.put_i32(-1); // replica id
+        fetch.put_i32(500);
+        fetch.put_i32(1);
+        fetch.put_i32(1024);
+        fetch.put_i8(0);
+        fetch.put_i32(i32::MAX); // topic count
+        let mut b = fetch.freeze();
+        assert!(decode::<FetchRequest>(ApiKey::Fetch, 4, &mut b).is_err());
+    }
+
+    #[test]
+    fn api_versions_too_new_answers_v0_unsupported() {
+        let reply = api_versions_unsupported(7).unwrap();
+        // size, correlation id, error code
+        assert_eq!(&reply[4..8], &7i32.to_be_bytes());
+        assert_eq!(
+            &reply[8..10],
+            &ResponseError::UnsupportedVersion.code().to_be_bytes()
+        );
+        let produce = SUPPORTED_APIS
+            .iter()
+            .find(|(k, _, _)| *k == ApiKey::Produce)
+            .unwrap();
+        assert_eq!(produce.1, 0, "Produce is advertised from v0, as Kafka does");
+    }
 }

@@ -126,6 +126,7 @@ pub async fn run(
     let lock = DirLock::acquire(&dir)?;
     let cluster_id = format_or_check(&dir, &config)?;
     let metrics = crate::metrics::install();
+    crate::metrics::register();
 
     let (metadata_log, image) = MetadataLog::open(&dir).context("cannot open the metadata log")?;
     let replicas = ReplicaManager::new(config.node_id, &dir);

@@ -93,6 +93,9 @@ async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) ->
         notified.as_mut().enable();
         let (topics, bytes, errors) = read_all(broker, &targets, max_bytes, by_id, read_committed);
         let elapsed = started.elapsed();
+        if errors {
+            crate::metrics::request_error("Fetch");
+        }
         if bytes >= min_bytes.max(1) || errors || elapsed >= max_wait {
             return FetchResponse::default()
                 .with_responses(topics)

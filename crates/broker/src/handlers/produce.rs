@@ -59,7 +59,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                     .filter(|r| !r.is_empty())
                     .ok_or(ResponseError::CorruptMessage)?;
                 // A node of one is the whole ISR.
-                if acks == -1 && replica.config().min_insync_replicas > 1 {
+                if acks == -1 && replica.min_insync_replicas() > 1 {
                     return Err(ResponseError::NotEnoughReplicas);
                 }
                 // The one copy of the record bytes: the frame is shared and immutable, and the
@@ -93,7 +93,10 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                         .with_log_append_time_ms(append_time)
                         .with_log_start_offset(log_start)
                 }
-                Err(code) => base.with_error_code(code.code()),
+                Err(code) => {
+                    crate::metrics::request_error("Produce");
+                    base.with_error_code(code.code())
+                }
             });
         }
         topics.push(

@@ -64,6 +64,7 @@ pub async fn serve(
                         Ok(Reply::Now(bytes)) => pending.push_back(Box::pin(async move { bytes })),
                         Ok(Reply::Later(fut)) => pending.push_back(fut),
                         Err(e) => {
+                            crate::metrics::request_error(e.api_name());
                             info!(peer = %info.peer, error = %e, "closing connection: bad request");
                             reading = false;
                         }

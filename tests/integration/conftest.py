@@ -183,6 +183,19 @@ def make_broker(request, tmp_path):
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _close_clients(make_broker):
+    # Requests make_broker so that it runs (and closes clients) before the
+    # brokers are stopped.
+    yield
+    import gc
+
+    from helpers import close_leftover_consumers
+
+    close_leftover_consumers()
+    gc.collect()  # destroys unreferenced producers / admin clients now
+
+
 @pytest.fixture
 def broker(make_broker) -> Broker:
     return make_broker()

@@ -103,6 +103,20 @@ def producer(bootstrap: str, **conf) -> Producer:
     return Producer(base)
 
 
+# Consumers made by consumer(); conftest closes any left open after each test,
+# so a failed test's consumer does not keep logging reconnect errors.
+OPEN_CONSUMERS: list[Consumer] = []
+
+
+def close_leftover_consumers():
+    while OPEN_CONSUMERS:
+        c = OPEN_CONSUMERS.pop()
+        try:
+            c.close()
+        except RuntimeError:
+            pass  # already closed
+
+
 def consumer(bootstrap: str, **conf) -> Consumer:
     # group.id is mandatory in confluent-kafka even with assign(); nothing is
     # ever committed (group APIs are not required by these tests).
@@ -111,7 +125,9 @@ def consumer(bootstrap: str, **conf) -> Consumer:
             "auto.offset.reset": "earliest", "enable.partition.eof": True,
             "socket.timeout.ms": 10000, "client.id": "strom-it"}
     base.update(conf)
-    return Consumer(base)
+    c = Consumer(base)
+    OPEN_CONSUMERS.append(c)
+    return c
 
 
 def admin(bootstrap: str, **conf) -> AdminClient:

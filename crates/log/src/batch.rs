@@ -262,11 +262,82 @@ pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
                 computed,
             });
         }
+        if header.compression_codec() == 0 {
+            validate_records(&rest[RECORD_BATCH_HEADER_SIZE..size], header.records_count)
+                .map_err(|reason| BatchError::CorruptRecords { position, reason })?;
+        }
         headers.push(header);
         pos += size;
     }
     debug_assert_eq!(pos, buf.len());
     Ok(headers)
+}
+
+/// Reads a zig-zag varint (at most `max_bytes` long) at `*at`, advancing it.
+fn read_varint(b: &[u8], at: &mut usize, max_bytes: usize) -> Result<i64, &'static str> {
+    let mut raw: u64 = 0;
+    for i in 0..max_bytes {
+        let byte = *b
+            .get(*at)
+            .ok_or("a varint runs past the end of the batch")?;
+        *at += 1;
+        raw |= ((byte & 0x7f) as u64) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    Err("a varint is too long")
+}
+
+/// Checks the framing of an uncompressed batch's records: every length fits, the fields of
+/// each record add up to its declared size, and the count matches the header. Compressed
+/// batches are not opened (they are stored as sent); their CRC still covers them.
+fn validate_records(records: &[u8], expected_count: i32) -> Result<(), &'static str> {
+    let mut at = 0usize;
+    let mut count: i64 = 0;
+    while at < records.len() {
+        let length = read_varint(records, &mut at, 5)?;
+        if length < 0 || length as usize > records.len() - at {
+            return Err("a record length is negative or past the end of the batch");
+        }
+        let end = at + length as usize;
+        let body = &records[..end];
+        at += 1; // attributes
+        read_varint(body, &mut at, 10)?; // timestamp delta
+        read_varint(body, &mut at, 5)?; // offset delta
+        for _ in 0..2 {
+            // key, then value: -1 is null
+            let len = read_varint(body, &mut at, 5)?;
+            if len < -1 || (len > 0 && len as usize > end.saturating_sub(at)) {
+                return Err("a key or value length is invalid");
+            }
+            at += len.max(0) as usize;
+        }
+        let headers = read_varint(body, &mut at, 5)?;
+        if headers < 0 || headers as usize > end.saturating_sub(at) {
+            return Err("the header count is invalid");
+        }
+        for _ in 0..headers {
+            let key = read_varint(body, &mut at, 5)?;
+            if key < 0 || key as usize > end.saturating_sub(at) {
+                return Err("a header key length is invalid");
+            }
+            at += key as usize;
+            let value = read_varint(body, &mut at, 5)?;
+            if value < -1 || (value > 0 && value as usize > end.saturating_sub(at)) {
+                return Err("a header value length is invalid");
+            }
+            at += value.max(0) as usize;
+        }
+        if at != end {
+            return Err("a record's fields do not add up to its length");
+        }
+        count += 1;
+    }
+    if count != expected_count as i64 {
+        return Err("the record count does not match the batch header");
+    }
+    Ok(())
 }
 
 fn ensure_header(batch: &[u8]) -> Result<(), BatchError> {
@@ -324,6 +395,44 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) -> Result<(), Ba
 mod tests {
     use super::*;
     use crate::testutil::{build_batch, BatchSpec};
+
+    /// Rewrites the CRC after tampering, so only the record framing is wrong.
+    fn reseal(batch: &mut [u8]) {
+        let crc = compute_crc(batch);
+        batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn malformed_records_under_a_valid_crc_are_refused() {
+        let good = build_batch(&BatchSpec::records(3));
+        assert!(validate_batches(&good).is_ok());
+
+        let mut garbage = good.clone();
+        for b in &mut garbage[RECORD_BATCH_HEADER_SIZE..] {
+            *b = 0x7f;
+        }
+        reseal(&mut garbage);
+        let e = validate_batches(&garbage).unwrap_err();
+        assert!(matches!(e, BatchError::CorruptRecords { .. }), "{e}");
+        assert_eq!(e.kafka_error_code(), 2);
+
+        let mut wrong_count = good.clone();
+        wrong_count[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
+            .copy_from_slice(&4i32.to_be_bytes());
+        reseal(&mut wrong_count);
+        // Refused either by the header's count check or by the record walk.
+        assert!(validate_batches(&wrong_count).is_err());
+
+        let mut cut = good.clone();
+        cut.truncate(cut.len() - 1);
+        let len = (cut.len() - LOG_OVERHEAD) as i32;
+        cut[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&len.to_be_bytes());
+        reseal(&mut cut);
+        assert!(matches!(
+            validate_batches(&cut),
+            Err(BatchError::CorruptRecords { .. })
+        ));
+    }
 
     #[test]
     fn parses_a_valid_batch() {

@@ -51,6 +51,8 @@ pub enum BatchError {
     },
     #[error("record batch at byte {position} has unknown compression codec {codec}")]
     UnknownCompression { position: u64, codec: u8 },
+    #[error("record batch at byte {position} holds malformed records: {reason}")]
+    CorruptRecords { position: u64, reason: &'static str },
 }
 
 impl BatchError {

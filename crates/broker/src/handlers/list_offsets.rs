@@ -6,6 +6,9 @@ use proto_kafka::messages::list_offsets_response::{
 use proto_kafka::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use proto_kafka::ResponseError;
 
+use proto_kafka::records::{Record, RecordBatchDecoder};
+use strom_log::TimestampAndOffset;
+
 use crate::broker::Broker;
 use crate::partition::Partition;
 use crate::request::RequestContext;
@@ -15,6 +18,34 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
+
+/// The log answers timestamp lookups per batch; Kafka answers with the exact record. Open the
+/// one batch the log found (decompressing it: this is a read path, storage is untouched) and
+/// pick the first record that matches.
+fn exact_record(
+    partition: &Partition,
+    found: TimestampAndOffset,
+    high_watermark: i64,
+    matches: impl Fn(&Record) -> bool,
+) -> (i64, i64) {
+    let batch = partition
+        .read(found.offset, 1, true)
+        .ok()
+        .and_then(|r| r.slice)
+        .and_then(|s| s.read_bytes().ok());
+    if let Some(mut bytes) = batch {
+        if let Ok(sets) = RecordBatchDecoder::decode_all(&mut bytes) {
+            let record = sets
+                .iter()
+                .flat_map(|s| s.records.iter())
+                .find(|r| r.offset >= found.offset && r.offset < high_watermark && matches(r));
+            if let Some(r) = record {
+                return (r.timestamp, r.offset);
+            }
+        }
+    }
+    (found.timestamp, found.offset)
+}
 
 fn lookup(
     partition: &Partition,
@@ -40,7 +71,9 @@ fn lookup(
                 .with_log(|log| log.max_timestamp_and_offset())
                 .map_err(storage)?;
             Ok(match found {
-                Some(t) if t.offset < hw => (t.timestamp, t.offset),
+                Some(t) if t.offset < hw => {
+                    exact_record(partition, t, hw, |r| r.timestamp == t.timestamp)
+                }
                 _ => (-1, -1),
             })
         }
@@ -50,7 +83,7 @@ fn lookup(
                 .map_err(storage)?
                 .map_err(|_| ResponseError::KafkaStorageError)?;
             Ok(match found {
-                Some(t) if t.offset < hw => (t.timestamp, t.offset),
+                Some(t) if t.offset < hw => exact_record(partition, t, hw, |r| r.timestamp >= ts),
                 _ => (-1, -1),
             })
         }

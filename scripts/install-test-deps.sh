@@ -6,14 +6,19 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[install-test-deps] %s\n' "$*" >&2; }
 
-# --- kcat (Debian package; 1.7.1 on librdkafka 2.0.2 on bookworm) ---
-if ! command -v kcat >/dev/null 2>&1; then
+# --- Debian packages: kcat (1.7.1 on librdkafka 2.0.2 on bookworm), podman (builds the
+# container image without a daemon), unshare/setpriv (util-linux, for the pod test) ---
+APT_WANT=()
+command -v kcat >/dev/null 2>&1 || APT_WANT+=(kcat)
+command -v podman >/dev/null 2>&1 || APT_WANT+=(podman)
+command -v setpriv >/dev/null 2>&1 || APT_WANT+=(util-linux)
+if [ "${#APT_WANT[@]}" -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    log "installing kcat with apt-get"
+    log "installing ${APT_WANT[*]} with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends kcat >/dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends "${APT_WANT[@]}" >/dev/null
 fi
 log "kcat: $(command -v kcat)"
 

@@ -100,6 +100,8 @@ fi
 
 step build-strom cargo build --release -p strom
 step integration run_integration_tests
+step k8s-validate ./scripts/k8s-validate.sh
+step image-build ./scripts/build-image.sh --binary target/release/strom --no-save
 
 summary
 [ "$FAILED" -eq 0 ]

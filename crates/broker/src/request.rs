@@ -12,6 +12,7 @@ use proto_kafka::messages::{
     DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
     MetadataRequest, ProduceRequest, ResponseHeader,
 };
+use proto_kafka::protocol::buf::SegmentedBuf;
 use proto_kafka::protocol::{Decodable, Encodable, Message};
 use proto_kafka::ResponseError;
 use thiserror::Error;
@@ -20,12 +21,32 @@ use crate::broker::Broker;
 use crate::handlers;
 use crate::network::connection::ConnectionInfo;
 
-pub type PendingReply = Pin<Box<dyn Future<Output = Option<BytesMut>> + Send>>;
+pub type PendingReply = Pin<Box<dyn Future<Output = Option<ResponseFrame>> + Send>>;
+
+/// An encoded response, size prefix included. Fetch responses keep record bytes as references
+/// to what was read from the log (segments), so they are not copied into the frame.
+pub enum ResponseFrame {
+    Flat(BytesMut),
+    Segmented(SegmentedBuf),
+}
+
+impl ResponseFrame {
+    pub fn len(&self) -> usize {
+        match self {
+            ResponseFrame::Flat(b) => b.len(),
+            ResponseFrame::Segmented(b) => bytes::Buf::remaining(b),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// A handler's answer: ready now, or later (waiting for durability or data). `None` is no
 /// response at all (a produce with acks=0).
 pub enum Reply {
-    Now(Option<BytesMut>),
+    Now(Option<ResponseFrame>),
     Later(PendingReply),
 }
 
@@ -87,8 +108,26 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub fn respond<R: Encodable>(&self, body: &R) -> Result<BytesMut, RequestError> {
-        encode_response(self.api, self.version, self.correlation_id, body)
+    pub fn respond<R: Encodable>(&self, body: &R) -> Result<ResponseFrame, RequestError> {
+        encode_response(self.api, self.version, self.correlation_id, body).map(ResponseFrame::Flat)
+    }
+
+    /// As `respond`, with byte fields (records) referenced rather than copied.
+    pub fn respond_segmented<R: Encodable>(&self, body: &R) -> Result<ResponseFrame, RequestError> {
+        let err = |e: proto_kafka::ProtoError| RequestError::Encode {
+            api: self.api,
+            reason: e.to_string(),
+        };
+        let header = ResponseHeader::default().with_correlation_id(self.correlation_id);
+        let header_version = self.api.response_header_version(self.version);
+        let size = header.compute_size(header_version).map_err(err)?
+            + body.compute_size(self.version).map_err(err)?;
+        let mut buf = SegmentedBuf::new();
+        buf.put_i32(size as i32);
+        header.encode(&mut buf, header_version).map_err(err)?;
+        body.encode(&mut buf, self.version).map_err(err)?;
+        debug_assert_eq!(bytes::Buf::remaining(&buf), 4 + size);
+        Ok(ResponseFrame::Segmented(buf))
     }
 }
 
@@ -158,7 +197,9 @@ pub async fn handle(
         return Err(RequestError::UnsupportedVersion { api, version });
     };
     if api == ApiKey::ApiVersions && version > max {
-        return Ok(Reply::Now(Some(api_versions_unsupported(correlation_id)?)));
+        return Ok(Reply::Now(Some(ResponseFrame::Flat(
+            api_versions_unsupported(correlation_id)?,
+        ))));
     }
     if version < min || version > max {
         return Err(RequestError::UnsupportedVersion { api, version });

@@ -446,13 +446,14 @@ impl GroupCoordinator {
         self.update(broker, &slot, |g, cfg, now| g.join(req, cfg, now))
     }
 
+    /// SyncGroup; also the group's rebalance timeout, which bounds a wait for the leader.
     pub fn sync(
         &self,
         broker: &Arc<Broker>,
         group_id: &str,
         req: SyncRequest,
-    ) -> Outcome<SyncResult> {
-        let fail = |e| Outcome::Done(SyncResult::error(e));
+    ) -> (Outcome<SyncResult>, i64) {
+        let fail = |e| (Outcome::Done(SyncResult::error(e)), 0);
         if let Err(e) = self.refuse_if_stopping() {
             return fail(e);
         }
@@ -460,7 +461,10 @@ impl GroupCoordinator {
             return fail(ResponseError::InvalidGroupId);
         }
         match self.get(group_id) {
-            Some(slot) => self.update(broker, &slot, |g, cfg, now| g.sync(req, cfg, now)),
+            Some(slot) => self.update(broker, &slot, |g, cfg, now| {
+                let timeout_ms = g.rebalance_timeout_ms();
+                (g.sync(req, cfg, now), timeout_ms)
+            }),
             None => fail(ResponseError::UnknownMemberId),
         }
     }

@@ -374,7 +374,7 @@ impl Group {
     }
 
     /// The longest rebalance timeout of the members: how long a rebalance waits for them.
-    fn rebalance_timeout_ms(&self) -> i64 {
+    pub fn rebalance_timeout_ms(&self) -> i64 {
         self.members
             .values()
             .map(|m| m.rebalance_timeout_ms.max(0) as i64)

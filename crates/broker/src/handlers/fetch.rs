@@ -23,7 +23,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: FetchRequest) -> R
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
         let response = fetch(&broker, &ctx, req).await;
-        match ctx.respond(&response) {
+        match ctx.respond_segmented(&response) {
             Ok(b) => Some(b),
             Err(e) => {
                 warn!(error = %e, "cannot encode fetch response");

@@ -1,0 +1,1000 @@
+#!/usr/bin/env python3
+"""Strom's benchmark driver (run it through bench/run.sh, which builds everything first).
+
+It measures this machine's limits (loopback TCP with iperf3, sequential writes with an
+fdatasync after each one with fio), starts Strom on fresh data directories, runs every
+scenario of the performance budget with the librdkafka load generator (bench/loadgen),
+samples the broker's CPU time from /proc around each one, and writes a report: every Strom
+figure next to the limit that bounds it, measured in the same run, their ratio, the target
+and whether it is met. Absolute figures drift between runs on shared machines; the ratios
+are what runs are compared by.
+
+Nothing here is pass/fail: a missed target is reported, not raised. The exit code is
+non-zero only when a scenario could not run at all (that is what CI's smoke run checks).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+# Scenario sizes. Full mode is the budget's own; smoke mode keeps every scenario to a few
+# seconds and a few MB so CI proves the suite works without measuring anything.
+MODES = {
+    "full": dict(
+        iperf_s=5,
+        fio_small=("64k", "512M"),
+        fio_large=("1M", "2G"),
+        produce_s=15,
+        small_produce_s=15,
+        e2e_rates_mbps=[5, 10, 20, 40, 80, 160, 0],
+        e2e_s=12,
+        e2e_warmup_s=2,
+        empty_starts=10,
+        bulk_bytes=10 * GIB,
+        bulk_partitions=100,
+        many_topics=99,
+        many_partitions=100,
+        restarts=3,
+        crash_produce_s=8,
+        crash_kill_after_s=4,
+        crash_timeout_ms=3000,
+        metadata_repeat=30,
+    ),
+    "smoke": dict(
+        iperf_s=1,
+        fio_small=("64k", "32M"),
+        fio_large=("1M", "64M"),
+        produce_s=2,
+        small_produce_s=2,
+        e2e_rates_mbps=[5, 20],
+        e2e_s=3,
+        e2e_warmup_s=1,
+        empty_starts=3,
+        bulk_bytes=32 * MIB,
+        bulk_partitions=10,
+        many_topics=9,
+        many_partitions=10,
+        restarts=2,
+        crash_produce_s=2,
+        crash_kill_after_s=1,
+        crash_timeout_ms=1000,
+        metadata_repeat=5,
+    ),
+}
+
+# The budget (from the benchmark issue). Each entry: key, description, target text, and
+# a predicate over the measured figure or ratio.
+IDLE_SECONDS = 1.0  # how long a fresh broker idles before its resident memory is read
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class ScenarioError(Exception):
+    pass
+
+
+# --- machine description and limits ------------------------------------------------------
+
+
+def sh(*argv, timeout=60):
+    try:
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cpu_busy_s():
+    """Seconds of CPU the whole machine spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def top_processes(n=6):
+    out = sh("ps", "-eo", "pcpu,rss,comm", "--sort=-pcpu")
+    return out.splitlines()[: n + 1]
+
+
+def describe_machine(data_dir):
+    info = {}
+    with open("/proc/cpuinfo") as f:
+        models = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+    info["cpu"] = models[0] if models else platform.processor()
+    info["cores"] = os.cpu_count()
+    with open("/proc/meminfo") as f:
+        mem = {l.split(":")[0]: l.split(":")[1].strip() for l in f}
+    info["memory"] = f"{int(mem['MemTotal'].split()[0]) / 1024 / 1024:.1f} GiB"
+    info["memory_available_at_start"] = (
+        f"{int(mem['MemAvailable'].split()[0]) / 1024 / 1024:.1f} GiB"
+    )
+    info["kernel"] = platform.release()
+    osr = {}
+    if Path("/etc/os-release").exists():
+        for l in Path("/etc/os-release").read_text().splitlines():
+            if "=" in l:
+                k, v = l.split("=", 1)
+                osr[k] = v.strip('"')
+    info["os"] = osr.get("PRETTY_NAME", platform.platform())
+    src, fstype = (sh("findmnt", "-no", "SOURCE,FSTYPE", "-T", str(data_dir)).split() + ["?", "?"])[:2]
+    dev = os.path.basename(src)
+    rot = Path(f"/sys/block/{dev}/queue/rotational")
+    sched = Path(f"/sys/block/{dev}/queue/scheduler")
+    usage = shutil.disk_usage(data_dir)
+    info["disk"] = (
+        f"{src} ({fstype}), {usage.total / GIB:.0f} GiB, {usage.free / GIB:.0f} GiB free; "
+        f"rotational={rot.read_text().strip() if rot.exists() else '?'}, "
+        f"scheduler={sched.read_text().strip() if sched.exists() else '?'}"
+    )
+    virt = sh("systemd-detect-virt") or (
+        "virtual machine (hypervisor flag in /proc/cpuinfo)"
+        if "hypervisor" in Path("/proc/cpuinfo").read_text()
+        else "unknown"
+    )
+    info["virtualization"] = virt
+    info["clock_ticks_per_s"] = os.sysconf("SC_CLK_TCK")
+    return info
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure_iperf(seconds):
+    """Loopback TCP bandwidth, one stream: the consumer reads over one connection."""
+    port = free_port()
+    srv = subprocess.Popen(
+        ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for attempt in range(20):
+            time.sleep(0.2)
+            r = subprocess.run(
+                ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 30,
+            )
+            if r.returncode == 0:
+                j = json.loads(r.stdout)
+                bps = j["end"]["sum_received"]["bits_per_second"]
+                return {"mb_per_s": round(bps / 8 / 1e6, 1), "seconds": seconds, "streams": 1}
+        raise ScenarioError(f"iperf3 client failed: {r.stderr.strip() or r.stdout[-300:]}")
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def measure_fio(directory, bs, size):
+    """Sequential buffered writes of `bs` with an fdatasync after each, in the data
+    directory's file system: the pattern of a broker that syncs every produce batch."""
+    name = "strom-bench-fdatasync"
+    r = subprocess.run(
+        [
+            "fio", f"--name={name}", f"--directory={directory}", "--rw=write",
+            f"--bs={bs}", f"--size={size}", "--fdatasync=1", "--ioengine=sync",
+            "--output-format=json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    for f in Path(directory).glob(f"{name}*"):
+        f.unlink()
+    if r.returncode != 0:
+        raise ScenarioError(f"fio failed: {r.stderr.strip()[-500:]}")
+    # fio may print notes before the JSON document.
+    j = json.loads(r.stdout[r.stdout.index("{"):])
+    job = j["jobs"][0]
+    sync = job.get("sync", {}).get("lat_ns", {}).get("percentile", {})
+    pct = lambda q: round(sync.get(q, 0) / 1e3, 1)
+    return {
+        "bs": bs,
+        "size": size,
+        "mb_per_s": round(job["write"]["bw_bytes"] / 1e6, 1),
+        "writes_per_s": round(job["write"]["iops"]),
+        "fdatasync_p50_us": pct("50.000000"),
+        "fdatasync_p99_us": pct("99.000000"),
+        "fdatasync_p999_us": pct("99.900000"),
+    }
+
+
+# --- the broker -----------------------------------------------------------------------------
+
+
+class Broker:
+    """One strom process on a data directory, started and timed the way a user would see
+    it: from spawn until the port accepts connections and the broker has logged ready."""
+
+    def __init__(self, run, name, data_dir, overrides=None):
+        self.run = run
+        self.name = name
+        self.data_dir = Path(data_dir)
+        self.overrides = overrides or {}
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.proc = None
+        self.starts = 0
+
+    def start(self, timeout=300):
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(self.run.strom), "serve", "--data-dir", str(self.data_dir),
+            "--override", f"listeners=PLAINTEXT://{self.addr}",
+            "--override", "admin.http.listener=",
+        ]
+        for k, v in {"num.partitions": "4", **self.overrides}.items():
+            argv += ["--override", f"{k}={v}"]
+        self.starts += 1
+        logf = open(OUT / "logs" / f"broker-{self.name}-{self.starts}.log", "w")
+        ready = threading.Event()
+        seen = {}
+
+        def pump(stream, t0):
+            # Copies the broker's log to a file and notes when (and how fast, by its own
+            # clock) it said it was ready.
+            for line in stream:
+                logf.write(line)
+                if "strom broker ready" in line and not ready.is_set():
+                    seen["ready_line_ms"] = (time.perf_counter() - t0) * 1e3
+                    for key in ("startup_ms", "recovery_ms", "partitions"):
+                        m = re.search(rf"\b{key}=(\d+)", line)
+                        if m:
+                            seen[key] = int(m.group(1))
+                    ready.set()
+            logf.close()
+
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self.run.live.add(self.proc)
+        threading.Thread(target=pump, args=(self.proc.stderr, t0), daemon=True).start()
+        # Poll connect() every millisecond: a refused connect returns at once, so the
+        # resolution is about 1 ms.
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                connect_ms = (time.perf_counter() - t0) * 1e3
+                break
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise ScenarioError(
+                        f"broker {self.name} exited with {self.proc.returncode} during start-up; "
+                        f"see bench/out/logs/broker-{self.name}-{self.starts}.log"
+                    )
+                if time.perf_counter() - t0 > timeout:
+                    raise ScenarioError(f"broker {self.name} not accepting after {timeout}s")
+                time.sleep(0.001)
+        if not ready.wait(timeout):
+            raise ScenarioError(f"broker {self.name} accepted but never logged ready")
+        return {
+            "ready_ms": round(max(connect_ms, seen["ready_line_ms"]), 1),
+            "connect_ms": round(connect_ms, 1),
+            "logged_startup_ms": seen.get("startup_ms"),
+            "logged_recovery_ms": seen.get("recovery_ms"),
+            "partitions": seen.get("partitions"),
+        }
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def rss_mb(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        return None
+
+    def stop(self, timeout=300):
+        """SIGTERM (clean shutdown: flush, close, checkpoint); returns the seconds it took."""
+        t0 = time.perf_counter()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise ScenarioError(f"broker {self.name} did not stop within {timeout}s")
+        finally:
+            self.run.live.discard(self.proc)
+        if rc != 0:
+            raise ScenarioError(f"broker {self.name} exited with {rc} on SIGTERM")
+        return round(time.perf_counter() - t0, 3)
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.run.live.discard(self.proc)
+
+    def remove_data(self):
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+class Run:
+    def __init__(self, opts):
+        self.opts = opts
+        self.mode = "smoke" if opts.smoke else "full"
+        self.cfg = MODES[self.mode]
+        self.strom = Path(opts.strom)
+        self.loadgen = Path(opts.loadgen)
+        self.live = set()
+        self.results = {}
+        self.errors = {}
+        self.samples = []  # (when, scenario, loadavg, other processes' CPU share)
+        self.data_root = OUT / "data"
+
+    # Every measurement goes through here: it runs one loadgen subcommand, and accounts the
+    # machine's CPU over the same wall time, so what other processes took is on record.
+    def loadgen_run(self, broker, cmd, *args, timeout=1800, background=False):
+        argv = [str(self.loadgen), cmd, "--brokers", broker.addr] + [str(a) for a in args]
+        log(" ".join(argv[1:]))
+        if background:
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+            self.live.add(p)
+            return p
+        busy0, t0 = cpu_busy_s(), time.perf_counter()
+        r = subprocess.run(argv, stdout=subprocess.PIPE, text=True, timeout=timeout)
+        busy, wall = cpu_busy_s() - busy0, time.perf_counter() - t0
+        if r.returncode != 0:
+            raise ScenarioError(f"loadgen {cmd} exited with {r.returncode}")
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        out["_machine_busy_cores"] = round(busy / wall, 2)
+        own = (out.get("broker_cpu_s") or 0) + (out.get("client_cpu_s") or 0)
+        # CPU seconds of everything else over (about) the same window, in cores.
+        if out.get("elapsed_s"):
+            out["_other_cores"] = round(max(0.0, busy - own) / wall, 2)
+        return out
+
+    def scenario(self, name, fn):
+        if self.opts.only and name not in self.opts.only:
+            return
+        log(f"=== {name}")
+        self.samples.append((time.strftime("%H:%M:%S"), name, os.getloadavg()[0]))
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - one failed scenario must not stop the rest
+            log(f"{name} FAILED: {e!r}")
+            self.errors[name] = repr(e)
+        log(f"=== {name} done in {time.perf_counter() - t0:.1f}s")
+
+    def perf(self, broker, name):
+        """With --perf, records the broker's stacks during a scenario (software cpu-clock
+        events: this VM exposes no hardware counters)."""
+        run = self
+
+        class Ctx:
+            def __enter__(self):
+                self.p = None
+                if run.opts.perf and shutil.which("perf"):
+                    self.file = OUT / f"perf-{name}.data"
+                    self.p = subprocess.Popen(
+                        ["perf", "record", "-e", "cpu-clock", "-F", "999", "-g",
+                         "-p", str(broker.pid), "-o", str(self.file)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )
+                    time.sleep(0.3)
+
+            def __exit__(self, *exc):
+                if self.p:
+                    self.p.send_signal(signal.SIGINT)
+                    self.p.wait(60)
+                    with open(OUT / f"perf-{name}.txt", "w") as f:
+                        subprocess.run(
+                            ["perf", "report", "-i", str(self.file), "--stdio",
+                             "--no-children", "--percent-limit", "0.7", "-g", "none"],
+                            stdout=f, stderr=subprocess.DEVNULL,
+                        )
+                    log(f"profile: bench/out/perf-{name}.txt")
+
+        return Ctx()
+
+    # --- scenarios ---
+
+    def limits(self, tag):
+        d = self.data_root
+        d.mkdir(parents=True, exist_ok=True)
+        c = self.cfg
+        lim = {
+            "iperf3_loopback": measure_iperf(c["iperf_s"]),
+            "fio_fdatasync_small": measure_fio(d, *c["fio_small"]),
+            "fio_fdatasync_large": measure_fio(d, *c["fio_large"]),
+        }
+        self.results[f"limits_{tag}"] = lim
+        log(f"limits ({tag}): {json.dumps(lim)}")
+
+    def main_broker_scenarios(self):
+        c = self.cfg
+        b = Broker(self, "main", self.data_root / "main")
+        b.remove_data()
+        b.start()
+        res = self.results
+        try:
+            self.loadgen_run(b, "create-topics", "--prefix", "s1", "--partitions", 4)
+            with self.perf(b, "produce-1k-acks-all"):
+                res["produce_1k"] = self.loadgen_run(
+                    b, "produce", "--topic", "s1", "--partitions", 4, "--size", 1024,
+                    "--acks", "all", "--linger-ms", 5, "--duration-s", c["produce_s"],
+                    "--broker-pid", b.pid,
+                )
+            self.loadgen_run(b, "create-topics", "--prefix", "s2", "--partitions", 4)
+            with self.perf(b, "produce-100b-acks-1"):
+                res["produce_100b"] = self.loadgen_run(
+                    b, "produce", "--topic", "s2", "--partitions", 4, "--size", 100,
+                    "--acks", 1, "--linger-ms", 100, "--batch-messages", 10000,
+                    "--batch-bytes", 4 * MIB, "--duration-s", c["small_produce_s"],
+                    "--broker-pid", b.pid,
+                )
+            # The log written by the first scenario is still in the page cache: warm.
+            with self.perf(b, "consume-1k"):
+                res["consume_1k"] = self.loadgen_run(
+                    b, "consume", "--topic", "s1", "--partitions", 4, "--broker-pid", b.pid
+                )
+            self.loadgen_run(b, "create-topics", "--prefix", "e2e", "--partitions", 4)
+            curve = []
+            for rate in c["e2e_rates_mbps"]:
+                with self.perf(b, f"e2e-{rate or 'max'}"):
+                    r = self.loadgen_run(
+                        b, "e2e", "--topic", "e2e", "--partitions", 4, "--size", 1024,
+                        "--rate-mbps", rate, "--duration-s", c["e2e_s"],
+                        "--warmup-s", c["e2e_warmup_s"], "--acks", "all", "--linger-ms", 0,
+                        "--broker-pid", b.pid,
+                    )
+                curve.append(r)
+                log(f"e2e {rate or 'max'} MB/s: achieved {r['mb_per_s']} MB/s, p50 {r['p50_ms']} "
+                    f"p99 {r['p99_ms']} p99.9 {r['p999_ms']} max {r['max_ms']} ms")
+            res["e2e_curve"] = curve
+            res["main_broker_rss_mb_after"] = b.rss_mb()
+        finally:
+            res["main_broker_shutdown_s"] = b.stop()
+            b.remove_data()
+
+    def empty_startup(self):
+        runs = []
+        for i in range(self.cfg["empty_starts"]):
+            b = Broker(self, "empty", self.data_root / f"empty-{i}")
+            b.remove_data()
+            try:
+                s = b.start()
+                time.sleep(IDLE_SECONDS)
+                s["idle_rss_mb"] = b.rss_mb()
+                runs.append(s)
+            finally:
+                b.stop()
+                b.remove_data()
+        self.results["startup_empty"] = {
+            "runs": runs,
+            "ready_ms_median": round(statistics.median(r["ready_ms"] for r in runs), 1),
+            "ready_ms_max": max(r["ready_ms"] for r in runs),
+            "idle_rss_mb_median": statistics.median(r["idle_rss_mb"] for r in runs),
+            "idle_rss_mb_max": max(r["idle_rss_mb"] for r in runs),
+        }
+
+    def bulk_scenarios(self):
+        """10 GB across 100 partitions: crash recovery; then 9,900 more (empty) partitions:
+        Metadata, memory and start-up with 10,000 partitions and 10 GB."""
+        c = self.cfg
+        res = self.results
+        parts = c["bulk_partitions"]
+        d = self.data_root / "bulk"
+        # Loading phase only: no fsync per batch (Kafka's own default), so the 10 GB is
+        # written at the disk's buffered speed. Measurements below restart with defaults.
+        loader = Broker(self, "bulk-load", d, {"log.flush.interval.messages": "9223372036854775807"})
+        loader.remove_data()
+        loader.start()
+        try:
+            self.loadgen_run(loader, "create-topics", "--prefix", "bulk", "--partitions", parts)
+            res["bulk_load"] = self.loadgen_run(
+                loader, "produce", "--topic", "bulk", "--partitions", parts, "--size", 1024,
+                "--bytes", c["bulk_bytes"], "--acks", 1, "--linger-ms", 20, "--producers", 2,
+                "--batch-bytes", 1 * MIB, "--broker-pid", loader.pid,
+            )
+        finally:
+            loader.stop()
+        res["bulk_data_bytes"] = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+
+        b = Broker(self, "bulk", d)
+        try:
+            res["startup_bulk_clean"] = b.start()
+            # Crash: kill -9 under an acks=all producer, then restart and check that every
+            # acknowledged offset is there with the acknowledged content.
+            acked_file = OUT / "acked.json"
+            acked_file.unlink(missing_ok=True)
+            p = self.loadgen_run(
+                b, "produce", "--topic", "bulk", "--partitions", parts, "--size", 1024,
+                "--acks", "all", "--linger-ms", 5, "--duration-s", c["crash_produce_s"],
+                "--timeout-ms", c["crash_timeout_ms"], "--acked-file", acked_file,
+                background=True,
+            )
+            time.sleep(c["crash_kill_after_s"])
+            rss_before_kill = b.rss_mb()
+            b.kill9()
+            log("broker killed with SIGKILL under load")
+            out, _ = p.communicate(timeout=c["crash_produce_s"] + c["crash_timeout_ms"] / 1000 + 120)
+            self.live.discard(p)
+            crash_produce = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+            # Restart only after the producer has given up, so nothing is acknowledged by
+            # the new process behind the check's back.
+            rec = b.start()
+            verify = self.loadgen_run(b, "verify", "--acked-file", acked_file, "--partitions", parts)
+            res["recovery"] = {
+                "start": rec,
+                "producer": crash_produce,
+                "verify": verify,
+                "rss_mb_before_kill": rss_before_kill,
+            }
+            log(f"recovery: ready in {rec['ready_ms']} ms; verify ok={verify['ok']}")
+
+            # 10,000 partitions: the bulk topic's 100 plus many topics of 100.
+            res["create_many"] = self.loadgen_run(
+                b, "create-topics", "--prefix", "many", "--count", c["many_topics"],
+                "--partitions", c["many_partitions"], "--per-request", 10,
+            )
+            time.sleep(IDLE_SECONDS)
+            res["many_rss_mb_after_create"] = b.rss_mb()
+            with self.perf(b, "metadata"):
+                res["metadata"] = self.loadgen_run(b, "metadata", "--repeat", c["metadata_repeat"])
+            restarts = []
+            for _ in range(c["restarts"]):
+                stop_s = b.stop()
+                s = b.start()
+                s["shutdown_s_before"] = stop_s
+                time.sleep(IDLE_SECONDS)
+                s["idle_rss_mb"] = b.rss_mb()
+                restarts.append(s)
+            res["startup_many"] = {
+                "runs": restarts,
+                "ready_ms_median": round(statistics.median(r["ready_ms"] for r in restarts), 1),
+                "ready_ms_max": max(r["ready_ms"] for r in restarts),
+                "idle_rss_mb_max": max(r["idle_rss_mb"] for r in restarts),
+            }
+            res["metadata_after_restart"] = self.loadgen_run(
+                b, "metadata", "--repeat", c["metadata_repeat"]
+            )
+            res["many_rss_mb_after_metadata"] = b.rss_mb()
+        finally:
+            if b.proc and b.proc.poll() is None:
+                b.stop()
+            b.remove_data()
+
+    def cleanup(self):
+        for p in list(self.live):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+# --- the budget -----------------------------------------------------------------------------
+
+
+def budget_rows(res, cfg):
+    """One row per target: (scenario, figure, limit, ratio, target, met, note)."""
+    rows = []
+    L = {}
+    for tag in ("start", "end"):
+        if f"limits_{tag}" in res:
+            L[tag] = res[f"limits_{tag}"]
+
+    def best(key, field):
+        # Of the two measurements (start and end of the run) the higher: the stricter limit.
+        vals = [L[t][key][field] for t in L]
+        return max(vals) if vals else None
+
+    fio_bw = best("fio_fdatasync_large", "mb_per_s")
+    tcp_bw = best("iperf3_loopback", "mb_per_s")
+    fsync_p99 = best("fio_fdatasync_small", "fdatasync_p99_us")
+    fio_bs = cfg["fio_large"][0]
+
+    def row(name, figure, limit, ratio, target, met, note=""):
+        rows.append(dict(scenario=name, figure=figure, limit=limit, ratio=ratio,
+                         target=target, met=met, note=note))
+
+    p = res.get("produce_1k")
+    if p and fio_bw:
+        ratio = p["mb_per_s"] / fio_bw
+        row("Produce 1 KiB, acks=all, 4 partitions, 1 producer, linger 5 ms",
+            f"{p['mb_per_s']:.0f} MB/s ({p['msgs_per_s']:.0f} msg/s)",
+            f"{fio_bw:.0f} MB/s fio seq. write + fdatasync, bs={fio_bs}",
+            f"{ratio:.2f}×", "≥ 1.0× fdatasync write bw", ratio >= 1.0)
+    p = res.get("produce_100b")
+    if p and p.get("broker_cpu_s") is not None:
+        ns = p["broker_cpu_s"] / p["messages"] * 1e9
+        row("Produce 100 B, acks=1, batches of 10k: broker CPU per message",
+            f"{ns:.0f} ns/msg ({p['msgs_per_s']:.0f} msg/s, batches of "
+            f"{p['librdkafka'].get('avg_batch_messages', '?') if p.get('librdkafka') else '?'} msgs)",
+            "— (absolute)", f"{ns / 100:.2f}× budget", "≤ 100 ns/msg", ns <= 100)
+    cns = res.get("consume_1k")
+    if cns and tcp_bw:
+        ratio = cns["mb_per_s"] / tcp_bw
+        row("Consume 1 KiB from a warm log, 1 consumer",
+            f"{cns['mb_per_s']:.0f} MB/s ({cns['msgs_per_s']:.0f} msg/s)",
+            f"{tcp_bw:.0f} MB/s iperf3 loopback TCP, 1 stream",
+            f"{ratio:.2f}×", "≥ 0.4× loopback TCP bw", ratio >= 0.4)
+    p = res.get("produce_1k")
+    if p and p.get("broker_cpu_s") is not None:
+        spg = p["broker_cpu_s"] / (p["bytes"] / 1e9)
+        row("Broker CPU per GB produced (1 KiB, acks=all)", f"{spg:.2f} s/GB", "— (absolute)",
+            f"{spg / 0.3:.2f}× budget", "≤ 0.3 s/GB", spg <= 0.3)
+    if cns and cns.get("broker_cpu_s") is not None and cns["bytes"]:
+        spg = cns["broker_cpu_s"] / (cns["bytes"] / 1e9)
+        row("Broker CPU per GB fetched (1 KiB)", f"{spg:.2f} s/GB", "— (absolute)",
+            f"{spg / 0.1:.2f}× budget", "≤ 0.1 s/GB", spg <= 0.1)
+    e = [r for r in res.get("e2e_curve", []) if r["target_mb_per_s"] == 20]
+    if e:
+        e = e[0]
+        limit = f"fdatasync p99 {fsync_p99:.0f} µs (fio bs=64k)" if fsync_p99 else "—"
+        ratio = f"{e['p99_ms'] * 1000 / fsync_p99:.1f}× fdatasync p99" if fsync_p99 else "—"
+        row("End-to-end latency, 1 KiB at 20 MB/s, acks=all (p99)",
+            f"p99 {e['p99_ms']:.2f} ms (p50 {e['p50_ms']:.2f}, p99.9 {e['p999_ms']:.2f}, "
+            f"max {e['max_ms']:.1f}; achieved {e['mb_per_s']:.1f} MB/s)",
+            limit, ratio, "p99 ≤ 2 ms", e["p99_ms"] <= 2.0)
+    s = res.get("startup_empty")
+    if s:
+        row("Idle resident memory after start-up (empty)", f"{s['idle_rss_mb_max']:.1f} MB",
+            "— (absolute)", f"{s['idle_rss_mb_max'] / 15:.2f}× budget", "≤ 15 MB",
+            s["idle_rss_mb_max"] <= 15)
+        row("Start-up to listening + ready, empty",
+            f"{s['ready_ms_median']:.1f} ms median of {len(s['runs'])} (max {s['ready_ms_max']:.1f})",
+            "— (absolute)", f"{s['ready_ms_median'] / 20:.2f}× budget", "≤ 20 ms",
+            s["ready_ms_median"] <= 20)
+    s = res.get("startup_many")
+    if s:
+        data_gb = res.get("bulk_data_bytes", 0) / 1e9
+        parts = s["runs"][0].get("partitions")
+        row(f"Start-up to listening + ready, {parts} partitions, {data_gb:.1f} GB",
+            f"{s['ready_ms_median']:.0f} ms median of {len(s['runs'])} (max {s['ready_ms_max']:.0f})",
+            "— (absolute)", f"{s['ready_ms_median'] / 500:.2f}× budget", "≤ 500 ms",
+            s["ready_ms_median"] <= 500)
+    r = res.get("recovery")
+    if r:
+        v = r["verify"]
+        ok = v["ok"]
+        t = r["start"]["ready_ms"]
+        data_gb = res.get("bulk_data_bytes", 0) / 1e9
+        row(f"Recovery after kill -9, {data_gb:.1f} GB across {cfg['bulk_partitions']} partitions",
+            f"{t:.0f} ms to ready; {v['acked_messages']} acked, "
+            f"{'none lost' if ok else 'LOSS: ' + str(len(v['lost'])) + ' partitions, ' + str(len(v['problems'])) + ' content problems'}",
+            "— (absolute)", f"{t / 1000:.2f}× budget", "≤ 1 s, no acked message lost",
+            t <= 1000 and ok)
+    m = res.get("metadata")
+    if m:
+        worst = max(m["median_ms"], res.get("metadata_after_restart", m)["median_ms"])
+        row(f"Metadata for all {m['partitions']} partitions ({m['topics']} topics)",
+            f"{worst:.1f} ms median of {m['samples']}", "— (absolute)",
+            f"{worst / 50:.2f}× budget", "≤ 50 ms", worst <= 50)
+        rss = max(filter(None, [res.get("many_rss_mb_after_create"),
+                                res.get("many_rss_mb_after_metadata"),
+                                res.get("startup_many", {}).get("idle_rss_mb_max")]))
+        row(f"Resident memory with {m['partitions']} partitions", f"{rss:.0f} MB",
+            "— (absolute)", f"{rss / 300:.2f}× budget", "≤ 300 MB", rss <= 300)
+    return rows
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def plot(res, path, machine):
+    curve = res.get("e2e_curve") or []
+    if not curve:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sorted(curve, key=lambda r: r["mb_per_s"])
+    x = [r["mb_per_s"] for r in pts]
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for key, label, style in (("p50_ms", "p50", "o-"), ("p99_ms", "p99", "s-"),
+                              ("p999_ms", "p99.9", "^-"), ("max_ms", "max", "x:")):
+        ax.plot(x, [r[key] for r in pts], style, label=label)
+    ax.axhline(2.0, color="red", linestyle="--", linewidth=1)
+    ax.annotate("budget: p99 ≤ 2 ms at 20 MB/s", (20, 2.0), textcoords="offset points",
+                xytext=(5, 5), color="red", fontsize=8)
+    ax.axvline(20, color="red", linestyle=":", linewidth=0.8)
+    for r in pts:
+        label = f"{r['target_mb_per_s']:g}" if r["target_mb_per_s"] else "max"
+        ax.annotate(label, (r["mb_per_s"], r["p99_ms"]), textcoords="offset points",
+                    xytext=(3, -10), fontsize=7, color="gray")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("achieved throughput, MB/s (log; gray labels: offered MB/s)")
+    ax.set_ylabel("produce → consume latency, ms (log)")
+    ax.set_title("Strom end-to-end latency vs throughput\n1 KiB messages, acks=all, 4 partitions, "
+                 "linger 0, librdkafka", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.text(0.01, 0.01, f"{machine['cores']} cores {machine['cpu']}, {machine['memory']}, "
+             f"kernel {machine['kernel']}; {datetime.date.today()}", fontsize=7, color="gray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def md_table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_report(run, machine, rows, path, plot_name, plotted, started, finished):
+    res = run.results
+    cfg = run.cfg
+    L = [(t, res[f"limits_{t}"]) for t in ("start", "end") if f"limits_{t}" in res]
+    met = sum(1 for r in rows if r["met"])
+    commit = sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
+    dirty = sh("git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "crates")
+    lines = [
+        "# Strom benchmark results",
+        "",
+        f"Mode: **{run.mode}** (`./bench/run.sh{' --smoke' if run.mode == 'smoke' else ''}`), "
+        f"{started:%Y-%m-%d %H:%M} – {finished:%H:%M} UTC, Strom commit `{commit}`"
+        f"{' with uncommitted broker changes' if dirty else ''}. "
+        f"Every figure is from this one run; limits were measured in the same run "
+        f"(at its start and its end; the higher of the two is used, the stricter choice).",
+        "",
+        "These are measurements, not tests: nothing here fails a build. On these shared "
+        "machines absolute figures drift from run to run; compare runs by the ratios.",
+        "",
+        f"**{met} of {len(rows)} targets met.**" + (
+            f" Scenarios that could not run: {', '.join(run.errors)}." if run.errors else ""),
+        "",
+        "## The budget",
+        "",
+        md_table(
+            ["Scenario", "Strom", "Limit on this machine (same run)", "Ratio", "Target", "Met?"],
+            [[r["scenario"], r["figure"], r["limit"], r["ratio"], r["target"],
+              "**yes**" if r["met"] else "**no**"] for r in rows],
+        ),
+        "",
+        "Ratios: for a throughput, Strom's figure ÷ the machine limit that bounds it; for an "
+        "absolute budget (CPU, memory, time), the figure ÷ the budget (≤ 1 is within it).",
+        "",
+        f"![latency vs throughput]({plot_name})" if plotted else "(no plot: the e2e scenario did not run)",
+        "",
+        "## The machine",
+        "",
+        md_table(["", ""], [[k, v] for k, v in machine.items()]),
+        "",
+        f"Builds before the run: broker {run.opts.build_strom_s} s, load generator "
+        f"{run.opts.build_loadgen_s} s (`cargo build --release`; a cold load-generator build "
+        f"includes compiling librdkafka from source).",
+        "",
+        "### What else was running",
+        "",
+        "Client (load generator) and broker share the machine's cores; so does anything else "
+        "on the machine (other engineers' compilers). Load average when each scenario started, "
+        "and the share of the machine other processes took during each measurement "
+        "(machine busy time from /proc/stat minus broker and client CPU, in cores) is in the "
+        "'other processes' columns of the scenario details below.",
+        "",
+        md_table(["time", "scenario", "1-min load average"],
+                 [[t, n, f"{l:.2f}"] for t, n, l in run.samples]),
+        "",
+        "Busiest processes at the start of the run:",
+        "",
+        "```",
+        *machine_top_start,
+        "```",
+        "",
+        "## Machine limits",
+        "",
+        md_table(
+            ["measured", "loopback TCP (iperf3, 1 stream)",
+             f"fio write+fdatasync bs={cfg['fio_small'][0]}",
+             f"fio write+fdatasync bs={cfg['fio_large'][0]}",
+             "fdatasync latency p50 / p99 / p99.9 (bs=64k)"],
+            [[t, f"{l['iperf3_loopback']['mb_per_s']} MB/s",
+              f"{l['fio_fdatasync_small']['mb_per_s']} MB/s ({l['fio_fdatasync_small']['writes_per_s']} writes/s)",
+              f"{l['fio_fdatasync_large']['mb_per_s']} MB/s ({l['fio_fdatasync_large']['writes_per_s']} writes/s)",
+              f"{l['fio_fdatasync_small']['fdatasync_p50_us']} / {l['fio_fdatasync_small']['fdatasync_p99_us']} / "
+              f"{l['fio_fdatasync_small']['fdatasync_p999_us']} µs"] for t, l in L],
+        ),
+        "",
+        "Why these limits. *Produce*: by default Strom fdatasyncs before it acknowledges, and "
+        "it syncs each partition's batch separately; librdkafka's statistics (below) show the "
+        "batches it sends in the produce scenario are about 1 MB (its `batch.size` cap), so the "
+        "bound is sequential writes of 1 MiB with an fdatasync after each, in the file system "
+        "of the data directory (`fio --rw=write --bs=1M --fdatasync=1 --ioengine=sync`). The "
+        "64 KiB run is shown for smaller batches, and its fdatasync latency is the floor under "
+        "an acks=all round trip. *Consume*: one consumer reads over one TCP connection, so the "
+        "bound is one iperf3 stream over loopback.",
+        "",
+    ]
+    lines += scenario_details(res)
+    analysis = BENCH / "analysis.md"
+    if analysis.exists():
+        lines += ["", analysis.read_text().rstrip(), ""]
+    if run.errors:
+        lines += ["", "## Scenarios that could not run", ""]
+        lines += [f"- `{k}`: {v}" for k, v in run.errors.items()]
+    lines += [
+        "",
+        "## Raw figures",
+        "",
+        "<details><summary>Everything the load generator and the driver reported (JSON)</summary>",
+        "",
+        "```json",
+        json.dumps(res, indent=1, sort_keys=True),
+        "```",
+        "</details>",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+machine_top_start = []
+
+
+def scenario_details(res):
+    out = ["## Scenario details", ""]
+    rows = []
+    for key, label in (("produce_1k", "produce 1 KiB acks=all linger 5 ms"),
+                       ("produce_100b", "produce 100 B acks=1 batches of 10k"),
+                       ("consume_1k", "consume 1 KiB (warm)"),
+                       ("bulk_load", "bulk load (no fsync, 2 producers, acks=1)")):
+        p = res.get(key)
+        if not p:
+            continue
+        gb = p["bytes"] / 1e9
+        lk = p.get("librdkafka") or {}
+        rows.append([
+            label, f"{p['messages']:,}", f"{gb:.2f}", f"{p['elapsed_s']:.1f}",
+            f"{p['msgs_per_s']:,.0f}", f"{p['mb_per_s']:.0f}",
+            f"{p.get('broker_cpu_s')}", f"{p.get('client_cpu_s')}",
+            f"{p['broker_cpu_s'] / p['messages'] * 1e9:.0f}" if p.get("broker_cpu_s") is not None else "",
+            f"{lk.get('avg_batch_bytes', '')} B / {lk.get('avg_batch_messages', '')} msgs" if lk else "",
+            f"{p.get('_other_cores', '')}",
+        ])
+    out += [md_table(["scenario", "messages", "GB", "s", "msg/s", "MB/s", "broker CPU s",
+                      "client CPU s", "broker ns/msg", "avg batch (librdkafka)",
+                      "other processes (cores)"], rows), ""]
+    curve = res.get("e2e_curve")
+    if curve:
+        out += ["### End-to-end latency (1 KiB, acks=all, linger 0, 4 partitions; "
+                "produce → consume in one process)", ""]
+        out += [md_table(
+            ["offered MB/s", "achieved MB/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+             "max ms", "broker CPU (cores)", "client CPU (cores)", "other processes (cores)"],
+            [[r["target_mb_per_s"] or "max", r["mb_per_s"], r["p50_ms"], r["p90_ms"],
+              r["p99_ms"], r["p999_ms"], r["max_ms"],
+              round(r["broker_cpu_s"] / r["measured_s"], 2) if r.get("broker_cpu_s") is not None else "",
+              round(r["client_cpu_s"] / r["measured_s"], 2) if r.get("client_cpu_s") is not None else "",
+              r.get("_other_cores", "")]
+             for r in curve]), ""]
+    rec = res.get("recovery")
+    if rec:
+        v, pr, st = rec["verify"], rec["producer"], rec["start"]
+        out += ["### Crash recovery", "",
+                f"An acks=all producer wrote 1 KiB messages round-robin to the "
+                f"{v['partitions_with_acks']} partitions of the loaded topic; the broker was "
+                f"killed with SIGKILL mid-stream ({pr.get('messages', '?')} messages acknowledged, "
+                f"{pr.get('failed', '?')} failed with the broker gone). Restarted on the same "
+                f"data: ready after {st['ready_ms']} ms (its own log: start-up "
+                f"{st['logged_startup_ms']} ms, of which recovery {st['logged_recovery_ms']} ms). "
+                f"Check: every partition's high watermark is past the last offset acknowledged to "
+                f"the producer ({len(v['lost'])} partitions short), and the message at that offset "
+                f"is the acknowledged one, byte for byte ({v['content_ok']} of "
+                f"{v['content_checked']} intact). Problems: {v['problems'] or 'none'}.", ""]
+    for key, label in (("startup_empty", "empty data directory"),
+                       ("startup_many", "10,000 partitions with the bulk data (clean restarts)")):
+        s = res.get(key)
+        if s:
+            out += [f"### Start-up, {label}", "",
+                    md_table(["ready ms (spawn → accepting and logged ready)", "connect ms",
+                              "broker's own startup_ms", "recovery_ms", "idle RSS MB"],
+                             [[r["ready_ms"], r["connect_ms"], r["logged_startup_ms"],
+                               r["logged_recovery_ms"], r.get("idle_rss_mb")] for r in s["runs"]]),
+                    ""]
+    if res.get("startup_bulk_clean"):
+        s = res["startup_bulk_clean"]
+        out += [f"Start-up after the bulk load (100 partitions, clean shutdown): {s['ready_ms']} ms.", ""]
+    if res.get("create_many"):
+        cm = res["create_many"]
+        out += [f"Creating {cm['topics']} topics × {cm['partitions_each']} partitions took "
+                f"{cm['elapsed_s']} s (CreateTopics, 10 topics per request).", ""]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--strom", required=True)
+    ap.add_argument("--loadgen", required=True)
+    ap.add_argument("--build-strom-s", default="?")
+    ap.add_argument("--build-loadgen-s", default="?")
+    ap.add_argument("--only", type=lambda s: set(s.split(",")), default=None,
+                    help="comma-separated scenarios: limits,main,empty,bulk")
+    ap.add_argument("--perf", action="store_true",
+                    help="record broker profiles with perf into bench/out/perf-*.txt")
+    opts = ap.parse_args()
+    (OUT / "logs").mkdir(parents=True, exist_ok=True)
+    run = Run(opts)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    run.data_root.mkdir(parents=True, exist_ok=True)
+    machine = describe_machine(run.data_root)
+    machine["load average at start (1/5/15 min)"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    machine_top_start[:] = top_processes()
+    log(f"mode {run.mode}; machine: {json.dumps(machine)}")
+
+    def on_signal(signum, frame):
+        run.cleanup()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        run.scenario("limits", lambda: run.limits("start"))
+        run.scenario("empty", run.empty_startup)
+        run.scenario("main", run.main_broker_scenarios)
+        run.scenario("bulk", run.bulk_scenarios)
+        run.scenario("limits", lambda: run.limits("end"))
+    finally:
+        run.cleanup()
+        shutil.rmtree(run.data_root, ignore_errors=True)
+    machine["load average at end (1/5/15 min)"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    finished = datetime.datetime.now(datetime.timezone.utc)
+
+    rows = budget_rows(run.results, run.cfg)
+    if run.mode == "full":
+        report, png = BENCH / "RESULTS.md", BENCH / "latency-throughput.png"
+    else:
+        report, png = OUT / "RESULTS.md", OUT / "latency-throughput.png"
+    try:
+        plotted = plot(run.results, png, machine)
+    except Exception as e:  # noqa: BLE001 - a missing plot must not lose the figures
+        log(f"plot failed: {e!r}")
+        run.errors["plot"] = repr(e)
+        plotted = False
+    (OUT / "results.json").write_text(json.dumps(run.results, indent=1, sort_keys=True))
+    write_report(run, machine, rows, report, png.name, plotted, started, finished)
+
+    width = max((len(r["scenario"]) for r in rows), default=10)
+    print(f"\n{'scenario':<{width}}  {'Strom':<40} {'ratio':<22} {'target':<30} met")
+    for r in rows:
+        print(f"{r['scenario']:<{width}}  {r['figure'][:40]:<40} {r['ratio']:<22} "
+              f"{r['target']:<30} {'yes' if r['met'] else 'NO'}")
+    print(f"\n{sum(r['met'] for r in rows)} of {len(rows)} targets met; report: "
+          f"{report.relative_to(ROOT)}; plot: {png.relative_to(ROOT) if plotted else 'none'}")
+    if run.errors:
+        print(f"scenarios that could not run: {run.errors}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

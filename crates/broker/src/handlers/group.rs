@@ -1,0 +1,770 @@
+//! The group APIs on the wire: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete. Each maps
+//! the request onto [`crate::group`] and the answer back, writing version-specific fields only
+//! for the versions that have them.
+//!
+//! The group work runs when the request is handled, not when its reply is first polled, so
+//! requests pipelined on one connection act on the group in the order they were sent; only
+//! the wait (a rebalance step, durability) is deferred.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto_kafka::messages::delete_groups_response::DeletableGroupResult;
+use proto_kafka::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use proto_kafka::messages::find_coordinator_response::Coordinator;
+use proto_kafka::messages::join_group_response::JoinGroupResponseMember;
+use proto_kafka::messages::leave_group_response::MemberResponse;
+use proto_kafka::messages::list_groups_response::ListedGroup;
+use proto_kafka::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use proto_kafka::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use proto_kafka::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use proto_kafka::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use proto_kafka::protocol::{Encodable, StrBytes};
+use proto_kafka::ResponseError;
+use tracing::warn;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::group::coordinator::{CommitEntry, GroupCoordinator, PendingCommit};
+use crate::group::state::{CommittedOffset, JoinRequest, JoinResult, Outcome, SyncRequest, SyncResult};
+use crate::request::{Reply, RequestContext, RequestError};
+
+/// READ, DELETE and DESCRIBE, the operations on a group, for a broker with no authorizer.
+const ALL_GROUP_OPS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+/// Beyond a member's own timeouts, how long a JoinGroup or SyncGroup may wait before it is
+/// answered REBALANCE_IN_PROGRESS anyway: the group answers well before, this only bounds a
+/// wait that something unforeseen left hanging.
+const WAIT_SLACK_MS: u64 = 30_000;
+
+fn code(e: Option<ResponseError>) -> i16 {
+    e.map_or(0, |e| e.code())
+}
+
+fn opt_str(s: Option<String>) -> Option<StrBytes> {
+    s.map(StrBytes::from_string)
+}
+
+fn later<R, F>(ctx: RequestContext, body: F) -> Reply
+where
+    R: Encodable + Send + 'static,
+    F: Future<Output = R> + Send + 'static,
+{
+    Reply::Later(Box::pin(async move {
+        let body = body.await;
+        match ctx.respond(&body) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(api = ?ctx.api, error = %e, "cannot encode a group response");
+                None
+            }
+        }
+    }))
+}
+
+fn now<R: Encodable>(ctx: &RequestContext, body: &R) -> Result<Reply, RequestError> {
+    Ok(Reply::Now(Some(ctx.respond(body)?)))
+}
+
+/// Waits for a deferred group answer, within `cap_ms`.
+async fn wait_for<T>(
+    rx: tokio::sync::oneshot::Receiver<T>,
+    cap_ms: u64,
+    gone: impl FnOnce() -> T,
+    late: impl FnOnce() -> T,
+) -> T {
+    match tokio::time::timeout(Duration::from_millis(cap_ms), rx).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(_)) => gone(),
+        Err(_) => late(),
+    }
+}
+
+// --- FindCoordinator ----------------------------------------------------------
+
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+pub fn find_coordinator(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: FindCoordinatorRequest,
+) -> Result<Reply, RequestError> {
+    let keys: Vec<StrBytes> = if ctx.version >= 4 {
+        req.coordinator_keys.clone()
+    } else {
+        vec![req.key.clone()]
+    };
+    let key_type = req.key_type;
+    if key_type == KEY_TYPE_GROUP && !GroupCoordinator::offsets_topic_exists(broker) {
+        let broker = broker.clone();
+        let version = ctx.version;
+        let listener = ctx.info.listener_name.clone();
+        return Ok(later(ctx, async move {
+            let result = broker.groups.ensure_offsets_topic(&broker).await;
+            coordinator_response(&broker, &listener, version, keys, result)
+        }));
+    }
+    let result = match key_type {
+        KEY_TYPE_GROUP => Ok(()),
+        // No transaction coordinator yet: clients retry, then report it.
+        KEY_TYPE_TRANSACTION => Err(ResponseError::CoordinatorNotAvailable),
+        _ => Err(ResponseError::InvalidRequest),
+    };
+    let body = coordinator_response(broker, &ctx.info.listener_name, ctx.version, keys, result);
+    now(&ctx, &body)
+}
+
+fn coordinator_response(
+    broker: &Broker,
+    listener: &str,
+    version: i16,
+    keys: Vec<StrBytes>,
+    result: Result<(), ResponseError>,
+) -> FindCoordinatorResponse {
+    // This node coordinates every group, reached on the listener the client used.
+    let found = result.and_then(|()| {
+        broker
+            .config
+            .advertised(listener)
+            .map(|ep| (ep.host.clone(), ep.port as i32))
+            .ok_or(ResponseError::CoordinatorNotAvailable)
+    });
+    let (error, node, host, port) = match &found {
+        Ok((host, port)) => (None, broker.node_id(), host.clone(), *port),
+        Err(e) => (Some(*e), -1, String::new(), -1),
+    };
+    let message = error.map(|e| StrBytes::from_string(e.to_string()));
+    if version >= 4 {
+        let coordinators = keys
+            .into_iter()
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(node))
+                    .with_host(str_bytes(&host))
+                    .with_port(port)
+                    .with_error_code(code(error))
+                    .with_error_message(message.clone())
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let mut resp = FindCoordinatorResponse::default()
+        .with_error_code(code(error))
+        .with_node_id(BrokerId(node))
+        .with_host(str_bytes(&host))
+        .with_port(port);
+    if version >= 1 {
+        resp = resp.with_error_message(message);
+    }
+    resp
+}
+
+// --- JoinGroup ----------------------------------------------------------------
+
+fn join_response(version: i16, r: JoinResult) -> JoinGroupResponse {
+    let members = r
+        .members
+        .into_iter()
+        .map(|m| {
+            let jm = JoinGroupResponseMember::default()
+                .with_member_id(StrBytes::from_string(m.member_id))
+                .with_metadata(m.metadata);
+            if version >= 5 {
+                jm.with_group_instance_id(opt_str(m.group_instance_id))
+            } else {
+                jm
+            }
+        })
+        .collect();
+    let resp = JoinGroupResponse::default()
+        .with_error_code(code(r.error))
+        .with_generation_id(r.generation_id)
+        .with_leader(StrBytes::from_string(r.leader_id))
+        .with_member_id(StrBytes::from_string(r.member_id))
+        .with_members(members);
+    if version >= 7 {
+        resp.with_protocol_type(opt_str(r.protocol_type))
+            .with_protocol_name(opt_str(r.protocol_name))
+    } else {
+        // Not nullable before v7: Kafka sends "" for no protocol.
+        resp.with_protocol_name(Some(StrBytes::from_string(
+            r.protocol_name.unwrap_or_default(),
+        )))
+    }
+}
+
+pub fn join_group(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: JoinGroupRequest,
+) -> Result<Reply, RequestError> {
+    let v = ctx.version;
+    let group_id = req.group_id.0.to_string();
+    let mut protocols: Vec<(String, bytes::Bytes)> = Vec::with_capacity(req.protocols.len());
+    for p in req.protocols {
+        let name = p.name.to_string();
+        // Kafka keys the protocols by name: a repeated name is ignored.
+        if !protocols.iter().any(|(n, _)| *n == name) {
+            protocols.push((name, p.metadata));
+        }
+    }
+    let rebalance_timeout_ms = if v >= 1 {
+        req.rebalance_timeout_ms
+    } else {
+        req.session_timeout_ms
+    };
+    let join = JoinRequest {
+        member_id: req.member_id.to_string(),
+        group_instance_id: if v >= 5 {
+            req.group_instance_id.map(|s| s.to_string())
+        } else {
+            None
+        },
+        client_id: ctx.client_id.clone(),
+        client_host: format!("/{}", ctx.info.peer.ip()),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms,
+        protocol_type: req.protocol_type.to_string(),
+        protocols,
+        require_known_member_id: v >= 4,
+    };
+    let cap_ms = rebalance_timeout_ms.max(req.session_timeout_ms).max(0) as u64
+        + broker.groups.config().initial_rebalance_delay_ms.max(0) as u64
+        + WAIT_SLACK_MS;
+    let member_id = join.member_id.clone();
+    let wait = move |outcome: Outcome<JoinResult>| async move {
+        match outcome {
+            Outcome::Done(r) => r,
+            Outcome::Wait(rx) => {
+                wait_for(
+                    rx,
+                    cap_ms,
+                    || JoinResult::error(&member_id, ResponseError::NotCoordinator),
+                    || JoinResult::error(&member_id, ResponseError::RebalanceInProgress),
+                )
+                .await
+            }
+        }
+    };
+    if !GroupCoordinator::offsets_topic_exists(broker) {
+        let broker = broker.clone();
+        return Ok(later(ctx, async move {
+            if let Err(e) = broker.groups.ensure_offsets_topic(&broker).await {
+                return join_response(v, JoinResult::error(&join.member_id, e));
+            }
+            let outcome = broker.groups.join(&broker, &group_id, join);
+            join_response(v, wait(outcome).await)
+        }));
+    }
+    match broker.groups.join(broker, &group_id, join) {
+        Outcome::Done(r) => now(&ctx, &join_response(v, r)),
+        waiting => Ok(later(ctx, async move { join_response(v, wait(waiting).await) })),
+    }
+}
+
+// --- SyncGroup ----------------------------------------------------------------
+
+fn sync_response(version: i16, r: SyncResult) -> SyncGroupResponse {
+    let resp = SyncGroupResponse::default()
+        .with_error_code(code(r.error))
+        .with_assignment(r.assignment);
+    if version >= 5 {
+        resp.with_protocol_type(opt_str(r.protocol_type))
+            .with_protocol_name(opt_str(r.protocol_name))
+    } else {
+        resp
+    }
+}
+
+pub fn sync_group(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: SyncGroupRequest,
+) -> Result<Reply, RequestError> {
+    let v = ctx.version;
+    let sync = SyncRequest {
+        member_id: req.member_id.to_string(),
+        group_instance_id: if v >= 3 {
+            req.group_instance_id.map(|s| s.to_string())
+        } else {
+            None
+        },
+        generation_id: req.generation_id,
+        protocol_type: if v >= 5 {
+            req.protocol_type.map(|s| s.to_string())
+        } else {
+            None
+        },
+        protocol_name: if v >= 5 {
+            req.protocol_name.map(|s| s.to_string())
+        } else {
+            None
+        },
+        assignments: req
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
+    };
+    let (outcome, rebalance_timeout_ms) = broker.groups.sync(broker, &req.group_id.0, sync);
+    match outcome {
+        Outcome::Done(r) => now(&ctx, &sync_response(v, r)),
+        Outcome::Wait(rx) => {
+            let cap_ms = rebalance_timeout_ms.max(0) as u64 + WAIT_SLACK_MS;
+            Ok(later(ctx, async move {
+                let r = wait_for(
+                    rx,
+                    cap_ms,
+                    || SyncResult::error(ResponseError::NotCoordinator),
+                    || SyncResult::error(ResponseError::RebalanceInProgress),
+                )
+                .await;
+                sync_response(v, r)
+            }))
+        }
+    }
+}
+
+// --- Heartbeat, LeaveGroup ------------------------------------------------------
+
+pub fn heartbeat(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: HeartbeatRequest,
+) -> Result<Reply, RequestError> {
+    let iid = if ctx.version >= 3 {
+        req.group_instance_id.as_deref()
+    } else {
+        None
+    };
+    let result = broker
+        .groups
+        .heartbeat(&req.group_id.0, &req.member_id, iid, req.generation_id);
+    now(
+        &ctx,
+        &HeartbeatResponse::default().with_error_code(code(result.err())),
+    )
+}
+
+pub fn leave_group(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: LeaveGroupRequest,
+) -> Result<Reply, RequestError> {
+    let v = ctx.version;
+    let members: Vec<(String, Option<String>)> = if v >= 3 {
+        req.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    let result = broker.groups.leave(broker, &req.group_id.0, &members);
+    let body = match result {
+        Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
+        Ok(errors) if v < 3 => LeaveGroupResponse::default()
+            .with_error_code(code(errors.into_iter().flatten().next())),
+        Ok(errors) => LeaveGroupResponse::default().with_members(
+            members
+                .into_iter()
+                .zip(errors)
+                .map(|((id, iid), e)| {
+                    MemberResponse::default()
+                        .with_member_id(StrBytes::from_string(id))
+                        .with_group_instance_id(opt_str(iid))
+                        .with_error_code(code(e))
+                })
+                .collect(),
+        ),
+    };
+    now(&ctx, &body)
+}
+
+// --- OffsetCommit, OffsetFetch, OffsetDelete --------------------------------------
+
+pub fn offset_commit(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: OffsetCommitRequest,
+) -> Result<Reply, RequestError> {
+    let v = ctx.version;
+    let group_id = req.group_id.0.to_string();
+    let member_id = req.member_id.to_string();
+    let iid = if v >= 7 {
+        req.group_instance_id.map(|s| s.to_string())
+    } else {
+        None
+    };
+    let generation = req.generation_id_or_member_epoch;
+    // The response lists topics and partitions as the request did.
+    let shape: Vec<(TopicName, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let entries: Vec<CommitEntry> = req
+        .topics
+        .into_iter()
+        .flat_map(|t| {
+            let topic = t.name.0.to_string();
+            t.partitions.into_iter().map(move |p| CommitEntry {
+                topic: topic.clone(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if v >= 6 { p.committed_leader_epoch } else { -1 },
+                metadata: p.committed_metadata.map(|m| m.to_string()),
+            })
+        })
+        .collect();
+    let respond = move |results: Vec<Option<ResponseError>>| {
+        let mut it = results.into_iter();
+        let topics = shape
+            .into_iter()
+            .map(|(name, parts)| {
+                let partitions = parts
+                    .into_iter()
+                    .map(|p| {
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_error_code(code(it.next().flatten()))
+                    })
+                    .collect();
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetCommitResponse::default().with_topics(topics)
+    };
+    if !GroupCoordinator::offsets_topic_exists(broker) {
+        let broker = broker.clone();
+        return Ok(later(ctx, async move {
+            let results = match broker.groups.ensure_offsets_topic(&broker).await {
+                Ok(()) => {
+                    let pending = broker.groups.commit(
+                        &broker,
+                        &group_id,
+                        &member_id,
+                        iid.as_deref(),
+                        generation,
+                        entries,
+                    );
+                    broker.groups.finish_commit(pending).await
+                }
+                Err(e) => vec![Some(e); entries.len()],
+            };
+            respond(results)
+        }));
+    }
+    let pending: PendingCommit = broker.groups.commit(
+        broker,
+        &group_id,
+        &member_id,
+        iid.as_deref(),
+        generation,
+        entries,
+    );
+    let broker = broker.clone();
+    Ok(later(ctx, async move {
+        respond(broker.groups.finish_commit(pending).await)
+    }))
+}
+
+type FetchedTopics = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+fn fetched_values(c: Option<&CommittedOffset>) -> (i64, i32, String) {
+    match c {
+        Some(c) => (c.offset, c.leader_epoch, c.metadata.clone()),
+        None => (-1, -1, String::new()),
+    }
+}
+
+pub fn offset_fetch(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: OffsetFetchRequest,
+) -> Result<Reply, RequestError> {
+    let v = ctx.version;
+    let groups = &broker.groups;
+    if v >= 8 {
+        let out = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let topics = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let fetched: FetchedTopics = groups.fetch_offsets(&g.group_id.0, topics);
+                let topics = fetched
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        let partitions = parts
+                            .into_iter()
+                            .map(|(p, c)| {
+                                let (offset, epoch, metadata) = fetched_values(c.as_ref());
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(Some(StrBytes::from_string(metadata)))
+                            })
+                            .collect();
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(StrBytes::from_string(t)))
+                            .with_partitions(partitions)
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
+            })
+            .collect();
+        return now(&ctx, &OffsetFetchResponse::default().with_groups(out));
+    }
+    let topics = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let fetched: FetchedTopics = groups.fetch_offsets(&req.group_id.0, topics);
+    let topics = fetched
+        .into_iter()
+        .map(|(t, parts)| {
+            let partitions = parts
+                .into_iter()
+                .map(|(p, c)| {
+                    let (offset, epoch, metadata) = fetched_values(c.as_ref());
+                    let part = OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        .with_metadata(Some(StrBytes::from_string(metadata)));
+                    if v >= 5 {
+                        part.with_committed_leader_epoch(epoch)
+                    } else {
+                        part
+                    }
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(t)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    now(&ctx, &OffsetFetchResponse::default().with_topics(topics))
+}
+
+pub fn offset_delete(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: OffsetDeleteRequest,
+) -> Result<Reply, RequestError> {
+    let broker = broker.clone();
+    let group_id = req.group_id.0.to_string();
+    let shape: Vec<(TopicName, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let partitions: Vec<(String, i32)> = shape
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.0.to_string(), *p)))
+        .collect();
+    Ok(later(ctx, async move {
+        match broker
+            .groups
+            .delete_offsets(&broker, &group_id, partitions)
+            .await
+        {
+            Err(e) => OffsetDeleteResponse::default().with_error_code(e.code()),
+            Ok(results) => {
+                let mut it = results.into_iter();
+                let topics = shape
+                    .into_iter()
+                    .map(|(name, ps)| {
+                        OffsetDeleteResponseTopic::default()
+                            .with_name(name)
+                            .with_partitions(
+                                ps.into_iter()
+                                    .map(|p| {
+                                        OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p)
+                                            .with_error_code(code(it.next().flatten()))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetDeleteResponse::default().with_topics(topics)
+            }
+        }
+    }))
+}
+
+// --- ListGroups, DescribeGroups, DeleteGroups ---------------------------------------
+
+/// Every group here is a classic group (KIP-848 groups are not implemented).
+const GROUP_TYPE_CLASSIC: &str = "classic";
+
+pub fn list_groups(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: ListGroupsRequest,
+) -> Result<Reply, RequestError> {
+    let v = ctx.version;
+    let states: Vec<String> = if v >= 4 {
+        req.states_filter
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let types: Vec<String> = if v >= 5 {
+        req.types_filter
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let groups = if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE_CLASSIC) {
+        Vec::new()
+    } else {
+        broker
+            .groups
+            .list()
+            .into_iter()
+            .filter(|(_, _, s)| {
+                states.is_empty() || states.contains(&s.name().to_ascii_lowercase())
+            })
+            .map(|(id, protocol_type, state)| {
+                let g = ListedGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_string(id)))
+                    .with_protocol_type(StrBytes::from_string(protocol_type));
+                let g = if v >= 4 {
+                    g.with_group_state(str_bytes(state.name()))
+                } else {
+                    g
+                };
+                if v >= 5 {
+                    g.with_group_type(str_bytes(GROUP_TYPE_CLASSIC))
+                } else {
+                    g
+                }
+            })
+            .collect()
+    };
+    now(&ctx, &ListGroupsResponse::default().with_groups(groups))
+}
+
+pub fn describe_groups(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: DescribeGroupsRequest,
+) -> Result<Reply, RequestError> {
+    let v = ctx.version;
+    let include_ops = v >= 3 && req.include_authorized_operations;
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|gid| {
+            let described = match broker.groups.describe(&gid.0) {
+                Some(s) => {
+                    let members = s
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            let dm = DescribedGroupMember::default()
+                                .with_member_id(StrBytes::from_string(m.member_id))
+                                .with_client_id(StrBytes::from_string(m.client_id))
+                                .with_client_host(StrBytes::from_string(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment);
+                            if v >= 4 {
+                                dm.with_group_instance_id(opt_str(m.group_instance_id))
+                            } else {
+                                dm
+                            }
+                        })
+                        .collect();
+                    DescribedGroup::default()
+                        .with_group_state(str_bytes(s.state.name()))
+                        .with_protocol_type(StrBytes::from_string(s.protocol_type))
+                        .with_protocol_data(StrBytes::from_string(s.protocol_data))
+                        .with_members(members)
+                }
+                // Kafka describes an unknown group as Dead; v6 reports it as not found.
+                None if v >= 6 => DescribedGroup::default()
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(StrBytes::from_string(format!(
+                        "Group {} not found.",
+                        &*gid.0
+                    ))))
+                    .with_group_state(str_bytes("Dead")),
+                None => DescribedGroup::default().with_group_state(str_bytes("Dead")),
+            };
+            let described = described.with_group_id(gid);
+            if include_ops {
+                described.with_authorized_operations(ALL_GROUP_OPS)
+            } else {
+                described
+            }
+        })
+        .collect();
+    now(&ctx, &DescribeGroupsResponse::default().with_groups(groups))
+}
+
+pub fn delete_groups(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: DeleteGroupsRequest,
+) -> Result<Reply, RequestError> {
+    let broker = broker.clone();
+    Ok(later(ctx, async move {
+        let mut results = Vec::with_capacity(req.groups_names.len());
+        for gid in req.groups_names {
+            let r = broker.groups.delete_group(&broker, &gid.0).await;
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(gid)
+                    .with_error_code(code(r.err())),
+            );
+        }
+        DeleteGroupsResponse::default().with_results(results)
+    }))
+}

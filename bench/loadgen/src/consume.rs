@@ -20,7 +20,7 @@ use crate::args::Args;
 use crate::payload;
 use crate::procstat::CpuWindow;
 use crate::produce::{self, Shared};
-use crate::{base_config, ms, r3, QuietContext};
+use crate::{base_config, merged, ms, r3, QuietContext};
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -96,8 +96,8 @@ pub fn run_consume(args: &Args) -> Result<Value, String> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let (broker_cpu, client_cpu) = window.stop();
-    Ok(json!({
+    let cpu = window.stop();
+    Ok(merged(cpu.json(), json!({
         "topic": topic,
         "partitions": n,
         "available": available,
@@ -108,9 +108,7 @@ pub fn run_consume(args: &Args) -> Result<Value, String> {
         "time_to_first_ms": first_at.map(|t| r3(t.duration_since(started).as_secs_f64() * 1e3)),
         "msgs_per_s": r3(count as f64 / elapsed),
         "mb_per_s": r3(bytes as f64 / elapsed / 1e6),
-        "broker_cpu_s": broker_cpu.map(r3),
-        "client_cpu_s": r3(client_cpu),
-    }))
+    })))
 }
 
 /// `e2e`: a paced producer and a consumer (its own thread) in one process. Each message
@@ -202,7 +200,7 @@ pub fn run_e2e(args: &Args) -> Result<Value, String> {
                 break;
             }
             if window.is_none() && elapsed >= warmup {
-                window = Some((CpuWindow::start(broker_pid), Instant::now()));
+                window = Some(CpuWindow::start(broker_pid));
             }
             if let Some(r) = rate_msgs {
                 let next = produce::due(seq, r);
@@ -218,7 +216,7 @@ pub fn run_e2e(args: &Args) -> Result<Value, String> {
             }
             seq += 1;
         }
-        let cpu = window.map(|(w, at)| (w.map(|w| w.stop()), at.elapsed()));
+        let cpu = window.and_then(|w| w.ok()).map(|w| w.stop());
         sent.store(seq, Ordering::Release);
         if let Err(e) = producer.flush(Duration::from_secs(60)) {
             eprintln!("e2e flush: {e}");
@@ -227,12 +225,9 @@ pub fn run_e2e(args: &Args) -> Result<Value, String> {
         (consumer_thread.join().unwrap(), cpu)
     });
     let measured_s = duration.saturating_sub(warmup).as_secs_f64();
-    let (broker_cpu, client_cpu) = match cpu {
-        Some((Ok((b, c)), _)) => (b, Some(c)),
-        _ => (None, None),
-    };
     let pct = |q: f64| ms(hist.value_at_quantile(q));
-    Ok(json!({
+    let cpu = cpu.map_or(Value::Null, |c| c.json());
+    Ok(merged(cpu, json!({
         "topic": topic,
         "size": size,
         "target_mb_per_s": rate_mbps,
@@ -251,9 +246,10 @@ pub fn run_e2e(args: &Args) -> Result<Value, String> {
         "p999_ms": pct(0.999),
         "max_ms": ms(hist.max()),
         "min_ms": ms(hist.min()),
-        "broker_cpu_s": broker_cpu.map(r3),
-        "client_cpu_s": client_cpu.map(r3),
-    }))
+        // The producer's view (librdkafka statistics, last interval): produce round trips
+        // include the broker's fdatasync, so they split latency into produce and consume.
+        "producer": produce::request_stats(&shared.stats(), &topic),
+    })))
 }
 
 /// `verify --acked-file F`: after a kill -9 and restart, every partition's high watermark

@@ -157,6 +157,14 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     }
 }
 
+/// `a` with the fields of `b` added (both JSON objects).
+pub fn merged(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
 /// Milliseconds with three decimals, for JSON.
 pub fn ms(ns: u64) -> f64 {
     (ns as f64 / 1e3).round() / 1e3

@@ -2,11 +2,12 @@
 //! of a measurement window, so the broker's cost is separated from the client's even though
 //! both share the machine's two cores.
 
-/// utime + stime of a process in seconds, from /proc/PID/stat (fields 14 and 15, in clock
-/// ticks). This includes threads that have already exited (tokio's blocking pool retires
+/// (utime, stime) of a process in seconds, from /proc/PID/stat (fields 14 and 15, in clock
+/// ticks): the split tells Strom's own code (user) from the kernel working for it (system:
+/// copies into the page cache, fdatasync, TCP). This includes threads that have already exited (tokio's blocking pool retires
 /// idle threads), which per-thread schedstat sums would miss; the price is the tick
 /// resolution (10 ms at the usual 100 Hz), negligible over windows of seconds.
-pub fn process_cpu_s(pid: u32) -> Result<f64, String> {
+pub fn process_cpu_s(pid: u32) -> Result<(f64, f64), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     // The command name (field 2) is in parentheses and may contain spaces: split after it.
@@ -22,7 +23,8 @@ pub fn process_cpu_s(pid: u32) -> Result<f64, String> {
             .and_then(|f| f.parse::<f64>().ok())
             .ok_or_else(|| "malformed /proc stat".to_string())
     };
-    Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_s())
+    let hz = clock_ticks_per_s();
+    Ok((ticks(11)? / hz, ticks(12)? / hz))
 }
 
 fn clock_ticks_per_s() -> f64 {
@@ -44,11 +46,65 @@ pub fn self_cpu_s() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// Broker and client CPU over one window.
+/// Seconds the whole machine's CPUs were busy (all cores), from the first line of
+/// /proc/stat: what other processes took is this minus broker and client.
+pub fn machine_busy_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    if ticks.len() < 8 {
+        return 0.0;
+    }
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    (ticks.iter().sum::<f64>() - ticks[3] - ticks[4]) / clock_ticks_per_s()
+}
+
+/// Broker, client and machine CPU over one window.
 pub struct CpuWindow {
     broker_pid: Option<u32>,
-    broker_start: f64,
+    broker_start: (f64, f64),
     self_start: f64,
+    machine_start: f64,
+    wall_start: std::time::Instant,
+}
+
+/// What one window cost, in CPU seconds.
+pub struct CpuUse {
+    pub broker_user: Option<f64>,
+    pub broker_sys: Option<f64>,
+    pub client: f64,
+    pub machine: f64,
+    pub wall: f64,
+}
+
+impl CpuUse {
+    pub fn broker(&self) -> Option<f64> {
+        Some(self.broker_user? + self.broker_sys?)
+    }
+
+    /// The JSON fields every measuring subcommand reports.
+    pub fn json(&self) -> serde_json::Value {
+        let r3 = crate::r3;
+        let other = self.machine - self.broker().unwrap_or(0.0) - self.client;
+        serde_json::json!({
+            "broker_cpu_s": self.broker().map(r3),
+            "broker_user_s": self.broker_user.map(r3),
+            "broker_sys_s": self.broker_sys.map(r3),
+            "client_cpu_s": r3(self.client),
+            // Cores' worth of CPU taken by everything else over the window (other
+            // engineers' builds on a shared machine): the noise indicator of a figure.
+            "other_cores": r3(other.max(0.0) / self.wall.max(1e-9)),
+        })
+    }
 }
 
 impl CpuWindow {
@@ -57,19 +113,23 @@ impl CpuWindow {
             broker_pid,
             broker_start: match broker_pid {
                 Some(p) => process_cpu_s(p)?,
-                None => 0.0,
+                None => (0.0, 0.0),
             },
             self_start: self_cpu_s(),
+            machine_start: machine_busy_s(),
+            wall_start: std::time::Instant::now(),
         })
     }
 
-    /// (broker CPU s, or None without a pid; client CPU s).
-    pub fn stop(&self) -> (Option<f64>, f64) {
-        let broker = self
-            .broker_pid
-            .and_then(|p| process_cpu_s(p).ok())
-            .map(|c| c - self.broker_start);
-        (broker, self_cpu_s() - self.self_start)
+    pub fn stop(&self) -> CpuUse {
+        let broker = self.broker_pid.and_then(|p| process_cpu_s(p).ok());
+        CpuUse {
+            broker_user: broker.map(|b| b.0 - self.broker_start.0),
+            broker_sys: broker.map(|b| b.1 - self.broker_start.1),
+            client: self_cpu_s() - self.self_start,
+            machine: machine_busy_s() - self.machine_start,
+            wall: self.wall_start.elapsed().as_secs_f64(),
+        }
     }
 }
 
@@ -77,7 +137,8 @@ impl CpuWindow {
 mod tests {
     #[test]
     fn reads_own_stat() {
-        let c = super::process_cpu_s(std::process::id()).unwrap();
-        assert!(c >= 0.0);
+        let (u, s) = super::process_cpu_s(std::process::id()).unwrap();
+        assert!(u >= 0.0 && s >= 0.0);
+        assert!(super::machine_busy_s() > 0.0);
     }
 }

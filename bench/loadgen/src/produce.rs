@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use crate::args::Args;
 use crate::payload;
 use crate::procstat::CpuWindow;
-use crate::{base_config, r3, QuietLog};
+use crate::{base_config, merged, r3, QuietLog};
 
 /// What the delivery callbacks of all producers add up.
 #[derive(Default)]
@@ -47,6 +47,9 @@ impl Shared {
     }
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Acquire)
+    }
+    pub fn stats(&self) -> Option<Value> {
+        self.stats.lock().unwrap().clone()
     }
 }
 
@@ -161,6 +164,7 @@ pub fn request_stats(stats: &Option<Value>, topic: &str) -> Value {
     let mut tx = 0u64;
     let mut txbytes = 0u64;
     let mut rtt_avg = Vec::new();
+    let mut rtt_p50 = Vec::new();
     let mut rtt_p99 = Vec::new();
     if let Some(brokers) = s["brokers"].as_object() {
         for b in brokers.values() {
@@ -170,6 +174,7 @@ pub fn request_stats(stats: &Option<Value>, topic: &str) -> Value {
             tx += b["tx"].as_u64().unwrap_or(0);
             txbytes += b["txbytes"].as_u64().unwrap_or(0);
             rtt_avg.push(b["rtt"]["avg"].as_u64().unwrap_or(0));
+            rtt_p50.push(b["rtt"]["p50"].as_u64().unwrap_or(0));
             rtt_p99.push(b["rtt"]["p99"].as_u64().unwrap_or(0));
         }
     }
@@ -180,6 +185,7 @@ pub fn request_stats(stats: &Option<Value>, topic: &str) -> Value {
         "avg_batch_bytes": t["batchsize"]["avg"],
         "avg_batch_messages": t["batchcnt"]["avg"],
         "rtt_avg_us_last_interval": rtt_avg.iter().max(),
+        "rtt_p50_us_last_interval": rtt_p50.iter().max(),
         "rtt_p99_us_last_interval": rtt_p99.iter().max(),
     })
 }
@@ -267,7 +273,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let (broker_cpu, client_cpu) = window.stop();
+    let cpu = window.stop();
 
     let acked = shared.acked();
     let bytes = shared.acked_bytes.load(Ordering::Acquire);
@@ -280,8 +286,8 @@ pub fn run(args: &Args) -> Result<Value, String> {
         let doc = json!({"topic": topic, "acked": acked, "partitions": parts});
         std::fs::write(path, doc.to_string()).map_err(|e| format!("{path}: {e}"))?;
     }
-    let stats = shared.stats.lock().unwrap().clone();
-    Ok(json!({
+    let stats = shared.stats();
+    Ok(merged(cpu.json(), json!({
         "topic": topic,
         "size": size,
         "producers": producers,
@@ -294,8 +300,6 @@ pub fn run(args: &Args) -> Result<Value, String> {
         "send_elapsed_s": r3(send_elapsed.as_secs_f64()),
         "msgs_per_s": r3(acked as f64 / elapsed),
         "mb_per_s": r3(bytes as f64 / elapsed / 1e6),
-        "broker_cpu_s": broker_cpu.map(r3),
-        "client_cpu_s": r3(client_cpu),
         "librdkafka": request_stats(&stats, &topic),
-    }))
+    })))
 }

@@ -23,6 +23,8 @@ pub struct Broker {
     ready: AtomicBool,
     /// The current block of producer ids: (next to hand out, end of block).
     pub(crate) producer_ids: std::sync::Mutex<(i64, i64)>,
+    /// The consumer groups this node coordinates.
+    pub groups: crate::group::GroupCoordinator,
 }
 
 impl Broker {
@@ -33,6 +35,7 @@ impl Broker {
         image: MetadataImage,
         replicas: ReplicaManager,
     ) -> Broker {
+        let groups = crate::group::GroupCoordinator::new(config.groups.clone());
         Broker {
             config,
             cluster_id,
@@ -41,6 +44,7 @@ impl Broker {
             replicas,
             ready: AtomicBool::new(false),
             producer_ids: std::sync::Mutex::new((0, 0)),
+            groups,
         }
     }
 

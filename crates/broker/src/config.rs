@@ -93,6 +93,16 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("admin.http.listener", Some("0.0.0.0:9080"), T::String, "Strom: host:port of the HTTP admin listener (/healthz, /readyz, /metrics); empty disables it."),
     def("shutdown.timeout.ms", Some("20000"), T::Long, "Strom: longest a SIGTERM shutdown waits for in-flight requests."),
     def("queued.max.requests", Some("500"), T::Int, "Requests read ahead per connection before responses are written. Strom: per connection."),
+    def("group.initial.rebalance.delay.ms", Some("3000"), T::Int, "How long the first rebalance of an empty group waits for more members to join."),
+    def("group.min.session.timeout.ms", Some("6000"), T::Int, "Smallest session timeout a group member may ask for."),
+    def("group.max.session.timeout.ms", Some("1800000"), T::Int, "Largest session timeout a group member may ask for."),
+    def("group.max.size", Some("1000"), T::Int, "Members of one group (KIP-394 pending members included). Strom: 1000 (Kafka: unbounded)."),
+    def("offset.metadata.max.bytes", Some("4096"), T::Int, "Largest metadata string of a committed offset (at most 32767)."),
+    def("offsets.topic.num.partitions", Some("50"), T::Int, "Partitions of __consumer_offsets, fixed when it is created."),
+    def("offsets.topic.replication.factor", Some("1"), T::Short, "Replication factor of __consumer_offsets. Strom: 1 (Kafka: 3)."),
+    def("offsets.topic.segment.bytes", Some("104857600"), T::Int, "Segment size of __consumer_offsets."),
+    def("offsets.retention.minutes", Some("10080"), T::Int, "Committed offsets of a group that has been empty this long are deleted."),
+    def("offsets.retention.check.interval.ms", Some("600000"), T::Long, "How often expired offsets and unused empty groups are removed."),
 ];
 
 /// Topic-level settings: (topic name, broker synonym). Values default to the broker's.
@@ -388,6 +398,7 @@ pub struct BrokerConfig {
     pub admin_http_listener: Option<SocketAddr>,
     pub shutdown_timeout_ms: u64,
     pub queued_max_requests: usize,
+    pub groups: crate::group::GroupConfig,
 }
 
 pub fn parse_i64(key: &str, v: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -609,6 +620,7 @@ impl BrokerConfig {
             admin_http_listener,
             shutdown_timeout_ms: int("shutdown.timeout.ms", 0, i64::MAX)? as u64,
             queued_max_requests: int("queued.max.requests", 1, 100_000)? as usize,
+            groups: crate::group::GroupConfig::from_raw(&raw)?,
             raw,
         })
     }

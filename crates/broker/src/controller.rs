@@ -334,6 +334,256 @@ pub async fn allocate_producer_id(broker: &Arc<Broker>) -> Result<i64, ApiError>
     Ok(start)
 }
 
+/// Adds partitions to existing topics (CreatePartitions). `assignments` lists the replicas of
+/// each new partition when the client chose them.
+pub async fn create_partitions(
+    broker: &Arc<Broker>,
+    requests: Vec<(String, i32, Option<Vec<Vec<i32>>>)>,
+    validate_only: bool,
+) -> Vec<Result<(), ApiError>> {
+    let mut log = broker.metadata_log.lock().await;
+    let image = broker.image();
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    let mut added = 0usize;
+    let mut seen = HashSet::new();
+    for (name, count, assignments) in requests {
+        let result = (|| {
+            if !seen.insert(name.clone()) {
+                return Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!("Duplicate topic {name} in request"),
+                ));
+            }
+            let topic = image.topic(&name).ok_or_else(|| {
+                ApiError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("The topic '{name}' does not exist."),
+                )
+            })?;
+            let current = topic.partitions.len() as i32;
+            if count < current {
+                return Err(ApiError::new(
+                    ResponseError::InvalidPartitions,
+                    format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
+                ));
+            }
+            if count == current {
+                return Err(ApiError::new(
+                    ResponseError::InvalidPartitions,
+                    format!("Topic already has {current} partitions."),
+                ));
+            }
+            let new = (count - current) as usize;
+            if image.partition_count() + added + new > MAX_PARTITIONS_PER_BROKER {
+                return Err(ApiError::new(
+                    ResponseError::PolicyViolation,
+                    format!("adding {new} partitions would exceed this broker's limit of {MAX_PARTITIONS_PER_BROKER}"),
+                ));
+            }
+            let replicas_per_partition = topic
+                .partitions
+                .values()
+                .next()
+                .map(|p| p.replicas.len())
+                .unwrap_or(1);
+            let plan: Vec<Vec<i32>> = match assignments {
+                Some(a) => {
+                    if a.len() != new {
+                        return Err(ApiError::new(
+                            ResponseError::InvalidReplicaAssignment,
+                            format!("Increasing the number of partitions by {new} but {} assignments provided.", a.len()),
+                        ));
+                    }
+                    for replicas in &a {
+                        let unique: HashSet<_> = replicas.iter().collect();
+                        if replicas.len() != replicas_per_partition
+                            || unique.len() != replicas.len()
+                            || replicas.iter().any(|b| *b != broker.node_id())
+                        {
+                            return Err(ApiError::new(
+                                ResponseError::InvalidReplicaAssignment,
+                                format!("Invalid replica assignment {replicas:?}"),
+                            ));
+                        }
+                    }
+                    a
+                }
+                None => (0..new).map(|_| vec![broker.node_id()]).collect(),
+            };
+            for (i, replicas) in plan.into_iter().enumerate() {
+                records.push(MetadataRecord::Partition {
+                    topic_id: topic.id,
+                    partition: current + i as i32,
+                    leader: replicas[0],
+                    isr: replicas.clone(),
+                    replicas,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                });
+            }
+            added += new;
+            Ok(())
+        })();
+        results.push(result);
+    }
+    if validate_only || records.is_empty() {
+        return results;
+    }
+    if let Err(e) = broker.commit_locked(&mut log, &records) {
+        let e = ApiError::from(e);
+        return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
+    }
+    results
+}
+
+/// How a topic's configuration changes: AlterConfigs replaces the whole set of overrides,
+/// IncrementalAlterConfigs edits them one by one.
+pub enum ConfigChange {
+    Replace(BTreeMap<String, String>),
+    /// (name, operation, value): 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT.
+    Incremental(Vec<(String, i8, Option<String>)>),
+}
+
+fn apply_change(
+    current: &BTreeMap<String, String>,
+    change: &ConfigChange,
+    defaults: &TopicConfig,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let invalid = |m: String| ApiError::new(ResponseError::InvalidConfig, m);
+    match change {
+        ConfigChange::Replace(all) => Ok(all.clone()),
+        ConfigChange::Incremental(ops) => {
+            let mut next = current.clone();
+            let mut touched = HashSet::new();
+            for (name, op, value) in ops {
+                if !touched.insert(name.clone()) {
+                    return Err(ApiError::new(
+                        ResponseError::InvalidRequest,
+                        format!("Error due to duplicate config keys: {name}"),
+                    ));
+                }
+                let is_list = crate::config::TOPIC_CONFIGS
+                    .iter()
+                    .any(|(t, _, ty)| t == name && *ty == crate::config::ConfigType::List);
+                match op {
+                    0 => {
+                        let v = value.clone().ok_or_else(|| {
+                            invalid(format!("Null value not supported for: {name}"))
+                        })?;
+                        next.insert(name.clone(), v);
+                    }
+                    1 => {
+                        next.remove(name);
+                    }
+                    2 | 3 => {
+                        if !is_list {
+                            return Err(invalid(format!("Config value append/subtract is not allowed for config key: {name}")));
+                        }
+                        let base = next
+                            .get(name)
+                            .cloned()
+                            .unwrap_or_else(|| defaults.cleanup_policy.clone());
+                        let mut items: Vec<String> = base
+                            .split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect();
+                        for item in value
+                            .as_deref()
+                            .unwrap_or("")
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                        {
+                            if *op == 2 {
+                                if !items.iter().any(|i| i == item) {
+                                    items.push(item.to_string());
+                                }
+                            } else {
+                                items.retain(|i| i != item);
+                            }
+                        }
+                        next.insert(name.clone(), items.join(","));
+                    }
+                    other => {
+                        return Err(ApiError::new(
+                            ResponseError::InvalidRequest,
+                            format!("Unknown config operation {other}"),
+                        ))
+                    }
+                }
+            }
+            Ok(next)
+        }
+    }
+}
+
+/// Changes topic configurations; the new values reach the partitions as the image is applied.
+pub async fn alter_topic_configs(
+    broker: &Arc<Broker>,
+    changes: Vec<(String, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), ApiError>> {
+    let mut log = broker.metadata_log.lock().await;
+    let image = broker.image();
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    let defaults = match TopicConfig::broker_defaults(&broker.config.raw) {
+        Ok(d) => d,
+        Err(e) => {
+            return changes
+                .iter()
+                .map(|_| Err(ApiError::new(ResponseError::InvalidConfig, e.to_string())))
+                .collect()
+        }
+    };
+    for (name, change) in &changes {
+        let result = (|| {
+            if image.topic(name).is_none() {
+                return Err(ApiError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("Topic {name} does not exist"),
+                ));
+            }
+            let current = image.topic_configs(name);
+            let next = apply_change(&current, change, &defaults)?;
+            TopicConfig::effective(&broker.config.raw, &next)
+                .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+            for (k, v) in &next {
+                if current.get(k) != Some(v) {
+                    records.push(MetadataRecord::Config {
+                        resource_type: RESOURCE_TOPIC,
+                        resource_name: name.clone(),
+                        name: k.clone(),
+                        value: Some(v.clone()),
+                    });
+                }
+            }
+            for k in current.keys() {
+                if !next.contains_key(k) {
+                    records.push(MetadataRecord::Config {
+                        resource_type: RESOURCE_TOPIC,
+                        resource_name: name.clone(),
+                        name: k.clone(),
+                        value: None,
+                    });
+                }
+            }
+            Ok(())
+        })();
+        results.push(result);
+    }
+    if validate_only || records.is_empty() {
+        return results;
+    }
+    if let Err(e) = broker.commit_locked(&mut log, &records) {
+        let e = ApiError::from(e);
+        return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
+    }
+    results
+}
+
 pub enum TopicRef {
     Name(String),
     Id(Uuid),

@@ -7,6 +7,8 @@ pub mod admin_http;
 pub mod broker;
 pub mod config;
 pub mod controller;
+pub mod disk_space;
+pub mod group;
 pub mod handlers;
 pub mod metadata;
 pub mod metrics;

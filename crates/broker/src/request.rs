@@ -12,6 +12,11 @@ use proto_kafka::messages::{
     DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
     MetadataRequest, ProduceRequest, ResponseHeader,
 };
+use proto_kafka::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
+};
 use proto_kafka::protocol::buf::SegmentedBuf;
 use proto_kafka::protocol::{Decodable, Encodable, Message};
 use proto_kafka::ResponseError;
@@ -91,6 +96,23 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
@@ -104,6 +126,8 @@ pub struct RequestContext {
     pub api: ApiKey,
     pub version: i16,
     pub correlation_id: i32,
+    /// The header's client id ("" when null): group member ids and DescribeGroups use it.
+    pub client_id: String,
     pub info: Arc<ConnectionInfo>,
 }
 
@@ -204,17 +228,19 @@ pub async fn handle(
     if version < min || version > max {
         return Err(RequestError::UnsupportedVersion { api, version });
     }
-    proto_kafka::header_io::decode_request_header_from_buffer(&mut buf).map_err(|e| {
-        RequestError::Decode {
-            api,
-            version,
-            reason: format!("header: {e}"),
-        }
-    })?;
+    let header =
+        proto_kafka::header_io::decode_request_header_from_buffer(&mut buf).map_err(|e| {
+            RequestError::Decode {
+                api,
+                version,
+                reason: format!("header: {e}"),
+            }
+        })?;
     let ctx = RequestContext {
         api,
         version,
         correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
         info: info.clone(),
     };
     let body = &mut buf;
@@ -264,11 +290,93 @@ pub async fn handle(
                 ctx.respond(&handlers::admin::describe_cluster(broker, &ctx, req))?,
             ))
         }
+        ApiKey::CreatePartitions => {
+            let req: proto_kafka::messages::CreatePartitionsRequest = decode(api, version, body)?;
+            Reply::Now(Some(ctx.respond(
+                &handlers::topic_admin::create_partitions(broker, req).await,
+            )?))
+        }
+        ApiKey::AlterConfigs => {
+            let req: proto_kafka::messages::AlterConfigsRequest = decode(api, version, body)?;
+            Reply::Now(Some(ctx.respond(
+                &handlers::topic_admin::alter_configs(broker, req).await,
+            )?))
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let req: proto_kafka::messages::IncrementalAlterConfigsRequest =
+                decode(api, version, body)?;
+            Reply::Now(Some(ctx.respond(
+                &handlers::topic_admin::incremental_alter_configs(broker, req).await,
+            )?))
+        }
+        ApiKey::DeleteRecords => {
+            let req: proto_kafka::messages::DeleteRecordsRequest = decode(api, version, body)?;
+            Reply::Now(Some(
+                ctx.respond(&handlers::topic_admin::delete_records(broker, req))?,
+            ))
+        }
+        ApiKey::DescribeLogDirs => {
+            let req: proto_kafka::messages::DescribeLogDirsRequest = decode(api, version, body)?;
+            Reply::Now(Some(ctx.respond(
+                &handlers::topic_admin::describe_log_dirs(broker, &ctx, req),
+            )?))
+        }
+        ApiKey::DescribeTopicPartitions => {
+            let req: proto_kafka::messages::DescribeTopicPartitionsRequest =
+                decode(api, version, body)?;
+            Reply::Now(Some(ctx.respond(
+                &handlers::topic_admin::describe_topic_partitions(broker, req),
+            )?))
+        }
         ApiKey::InitProducerId => {
             let req: InitProducerIdRequest = decode(api, version, body)?;
             Reply::Now(Some(
                 ctx.respond(&handlers::init_producer_id::handle(broker, req).await)?,
             ))
+        }
+        ApiKey::FindCoordinator => {
+            let req: FindCoordinatorRequest = decode(api, version, body)?;
+            handlers::group::find_coordinator(broker, ctx, req)?
+        }
+        ApiKey::JoinGroup => {
+            let req: JoinGroupRequest = decode(api, version, body)?;
+            handlers::group::join_group(broker, ctx, req)?
+        }
+        ApiKey::SyncGroup => {
+            let req: SyncGroupRequest = decode(api, version, body)?;
+            handlers::group::sync_group(broker, ctx, req)?
+        }
+        ApiKey::Heartbeat => {
+            let req: HeartbeatRequest = decode(api, version, body)?;
+            handlers::group::heartbeat(broker, ctx, req)?
+        }
+        ApiKey::LeaveGroup => {
+            let req: LeaveGroupRequest = decode(api, version, body)?;
+            handlers::group::leave_group(broker, ctx, req)?
+        }
+        ApiKey::OffsetCommit => {
+            let req: OffsetCommitRequest = decode(api, version, body)?;
+            handlers::group::offset_commit(broker, ctx, req)?
+        }
+        ApiKey::OffsetFetch => {
+            let req: OffsetFetchRequest = decode(api, version, body)?;
+            handlers::group::offset_fetch(broker, ctx, req)?
+        }
+        ApiKey::ListGroups => {
+            let req: ListGroupsRequest = decode(api, version, body)?;
+            handlers::group::list_groups(broker, ctx, req)?
+        }
+        ApiKey::DescribeGroups => {
+            let req: DescribeGroupsRequest = decode(api, version, body)?;
+            handlers::group::describe_groups(broker, ctx, req)?
+        }
+        ApiKey::DeleteGroups => {
+            let req: DeleteGroupsRequest = decode(api, version, body)?;
+            handlers::group::delete_groups(broker, ctx, req)?
+        }
+        ApiKey::OffsetDelete => {
+            let req: OffsetDeleteRequest = decode(api, version, body)?;
+            handlers::group::offset_delete(broker, ctx, req)?
         }
         _ => return Err(RequestError::UnsupportedVersion { api, version }),
     };

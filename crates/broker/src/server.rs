@@ -154,6 +154,10 @@ pub async fn run(
         replicas,
     ));
     register_broker(&broker).await?;
+    broker
+        .groups
+        .load(&broker)
+        .context("cannot load consumer groups from __consumer_offsets")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_connections = broker.config.max_connections;
@@ -185,6 +189,10 @@ pub async fn run(
         }));
     }
     tasks.push(tokio::spawn(upkeep_loop(broker.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::group::coordinator::run_timers(
+        broker.clone(),
+        stop_rx.clone(),
+    )));
     broker.set_ready(true);
     info!(
         node_id = broker.node_id(),
@@ -199,6 +207,8 @@ pub async fn run(
     info!("shutting down: no new connections, finishing in-flight requests");
     broker.set_ready(false);
     let _ = stop_tx.send(true);
+    // Waiting JoinGroups would otherwise hold their connections open through the drain.
+    broker.groups.shutdown();
     let drain = Duration::from_millis(broker.config.shutdown_timeout_ms);
     let all = connections
         .clone()

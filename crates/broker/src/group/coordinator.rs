@@ -28,8 +28,8 @@ use tracing::{info, warn};
 
 use super::records::{self, GroupValue, RecordKey};
 use super::state::{
-    AfterStore, CommittedOffset, Effect, Group, GroupState, GroupSummary, JoinRequest, JoinResult,
-    Outcome, SyncRequest, SyncResult,
+    CommittedOffset, Effect, Group, GroupState, GroupSummary, JoinRequest, JoinResult, Outcome,
+    SyncRequest, SyncResult,
 };
 use super::{partition_for, GroupConfig, OFFSETS_TOPIC};
 use crate::broker::Broker;
@@ -113,6 +113,9 @@ fn storage_error(e: &crate::partition::PartitionError, too_large: ResponseError)
     }
 }
 
+/// Committed offsets by topic and partition; None where nothing is committed.
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
 /// One offset to commit, as the request gave it.
 pub struct CommitEntry {
     pub topic: String,
@@ -179,7 +182,10 @@ impl GroupCoordinator {
             return Ok(g.clone());
         }
         if map.len() >= MAX_GROUPS {
-            warn!(groups = map.len(), "refusing a new group: MAX_GROUPS reached");
+            warn!(
+                groups = map.len(),
+                "refusing a new group: MAX_GROUPS reached"
+            );
             return Err(ResponseError::CoordinatorNotAvailable);
         }
         let slot = Arc::new(Mutex::new(Group::new(group_id, now_ms())));
@@ -228,7 +234,10 @@ impl GroupCoordinator {
             assignments: BTreeMap::new(),
             configs,
         };
-        match controller::create_topics(broker, vec![req], false).await.pop() {
+        match controller::create_topics(broker, vec![req], false)
+            .await
+            .pop()
+        {
             Some(Ok(created)) => {
                 info!(
                     partitions = created.num_partitions,
@@ -337,7 +346,12 @@ impl GroupCoordinator {
                         ResponseError::UnknownServerError
                     })
                     .and_then(|(k, v)| {
-                        Self::append(broker, &g.group_id, &[(k, Some(v))], ResponseError::UnknownServerError)
+                        Self::append(
+                            broker,
+                            &g.group_id,
+                            &[(k, Some(v))],
+                            ResponseError::UnknownServerError,
+                        )
                     });
                 match written {
                     Ok(w) => {
@@ -480,9 +494,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
-        let slot = self
-            .get(group_id)
-            .ok_or(ResponseError::UnknownMemberId)?;
+        let slot = self.get(group_id).ok_or(ResponseError::UnknownMemberId)?;
         // Only pushes a deadline later: no tick, no timer.
         let mut g = lock(&slot);
         g.heartbeat(member_id, group_instance_id, generation_id, now_ms())
@@ -647,7 +659,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+    ) -> FetchedOffsets {
         let slot = self.get(group_id);
         let g = slot.as_ref().map(|s| lock(s));
         let offsets = g
@@ -980,11 +992,7 @@ impl GroupCoordinator {
 
 /// Walks whole batches in `bytes`, giving each one's end offset (last offset + 1, from the
 /// header, so a batch emptied by compaction still advances) and its decoded records.
-fn for_each_batch(
-    bytes: &Bytes,
-    partition: &str,
-    mut f: impl FnMut(i64, Vec<Record>),
-) {
+fn for_each_batch(bytes: &Bytes, partition: &str, mut f: impl FnMut(i64, Vec<Record>)) {
     const HEADER_BYTES: usize = 61;
     let mut pos = 0usize;
     while bytes.len() - pos >= HEADER_BYTES {

@@ -185,7 +185,8 @@ mod tests {
         let mut raw = RawConfig::defaults();
         raw.set("group.min.session.timeout.ms", "10000", "t")
             .unwrap();
-        raw.set("group.max.session.timeout.ms", "5000", "t").unwrap();
+        raw.set("group.max.session.timeout.ms", "5000", "t")
+            .unwrap();
         assert!(GroupConfig::from_raw(&raw).is_err());
     }
 }

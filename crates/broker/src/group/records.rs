@@ -242,7 +242,11 @@ pub fn encode_group_value(v: &GroupValue) -> Result<Bytes, RecordError> {
     buf.put_i32(count);
     for m in &v.members {
         put_str(&mut buf, &m.member_id, "member id")?;
-        put_nullable_str(&mut buf, m.group_instance_id.as_deref(), "group instance id")?;
+        put_nullable_str(
+            &mut buf,
+            m.group_instance_id.as_deref(),
+            "group instance id",
+        )?;
         put_str(&mut buf, &m.client_id, "client id")?;
         put_str(&mut buf, &m.client_host, "client host")?;
         buf.put_i32(m.rebalance_timeout_ms);

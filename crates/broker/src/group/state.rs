@@ -526,14 +526,24 @@ impl Group {
         }
     }
 
-    pub fn join(&mut self, req: JoinRequest, cfg: &GroupConfig, now_ms: i64) -> Outcome<JoinResult> {
+    pub fn join(
+        &mut self,
+        req: JoinRequest,
+        cfg: &GroupConfig,
+        now_ms: i64,
+    ) -> Outcome<JoinResult> {
         let outcome = self.join_inner(req, cfg, now_ms);
         self.try_complete_join(now_ms);
         self.tick(cfg, now_ms);
         outcome
     }
 
-    fn join_inner(&mut self, req: JoinRequest, cfg: &GroupConfig, now_ms: i64) -> Outcome<JoinResult> {
+    fn join_inner(
+        &mut self,
+        req: JoinRequest,
+        cfg: &GroupConfig,
+        now_ms: i64,
+    ) -> Outcome<JoinResult> {
         let done = |id: &str, e| Outcome::Done(JoinResult::error(id, e));
         if !self.accept_joining_member(&req.member_id, cfg) {
             if self.members.contains_key(&req.member_id) {
@@ -552,7 +562,9 @@ impl Group {
             let new_id = format!("{prefix}-{}", uuid::Uuid::new_v4());
             if let Some(iid) = req.group_instance_id.clone() {
                 return match self.static_members.get(&iid).cloned() {
-                    Some(old) => self.replace_static_member_and_rebalance(&old, new_id, req, cfg, now_ms),
+                    Some(old) => {
+                        self.replace_static_member_and_rebalance(&old, new_id, req, cfg, now_ms)
+                    }
                     None => self.add_member_and_rebalance(new_id, req, cfg, now_ms),
                 };
             }
@@ -570,7 +582,11 @@ impl Group {
         }
         if self.pending_members.contains_key(&req.member_id) {
             if let Some(iid) = &req.group_instance_id {
-                if self.static_members.get(iid).is_some_and(|m| *m != req.member_id) {
+                if self
+                    .static_members
+                    .get(iid)
+                    .is_some_and(|m| *m != req.member_id)
+                {
                     return done(&req.member_id, ResponseError::FencedInstanceId);
                 }
             }
@@ -601,7 +617,9 @@ impl Group {
                 self.update_member_and_rebalance(req, cfg, now_ms)
             }
             GroupState::Stable => Outcome::Done(self.current_join_result(&member_id, false)),
-            GroupState::Empty | GroupState::Dead => done(&member_id, ResponseError::UnknownMemberId),
+            GroupState::Empty | GroupState::Dead => {
+                done(&member_id, ResponseError::UnknownMemberId)
+            }
         }
     }
 
@@ -850,7 +868,11 @@ impl Group {
                 protocol_name: self.protocol_name.clone(),
                 leader_id: leader.clone(),
                 member_id: id.clone(),
-                members: if id == leader { all.clone() } else { Vec::new() },
+                members: if id == leader {
+                    all.clone()
+                } else {
+                    Vec::new()
+                },
             };
             if let Some(m) = self.members.get_mut(&id) {
                 if let Some(tx) = m.awaiting_join.take() {
@@ -966,7 +988,12 @@ impl Group {
         }
     }
 
-    pub fn sync(&mut self, req: SyncRequest, cfg: &GroupConfig, now_ms: i64) -> Outcome<SyncResult> {
+    pub fn sync(
+        &mut self,
+        req: SyncRequest,
+        cfg: &GroupConfig,
+        now_ms: i64,
+    ) -> Outcome<SyncResult> {
         let outcome = self.sync_inner(req, now_ms);
         self.tick(cfg, now_ms);
         outcome
@@ -1177,7 +1204,10 @@ impl Group {
         let mut out = Vec::with_capacity(leaving.len());
         for (member_id, iid) in leaving {
             if member_id.is_empty() {
-                match iid.as_ref().and_then(|i| self.static_members.get(i).cloned()) {
+                match iid
+                    .as_ref()
+                    .and_then(|i| self.static_members.get(i).cloned())
+                {
                     Some(current) => {
                         tracing::info!(group = %self.group_id, member = %current, "static member removed by LeaveGroup");
                         self.remove_member_and_update(&current, cfg, now_ms);
@@ -1251,7 +1281,9 @@ impl Group {
     }
 
     pub fn remove_offset(&mut self, topic: &str, partition: i32) -> bool {
-        self.offsets.remove(&(topic.to_string(), partition)).is_some()
+        self.offsets
+            .remove(&(topic.to_string(), partition))
+            .is_some()
     }
 
     /// DeleteGroups: only an empty group goes; returns the offsets that went with it.
@@ -1300,14 +1332,17 @@ impl Group {
                 .filter(|_| now_ms - since_empty >= retention_ms)
                 .cloned()
                 .collect(),
-            (Some(CONSUMER_PROTOCOL_TYPE), GroupState::Stable) if self.subscribed_topics.is_some() => self
-                .offsets
-                .iter()
-                .filter(|((t, _), o)| {
-                    !self.is_subscribed_to(t) && now_ms - o.commit_timestamp_ms >= retention_ms
-                })
-                .map(|(k, _)| k.clone())
-                .collect(),
+            (Some(CONSUMER_PROTOCOL_TYPE), GroupState::Stable)
+                if self.subscribed_topics.is_some() =>
+            {
+                self.offsets
+                    .iter()
+                    .filter(|((t, _), o)| {
+                        !self.is_subscribed_to(t) && now_ms - o.commit_timestamp_ms >= retention_ms
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            }
             (None, _) => self
                 .offsets
                 .iter()
@@ -1352,7 +1387,11 @@ impl Group {
         GroupSummary {
             state: self.state,
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
-            protocol_data: if stable { protocol.clone() } else { String::new() },
+            protocol_data: if stable {
+                protocol.clone()
+            } else {
+                String::new()
+            },
             members: self
                 .members
                 .values()
@@ -1441,7 +1480,11 @@ impl Group {
                 let missing: Vec<String> = self.pending_sync.drain().collect();
                 for id in &missing {
                     tracing::info!(group = %self.group_id, member = %id, "member did not sync in time; removing it");
-                    if let Some(tx) = self.members.get_mut(id).and_then(|m| m.awaiting_sync.take()) {
+                    if let Some(tx) = self
+                        .members
+                        .get_mut(id)
+                        .and_then(|m| m.awaiting_sync.take())
+                    {
                         let _ = tx.send(SyncResult::error(ResponseError::UnknownMemberId));
                     }
                     self.remove(id);

@@ -41,8 +41,10 @@ use tracing::warn;
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::group::coordinator::{CommitEntry, GroupCoordinator, PendingCommit};
-use crate::group::state::{CommittedOffset, JoinRequest, JoinResult, Outcome, SyncRequest, SyncResult};
+use crate::group::coordinator::{CommitEntry, FetchedOffsets, GroupCoordinator, PendingCommit};
+use crate::group::state::{
+    CommittedOffset, JoinRequest, JoinResult, Outcome, SyncRequest, SyncResult,
+};
 use crate::request::{Reply, RequestContext, RequestError};
 
 /// READ, DELETE and DESCRIBE, the operations on a group, for a broker with no authorizer.
@@ -275,7 +277,10 @@ pub fn join_group(
     }
     match broker.groups.join(broker, &group_id, join) {
         Outcome::Done(r) => now(&ctx, &join_response(v, r)),
-        waiting => Ok(later(ctx, async move { join_response(v, wait(waiting).await) })),
+        waiting => Ok(later(
+            ctx,
+            async move { join_response(v, wait(waiting).await) },
+        )),
     }
 }
 
@@ -385,8 +390,9 @@ pub fn leave_group(
     let result = broker.groups.leave(broker, &req.group_id.0, &members);
     let body = match result {
         Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
-        Ok(errors) if v < 3 => LeaveGroupResponse::default()
-            .with_error_code(code(errors.into_iter().flatten().next())),
+        Ok(errors) if v < 3 => {
+            LeaveGroupResponse::default().with_error_code(code(errors.into_iter().flatten().next()))
+        }
         Ok(errors) => LeaveGroupResponse::default().with_members(
             members
                 .into_iter()
@@ -498,8 +504,6 @@ pub fn offset_commit(
     }))
 }
 
-type FetchedTopics = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
-
 fn fetched_values(c: Option<&CommittedOffset>) -> (i64, i32, String) {
     match c {
         Some(c) => (c.offset, c.leader_epoch, c.metadata.clone()),
@@ -524,7 +528,7 @@ pub fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let fetched: FetchedTopics = groups.fetch_offsets(&g.group_id.0, topics);
+                let fetched: FetchedOffsets = groups.fetch_offsets(&g.group_id.0, topics);
                 let topics = fetched
                     .into_iter()
                     .map(|(t, parts)| {
@@ -556,7 +560,7 @@ pub fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let fetched: FetchedTopics = groups.fetch_offsets(&req.group_id.0, topics);
+    let fetched: FetchedOffsets = groups.fetch_offsets(&req.group_id.0, topics);
     let topics = fetched
         .into_iter()
         .map(|(t, parts)| {

@@ -47,7 +47,7 @@ pub fn describe_topic(topic: &TopicImage, include_ops: bool) -> MetadataResponse
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(&topic.name))))
         .with_topic_id(topic.id)
-        .with_is_internal(false)
+        .with_is_internal(topic.name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
         .with_topic_authorized_operations(if include_ops {
             ALL_TOPIC_OPS

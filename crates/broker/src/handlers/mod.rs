@@ -4,10 +4,12 @@
 pub mod admin;
 pub mod api_versions;
 pub mod fetch;
+pub mod group;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod topic_admin;
 
 use proto_kafka::protocol::StrBytes;
 

@@ -1,0 +1,128 @@
+"""Admin APIs after creation: CreatePartitions, IncrementalAlterConfigs, AlterConfigs,
+DeleteRecords, DescribeLogDirs, DescribeTopicPartitions; changes are metadata records and
+survive a restart."""
+
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions
+from kafka.admin import KafkaAdminClient
+
+import kafka_wire as kw
+from helpers import admin, create_topic, produce_all, producer, unique_topic
+
+DYNAMIC_TOPIC_CONFIG = 1
+
+
+def _configs(bootstrap, topic):
+    a = admin(bootstrap)  # kept alive until the future resolves
+    res = list(a.describe_configs([ConfigResource("topic", topic)]).values())[0].result()
+    return {k: (v.value, v.source) for k, v in res.items()}
+
+
+def _alter(bootstrap, topic, *entries, validate_only=False):
+    a = admin(bootstrap)
+    r = ConfigResource("topic", topic, incremental_configs=[ConfigEntry(n, v, incremental_operation=op) for n, v, op in entries])
+    return [f.result() for f in a.incremental_alter_configs([r], validate_only=validate_only).values()]
+
+
+def _error_code(exc: KafkaException) -> int:
+    return exc.args[0].code()
+
+
+def test_create_partitions(broker):
+    topic = unique_topic("cp")
+    create_topic(broker.bootstrap, topic, partitions=2)
+    a = admin(broker.bootstrap)
+    [f.result() for f in a.create_partitions([NewPartitions(topic, 4)], validate_only=True).values()]
+    assert len(a.list_topics(topic, timeout=10).topics[topic].partitions) == 2, "validate_only changed nothing"
+    [f.result() for f in a.create_partitions([NewPartitions(topic, 4)]).values()]
+    assert len(a.list_topics(topic, timeout=10).topics[topic].partitions) == 4
+    for count in (3, 4):
+        try:
+            [f.result() for f in a.create_partitions([NewPartitions(topic, count)]).values()]
+            raise AssertionError(f"shrinking/keeping to {count} partitions was accepted")
+        except KafkaException as e:
+            assert _error_code(e) == 37  # INVALID_PARTITIONS
+    # The new partitions take writes and keep them across a restart.
+    p = producer(broker.bootstrap)
+    produce_all(p, [(None, b"new")], topic, partition=3)
+    broker.restart()
+    md = admin(broker.bootstrap).list_topics(topic, timeout=10)
+    assert len(md.topics[topic].partitions) == 4
+
+
+def test_incremental_and_full_alter_configs(broker):
+    topic = unique_topic("ac")
+    create_topic(broker.bootstrap, topic)
+    _alter(broker.bootstrap, topic, ("retention.ms", "12345", AlterConfigOpType.SET), validate_only=True)
+    assert _configs(broker.bootstrap, topic)["retention.ms"][0] == "604800000"
+    _alter(broker.bootstrap, topic,
+           ("retention.ms", "12345", AlterConfigOpType.SET),
+           ("cleanup.policy", "compact", AlterConfigOpType.APPEND))
+    c = _configs(broker.bootstrap, topic)
+    assert c["retention.ms"] == ("12345", DYNAMIC_TOPIC_CONFIG)
+    assert c["cleanup.policy"][0] == "delete,compact"
+    _alter(broker.bootstrap, topic, ("cleanup.policy", "delete", AlterConfigOpType.SUBTRACT))
+    assert _configs(broker.bootstrap, topic)["cleanup.policy"][0] == "compact"
+
+    for bad in (("retention.ms", "soon", AlterConfigOpType.SET), ("no.such.config", "1", AlterConfigOpType.SET),
+                ("retention.ms", "1", AlterConfigOpType.APPEND)):
+        try:
+            _alter(broker.bootstrap, topic, bad)
+            raise AssertionError(f"{bad} was accepted")
+        except KafkaException as e:
+            assert _error_code(e) == 40, e  # INVALID_CONFIG
+
+    # Persisted: a restart keeps the overrides.
+    broker.restart()
+    c = _configs(broker.bootstrap, topic)
+    assert c["retention.ms"] == ("12345", DYNAMIC_TOPIC_CONFIG)
+    assert c["cleanup.policy"][0] == "compact"
+
+    _alter(broker.bootstrap, topic, ("retention.ms", None, AlterConfigOpType.DELETE))
+    assert _configs(broker.bootstrap, topic)["retention.ms"][0] == "604800000"
+
+    # AlterConfigs (the older API) replaces the whole set of overrides.
+    # Raw AlterConfigs v0 (kafka-python 3 sends IncrementalAlterConfigs for alter_configs).
+    body = (kw.array([kw.i8(2) + kw.string(topic) + kw.array([kw.string("max.message.bytes") + kw.string("5000")])])
+            + kw.i8(0))
+    with kw.Conn(broker.bootstrap) as conn:
+        r = conn.request(33, 0, body)
+        r.i32()  # throttle
+        results = r.array(lambda rr: (rr.i16(), rr.string(), rr.i8(), rr.string()))
+    assert results == [(0, None, 2, topic)], results
+    c = _configs(broker.bootstrap, topic)
+    assert c["max.message.bytes"] == ("5000", DYNAMIC_TOPIC_CONFIG)
+    assert c["cleanup.policy"][0] == "delete", "AlterConfigs removed the earlier override"
+
+
+def test_delete_records_and_log_dirs(broker):
+    topic = unique_topic("dr")
+    create_topic(broker.bootstrap, topic)
+    p = producer(broker.bootstrap)
+    produce_all(p, [(None, b"v%d" % i) for i in range(100)], topic, partition=0)
+    a = admin(broker.bootstrap)
+    res = a.delete_records([TopicPartition(topic, 0, 40)])
+    deleted = list(res.values())[0].result()
+    assert deleted.low_watermark == 40
+    with kw.Conn(broker.bootstrap) as c:
+        r = c.request(kw.LIST_OFFSETS, 1, kw.list_offsets_v1_body(topic, 0, -2))
+        assert kw.parse_list_offsets_v1(r)[(topic, 0)][2] == 40
+        r = c.request(kw.FETCH, 4, kw.fetch_v4_body(topic, 0, 10))
+        assert kw.parse_fetch_v4(r)[(topic, 0)][0] == 1  # OFFSET_OUT_OF_RANGE
+    try:
+        list(a.delete_records([TopicPartition(topic, 0, 1000)]).values())[0].result()
+        raise AssertionError("deleting past the high watermark was accepted")
+    except KafkaException as e:
+        assert _error_code(e) == 1
+    broker.restart()
+    with kw.Conn(broker.bootstrap) as c:
+        r = c.request(kw.LIST_OFFSETS, 1, kw.list_offsets_v1_body(topic, 0, -2))
+        assert kw.parse_list_offsets_v1(r)[(topic, 0)][2] == 40, "log start offset survives a restart"
+
+    k = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        dirs = k.describe_log_dirs()
+    finally:
+        k.close()
+    text = str(dirs)
+    assert topic in text and str(broker.data_dir.resolve()) in text

@@ -334,11 +334,19 @@ pub async fn allocate_producer_id(broker: &Arc<Broker>) -> Result<i64, ApiError>
     Ok(start)
 }
 
-/// Adds partitions to existing topics (CreatePartitions). `assignments` lists the replicas of
-/// each new partition when the client chose them.
+/// One topic of a CreatePartitions request.
+pub struct PartitionIncrease {
+    pub topic: String,
+    /// The partition count wanted, not the number added.
+    pub count: i32,
+    /// The replicas of each new partition, when the client chose them.
+    pub assignments: Option<Vec<Vec<i32>>>,
+}
+
+/// Adds partitions to existing topics (CreatePartitions).
 pub async fn create_partitions(
     broker: &Arc<Broker>,
-    requests: Vec<(String, i32, Option<Vec<Vec<i32>>>)>,
+    requests: Vec<PartitionIncrease>,
     validate_only: bool,
 ) -> Vec<Result<(), ApiError>> {
     let mut log = broker.metadata_log.lock().await;
@@ -347,7 +355,12 @@ pub async fn create_partitions(
     let mut results = Vec::new();
     let mut added = 0usize;
     let mut seen = HashSet::new();
-    for (name, count, assignments) in requests {
+    for PartitionIncrease {
+        topic: name,
+        count,
+        assignments,
+    } in requests
+    {
         let result = (|| {
             if !seen.insert(name.clone()) {
                 return Err(ApiError::new(

@@ -128,8 +128,7 @@ pub struct CommitEntry {
 /// A commit whose records are appended: per entry, an error, or None for "in the write".
 pub struct PendingCommit {
     pub results: Vec<Option<ResponseError>>,
-    write: Option<(Slot, PendingWrite, Vec<usize>, Vec<CommittedOffset>)>,
-    entries: Vec<(String, i32)>,
+    write: Option<(PendingWrite, Vec<usize>)>,
 }
 
 pub struct GroupCoordinator {
@@ -527,14 +526,9 @@ impl GroupCoordinator {
         generation_id: i32,
         entries: Vec<CommitEntry>,
     ) -> PendingCommit {
-        let keys: Vec<(String, i32)> = entries
-            .iter()
-            .map(|e| (e.topic.clone(), e.partition))
-            .collect();
         let all = |e: ResponseError| PendingCommit {
             results: vec![Some(e); entries.len()],
             write: None,
-            entries: keys.clone(),
         };
         if let Err(e) = self.refuse_if_stopping() {
             return all(e);
@@ -595,7 +589,7 @@ impl GroupCoordinator {
                     results.push(None);
                     to_write.push(r);
                     indexes.push(i);
-                    committed.push(c);
+                    committed.push((e.topic, e.partition, c));
                 }
                 Err(_) => results.push(Some(ResponseError::InvalidCommitOffsetSize)),
             }
@@ -608,7 +602,17 @@ impl GroupCoordinator {
                 &to_write,
                 ResponseError::InvalidCommitOffsetSize,
             ) {
-                Ok(w) => write = Some((slot.clone(), w, indexes, committed)),
+                Ok(w) => {
+                    // Visible at once, in log order, though acknowledged only once durable:
+                    // a client's requests are read ahead (Kafka instead mutes the connection
+                    // until it answers), so the JoinGroup behind this commit may complete a
+                    // rebalance, and the next owner fetch offsets, before the fsync ends.
+                    for (n, (topic, partition, mut c)) in committed.into_iter().enumerate() {
+                        c.record_offset = w.first_offset + n as i64;
+                        g.apply_offset(&topic, partition, c);
+                    }
+                    write = Some((w, indexes));
+                }
                 Err(e) => {
                     for i in indexes {
                         results[i] = Some(e);
@@ -617,33 +621,20 @@ impl GroupCoordinator {
             }
         }
         drop(g);
-        PendingCommit {
-            results,
-            write,
-            entries: keys,
-        }
+        PendingCommit { results, write }
     }
 
+    /// Waits until a commit's records are durable: only then is it acknowledged.
     pub async fn finish_commit(&self, pending: PendingCommit) -> Vec<Option<ResponseError>> {
         let PendingCommit {
             mut results,
             write,
-            entries,
         } = pending;
-        let Some((slot, w, indexes, committed)) = write else {
+        let Some((w, indexes)) = write else {
             return results;
         };
-        let first = w.first_offset;
         match w.complete(ResponseError::InvalidCommitOffsetSize).await {
-            Ok(()) => {
-                let mut g = lock(&slot);
-                for (n, (i, mut c)) in indexes.into_iter().zip(committed).enumerate() {
-                    c.record_offset = first + n as i64;
-                    let (topic, partition) = &entries[i];
-                    g.apply_offset(topic, *partition, c);
-                }
-                metrics::counter!("strom_offset_commits_total").increment(1);
-            }
+            Ok(()) => metrics::counter!("strom_offset_commits_total").increment(1),
             Err(e) => {
                 for i in indexes {
                     results[i] = Some(e);

@@ -53,8 +53,8 @@ pub struct CommittedOffset {
     pub leader_epoch: i32,
     pub metadata: String,
     pub commit_timestamp_ms: i64,
-    /// Where the commit's record sits in `__consumer_offsets`: of two commits that complete
-    /// out of order, the later record wins, as it will on replay.
+    /// Where the commit's record sits in `__consumer_offsets`: the later record wins, as it
+    /// will on replay.
     pub record_offset: i64,
 }
 
@@ -1269,7 +1269,7 @@ impl Group {
         }
     }
 
-    /// Applies a durable commit, unless a later record for the partition is already applied.
+    /// Applies an appended commit, unless a later record for the partition is already applied.
     pub fn apply_offset(&mut self, topic: &str, partition: i32, committed: CommittedOffset) {
         let key = (topic.to_string(), partition);
         match self.offsets.get(&key) {

@@ -47,7 +47,11 @@ pub async fn create_partitions(
                     .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
                     .collect()
             });
-            (t.name.0.to_string(), t.count, assignments)
+            controller::PartitionIncrease {
+                topic: t.name.0.to_string(),
+                count: t.count,
+                assignments,
+            }
         })
         .collect();
     let results = controller::create_partitions(broker, requests, req.validate_only).await;
@@ -82,12 +86,14 @@ fn refuse_non_topic(resource_type: i8) -> Option<ApiError> {
     }
 }
 
+type AlterOutcome = (i8, StrBytes, Option<Result<(), ApiError>>);
+
 async fn alter(
     broker: &Arc<Broker>,
     resources: Vec<(i8, StrBytes, ConfigChange)>,
     validate_only: bool,
 ) -> Vec<(i8, StrBytes, Result<(), ApiError>)> {
-    let mut out: Vec<(i8, StrBytes, Option<Result<(), ApiError>>)> = Vec::new();
+    let mut out: Vec<AlterOutcome> = Vec::new();
     let mut changes = Vec::new();
     let mut slots = Vec::new();
     for (ty, name, change) in resources {

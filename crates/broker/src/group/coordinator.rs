@@ -626,10 +626,7 @@ impl GroupCoordinator {
 
     /// Waits until a commit's records are durable: only then is it acknowledged.
     pub async fn finish_commit(&self, pending: PendingCommit) -> Vec<Option<ResponseError>> {
-        let PendingCommit {
-            mut results,
-            write,
-        } = pending;
+        let PendingCommit { mut results, write } = pending;
         let Some((w, indexes)) = write else {
             return results;
         };

@@ -58,6 +58,11 @@ t1=$(now)
 log "building the load generator: bench/loadgen (its own workspace and target dir)"
 (cd bench/loadgen && cargo build --release)
 t2=$(now)
+if [ "${1:-}" = "--smoke" ]; then
+    # The generator's own unit tests (payload format, arguments, /proc parsing): cheap here,
+    # since they reuse the release build of every dependency.
+    (cd bench/loadgen && cargo test --release -q)
+fi
 BUILD_STROM_S=$("$PY" -c "print(round($t1 - $t0, 1))")
 BUILD_LOADGEN_S=$("$PY" -c "print(round($t2 - $t1, 1))")
 

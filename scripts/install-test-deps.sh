@@ -12,6 +12,10 @@ APT_WANT=()
 command -v kcat >/dev/null 2>&1 || APT_WANT+=(kcat)
 command -v podman >/dev/null 2>&1 || APT_WANT+=(podman)
 command -v setpriv >/dev/null 2>&1 || APT_WANT+=(util-linux)
+# Debian's own python3 needs python3-venv (ensurepip) to make the venv below.
+if [ ! -x .venv/bin/python ] && ! "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1; then
+    APT_WANT+=(python3-venv)
+fi
 if [ "${#APT_WANT[@]}" -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -102,6 +102,7 @@ step build-strom cargo build --release -p strom
 step integration run_integration_tests
 step k8s-validate ./scripts/k8s-validate.sh
 step image-build ./scripts/build-image.sh --binary target/release/strom --no-save
+step bench-smoke ./bench/run.sh --smoke
 
 summary
 [ "$FAILED" -eq 0 ]

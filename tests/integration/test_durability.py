@@ -211,3 +211,71 @@ def test_restart_preserves_metadata_configs_and_data(make_broker):
     with pytest.raises(KafkaException) as ei:
         fs[t_many].result(15)
     assert ei.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
+
+
+def test_deleted_topic_stays_deleted_after_restart(broker):
+    keep, gone = unique_topic("keep"), unique_topic("gone")
+    create_topic(broker.bootstrap, keep, partitions=2)
+    create_topic(broker.bootstrap, gone, partitions=3)
+    produce_all(producer(broker.bootstrap), [(None, b"x%d" % i) for i in range(50)], gone)
+    a = admin(broker.bootstrap)
+    a.delete_topics([gone], operation_timeout=15)[gone].result(20)
+    for how in ("SIGTERM", "SIGKILL"):
+        if how == "SIGTERM":
+            broker.restart()
+        else:
+            broker.kill9()
+            broker.start()
+        topics = admin(broker.bootstrap).list_topics(timeout=10).topics
+        assert gone not in topics, f"deleted topic is back after a {how} restart"
+        assert keep in topics and len(topics[keep].partitions) == 2
+    # Its data is gone from disk too (eventually, as Kafka deletes asynchronously).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(p.name.startswith(gone) for p in broker.data_dir.iterdir()):
+        time.sleep(0.2)
+    assert not [p.name for p in broker.data_dir.iterdir() if p.name.startswith(gone)]
+    # Re-created, it starts empty.
+    create_topic(broker.bootstrap, gone, partitions=1)
+    res = produce_all(producer(broker.bootstrap), [(None, b"fresh")], gone)
+    assert res[0][2] == 0
+
+
+def test_sigterm_under_load_keeps_acked_data(broker):
+    topic = unique_topic("termload")
+    create_topic(broker.bootstrap, topic, partitions=PARTITIONS)
+    acked = {}
+    stop = threading.Event()
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.value().decode()] = (msg.partition(), msg.offset())
+
+    def produce_loop():
+        p = producer(broker.bootstrap, **{"acks": "all", "linger.ms": 2, "retries": 0, "message.timeout.ms": 3000,
+                                          "log_level": 2})
+        seq = 0
+        while not stop.is_set():
+            try:
+                p.produce(topic, value=f"c0-{seq:07d}".encode(), key=str(seq % 17).encode(), on_delivery=on_delivery)
+                seq += 1
+            except BufferError:
+                p.poll(0.01)
+            p.poll(0)
+        p.flush(10)
+
+    th = threading.Thread(target=produce_loop)
+    th.start()
+    deadline = time.monotonic() + 30
+    while len(acked) < 5000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    rc = broker.stop(signal.SIGTERM, timeout=10)
+    took = time.monotonic() - t0
+    stop.set()
+    th.join(30)
+    assert rc == 0, f"exit code {rc} after SIGTERM under load"
+    assert len(acked) >= 5000
+    print(f"SIGTERM under load: exit after {took:.2f}s, {len(acked)} acked")
+    broker.start()
+    msgs, lo_hi = _read_all(broker.bootstrap, topic)
+    _check_log(msgs, lo_hi, acked)

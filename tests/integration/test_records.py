@@ -157,3 +157,40 @@ def test_watermarks_empty_and_after_produce(broker):
     assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False) == (0, 0)
     assert c.get_watermark_offsets(TopicPartition(topic, 1), timeout=10, cached=False) == (0, 7)
     c.close()
+
+
+def test_log_append_time_topic(broker):
+    """message.timestamp.type=LogAppendTime: the broker stamps records with its
+    own clock and consumers see LOG_APPEND_TIME."""
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
+    topic = unique_topic("lat")
+    create_topic(broker.bootstrap, topic, config={"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    produce_all(producer(broker.bootstrap), [(None, b"m%d" % i, {"timestamp": 1_000_000_000_000}) for i in range(5)],
+                topic)
+    after = int(time.time() * 1000)
+    c = consumer(broker.bootstrap)
+    msgs = consume_partitions(c, [TopicPartition(topic, 0, OFFSET_BEGINNING)], expected=5)
+    c.close()
+    for m in msgs:
+        ts_type, ts = m.timestamp()
+        assert ts_type == TIMESTAMP_LOG_APPEND_TIME, m.timestamp()
+        assert before - 1000 <= ts <= after + 1000, (ts, before, after)
+
+
+def test_offsets_for_times_several_partitions(broker):
+    topic = unique_topic("oftp")
+    create_topic(broker.bootstrap, topic, partitions=3)
+    t0 = 1_710_000_000_000
+    p = producer(broker.bootstrap)
+    # Partition p holds timestamps t0 + 10*i + p, i = 0..9.
+    produce_all(p, [(None, b"x", {"partition": part, "timestamp": t0 + 10 * i + part})
+                    for i in range(10) for part in range(3)], topic)
+    c = consumer(broker.bootstrap)
+    targets = {0: t0 + 5, 1: t0 + 45, 2: t0 + 96}
+    res = c.offsets_for_times([TopicPartition(topic, part, ts) for part, ts in targets.items()], timeout=10)
+    c.close()
+    # Partition 0: t0+10 is the first >= t0+5 (offset 1); partition 1: t0+51
+    # (offset 5); partition 2: nothing >= t0+96 (its last is t0+92): -1.
+    assert sorted((r.partition, r.offset) for r in res) == [(0, 1), (1, 5), (2, -1)]

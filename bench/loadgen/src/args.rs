@@ -41,7 +41,8 @@ impl Args {
     }
 
     pub fn str(&self, key: &str) -> Result<&str, String> {
-        self.opt_str(key).ok_or_else(|| format!("--{key} is required"))
+        self.opt_str(key)
+            .ok_or_else(|| format!("--{key} is required"))
     }
 
     pub fn str_or<'a>(&'a self, key: &str, default: &'a str) -> &'a str {

@@ -89,7 +89,9 @@ pub fn run_consume(args: &Args) -> Result<Value, String> {
             Some(Err(e)) => eprintln!("consume: {e}"),
             None => {
                 if last_progress.elapsed() > idle_timeout {
-                    eprintln!("consume: no progress for {idle_timeout:?}; stopping at {count}/{target}");
+                    eprintln!(
+                        "consume: no progress for {idle_timeout:?}; stopping at {count}/{target}"
+                    );
                     break;
                 }
             }
@@ -97,18 +99,21 @@ pub fn run_consume(args: &Args) -> Result<Value, String> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = window.stop();
-    Ok(merged(cpu.json(), json!({
-        "topic": topic,
-        "partitions": n,
-        "available": available,
-        "messages": count,
-        "bytes": bytes,
-        "bad_messages": bad,
-        "elapsed_s": r3(elapsed),
-        "time_to_first_ms": first_at.map(|t| r3(t.duration_since(started).as_secs_f64() * 1e3)),
-        "msgs_per_s": r3(count as f64 / elapsed),
-        "mb_per_s": r3(bytes as f64 / elapsed / 1e6),
-    })))
+    Ok(merged(
+        cpu.json(),
+        json!({
+            "topic": topic,
+            "partitions": n,
+            "available": available,
+            "messages": count,
+            "bytes": bytes,
+            "bad_messages": bad,
+            "elapsed_s": r3(elapsed),
+            "time_to_first_ms": first_at.map(|t| r3(t.duration_since(started).as_secs_f64() * 1e3)),
+            "msgs_per_s": r3(count as f64 / elapsed),
+            "mb_per_s": r3(bytes as f64 / elapsed / 1e6),
+        }),
+    ))
 }
 
 /// `e2e`: a paced producer and a consumer (its own thread) in one process. Each message
@@ -161,8 +166,7 @@ pub fn run_e2e(args: &Args) -> Result<Value, String> {
             loop {
                 if sending_done.load(Ordering::Acquire) {
                     let expected = shared.acked();
-                    if received >= expected || last_progress.elapsed() > Duration::from_secs(10)
-                    {
+                    if received >= expected || last_progress.elapsed() > Duration::from_secs(10) {
                         break;
                     }
                 }
@@ -227,29 +231,32 @@ pub fn run_e2e(args: &Args) -> Result<Value, String> {
     let measured_s = duration.saturating_sub(warmup).as_secs_f64();
     let pct = |q: f64| ms(hist.value_at_quantile(q));
     let cpu = cpu.map_or(Value::Null, |c| c.json());
-    Ok(merged(cpu, json!({
-        "topic": topic,
-        "size": size,
-        "target_mb_per_s": rate_mbps,
-        "sent": sent.load(Ordering::Acquire),
-        "acked": shared.acked(),
-        "failed": shared.failed(),
-        "received": received,
-        "bad_messages": bad,
-        "measured_messages": measured,
-        "measured_s": r3(measured_s),
-        "msgs_per_s": r3(measured as f64 / measured_s),
-        "mb_per_s": r3(measured as f64 * size as f64 / measured_s / 1e6),
-        "p50_ms": pct(0.5),
-        "p90_ms": pct(0.9),
-        "p99_ms": pct(0.99),
-        "p999_ms": pct(0.999),
-        "max_ms": ms(hist.max()),
-        "min_ms": ms(hist.min()),
-        // The producer's view (librdkafka statistics, last interval): produce round trips
-        // include the broker's fdatasync, so they split latency into produce and consume.
-        "producer": produce::request_stats(&shared.stats(), &topic),
-    })))
+    Ok(merged(
+        cpu,
+        json!({
+            "topic": topic,
+            "size": size,
+            "target_mb_per_s": rate_mbps,
+            "sent": sent.load(Ordering::Acquire),
+            "acked": shared.acked(),
+            "failed": shared.failed(),
+            "received": received,
+            "bad_messages": bad,
+            "measured_messages": measured,
+            "measured_s": r3(measured_s),
+            "msgs_per_s": r3(measured as f64 / measured_s),
+            "mb_per_s": r3(measured as f64 * size as f64 / measured_s / 1e6),
+            "p50_ms": pct(0.5),
+            "p90_ms": pct(0.9),
+            "p99_ms": pct(0.99),
+            "p999_ms": pct(0.999),
+            "max_ms": ms(hist.max()),
+            "min_ms": ms(hist.min()),
+            // The producer's view (librdkafka statistics, last interval): produce round trips
+            // include the broker's fdatasync, so they split latency into produce and consume.
+            "producer": produce::request_stats(&shared.stats(), &topic),
+        }),
+    ))
 }
 
 /// `verify --acked-file F`: after a kill -9 and restart, every partition's high watermark
@@ -257,14 +264,19 @@ pub fn run_e2e(args: &Args) -> Result<Value, String> {
 /// offset must be the one acknowledged (same sender and sequence, intact pattern).
 pub fn run_verify(args: &Args) -> Result<Value, String> {
     let path = args.str("acked-file")?;
-    let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
-    )
-    .map_err(|e| format!("{path}: {e}"))?;
-    let topic = doc["topic"].as_str().ok_or("acked file: no topic")?.to_string();
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?)
+            .map_err(|e| format!("{path}: {e}"))?;
+    let topic = doc["topic"]
+        .as_str()
+        .ok_or("acked file: no topic")?
+        .to_string();
     let n = args.u64_or("partitions", 0)? as i32;
     let mut acked: BTreeMap<i32, (i64, u64, u32)> = BTreeMap::new();
-    for (p, v) in doc["partitions"].as_object().ok_or("acked file: no partitions")? {
+    for (p, v) in doc["partitions"]
+        .as_object()
+        .ok_or("acked file: no partitions")?
+    {
         let p: i32 = p.parse().map_err(|_| "acked file: bad partition")?;
         let f = |i: usize| v[i].as_i64().unwrap_or(-1);
         acked.insert(p, (f(0), f(1) as u64, f(2) as u32));
@@ -277,7 +289,9 @@ pub fn run_verify(args: &Args) -> Result<Value, String> {
     let mut tpl = TopicPartitionList::new();
     for (&p, &(off, _, _)) in &acked {
         if marks[p as usize].1 <= off {
-            lost.push(json!({"partition": p, "acked_offset": off, "high_watermark": marks[p as usize].1}));
+            lost.push(
+                json!({"partition": p, "acked_offset": off, "high_watermark": marks[p as usize].1}),
+            );
         }
         tpl.add_partition_offset(&topic, p, Offset::Offset(off))
             .map_err(|e| e.to_string())?;

@@ -181,7 +181,7 @@ pub fn request_stats(stats: &Option<Value>, topic: &str) -> Value {
     let t = &s["topics"][topic];
     json!({
         "requests": tx,
-        "avg_request_bytes": if tx > 0 { txbytes / tx } else { 0 },
+        "avg_request_bytes": txbytes.checked_div(tx).unwrap_or(0),
         "avg_batch_bytes": t["batchsize"]["avg"],
         "avg_batch_messages": t["batchcnt"]["avg"],
         "rtt_avg_us_last_interval": rtt_avg.iter().max(),
@@ -232,7 +232,8 @@ pub fn run(args: &Args) -> Result<Value, String> {
             .enumerate()
             .map(|(i, client)| {
                 let (topic, shared, stop) = (&topic, &shared, &stop);
-                let my_limit = limit.map(|l| l / producers as u64 + u64::from(i == 0) * (l % producers as u64));
+                let my_limit = limit
+                    .map(|l| l / producers as u64 + u64::from(i == 0) * (l % producers as u64));
                 let my_rate = rate.map(|r| r / producers as f64);
                 s.spawn(move || {
                     let mut buf = payload::template(size);
@@ -287,19 +288,22 @@ pub fn run(args: &Args) -> Result<Value, String> {
         std::fs::write(path, doc.to_string()).map_err(|e| format!("{path}: {e}"))?;
     }
     let stats = shared.stats();
-    Ok(merged(cpu.json(), json!({
-        "topic": topic,
-        "size": size,
-        "producers": producers,
-        "sent": sent,
-        "messages": acked,
-        "failed": shared.failed(),
-        "first_error": *shared.first_error.lock().unwrap(),
-        "bytes": bytes,
-        "elapsed_s": r3(elapsed),
-        "send_elapsed_s": r3(send_elapsed.as_secs_f64()),
-        "msgs_per_s": r3(acked as f64 / elapsed),
-        "mb_per_s": r3(bytes as f64 / elapsed / 1e6),
-        "librdkafka": request_stats(&stats, &topic),
-    })))
+    Ok(merged(
+        cpu.json(),
+        json!({
+            "topic": topic,
+            "size": size,
+            "producers": producers,
+            "sent": sent,
+            "messages": acked,
+            "failed": shared.failed(),
+            "first_error": *shared.first_error.lock().unwrap(),
+            "bytes": bytes,
+            "elapsed_s": r3(elapsed),
+            "send_elapsed_s": r3(send_elapsed.as_secs_f64()),
+            "msgs_per_s": r3(acked as f64 / elapsed),
+            "mb_per_s": r3(bytes as f64 / elapsed / 1e6),
+            "librdkafka": request_stats(&stats, &topic),
+        }),
+    ))
 }

@@ -168,7 +168,11 @@ mod tests {
 
     #[test]
     fn kafka_error_display() {
-        let e = Error::kafka("create topic t", 36, Some("Topic 't' already exists.".into()));
+        let e = Error::kafka(
+            "create topic t",
+            36,
+            Some("Topic 't' already exists.".into()),
+        );
         assert_eq!(
             e.to_string(),
             "create topic t: TOPIC_ALREADY_EXISTS (Topic 't' already exists.)"

@@ -1,5 +1,7 @@
 //! `strom`: the Strom broker and its command-line tools, in one binary.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run a broker (a single node by default: data in ./strom-data, Kafka protocol on :9092).
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(cli::Command),
 }
 
 #[derive(Args)]
@@ -106,14 +110,20 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The client commands log only warnings unless STROM_LOG says otherwise.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        Command::Client(_) => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STROM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Client(command) => cli::run(command),
         Command::Serve(args) => {
             let config = match load_config(&args) {
                 Ok(c) => c,

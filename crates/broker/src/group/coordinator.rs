@@ -834,6 +834,12 @@ impl GroupCoordinator {
     /// its end, the last record of a key winning and a null value deleting. Runs before the
     /// listeners accept connections.
     pub fn load(&self, broker: &Broker) -> Result<usize, GroupLoadError> {
+        metrics::describe_gauge!("strom_consumer_groups", "Consumer groups coordinated here");
+        metrics::describe_counter!(
+            "strom_offset_commits_total",
+            "OffsetCommit requests made durable"
+        );
+        metrics::counter!("strom_offset_commits_total").absolute(0);
         let image = broker.image();
         let Some(topic) = image.topic(OFFSETS_TOPIC) else {
             return Ok(0);

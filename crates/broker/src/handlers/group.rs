@@ -58,6 +58,13 @@ fn code(e: Option<ResponseError>) -> i16 {
     e.map_or(0, |e| e.code())
 }
 
+/// Counts an answer carrying an error code; MEMBER_ID_REQUIRED is a normal step of a join.
+fn count_error(api: &'static str, e: Option<ResponseError>) {
+    if e.is_some_and(|e| e != ResponseError::MemberIdRequired) {
+        crate::metrics::request_error(api);
+    }
+}
+
 fn opt_str(s: Option<String>) -> Option<StrBytes> {
     s.map(StrBytes::from_string)
 }
@@ -147,6 +154,7 @@ fn coordinator_response(
             .map(|ep| (ep.host.clone(), ep.port as i32))
             .ok_or(ResponseError::CoordinatorNotAvailable)
     });
+    count_error("FindCoordinator", found.as_ref().err().copied());
     let (error, node, host, port) = match &found {
         Ok((host, port)) => (None, broker.node_id(), host.clone(), *port),
         Err(e) => (Some(*e), -1, String::new(), -1),
@@ -181,6 +189,7 @@ fn coordinator_response(
 // --- JoinGroup ----------------------------------------------------------------
 
 fn join_response(version: i16, r: JoinResult) -> JoinGroupResponse {
+    count_error("JoinGroup", r.error);
     let members = r
         .members
         .into_iter()
@@ -287,6 +296,7 @@ pub fn join_group(
 // --- SyncGroup ----------------------------------------------------------------
 
 fn sync_response(version: i16, r: SyncResult) -> SyncGroupResponse {
+    count_error("SyncGroup", r.error);
     let resp = SyncGroupResponse::default()
         .with_error_code(code(r.error))
         .with_assignment(r.assignment);
@@ -362,6 +372,7 @@ pub fn heartbeat(
     let result = broker
         .groups
         .heartbeat(&req.group_id.0, &req.member_id, iid, req.generation_id);
+    count_error("Heartbeat", result.err());
     now(
         &ctx,
         &HeartbeatResponse::default().with_error_code(code(result.err())),
@@ -388,6 +399,13 @@ pub fn leave_group(
         vec![(req.member_id.to_string(), None)]
     };
     let result = broker.groups.leave(broker, &req.group_id.0, &members);
+    count_error(
+        "LeaveGroup",
+        match &result {
+            Err(e) => Some(*e),
+            Ok(errors) => errors.iter().flatten().next().copied(),
+        },
+    );
     let body = match result {
         Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
         Ok(errors) if v < 3 => {
@@ -451,6 +469,7 @@ pub fn offset_commit(
         })
         .collect();
     let respond = move |results: Vec<Option<ResponseError>>| {
+        count_error("OffsetCommit", results.iter().flatten().next().copied());
         let mut it = results.into_iter();
         let topics = shape
             .into_iter()
@@ -614,8 +633,12 @@ pub fn offset_delete(
             .delete_offsets(&broker, &group_id, partitions)
             .await
         {
-            Err(e) => OffsetDeleteResponse::default().with_error_code(e.code()),
+            Err(e) => {
+                count_error("OffsetDelete", Some(e));
+                OffsetDeleteResponse::default().with_error_code(e.code())
+            }
             Ok(results) => {
+                count_error("OffsetDelete", results.iter().flatten().next().copied());
                 let mut it = results.into_iter();
                 let topics = shape
                     .into_iter()
@@ -763,6 +786,7 @@ pub fn delete_groups(
         let mut results = Vec::with_capacity(req.groups_names.len());
         for gid in req.groups_names {
             let r = broker.groups.delete_group(&broker, &gid.0).await;
+            count_error("DeleteGroups", r.err());
             results.push(
                 DeletableGroupResult::default()
                     .with_group_id(gid)

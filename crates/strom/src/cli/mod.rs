@@ -1,0 +1,122 @@
+//! The client commands of `strom`: they speak the Kafka protocol (through
+//! `strom-client`) to any Kafka-compatible broker.
+
+pub mod cluster;
+pub mod consume;
+pub mod format;
+pub mod group;
+pub mod output;
+pub mod produce;
+pub mod time;
+pub mod topic;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use strom_client::{Client, ClientConfig, ConnectionConfig};
+
+pub use output::OutputFormat;
+
+/// The client subcommands, flattened into `strom`'s command list.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create, list, describe, alter and delete topics.
+    Topic(topic::TopicArgs),
+    /// Describe the cluster: id, controller, brokers.
+    Cluster(cluster::ClusterArgs),
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    Group(group::GroupArgs),
+    /// Produce records: one per line of stdin (or --file).
+    Produce(produce::ProduceArgs),
+    /// Consume records and print them (kcat-like format strings).
+    Consume(consume::ConsumeArgs),
+}
+
+/// Options shared by every client command.
+#[derive(Args, Clone, Debug)]
+pub struct ClientOpts {
+    /// Bootstrap broker(s), HOST:PORT[,HOST:PORT...].
+    #[arg(
+        short = 'b',
+        long = "bootstrap",
+        env = "STROM_BOOTSTRAP",
+        default_value = "localhost:9092",
+        value_name = "HOST:PORT",
+        global = true
+    )]
+    pub bootstrap: String,
+    /// Output: `table` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+    /// Time allowed for each request to a broker, in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_name = "MS", global = true,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub request_timeout_ms: u64,
+}
+
+impl ClientOpts {
+    pub fn client_config(&self) -> ClientConfig {
+        let request_timeout = Duration::from_millis(self.request_timeout_ms);
+        ClientConfig {
+            connection: ConnectionConfig {
+                client_id: "strom-cli".to_string(),
+                request_timeout,
+                connect_timeout: request_timeout.min(Duration::from_secs(10)),
+                max_response_bytes: 128 * 1024 * 1024,
+            },
+        }
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<Arc<Client>> {
+        Ok(Arc::new(
+            Client::connect(&self.bootstrap, self.client_config()).await?,
+        ))
+    }
+}
+
+/// Runs a client command: its own runtime, errors as one line on stderr.
+pub fn run(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strom-cli")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strom: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Topic(a) => topic::run(a).await,
+            Command::Cluster(a) => cluster::run(a).await,
+            Command::Group(a) => group::run(a).await,
+            Command::Produce(a) => produce::run(a).await,
+            Command::Consume(a) => consume::run(a).await,
+        }
+    });
+    // Don't wait for tasks still blocked on stdin or sockets.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if output::is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("strom: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `KEY=VALUE` (for --config / --header).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}

@@ -126,3 +126,25 @@ def test_delete_records_and_log_dirs(broker):
         k.close()
     text = str(dirs)
     assert topic in text and str(broker.data_dir.resolve()) in text
+
+
+def test_offsets_topic_is_internal(broker):
+    offsets = "__consumer_offsets"
+    with kw.Conn(broker.bootstrap) as c:
+        # Asked for by name with auto-creation, it is made by the group coordinator: its own
+        # partition count (offsets.topic.num.partitions, 50), not num.partitions.
+        brokers, _cluster, _ctrl, topics = kw.parse_metadata_v4(c.request(kw.METADATA, 4, kw.metadata_body([offsets], 4)))
+        assert topics[offsets].error == 0
+        assert len(topics[offsets].partitions) == 50
+        # Clients cannot write to it...
+        batch = kw.record_batch([kw.Record(b"forged")])
+        r = c.request(kw.PRODUCE, 3, kw.produce_v3_body(offsets, 0, batch))
+        assert kw.parse_produce_v3(r)[(offsets, 0)][0] == 17  # INVALID_TOPIC_EXCEPTION
+    # ...or delete it.
+    a = admin(broker.bootstrap)
+    try:
+        list(a.delete_topics([offsets]).values())[0].result()
+        raise AssertionError("the offsets topic was deleted")
+    except KafkaException as e:
+        assert _error_code(e) == 42  # INVALID_REQUEST
+    assert offsets in a.list_topics(timeout=10).topics

@@ -627,6 +627,12 @@ pub async fn delete_topics(
             }),
         };
         let result = found.and_then(|topic| {
+            if topic.name == crate::group::OFFSETS_TOPIC {
+                return Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!("Topic {} is internal and cannot be deleted", topic.name),
+                ));
+            }
             if !broker.config.delete_topic_enable {
                 return Err(ApiError::new(
                     ResponseError::TopicDeletionDisabled,

@@ -116,7 +116,22 @@ pub async fn handle(
                 ));
                 continue;
             }
-            match controller::auto_create_topic(broker, &name).await {
+            // The offsets topic is made by the group coordinator, with its own partition
+            // count and configs, never with the defaults of an ordinary topic.
+            let created = if name == crate::group::OFFSETS_TOPIC {
+                match broker.groups.ensure_offsets_topic(broker).await {
+                    Ok(()) => broker.image().topic(&name).cloned().ok_or_else(|| {
+                        controller::ApiError::new(
+                            ResponseError::CoordinatorNotAvailable,
+                            "offsets topic not created",
+                        )
+                    }),
+                    Err(e) => Err(controller::ApiError::new(e, "offsets topic not created")),
+                }
+            } else {
+                controller::auto_create_topic(broker, &name).await
+            };
+            match created {
                 Ok(topic) => {
                     tracing::info!(topic = %name, partitions = topic.partitions.len(), "auto-created topic");
                     topics.push(describe_topic(&topic, include_ops));

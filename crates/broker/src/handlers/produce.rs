@@ -49,6 +49,11 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                 if acks != 0 && acks != 1 && acks != -1 {
                     return Err(ResponseError::InvalidRequiredAcks);
                 }
+                // Kafka refuses client writes to internal topics; only the coordinator
+                // writes __consumer_offsets.
+                if name == crate::group::OFFSETS_TOPIC {
+                    return Err(ResponseError::InvalidTopicException);
+                }
                 let replica = broker
                     .replicas
                     .get(&name, data.index)

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod disk_space;
 pub mod group;
 pub mod handlers;
+pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod network;

@@ -120,6 +120,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    crate::memory::keep_freed_memory();
     let dir = config.log_dir.clone();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create log.dirs {}", dir.display()))?;

@@ -265,7 +265,7 @@ impl Producer {
                     .topic
                     .partitions
                     .iter()
-                    .filter(|p| p.leader >= 0)
+                    .filter(|p| p.leader >= 0 && p.partition < partitions)
                     .map(|p| p.partition)
                     .collect();
                 self.sticky.partition(partitions, &available, size)
@@ -273,7 +273,12 @@ impl Producer {
         };
         let ts = record.timestamp.unwrap_or_else(now_ms);
         let batch_size = self.config.batch_size;
-        let q = &mut self.queues[partition as usize];
+        let Some(q) = self.queues.get_mut(partition as usize) else {
+            return Err(Error::Other(format!(
+                "no partition {partition} in {}",
+                self.topic.name
+            )));
+        };
         let open = q.open.get_or_insert_with(|| Batch::new(partition));
         if !open.records.is_empty() && open.estimated + size > batch_size {
             if let Some(full) = q.open.take() {

@@ -47,7 +47,7 @@ pub struct ClientOpts {
         global = true
     )]
     pub bootstrap: String,
-    /// Output: `table` for people, `json` for scripts.
+    /// Output: table (for people) or json (for scripts; JSON Lines for consume).
     #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
     /// Time allowed for each request to a broker, in milliseconds.

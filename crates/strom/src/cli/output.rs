@@ -6,9 +6,7 @@ use clap::ValueEnum;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// Aligned columns.
     Table,
-    /// JSON on stdout (one document; JSON Lines for `consume`).
     Json,
 }
 

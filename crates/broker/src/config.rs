@@ -64,7 +64,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("controller.listener.names", None, T::List, "Listeners of the controller quorum (unused by a node of one)."),
     def("num.partitions", Some("1"), T::Int, "Default partition count of auto-created topics."),
     def("default.replication.factor", Some("1"), T::Int, "Default replication factor of auto-created topics."),
-    def("auto.create.topics.enable", Some("true"), T::Boolean, "Create unknown topics on Metadata and Produce requests."),
+    def("auto.create.topics.enable", Some("true"), T::Boolean, "Create unknown topics when a Metadata request names them (a Produce to an unknown topic is refused, as in Kafka)."),
     def("delete.topic.enable", Some("true"), T::Boolean, "Allow DeleteTopics."),
     def("message.max.bytes", Some("1048588"), T::Int, "Largest record batch accepted."),
     def("socket.request.max.bytes", Some("104857600"), T::Int, "Largest request frame accepted."),

@@ -104,11 +104,16 @@ def test_broker_runs_as_the_pod(tmp_path: Path):
     assert cmd[0] == "/strom", cmd
     run_as = container["securityContext"].get("runAsUser", pod["securityContext"].get("runAsUser"))
     assert run_as == UID and container["securityContext"]["readOnlyRootFilesystem"] is True
+    # The binary gets a read-only mount of its own, as in the image (where it is /strom): the
+    # checkout may live under /tmp, which the pod's emptyDir hides.
     script = (
         f"mount --bind {volume} {mount} && "
+        "mount -t tmpfs -o size=256m tmpfs /mnt && "
+        f"cp {binary} /mnt/strom && "
+        "mount -o remount,ro /mnt && "
         "mount -t tmpfs -o size=16m tmpfs /tmp && "
         "mount -o remount,bind,ro / && "
-        f"exec setpriv --reuid={UID} --regid={UID} --clear-groups {binary} {' '.join(cmd[1:])}"
+        f"exec setpriv --reuid={UID} --regid={UID} --clear-groups /mnt/strom {' '.join(cmd[1:])}"
     )
     log = (tmp_path / "pod.log").open("wb")
     proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],

@@ -148,3 +148,20 @@ def test_offsets_topic_is_internal(broker):
     except KafkaException as e:
         assert _error_code(e) == 42  # INVALID_REQUEST
     assert offsets in a.list_topics(timeout=10).topics
+
+
+def test_partitions_beyond_capacity_are_refused_before_anything_is_written(broker):
+    """A broker holds 3 open files per partition: a topic that would not fit in the open-file
+    limit (or past the 50,000-partition bound) is refused whole, never half-created."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    capacity = 50_000 if hard == resource.RLIM_INFINITY else min(50_000, (hard - 2_000) // 3)
+    topic = unique_topic("huge")
+    with kw.Conn(broker.bootstrap) as c:
+        r = c.request(19, 2, kw.create_topics_v2_body(topic, capacity + 1))
+        assert kw.parse_create_topics_v2(r) == {topic: 44}  # POLICY_VIOLATION
+        _b, _c, _ctl, topics = kw.parse_metadata_v4(c.request(kw.METADATA, 4, kw.metadata_body([topic], 4, allow_auto_create=False)))
+        assert topics[topic].error == 3, "the refused topic must not exist"
+    ok = unique_topic("ok")
+    create_topic(broker.bootstrap, ok, partitions=3)

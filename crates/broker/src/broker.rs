@@ -23,6 +23,8 @@ pub struct Broker {
     ready: AtomicBool,
     /// The current block of producer ids: (next to hand out, end of block).
     pub(crate) producer_ids: std::sync::Mutex<(i64, i64)>,
+    /// Partitions this node can host: the explicit bound, or fewer if open files run out first.
+    pub max_partitions: usize,
     /// The consumer groups this node coordinates.
     pub groups: crate::group::GroupCoordinator,
 }
@@ -44,6 +46,8 @@ impl Broker {
             replicas,
             ready: AtomicBool::new(false),
             producer_ids: std::sync::Mutex::new((0, 0)),
+            max_partitions: crate::controller::MAX_PARTITIONS_PER_BROKER
+                .min(crate::memory::partition_capacity_by_open_files()),
             groups,
         }
     }

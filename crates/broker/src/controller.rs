@@ -186,12 +186,17 @@ fn plan_topic(
         let rf = out[0].len() as i16;
         (n, rf, out)
     };
+    // Checked before anything is committed: a topic whose logs cannot be opened must not be
+    // half-created.
     if planned_partitions + image.partition_count() + num_partitions as usize
-        > MAX_PARTITIONS_PER_BROKER
+        > broker.max_partitions
     {
         return Err(ApiError::new(
             ResponseError::PolicyViolation,
-            format!("creating {num_partitions} partitions would exceed this broker's limit of {MAX_PARTITIONS_PER_BROKER}"),
+            format!(
+                "creating {num_partitions} partitions would exceed this broker's limit of {} partitions (at most {MAX_PARTITIONS_PER_BROKER}, and 3 open files each within the open-file limit)",
+                broker.max_partitions
+            ),
         ));
     }
     TopicConfig::effective(&broker.config.raw, &req.configs)
@@ -388,10 +393,13 @@ pub async fn create_partitions(
                 ));
             }
             let new = (count - current) as usize;
-            if image.partition_count() + added + new > MAX_PARTITIONS_PER_BROKER {
+            if image.partition_count() + added + new > broker.max_partitions {
                 return Err(ApiError::new(
                     ResponseError::PolicyViolation,
-                    format!("adding {new} partitions would exceed this broker's limit of {MAX_PARTITIONS_PER_BROKER}"),
+                    format!(
+                        "adding {new} partitions would exceed this broker's limit of {} partitions",
+                        broker.max_partitions
+                    ),
                 ));
             }
             let replicas_per_partition = topic

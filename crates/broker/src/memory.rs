@@ -11,6 +11,39 @@ const MMAP_THRESHOLD_BYTES: i32 = 64 * 1024 * 1024;
 /// Free memory at the top of the heap kept for reuse before any is returned to the kernel.
 const TRIM_THRESHOLD_BYTES: i32 = 256 * 1024 * 1024;
 
+/// Files a partition holds open: its active segment's log, offset index and time index.
+pub const FILES_PER_PARTITION: u64 = 3;
+/// Descriptors kept for connections, the metadata log and everything else.
+const RESERVED_FILES: u64 = 2_000;
+
+/// Raises the open-file limit to its hard maximum and returns how many partitions fit in it.
+pub fn partition_capacity_by_open_files() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit write or read only the struct passed by pointer.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        if ok {
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                // SAFETY: as above.
+                if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                    limit.rlim_cur = limit.rlim_max;
+                }
+            }
+            let files = limit.rlim_cur as u64;
+            return (files.saturating_sub(RESERVED_FILES) / FILES_PER_PARTITION) as usize;
+        }
+    }
+    usize::MAX
+}
+
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets two allocator parameters; it is called once at start-up,

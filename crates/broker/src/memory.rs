@@ -37,7 +37,7 @@ pub fn partition_capacity_by_open_files() -> usize {
                     limit.rlim_cur = limit.rlim_max;
                 }
             }
-            let files = limit.rlim_cur as u64;
+            let files: u64 = limit.rlim_cur;
             return (files.saturating_sub(RESERVED_FILES) / FILES_PER_PARTITION) as usize;
         }
     }

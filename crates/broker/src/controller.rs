@@ -236,6 +236,27 @@ fn plan_topic(
     ))
 }
 
+/// Commits the records planned for the valid items of a request in one batch; if that fails,
+/// every item that was valid fails with the storage error (nothing was applied).
+fn commit_all_or_none<T>(
+    broker: &Arc<Broker>,
+    log: &mut Option<crate::metadata::metadata_log::MetadataLog>,
+    records: &[MetadataRecord],
+    results: Vec<Result<T, ApiError>>,
+    validate_only: bool,
+) -> Vec<Result<T, ApiError>> {
+    if validate_only || records.is_empty() {
+        return results;
+    }
+    match broker.commit_locked(log, records) {
+        Ok(_) => results,
+        Err(e) => {
+            let e = ApiError::from(e);
+            results.into_iter().map(|r| r.and(Err(e.clone()))).collect()
+        }
+    }
+}
+
 /// Creates topics (all checks first, then one commit for the valid ones). Results are in
 /// request order.
 pub async fn create_topics(
@@ -258,14 +279,7 @@ pub async fn create_topics(
             Err(e) => results.push(Err(e)),
         }
     }
-    if validate_only || records.is_empty() {
-        return results;
-    }
-    if let Err(e) = broker.commit_locked(&mut log, &records) {
-        let e = ApiError::from(e);
-        return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
-    }
-    results
+    commit_all_or_none(broker, &mut log, &records, results, validate_only)
 }
 
 /// Creates a topic with the broker defaults if it does not exist yet (Metadata auto-creation).
@@ -448,14 +462,7 @@ pub async fn create_partitions(
         })();
         results.push(result);
     }
-    if validate_only || records.is_empty() {
-        return results;
-    }
-    if let Err(e) = broker.commit_locked(&mut log, &records) {
-        let e = ApiError::from(e);
-        return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
-    }
-    results
+    commit_all_or_none(broker, &mut log, &records, results, validate_only)
 }
 
 /// How a topic's configuration changes: AlterConfigs replaces the whole set of overrides,
@@ -595,14 +602,7 @@ pub async fn alter_topic_configs(
         })();
         results.push(result);
     }
-    if validate_only || records.is_empty() {
-        return results;
-    }
-    if let Err(e) = broker.commit_locked(&mut log, &records) {
-        let e = ApiError::from(e);
-        return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
-    }
-    results
+    commit_all_or_none(broker, &mut log, &records, results, validate_only)
 }
 
 pub enum TopicRef {
@@ -658,14 +658,7 @@ pub async fn delete_topics(
         });
         results.push(result);
     }
-    if records.is_empty() {
-        return results;
-    }
-    if let Err(e) = broker.commit_locked(&mut log, &records) {
-        let e = ApiError::from(e);
-        return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
-    }
-    results
+    commit_all_or_none(broker, &mut log, &records, results, false)
 }
 
 #[cfg(test)]

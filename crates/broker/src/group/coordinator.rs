@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use proto_kafka::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use proto_kafka::records::{Record, RecordBatchDecoder};
 use proto_kafka::ResponseError;
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
@@ -34,7 +32,7 @@ use super::state::{
 use super::{partition_for, GroupConfig, OFFSETS_TOPIC};
 use crate::broker::Broker;
 use crate::controller::{self, TopicRequest};
-use crate::metadata::metadata_log::now_ms;
+use crate::metadata::metadata_log::{encode_internal_batch, now_ms};
 use crate::partition::Partition;
 
 /// Groups one node keeps. Kafka has no such bound; every group costs memory, and anyone may
@@ -270,35 +268,8 @@ impl GroupCoordinator {
             .get(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
         let now = now_ms();
-        let encoded: Vec<Record> = records
-            .iter()
-            .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon_ms: None,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now,
-                key: Some(k.clone()),
-                value: v.clone(),
-                headers: Vec::new(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &encoded,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| {
+        let entries = records.iter().map(|(k, v)| (Some(k.clone()), v.clone()));
+        let mut buf = encode_internal_batch(entries, now).map_err(|e| {
             warn!(error = %e, "cannot encode a __consumer_offsets batch");
             ResponseError::UnknownServerError
         })?;

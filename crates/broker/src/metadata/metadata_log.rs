@@ -106,36 +106,14 @@ impl MetadataLog {
             return Ok(next);
         }
         let now_ms = now_ms();
-        let mut encoded = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
+        let mut values = Vec::with_capacity(records.len());
+        for r in records {
             let value =
                 serde_json::to_vec(r).map_err(|e| MetadataLogError::Encode(e.to_string()))?;
-            encoded.push(Record {
-                transactional: false,
-                control: false,
-                delete_horizon_ms: None,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now_ms,
-                key: None,
-                value: Some(Bytes::from(value)),
-                headers: Vec::new(),
-            });
+            values.push((None, Some(Bytes::from(value))));
         }
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &encoded,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| MetadataLogError::Encode(e.to_string()))?;
+        let mut buf = encode_internal_batch(values, now_ms)
+            .map_err(|e| MetadataLogError::Encode(e.to_string()))?;
         let info = self.log.append_as_leader(&mut buf, 0, now_ms)?;
         debug_assert_eq!(info.first_offset, base);
         let target = self.log.flush_target();
@@ -148,6 +126,43 @@ impl MetadataLog {
         self.log.close()?;
         Ok(())
     }
+}
+
+/// Encodes the broker's own records (metadata, group state) as one uncompressed v2 batch of
+/// plain (non-idempotent, non-transactional) records with relative offsets 0, 1, ...
+pub fn encode_internal_batch(
+    entries: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>)>,
+    timestamp_ms: i64,
+) -> Result<BytesMut, proto_kafka::ProtoError> {
+    let records: Vec<Record> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon_ms: None,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: timestamp_ms,
+            key,
+            value,
+            headers: Vec::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(buf)
 }
 
 pub fn now_ms() -> i64 {

@@ -46,7 +46,10 @@ GROUP_ID_NOT_FOUND = 69
 MEMBER_ID_REQUIRED = 79
 GROUP_SUBSCRIBED_TO_TOPIC = 86
 
-NO_DELAY = {"group.initial.rebalance.delay.ms": 0}
+# Groups form without Kafka's 3 s initial delay, and consumer-protocol (KIP-848) members are
+# fenced after 6 s of silence instead of 45 s.
+NO_DELAY = {"group.initial.rebalance.delay.ms": 0, "group.consumer.session.timeout.ms": 6000,
+            "group.consumer.heartbeat.interval.ms": 500}
 
 
 def unique_group(prefix: str = "g") -> str:
@@ -525,10 +528,15 @@ from confluent_kafka import Consumer
 bootstrap, group, topic, strategy, name = sys.argv[1:6]
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "client.id": name,
-              "enable.auto.commit": False, "auto.offset.reset": "earliest",
-              "partition.assignment.strategy": strategy, "session.timeout.ms": 6000,
-              "heartbeat.interval.ms": 500})
+conf = {"bootstrap.servers": bootstrap, "group.id": group, "client.id": name,
+        "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+if strategy == "consumer":
+    # KIP-848: the broker assigns; session and heartbeat settings are the broker's.
+    conf["group.protocol"] = "consumer"
+else:
+    conf.update({"partition.assignment.strategy": strategy, "session.timeout.ms": 6000,
+                 "heartbeat.interval.ms": 500})
+c = Consumer(conf)
 def show(tag):
     return lambda consumer, parts: print(tag, *[p.partition for p in parts], flush=True)
 c.subscribe([topic], on_assign=show("A"), on_revoke=show("V"))
@@ -567,7 +575,7 @@ def _committed_positions(outs: list[Path]) -> dict[int, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky", "consumer"])
 def test_failover_clean_close_and_sigkill_commits_each_message_once(gbroker, strategy):
     """Three members share 6 partitions; one closes cleanly, one is SIGKILLed; the survivor
     takes over and every message is committed exactly once: nobody re-consumes a partition
@@ -644,14 +652,15 @@ def test_failover_clean_close_and_sigkill_commits_each_message_once(gbroker, str
     assert list(range(6)) in states, f"survivor assignments over time: {states[-5:]}"
 
 
-def test_commit_restart_resume_at_committed_offsets(make_broker):
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_commit_restart_resume_at_committed_offsets(make_broker, protocol):
     b = make_broker(**NO_DELAY)
     topic = unique_topic("resume")
     create_topic(b.bootstrap, topic, partitions=3)
     group = unique_group("resume")
     p = producer(b.bootstrap)
     produce_all(p, [(None, f"v{i}".encode(), {"partition": i % 3}) for i in range(300)], topic)
-    c = consumer(b.bootstrap, **{"group.id": group, "enable.partition.eof": False})
+    c = consumer(b.bootstrap, **{"group.id": group, "enable.partition.eof": False, "group.protocol": protocol})
     c.subscribe([topic])
     got = []
     deadline = time.monotonic() + 30
@@ -671,7 +680,7 @@ def test_commit_restart_resume_at_committed_offsets(make_broker):
 
     b.kill9()  # a crash: the commits were acknowledged, so they were durable
     b.start()
-    c2 = consumer(b.bootstrap, **{"group.id": group, "enable.partition.eof": False})
+    c2 = consumer(b.bootstrap, **{"group.id": group, "enable.partition.eof": False, "group.protocol": protocol})
     try:
         after = {tp.partition: tp.offset for tp in c2.committed([TopicPartition(topic, i) for i in range(3)], timeout=10)}
         assert after == before

@@ -13,9 +13,10 @@ use proto_kafka::messages::{
     MetadataRequest, ProduceRequest, ResponseHeader,
 };
 use proto_kafka::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, HeartbeatRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
+    ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, DeleteGroupsRequest,
+    DescribeGroupsRequest, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, SyncGroupRequest,
 };
 use proto_kafka::protocol::buf::SegmentedBuf;
 use proto_kafka::protocol::{Decodable, Encodable, Message};
@@ -113,6 +114,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
@@ -377,6 +380,14 @@ pub async fn handle(
         ApiKey::OffsetDelete => {
             let req: OffsetDeleteRequest = decode(api, version, body)?;
             handlers::group::offset_delete(broker, ctx, req)?
+        }
+        ApiKey::ConsumerGroupHeartbeat => {
+            let req: ConsumerGroupHeartbeatRequest = decode(api, version, body)?;
+            handlers::consumer_group::heartbeat(broker, ctx, req)?
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let req: ConsumerGroupDescribeRequest = decode(api, version, body)?;
+            handlers::consumer_group::describe(broker, ctx, req)?
         }
         _ => return Err(RequestError::UnsupportedVersion { api, version }),
     };

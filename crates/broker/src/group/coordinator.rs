@@ -24,6 +24,8 @@ use thiserror::Error;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
+use super::assignor::TopicMeta;
+use super::consumer::{HeartbeatError, HeartbeatRequest, HeartbeatResponse};
 use super::records::{self, GroupValue, RecordKey};
 use super::state::{
     CommittedOffset, Effect, Group, GroupState, GroupSummary, JoinRequest, JoinResult, Outcome,
@@ -121,6 +123,25 @@ pub struct CommitEntry {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
+}
+
+/// Who commits: a member of the group (with its generation, or member epoch in a consumer
+/// group) or, with generation -1 and no member id, a client outside group management.
+pub struct Committer<'a> {
+    pub member_id: &'a str,
+    pub group_instance_id: Option<&'a str>,
+    pub generation_id: i32,
+    /// OffsetCommit's version: consumer-group members must use v9+.
+    pub api_version: i16,
+}
+
+/// A group as ListGroups shows it.
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    /// "classic" or "consumer".
+    pub group_type: &'static str,
 }
 
 /// A commit whose records are appended: per entry, an error, or None for "in the write".
@@ -492,9 +513,7 @@ impl GroupCoordinator {
         &self,
         broker: &Arc<Broker>,
         group_id: &str,
-        member_id: &str,
-        group_instance_id: Option<&str>,
-        generation_id: i32,
+        who: Committer<'_>,
         entries: Vec<CommitEntry>,
     ) -> PendingCommit {
         let all = |e: ResponseError| PendingCommit {
@@ -508,7 +527,7 @@ impl GroupCoordinator {
             Some(s) => s,
             // A group that does not exist takes only simple commits (no generation): it is
             // a client that uses Kafka to store offsets but not to manage its group.
-            None if generation_id < 0 => match self.get_or_create(group_id) {
+            None if who.generation_id < 0 => match self.get_or_create(group_id) {
                 Ok(s) => s,
                 Err(e) => return all(e),
             },
@@ -516,9 +535,13 @@ impl GroupCoordinator {
         };
         let image = broker.image();
         let mut g = lock(&slot);
-        if let Err(e) =
-            g.validate_offset_commit(member_id, group_instance_id, generation_id, now_ms())
-        {
+        if let Err(e) = g.validate_offset_commit(
+            who.member_id,
+            who.group_instance_id,
+            who.generation_id,
+            who.api_version,
+            now_ms(),
+        ) {
             return all(e);
         }
         let now = now_ms();
@@ -653,24 +676,89 @@ impl GroupCoordinator {
         }
     }
 
-    /// (group id, protocol type, state) of every live group.
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
-        let mut out: Vec<(String, String, GroupState)> = self
+    /// Every live group, by id.
+    pub fn list(&self) -> Vec<GroupListing> {
+        let mut out: Vec<GroupListing> = self
             .snapshot()
             .into_iter()
             .filter_map(|(id, slot)| {
                 let g = lock(&slot);
-                (g.state() != GroupState::Dead).then(|| {
-                    (
-                        id,
-                        g.protocol_type().unwrap_or_default().to_string(),
-                        g.state(),
-                    )
+                (g.state() != GroupState::Dead).then(|| GroupListing {
+                    group_id: id,
+                    protocol_type: match g.consumer_group() {
+                        Some(_) => super::state::CONSUMER_PROTOCOL_TYPE.to_string(),
+                        None => g.protocol_type().unwrap_or_default().to_string(),
+                    },
+                    state: g.state_name(),
+                    group_type: g.group_type(),
                 })
             })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         out
+    }
+
+    /// ConsumerGroupHeartbeat. Only a join (epoch 0) creates a group.
+    pub fn consumer_heartbeat(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        req: HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, HeartbeatError> {
+        let fail = |code: ResponseError, message: &str| {
+            Err(HeartbeatError {
+                code,
+                message: message.to_string(),
+            })
+        };
+        if self.refuse_if_stopping().is_err() {
+            return fail(
+                ResponseError::NotCoordinator,
+                "The coordinator is shutting down.",
+            );
+        }
+        if group_id.is_empty() {
+            return fail(ResponseError::InvalidRequest, "GroupId can't be empty.");
+        }
+        let slot = if req.member_epoch == 0 {
+            match self.get_or_create(group_id) {
+                Ok(s) => s,
+                Err(e) => return fail(e, "Too many groups on this coordinator."),
+            }
+        } else {
+            match self.get(group_id) {
+                Some(s) => s,
+                // Not GROUP_ID_NOT_FOUND: clients treat that as fatal, and after a restart a
+                // member's group is legitimately unknown here until it rejoins.
+                None => {
+                    return Err(HeartbeatError {
+                        code: ResponseError::UnknownMemberId,
+                        message: format!("Member {} is not a member of the group.", req.member_id),
+                    })
+                }
+            }
+        };
+        let image = broker.image();
+        let lookup = |name: &str| {
+            image.topic(name).map(|t| TopicMeta {
+                id: t.id,
+                partitions: t.partitions.len() as i32,
+            })
+        };
+        self.update(broker, &slot, |g, cfg, now| {
+            g.consumer_heartbeat(req, cfg, &lookup, now)
+        })
+    }
+
+    /// Runs `f` on a live group.
+    pub fn inspect<R>(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(&Group, &GroupConfig) -> R,
+    ) -> Option<R> {
+        let slot = self.get(group_id)?;
+        let g = lock(&slot);
+        (g.state() != GroupState::Dead).then(|| f(&g, &self.config))
     }
 
     pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {

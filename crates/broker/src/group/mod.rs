@@ -15,6 +15,8 @@
 //! `abs(java_hash(group_id)) % partitions`, as Kafka places them, so the layout already matches
 //! a cluster where the partition's leader is the coordinator.
 
+pub mod assignor;
+pub mod consumer;
 pub mod coordinator;
 pub mod records;
 pub mod state;
@@ -22,6 +24,7 @@ pub mod state;
 pub use coordinator::GroupCoordinator;
 
 use crate::config::{parse_i64, ConfigError, RawConfig};
+use assignor::Assignor;
 
 /// The internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -41,6 +44,13 @@ pub struct GroupConfig {
     pub offsets_topic_segment_bytes: i64,
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: i64,
+    /// KIP-848 groups: session timeout and heartbeat interval are the broker's, not the
+    /// member's.
+    pub consumer_session_timeout_ms: i64,
+    pub consumer_heartbeat_interval_ms: i64,
+    pub consumer_max_size: usize,
+    /// The first is the default.
+    pub consumer_assignors: Vec<Assignor>,
 }
 
 impl Default for GroupConfig {
@@ -56,6 +66,10 @@ impl Default for GroupConfig {
             offsets_topic_segment_bytes: 104_857_600,
             offsets_retention_ms: 7 * 24 * 3_600_000,
             offsets_retention_check_interval_ms: 600_000,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_max_size: DEFAULT_GROUP_MAX_SIZE,
+            consumer_assignors: vec![Assignor::Uniform, Assignor::Range],
         }
     }
 }
@@ -93,7 +107,61 @@ impl GroupConfig {
                 reason: format!("must be at least group.min.session.timeout.ms ({min_session})"),
             });
         }
+        let consumer_session_timeout_ms = get(
+            "group.consumer.session.timeout.ms",
+            d.consumer_session_timeout_ms,
+            1,
+            int_max,
+        )?;
+        let consumer_heartbeat_interval_ms = get(
+            "group.consumer.heartbeat.interval.ms",
+            d.consumer_heartbeat_interval_ms,
+            1,
+            int_max,
+        )?;
+        if consumer_heartbeat_interval_ms >= consumer_session_timeout_ms {
+            return Err(ConfigError::Invalid {
+                key: "group.consumer.heartbeat.interval.ms".to_string(),
+                value: consumer_heartbeat_interval_ms.to_string(),
+                reason: format!(
+                    "must be less than group.consumer.session.timeout.ms ({consumer_session_timeout_ms})"
+                ),
+            });
+        }
+        let consumer_assignors = match raw.get("group.consumer.assignors") {
+            None => d.consumer_assignors.clone(),
+            Some(v) => {
+                let mut out = Vec::new();
+                for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let a = Assignor::from_name(name).ok_or_else(|| ConfigError::Invalid {
+                        key: "group.consumer.assignors".to_string(),
+                        value: v.to_string(),
+                        reason: format!("unknown assignor '{name}' (known: uniform, range)"),
+                    })?;
+                    if !out.contains(&a) {
+                        out.push(a);
+                    }
+                }
+                if out.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "group.consumer.assignors".to_string(),
+                        value: v.to_string(),
+                        reason: "needs at least one assignor".to_string(),
+                    });
+                }
+                out
+            }
+        };
         Ok(GroupConfig {
+            consumer_session_timeout_ms,
+            consumer_heartbeat_interval_ms,
+            consumer_max_size: get(
+                "group.consumer.max.size",
+                d.consumer_max_size as i64,
+                1,
+                int_max,
+            )? as usize,
+            consumer_assignors,
             initial_rebalance_delay_ms: get(
                 "group.initial.rebalance.delay.ms",
                 d.initial_rebalance_delay_ms,

@@ -9,11 +9,14 @@
 use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
-use proto_kafka::messages::ConsumerProtocolSubscription;
-use proto_kafka::protocol::Decodable;
+use proto_kafka::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName};
+use proto_kafka::protocol::{Decodable, Encodable, StrBytes};
 use proto_kafka::ResponseError;
 use tokio::sync::oneshot;
 
+use super::consumer::{
+    ConsumerGroup, HeartbeatError, HeartbeatRequest, HeartbeatResponse, TopicLookup,
+};
 use super::records::{GroupValue, MemberValue};
 use super::GroupConfig;
 
@@ -213,7 +216,7 @@ pub struct MemberSummary {
 }
 
 pub struct GroupSummary {
-    pub state: GroupState,
+    pub state: &'static str,
     pub protocol_type: String,
     pub protocol_data: String,
     pub members: Vec<MemberSummary>,
@@ -246,6 +249,9 @@ pub struct Group {
     /// that does not parse), which OffsetDelete and retention treat as "maybe subscribed".
     subscribed_topics: Option<HashSet<String>>,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Set while this is a consumer-protocol (KIP-848) group; the classic fields then stay
+    /// as an empty group's. Only an empty group changes protocol, as in Kafka.
+    consumer: Option<ConsumerGroup>,
     effects: Vec<Effect>,
     /// The earliest deadline the coordinator's timer holds for this group.
     pub(crate) scheduled_ms: Option<i64>,
@@ -271,6 +277,7 @@ impl Group {
             new_member_added: false,
             subscribed_topics: None,
             offsets: BTreeMap::new(),
+            consumer: None,
             effects: Vec::new(),
             scheduled_ms: None,
         }
@@ -334,6 +341,74 @@ impl Group {
 
     pub fn state(&self) -> GroupState {
         self.state
+    }
+
+    /// The consumer-protocol side of the group, if it is one.
+    pub fn consumer_group(&self) -> Option<&ConsumerGroup> {
+        self.consumer.as_ref()
+    }
+
+    /// The state name Kafka shows in ListGroups and DescribeGroups.
+    pub fn state_name(&self) -> &'static str {
+        match &self.consumer {
+            Some(c) if self.state != GroupState::Dead => c.state().name(),
+            _ => self.state.name(),
+        }
+    }
+
+    /// "consumer" for KIP-848 groups, "classic" otherwise (ListGroups v5).
+    pub fn group_type(&self) -> &'static str {
+        if self.consumer.is_some() {
+            "consumer"
+        } else {
+            "classic"
+        }
+    }
+
+    /// ConsumerGroupHeartbeat. An empty classic group becomes a consumer group on a join; a
+    /// classic group with members is not one.
+    pub fn consumer_heartbeat(
+        &mut self,
+        req: HeartbeatRequest,
+        cfg: &GroupConfig,
+        topics: TopicLookup<'_>,
+        now_ms: i64,
+    ) -> Result<HeartbeatResponse, HeartbeatError> {
+        if self.state == GroupState::Dead {
+            return Err(HeartbeatError {
+                code: ResponseError::CoordinatorNotAvailable,
+                message: format!("Group {} is being removed.", self.group_id),
+            });
+        }
+        if self.consumer.is_none() {
+            // After a restart only offsets come back (membership of consumer groups is not
+            // persisted): a member that was in the group rejoins on UNKNOWN_MEMBER_ID.
+            if req.member_epoch != 0 {
+                return Err(HeartbeatError {
+                    code: ResponseError::UnknownMemberId,
+                    message: format!("Member {} is not a member of the group.", req.member_id),
+                });
+            }
+            if self.state != GroupState::Empty || !self.pending_members.is_empty() {
+                return Err(HeartbeatError {
+                    code: ResponseError::GroupIdNotFound,
+                    message: format!("Group {} is not a consumer group.", self.group_id),
+                });
+            }
+            self.consumer = Some(ConsumerGroup::new());
+        }
+        let Some(c) = self.consumer.as_mut() else {
+            return Err(HeartbeatError {
+                code: ResponseError::UnknownServerError,
+                message: String::new(),
+            });
+        };
+        let was_empty = c.is_empty();
+        let out = c.heartbeat(req, cfg, topics, now_ms);
+        if was_empty != c.is_empty() {
+            self.state_timestamp_ms = now_ms;
+        }
+        out
     }
 
     pub fn generation_id(&self) -> i32 {
@@ -545,6 +620,13 @@ impl Group {
         now_ms: i64,
     ) -> Outcome<JoinResult> {
         let done = |id: &str, e| Outcome::Done(JoinResult::error(id, e));
+        match &self.consumer {
+            Some(c) if !c.is_empty() => {
+                return done(&req.member_id, ResponseError::GroupIdNotFound)
+            }
+            Some(_) => self.consumer = None,
+            None => {}
+        }
         if !self.accept_joining_member(&req.member_id, cfg) {
             if self.members.contains_key(&req.member_id) {
                 self.remove(&req.member_id);
@@ -1238,10 +1320,14 @@ impl Group {
         member_id: &str,
         group_instance_id: Option<&str>,
         generation_id: i32,
+        api_version: i16,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
         if self.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        if let Some(c) = &self.consumer {
+            return c.validate_offset_commit(member_id, generation_id, api_version);
         }
         if generation_id >= 0 || !member_id.is_empty() || group_instance_id.is_some() {
             if let Some(e) = self.validate_member(member_id, group_instance_id) {
@@ -1288,6 +1374,9 @@ impl Group {
 
     /// DeleteGroups: only an empty group goes; returns the offsets that went with it.
     pub fn mark_deleted(&mut self, now_ms: i64) -> Result<Vec<(String, i32)>, ResponseError> {
+        if self.consumer.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err(ResponseError::NonEmptyGroup);
+        }
         match self.state {
             GroupState::Dead => Err(ResponseError::GroupIdNotFound),
             GroupState::Empty => {
@@ -1306,6 +1395,19 @@ impl Group {
         &self,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        if let Some(c) = self
+            .consumer
+            .as_ref()
+            .filter(|_| self.state != GroupState::Dead)
+        {
+            return Ok(partitions
+                .iter()
+                .map(|(t, _)| {
+                    c.is_subscribed_to(t)
+                        .then_some(ResponseError::GroupSubscribedToTopic)
+                })
+                .collect());
+        }
         match self.state {
             GroupState::Dead => Err(ResponseError::GroupIdNotFound),
             GroupState::Empty => Ok(vec![None; partitions.len()]),
@@ -1325,31 +1427,44 @@ impl Group {
     /// subscribes to; of a group that only stores offsets, from each commit.
     pub fn expire_offsets(&mut self, retention_ms: i64, now_ms: i64) -> Vec<(String, i32)> {
         let since_empty = self.state_timestamp_ms;
-        let expired: Vec<(String, i32)> = match (self.protocol_type.as_deref(), self.state) {
-            (Some(_), GroupState::Empty) => self
-                .offsets
-                .keys()
-                .filter(|_| now_ms - since_empty >= retention_ms)
-                .cloned()
-                .collect(),
-            (Some(CONSUMER_PROTOCOL_TYPE), GroupState::Stable)
-                if self.subscribed_topics.is_some() =>
-            {
-                self.offsets
-                    .iter()
-                    .filter(|((t, _), o)| {
-                        !self.is_subscribed_to(t) && now_ms - o.commit_timestamp_ms >= retention_ms
-                    })
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            }
-            (None, _) => self
-                .offsets
+        let expired: Vec<(String, i32)> = if let Some(c) = &self.consumer {
+            // A consumer group keeps the offsets of topics a member subscribes to; the others
+            // expire from their commit, as in Kafka's new coordinator.
+            self.offsets
                 .iter()
-                .filter(|(_, o)| now_ms - o.commit_timestamp_ms >= retention_ms)
+                .filter(|((t, _), o)| {
+                    !c.is_subscribed_to(t) && now_ms - o.commit_timestamp_ms >= retention_ms
+                })
                 .map(|(k, _)| k.clone())
-                .collect(),
-            _ => Vec::new(),
+                .collect()
+        } else {
+            match (self.protocol_type.as_deref(), self.state) {
+                (Some(_), GroupState::Empty) => self
+                    .offsets
+                    .keys()
+                    .filter(|_| now_ms - since_empty >= retention_ms)
+                    .cloned()
+                    .collect(),
+                (Some(CONSUMER_PROTOCOL_TYPE), GroupState::Stable)
+                    if self.subscribed_topics.is_some() =>
+                {
+                    self.offsets
+                        .iter()
+                        .filter(|((t, _), o)| {
+                            !self.is_subscribed_to(t)
+                                && now_ms - o.commit_timestamp_ms >= retention_ms
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                }
+                (None, _) => self
+                    .offsets
+                    .iter()
+                    .filter(|(_, o)| now_ms - o.commit_timestamp_ms >= retention_ms)
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+                _ => Vec::new(),
+            }
         };
         for k in &expired {
             self.offsets.remove(k);
@@ -1362,6 +1477,7 @@ impl Group {
         if self.state == GroupState::Empty
             && self.offsets.is_empty()
             && self.pending_members.is_empty()
+            && self.consumer.as_ref().is_none_or(|c| c.is_empty())
         {
             self.transition(GroupState::Dead, now_ms);
             return true;
@@ -1382,10 +1498,13 @@ impl Group {
     }
 
     pub fn summary(&self) -> GroupSummary {
+        if let Some(c) = &self.consumer {
+            return consumer_summary(c, self.state_name());
+        }
         let stable = self.state == GroupState::Stable;
         let protocol = self.protocol_name.clone().unwrap_or_default();
         GroupSummary {
-            state: self.state,
+            state: self.state.name(),
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             protocol_data: if stable {
                 protocol.clone()
@@ -1450,6 +1569,13 @@ impl Group {
     /// Runs whatever is due at `now_ms`: expired sessions, lapsed KIP-394 ids, members that
     /// never synced, the end of the join phase.
     pub fn tick(&mut self, cfg: &GroupConfig, now_ms: i64) {
+        if let Some(c) = &mut self.consumer {
+            let had_members = !c.is_empty();
+            c.tick(now_ms);
+            if had_members && c.is_empty() {
+                self.state_timestamp_ms = now_ms;
+            }
+        }
         let expired: Vec<String> = self
             .members
             .values()
@@ -1513,7 +1639,60 @@ impl Group {
             .chain(self.pending_members.values().copied())
             .chain(self.sync_deadline_ms)
             .chain(join)
+            .chain(self.consumer.as_ref().and_then(|c| c.next_deadline_ms()))
             .min()
+    }
+}
+
+/// A consumer group in DescribeGroups' shape, as Kafka shows one (`asDescribedGroup`): the
+/// assignor as the protocol, subscriptions and assignments in the consumer protocol's
+/// encoding (version 0), so tools made for classic groups can read them.
+fn consumer_summary(c: &ConsumerGroup, state: &'static str) -> GroupSummary {
+    let encode = |version: i16, body: &dyn Fn(&mut bytes::BytesMut) -> bool| {
+        let mut buf = bytes::BytesMut::new();
+        buf.extend_from_slice(&version.to_be_bytes());
+        if body(&mut buf) {
+            buf.freeze()
+        } else {
+            Bytes::new()
+        }
+    };
+    let topic = |n: &str| TopicName(StrBytes::from_string(n.to_string()));
+    let members = c
+        .members()
+        .map(|m| {
+            let sub = ConsumerProtocolSubscription::default()
+                .with_topics(
+                m.subscribed_topic_names
+                    .iter()
+                    .map(|t| StrBytes::from_string(t.clone()))
+                    .collect(),
+            );
+            let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
+                c.named(&m.assigned)
+                    .into_iter()
+                    .map(|(_, name, parts)| {
+                        proto_kafka::messages::consumer_protocol_assignment::TopicPartition::default()
+                            .with_topic(topic(&name))
+                            .with_partitions(parts)
+                    })
+                    .collect(),
+            );
+            MemberSummary {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: encode(0, &|b| sub.encode(b, 0).is_ok()),
+                assignment: encode(0, &|b| assignment.encode(b, 0).is_ok()),
+            }
+        })
+        .collect();
+    GroupSummary {
+        state,
+        protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+        protocol_data: c.assignor_name_or_empty().to_string(),
+        members,
     }
 }
 

@@ -41,7 +41,9 @@ use tracing::warn;
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::group::coordinator::{CommitEntry, FetchedOffsets, GroupCoordinator, PendingCommit};
+use crate::group::coordinator::{
+    CommitEntry, Committer, FetchedOffsets, GroupCoordinator, PendingCommit,
+};
 use crate::group::state::{
     CommittedOffset, JoinRequest, JoinResult, Outcome, SyncRequest, SyncResult,
 };
@@ -494,14 +496,13 @@ pub fn offset_commit(
         return Ok(later(ctx, async move {
             let results = match broker.groups.ensure_offsets_topic(&broker).await {
                 Ok(()) => {
-                    let pending = broker.groups.commit(
-                        &broker,
-                        &group_id,
-                        &member_id,
-                        iid.as_deref(),
-                        generation,
-                        entries,
-                    );
+                    let who = Committer {
+                        member_id: &member_id,
+                        group_instance_id: iid.as_deref(),
+                        generation_id: generation,
+                        api_version: v,
+                    };
+                    let pending = broker.groups.commit(&broker, &group_id, who, entries);
                     broker.groups.finish_commit(pending).await
                 }
                 Err(e) => vec![Some(e); entries.len()],
@@ -509,14 +510,13 @@ pub fn offset_commit(
             respond(results)
         }));
     }
-    let pending: PendingCommit = broker.groups.commit(
-        broker,
-        &group_id,
-        &member_id,
-        iid.as_deref(),
-        generation,
-        entries,
-    );
+    let who = Committer {
+        member_id: &member_id,
+        group_instance_id: iid.as_deref(),
+        generation_id: generation,
+        api_version: v,
+    };
+    let pending: PendingCommit = broker.groups.commit(broker, &group_id, who, entries);
     let broker = broker.clone();
     Ok(later(ctx, async move {
         respond(broker.groups.finish_commit(pending).await)
@@ -542,6 +542,26 @@ pub fn offset_fetch(
             .groups
             .into_iter()
             .map(|g| {
+                // v9: a consumer-group member fetches with its member id and epoch.
+                let member_error = if v >= 9 {
+                    let member_id = g.member_id.as_ref().map(|m| m.to_string());
+                    groups
+                        .inspect(&g.group_id.0, |grp, _| {
+                            grp.consumer_group().map(|c| {
+                                c.validate_offset_fetch(member_id.as_deref(), g.member_epoch)
+                            })
+                        })
+                        .flatten()
+                        .and_then(|r| r.err())
+                } else {
+                    None
+                };
+                if let Some(e) = member_error {
+                    count_error("OffsetFetch", Some(e));
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(e.code());
+                }
                 let topics = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
@@ -664,58 +684,46 @@ pub fn offset_delete(
 
 // --- ListGroups, DescribeGroups, DeleteGroups ---------------------------------------
 
-/// Every group here is a classic group (KIP-848 groups are not implemented).
-const GROUP_TYPE_CLASSIC: &str = "classic";
-
 pub fn list_groups(
     broker: &Arc<Broker>,
     ctx: RequestContext,
     req: ListGroupsRequest,
 ) -> Result<Reply, RequestError> {
     let v = ctx.version;
-    let states: Vec<String> = if v >= 4 {
-        req.states_filter
-            .iter()
-            .map(|s| s.to_ascii_lowercase())
-            .collect()
+    let lower =
+        |xs: &[StrBytes]| -> Vec<String> { xs.iter().map(|s| s.to_ascii_lowercase()).collect() };
+    let states = if v >= 4 {
+        lower(&req.states_filter)
     } else {
         Vec::new()
     };
-    let types: Vec<String> = if v >= 5 {
-        req.types_filter
-            .iter()
-            .map(|s| s.to_ascii_lowercase())
-            .collect()
+    let types = if v >= 5 {
+        lower(&req.types_filter)
     } else {
         Vec::new()
     };
-    let groups = if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE_CLASSIC) {
-        Vec::new()
-    } else {
-        broker
-            .groups
-            .list()
-            .into_iter()
-            .filter(|(_, _, s)| {
-                states.is_empty() || states.contains(&s.name().to_ascii_lowercase())
-            })
-            .map(|(id, protocol_type, state)| {
-                let g = ListedGroup::default()
-                    .with_group_id(GroupId(StrBytes::from_string(id)))
-                    .with_protocol_type(StrBytes::from_string(protocol_type));
-                let g = if v >= 4 {
-                    g.with_group_state(str_bytes(state.name()))
-                } else {
-                    g
-                };
-                if v >= 5 {
-                    g.with_group_type(str_bytes(GROUP_TYPE_CLASSIC))
-                } else {
-                    g
-                }
-            })
-            .collect()
-    };
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+        .map(|g| {
+            let listed = ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
+                .with_protocol_type(StrBytes::from_string(g.protocol_type));
+            let listed = if v >= 4 {
+                listed.with_group_state(str_bytes(g.state))
+            } else {
+                listed
+            };
+            if v >= 5 {
+                listed.with_group_type(str_bytes(g.group_type))
+            } else {
+                listed
+            }
+        })
+        .collect();
     now(&ctx, &ListGroupsResponse::default().with_groups(groups))
 }
 
@@ -750,7 +758,7 @@ pub fn describe_groups(
                         })
                         .collect();
                     DescribedGroup::default()
-                        .with_group_state(str_bytes(s.state.name()))
+                        .with_group_state(str_bytes(s.state))
                         .with_protocol_type(StrBytes::from_string(s.protocol_type))
                         .with_protocol_data(StrBytes::from_string(s.protocol_data))
                         .with_members(members)

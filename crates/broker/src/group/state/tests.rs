@@ -453,7 +453,7 @@ fn static_member_rejoins_without_rebalance_and_fences_its_old_id() {
         Err(ResponseError::FencedInstanceId)
     );
     assert_eq!(
-        g.validate_offset_commit(&old, Some("instance-1"), generation, 103),
+        g.validate_offset_commit(&old, Some("instance-1"), generation, 8, 103),
         Err(ResponseError::FencedInstanceId)
     );
     assert_eq!(
@@ -593,27 +593,27 @@ fn offset_commit_checks_member_and_generation() {
     let c = cfg(0);
     let mut g = Group::new("g", 0);
     // An empty group takes simple commits (no member, no generation).
-    assert_eq!(g.validate_offset_commit("", None, -1, 0), Ok(()));
+    assert_eq!(g.validate_offset_commit("", None, -1, 8, 0), Ok(()));
     let (a, mut arx) = join_new(&mut g, &c, "c1", 0);
     let generation = answered(&mut arx).generation_id;
     // Between JoinGroup and SyncGroup.
     assert_eq!(
-        g.validate_offset_commit(&a, None, generation, 1),
+        g.validate_offset_commit(&a, None, generation, 8, 1),
         Err(ResponseError::RebalanceInProgress)
     );
     let _srx = waiting(g.sync(sync_req(&a, generation, &[(&a, b"A")]), &c, 2));
     store(&mut g, &c, 3, Ok(()));
-    assert_eq!(g.validate_offset_commit(&a, None, generation, 4), Ok(()));
+    assert_eq!(g.validate_offset_commit(&a, None, generation, 8, 4), Ok(()));
     assert_eq!(
-        g.validate_offset_commit("stranger", None, generation, 4),
+        g.validate_offset_commit("stranger", None, generation, 8, 4),
         Err(ResponseError::UnknownMemberId)
     );
     assert_eq!(
-        g.validate_offset_commit(&a, None, generation - 1, 4),
+        g.validate_offset_commit(&a, None, generation - 1, 8, 4),
         Err(ResponseError::IllegalGeneration)
     );
     assert_eq!(
-        g.validate_offset_commit("", None, -1, 4),
+        g.validate_offset_commit("", None, -1, 8, 4),
         Err(ResponseError::UnknownMemberId),
         "only members commit for a group with members"
     );

@@ -1,0 +1,208 @@
+//! The consumer group protocol of KIP-848 on the wire: ConsumerGroupHeartbeat and
+//! ConsumerGroupDescribe, mapped onto [`crate::group::consumer`].
+
+use std::sync::Arc;
+
+use proto_kafka::messages::consumer_group_describe_response::{
+    Assignment as DescribedAssignment, DescribedGroup, Member, TopicPartitions as DescribedTopic,
+};
+use proto_kafka::messages::consumer_group_heartbeat_response::{
+    Assignment as HeartbeatAssignment, TopicPartitions,
+};
+use proto_kafka::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, TopicName,
+};
+use proto_kafka::protocol::StrBytes;
+use proto_kafka::ResponseError;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::group::assignor::Assignment;
+use crate::group::consumer::{ConsumerGroup, HeartbeatRequest};
+use crate::request::{Reply, RequestContext, RequestError};
+
+/// READ, DELETE and DESCRIBE, the operations on a group, for a broker with no authorizer.
+const ALL_GROUP_OPS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+/// What ConsumerGroupDescribe sends when operations were not asked for.
+const OPS_NOT_REQUESTED: i32 = i32::MIN;
+/// ConsumerGroupDescribe v1's member type of a consumer-protocol member.
+const MEMBER_TYPE_CONSUMER: i8 = 1;
+/// Partitions one heartbeat may report as owned: bounds the work a request can cause.
+const MAX_OWNED_PARTITIONS: usize = 100_000;
+
+fn string(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+pub fn heartbeat(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: ConsumerGroupHeartbeatRequest,
+) -> Result<Reply, RequestError> {
+    let mut member_id = req.member_id.to_string();
+    // v0 lets the coordinator name a joining member; from v1 the client does (KIP-1082).
+    if ctx.version == 0 && req.member_epoch == 0 && member_id.is_empty() {
+        member_id = Uuid::new_v4().simple().to_string();
+    }
+    let owned_count: usize = req
+        .topic_partitions
+        .iter()
+        .flatten()
+        .map(|t| t.partitions.len())
+        .sum();
+    let response = if owned_count > MAX_OWNED_PARTITIONS {
+        Err((
+            ResponseError::InvalidRequest,
+            "Too many owned partitions.".to_string(),
+        ))
+    } else {
+        let owned = req.topic_partitions.map(|ts| {
+            let mut a = Assignment::new();
+            for t in ts {
+                a.entry(t.topic_id).or_default().extend(t.partitions);
+            }
+            a.retain(|_, p| !p.is_empty());
+            a
+        });
+        let hb = HeartbeatRequest {
+            member_id,
+            member_epoch: req.member_epoch,
+            instance_id: req.instance_id.map(|s| s.to_string()),
+            rack_id: req.rack_id.map(|s| s.to_string()),
+            rebalance_timeout_ms: req.rebalance_timeout_ms,
+            subscribed_topic_names: req
+                .subscribed_topic_names
+                .map(|ts| ts.into_iter().map(|t| t.0.to_string()).collect()),
+            subscribed_topic_regex: if ctx.version >= 1 {
+                req.subscribed_topic_regex.map(|s| s.to_string())
+            } else {
+                None
+            },
+            server_assignor: req.server_assignor.map(|s| s.to_string()),
+            owned,
+            client_id: ctx.client_id.clone(),
+            client_host: format!("/{}", ctx.info.peer.ip()),
+        };
+        broker
+            .groups
+            .consumer_heartbeat(broker, &req.group_id.0, hb)
+            .map_err(|e| (e.code, e.message))
+    };
+    let body = match response {
+        Ok(r) => ConsumerGroupHeartbeatResponse::default()
+            .with_member_id(Some(string(r.member_id)))
+            .with_member_epoch(r.member_epoch)
+            .with_heartbeat_interval_ms(r.heartbeat_interval_ms)
+            .with_assignment(r.assignment.map(|a| {
+                HeartbeatAssignment::default().with_topic_partitions(
+                    a.into_iter()
+                        .map(|(id, parts)| {
+                            TopicPartitions::default()
+                                .with_topic_id(id)
+                                .with_partitions(parts.into_iter().collect())
+                        })
+                        .collect(),
+                )
+            })),
+        Err((code, message)) => {
+            crate::metrics::request_error("ConsumerGroupHeartbeat");
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(code.code())
+                .with_error_message(Some(string(message)))
+                .with_member_epoch(-1)
+        }
+    };
+    Ok(Reply::Now(Some(ctx.respond(&body)?)))
+}
+
+fn described_assignment(c: &ConsumerGroup, a: Option<&Assignment>) -> DescribedAssignment {
+    let topics = a
+        .map(|a| {
+            c.named(a)
+                .into_iter()
+                .map(|(id, name, parts)| {
+                    DescribedTopic::default()
+                        .with_topic_id(id)
+                        .with_topic_name(TopicName(string(name)))
+                        .with_partitions(parts)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    DescribedAssignment::default().with_topic_partitions(topics)
+}
+
+pub fn describe(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: ConsumerGroupDescribeRequest,
+) -> Result<Reply, RequestError> {
+    let v = ctx.version;
+    let ops = if req.include_authorized_operations {
+        ALL_GROUP_OPS
+    } else {
+        OPS_NOT_REQUESTED
+    };
+    let groups = req
+        .group_ids
+        .into_iter()
+        .map(|gid| {
+            let found = broker.groups.inspect(&gid.0, |g, cfg| {
+                let c = g.consumer_group()?;
+                let members = c
+                    .members()
+                    .map(|m| {
+                        let member = Member::default()
+                            .with_member_id(string(m.member_id.clone()))
+                            .with_instance_id(m.instance_id.clone().map(string))
+                            .with_rack_id(m.rack_id.clone().map(string))
+                            .with_member_epoch(m.member_epoch)
+                            .with_client_id(string(m.client_id.clone()))
+                            .with_client_host(string(m.client_host.clone()))
+                            .with_subscribed_topic_names(
+                                m.subscribed_topic_names
+                                    .iter()
+                                    .map(|t| TopicName(string(t.clone())))
+                                    .collect(),
+                            )
+                            .with_assignment(described_assignment(c, Some(&m.assigned)))
+                            .with_target_assignment(described_assignment(
+                                c,
+                                c.target_of(&m.member_id),
+                            ));
+                        if v >= 1 {
+                            member.with_member_type(MEMBER_TYPE_CONSUMER)
+                        } else {
+                            member
+                        }
+                    })
+                    .collect();
+                Some(
+                    DescribedGroup::default()
+                        .with_group_state(string(g.state_name()))
+                        .with_group_epoch(c.group_epoch())
+                        .with_assignment_epoch(c.assignment_epoch())
+                        .with_assignor_name(string(c.assignor_name(cfg)))
+                        .with_members(members),
+                )
+            });
+            let described = match found {
+                Some(Some(d)) => d,
+                Some(None) => DescribedGroup::default()
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(string(format!(
+                        "Group {} is not a consumer group.",
+                        &*gid.0
+                    )))),
+                None => DescribedGroup::default()
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(string(format!("Group {} not found.", &*gid.0)))),
+            };
+            described.with_group_id(gid).with_authorized_operations(ops)
+        })
+        .collect();
+    Ok(Reply::Now(Some(ctx.respond(
+        &ConsumerGroupDescribeResponse::default().with_groups(groups),
+    )?)))
+}

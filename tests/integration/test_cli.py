@@ -468,6 +468,76 @@ def test_consume_with_a_group_commits_and_resumes(gbroker):
     assert committed(bs, g, t, 2)[0] == ends[0] + 2
 
 
+def _wait_members(bs: str, g: str, n: int, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    d = None
+    while time.monotonic() < deadline:
+        cp = strom(["group", "describe", g, "-b", bs, "--output", "json"])
+        if cp.returncode == 0:
+            d = as_json(cp)
+            if d["state"] == "Stable" and len(d["members"]) == n:
+                return d
+        time.sleep(0.2)
+    raise AssertionError(f"group {g} not stable with {n} members: {d}")
+
+
+def test_consume_group_members_share_partitions_and_hand_over(gbroker):
+    """Two `strom consume -g` processes are members of one group: the partitions are split,
+    and when one stops the other takes its partitions over from the committed offsets, so
+    between them every record is printed exactly once."""
+    bs = gbroker.bootstrap
+    t, g = unique_topic("share"), unique_group()
+    create_topic(bs, t, partitions=4)
+
+    def produce(lo, hi):
+        ok(strom(["produce", "-b", bs, "-t", t, "-K", ":"], input="".join(f"k{i}:v{i}\n" for i in range(lo, hi))))
+
+    produce(0, 200)
+    procs, outs = [], []
+    try:
+        for name in ("a", "b"):
+            o = gbroker.workdir / f"member-{name}.out"
+            outs.append(o)
+            procs.append(subprocess.Popen([strom_bin(), "consume", "-b", bs, "-t", t, "-g", g, "-q",
+                                           "-f", "%p %o %v\n"], stdout=open(o, "wb"), stderr=subprocess.PIPE))
+            _wait_members(bs, g, len(procs))
+        d = _wait_members(bs, g, 2)
+        owned = [set(m["assignment"].get(t, [])) for m in d["members"]]
+        assert sorted(len(x) for x in owned) == [2, 2] and owned[0] | owned[1] == {0, 1, 2, 3}, d
+        produce(200, 300)
+
+        def lines():
+            return [ln.split(" ") for o in outs for ln in o.read_text().splitlines() if ln]
+
+        deadline = time.monotonic() + 30
+        while len(lines()) < 300 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)
+        assert procs[1].wait(20) == 0, procs[1].stderr.read().decode()
+        d = _wait_members(bs, g, 1)
+        assert d["members"][0]["assignment"] == {t: [0, 1, 2, 3]}
+        produce(300, 400)
+        deadline = time.monotonic() + 30
+        while len(lines()) < 400 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        procs[0].send_signal(signal.SIGTERM)
+        assert procs[0].wait(20) == 0, procs[0].stderr.read().decode()
+    finally:
+        for pr in procs:
+            if pr.poll() is None:
+                pr.kill()
+                pr.wait(10)
+            pr.stderr.close()
+    got = lines()
+    seen = [(int(p), int(o)) for p, o, _ in got]
+    assert len(seen) == len(set(seen)) == 400, f"{len(seen)} lines, {len(set(seen))} distinct"
+    assert sorted(v for _, _, v in got) == sorted(f"v{i}" for i in range(400))
+    assert sum(committed(bs, g, t, 4).values()) == 400
+    # Both left cleanly: the group is empty at once, not after a session timeout.
+    d = as_json(strom(["group", "describe", g, "-b", bs, "--output", "json"]))
+    assert d["state"] == "Empty" and d["members"] == []
+
+
 def test_group_list_describe_reset_delete(gbroker):
     bs = gbroker.bootstrap
     t, g = unique_topic("grp"), unique_group()

@@ -22,6 +22,13 @@ use crate::client::{BrokerMeta, Client};
 use crate::connection::Connection;
 use crate::error::{Error, KafkaCode, Result};
 
+/// A member of a group's generation, committing offsets.
+#[derive(Clone, Copy, Debug)]
+pub struct Committer<'a> {
+    pub member_id: &'a str,
+    pub generation: i32,
+}
+
 /// A group as ListGroups reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedGroup {
@@ -322,6 +329,16 @@ impl Client {
     /// assignment does): generation -1, no member id. Kafka accepts it only
     /// while the group has no active members.
     pub async fn commit_offsets(&self, group: &str, offsets: &CommittedOffsets) -> Result<()> {
+        self.commit_offsets_as(group, None, offsets).await
+    }
+
+    /// OffsetCommit, as a member of the group's current generation when `who` is given.
+    pub async fn commit_offsets_as(
+        &self,
+        group: &str,
+        who: Option<Committer<'_>>,
+        offsets: &CommittedOffsets,
+    ) -> Result<()> {
         let (_, conn) = self.coordinator_conn(group).await?;
         let version = conn.version::<OffsetCommitRequest>()?;
         let topics = offsets
@@ -343,8 +360,10 @@ impl Client {
             .collect();
         let req = OffsetCommitRequest::default()
             .with_group_id(group_id(group))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(StrBytes::from_static_str(""))
+            .with_generation_id_or_member_epoch(who.as_ref().map_or(-1, |w| w.generation))
+            .with_member_id(StrBytes::from_string(
+                who.as_ref().map_or("", |w| w.member_id).to_string(),
+            ))
             .with_topics(topics);
         let resp = conn.send(version, &req).await?;
         for t in &resp.topics {

@@ -9,6 +9,7 @@
 //!   (group APIs).
 //! - [`Producer`]: batching, partitioning (Kafka's murmur2 / sticky),
 //!   compression, retries.
+//! - [`Membership`]: a consumer group member (classic protocol, `range`).
 
 pub mod admin;
 pub mod client;
@@ -16,6 +17,7 @@ pub mod connection;
 pub mod error;
 pub mod fetch;
 pub mod groups;
+pub mod member;
 pub mod partitioner;
 pub mod producer;
 
@@ -26,7 +28,8 @@ pub use client::{
 pub use connection::{Connection, ConnectionConfig};
 pub use error::{Error, KafkaCode, Result};
 pub use fetch::{FetchTarget, FetchedPartition, ListedOffset, OffsetSpec};
-pub use groups::{CommittedOffsets, GroupDescription, GroupMember, ListedGroup};
+pub use groups::{CommittedOffsets, Committer, GroupDescription, GroupMember, ListedGroup};
+pub use member::{MemberAssignment, Membership};
 pub use partitioner::{murmur2, partition_for_key, StickyPartitioner};
 pub use producer::{ProduceRecord, Producer, ProducerConfig, ProducerStats};
 pub use proto_kafka::records::{Compression, Record};

@@ -1,10 +1,12 @@
 //! `strom consume`: fetch records from a topic's partitions and print them.
 //!
-//! Partitions are assigned manually (all, or `--partition`). With
-//! `--group`, the start offsets are the group's committed offsets
-//! (OffsetFetch) and the offsets consumed are committed back
-//! (OffsetCommit, outside any generation) every 5 s and on exit; the group
-//! is not joined.
+//! Without `--group`, partitions are assigned manually (all, or `--partition`).
+//! With `--group`, the consumer joins the group (classic protocol, `range`
+//! assignment, as Kafka's console consumer does) and reads the partitions the
+//! group gives it, from the group's committed offsets; what it consumed is
+//! committed every 5 s, before each rebalance and on exit. `--group` with
+//! `--partition` does not join: it reads those partitions and commits outside
+//! any generation (Kafka accepts that only while the group has no members).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufWriter, Write};
@@ -15,7 +17,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 use strom_client::{
-    Client, CommittedOffsets, FetchTarget, FetchedPartition, KafkaCode, OffsetSpec, Record,
+    Client, CommittedOffsets, FetchTarget, FetchedPartition, KafkaCode, Membership, OffsetSpec,
+    Record,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
@@ -67,7 +70,7 @@ pub struct ConsumeArgs {
     /// Start at the first record with a timestamp at or after MS (ms since the epoch).
     #[arg(long, value_name = "MS", conflicts_with = "offset")]
     pub timestamp: Option<i64>,
-    /// Start from this group's committed offsets and commit what was consumed (no group membership: partitions are assigned manually).
+    /// Consume as a member of this group: the group assigns the partitions, reading starts at its committed offsets and what was consumed is committed. With --partition: those partitions, committed without joining.
     #[arg(short = 'g', long, value_name = "GROUP")]
     pub group: Option<String>,
     /// Output format: %t topic, %p partition, %o offset, %k key, %v value, %T timestamp, %h headers, %K/%S key/value length; \n \t escapes. Default: '%v\n'.
@@ -134,17 +137,95 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let mut membership = match &args.group {
+        Some(g) if args.partitions.is_empty() => Some(Membership::new(
+            Arc::clone(&client),
+            g,
+            std::slice::from_ref(&topic),
+        )),
+        _ => None,
+    };
+    let mut consumer = Consumer {
+        client: Arc::clone(&client),
+        topic: topic.clone(),
+        topic_id: meta.id,
+        out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+        fmt,
+        json: args.opts.output == OutputFormat::Json,
+        buf: Vec::with_capacity(4096),
+        consumed: 0,
+        args: &args,
+    };
+    let result = loop {
+        if let Some(m) = membership.as_mut() {
+            let group = args.group.as_deref().unwrap_or_default();
+            let mut assigned = m
+                .join()
+                .await
+                .with_context(|| format!("joining group {group}"))?;
+            chosen = assigned.remove(&topic).unwrap_or_default();
+            chosen.sort_unstable();
+            tracing::info!(group, generation = m.generation(), partitions = ?chosen, "joined the group");
+        }
+        let mut parts = start_positions(&client, &args, &topic, &chosen).await?;
+        let result = consumer.run(&mut parts, membership.as_ref()).await;
+        consumer.out.flush()?;
+        let committed = match &args.group {
+            Some(g) => commit(&client, g, membership.as_ref(), &topic, &mut parts).await,
+            None => Ok(()),
+        };
+        match (result, committed) {
+            (Ok(Exit::Rebalance), Ok(())) => continue,
+            // The generation is over; its last commit may be refused, as in Kafka.
+            (Ok(Exit::Rebalance), Err(e)) if lost_generation(&e) => {
+                tracing::debug!(error = %e, "commit before rejoining refused");
+                continue;
+            }
+            (Ok(_), committed) => break committed,
+            (Err(e), _) => break Err(e),
+        }
+    };
+    if let Some(m) = membership.as_mut() {
+        if let Err(e) = m.leave().await {
+            tracing::warn!(error = %e, "leaving the group failed");
+        }
+    }
+    result
+}
 
+/// Whether a commit failed because this member's generation ended (a rebalance began, or
+/// the session was lost): rejoin rather than fail.
+fn lost_generation(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<strom_client::Error>())
+        .filter_map(strom_client::Error::code)
+        .any(|c| {
+            matches!(
+                c,
+                KafkaCode::REBALANCE_IN_PROGRESS
+                    | KafkaCode::ILLEGAL_GENERATION
+                    | KafkaCode::UNKNOWN_MEMBER_ID
+            )
+        })
+}
+
+/// Where each partition starts: the group's committed offset, else `--offset`/`--timestamp`.
+async fn start_positions(
+    client: &Client,
+    args: &ConsumeArgs,
+    topic: &str,
+    chosen: &[i32],
+) -> anyhow::Result<Vec<PartState>> {
     let committed: BTreeMap<i32, i64> = match &args.group {
-        Some(g) => client
-            .fetch_committed(g, Some(&[(topic.clone(), chosen.clone())]))
+        Some(g) if !chosen.is_empty() => client
+            .fetch_committed(g, Some(&[(topic.to_string(), chosen.to_vec())]))
             .await?
-            .remove(&topic)
+            .remove(topic)
             .unwrap_or_default()
             .into_iter()
             .filter(|(_, o)| *o >= 0)
             .collect(),
-        None => BTreeMap::new(),
+        _ => BTreeMap::new(),
     };
     let need: Vec<i32> = chosen
         .iter()
@@ -169,7 +250,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             (None, StartOffset::FromEnd(_)) => Some(OffsetSpec::Latest),
         };
         if let Some(spec) = spec {
-            let listed = client.list_offsets(&topic, &need, spec).await?;
+            let listed = client.list_offsets(topic, &need, spec).await?;
             let mut latest_cache = None;
             for p in &need {
                 let r = listed.get(p).cloned().unwrap_or_else(|| {
@@ -183,7 +264,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                     if latest_cache.is_none() {
                         latest_cache = Some(
                             client
-                                .list_offsets(&topic, &need, OffsetSpec::Latest)
+                                .list_offsets(topic, &need, OffsetSpec::Latest)
                                 .await?,
                         );
                     }
@@ -201,7 +282,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             if matches!(args.offset, Some(StartOffset::FromEnd(_))) {
                 // Not before the log start.
                 let earliest = client
-                    .list_offsets(&topic, &need, OffsetSpec::Earliest)
+                    .list_offsets(topic, &need, OffsetSpec::Earliest)
                     .await?;
                 for p in &need {
                     if let Some(Ok(e)) = earliest.get(p) {
@@ -213,7 +294,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let mut parts: Vec<PartState> = chosen
+    let parts: Vec<PartState> = chosen
         .iter()
         .map(|p| PartState {
             partition: *p,
@@ -225,31 +306,13 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         })
         .collect();
 
-    let mut consumer = Consumer {
-        client: Arc::clone(&client),
-        topic: topic.clone(),
-        topic_id: meta.id,
-        out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
-        fmt,
-        json: args.opts.output == OutputFormat::Json,
-        buf: Vec::with_capacity(4096),
-        consumed: 0,
-        args: &args,
-    };
-    let result = consumer.run(&mut parts).await;
-    let flushed = consumer.out.flush();
-    let commit = match &args.group {
-        Some(g) => commit(&client, g, &topic, &mut parts).await,
-        None => Ok(()),
-    };
-    result?;
-    flushed?;
-    commit
+    Ok(parts)
 }
 
 async fn commit(
     client: &Client,
     group: &str,
+    member: Option<&Membership>,
     topic: &str,
     parts: &mut [PartState],
 ) -> anyhow::Result<()> {
@@ -264,7 +327,7 @@ async fn commit(
         return Ok(());
     }
     client
-        .commit_offsets(group, &offsets)
+        .commit_offsets_as(group, member.map(Membership::committer), &offsets)
         .await
         .with_context(|| format!("committing the offsets of group {group}"))?;
     for p in parts.iter_mut() {
@@ -290,17 +353,32 @@ enum Step {
     Done,
 }
 
+/// Why [`Consumer::run`] returned.
+enum Exit {
+    /// Done: --count, --exit, or a signal.
+    Done,
+    /// The group is rebalancing: commit and rejoin.
+    Rebalance,
+}
+
 impl Consumer<'_> {
-    async fn run(&mut self, parts: &mut [PartState]) -> anyhow::Result<()> {
+    async fn run(
+        &mut self,
+        parts: &mut [PartState],
+        member: Option<&Membership>,
+    ) -> anyhow::Result<Exit> {
         let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
         let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let max_wait_ms = if self.args.exit { 100 } else { 500 };
         let mut failing_since: Option<Instant> = None;
         let mut last_commit = Instant::now();
         if self.args.count == Some(0) {
-            return Ok(());
+            return Ok(Exit::Done);
         }
         loop {
+            if member.is_some_and(Membership::rebalance_needed) {
+                return Ok(Exit::Rebalance);
+            }
             // Partitions by leader.
             let mut by_leader: BTreeMap<i32, Vec<FetchTarget>> = BTreeMap::new();
             let mut leaderless = false;
@@ -327,7 +405,15 @@ impl Consumer<'_> {
                 continue;
             }
             if by_leader.is_empty() {
-                return Ok(()); // every partition at its end, with --exit
+                if member.is_none() || self.args.exit {
+                    return Ok(Exit::Done); // every partition at its end, with --exit
+                }
+                // A member with nothing assigned waits for the next rebalance.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    _ = sigint.recv() => return Ok(Exit::Done),
+                    _ = sigterm.recv() => return Ok(Exit::Done),
+                }
             }
             let mut set = JoinSet::new();
             for (leader, targets) in by_leader {
@@ -347,8 +433,8 @@ impl Consumer<'_> {
             };
             let results = tokio::select! {
                 r = round => r,
-                _ = sigint.recv() => return Ok(()),
-                _ = sigterm.recv() => return Ok(()),
+                _ = sigint.recv() => return Ok(Exit::Done),
+                _ = sigterm.recv() => return Ok(Exit::Done),
             };
             let mut round_failed = None;
             for r in results {
@@ -358,7 +444,7 @@ impl Consumer<'_> {
                         for f in fetched {
                             match self.handle(parts, f).await? {
                                 Step::Continue => {}
-                                Step::Done => return Ok(()),
+                                Step::Done => return Ok(Exit::Done),
                             }
                         }
                     }
@@ -375,11 +461,17 @@ impl Consumer<'_> {
                 None => failing_since = None,
             }
             if self.args.exit && parts.iter().all(|p| p.at_eof) {
-                return Ok(());
+                return Ok(Exit::Done);
             }
             if let Some(g) = &self.args.group {
                 if last_commit.elapsed() >= Duration::from_secs(5) {
-                    commit(&self.client, g, &self.topic, parts).await?;
+                    match commit(&self.client, g, member, &self.topic, parts).await {
+                        Ok(()) => {}
+                        Err(e) if member.is_some() && lost_generation(&e) => {
+                            return Ok(Exit::Rebalance)
+                        }
+                        Err(e) => return Err(e),
+                    }
                     last_commit = Instant::now();
                 }
             }

@@ -932,3 +932,26 @@ def test_join_storm_does_not_stall_other_groups(gbroker):
                 t.join(20)
     assert not errors, errors
     assert worst < 0.5, f"slowest heartbeat {worst * 1000:.0f} ms"
+
+
+def test_deleting_a_topic_removes_its_committed_offsets(make_broker):
+    """As Kafka's onPartitionsDeleted: offsets of a deleted topic go (durably), so the topic
+    created again under its name starts without them; other topics' offsets stay."""
+    b = make_broker(**NO_DELAY)
+    gone, kept = unique_topic("gone"), unique_topic("kept")
+    for t in (gone, kept):
+        create_topic(b.bootstrap, t, partitions=2)
+    group = unique_group("del")
+    with Conn(b.bootstrap) as c:
+        assert set(offset_commit(c, group, -1, "", {(gone, 0): (5, None), (gone, 1): (6, None),
+                                                   (kept, 0): (7, None)}).values()) == {NONE}
+    a = AdminClient({"bootstrap.servers": b.bootstrap})
+    a.delete_topics([gone], operation_timeout=15, request_timeout=15)[gone].result(20)
+    expected = {(gone, 0): -1, (gone, 1): -1, (kept, 0): 7}
+    with Conn(b.bootstrap) as c:
+        got = offset_fetch(c, group, {gone: [0, 1], kept: [0]})
+        assert {k: v[0] for k, v in got.items()} == expected
+    b.restart()
+    with Conn(b.bootstrap) as c:
+        got = offset_fetch(c, group, {gone: [0, 1], kept: [0]})
+        assert {k: v[0] for k, v in got.items()} == expected

@@ -86,6 +86,13 @@ impl Broker {
             Err(p) => *p.into_inner() = next.clone(),
         }
         self.replicas.apply_image(&next, &self.config.raw)?;
+        let deleted: std::collections::HashSet<String> = current
+            .topics
+            .values()
+            .filter(|t| next.topic_by_id(&t.id).is_none())
+            .map(|t| t.name.clone())
+            .collect();
+        self.groups.on_topics_deleted(self, &deleted);
         crate::metrics::partitions(next.partition_count());
         Ok(next)
     }

@@ -12,7 +12,7 @@
 //! deadline moves earlier, so heartbeats (which only push deadlines later) never touch the heap.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -870,6 +870,37 @@ impl GroupCoordinator {
                     self.forget(&id, &slot);
                 }
                 write
+            };
+            if let Some(w) = write {
+                tokio::spawn(async move {
+                    let _ = w.complete(ResponseError::UnknownServerError).await;
+                });
+            }
+        }
+    }
+
+    /// Kafka's onPartitionsDeleted: offsets committed for deleted topics go, with tombstones,
+    /// so a topic created again under the same name starts without them.
+    pub fn on_topics_deleted(&self, broker: &Broker, topics: &HashSet<String>) {
+        if topics.is_empty() {
+            return;
+        }
+        for (id, slot) in self.snapshot() {
+            let write = {
+                let mut g = lock(&slot);
+                let gone: Vec<(String, i32)> = g
+                    .offsets()
+                    .keys()
+                    .filter(|(t, _)| topics.contains(t))
+                    .cloned()
+                    .collect();
+                for (t, p) in &gone {
+                    g.remove_offset(t, *p);
+                }
+                if !gone.is_empty() {
+                    info!(group = %id, offsets = gone.len(), "offsets of deleted topics removed");
+                }
+                Self::tombstones(broker, &id, &gone, false)
             };
             if let Some(w) = write {
                 tokio::spawn(async move {

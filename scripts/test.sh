@@ -103,6 +103,7 @@ step integration run_integration_tests
 step k8s-validate ./scripts/k8s-validate.sh
 step image-build ./scripts/build-image.sh --binary target/release/strom --no-save
 step bench-smoke ./bench/run.sh --smoke
+step bench-groups-smoke "$ROOT/.venv/bin/python" bench/groups.py --smoke
 
 summary
 [ "$FAILED" -eq 0 ]

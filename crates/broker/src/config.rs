@@ -25,6 +25,7 @@ pub enum ConfigType {
     Int = 3,
     Short = 4,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -86,7 +87,11 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.flush.interval.ms", None, T::Long, "Longest time data stays unsynced when log.flush.interval.messages > 1."),
     def("log.flush.scheduler.interval.ms", Some("1000"), T::Long, "How often the time-based flush runs."),
     def("log.message.timestamp.type", Some("CreateTime"), T::String, "CreateTime or LogAppendTime."),
-    def("log.cleanup.policy", Some("delete"), T::List, "delete (compact: accepted and stored, compaction not implemented yet)."),
+    def("log.cleanup.policy", Some("delete"), T::List, "delete (retention by time and size) and/or compact (keep the latest record of each key)."),
+    def("log.cleaner.enable", Some("true"), T::Boolean, "Run log compaction for topics whose cleanup.policy includes compact."),
+    def("log.cleaner.backoff.ms", Some("15000"), T::Long, "How often the cleaner looks for logs to compact."),
+    def("log.cleaner.delete.retention.ms", Some("86400000"), T::Long, "How long tombstones are kept in compacted topics."),
+    def("log.cleaner.min.cleanable.ratio", Some("0.5"), T::Double, "Share of a log's sealed bytes not yet compacted that triggers compaction."),
     def("min.insync.replicas", Some("1"), T::Int, "Replicas that must have a write for acks=all."),
     def("compression.type", Some("producer"), T::String, "Only 'producer' is supported: batches are stored as sent."),
     def("cluster.id", None, T::String, "Strom: the cluster id to format a new data directory with (default: random)."),
@@ -128,6 +133,16 @@ pub const TOPIC_CONFIGS: &[(&str, &str, ConfigType)] = &[
     ("index.interval.bytes", "log.index.interval.bytes", T::Int),
     ("flush.messages", "log.flush.interval.messages", T::Long),
     ("flush.ms", "log.flush.interval.ms", T::Long),
+    (
+        "delete.retention.ms",
+        "log.cleaner.delete.retention.ms",
+        T::Long,
+    ),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+        T::Double,
+    ),
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -398,6 +413,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     pub log_retention_check_interval_ms: u64,
     pub log_flush_scheduler_interval_ms: u64,
+    pub log_cleaner_enable: bool,
+    pub log_cleaner_backoff_ms: u64,
     pub cluster_id: Option<String>,
     pub admin_http_listener: Option<SocketAddr>,
     pub shutdown_timeout_ms: u64,
@@ -414,6 +431,18 @@ pub fn parse_i64(key: &str, v: &str, min: i64, max: i64) -> Result<i64, ConfigEr
         return Err(invalid(key, v, format!("must be between {min} and {max}")));
     }
     Ok(n)
+}
+
+/// A ratio in [0, 1] (Kafka's DOUBLE settings such as min.cleanable.dirty.ratio).
+pub fn parse_ratio(key: &str, v: &str) -> Result<f64, ConfigError> {
+    let x: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "not a number"))?;
+    if !(0.0..=1.0).contains(&x) {
+        return Err(invalid(key, v, "must be between 0 and 1"));
+    }
+    Ok(x)
 }
 
 pub fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
@@ -620,6 +649,8 @@ impl BrokerConfig {
                 as u64,
             log_flush_scheduler_interval_ms: int("log.flush.scheduler.interval.ms", 1, i64::MAX)?
                 as u64,
+            log_cleaner_enable: boolean("log.cleaner.enable")?,
+            log_cleaner_backoff_ms: int("log.cleaner.backoff.ms", 1, i64::MAX)? as u64,
             cluster_id,
             admin_http_listener,
             shutdown_timeout_ms: int("shutdown.timeout.ms", 0, i64::MAX)? as u64,

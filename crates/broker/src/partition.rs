@@ -254,6 +254,25 @@ impl Partition {
         })
     }
 
+    /// One log-compaction pass, if the log is compacted and due. The rewrite runs on a
+    /// blocking thread without the partition lock (sealed segments do not change); only the
+    /// swap takes it. Returns the segments replaced and the pass's figures.
+    pub async fn compact(
+        &self,
+        now_ms: i64,
+    ) -> Result<Option<(usize, strom_log::CleanStats)>, PartitionError> {
+        let Some(plan) = self.with_log(|log| log.cleaning_plan())? else {
+            return Ok(None);
+        };
+        let job = plan.clone();
+        let (cleaned, stats) =
+            tokio::task::spawn_blocking(move || strom_log::cleaner::clean(&job, now_ms))
+                .await
+                .map_err(|e| PartitionError::Io(std::io::Error::other(e.to_string())))??;
+        let replaced = self.with_log(|log| log.install_cleaned(&plan, cleaned, now_ms))??;
+        Ok(Some((replaced, stats)))
+    }
+
     pub fn with_log<R>(&self, f: impl FnOnce(&mut Log) -> R) -> Result<R, PartitionError> {
         let mut replica = self.log()?;
         Ok(f(&mut replica.log))

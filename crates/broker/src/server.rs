@@ -302,16 +302,19 @@ async fn accept_loop(
     }
 }
 
-/// Periodic work: time-based flushes, retention, and the log size gauge.
+/// Periodic work: time-based flushes, retention, compaction, and the log size gauge.
 async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let flush_every = Duration::from_millis(broker.config.log_flush_scheduler_interval_ms);
     let retention_every = Duration::from_millis(broker.config.log_retention_check_interval_ms);
+    let cleaner_every = Duration::from_millis(broker.config.log_cleaner_backoff_ms);
+    let tick = flush_every.min(cleaner_every);
     let mut last_retention = Instant::now();
+    let mut last_cleaning = Instant::now();
     let mut last_flush_ms: std::collections::HashMap<strom_log::TopicPartition, i64> =
         Default::default();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(flush_every) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = stop.changed() => return,
         }
         let now = now_ms();
@@ -342,6 +345,30 @@ async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                         warn!(partition = %p.topic_partition, error = %e, "retention failed")
                     }
                     _ => {}
+                }
+            }
+        }
+        if broker.config.log_cleaner_enable && last_cleaning.elapsed() >= cleaner_every {
+            last_cleaning = Instant::now();
+            for p in broker.replicas.all() {
+                match p.compact(now_ms()).await {
+                    Ok(Some((replaced, stats))) => info!(
+                        partition = %p.topic_partition,
+                        segments_read = stats.segments_read,
+                        segments_replaced = replaced,
+                        records_removed = stats.records_removed,
+                        tombstones_removed = stats.tombstones_removed,
+                        bytes_before = stats.bytes_read,
+                        bytes_written = stats.bytes_written,
+                        "compacted"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(partition = %p.topic_partition, error = %e, "compaction failed")
+                    }
+                }
+                if *stop.borrow() {
+                    return;
                 }
             }
         }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{
-    parse_i64, parse_timestamp_type, ConfigError, ConfigSource, ConfigType, RawConfig,
+    parse_i64, parse_ratio, parse_timestamp_type, ConfigError, ConfigSource, ConfigType, RawConfig,
     TimestampType, TOPIC_CONFIGS,
 };
 
@@ -24,6 +24,8 @@ pub struct TopicConfig {
     pub index_interval_bytes: i64,
     pub flush_messages: i64,
     pub flush_ms: Option<i64>,
+    pub delete_retention_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 /// One row of DescribeConfigs for a topic.
@@ -160,6 +162,11 @@ impl TopicConfig {
             } else {
                 Some(flush_ms)
             },
+            delete_retention_ms: long("delete.retention.ms", 0)?,
+            min_cleanable_dirty_ratio: parse_ratio(
+                "min.cleanable.dirty.ratio",
+                &value("min.cleanable.dirty.ratio")?,
+            )?,
         })
     }
 
@@ -176,7 +183,15 @@ impl TopicConfig {
             },
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
+            cleanup_delete: self.has_policy("delete"),
+            cleanup_compact: self.has_policy("compact"),
+            delete_retention_ms: self.delete_retention_ms,
+            min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio,
         }
+    }
+
+    fn has_policy(&self, policy: &str) -> bool {
+        self.cleanup_policy.split(',').any(|p| p.trim() == policy)
     }
 
     /// Every topic setting with its value and source, for DescribeConfigs.

@@ -10,11 +10,13 @@ pub const DEFAULT_INDEX_INTERVAL_BYTES: u64 = 4096;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024 + 12;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const DEFAULT_RETENTION_BYTES: i64 = -1;
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
 
 /// Index positions are 32-bit (as in Kafka, where segment.bytes is an int), which caps a segment.
 pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// segment.bytes: roll when the active segment would grow past this.
     pub segment_bytes: u64,
@@ -32,6 +34,14 @@ pub struct LogConfig {
     pub retention_ms: i64,
     /// retention.bytes: delete oldest segments beyond this total size; negative = unlimited.
     pub retention_bytes: i64,
+    /// cleanup.policy includes `delete`: retention.ms and retention.bytes apply.
+    pub cleanup_delete: bool,
+    /// cleanup.policy includes `compact`: the cleaner keeps the latest record of each key.
+    pub cleanup_compact: bool,
+    /// delete.retention.ms: how long a tombstone is kept after its batch's newest timestamp.
+    pub delete_retention_ms: i64,
+    /// min.cleanable.dirty.ratio: clean once this share of the sealed bytes is uncleaned.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -45,6 +55,10 @@ impl Default for LogConfig {
             message_timestamp_type: TimestampType::CreateTime,
             retention_ms: DEFAULT_RETENTION_MS,
             retention_bytes: DEFAULT_RETENTION_BYTES,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
+            min_cleanable_dirty_ratio: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO,
         }
     }
 }
@@ -76,6 +90,12 @@ impl LogConfig {
             return Err(LogError::InvalidConfig(format!(
                 "max_message_bytes {} must be at least {RECORD_BATCH_HEADER_SIZE}",
                 self.max_message_bytes
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return Err(LogError::InvalidConfig(format!(
+                "min_cleanable_dirty_ratio {} must be in [0, 1]",
+                self.min_cleanable_dirty_ratio
             )));
         }
         Ok(())

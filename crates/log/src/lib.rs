@@ -50,6 +50,7 @@
 //!   to "base offset >= max_offset" when the high watermark is at a batch boundary).
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod config;
 pub mod error;
 pub mod lock;
@@ -65,6 +66,7 @@ mod tests;
 mod testutil;
 
 pub use batch::{validate_batches, BatchHeader, Compression, TimestampType};
+pub use cleaner::{CleanPlan, CleanStats, CleanedSegment};
 pub use config::LogConfig;
 pub use error::{BatchError, LogError};
 pub use lock::DirLock;

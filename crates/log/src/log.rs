@@ -19,6 +19,7 @@ use crate::checkpoint::{
     sync_dir, OffsetCheckpointFile, LOG_START_OFFSET_CHECKPOINT_FILE,
     RECOVERY_POINT_CHECKPOINT_FILE, TEMP_SUFFIX,
 };
+use crate::cleaner::{CleanPlan, CleanedSegment};
 use crate::config::LogConfig;
 use crate::error::{IoContext, LogError};
 use crate::segment::{
@@ -132,6 +133,8 @@ pub struct Log {
     unsynced_segment_base: Option<i64>,
     /// Bumped by every truncation, so a flush target taken before one is not trusted after.
     generation: u64,
+    /// Segments below this base have been compacted since the log was opened.
+    cleaned_up_to: i64,
     closed: bool,
 }
 
@@ -323,6 +326,7 @@ impl Log {
             log_start_checkpoint,
             unsynced_segment_base: None,
             generation: 0,
+            cleaned_up_to: i64::MIN,
             closed: false,
         })
     }
@@ -799,7 +803,8 @@ impl Log {
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         self.ensure_open()?;
         let mut deleted = 0;
-        if self.config.retention_ms >= 0 {
+        // A compact-only log keeps everything the cleaner keeps (Kafka's rule).
+        if self.config.cleanup_delete && self.config.retention_ms >= 0 {
             while self.segments.len() > 1 {
                 let oldest = self
                     .segments
@@ -813,7 +818,7 @@ impl Log {
                 deleted += 1;
             }
         }
-        if self.config.retention_bytes >= 0 {
+        if self.config.cleanup_delete && self.config.retention_bytes >= 0 {
             let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
             while self.segments.len() > 1 {
                 let oldest_size = self
@@ -840,6 +845,91 @@ impl Log {
             sync_dir(&self.dir)?;
         }
         Ok(deleted)
+    }
+
+    /// A cleaning pass over the sealed segments, when the log is compacted and enough of it is
+    /// dirty (min.cleanable.dirty.ratio of the sealed bytes not cleaned since this process
+    /// opened the log: after a restart everything counts as dirty once).
+    pub fn cleaning_plan(&self) -> Option<CleanPlan> {
+        if !self.config.cleanup_compact || self.closed {
+            return None;
+        }
+        let active_base = self.active_segment().base_offset();
+        let sealed: Vec<(i64, u64)> = self
+            .segments
+            .values()
+            .filter(|s| s.base_offset() != active_base)
+            .map(|s| (s.base_offset(), s.size_bytes()))
+            .collect();
+        let total: u64 = sealed.iter().map(|(_, n)| n).sum();
+        let dirty: u64 = sealed
+            .iter()
+            .filter(|(b, _)| *b >= self.cleaned_up_to)
+            .map(|(_, n)| n)
+            .sum();
+        if dirty == 0 || (dirty as f64) < self.config.min_cleanable_dirty_ratio * total as f64 {
+            return None;
+        }
+        Some(CleanPlan {
+            dir: self.dir.clone(),
+            segments: sealed,
+            delete_retention_ms: self.config.delete_retention_ms,
+            clean_to: active_base,
+        })
+    }
+
+    /// The second step of a cleaning pass (see [`crate::cleaner`]): each cleaned copy replaces
+    /// its segment if that is still the file that was read; copies that no longer apply (the
+    /// segment went to retention or DeleteRecords meanwhile) are deleted. Returns how many
+    /// segments were replaced.
+    pub fn install_cleaned(
+        &mut self,
+        plan: &CleanPlan,
+        cleaned: Vec<CleanedSegment>,
+        now_ms: i64,
+    ) -> Result<usize, LogError> {
+        if let Err(e) = self.ensure_open() {
+            for c in &cleaned {
+                remove_file_if_exists(&c.path)?;
+            }
+            return Err(e);
+        }
+        let active_base = self.active_segment().base_offset();
+        let mut replaced = 0;
+        for c in cleaned {
+            let current = self
+                .segments
+                .get(&c.base_offset)
+                .filter(|s| s.base_offset() != active_base)
+                .map(|s| s.size_bytes());
+            if current != Some(c.input_size_bytes) {
+                remove_file_if_exists(&c.path)?;
+                continue;
+            }
+            // Indexes first: whatever happens next, a segment without indexes gets them
+            // rebuilt from its (old or new) log file on open.
+            if let Some(old) = self.segments.remove(&c.base_offset) {
+                drop(old);
+            }
+            remove_file_if_exists(&crate::segment::index_file_path(&self.dir, c.base_offset))?;
+            remove_file_if_exists(&crate::segment::time_index_file_path(
+                &self.dir,
+                c.base_offset,
+            ))?;
+            let log_path = crate::segment::log_file_path(&self.dir, c.base_offset);
+            std::fs::rename(&c.path, &log_path)
+                .ctx(|| format!("rename {} to {}", c.path.display(), log_path.display()))?;
+            let (mut segment, _) =
+                LogSegment::open(&self.dir, c.base_offset, &self.config, now_ms)?;
+            let cut = segment.recover(None)?;
+            debug_assert_eq!(cut, 0, "a verified cleaned copy lost bytes on recovery");
+            segment.on_become_inactive()?;
+            self.segments.insert(c.base_offset, segment);
+            replaced += 1;
+        }
+        sync_dir(&self.dir)?;
+        self.cleaned_up_to = self.cleaned_up_to.max(plan.clean_to);
+        Ok(replaced)
     }
 
     /// Makes everything durable and records recovery point = log end offset, so the next open

@@ -231,9 +231,8 @@ impl GroupCoordinator {
         broker.image().topic(OFFSETS_TOPIC).is_some()
     }
 
-    /// Creates `__consumer_offsets` on first use, through the controller like any topic.
-    /// `retention.ms=-1` because the log engine does not compact yet: time retention would
-    /// otherwise delete the last commit of a group that stopped committing.
+    /// Creates `__consumer_offsets` on first use, through the controller like any topic:
+    /// compacted, so its size follows the number of live groups and offsets, not of commits.
     pub async fn ensure_offsets_topic(&self, broker: &Arc<Broker>) -> Result<(), ResponseError> {
         if Self::offsets_topic_exists(broker) {
             return Ok(());
@@ -244,7 +243,6 @@ impl GroupCoordinator {
             "segment.bytes".to_string(),
             self.config.offsets_topic_segment_bytes.to_string(),
         );
-        configs.insert("retention.ms".to_string(), "-1".to_string());
         let req = TopicRequest {
             name: OFFSETS_TOPIC.to_string(),
             num_partitions: self.config.offsets_topic_num_partitions,

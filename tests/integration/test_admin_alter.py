@@ -165,3 +165,79 @@ def test_partitions_beyond_capacity_are_refused_before_anything_is_written(broke
         assert topics[topic].error == 3, "the refused topic must not exist"
     ok = unique_topic("ok")
     create_topic(broker.bootstrap, ok, partitions=3)
+
+
+DYNAMIC_BROKER_CONFIG = 2
+DYNAMIC_DEFAULT_BROKER_CONFIG = 3
+STATIC_BROKER_CONFIG = 4
+
+
+def _broker_configs(bootstrap, name="0"):
+    a = admin(bootstrap)
+    res = list(a.describe_configs([ConfigResource("broker", name)]).values())[0].result()
+    return {k: (v.value, v.source, v.is_read_only) for k, v in res.items()}
+
+
+class AlterError(Exception):
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def _alter_broker(bootstrap, name, *entries):
+    """IncrementalAlterConfigs v0 by hand: confluent-kafka cannot name the cluster-wide
+    resource (an empty broker name)."""
+    configs = kw.array([kw.string(n) + kw.i8(op.value) + kw.string(v) for n, v, op in entries])
+    body = kw.array([kw.i8(4) + kw.string(name) + configs]) + kw.i8(0)
+    with kw.Conn(bootstrap) as conn:
+        r = conn.request(44, 0, body)
+        r.i32()  # throttle
+        (code, message, _, _), = r.array(lambda rr: (rr.i16(), rr.string(), rr.i8(), rr.string()))
+    if code:
+        raise AlterError(code, message)
+
+
+def test_dynamic_broker_configs(make_broker):
+    """Topic defaults (log.retention.ms, log.cleanup.policy, ...) change at run time, for
+    every broker (empty name) or for one (its id), as Kafka's dynamic broker configs; they
+    reach topics without overrides, survive a restart, and the rest stay read-only."""
+    b = make_broker(**{"log.segment.bytes": 50_000_000})
+    topic, pinned = unique_topic("dyn"), unique_topic("pin")
+    create_topic(b.bootstrap, topic)
+    create_topic(b.bootstrap, pinned, config={"retention.ms": "777"})
+    c = _broker_configs(b.bootstrap)
+    assert c["log.retention.ms"][2] is False and c["listeners"][2] is True
+    assert c["log.segment.bytes"][:2] == ("50000000", STATIC_BROKER_CONFIG)
+
+    _alter_broker(b.bootstrap, "", ("log.retention.ms", "3600000", AlterConfigOpType.SET),
+                  ("log.segment.bytes", "20000000", AlterConfigOpType.SET))
+    _alter_broker(b.bootstrap, "0", ("log.retention.ms", "60000", AlterConfigOpType.SET),
+                  ("log.cleanup.policy", "compact", AlterConfigOpType.APPEND))
+    c = _broker_configs(b.bootstrap)
+    assert c["log.retention.ms"][:2] == ("60000", DYNAMIC_BROKER_CONFIG)
+    assert c["log.segment.bytes"][:2] == ("20000000", DYNAMIC_DEFAULT_BROKER_CONFIG)
+    assert c["log.cleanup.policy"][:2] == ("delete,compact", DYNAMIC_BROKER_CONFIG)
+    t = _configs(b.bootstrap, topic)
+    assert t["retention.ms"] == ("60000", DYNAMIC_BROKER_CONFIG)
+    assert t["segment.bytes"] == ("20000000", DYNAMIC_DEFAULT_BROKER_CONFIG)
+    assert _configs(b.bootstrap, pinned)["retention.ms"] == ("777", DYNAMIC_TOPIC_CONFIG)
+
+    for name, entry, code in [
+        ("0", ("listeners", "PLAINTEXT://:1", AlterConfigOpType.SET), 42),  # INVALID_REQUEST: static
+        ("0", ("log.retention.ms", "soon", AlterConfigOpType.SET), 40),  # INVALID_CONFIG
+        ("", ("log.segment.bytes", "1", AlterConfigOpType.SET), 40),
+        ("7", ("log.retention.ms", "1", AlterConfigOpType.SET), 42),  # another broker's id
+    ]:
+        try:
+            _alter_broker(b.bootstrap, name, entry)
+            raise AssertionError(f"{name} {entry} was accepted")
+        except AlterError as e:
+            assert e.code == code, e
+
+    b.restart()
+    c = _broker_configs(b.bootstrap)
+    assert c["log.retention.ms"][:2] == ("60000", DYNAMIC_BROKER_CONFIG)
+    assert _configs(b.bootstrap, topic)["segment.bytes"] == ("20000000", DYNAMIC_DEFAULT_BROKER_CONFIG)
+    # Deleting the broker's own value uncovers the cluster-wide one.
+    _alter_broker(b.bootstrap, "0", ("log.retention.ms", None, AlterConfigOpType.DELETE))
+    assert _configs(b.bootstrap, topic)["retention.ms"] == ("3600000", DYNAMIC_DEFAULT_BROKER_CONFIG)

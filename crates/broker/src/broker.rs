@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use tracing::info;
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, RawConfig};
 use crate::controller::ControllerError;
 use crate::metadata::metadata_log::MetadataLog;
 use crate::metadata::{MetadataImage, MetadataRecord};
@@ -59,6 +59,20 @@ impl Broker {
         }
     }
 
+    /// The broker settings in force with `image`: static ones with the dynamic ones (set by
+    /// AlterConfigs, kept in the metadata log) on top. Topic defaults come from here.
+    pub fn raw_config_for(&self, image: &MetadataImage) -> RawConfig {
+        self.config.raw.with_dynamic(
+            &image.broker_configs(""),
+            &image.broker_configs(&self.config.node_id.to_string()),
+        )
+    }
+
+    /// [`Broker::raw_config_for`] the current image.
+    pub fn raw_config(&self) -> RawConfig {
+        self.raw_config_for(&self.image())
+    }
+
     pub fn node_id(&self) -> i32 {
         self.config.node_id
     }
@@ -85,7 +99,8 @@ impl Broker {
             Ok(mut g) => *g = next.clone(),
             Err(p) => *p.into_inner() = next.clone(),
         }
-        self.replicas.apply_image(&next, &self.config.raw)?;
+        self.replicas
+            .apply_image(&next, &self.raw_config_for(&next))?;
         let deleted: std::collections::HashSet<String> = current
             .topics
             .values()

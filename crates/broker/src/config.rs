@@ -14,8 +14,12 @@ use thiserror::Error;
 /// Where a value came from, numbered as DescribeConfigs' `config_source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
-    Default = 5,
+    /// Set with AlterConfigs for this broker (resource name = its node id).
+    DynamicBroker = 2,
+    /// Set with AlterConfigs for every broker (empty resource name).
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
+    Default = 5,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +117,12 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("offsets.retention.minutes", Some("10080"), T::Int, "Committed offsets of a group that has been empty this long are deleted."),
     def("offsets.retention.check.interval.ms", Some("600000"), T::Long, "How often expired offsets and unused empty groups are removed."),
 ];
+
+/// Broker settings AlterConfigs may change at run time: the defaults of topic settings (as in
+/// Kafka, where they are cluster-wide dynamic configs). The rest need a restart.
+pub fn is_dynamic_broker_config(name: &str) -> bool {
+    TOPIC_CONFIGS.iter().any(|(_, b, _)| *b == name)
+}
 
 /// Topic-level settings: (topic name, broker synonym). Values default to the broker's.
 pub const TOPIC_CONFIGS: &[(&str, &str, ConfigType)] = &[
@@ -289,6 +299,25 @@ impl RawConfig {
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(|(v, _)| v.as_str())
+    }
+
+    /// These settings with dynamic values on top, in Kafka's order of precedence: this
+    /// broker's, then the cluster-wide default, then static, then default.
+    pub fn with_dynamic(
+        &self,
+        cluster_default: &BTreeMap<String, String>,
+        this_broker: &BTreeMap<String, String>,
+    ) -> RawConfig {
+        let mut out = self.clone();
+        for (layer, source) in [
+            (cluster_default, ConfigSource::DynamicDefaultBroker),
+            (this_broker, ConfigSource::DynamicBroker),
+        ] {
+            for (k, v) in layer {
+                out.values.insert(k.clone(), (v.clone(), source));
+            }
+        }
+        out
     }
 
     pub fn source(&self, key: &str) -> ConfigSource {

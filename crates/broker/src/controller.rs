@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::metadata::metadata_log::{MetadataLogError, METADATA_TOPIC};
-use crate::metadata::records::RESOURCE_TOPIC;
+use crate::metadata::records::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::metadata::{MetadataImage, MetadataRecord, TopicImage};
 use crate::partition::PartitionError;
 use crate::topic_config::TopicConfig;
@@ -199,7 +199,7 @@ fn plan_topic(
             ),
         ));
     }
-    TopicConfig::effective(&broker.config.raw, &req.configs)
+    TopicConfig::effective(&broker.raw_config(), &req.configs)
         .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
 
     let topic_id = Uuid::new_v4();
@@ -473,10 +473,12 @@ pub enum ConfigChange {
     Incremental(Vec<(String, i8, Option<String>)>),
 }
 
+/// The settings after `change`. `list_value` gives the current value of a list setting (for
+/// APPEND and SUBTRACT), None for a setting that is not a list.
 fn apply_change(
     current: &BTreeMap<String, String>,
     change: &ConfigChange,
-    defaults: &TopicConfig,
+    list_value: &dyn Fn(&str) -> Option<String>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
     let invalid = |m: String| ApiError::new(ResponseError::InvalidConfig, m);
     match change {
@@ -491,9 +493,7 @@ fn apply_change(
                         format!("Error due to duplicate config keys: {name}"),
                     ));
                 }
-                let is_list = crate::config::TOPIC_CONFIGS
-                    .iter()
-                    .any(|(t, _, ty)| t == name && *ty == crate::config::ConfigType::List);
+                let list_default = list_value(name);
                 match op {
                     0 => {
                         let v = value.clone().ok_or_else(|| {
@@ -505,13 +505,10 @@ fn apply_change(
                         next.remove(name);
                     }
                     2 | 3 => {
-                        if !is_list {
+                        let Some(list_default) = list_default else {
                             return Err(invalid(format!("Config value append/subtract is not allowed for config key: {name}")));
-                        }
-                        let base = next
-                            .get(name)
-                            .cloned()
-                            .unwrap_or_else(|| defaults.cleanup_policy.clone());
+                        };
+                        let base = next.get(name).cloned().unwrap_or(list_default);
                         let mut items: Vec<String> = base
                             .split(',')
                             .map(|s| s.trim().to_string())
@@ -557,7 +554,8 @@ pub async fn alter_topic_configs(
     let image = broker.image();
     let mut records = Vec::new();
     let mut results = Vec::new();
-    let defaults = match TopicConfig::broker_defaults(&broker.config.raw) {
+    let raw = broker.raw_config_for(&image);
+    let defaults = match TopicConfig::broker_defaults(&raw) {
         Ok(d) => d,
         Err(e) => {
             return changes
@@ -565,6 +563,12 @@ pub async fn alter_topic_configs(
                 .map(|_| Err(ApiError::new(ResponseError::InvalidConfig, e.to_string())))
                 .collect()
         }
+    };
+    let list_value = |name: &str| -> Option<String> {
+        crate::config::TOPIC_CONFIGS
+            .iter()
+            .any(|(t, _, ty)| *t == name && *ty == crate::config::ConfigType::List)
+            .then(|| defaults.cleanup_policy.clone())
     };
     for (name, change) in &changes {
         let result = (|| {
@@ -575,8 +579,8 @@ pub async fn alter_topic_configs(
                 ));
             }
             let current = image.topic_configs(name);
-            let next = apply_change(&current, change, &defaults)?;
-            TopicConfig::effective(&broker.config.raw, &next)
+            let next = apply_change(&current, change, &list_value)?;
+            TopicConfig::effective(&raw, &next)
                 .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
             for (k, v) in &next {
                 if current.get(k) != Some(v) {
@@ -593,6 +597,87 @@ pub async fn alter_topic_configs(
                     records.push(MetadataRecord::Config {
                         resource_type: RESOURCE_TOPIC,
                         resource_name: name.clone(),
+                        name: k.clone(),
+                        value: None,
+                    });
+                }
+            }
+            Ok(())
+        })();
+        results.push(result);
+    }
+    commit_all_or_none(broker, &mut log, &records, results, validate_only)
+}
+
+/// Changes dynamic broker settings (AlterConfigs on a BROKER resource): `""` for the
+/// cluster-wide defaults, or this node's id. Only the topic defaults may change (see
+/// [`crate::config::is_dynamic_broker_config`]); the values must leave every topic default
+/// valid. They reach the partitions as the image is applied.
+pub async fn alter_broker_configs(
+    broker: &Arc<Broker>,
+    changes: Vec<(String, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), ApiError>> {
+    let mut log = broker.metadata_log.lock().await;
+    let image = broker.image();
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    let node = broker.node_id().to_string();
+    for (resource_name, change) in &changes {
+        let result = (|| {
+            if !resource_name.is_empty() && *resource_name != node {
+                return Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!("Unexpected broker id, expected {node} or empty but received {resource_name}"),
+                ));
+            }
+            let current = image.broker_configs(resource_name);
+            let raw = broker.raw_config_for(&image);
+            let list_value = |name: &str| -> Option<String> {
+                crate::config::BROKER_CONFIGS
+                    .iter()
+                    .any(|d| d.name == name && d.ty == crate::config::ConfigType::List)
+                    .then(|| raw.get(name).unwrap_or_default().to_string())
+            };
+            let next = apply_change(&current, change, &list_value)?;
+            let fixed: Vec<&String> = next
+                .keys()
+                .filter(|k| current.get(*k) != next.get(*k))
+                .filter(|k| !crate::config::is_dynamic_broker_config(k))
+                .collect();
+            if !fixed.is_empty() {
+                let names: Vec<&str> = fixed.iter().map(|k| k.as_str()).collect();
+                return Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!(
+                        "Cannot update these configs dynamically: {} (only topic defaults such as log.retention.ms are dynamic; set the others in the config file, environment or flags and restart)",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            let (cluster, this) = if resource_name.is_empty() {
+                (next.clone(), image.broker_configs(&node))
+            } else {
+                (image.broker_configs(""), next.clone())
+            };
+            let candidate = broker.config.raw.with_dynamic(&cluster, &this);
+            TopicConfig::broker_defaults(&candidate)
+                .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+            for (k, v) in &next {
+                if current.get(k) != Some(v) {
+                    records.push(MetadataRecord::Config {
+                        resource_type: RESOURCE_BROKER,
+                        resource_name: resource_name.clone(),
+                        name: k.clone(),
+                        value: Some(v.clone()),
+                    });
+                }
+            }
+            for k in current.keys() {
+                if !next.contains_key(k) {
+                    records.push(MetadataRecord::Config {
+                        resource_type: RESOURCE_BROKER,
+                        resource_name: resource_name.clone(),
                         name: k.clone(),
                         value: None,
                     });

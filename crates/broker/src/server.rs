@@ -131,8 +131,12 @@ pub async fn run(
 
     let (metadata_log, image) = MetadataLog::open(&dir).context("cannot open the metadata log")?;
     let replicas = ReplicaManager::new(config.node_id, &dir);
+    let raw_with_dynamic = config.raw.with_dynamic(
+        &image.broker_configs(""),
+        &image.broker_configs(&config.node_id.to_string()),
+    );
     replicas
-        .apply_image(&image, &config.raw)
+        .apply_image(&image, &raw_with_dynamic)
         .context("cannot open partition logs")?;
     replicas.remove_orphans();
     crate::metrics::partitions(image.partition_count());

@@ -202,7 +202,7 @@ impl TopicConfig {
         let mut out = Vec::new();
         for (name, synonym, ty) in TOPIC_CONFIGS {
             let (bv, bsrc) = broker_value(raw, name)?;
-            let broker_synonym = if bsrc == ConfigSource::StaticBroker as i8 {
+            let broker_synonym = if bsrc != ConfigSource::Default as i8 {
                 Some((*synonym, bv.clone(), bsrc))
             } else {
                 None

@@ -115,7 +115,7 @@ pub async fn create_topics(
             match outcome {
                 Ok((created, overrides)) => {
                     let rows =
-                        TopicConfig::describe(&broker.config.raw, &overrides).unwrap_or_default();
+                        TopicConfig::describe(&broker.raw_config(), &overrides).unwrap_or_default();
                     base.with_topic_id(if req.validate_only {
                         uuid::Uuid::nil()
                     } else {
@@ -226,7 +226,7 @@ pub fn describe_configs(
                             ))));
                     }
                     let overrides = image.topic_configs(&name);
-                    let rows = match TopicConfig::describe(&broker.config.raw, &overrides) {
+                    let rows = match TopicConfig::describe(&broker.raw_config(), &overrides) {
                         Ok(r) => r,
                         Err(e) => {
                             return base
@@ -279,7 +279,17 @@ pub fn describe_configs(
                                 broker.node_id()
                             ))));
                     }
-                    let raw = &broker.config.raw;
+                    let image = broker.image();
+                    let raw = broker.raw_config_for(&image);
+                    // The layers under the value in force, for synonyms (Kafka lists them
+                    // in order of precedence).
+                    let layers = [
+                        (
+                            image.broker_configs(&broker.node_id().to_string()),
+                            ConfigSource::DynamicBroker,
+                        ),
+                        (image.broker_configs(""), ConfigSource::DynamicDefaultBroker),
+                    ];
                     let configs = BROKER_CONFIGS
                         .iter()
                         .filter(|d| wanted(&res.configuration_keys, d.name))
@@ -287,20 +297,32 @@ pub fn describe_configs(
                             let value = raw.get(d.name).map(str_bytes);
                             let source = raw.source(d.name) as i8;
                             let mut synonyms = Vec::new();
-                            if with_synonyms && value.is_some() {
-                                synonyms.push(
-                                    DescribeConfigsSynonym::default()
-                                        .with_name(str_bytes(d.name))
-                                        .with_value(value.clone())
-                                        .with_source(source),
-                                );
+                            if with_synonyms {
+                                for (layer, src) in &layers {
+                                    if let Some(v) = layer.get(d.name) {
+                                        synonyms.push(
+                                            DescribeConfigsSynonym::default()
+                                                .with_name(str_bytes(d.name))
+                                                .with_value(Some(str_bytes(v)))
+                                                .with_source(*src as i8),
+                                        );
+                                    }
+                                }
+                                let fixed = broker.config.raw.get(d.name).map(str_bytes);
+                                if fixed.is_some() {
+                                    synonyms.push(
+                                        DescribeConfigsSynonym::default()
+                                            .with_name(str_bytes(d.name))
+                                            .with_value(fixed)
+                                            .with_source(broker.config.raw.source(d.name) as i8),
+                                    );
+                                }
                             }
-                            let _ = ConfigSource::Default;
                             DescribeConfigsResourceResult::default()
                                 .with_name(str_bytes(d.name))
                                 .with_value(value)
-                                // Every broker setting is static for now (no AlterConfigs yet).
-                                .with_read_only(true)
+                                // Topic defaults change with AlterConfigs; the rest need a restart.
+                                .with_read_only(!crate::config::is_dynamic_broker_config(d.name))
                                 .with_config_source(source)
                                 .with_is_sensitive(false)
                                 .with_synonyms(synonyms)

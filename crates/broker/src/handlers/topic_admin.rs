@@ -74,18 +74,6 @@ pub async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-/// Broker settings are static for now; topic settings change through the metadata log.
-fn refuse_non_topic(resource_type: i8) -> Option<ApiError> {
-    match resource_type {
-        RESOURCE_TOPIC => None,
-        RESOURCE_BROKER => Some(ApiError::new(
-            ResponseError::InvalidRequest,
-            "broker settings are static in Strom: change them in the config file, environment or flags and restart",
-        )),
-        other => Some(ApiError::new(ResponseError::InvalidRequest, format!("resource type {other} cannot be altered"))),
-    }
-}
-
 type AlterOutcome = (i8, StrBytes, Option<Result<(), ApiError>>);
 
 async fn alter(
@@ -94,20 +82,40 @@ async fn alter(
     validate_only: bool,
 ) -> Vec<(i8, StrBytes, Result<(), ApiError>)> {
     let mut out: Vec<AlterOutcome> = Vec::new();
-    let mut changes = Vec::new();
-    let mut slots = Vec::new();
+    // Topic and broker changes each commit all or none, topics first.
+    let mut by_type: [(i8, Vec<(String, ConfigChange)>, Vec<usize>); 2] = [
+        (RESOURCE_TOPIC, Vec::new(), Vec::new()),
+        (RESOURCE_BROKER, Vec::new(), Vec::new()),
+    ];
     for (ty, name, change) in resources {
-        if let Some(e) = refuse_non_topic(ty) {
-            out.push((ty, name, Some(Err(e))));
+        match by_type.iter_mut().find(|(t, _, _)| *t == ty) {
+            Some((_, changes, slots)) => {
+                slots.push(out.len());
+                changes.push((name.to_string(), change));
+                out.push((ty, name, None));
+            }
+            None => out.push((
+                ty,
+                name,
+                Some(Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!("resource type {ty} cannot be altered"),
+                ))),
+            )),
+        }
+    }
+    for (ty, changes, slots) in by_type {
+        if changes.is_empty() {
             continue;
         }
-        slots.push(out.len());
-        changes.push((name.to_string(), change));
-        out.push((ty, name, None));
-    }
-    let results = controller::alter_topic_configs(broker, changes, validate_only).await;
-    for (slot, r) in slots.into_iter().zip(results) {
-        out[slot].2 = Some(r);
+        let results = if ty == RESOURCE_TOPIC {
+            controller::alter_topic_configs(broker, changes, validate_only).await
+        } else {
+            controller::alter_broker_configs(broker, changes, validate_only).await
+        };
+        for (slot, r) in slots.into_iter().zip(results) {
+            out[slot].2 = Some(r);
+        }
     }
     out.into_iter()
         .map(|(t, n, r)| {

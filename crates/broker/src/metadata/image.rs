@@ -6,7 +6,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use uuid::Uuid;
 
-use super::records::{BrokerEndpoint, MetadataRecord, RESOURCE_TOPIC};
+use super::records::{BrokerEndpoint, MetadataRecord, RESOURCE_BROKER, RESOURCE_TOPIC};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ImageError {
@@ -80,6 +80,14 @@ impl MetadataImage {
     pub fn topic_configs(&self, name: &str) -> BTreeMap<String, String> {
         self.configs
             .get(&(RESOURCE_TOPIC, name.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Dynamic broker settings: `""` for the cluster-wide defaults, a node id for one broker.
+    pub fn broker_configs(&self, resource_name: &str) -> BTreeMap<String, String> {
+        self.configs
+            .get(&(RESOURCE_BROKER, resource_name.to_string()))
             .cloned()
             .unwrap_or_default()
     }

@@ -75,6 +75,8 @@ pub async fn create_partitions(
 }
 
 type AlterOutcome = (i8, StrBytes, Option<Result<(), ApiError>>);
+/// A resource type, its changes by resource name, and where each answer goes.
+type ChangesOfType = (i8, Vec<(String, ConfigChange)>, Vec<usize>);
 
 async fn alter(
     broker: &Arc<Broker>,
@@ -83,7 +85,7 @@ async fn alter(
 ) -> Vec<(i8, StrBytes, Result<(), ApiError>)> {
     let mut out: Vec<AlterOutcome> = Vec::new();
     // Topic and broker changes each commit all or none, topics first.
-    let mut by_type: [(i8, Vec<(String, ConfigChange)>, Vec<usize>); 2] = [
+    let mut by_type: [ChangesOfType; 2] = [
         (RESOURCE_TOPIC, Vec::new(), Vec::new()),
         (RESOURCE_BROKER, Vec::new(), Vec::new()),
     ];

@@ -277,3 +277,32 @@ def test_consumer_heartbeat_to_a_classic_group_with_members_raw(gbroker):
         # unknown, which makes clients rejoin rather than give up.
         r = heartbeat(c, unique_group("gone"), uuid.uuid4().hex, 3)
         assert r["error"] == UNKNOWN_MEMBER_ID
+
+
+def test_regex_subscription_is_resolved_by_the_broker(gbroker):
+    """With the consumer protocol librdkafka sends a `^` subscription as SubscribedTopicRegex;
+    the broker matches whole topic names, including topics created later."""
+    prefix = f"rx{uuid.uuid4().hex[:6]}"
+    for name, parts in ((f"{prefix}-a", 2), (f"{prefix}-b", 1), (f"other{prefix}", 1)):
+        create_topic(gbroker.bootstrap, name, partitions=parts)
+    group = unique_group("regex")
+    c = consumer(gbroker.bootstrap, **{"group.id": group, "group.protocol": "consumer"})
+    c.subscribe([f"^{prefix}-.*"])
+    stop = threading.Event()
+    threads = poll_in_background([c], stop, {})
+    try:
+        def owned():
+            d = wait_consumer_group(gbroker.bootstrap, group, 1)
+            return {(tp.topic, tp.partition) for tp in d.members[0].assignment.topic_partitions}
+
+        assert owned() == {(f"{prefix}-a", 0), (f"{prefix}-a", 1), (f"{prefix}-b", 0)}
+        create_topic(gbroker.bootstrap, f"{prefix}-c", partitions=1)
+        deadline = time.monotonic() + 30
+        while (f"{prefix}-c", 0) not in owned() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (f"{prefix}-c", 0) in owned()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        c.close()

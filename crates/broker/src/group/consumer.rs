@@ -12,7 +12,7 @@
 //!
 //! Like [`super::state`], no I/O and no clock: `now_ms` comes in, deadlines go out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proto_kafka::ResponseError;
 
@@ -45,6 +45,8 @@ pub struct ConsumerMember {
     pub rebalance_timeout_ms: i32,
     /// Sorted, without duplicates.
     pub subscribed_topic_names: Vec<String>,
+    /// Topics matching it (whole names, internal topics excepted) are subscribed too.
+    pub subscribed_topic_regex: Option<String>,
     pub server_assignor: Option<String>,
     pub member_epoch: i32,
     pub previous_member_epoch: i32,
@@ -66,6 +68,7 @@ impl ConsumerMember {
             client_host: String::new(),
             rebalance_timeout_ms: -1,
             subscribed_topic_names: Vec::new(),
+            subscribed_topic_regex: None,
             server_assignor: None,
             member_epoch: 0,
             previous_member_epoch: 0,
@@ -148,8 +151,36 @@ impl ConsumerGroupState {
     }
 }
 
-/// Looks up a topic by name in the current metadata.
-pub type TopicLookup<'a> = &'a dyn Fn(&str) -> Option<TopicMeta>;
+/// The topics a group can subscribe to, as the current metadata has them.
+pub trait TopicSource {
+    fn topic(&self, name: &str) -> Option<TopicMeta>;
+    /// Every topic a regex subscription may match (internal topics excepted).
+    fn names(&self) -> Vec<String>;
+}
+
+pub type TopicLookup<'a> = &'a dyn TopicSource;
+
+/// Longest subscription regex accepted: bounds compile time and the cache.
+pub const MAX_REGEX_BYTES: usize = 1024;
+
+/// A subscription regex as Kafka applies it: to whole topic names.
+fn compile_regex(pattern: &str) -> Result<regex::Regex, HeartbeatError> {
+    if pattern.len() > MAX_REGEX_BYTES {
+        return Err(err(
+            ResponseError::InvalidRegularExpression,
+            format!("SubscribedTopicRegex is longer than {MAX_REGEX_BYTES} bytes."),
+        ));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| {
+            err(
+                ResponseError::InvalidRegularExpression,
+                format!("SubscribedTopicRegex {pattern} is not a valid regular expression: {e}"),
+            )
+        })
+}
 
 #[derive(Debug, Default)]
 pub struct ConsumerGroup {
@@ -163,6 +194,10 @@ pub struct ConsumerGroup {
     /// The subscribed topics as of the last epoch bump: a change bumps the epoch again.
     subscription_metadata: BTreeMap<String, TopicMeta>,
     assignor: Option<Assignor>,
+    /// Compiled subscription regexes of the members, by pattern.
+    regexes: HashMap<String, regex::Regex>,
+    /// The topics each regex matched at the last heartbeat.
+    regex_matches: BTreeMap<String, Vec<String>>,
 }
 
 impl ConsumerGroup {
@@ -223,7 +258,61 @@ impl ConsumerGroup {
             m.subscribed_topic_names
                 .binary_search_by(|t| t.as_str().cmp(topic))
                 .is_ok()
+                || m.subscribed_topic_regex
+                    .as_ref()
+                    .and_then(|r| self.regexes.get(r))
+                    .is_some_and(|r| r.is_match(topic))
         })
+    }
+
+    /// A member's topics: its names and what its regex matched, sorted, without duplicates.
+    fn member_topics(&self, m: &ConsumerMember) -> Vec<String> {
+        let Some(matched) = m
+            .subscribed_topic_regex
+            .as_ref()
+            .and_then(|r| self.regex_matches.get(r))
+        else {
+            return m.subscribed_topic_names.clone();
+        };
+        let mut all: Vec<String> = m
+            .subscribed_topic_names
+            .iter()
+            .chain(matched)
+            .cloned()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Matches every member's regex against the topics, compiling new ones and forgetting
+    /// those no member uses any more.
+    fn resolve_regexes(&mut self, topics: TopicLookup<'_>) {
+        let used: BTreeSet<String> = self
+            .members
+            .values()
+            .filter_map(|m| m.subscribed_topic_regex.clone())
+            .collect();
+        self.regexes.retain(|p, _| used.contains(p));
+        self.regex_matches.retain(|p, _| used.contains(p));
+        if used.is_empty() {
+            return;
+        }
+        let names = topics.names();
+        for pattern in used {
+            let re = match self.regexes.get(&pattern) {
+                Some(re) => re.clone(),
+                None => match compile_regex(&pattern) {
+                    Ok(re) => {
+                        self.regexes.insert(pattern.clone(), re.clone());
+                        re
+                    }
+                    Err(_) => continue,
+                },
+            };
+            let matched: Vec<String> = names.iter().filter(|n| re.is_match(n)).cloned().collect();
+            self.regex_matches.insert(pattern, matched);
+        }
     }
 
     /// Handles one ConsumerGroupHeartbeat (join, heartbeat, or leave).
@@ -261,11 +350,15 @@ impl ConsumerGroup {
             names.dedup();
             updated.subscribed_topic_names = names;
         }
+        if let Some(r) = &req.subscribed_topic_regex {
+            updated.subscribed_topic_regex = (!r.is_empty()).then(|| r.clone());
+        }
         updated.client_id = req.client_id.clone();
         updated.client_host = req.client_host.clone();
         let is_new = !self.members.contains_key(&updated.member_id);
         let mut bump = is_new
             || updated.subscribed_topic_names != member.subscribed_topic_names
+            || updated.subscribed_topic_regex != member.subscribed_topic_regex
             || updated.server_assignor != member.server_assignor;
         if let Some(iid) = &updated.instance_id {
             self.static_members
@@ -275,6 +368,7 @@ impl ConsumerGroup {
             .insert(updated.member_id.clone(), updated.clone());
         // The subscribed topics' metadata is checked on every heartbeat: a topic created or
         // grown after members subscribed to it bumps the epoch like a subscription change.
+        self.resolve_regexes(topics);
         let metadata = self.compute_subscription_metadata(topics);
         if metadata != self.subscription_metadata {
             self.subscription_metadata = metadata;
@@ -473,14 +567,14 @@ impl ConsumerGroup {
         &self,
         topics: TopicLookup<'_>,
     ) -> BTreeMap<String, TopicMeta> {
-        let names: BTreeSet<&String> = self
+        let names: BTreeSet<String> = self
             .members
             .values()
-            .flat_map(|m| m.subscribed_topic_names.iter())
+            .flat_map(|m| self.member_topics(m))
             .collect();
         names
             .into_iter()
-            .filter_map(|n| topics(n).map(|t| (n.clone(), t)))
+            .filter_map(|n| topics.topic(&n).map(|t| (n, t)))
             .collect()
     }
 
@@ -502,12 +596,18 @@ impl ConsumerGroup {
 
     fn compute_target_assignment(&mut self, cfg: &GroupConfig) {
         let assignor = self.pick_assignor(cfg);
+        let member_topics: Vec<Vec<String>> = self
+            .members
+            .values()
+            .map(|m| self.member_topics(m))
+            .collect();
         let specs: Vec<MemberSpec<'_>> = self
             .members
             .values()
-            .map(|m| MemberSpec {
+            .zip(&member_topics)
+            .map(|(m, topics)| MemberSpec {
                 member_id: &m.member_id,
-                topics: &m.subscribed_topic_names,
+                topics,
                 current: self.target.get(&m.member_id),
             })
             .collect();
@@ -726,12 +826,12 @@ fn validate(req: &HeartbeatRequest, cfg: &GroupConfig) -> Result<(), HeartbeatEr
         return invalid("RackId can't be empty.");
     }
     // An empty regex means "no regex" (librdkafka sends one with every subscription).
-    if req
+    if let Some(r) = req
         .subscribed_topic_regex
         .as_deref()
-        .is_some_and(|r| !r.is_empty())
+        .filter(|r| !r.is_empty())
     {
-        return invalid("SubscribedTopicRegex is not supported by this broker.");
+        compile_regex(r)?;
     }
     if req.member_id.is_empty() {
         return invalid("MemberId can't be empty.");
@@ -744,12 +844,18 @@ fn validate(req: &HeartbeatRequest, cfg: &GroupConfig) -> Result<(), HeartbeatEr
             if req.owned.as_ref().is_none_or(|o| !o.is_empty()) {
                 return invalid("TopicPartitions must be empty when (re-)joining.");
             }
-            if req
+            let no_names = req
                 .subscribed_topic_names
                 .as_ref()
-                .is_none_or(|t| t.is_empty())
-            {
-                return invalid("SubscribedTopicNames must be set in first request.");
+                .is_none_or(|t| t.is_empty());
+            let no_regex = req
+                .subscribed_topic_regex
+                .as_ref()
+                .is_none_or(|r| r.is_empty());
+            if no_names && no_regex {
+                return invalid(
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+                );
             }
         }
         LEAVE_GROUP_STATIC_MEMBER_EPOCH if req.instance_id.is_none() => {

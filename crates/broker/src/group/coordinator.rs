@@ -25,7 +25,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use super::assignor::TopicMeta;
-use super::consumer::{HeartbeatError, HeartbeatRequest, HeartbeatResponse};
+use super::consumer::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, TopicSource};
 use super::records::{self, GroupValue, RecordKey};
 use super::state::{
     CommittedOffset, Effect, Group, GroupState, GroupSummary, JoinRequest, JoinResult, Outcome,
@@ -133,6 +133,27 @@ pub struct Committer<'a> {
     pub generation_id: i32,
     /// OffsetCommit's version: consumer-group members must use v9+.
     pub api_version: i16,
+}
+
+/// The topics of a metadata image, as consumer groups subscribe to them.
+struct ImageTopics(Arc<crate::metadata::MetadataImage>);
+
+impl TopicSource for ImageTopics {
+    fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.0.topic(name).map(|t| TopicMeta {
+            id: t.id,
+            partitions: t.partitions.len() as i32,
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0
+            .topics
+            .keys()
+            .filter(|n| n.as_str() != OFFSETS_TOPIC)
+            .cloned()
+            .collect()
+    }
 }
 
 /// A group as ListGroups shows it.
@@ -736,15 +757,9 @@ impl GroupCoordinator {
                 }
             }
         };
-        let image = broker.image();
-        let lookup = |name: &str| {
-            image.topic(name).map(|t| TopicMeta {
-                id: t.id,
-                partitions: t.partitions.len() as i32,
-            })
-        };
+        let topics = ImageTopics(broker.image());
         self.update(broker, &slot, |g, cfg, now| {
-            g.consumer_heartbeat(req, cfg, &lookup, now)
+            g.consumer_heartbeat(req, cfg, &topics, now)
         })
     }
 

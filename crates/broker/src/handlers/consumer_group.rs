@@ -166,6 +166,9 @@ pub fn describe(
                                     .map(|t| TopicName(string(t.clone())))
                                     .collect(),
                             )
+                            .with_subscribed_topic_regex(
+                                m.subscribed_topic_regex.clone().map(string),
+                            )
                             .with_assignment(described_assignment(c, Some(&m.assigned)))
                             .with_target_assignment(described_assignment(
                                 c,

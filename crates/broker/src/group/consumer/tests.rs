@@ -15,8 +15,21 @@ fn cfg() -> GroupConfig {
     }
 }
 
-fn topics(partitions: i32) -> impl Fn(&str) -> Option<TopicMeta> {
-    move |name: &str| (name == "t").then_some(TopicMeta { id: T, partitions })
+/// Topic "t" with `partitions`, and any others given.
+struct Topics(Vec<(&'static str, TopicMeta)>);
+
+impl TopicSource for Topics {
+    fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0.iter().map(|(n, _)| n.to_string()).collect()
+    }
+}
+
+fn topics(partitions: i32) -> Topics {
+    Topics(vec![("t", TopicMeta { id: T, partitions })])
 }
 
 fn parts(a: &Assignment) -> BTreeSet<i32> {
@@ -264,10 +277,10 @@ fn invalid_requests_get_kafkas_errors() {
         ResponseError::InvalidRequest
     );
     let mut r = join("a");
-    r.subscribed_topic_regex = Some("t.*".to_string());
+    r.subscribed_topic_regex = Some("t(".to_string());
     assert_eq!(
         g.heartbeat(r, &c, &t, 0).unwrap_err().code,
-        ResponseError::InvalidRequest
+        ResponseError::InvalidRegularExpression
     );
     assert!(g.is_empty());
 }
@@ -388,4 +401,41 @@ proptest! {
             prop_assert_eq!(all, (0..partitions).collect::<BTreeSet<i32>>());
         }
     }
+}
+
+#[test]
+fn a_regex_subscription_follows_the_topics_that_match() {
+    const U: Uuid = Uuid::from_u128(8);
+    let mut g = ConsumerGroup::new();
+    let c = cfg();
+    let mut r = join("a");
+    r.subscribed_topic_names = Some(Vec::new());
+    r.subscribed_topic_regex = Some("t|u.*".to_string());
+    let only_t = topics(2);
+    let resp = g.heartbeat(r, &c, &only_t, 0).unwrap();
+    assert_eq!(parts(resp.assignment.as_ref().unwrap()), (0..2).collect());
+    assert!(g.is_subscribed_to("u1") && !g.is_subscribed_to("tt"));
+    // A matching topic appears: the epoch moves and the member gets it too.
+    let mut both = topics(2);
+    both.0.push((
+        "u1",
+        TopicMeta {
+            id: U,
+            partitions: 1,
+        },
+    ));
+    both.0.push((
+        "other",
+        TopicMeta {
+            id: Uuid::from_u128(9),
+            partitions: 1,
+        },
+    ));
+    let resp = g
+        .heartbeat(beat("a", 1, &(0..2).collect()), &c, &both, 1)
+        .unwrap();
+    assert_eq!(resp.member_epoch, 2);
+    let a = resp.assignment.unwrap();
+    assert_eq!(a.get(&U).cloned().unwrap_or_default(), [0].into());
+    assert_eq!(a.len(), 2, "the topic that does not match is not assigned");
 }

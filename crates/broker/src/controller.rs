@@ -473,6 +473,30 @@ pub enum ConfigChange {
     Incremental(Vec<(String, i8, Option<String>)>),
 }
 
+/// The Config records that take a resource's settings from `current` to `next`.
+fn config_records(
+    resource_type: i8,
+    resource_name: &str,
+    current: &BTreeMap<String, String>,
+    next: &BTreeMap<String, String>,
+    records: &mut Vec<MetadataRecord>,
+) {
+    let record = |name: &str, value: Option<&String>| MetadataRecord::Config {
+        resource_type,
+        resource_name: resource_name.to_string(),
+        name: name.to_string(),
+        value: value.cloned(),
+    };
+    for (k, v) in next {
+        if current.get(k) != Some(v) {
+            records.push(record(k, Some(v)));
+        }
+    }
+    for k in current.keys().filter(|k| !next.contains_key(*k)) {
+        records.push(record(k, None));
+    }
+}
+
 /// The settings after `change`. `list_value` gives the current value of a list setting (for
 /// APPEND and SUBTRACT), None for a setting that is not a list.
 fn apply_change(
@@ -582,26 +606,7 @@ pub async fn alter_topic_configs(
             let next = apply_change(&current, change, &list_value)?;
             TopicConfig::effective(&raw, &next)
                 .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
-            for (k, v) in &next {
-                if current.get(k) != Some(v) {
-                    records.push(MetadataRecord::Config {
-                        resource_type: RESOURCE_TOPIC,
-                        resource_name: name.clone(),
-                        name: k.clone(),
-                        value: Some(v.clone()),
-                    });
-                }
-            }
-            for k in current.keys() {
-                if !next.contains_key(k) {
-                    records.push(MetadataRecord::Config {
-                        resource_type: RESOURCE_TOPIC,
-                        resource_name: name.clone(),
-                        name: k.clone(),
-                        value: None,
-                    });
-                }
-            }
+            config_records(RESOURCE_TOPIC, name, &current, &next, &mut records);
             Ok(())
         })();
         results.push(result);
@@ -663,26 +668,13 @@ pub async fn alter_broker_configs(
             let candidate = broker.config.raw.with_dynamic(&cluster, &this);
             TopicConfig::broker_defaults(&candidate)
                 .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
-            for (k, v) in &next {
-                if current.get(k) != Some(v) {
-                    records.push(MetadataRecord::Config {
-                        resource_type: RESOURCE_BROKER,
-                        resource_name: resource_name.clone(),
-                        name: k.clone(),
-                        value: Some(v.clone()),
-                    });
-                }
-            }
-            for k in current.keys() {
-                if !next.contains_key(k) {
-                    records.push(MetadataRecord::Config {
-                        resource_type: RESOURCE_BROKER,
-                        resource_name: resource_name.clone(),
-                        name: k.clone(),
-                        value: None,
-                    });
-                }
-            }
+            config_records(
+                RESOURCE_BROKER,
+                resource_name,
+                &current,
+                &next,
+                &mut records,
+            );
             Ok(())
         })();
         results.push(result);

@@ -84,6 +84,7 @@ impl ConsumerMember {
         self.state == MemberState::Stable && self.member_epoch == epoch
     }
 
+    #[cfg(test)]
     fn owns(&self, topic: &uuid::Uuid, partition: i32) -> bool {
         let has = |a: &Assignment| a.get(topic).is_some_and(|p| p.contains(&partition));
         has(&self.assigned) || has(&self.pending_revocation)
@@ -671,6 +672,15 @@ impl ConsumerGroup {
         let mut revoke = Assignment::new();
         let mut pending_assign = Assignment::new();
         let mut unreleased = false;
+        // What the other members hold (assigned or still to revoke), in one pass: O(partitions)
+        // per reconciliation rather than a scan of every member per partition.
+        let held: std::collections::HashSet<(uuid::Uuid, i32)> = self
+            .members
+            .values()
+            .filter(|m| m.member_id != member.member_id)
+            .flat_map(|m| m.assigned.iter().chain(&m.pending_revocation))
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
+            .collect();
         let topic_ids: BTreeSet<&uuid::Uuid> =
             target.keys().chain(member.assigned.keys()).collect();
         for topic in topic_ids {
@@ -680,7 +690,7 @@ impl ConsumerGroup {
             let gone: BTreeSet<i32> = have.difference(&keep).copied().collect();
             let mut add: BTreeSet<i32> = want.difference(&keep).copied().collect();
             let before = add.len();
-            add.retain(|p| !self.owned_by_other(&member.member_id, topic, *p));
+            add.retain(|p| !held.contains(&(*topic, *p)));
             unreleased |= add.len() != before;
             if !keep.is_empty() {
                 assigned.insert(*topic, keep);
@@ -712,12 +722,6 @@ impl ConsumerGroup {
         next.assigned = assigned;
         next.pending_revocation = Assignment::new();
         next
-    }
-
-    fn owned_by_other(&self, member_id: &str, topic: &uuid::Uuid, partition: i32) -> bool {
-        self.members
-            .values()
-            .any(|m| m.member_id != member_id && m.owns(topic, partition))
     }
 
     fn topic_name(&self, id: &uuid::Uuid) -> Option<&str> {

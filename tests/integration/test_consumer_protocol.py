@@ -306,3 +306,31 @@ def test_regex_subscription_is_resolved_by_the_broker(gbroker):
         for t in threads:
             t.join(5)
         c.close()
+
+
+def test_members_survive_a_broker_restart_raw(make_broker):
+    """As in Kafka, the group's members, epochs and assignments are records in
+    __consumer_offsets: after a restart a member carries on with its epoch."""
+    b = make_broker(**NO_DELAY)
+    topic = unique_topic("restart848")
+    create_topic(b.bootstrap, topic, partitions=2)
+    group = unique_group("restart848")
+    member = uuid.uuid4().hex
+    with Conn(b.bootstrap) as c:
+        r = join(c, group, member, topic)
+        assert (r["error"], r["epoch"]) == (NONE, 1), r
+        (tid, parts), = r["assignment"].items()
+        assert commit_v9(c, group, member, 1, topic, 0, 42) == NONE
+    b.restart()
+    with Conn(b.bootstrap) as c:
+        r = heartbeat(c, group, member, 1, owned={tid: sorted(parts)})
+        assert (r["error"], r["epoch"]) == (NONE, 1), r
+        assert commit_v9(c, group, member, 1, topic, 1, 7) == NONE
+        # A full heartbeat gets the assignment it had.
+        r = heartbeat(c, group, member, 1, topics=[topic], owned={tid: sorted(parts)}, rebalance_ms=30000)
+        assert r["assignment"] == {tid: sorted(parts)}
+        # Leaving is recorded too: after another restart the member is gone.
+        assert heartbeat(c, group, member, -1)["error"] == NONE
+    b.restart()
+    with Conn(b.bootstrap) as c:
+        assert heartbeat(c, group, member, 1)["error"] == UNKNOWN_MEMBER_ID

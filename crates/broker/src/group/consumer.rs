@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use proto_kafka::ResponseError;
 
 use super::assignor::{Assignment, Assignor, MemberSpec, TopicMeta};
+use super::consumer_records::{CurrentAssignment, MemberMetadata};
 use super::GroupConfig;
 
 /// The member epoch of a member leaving the group for good.
@@ -80,6 +81,57 @@ impl ConsumerMember {
         }
     }
 
+    fn same_metadata(&self, m: &MemberMetadata) -> bool {
+        self.instance_id == m.instance_id
+            && self.rack_id == m.rack_id
+            && self.client_id == m.client_id
+            && self.client_host == m.client_host
+            && self.subscribed_topic_names == m.subscribed_topic_names
+            && self.subscribed_topic_regex == m.subscribed_topic_regex
+            && self.rebalance_timeout_ms == m.rebalance_timeout_ms
+            && self.server_assignor == m.server_assignor
+    }
+
+    fn metadata(&self) -> MemberMetadata {
+        MemberMetadata {
+            instance_id: self.instance_id.clone(),
+            rack_id: self.rack_id.clone(),
+            client_id: self.client_id.clone(),
+            client_host: self.client_host.clone(),
+            subscribed_topic_names: self.subscribed_topic_names.clone(),
+            subscribed_topic_regex: self.subscribed_topic_regex.clone(),
+            rebalance_timeout_ms: self.rebalance_timeout_ms,
+            server_assignor: self.server_assignor.clone(),
+        }
+    }
+
+    /// Kafka's MemberState codes.
+    fn state_code(&self) -> i8 {
+        match self.state {
+            MemberState::Stable => 0,
+            MemberState::UnrevokedPartitions => 1,
+            MemberState::UnreleasedPartitions => 2,
+        }
+    }
+
+    fn same_current(&self, c: &CurrentAssignment) -> bool {
+        self.member_epoch == c.member_epoch
+            && self.previous_member_epoch == c.previous_member_epoch
+            && self.state_code() == c.state
+            && self.assigned == c.assigned
+            && self.pending_revocation == c.pending_revocation
+    }
+
+    fn current(&self) -> CurrentAssignment {
+        CurrentAssignment {
+            member_epoch: self.member_epoch,
+            previous_member_epoch: self.previous_member_epoch,
+            state: self.state_code(),
+            assigned: self.assigned.clone(),
+            pending_revocation: self.pending_revocation.clone(),
+        }
+    }
+
     fn is_reconciled_to(&self, epoch: i32) -> bool {
         self.state == MemberState::Stable && self.member_epoch == epoch
     }
@@ -88,6 +140,51 @@ impl ConsumerMember {
     fn owns(&self, topic: &uuid::Uuid, partition: i32) -> bool {
         let has = |a: &Assignment| a.get(topic).is_some_and(|p| p.contains(&partition));
         has(&self.assigned) || has(&self.pending_revocation)
+    }
+}
+
+/// A change for `__consumer_offsets` (see [`super::consumer_records`]); None is a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    GroupEpoch(Option<i32>),
+    AssignmentEpoch(Option<i32>),
+    Member(String, Option<MemberMetadata>),
+    Target(String, Option<Assignment>),
+    Current(String, Option<CurrentAssignment>),
+}
+
+/// What `__consumer_offsets` holds of a group: the records [`ConsumerGroup::take_changes`]
+/// last produced (or the load found).
+#[derive(Debug, Default, Clone)]
+pub struct Persisted {
+    pub group_epoch: Option<i32>,
+    pub assignment_epoch: Option<i32>,
+    pub members: BTreeMap<String, MemberMetadata>,
+    pub targets: BTreeMap<String, Assignment>,
+    pub currents: BTreeMap<String, CurrentAssignment>,
+}
+
+impl Persisted {
+    /// Applies one loaded record.
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::GroupEpoch(e) => self.group_epoch = e,
+            Change::AssignmentEpoch(e) => self.assignment_epoch = e,
+            Change::Member(id, m) => put(&mut self.members, id, m),
+            Change::Target(id, t) => put(&mut self.targets, id, t),
+            Change::Current(id, c) => put(&mut self.currents, id, c),
+        }
+    }
+}
+
+fn put<V>(map: &mut BTreeMap<String, V>, key: String, value: Option<V>) {
+    match value {
+        Some(v) => {
+            map.insert(key, v);
+        }
+        None => {
+            map.remove(&key);
+        }
     }
 }
 
@@ -199,11 +296,125 @@ pub struct ConsumerGroup {
     regexes: HashMap<String, regex::Regex>,
     /// The topics each regex matched at the last heartbeat.
     regex_matches: BTreeMap<String, Vec<String>>,
+    persisted: Persisted,
+    /// Restored from records, whose subscribed-topic metadata Strom does not keep: the first
+    /// heartbeat takes the image's as it is when the loaded target assignment still covers
+    /// it exactly, instead of bumping the epoch.
+    metadata_unknown: bool,
 }
 
 impl ConsumerGroup {
     pub fn new() -> ConsumerGroup {
         ConsumerGroup::default()
+    }
+
+    /// The group as `__consumer_offsets` left it. Members carry on where they were; their
+    /// sessions start again now, so those that are gone expire after the session timeout.
+    pub fn restore(p: Persisted, cfg: &GroupConfig, now_ms: i64) -> ConsumerGroup {
+        let mut g = ConsumerGroup {
+            group_epoch: p.group_epoch.unwrap_or(0),
+            assignment_epoch: p.assignment_epoch.unwrap_or(0),
+            ..ConsumerGroup::default()
+        };
+        for (id, meta) in &p.members {
+            let mut m = ConsumerMember::new(id);
+            m.instance_id = meta.instance_id.clone();
+            m.rack_id = meta.rack_id.clone();
+            m.client_id = meta.client_id.clone();
+            m.client_host = meta.client_host.clone();
+            m.subscribed_topic_names = meta.subscribed_topic_names.clone();
+            m.subscribed_topic_regex = meta.subscribed_topic_regex.clone();
+            m.rebalance_timeout_ms = meta.rebalance_timeout_ms;
+            m.server_assignor = meta.server_assignor.clone();
+            if let Some(c) = p.currents.get(id) {
+                m.member_epoch = c.member_epoch;
+                m.previous_member_epoch = c.previous_member_epoch;
+                m.state = match c.state {
+                    1 => MemberState::UnrevokedPartitions,
+                    2 => MemberState::UnreleasedPartitions,
+                    _ => MemberState::Stable,
+                };
+                m.assigned = c.assigned.clone();
+                m.pending_revocation = c.pending_revocation.clone();
+            }
+            m.session_deadline_ms = now_ms + cfg.consumer_session_timeout_ms;
+            if m.state == MemberState::UnrevokedPartitions {
+                m.rebalance_deadline_ms = Some(now_ms + m.rebalance_timeout_ms.max(0) as i64);
+            }
+            if let Some(iid) = &m.instance_id {
+                g.static_members.insert(iid.clone(), id.clone());
+            }
+            if let Some(t) = p.targets.get(id) {
+                g.target.insert(id.clone(), t.clone());
+            }
+            g.members.insert(id.clone(), m);
+        }
+        g.persisted = p;
+        g.metadata_unknown = !g.members.is_empty();
+        g
+    }
+
+    /// What changed since the last call, for `__consumer_offsets`: Kafka's records of the
+    /// group, in an order whose replay gives this state.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut out = Vec::new();
+        let p = &mut self.persisted;
+        if p.group_epoch != Some(self.group_epoch) {
+            p.group_epoch = Some(self.group_epoch);
+            out.push(Change::GroupEpoch(Some(self.group_epoch)));
+        }
+        for (id, m) in &self.members {
+            if !p.members.get(id).is_some_and(|x| m.same_metadata(x)) {
+                let meta = m.metadata();
+                p.members.insert(id.clone(), meta.clone());
+                out.push(Change::Member(id.clone(), Some(meta)));
+            }
+        }
+        for (id, t) in &self.target {
+            if p.targets.get(id) != Some(t) {
+                p.targets.insert(id.clone(), t.clone());
+                out.push(Change::Target(id.clone(), Some(t.clone())));
+            }
+        }
+        if p.assignment_epoch != Some(self.assignment_epoch) {
+            p.assignment_epoch = Some(self.assignment_epoch);
+            out.push(Change::AssignmentEpoch(Some(self.assignment_epoch)));
+        }
+        for (id, m) in &self.members {
+            if !p.currents.get(id).is_some_and(|c| m.same_current(c)) {
+                let c = m.current();
+                p.currents.insert(id.clone(), c.clone());
+                out.push(Change::Current(id.clone(), Some(c)));
+            }
+        }
+        let gone_targets: Vec<String> = p
+            .targets
+            .keys()
+            .filter(|id| !self.target.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone_targets {
+            p.targets.remove(&id);
+            out.push(Change::Target(id, None));
+        }
+        let gone: Vec<String> = p
+            .members
+            .keys()
+            .chain(p.currents.keys())
+            .filter(|id| !self.members.contains_key(*id))
+            .cloned()
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
+        for id in gone {
+            if p.currents.remove(&id).is_some() {
+                out.push(Change::Current(id.clone(), None));
+            }
+            if p.members.remove(&id).is_some() {
+                out.push(Change::Member(id, None));
+            }
+        }
+        out
     }
 
     pub fn group_epoch(&self) -> i32 {
@@ -284,6 +495,35 @@ impl ConsumerGroup {
         all.sort();
         all.dedup();
         all
+    }
+
+    /// [`ConsumerGroup::member_topics`] of every member, in member order.
+    fn all_member_topics(&self) -> Vec<Vec<String>> {
+        self.members
+            .values()
+            .map(|m| self.member_topics(m))
+            .collect()
+    }
+
+    /// Whether the target assignment gives out exactly the partitions of `metadata`, each to
+    /// a member subscribed to it.
+    fn target_covers(&self, metadata: &BTreeMap<String, TopicMeta>) -> bool {
+        let member_topics = self.all_member_topics();
+        let specs: Vec<MemberSpec<'_>> = self
+            .members
+            .values()
+            .zip(&member_topics)
+            .map(|(m, topics)| MemberSpec {
+                member_id: &m.member_id,
+                topics,
+                current: None,
+            })
+            .collect();
+        let mut target = self.target.clone();
+        for m in self.members.keys() {
+            target.entry(m.clone()).or_default();
+        }
+        super::assignor::check_complete(&specs, metadata, &target)
     }
 
     /// Matches every member's regex against the topics, compiling new ones and forgetting
@@ -371,7 +611,9 @@ impl ConsumerGroup {
         // grown after members subscribed to it bumps the epoch like a subscription change.
         self.resolve_regexes(topics);
         let metadata = self.compute_subscription_metadata(topics);
-        if metadata != self.subscription_metadata {
+        if std::mem::take(&mut self.metadata_unknown) && self.target_covers(&metadata) {
+            self.subscription_metadata = metadata;
+        } else if metadata != self.subscription_metadata {
             self.subscription_metadata = metadata;
             bump = true;
         }
@@ -597,11 +839,7 @@ impl ConsumerGroup {
 
     fn compute_target_assignment(&mut self, cfg: &GroupConfig) {
         let assignor = self.pick_assignor(cfg);
-        let member_topics: Vec<Vec<String>> = self
-            .members
-            .values()
-            .map(|m| self.member_topics(m))
-            .collect();
+        let member_topics = self.all_member_topics();
         let specs: Vec<MemberSpec<'_>> = self
             .members
             .values()

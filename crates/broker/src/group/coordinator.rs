@@ -25,7 +25,11 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use super::assignor::TopicMeta;
-use super::consumer::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, TopicSource};
+use super::consumer::{
+    Change, ConsumerGroup, HeartbeatError, HeartbeatRequest, HeartbeatResponse, Persisted,
+    TopicSource,
+};
+use super::consumer_records;
 use super::records::{self, GroupValue, RecordKey};
 use super::state::{
     CommittedOffset, Effect, Group, GroupState, GroupSummary, JoinRequest, JoinResult, Outcome,
@@ -86,7 +90,7 @@ pub struct PendingWrite {
 }
 
 impl PendingWrite {
-    async fn complete(self, too_large: ResponseError) -> Result<(), ResponseError> {
+    pub async fn complete(self, too_large: ResponseError) -> Result<(), ResponseError> {
         self.replica
             .complete_append(self.end_offset)
             .await
@@ -154,6 +158,73 @@ impl TopicSource for ImageTopics {
             .cloned()
             .collect()
     }
+}
+
+/// The records of consumer-group changes: Kafka's keys and values.
+fn consumer_change_records(
+    group_id: &str,
+    changes: Vec<Change>,
+) -> Result<Vec<(Bytes, Option<Bytes>)>, records::RecordError> {
+    use consumer_records as cr;
+    changes
+        .into_iter()
+        .map(|c| {
+            Ok(match c {
+                Change::GroupEpoch(e) => (
+                    cr::key(cr::GROUP_METADATA_KEY, group_id, None)?,
+                    e.map(cr::epoch_value),
+                ),
+                Change::AssignmentEpoch(e) => (
+                    cr::key(cr::TARGET_METADATA_KEY, group_id, None)?,
+                    e.map(cr::epoch_value),
+                ),
+                Change::Member(id, m) => (
+                    cr::key(cr::MEMBER_METADATA_KEY, group_id, Some(&id))?,
+                    m.as_ref().map(cr::member_metadata_value),
+                ),
+                Change::Target(id, t) => (
+                    cr::key(cr::TARGET_MEMBER_KEY, group_id, Some(&id))?,
+                    t.as_ref().map(cr::target_member_value),
+                ),
+                Change::Current(id, c) => (
+                    cr::key(cr::CURRENT_MEMBER_KEY, group_id, Some(&id))?,
+                    c.as_ref().map(cr::current_assignment_value),
+                ),
+            })
+        })
+        .collect()
+}
+
+/// A loaded consumer-group record as a change to replay; None for records Strom does not
+/// keep (Kafka's partition metadata).
+fn consumer_change(
+    version: i16,
+    member: Option<String>,
+    value: Option<Bytes>,
+) -> Result<Option<Change>, records::RecordError> {
+    use consumer_records as cr;
+    let member = member.unwrap_or_default();
+    Ok(Some(match version {
+        cr::GROUP_METADATA_KEY => {
+            Change::GroupEpoch(value.map(cr::decode_epoch_value).transpose()?)
+        }
+        cr::TARGET_METADATA_KEY => {
+            Change::AssignmentEpoch(value.map(cr::decode_epoch_value).transpose()?)
+        }
+        cr::MEMBER_METADATA_KEY => Change::Member(
+            member,
+            value.map(cr::decode_member_metadata_value).transpose()?,
+        ),
+        cr::TARGET_MEMBER_KEY => Change::Target(
+            member,
+            value.map(cr::decode_target_member_value).transpose()?,
+        ),
+        cr::CURRENT_MEMBER_KEY => Change::Current(
+            member,
+            value.map(cr::decode_current_assignment_value).transpose()?,
+        ),
+        _ => return Ok(None),
+    }))
 }
 
 /// A group as ListGroups shows it.
@@ -378,6 +449,18 @@ impl GroupCoordinator {
                     Err(e) => g.after_store(then, Err(e), &self.config, now_ms()),
                 }
             }
+        }
+        // Consumer-group changes made by timers (expired sessions) or a protocol switch.
+        match self.write_consumer_changes(broker, g) {
+            Some(Ok(w)) => {
+                tokio::spawn(async move {
+                    let _ = w.complete(ResponseError::UnknownServerError).await;
+                });
+            }
+            Some(Err(e)) => {
+                warn!(group = %g.group_id, error = ?e, "consumer group records not written")
+            }
+            None => {}
         }
         self.schedule(g);
     }
@@ -717,18 +800,26 @@ impl GroupCoordinator {
         out
     }
 
-    /// ConsumerGroupHeartbeat. Only a join (epoch 0) creates a group.
+    /// ConsumerGroupHeartbeat. Only a join (epoch 0) creates a group. The answer comes with
+    /// the write of the group's changed records, to await before answering (as Kafka answers
+    /// once its records are committed).
     pub fn consumer_heartbeat(
         &self,
         broker: &Arc<Broker>,
         group_id: &str,
         req: HeartbeatRequest,
-    ) -> Result<HeartbeatResponse, HeartbeatError> {
+    ) -> (
+        Result<HeartbeatResponse, HeartbeatError>,
+        Option<PendingWrite>,
+    ) {
         let fail = |code: ResponseError, message: &str| {
-            Err(HeartbeatError {
-                code,
-                message: message.to_string(),
-            })
+            (
+                Err(HeartbeatError {
+                    code,
+                    message: message.to_string(),
+                }),
+                None,
+            )
         };
         if self.refuse_if_stopping().is_err() {
             return fail(
@@ -750,17 +841,59 @@ impl GroupCoordinator {
                 // Not GROUP_ID_NOT_FOUND: clients treat that as fatal, and after a restart a
                 // member's group is legitimately unknown here until it rejoins.
                 None => {
-                    return Err(HeartbeatError {
-                        code: ResponseError::UnknownMemberId,
-                        message: format!("Member {} is not a member of the group.", req.member_id),
-                    })
+                    return (
+                        Err(HeartbeatError {
+                            code: ResponseError::UnknownMemberId,
+                            message: format!(
+                                "Member {} is not a member of the group.",
+                                req.member_id
+                            ),
+                        }),
+                        None,
+                    )
                 }
             }
         };
         let topics = ImageTopics(broker.image());
-        self.update(broker, &slot, |g, cfg, now| {
-            g.consumer_heartbeat(req, cfg, &topics, now)
-        })
+        let mut g = lock(&slot);
+        let now = now_ms();
+        let out = g.consumer_heartbeat(req, &self.config, &topics, now);
+        g.tick(&self.config, now);
+        let write = match self.write_consumer_changes(broker, &mut g) {
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                self.settle(broker, &slot, &mut g);
+                return fail(e, "The group's records could not be written.");
+            }
+            None => None,
+        };
+        self.settle(broker, &slot, &mut g);
+        (out, write)
+    }
+
+    /// Appends the consumer-group records the group changed since the last write.
+    fn write_consumer_changes(
+        &self,
+        broker: &Broker,
+        g: &mut Group,
+    ) -> Option<Result<PendingWrite, ResponseError>> {
+        let changes = g.take_consumer_changes();
+        if changes.is_empty() {
+            return None;
+        }
+        let recs = match consumer_change_records(&g.group_id, changes) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(group = %g.group_id, error = %e, "cannot encode the consumer group's records");
+                return Some(Err(ResponseError::UnknownServerError));
+            }
+        };
+        Some(Self::append(
+            broker,
+            &g.group_id,
+            &recs,
+            ResponseError::UnknownServerError,
+        ))
     }
 
     /// Runs `f` on a live group.
@@ -818,9 +951,18 @@ impl GroupCoordinator {
             }
         }
         if group_too {
-            match records::group_key(group_id) {
-                Ok(k) => recs.push((k, None)),
-                Err(e) => warn!(group = %group_id, error = %e, "cannot encode a group tombstone"),
+            let keys = [
+                records::group_key(group_id),
+                consumer_records::key(consumer_records::GROUP_METADATA_KEY, group_id, None),
+                consumer_records::key(consumer_records::TARGET_METADATA_KEY, group_id, None),
+            ];
+            for k in keys {
+                match k {
+                    Ok(k) => recs.push((k, None)),
+                    Err(e) => {
+                        warn!(group = %group_id, error = %e, "cannot encode a group tombstone")
+                    }
+                }
             }
         }
         if recs.is_empty() {
@@ -947,9 +1089,11 @@ impl GroupCoordinator {
         let Some(topic) = image.topic(OFFSETS_TOPIC) else {
             return Ok(0);
         };
+        #[derive(Default)]
         struct Loaded {
             value: Option<GroupValue>,
             offsets: BTreeMap<(String, i32), CommittedOffset>,
+            consumer: Persisted,
         }
         let mut loaded: HashMap<String, Loaded> = HashMap::new();
         let mut records_read = 0u64;
@@ -1006,10 +1150,7 @@ impl GroupCoordinator {
                                 topic,
                                 partition,
                             } => {
-                                let entry = loaded.entry(group).or_insert_with(|| Loaded {
-                                    value: None,
-                                    offsets: BTreeMap::new(),
-                                });
+                                let entry = loaded.entry(group).or_default();
                                 match r.value.clone().map(records::decode_offset_value) {
                                     None => {
                                         entry.offsets.remove(&(topic, partition));
@@ -1039,19 +1180,26 @@ impl GroupCoordinator {
                                         }
                                     }
                                     Some(Ok(v)) => {
-                                        loaded
-                                            .entry(group)
-                                            .or_insert_with(|| Loaded {
-                                                value: None,
-                                                offsets: BTreeMap::new(),
-                                            })
-                                            .value = Some(v);
+                                        loaded.entry(group).or_default().value = Some(v);
                                     }
                                     Some(Err(e)) => {
                                         warn!(partition = %name, offset = r.offset, error = %e, "skipping an unreadable group record")
                                     }
                                 }
                             }
+                            RecordKey::Consumer {
+                                version,
+                                group,
+                                member,
+                            } => match consumer_change(version, member, r.value.clone()) {
+                                Ok(Some(change)) => {
+                                    loaded.entry(group).or_default().consumer.apply(change)
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    warn!(partition = %name, offset = r.offset, error = %e, "skipping an unreadable consumer group record")
+                                }
+                            },
                         }
                     }
                     next = next.max(batch_end);
@@ -1065,10 +1213,14 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut map = self.write_groups();
         for (id, l) in loaded {
-            if l.value.is_none() && l.offsets.is_empty() {
+            let consumer = l.consumer.group_epoch.is_some();
+            if l.value.is_none() && l.offsets.is_empty() && !consumer {
                 continue;
             }
-            let group = Group::restore(&id, l.value, l.offsets, now);
+            let mut group = Group::restore(&id, l.value, l.offsets, now);
+            if consumer && group.member_count() == 0 {
+                group.set_consumer_group(ConsumerGroup::restore(l.consumer, &self.config, now));
+            }
             map.insert(id, Arc::new(Mutex::new(group)));
         }
         let count = map.len();

@@ -17,6 +17,7 @@
 
 pub mod assignor;
 pub mod consumer;
+pub mod consumer_records;
 pub mod coordinator;
 pub mod records;
 pub mod state;

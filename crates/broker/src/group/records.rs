@@ -39,6 +39,13 @@ pub enum RecordKey {
     Group {
         group: String,
     },
+    /// A record of a consumer-protocol group (keys 3 to 8, see
+    /// [`super::consumer_records`]): its key version, group and member id (for member keys).
+    Consumer {
+        version: i16,
+        group: String,
+        member: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +179,16 @@ pub fn decode_key(bytes: Bytes) -> Result<RecordKey, RecordError> {
             partition: r.i32()?,
         }),
         2 => Ok(RecordKey::Group { group: r.str()? }),
+        version @ (3 | 4 | 6) => Ok(RecordKey::Consumer {
+            version,
+            group: r.str()?,
+            member: None,
+        }),
+        version @ (5 | 7 | 8) => Ok(RecordKey::Consumer {
+            version,
+            group: r.str()?,
+            member: Some(r.str()?),
+        }),
         version => Err(RecordError::UnsupportedVersion {
             what: "key",
             version,

@@ -15,7 +15,7 @@ use proto_kafka::ResponseError;
 use tokio::sync::oneshot;
 
 use super::consumer::{
-    ConsumerGroup, HeartbeatError, HeartbeatRequest, HeartbeatResponse, TopicLookup,
+    Change, ConsumerGroup, HeartbeatError, HeartbeatRequest, HeartbeatResponse, TopicLookup,
 };
 use super::records::{GroupValue, MemberValue};
 use super::GroupConfig;
@@ -252,6 +252,8 @@ pub struct Group {
     /// Set while this is a consumer-protocol (KIP-848) group; the classic fields then stay
     /// as an empty group's. Only an empty group changes protocol, as in Kafka.
     consumer: Option<ConsumerGroup>,
+    /// The group stopped being a consumer group: its epoch records must go.
+    consumer_tombstones_due: bool,
     effects: Vec<Effect>,
     /// The earliest deadline the coordinator's timer holds for this group.
     pub(crate) scheduled_ms: Option<i64>,
@@ -278,6 +280,7 @@ impl Group {
             subscribed_topics: None,
             offsets: BTreeMap::new(),
             consumer: None,
+            consumer_tombstones_due: false,
             effects: Vec::new(),
             scheduled_ms: None,
         }
@@ -346,6 +349,22 @@ impl Group {
     /// The consumer-protocol side of the group, if it is one.
     pub fn consumer_group(&self) -> Option<&ConsumerGroup> {
         self.consumer.as_ref()
+    }
+
+    /// A consumer group restored from `__consumer_offsets`.
+    pub fn set_consumer_group(&mut self, c: ConsumerGroup) {
+        self.consumer = Some(c);
+    }
+
+    /// The consumer-group records to write since the last call.
+    pub fn take_consumer_changes(&mut self) -> Vec<Change> {
+        if std::mem::take(&mut self.consumer_tombstones_due) {
+            return vec![Change::GroupEpoch(None), Change::AssignmentEpoch(None)];
+        }
+        match self.consumer.as_mut() {
+            Some(c) => c.take_changes(),
+            None => Vec::new(),
+        }
     }
 
     /// The state name Kafka shows in ListGroups and DescribeGroups.
@@ -624,7 +643,10 @@ impl Group {
             Some(c) if !c.is_empty() => {
                 return done(&req.member_id, ResponseError::GroupIdNotFound)
             }
-            Some(_) => self.consumer = None,
+            Some(_) => {
+                self.consumer = None;
+                self.consumer_tombstones_due = true;
+            }
             None => {}
         }
         if !self.accept_joining_member(&req.member_id, cfg) {

@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::group::assignor::Assignment;
-use crate::group::consumer::{ConsumerGroup, HeartbeatRequest};
+use crate::group::consumer::{ConsumerGroup, HeartbeatError, HeartbeatRequest, HeartbeatResponse};
+use crate::group::coordinator::GroupCoordinator;
 use crate::request::{Reply, RequestContext, RequestError};
 
 /// READ, DELETE and DESCRIBE, the operations on a group, for a broker with no authorizer.
@@ -51,45 +52,95 @@ pub fn heartbeat(
         .flatten()
         .map(|t| t.partitions.len())
         .sum();
-    let response = if owned_count > MAX_OWNED_PARTITIONS {
-        Err((
-            ResponseError::InvalidRequest,
-            "Too many owned partitions.".to_string(),
-        ))
-    } else {
-        let owned = req.topic_partitions.map(|ts| {
-            let mut a = Assignment::new();
-            for t in ts {
-                a.entry(t.topic_id).or_default().extend(t.partitions);
-            }
-            a.retain(|_, p| !p.is_empty());
-            a
-        });
-        let hb = HeartbeatRequest {
-            member_id,
-            member_epoch: req.member_epoch,
-            instance_id: req.instance_id.map(|s| s.to_string()),
-            rack_id: req.rack_id.map(|s| s.to_string()),
-            rebalance_timeout_ms: req.rebalance_timeout_ms,
-            subscribed_topic_names: req
-                .subscribed_topic_names
-                .map(|ts| ts.into_iter().map(|t| t.0.to_string()).collect()),
-            subscribed_topic_regex: if ctx.version >= 1 {
-                req.subscribed_topic_regex.map(|s| s.to_string())
-            } else {
-                None
-            },
-            server_assignor: req.server_assignor.map(|s| s.to_string()),
-            owned,
-            client_id: ctx.client_id.clone(),
-            client_host: format!("/{}", ctx.info.peer.ip()),
-        };
-        broker
-            .groups
-            .consumer_heartbeat(broker, &req.group_id.0, hb)
-            .map_err(|e| (e.code, e.message))
+    if owned_count > MAX_OWNED_PARTITIONS {
+        let body = error_response(ResponseError::InvalidRequest, "Too many owned partitions.");
+        return Ok(Reply::Now(Some(ctx.respond(&body)?)));
+    }
+    let owned = req.topic_partitions.map(|ts| {
+        let mut a = Assignment::new();
+        for t in ts {
+            a.entry(t.topic_id).or_default().extend(t.partitions);
+        }
+        a.retain(|_, p| !p.is_empty());
+        a
+    });
+    let hb = HeartbeatRequest {
+        member_id,
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.map(|s| s.to_string()),
+        rack_id: req.rack_id.map(|s| s.to_string()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed_topic_names: req
+            .subscribed_topic_names
+            .map(|ts| ts.into_iter().map(|t| t.0.to_string()).collect()),
+        subscribed_topic_regex: if ctx.version >= 1 {
+            req.subscribed_topic_regex.map(|s| s.to_string())
+        } else {
+            None
+        },
+        server_assignor: req.server_assignor.map(|s| s.to_string()),
+        owned,
+        client_id: ctx.client_id.clone(),
+        client_host: format!("/{}", ctx.info.peer.ip()),
     };
-    let body = match response {
+    let group_id = req.group_id.0.to_string();
+    let broker = broker.clone();
+    // The group changes now, so pipelined requests act in order; only the wait for the
+    // records to be durable is deferred. The first join of all creates __consumer_offsets.
+    let mut pending = None;
+    if GroupCoordinator::offsets_topic_exists(&broker) {
+        pending = Some(
+            broker
+                .groups
+                .consumer_heartbeat(&broker, &group_id, hb.clone()),
+        );
+    }
+    Ok(Reply::Later(Box::pin(async move {
+        let (out, write) = match pending {
+            Some(p) => p,
+            None => match broker.groups.ensure_offsets_topic(&broker).await {
+                Ok(()) => broker.groups.consumer_heartbeat(&broker, &group_id, hb),
+                Err(e) => (
+                    Err(HeartbeatError {
+                        code: e,
+                        message: "The coordinator is not available.".to_string(),
+                    }),
+                    None,
+                ),
+            },
+        };
+        let out = match write {
+            None => out,
+            Some(w) => match w.complete(ResponseError::UnknownServerError).await {
+                Ok(()) => out,
+                Err(e) => Err(HeartbeatError {
+                    code: e,
+                    message: "The group's records could not be written.".to_string(),
+                }),
+            },
+        };
+        match ctx.respond(&heartbeat_response(out)) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode a ConsumerGroupHeartbeat response");
+                None
+            }
+        }
+    })))
+}
+
+fn error_response(code: ResponseError, message: &str) -> ConsumerGroupHeartbeatResponse {
+    crate::metrics::request_error("ConsumerGroupHeartbeat");
+    ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(code.code())
+        .with_error_message(Some(string(message)))
+        .with_member_epoch(-1)
+}
+
+fn heartbeat_response(
+    out: Result<HeartbeatResponse, HeartbeatError>,
+) -> ConsumerGroupHeartbeatResponse {
+    match out {
         Ok(r) => ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(string(r.member_id)))
             .with_member_epoch(r.member_epoch)
@@ -105,15 +156,8 @@ pub fn heartbeat(
                         .collect(),
                 )
             })),
-        Err((code, message)) => {
-            crate::metrics::request_error("ConsumerGroupHeartbeat");
-            ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(code.code())
-                .with_error_message(Some(string(message)))
-                .with_member_epoch(-1)
-        }
-    };
-    Ok(Reply::Now(Some(ctx.respond(&body)?)))
+        Err(e) => error_response(e.code, &e.message),
+    }
 }
 
 fn described_assignment(c: &ConsumerGroup, a: Option<&Assignment>) -> DescribedAssignment {

@@ -439,3 +439,77 @@ fn a_regex_subscription_follows_the_topics_that_match() {
     assert_eq!(a.get(&U).cloned().unwrap_or_default(), [0].into());
     assert_eq!(a.len(), 2, "the topic that does not match is not assigned");
 }
+
+/// Everything of a member the records keep.
+type MemberSnapshot = (
+    String,
+    i32,
+    i32,
+    MemberState,
+    Assignment,
+    Assignment,
+    Option<String>,
+);
+
+#[test]
+fn the_records_replayed_give_back_the_group() {
+    let mut g = ConsumerGroup::new();
+    let t = topics(4);
+    let c = cfg();
+    let mut log: Vec<Change> = Vec::new();
+    let mut r = join("a");
+    r.instance_id = Some("ia".to_string());
+    g.heartbeat(r, &c, &t, 0).unwrap();
+    log.extend(g.take_changes());
+    g.heartbeat(join("b"), &c, &t, 1).unwrap();
+    log.extend(g.take_changes());
+    // a is asked to revoke: its state (unrevoked partitions) is recorded too.
+    g.heartbeat(beat("a", 1, &(0..4).collect()), &c, &t, 2)
+        .unwrap();
+    log.extend(g.take_changes());
+    assert!(
+        g.take_changes().is_empty(),
+        "nothing changed, nothing to write"
+    );
+    let mut leave = beat("b", 2, &BTreeSet::new());
+    leave.member_epoch = LEAVE_GROUP_MEMBER_EPOCH;
+    g.heartbeat(join("c"), &c, &t, 3).unwrap();
+    log.extend(g.take_changes());
+    g.heartbeat(leave, &c, &t, 4).unwrap();
+    let last = g.take_changes();
+    assert!(last.contains(&Change::Member("b".to_string(), None)));
+    log.extend(last);
+
+    let mut p = Persisted::default();
+    for ch in log {
+        p.apply(ch);
+    }
+    let mut back = ConsumerGroup::restore(p, &c, 100);
+    assert_eq!(back.group_epoch(), g.group_epoch());
+    assert_eq!(back.assignment_epoch(), g.assignment_epoch());
+    let members = |x: &ConsumerGroup| -> Vec<MemberSnapshot> {
+        x.members()
+            .map(|m| {
+                (
+                    m.member_id.clone(),
+                    m.member_epoch,
+                    m.previous_member_epoch,
+                    m.state,
+                    m.assigned.clone(),
+                    m.pending_revocation.clone(),
+                    m.instance_id.clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(members(&back), members(&g));
+    assert_eq!(back.target_of("a"), g.target_of("a"));
+    assert!(
+        back.take_changes().is_empty(),
+        "a restored group has nothing new to write"
+    );
+    // The members carry on: a confirms its revocation as if nothing happened.
+    let a_keeps = parts(&g.members().find(|m| m.member_id == "a").unwrap().assigned);
+    let r = back.heartbeat(beat("a", 1, &a_keeps), &c, &t, 101).unwrap();
+    assert!(r.member_epoch >= 2);
+}

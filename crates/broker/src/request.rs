@@ -25,21 +25,22 @@ use thiserror::Error;
 use crate::broker::Broker;
 use crate::handlers;
 use crate::network::connection::ConnectionInfo;
+use crate::network::zero_copy::{self, FileRanges, Piece};
 
 pub type PendingReply = Pin<Box<dyn Future<Output = Option<ResponseFrame>> + Send>>;
 
-/// An encoded response, size prefix included. Fetch responses keep record bytes as references
-/// to what was read from the log (segments), so they are not copied into the frame.
+/// An encoded response, size prefix included. Fetch responses leave record bytes in the
+/// segment files (pieces), to be sent from there with sendfile.
 pub enum ResponseFrame {
     Flat(BytesMut),
-    Segmented(SegmentedBuf),
+    Pieces(Vec<Piece>),
 }
 
 impl ResponseFrame {
     pub fn len(&self) -> usize {
         match self {
             ResponseFrame::Flat(b) => b.len(),
-            ResponseFrame::Segmented(b) => bytes::Buf::remaining(b),
+            ResponseFrame::Pieces(p) => p.iter().map(Piece::len).sum(),
         }
     }
 
@@ -136,8 +137,13 @@ impl RequestContext {
         encode_response(self.api, self.version, self.correlation_id, body).map(ResponseFrame::Flat)
     }
 
-    /// As `respond`, with byte fields (records) referenced rather than copied.
-    pub fn respond_segmented<R: Encodable>(&self, body: &R) -> Result<ResponseFrame, RequestError> {
+    /// As `respond`, for a body whose byte fields (records) are placeholders of `ranges`: their
+    /// bytes stay in the files.
+    pub fn respond_with_files<R: Encodable>(
+        &self,
+        body: &R,
+        ranges: FileRanges,
+    ) -> Result<ResponseFrame, RequestError> {
         let err = |e: proto_kafka::ProtoError| RequestError::Encode {
             api: self.api,
             reason: e.to_string(),
@@ -151,7 +157,11 @@ impl RequestContext {
         header.encode(&mut buf, header_version).map_err(err)?;
         body.encode(&mut buf, self.version).map_err(err)?;
         debug_assert_eq!(bytes::Buf::remaining(&buf), 4 + size);
-        Ok(ResponseFrame::Segmented(buf))
+        let pieces = zero_copy::split(buf, ranges).map_err(|e| RequestError::Encode {
+            api: self.api,
+            reason: e.to_string(),
+        })?;
+        Ok(ResponseFrame::Pieces(pieces))
     }
 }
 

@@ -216,7 +216,9 @@ pub async fn handle(
     frame: BytesMut,
 ) -> Result<Reply, RequestError> {
     let started = Instant::now();
-    let mut buf = frame.freeze();
+    // `frame` keeps the whole request; `buf` is the view the decoders consume.
+    let frame = frame.freeze();
+    let mut buf = frame.clone();
     // The frame layer guarantees the 8 bytes of api key, version and correlation id; the
     // generated header decoder would panic on fewer.
     if buf.len() < crate::network::frame::MIN_REQUEST_BYTES {
@@ -253,6 +255,9 @@ pub async fn handle(
         client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
         info: info.clone(),
     };
+    // The header's fields are views of the frame too; none may outlive this point for the
+    // produce handler to get the frame back as its own.
+    drop(header.unknown_tagged_fields);
     let body = &mut buf;
     let reply = match api {
         ApiKey::ApiVersions => Reply::Now(Some(ctx.respond(&handlers::api_versions::response())?)),
@@ -264,7 +269,10 @@ pub async fn handle(
         }
         ApiKey::Produce => {
             let req: ProduceRequest = decode(api, version, body)?;
-            handlers::produce::handle(broker, ctx, req)
+            // Only `frame` and the request's own views of it remain: the handler can patch the
+            // record batches where they are.
+            drop(std::mem::take(body));
+            handlers::produce::handle(broker, ctx, req, frame)
         }
         ApiKey::Fetch => {
             let req: FetchRequest = decode(api, version, body)?;

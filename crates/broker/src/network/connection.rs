@@ -20,6 +20,9 @@ use super::zero_copy;
 use crate::broker::Broker;
 use crate::request::{self, Reply, ResponseFrame};
 
+/// What the connection's reader reads ahead of the current frame.
+const READ_AHEAD_BYTES: usize = 16 * 1024;
+
 pub struct ConnectionInfo {
     pub listener_name: Arc<str>,
     pub peer: SocketAddr,
@@ -43,7 +46,9 @@ pub async fn serve(
     // desynchronise the stream, whereas a channel receive can be dropped safely.
     let (frames_tx, mut frames) = mpsc::channel::<Result<Option<BytesMut>, FrameError>>(1);
     let reader_task = tokio::spawn(async move {
-        let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+        // Small: it batches the reads of small requests, while the body of a large one is
+        // read past it, straight into the frame (see `read_frame`).
+        let mut reader = BufReader::with_capacity(READ_AHEAD_BYTES, read_half);
         loop {
             let frame = read_frame(&mut reader, max_frame).await;
             let last = !matches!(frame, Ok(Some(_)));

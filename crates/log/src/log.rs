@@ -287,6 +287,15 @@ impl Log {
             segments.insert(base, LogSegment::create(dir, base, &config, now_ms)?);
             dir_changed = true;
         }
+        // What recovery re-indexed goes to the files now, so a second crash does not repeat
+        // the work (nothing is pending after a clean shutdown).
+        for segment in segments.values_mut() {
+            if segment.has_unpersisted_index_entries() {
+                if let Err(e) = segment.persist_indexes(false) {
+                    tracing::warn!(log = %topic_partition, error = %e, "could not write rebuilt index entries");
+                }
+            }
+        }
         if dir_changed {
             sync_dir(dir)?;
         }
@@ -616,7 +625,7 @@ impl Log {
             .segments
             .values()
             .filter(|s| s.next_offset() > self.recovery_point || s.base_offset() == active_base)
-            .flat_map(|s| s.files())
+            .map(|s| Arc::clone(s.log_file()))
             .collect();
         FlushTarget {
             files,
@@ -667,10 +676,27 @@ impl Log {
         {
             return Ok(());
         }
+        // The indexes go to their files first, so that after a crash recovery scans the log
+        // from near the recovery point rather than from an older entry. Not synced: a lost or
+        // torn tail only costs a longer scan or a rebuild, never data.
+        if let Err(e) = self.persist_indexes(false) {
+            tracing::warn!(log = %self.topic_partition, error = %e, "could not write index entries");
+        }
         self.recovery_checkpoint
             .write(&self.topic_partition, self.recovery_point)?;
         self.recovery_point_on_disk = self.recovery_point;
         self.last_recovery_checkpoint = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Writes index entries not yet in the index files (all segments; normally only the active
+    /// one has any), fdatasyncing them if `sync`.
+    pub fn persist_indexes(&mut self, sync: bool) -> Result<(), LogError> {
+        for segment in self.segments.values_mut() {
+            if segment.has_unpersisted_index_entries() {
+                segment.persist_indexes(sync)?;
+            }
+        }
         Ok(())
     }
 
@@ -849,6 +875,7 @@ impl Log {
             return Ok(());
         }
         self.active_segment_mut().on_become_inactive()?;
+        self.persist_indexes(true)?;
         let mut target = self.flush_target();
         target.dir = Some(self.dir.clone());
         target

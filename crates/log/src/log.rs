@@ -309,16 +309,27 @@ impl Log {
             .max(first_base)
             .min(log_end_offset);
         let recovery_point = checkpointed_recovery_point.min(log_end_offset);
-        tracing::info!(
-            log = %topic_partition,
-            segments = segments.len(),
-            log_start_offset,
-            log_end_offset,
-            recovery_point,
-            scanned_whole_segment_bytes = recovered_bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "opened log"
-        );
+        // A broker opens thousands of logs at start-up: only those that needed recovery work
+        // are worth a line at info.
+        macro_rules! opened {
+            ($level:ident) => {
+                tracing::$level!(
+                    log = %topic_partition,
+                    segments = segments.len(),
+                    log_start_offset,
+                    log_end_offset,
+                    recovery_point,
+                    scanned_whole_segment_bytes = recovered_bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "opened log"
+                )
+            };
+        }
+        if recovered_bytes > 0 || tail_cut {
+            opened!(info);
+        } else {
+            opened!(debug);
+        }
         Ok(Log {
             dir: dir.to_path_buf(),
             topic_partition,
@@ -890,7 +901,7 @@ impl Log {
                 .write(&self.topic_partition, self.log_start_offset)?;
         }
         self.closed = true;
-        tracing::info!(log = %self.topic_partition, log_end_offset = target.offset, "closed log");
+        tracing::debug!(log = %self.topic_partition, log_end_offset = target.offset, "closed log");
         Ok(())
     }
 

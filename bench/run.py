@@ -725,17 +725,18 @@ MISS_REASONS = [
     ("Produce 1 KiB", "CPU-bound, not disk-bound: librdkafka (2–2.7 s of CPU per GB) and the "
      "broker (1.1–2.7 s/GB, mostly the kernel's page-cache copy) share 2 cores, while fio "
      "needs only the kernel; the ratio also swings with fio's own figure on a shared disk."),
-    ("Produce 100 B", "user time is 40–55 ns/message; the rest is the kernel's per-byte cost "
+    ("Produce 100 B", "user time is 20–35 ns/message; the rest is the kernel's per-byte cost "
      "(copy into the page cache, made dear by the VM's free page reporting, fdatasync, socket "
-     "reads), plus a second copy of every request."),
+     "reads)."),
     ("Consume 1 KiB", "the librdkafka consumer needs 0.75–1.3 s of CPU per GB and, on a quiet "
-     "machine, a full core at ~770 MB/s: one consumer cannot reach 0.4× here; the broker adds "
-     "its own copies (no sendfile) on the same cores."),
+     "machine, a full core at ~770 MB/s: one consumer cannot reach 0.4× here; the broker's "
+     "sendfile still costs the kernel's TCP work on the same cores."),
     ("Broker CPU per GB produced", "Strom's own code is 0.2–0.3 s/GB; the kernel's copy into "
      "the page cache dominates, several times dearer here than on bare metal because the "
      "VM returns freed memory to the host (free page reporting)."),
-    ("Broker CPU per GB fetched", "every fetch is read into a zero-filled buffer (memset) "
-     "with pread and then copied into the socket; sendfile would remove all three passes."),
+    ("Broker CPU per GB fetched", "record bytes go out with sendfile (user time ~0.01 s/GB); "
+     "what remains is the kernel's loopback TCP work, receive side included (softirq runs in "
+     "the sender's context), which iperf3 pays too."),
     ("End-to-end latency", "linger 0 makes ~10,000 produce requests/s, each appended and "
      "fdatasynced through a spawn_blocking round trip: the broker spends 0.7–1 core on it and "
      "requests queue, far above the disk's ~0.2 ms fdatasync."),
@@ -743,11 +744,11 @@ MISS_REASONS = [
     ("Start-up to listening + ready, empty", "about seven fsyncs and fdatasyncs (format, metadata log, "
      "broker registration): fine at 0.2 ms each, over budget when the shared disk's fdatasync "
      "latency rises to milliseconds (limits table)."),
-    ("Start-up to listening + ready,", "partitions are opened one after another, ~75 µs each "
-     "(directory listing, two checkpoint files, three opens, a log line)."),
+    ("Start-up to listening + ready,", "each partition costs a directory listing, two "
+     "checkpoint reads, index loads and an open (on 8 threads)."),
     ("Recovery", "see the analysis."),
-    ("10,000 partitions", "three open files per partition (log, offset index, time index) "
-     "against this sandbox's 20,000-descriptor limit, which cannot be raised here."),
+    ("10,000 partitions", "one open file per segment (indexes are written without a held "
+     "descriptor) against this sandbox's 20,000-descriptor limit, which cannot be raised here."),
     ("Metadata", "see the analysis."),
     ("Resident memory", "see the analysis."),
 ]

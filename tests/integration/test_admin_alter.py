@@ -151,12 +151,12 @@ def test_offsets_topic_is_internal(broker):
 
 
 def test_partitions_beyond_capacity_are_refused_before_anything_is_written(broker):
-    """A broker holds 3 open files per partition: a topic that would not fit in the open-file
+    """A broker holds 1 open file per partition: a topic that would not fit in the open-file
     limit (or past the 50,000-partition bound) is refused whole, never half-created."""
     import resource
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    capacity = 50_000 if hard == resource.RLIM_INFINITY else min(50_000, (hard - 2_000) // 3)
+    capacity = 50_000 if hard == resource.RLIM_INFINITY else min(50_000, hard - 2_000)
     topic = unique_topic("huge")
     with kw.Conn(broker.bootstrap) as c:
         r = c.request(19, 2, kw.create_topics_v2_body(topic, capacity + 1))

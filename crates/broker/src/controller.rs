@@ -194,8 +194,9 @@ fn plan_topic(
         return Err(ApiError::new(
             ResponseError::PolicyViolation,
             format!(
-                "creating {num_partitions} partitions would exceed this broker's limit of {} partitions (at most {MAX_PARTITIONS_PER_BROKER}, and 3 open files each within the open-file limit)",
-                broker.max_partitions
+                "creating {num_partitions} partitions would exceed this broker's limit of {} partitions (at most {MAX_PARTITIONS_PER_BROKER}, and {} open file(s) each within the open-file limit)",
+                broker.max_partitions,
+                crate::memory::FILES_PER_PARTITION
             ),
         ));
     }

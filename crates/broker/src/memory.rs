@@ -11,8 +11,10 @@ const MMAP_THRESHOLD_BYTES: i32 = 64 * 1024 * 1024;
 /// Free memory at the top of the heap kept for reuse before any is returned to the kernel.
 const TRIM_THRESHOLD_BYTES: i32 = 256 * 1024 * 1024;
 
-/// Files a partition holds open: its active segment's log, offset index and time index.
-pub const FILES_PER_PARTITION: u64 = 3;
+/// Files a partition holds open: its active segment's log. Indexes are kept in memory and
+/// written without a held descriptor (`strom_log::offset_index`). Each older segment of a
+/// partition keeps its log file open too; the reserve below absorbs a few of those.
+pub const FILES_PER_PARTITION: u64 = 1;
 /// Descriptors kept for connections, the metadata log and everything else.
 const RESERVED_FILES: u64 = 2_000;
 

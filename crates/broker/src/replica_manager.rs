@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
-use strom_log::{Log, TopicPartition};
+use strom_log::{Log, LogError, TopicPartition};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -116,16 +117,44 @@ impl ReplicaManager {
                 }
             }
         }
-        for (tp, (id, epoch, config)) in wanted {
-            if self.read_map().contains_key(&tp) {
-                continue;
-            }
-            let dir = self.data_dir.join(tp.dir_name());
-            let log = Log::open(&dir, tp.clone(), config.log_config())?;
-            let partition = Partition::new(log, id, epoch, config, self.data_notify.clone());
-            self.write_map().insert(tp, Arc::new(partition));
+        let to_open: Vec<_> = {
+            let hosted = self.read_map();
+            wanted
+                .into_iter()
+                .filter(|(tp, _)| !hosted.contains_key(tp))
+                .collect()
+        };
+        if to_open.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let started = Instant::now();
+        let count = to_open.len();
+        let opened = open_logs(&self.data_dir, to_open);
+        let mut first_error = None;
+        let mut map = self.write_map();
+        for (tp, (id, epoch, config), log) in opened {
+            match log {
+                Ok(log) => {
+                    let partition =
+                        Partition::new(log, id, epoch, config, self.data_notify.clone());
+                    map.insert(tp, Arc::new(partition));
+                }
+                Err(e) => {
+                    warn!(partition = %tp, error = %e, "cannot open log");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        drop(map);
+        info!(
+            partitions = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "opened partition logs"
+        );
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Partition directories that no topic in the image owns: left by a crash between a
@@ -159,6 +188,87 @@ impl ReplicaManager {
             }
             if let Err(e) = partition.with_log(|log| log.close()) {
                 warn!(partition = %tp, error = %e, "close at shutdown failed");
+            }
+        }
+    }
+}
+
+type Wanted = (uuid::Uuid, i32, TopicConfig);
+
+/// Opening a log is mostly waiting on the file system (directory listing, checkpoint reads, a
+/// few opens), so start-up with thousands of partitions opens them on several threads, more
+/// than there are cores, to overlap the waits.
+const OPEN_THREADS: usize = 8;
+/// Below this many logs a thread start costs more than it saves.
+const PARALLEL_OPEN_MIN: usize = 32;
+
+fn open_logs(
+    data_dir: &Path,
+    to_open: Vec<(TopicPartition, Wanted)>,
+) -> Vec<(TopicPartition, Wanted, Result<Log, LogError>)> {
+    let open = |(tp, wanted): (TopicPartition, Wanted)| {
+        let dir = data_dir.join(tp.dir_name());
+        let log = Log::open(&dir, tp.clone(), wanted.2.log_config());
+        (tp, wanted, log)
+    };
+    if to_open.len() < PARALLEL_OPEN_MIN {
+        return to_open.into_iter().map(open).collect();
+    }
+    let threads = OPEN_THREADS.min(to_open.len());
+    let queue = Mutex::new(to_open.into_iter());
+    let next = || match queue.lock() {
+        Ok(mut q) => q.next(),
+        Err(poisoned) => poisoned.into_inner().next(),
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    while let Some(item) = next() {
+                        done.push(open(item));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            // A worker only panics if Log::open does; re-raise it as the sequential code would.
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many logs are opened on several threads; each comes back with its own partition and
+    /// wanted state, and a log that cannot open is an error of its own, not of the others.
+    #[test]
+    fn opens_many_logs_in_parallel() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = TopicConfig::broker_defaults(&RawConfig::defaults()).unwrap();
+        let n = PARALLEL_OPEN_MIN as i32 * 2;
+        let tp = |p| TopicPartition {
+            topic: "t".into(),
+            partition: p,
+        };
+        // A file where partition 5's directory should be: its log cannot open.
+        std::fs::write(tmp.path().join(tp(5).dir_name()), b"").unwrap();
+        let wanted = (0..n)
+            .map(|p| (tp(p), (uuid::Uuid::nil(), p, config.clone())))
+            .collect();
+        let mut opened = open_logs(tmp.path(), wanted);
+        opened.sort_by_key(|(tp, _, _)| tp.partition);
+        assert_eq!(opened.len(), n as usize);
+        for (i, (tp, (_, epoch, _), log)) in opened.into_iter().enumerate() {
+            assert_eq!(tp.partition, i as i32);
+            assert_eq!(epoch, i as i32);
+            match log {
+                Ok(log) => assert_eq!(log.topic_partition(), &tp),
+                Err(_) => assert_eq!(i, 5),
             }
         }
     }

@@ -26,21 +26,22 @@ use thiserror::Error;
 use crate::broker::Broker;
 use crate::handlers;
 use crate::network::connection::ConnectionInfo;
+use crate::network::zero_copy::{self, FileRanges, Piece};
 
 pub type PendingReply = Pin<Box<dyn Future<Output = Option<ResponseFrame>> + Send>>;
 
-/// An encoded response, size prefix included. Fetch responses keep record bytes as references
-/// to what was read from the log (segments), so they are not copied into the frame.
+/// An encoded response, size prefix included. Fetch responses leave record bytes in the
+/// segment files (pieces), to be sent from there with sendfile.
 pub enum ResponseFrame {
     Flat(BytesMut),
-    Segmented(SegmentedBuf),
+    Pieces(Vec<Piece>),
 }
 
 impl ResponseFrame {
     pub fn len(&self) -> usize {
         match self {
             ResponseFrame::Flat(b) => b.len(),
-            ResponseFrame::Segmented(b) => bytes::Buf::remaining(b),
+            ResponseFrame::Pieces(p) => p.iter().map(Piece::len).sum(),
         }
     }
 
@@ -139,8 +140,13 @@ impl RequestContext {
         encode_response(self.api, self.version, self.correlation_id, body).map(ResponseFrame::Flat)
     }
 
-    /// As `respond`, with byte fields (records) referenced rather than copied.
-    pub fn respond_segmented<R: Encodable>(&self, body: &R) -> Result<ResponseFrame, RequestError> {
+    /// As `respond`, for a body whose byte fields (records) are placeholders of `ranges`: their
+    /// bytes stay in the files.
+    pub fn respond_with_files<R: Encodable>(
+        &self,
+        body: &R,
+        ranges: FileRanges,
+    ) -> Result<ResponseFrame, RequestError> {
         let err = |e: proto_kafka::ProtoError| RequestError::Encode {
             api: self.api,
             reason: e.to_string(),
@@ -154,7 +160,11 @@ impl RequestContext {
         header.encode(&mut buf, header_version).map_err(err)?;
         body.encode(&mut buf, self.version).map_err(err)?;
         debug_assert_eq!(bytes::Buf::remaining(&buf), 4 + size);
-        Ok(ResponseFrame::Segmented(buf))
+        let pieces = zero_copy::split(buf, ranges).map_err(|e| RequestError::Encode {
+            api: self.api,
+            reason: e.to_string(),
+        })?;
+        Ok(ResponseFrame::Pieces(pieces))
     }
 }
 
@@ -209,7 +219,9 @@ pub async fn handle(
     frame: BytesMut,
 ) -> Result<Reply, RequestError> {
     let started = Instant::now();
-    let mut buf = frame.freeze();
+    // `frame` keeps the whole request; `buf` is the view the decoders consume.
+    let frame = frame.freeze();
+    let mut buf = frame.clone();
     // The frame layer guarantees the 8 bytes of api key, version and correlation id; the
     // generated header decoder would panic on fewer.
     if buf.len() < crate::network::frame::MIN_REQUEST_BYTES {
@@ -246,6 +258,9 @@ pub async fn handle(
         client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
         info: info.clone(),
     };
+    // The header's fields are views of the frame too; none may outlive this point for the
+    // produce handler to get the frame back as its own.
+    drop(header.unknown_tagged_fields);
     let body = &mut buf;
     let reply = match api {
         ApiKey::ApiVersions => Reply::Now(Some(ctx.respond(&handlers::api_versions::response())?)),
@@ -257,7 +272,10 @@ pub async fn handle(
         }
         ApiKey::Produce => {
             let req: ProduceRequest = decode(api, version, body)?;
-            handlers::produce::handle(broker, ctx, req)
+            // Only `frame` and the request's own views of it remain: the handler can patch the
+            // record batches where they are.
+            drop(std::mem::take(body));
+            handlers::produce::handle(broker, ctx, req, frame)
         }
         ApiKey::Fetch => {
             let req: FetchRequest = decode(api, version, body)?;

@@ -1,13 +1,15 @@
 //! Sparse offset → file position index of one segment (Kafka's `.index` file).
 //!
 //! Entries are 8 bytes: relative offset u32 BE, position u32 BE. An entry maps the base offset of
-//! a batch to the byte position where that batch starts. The entries live in a `Vec`, mirrored
-//! to the file by appends (no mmap, no `unsafe`); the file is only read back at open.
+//! a batch to the byte position where that batch starts. The entries live in a `Vec`; the file is
+//! read back at open and written by [`OffsetIndex::persist`], not at every append, so that no
+//! descriptor stays open for it (the broker hosts thousands of partitions within one open-file
+//! limit) and a flush does not have to sync it. A file that lags behind the log is still a
+//! valid, sparser index: recovery scans the log from its last entry.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::error::{IoContext, LogError};
 
@@ -29,14 +31,15 @@ pub(crate) enum IndexLoad<T> {
 #[derive(Debug)]
 pub struct OffsetIndex {
     path: PathBuf,
-    file: Arc<File>,
     base_offset: i64,
     /// (relative offset, position)
     entries: Vec<(u32, u32)>,
+    /// How many of `entries` the file holds.
+    persisted: usize,
     max_entries: usize,
 }
 
-fn open_rw(path: &Path, truncate: bool) -> Result<File, LogError> {
+fn open_rw(path: &Path, truncate: bool) -> Result<std::fs::File, LogError> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -49,12 +52,13 @@ fn open_rw(path: &Path, truncate: bool) -> Result<File, LogError> {
 impl OffsetIndex {
     /// Creates an empty index, discarding any existing file content.
     pub fn create(path: &Path, base_offset: i64, max_index_bytes: u64) -> Result<Self, LogError> {
-        let file = open_rw(path, true)?;
+        // The (empty) file exists from the start: a missing index means a damaged segment.
+        open_rw(path, true)?;
         Ok(OffsetIndex {
             path: path.to_path_buf(),
-            file: Arc::new(file),
             base_offset,
             entries: Vec::new(),
+            persisted: 0,
             max_entries: (max_index_bytes / OFFSET_INDEX_ENTRY_SIZE_BYTES as u64) as usize,
         })
     }
@@ -95,11 +99,10 @@ impl OffsetIndex {
             }
             entries.push((rel, pos));
         }
-        let file = open_rw(path, false)?;
         Ok(IndexLoad::Loaded(OffsetIndex {
             path: path.to_path_buf(),
-            file: Arc::new(file),
             base_offset,
+            persisted: entries.len(),
             entries,
             max_entries: (max_index_bytes / OFFSET_INDEX_ENTRY_SIZE_BYTES as u64) as usize,
         }))
@@ -109,8 +112,32 @@ impl OffsetIndex {
         &self.path
     }
 
-    pub fn file(&self) -> &Arc<File> {
-        &self.file
+    /// Entries not written to the file yet.
+    pub fn unpersisted(&self) -> usize {
+        self.entries.len() - self.persisted
+    }
+
+    /// Writes the entries the file lacks, then fdatasyncs it if `sync`. Opens the file only
+    /// when there is something to write.
+    pub fn persist(&mut self, sync: bool) -> Result<(), LogError> {
+        if self.persisted == self.entries.len() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(self.unpersisted() * OFFSET_INDEX_ENTRY_SIZE_BYTES);
+        for &(rel, position) in &self.entries[self.persisted..] {
+            buf.extend_from_slice(&rel.to_be_bytes());
+            buf.extend_from_slice(&position.to_be_bytes());
+        }
+        let file = open_rw(&self.path, false)?;
+        let at = (self.persisted * OFFSET_INDEX_ENTRY_SIZE_BYTES) as u64;
+        file.write_all_at(&buf, at)
+            .ctx(|| format!("write index {}", self.path.display()))?;
+        if sync {
+            file.sync_data()
+                .ctx(|| format!("fsync index {}", self.path.display()))?;
+        }
+        self.persisted = self.entries.len();
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -145,32 +172,26 @@ impl OffsetIndex {
         (!self.entries.is_empty()).then(|| self.entry(self.entries.len() - 1))
     }
 
-    /// Appends an entry; it must be strictly beyond the last one in both offset and position
-    /// (otherwise it is skipped: the index is only a hint).
-    pub fn append(&mut self, offset: i64, position: u32) -> Result<(), LogError> {
+    /// Appends an entry (in memory; see [`OffsetIndex::persist`]); it must be strictly beyond
+    /// the last one in both offset and position (otherwise it is skipped: the index is only a
+    /// hint).
+    pub fn append(&mut self, offset: i64, position: u32) {
         let rel = offset - self.base_offset;
         debug_assert!(
             (0..=i64::from(i32::MAX)).contains(&rel),
             "relative offset {rel}"
         );
         if !(0..=i64::from(i32::MAX)).contains(&rel) {
-            return Ok(());
+            return;
         }
         let rel = rel as u32;
         if let Some(&(last_rel, last_pos)) = self.entries.last() {
             if rel <= last_rel || position <= last_pos {
                 debug_assert!(false, "non-monotonic index append");
-                return Ok(());
+                return;
             }
         }
-        let mut buf = [0u8; OFFSET_INDEX_ENTRY_SIZE_BYTES];
-        buf[..4].copy_from_slice(&rel.to_be_bytes());
-        buf[4..].copy_from_slice(&position.to_be_bytes());
-        self.file
-            .write_all_at(&buf, self.size_bytes())
-            .ctx(|| format!("append to index {}", self.path.display()))?;
         self.entries.push((rel, position));
-        Ok(())
     }
 
     /// The entry with the largest offset <= `target`, or (base offset, 0) if none: the batch
@@ -211,13 +232,18 @@ impl OffsetIndex {
         self.truncate_entries(0)
     }
 
+    /// Cuts the file at once when it holds dropped entries (truncations are rare), so it never
+    /// describes data the log no longer has.
     fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
         if keep >= self.entries.len() {
             return Ok(());
         }
-        self.file
-            .set_len((keep * OFFSET_INDEX_ENTRY_SIZE_BYTES) as u64)
-            .ctx(|| format!("truncate index {}", self.path.display()))?;
+        if keep < self.persisted {
+            open_rw(&self.path, false)?
+                .set_len((keep * OFFSET_INDEX_ENTRY_SIZE_BYTES) as u64)
+                .ctx(|| format!("truncate index {}", self.path.display()))?;
+            self.persisted = keep;
+        }
         self.entries.truncate(keep);
         Ok(())
     }
@@ -240,8 +266,16 @@ mod tests {
             }
         );
         for i in 1..=10u32 {
-            idx.append(100 + i64::from(i) * 10, i * 1000).unwrap();
+            idx.append(100 + i64::from(i) * 10, i * 1000);
         }
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            0,
+            "not written yet"
+        );
+        assert_eq!(idx.unpersisted(), 10);
+        idx.persist(false).unwrap();
+        assert_eq!(idx.unpersisted(), 0);
         assert_eq!(idx.lookup(99).position, 0);
         assert_eq!(idx.lookup(109).position, 0);
         assert_eq!(
@@ -294,13 +328,38 @@ mod tests {
         ));
     }
 
+    /// The file always holds a prefix of the entries: a truncation below what was written cuts
+    /// it at once, and the next persist continues from there.
+    #[test]
+    fn persist_after_truncation_keeps_file_a_prefix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("0.index");
+        let mut idx = OffsetIndex::create(&path, 0, 1024).unwrap();
+        for i in 1..=4u32 {
+            idx.append(i64::from(i) * 10, i * 100);
+        }
+        idx.persist(true).unwrap();
+        idx.truncate_to_offset(20).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8);
+        idx.append(25, 250);
+        idx.append(35, 350);
+        idx.truncate_to_offset(35).unwrap(); // only in memory
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8);
+        idx.persist(false).unwrap();
+        let IndexLoad::Loaded(back) = OffsetIndex::load(&path, 0, 1024, 1 << 20).unwrap() else {
+            panic!("should load");
+        };
+        let entries: Vec<_> = back.entries().map(|e| (e.offset, e.position)).collect();
+        assert_eq!(entries, [(10, 100), (25, 250)]);
+    }
+
     #[test]
     fn full_when_max_entries_reached() {
         let tmp = tempfile::tempdir().unwrap();
         let mut idx = OffsetIndex::create(&tmp.path().join("0.index"), 0, 20).unwrap();
-        idx.append(1, 10).unwrap();
+        idx.append(1, 10);
         assert!(!idx.is_full());
-        idx.append(2, 20).unwrap();
+        idx.append(2, 20);
         assert!(idx.is_full());
     }
 }

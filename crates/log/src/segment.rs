@@ -333,12 +333,15 @@ impl LogSegment {
     }
 
     /// Files that must reach the disk for this segment's data to be durable.
-    pub(crate) fn files(&self) -> [Arc<File>; 3] {
-        [
-            Arc::clone(&self.log_file),
-            Arc::clone(self.offset_index.file()),
-            Arc::clone(self.time_index.file()),
-        ]
+    /// Writes index entries the index files lack; with `sync`, makes them durable. Flushes do
+    /// not sync the indexes: they are hints that recovery can rebuild from the log.
+    pub(crate) fn persist_indexes(&mut self, sync: bool) -> Result<(), LogError> {
+        self.offset_index.persist(sync)?;
+        self.time_index.persist(sync)
+    }
+
+    pub(crate) fn has_unpersisted_index_entries(&self) -> bool {
+        self.offset_index.unpersisted() > 0 || self.time_index.unpersisted() > 0
     }
 
     /// Largest timestamp for time-based retention; falls back to the file's mtime when no
@@ -391,9 +394,8 @@ impl LogSegment {
     }
 
     /// Accounts for a batch that now sits at `position`: max timestamp, sparse index entries
-    /// (Kafka's rule: one entry per `index.interval.bytes`), next offset. State is updated even
-    /// when an index write fails, so the caller can choose to treat that as non-fatal.
-    fn index_batch(&mut self, header: &BatchHeader, position: u64) -> Result<(), LogError> {
+    /// (Kafka's rule: one entry per `index.interval.bytes`), next offset.
+    fn index_batch(&mut self, header: &BatchHeader, position: u64) {
         debug_assert!(position <= u64::from(u32::MAX));
         if header.max_timestamp > self.max_timestamp_so_far {
             self.max_timestamp_so_far = header.max_timestamp;
@@ -402,15 +404,13 @@ impl LogSegment {
         if self.rolling_based_timestamp.is_none() && position == 0 {
             self.rolling_based_timestamp = Some(header.max_timestamp);
         }
-        let mut result = Ok(());
         if self.bytes_since_last_index_entry > self.index_interval_bytes {
             if !self.offset_index.is_full() {
-                result = self
-                    .offset_index
+                self.offset_index
                     .append(header.base_offset, position as u32);
             }
-            if result.is_ok() && self.offset_of_max_timestamp >= 0 {
-                result = self.time_index.maybe_append(
+            if self.offset_of_max_timestamp >= 0 {
+                self.time_index.maybe_append(
                     self.max_timestamp_so_far,
                     self.offset_of_max_timestamp,
                     false,
@@ -420,7 +420,6 @@ impl LogSegment {
         }
         self.bytes_since_last_index_entry += header.size_bytes() as u64;
         self.next_offset = header.next_offset();
-        result
     }
 
     /// Appends already validated, offset-assigned batches with a single write.
@@ -450,11 +449,7 @@ impl LogSegment {
         self.size_bytes += records.len() as u64;
         let mut batch_position = position;
         for header in headers {
-            // The data is written: a failed index write only loses a lookup hint, and the index
-            // is rebuilt if the file is left inconsistent.
-            if let Err(e) = self.index_batch(header, batch_position) {
-                tracing::warn!(segment = %self.log_path.display(), error = %e, "index append failed");
-            }
+            self.index_batch(header, batch_position);
             batch_position += header.size_bytes() as u64;
         }
         Ok(())
@@ -691,7 +686,7 @@ impl LogSegment {
                         invalid = Some(reason);
                         break;
                     }
-                    self.index_batch(&header, position)?;
+                    self.index_batch(&header, position);
                     valid_end = position + header.size_bytes() as u64;
                 }
                 ScanItem::End => break,
@@ -792,7 +787,7 @@ impl LogSegment {
                         return Ok(false);
                     }
                     first = false;
-                    self.index_batch(&header, position)?;
+                    self.index_batch(&header, position);
                 }
                 ScanItem::End => break,
                 ScanItem::Invalid { .. } => return Ok(false),
@@ -836,16 +831,17 @@ impl LogSegment {
     }
 
     /// Called when the segment stops being the active one (roll) or the log closes: records the
-    /// final max timestamp so that a reopened segment knows it without a scan.
+    /// final max timestamp so that a reopened segment knows it without a scan, and makes the
+    /// indexes durable (a sealed segment's are trusted at the next open).
     pub(crate) fn on_become_inactive(&mut self) -> Result<(), LogError> {
         if self.offset_of_max_timestamp >= 0 {
             self.time_index.maybe_append(
                 self.max_timestamp_so_far,
                 self.offset_of_max_timestamp,
                 true,
-            )?;
+            );
         }
-        Ok(())
+        self.persist_indexes(true)
     }
 
     /// Deletes the segment's files. The log file is first renamed `.deleted`, so a crash midway

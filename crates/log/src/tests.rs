@@ -635,6 +635,61 @@ fn recovery_scans_only_after_recovery_point() {
     assert!(log.segment_base_offsets().contains(&last_base));
 }
 
+/// Index entries are kept in memory and written with the recovery-point checkpoint, at a roll
+/// and at close, not at every append; a crash leaves an index that lags behind the log, which
+/// recovery treats as a sparser index.
+#[test]
+fn indexes_are_written_lazily_and_a_lagging_one_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        index_interval_bytes: 100,
+        ..LogConfig::default()
+    };
+    let idx = index_file_path(tmp.path(), 0);
+    let tidx = time_index_file_path(tmp.path(), 0);
+    let mut log = open(tmp.path(), &config);
+    append_n(&mut log, 10, 2);
+    assert_eq!(
+        fs::metadata(&idx).unwrap().len(),
+        0,
+        "nothing written per append"
+    );
+    assert_eq!(fs::metadata(&tidx).unwrap().len(), 0);
+    let target = log.flush_target();
+    target.sync().unwrap();
+    log.mark_flushed_target(&target).unwrap();
+    let at_checkpoint = fs::metadata(&idx).unwrap().len();
+    assert!(
+        at_checkpoint >= 8 * 8,
+        "written with the checkpoint: {at_checkpoint}"
+    );
+    assert!(fs::metadata(&tidx).unwrap().len() > 0);
+    let written = {
+        let mut w = read_all(&log);
+        w.extend(append_n(&mut log, 30, 2));
+        w
+    };
+    assert_eq!(fs::metadata(&idx).unwrap().len(), at_checkpoint);
+    crash(log);
+
+    let log = open(tmp.path(), &config);
+    assert_eq!(read_all(&log), written);
+    assert_eq!(log.log_end_offset(), 80);
+    for offset in (0..80).step_by(3) {
+        let h = header(
+            &log.read(offset, 1, i64::MAX, true)
+                .unwrap()
+                .read_bytes()
+                .unwrap(),
+        );
+        assert!(h.base_offset <= offset && offset <= h.last_offset());
+    }
+    assert!(
+        fs::metadata(&idx).unwrap().len() > at_checkpoint,
+        "what recovery re-indexed is written at open"
+    );
+}
+
 #[test]
 fn recovery_point_checkpoint_is_rate_limited_and_forced_on_close() {
     let tmp = tempfile::tempdir().unwrap();

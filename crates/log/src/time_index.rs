@@ -2,12 +2,12 @@
 //!
 //! Entries are 12 bytes: timestamp i64 BE, relative offset u32 BE. An entry (T, O) means "the
 //! largest batch maxTimestamp seen so far is T, first reached by the batch starting at O";
-//! timestamps strictly increase. Kept in a `Vec` mirrored to the file by appends.
+//! timestamps strictly increase. Kept in a `Vec`, written to the file by
+//! [`TimeIndex::persist`] (as the offset index: no descriptor held, no sync per flush).
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::error::{IoContext, LogError};
 use crate::offset_index::IndexLoad;
@@ -23,14 +23,15 @@ pub struct TimestampOffset {
 #[derive(Debug)]
 pub struct TimeIndex {
     path: PathBuf,
-    file: Arc<File>,
     base_offset: i64,
     /// (timestamp, relative offset)
     entries: Vec<(i64, u32)>,
+    /// How many of `entries` the file holds.
+    persisted: usize,
     max_entries: usize,
 }
 
-fn open_rw(path: &Path, truncate: bool) -> Result<File, LogError> {
+fn open_rw(path: &Path, truncate: bool) -> Result<std::fs::File, LogError> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -42,12 +43,12 @@ fn open_rw(path: &Path, truncate: bool) -> Result<File, LogError> {
 
 impl TimeIndex {
     pub fn create(path: &Path, base_offset: i64, max_index_bytes: u64) -> Result<Self, LogError> {
-        let file = open_rw(path, true)?;
+        open_rw(path, true)?;
         Ok(TimeIndex {
             path: path.to_path_buf(),
-            file: Arc::new(file),
             base_offset,
             entries: Vec::new(),
+            persisted: 0,
             max_entries: (max_index_bytes / TIME_INDEX_ENTRY_SIZE_BYTES as u64) as usize,
         })
     }
@@ -86,11 +87,10 @@ impl TimeIndex {
             }
             entries.push((ts, rel));
         }
-        let file = open_rw(path, false)?;
         Ok(IndexLoad::Loaded(TimeIndex {
             path: path.to_path_buf(),
-            file: Arc::new(file),
             base_offset,
+            persisted: entries.len(),
             entries,
             max_entries: (max_index_bytes / TIME_INDEX_ENTRY_SIZE_BYTES as u64) as usize,
         }))
@@ -100,8 +100,31 @@ impl TimeIndex {
         &self.path
     }
 
-    pub fn file(&self) -> &Arc<File> {
-        &self.file
+    /// Entries not written to the file yet.
+    pub fn unpersisted(&self) -> usize {
+        self.entries.len() - self.persisted
+    }
+
+    /// Writes the entries the file lacks, then fdatasyncs it if `sync`.
+    pub fn persist(&mut self, sync: bool) -> Result<(), LogError> {
+        if self.persisted == self.entries.len() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(self.unpersisted() * TIME_INDEX_ENTRY_SIZE_BYTES);
+        for &(timestamp, rel) in &self.entries[self.persisted..] {
+            buf.extend_from_slice(&timestamp.to_be_bytes());
+            buf.extend_from_slice(&rel.to_be_bytes());
+        }
+        let file = open_rw(&self.path, false)?;
+        let at = (self.persisted * TIME_INDEX_ENTRY_SIZE_BYTES) as u64;
+        file.write_all_at(&buf, at)
+            .ctx(|| format!("write time index {}", self.path.display()))?;
+        if sync {
+            file.sync_data()
+                .ctx(|| format!("fsync time index {}", self.path.display()))?;
+        }
+        self.persisted = self.entries.len();
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -128,41 +151,28 @@ impl TimeIndex {
         (!self.entries.is_empty()).then(|| self.entry(self.entries.len() - 1))
     }
 
-    /// Appends (timestamp, offset) if the timestamp is larger than the last entry's (Kafka's
-    /// maybeAppend). `skip_full_check` lets the final entry of a sealed segment in.
-    pub fn maybe_append(
-        &mut self,
-        timestamp: i64,
-        offset: i64,
-        skip_full_check: bool,
-    ) -> Result<(), LogError> {
+    /// Appends (timestamp, offset) in memory if the timestamp is larger than the last entry's
+    /// (Kafka's maybeAppend). `skip_full_check` lets the final entry of a sealed segment in.
+    pub fn maybe_append(&mut self, timestamp: i64, offset: i64, skip_full_check: bool) {
         if !skip_full_check && self.is_full() {
-            return Ok(());
+            return;
         }
         let rel = offset - self.base_offset;
         if !(0..=i64::from(i32::MAX)).contains(&rel) {
             debug_assert!(false, "relative offset {rel}");
-            return Ok(());
+            return;
         }
         let rel = rel as u32;
         if let Some(&(last_ts, last_rel)) = self.entries.last() {
             if timestamp <= last_ts {
-                return Ok(());
+                return;
             }
             if rel < last_rel {
                 debug_assert!(false, "time index offset went backwards");
-                return Ok(());
+                return;
             }
         }
-        let mut buf = [0u8; TIME_INDEX_ENTRY_SIZE_BYTES];
-        buf[..8].copy_from_slice(&timestamp.to_be_bytes());
-        buf[8..].copy_from_slice(&rel.to_be_bytes());
-        let at = (self.entries.len() * TIME_INDEX_ENTRY_SIZE_BYTES) as u64;
-        self.file
-            .write_all_at(&buf, at)
-            .ctx(|| format!("append to time index {}", self.path.display()))?;
         self.entries.push((timestamp, rel));
-        Ok(())
     }
 
     /// The entry with the largest timestamp <= `target`, or None. Batches before that entry's
@@ -189,13 +199,17 @@ impl TimeIndex {
         self.truncate_entries(0)
     }
 
+    /// As the offset index: the file is cut at once if it holds dropped entries.
     fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
         if keep >= self.entries.len() {
             return Ok(());
         }
-        self.file
-            .set_len((keep * TIME_INDEX_ENTRY_SIZE_BYTES) as u64)
-            .ctx(|| format!("truncate time index {}", self.path.display()))?;
+        if keep < self.persisted {
+            open_rw(&self.path, false)?
+                .set_len((keep * TIME_INDEX_ENTRY_SIZE_BYTES) as u64)
+                .ctx(|| format!("truncate time index {}", self.path.display()))?;
+            self.persisted = keep;
+        }
         self.entries.truncate(keep);
         Ok(())
     }
@@ -211,12 +225,13 @@ mod tests {
         let path = tmp.path().join("0.timeindex");
         let mut idx = TimeIndex::create(&path, 50, 1200).unwrap();
         assert_eq!(idx.lookup(1_000), None);
-        idx.maybe_append(100, 50, false).unwrap();
-        idx.maybe_append(100, 55, false).unwrap(); // not larger: skipped
-        idx.maybe_append(90, 56, false).unwrap(); // smaller: skipped
-        idx.maybe_append(200, 60, false).unwrap();
-        idx.maybe_append(300, 70, false).unwrap();
+        idx.maybe_append(100, 50, false);
+        idx.maybe_append(100, 55, false); // not larger: skipped
+        idx.maybe_append(90, 56, false); // smaller: skipped
+        idx.maybe_append(200, 60, false);
+        idx.maybe_append(300, 70, false);
         assert_eq!(idx.len(), 3);
+        idx.persist(true).unwrap();
         assert_eq!(idx.lookup(99), None);
         assert_eq!(
             idx.lookup(100),

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::network::zero_copy::{FileRange, FileRanges};
 use crate::request::{Reply, RequestContext};
 
 /// Longest a fetch may park, whatever the client asks: a bound on held connections' state.
@@ -22,8 +23,8 @@ const MAX_WAIT_CAP_MS: u64 = 60_000;
 pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: FetchRequest) -> Reply {
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
-        let response = fetch(&broker, &ctx, req).await;
-        match ctx.respond_segmented(&response) {
+        let (response, ranges) = fetch(&broker, &ctx, req).await;
+        match ctx.respond_with_files(&response, ranges) {
             Ok(b) => Some(b),
             Err(e) => {
                 warn!(error = %e, "cannot encode fetch response");
@@ -39,14 +40,19 @@ struct Target {
     partitions: Vec<(i32, i64, i32, i32)>, // index, fetch offset, partition max bytes, current leader epoch
 }
 
-async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
+async fn fetch(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: FetchRequest,
+) -> (FetchResponse, FileRanges) {
     // We create no fetch sessions (KIP-227 lets a broker decline): session id 0 in every
     // answer makes clients send full requests. A client naming a session we never gave
     // must start over.
     if req.session_id != 0 {
-        return FetchResponse::default()
+        let response = FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
             .with_session_id(0);
+        return (response, FileRanges::new());
     }
     let by_id = ctx.version >= 13;
     let image = broker.image();
@@ -91,15 +97,24 @@ async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) ->
         tokio::pin!(notified);
         // Registered before reading, so an append between the read and the wait still wakes us.
         notified.as_mut().enable();
-        let (topics, bytes, errors) = read_all(broker, &targets, max_bytes, by_id, read_committed);
+        let mut ranges = FileRanges::new();
+        let (topics, bytes, errors) = read_all(
+            broker,
+            &targets,
+            max_bytes,
+            by_id,
+            read_committed,
+            &mut ranges,
+        );
         let elapsed = started.elapsed();
         if errors {
             crate::metrics::request_error("Fetch");
         }
         if bytes >= min_bytes.max(1) || errors || elapsed >= max_wait {
-            return FetchResponse::default()
+            let response = FetchResponse::default()
                 .with_responses(topics)
                 .with_session_id(0);
+            return (response, ranges);
         }
         let _ = tokio::time::timeout(max_wait - elapsed, notified).await;
     }
@@ -111,6 +126,7 @@ fn read_all(
     max_bytes: usize,
     by_id: bool,
     read_committed: bool,
+    ranges: &mut FileRanges,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut total = 0usize;
     let mut errors = false;
@@ -165,24 +181,18 @@ fn read_all(
                         .with_high_watermark(read.high_watermark)
                         .with_last_stable_offset(read.high_watermark)
                         .with_log_start_offset(read.log_start_offset);
-                    if let Some(slice) = read.slice {
-                        if budget > 0 || min_one {
-                            match slice.read_bytes() {
-                                Ok(bytes) => {
-                                    total += bytes.len();
-                                    if let Some(name) = &t.name {
-                                        crate::metrics::topic_bytes_out(name, bytes.len());
-                                    }
-                                    data = data.with_records(Some(bytes));
-                                }
-                                Err(e) => {
-                                    warn!(partition = %replica.topic_partition, error = %e, "read failed");
-                                    errors = true;
-                                    data = data
-                                        .with_error_code(ResponseError::KafkaStorageError.code());
-                                }
-                            }
+                    if let Some(slice) = read.slice.filter(|_| budget > 0 || min_one) {
+                        // The bytes stay in the file: the connection sends them with sendfile.
+                        total += slice.size;
+                        if let Some(name) = &t.name {
+                            crate::metrics::topic_bytes_out(name, slice.size);
                         }
+                        let records = ranges.placeholder(FileRange {
+                            file: slice.file,
+                            position: slice.position,
+                            len: slice.size,
+                        });
+                        data = data.with_records(Some(records));
                     }
                 }
                 Err(e) => {

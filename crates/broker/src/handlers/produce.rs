@@ -3,9 +3,13 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::join_all;
 use proto_kafka::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use proto_kafka::messages::{ProduceRequest, ProduceResponse};
+use proto_kafka::messages::{ProduceRequest, ProduceResponse, TopicName};
+use proto_kafka::protocol::StrBytes;
 use proto_kafka::ResponseError;
 use tracing::warn;
 
@@ -31,17 +35,95 @@ struct Appended {
     replica: Arc<Partition>,
 }
 
-pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) -> Reply {
-    let acks = req.acks;
+/// Where a partition's record batches are.
+enum Records {
+    /// None or empty in the request.
+    Missing,
+    /// This range of the request frame.
+    InFrame(Range<usize>),
+    /// Outside the frame (a decoder that copied): our own copy.
+    Copied(BytesMut),
+}
+
+/// The request with its record batches located in the frame instead of held as views of it,
+/// so that the frame has no other owner and can be patched in place.
+struct TopicData {
+    name: String,
+    partitions: Vec<(i32, Records)>,
+}
+
+/// Splits the request into its acks, where its batches are, and the frame as mutable bytes.
+fn into_parts(req: ProduceRequest, frame: Bytes) -> (i16, Vec<TopicData>, BytesMut) {
+    let (acks, topics) = locate(req, &frame);
+    // Normally the last owner of the frame's memory, so this takes it without a copy; should
+    // anything still share it, the frame is copied once (offsets must be patched before the
+    // write, and shared bytes are immutable).
+    let frame = frame
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    (acks, topics, frame)
+}
+
+fn locate(req: ProduceRequest, frame: &Bytes) -> (i16, Vec<TopicData>) {
+    let base = frame.as_ptr() as usize;
+    let topics = req
+        .topic_data
+        .into_iter()
+        .map(|topic| TopicData {
+            name: topic.name.0.to_string(),
+            partitions: topic
+                .partition_data
+                .into_iter()
+                .map(|data| {
+                    let records = match data.records {
+                        Some(r) if !r.is_empty() => {
+                            let start = (r.as_ptr() as usize).wrapping_sub(base);
+                            if start <= frame.len() && r.len() <= frame.len() - start {
+                                Records::InFrame(start..start + r.len())
+                            } else {
+                                Records::Copied(BytesMut::from(&r[..]))
+                            }
+                        }
+                        _ => Records::Missing,
+                    };
+                    (data.index, records)
+                })
+                .collect(),
+        })
+        .collect();
+    (req.acks, topics)
+}
+
+/// Completes the appends of one request, all partitions at once: their fdatasyncs (on
+/// different files) overlap instead of queueing behind each other.
+async fn flush_all(
+    appended: &[Appended],
+) -> impl Iterator<Item = (&Appended, Result<(), PartitionError>)> {
+    let results = join_all(
+        appended
+            .iter()
+            .map(|a| a.replica.complete_append(a.end_offset)),
+    )
+    .await;
+    appended.iter().zip(results)
+}
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: ProduceRequest,
+    frame: Bytes,
+) -> Reply {
     let now = now_ms();
-    let mut topics = Vec::with_capacity(req.topic_data.len());
+    let (acks, topic_data, mut frame) = into_parts(req, frame);
+    let mut topics = Vec::with_capacity(topic_data.len());
     let mut appended = Vec::new();
-    for (ti, topic) in req.topic_data.into_iter().enumerate() {
-        let name = topic.name.0.to_string();
-        let mut partitions = Vec::with_capacity(topic.partition_data.len());
-        for (pi, data) in topic.partition_data.into_iter().enumerate() {
+    for (ti, topic) in topic_data.into_iter().enumerate() {
+        let name = topic.name;
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for (pi, (index, mut records)) in topic.partitions.into_iter().enumerate() {
             let base = PartitionProduceResponse::default()
-                .with_index(data.index)
+                .with_index(index)
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
@@ -56,24 +138,21 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                 }
                 let replica = broker
                     .replicas
-                    .get(&name, data.index)
+                    .get(&name, index)
                     .ok_or(ResponseError::UnknownTopicOrPartition)?;
-                let records = data
-                    .records
-                    .as_ref()
-                    .filter(|r| !r.is_empty())
-                    .ok_or(ResponseError::CorruptMessage)?;
+                let buf: &mut [u8] = match &mut records {
+                    Records::Missing => return Err(ResponseError::CorruptMessage),
+                    Records::InFrame(range) => &mut frame[range.clone()],
+                    Records::Copied(copy) => copy,
+                };
                 // A node of one is the whole ISR.
                 if acks == -1 && replica.min_insync_replicas() > 1 {
                     return Err(ResponseError::NotEnoughReplicas);
                 }
-                // The one copy of the record bytes: the frame is shared and immutable, and the
-                // offsets must be patched before the write.
-                let mut buf = BytesMut::from(&records[..]);
-                let info = replica.append_as_leader(&mut buf, now).map_err(|e| {
+                let info = replica.append_as_leader(buf, now).map_err(|e| {
                     let code = append_error_code(&e);
                     if code == ResponseError::KafkaStorageError {
-                        warn!(topic = %name, partition = data.index, error = %e, "append failed");
+                        warn!(topic = %name, partition = index, error = %e, "append failed");
                     }
                     code
                 })?;
@@ -106,7 +185,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
         }
         topics.push(
             TopicProduceResponse::default()
-                .with_name(topic.name)
+                .with_name(TopicName(StrBytes::from_string(name)))
                 .with_partition_responses(partitions),
         );
     }
@@ -115,9 +194,9 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
         // No answer is sent; the data still has to become durable and visible.
         if !appended.is_empty() {
             tokio::spawn(async move {
-                for a in appended {
-                    if let Err(e) = a.replica.complete_append(a.end_offset).await {
-                        warn!(error = %e, "flush after acks=0 produce failed");
+                for (a, result) in flush_all(&appended).await {
+                    if let Err(e) = result {
+                        warn!(partition = %a.replica.topic_partition, error = %e, "flush after acks=0 produce failed");
                     }
                 }
             });
@@ -125,8 +204,8 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
         return Reply::Now(None);
     }
     Reply::Later(Box::pin(async move {
-        for a in appended {
-            if let Err(e) = a.replica.complete_append(a.end_offset).await {
+        for (a, result) in flush_all(&appended).await {
+            if let Err(e) = result {
                 warn!(partition = %a.replica.topic_partition, error = %e, "flush failed; produce not acknowledged");
                 topics[a.topic].partition_responses[a.partition] =
                     PartitionProduceResponse::default()
@@ -146,4 +225,63 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use proto_kafka::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use proto_kafka::messages::RequestHeader;
+    use proto_kafka::protocol::{Decodable, Encodable, HeaderVersion};
+
+    /// Decoded as `request::handle` does, a produce request gives its frame back to be patched
+    /// in place, without a copy, in the classic and the flexible encodings.
+    #[test]
+    fn record_batches_are_patched_in_the_frame() {
+        for version in [3i16, 8, 9, 11] {
+            let records = |fill: u8| Bytes::from(vec![fill; 1000]);
+            let req = ProduceRequest::default()
+                .with_acks(-1)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records(1))),
+                        PartitionProduceData::default().with_index(1),
+                        PartitionProduceData::default()
+                            .with_index(2)
+                            .with_records(Some(records(2))),
+                    ])]);
+            let header_version = ProduceRequest::header_version(version);
+            let header = RequestHeader::default()
+                .with_request_api_key(0)
+                .with_request_api_version(version)
+                .with_client_id(Some(StrBytes::from_static_str("me")));
+            let mut encoded = BytesMut::new();
+            header.encode(&mut encoded, header_version).unwrap();
+            req.encode(&mut encoded, version).unwrap();
+            encoded.put_u8(0); // a frame's allocation may be larger than what was decoded
+
+            let frame = encoded.freeze();
+            let at = frame.as_ptr();
+            let mut buf = frame.clone();
+            drop(RequestHeader::decode(&mut buf, header_version).unwrap());
+            let req = ProduceRequest::decode(&mut buf, version).unwrap();
+            drop(buf);
+            let (acks, topics, mut frame) = into_parts(req, frame);
+            assert_eq!(acks, -1);
+            assert_eq!(frame.as_ptr(), at, "v{version}: the frame was copied");
+            let parts = &topics[0].partitions;
+            assert!(matches!(parts[1], (1, Records::Missing)));
+            for (i, fill) in [(0, 1u8), (2, 2)] {
+                let Records::InFrame(range) = &parts[i].1 else {
+                    panic!("v{version}: partition {i} not located in the frame");
+                };
+                assert!(frame[range.clone()].iter().all(|b| *b == fill));
+                frame[range.clone()].fill(9);
+            }
+        }
+    }
 }

@@ -7,19 +7,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::io::IoSlice;
-
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::frame::{read_frame, FrameError};
+use super::zero_copy;
 use crate::broker::Broker;
 use crate::request::{self, Reply, ResponseFrame};
+
+/// What the connection's reader reads ahead of the current frame.
+const READ_AHEAD_BYTES: usize = 16 * 1024;
 
 pub struct ConnectionInfo {
     pub listener_name: Arc<str>,
@@ -44,7 +46,9 @@ pub async fn serve(
     // desynchronise the stream, whereas a channel receive can be dropped safely.
     let (frames_tx, mut frames) = mpsc::channel::<Result<Option<BytesMut>, FrameError>>(1);
     let reader_task = tokio::spawn(async move {
-        let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+        // Small: it batches the reads of small requests, while the body of a large one is
+        // read past it, straight into the frame (see `read_frame`).
+        let mut reader = BufReader::with_capacity(READ_AHEAD_BYTES, read_half);
         loop {
             let frame = read_frame(&mut reader, max_frame).await;
             let last = !matches!(frame, Ok(Some(_)));
@@ -86,7 +90,12 @@ pub async fn serve(
             Some(reply) = pending.next(), if !pending.is_empty() => {
                 if let Some(bytes) = reply {
                     if let Err(e) = write_all(&mut write_half, bytes).await {
-                        debug!(peer = %info.peer, error = %e, "connection write failed");
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                            // A segment shrank under a fetch whose size was already sent.
+                            warn!(peer = %info.peer, error = %e, "closing connection: response cut short");
+                        } else {
+                            debug!(peer = %info.peer, error = %e, "connection write failed");
+                        }
                         break;
                     }
                 }
@@ -106,47 +115,10 @@ pub async fn serve(
     crate::metrics::connection_closed();
 }
 
-/// Pieces smaller than this are gathered into one buffer; larger ones (record bytes) go to the
-/// socket from where they are, in the same writev as what was gathered before them.
-const GATHER_BELOW_BYTES: usize = 16 * 1024;
-
 async fn write_all(w: &mut OwnedWriteHalf, frame: ResponseFrame) -> std::io::Result<()> {
     crate::metrics::bytes_sent(frame.len());
     match frame {
         ResponseFrame::Flat(bytes) => w.write_all(&bytes).await,
-        ResponseFrame::Segmented(mut buf) => {
-            let mut gathered = BytesMut::new();
-            while buf.has_remaining() {
-                let chunk = buf.chunk();
-                let n = chunk.len();
-                if n < GATHER_BELOW_BYTES {
-                    gathered.extend_from_slice(chunk);
-                } else {
-                    write_two(w, &gathered, chunk).await?;
-                    gathered.clear();
-                }
-                buf.advance(n);
-            }
-            if !gathered.is_empty() {
-                w.write_all(&gathered).await?;
-            }
-            Ok(())
-        }
+        ResponseFrame::Pieces(pieces) => zero_copy::write_pieces(w.as_ref(), &pieces).await,
     }
-}
-
-/// Writes `a` then `b` with as few syscalls as the socket allows.
-async fn write_two(w: &mut OwnedWriteHalf, mut a: &[u8], mut b: &[u8]) -> std::io::Result<()> {
-    while !a.is_empty() || !b.is_empty() {
-        let n = w
-            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
-            .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let from_a = n.min(a.len());
-        a = &a[from_a..];
-        b = &b[n - from_a..];
-    }
-    Ok(())
 }

@@ -6,8 +6,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The smallest request: api key, api version and correlation id (2 + 2 + 4 bytes).
 pub const MIN_REQUEST_BYTES: usize = 8;
-/// Buffer growth step: a frame claiming a huge size gets memory only as its bytes arrive.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Frames up to this size get their whole buffer at once: produce requests (librdkafka and
+/// Java send up to ~1 MiB) are then read with no copy. Larger claims get memory only as their
+/// bytes arrive (the buffer doubles), so a frame claiming a huge size costs this much at most.
+const EAGER_FRAME_BYTES: usize = 2 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum FrameError {
@@ -49,10 +51,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         });
     }
     let size = size as usize;
-    let mut buf = BytesMut::with_capacity(size.min(READ_CHUNK_BYTES));
+    // The frame gets its own allocation, never shared with the bytes after it: a produce
+    // handler can then take it back as mutable and patch offsets in place. Reads go straight
+    // into it when the caller's `BufReader` is empty (tokio's bypass for reads at least as large
+    // as its buffer), so only what the reader had buffered ahead is copied.
+    let mut buf = BytesMut::with_capacity(size.min(EAGER_FRAME_BYTES));
     while buf.len() < size {
         if buf.capacity() == buf.len() {
-            buf.reserve((size - buf.len()).min(READ_CHUNK_BYTES.max(buf.len())));
+            buf.reserve((size - buf.len()).min(buf.len()));
         }
         let want = size - buf.len();
         let n = {

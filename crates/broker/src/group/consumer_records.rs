@@ -17,7 +17,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
 use super::assignor::Assignment;
-use super::records::RecordError;
+use super::records::{Reader, RecordError};
 
 pub const GROUP_METADATA_KEY: i16 = 3;
 pub const PARTITION_METADATA_KEY: i16 = 4;
@@ -151,75 +151,12 @@ pub fn current_assignment_value(c: &CurrentAssignment) -> Bytes {
     buf.freeze()
 }
 
-/// Reads flexible values, bounding every length by the bytes left.
-struct Reader(Bytes);
-
 impl Reader {
-    fn need(&self, n: usize) -> Result<(), RecordError> {
-        if self.0.remaining() < n {
-            Err(RecordError::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-    fn i8(&mut self) -> Result<i8, RecordError> {
-        self.need(1)?;
-        Ok(self.0.get_i8())
-    }
-    fn i16(&mut self) -> Result<i16, RecordError> {
-        self.need(2)?;
-        Ok(self.0.get_i16())
-    }
-    fn i32(&mut self) -> Result<i32, RecordError> {
-        self.need(4)?;
-        Ok(self.0.get_i32())
-    }
-    fn uvarint(&mut self) -> Result<u64, RecordError> {
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            self.need(1)?;
-            let b = self.0.get_u8();
-            n |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(n);
-            }
-        }
-        Err(RecordError::Truncated)
-    }
-    /// A compact length (stored + 1); None for null.
-    fn len(&mut self) -> Result<Option<usize>, RecordError> {
-        let n = self.uvarint()?;
-        if n == 0 {
-            return Ok(None);
-        }
-        let n = usize::try_from(n - 1).map_err(|_| RecordError::Truncated)?;
-        // Every element takes at least a byte: a length beyond the bytes left is a lie.
-        self.need(n)?;
-        Ok(Some(n))
-    }
-    fn str(&mut self) -> Result<Option<String>, RecordError> {
-        let Some(n) = self.len()? else {
-            return Ok(None);
-        };
-        let raw = self.0.split_to(n);
-        String::from_utf8(raw.to_vec())
-            .map(Some)
-            .map_err(|_| RecordError::NotUtf8)
-    }
     fn uuid(&mut self) -> Result<Uuid, RecordError> {
         self.need(16)?;
         let mut b = [0u8; 16];
         self.0.copy_to_slice(&mut b);
         Ok(Uuid::from_bytes(b))
-    }
-    fn skip_tags(&mut self) -> Result<(), RecordError> {
-        for _ in 0..self.uvarint()? {
-            self.uvarint()?;
-            let size = usize::try_from(self.uvarint()?).map_err(|_| RecordError::Truncated)?;
-            self.need(size)?;
-            self.0.advance(size);
-        }
-        Ok(())
     }
     fn version0(&mut self, what: &'static str) -> Result<(), RecordError> {
         match self.i16()? {
@@ -229,10 +166,10 @@ impl Reader {
     }
     fn assignment(&mut self) -> Result<Assignment, RecordError> {
         let mut a = Assignment::new();
-        for _ in 0..self.len()?.unwrap_or(0) {
+        for _ in 0..self.compact_len()?.unwrap_or(0) {
             let topic = self.uuid()?;
             let parts = a.entry(topic).or_default();
-            for _ in 0..self.len()?.unwrap_or(0) {
+            for _ in 0..self.compact_len()?.unwrap_or(0) {
                 parts.insert(self.i32()?);
             }
             self.skip_tags()?;
@@ -251,17 +188,17 @@ pub fn decode_epoch_value(bytes: Bytes) -> Result<i32, RecordError> {
 pub fn decode_member_metadata_value(bytes: Bytes) -> Result<MemberMetadata, RecordError> {
     let mut r = Reader(bytes);
     r.version0("consumer group member value")?;
-    let instance_id = r.str()?;
-    let rack_id = r.str()?;
-    let client_id = r.str()?.unwrap_or_default();
-    let client_host = r.str()?.unwrap_or_default();
+    let instance_id = r.compact_str()?;
+    let rack_id = r.compact_str()?;
+    let client_id = r.compact_str()?.unwrap_or_default();
+    let client_host = r.compact_str()?.unwrap_or_default();
     let mut subscribed_topic_names = Vec::new();
-    for _ in 0..r.len()?.unwrap_or(0) {
-        subscribed_topic_names.push(r.str()?.unwrap_or_default());
+    for _ in 0..r.compact_len()?.unwrap_or(0) {
+        subscribed_topic_names.push(r.compact_str()?.unwrap_or_default());
     }
-    let subscribed_topic_regex = r.str()?;
+    let subscribed_topic_regex = r.compact_str()?;
     let rebalance_timeout_ms = r.i32()?;
-    let server_assignor = r.str()?;
+    let server_assignor = r.compact_str()?;
     r.skip_tags()?;
     Ok(MemberMetadata {
         instance_id,

@@ -106,25 +106,27 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8], what: &'static str) -> Result<(), Rec
     Ok(())
 }
 
-struct Reader(Bytes);
+/// Reads record keys and values, bounding every length by the bytes left. The compact
+/// (flexible-version) reads serve the consumer-group records of [`super::consumer_records`].
+pub(super) struct Reader(pub(super) Bytes);
 
 impl Reader {
-    fn need(&self, n: usize) -> Result<(), RecordError> {
+    pub(super) fn need(&self, n: usize) -> Result<(), RecordError> {
         if self.0.remaining() < n {
             Err(RecordError::Truncated)
         } else {
             Ok(())
         }
     }
-    fn i16(&mut self) -> Result<i16, RecordError> {
+    pub(super) fn i16(&mut self) -> Result<i16, RecordError> {
         self.need(2)?;
         Ok(self.0.get_i16())
     }
-    fn i32(&mut self) -> Result<i32, RecordError> {
+    pub(super) fn i32(&mut self) -> Result<i32, RecordError> {
         self.need(4)?;
         Ok(self.0.get_i32())
     }
-    fn i64(&mut self) -> Result<i64, RecordError> {
+    pub(super) fn i64(&mut self) -> Result<i64, RecordError> {
         self.need(8)?;
         Ok(self.0.get_i64())
     }
@@ -142,6 +144,51 @@ impl Reader {
     }
     fn str(&mut self) -> Result<String, RecordError> {
         Ok(self.nullable_str()?.unwrap_or_default())
+    }
+    pub(super) fn i8(&mut self) -> Result<i8, RecordError> {
+        self.need(1)?;
+        Ok(self.0.get_i8())
+    }
+    pub(super) fn uvarint(&mut self) -> Result<u64, RecordError> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            self.need(1)?;
+            let b = self.0.get_u8();
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(RecordError::Truncated)
+    }
+    /// A compact length (stored + 1); None for null. Every element takes at least a byte, so
+    /// a length beyond the bytes left is refused.
+    pub(super) fn compact_len(&mut self) -> Result<Option<usize>, RecordError> {
+        let n = self.uvarint()?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let n = usize::try_from(n - 1).map_err(|_| RecordError::Truncated)?;
+        self.need(n)?;
+        Ok(Some(n))
+    }
+    pub(super) fn compact_str(&mut self) -> Result<Option<String>, RecordError> {
+        let Some(n) = self.compact_len()? else {
+            return Ok(None);
+        };
+        let raw = self.0.split_to(n);
+        String::from_utf8(raw.to_vec())
+            .map(Some)
+            .map_err(|_| RecordError::NotUtf8)
+    }
+    pub(super) fn skip_tags(&mut self) -> Result<(), RecordError> {
+        for _ in 0..self.uvarint()? {
+            self.uvarint()?;
+            let size = usize::try_from(self.uvarint()?).map_err(|_| RecordError::Truncated)?;
+            self.need(size)?;
+            self.0.advance(size);
+        }
+        Ok(())
     }
     fn bytes(&mut self) -> Result<Bytes, RecordError> {
         let len = self.i32()?;

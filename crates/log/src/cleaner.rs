@@ -88,11 +88,11 @@ impl KeyHasher {
     }
 }
 
-/// Calls `f` with each batch of the segment (its position, base offset, and bytes).
+/// Calls `f` with the bytes of each batch in the segment's first `size` bytes.
 fn for_each_batch(
     path: &Path,
     size: u64,
-    mut f: impl FnMut(u64, &[u8]) -> Result<(), LogError>,
+    mut f: impl FnMut(&[u8]) -> Result<(), LogError>,
 ) -> Result<(), LogError> {
     let file = File::open(path).ctx(|| format!("open {}", path.display()))?;
     let mut scanner = BatchScanner::new(&file, path, 0, size, SCAN_CHUNK_BYTES);
@@ -110,7 +110,7 @@ fn for_each_batch(
                 buf.resize(header.size_bytes(), 0);
                 file.read_exact_at(&mut buf, position)
                     .ctx(|| format!("read {} at {position}", path.display()))?;
-                f(position, &buf)?;
+                f(&buf)?;
             }
         }
     }
@@ -129,7 +129,7 @@ pub fn clean(plan: &CleanPlan, now_ms: i64) -> Result<(Vec<CleanedSegment>, Clea
             break;
         }
         let path = log_file_path(&plan.dir, base);
-        for_each_batch(&path, size, |_, batch| {
+        for_each_batch(&path, size, |batch| {
             // A batch that cannot be decoded (say, a codec this build lacks) is kept as it
             // is and its keys are not mapped: nothing is dropped because of it.
             if let Ok(set) = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch)) {
@@ -153,7 +153,7 @@ pub fn clean(plan: &CleanPlan, now_ms: i64) -> Result<(Vec<CleanedSegment>, Clea
         let mut kept: Vec<Vec<u8>> = Vec::new();
         let mut removed = 0u64;
         let mut tombstones = 0u64;
-        for_each_batch(&path, size, |_, batch| {
+        for_each_batch(&path, size, |batch| {
             let Ok(set) = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch)) else {
                 kept.push(batch.to_vec());
                 return Ok(());
@@ -184,15 +184,11 @@ pub fn clean(plan: &CleanPlan, now_ms: i64) -> Result<(Vec<CleanedSegment>, Clea
                 return Ok(());
             }
             removed += gone;
-            tombstones += set
-                .records
-                .iter()
-                .filter(|r| r.value.is_none() && r.key.is_some())
-                .count() as u64
-                - survivors
-                    .iter()
-                    .filter(|r| r.value.is_none() && r.key.is_some())
-                    .count() as u64;
+            let is_tombstone =
+                |r: &&proto_kafka::records::Record| r.key.is_some() && r.value.is_none();
+            tombstones += (set.records.iter().filter(is_tombstone).count()
+                - survivors.iter().copied().filter(is_tombstone).count())
+                as u64;
             if survivors.is_empty() {
                 return Ok(());
             }

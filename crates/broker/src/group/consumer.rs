@@ -497,6 +497,20 @@ impl ConsumerGroup {
         all
     }
 
+    /// The members as the assignors see them, with `topics` from
+    /// [`ConsumerGroup::all_member_topics`] and the current target as the stickiness hint.
+    fn member_specs<'a>(&'a self, topics: &'a [Vec<String>]) -> Vec<MemberSpec<'a>> {
+        self.members
+            .values()
+            .zip(topics)
+            .map(|(m, topics)| MemberSpec {
+                member_id: &m.member_id,
+                topics,
+                current: self.target.get(&m.member_id),
+            })
+            .collect()
+    }
+
     /// [`ConsumerGroup::member_topics`] of every member, in member order.
     fn all_member_topics(&self) -> Vec<Vec<String>> {
         self.members
@@ -509,16 +523,7 @@ impl ConsumerGroup {
     /// a member subscribed to it.
     fn target_covers(&self, metadata: &BTreeMap<String, TopicMeta>) -> bool {
         let member_topics = self.all_member_topics();
-        let specs: Vec<MemberSpec<'_>> = self
-            .members
-            .values()
-            .zip(&member_topics)
-            .map(|(m, topics)| MemberSpec {
-                member_id: &m.member_id,
-                topics,
-                current: None,
-            })
-            .collect();
+        let specs = self.member_specs(&member_topics);
         let mut target = self.target.clone();
         for m in self.members.keys() {
             target.entry(m.clone()).or_default();
@@ -840,16 +845,7 @@ impl ConsumerGroup {
     fn compute_target_assignment(&mut self, cfg: &GroupConfig) {
         let assignor = self.pick_assignor(cfg);
         let member_topics = self.all_member_topics();
-        let specs: Vec<MemberSpec<'_>> = self
-            .members
-            .values()
-            .zip(&member_topics)
-            .map(|(m, topics)| MemberSpec {
-                member_id: &m.member_id,
-                topics,
-                current: self.target.get(&m.member_id),
-            })
-            .collect();
+        let specs = self.member_specs(&member_topics);
         let target = assignor.assign(&specs, &self.subscription_metadata);
         self.target = target;
         self.assignor = Some(assignor);

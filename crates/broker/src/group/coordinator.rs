@@ -855,20 +855,17 @@ impl GroupCoordinator {
             }
         };
         let topics = ImageTopics(broker.image());
-        let mut g = lock(&slot);
-        let now = now_ms();
-        let out = g.consumer_heartbeat(req, &self.config, &topics, now);
-        g.tick(&self.config, now);
-        let write = match self.write_consumer_changes(broker, &mut g) {
-            Some(Ok(w)) => Some(w),
-            Some(Err(e)) => {
-                self.settle(broker, &slot, &mut g);
-                return fail(e, "The group's records could not be written.");
-            }
-            None => None,
-        };
-        self.settle(broker, &slot, &mut g);
-        (out, write)
+        // The heartbeat's own records are written here, to be awaited; whatever the timers
+        // change afterwards is written by `settle`.
+        let (out, write) = self.update(broker, &slot, |g, cfg, now| {
+            let out = g.consumer_heartbeat(req, cfg, &topics, now);
+            (out, self.write_consumer_changes(broker, g))
+        });
+        match write {
+            Some(Err(e)) => fail(e, "The group's records could not be written."),
+            Some(Ok(w)) => (out, Some(w)),
+            None => (out, None),
+        }
     }
 
     /// Appends the consumer-group records the group changed since the last write.

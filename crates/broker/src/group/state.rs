@@ -414,14 +414,8 @@ impl Group {
                     message: format!("Group {} is not a consumer group.", self.group_id),
                 });
             }
-            self.consumer = Some(ConsumerGroup::new());
         }
-        let Some(c) = self.consumer.as_mut() else {
-            return Err(HeartbeatError {
-                code: ResponseError::UnknownServerError,
-                message: String::new(),
-            });
-        };
+        let c = self.consumer.get_or_insert_with(ConsumerGroup::new);
         let was_empty = c.is_empty();
         let out = c.heartbeat(req, cfg, topics, now_ms);
         if was_empty != c.is_empty() {

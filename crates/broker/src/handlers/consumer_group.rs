@@ -87,18 +87,15 @@ pub fn heartbeat(
     let broker = broker.clone();
     // The group changes now, so pipelined requests act in order; only the wait for the
     // records to be durable is deferred. The first join of all creates __consumer_offsets.
-    let mut pending = None;
-    if GroupCoordinator::offsets_topic_exists(&broker) {
-        pending = Some(
-            broker
-                .groups
-                .consumer_heartbeat(&broker, &group_id, hb.clone()),
-        );
-    }
+    let pending = if GroupCoordinator::offsets_topic_exists(&broker) {
+        Ok(broker.groups.consumer_heartbeat(&broker, &group_id, hb))
+    } else {
+        Err(hb)
+    };
     Ok(Reply::Later(Box::pin(async move {
         let (out, write) = match pending {
-            Some(p) => p,
-            None => match broker.groups.ensure_offsets_topic(&broker).await {
+            Ok(p) => p,
+            Err(hb) => match broker.groups.ensure_offsets_topic(&broker).await {
                 Ok(()) => broker.groups.consumer_heartbeat(&broker, &group_id, hb),
                 Err(e) => (
                     Err(HeartbeatError {

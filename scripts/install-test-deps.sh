@@ -21,8 +21,8 @@ if [ "${#APT_WANT[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
     log "installing ${APT_WANT[*]} with apt-get"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends "${APT_WANT[@]}" >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=120 update -qq
+    $SUDO apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends "${APT_WANT[@]}" >/dev/null
 fi
 log "kcat: $(command -v kcat)"
 

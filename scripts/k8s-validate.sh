@@ -163,7 +163,7 @@ for vs in "${VALUE_SETS[@]}"; do
     RENDERED+=("$OUT/helm3-$tag.yaml")
     # Helm 4 renders NOTES.txt without a cluster (helm 3 wants one).
     if notes=$("$HELM4" install "$RELEASE" "$CHART" -n "$NAMESPACE" --dry-run=client "${args[@]}" 2>&1) \
-        && printf '%s\n' "$notes" | sed -n '/^NOTES:/,$p' | grep -q 'kcat .*-b '; then
+        && printf '%s\n' "$notes" | sed -n '/^NOTES:/,$p' | grep 'kcat .*-b ' >/dev/null; then
         ok "NOTES.txt renders with kcat commands ($tag)"
     else
         bad "NOTES.txt renders with kcat commands ($tag)"; printf '%s\n' "$notes" | tail -n 20 | sed 's/^/    /'
@@ -177,7 +177,7 @@ expect_fail() {
         helm_bin=HELM$h
         if outp=$("${!helm_bin}" template "$RELEASE" "$CHART" -n "$NAMESPACE" "$@" 2>&1); then
             bad "helm $h refuses $desc (it rendered)"
-        elif printf '%s' "$outp" | grep -qF "$msg"; then
+        elif printf '%s' "$outp" | grep -F -- "$msg" >/dev/null; then
             ok "helm $h refuses $desc: \"$msg\""
         else
             bad "helm $h refuses $desc with \"$msg\""; printf '%s\n' "$outp" | sed 's/^/    /'
@@ -229,7 +229,7 @@ run "plain manifests and chart defaults are the same objects" \
 # The broker itself, with the pod's env (only if a real binary is built: this
 # script does not compile anything).
 BIN=${STROM_BIN:-$ROOT/target/release/strom}
-if [ -x "$BIN" ] && "$BIN" --help 2>/dev/null | grep -q serve; then
+if [ -x "$BIN" ] && "$BIN" --help 2>/dev/null | grep serve >/dev/null; then
     run "strom serve with the StatefulSet's env: probes, per-listener advertised addresses, SIGTERM exit 0" \
         "$VPY" deploy/smoke_env.py "$BIN" "$OUT/kustomize.yaml"
 else

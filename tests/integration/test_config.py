@@ -53,7 +53,14 @@ def test_override_without_equals_exits_2(tmp_path):
 def test_bad_command_line_exits_2(args):
     cp = run_strom(args)
     assert cp.returncode == 2, f"{args}: exit {cp.returncode}; stderr:\n{cp.stderr}"
-    assert cp.stderr.strip(), "no error message"
+    assert len(_err_lines(cp)) == 1, f"expected a one-line error, got:\n{cp.stderr}"
+
+
+def test_negative_node_id_names_the_setting(tmp_path):
+    cp = run_strom(serve_args(tmp_path, "--node-id", "-1"))
+    assert cp.returncode == 2, cp.stderr
+    assert "node.id" in cp.stderr and "unexpected argument" not in cp.stderr, cp.stderr
+    assert len(_err_lines(cp)) == 1, cp.stderr
 
 
 def test_help_exits_0():
@@ -105,10 +112,11 @@ def test_bad_toml_config_file_exits_2(tmp_path):
     assert cp.returncode == 2, cp.stderr
     assert "num.partitions" in cp.stderr, cp.stderr
 
-    cfg.write_text("this is = not [toml\n")
+    cfg.write_text('"num.partitions" = 3\nthis is = not [toml\n')
     cp = run_strom(serve_args(tmp_path, "--config", str(cfg)))
     assert cp.returncode == 2, cp.stderr
-    assert "bad.toml" in cp.stderr or "toml" in cp.stderr.lower() or "config" in cp.stderr.lower(), cp.stderr
+    assert "bad.toml" in cp.stderr and "line 2" in cp.stderr, cp.stderr
+    assert len(_err_lines(cp)) == 1, cp.stderr
 
     cp = run_strom(serve_args(tmp_path, "--config", str(tmp_path / "missing.toml")))
     assert cp.returncode == 2, cp.stderr

@@ -90,8 +90,11 @@ def test_broker_runs_as_the_pod(tmp_path: Path):
     kafka_port = container_port(container, "kafka")
     external_port = container_port(container, "external")
     admin_port = container_port(container, "admin")
-    for port, host in ((kafka_port, "127.0.0.1"), (external_port, "127.0.0.1"), (admin_port, "127.0.0.1")):
-        assert not port_accepts(port, host), f"port {port} is taken: the pod's ports must be free for this test"
+    # The pod's own ports (from the manifest) are needed here: skip rather than fail when a
+    # broker from the README's "Run it" step, or anything else, holds one of them.
+    taken = [port for port in (kafka_port, external_port, admin_port) if port_accepts(port, "127.0.0.1")]
+    if taken:
+        pytest.skip(f"the pod's ports {taken} are in use on this machine (stop the process holding them to run this test)")
 
     # The pod's filesystem: the data volume mounted where the StatefulSet mounts it.
     mount = next(m for m in container["volumeMounts"] if m["name"] == "data")["mountPath"]

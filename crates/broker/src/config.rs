@@ -265,7 +265,7 @@ impl RawConfig {
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::File {
                 path: path.to_string(),
-                reason: e.message().to_string(),
+                reason: toml_error_at(text, &e),
             })?;
         let mut flat = Vec::new();
         flatten_toml("", &toml::Value::Table(table), &mut flat);
@@ -384,6 +384,18 @@ impl RawConfig {
         }
         Ok(())
     }
+}
+
+/// The parser's message with the line and column it points at: its own `Display` spreads a
+/// snippet over several lines, and Strom's config errors are one line.
+fn toml_error_at(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_string();
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}: {}", e.message())
 }
 
 fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
@@ -713,6 +725,18 @@ fn advertise_default(l: &Endpoint) -> Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_config_file_names_line_and_column() {
+        let mut raw = RawConfig::default();
+        let err = raw
+            .merge_toml("\"num.partitions\" = 3\nbroken line\n", "strom.toml")
+            .expect_err("not TOML");
+        let text = err.to_string();
+        assert!(text.contains("strom.toml"), "{text}");
+        assert!(text.contains("line 2, column"), "{text}");
+        assert!(!text.contains('\n'), "one line: {text}");
+    }
 
     fn build(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
         let mut raw = RawConfig::defaults();

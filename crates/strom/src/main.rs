@@ -42,7 +42,7 @@ struct ServeArgs {
     #[arg(long, value_name = "LISTENERS")]
     advertised_listeners: Option<String>,
     /// This node's id (node.id).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
     node_id: Option<String>,
     /// Any setting by its Kafka name, e.g. --override num.partitions=3 (repeatable).
     #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
@@ -91,10 +91,20 @@ fn load_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
     BrokerConfig::from_raw(raw).map_err(|e| e.to_string())
 }
 
-async fn shutdown_signal() {
+/// Registers for SIGTERM and SIGINT at once (a signal that arrives during start-up then takes
+/// the graceful path when the broker is ready, instead of killing the process), and returns the
+/// future that completes on the first of them. Must be called inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
+    async move { wait_for_signal(term, int).await }
+}
+
+async fn wait_for_signal(
+    term: std::io::Result<tokio::signal::unix::Signal>,
+    int: std::io::Result<tokio::signal::unix::Signal>,
+) {
     match (term, int) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
@@ -108,8 +118,39 @@ async fn shutdown_signal() {
     }
 }
 
+/// Parses the command line; a usage error is one line naming the problem, as for a bad
+/// setting, rather than clap's multi-line usage block.
+fn parse_args() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                let _ = e.print();
+                Err(ExitCode::SUCCESS)
+            }
+            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                let _ = e.print();
+                Err(ExitCode::from(2))
+            }
+            _ => {
+                let rendered = e.render().to_string();
+                let first = rendered
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ");
+                eprintln!("strom: {first} (see 'strom --help')");
+                Err(ExitCode::from(2))
+            }
+        },
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // The client commands log only warnings unless STROM_LOG says otherwise.
     let default_level = match cli.command {
         Command::Serve(_) => "info",
@@ -143,7 +184,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(strom_broker::server::run(config, shutdown_signal())) {
+            let served = runtime.block_on(async {
+                let signal = shutdown_signal();
+                strom_broker::server::run(config, signal).await
+            });
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("strom: {e:#}");

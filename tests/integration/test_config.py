@@ -154,3 +154,17 @@ def test_port_in_use_fails_cleanly(make_broker, tmp_path):
     assert cp.returncode != 0, cp.stderr
     assert str(first.port) in cp.stderr or "address" in cp.stderr.lower(), cp.stderr
     assert first.alive()
+
+
+def test_admin_listener_root_lists_its_endpoints(make_broker):
+    import urllib.request
+
+    port = free_port()
+    make_broker(**{"admin.http.listener": f"127.0.0.1:{port}"})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        body = r.read().decode()
+        assert r.status == 200
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert path in body, body
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            assert r.status == 200, path

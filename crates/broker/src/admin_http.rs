@@ -11,6 +11,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::broker::Broker;
 
+/// What `/` answers, so that someone who opens the admin port in a browser or with curl
+/// learns what it serves.
+const INDEX: &str = "Strom admin listener\n\
+/healthz  liveness: 200 while the process runs\n\
+/readyz   readiness: 200 once start-up and recovery are done, 503 while starting or stopping\n\
+/metrics  Prometheus metrics (text format 0.0.4)\n";
+
 #[derive(Clone)]
 struct AdminState {
     broker: Arc<Broker>,
@@ -24,6 +31,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
+        .route("/", get(|| async { INDEX }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -2,8 +2,8 @@
 #
 # Strom's container image.
 #
-#   docker build -t strom:0.1.0 .
-#   minikube image build -t strom:0.1.0 .      # straight into minikube
+#   docker build -t ghcr.io/strom-io/strom:0.1.0 .
+#   minikube image build -t ghcr.io/strom-io/strom:0.1.0 .   # straight into minikube
 #
 # Configuration is entirely by STROM_<KEY> env vars (Kafka's key names,
 # upper-cased, dots to underscores); see docs/kubernetes.md. Where a registry

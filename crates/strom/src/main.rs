@@ -211,3 +211,32 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage_line(args: &[&str]) -> String {
+        match Cli::try_parse_from(args) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => first_paragraph(&e.render().to_string()),
+        }
+    }
+
+    #[test]
+    fn usage_errors_keep_what_they_list() {
+        // clap puts the missing arguments on the lines after the colon.
+        let line = usage_line(&["strom", "topic", "delete-records", "t", "--before", "1"]);
+        assert!(line.starts_with("the following required arguments were not provided:"));
+        assert!(
+            line.contains("--partition <P>|--all|--offset-json-file <FILE>"),
+            "{line}"
+        );
+        assert!(!line.contains('\n') && !line.contains("Usage"), "{line}");
+        let line = usage_line(&["strom", "topic", "--bogus", "list"]);
+        assert_eq!(line, "unexpected argument '--bogus' found");
+        let line = usage_line(&["strom", "cluster", "config", "get", "--broker", "-1"]);
+        assert!(line.contains("-1") && line.contains("--broker"), "{line}");
+        assert_eq!(first_paragraph("\n\n"), "invalid arguments");
+    }
+}

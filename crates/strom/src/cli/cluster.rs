@@ -301,3 +301,53 @@ async fn config_set(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strom_client::ConfigSynonym;
+
+    fn entry(value: &str, source: i8, synonyms: Vec<ConfigSynonym>) -> ConfigEntry {
+        ConfigEntry {
+            name: "log.retention.ms".into(),
+            value: Some(value.into()),
+            source,
+            read_only: false,
+            sensitive: false,
+            synonyms,
+            documentation: None,
+        }
+    }
+
+    fn synonym(value: &str, source: i8) -> ConfigSynonym {
+        ConfigSynonym {
+            name: "log.retention.ms".into(),
+            value: Some(value.into()),
+            source,
+        }
+    }
+
+    #[test]
+    fn the_default_layer_is_found_under_a_broker_value() {
+        // Kafka's answer for the empty name: the default entries themselves.
+        let own = entry("5", SOURCE_DYNAMIC_DEFAULT_BROKER, vec![]);
+        assert_eq!(default_layer(&own).and_then(|e| e.value), Some("5".into()));
+        // A broker's value over the default: the synonym gives the default.
+        let over = entry(
+            "7",
+            SOURCE_DYNAMIC_BROKER,
+            vec![
+                synonym("7", SOURCE_DYNAMIC_BROKER),
+                synonym("5", SOURCE_DYNAMIC_DEFAULT_BROKER),
+                synonym("1", 4),
+            ],
+        );
+        let d = default_layer(&over).unwrap();
+        assert_eq!(
+            (d.value.as_deref(), d.source),
+            (Some("5"), SOURCE_DYNAMIC_DEFAULT_BROKER)
+        );
+        // No default layer at all.
+        assert!(default_layer(&entry("1", 5, vec![synonym("1", 4)])).is_none());
+    }
+}

@@ -851,3 +851,48 @@ async fn delete(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_is_an_offset_or_end() {
+        assert_eq!(parse_before("0"), Ok(0));
+        assert_eq!(parse_before("1234"), Ok(1234));
+        assert_eq!(parse_before("end"), Ok(-1));
+        assert!(parse_before("-1").is_err());
+        assert!(parse_before("x").is_err());
+    }
+
+    #[test]
+    fn offset_files_as_kafka_delete_records_reads_them() {
+        let m = parse_offset_json(
+            r#"{"partitions":[{"topic":"a","partition":0,"offset":10},
+                {"topic":"a","partition":2,"offset":-1},{"topic":"b","partition":1,"offset":0}],
+                "version":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            BTreeMap::from([
+                ("a".to_string(), BTreeMap::from([(0, 10), (2, -1)])),
+                ("b".to_string(), BTreeMap::from([(1, 0)])),
+            ])
+        );
+        for bad in [
+            "",
+            "[]",
+            r#"{"partitions":[]}"#,
+            r#"{"partitions":[{"topic":"a","partition":0}]}"#,
+            r#"{"partitions":[{"topic":"a","partition":-1,"offset":1}]}"#,
+            r#"{"partitions":[{"topic":"a","partition":0,"offset":-2}]}"#,
+            r#"{"partitions":[{"topic":"a","partition":4294967296,"offset":1}]}"#,
+            r#"{"partitions":[{"topic":"","partition":0,"offset":1}]}"#,
+            r#"{"partitions":[{"topic":"a","partition":0,"offset":1},{"topic":"a","partition":0,"offset":2}]}"#,
+            r#"{"partitions":[{"topic":"a","partition":0,"offset":1}],"version":2}"#,
+        ] {
+            assert!(parse_offset_json(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -98,6 +98,11 @@ def test_cluster_config_set_default_and_per_broker_layers(broker):
         ("DYNAMIC_BROKER_CONFIG", "7200000"), ("DYNAMIC_DEFAULT_BROKER_CONFIG", "3600000")]
     rows = cfg_rows(ok(strom(["cluster", "config", "get", "-b", bs, "log.retention.ms"])))
     assert rows == {"log.retention.ms": ["7200000", "DYNAMIC_BROKER_CONFIG", "false", "false"]}
+    # --dynamic: only what was set, as kafka-configs.sh --describe without --all.
+    assert cfg_rows(ok(strom(["cluster", "config", "get", "-b", bs, "--dynamic"]))) == {
+        "log.retention.ms": ["7200000", "DYNAMIC_BROKER_CONFIG", "false", "false"],
+        "log.segment.bytes": ["5000000", "DYNAMIC_DEFAULT_BROKER_CONFIG", "false", "false"],
+    }
 
     # --default shows the cluster-wide layer only (Kafka's --entity-default).
     dflt = ok(strom(["cluster", "config", "get", "-b", bs, "--default"]))

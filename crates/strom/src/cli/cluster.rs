@@ -45,6 +45,10 @@ pub enum ConfigCommand {
         /// Only the cluster-wide dynamic defaults (Kafka's --entity-default).
         #[arg(long, conflicts_with = "broker")]
         default: bool,
+        /// Only the dynamic configs, set with `config set` (what
+        /// `kafka-configs.sh --describe` shows without --all).
+        #[arg(long)]
+        dynamic: bool,
     },
     /// Change broker configs: for every broker (the cluster-wide default,
     /// Kafka's --entity-default) or, with --broker, for one.
@@ -72,7 +76,8 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             keys,
             broker,
             default,
-        }) => config_get(&client, args.opts.output, keys, broker, default).await,
+            dynamic,
+        }) => config_get(&client, args.opts.output, keys, broker, default, dynamic).await,
         ClusterCommand::Config(ConfigCommand::Set {
             configs,
             broker,
@@ -170,6 +175,15 @@ fn default_layer(entry: &ConfigEntry) -> Option<ConfigEntry> {
     })
 }
 
+/// DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG,
+/// DYNAMIC_BROKER_LOGGER_CONFIG: the layers `config set` writes.
+fn is_dynamic_source(source: i8) -> bool {
+    matches!(
+        source,
+        SOURCE_DYNAMIC_BROKER | SOURCE_DYNAMIC_DEFAULT_BROKER | 6
+    )
+}
+
 fn shown_value(c: &ConfigEntry) -> Option<String> {
     if c.sensitive {
         None
@@ -184,6 +198,7 @@ async fn config_get(
     keys: Vec<String>,
     broker: Option<i32>,
     default: bool,
+    dynamic: bool,
 ) -> anyhow::Result<()> {
     let resource = if default {
         String::new()
@@ -208,6 +223,9 @@ async fn config_get(
         entries = entries.iter().filter_map(default_layer).collect();
     } else if let Some(missing) = keys.iter().find(|k| !entries.iter().any(|e| &e.name == *k)) {
         bail!("broker {resource} has no config {missing}");
+    }
+    if dynamic {
+        entries.retain(|e| is_dynamic_source(e.source));
     }
     match output {
         OutputFormat::Json => print_json(&json!({

@@ -311,19 +311,20 @@ def test_reset_offsets_by_duration(gbroker):
     now_ms = int(time.time() * 1000)
     hour = 3600 * 1000
     p = producer(bs)
-    # 10 records two days ago, 10 three hours ago, 10 now.
+    # 10 records two days ago, 10 three hours ago, 10 a minute ago.
     msgs = [(None, f"old{i}".encode(), {"partition": 0, "timestamp": now_ms - 48 * hour}) for i in range(10)]
     msgs += [(None, f"mid{i}".encode(), {"partition": 0, "timestamp": now_ms - 3 * hour}) for i in range(10)]
-    msgs += [(None, f"new{i}".encode(), {"partition": 0, "timestamp": now_ms}) for i in range(10)]
+    msgs += [(None, f"new{i}".encode(), {"partition": 0, "timestamp": now_ms - 60 * 1000}) for i in range(10)]
     produce_all(p, msgs, t)
     commit(bs, g, {(t, 0): 25})
     reset = lambda d: plan(strom(["group", "reset-offsets", g, "-b", bs, "--topic", t, "--by-duration", d,
                                   "--output", "json"]))
+    assert reset("PT5M") == {0: (25, 20)}
     assert reset("PT1H") == {0: (25, 20)}
     assert reset("PT3H30M") == {0: (25, 10)}
     assert reset("P1DT1H") == {0: (25, 10)}
     assert reset("P3D") == {0: (25, 0)}
-    assert reset("pt0.5s") == {0: (25, 30)}  # nothing that recent: the log end, as Kafka
+    assert reset("pt10.5s") == {0: (25, 30)}  # nothing that recent: the log end, as Kafka
     ok(strom(["group", "reset-offsets", g, "-b", bs, "--topic", t, "--by-duration", "PT4H", "--execute"]))
     assert committed(bs, g, t, 1) == {0: 10}
 
@@ -367,6 +368,7 @@ def test_topic_lag_across_groups(gbroker):
             if m.error() is None:
                 got += 1
                 c.commit(message=m, asynchronous=False)
+    assert got == 6
     fill(bs, t, {1: 3})
     doc = as_json(strom(["topic", "lag", t, "-b", bs, "--output", "json"]))
     mine = {g["group"]: g for g in doc["groups"]}

@@ -37,6 +37,7 @@ pub enum ConfigCommand {
     /// sensitive flags (as `kafka-configs.sh --describe --all`).
     Get {
         /// Configs to show (default: all).
+        #[arg(value_name = "KEY")]
         keys: Vec<String>,
         /// The broker to describe (default: the controller).
         #[arg(long, value_name = "ID", allow_negative_numbers = true,

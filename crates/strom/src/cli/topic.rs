@@ -47,7 +47,8 @@ pub enum TopicCommand {
         #[arg(long)]
         exclude_internal: bool,
     },
-    /// Describe topics: partitions, leaders, replicas, ISR, configs.
+    /// Describe topics: partitions, leaders, replicas, ISR, log start offset,
+    /// high watermark, size on disk, configs.
     Describe {
         /// Topics to describe (default: all).
         topics: Vec<String>,
@@ -515,10 +516,12 @@ async fn lag(client: &Client, output: OutputFormat, topic: &str) -> anyhow::Resu
         if !(g.protocol_type.is_empty() || g.protocol_type == "consumer") {
             continue;
         }
-        let committed = client
-            .fetch_committed(&g.group_id, Some(&wanted))
-            .await
-            .with_context(|| format!("group {}", g.group_id))?;
+        let committed = match client.fetch_committed(&g.group_id, Some(&wanted)).await {
+            Ok(c) => c,
+            // Deleted since it was listed.
+            Err(e) if e.code() == Some(KafkaCode::GROUP_ID_NOT_FOUND) => continue,
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("group {}", g.group_id))),
+        };
         let mut rows = Vec::new();
         for (p, c) in committed.get(topic).into_iter().flatten() {
             if *c < 0 {

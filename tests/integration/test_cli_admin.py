@@ -286,6 +286,8 @@ def test_reset_offsets_shift_by(gbroker):
     # Clamped to [log start, log end], as Kafka does.
     assert plan(reset("--shift-by", "-100", "--output", "json")) == {0: (5, 0), 1: (8, 2)}
     assert plan(reset("--shift-by", "1000", "--output", "json")) == {0: (5, 20), 1: (8, 10)}
+    # --to-offset is clamped the same way: partition 1 starts at 2 now.
+    assert plan(reset("--to-offset", "1", "--output", "json")) == {0: (5, 1), 1: (8, 2)}
     dry = ok(reset("--shift-by", "4"))
     assert re.search(rf"^{g}\s+{t}\s+0\s+5\s+9$", out(dry), re.M) and "Dry run" in err(dry)
     assert committed(bs, g, t, 2) == {0: 5, 1: 8}

@@ -440,7 +440,14 @@ async fn partition_offsets(
     let mut out = BTreeMap::new();
     let mut wanted: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for t in metas {
-        let ps: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+        // A partition without a leader has no offsets to give; asking would
+        // wait for one until the request timeout.
+        let ps: Vec<i32> = t
+            .partitions
+            .iter()
+            .filter(|p| p.leader >= 0)
+            .map(|p| p.partition)
+            .collect();
         let lo = client
             .list_offsets(&t.name, &ps, OffsetSpec::Earliest)
             .await;

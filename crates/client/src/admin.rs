@@ -72,7 +72,25 @@ pub struct ConfigEntry {
     pub source: i8,
     pub read_only: bool,
     pub sensitive: bool,
+    /// The layers under the value in force, highest precedence first (only
+    /// when asked for with `include_synonyms`).
+    pub synonyms: Vec<ConfigSynonym>,
+    /// Only when asked for with `include_documentation`.
+    pub documentation: Option<String>,
 }
+
+/// A synonym of a config: the value one layer (dynamic per-broker,
+/// dynamic cluster default, static, default) gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigSynonym {
+    pub name: String,
+    pub value: Option<String>,
+    pub source: i8,
+}
+
+/// Config sources (DescribeConfigs' `config_source`).
+pub const SOURCE_DYNAMIC_BROKER: i8 = 2;
+pub const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 
 impl ConfigEntry {
     /// Kafka's name of the config source.
@@ -238,49 +256,38 @@ impl Client {
         names: &[String],
     ) -> Result<Vec<Result<Vec<ConfigEntry>>>> {
         let conn = self.any_broker().await?;
-        let version = conn.version::<DescribeConfigsRequest>()?;
-        let req = DescribeConfigsRequest::default().with_resources(
-            names
-                .iter()
-                .map(|n| {
-                    DescribeConfigsResource::default()
-                        .with_resource_type(resource_type)
-                        .with_resource_name(StrBytes::from_string(n.clone()))
-                        .with_configuration_keys(None)
-                })
-                .collect(),
-        );
-        let resp = conn.send(version, &req).await?;
-        Ok(names
-            .iter()
-            .map(|n| {
-                let r = resp
-                    .results
-                    .iter()
-                    .find(|r| r.resource_name.as_str() == n && r.resource_type == resource_type)
-                    .ok_or_else(|| Error::Other(format!("the broker did not describe {n}")))?;
-                if r.error_code != 0 {
-                    return Err(Error::kafka(
-                        format!("describe configs of {n}"),
-                        r.error_code,
-                        opt_string(&r.error_message),
-                    ));
-                }
-                let mut entries: Vec<ConfigEntry> = r
-                    .configs
-                    .iter()
-                    .map(|c| ConfigEntry {
-                        name: c.name.to_string(),
-                        value: opt_string(&c.value),
-                        source: c.config_source,
-                        read_only: c.read_only,
-                        sensitive: c.is_sensitive,
-                    })
-                    .collect();
-                entries.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(entries)
-            })
-            .collect())
+        let query = ConfigQuery::default();
+        describe_configs_on(&conn, resource_type, names, &query).await
+    }
+
+    /// DescribeConfigs of one resource, with the options of
+    /// `kafka-configs.sh --describe`. A broker resource with an id goes to
+    /// that broker (as Kafka's admin client does: only it knows its own
+    /// settings); anything else to any broker.
+    pub async fn describe_resource_configs(
+        &self,
+        resource_type: i8,
+        name: &str,
+        query: &ConfigQuery,
+    ) -> Result<Vec<ConfigEntry>> {
+        let conn = self.config_connection(resource_type, name).await?;
+        let names = [name.to_string()];
+        describe_configs_on(&conn, resource_type, &names, query)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Other(format!("the broker did not describe {name}")))?
+    }
+
+    async fn config_connection(
+        &self,
+        resource_type: i8,
+        name: &str,
+    ) -> Result<std::sync::Arc<crate::Connection>> {
+        match (resource_type, name.parse::<i32>()) {
+            (RESOURCE_BROKER, Ok(id)) => self.broker(id).await,
+            (RESOURCE_BROKER, Err(_)) => self.any_broker().await,
+            _ => self.controller().await,
+        }
     }
 
     /// CreatePartitions: grow `topic` to `count` partitions.
@@ -310,14 +317,15 @@ impl Client {
         Ok(())
     }
 
-    /// IncrementalAlterConfigs of one resource.
+    /// IncrementalAlterConfigs of one resource (a broker resource with an
+    /// id goes to that broker, as with Kafka's admin client).
     pub async fn incremental_alter_configs(
         &self,
         resource_type: i8,
         name: &str,
         ops: &[ConfigOp],
     ) -> Result<()> {
-        let conn = self.controller().await?;
+        let conn = self.config_connection(resource_type, name).await?;
         let version = conn.version::<IncrementalAlterConfigsRequest>()?;
         let configs = ops
             .iter()
@@ -345,8 +353,15 @@ impl Client {
             .find(|r| r.resource_name.as_str() == name)
             .ok_or_else(|| Error::Other(format!("the broker did not answer for {name}")))?;
         if r.error_code != 0 {
+            let what = if name.is_empty() {
+                "the cluster-wide defaults".to_string()
+            } else if resource_type == RESOURCE_BROKER {
+                format!("broker {name}")
+            } else {
+                name.to_string()
+            };
             return Err(Error::kafka(
-                format!("alter configs of {name}"),
+                format!("alter configs of {what}"),
                 r.error_code,
                 opt_string(&r.error_message),
             ));
@@ -394,6 +409,89 @@ impl Client {
             brokers,
         })
     }
+}
+
+/// What DescribeConfigs should return besides the values.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigQuery {
+    /// Only these keys (`None`: all).
+    pub keys: Option<Vec<String>>,
+    pub include_synonyms: bool,
+    pub include_documentation: bool,
+}
+
+async fn describe_configs_on(
+    conn: &crate::Connection,
+    resource_type: i8,
+    names: &[String],
+    query: &ConfigQuery,
+) -> Result<Vec<Result<Vec<ConfigEntry>>>> {
+    let version = conn.version::<DescribeConfigsRequest>()?;
+    let keys = query.keys.as_ref().map(|ks| {
+        ks.iter()
+            .map(|k| StrBytes::from_string(k.clone()))
+            .collect::<Vec<_>>()
+    });
+    let req = DescribeConfigsRequest::default()
+        .with_include_synonyms(query.include_synonyms && version >= 1)
+        .with_include_documentation(query.include_documentation && version >= 3)
+        .with_resources(
+            names
+                .iter()
+                .map(|n| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(resource_type)
+                        .with_resource_name(StrBytes::from_string(n.clone()))
+                        .with_configuration_keys(keys.clone())
+                })
+                .collect(),
+        );
+    let resp = conn.send(version, &req).await?;
+    Ok(names
+        .iter()
+        .map(|n| {
+            let r = resp
+                .results
+                .iter()
+                .find(|r| r.resource_name.as_str() == n && r.resource_type == resource_type)
+                .ok_or_else(|| Error::Other(format!("the broker did not describe {n}")))?;
+            if r.error_code != 0 {
+                let what = if n.is_empty() {
+                    "the cluster-wide defaults".to_string()
+                } else {
+                    n.clone()
+                };
+                return Err(Error::kafka(
+                    format!("describe configs of {what}"),
+                    r.error_code,
+                    opt_string(&r.error_message),
+                ));
+            }
+            let mut entries: Vec<ConfigEntry> = r
+                .configs
+                .iter()
+                .map(|c| ConfigEntry {
+                    name: c.name.to_string(),
+                    value: opt_string(&c.value),
+                    source: c.config_source,
+                    read_only: c.read_only,
+                    sensitive: c.is_sensitive,
+                    synonyms: c
+                        .synonyms
+                        .iter()
+                        .map(|s| ConfigSynonym {
+                            name: s.name.to_string(),
+                            value: opt_string(&s.value),
+                            source: s.source,
+                        })
+                        .collect(),
+                    documentation: opt_string(&c.documentation),
+                })
+                .collect();
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(entries)
+        })
+        .collect())
 }
 
 #[cfg(test)]

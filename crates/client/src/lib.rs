@@ -17,11 +17,15 @@ pub mod connection;
 pub mod error;
 pub mod fetch;
 pub mod groups;
+pub mod log_admin;
 pub mod member;
 pub mod partitioner;
 pub mod producer;
 
-pub use admin::{topic_id_string, ClusterInfo, ConfigEntry, ConfigOp, CreatedTopic, NewTopic};
+pub use admin::{
+    topic_id_string, ClusterInfo, ConfigEntry, ConfigOp, ConfigQuery, ConfigSynonym, CreatedTopic,
+    NewTopic,
+};
 pub use client::{
     parse_bootstrap, BrokerMeta, Client, ClientConfig, Metadata, PartitionMeta, TopicMeta,
 };
@@ -29,6 +33,7 @@ pub use connection::{Connection, ConnectionConfig};
 pub use error::{Error, KafkaCode, Result};
 pub use fetch::{FetchTarget, FetchedPartition, ListedOffset, OffsetSpec};
 pub use groups::{CommittedOffsets, Committer, GroupDescription, GroupMember, ListedGroup};
+pub use log_admin::{LogDirInfo, LogDirPartition, DELETE_TO_HIGH_WATERMARK};
 pub use member::{MemberAssignment, Membership};
 pub use partitioner::{murmur2, partition_for_key, StickyPartitioner};
 pub use producer::{ProduceRecord, Producer, ProducerConfig, ProducerStats};

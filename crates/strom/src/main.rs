@@ -134,15 +134,28 @@ fn parse_args() -> Result<Cli, ExitCode> {
             }
             _ => {
                 let rendered = e.render().to_string();
-                let first = rendered
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("invalid arguments")
-                    .trim_start_matches("error: ");
-                eprintln!("strom: {first} (see 'strom --help')");
+                eprintln!("strom: {} (see 'strom --help')", first_paragraph(&rendered));
                 Err(ExitCode::from(2))
             }
         },
+    }
+}
+
+/// The message of a clap error on one line: its first paragraph, so a list
+/// that follows a colon ("required arguments were not provided:") stays.
+fn first_paragraph(rendered: &str) -> String {
+    let text = rendered
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = text.trim_start_matches("error: ");
+    if text.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        text.to_string()
     }
 }
 
@@ -196,5 +209,34 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage_line(args: &[&str]) -> String {
+        match Cli::try_parse_from(args) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => first_paragraph(&e.render().to_string()),
+        }
+    }
+
+    #[test]
+    fn usage_errors_keep_what_they_list() {
+        // clap puts the missing arguments on the lines after the colon.
+        let line = usage_line(&["strom", "topic", "delete-records", "t", "--before", "1"]);
+        assert!(line.starts_with("the following required arguments were not provided:"));
+        assert!(
+            line.contains("--partition <P>|--all|--offset-json-file <FILE>"),
+            "{line}"
+        );
+        assert!(!line.contains('\n') && !line.contains("Usage"), "{line}");
+        let line = usage_line(&["strom", "topic", "--bogus", "list"]);
+        assert_eq!(line, "unexpected argument '--bogus' found");
+        let line = usage_line(&["strom", "cluster", "config", "get", "--broker", "-1"]);
+        assert!(line.contains("-1") && line.contains("--broker"), "{line}");
+        assert_eq!(first_paragraph("\n\n"), "invalid arguments");
     }
 }

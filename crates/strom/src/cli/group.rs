@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use strom_client::{Client, CommittedOffsets, KafkaCode, OffsetSpec};
 
 use super::output::{print, print_json, Table};
-use super::time::parse_datetime;
+use super::time::{parse_datetime, parse_duration_ms};
 use super::{ClientOpts, OutputFormat};
 
 #[derive(Args)]
@@ -31,7 +31,7 @@ pub enum GroupCommand {
     },
     /// Reset a group's committed offsets; prints the plan and changes
     /// nothing unless --execute. The group must have no active members.
-    #[command(group(ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_datetime", "to_offset"])))]
+    #[command(group(ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_current", "to_datetime", "by_duration", "to_offset", "shift_by"])))]
     #[command(group(ArgGroup::new("which").required(true).args(["topics", "all_topics"])))]
     ResetOffsets {
         /// Group id.
@@ -51,9 +51,20 @@ pub enum GroupCommand {
         /// To the first offset at or after a time: YYYY-MM-DDTHH:mm:SS[.sss][Z|±HH:MM] (UTC without a zone) or ms since the epoch.
         #[arg(long, value_name = "DATETIME", value_parser = parse_datetime)]
         to_datetime: Option<i64>,
+        /// To the committed offset (the log end offset where there is none).
+        #[arg(long)]
+        to_current: bool,
+        /// To the first offset at or after now minus an ISO-8601 duration
+        /// (PnDTnHnMnS, e.g. PT30M or P1DT12H).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+        by_duration: Option<i64>,
         /// To an offset (clamped to the log's range, as Kafka does).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
         to_offset: Option<i64>,
+        /// Move the committed offset by N (negative: back), clamped to the
+        /// log's range; every partition needs a committed offset.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        shift_by: Option<i64>,
         /// Commit the new offsets (without it: a dry run).
         #[arg(long)]
         execute: bool,
@@ -81,8 +92,11 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
             all_topics,
             to_earliest,
             to_latest,
+            to_current,
             to_datetime,
+            by_duration,
             to_offset,
+            shift_by,
             execute,
             dry_run: _,
         } => {
@@ -90,12 +104,18 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
                 Target::Earliest
             } else if to_latest {
                 Target::Latest
+            } else if to_current {
+                Target::Current
             } else if let Some(t) = to_datetime {
                 Target::Datetime(t)
+            } else if let Some(d) = by_duration {
+                Target::Datetime(now_ms()?.saturating_sub(d))
             } else if let Some(o) = to_offset {
                 Target::Offset(o)
+            } else if let Some(n) = shift_by {
+                Target::ShiftBy(n)
             } else {
-                bail!("give one of --to-earliest, --to-latest, --to-datetime, --to-offset");
+                bail!("give one of --to-earliest, --to-latest, --to-current, --to-datetime, --by-duration, --to-offset, --shift-by");
             };
             reset(
                 &client,
@@ -318,8 +338,17 @@ async fn describe(client: &Client, output: OutputFormat, group: &str) -> anyhow:
 enum Target {
     Earliest,
     Latest,
+    Current,
     Datetime(i64),
     Offset(i64),
+    ShiftBy(i64),
+}
+
+fn now_ms() -> anyhow::Result<i64> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?;
+    Ok(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `T` or `T:0,1,2`.
@@ -417,10 +446,22 @@ async fn reset(
                 .cloned()
                 .unwrap_or_else(|| Err("no answer".into()))
                 .map_err(|e| anyhow::anyhow!("latest offset of {t}[{p}]: {e}"))?;
+            let current = committed
+                .get(t)
+                .and_then(|m| m.get(p))
+                .copied()
+                .filter(|o| *o >= 0);
             let new = match target {
                 Target::Earliest => lo,
                 Target::Latest => hi,
+                Target::Current => current.unwrap_or(hi),
                 Target::Offset(o) => o.clamp(lo, hi),
+                Target::ShiftBy(n) => match current {
+                    Some(c) => c.saturating_add(n).clamp(lo, hi),
+                    None => bail!(
+                        "cannot shift the offset of {t}[{p}]: group {group} has no committed offset there"
+                    ),
+                },
                 Target::Datetime(_) => {
                     let found = by_time
                         .as_ref()
@@ -434,11 +475,6 @@ async fn reset(
                     }
                 }
             };
-            let current = committed
-                .get(t)
-                .and_then(|m| m.get(p))
-                .copied()
-                .filter(|o| *o >= 0);
             plan.push((t.clone(), *p, current, new));
         }
     }

@@ -24,7 +24,7 @@ pub use output::OutputFormat;
 pub enum Command {
     /// Create, list, describe, alter and delete topics.
     Topic(topic::TopicArgs),
-    /// Describe the cluster: id, controller, brokers.
+    /// Describe the cluster (id, controller, brokers); get and set broker configs.
     Cluster(cluster::ClusterArgs),
     /// List, describe, reset the offsets of, and delete consumer groups.
     Group(group::GroupArgs),

@@ -106,9 +106,113 @@ pub fn parse_datetime(s: &str) -> Result<i64, String> {
     Ok(secs * 1000 + ms)
 }
 
+/// Milliseconds of an ISO-8601 duration as Java's `Duration.parse` (and so
+/// `kafka-consumer-groups.sh --by-duration`) reads it:
+/// `[-]PnDTnHnMn[.n]S`, each number optionally signed, letters in either
+/// case, at least one part, and a `T` only before time parts.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let fail = || format!("bad duration {s:?}; expected PnDTnHnMnS, e.g. P1DT2H30M or PT15M");
+    let upper = s.trim().to_ascii_uppercase();
+    let (negate, rest) = match upper.as_bytes().first() {
+        Some(b'-') => (true, &upper[1..]),
+        Some(b'+') => (false, &upper[1..]),
+        _ => (false, upper.as_str()),
+    };
+    let rest = rest.strip_prefix('P').ok_or_else(fail)?;
+    let (date, time) = match rest.split_once('T') {
+        Some((d, t)) if !t.is_empty() => (d, Some(t)),
+        Some(_) => return Err(fail()),
+        None => (rest, None),
+    };
+    let mut total: i128 = 0;
+    let mut parts = 0;
+    // One `nX` part after another, units in the order given.
+    let mut eat =
+        |text: &str, units: &[(char, i128)], allow_fraction: char| -> Result<(), String> {
+            let mut rest = text;
+            let mut next_unit = 0;
+            while !rest.is_empty() {
+                let end = rest
+                    .find(|c: char| c.is_ascii_alphabetic())
+                    .ok_or_else(fail)?;
+                let (number, tail) = rest.split_at(end);
+                let unit = tail.chars().next().ok_or_else(fail)?;
+                let idx = units[next_unit..]
+                    .iter()
+                    .position(|(u, _)| *u == unit)
+                    .ok_or_else(fail)?
+                    + next_unit;
+                next_unit = idx + 1;
+                let ms_per = units[idx].1;
+                let (sign, digits) = match number.as_bytes().first() {
+                    Some(b'-') => (-1, &number[1..]),
+                    Some(b'+') => (1, &number[1..]),
+                    _ => (1, number),
+                };
+                let (whole, frac) = match digits.split_once('.') {
+                    Some((w, f)) if unit == allow_fraction => (w, f),
+                    Some(_) => return Err(fail()),
+                    None => (digits, ""),
+                };
+                if whole.is_empty() && frac.is_empty()
+                    || !whole.bytes().all(|b| b.is_ascii_digit())
+                    || !frac.bytes().all(|b| b.is_ascii_digit())
+                    || whole.len() > 18
+                    || frac.len() > 9
+                {
+                    return Err(fail());
+                }
+                let w: i128 = if whole.is_empty() {
+                    0
+                } else {
+                    whole.parse().map_err(|_| fail())?
+                };
+                let f_ms: i128 = if frac.is_empty() {
+                    0
+                } else {
+                    format!("{frac:0<3}")[..3].parse().map_err(|_| fail())?
+                };
+                total += sign * (w * ms_per + f_ms);
+                parts += 1;
+                rest = &tail[1..];
+            }
+            Ok(())
+        };
+    eat(date, &[('D', 86_400_000)], '\0')?;
+    if let Some(t) = time {
+        eat(t, &[('H', 3_600_000), ('M', 60_000), ('S', 1000)], 'S')?;
+    }
+    if parts == 0 {
+        return Err(fail());
+    }
+    let total = if negate { -total } else { total };
+    i64::try_from(total).map_err(|_| format!("duration {s:?} is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_java_durations() {
+        assert_eq!(parse_duration_ms("PT15M").unwrap(), 15 * 60_000);
+        assert_eq!(parse_duration_ms("P1DT2H30M").unwrap(), 95_400_000);
+        assert_eq!(parse_duration_ms("P2D").unwrap(), 2 * 86_400_000);
+        assert_eq!(parse_duration_ms("pt1.5s").unwrap(), 1500);
+        assert_eq!(parse_duration_ms("PT0.0001S").unwrap(), 0);
+        assert_eq!(parse_duration_ms("-PT1H").unwrap(), -3_600_000);
+        assert_eq!(
+            parse_duration_ms("PT-1H30M").unwrap(),
+            -3_600_000 + 1_800_000
+        );
+        assert_eq!(parse_duration_ms("P1DT1H1M1.001S").unwrap(), 90_061_001);
+        for bad in [
+            "", "P", "PT", "1H", "PT1D", "P1H", "PT1M1H", "PT1.5M", "P1.5D", "PTxS", "PT1H1H",
+            "P1DT", "PT-S",
+        ] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_kafka_datetimes() {

@@ -42,7 +42,7 @@ use tracing::warn;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::group::coordinator::{
-    CommitEntry, Committer, FetchedOffsets, GroupCoordinator, PendingCommit,
+    self, CommitEntry, Committer, FetchedOffsets, GroupCoordinator, PendingCommit,
 };
 use crate::group::state::{
     CommittedOffset, JoinRequest, JoinResult, Outcome, SyncRequest, SyncResult,
@@ -491,7 +491,15 @@ pub fn offset_commit(
             .collect();
         OffsetCommitResponse::default().with_topics(topics)
     };
-    if !GroupCoordinator::offsets_topic_exists(broker) {
+    // A commit of unknown partitions only is answered without the coordinator, so it
+    // creates neither a group nor `__consumer_offsets`.
+    let any_known = {
+        let image = broker.image();
+        entries
+            .iter()
+            .any(|e| coordinator::partition_exists(&image, &e.topic, e.partition))
+    };
+    if any_known && !GroupCoordinator::offsets_topic_exists(broker) {
         let broker = broker.clone();
         return Ok(later(ctx, async move {
             let results = match broker.groups.ensure_offsets_topic(&broker).await {

@@ -84,9 +84,23 @@ def test_unsubscribed_consumer_commits_an_offset_list(gbroker, protocol):
     c.close()
     # Another client of the group reads what was committed; the group is Kafka's empty classic
     # group, whatever protocol the committing client speaks.
-    other = consumer(gbroker.bootstrap, **{"group.id": group, "group.protocol": protocol})
+    other = consumer(gbroker.bootstrap, **{"group.id": group, "group.protocol": protocol,
+                                            "enable.partition.eof": False})
     assert committed(other, tps) == {(topic, 0): (9, "nine"), (topic, 1): (11, None)}
     assert group_type(gbroker.bootstrap, group) == ConsumerGroupType.CLASSIC
+    # A member that then subscribes starts at those offsets (a consumer-protocol member turns
+    # the empty group into a consumer group, offsets and all).
+    other.subscribe([topic])
+    first: dict[int, int] = {}
+    deadline = time.monotonic() + 30
+    while len(first) < 2 and time.monotonic() < deadline:
+        m = other.poll(0.5)
+        if m is not None and not m.error():
+            first.setdefault(m.partition(), m.offset())
+    assert first == {0: 9, 1: 11}
+    other.close()
+    want = ConsumerGroupType.CONSUMER if protocol == "consumer" else ConsumerGroupType.CLASSIC
+    assert group_type(gbroker.bootstrap, group) == want
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -308,6 +322,7 @@ def test_commit_and_fetch_error_order_raw(gbroker):
 
 def test_aiokafka_commits(gbroker):
     from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import OffsetAndMetadata
     from aiokafka.structs import TopicPartition as AioTP
 
@@ -326,6 +341,29 @@ def test_aiokafka_commits(gbroker):
             assert (await c.committed(tp0), await c.committed(tp1)) == (5, 7)
             # (A topic that does not exist is not reachable here: aiokafka drops it from a
             # manual assignment once metadata says it is unknown, and commits nothing.)
+        finally:
+            await c.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bs)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+            assert {tp.partition: (o.offset, o.metadata) for tp, o in offsets.items()} == \
+                {0: (5, ""), 1: (7, "seven")}
+        finally:
+            await admin.close()
+
+        # Consumed positions, then commit() without offsets (aiokafka's store-then-commit).
+        group = unique_group("aio-store")
+        c = AIOKafkaConsumer(bootstrap_servers=bs, group_id=group, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+        await c.start()
+        try:
+            c.assign([AioTP(topic, 0)])
+            for _ in range(20):
+                m = await asyncio.wait_for(c.getone(), 30)
+            assert m.offset == 19
+            await c.commit()
+            assert await c.committed(AioTP(topic, 0)) == 20
         finally:
             await c.stop()
 
@@ -382,13 +420,15 @@ async function simpleCommit(c, groupId, t, partitions) {
   }
 }
 
-async function consumeThenClose(groupId, n, commit) {
+// Runs a member of groupId with the run() options `config(consumer, offsets, done)` makes,
+// until it calls done; returns the offsets it recorded.
+async function consumeThenClose(groupId, config) {
   const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 500 })
   await consumer.connect()
   await consumer.subscribe({ topic, fromBeginning: true })
   const offsets = []
   await new Promise((resolve, reject) => {
-    consumer.run(commit(offsets, resolve)).catch(reject)
+    consumer.run(config(consumer, offsets, resolve)).catch(reject)
   })
   await consumer.disconnect()
   return offsets
@@ -423,14 +463,21 @@ async function main() {
   await c.disconnect()
 
   // Half consumed, committed from eachMessage, closed: the next member resumes there.
-  out.half = await consumeThenClose(groupHalf, 50, (offsets, done) => ({
+  out.half = await consumeThenClose(groupHalf, (consumer, offsets, done) => ({
     autoCommit: false,
     eachMessage: async ({ topic: t, partition, message }) => {
       if (partition !== 0 || offsets.length >= 50) return
       offsets.push(Number(message.offset))
       if (offsets.length === 50) {
         out.halfCommit = 'ok'
-        await consumerCommit(t, partition, Number(message.offset) + 1).catch(e => { out.halfCommit = e.type || String(e) })
+        await consumer.commitOffsets([{ topic: t, partition, offset: String(Number(message.offset) + 1) }])
+          .catch(e => { out.halfCommit = e.type || String(e) })
+        // A member's commit to a topic that does not exist.
+        out.memberMissing = 'ok'
+        // kafkajs retries it as Kafka's retriable error, then gives up with it.
+        await consumer.commitOffsets([{ topic: missing, partition: 0, offset: '1' }]).catch(e => {
+          out.memberMissing = (e.cause && e.cause.type) || e.type || String(e)
+        })
         done()
       }
     },
@@ -438,7 +485,7 @@ async function main() {
   out.halfNext = await firstOffset(groupHalf)
 
   // Resolve offsets, then commit them (kafkajs's store_offsets + commit).
-  out.store = await consumeThenClose(groupStore, 30, (offsets, done) => ({
+  out.store = await consumeThenClose(groupStore, (consumer, offsets, done) => ({
     autoCommit: true, autoCommitThreshold: 1, autoCommitInterval: null,
     eachBatchAutoResolve: false,
     eachBatch: async ({ batch, resolveOffset, commitOffsetsIfNecessary }) => {
@@ -456,14 +503,6 @@ async function main() {
   out.storeFetched = (await admin.fetchOffsets({ groupId: groupStore, topics: [topic] }))[0].partitions
     .filter(p => p.partition === 0).map(p => Number(p.offset))
   await admin.disconnect()
-}
-
-let consumerCommit
-const realConsumer = kafka.consumer.bind(kafka)
-kafka.consumer = (opts) => {
-  const c = realConsumer(opts)
-  consumerCommit = (t, partition, offset) => c.commitOffsets([{ topic: t, partition, offset: String(offset) }])
-  return c
 }
 
 main().then(() => { console.log(JSON.stringify(out)); process.exit(0) })
@@ -491,4 +530,5 @@ def test_kafkajs_commits(gbroker, tmp_path):
     assert out["missing"] == ["UNKNOWN_TOPIC_OR_PARTITION"], out
     assert out["half"] == list(range(50)) and out["halfCommit"] == "ok", out
     assert out["halfNext"] == 50, out
+    assert out["memberMissing"] == "UNKNOWN_TOPIC_OR_PARTITION", out
     assert out["store"] == list(range(30)) and out["storeFetched"] == [30], out

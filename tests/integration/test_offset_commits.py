@@ -37,6 +37,7 @@ from test_groups import (GROUP_ID_NOT_FOUND, NO_DELAY, NO_TAGS, NONE, OFFSET_COM
                          read_carray, read_cstring, skip_tags, unique_group)
 
 PROTOCOLS = ["classic", "consumer"]
+INVALID_GROUP_ID = 24
 JS_DIR = Path(__file__).resolve().parent / "js"
 
 
@@ -279,6 +280,8 @@ def test_commit_and_fetch_error_order_raw(gbroker):
         nobody = unique_group("nobody")
         assert commit_v9(c, nobody, "m", 3, {unknown: 1}) == {unknown: UNKNOWN_TOPIC_OR_PARTITION}
         assert commit_v9(c, nobody, "", -1, {unknown: 1}) == {unknown: UNKNOWN_TOPIC_OR_PARTITION}
+        # An empty group id is refused once a known partition takes the request that far.
+        assert commit_v9(c, "", "", -1, {known: 1}) == {known: INVALID_GROUP_ID}
         # A simple commit with a client-made member id creates an empty classic group.
         simple = unique_group("simple")
         assert commit_v9(c, simple, uuid.uuid4().hex, -1, {known: 4, unknown: 1}) == \

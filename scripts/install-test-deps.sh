@@ -12,6 +12,9 @@ APT_WANT=()
 command -v kcat >/dev/null 2>&1 || APT_WANT+=(kcat)
 command -v podman >/dev/null 2>&1 || APT_WANT+=(podman)
 command -v setpriv >/dev/null 2>&1 || APT_WANT+=(util-linux)
+# Node.js runs the kafkajs client of the integration tests.
+command -v node >/dev/null 2>&1 || APT_WANT+=(nodejs)
+command -v npm >/dev/null 2>&1 || APT_WANT+=(npm)
 # Debian's own python3 needs python3-venv (ensurepip) to make the venv below.
 if [ ! -x .venv/bin/python ] && ! "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1; then
     APT_WANT+=(python3-venv)
@@ -59,6 +62,18 @@ else
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${REQUIREMENTS[@]}"
     printf '%s\n' "$WANT" >"$STAMP"
 fi
+# --- Node.js clients (kafkajs), pinned by tests/integration/js/package-lock.json ---
+JS_DIR=tests/integration/js
+if [ -f "$JS_DIR/node_modules/.package-lock.json" ] \
+    && cmp -s <(sed -n '/"node_modules\//,$p' "$JS_DIR/package-lock.json") \
+              <(sed -n '/"node_modules\//,$p' "$JS_DIR/node_modules/.package-lock.json"); then
+    log "node deps already installed"
+else
+    log "installing node deps into $JS_DIR/node_modules"
+    npm ci --prefix "$JS_DIR" --no-audit --no-fund --loglevel=error >&2
+fi
+log "node $(node --version), kafkajs $(node -p 'require("./'"$JS_DIR"'/node_modules/kafkajs/package.json").version')"
+
 "$VENV/bin/python" - <<'PY' >&2
 import confluent_kafka, kafka, aiokafka, pytest
 print("[install-test-deps] confluent-kafka %s (librdkafka %s), kafka-python %s, aiokafka %s, pytest %s" % (

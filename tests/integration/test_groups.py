@@ -561,7 +561,9 @@ def _worker(bootstrap, group, topic, strategy, name, out: Path, script: Path) ->
 
 
 def _lines(path: Path) -> list[list[str]]:
-    return [line.split(" ") for line in path.read_text().splitlines() if line]
+    # Only whole lines: a worker may be half-way through writing the last one.
+    text = path.read_text()
+    return [line.split(" ") for line in text[:text.rfind("\n") + 1].splitlines() if line]
 
 
 def _committed_positions(outs: list[Path]) -> dict[int, int]:

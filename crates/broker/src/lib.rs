@@ -3,6 +3,7 @@
 //! A request flows one way: [`network`] (listener, connection, frame) → [`request`] (header,
 //! version, decode) → [`handlers`] → [`partition`] / [`controller`] → `strom_log`, and back.
 
+pub mod acl;
 pub mod admin_http;
 pub mod broker;
 pub mod config;

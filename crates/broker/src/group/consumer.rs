@@ -1010,12 +1010,14 @@ impl ConsumerGroup {
         member_id: Option<&str>,
         member_epoch: i32,
     ) -> Result<(), ResponseError> {
-        let Some(member_id) = member_id.filter(|_| member_epoch >= 0) else {
+        // Only a request without a member id and without an epoch (an admin client, or any
+        // client reading offsets for itself) skips the member checks.
+        if member_id.is_none() && member_epoch < 0 {
             return Ok(());
-        };
+        }
         let m = self
             .members
-            .get(member_id)
+            .get(member_id.unwrap_or_default())
             .ok_or(ResponseError::UnknownMemberId)?;
         if member_epoch != m.member_epoch {
             return Err(ResponseError::StaleMemberEpoch);

@@ -139,6 +139,17 @@ pub struct Committer<'a> {
     pub api_version: i16,
 }
 
+/// Whether the image has this partition: commits to any other are refused.
+pub fn partition_exists(
+    image: &crate::metadata::MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> bool {
+    image
+        .topic(topic)
+        .is_some_and(|t| t.partitions.contains_key(&partition))
+}
+
 /// The topics of a metadata image, as consumer groups subscribe to them.
 struct ImageTopics(Arc<crate::metadata::MetadataImage>);
 
@@ -611,6 +622,11 @@ impl GroupCoordinator {
 
     /// Validates a commit and appends its records; [`GroupCoordinator::finish_commit`] waits
     /// for durability and applies it.
+    ///
+    /// Kafka's order: partitions of unknown topics are answered UNKNOWN_TOPIC_OR_PARTITION
+    /// before the group is looked at (and a request with nothing else never reaches it);
+    /// then a group-level error answers every partition; then each known partition gets its
+    /// own result.
     pub fn commit(
         &self,
         broker: &Arc<Broker>,
@@ -622,20 +638,33 @@ impl GroupCoordinator {
             results: vec![Some(e); entries.len()],
             write: None,
         };
+        let image = broker.image();
+        let known: Vec<bool> = entries
+            .iter()
+            .map(|e| partition_exists(&image, &e.topic, e.partition))
+            .collect();
+        if !known.iter().any(|k| *k) {
+            return all(ResponseError::UnknownTopicOrPartition);
+        }
         if let Err(e) = self.refuse_if_stopping() {
             return all(e);
+        }
+        if group_id.is_empty() {
+            return all(ResponseError::InvalidGroupId);
         }
         let slot = match self.get(group_id) {
             Some(s) => s,
             // A group that does not exist takes only simple commits (no generation): it is
-            // a client that uses Kafka to store offsets but not to manage its group.
+            // a client that uses Kafka to store offsets but not to manage its group. Such a
+            // commit creates an empty classic group, as in Kafka.
             None if who.generation_id < 0 => match self.get_or_create(group_id) {
                 Ok(s) => s,
                 Err(e) => return all(e),
             },
+            // From v9 the answer fits both protocols; older clients expect ILLEGAL_GENERATION.
+            None if who.api_version >= 9 => return all(ResponseError::GroupIdNotFound),
             None => return all(ResponseError::IllegalGeneration),
         };
-        let image = broker.image();
         let mut g = lock(&slot);
         if let Err(e) = g.validate_offset_commit(
             who.member_id,
@@ -652,10 +681,7 @@ impl GroupCoordinator {
         let mut indexes = Vec::new();
         let mut committed = Vec::new();
         for (i, e) in entries.into_iter().enumerate() {
-            let exists = image
-                .topic(&e.topic)
-                .is_some_and(|t| t.partitions.contains_key(&e.partition));
-            if !exists {
+            if !known[i] {
                 results.push(Some(ResponseError::UnknownTopicOrPartition));
                 continue;
             }

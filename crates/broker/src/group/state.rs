@@ -1345,6 +1345,12 @@ impl Group {
         if let Some(c) = &self.consumer {
             return c.validate_offset_commit(member_id, generation_id, api_version);
         }
+        if generation_id < 0 && self.state == GroupState::Empty {
+            // A simple commit (an admin client, or a consumer that assigns its own partitions)
+            // is taken whatever member id it carries: librdkafka's consumer-protocol client
+            // sends the id it generated for itself even when it never joined.
+            return Ok(());
+        }
         if generation_id >= 0 || !member_id.is_empty() || group_instance_id.is_some() {
             if let Some(e) = self.validate_member(member_id, group_instance_id) {
                 return Err(e);

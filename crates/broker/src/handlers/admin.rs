@@ -17,14 +17,13 @@ use proto_kafka::messages::{
 use proto_kafka::ResponseError;
 
 use super::str_bytes;
+use crate::acl::{self, ResourceType};
 use crate::broker::Broker;
 use crate::config::{ConfigSource, BROKER_CONFIGS};
 use crate::controller::{self, ApiError, TopicRef, TopicRequest};
 use crate::metadata::records::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::request::RequestContext;
 use crate::topic_config::TopicConfig;
-
-const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
 pub async fn create_topics(
     broker: &Arc<Broker>,
@@ -368,9 +367,9 @@ pub fn describe_cluster(
         .with_cluster_id(str_bytes(&broker.cluster_id))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_brokers(brokers)
-        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            0b0001_1111_1111_1000
-        } else {
-            OPS_NOT_REQUESTED
-        })
+        .with_cluster_authorized_operations(acl::authorized_operations_if(
+            req.include_cluster_authorized_operations,
+            ResourceType::Cluster,
+            super::metadata::CLUSTER_NAME,
+        ))
 }

@@ -17,16 +17,13 @@ use proto_kafka::protocol::StrBytes;
 use proto_kafka::ResponseError;
 use uuid::Uuid;
 
+use crate::acl::{self, ResourceType};
 use crate::broker::Broker;
 use crate::group::assignor::Assignment;
 use crate::group::consumer::{ConsumerGroup, HeartbeatError, HeartbeatRequest, HeartbeatResponse};
 use crate::group::coordinator::GroupCoordinator;
 use crate::request::{Reply, RequestContext, RequestError};
 
-/// READ, DELETE and DESCRIBE, the operations on a group, for a broker with no authorizer.
-const ALL_GROUP_OPS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
-/// What ConsumerGroupDescribe sends when operations were not asked for.
-const OPS_NOT_REQUESTED: i32 = i32::MIN;
 /// ConsumerGroupDescribe v1's member type of a consumer-protocol member.
 const MEMBER_TYPE_CONSUMER: i8 = 1;
 /// Partitions one heartbeat may report as owned: bounds the work a request can cause.
@@ -180,11 +177,6 @@ pub fn describe(
     req: ConsumerGroupDescribeRequest,
 ) -> Result<Reply, RequestError> {
     let v = ctx.version;
-    let ops = if req.include_authorized_operations {
-        ALL_GROUP_OPS
-    } else {
-        OPS_NOT_REQUESTED
-    };
     let groups = req
         .group_ids
         .into_iter()
@@ -243,6 +235,12 @@ pub fn describe(
                     .with_error_code(ResponseError::GroupIdNotFound.code())
                     .with_error_message(Some(string(format!("Group {} not found.", &*gid.0)))),
             };
+            // As Kafka: only a group described without an error gets its operations.
+            let ops = acl::authorized_operations_if(
+                req.include_authorized_operations && described.error_code == 0,
+                ResourceType::Group,
+                &gid.0,
+            );
             described.with_group_id(gid).with_authorized_operations(ops)
         })
         .collect();

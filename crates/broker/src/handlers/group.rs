@@ -40,17 +40,16 @@ use proto_kafka::ResponseError;
 use tracing::warn;
 
 use super::str_bytes;
+use crate::acl::{self, ResourceType};
 use crate::broker::Broker;
 use crate::group::coordinator::{
-    CommitEntry, Committer, FetchedOffsets, GroupCoordinator, PendingCommit,
+    self, CommitEntry, Committer, FetchedOffsets, GroupCoordinator, PendingCommit,
 };
 use crate::group::state::{
     CommittedOffset, JoinRequest, JoinResult, Outcome, SyncRequest, SyncResult,
 };
 use crate::request::{Reply, RequestContext, RequestError};
 
-/// READ, DELETE and DESCRIBE, the operations on a group, for a broker with no authorizer.
-const ALL_GROUP_OPS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 /// Beyond a member's own timeouts, how long a JoinGroup or SyncGroup may wait before it is
 /// answered REBALANCE_IN_PROGRESS anyway: the group answers well before, this only bounds a
 /// wait that something unforeseen left hanging.
@@ -491,7 +490,15 @@ pub fn offset_commit(
             .collect();
         OffsetCommitResponse::default().with_topics(topics)
     };
-    if !GroupCoordinator::offsets_topic_exists(broker) {
+    // A commit of unknown partitions only is answered without the coordinator, so it
+    // creates neither a group nor `__consumer_offsets`.
+    let any_known = {
+        let image = broker.image();
+        entries
+            .iter()
+            .any(|e| coordinator::partition_exists(&image, &e.topic, e.partition))
+    };
+    if any_known && !GroupCoordinator::offsets_topic_exists(broker) {
         let broker = broker.clone();
         return Ok(later(ctx, async move {
             let results = match broker.groups.ensure_offsets_topic(&broker).await {
@@ -773,12 +780,13 @@ pub fn describe_groups(
                     .with_group_state(str_bytes("Dead")),
                 None => DescribedGroup::default().with_group_state(str_bytes("Dead")),
             };
-            let described = described.with_group_id(gid);
-            if include_ops {
-                described.with_authorized_operations(ALL_GROUP_OPS)
-            } else {
-                described
-            }
+            // As Kafka: only a group described without an error gets its operations.
+            let ops = acl::authorized_operations_if(
+                include_ops && described.error_code == 0,
+                ResourceType::Group,
+                &gid.0,
+            );
+            described.with_group_id(gid).with_authorized_operations(ops)
         })
         .collect();
     now(&ctx, &DescribeGroupsResponse::default().with_groups(groups))

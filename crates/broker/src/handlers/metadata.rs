@@ -7,16 +7,14 @@ use proto_kafka::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicNa
 use proto_kafka::ResponseError;
 
 use super::str_bytes;
+use crate::acl::{self, ResourceType};
 use crate::broker::Broker;
 use crate::controller::{self, validate_topic_name};
 use crate::metadata::{MetadataImage, TopicImage};
 use crate::request::RequestContext;
 
-/// "Authorized operations were not requested" (Kafka's Integer.MIN_VALUE sentinel).
-const OPS_NOT_REQUESTED: i32 = i32::MIN;
-/// Every topic operation bit (READ..DESCRIBE_CONFIGS) for a broker with no authorizer.
-const ALL_TOPIC_OPS: i32 = 0b0000_1111_1111_1000;
-const ALL_CLUSTER_OPS: i32 = 0b0001_1111_1111_1000;
+/// The resource name of the cluster in Kafka's ACLs.
+pub const CLUSTER_NAME: &str = "kafka-cluster";
 
 pub fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
     // Each broker is described by its endpoint on the listener the client came in on.
@@ -49,19 +47,30 @@ pub fn describe_topic(topic: &TopicImage, include_ops: bool) -> MetadataResponse
         .with_topic_id(topic.id)
         .with_is_internal(topic.name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
-        .with_topic_authorized_operations(if include_ops {
-            ALL_TOPIC_OPS
-        } else {
-            OPS_NOT_REQUESTED
-        })
+        .with_topic_authorized_operations(acl::authorized_operations_if(
+            include_ops,
+            ResourceType::Topic,
+            &topic.name,
+        ))
 }
 
-fn topic_error(name: Option<&str>, id: uuid::Uuid, e: ResponseError) -> MetadataResponseTopic {
+/// A topic answered with an error. Kafka reports the operations of every topic it answers by
+/// name, known or not, and none for an unknown topic id.
+fn topic_error(
+    name: Option<&str>,
+    id: uuid::Uuid,
+    e: ResponseError,
+    include_ops: bool,
+) -> MetadataResponseTopic {
+    let ops = match name {
+        Some(n) => acl::authorized_operations_if(include_ops, ResourceType::Topic, n),
+        None => acl::OPS_NOT_REQUESTED,
+    };
     MetadataResponseTopic::default()
         .with_error_code(e.code())
         .with_name(name.map(|n| TopicName(str_bytes(n))))
         .with_topic_id(id)
-        .with_topic_authorized_operations(OPS_NOT_REQUESTED)
+        .with_topic_authorized_operations(ops)
 }
 
 pub async fn handle(
@@ -92,7 +101,7 @@ pub async fn handle(
             let Some(name) = name else {
                 topics.push(match image.topic_by_id(&t.topic_id) {
                     Some(topic) => describe_topic(topic, include_ops),
-                    None => topic_error(None, t.topic_id, ResponseError::UnknownTopicId),
+                    None => topic_error(None, t.topic_id, ResponseError::UnknownTopicId, false),
                 });
                 continue;
             };
@@ -105,6 +114,7 @@ pub async fn handle(
                     Some(&name),
                     uuid::Uuid::nil(),
                     ResponseError::InvalidTopicException,
+                    include_ops,
                 ));
                 continue;
             }
@@ -113,6 +123,7 @@ pub async fn handle(
                     Some(&name),
                     uuid::Uuid::nil(),
                     ResponseError::UnknownTopicOrPartition,
+                    include_ops,
                 ));
                 continue;
             }
@@ -140,7 +151,12 @@ pub async fn handle(
                 Err(e) => {
                     let code = ResponseError::try_from_code(e.code)
                         .unwrap_or(ResponseError::UnknownServerError);
-                    topics.push(topic_error(Some(&name), uuid::Uuid::nil(), code));
+                    topics.push(topic_error(
+                        Some(&name),
+                        uuid::Uuid::nil(),
+                        code,
+                        include_ops,
+                    ));
                 }
             }
         }
@@ -151,9 +167,10 @@ pub async fn handle(
         .with_cluster_id(Some(str_bytes(&broker.cluster_id)))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
-        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            ALL_CLUSTER_OPS
-        } else {
-            OPS_NOT_REQUESTED
-        })
+        // The field exists up to v10 only; later versions ask DescribeCluster.
+        .with_cluster_authorized_operations(acl::authorized_operations_if(
+            req.include_cluster_authorized_operations,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ))
 }

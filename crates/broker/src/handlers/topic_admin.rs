@@ -25,6 +25,7 @@ use proto_kafka::protocol::StrBytes;
 use proto_kafka::ResponseError;
 
 use super::str_bytes;
+use crate::acl::{self, ResourceType};
 use crate::broker::Broker;
 use crate::controller::{self, ApiError, ConfigChange};
 use crate::metadata::records::{RESOURCE_BROKER, RESOURCE_TOPIC};
@@ -347,7 +348,11 @@ pub fn describe_topic_partitions(
                 DescribeTopicPartitionsResponseTopic::default()
                     .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                     .with_name(Some(TopicName(str_bytes(&name))))
-                    .with_topic_authorized_operations(i32::MIN),
+                    // Kafka reports them for every topic it answers, known or not.
+                    .with_topic_authorized_operations(acl::authorized_operations(
+                        ResourceType::Topic,
+                        &name,
+                    )),
             );
             continue;
         };
@@ -386,7 +391,10 @@ pub fn describe_topic_partitions(
                 .with_name(Some(TopicName(str_bytes(&name))))
                 .with_topic_id(topic.id)
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(i32::MIN),
+                .with_topic_authorized_operations(acl::authorized_operations(
+                    ResourceType::Topic,
+                    &name,
+                )),
         );
         if next_cursor.is_some() {
             break;

@@ -239,6 +239,20 @@ fn epochs_are_checked() {
         Err(ResponseError::StaleMemberEpoch)
     );
     assert_eq!(g.validate_offset_fetch(None, -1), Ok(()));
+    // Kafka skips the member checks only when neither a member id nor an epoch is given.
+    assert_eq!(
+        g.validate_offset_fetch(Some("x"), -1),
+        Err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        g.validate_offset_fetch(Some("a"), -1),
+        Err(ResponseError::StaleMemberEpoch)
+    );
+    assert_eq!(
+        g.validate_offset_fetch(None, 1),
+        Err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(g.validate_offset_fetch(Some("a"), 1), Ok(()));
 }
 
 #[test]

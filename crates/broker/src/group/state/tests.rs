@@ -592,8 +592,19 @@ fn sync_errors_and_failed_store() {
 fn offset_commit_checks_member_and_generation() {
     let c = cfg(0);
     let mut g = Group::new("g", 0);
-    // An empty group takes simple commits (no member, no generation).
+    // An empty group takes simple commits (no generation), whatever member id they carry,
+    // as Kafka's ClassicGroup does: librdkafka's consumer-protocol client sends the id it
+    // made for itself even when it never joined.
     assert_eq!(g.validate_offset_commit("", None, -1, 8, 0), Ok(()));
+    assert_eq!(
+        g.validate_offset_commit("self-made-id", None, -1, 9, 0),
+        Ok(())
+    );
+    assert_eq!(
+        g.validate_offset_commit("self-made-id", None, 0, 9, 0),
+        Err(ResponseError::UnknownMemberId),
+        "with a generation it must be a member"
+    );
     let (a, mut arx) = join_new(&mut g, &c, "c1", 0);
     let generation = answered(&mut arx).generation_id;
     // Between JoinGroup and SyncGroup.

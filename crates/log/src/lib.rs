@@ -59,6 +59,7 @@ pub mod offset_index;
 pub mod segment;
 pub mod time_index;
 pub mod topic_partition;
+pub mod validator;
 
 #[cfg(test)]
 mod tests;
@@ -68,7 +69,7 @@ mod testutil;
 pub use batch::{validate_batches, BatchHeader, Compression, TimestampType};
 pub use cleaner::{CleanPlan, CleanStats, CleanedSegment};
 pub use config::LogConfig;
-pub use error::{BatchError, LogError};
+pub use error::{BatchError, LogError, RecordError};
 pub use lock::DirLock;
 pub use log::{AppendInfo, FetchSlice, FlushTarget, Log, TimestampAndOffset};
 pub use topic_partition::TopicPartition;

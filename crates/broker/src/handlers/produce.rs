@@ -311,6 +311,30 @@ mod tests {
     use proto_kafka::messages::RequestHeader;
     use proto_kafka::protocol::{Decodable, Encodable, HeaderVersion};
 
+    /// KIP-467: record-level refusals carry their message and every refused record by its
+    /// index; batch-level ones only their code, as Kafka sends them.
+    #[test]
+    fn refusals_carry_record_errors() {
+        let e = PartitionError::Log(LogError::InvalidRecords {
+            code: 87,
+            message: "One or more records".to_string(),
+            record_errors: vec![strom_log::RecordError {
+                batch_index: 3,
+                message: "no key".to_string(),
+            }],
+        });
+        let r = Refusal::of_append(&e);
+        assert_eq!(r.code, ResponseError::InvalidRecord);
+        assert_eq!(r.message.as_deref(), Some("One or more records"));
+        assert_eq!(r.record_errors.len(), 1);
+        assert_eq!(r.record_errors[0].batch_index, 3);
+        let r = Refusal::of_append(&PartitionError::Log(LogError::InvalidBatch("x".into())));
+        assert_eq!(r.code, ResponseError::InvalidRecord);
+        assert!(r.message.is_none() && r.record_errors.is_empty());
+        let two = [0u8; 0];
+        assert!(check_client_batches(&two, "t", 0).is_ok());
+    }
+
     /// Decoded as `request::handle` does, a produce request gives its frame back to be patched
     /// in place, without a copy, in the classic and the flexible encodings.
     #[test]

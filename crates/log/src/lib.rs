@@ -3,7 +3,8 @@
 //! A [`Log`] is one partition's directory: a sequence of [`segment::LogSegment`]s named by their
 //! base offset (`00000000000000000000.log`, `.index`, `.timeindex`). Record batches are stored
 //! exactly as the producer sent them (magic v2), with only the base offset and the partition
-//! leader epoch rewritten; both sit outside the CRC-32C, so batches are never re-encoded.
+//! leader epoch rewritten (both outside the CRC-32C), unless the log's `compression.type` names
+//! another codec than a batch's: then [`validator`] re-compresses it, as Kafka does.
 //!
 //! CONTRACT (the broker codes against these signatures; keep them stable):
 //!

@@ -115,13 +115,21 @@ pub(crate) fn validate_for_append(
     // Every batch is valid: now its header may be brought in line with its records.
     if config.message_timestamp_type == TimestampType::CreateTime {
         let mut position = 0usize;
-        for (h, walk) in headers.iter().zip(&walks) {
+        for ((h, walk), records_of_batch) in headers.iter().zip(&walks).zip(&decoded) {
             let size = h.size_bytes();
-            if let Some(delta) = walk.max_timestamp_delta {
+            // The records' own maximum: walked (uncompressed) or decoded anyway (a compacted
+            // topic's keys); otherwise the header's (a departure: Kafka decompresses).
+            let from_records = match records_of_batch {
+                Some(rs) => rs.iter().map(|r| r.timestamp).max(),
+                None => walk
+                    .max_timestamp_delta
+                    .map(|delta| h.base_timestamp.saturating_add(delta)),
+            };
+            if let Some(records_max) = from_records {
                 let max = if h.timestamp_type() == TimestampType::LogAppendTime {
                     h.max_timestamp
                 } else {
-                    h.base_timestamp.saturating_add(delta)
+                    records_max
                 };
                 batch::set_create_time_max_timestamp(&mut records[position..position + size], max)?;
             }
@@ -670,6 +678,22 @@ mod tests {
         validate_for_append(&mut b, &tp(), &LogConfig::default()).unwrap();
         let h = batch::validate_batches(&b).unwrap()[0];
         assert_eq!(h.max_timestamp, 1002);
+    }
+
+    #[test]
+    fn a_decoded_compressed_batch_gets_its_records_max_timestamp() {
+        let compacted = LogConfig {
+            cleanup_compact: true,
+            ..LogConfig::default()
+        };
+        let mut b = encoded(4, &[], WireCompression::Lz4, -1);
+        let at = 35;
+        b[at..at + 8].copy_from_slice(&i64::MAX.to_be_bytes());
+        reseal(&mut b);
+        validate_for_append(&mut b, &tp(), &compacted).unwrap();
+        let h = batch::validate_batches(&b).unwrap()[0];
+        assert_eq!(h.max_timestamp, NOW_MS + 3);
+        assert_eq!(h.compression(), Some(Compression::Lz4));
     }
 
     #[test]

@@ -299,9 +299,76 @@ fn check_records(
 }
 
 fn decode(batch: &[u8]) -> Result<Vec<Record>, LogError> {
-    RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch))
-        .map(|set| set.records)
-        .map_err(|e| LogError::Recompress(format!("cannot decode the batch's records: {e}")))
+    RecordBatchDecoder::decode_with_custom_compression(
+        &mut Bytes::copy_from_slice(batch),
+        Some(|data: &mut Bytes, codec: WireCompression| {
+            bounded_decompress(data, codec, MAX_DECOMPRESSED_BATCH_BYTES)
+        }),
+    )
+    .map(|set| set.records)
+    .map_err(|e| match e {
+        ProtoError::Compression { source, .. } if source.to_string() == TOO_LARGE => {
+            LogError::InvalidBatch(format!(
+                "the batch's records decompress to more than {MAX_DECOMPRESSED_BATCH_BYTES} bytes"
+            ))
+        }
+        e => LogError::Recompress(format!("cannot decode the batch's records: {e}")),
+    })
+}
+
+/// Largest size a batch's records may decompress to when the validator opens it: a few
+/// hundred bytes of zstd or gzip can claim gigabytes, and this is memory a client asks for.
+pub const MAX_DECOMPRESSED_BATCH_BYTES: u64 = 256 << 20;
+const TOO_LARGE: &str = "decompressed records exceed the limit";
+
+/// Decompresses a batch's records, refusing output past `limit_bytes` before it is
+/// allocated. Snappy's format bounds its own expansion (about 21 times), and proto-kafka's
+/// decoder sizes each block from its header, so it keeps proto-kafka's own codec.
+fn bounded_decompress(
+    data: &mut Bytes,
+    codec: WireCompression,
+    limit_bytes: u64,
+) -> Result<Bytes, ProtoError> {
+    use proto_kafka::compression::{Decompressor, Snappy};
+    use std::io::Read;
+    let failed = |codec: &'static str, e: std::io::Error| ProtoError::Compression {
+        operation: "decompress",
+        codec,
+        source: Box::new(e),
+    };
+    let mut out = Vec::new();
+    let read = |reader: &mut dyn Read, out: &mut Vec<u8>| {
+        reader.take(limit_bytes.saturating_add(1)).read_to_end(out)
+    };
+    match codec {
+        WireCompression::None => return Ok(data.split_off(0)),
+        WireCompression::Snappy => {
+            return <Snappy as Decompressor<Bytes>>::decompress(data, |b: &mut Bytes| {
+                Ok(b.split_off(0))
+            })
+        }
+        WireCompression::Gzip => {
+            read(&mut flate2::read::GzDecoder::new(&data[..]), &mut out)
+                .map_err(|e| failed("gzip", e))?;
+        }
+        WireCompression::Lz4 => {
+            let mut d = lz4::Decoder::new(&data[..]).map_err(|e| failed("lz4", e))?;
+            read(&mut d, &mut out).map_err(|e| failed("lz4", e))?;
+        }
+        WireCompression::Zstd => {
+            let mut d =
+                zstd::stream::read::Decoder::new(&data[..]).map_err(|e| failed("zstd", e))?;
+            read(&mut d, &mut out).map_err(|e| failed("zstd", e))?;
+        }
+    }
+    if out.len() as u64 > limit_bytes {
+        return Err(ProtoError::Compression {
+            operation: "decompress",
+            codec: codec.name(),
+            source: TOO_LARGE.into(),
+        });
+    }
+    Ok(Bytes::from(out))
 }
 
 fn wire_compression(c: Compression) -> WireCompression {
@@ -694,6 +761,32 @@ mod tests {
         let h = batch::validate_batches(&b).unwrap()[0];
         assert_eq!(h.max_timestamp, NOW_MS + 3);
         assert_eq!(h.compression(), Some(Compression::Lz4));
+    }
+
+    #[test]
+    fn decompression_is_bounded() {
+        // 4 MiB of zeros compress to a few KiB in every codec; a limit of 1 MiB refuses them
+        // before more than the limit is held.
+        let plain = vec![0u8; 4 << 20];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let zs = zstd::stream::encode_all(&plain[..], 3).unwrap();
+        let mut lz = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+        lz.write_all(&plain).unwrap();
+        let (lz, r) = lz.finish();
+        r.unwrap();
+        for (codec, data) in [
+            (WireCompression::Gzip, gz),
+            (WireCompression::Zstd, zs),
+            (WireCompression::Lz4, lz),
+        ] {
+            assert!(data.len() < 100_000, "{codec:?}");
+            let e = bounded_decompress(&mut Bytes::from(data.clone()), codec, 1 << 20).unwrap_err();
+            assert!(e.to_string().contains(TOO_LARGE), "{codec:?}: {e}");
+            let back = bounded_decompress(&mut Bytes::from(data), codec, 8 << 20).unwrap();
+            assert_eq!(back.len(), plain.len());
+        }
     }
 
     #[test]

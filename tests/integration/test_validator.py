@@ -5,6 +5,7 @@ offset does not move); a topic's compression.type re-compresses batches in other
 with KIP-467 record errors, so librdkafka fails exactly the keyless records."""
 
 import struct
+import zlib
 import time
 
 import pytest
@@ -277,3 +278,42 @@ def test_keyless_records_raw_record_errors(broker):
     assert [i for i, _ in rec_errors] == [1, 2]
     assert all("Compacted topic cannot accept message without key" in m for _, m in rec_errors)
     assert msg.startswith("One or more records have been rejected due to 2 record errors"), msg
+
+
+def _gzip_batch_of_zeros(value_bytes: int) -> bytes:
+    """One keyed record whose value is `value_bytes` zeros, gzip-compressed in a v2 batch
+    (streamed: the zeros are never held whole)."""
+    body_head = kw.i8(0) + kw.varint(0) + kw.varint(0) + kw.varint(1) + b"k" + kw.varint(value_bytes)
+    body_len = len(body_head) + value_bytes + 1  # + the header count
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [z.compress(kw.varint(body_len) + body_head)]
+    chunk = b"\0" * (1 << 20)
+    left = value_bytes
+    while left:
+        n = min(left, len(chunk))
+        out.append(z.compress(chunk[:n]))
+        left -= n
+    out.append(z.compress(kw.varint(0)))
+    out.append(z.flush())
+    records = b"".join(out)
+    now = int(time.time() * 1000)
+    after_crc = (kw.i16(1) + kw.i32(0) + kw.i64(now) + kw.i64(now) + kw.i64(-1) + kw.i16(-1) + kw.i32(-1)
+                 + kw.i32(1) + records)
+    after_length = kw.i32(-1) + kw.i8(2) + kw.u32(kw.crc32c(after_crc)) + after_crc
+    return kw.i64(0) + kw.i32(len(after_length)) + after_length
+
+
+def test_a_decompression_bomb_is_refused(broker):
+    """On a compacted topic Strom opens compressed batches to check their keys: a batch of a
+    few hundred KiB that decompresses past 256 MiB is refused, and the broker stays up."""
+    topic = unique_topic("bomb")
+    create_topic(broker.bootstrap, topic, config={"cleanup.policy": "compact"})
+    small = _gzip_batch_of_zeros(1 << 20)
+    bomb = _gzip_batch_of_zeros(300 << 20)
+    assert len(bomb) < 1_000_000
+    with kw.Conn(broker.bootstrap, timeout=60) as conn:
+        assert _produce_v8(conn, topic, small)[:2] == (0, 0)
+        err, base, _, _ = _produce_v8(conn, topic, bomb)
+        assert (err, base) == (INVALID_RECORD, -1)
+    assert broker.alive()
+    assert _log_end(broker.bootstrap, topic) == 1

@@ -97,7 +97,10 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.cleaner.delete.retention.ms", Some("86400000"), T::Long, "How long tombstones are kept in compacted topics."),
     def("log.cleaner.min.cleanable.ratio", Some("0.5"), T::Double, "Share of a log's sealed bytes not yet compacted that triggers compaction."),
     def("min.insync.replicas", Some("1"), T::Int, "Replicas that must have a write for acks=all."),
-    def("compression.type", Some("producer"), T::String, "Only 'producer' is supported: batches are stored as sent."),
+    def("compression.type", Some("producer"), T::String, "Codec batches are stored in: producer (as sent), uncompressed, gzip, snappy, lz4 or zstd (re-compressed on append)."),
+    def("compression.gzip.level", Some("-1"), T::Int, "gzip level of re-compressed batches: 1 to 9, or -1 for zlib's default."),
+    def("compression.lz4.level", Some("9"), T::Int, "lz4 level of re-compressed batches: 1 to 17."),
+    def("compression.zstd.level", Some("3"), T::Int, "zstd level of re-compressed batches: -131072 to 22."),
     def("cluster.id", None, T::String, "Strom: the cluster id to format a new data directory with (default: random)."),
     def("admin.http.listener", Some("0.0.0.0:9080"), T::String, "Strom: host:port of the HTTP admin listener (/healthz, /readyz, /metrics); empty disables it."),
     def("shutdown.timeout.ms", Some("20000"), T::Long, "Strom: longest a SIGTERM shutdown waits for in-flight requests."),
@@ -128,6 +131,9 @@ pub fn is_dynamic_broker_config(name: &str) -> bool {
 pub const TOPIC_CONFIGS: &[(&str, &str, ConfigType)] = &[
     ("cleanup.policy", "log.cleanup.policy", T::List),
     ("compression.type", "compression.type", T::String),
+    ("compression.gzip.level", "compression.gzip.level", T::Int),
+    ("compression.lz4.level", "compression.lz4.level", T::Int),
+    ("compression.zstd.level", "compression.zstd.level", T::Int),
     ("max.message.bytes", "message.max.bytes", T::Int),
     (
         "message.timestamp.type",

@@ -26,6 +26,11 @@ pub struct TopicConfig {
     pub flush_ms: Option<i64>,
     pub delete_retention_ms: i64,
     pub min_cleanable_dirty_ratio: f64,
+    /// compression.type: `None` for `producer` (batches kept as sent).
+    pub compression: Option<strom_log::Compression>,
+    pub compression_gzip_level: i32,
+    pub compression_lz4_level: i32,
+    pub compression_zstd_level: i32,
 }
 
 /// One row of DescribeConfigs for a topic.
@@ -131,15 +136,47 @@ impl TopicConfig {
                 ));
             }
         }
-        let compression = value("compression.type")?;
-        if compression != "producer" {
-            // Departure from Kafka: batches are stored exactly as produced, never re-compressed.
-            return Err(invalid(
-                "compression.type",
-                &compression,
-                "only 'producer' is supported (Strom stores batches as the producer compressed them)",
-            ));
-        }
+        let compression_type = value("compression.type")?;
+        let compression = match compression_type.as_str() {
+            "producer" => None,
+            "uncompressed" => Some(strom_log::Compression::None),
+            "gzip" => Some(strom_log::Compression::Gzip),
+            "snappy" => Some(strom_log::Compression::Snappy),
+            "lz4" => Some(strom_log::Compression::Lz4),
+            "zstd" => Some(strom_log::Compression::Zstd),
+            _ => {
+                return Err(invalid(
+                    "compression.type",
+                    &compression_type,
+                    "must be one of uncompressed, zstd, lz4, snappy, gzip, producer",
+                ))
+            }
+        };
+        let level = |k: &str, range: std::ops::RangeInclusive<i32>, also: Option<i32>| {
+            let v = value(k)?;
+            let n = parse_i64(k, &v, i64::from(i32::MIN), i64::from(i32::MAX))? as i32;
+            if !range.contains(&n) && Some(n) != also {
+                let or = also.map(|a| format!(" or {a}")).unwrap_or_default();
+                return Err(invalid(
+                    k,
+                    &v,
+                    &format!("must be in [{}, {}]{or}", range.start(), range.end()),
+                ));
+            }
+            Ok(n)
+        };
+        let compression_gzip_level = level(
+            "compression.gzip.level",
+            strom_log::config::GZIP_LEVELS,
+            Some(strom_log::config::DEFAULT_GZIP_LEVEL),
+        )?;
+        let compression_lz4_level =
+            level("compression.lz4.level", strom_log::config::LZ4_LEVELS, None)?;
+        let compression_zstd_level = level(
+            "compression.zstd.level",
+            strom_log::config::ZSTD_LEVELS,
+            None,
+        )?;
         let flush_ms = long("flush.ms", 0)?;
         // Kafka's segment.bytes floor is the smallest legacy record, 14 bytes.
         Ok(TopicConfig {
@@ -167,6 +204,10 @@ impl TopicConfig {
                 "min.cleanable.dirty.ratio",
                 &value("min.cleanable.dirty.ratio")?,
             )?,
+            compression,
+            compression_gzip_level,
+            compression_lz4_level,
+            compression_zstd_level,
         })
     }
 
@@ -187,6 +228,10 @@ impl TopicConfig {
             cleanup_compact: self.has_policy("compact"),
             delete_retention_ms: self.delete_retention_ms,
             min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio,
+            compression: self.compression,
+            compression_gzip_level: self.compression_gzip_level,
+            compression_lz4_level: self.compression_lz4_level,
+            compression_zstd_level: self.compression_zstd_level,
         }
     }
 
@@ -259,5 +304,65 @@ mod tests {
         let mut o = BTreeMap::new();
         o.insert("cleanup.policy".to_string(), "shred".to_string());
         assert!(TopicConfig::effective(&raw, &o).is_err());
+    }
+
+    #[test]
+    fn every_kafka_compression_type_and_level_is_accepted() {
+        let raw = RawConfig::defaults();
+        let with = |k: &str, v: &str| {
+            let mut o = BTreeMap::new();
+            o.insert(k.to_string(), v.to_string());
+            TopicConfig::effective(&raw, &o)
+        };
+        for (name, codec) in [
+            ("producer", None),
+            ("uncompressed", Some(strom_log::Compression::None)),
+            ("gzip", Some(strom_log::Compression::Gzip)),
+            ("snappy", Some(strom_log::Compression::Snappy)),
+            ("lz4", Some(strom_log::Compression::Lz4)),
+            ("zstd", Some(strom_log::Compression::Zstd)),
+        ] {
+            let c = with("compression.type", name).unwrap();
+            assert_eq!(c.compression, codec, "{name}");
+            assert_eq!(c.log_config().compression, codec);
+        }
+        assert!(with("compression.type", "brotli").is_err());
+        assert!(with("compression.type", "none").is_err());
+        let d = TopicConfig::broker_defaults(&raw).unwrap();
+        assert_eq!(
+            (
+                d.compression_gzip_level,
+                d.compression_lz4_level,
+                d.compression_zstd_level
+            ),
+            (-1, 9, 3)
+        );
+        assert_eq!(
+            with("compression.gzip.level", "9")
+                .unwrap()
+                .compression_gzip_level,
+            9
+        );
+        assert!(with("compression.gzip.level", "0").is_err());
+        assert!(with("compression.gzip.level", "10").is_err());
+        assert_eq!(
+            with("compression.lz4.level", "17")
+                .unwrap()
+                .compression_lz4_level,
+            17
+        );
+        assert!(with("compression.lz4.level", "18").is_err());
+        assert_eq!(
+            with("compression.zstd.level", "-5")
+                .unwrap()
+                .compression_zstd_level,
+            -5
+        );
+        assert!(with("compression.zstd.level", "23").is_err());
+        assert!(TopicConfig::effective(&raw, &BTreeMap::new())
+            .unwrap()
+            .log_config()
+            .validate()
+            .is_ok());
     }
 }

@@ -237,6 +237,24 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 /// Validates one or more concatenated batches: exact framing (no trailing partial batch),
 /// header sanity, magic 2 and CRC-32C. Returns the headers in order.
 pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+    validate_batches_with(buf, |_, _| {})
+}
+
+/// What the walk of an uncompressed batch's records reports of each record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordInfo {
+    /// The record's index within its batch (KIP-467's `batch_index`).
+    pub index: i32,
+    pub has_key: bool,
+    pub timestamp_delta: i64,
+}
+
+/// [`validate_batches`], calling `on_record(batch index, record)` for every record of the
+/// uncompressed batches it walks anyway, so the append path needs no second walk.
+pub(crate) fn validate_batches_with(
+    buf: &[u8],
+    mut on_record: impl FnMut(usize, RecordInfo),
+) -> Result<Vec<BatchHeader>, BatchError> {
     if buf.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -245,7 +263,17 @@ pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
     while pos < buf.len() {
         let rest = &buf[pos..];
         let position = pos as u64;
-        let header = parse_header(rest, position)?;
+        let header = match parse_header(rest, position) {
+            Ok(h) => h,
+            // A header whose offsets and count disagree is refused as INVALID_RECORD when its
+            // CRC holds (the client meant it, as Kafka's LogValidator sees it), and as a
+            // corrupt batch when the CRC fails too (damaged on the way: retriable).
+            Err(
+                e @ (BatchError::InvalidLastOffsetDelta { .. }
+                | BatchError::InvalidRecordsCount { .. }),
+            ) => return Err(crc_error_or(rest, position, e)),
+            Err(e) => return Err(e),
+        };
         let size = header.size_bytes();
         if size > rest.len() {
             return Err(BatchError::Truncated {
@@ -263,14 +291,41 @@ pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
             });
         }
         if header.compression_codec() == 0 {
-            validate_records(&rest[RECORD_BATCH_HEADER_SIZE..size], header.records_count)
-                .map_err(|reason| BatchError::CorruptRecords { position, reason })?;
+            let batch_index = headers.len();
+            validate_records(
+                &rest[RECORD_BATCH_HEADER_SIZE..size],
+                header.records_count,
+                |r| on_record(batch_index, r),
+            )
+            .map_err(|reason| BatchError::CorruptRecords { position, reason })?;
         }
         headers.push(header);
         pos += size;
     }
     debug_assert_eq!(pos, buf.len());
     Ok(headers)
+}
+
+/// `header_error` unless the batch at `rest[0]` is whole and fails its CRC, then the CRC error.
+fn crc_error_or(rest: &[u8], position: u64, header_error: BatchError) -> BatchError {
+    let batch_length = read_i32(rest, BATCH_LENGTH_OFFSET);
+    if batch_length < MIN_BATCH_LENGTH {
+        return header_error;
+    }
+    let size = LOG_OVERHEAD + batch_length as usize;
+    if size > rest.len() {
+        return header_error;
+    }
+    let stored = read_u32(rest, CRC_OFFSET);
+    let computed = compute_crc(&rest[..size]);
+    if computed != stored {
+        return BatchError::CrcMismatch {
+            position,
+            stored,
+            computed,
+        };
+    }
+    header_error
 }
 
 /// Reads a zig-zag varint (at most `max_bytes` long) at `*at`, advancing it.
@@ -292,7 +347,11 @@ fn read_varint(b: &[u8], at: &mut usize, max_bytes: usize) -> Result<i64, &'stat
 /// Checks the framing of an uncompressed batch's records: every length fits, the fields of
 /// each record add up to its declared size, and the count matches the header. Compressed
 /// batches are not opened (they are stored as sent); their CRC still covers them.
-fn validate_records(records: &[u8], expected_count: i32) -> Result<(), &'static str> {
+fn validate_records(
+    records: &[u8],
+    expected_count: i32,
+    mut on_record: impl FnMut(RecordInfo),
+) -> Result<(), &'static str> {
     let mut at = 0usize;
     let mut count: i64 = 0;
     while at < records.len() {
@@ -303,13 +362,17 @@ fn validate_records(records: &[u8], expected_count: i32) -> Result<(), &'static 
         let end = at + length as usize;
         let body = &records[..end];
         at += 1; // attributes
-        read_varint(body, &mut at, 10)?; // timestamp delta
+        let timestamp_delta = read_varint(body, &mut at, 10)?;
         read_varint(body, &mut at, 5)?; // offset delta
-        for _ in 0..2 {
+        let mut has_key = false;
+        for field in 0..2 {
             // key, then value: -1 is null
             let len = read_varint(body, &mut at, 5)?;
             if len < -1 || (len > 0 && len as usize > end.saturating_sub(at)) {
                 return Err("a key or value length is invalid");
+            }
+            if field == 0 {
+                has_key = len >= 0;
             }
             at += len.max(0) as usize;
         }
@@ -331,6 +394,13 @@ fn validate_records(records: &[u8], expected_count: i32) -> Result<(), &'static 
         }
         if at != end {
             return Err("a record's fields do not add up to its length");
+        }
+        if count < i64::from(i32::MAX) {
+            on_record(RecordInfo {
+                index: count as i32,
+                has_key,
+                timestamp_delta,
+            });
         }
         count += 1;
     }
@@ -380,6 +450,27 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) -> Result<(), Ba
     ensure_header(batch)?;
     let attrs = read_i16(batch, ATTRIBUTES_OFFSET);
     let new_attrs = attrs | TIMESTAMP_TYPE_MASK;
+    if attrs == new_attrs && read_i64(batch, MAX_TIMESTAMP_OFFSET) == timestamp_ms {
+        return Ok(());
+    }
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&new_attrs.to_be_bytes());
+    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&timestamp_ms.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// Sets CreateTime and maxTimestamp (both under the CRC, which is recomputed), as Kafka's
+/// validator does for a batch whose header disagrees with its records. Skips the work when
+/// the batch already carries exactly these values. `batch` must be exactly one batch.
+pub fn set_create_time_max_timestamp(
+    batch: &mut [u8],
+    timestamp_ms: i64,
+) -> Result<(), BatchError> {
+    ensure_header(batch)?;
+    let attrs = read_i16(batch, ATTRIBUTES_OFFSET);
+    let new_attrs = attrs & !TIMESTAMP_TYPE_MASK;
     if attrs == new_attrs && read_i64(batch, MAX_TIMESTAMP_OFFSET) == timestamp_ms {
         return Ok(());
     }

@@ -1,6 +1,6 @@
 //! Per-log configuration, mirroring Kafka's topic-level configs and their defaults.
 
-use crate::batch::{TimestampType, RECORD_BATCH_HEADER_SIZE};
+use crate::batch::{Compression, TimestampType, RECORD_BATCH_HEADER_SIZE};
 use crate::error::LogError;
 
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024 * 1024;
@@ -12,6 +12,13 @@ pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const DEFAULT_RETENTION_BYTES: i64 = -1;
 pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
+/// KIP-390 levels, Kafka's defaults and ranges (gzip -1 is zlib's default, 6).
+pub const DEFAULT_GZIP_LEVEL: i32 = -1;
+pub const GZIP_LEVELS: std::ops::RangeInclusive<i32> = 1..=9;
+pub const DEFAULT_LZ4_LEVEL: i32 = 9;
+pub const LZ4_LEVELS: std::ops::RangeInclusive<i32> = 1..=17;
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = -131_072..=22;
 
 /// Index positions are 32-bit (as in Kafka, where segment.bytes is an int), which caps a segment.
 pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
@@ -42,6 +49,12 @@ pub struct LogConfig {
     pub delete_retention_ms: i64,
     /// min.cleanable.dirty.ratio: clean once this share of the sealed bytes is uncleaned.
     pub min_cleanable_dirty_ratio: f64,
+    /// compression.type: the codec batches are stored in, `None` for `producer` (as sent).
+    pub compression: Option<Compression>,
+    /// compression.gzip.level, compression.lz4.level, compression.zstd.level (KIP-390).
+    pub compression_gzip_level: i32,
+    pub compression_lz4_level: i32,
+    pub compression_zstd_level: i32,
 }
 
 impl Default for LogConfig {
@@ -59,6 +72,10 @@ impl Default for LogConfig {
             cleanup_compact: false,
             delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
             min_cleanable_dirty_ratio: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO,
+            compression: None,
+            compression_gzip_level: DEFAULT_GZIP_LEVEL,
+            compression_lz4_level: DEFAULT_LZ4_LEVEL,
+            compression_zstd_level: DEFAULT_ZSTD_LEVEL,
         }
     }
 }
@@ -97,6 +114,33 @@ impl LogConfig {
                 "min_cleanable_dirty_ratio {} must be in [0, 1]",
                 self.min_cleanable_dirty_ratio
             )));
+        }
+        let levels = [
+            (
+                "compression_gzip_level",
+                self.compression_gzip_level,
+                GZIP_LEVELS,
+            ),
+            (
+                "compression_lz4_level",
+                self.compression_lz4_level,
+                LZ4_LEVELS,
+            ),
+            (
+                "compression_zstd_level",
+                self.compression_zstd_level,
+                ZSTD_LEVELS,
+            ),
+        ];
+        for (name, level, range) in levels {
+            let gzip_default = name == "compression_gzip_level" && level == DEFAULT_GZIP_LEVEL;
+            if !range.contains(&level) && !gzip_default {
+                return Err(LogError::InvalidConfig(format!(
+                    "{name} {level} must be in [{}, {}]",
+                    range.start(),
+                    range.end()
+                )));
+            }
         }
         Ok(())
     }

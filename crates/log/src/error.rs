@@ -13,7 +13,15 @@ pub mod kafka_code {
     pub const RECORD_LIST_TOO_LARGE: i16 = 18;
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const INVALID_TIMESTAMP: i16 = 32;
     pub const INVALID_RECORD: i16 = 87;
+}
+
+/// KIP-467: one refused record of a batch, by its index in the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
 }
 
 /// Why a byte range is not a sequence of well-formed v2 record batches.
@@ -65,6 +73,12 @@ impl BatchError {
             BatchError::UnsupportedMagic { magic, .. } if (0..2).contains(magic) => {
                 kafka_code::UNSUPPORTED_FOR_MESSAGE_FORMAT
             }
+            // Offsets and count that disagree under a valid CRC (validate_batches reports a
+            // CRC failure instead when there is one): Kafka's LogValidator answers
+            // INVALID_RECORD, which clients do not retry.
+            BatchError::InvalidLastOffsetDelta { .. } | BatchError::InvalidRecordsCount { .. } => {
+                kafka_code::INVALID_RECORD
+            }
             _ => kafka_code::CORRUPT_MESSAGE,
         }
     }
@@ -87,6 +101,20 @@ pub enum LogError {
         size_bytes: usize,
         segment_bytes: u64,
     },
+    /// A batch refused as a whole by Kafka's LogValidator rules (INVALID_RECORD, no message
+    /// in the response, as Kafka sends none for these).
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(String),
+    /// Records refused one by one (KIP-467): the response carries `message` as its
+    /// error_message and `record_errors` by index in the batch.
+    #[error("{message}")]
+    InvalidRecords {
+        code: i16,
+        message: String,
+        record_errors: Vec<RecordError>,
+    },
+    #[error("cannot re-compress a batch: {0}")]
+    Recompress(String),
     #[error("append spans {offset_count} offsets, more than a segment can address")]
     OffsetOverflow { offset_count: i64 },
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
@@ -119,7 +147,12 @@ impl LogError {
             LogError::Batch(e) => e.kafka_error_code(),
             LogError::MessageTooLarge { .. } => kafka_code::MESSAGE_TOO_LARGE,
             LogError::RecordListTooLarge { .. } => kafka_code::RECORD_LIST_TOO_LARGE,
-            LogError::OffsetOverflow { .. } => kafka_code::INVALID_RECORD,
+            LogError::OffsetOverflow { .. } | LogError::InvalidBatch(_) => {
+                kafka_code::INVALID_RECORD
+            }
+            LogError::InvalidRecords { code, .. } => *code,
+            // A compressed batch that does not decode: its bytes are not what they claim.
+            LogError::Recompress(_) => kafka_code::CORRUPT_MESSAGE,
             LogError::OffsetOutOfRange { .. } => kafka_code::OFFSET_OUT_OF_RANGE,
             LogError::Io { .. } | LogError::Corrupt { .. } => kafka_code::KAFKA_STORAGE_ERROR,
             LogError::Closed(_) => kafka_code::NOT_LEADER_OR_FOLLOWER,

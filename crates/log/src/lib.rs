@@ -3,7 +3,8 @@
 //! A [`Log`] is one partition's directory: a sequence of [`segment::LogSegment`]s named by their
 //! base offset (`00000000000000000000.log`, `.index`, `.timeindex`). Record batches are stored
 //! exactly as the producer sent them (magic v2), with only the base offset and the partition
-//! leader epoch rewritten; both sit outside the CRC-32C, so batches are never re-encoded.
+//! leader epoch rewritten (both outside the CRC-32C), unless the log's `compression.type` names
+//! another codec than a batch's: then [`validator`] re-compresses it, as Kafka does.
 //!
 //! CONTRACT (the broker codes against these signatures; keep them stable):
 //!
@@ -59,6 +60,7 @@ pub mod offset_index;
 pub mod segment;
 pub mod time_index;
 pub mod topic_partition;
+pub mod validator;
 
 #[cfg(test)]
 mod tests;
@@ -68,7 +70,7 @@ mod testutil;
 pub use batch::{validate_batches, BatchHeader, Compression, TimestampType};
 pub use cleaner::{CleanPlan, CleanStats, CleanedSegment};
 pub use config::LogConfig;
-pub use error::{BatchError, LogError};
+pub use error::{BatchError, LogError, RecordError};
 pub use lock::DirLock;
 pub use log::{AppendInfo, FetchSlice, FlushTarget, Log, TimestampAndOffset};
 pub use topic_partition::TopicPartition;

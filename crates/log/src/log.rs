@@ -432,7 +432,15 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         self.ensure_open()?;
-        let mut headers = batch::validate_batches(records)?;
+        // Kafka's LogValidator rules; a batch in another codec than the topic's comes back
+        // re-compressed, to be written instead of `records`.
+        let (mut headers, recompressed) =
+            crate::validator::validate_for_append(records, &self.topic_partition, &self.config)?;
+        let mut recompressed = recompressed;
+        let records: &mut [u8] = match recompressed.as_mut() {
+            Some(rebuilt) => rebuilt,
+            None => records,
+        };
         for h in &headers {
             if h.size_bytes() > self.config.max_message_bytes {
                 return Err(LogError::MessageTooLarge {

@@ -7,11 +7,16 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
-use proto_kafka::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use proto_kafka::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use proto_kafka::messages::{ProduceRequest, ProduceResponse, TopicName};
 use proto_kafka::protocol::StrBytes;
 use proto_kafka::ResponseError;
-use tracing::warn;
+use tracing::{debug, warn};
+
+use strom_log::validator::validate_client_batches;
+use strom_log::{LogError, TopicPartition};
 
 use crate::broker::Broker;
 use crate::metadata::metadata_log::now_ms;
@@ -26,6 +31,69 @@ pub fn append_error_code(e: &PartitionError) -> ResponseError {
         PartitionError::Rejected(code) => *code,
         PartitionError::Io(_) | PartitionError::Poisoned => ResponseError::KafkaStorageError,
     }
+}
+
+/// Why a partition's batches were refused, as the response carries it (KIP-467: the
+/// error_message and the refused records by their index in the batch).
+struct Refusal {
+    code: ResponseError,
+    message: Option<String>,
+    record_errors: Vec<BatchIndexAndErrorMessage>,
+}
+
+impl From<ResponseError> for Refusal {
+    fn from(code: ResponseError) -> Self {
+        Refusal {
+            code,
+            message: None,
+            record_errors: Vec::new(),
+        }
+    }
+}
+
+impl Refusal {
+    fn of_append(e: &PartitionError) -> Refusal {
+        let code = append_error_code(e);
+        match e {
+            PartitionError::Log(LogError::InvalidRecords {
+                message,
+                record_errors,
+                ..
+            }) => Refusal {
+                code,
+                message: Some(message.clone()),
+                record_errors: record_errors
+                    .iter()
+                    .map(|r| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(r.batch_index)
+                            .with_batch_index_error_message(Some(StrBytes::from_string(
+                                r.message.clone(),
+                            )))
+                    })
+                    .collect(),
+            },
+            _ => Refusal::from(code),
+        }
+    }
+}
+
+/// Kafka's checks of what a client sends beyond each batch's own consistency (one batch,
+/// based at offset 0). Batches that do not parse are left to the append, which says why.
+fn check_client_batches(records: &[u8], topic: &str, partition: i32) -> Result<(), LogError> {
+    let mut headers = Vec::new();
+    let mut position = 0usize;
+    while position < records.len() {
+        let Ok(h) = strom_log::batch::parse_header(&records[position..], position as u64) else {
+            return Ok(());
+        };
+        position = position.saturating_add(h.size_bytes());
+        headers.push(h);
+        if headers.len() > 1 {
+            break;
+        }
+    }
+    validate_client_batches(&headers, &TopicPartition::new(topic, partition))
 }
 
 struct Appended {
@@ -127,34 +195,40 @@ pub fn handle(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let result: Result<(i64, i64, i64, usize), ResponseError> = (|| {
+            let result: Result<(i64, i64, i64, usize), Refusal> = (|| {
                 if acks != 0 && acks != 1 && acks != -1 {
-                    return Err(ResponseError::InvalidRequiredAcks);
+                    return Err(ResponseError::InvalidRequiredAcks.into());
                 }
                 // Kafka refuses client writes to internal topics; only the coordinator
                 // writes __consumer_offsets.
                 if name == crate::group::OFFSETS_TOPIC {
-                    return Err(ResponseError::InvalidTopicException);
+                    return Err(ResponseError::InvalidTopicException.into());
                 }
                 let replica = broker
                     .replicas
                     .get(&name, index)
                     .ok_or(ResponseError::UnknownTopicOrPartition)?;
                 let buf: &mut [u8] = match &mut records {
-                    Records::Missing => return Err(ResponseError::CorruptMessage),
+                    Records::Missing => return Err(ResponseError::CorruptMessage.into()),
                     Records::InFrame(range) => &mut frame[range.clone()],
                     Records::Copied(copy) => copy,
                 };
                 // A node of one is the whole ISR.
                 if acks == -1 && replica.min_insync_replicas() > 1 {
-                    return Err(ResponseError::NotEnoughReplicas);
+                    return Err(ResponseError::NotEnoughReplicas.into());
                 }
+                check_client_batches(buf, &name, index).map_err(|e| {
+                    debug!(topic = %name, partition = index, error = %e, "batch refused");
+                    Refusal::of_append(&PartitionError::Log(e))
+                })?;
                 let info = replica.append_as_leader(buf, now).map_err(|e| {
-                    let code = append_error_code(&e);
-                    if code == ResponseError::KafkaStorageError {
+                    let refusal = Refusal::of_append(&e);
+                    if refusal.code == ResponseError::KafkaStorageError {
                         warn!(topic = %name, partition = index, error = %e, "append failed");
+                    } else {
+                        debug!(topic = %name, partition = index, error = %e, "batch refused");
                     }
-                    code
+                    refusal
                 })?;
                 let log_start = replica.log_start_offset().unwrap_or(-1);
                 appended.push(Appended {
@@ -177,9 +251,11 @@ pub fn handle(
                         .with_log_append_time_ms(append_time)
                         .with_log_start_offset(log_start)
                 }
-                Err(code) => {
+                Err(refusal) => {
                     crate::metrics::request_error("Produce");
-                    base.with_error_code(code.code())
+                    base.with_error_code(refusal.code.code())
+                        .with_error_message(refusal.message.map(StrBytes::from_string))
+                        .with_record_errors(refusal.record_errors)
                 }
             });
         }
@@ -234,6 +310,30 @@ mod tests {
     use proto_kafka::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use proto_kafka::messages::RequestHeader;
     use proto_kafka::protocol::{Decodable, Encodable, HeaderVersion};
+
+    /// KIP-467: record-level refusals carry their message and every refused record by its
+    /// index; batch-level ones only their code, as Kafka sends them.
+    #[test]
+    fn refusals_carry_record_errors() {
+        let e = PartitionError::Log(LogError::InvalidRecords {
+            code: 87,
+            message: "One or more records".to_string(),
+            record_errors: vec![strom_log::RecordError {
+                batch_index: 3,
+                message: "no key".to_string(),
+            }],
+        });
+        let r = Refusal::of_append(&e);
+        assert_eq!(r.code, ResponseError::InvalidRecord);
+        assert_eq!(r.message.as_deref(), Some("One or more records"));
+        assert_eq!(r.record_errors.len(), 1);
+        assert_eq!(r.record_errors[0].batch_index, 3);
+        let r = Refusal::of_append(&PartitionError::Log(LogError::InvalidBatch("x".into())));
+        assert_eq!(r.code, ResponseError::InvalidRecord);
+        assert!(r.message.is_none() && r.record_errors.is_empty());
+        let two = [0u8; 0];
+        assert!(check_client_batches(&two, "t", 0).is_ok());
+    }
 
     /// Decoded as `request::handle` does, a produce request gives its frame back to be patched
     /// in place, without a copy, in the classic and the flexible encodings.

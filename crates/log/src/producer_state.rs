@@ -118,7 +118,10 @@ impl ProducerStateEntry {
 pub enum SequenceCheck {
     Append,
     /// The batch was written before: answer with where it went.
-    Duplicate { first_offset: i64, last_offset: i64 },
+    Duplicate {
+        first_offset: i64,
+        last_offset: i64,
+    },
 }
 
 /// Why an append was refused.
@@ -298,7 +301,10 @@ impl ProducerStateManager {
             let (epoch, last) = match expected.get(&h.producer_id) {
                 Some(e) => *e,
                 None => match self.producers.get(&h.producer_id) {
-                    Some(entry) => (entry.producer_epoch, entry.batches.back().map(|b| b.last_seq)),
+                    Some(entry) => (
+                        entry.producer_epoch,
+                        entry.batches.back().map(|b| b.last_seq),
+                    ),
                     // Unknown producer: new, or its batches are gone with retention or
                     // DeleteRecords. Kafka accepts any sequence then.
                     None => (h.producer_epoch, None),
@@ -424,8 +430,7 @@ impl ProducerStateManager {
         file.write_all(&bytes)
             .ctx(|| format!("write {}", tmp.display()))?;
         if sync {
-            file.sync_all()
-                .ctx(|| format!("fsync {}", tmp.display()))?;
+            file.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
         }
         drop(file);
         fs::rename(&tmp, &path)
@@ -481,7 +486,9 @@ impl ProducerStateManager {
     ) -> Result<HashMap<i64, ProducerStateEntry>, SnapshotError> {
         let len = fs::metadata(path)?.len();
         if len > MAX_SNAPSHOT_BYTES {
-            return Err(corrupt(format!("{len} bytes, more than any valid snapshot")));
+            return Err(corrupt(format!(
+                "{len} bytes, more than any valid snapshot"
+            )));
         }
         let bytes = fs::read(path)?;
         decode_snapshot(&bytes, offset)
@@ -751,7 +758,10 @@ fn decode_snapshot(
         }
     }
     if r.remaining() != 0 {
-        return Err(corrupt(format!("{} bytes after the last entry", r.remaining())));
+        return Err(corrupt(format!(
+            "{} bytes after the last entry",
+            r.remaining()
+        )));
     }
     Ok(producers)
 }
@@ -803,21 +813,27 @@ mod tests {
             })
         );
         let b1 = header(7, 0, 3, 2);
-        assert_eq!(s.check(&[b0, b1]).map_err(|e| e.kafka_error_code()), Err(46));
+        assert_eq!(
+            s.check(&[b0, b1]).map_err(|e| e.kafka_error_code()),
+            Err(46)
+        );
         assert_eq!(s.check(&[b1]), Ok(SequenceCheck::Append));
         s.update(&[at(b1, 103)]);
         assert_eq!(
-            s.check(&[header(7, 0, 9, 1)]).map_err(|e| e.kafka_error_code()),
+            s.check(&[header(7, 0, 9, 1)])
+                .map_err(|e| e.kafka_error_code()),
             Err(kafka_code::OUT_OF_ORDER_SEQUENCE_NUMBER)
         );
         assert_eq!(
-            s.check(&[header(7, 1, 5, 1)]).map_err(|e| e.kafka_error_code()),
+            s.check(&[header(7, 1, 5, 1)])
+                .map_err(|e| e.kafka_error_code()),
             Err(kafka_code::OUT_OF_ORDER_SEQUENCE_NUMBER)
         );
         assert_eq!(s.check(&[header(7, 1, 0, 1)]), Ok(SequenceCheck::Append));
         s.update(&[at(header(7, 1, 0, 1), 105)]);
         assert_eq!(
-            s.check(&[header(7, 0, 5, 1)]).map_err(|e| e.kafka_error_code()),
+            s.check(&[header(7, 0, 5, 1)])
+                .map_err(|e| e.kafka_error_code()),
             Err(kafka_code::INVALID_PRODUCER_EPOCH)
         );
         // Non-idempotent batches are never checked.
@@ -929,7 +945,12 @@ mod tests {
         let offset = s.map_end_offset();
         assert_eq!(s.snapshot_offsets(), vec![offset]);
         let path = snapshot_file_path(dir.path(), offset);
-        assert!(path.file_name().unwrap().to_str().unwrap().ends_with(".snapshot"));
+        assert!(path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .ends_with(".snapshot"));
         let read = ProducerStateManager::read_snapshot(&path, offset).unwrap();
         assert_eq!(&read, s.producers());
         // Every byte matters: any flip is detected, never loaded as a different state.
@@ -940,7 +961,10 @@ mod tests {
             assert!(decode_snapshot(&damaged, offset).is_err(), "byte {i}");
         }
         for len in 0..bytes.len() {
-            assert!(decode_snapshot(&bytes[..len], offset).is_err(), "cut at {len}");
+            assert!(
+                decode_snapshot(&bytes[..len], offset).is_err(),
+                "cut at {len}"
+            );
         }
         // A snapshot renamed to another offset is not trusted.
         assert!(decode_snapshot(&bytes, offset + 1).is_err());
@@ -956,7 +980,10 @@ mod tests {
         b.extend(i32::MAX.to_be_bytes());
         let crc = crc32c::crc32c(&b[SNAPSHOT_CRC_START..]);
         b[6..10].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(decode_snapshot(&b, 10), Err(SnapshotError::Corrupt(_))));
+        assert!(matches!(
+            decode_snapshot(&b, 10),
+            Err(SnapshotError::Corrupt(_))
+        ));
     }
 
     proptest::proptest! {
@@ -973,6 +1000,318 @@ mod tests {
             let path = snapshot_file_path(dir.path(), s.map_end_offset());
             let read = ProducerStateManager::read_snapshot(&path, s.map_end_offset()).unwrap();
             proptest::prop_assert_eq!(&read, s.producers());
+        }
+    }
+}
+
+/// The state as the log keeps it across rolls, crashes, clean restarts, truncation, retention
+/// and DeleteRecords.
+#[cfg(test)]
+mod log_tests {
+    use std::collections::HashMap;
+    use std::fs;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::{snapshot_file_path, ProducerStateEntry, SequenceCheck};
+    use crate::config::LogConfig;
+    use crate::log::Log;
+    use crate::testutil::{build_batch, BatchSpec};
+    use crate::topic_partition::TopicPartition;
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1024 * 1024,
+            ..LogConfig::default()
+        }
+    }
+
+    fn open(dir: &Path) -> Log {
+        Log::open(dir, TopicPartition::new("p", 0), config()).unwrap()
+    }
+
+    /// A v2 batch of `records` from producer `pid` (-1: not idempotent), CRC recomputed.
+    fn batch(pid: i64, epoch: i16, seq: i32, records: i32, ts: i64) -> Vec<u8> {
+        let mut b = build_batch(&BatchSpec {
+            records,
+            base_timestamp: ts,
+            ..BatchSpec::default()
+        });
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&(if pid < 0 { -1 } else { epoch }).to_be_bytes());
+        b[53..57].copy_from_slice(&(if pid < 0 { -1 } else { seq }).to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Checks and appends as the broker does; returns the check's answer.
+    fn produce(log: &mut Log, mut b: Vec<u8>) -> SequenceCheck {
+        let headers = super::batch_headers(&b).unwrap();
+        let check = log.producer_state().check(&headers).unwrap();
+        if check == SequenceCheck::Append {
+            log.append_as_leader(&mut b, 0, 1_000).unwrap();
+        }
+        check
+    }
+
+    fn state(log: &Log) -> HashMap<i64, ProducerStateEntry> {
+        log.producer_state().producers().clone()
+    }
+
+    /// Producers 0..n each write `batches` batches of 2 records, interleaved, rolling every
+    /// `roll_every` batches.
+    fn fill(log: &mut Log, producers: i64, batches: i32, roll_every: usize) {
+        let mut written = 0;
+        for i in 0..batches {
+            for pid in 0..producers {
+                produce(log, batch(pid, 0, i * 2, 2, 1_000 + i64::from(i)));
+                written += 1;
+                if written % roll_every == 0 {
+                    log.roll(1_000).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_retry_after_a_crash_is_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        for seq in 0..3 {
+            produce(&mut log, batch(9, 0, seq * 4, 4, 1_000));
+        }
+        let live = state(&log);
+        // kill -9: no close, no snapshot at all (no roll happened).
+        drop(log);
+        let mut log = open(dir.path());
+        assert_eq!(state(&log), live);
+        assert_eq!(
+            produce(&mut log, batch(9, 0, 8, 4, 1_000)),
+            SequenceCheck::Duplicate {
+                first_offset: 8,
+                last_offset: 11
+            }
+        );
+        assert_eq!(log.log_end_offset(), 12);
+        assert_eq!(
+            produce(&mut log, batch(9, 0, 12, 1, 1_000)),
+            SequenceCheck::Append
+        );
+        let err = log
+            .producer_state()
+            .check(&super::batch_headers(&batch(9, 0, 20, 1, 1_000)).unwrap())
+            .unwrap_err();
+        assert_eq!(err.kafka_error_code(), 45);
+    }
+
+    #[test]
+    fn snapshots_at_rolls_and_close_and_a_clean_restart_replays_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        fill(&mut log, 3, 4, 5);
+        let bases = log.segment_base_offsets();
+        assert_eq!(log.producer_state().snapshot_offsets(), bases[1..].to_vec());
+        let live = state(&log);
+        let end = log.log_end_offset();
+        log.close().unwrap();
+        assert!(snapshot_file_path(dir.path(), end).exists());
+        let log = open(dir.path());
+        assert_eq!(state(&log), live);
+        assert_eq!(log.producer_state().map_end_offset(), end);
+    }
+
+    #[test]
+    fn damaged_snapshots_are_skipped_for_older_ones_or_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        fill(&mut log, 4, 6, 7);
+        let live = state(&log);
+        let end = log.log_end_offset();
+        log.close().unwrap();
+        let mut snapshots = open(dir.path()).producer_state().snapshot_offsets();
+        assert!(snapshots.len() >= 3, "{snapshots:?}");
+        // The newest is flipped, the next cut short, the next emptied: each is skipped.
+        let newest = snapshots.pop().unwrap();
+        let path = snapshot_file_path(dir.path(), newest);
+        let mut bytes = fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let next = snapshots.pop().unwrap();
+        let path = snapshot_file_path(dir.path(), next);
+        let len = fs::metadata(&path).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let third = snapshots.pop().unwrap();
+        fs::write(snapshot_file_path(dir.path(), third), b"").unwrap();
+        let log = open(dir.path());
+        assert_eq!(state(&log), live);
+        assert_eq!(log.log_end_offset(), end);
+        assert_eq!(log.producer_state().snapshot_offsets(), snapshots);
+        drop(log);
+        // Every snapshot damaged: a full rebuild from the log.
+        for o in &snapshots {
+            fs::write(snapshot_file_path(dir.path(), *o), b"garbage").unwrap();
+        }
+        let log = open(dir.path());
+        assert_eq!(state(&log), live);
+        assert!(log.producer_state().snapshot_offsets().is_empty());
+        assert_eq!(log.log_end_offset(), end);
+    }
+
+    #[test]
+    fn a_snapshot_past_the_log_end_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        fill(&mut log, 2, 3, 100);
+        let live = state(&log);
+        let end = log.log_end_offset();
+        drop(log);
+        // As if a snapshot had been written for data the crash then lost.
+        let src = tempfile::tempdir().unwrap();
+        let mut ahead = open(src.path());
+        fill(&mut ahead, 5, 10, 1_000);
+        ahead.close().unwrap();
+        let far = ahead.log_end_offset();
+        assert!(far > end);
+        fs::copy(
+            snapshot_file_path(src.path(), far),
+            snapshot_file_path(dir.path(), far),
+        )
+        .unwrap();
+        let log = open(dir.path());
+        assert_eq!(state(&log), live);
+        assert!(!snapshot_file_path(dir.path(), far).exists());
+    }
+
+    #[test]
+    fn truncation_rebuilds_the_state_of_what_remains() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        let mut at_offset = Vec::new();
+        for i in 0..12 {
+            at_offset.push((log.log_end_offset(), state(&log)));
+            produce(&mut log, batch(1, 0, i * 3, 3, 1_000));
+            produce(&mut log, batch(-1, 0, 0, 2, 1_000));
+            if i % 4 == 3 {
+                log.roll(1_000).unwrap();
+            }
+        }
+        for (offset, expected) in at_offset.into_iter().rev().step_by(3) {
+            log.truncate_to(offset).unwrap();
+            assert_eq!(state(&log), expected, "after truncate_to({offset})");
+            assert!(log
+                .producer_state()
+                .snapshot_offsets()
+                .iter()
+                .all(|o| *o <= offset));
+        }
+        log.truncate_to(0).unwrap();
+        assert!(state(&log).is_empty());
+        assert!(log.producer_state().snapshot_offsets().is_empty());
+    }
+
+    #[test]
+    fn retention_and_delete_records_take_old_snapshots_not_producers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        fill(&mut log, 3, 8, 4);
+        let live = state(&log);
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 4);
+        log.delete_records_before(bases[2]).unwrap();
+        let first = log.segment_base_offsets()[0];
+        assert_eq!(first, bases[2]);
+        assert!(log
+            .producer_state()
+            .snapshot_offsets()
+            .iter()
+            .all(|o| *o >= first));
+        assert_eq!(state(&log), live);
+        // Producers whose batches are gone are still known after a crash: the snapshot at
+        // the first segment carries them.
+        drop(log);
+        let log = open(dir.path());
+        assert_eq!(state(&log), live);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Produce { pid: i64, records: i32 },
+        Plain,
+        Bump { pid: i64 },
+        Roll,
+        Crash,
+        Restart,
+        Retry { pid: i64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0i64..4, 1i32..4).prop_map(|(pid, records)| Op::Produce { pid, records }),
+            1 => Just(Op::Plain),
+            1 => (0i64..4).prop_map(|pid| Op::Bump { pid }),
+            2 => Just(Op::Roll),
+            1 => Just(Op::Crash),
+            1 => Just(Op::Restart),
+            2 => (0i64..4).prop_map(|pid| Op::Retry { pid }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever happened, a reopened log has exactly the state the live one had, and
+        /// answers retries the same way.
+        #[test]
+        fn rebuild_equals_live_state(ops in proptest::collection::vec(op(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = open(dir.path());
+            // pid -> (epoch, next seq, last batch)
+            let mut producers: HashMap<i64, (i16, i32, Option<Vec<u8>>)> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Produce { pid, records } => {
+                        let p = producers.entry(pid).or_insert((0, 0, None));
+                        let b = batch(pid, p.0, p.1, records, 1_000);
+                        prop_assert_eq!(produce(&mut log, b.clone()), SequenceCheck::Append);
+                        p.1 += records;
+                        p.2 = Some(b);
+                    }
+                    Op::Plain => {
+                        produce(&mut log, batch(-1, 0, 0, 2, 1_000));
+                    }
+                    Op::Bump { pid } => {
+                        let p = producers.entry(pid).or_insert((0, 0, None));
+                        p.0 += 1;
+                        p.1 = 0;
+                        p.2 = None;
+                    }
+                    Op::Roll => log.roll(1_000).unwrap(),
+                    Op::Crash | Op::Restart => {
+                        let live = state(&log);
+                        if matches!(op, Op::Restart) {
+                            log.close().unwrap();
+                        }
+                        drop(log);
+                        log = open(dir.path());
+                        prop_assert_eq!(state(&log), live);
+                    }
+                    Op::Retry { pid } => {
+                        if let Some((_, _, Some(b))) = producers.get(&pid) {
+                            let end = log.log_end_offset();
+                            let answer = produce(&mut log, b.clone());
+                            prop_assert!(matches!(answer, SequenceCheck::Duplicate { .. }), "{:?}", answer);
+                            prop_assert_eq!(log.log_end_offset(), end);
+                        }
+                    }
+                }
+            }
         }
     }
 }

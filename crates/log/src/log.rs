@@ -942,6 +942,7 @@ impl Log {
             segments: sealed,
             delete_retention_ms: self.config.delete_retention_ms,
             clean_to: active_base,
+            producer_last_batches: self.producer_state.last_batch_offsets(),
         })
     }
 

@@ -272,6 +272,14 @@ impl ProducerStateManager {
         self.map_end_offset
     }
 
+    /// The base offset of each producer's last batch (what compaction must keep).
+    pub fn last_batch_offsets(&self) -> std::collections::HashSet<i64> {
+        self.producers
+            .values()
+            .filter_map(|e| e.batches.back().map(|b| b.first_offset))
+            .collect()
+    }
+
     /// Offsets of the snapshot files, oldest first.
     pub fn snapshot_offsets(&self) -> Vec<i64> {
         self.snapshots.iter().copied().collect()

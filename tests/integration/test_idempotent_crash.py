@@ -19,6 +19,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+import kafka_wire as kw
 from helpers import consume_partitions, consumer, create_topic, producer, unique_topic
 
 PARTITIONS = 2
@@ -116,3 +117,64 @@ def test_idempotent_producer_survives_kill9_without_duplicates(make_broker):
     assert not failed, f"{len(failed)} deliveries failed, e.g. {failed[:3]}"
     assert len(acked) == seq
     assert len(msgs) == seq
+
+
+PID = 4711
+
+
+def _send(bootstrap, topic, seq, count, epoch=0):
+    """One idempotent batch of `count` records from producer PID; returns
+    (error code, base offset) of the produce response."""
+    batch = kw.record_batch([kw.Record(f"s{seq + i}".encode()) for i in range(count)],
+                            producer_id=PID, producer_epoch=epoch, base_sequence=seq)
+    with kw.Conn(bootstrap) as c:
+        r = c.request(kw.PRODUCE, 3, kw.produce_v3_body(topic, 0, batch))
+        return kw.parse_produce_v3(r)[(topic, 0)]
+
+
+def _log_end(bootstrap, topic):
+    with kw.Conn(bootstrap) as c:
+        r = c.request(kw.FETCH, 4, kw.fetch_v4_body(topic, 0, 0, max_wait_ms=0))
+        err, hw, _ = kw.parse_fetch_v4(r)[(topic, 0)]
+        assert err == 0
+        return hw
+
+
+def test_retries_are_recognised_after_a_crash_a_clean_restart_and_with_damaged_snapshots(make_broker):
+    broker = make_broker()
+    topic = unique_topic("pstate")
+    create_topic(broker.bootstrap, topic, partitions=1)
+    assert _send(broker.bootstrap, topic, 0, 3) == (0, 0)
+    assert _send(broker.bootstrap, topic, 3, 2) == (0, 3)
+
+    # kill -9 before any segment roll or clean shutdown: no snapshot exists, the state
+    # comes from replaying the log.
+    broker.kill9()
+    broker.start()
+    assert _send(broker.bootstrap, topic, 3, 2) == (0, 3), "a retry after kill -9 was written again"
+    assert _send(broker.bootstrap, topic, 0, 3) == (0, 0)
+    assert _send(broker.bootstrap, topic, 9, 1)[0] == 45, "a sequence gap was accepted (OUT_OF_ORDER_SEQUENCE_NUMBER)"
+    assert _send(broker.bootstrap, topic, 0, 1, epoch=1)[0] == 0  # a new epoch starts at 0
+    assert _send(broker.bootstrap, topic, 1, 1, epoch=0)[0] == 47, "an old epoch was accepted (INVALID_PRODUCER_EPOCH)"
+    assert _log_end(broker.bootstrap, topic) == 6
+
+    # A clean shutdown writes a snapshot at the log end.
+    broker.stop()
+    part_dir = broker.data_dir / f"{topic}-0"
+    snapshots = sorted(part_dir.glob("*.snapshot"))
+    assert [s.name for s in snapshots] == [f"{6:020d}.snapshot"], sorted(p.name for p in part_dir.iterdir())
+    broker.start()
+    assert _send(broker.bootstrap, topic, 0, 1, epoch=1) == (0, 5)
+    assert _send(broker.bootstrap, topic, 1, 2, epoch=1) == (0, 6)
+
+    # Damaged snapshots are skipped with a WARN and the log replayed: never fatal.
+    broker.stop()
+    for s in part_dir.glob("*.snapshot"):
+        data = bytearray(s.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        s.write_bytes(bytes(data))
+    broker.start()
+    assert "ignoring damaged producer state snapshot" in broker.log_text()
+    assert _send(broker.bootstrap, topic, 1, 2, epoch=1) == (0, 6)
+    assert _send(broker.bootstrap, topic, 3, 1, epoch=1) == (0, 8)
+    assert _log_end(broker.bootstrap, topic) == 9

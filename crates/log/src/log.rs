@@ -1008,8 +1008,11 @@ impl Log {
         }
         self.active_segment_mut().on_become_inactive()?;
         self.persist_indexes(true)?;
-        // Before the directory sync below, which makes its name durable.
-        self.producer_state.take_snapshot(true)?;
+        // Before the directory sync below, which makes its name durable. A failure (a full
+        // disk, say) costs the next start a replay of the log, not the close.
+        if let Err(e) = self.producer_state.take_snapshot(true) {
+            tracing::warn!(log = %self.topic_partition, error = %e, "could not write the producer state snapshot");
+        }
         let mut target = self.flush_target();
         target.dir = Some(self.dir.clone());
         target

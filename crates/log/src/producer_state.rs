@@ -1118,9 +1118,25 @@ mod log_tests {
     fn snapshots_at_rolls_and_close_and_a_clean_restart_replays_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path());
-        fill(&mut log, 3, 4, 5);
+        fill(&mut log, 3, 6, 4);
         let bases = log.segment_base_offsets();
+        assert!(bases.len() > 3);
+        // Nothing flushed yet: the recovery point is in the first segment, so every segment's
+        // snapshot is kept.
         assert_eq!(log.producer_state().snapshot_offsets(), bases[1..].to_vec());
+        // Once the recovery point moves on, a roll keeps only the last two.
+        let end = log.log_end_offset();
+        log.mark_flushed(end).unwrap();
+        assert_eq!(
+            produce(&mut log, batch(0, 0, 12, 2, 1_000)),
+            SequenceCheck::Append
+        );
+        log.roll(1_000).unwrap();
+        let bases = log.segment_base_offsets();
+        assert_eq!(
+            log.producer_state().snapshot_offsets(),
+            bases[bases.len() - 2..].to_vec()
+        );
         let live = state(&log);
         let end = log.log_end_offset();
         log.close().unwrap();

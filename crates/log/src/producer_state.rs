@@ -511,6 +511,7 @@ impl ProducerStateManager {
         segments: &BTreeMap<i64, LogSegment>,
         log_end_offset: i64,
     ) -> Result<(), LogError> {
+        let started = std::time::Instant::now();
         let first_base = segments.keys().next().copied().unwrap_or(log_end_offset);
         self.producers.clear();
         self.snapshots = list_snapshots(&self.dir)?;
@@ -544,10 +545,10 @@ impl ProducerStateManager {
         let from = self.map_end_offset;
         let replayed = self.replay(segments, from, log_end_offset)?;
         self.map_end_offset = log_end_offset;
-        let level_info = loaded_from.is_none() && replayed > 0;
+        let level_info = replayed > 0;
         macro_rules! loaded {
             ($level:ident) => {
-                tracing::$level!(log = %self.topic_partition, snapshot = ?loaded_from, replayed_batches = replayed, producers = self.producers.len(), "loaded producer state")
+                tracing::$level!(log = %self.topic_partition, snapshot = ?loaded_from, replayed_batches = replayed, producers = self.producers.len(), elapsed_us = started.elapsed().as_micros() as u64, "loaded producer state")
             };
         }
         if level_info {

@@ -178,3 +178,18 @@ def test_retries_are_recognised_after_a_crash_a_clean_restart_and_with_damaged_s
     assert _send(broker.bootstrap, topic, 1, 2, epoch=1) == (0, 6)
     assert _send(broker.bootstrap, topic, 3, 1, epoch=1) == (0, 8)
     assert _log_end(broker.bootstrap, topic) == 9
+
+
+def test_idle_producers_expire(make_broker):
+    """producer.id.expiration.ms: a producer idle that long is forgotten, so its
+    next batch is taken at any sequence (as from a new producer)."""
+    broker = make_broker(**{"producer.id.expiration.ms": 1500, "producer.id.expiration.check.interval.ms": 100})
+    topic = unique_topic("pexp")
+    create_topic(broker.bootstrap, topic, partitions=1)
+    assert _send(broker.bootstrap, topic, 0, 2) == (0, 0)
+    assert _send(broker.bootstrap, topic, 7, 1)[0] == 45
+    deadline = time.monotonic() + 20
+    while _send(broker.bootstrap, topic, 7, 1)[0] == 45:
+        assert time.monotonic() < deadline, "the idle producer was never expired"
+        time.sleep(0.2)
+    assert "expired producer ids" in broker.log_text()

@@ -1340,3 +1340,57 @@ mod log_tests {
         }
     }
 }
+
+/// What rebuilding costs at open: `cargo test --release -p strom-log replay_cost -- --ignored
+/// --nocapture`.
+#[cfg(test)]
+mod cost {
+    use std::time::Instant;
+
+    use crate::config::LogConfig;
+    use crate::log::Log;
+    use crate::testutil::{build_batch, BatchSpec};
+    use crate::topic_partition::TopicPartition;
+
+    #[test]
+    #[ignore]
+    fn replay_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let tp = TopicPartition::new("cost", 0);
+        let mut log = Log::open(dir.path(), tp.clone(), LogConfig::default()).unwrap();
+        let batches = 200_000i32;
+        for i in 0..batches {
+            let mut b = build_batch(&BatchSpec {
+                records: 10,
+                value_size_bytes: 100,
+                ..BatchSpec::default()
+            });
+            b[43..51].copy_from_slice(&i64::from(i % 100).to_be_bytes());
+            b[51..53].copy_from_slice(&0i16.to_be_bytes());
+            b[53..57].copy_from_slice(&((i / 100) * 10).to_be_bytes());
+            let crc = crc32c::crc32c(&b[21..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            log.append_as_leader(&mut b, 0, 1_000).unwrap();
+        }
+        let end = log.log_end_offset();
+        let size = log.size_bytes();
+        log.close().unwrap();
+        let t = Instant::now();
+        drop(Log::open(dir.path(), tp.clone(), LogConfig::default()).unwrap());
+        let with_snapshot = t.elapsed();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "snapshot") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let t = Instant::now();
+        let log = Log::open(dir.path(), tp, LogConfig::default()).unwrap();
+        let replayed = t.elapsed();
+        assert_eq!(log.producer_state().producers().len(), 100);
+        println!(
+            "{batches} batches, {end} records, {size} bytes: open with a snapshot at the end {with_snapshot:?}, \
+             with no snapshot (replaying every batch) {replayed:?}"
+        );
+    }
+}

@@ -540,29 +540,8 @@ impl Log {
         tracing::info!(log = %self.topic_partition, new_base, reason, "rolled segment");
         self.segments.insert(new_base, segment);
         self.unsynced_segment_base = Some(new_base);
-        // The state at the new segment's base; not fatal if it fails: the log is whole, and
-        // recovery would rebuild from an older snapshot.
-        if let Err(e) = self.producer_state.take_snapshot(false) {
-            tracing::warn!(log = %self.topic_partition, new_base, error = %e, "could not write the producer state snapshot");
-        }
-        // Older snapshots are only worth keeping for the last two segments and from the one
-        // holding the recovery point (Kafka's rule): a recovery or truncation starts there.
-        let recovery_base = self
-            .segments
-            .range(..=self.recovery_point)
-            .next_back()
-            .map_or(i64::MIN, |(b, _)| *b);
-        let previous_base = self
-            .segments
-            .range(..new_base)
-            .next_back()
-            .map_or(i64::MIN, |(b, _)| *b);
-        if let Err(e) = self
-            .producer_state
-            .delete_snapshots_before(previous_base.min(recovery_base))
-        {
-            tracing::warn!(log = %self.topic_partition, error = %e, "could not delete old producer state snapshots");
-        }
+        self.producer_state
+            .on_segment_roll(&self.segments, self.recovery_point);
         Ok(())
     }
 

@@ -448,6 +448,30 @@ impl ProducerStateManager {
         Ok(())
     }
 
+    /// At a roll (the newest of `segments` just created): the snapshot at its base, and the
+    /// old snapshots go except those of the last two segments and from the one holding the
+    /// recovery point (Kafka's rule), where a recovery or truncation starts. Never fails: the
+    /// log is whole without a snapshot, and recovery rebuilds from an older one.
+    pub(crate) fn on_segment_roll(
+        &mut self,
+        segments: &BTreeMap<i64, LogSegment>,
+        recovery_point: i64,
+    ) {
+        if let Err(e) = self.take_snapshot(false) {
+            tracing::warn!(log = %self.topic_partition, offset = self.map_end_offset, error = %e, "could not write the producer state snapshot");
+        }
+        let base_of = |offset: i64| {
+            segments
+                .range(..=offset)
+                .next_back()
+                .map_or(i64::MIN, |(b, _)| *b)
+        };
+        let previous_base = base_of(self.map_end_offset - 1);
+        if let Err(e) = self.delete_snapshots_before(previous_base.min(base_of(recovery_point))) {
+            tracing::warn!(log = %self.topic_partition, error = %e, "could not delete old producer state snapshots");
+        }
+    }
+
     fn encode_snapshot(&self) -> Vec<u8> {
         let mut ids: Vec<&i64> = self.producers.keys().collect();
         // Sorted, so the same state always gives the same bytes.

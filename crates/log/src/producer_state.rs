@@ -12,7 +12,8 @@
 //!   are replayed. A snapshot that cannot be read is skipped with a WARN and deleted (it is
 //!   derived data; Kafka does the same), and an older one, or the whole log, is used instead;
 //! - snapshots older than the first segment go with the segments they describe (retention,
-//!   DeleteRecords), and a full truncation removes them all.
+//!   DeleteRecords); at a roll, only those of the last two segments and from the segment
+//!   holding the recovery point are kept (Kafka's rule); a full truncation removes them all.
 //!
 //! Snapshot layout (Strom's own, not Kafka's: Kafka keeps only the last batch of each
 //! producer, Strom keeps all five, so duplicates are recognised right after a restart too).

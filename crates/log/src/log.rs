@@ -842,9 +842,8 @@ impl Log {
             tracing::info!(log = %self.topic_partition, base = segment.base_offset(), size_bytes = segment.size_bytes(), "deleting segment");
             segment.delete()?;
         }
-        // The snapshots of deleted segments go with them.
         let first_base = self.segments.keys().next().copied().unwrap_or(0);
-        self.producer_state.delete_snapshots_before(first_base)
+        self.producer_state.on_segments_deleted(first_base)
     }
 
     /// Deletes non-active segments all of whose offsets are below the log start offset.

@@ -663,6 +663,17 @@ impl ProducerStateManager {
         Ok(())
     }
 
+    /// After retention or DeleteRecords deleted the segments below `first_base`: their
+    /// snapshots go with them. The producers stay until they expire, as in Kafka, and so that
+    /// a restart still knows them, a snapshot is written now if none is left at or above
+    /// `first_base` (the batches they came from are no longer there to replay).
+    pub(crate) fn on_segments_deleted(&mut self, first_base: i64) -> Result<(), LogError> {
+        if self.snapshots.range(first_base..).next().is_none() {
+            self.take_snapshot(false)?;
+        }
+        self.delete_snapshots_before(first_base)
+    }
+
     /// Deletes the snapshots below `offset`: their segments are gone. The producers stay
     /// until they expire, as in Kafka (a newer snapshot still holds them).
     pub(crate) fn delete_snapshots_before(&mut self, offset: i64) -> Result<(), LogError> {
@@ -1297,52 +1308,69 @@ mod log_tests {
         Plain,
         Bump { pid: i64 },
         Roll,
+        Flush,
         Crash,
         Restart,
         Retry { pid: i64 },
+        Truncate { back: i64 },
+        DeleteRecords { back: i64 },
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (0i64..4, 1i32..4).prop_map(|(pid, records)| Op::Produce { pid, records }),
+            8 => (0i64..4, 1i32..4).prop_map(|(pid, records)| Op::Produce { pid, records }),
             1 => Just(Op::Plain),
             1 => (0i64..4).prop_map(|pid| Op::Bump { pid }),
-            2 => Just(Op::Roll),
-            1 => Just(Op::Crash),
+            3 => Just(Op::Roll),
+            1 => Just(Op::Flush),
+            2 => Just(Op::Crash),
             1 => Just(Op::Restart),
             2 => (0i64..4).prop_map(|pid| Op::Retry { pid }),
+            1 => (0i64..12).prop_map(|back| Op::Truncate { back }),
+            1 => (0i64..12).prop_map(|back| Op::DeleteRecords { back }),
         ]
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
-        /// Whatever happened, a reopened log has exactly the state the live one had, and
-        /// answers retries the same way.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever happened (rolls, crashes, clean restarts, truncations, DeleteRecords), a
+        /// reopened log has exactly the state the live one had and answers retries the same
+        /// way; and until records are deleted, a truncation gives back exactly the state the
+        /// log had at that offset.
         #[test]
-        fn rebuild_equals_live_state(ops in proptest::collection::vec(op(), 1..60)) {
+        fn rebuild_equals_live_state(ops in proptest::collection::vec(op(), 1..70)) {
             let dir = tempfile::tempdir().unwrap();
             let mut log = open(dir.path());
-            // pid -> (epoch, next seq, last batch)
-            let mut producers: HashMap<i64, (i16, i32, Option<Vec<u8>>)> = HashMap::new();
+            // The epoch each producer sends with.
+            let mut epochs: HashMap<i64, i16> = HashMap::new();
+            // The state before each append, by the offset it went to.
+            let mut history: std::collections::BTreeMap<i64, HashMap<i64, ProducerStateEntry>> =
+                std::collections::BTreeMap::new();
+            let mut deleted_any = false;
             for op in ops {
                 match op {
                     Op::Produce { pid, records } => {
-                        let p = producers.entry(pid).or_insert((0, 0, None));
-                        let b = batch(pid, p.0, p.1, records, 1_000);
-                        prop_assert_eq!(produce(&mut log, b.clone()), SequenceCheck::Append);
-                        p.1 += records;
-                        p.2 = Some(b);
+                        let epoch = *epochs.entry(pid).or_insert(0);
+                        let seq = match log.producer_state().producer(pid) {
+                            Some(e) if e.producer_epoch == epoch => {
+                                e.batches.back().map_or(0, |b| b.last_seq + 1)
+                            }
+                            _ => 0,
+                        };
+                        history.insert(log.log_end_offset(), state(&log));
+                        let answer = produce(&mut log, batch(pid, epoch, seq, records, 1_000));
+                        prop_assert_eq!(answer, SequenceCheck::Append);
                     }
                     Op::Plain => {
+                        history.insert(log.log_end_offset(), state(&log));
                         produce(&mut log, batch(-1, 0, 0, 2, 1_000));
                     }
-                    Op::Bump { pid } => {
-                        let p = producers.entry(pid).or_insert((0, 0, None));
-                        p.0 += 1;
-                        p.1 = 0;
-                        p.2 = None;
-                    }
+                    Op::Bump { pid } => *epochs.entry(pid).or_insert(0) += 1,
                     Op::Roll => log.roll(1_000).unwrap(),
+                    Op::Flush => {
+                        let end = log.log_end_offset();
+                        log.mark_flushed(end).unwrap();
+                    }
                     Op::Crash | Op::Restart => {
                         let live = state(&log);
                         if matches!(op, Op::Restart) {
@@ -1353,12 +1381,42 @@ mod log_tests {
                         prop_assert_eq!(state(&log), live);
                     }
                     Op::Retry { pid } => {
-                        if let Some((_, _, Some(b))) = producers.get(&pid) {
+                        let last = log
+                            .producer_state()
+                            .producer(pid)
+                            .and_then(|e| e.batches.back().map(|b| (e.producer_epoch, *b)));
+                        if let Some((epoch, b)) = last {
                             let end = log.log_end_offset();
-                            let answer = produce(&mut log, b.clone());
-                            prop_assert!(matches!(answer, SequenceCheck::Duplicate { .. }), "{:?}", answer);
+                            let retry = batch(pid, epoch, b.first_seq, b.last_seq - b.first_seq + 1, 1_000);
+                            let answer = produce(&mut log, retry);
+                            prop_assert_eq!(answer, SequenceCheck::Duplicate {
+                                first_offset: b.first_offset,
+                                last_offset: b.last_offset,
+                            });
                             prop_assert_eq!(log.log_end_offset(), end);
                         }
+                    }
+                    Op::Truncate { back } => {
+                        let old_end = log.log_end_offset();
+                        history.insert(old_end, state(&log));
+                        let to = (old_end - back).max(log.log_start_offset());
+                        log.truncate_to(to).unwrap();
+                        let end = log.log_end_offset();
+                        history.split_off(&(end + 1));
+                        if !deleted_any {
+                            let expected = history.get(&end).cloned().unwrap_or_default();
+                            prop_assert_eq!(state(&log), expected, "after truncate_to({})", to);
+                        }
+                        let snapshots = log.producer_state().snapshot_offsets();
+                        prop_assert!(snapshots.iter().all(|o| *o <= end), "{:?}", snapshots);
+                    }
+                    Op::DeleteRecords { back } => {
+                        let to = (log.log_end_offset() - back).max(log.log_start_offset());
+                        let live = state(&log);
+                        log.delete_records_before(to).unwrap();
+                        deleted_any |= log.segment_base_offsets()[0] > 0;
+                        // Producers outlive their batches (until they expire), as in Kafka.
+                        prop_assert_eq!(state(&log), live);
                     }
                 }
             }

@@ -16,7 +16,6 @@ pub mod metadata;
 pub mod metrics;
 pub mod network;
 pub mod partition;
-pub mod producer_state;
 pub mod replica_manager;
 pub mod request;
 pub mod server;

@@ -2,17 +2,16 @@
 //! (leader epoch, high watermark). A node of one is the leader and the whole ISR, so the high
 //! watermark follows what is durable; replication will move it by follower acknowledgements.
 
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use proto_kafka::ResponseError;
-use strom_log::{FetchSlice, Log, LogError, TopicPartition};
+use strom_log::producer_state::batch_headers;
+use strom_log::{FetchSlice, Log, LogError, SequenceCheck, TopicPartition};
 use thiserror::Error;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::producer_state::{batch_headers, ProducerStateManager, SequenceCheck};
 use crate::topic_config::TopicConfig;
 
 #[derive(Debug, Error)]
@@ -27,25 +26,6 @@ pub enum PartitionError {
     Rejected(ResponseError),
 }
 
-/// The log and the producer state that must change with it, under one lock.
-struct Replica {
-    log: Log,
-    producers: ProducerStateManager,
-}
-
-impl Deref for Replica {
-    type Target = Log;
-    fn deref(&self) -> &Log {
-        &self.log
-    }
-}
-
-impl DerefMut for Replica {
-    fn deref_mut(&mut self) -> &mut Log {
-        &mut self.log
-    }
-}
-
 /// Where an append went.
 pub struct Appended {
     pub first_offset: i64,
@@ -58,7 +38,9 @@ pub struct Appended {
 pub struct Partition {
     pub topic_partition: TopicPartition,
     pub topic_id: Uuid,
-    log: Mutex<Replica>,
+    /// The log, with the producer state it owns: a sequence check and the append it allows
+    /// happen under one hold of this lock.
+    log: Mutex<Log>,
     leader_epoch: AtomicI32,
     high_watermark: AtomicI64,
     /// Everything below this offset has been fdatasynced.
@@ -94,10 +76,7 @@ impl Partition {
         Partition {
             topic_partition: log.topic_partition().clone(),
             topic_id,
-            log: Mutex::new(Replica {
-                log,
-                producers: ProducerStateManager::default(),
-            }),
+            log: Mutex::new(log),
             leader_epoch: AtomicI32::new(leader_epoch),
             // Recovery has already dropped anything torn, and what survived recovery is on
             // disk, so the whole log is visible again after a restart.
@@ -112,7 +91,7 @@ impl Partition {
         }
     }
 
-    fn log(&self) -> Result<MutexGuard<'_, Replica>, PartitionError> {
+    fn log(&self) -> Result<MutexGuard<'_, Log>, PartitionError> {
         self.log.lock().map_err(|_| PartitionError::Poisoned)
     }
 
@@ -155,15 +134,24 @@ impl Partition {
         now_ms: i64,
     ) -> Result<Appended, PartitionError> {
         let epoch = self.leader_epoch();
-        let headers = batch_headers(records).map_err(PartitionError::Rejected)?;
-        let mut replica = self.log()?;
+        let headers = batch_headers(records).map_err(|e| {
+            PartitionError::Rejected(
+                ResponseError::try_from_code(e.kafka_error_code())
+                    .unwrap_or(ResponseError::CorruptMessage),
+            )
+        })?;
+        let mut log = self.log()?;
+        let check = log.producer_state().check(&headers).map_err(|e| {
+            tracing::debug!(log = %self.topic_partition, error = %e, "refused producer append");
+            PartitionError::Rejected(
+                ResponseError::try_from_code(e.kafka_error_code())
+                    .unwrap_or(ResponseError::InvalidRecord),
+            )
+        })?;
         if let SequenceCheck::Duplicate {
             first_offset,
             last_offset,
-        } = replica
-            .producers
-            .check(&headers)
-            .map_err(PartitionError::Rejected)?
+        } = check
         {
             return Ok(Appended {
                 first_offset,
@@ -172,9 +160,8 @@ impl Partition {
                 duplicate: true,
             });
         }
-        let info = replica.log.append_as_leader(records, epoch, now_ms)?;
-        replica.producers.update(&headers, info.first_offset);
-        drop(replica);
+        let info = log.append_as_leader(records, epoch, now_ms)?;
+        drop(log);
         self.unflushed_messages
             .fetch_add(info.last_offset - info.first_offset + 1, Ordering::AcqRel);
         Ok(Appended {
@@ -274,8 +261,8 @@ impl Partition {
     }
 
     pub fn with_log<R>(&self, f: impl FnOnce(&mut Log) -> R) -> Result<R, PartitionError> {
-        let mut replica = self.log()?;
-        Ok(f(&mut replica.log))
+        let mut log = self.log()?;
+        Ok(f(&mut log))
     }
 
     pub fn min_insync_replicas(&self) -> i32 {

@@ -311,8 +311,11 @@ async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let flush_every = Duration::from_millis(broker.config.log_flush_scheduler_interval_ms);
     let retention_every = Duration::from_millis(broker.config.log_retention_check_interval_ms);
     let cleaner_every = Duration::from_millis(broker.config.log_cleaner_backoff_ms);
-    let tick = flush_every.min(cleaner_every);
+    let producer_expiry_every =
+        Duration::from_millis(broker.config.producer_id_expiration_check_interval_ms);
+    let tick = flush_every.min(cleaner_every).min(producer_expiry_every);
     let mut last_retention = Instant::now();
+    let mut last_producer_expiry = Instant::now();
     let mut last_cleaning = Instant::now();
     let mut last_flush_ms: std::collections::HashMap<strom_log::TopicPartition, i64> =
         Default::default();
@@ -349,6 +352,17 @@ async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                         warn!(partition = %p.topic_partition, error = %e, "retention failed")
                     }
                     _ => {}
+                }
+            }
+        }
+        if last_producer_expiry.elapsed() >= producer_expiry_every {
+            last_producer_expiry = Instant::now();
+            let expiration_ms = broker.config.producer_id_expiration_ms;
+            for p in broker.replicas.all() {
+                if let Ok(n) = p.with_log(|log| log.remove_expired_producers(now, expiration_ms)) {
+                    if n > 0 {
+                        info!(partition = %p.topic_partition, producers = n, "expired producer ids");
+                    }
                 }
             }
         }

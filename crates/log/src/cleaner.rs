@@ -21,7 +21,7 @@
 //! small neighbours); a segment emptied entirely stays as an empty file.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
 use std::io::{BufWriter, Write};
@@ -51,6 +51,10 @@ pub struct CleanPlan {
     pub delete_retention_ms: i64,
     /// The active segment's base when the plan was made: everything below it is covered.
     pub clean_to: i64,
+    /// Base offsets of each idempotent producer's last batch. These are kept whole (Kafka
+    /// keeps them, emptied if need be), so that producer state rebuilt from the log alone
+    /// still knows each producer's epoch and last sequence.
+    pub producer_last_batches: HashSet<i64>,
 }
 
 /// A segment's cleaned copy, ready to be installed.
@@ -154,6 +158,13 @@ pub fn clean(plan: &CleanPlan, now_ms: i64) -> Result<(Vec<CleanedSegment>, Clea
         let mut removed = 0u64;
         let mut tombstones = 0u64;
         for_each_batch(&path, size, |batch| {
+            let base_offset = batch
+                .first_chunk::<8>()
+                .map_or(-1, |b| i64::from_be_bytes(*b));
+            if plan.producer_last_batches.contains(&base_offset) {
+                kept.push(batch.to_vec());
+                return Ok(());
+            }
             let Ok(set) = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch)) else {
                 kept.push(batch.to_vec());
                 return Ok(());
@@ -372,6 +383,87 @@ mod tests {
             }
         }
         out
+    }
+
+    /// An idempotent producer's batch of keyed records, sequences from `seq`.
+    fn append_idempotent(log: &mut Log, keys: &[&str], pid: i64, epoch: i16, seq: i32, ts: i64) {
+        let records: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let mut r = record(k, Some("v"), ts);
+                r.offset = i as i64;
+                r.producer_id = pid;
+                r.producer_epoch = epoch;
+                r.sequence = seq + i as i32;
+                r
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        let headers = crate::producer_state::batch_headers(&buf).unwrap();
+        assert_eq!(
+            log.producer_state().check(&headers),
+            Ok(crate::SequenceCheck::Append)
+        );
+        log.append_as_leader(&mut buf, 0, ts).unwrap();
+    }
+
+    #[test]
+    fn a_producers_last_batch_survives_compaction_for_a_rebuild_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), TopicPartition::new("t", 0), config()).unwrap();
+        for i in 0..3 {
+            append_idempotent(&mut log, &["a", "b"], 5, 2, i * 2, NOW_MS);
+        }
+        // Newer values of every key the producer wrote, over several segments.
+        for round in 0..40 {
+            let recs = vec![
+                ("a".to_string(), Some(format!("a{round}"))),
+                ("b".to_string(), Some(format!("b{round}"))),
+            ];
+            append(&mut log, &recs, NOW_MS, Compression::None);
+        }
+        log.roll(NOW_MS).unwrap();
+        let stats = pass(&mut log, NOW_MS);
+        assert!(stats.records_removed > 0);
+        let live = log
+            .producer_state()
+            .producer(5)
+            .cloned()
+            .expect("producer 5");
+        assert_eq!(live.producer_epoch, 2);
+        // After a crash, the snapshots (the newest at the active segment, above anything
+        // compacted) give back exactly the live state.
+        let live_all = log.producer_state().producers().clone();
+        drop(log);
+        let log = Log::open(dir.path(), TopicPartition::new("t", 0), config()).unwrap();
+        assert_eq!(log.producer_state().producers(), &live_all);
+        // A rebuild from the log alone (every snapshot lost) still knows the producer.
+        drop(log);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "snapshot") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        let log = Log::open(dir.path(), TopicPartition::new("t", 0), config()).unwrap();
+        let rebuilt = log
+            .producer_state()
+            .producer(5)
+            .cloned()
+            .expect("producer 5 rebuilt");
+        assert_eq!(rebuilt.producer_epoch, live.producer_epoch);
+        assert_eq!(rebuilt.batches.back(), live.batches.back());
+        assert_eq!(rebuilt.batches.back().map(|b| b.last_seq), Some(5));
     }
 
     fn pass(log: &mut Log, now_ms: i64) -> CleanStats {

@@ -22,6 +22,7 @@ use crate::checkpoint::{
 use crate::cleaner::{CleanPlan, CleanedSegment};
 use crate::config::LogConfig;
 use crate::error::{IoContext, LogError};
+use crate::producer_state::ProducerStateManager;
 use crate::segment::{
     LogSegment, SegmentRead, CLEANED_FILE_SUFFIX, DELETED_FILE_SUFFIX, INDEX_FILE_SUFFIX,
     LOG_FILE_SUFFIX, SWAP_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX,
@@ -136,6 +137,8 @@ pub struct Log {
     /// Segments below this base have been compacted since the log was opened.
     cleaned_up_to: i64,
     closed: bool,
+    /// Idempotent producers' last batches, rebuilt on open; updated by every append.
+    producer_state: ProducerStateManager,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -312,6 +315,9 @@ impl Log {
             .max(first_base)
             .min(log_end_offset);
         let recovery_point = checkpointed_recovery_point.min(log_end_offset);
+        let mut producer_state =
+            ProducerStateManager::new(dir, topic_partition.clone(), log_end_offset);
+        producer_state.load(&segments, log_end_offset)?;
         // A broker opens thousands of logs at start-up: only those that needed recovery work
         // are worth a line at info.
         macro_rules! opened {
@@ -348,6 +354,7 @@ impl Log {
             generation: 0,
             cleaned_up_to: i64::MIN,
             closed: false,
+            producer_state,
         })
     }
 
@@ -361,6 +368,18 @@ impl Log {
 
     pub fn config(&self) -> &LogConfig {
         &self.config
+    }
+
+    /// The idempotent producers of this log: check an append against it (under the same lock
+    /// as the append) before [`Log::append_as_leader`], which updates it.
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producer_state
+    }
+
+    /// Forgets producers idle for producer.id.expiration.ms. Returns how many went.
+    pub fn remove_expired_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producer_state
+            .remove_expired_producers(now_ms, expiration_ms)
     }
 
     /// Applies a new configuration to future appends, rolls and retention.
@@ -499,6 +518,7 @@ impl Log {
             self.roll_segment(now_ms, reason)?;
         }
         self.active_segment_mut().append(records, &headers)?;
+        self.producer_state.update(&headers);
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
         Ok(AppendInfo {
             first_offset,
@@ -528,6 +548,8 @@ impl Log {
         tracing::info!(log = %self.topic_partition, new_base, reason, "rolled segment");
         self.segments.insert(new_base, segment);
         self.unsynced_segment_base = Some(new_base);
+        self.producer_state
+            .on_segment_roll(&self.segments, self.recovery_point);
         Ok(())
     }
 
@@ -756,6 +778,8 @@ impl Log {
         }
         sync_dir(&self.dir)?;
         let log_end_offset = self.log_end_offset();
+        self.producer_state
+            .truncate_and_reload(&self.segments, log_end_offset)?;
         self.log_start_offset = self.log_start_offset.min(log_end_offset);
         if self.recovery_point > log_end_offset {
             self.recovery_point = log_end_offset;
@@ -790,6 +814,7 @@ impl Log {
             }
         }
         debug_assert_eq!(self.segment_base_offsets(), vec![offset]);
+        self.producer_state.truncate_fully_and_start_at(offset)?;
         self.log_start_offset = offset;
         self.log_start_checkpoint
             .write(&self.topic_partition, offset)?;
@@ -825,7 +850,8 @@ impl Log {
             tracing::info!(log = %self.topic_partition, base = segment.base_offset(), size_bytes = segment.size_bytes(), "deleting segment");
             segment.delete()?;
         }
-        Ok(())
+        let first_base = self.segments.keys().next().copied().unwrap_or(0);
+        self.producer_state.on_segments_deleted(first_base)
     }
 
     /// Deletes non-active segments all of whose offsets are below the log start offset.
@@ -920,6 +946,7 @@ impl Log {
             segments: sealed,
             delete_retention_ms: self.config.delete_retention_ms,
             clean_to: active_base,
+            producer_last_batches: self.producer_state.last_batch_offsets(),
         })
     }
 
@@ -985,6 +1012,11 @@ impl Log {
         }
         self.active_segment_mut().on_become_inactive()?;
         self.persist_indexes(true)?;
+        // Before the directory sync below, which makes its name durable. A failure (a full
+        // disk, say) costs the next start a replay of the log, not the close.
+        if let Err(e) = self.producer_state.take_snapshot(true) {
+            tracing::warn!(log = %self.topic_partition, error = %e, "could not write the producer state snapshot");
+        }
         let mut target = self.flush_target();
         target.dir = Some(self.dir.clone());
         target

@@ -125,10 +125,9 @@ fn plan_topic(
         ));
     }
     let brokers: Vec<i32> = vec![broker.node_id()];
-    let (num_partitions, replication_factor, assignment): (i32, i16, Vec<Vec<i32>>) = if req
-        .assignments
-        .is_empty()
-    {
+    // Only counts are worked out first: nothing is allocated from a client's number until it
+    // has passed the partition limit below (i32::MAX partitions once aborted the process).
+    let (num_partitions, replication_factor) = if req.assignments.is_empty() {
         let n = if req.num_partitions == -1 {
             broker.config.num_partitions
         } else {
@@ -157,13 +156,45 @@ fn plan_topic(
                 format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.", brokers.len()),
             ));
         }
-        (n, rf, (0..n).map(|_| brokers.clone()).collect())
+        (n, rf)
     } else {
         if req.num_partitions != -1 || req.replication_factor != -1 {
             return Err(ApiError::new(ResponseError::InvalidRequest, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."));
         }
-        let n = req.assignments.len() as i32;
-        let mut out = Vec::new();
+        let n = i32::try_from(req.assignments.len()).map_err(|_| {
+            ApiError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "Too many partitions in the replica assignment.",
+            )
+        })?;
+        let rf = req.assignments.values().next().map_or(0, Vec::len);
+        let rf = i16::try_from(rf).map_err(|_| {
+            ApiError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "Too many replicas in the replica assignment.",
+            )
+        })?;
+        (n, rf)
+    };
+    // Checked before anything is built or committed: a topic whose logs cannot be opened must
+    // not be half-created, and the partition list must not be allocated from an unchecked count.
+    let wanted = planned_partitions
+        .saturating_add(image.partition_count())
+        .saturating_add(num_partitions as usize);
+    if wanted > broker.max_partitions {
+        return Err(ApiError::new(
+            ResponseError::PolicyViolation,
+            format!(
+                "creating {num_partitions} partitions would exceed this broker's limit of {} partitions (at most {MAX_PARTITIONS_PER_BROKER}, and {} open file(s) each within the open-file limit)",
+                broker.max_partitions,
+                crate::memory::FILES_PER_PARTITION
+            ),
+        ));
+    }
+    let assignment: Vec<Vec<i32>> = if req.assignments.is_empty() {
+        (0..num_partitions).map(|_| brokers.clone()).collect()
+    } else {
+        let mut out = Vec::with_capacity(req.assignments.len());
         for (i, (p, replicas)) in req.assignments.iter().enumerate() {
             if *p != i as i32 {
                 return Err(ApiError::new(
@@ -173,6 +204,7 @@ fn plan_topic(
             }
             let unique: HashSet<_> = replicas.iter().collect();
             if replicas.is_empty()
+                || replicas.len() != replication_factor as usize
                 || unique.len() != replicas.len()
                 || replicas.iter().any(|b| !brokers.contains(b))
             {
@@ -183,23 +215,8 @@ fn plan_topic(
             }
             out.push(replicas.clone());
         }
-        let rf = out[0].len() as i16;
-        (n, rf, out)
+        out
     };
-    // Checked before anything is committed: a topic whose logs cannot be opened must not be
-    // half-created.
-    if planned_partitions + image.partition_count() + num_partitions as usize
-        > broker.max_partitions
-    {
-        return Err(ApiError::new(
-            ResponseError::PolicyViolation,
-            format!(
-                "creating {num_partitions} partitions would exceed this broker's limit of {} partitions (at most {MAX_PARTITIONS_PER_BROKER}, and {} open file(s) each within the open-file limit)",
-                broker.max_partitions,
-                crate::memory::FILES_PER_PARTITION
-            ),
-        ));
-    }
     TopicConfig::effective(&broker.raw_config(), &req.configs)
         .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
 
@@ -661,14 +678,26 @@ pub async fn alter_broker_configs(
                     ),
                 ));
             }
+            let pinned: Vec<&str> = next
+                .keys()
+                .filter(|k| current.get(*k) != next.get(*k))
+                .filter_map(|k| broker.config.raw.pinned_by(k))
+                .collect();
+            if !pinned.is_empty() {
+                return Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!(
+                        "Cannot update these configs dynamically: {} (given on this broker's command line, which wins over dynamic values)",
+                        pinned.join(", ")
+                    ),
+                ));
+            }
             let (cluster, this) = if resource_name.is_empty() {
                 (next.clone(), image.broker_configs(&node))
             } else {
                 (image.broker_configs(""), next.clone())
             };
-            let candidate = broker.config.raw.with_dynamic(&cluster, &this);
-            TopicConfig::broker_defaults(&candidate)
-                .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+            validate_broker_change(broker, &image, &raw, &current, &next, resource_name.is_empty() , &cluster, &this)?;
             config_records(
                 RESOURCE_BROKER,
                 resource_name,
@@ -681,6 +710,48 @@ pub async fn alter_broker_configs(
         results.push(result);
     }
     commit_all_or_none(broker, &mut log, &records, results, validate_only)
+}
+
+/// Checks a change of dynamic broker settings completely, as it will be applied: each value
+/// it sets must be one the broker takes (not left out as invalid), the whole broker
+/// configuration must still parse, and no topic whose configuration is valid now may become
+/// invalid under the new defaults. Nothing is stored unless this passes.
+#[allow(clippy::too_many_arguments)]
+fn validate_broker_change(
+    broker: &Broker,
+    image: &MetadataImage,
+    raw_now: &crate::config::RawConfig,
+    current: &BTreeMap<String, String>,
+    next: &BTreeMap<String, String>,
+    cluster_wide: bool,
+    cluster: &BTreeMap<String, String>,
+    this: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    let invalid = |m: String| ApiError::new(ResponseError::InvalidConfig, m);
+    let (candidate, ignored) = broker.config.raw.with_dynamic_checked(cluster, this);
+    if let Some(i) = ignored.iter().find(|i| {
+        i.per_broker != cluster_wide && current.get(&i.name) != next.get(&i.name)
+    }) {
+        return Err(invalid(format!(
+            "Invalid value {} for configuration {}: {}",
+            i.value, i.name, i.reason
+        )));
+    }
+    crate::config::BrokerConfig::from_raw(candidate.clone())
+        .map_err(|e| invalid(e.to_string()))?;
+    for topic in image.topics.values() {
+        let overrides = image.topic_configs(&topic.name);
+        if TopicConfig::effective(raw_now, &overrides).is_err() {
+            continue;
+        }
+        if let Err(e) = TopicConfig::effective(&candidate, &overrides) {
+            return Err(invalid(format!(
+                "the change would make the configuration of topic {} invalid: {e}",
+                topic.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub enum TopicRef {

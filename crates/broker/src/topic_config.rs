@@ -7,6 +7,9 @@ use crate::config::{
     TimestampType, TOPIC_CONFIGS,
 };
 
+/// Room for one entry in an offset index (strom-log's floor).
+const MIN_SEGMENT_INDEX_BYTES: i64 = 12;
+
 /// DescribeConfigs' source for a value set on the topic itself.
 pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 
@@ -141,10 +144,14 @@ impl TopicConfig {
             ));
         }
         let flush_ms = long("flush.ms", 0)?;
-        // Kafka's segment.bytes floor is the smallest legacy record, 14 bytes.
-        Ok(TopicConfig {
+        // The floors are what a log can be opened with (strom-log refuses less): a batch
+        // header for max.message.bytes and segment.bytes (Kafka: 0 and 14), one index entry
+        // for segment.index.bytes (Kafka: 4). A lower value accepted here would be stored and
+        // then fail every log it reaches.
+        let batch_header = strom_log::batch::RECORD_BATCH_HEADER_SIZE as i64;
+        let config = TopicConfig {
             cleanup_policy,
-            max_message_bytes: int("max.message.bytes", 0)? as i32,
+            max_message_bytes: int("max.message.bytes", batch_header)? as i32,
             message_timestamp_type: parse_timestamp_type(
                 "message.timestamp.type",
                 &value("message.timestamp.type")?,
@@ -152,9 +159,9 @@ impl TopicConfig {
             min_insync_replicas: int("min.insync.replicas", 1)? as i32,
             retention_bytes: long("retention.bytes", i64::MIN)?,
             retention_ms: long("retention.ms", -1)?,
-            segment_bytes: int("segment.bytes", 14)?,
+            segment_bytes: int("segment.bytes", batch_header)?,
             segment_ms: long("segment.ms", 1)?,
-            segment_index_bytes: int("segment.index.bytes", 4)?,
+            segment_index_bytes: int("segment.index.bytes", MIN_SEGMENT_INDEX_BYTES)?,
             index_interval_bytes: int("index.interval.bytes", 0)?,
             flush_messages: long("flush.messages", 1)?,
             flush_ms: if flush_ms == i64::MAX {
@@ -167,8 +174,39 @@ impl TopicConfig {
                 "min.cleanable.dirty.ratio",
                 &value("min.cleanable.dirty.ratio")?,
             )?,
-        })
+        };
+        // Whatever the floors above miss, the log's own check catches before anything is
+        // stored: a configuration is valid only if a log accepts it.
+        config
+            .log_config()
+            .validate()
+            .map_err(|e| invalid("topic configuration", "", &e.to_string()))?;
+        Ok(config)
     }
+
+    /// [`TopicConfig::effective`] for a configuration that was stored earlier (a topic's
+    /// overrides in the metadata image): an override that is not valid with the broker settings
+    /// in force is left out, so the topic keeps its other overrides, and returned so that the
+    /// caller can report it. Only the broker defaults themselves being invalid is an error.
+    pub fn effective_lenient(
+        raw: &RawConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(TopicConfig, Vec<(String, ConfigError)>), ConfigError> {
+        if let Ok(c) = Self::effective(raw, overrides) {
+            return Ok((c, Vec::new()));
+        }
+        let mut kept = BTreeMap::new();
+        let mut dropped = Vec::new();
+        for (k, v) in overrides {
+            kept.insert(k.clone(), v.clone());
+            if let Err(e) = Self::effective(raw, &kept) {
+                kept.remove(k);
+                dropped.push((k.clone(), e));
+            }
+        }
+        Ok((Self::effective(raw, &kept)?, dropped))
+    }
+
 
     pub fn log_config(&self) -> strom_log::LogConfig {
         strom_log::LogConfig {

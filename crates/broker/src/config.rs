@@ -900,4 +900,73 @@ mod tests {
         let e = build(&[("listeners", "SSL://0.0.0.0:9093")]).unwrap_err();
         assert!(e.to_string().contains("only PLAINTEXT"));
     }
+
+    fn layer(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Kafka's rule for persisted dynamic configs: one that cannot apply is skipped (and
+    /// reported), the others apply, and the result is always a configuration the broker starts
+    /// with.
+    #[test]
+    fn invalid_dynamic_values_are_left_out() {
+        let raw = RawConfig::defaults();
+        let cluster = layer(&[
+            ("message.max.bytes", "16"),
+            ("log.retention.ms", "1000"),
+            ("listeners", "PLAINTEXT://:1"),
+            ("no.such.setting", "1"),
+        ]);
+        let this = layer(&[("log.segment.bytes", "garbage"), ("log.roll.ms", "5000")]);
+        let (out, ignored) = raw.with_dynamic_checked(&cluster, &this);
+        assert_eq!(out.get("message.max.bytes"), Some("1048588"));
+        assert_eq!(out.get("log.retention.ms"), Some("1000"));
+        assert_eq!(out.get("log.roll.ms"), Some("5000"));
+        assert_eq!(out.source("log.roll.ms"), ConfigSource::DynamicBroker);
+        assert_eq!(out.get("log.segment.bytes"), Some("1073741824"));
+        assert_eq!(out.get("listeners"), Some("PLAINTEXT://0.0.0.0:9092"));
+        let mut names: Vec<&str> = ignored.iter().map(|i| i.name.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "listeners",
+                "log.segment.bytes",
+                "message.max.bytes",
+                "no.such.setting"
+            ]
+        );
+        assert!(BrokerConfig::from_raw(out).is_ok());
+    }
+
+    /// A flag or --override wins over a dynamic value, for its whole unit family.
+    #[test]
+    fn command_line_wins_over_dynamic() {
+        let mut raw = RawConfig::defaults();
+        raw.set_pinned("log.retention.hours", "2", "--override")
+            .unwrap();
+        raw.set_pinned("message.max.bytes", "1048588", "--override")
+            .unwrap();
+        raw.set("log.segment.bytes", "5000000", "file").unwrap();
+        let cluster = layer(&[
+            ("log.retention.ms", "1000"),
+            ("message.max.bytes", "5000"),
+            ("log.segment.bytes", "2000000"),
+        ]);
+        let (out, ignored) = raw.with_dynamic_checked(&cluster, &BTreeMap::new());
+        let t = crate::topic_config::TopicConfig::broker_defaults(&out).unwrap();
+        assert_eq!(t.retention_ms, 7_200_000);
+        assert_eq!(t.max_message_bytes, 1_048_588);
+        // A setting from a file is static: the dynamic value is over it, as in Kafka.
+        assert_eq!(t.segment_bytes, 2_000_000);
+        assert_eq!(ignored.len(), 2);
+        assert_eq!(
+            raw.pinned_by("log.retention.minutes"),
+            Some("log.retention.hours")
+        );
+        assert_eq!(raw.pinned_by("log.segment.bytes"), None);
+    }
 }

@@ -697,7 +697,16 @@ pub async fn alter_broker_configs(
             } else {
                 (image.broker_configs(""), next.clone())
             };
-            validate_broker_change(broker, &image, &raw, &current, &next, resource_name.is_empty() , &cluster, &this)?;
+            validate_broker_change(
+                broker,
+                &image,
+                &raw,
+                &current,
+                &next,
+                resource_name.is_empty(),
+                &cluster,
+                &this,
+            )?;
             config_records(
                 RESOURCE_BROKER,
                 resource_name,
@@ -729,16 +738,16 @@ fn validate_broker_change(
 ) -> Result<(), ApiError> {
     let invalid = |m: String| ApiError::new(ResponseError::InvalidConfig, m);
     let (candidate, ignored) = broker.config.raw.with_dynamic_checked(cluster, this);
-    if let Some(i) = ignored.iter().find(|i| {
-        i.per_broker != cluster_wide && current.get(&i.name) != next.get(&i.name)
-    }) {
+    if let Some(i) = ignored
+        .iter()
+        .find(|i| i.per_broker != cluster_wide && current.get(&i.name) != next.get(&i.name))
+    {
         return Err(invalid(format!(
             "Invalid value {} for configuration {}: {}",
             i.value, i.name, i.reason
         )));
     }
-    crate::config::BrokerConfig::from_raw(candidate.clone())
-        .map_err(|e| invalid(e.to_string()))?;
+    crate::config::BrokerConfig::from_raw(candidate.clone()).map_err(|e| invalid(e.to_string()))?;
     for topic in image.topics.values() {
         let overrides = image.topic_configs(&topic.name);
         if TopicConfig::effective(raw_now, &overrides).is_err() {
@@ -832,5 +841,197 @@ mod tests {
         }
         assert!(validate_topic_name(&"x".repeat(249)).is_ok());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{BrokerConfig, RawConfig};
+    use crate::metadata::metadata_log::MetadataLog;
+    use crate::replica_manager::ReplicaManager;
+
+    fn test_broker(dir: &Path, pinned: &[(&str, &str)]) -> Arc<Broker> {
+        let mut raw = RawConfig::defaults();
+        raw.set("log.dirs", &dir.display().to_string(), "test")
+            .unwrap();
+        for (k, v) in pinned {
+            raw.set_pinned(k, v, "test").unwrap();
+        }
+        let config = BrokerConfig::from_raw(raw).unwrap();
+        let (log, image) = MetadataLog::open(dir).unwrap();
+        let replicas = ReplicaManager::new(config.node_id, dir);
+        Arc::new(Broker::new(config, "c".into(), log, image, replicas))
+    }
+
+    fn topic(name: &str, num_partitions: i32, replication_factor: i16) -> TopicRequest {
+        TopicRequest {
+            name: name.into(),
+            num_partitions,
+            replication_factor,
+            assignments: BTreeMap::new(),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    fn code(r: &Result<impl Sized, ApiError>) -> i16 {
+        r.as_ref().err().map_or(0, |e| e.code)
+    }
+
+    /// Every count of a CreateTopics at its extremes gets Kafka's error code, and nothing is
+    /// allocated from it first: 2^31-1 partitions once aborted the process.
+    #[tokio::test]
+    async fn create_topics_counts_at_extremes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[]);
+        let policy = ResponseError::PolicyViolation.code();
+        let partitions = ResponseError::InvalidPartitions.code();
+        let rf = ResponseError::InvalidReplicationFactor.code();
+        for validate_only in [true, false] {
+            let cases = [
+                (i32::MAX, 1, policy),
+                (b.max_partitions as i32 + 1, 1, policy),
+                (0, 1, partitions),
+                (-2, 1, partitions),
+                (i32::MIN, 1, partitions),
+                (1, 0, rf),
+                (1, -2, rf),
+                (1, i16::MIN, rf),
+                (1, i16::MAX, rf),
+                (i32::MAX, i16::MAX, rf),
+            ];
+            for (n, r, want) in cases {
+                let got = create_topics(&b, vec![topic("t", n, r)], validate_only).await;
+                assert_eq!(code(&got[0]), want, "{n} partitions, rf {r}");
+            }
+        }
+        // Two topics that each fit but together exceed the limit: the second is refused.
+        let half = (b.max_partitions / 2 + 1) as i32;
+        let got = create_topics(&b, vec![topic("a", half, 1), topic("b", half, 1)], true).await;
+        assert_eq!((code(&got[0]), code(&got[1])), (0, policy));
+        assert_eq!(b.image().partition_count(), 0, "nothing was created");
+
+        let mut assigned = topic("x", -1, -1);
+        assigned.assignments.insert(0, vec![0]);
+        assigned.assignments.insert(1, vec![0, 0]);
+        let got = create_topics(&b, vec![assigned], false).await;
+        assert_eq!(
+            code(&got[0]),
+            ResponseError::InvalidReplicaAssignment.code()
+        );
+        let mut gap = topic("y", -1, -1);
+        gap.assignments.insert(i32::MAX, vec![0]);
+        let got = create_topics(&b, vec![gap], false).await;
+        assert_eq!(
+            code(&got[0]),
+            ResponseError::InvalidReplicaAssignment.code()
+        );
+    }
+
+    #[tokio::test]
+    async fn create_partitions_counts_at_extremes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[]);
+        let made = create_topics(&b, vec![topic("t", 2, 1)], false).await;
+        assert!(made[0].is_ok());
+        let inc = |count, assignments| PartitionIncrease {
+            topic: "t".into(),
+            count,
+            assignments,
+        };
+        let policy = ResponseError::PolicyViolation.code();
+        let partitions = ResponseError::InvalidPartitions.code();
+        let assignment = ResponseError::InvalidReplicaAssignment.code();
+        let cases = [
+            (inc(i32::MAX, None), policy),
+            (inc(i32::MAX, Some(vec![vec![0]])), policy),
+            (inc(0, None), partitions),
+            (inc(-1, None), partitions),
+            (inc(i32::MIN, None), partitions),
+            (inc(2, None), partitions),
+            (inc(4, Some(vec![vec![0]])), assignment),
+            (inc(3, Some(vec![vec![i32::MAX]])), assignment),
+            (inc(3, Some(vec![vec![]])), assignment),
+        ];
+        for (req, want) in cases {
+            let count = req.count;
+            let got = create_partitions(&b, vec![req], false).await;
+            assert_eq!(code(&got[0]), want, "count {count}");
+        }
+        assert_eq!(b.image().partition_count(), 2);
+    }
+
+    /// The scenario: message.max.bytes=16 for every broker is refused and not stored.
+    #[tokio::test]
+    async fn broker_change_invalid_for_a_log_is_not_stored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[("log.retention.hours", "2")]);
+        let made = create_topics(&b, vec![topic("t", 1, 1)], false).await;
+        assert!(made[0].is_ok());
+        let set = |k: &str, v: &str| {
+            vec![(
+                String::new(),
+                ConfigChange::Incremental(vec![(k.to_string(), 0, Some(v.to_string()))]),
+            )]
+        };
+        for (k, v, want) in [
+            ("message.max.bytes", "16", ResponseError::InvalidConfig),
+            ("message.max.bytes", "-1", ResponseError::InvalidConfig),
+            (
+                "message.max.bytes",
+                "9223372036854775807",
+                ResponseError::InvalidConfig,
+            ),
+            ("log.segment.bytes", "20", ResponseError::InvalidConfig),
+            (
+                "log.index.size.max.bytes",
+                "4",
+                ResponseError::InvalidConfig,
+            ),
+            ("log.roll.ms", "soon", ResponseError::InvalidConfig),
+            // Given on the command line (its family), which wins.
+            ("log.retention.ms", "1000", ResponseError::InvalidRequest),
+            ("log.retention.hours", "1", ResponseError::InvalidRequest),
+        ] {
+            for validate_only in [true, false] {
+                let got = alter_broker_configs(&b, set(k, v), validate_only).await;
+                assert_eq!(code(&got[0]), want.code(), "{k}={v}");
+            }
+        }
+        assert!(b.image().broker_configs("").is_empty(), "nothing stored");
+        // The broker still takes changes and creates topics.
+        let got = alter_broker_configs(&b, set("message.max.bytes", "2000"), false).await;
+        assert!(got[0].is_ok());
+        assert!(create_topics(&b, vec![topic("u", 1, 1)], false).await[0].is_ok());
+    }
+
+    #[tokio::test]
+    async fn topic_change_invalid_for_a_log_is_not_stored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[]);
+        let mut t = topic("t", 1, 1);
+        t.configs.insert("max.message.bytes".into(), "16".into());
+        let got = create_topics(&b, vec![t], false).await;
+        assert_eq!(code(&got[0]), ResponseError::InvalidConfig.code());
+        assert!(create_topics(&b, vec![topic("t", 1, 1)], false).await[0].is_ok());
+        for (k, v) in [
+            ("max.message.bytes", "16"),
+            ("segment.bytes", "14"),
+            ("segment.index.bytes", "4"),
+            ("segment.ms", "0"),
+            ("retention.ms", "-2"),
+            ("min.cleanable.dirty.ratio", "NaN"),
+        ] {
+            let change = ConfigChange::Incremental(vec![(k.into(), 0, Some(v.into()))]);
+            let got = alter_topic_configs(&b, vec![("t".into(), change)], false).await;
+            assert_eq!(
+                code(&got[0]),
+                ResponseError::InvalidConfig.code(),
+                "{k}={v}"
+            );
+        }
+        assert!(b.image().topic_configs("t").is_empty());
     }
 }

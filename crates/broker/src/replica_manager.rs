@@ -71,22 +71,24 @@ impl ReplicaManager {
             // A stored override that is not valid (any more) is left out, never fatal: the
             // topic keeps its other overrides. Changes are validated before they are stored,
             // so this is data from elsewhere (an older version, a hand-edited log).
-            let config =
-                match TopicConfig::effective_lenient(broker, &image.topic_configs(&topic.name)) {
-                    Ok((c, dropped)) => {
-                        // Reported when the topic's logs are opened, not at every change.
-                        let opening = !dropped.is_empty()
-                            && topic
-                                .partitions
-                                .keys()
-                                .any(|p| self.get(&topic.name, *p).is_none());
-                        for (name, e) in dropped.iter().filter(|_| opening) {
-                            warn!(topic = %topic.name, config = %name, error = %e, "ignoring an invalid topic config override; the broker default is used");
-                        }
-                        c
+            let config = match TopicConfig::effective_lenient(
+                broker,
+                &image.topic_configs(&topic.name),
+            ) {
+                Ok((c, dropped)) => {
+                    // Reported when the topic's logs are opened, not at every change.
+                    let opening = !dropped.is_empty()
+                        && topic
+                            .partitions
+                            .keys()
+                            .any(|p| self.get(&topic.name, *p).is_none());
+                    for (name, e) in dropped.iter().filter(|_| opening) {
+                        warn!(topic = %topic.name, config = %name, error = %e, "ignoring an invalid topic config override; the broker default is used");
                     }
-                    Err(e) => return Err(PartitionError::Io(std::io::Error::other(e.to_string()))),
-                };
+                    c
+                }
+                Err(e) => return Err(PartitionError::Io(std::io::Error::other(e.to_string()))),
+            };
             for (p, reg) in &topic.partitions {
                 if reg.replicas.contains(&self.node_id) {
                     wanted.insert(

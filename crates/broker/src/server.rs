@@ -138,7 +138,11 @@ pub async fn run(
     // Kafka's behaviour for dynamic configs: one that cannot apply is reported and skipped, the
     // static or default value is used, and the broker starts.
     for i in &ignored {
-        let resource = if i.per_broker { "this broker" } else { "every broker" };
+        let resource = if i.per_broker {
+            "this broker"
+        } else {
+            "every broker"
+        };
         warn!(config = %i.name, value = %i.value, resource, reason = %i.reason, "ignoring a persisted dynamic broker config; the static or default value is used");
     }
     replicas

@@ -207,7 +207,6 @@ impl TopicConfig {
         Ok((Self::effective(raw, &kept)?, dropped))
     }
 
-
     pub fn log_config(&self) -> strom_log::LogConfig {
         strom_log::LogConfig {
             segment_bytes: self.segment_bytes as u64,
@@ -297,5 +296,72 @@ mod tests {
         let mut o = BTreeMap::new();
         o.insert("cleanup.policy".to_string(), "shred".to_string());
         assert!(TopicConfig::effective(&raw, &o).is_err());
+    }
+
+    /// The class behind message.max.bytes=16: whatever value `effective` accepts for any topic
+    /// setting, a log accepts too (it used to be stored and then fail every log it reached).
+    #[test]
+    fn every_accepted_value_opens_a_log() {
+        let raw = RawConfig::defaults();
+        let values = [
+            "-9223372036854775808",
+            "-2",
+            "-1",
+            "0",
+            "1",
+            "4",
+            "11",
+            "12",
+            "13",
+            "14",
+            "16",
+            "60",
+            "61",
+            "62",
+            "2147483647",
+            "2147483648",
+            "9223372036854775807",
+            "0.5",
+            "NaN",
+            "inf",
+            "",
+            "garbage",
+            "delete,compact",
+            "LogAppendTime",
+            "producer",
+        ];
+        for (name, _, _) in TOPIC_CONFIGS {
+            for v in values {
+                let mut o = BTreeMap::new();
+                o.insert(name.to_string(), v.to_string());
+                if let Ok(c) = TopicConfig::effective(&raw, &o) {
+                    assert!(c.log_config().validate().is_ok(), "{name}={v} accepted");
+                }
+            }
+        }
+        for (k, v) in [
+            ("max.message.bytes", "16"),
+            ("segment.bytes", "14"),
+            ("segment.index.bytes", "4"),
+        ] {
+            let mut o = BTreeMap::new();
+            o.insert(k.to_string(), v.to_string());
+            assert!(TopicConfig::effective(&raw, &o).is_err(), "{k}={v}");
+        }
+    }
+
+    /// A stored override that is not valid is dropped on its own; the others stay.
+    #[test]
+    fn lenient_keeps_the_valid_overrides() {
+        let raw = RawConfig::defaults();
+        let mut o = BTreeMap::new();
+        o.insert("max.message.bytes".to_string(), "16".to_string());
+        o.insert("cleanup.policy".to_string(), "compact".to_string());
+        o.insert("bogus".to_string(), "1".to_string());
+        let (c, dropped) = TopicConfig::effective_lenient(&raw, &o).unwrap();
+        assert_eq!(c.cleanup_policy, "compact");
+        assert_eq!(c.max_message_bytes, 1_048_588);
+        let names: Vec<&str> = dropped.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, vec!["bogus", "max.message.bytes"]);
     }
 }

@@ -105,9 +105,7 @@ fn refuse_duplicates(resources: &mut [(i8, StrBytes, Result<ConfigChange, ApiErr
 
 /// Kafka's checks of one resource's entries before anything else: each name once, and a value
 /// for every entry that sets one.
-fn check_entries<'a>(
-    entries: impl Iterator<Item = (&'a str, bool)>,
-) -> Result<(), ApiError> {
+fn check_entries<'a>(entries: impl Iterator<Item = (&'a str, bool)>) -> Result<(), ApiError> {
     let mut seen = HashSet::new();
     let mut nulls = Vec::new();
     for (name, null_value) in entries {

@@ -1,0 +1,494 @@
+"""Hostile admin requests and hostile configs (issue 9, items 1 and 2).
+
+Every count a client sends (partitions, replication factor, replica assignments, configs,
+CreatePartitions counts, DeleteRecords lists, metadata topic lists) at i32::MAX, negative
+and zero gets Kafka's error code and never takes the broker down; every broker and topic
+setting at its extremes is either taken or refused with an error, and nothing refused is
+stored: the broker keeps serving and restarts. Raw frames (non-flexible versions), so no
+client library smooths the values first.
+"""
+
+import binascii
+import struct
+
+import pytest
+
+import kafka_wire as kw
+from helpers import create_topic, kcat, kcat_roundtrip, describe, unique_topic
+
+I32_MAX = 0x7FFFFFFF
+I32_MIN = -0x80000000
+I16_MAX = 0x7FFF
+I16_MIN = -0x8000
+I64_MAX = 0x7FFFFFFFFFFFFFFF
+I64_MIN = -0x8000000000000000
+
+OFFSET_OUT_OF_RANGE = 1
+UNKNOWN_TOPIC_OR_PARTITION = 3
+INVALID_PARTITIONS = 37
+INVALID_REPLICATION_FACTOR = 38
+INVALID_REPLICA_ASSIGNMENT = 39
+INVALID_CONFIG = 40
+INVALID_REQUEST = 42
+POLICY_VIOLATION = 44
+
+CREATE_PARTITIONS = 37
+DELETE_RECORDS = 21
+DESCRIBE_CONFIGS = 32
+ALTER_CONFIGS = 33
+INCREMENTAL_ALTER_CONFIGS = 44
+
+RESOURCE_TOPIC = 2
+RESOURCE_BROKER = 4
+SET, DELETE = 0, 1
+
+# The issue's frame: CreateTopics v2, topic "fz-new", num_partitions 0x7fffffff, rf 1,
+# validate_only; it made the allocator abort (51,539,607,528 bytes).
+ISSUE_FRAME = binascii.unhexlify(
+    "0000002c001300020000000900036f6c64000000010006667a2d6e65777fffffff000100000000000000000000138801")
+
+# Values every setting is tried with: the integer extremes, the edges Kafka's floors sit on,
+# and garbage.
+HOSTILE_VALUES = ["0", "-1", "-2", "1", "16", "60", str(I32_MAX), str(I32_MAX + 1), str(I64_MAX),
+                  str(I64_MIN), "9" * 40, "", " ", "garbage", "1e3", "0x10", "NaN", "-inf", "1.5",
+                  "delete,compact,shred", "\u00e9", "x" * 5000]
+
+
+def assert_healthy(broker):
+    assert broker.alive(), f"broker died (exit code {broker.proc.poll()}):\n{broker.log_tail()}"
+    kcat_roundtrip(broker.bootstrap)
+    assert broker.alive()
+
+
+def conn(broker, timeout=30):
+    return kw.Conn(broker.bootstrap, timeout=timeout)
+
+
+# --- request bodies and response parsers (non-flexible versions) ---------------------------
+
+
+def create_topic_entry(name, partitions, rf, assignments=None, configs=None):
+    assigns = [kw.i32(p) + kw.array([kw.i32(b) for b in brokers]) for p, brokers in (assignments or [])]
+    cfgs = [kw.string(k) + kw.string(v) for k, v in (configs or [])]
+    return kw.string(name) + kw.i32(partitions) + kw.i16(rf) + kw.array(assigns) + kw.array(cfgs)
+
+
+def create_topics(c, entries, validate_only=False):
+    body = kw.array(entries) + kw.i32(10000) + kw.i8(1 if validate_only else 0)
+    r = c.request(kw.CREATE_TOPICS, 2, body)
+    r.i32()  # throttle
+    return r.array(lambda rr: (rr.string(), rr.i16(), rr.string()))
+
+
+def create_partitions(c, name, count, assignments=None, validate_only=False):
+    assigns = None if assignments is None else [kw.array([kw.i32(b) for b in a]) for a in assignments]
+    body = kw.array([kw.string(name) + kw.i32(count) + kw.array(assigns)]) + kw.i32(10000) + kw.i8(
+        1 if validate_only else 0)
+    r = c.request(CREATE_PARTITIONS, 1, body)
+    r.i32()
+    return r.array(lambda rr: (rr.string(), rr.i16(), rr.string()))
+
+
+def delete_records(c, name, partitions):
+    body = kw.array([kw.string(name) + kw.array([kw.i32(p) + kw.i64(o) for p, o in partitions])]) + kw.i32(10000)
+    r = c.request(DELETE_RECORDS, 1, body)
+    r.i32()
+
+    def topic(rr):
+        n = rr.string()
+        return n, rr.array(lambda p: (p.i32(), p.i64(), p.i16()))
+
+    return r.array(topic)
+
+
+def incremental_alter(c, resource_type, name, ops, validate_only=False):
+    """ops: [(config, op, value)] -> [(error_code, message)] per resource (one here)."""
+    entries = [kw.string(k) + kw.i8(op) + kw.string(v) for k, op, v in ops]
+    body = kw.array([kw.i8(resource_type) + kw.string(name) + kw.array(entries)]) + kw.i8(1 if validate_only else 0)
+    r = c.request(INCREMENTAL_ALTER_CONFIGS, 0, body)
+    r.i32()
+    return r.array(lambda rr: (rr.i16(), rr.string(), rr.i8(), rr.string())[:2])
+
+
+def alter_configs(c, resources, validate_only=False):
+    """resources: [(type, name, [(config, value)])] -> [(error_code, message)]."""
+    res = [kw.i8(t) + kw.string(n) + kw.array([kw.string(k) + kw.string(v) for k, v in cfgs])
+           for t, n, cfgs in resources]
+    r = c.request(ALTER_CONFIGS, 0, kw.array(res) + kw.i8(1 if validate_only else 0))
+    r.i32()
+    return r.array(lambda rr: (rr.i16(), rr.string(), rr.i8(), rr.string())[:2])
+
+
+def describe_configs(c, resource_type, name):
+    """-> (error_code, {config: (value, read_only, source)})"""
+    body = kw.array([kw.i8(resource_type) + kw.string(name) + kw.array(None)]) + kw.i8(0)
+    r = c.request(DESCRIBE_CONFIGS, 1, body)
+    r.i32()
+
+    def entry(rr):
+        n, v, ro, src, _sens = rr.string(), rr.string(), rr.i8(), rr.i8(), rr.i8()
+        rr.array(lambda s: (s.string(), s.string(), s.i8()))
+        return n, (v, bool(ro), src)
+
+    (err, _msg, _t, _n, configs), = r.array(lambda rr: (rr.i16(), rr.string(), rr.i8(), rr.string(),
+                                                        dict(rr.array(entry) or [])))
+    return err, configs
+
+
+def dynamic_broker_settings(c):
+    err, configs = describe_configs(c, RESOURCE_BROKER, "0")
+    assert err == 0
+    names = sorted(n for n, (_, ro, _) in configs.items() if not ro)
+    assert "message.max.bytes" in names and "log.segment.bytes" in names, names
+    return names
+
+
+def topic_settings(c, topic):
+    err, configs = describe_configs(c, RESOURCE_TOPIC, topic)
+    assert err == 0
+    assert "max.message.bytes" in configs, configs
+    return sorted(configs)
+
+
+# --- item 1: counts --------------------------------------------------------------------------
+
+
+def test_issue_frame_is_refused_and_broker_survives(broker):
+    for validate_only in (1, 0):
+        frame = bytearray(ISSUE_FRAME)
+        frame[-1] = validate_only
+        with conn(broker) as c:
+            c.send(bytes(frame))
+            resp = c.recv_frame()
+        assert resp is not None, "broker closed the connection instead of answering"
+        r = kw.Reader(resp)
+        assert r.i32() == 9
+        r.i32()  # throttle
+        (name, code, msg), = r.array(lambda rr: (rr.string(), rr.i16(), rr.string()))
+        assert (name, code) == ("fz-new", POLICY_VIOLATION), msg
+        assert broker.alive(), broker.log_tail()
+    with conn(broker) as c:
+        r = c.request(kw.METADATA, 4, kw.metadata_body(["fz-new"], 4, allow_auto_create=False))
+        assert kw.parse_metadata_v4(r)[3]["fz-new"].error == UNKNOWN_TOPIC_OR_PARTITION, "nothing was created"
+    assert_healthy(broker)
+
+
+@pytest.mark.parametrize("validate_only", [True, False])
+def test_create_topics_counts_at_extremes(broker, validate_only):
+    t = unique_topic("cnt")
+    cases = [
+        # (num_partitions, replication_factor, assignments, configs) -> code
+        ((I32_MAX, 1, None, None), POLICY_VIOLATION),
+        ((1 << 24, 1, None, None), POLICY_VIOLATION),
+        ((50_001, 1, None, None), POLICY_VIOLATION),
+        ((I32_MAX, I16_MAX, None, None), INVALID_REPLICATION_FACTOR),
+        ((0, 1, None, None), INVALID_PARTITIONS),
+        ((-2, 1, None, None), INVALID_PARTITIONS),
+        ((I32_MIN, 1, None, None), INVALID_PARTITIONS),
+        ((1, 0, None, None), INVALID_REPLICATION_FACTOR),
+        ((1, -2, None, None), INVALID_REPLICATION_FACTOR),
+        ((1, I16_MIN, None, None), INVALID_REPLICATION_FACTOR),
+        ((1, I16_MAX, None, None), INVALID_REPLICATION_FACTOR),
+        ((-1, -1, [(I32_MAX, [0])], None), INVALID_REPLICA_ASSIGNMENT),
+        ((-1, -1, [(-1, [0])], None), INVALID_REPLICA_ASSIGNMENT),
+        ((-1, -1, [(0, [I32_MAX])], None), INVALID_REPLICA_ASSIGNMENT),
+        ((-1, -1, [(0, [-1])], None), INVALID_REPLICA_ASSIGNMENT),
+        ((-1, -1, [(0, [])], None), INVALID_REPLICA_ASSIGNMENT),
+        ((-1, -1, [(0, [0] * 10_000)], None), INVALID_REPLICA_ASSIGNMENT),
+        ((-1, -1, [(0, [0]), (1, [0, 0])], None), INVALID_REPLICA_ASSIGNMENT),
+        ((I32_MAX, 1, [(0, [0])], None), INVALID_REQUEST),
+        ((1, 1, None, [(f"no.such.config.{i}", "1") for i in range(20_000)]), INVALID_CONFIG),
+        ((1, 1, None, [("max.message.bytes", "16")]), INVALID_CONFIG),
+    ]
+    with conn(broker) as c:
+        for (n, rf, assignments, configs), want in cases:
+            (name, code, msg), = create_topics(c, [create_topic_entry(t, n, rf, assignments, configs)], validate_only)
+            assert (name, code) == (t, want), f"partitions={n} rf={rf} assignments={str(assignments)[:60]}: {msg}"
+        # 20,000 entries of one request, all for the same name: each refused (duplicate), answered once each.
+        results = create_topics(c, [create_topic_entry(t, I32_MAX, 1)] * 20_000, validate_only)
+        assert len(results) == 20_000 and {code for _, code, _ in results} == {INVALID_REQUEST}
+        r = c.request(kw.METADATA, 4, kw.metadata_body([t], 4, allow_auto_create=False))
+        assert kw.parse_metadata_v4(r)[3][t].error == UNKNOWN_TOPIC_OR_PARTITION, "nothing was created"
+    # An array count claiming i32::MAX topics with only a few bytes behind it.
+    with conn(broker) as c:
+        c.send(kw.frame(kw.request_header(kw.CREATE_TOPICS, 2, 77) + kw.i32(I32_MAX) + kw.string("x")))
+        try:
+            resp = c.recv_frame()
+        except ConnectionResetError:
+            resp = None
+        if resp is not None:
+            assert struct.unpack(">i", resp[:4])[0] == 77
+    assert_healthy(broker)
+    broker.restart()
+    assert_healthy(broker)
+
+
+def test_create_partitions_counts_at_extremes(broker):
+    t = unique_topic("cp")
+    create_topic(broker.bootstrap, t, partitions=2)
+    cases = [
+        ((I32_MAX, None), POLICY_VIOLATION),
+        ((1 << 24, None), POLICY_VIOLATION),
+        ((I32_MAX, [[0]]), POLICY_VIOLATION),
+        ((0, None), INVALID_PARTITIONS),
+        ((-1, None), INVALID_PARTITIONS),
+        ((I32_MIN, None), INVALID_PARTITIONS),
+        ((2, None), INVALID_PARTITIONS),
+        ((4, [[0]]), INVALID_REPLICA_ASSIGNMENT),
+        ((3, [[0], [0]]), INVALID_REPLICA_ASSIGNMENT),
+        ((3, [[I32_MAX]]), INVALID_REPLICA_ASSIGNMENT),
+        ((3, [[-1]]), INVALID_REPLICA_ASSIGNMENT),
+        ((3, [[]]), INVALID_REPLICA_ASSIGNMENT),
+        ((3, [[0] * 10_000]), INVALID_REPLICA_ASSIGNMENT),
+    ]
+    with conn(broker) as c:
+        for validate_only in (True, False):
+            for (count, assignments), want in cases:
+                (name, code, msg), = create_partitions(c, t, count, assignments, validate_only)
+                assert (name, code) == (t, want), f"count={count} assignments={str(assignments)[:40]}: {msg}"
+        (_, code, _), = create_partitions(c, unique_topic("nope"), I32_MAX)
+        assert code == UNKNOWN_TOPIC_OR_PARTITION
+        r = c.request(kw.METADATA, 4, kw.metadata_body([t], 4, allow_auto_create=False))
+        assert len(kw.parse_metadata_v4(r)[3][t].partitions) == 2, "nothing was added"
+        (_, code, msg), = create_partitions(c, t, 3)
+        assert code == 0, msg
+    assert_healthy(broker)
+
+
+def test_delete_records_hostile_lists(broker):
+    t = unique_topic("dr")
+    create_topic(broker.bootstrap, t)
+    with conn(broker) as c:
+        batch = kw.record_batch([kw.Record(b"v%d" % i) for i in range(10)])
+        assert kw.parse_produce_v3(c.request(kw.PRODUCE, 3, kw.produce_v3_body(t, 0, batch)))[(t, 0)][0] == 0
+        (_, parts), = delete_records(c, t, [(I32_MAX, 1), (-1, 1), (I32_MIN, 1)])
+        assert [code for _, _, code in parts] == [UNKNOWN_TOPIC_OR_PARTITION] * 3
+        (_, parts), = delete_records(c, t, [(0, I64_MAX), (0, I64_MIN), (0, -2), (0, 11)])
+        assert [code for _, _, code in parts] == [OFFSET_OUT_OF_RANGE] * 4
+        # One partition listed 50,000 times: answered entry by entry, the log start moves once.
+        (_, parts), = delete_records(c, t, [(0, 3)] * 50_000)
+        assert len(parts) == 50_000 and {(lw, code) for _, lw, code in parts} == {(3, 0)}
+        (_, parts), = delete_records(c, unique_topic("nope"), [(0, 1)] * 1000)
+        assert {code for _, _, code in parts} == {UNKNOWN_TOPIC_OR_PARTITION}
+    assert_healthy(broker)
+
+
+def test_metadata_repeated_topic_is_answered_once(broker):
+    """A topic named 20,000 times in one Metadata request is described once (Kafka takes the
+    list as a set); before, the answer multiplied by the partition count (~50 MB here)."""
+    t = unique_topic("many")
+    create_topic(broker.bootstrap, t, partitions=100)
+    with conn(broker, timeout=60) as c:
+        for version, names in ((1, [t] * 20_000), (4, [t] * 20_000 + ["never-" + t] * 1000)):
+            c._corr += 1
+            c.send(kw.frame(kw.request_header(kw.METADATA, version, c._corr)
+                            + kw.metadata_body(names, version, allow_auto_create=False)))
+            resp = c.recv_frame()
+            assert resp is not None and len(resp) < 64 * 1024, f"v{version}: {len(resp or b'')} bytes"
+        r = c.request(kw.METADATA, 4, kw.metadata_body([t] * 5, 4, allow_auto_create=False))
+        _, _, _, topics = kw.parse_metadata_v4(r)
+        assert list(topics) == [t] and len(topics[t].partitions) == 100
+    assert_healthy(broker)
+
+
+# --- item 2: configs ------------------------------------------------------------------------
+
+
+def _accepted_or_refused(code, msg, what):
+    assert code in (0, INVALID_CONFIG, INVALID_REQUEST, POLICY_VIOLATION), f"{what}: code {code} {msg}"
+
+
+def test_every_broker_setting_at_its_extremes(broker):
+    """Each dynamic broker setting at each hostile value, validate-only and for real, for every
+    broker and for this one: refused with INVALID_CONFIG/INVALID_REQUEST or taken; whatever was
+    taken is deleted again, and then the broker creates topics, serves and restarts."""
+    with conn(broker) as c:
+        names = dynamic_broker_settings(c)
+        # Read-only settings are refused whatever the value.
+        for name in ("listeners", "node.id", "log.dirs", "max.connections", "no.such.setting"):
+            (code, msg), = incremental_alter(c, RESOURCE_BROKER, "", [(name, SET, "1")])
+            assert code == INVALID_REQUEST, f"{name}: {code} {msg}"
+        taken = set()
+        for resource in ("", "0"):
+            for name in names:
+                for value in HOSTILE_VALUES:
+                    for validate_only in (True, False):
+                        (code, msg), = incremental_alter(c, RESOURCE_BROKER, resource, [(name, SET, value)],
+                                                         validate_only)
+                        _accepted_or_refused(code, msg, f"{resource!r} {name}={value[:20]!r}")
+                        if code == 0 and not validate_only:
+                            taken.add((resource, name))
+                assert broker.alive(), f"broker died after {name}:\n{broker.log_tail()}"
+        # A refused value left nothing behind: message.max.bytes=16 is refused, not stored.
+        (code, _), = incremental_alter(c, RESOURCE_BROKER, "", [("message.max.bytes", SET, "16")])
+        assert code == INVALID_CONFIG
+        # The topic defaults in force are still a valid configuration: a topic can be made.
+        (_, code, msg), = create_topics(c, [create_topic_entry(unique_topic("after"), 1, 1)])
+        assert code == 0, msg
+    broker.restart()
+    with conn(broker) as c:
+        for resource, name in sorted(taken):
+            (code, msg), = incremental_alter(c, RESOURCE_BROKER, resource, [(name, DELETE, None)])
+            assert code == 0, f"delete {resource!r} {name}: {msg}"
+        err, configs = describe_configs(c, RESOURCE_BROKER, "0")
+        assert err == 0 and configs["message.max.bytes"][0] == "1048588"
+    assert_healthy(broker)
+    broker.restart()
+    assert_healthy(broker)
+
+
+def test_every_topic_setting_at_its_extremes(broker):
+    t = unique_topic("tcfg")
+    create_topic(broker.bootstrap, t)
+    with conn(broker) as c:
+        names = topic_settings(c, t)
+        for name in names:
+            for value in HOSTILE_VALUES:
+                for validate_only in (True, False):
+                    (code, msg), = incremental_alter(c, RESOURCE_TOPIC, t, [(name, SET, value)], validate_only)
+                    _accepted_or_refused(code, msg, f"{name}={value[:20]!r}")
+                    (code, msg), = alter_configs(c, [(RESOURCE_TOPIC, t, [(name, value)])], validate_only)
+                    _accepted_or_refused(code, msg, f"AlterConfigs {name}={value[:20]!r}")
+                    (_, code, msg), = create_topics(c, [create_topic_entry(unique_topic("tc"), 1, 1, None,
+                                                                           [(name, value)])], True)
+                    _accepted_or_refused(code, msg, f"CreateTopics {name}={value[:20]!r}")
+            assert broker.alive(), f"broker died after {name}:\n{broker.log_tail()}"
+        for name, value in [("max.message.bytes", "16"), ("segment.bytes", "14"), ("segment.index.bytes", "4")]:
+            (code, msg), = incremental_alter(c, RESOURCE_TOPIC, t, [(name, SET, value)])
+            assert code == INVALID_CONFIG, f"{name}={value}: {code} {msg}"
+        # Kafka's request checks: a key twice, a null value, a resource twice.
+        (code, _), = incremental_alter(c, RESOURCE_TOPIC, t, [("retention.ms", SET, "1"), ("retention.ms", SET, "2")])
+        assert code == INVALID_REQUEST
+        (code, _), = incremental_alter(c, RESOURCE_TOPIC, t, [("retention.ms", SET, None)])
+        assert code == INVALID_REQUEST
+        results = alter_configs(c, [(RESOURCE_TOPIC, t, [("retention.ms", "1000")])] * 2)
+        assert [code for code, _ in results] == [INVALID_REQUEST] * 2
+        # Back to no overrides, then the topic serves.
+        (code, msg), = alter_configs(c, [(RESOURCE_TOPIC, t, [])])
+        assert code == 0, msg
+    kcat_roundtrip(broker.bootstrap, t)
+    broker.restart()
+    assert_healthy(broker)
+    kcat_roundtrip(broker.bootstrap, t)
+
+
+def _produce_big(bootstrap, topic, size):
+    p = kcat(["-P", "-b", bootstrap, "-t", topic, "-X", "message.max.bytes=2000000"], input=("x" * size) + "\n")
+    return p.returncode == 0 and b"error" not in p.stderr.lower(), describe(p)
+
+
+def test_message_max_bytes_16_is_refused_and_not_stored(make_broker):
+    """The issue's scenario: an anonymous IncrementalAlterConfigs sets message.max.bytes=16 for
+    every broker. It is refused (INVALID_CONFIG) and not persisted; topics can still be made and
+    changed; the broker restarts."""
+    b = make_broker()
+    t = unique_topic("mmb")
+    create_topic(b.bootstrap, t)
+    with conn(b) as c:
+        for validate_only in (True, False):
+            (code, msg), = incremental_alter(c, RESOURCE_BROKER, "", [("message.max.bytes", SET, "16")], validate_only)
+            assert code == INVALID_CONFIG, msg
+            (code, msg), = alter_configs(c, [(RESOURCE_BROKER, "", [("message.max.bytes", "16")])], validate_only)
+            assert code == INVALID_CONFIG, msg
+        err, configs = describe_configs(c, RESOURCE_BROKER, "0")
+        assert configs["message.max.bytes"][0] == "1048588"
+        (_, code, msg), = create_topics(c, [create_topic_entry(unique_topic("mmb2"), 1, 1)])
+        assert code == 0, msg
+        (code, msg), = incremental_alter(c, RESOURCE_TOPIC, t, [("retention.ms", SET, "3600000")])
+        assert code == 0, msg
+    b.restart()
+    assert "ignoring a persisted dynamic broker config" not in b.log_text(), "something invalid was stored"
+    assert_healthy(b)
+    kcat_roundtrip(b.bootstrap, t)
+
+
+def test_override_wins_over_persisted_dynamic_value(make_broker):
+    """A dynamic message.max.bytes=5000 is stored; started with --override
+    message.max.bytes=1048588 the broker runs with the flag's value (and says so), and refuses a
+    dynamic change of a setting its command line fixes."""
+    b = make_broker()
+    t = unique_topic("ovr")
+    create_topic(b.bootstrap, t)
+    with conn(b) as c:
+        (code, msg), = incremental_alter(c, RESOURCE_BROKER, "", [("message.max.bytes", SET, "5000")])
+        assert code == 0, msg
+    ok, why = _produce_big(b.bootstrap, t, 100_000)
+    assert not ok, "a 100 kB record went through a 5000-byte limit"
+    b.stop()
+    b.overrides["message.max.bytes"] = "1048588"
+    b.start()
+    text = b.log_text()
+    assert "ignoring a persisted dynamic broker config" in text and "message.max.bytes" in text, b.log_tail()
+    with conn(b) as c:
+        err, configs = describe_configs(c, RESOURCE_BROKER, "0")
+        assert configs["message.max.bytes"][0] == "1048588"
+        (code, msg), = incremental_alter(c, RESOURCE_BROKER, "", [("message.max.bytes", SET, "6000")])
+        assert code == INVALID_REQUEST, msg
+        # Deleting the stored value is allowed.
+        (code, msg), = incremental_alter(c, RESOURCE_BROKER, "", [("message.max.bytes", DELETE, None)])
+        assert code == 0, msg
+    ok, why = _produce_big(b.bootstrap, t, 100_000)
+    assert ok, why
+    assert_healthy(b)
+
+
+def _patch_metadata_log(data_dir, old: bytes, new: bytes) -> int:
+    """Replaces `old` by `new` (same length) inside the metadata log's batches and fixes their
+    CRCs: a stored record as an older version could have written it."""
+    assert len(old) == len(new)
+    patched = 0
+    for seg in sorted((data_dir / "__cluster_metadata-0").glob("*.log")):
+        data = bytearray(seg.read_bytes())
+        pos = 0
+        while pos + 12 <= len(data):
+            (length,) = struct.unpack(">i", data[pos + 8:pos + 12])
+            end = pos + 12 + length
+            body_start = pos + 12 + 4 + 1 + 4  # leader epoch, magic, crc
+            chunk = bytes(data[body_start:end])
+            if old in chunk:
+                chunk = chunk.replace(old, new)
+                data[body_start:end] = chunk
+                data[pos + 17:pos + 21] = struct.pack(">I", kw.crc32c(chunk))
+                patched += 1
+            pos = end
+        seg.write_bytes(bytes(data))
+    return patched
+
+
+def test_invalid_persisted_configs_are_ignored_at_start(make_broker):
+    """A persisted dynamic message.max.bytes=16 and a topic override max.message.bytes=16 (as an
+    older Strom stored them) do not stop the start: each is logged (WARN naming it) and ignored,
+    the default is used, the topic keeps its other overrides."""
+    b = make_broker()
+    t = unique_topic("stored")
+    create_topic(b.bootstrap, t, config={"max.message.bytes": "1000", "retention.ms": "7777777"})
+    with conn(b) as c:
+        (code, msg), = incremental_alter(c, RESOURCE_BROKER, "", [("message.max.bytes", SET, "1000")])
+        assert code == 0, msg
+    b.stop()
+    n = _patch_metadata_log(b.data_dir, b'"name":"message.max.bytes","value":"1000"',
+                            b'"name":"message.max.bytes","value":"0016"')
+    n += _patch_metadata_log(b.data_dir, b'"name":"max.message.bytes","value":"1000"',
+                             b'"name":"max.message.bytes","value":"0016"')
+    assert n == 2, "records not found in the metadata log"
+    b.start()
+    text = b.log_text()
+    assert "ignoring a persisted dynamic broker config" in text, b.log_tail()
+    assert "ignoring an invalid topic config override" in text, b.log_tail()
+    with conn(b) as c:
+        err, configs = describe_configs(c, RESOURCE_BROKER, "0")
+        assert configs["message.max.bytes"][0] == "1048588"
+        (_, code, msg), = create_topics(c, [create_topic_entry(unique_topic("fresh"), 1, 1)])
+        assert code == 0, msg
+        # The stored value can be replaced by a valid one.
+        (code, msg), = incremental_alter(c, RESOURCE_BROKER, "", [("message.max.bytes", SET, "2000000")])
+        assert code == 0, msg
+        (code, msg), = incremental_alter(c, RESOURCE_TOPIC, t, [("max.message.bytes", DELETE, None)])
+        assert code == 0, msg
+        err, tc = describe_configs(c, RESOURCE_TOPIC, t)
+        assert tc["retention.ms"][0] == "7777777", "the topic's other override was kept"
+    kcat_roundtrip(b.bootstrap, t)
+    ok, why = _produce_big(b.bootstrap, t, 100_000)
+    assert ok, why
+    b.restart()
+    assert_healthy(b)

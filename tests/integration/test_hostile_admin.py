@@ -10,11 +10,12 @@ client library smooths the values first.
 
 import binascii
 import struct
+import time
 
 import pytest
 
 import kafka_wire as kw
-from helpers import create_topic, kcat, kcat_roundtrip, describe, unique_topic
+from helpers import consumer, create_topic, describe, kcat, kcat_roundtrip, unique_topic
 
 I32_MAX = 0x7FFFFFFF
 I32_MIN = -0x80000000
@@ -288,6 +289,39 @@ def test_metadata_repeated_topic_is_answered_once(broker):
         r = c.request(kw.METADATA, 4, kw.metadata_body([t] * 5, 4, allow_auto_create=False))
         _, _, _, topics = kw.parse_metadata_v4(r)
         assert list(topics) == [t] and len(topics[t].partitions) == 100
+    assert_healthy(broker)
+
+
+def test_describe_groups_repeated_group_is_answered_once(broker):
+    """A group named 20,000 times in DescribeGroups is described once: its members' metadata
+    is not copied into the response for every repetition."""
+    t = unique_topic("grp")
+    create_topic(broker.bootstrap, t, partitions=4)
+    group = "hostile-" + t
+    members = [consumer(broker.bootstrap, **{"group.id": group, "session.timeout.ms": 30000}) for _ in range(3)]
+    for m in members:
+        m.subscribe([t])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(m.assignment() for m in members):
+        for m in members:
+            m.poll(0.2)
+    assert all(m.assignment() for m in members), "group did not form"
+    with conn(broker, timeout=60) as c:
+        for version in (0, 4):
+            c._corr += 1
+            body = kw.array([kw.string(group)] * 20_000 + [kw.string("none-" + t)] * 1000)
+            if version >= 3:
+                body += kw.i8(0)  # include authorized operations
+            c.send(kw.frame(kw.request_header(15, version, c._corr) + body))
+            resp = c.recv_frame()
+            assert resp is not None and len(resp) < 64 * 1024, f"v{version}: {len(resp or b'')} bytes"
+            r = kw.Reader(resp)
+            assert r.i32() == c._corr
+            if version >= 1:
+                r.i32()  # throttle
+            assert r.i32() == 2, "one entry per distinct group"
+    for m in members:
+        m.poll(0.1)
     assert_healthy(broker)
 
 

@@ -292,6 +292,26 @@ def test_metadata_repeated_topic_is_answered_once(broker):
     assert_healthy(broker)
 
 
+def test_describe_configs_repeated_resource_is_answered_once(broker):
+    """The broker resource named 20,000 times (and a topic with 20,000 keys) in one
+    DescribeConfigs: each resource described once, not sixty settings per repetition."""
+    t = unique_topic("dc")
+    create_topic(broker.bootstrap, t)
+    keys = kw.array([kw.string("retention.ms")] * 20_000)
+    body = kw.array([kw.i8(RESOURCE_BROKER) + kw.string("0") + kw.array(None)] * 20_000
+                    + [kw.i8(RESOURCE_TOPIC) + kw.string(t) + keys]) + kw.i8(1)
+    with conn(broker, timeout=60) as c:
+        c._corr += 1
+        c.send(kw.frame(kw.request_header(DESCRIBE_CONFIGS, 1, c._corr) + body))
+        resp = c.recv_frame()
+        assert resp is not None and len(resp) < 256 * 1024, f"{len(resp or b'')} bytes"
+        r = kw.Reader(resp)
+        assert r.i32() == c._corr
+        r.i32()  # throttle
+        assert r.i32() == 2, "one entry per distinct resource"
+    assert_healthy(broker)
+
+
 def test_describe_groups_repeated_group_is_answered_once(broker):
     """A group named 20,000 times in DescribeGroups is described once: its members' metadata
     is not copied into the response for every repetition."""

@@ -1,6 +1,6 @@
 //! Admin APIs: CreateTopics, DeleteTopics, DescribeConfigs, DescribeCluster.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use proto_kafka::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
@@ -193,11 +193,14 @@ pub async fn delete_topics(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-fn wanted(keys: &Option<Vec<proto_kafka::protocol::StrBytes>>, name: &str) -> bool {
-    match keys {
-        None => true,
-        Some(k) => k.iter().any(|k| &**k == name),
-    }
+/// The configuration keys a resource asks for, as a set: a long key list costs one look-up per
+/// setting, not the product of the two lengths.
+fn wanted_keys(keys: &Option<Vec<proto_kafka::protocol::StrBytes>>) -> Option<HashSet<&str>> {
+    keys.as_ref().map(|k| k.iter().map(|k| &**k).collect())
+}
+
+fn wanted(keys: &Option<HashSet<&str>>, name: &str) -> bool {
+    keys.as_ref().is_none_or(|k| k.contains(name))
 }
 
 pub fn describe_configs(
@@ -207,10 +210,15 @@ pub fn describe_configs(
 ) -> DescribeConfigsResponse {
     let image = broker.image();
     let with_synonyms = ctx.version >= 1 && req.include_synonyms;
+    // A resource named again is described once (its first entry): a list repeating the
+    // broker's sixty settings must not multiply the response.
+    let mut seen = HashSet::new();
     let results = req
         .resources
         .iter()
+        .filter(|res| seen.insert((res.resource_type, res.resource_name.clone())))
         .map(|res| {
+            let keys = wanted_keys(&res.configuration_keys);
             let name = res.resource_name.to_string();
             let base = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
@@ -236,7 +244,7 @@ pub fn describe_configs(
                     };
                     let configs = rows
                         .into_iter()
-                        .filter(|r| wanted(&res.configuration_keys, r.name))
+                        .filter(|r| wanted(&keys, r.name))
                         .map(|r| {
                             let mut synonyms = Vec::new();
                             if with_synonyms {
@@ -292,7 +300,7 @@ pub fn describe_configs(
                     ];
                     let configs = BROKER_CONFIGS
                         .iter()
-                        .filter(|d| wanted(&res.configuration_keys, d.name))
+                        .filter(|d| wanted(&keys, d.name))
                         .map(|d| {
                             let value = raw.get(d.name).map(str_bytes);
                             let source = raw.source(d.name) as i8;

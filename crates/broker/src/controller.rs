@@ -556,20 +556,24 @@ fn apply_change(
                             .map(|s| s.trim().to_string())
                             .filter(|s| !s.is_empty())
                             .collect();
-                        for item in value
+                        let given = value
                             .as_deref()
                             .unwrap_or("")
                             .split(',')
                             .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                        {
-                            if *op == 2 {
-                                if !items.iter().any(|i| i == item) {
+                            .filter(|s| !s.is_empty());
+                        // Sets, so a value of a million items costs a million look-ups, not
+                        // their square (with the metadata lock held).
+                        if *op == 2 {
+                            let mut present: HashSet<String> = items.iter().cloned().collect();
+                            for item in given {
+                                if present.insert(item.to_string()) {
                                     items.push(item.to_string());
                                 }
-                            } else {
-                                items.retain(|i| i != item);
                             }
+                        } else {
+                            let gone: HashSet<&str> = given.collect();
+                            items.retain(|i| !gone.contains(i.as_str()));
                         }
                         next.insert(name.clone(), items.join(","));
                     }
@@ -1005,6 +1009,29 @@ mod limit_tests {
         let got = alter_broker_configs(&b, set("message.max.bytes", "2000"), false).await;
         assert!(got[0].is_ok());
         assert!(create_topics(&b, vec![topic("u", 1, 1)], false).await[0].is_ok());
+    }
+
+    /// APPEND and SUBTRACT of a list value with 200,000 items finish in moments (they took
+    /// the square of that in comparisons), keep the order and drop repeats.
+    #[test]
+    fn list_append_subtract_of_a_huge_value() {
+        let current = BTreeMap::new();
+        let huge: Vec<String> = (0..200_000).map(|i| format!("p{i}")).collect();
+        let list = |_: &str| Some("delete".to_string());
+        let started = std::time::Instant::now();
+        let add = ConfigChange::Incremental(vec![(
+            "cleanup.policy".into(),
+            2,
+            Some(format!("{},p0,delete", huge.join(","))),
+        )]);
+        let next = apply_change(&current, &add, &list).unwrap();
+        let v = &next["cleanup.policy"];
+        assert!(v.starts_with("delete,p0,p1,") && v.ends_with(",p199999"));
+        let sub =
+            ConfigChange::Incremental(vec![("cleanup.policy".into(), 3, Some(huge.join(",")))]);
+        let next = apply_change(&next, &sub, &list).unwrap();
+        assert_eq!(next["cleanup.policy"], "delete");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[tokio::test]

@@ -834,6 +834,16 @@ mod tests {
         assert!(e.to_string().contains("no.such.thing"), "{e}");
         let e = build(&[("log.segment.bytes", "12")]).unwrap_err();
         assert!(e.to_string().contains("log.segment.bytes"), "{e}");
+        // Values a log cannot be opened with are refused at start-up, not at first use.
+        for (k, v) in [
+            ("message.max.bytes", "16"),
+            ("log.segment.bytes", "60"),
+            ("log.index.size.max.bytes", "4"),
+            ("offsets.topic.segment.bytes", "14"),
+        ] {
+            let e = build(&[(k, v)]).unwrap_err();
+            assert!(e.to_string().contains(k), "{e}");
+        }
     }
 
     #[test]

@@ -279,4 +279,47 @@ mod tests {
             }
         }
     }
+
+    /// A stored topic override that a log cannot take (max.message.bytes=16, as an older
+    /// version could store it) does not stop the topic's logs from opening: that override is
+    /// left out, the topic's other overrides stay.
+    #[test]
+    fn invalid_stored_override_is_left_out() {
+        use crate::metadata::records::RESOURCE_TOPIC;
+        use crate::metadata::{MetadataImage, MetadataRecord};
+        let tmp = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4();
+        let config = |name: &str, value: &str| MetadataRecord::Config {
+            resource_type: RESOURCE_TOPIC,
+            resource_name: "t".into(),
+            name: name.into(),
+            value: Some(value.into()),
+        };
+        let mut image = MetadataImage::empty();
+        let records = [
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            config("max.message.bytes", "16"),
+            config("retention.ms", "7777"),
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![0],
+                isr: vec![0],
+                leader: 0,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        ];
+        for (i, r) in records.iter().enumerate() {
+            image.apply(i as i64, r).unwrap();
+        }
+        let rm = ReplicaManager::new(0, tmp.path());
+        rm.apply_image(&image, &RawConfig::defaults()).unwrap();
+        let p = rm.get("t", 0).expect("the partition is hosted");
+        assert_eq!(p.config().retention_ms, 7777);
+        assert_eq!(p.config().max_message_bytes, 1_048_588);
+    }
 }

@@ -274,6 +274,22 @@ def test_delete_records_hostile_lists(broker):
     assert_healthy(broker)
 
 
+def test_delete_topics_named_twice_deletes_nothing(broker):
+    """DeleteTopics naming a topic twice: every copy INVALID_REQUEST and the topic kept (Kafka's
+    rule; the first copy used to delete it); 20,000 copies are answered too."""
+    t = unique_topic("del")
+    create_topic(broker.bootstrap, t)
+    with conn(broker) as c:
+        for names in ([t, t], [t] * 20_000):
+            r = c.request(20, 1, kw.array([kw.string(n) for n in names]) + kw.i32(10000))
+            r.i32()  # throttle
+            results = r.array(lambda rr: (rr.string(), rr.i16()))
+            assert len(results) == len(names) and {code for _, code in results} == {INVALID_REQUEST}
+        r = c.request(kw.METADATA, 4, kw.metadata_body([t], 4, allow_auto_create=False))
+        assert kw.parse_metadata_v4(r)[3][t].error == 0, "the topic was deleted"
+    kcat_roundtrip(broker.bootstrap, t)
+
+
 def test_metadata_repeated_topic_is_answered_once(broker):
     """A topic named 20,000 times in one Metadata request is described once (Kafka takes the
     list as a set); before, the answer multiplied by the partition count (~50 MB here)."""

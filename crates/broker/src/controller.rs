@@ -780,7 +780,18 @@ pub async fn delete_topics(
     let image = broker.image();
     let mut results = Vec::new();
     let mut records = Vec::new();
-    let mut seen = HashSet::new();
+    // A topic named twice (by name or id) is refused for every copy and not deleted, as Kafka
+    // does: before, the first copy deleted it.
+    let mut named: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+    for t in &topics {
+        let id = match t {
+            TopicRef::Name(n) => image.topic(n).map(|t| t.id),
+            TopicRef::Id(id) => Some(*id),
+        };
+        if let Some(id) = id {
+            *named.entry(id).or_default() += 1;
+        }
+    }
     for t in topics {
         let found = match &t {
             TopicRef::Name(n) => image.topic(n).cloned().ok_or_else(|| {
@@ -809,7 +820,7 @@ pub async fn delete_topics(
                     "Topic deletion is disabled.",
                 ));
             }
-            if !seen.insert(topic.id) {
+            if named.get(&topic.id).copied().unwrap_or(0) > 1 {
                 return Err(ApiError::new(
                     ResponseError::InvalidRequest,
                     "Duplicate topic in request.",
@@ -932,6 +943,26 @@ mod limit_tests {
             code(&got[0]),
             ResponseError::InvalidReplicaAssignment.code()
         );
+    }
+
+    #[tokio::test]
+    async fn delete_topics_named_twice_deletes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[]);
+        assert!(create_topics(&b, vec![topic("t", 1, 1)], false).await[0].is_ok());
+        let id = b.image().topic("t").unwrap().id;
+        let refs = vec![
+            TopicRef::Name("t".into()),
+            TopicRef::Id(id),
+            TopicRef::Name("t".into()),
+        ];
+        let got = delete_topics(&b, refs).await;
+        let invalid = ResponseError::InvalidRequest.code();
+        assert!(got.iter().all(|r| code(r) == invalid));
+        assert!(b.image().topic("t").is_some(), "nothing was deleted");
+        let many: Vec<TopicRef> = (0..20_000).map(|_| TopicRef::Name("t".into())).collect();
+        assert_eq!(delete_topics(&b, many).await.len(), 20_000);
+        assert!(b.image().topic("t").is_some());
     }
 
     #[tokio::test]

@@ -308,6 +308,36 @@ def test_metadata_repeated_topic_is_answered_once(broker):
     assert_healthy(broker)
 
 
+def _join_group_v0(c, group, session_timeout_ms, protocols, protocol_type="consumer"):
+    body = (kw.string(group) + kw.i32(session_timeout_ms) + kw.string("") + kw.string(protocol_type)
+            + kw.array([kw.string(n) + kw.bytes_(m) for n, m in protocols]))
+    r = c.request(11, 0, body)
+    return r.i16()
+
+
+def test_join_group_counts_at_extremes(broker):
+    """JoinGroup's session timeout at its extremes gets INVALID_SESSION_TIMEOUT, an empty
+    protocol list INCONSISTENT_GROUP_PROTOCOL, an empty group id INVALID_GROUP_ID; 150,000
+    protocols in one JoinGroup are refused at once (INVALID_REQUEST, more than the 100 a member
+    may offer): choosing among them was quadratic and held a worker for minutes."""
+    group = "hostile-join-" + unique_topic("g")
+    one = [("range", b"")]
+    with conn(broker, timeout=60) as c:
+        for timeout_ms in (I32_MAX, 0, -1, I32_MIN, 1):
+            assert _join_group_v0(c, group, timeout_ms, one) == 26, timeout_ms
+        assert _join_group_v0(c, group, 10000, []) == 23
+        assert _join_group_v0(c, "", 10000, one) == 24
+        started = time.monotonic()
+        code = _join_group_v0(c, group + "-many", 10000, [(f"p{i}", b"") for i in range(150_000)])
+        took = time.monotonic() - started
+        assert code == INVALID_REQUEST, code
+        assert took < 10, f"JoinGroup with 150,000 protocols took {took:.1f} s"
+        # The bound (100) itself is taken, repeats of a name count once.
+        protocols = [(f"p{i}", b"") for i in range(100)] + [("p0", b"")] * 1000
+        assert _join_group_v0(c, group + "-100", 10000, protocols) == 0
+    assert_healthy(broker)
+
+
 def test_describe_configs_repeated_resource_is_answered_once(broker):
     """The broker resource named 20,000 times (and a topic with 20,000 keys) in one
     DescribeConfigs: each resource described once, not sixty settings per repetition."""

@@ -231,10 +231,12 @@ pub fn join_group(
     let v = ctx.version;
     let group_id = req.group_id.0.to_string();
     let mut protocols: Vec<(String, bytes::Bytes)> = Vec::with_capacity(req.protocols.len());
+    // A set: a request of n protocols costs n look-ups, not n^2 comparisons on a worker thread.
+    let mut names = std::collections::HashSet::new();
     for p in req.protocols {
         let name = p.name.to_string();
         // Kafka keys the protocols by name: a repeated name is ignored.
-        if !protocols.iter().any(|(n, _)| *n == name) {
+        if names.insert(name.clone()) {
             protocols.push((name, p.metadata));
         }
     }

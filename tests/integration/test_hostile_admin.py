@@ -463,6 +463,18 @@ def test_every_topic_setting_at_its_extremes(broker):
         assert code == INVALID_REQUEST
         results = alter_configs(c, [(RESOURCE_TOPIC, t, [("retention.ms", "1000")])] * 2)
         assert [code for code, _ in results] == [INVALID_REQUEST] * 2
+        # Operations Kafka does not define; APPEND to a setting that is not a list.
+        for op in (-128, -1, 4, 127):
+            (code, _), = incremental_alter(c, RESOURCE_TOPIC, t, [("retention.ms", op, "1")])
+            assert code == INVALID_REQUEST, op
+        (code, _), = incremental_alter(c, RESOURCE_TOPIC, t, [("retention.ms", 2, "1")])
+        assert code == INVALID_CONFIG
+        # Unknown resource types and an unknown topic.
+        for ty in (-1, 0, 1, 3, 127):
+            (code, _), = incremental_alter(c, ty, t, [("retention.ms", SET, "1")])
+            assert code == INVALID_REQUEST, ty
+        (code, _), = incremental_alter(c, RESOURCE_TOPIC, "no-" + t, [("retention.ms", SET, "1")])
+        assert code == UNKNOWN_TOPIC_OR_PARTITION
         # Back to no overrides, then the topic serves.
         (code, msg), = alter_configs(c, [(RESOURCE_TOPIC, t, [])])
         assert code == 0, msg

@@ -99,6 +99,7 @@ pub struct CreatedTopic {
 fn plan_topic(
     broker: &Broker,
     image: &MetadataImage,
+    raw: &crate::config::RawConfig,
     req: &TopicRequest,
     planned_partitions: usize,
 ) -> Result<(Vec<MetadataRecord>, CreatedTopic), ApiError> {
@@ -217,7 +218,7 @@ fn plan_topic(
         }
         out
     };
-    TopicConfig::effective(&broker.raw_config(), &req.configs)
+    TopicConfig::effective(raw, &req.configs)
         .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
 
     let topic_id = Uuid::new_v4();
@@ -287,8 +288,9 @@ pub async fn create_topics(
     let mut records = Vec::new();
     let mut results = Vec::new();
     let mut planned = 0usize;
+    let raw = broker.raw_config_for(&image);
     for req in &requests {
-        match plan_topic(broker, &image, req, planned) {
+        match plan_topic(broker, &image, &raw, req, planned) {
             Ok((r, created)) => {
                 planned += created.num_partitions as usize;
                 records.extend(r);

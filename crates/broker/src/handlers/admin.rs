@@ -92,6 +92,8 @@ pub async fn create_topics(
             .into_iter()
             .map(Some)
             .collect();
+    // Once per request: it validates the dynamic settings each time.
+    let raw = broker.raw_config();
     let topics = req
         .topics
         .iter()
@@ -114,8 +116,7 @@ pub async fn create_topics(
             });
             match outcome {
                 Ok((created, overrides)) => {
-                    let rows =
-                        TopicConfig::describe(&broker.raw_config(), &overrides).unwrap_or_default();
+                    let rows = TopicConfig::describe(&raw, &overrides).unwrap_or_default();
                     base.with_topic_id(if req.validate_only {
                         uuid::Uuid::nil()
                     } else {
@@ -213,6 +214,7 @@ pub fn describe_configs(
     // A resource named again is described once (its first entry): a list repeating the
     // broker's sixty settings must not multiply the response.
     let mut seen = HashSet::new();
+    let raw = broker.raw_config_for(&image);
     let results = req
         .resources
         .iter()
@@ -234,7 +236,7 @@ pub fn describe_configs(
                             ))));
                     }
                     let overrides = image.topic_configs(&name);
-                    let rows = match TopicConfig::describe(&broker.raw_config(), &overrides) {
+                    let rows = match TopicConfig::describe(&raw, &overrides) {
                         Ok(r) => r,
                         Err(e) => {
                             return base
@@ -287,8 +289,6 @@ pub fn describe_configs(
                                 broker.node_id()
                             ))));
                     }
-                    let image = broker.image();
-                    let raw = broker.raw_config_for(&image);
                     // The layers under the value in force, for synonyms (Kafka lists them
                     // in order of precedence).
                     let layers = [

@@ -692,24 +692,26 @@ pub fn list_groups(
     req: ListGroupsRequest,
 ) -> Result<Reply, RequestError> {
     let v = ctx.version;
-    let lower =
-        |xs: &[StrBytes]| -> Vec<String> { xs.iter().map(|s| s.to_ascii_lowercase()).collect() };
+    // Sets: a filter list of any length costs one look-up per group, not its length.
+    let lower = |xs: &[StrBytes]| -> std::collections::HashSet<String> {
+        xs.iter().map(|s| s.to_ascii_lowercase()).collect()
+    };
     let states = if v >= 4 {
         lower(&req.states_filter)
     } else {
-        Vec::new()
+        Default::default()
     };
     let types = if v >= 5 {
         lower(&req.types_filter)
     } else {
-        Vec::new()
+        Default::default()
     };
     let groups = broker
         .groups
         .list()
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
-        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+        .filter(|g| types.is_empty() || types.contains(g.group_type))
         .map(|g| {
             let listed = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))

@@ -103,6 +103,48 @@ impl TopicConfig {
         raw: &RawConfig,
         overrides: &BTreeMap<String, String>,
     ) -> Result<TopicConfig, ConfigError> {
+        let config = Self::parse(raw, overrides)?;
+        // Whatever the floors in `parse` miss, the log's own check catches before anything is
+        // stored: a configuration is valid only if a log accepts it.
+        config
+            .log_config()
+            .validate()
+            .map_err(|e| invalid("topic configuration", "", &e.to_string()))?;
+        Ok(config)
+    }
+
+    /// [`TopicConfig::effective`] for a configuration that was stored earlier (a topic's
+    /// overrides in the metadata image): an override that is not valid with the broker settings
+    /// in force is left out, so the topic keeps its other overrides, and returned so that the
+    /// caller can report it. Only the broker defaults themselves being invalid is an error.
+    pub fn effective_lenient(
+        raw: &RawConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(TopicConfig, Vec<(String, ConfigError)>), ConfigError> {
+        if let Ok(c) = Self::effective(raw, overrides) {
+            return Ok((c, Vec::new()));
+        }
+        let mut kept = BTreeMap::new();
+        let mut dropped = Vec::new();
+        for (k, v) in overrides {
+            kept.insert(k.clone(), v.clone());
+            if let Err(e) = Self::effective(raw, &kept) {
+                kept.remove(k);
+                dropped.push((k.clone(), e));
+            }
+        }
+        Ok((Self::effective(raw, &kept)?, dropped))
+    }
+
+    fn parse(
+        raw: &RawConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, ConfigError> {
+        // The floors are what a log can be opened with (strom-log refuses less): a batch
+        // header for max.message.bytes and segment.bytes (Kafka: 0 and 14), one index entry
+        // for segment.index.bytes (Kafka: 4). A lower value accepted here would be stored and
+        // then fail every log it reaches.
+        let batch_header = strom_log::batch::RECORD_BATCH_HEADER_SIZE as i64;
         for k in overrides.keys() {
             if !TOPIC_CONFIGS.iter().any(|(t, _, _)| t == k) {
                 return Err(ConfigError::Unknown {
@@ -144,12 +186,8 @@ impl TopicConfig {
             ));
         }
         let flush_ms = long("flush.ms", 0)?;
-        // The floors are what a log can be opened with (strom-log refuses less): a batch
-        // header for max.message.bytes and segment.bytes (Kafka: 0 and 14), one index entry
-        // for segment.index.bytes (Kafka: 4). A lower value accepted here would be stored and
-        // then fail every log it reaches.
-        let batch_header = strom_log::batch::RECORD_BATCH_HEADER_SIZE as i64;
-        let config = TopicConfig {
+        // segment.bytes and max.message.bytes start at `batch_header` (see the floors above).
+        Ok(TopicConfig {
             cleanup_policy,
             max_message_bytes: int("max.message.bytes", batch_header)? as i32,
             message_timestamp_type: parse_timestamp_type(
@@ -174,37 +212,7 @@ impl TopicConfig {
                 "min.cleanable.dirty.ratio",
                 &value("min.cleanable.dirty.ratio")?,
             )?,
-        };
-        // Whatever the floors above miss, the log's own check catches before anything is
-        // stored: a configuration is valid only if a log accepts it.
-        config
-            .log_config()
-            .validate()
-            .map_err(|e| invalid("topic configuration", "", &e.to_string()))?;
-        Ok(config)
-    }
-
-    /// [`TopicConfig::effective`] for a configuration that was stored earlier (a topic's
-    /// overrides in the metadata image): an override that is not valid with the broker settings
-    /// in force is left out, so the topic keeps its other overrides, and returned so that the
-    /// caller can report it. Only the broker defaults themselves being invalid is an error.
-    pub fn effective_lenient(
-        raw: &RawConfig,
-        overrides: &BTreeMap<String, String>,
-    ) -> Result<(TopicConfig, Vec<(String, ConfigError)>), ConfigError> {
-        if let Ok(c) = Self::effective(raw, overrides) {
-            return Ok((c, Vec::new()));
-        }
-        let mut kept = BTreeMap::new();
-        let mut dropped = Vec::new();
-        for (k, v) in overrides {
-            kept.insert(k.clone(), v.clone());
-            if let Err(e) = Self::effective(raw, &kept) {
-                kept.remove(k);
-                dropped.push((k.clone(), e));
-            }
-        }
-        Ok((Self::effective(raw, &kept)?, dropped))
+        })
     }
 
     pub fn log_config(&self) -> strom_log::LogConfig {
@@ -261,42 +269,8 @@ impl TopicConfig {
 }
 
 #[cfg(test)]
-mod tests {
+mod floor_tests {
     use super::*;
-
-    #[test]
-    fn defaults_follow_broker_synonyms() {
-        let mut raw = RawConfig::defaults();
-        let d = TopicConfig::broker_defaults(&raw).unwrap();
-        assert_eq!(d.retention_ms, 604_800_000);
-        assert_eq!(d.segment_bytes, 1_073_741_824);
-        assert_eq!(d.max_message_bytes, 1_048_588);
-        raw.set("log.retention.hours", "1", "t").unwrap();
-        raw.set("message.max.bytes", "5000", "t").unwrap();
-        let d = TopicConfig::broker_defaults(&raw).unwrap();
-        assert_eq!(d.retention_ms, 3_600_000);
-        assert_eq!(d.max_message_bytes, 5000);
-        let rows = TopicConfig::describe(&raw, &BTreeMap::new()).unwrap();
-        let r = rows.iter().find(|r| r.name == "retention.ms").unwrap();
-        assert_eq!(r.value.as_deref(), Some("3600000"));
-        assert_eq!(r.source, ConfigSource::StaticBroker as i8);
-    }
-
-    #[test]
-    fn overrides_validated() {
-        let raw = RawConfig::defaults();
-        let mut o = BTreeMap::new();
-        o.insert("retention.ms".to_string(), "1000".to_string());
-        assert_eq!(TopicConfig::effective(&raw, &o).unwrap().retention_ms, 1000);
-        o.insert("retention.ms".to_string(), "soon".to_string());
-        assert!(TopicConfig::effective(&raw, &o).is_err());
-        let mut o = BTreeMap::new();
-        o.insert("bogus".to_string(), "1".to_string());
-        assert!(TopicConfig::effective(&raw, &o).is_err());
-        let mut o = BTreeMap::new();
-        o.insert("cleanup.policy".to_string(), "shred".to_string());
-        assert!(TopicConfig::effective(&raw, &o).is_err());
-    }
 
     /// The class behind message.max.bytes=16: whatever value `effective` accepts for any topic
     /// setting, a log accepts too (it used to be stored and then fail every log it reached).
@@ -363,5 +337,44 @@ mod tests {
         assert_eq!(c.max_message_bytes, 1_048_588);
         let names: Vec<&str> = dropped.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, vec!["bogus", "max.message.bytes"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_broker_synonyms() {
+        let mut raw = RawConfig::defaults();
+        let d = TopicConfig::broker_defaults(&raw).unwrap();
+        assert_eq!(d.retention_ms, 604_800_000);
+        assert_eq!(d.segment_bytes, 1_073_741_824);
+        assert_eq!(d.max_message_bytes, 1_048_588);
+        raw.set("log.retention.hours", "1", "t").unwrap();
+        raw.set("message.max.bytes", "5000", "t").unwrap();
+        let d = TopicConfig::broker_defaults(&raw).unwrap();
+        assert_eq!(d.retention_ms, 3_600_000);
+        assert_eq!(d.max_message_bytes, 5000);
+        let rows = TopicConfig::describe(&raw, &BTreeMap::new()).unwrap();
+        let r = rows.iter().find(|r| r.name == "retention.ms").unwrap();
+        assert_eq!(r.value.as_deref(), Some("3600000"));
+        assert_eq!(r.source, ConfigSource::StaticBroker as i8);
+    }
+
+    #[test]
+    fn overrides_validated() {
+        let raw = RawConfig::defaults();
+        let mut o = BTreeMap::new();
+        o.insert("retention.ms".to_string(), "1000".to_string());
+        assert_eq!(TopicConfig::effective(&raw, &o).unwrap().retention_ms, 1000);
+        o.insert("retention.ms".to_string(), "soon".to_string());
+        assert!(TopicConfig::effective(&raw, &o).is_err());
+        let mut o = BTreeMap::new();
+        o.insert("bogus".to_string(), "1".to_string());
+        assert!(TopicConfig::effective(&raw, &o).is_err());
+        let mut o = BTreeMap::new();
+        o.insert("cleanup.policy".to_string(), "shred".to_string());
+        assert!(TopicConfig::effective(&raw, &o).is_err());
     }
 }

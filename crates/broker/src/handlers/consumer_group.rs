@@ -185,13 +185,15 @@ pub fn describe(
     } else {
         OPS_NOT_REQUESTED
     };
-    // A group named again is not described again: a list repeating a large group must not
-    // multiply the response (Strom answers each distinct group once).
-    let mut seen = std::collections::HashSet::new();
     let groups = req
         .group_ids
         .into_iter()
-        .filter(|gid| seen.insert(gid.0.clone()))
+        // A group named again is not described again: a list repeating a large group must
+        // not multiply the response (Strom answers each distinct group once).
+        .filter({
+            let mut seen = std::collections::HashSet::new();
+            move |gid| seen.insert(gid.0.clone())
+        })
         .map(|gid| {
             let found = broker.groups.inspect(&gid.0, |g, cfg| {
                 let c = g.consumer_group()?;

@@ -738,13 +738,15 @@ pub fn describe_groups(
 ) -> Result<Reply, RequestError> {
     let v = ctx.version;
     let include_ops = v >= 3 && req.include_authorized_operations;
-    // A group named again is not described again: a list repeating a large group must not
-    // multiply the response (Strom answers each distinct group once).
-    let mut seen = std::collections::HashSet::new();
     let groups = req
         .groups
         .into_iter()
-        .filter(|gid| seen.insert(gid.0.clone()))
+        // A group named again is not described again: a list repeating a large group must
+        // not multiply the response (Strom answers each distinct group once).
+        .filter({
+            let mut seen = std::collections::HashSet::new();
+            move |gid| seen.insert(gid.0.clone())
+        })
         .map(|gid| {
             let described = match broker.groups.describe(&gid.0) {
                 Some(s) => {

@@ -748,10 +748,8 @@ fn validate_broker_change(
         .iter()
         .find(|i| i.per_broker != cluster_wide && current.get(&i.name) != next.get(&i.name))
     {
-        return Err(invalid(format!(
-            "Invalid value {} for configuration {}: {}",
-            i.value, i.name, i.reason
-        )));
+        // The reason names the setting and the value (the other reasons were refused above).
+        return Err(invalid(i.reason.clone()));
     }
     crate::config::BrokerConfig::from_raw(candidate.clone()).map_err(|e| invalid(e.to_string()))?;
     for topic in image.topics.values() {

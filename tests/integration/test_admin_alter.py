@@ -201,7 +201,8 @@ def test_dynamic_broker_configs(make_broker):
     """Topic defaults (log.retention.ms, log.cleanup.policy, ...) change at run time, for
     every broker (empty name) or for one (its id), as Kafka's dynamic broker configs; they
     reach topics without overrides, survive a restart, and the rest stay read-only."""
-    b = make_broker(**{"log.segment.bytes": 50_000_000})
+    # A static setting from the environment (not a flag, which would win over dynamic values).
+    b = make_broker(env={"STROM_LOG_SEGMENT_BYTES": "50000000"})
     topic, pinned = unique_topic("dyn"), unique_topic("pin")
     create_topic(b.bootstrap, topic)
     create_topic(b.bootstrap, pinned, config={"retention.ms": "777"})

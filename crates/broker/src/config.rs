@@ -5,7 +5,7 @@
 //! its source (so DescribeConfigs can report it as Kafka does) and parsed once into
 //! [`BrokerConfig`]'s typed fields. A bad value is a [`ConfigError`] that names the setting.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -238,6 +238,30 @@ impl Endpoint {
 #[derive(Debug, Clone, Default)]
 pub struct RawConfig {
     values: BTreeMap<String, (String, ConfigSource)>,
+    /// Settings given on the command line: they win over dynamic values (see
+    /// [`RawConfig::with_dynamic_checked`]).
+    pinned: BTreeSet<String>,
+}
+
+/// Settings that are one value written in different units: pinning one pins them all, since
+/// the finer unit would otherwise override the flag.
+const FAMILIES: &[&[&str]] = &[
+    &[
+        "log.retention.ms",
+        "log.retention.minutes",
+        "log.retention.hours",
+    ],
+    &["log.roll.ms", "log.roll.hours"],
+];
+
+/// A persisted dynamic setting that is not in force, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredDynamic {
+    /// Set for this broker (its id), not for every broker (the empty name).
+    pub per_broker: bool,
+    pub name: String,
+    pub value: String,
+    pub reason: String,
 }
 
 impl RawConfig {
@@ -248,7 +272,10 @@ impl RawConfig {
                 values.insert(d.name.to_string(), (v.to_string(), ConfigSource::Default));
             }
         }
-        RawConfig { values }
+        RawConfig {
+            values,
+            pinned: BTreeSet::new(),
+        }
     }
 
     pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
@@ -264,6 +291,26 @@ impl RawConfig {
             (value.trim().to_string(), ConfigSource::StaticBroker),
         );
         Ok(())
+    }
+
+    /// [`RawConfig::set`] for a value given on the command line (a flag or `--override`): it
+    /// wins over a dynamic value, persisted or new.
+    pub fn set_pinned(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+        self.set(key, value, origin)?;
+        self.pinned.insert(key.trim().to_string());
+        Ok(())
+    }
+
+    /// The command-line setting that fixes `key` (itself or one of its unit family), if any.
+    pub fn pinned_by(&self, key: &str) -> Option<&str> {
+        if let Some(k) = self.pinned.get(key) {
+            return Some(k.as_str());
+        }
+        let family = FAMILIES.iter().find(|f| f.contains(&key))?;
+        family
+            .iter()
+            .find_map(|k| self.pinned.get(*k))
+            .map(String::as_str)
     }
 
     /// Flattens a TOML document: nested tables join their keys with dots, so both
@@ -310,22 +357,58 @@ impl RawConfig {
     }
 
     /// These settings with dynamic values on top, in Kafka's order of precedence: this
-    /// broker's, then the cluster-wide default, then static, then default.
+    /// broker's, then the cluster-wide default, then static, then default. Dynamic values that
+    /// cannot apply are left out (see [`RawConfig::with_dynamic_checked`]).
     pub fn with_dynamic(
         &self,
         cluster_default: &BTreeMap<String, String>,
         this_broker: &BTreeMap<String, String>,
     ) -> RawConfig {
+        self.with_dynamic_checked(cluster_default, this_broker).0
+    }
+
+    /// [`RawConfig::with_dynamic`], with the dynamic values it left out: a name that is not a
+    /// dynamic setting, a setting given on the command line (which wins), or a value that would
+    /// make the topic defaults invalid. Kafka, too, ignores an invalid persisted dynamic config
+    /// and starts with the static or default value.
+    pub fn with_dynamic_checked(
+        &self,
+        cluster_default: &BTreeMap<String, String>,
+        this_broker: &BTreeMap<String, String>,
+    ) -> (RawConfig, Vec<IgnoredDynamic>) {
         let mut out = self.clone();
-        for (layer, source) in [
-            (cluster_default, ConfigSource::DynamicDefaultBroker),
-            (this_broker, ConfigSource::DynamicBroker),
+        let mut ignored = Vec::new();
+        for (layer, source, per_broker) in [
+            (cluster_default, ConfigSource::DynamicDefaultBroker, false),
+            (this_broker, ConfigSource::DynamicBroker, true),
         ] {
             for (k, v) in layer {
-                out.values.insert(k.clone(), (v.clone(), source));
+                let reason = if !is_dynamic_broker_config(k) {
+                    Some("not a dynamic broker setting".to_string())
+                } else if let Some(flag) = self.pinned_by(k) {
+                    Some(format!("{flag} is given on the command line, which wins"))
+                } else {
+                    let mut trial = out.clone();
+                    trial.values.insert(k.clone(), (v.clone(), source));
+                    match validate_topic_defaults(&trial) {
+                        Ok(()) => {
+                            out = trial;
+                            None
+                        }
+                        Err(e) => Some(e.to_string()),
+                    }
+                };
+                if let Some(reason) = reason {
+                    ignored.push(IgnoredDynamic {
+                        per_broker,
+                        name: k.clone(),
+                        value: v.clone(),
+                        reason,
+                    });
+                }
             }
         }
-        out
+        (out, ignored)
     }
 
     pub fn source(&self, key: &str) -> ConfigSource {
@@ -635,19 +718,7 @@ impl BrokerConfig {
 
         // Validate the log settings once here so a bad value fails at start-up, not at the
         // first topic creation.
-        crate::topic_config::TopicConfig::broker_defaults(&raw).map_err(|e| match e {
-            // Name the broker setting the user wrote, not its topic-level twin.
-            ConfigError::Invalid { key, value, reason } => ConfigError::Invalid {
-                key: TOPIC_CONFIGS
-                    .iter()
-                    .find(|(t, _, _)| *t == key)
-                    .map(|(_, b, _)| b.to_string())
-                    .unwrap_or(key),
-                value,
-                reason,
-            },
-            other => other,
-        })?;
+        validate_topic_defaults(&raw)?;
 
         let admin = get("admin.http.listener");
         let admin_http_listener = if admin.trim().is_empty() {
@@ -724,6 +795,25 @@ impl BrokerConfig {
     }
 }
 
+/// Checks the topic defaults `raw` gives (as every topic without overrides would get them),
+/// naming the broker setting in an error rather than its topic-level twin.
+pub fn validate_topic_defaults(raw: &RawConfig) -> Result<(), ConfigError> {
+    crate::topic_config::TopicConfig::broker_defaults(raw)
+        .map(|_| ())
+        .map_err(|e| match e {
+            ConfigError::Invalid { key, value, reason } => ConfigError::Invalid {
+                key: TOPIC_CONFIGS
+                    .iter()
+                    .find(|(t, _, _)| *t == key)
+                    .map(|(_, b, _)| b.to_string())
+                    .unwrap_or(key),
+                value,
+                reason,
+            },
+            other => other,
+        })
+}
+
 fn advertise_default(l: &Endpoint) -> Endpoint {
     let host = match l.host.as_str() {
         // Departure from Kafka (which advertises the canonical host name): a wildcard bind is
@@ -784,6 +874,16 @@ mod tests {
         assert!(e.to_string().contains("no.such.thing"), "{e}");
         let e = build(&[("log.segment.bytes", "12")]).unwrap_err();
         assert!(e.to_string().contains("log.segment.bytes"), "{e}");
+        // Values a log cannot be opened with are refused at start-up, not at first use.
+        for (k, v) in [
+            ("message.max.bytes", "16"),
+            ("log.segment.bytes", "60"),
+            ("log.index.size.max.bytes", "4"),
+            ("offsets.topic.segment.bytes", "14"),
+        ] {
+            let e = build(&[(k, v)]).unwrap_err();
+            assert!(e.to_string().contains(k), "{e}");
+        }
     }
 
     #[test]
@@ -849,5 +949,74 @@ mod tests {
         assert_eq!(c.advertised("LOCAL").unwrap().host, "localhost");
         let e = build(&[("listeners", "SSL://0.0.0.0:9093")]).unwrap_err();
         assert!(e.to_string().contains("only PLAINTEXT"));
+    }
+
+    fn layer(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Kafka's rule for persisted dynamic configs: one that cannot apply is skipped (and
+    /// reported), the others apply, and the result is always a configuration the broker starts
+    /// with.
+    #[test]
+    fn invalid_dynamic_values_are_left_out() {
+        let raw = RawConfig::defaults();
+        let cluster = layer(&[
+            ("message.max.bytes", "16"),
+            ("log.retention.ms", "1000"),
+            ("listeners", "PLAINTEXT://:1"),
+            ("no.such.setting", "1"),
+        ]);
+        let this = layer(&[("log.segment.bytes", "garbage"), ("log.roll.ms", "5000")]);
+        let (out, ignored) = raw.with_dynamic_checked(&cluster, &this);
+        assert_eq!(out.get("message.max.bytes"), Some("1048588"));
+        assert_eq!(out.get("log.retention.ms"), Some("1000"));
+        assert_eq!(out.get("log.roll.ms"), Some("5000"));
+        assert_eq!(out.source("log.roll.ms"), ConfigSource::DynamicBroker);
+        assert_eq!(out.get("log.segment.bytes"), Some("1073741824"));
+        assert_eq!(out.get("listeners"), Some("PLAINTEXT://0.0.0.0:9092"));
+        let mut names: Vec<&str> = ignored.iter().map(|i| i.name.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "listeners",
+                "log.segment.bytes",
+                "message.max.bytes",
+                "no.such.setting"
+            ]
+        );
+        assert!(BrokerConfig::from_raw(out).is_ok());
+    }
+
+    /// A flag or --override wins over a dynamic value, for its whole unit family.
+    #[test]
+    fn command_line_wins_over_dynamic() {
+        let mut raw = RawConfig::defaults();
+        raw.set_pinned("log.retention.hours", "2", "--override")
+            .unwrap();
+        raw.set_pinned("message.max.bytes", "1048588", "--override")
+            .unwrap();
+        raw.set("log.segment.bytes", "5000000", "file").unwrap();
+        let cluster = layer(&[
+            ("log.retention.ms", "1000"),
+            ("message.max.bytes", "5000"),
+            ("log.segment.bytes", "2000000"),
+        ]);
+        let (out, ignored) = raw.with_dynamic_checked(&cluster, &BTreeMap::new());
+        let t = crate::topic_config::TopicConfig::broker_defaults(&out).unwrap();
+        assert_eq!(t.retention_ms, 7_200_000);
+        assert_eq!(t.max_message_bytes, 1_048_588);
+        // A setting from a file is static: the dynamic value is over it, as in Kafka.
+        assert_eq!(t.segment_bytes, 2_000_000);
+        assert_eq!(ignored.len(), 2);
+        assert_eq!(
+            raw.pinned_by("log.retention.minutes"),
+            Some("log.retention.hours")
+        );
+        assert_eq!(raw.pinned_by("log.segment.bytes"), None);
     }
 }

@@ -99,6 +99,7 @@ pub struct CreatedTopic {
 fn plan_topic(
     broker: &Broker,
     image: &MetadataImage,
+    raw: &crate::config::RawConfig,
     req: &TopicRequest,
     planned_partitions: usize,
 ) -> Result<(Vec<MetadataRecord>, CreatedTopic), ApiError> {
@@ -125,10 +126,9 @@ fn plan_topic(
         ));
     }
     let brokers: Vec<i32> = vec![broker.node_id()];
-    let (num_partitions, replication_factor, assignment): (i32, i16, Vec<Vec<i32>>) = if req
-        .assignments
-        .is_empty()
-    {
+    // Only counts are worked out first: nothing is allocated from a client's number until it
+    // has passed the partition limit below (i32::MAX partitions once aborted the process).
+    let (num_partitions, replication_factor) = if req.assignments.is_empty() {
         let n = if req.num_partitions == -1 {
             broker.config.num_partitions
         } else {
@@ -157,13 +157,45 @@ fn plan_topic(
                 format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.", brokers.len()),
             ));
         }
-        (n, rf, (0..n).map(|_| brokers.clone()).collect())
+        (n, rf)
     } else {
         if req.num_partitions != -1 || req.replication_factor != -1 {
             return Err(ApiError::new(ResponseError::InvalidRequest, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."));
         }
-        let n = req.assignments.len() as i32;
-        let mut out = Vec::new();
+        let n = i32::try_from(req.assignments.len()).map_err(|_| {
+            ApiError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "Too many partitions in the replica assignment.",
+            )
+        })?;
+        let rf = req.assignments.values().next().map_or(0, Vec::len);
+        let rf = i16::try_from(rf).map_err(|_| {
+            ApiError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "Too many replicas in the replica assignment.",
+            )
+        })?;
+        (n, rf)
+    };
+    // Checked before anything is built or committed: a topic whose logs cannot be opened must
+    // not be half-created, and the partition list must not be allocated from an unchecked count.
+    let wanted = planned_partitions
+        .saturating_add(image.partition_count())
+        .saturating_add(num_partitions as usize);
+    if wanted > broker.max_partitions {
+        return Err(ApiError::new(
+            ResponseError::PolicyViolation,
+            format!(
+                "creating {num_partitions} partitions would exceed this broker's limit of {} partitions (at most {MAX_PARTITIONS_PER_BROKER}, and {} open file(s) each within the open-file limit)",
+                broker.max_partitions,
+                crate::memory::FILES_PER_PARTITION
+            ),
+        ));
+    }
+    let assignment: Vec<Vec<i32>> = if req.assignments.is_empty() {
+        (0..num_partitions).map(|_| brokers.clone()).collect()
+    } else {
+        let mut out = Vec::with_capacity(req.assignments.len());
         for (i, (p, replicas)) in req.assignments.iter().enumerate() {
             if *p != i as i32 {
                 return Err(ApiError::new(
@@ -173,6 +205,7 @@ fn plan_topic(
             }
             let unique: HashSet<_> = replicas.iter().collect();
             if replicas.is_empty()
+                || replicas.len() != replication_factor as usize
                 || unique.len() != replicas.len()
                 || replicas.iter().any(|b| !brokers.contains(b))
             {
@@ -183,24 +216,9 @@ fn plan_topic(
             }
             out.push(replicas.clone());
         }
-        let rf = out[0].len() as i16;
-        (n, rf, out)
+        out
     };
-    // Checked before anything is committed: a topic whose logs cannot be opened must not be
-    // half-created.
-    if planned_partitions + image.partition_count() + num_partitions as usize
-        > broker.max_partitions
-    {
-        return Err(ApiError::new(
-            ResponseError::PolicyViolation,
-            format!(
-                "creating {num_partitions} partitions would exceed this broker's limit of {} partitions (at most {MAX_PARTITIONS_PER_BROKER}, and {} open file(s) each within the open-file limit)",
-                broker.max_partitions,
-                crate::memory::FILES_PER_PARTITION
-            ),
-        ));
-    }
-    TopicConfig::effective(&broker.raw_config(), &req.configs)
+    TopicConfig::effective(raw, &req.configs)
         .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
 
     let topic_id = Uuid::new_v4();
@@ -270,8 +288,9 @@ pub async fn create_topics(
     let mut records = Vec::new();
     let mut results = Vec::new();
     let mut planned = 0usize;
+    let raw = broker.raw_config_for(&image);
     for req in &requests {
-        match plan_topic(broker, &image, req, planned) {
+        match plan_topic(broker, &image, &raw, req, planned) {
             Ok((r, created)) => {
                 planned += created.num_partitions as usize;
                 records.extend(r);
@@ -539,20 +558,24 @@ fn apply_change(
                             .map(|s| s.trim().to_string())
                             .filter(|s| !s.is_empty())
                             .collect();
-                        for item in value
+                        let given = value
                             .as_deref()
                             .unwrap_or("")
                             .split(',')
                             .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                        {
-                            if *op == 2 {
-                                if !items.iter().any(|i| i == item) {
+                            .filter(|s| !s.is_empty());
+                        // Sets, so a value of a million items costs a million look-ups, not
+                        // their square (with the metadata lock held).
+                        if *op == 2 {
+                            let mut present: HashSet<String> = items.iter().cloned().collect();
+                            for item in given {
+                                if present.insert(item.to_string()) {
                                     items.push(item.to_string());
                                 }
-                            } else {
-                                items.retain(|i| i != item);
                             }
+                        } else {
+                            let gone: HashSet<&str> = given.collect();
+                            items.retain(|i| !gone.contains(i.as_str()));
                         }
                         next.insert(name.clone(), items.join(","));
                     }
@@ -661,14 +684,35 @@ pub async fn alter_broker_configs(
                     ),
                 ));
             }
+            let pinned: Vec<&str> = next
+                .keys()
+                .filter(|k| current.get(*k) != next.get(*k))
+                .filter_map(|k| broker.config.raw.pinned_by(k))
+                .collect();
+            if !pinned.is_empty() {
+                return Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!(
+                        "Cannot update these configs dynamically: {} (given on this broker's command line, which wins over dynamic values)",
+                        pinned.join(", ")
+                    ),
+                ));
+            }
             let (cluster, this) = if resource_name.is_empty() {
                 (next.clone(), image.broker_configs(&node))
             } else {
                 (image.broker_configs(""), next.clone())
             };
-            let candidate = broker.config.raw.with_dynamic(&cluster, &this);
-            TopicConfig::broker_defaults(&candidate)
-                .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))?;
+            validate_broker_change(
+                broker,
+                &image,
+                &raw,
+                &current,
+                &next,
+                resource_name.is_empty(),
+                &cluster,
+                &this,
+            )?;
             config_records(
                 RESOURCE_BROKER,
                 resource_name,
@@ -681,6 +725,46 @@ pub async fn alter_broker_configs(
         results.push(result);
     }
     commit_all_or_none(broker, &mut log, &records, results, validate_only)
+}
+
+/// Checks a change of dynamic broker settings completely, as it will be applied: each value
+/// it sets must be one the broker takes (not left out as invalid), the whole broker
+/// configuration must still parse, and no topic whose configuration is valid now may become
+/// invalid under the new defaults. Nothing is stored unless this passes.
+#[allow(clippy::too_many_arguments)]
+fn validate_broker_change(
+    broker: &Broker,
+    image: &MetadataImage,
+    raw_now: &crate::config::RawConfig,
+    current: &BTreeMap<String, String>,
+    next: &BTreeMap<String, String>,
+    cluster_wide: bool,
+    cluster: &BTreeMap<String, String>,
+    this: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    let invalid = |m: String| ApiError::new(ResponseError::InvalidConfig, m);
+    let (candidate, ignored) = broker.config.raw.with_dynamic_checked(cluster, this);
+    if let Some(i) = ignored
+        .iter()
+        .find(|i| i.per_broker != cluster_wide && current.get(&i.name) != next.get(&i.name))
+    {
+        // The reason names the setting and the value (the other reasons were refused above).
+        return Err(invalid(i.reason.clone()));
+    }
+    crate::config::BrokerConfig::from_raw(candidate.clone()).map_err(|e| invalid(e.to_string()))?;
+    for topic in image.topics.values() {
+        let overrides = image.topic_configs(&topic.name);
+        if TopicConfig::effective(raw_now, &overrides).is_err() {
+            continue;
+        }
+        if let Err(e) = TopicConfig::effective(&candidate, &overrides) {
+            return Err(invalid(format!(
+                "the change would make the configuration of topic {} invalid: {e}",
+                topic.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub enum TopicRef {
@@ -696,7 +780,18 @@ pub async fn delete_topics(
     let image = broker.image();
     let mut results = Vec::new();
     let mut records = Vec::new();
-    let mut seen = HashSet::new();
+    // A topic named twice (by name or id) is refused for every copy and not deleted, as Kafka
+    // does: before, the first copy deleted it.
+    let mut named: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+    for t in &topics {
+        let id = match t {
+            TopicRef::Name(n) => image.topic(n).map(|t| t.id),
+            TopicRef::Id(id) => Some(*id),
+        };
+        if let Some(id) = id {
+            *named.entry(id).or_default() += 1;
+        }
+    }
     for t in topics {
         let found = match &t {
             TopicRef::Name(n) => image.topic(n).cloned().ok_or_else(|| {
@@ -725,7 +820,7 @@ pub async fn delete_topics(
                     "Topic deletion is disabled.",
                 ));
             }
-            if !seen.insert(topic.id) {
+            if named.get(&topic.id).copied().unwrap_or(0) > 1 {
                 return Err(ApiError::new(
                     ResponseError::InvalidRequest,
                     "Duplicate topic in request.",
@@ -761,5 +856,240 @@ mod tests {
         }
         assert!(validate_topic_name(&"x".repeat(249)).is_ok());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{BrokerConfig, RawConfig};
+    use crate::metadata::metadata_log::MetadataLog;
+    use crate::replica_manager::ReplicaManager;
+
+    fn test_broker(dir: &Path, pinned: &[(&str, &str)]) -> Arc<Broker> {
+        let mut raw = RawConfig::defaults();
+        raw.set("log.dirs", &dir.display().to_string(), "test")
+            .unwrap();
+        for (k, v) in pinned {
+            raw.set_pinned(k, v, "test").unwrap();
+        }
+        let config = BrokerConfig::from_raw(raw).unwrap();
+        let (log, image) = MetadataLog::open(dir).unwrap();
+        let replicas = ReplicaManager::new(config.node_id, dir);
+        Arc::new(Broker::new(config, "c".into(), log, image, replicas))
+    }
+
+    fn topic(name: &str, num_partitions: i32, replication_factor: i16) -> TopicRequest {
+        TopicRequest {
+            name: name.into(),
+            num_partitions,
+            replication_factor,
+            assignments: BTreeMap::new(),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    fn code(r: &Result<impl Sized, ApiError>) -> i16 {
+        r.as_ref().err().map_or(0, |e| e.code)
+    }
+
+    /// Every count of a CreateTopics at its extremes gets Kafka's error code, and nothing is
+    /// allocated from it first: 2^31-1 partitions once aborted the process.
+    #[tokio::test]
+    async fn create_topics_counts_at_extremes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[]);
+        let policy = ResponseError::PolicyViolation.code();
+        let partitions = ResponseError::InvalidPartitions.code();
+        let rf = ResponseError::InvalidReplicationFactor.code();
+        for validate_only in [true, false] {
+            let cases = [
+                (i32::MAX, 1, policy),
+                (b.max_partitions as i32 + 1, 1, policy),
+                (0, 1, partitions),
+                (-2, 1, partitions),
+                (i32::MIN, 1, partitions),
+                (1, 0, rf),
+                (1, -2, rf),
+                (1, i16::MIN, rf),
+                (1, i16::MAX, rf),
+                (i32::MAX, i16::MAX, rf),
+            ];
+            for (n, r, want) in cases {
+                let got = create_topics(&b, vec![topic("t", n, r)], validate_only).await;
+                assert_eq!(code(&got[0]), want, "{n} partitions, rf {r}");
+            }
+        }
+        // Two topics that each fit but together exceed the limit: the second is refused.
+        let half = (b.max_partitions / 2 + 1) as i32;
+        let got = create_topics(&b, vec![topic("a", half, 1), topic("b", half, 1)], true).await;
+        assert_eq!((code(&got[0]), code(&got[1])), (0, policy));
+        assert_eq!(b.image().partition_count(), 0, "nothing was created");
+
+        let mut assigned = topic("x", -1, -1);
+        assigned.assignments.insert(0, vec![0]);
+        assigned.assignments.insert(1, vec![0, 0]);
+        let got = create_topics(&b, vec![assigned], false).await;
+        assert_eq!(
+            code(&got[0]),
+            ResponseError::InvalidReplicaAssignment.code()
+        );
+        let mut gap = topic("y", -1, -1);
+        gap.assignments.insert(i32::MAX, vec![0]);
+        let got = create_topics(&b, vec![gap], false).await;
+        assert_eq!(
+            code(&got[0]),
+            ResponseError::InvalidReplicaAssignment.code()
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_topics_named_twice_deletes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[]);
+        assert!(create_topics(&b, vec![topic("t", 1, 1)], false).await[0].is_ok());
+        let id = b.image().topic("t").unwrap().id;
+        let refs = vec![
+            TopicRef::Name("t".into()),
+            TopicRef::Id(id),
+            TopicRef::Name("t".into()),
+        ];
+        let got = delete_topics(&b, refs).await;
+        let invalid = ResponseError::InvalidRequest.code();
+        assert!(got.iter().all(|r| code(r) == invalid));
+        assert!(b.image().topic("t").is_some(), "nothing was deleted");
+        let many: Vec<TopicRef> = (0..20_000).map(|_| TopicRef::Name("t".into())).collect();
+        assert_eq!(delete_topics(&b, many).await.len(), 20_000);
+        assert!(b.image().topic("t").is_some());
+    }
+
+    #[tokio::test]
+    async fn create_partitions_counts_at_extremes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[]);
+        let made = create_topics(&b, vec![topic("t", 2, 1)], false).await;
+        assert!(made[0].is_ok());
+        let inc = |count, assignments| PartitionIncrease {
+            topic: "t".into(),
+            count,
+            assignments,
+        };
+        let policy = ResponseError::PolicyViolation.code();
+        let partitions = ResponseError::InvalidPartitions.code();
+        let assignment = ResponseError::InvalidReplicaAssignment.code();
+        let cases = [
+            (inc(i32::MAX, None), policy),
+            (inc(i32::MAX, Some(vec![vec![0]])), policy),
+            (inc(0, None), partitions),
+            (inc(-1, None), partitions),
+            (inc(i32::MIN, None), partitions),
+            (inc(2, None), partitions),
+            (inc(4, Some(vec![vec![0]])), assignment),
+            (inc(3, Some(vec![vec![i32::MAX]])), assignment),
+            (inc(3, Some(vec![vec![]])), assignment),
+        ];
+        for (req, want) in cases {
+            let count = req.count;
+            let got = create_partitions(&b, vec![req], false).await;
+            assert_eq!(code(&got[0]), want, "count {count}");
+        }
+        assert_eq!(b.image().partition_count(), 2);
+    }
+
+    /// The scenario: message.max.bytes=16 for every broker is refused and not stored.
+    #[tokio::test]
+    async fn broker_change_invalid_for_a_log_is_not_stored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[("log.retention.hours", "2")]);
+        let made = create_topics(&b, vec![topic("t", 1, 1)], false).await;
+        assert!(made[0].is_ok());
+        let set = |k: &str, v: &str| {
+            vec![(
+                String::new(),
+                ConfigChange::Incremental(vec![(k.to_string(), 0, Some(v.to_string()))]),
+            )]
+        };
+        for (k, v, want) in [
+            ("message.max.bytes", "16", ResponseError::InvalidConfig),
+            ("message.max.bytes", "-1", ResponseError::InvalidConfig),
+            (
+                "message.max.bytes",
+                "9223372036854775807",
+                ResponseError::InvalidConfig,
+            ),
+            ("log.segment.bytes", "20", ResponseError::InvalidConfig),
+            (
+                "log.index.size.max.bytes",
+                "4",
+                ResponseError::InvalidConfig,
+            ),
+            ("log.roll.ms", "soon", ResponseError::InvalidConfig),
+            // Given on the command line (its family), which wins.
+            ("log.retention.ms", "1000", ResponseError::InvalidRequest),
+            ("log.retention.hours", "1", ResponseError::InvalidRequest),
+        ] {
+            for validate_only in [true, false] {
+                let got = alter_broker_configs(&b, set(k, v), validate_only).await;
+                assert_eq!(code(&got[0]), want.code(), "{k}={v}");
+            }
+        }
+        assert!(b.image().broker_configs("").is_empty(), "nothing stored");
+        // The broker still takes changes and creates topics.
+        let got = alter_broker_configs(&b, set("message.max.bytes", "2000"), false).await;
+        assert!(got[0].is_ok());
+        assert!(create_topics(&b, vec![topic("u", 1, 1)], false).await[0].is_ok());
+    }
+
+    /// APPEND and SUBTRACT of a list value with 200,000 items finish in moments (they took
+    /// the square of that in comparisons), keep the order and drop repeats.
+    #[test]
+    fn list_append_subtract_of_a_huge_value() {
+        let current = BTreeMap::new();
+        let huge: Vec<String> = (0..200_000).map(|i| format!("p{i}")).collect();
+        let list = |_: &str| Some("delete".to_string());
+        let started = std::time::Instant::now();
+        let add = ConfigChange::Incremental(vec![(
+            "cleanup.policy".into(),
+            2,
+            Some(format!("{},p0,delete", huge.join(","))),
+        )]);
+        let next = apply_change(&current, &add, &list).unwrap();
+        let v = &next["cleanup.policy"];
+        assert!(v.starts_with("delete,p0,p1,") && v.ends_with(",p199999"));
+        let sub =
+            ConfigChange::Incremental(vec![("cleanup.policy".into(), 3, Some(huge.join(",")))]);
+        let next = apply_change(&next, &sub, &list).unwrap();
+        assert_eq!(next["cleanup.policy"], "delete");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[tokio::test]
+    async fn topic_change_invalid_for_a_log_is_not_stored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[]);
+        let mut t = topic("t", 1, 1);
+        t.configs.insert("max.message.bytes".into(), "16".into());
+        let got = create_topics(&b, vec![t], false).await;
+        assert_eq!(code(&got[0]), ResponseError::InvalidConfig.code());
+        assert!(create_topics(&b, vec![topic("t", 1, 1)], false).await[0].is_ok());
+        for (k, v) in [
+            ("max.message.bytes", "16"),
+            ("segment.bytes", "14"),
+            ("segment.index.bytes", "4"),
+            ("segment.ms", "0"),
+            ("retention.ms", "-2"),
+            ("min.cleanable.dirty.ratio", "NaN"),
+        ] {
+            let change = ConfigChange::Incremental(vec![(k.into(), 0, Some(v.into()))]);
+            let got = alter_topic_configs(&b, vec![("t".into(), change)], false).await;
+            assert_eq!(
+                code(&got[0]),
+                ResponseError::InvalidConfig.code(),
+                "{k}={v}"
+            );
+        }
+        assert!(b.image().topic_configs("t").is_empty());
     }
 }

@@ -68,19 +68,26 @@ impl ReplicaManager {
     ) -> Result<(), PartitionError> {
         let mut wanted: HashMap<TopicPartition, (uuid::Uuid, i32, TopicConfig)> = HashMap::new();
         for topic in image.topics.values() {
-            let config = match TopicConfig::effective(broker, &image.topic_configs(&topic.name)) {
-                Ok(c) => c,
-                Err(e) => {
-                    // Only reachable if a broker default changed under a stored override; use
-                    // the broker defaults rather than refusing to host the topic.
-                    warn!(topic = %topic.name, error = %e, "topic config no longer valid; using broker defaults");
-                    match TopicConfig::broker_defaults(broker) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            return Err(PartitionError::Io(std::io::Error::other(e.to_string())))
-                        }
+            // A stored override that is not valid (any more) is left out, never fatal: the
+            // topic keeps its other overrides. Changes are validated before they are stored,
+            // so this is data from elsewhere (an older version, a hand-edited log).
+            let config = match TopicConfig::effective_lenient(
+                broker,
+                &image.topic_configs(&topic.name),
+            ) {
+                Ok((c, dropped)) => {
+                    // Reported when the topic's logs are opened, not at every change.
+                    let opening = !dropped.is_empty()
+                        && topic
+                            .partitions
+                            .keys()
+                            .any(|p| self.get(&topic.name, *p).is_none());
+                    for (name, e) in dropped.iter().filter(|_| opening) {
+                        warn!(topic = %topic.name, config = %name, error = %e, "ignoring an invalid topic config override; the broker default is used");
                     }
+                    c
                 }
+                Err(e) => return Err(PartitionError::Io(std::io::Error::other(e.to_string()))),
             };
             for (p, reg) in &topic.partitions {
                 if reg.replicas.contains(&self.node_id) {
@@ -271,5 +278,48 @@ mod tests {
                 Err(_) => assert_eq!(i, 5),
             }
         }
+    }
+
+    /// A stored topic override that a log cannot take (max.message.bytes=16, as an older
+    /// version could store it) does not stop the topic's logs from opening: that override is
+    /// left out, the topic's other overrides stay.
+    #[test]
+    fn invalid_stored_override_is_left_out() {
+        use crate::metadata::records::RESOURCE_TOPIC;
+        use crate::metadata::{MetadataImage, MetadataRecord};
+        let tmp = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4();
+        let config = |name: &str, value: &str| MetadataRecord::Config {
+            resource_type: RESOURCE_TOPIC,
+            resource_name: "t".into(),
+            name: name.into(),
+            value: Some(value.into()),
+        };
+        let mut image = MetadataImage::empty();
+        let records = [
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            config("max.message.bytes", "16"),
+            config("retention.ms", "7777"),
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![0],
+                isr: vec![0],
+                leader: 0,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        ];
+        for (i, r) in records.iter().enumerate() {
+            image.apply(i as i64, r).unwrap();
+        }
+        let rm = ReplicaManager::new(0, tmp.path());
+        rm.apply_image(&image, &RawConfig::defaults()).unwrap();
+        let p = rm.get("t", 0).expect("the partition is hosted");
+        assert_eq!(p.config().retention_ms, 7777);
+        assert_eq!(p.config().max_message_bytes, 1_048_588);
     }
 }

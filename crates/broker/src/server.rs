@@ -131,10 +131,20 @@ pub async fn run(
 
     let (metadata_log, image) = MetadataLog::open(&dir).context("cannot open the metadata log")?;
     let replicas = ReplicaManager::new(config.node_id, &dir);
-    let raw_with_dynamic = config.raw.with_dynamic(
+    let (raw_with_dynamic, ignored) = config.raw.with_dynamic_checked(
         &image.broker_configs(""),
         &image.broker_configs(&config.node_id.to_string()),
     );
+    // Kafka's behaviour for dynamic configs: one that cannot apply is reported and skipped, the
+    // static or default value is used, and the broker starts.
+    for i in &ignored {
+        let resource = if i.per_broker {
+            "this broker"
+        } else {
+            "every broker"
+        };
+        warn!(config = %i.name, value = %i.value, resource, reason = %i.reason, "ignoring a persisted dynamic broker config; the static or default value is used");
+    }
     replicas
         .apply_image(&image, &raw_with_dynamic)
         .context("cannot open partition logs")?;

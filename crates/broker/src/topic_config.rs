@@ -7,6 +7,9 @@ use crate::config::{
     TimestampType, TOPIC_CONFIGS,
 };
 
+/// Room for one entry in an offset index (strom-log's floor).
+const MIN_SEGMENT_INDEX_BYTES: i64 = 12;
+
 /// DescribeConfigs' source for a value set on the topic itself.
 pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 
@@ -105,6 +108,48 @@ impl TopicConfig {
         raw: &RawConfig,
         overrides: &BTreeMap<String, String>,
     ) -> Result<TopicConfig, ConfigError> {
+        let config = Self::parse(raw, overrides)?;
+        // Whatever the floors in `parse` miss, the log's own check catches before anything is
+        // stored: a configuration is valid only if a log accepts it.
+        config
+            .log_config()
+            .validate()
+            .map_err(|e| invalid("topic configuration", "", &e.to_string()))?;
+        Ok(config)
+    }
+
+    /// [`TopicConfig::effective`] for a configuration that was stored earlier (a topic's
+    /// overrides in the metadata image): an override that is not valid with the broker settings
+    /// in force is left out, so the topic keeps its other overrides, and returned so that the
+    /// caller can report it. Only the broker defaults themselves being invalid is an error.
+    pub fn effective_lenient(
+        raw: &RawConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(TopicConfig, Vec<(String, ConfigError)>), ConfigError> {
+        if let Ok(c) = Self::effective(raw, overrides) {
+            return Ok((c, Vec::new()));
+        }
+        let mut kept = BTreeMap::new();
+        let mut dropped = Vec::new();
+        for (k, v) in overrides {
+            kept.insert(k.clone(), v.clone());
+            if let Err(e) = Self::effective(raw, &kept) {
+                kept.remove(k);
+                dropped.push((k.clone(), e));
+            }
+        }
+        Ok((Self::effective(raw, &kept)?, dropped))
+    }
+
+    fn parse(
+        raw: &RawConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, ConfigError> {
+        // The floors are what a log can be opened with (strom-log refuses less): a batch
+        // header for max.message.bytes and segment.bytes (Kafka: 0 and 14), one index entry
+        // for segment.index.bytes (Kafka: 4). A lower value accepted here would be stored and
+        // then fail every log it reaches.
+        let batch_header = strom_log::batch::RECORD_BATCH_HEADER_SIZE as i64;
         for k in overrides.keys() {
             if !TOPIC_CONFIGS.iter().any(|(t, _, _)| t == k) {
                 return Err(ConfigError::Unknown {
@@ -178,10 +223,10 @@ impl TopicConfig {
             None,
         )?;
         let flush_ms = long("flush.ms", 0)?;
-        // Kafka's segment.bytes floor is the smallest legacy record, 14 bytes.
+        // segment.bytes and max.message.bytes start at `batch_header` (see the floors above).
         Ok(TopicConfig {
             cleanup_policy,
-            max_message_bytes: int("max.message.bytes", 0)? as i32,
+            max_message_bytes: int("max.message.bytes", batch_header)? as i32,
             message_timestamp_type: parse_timestamp_type(
                 "message.timestamp.type",
                 &value("message.timestamp.type")?,
@@ -189,9 +234,9 @@ impl TopicConfig {
             min_insync_replicas: int("min.insync.replicas", 1)? as i32,
             retention_bytes: long("retention.bytes", i64::MIN)?,
             retention_ms: long("retention.ms", -1)?,
-            segment_bytes: int("segment.bytes", 14)?,
+            segment_bytes: int("segment.bytes", batch_header)?,
             segment_ms: long("segment.ms", 1)?,
-            segment_index_bytes: int("segment.index.bytes", 4)?,
+            segment_index_bytes: int("segment.index.bytes", MIN_SEGMENT_INDEX_BYTES)?,
             index_interval_bytes: int("index.interval.bytes", 0)?,
             flush_messages: long("flush.messages", 1)?,
             flush_ms: if flush_ms == i64::MAX {
@@ -265,6 +310,78 @@ impl TopicConfig {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod floor_tests {
+    use super::*;
+
+    /// The class behind message.max.bytes=16: whatever value `effective` accepts for any topic
+    /// setting, a log accepts too (it used to be stored and then fail every log it reached).
+    #[test]
+    fn every_accepted_value_opens_a_log() {
+        let raw = RawConfig::defaults();
+        let values = [
+            "-9223372036854775808",
+            "-2",
+            "-1",
+            "0",
+            "1",
+            "4",
+            "11",
+            "12",
+            "13",
+            "14",
+            "16",
+            "60",
+            "61",
+            "62",
+            "2147483647",
+            "2147483648",
+            "9223372036854775807",
+            "0.5",
+            "NaN",
+            "inf",
+            "",
+            "garbage",
+            "delete,compact",
+            "LogAppendTime",
+            "producer",
+        ];
+        for (name, _, _) in TOPIC_CONFIGS {
+            for v in values {
+                let mut o = BTreeMap::new();
+                o.insert(name.to_string(), v.to_string());
+                if let Ok(c) = TopicConfig::effective(&raw, &o) {
+                    assert!(c.log_config().validate().is_ok(), "{name}={v} accepted");
+                }
+            }
+        }
+        for (k, v) in [
+            ("max.message.bytes", "16"),
+            ("segment.bytes", "14"),
+            ("segment.index.bytes", "4"),
+        ] {
+            let mut o = BTreeMap::new();
+            o.insert(k.to_string(), v.to_string());
+            assert!(TopicConfig::effective(&raw, &o).is_err(), "{k}={v}");
+        }
+    }
+
+    /// A stored override that is not valid is dropped on its own; the others stay.
+    #[test]
+    fn lenient_keeps_the_valid_overrides() {
+        let raw = RawConfig::defaults();
+        let mut o = BTreeMap::new();
+        o.insert("max.message.bytes".to_string(), "16".to_string());
+        o.insert("cleanup.policy".to_string(), "compact".to_string());
+        o.insert("bogus".to_string(), "1".to_string());
+        let (c, dropped) = TopicConfig::effective_lenient(&raw, &o).unwrap();
+        assert_eq!(c.cleanup_policy, "compact");
+        assert_eq!(c.max_message_bytes, 1_048_588);
+        let names: Vec<&str> = dropped.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, vec!["bogus", "max.message.bytes"]);
     }
 }
 

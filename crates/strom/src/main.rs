@@ -74,14 +74,16 @@ fn load_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
     ];
     for (key, value) in flags {
         if let Some(v) = value {
-            raw.set(key, v, "command line").map_err(|e| e.to_string())?;
+            raw.set_pinned(key, v, "command line")
+                .map_err(|e| e.to_string())?;
         }
     }
     for o in &args.overrides {
         let (k, v) = o
             .split_once('=')
             .ok_or_else(|| format!("--override {o:?}: expected KEY=VALUE"))?;
-        raw.set(k, v, "--override").map_err(|e| e.to_string())?;
+        raw.set_pinned(k, v, "--override")
+            .map_err(|e| e.to_string())?;
     }
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

@@ -47,6 +47,10 @@ pub const MAX_GROUPS: usize = 100_000;
 /// Protocol metadata one member may register, all protocols together. Kafka bounds it only by
 /// the request size; the whole group's metadata goes into one record and one join response.
 pub const MAX_MEMBER_METADATA_BYTES: usize = 1024 * 1024;
+/// Protocols (assignors) one member may offer. Kafka does not bound them; choosing the
+/// group's protocol compares every member's list with every other's, so 150,000 of them held
+/// a worker for seconds. Clients offer a handful.
+pub const MAX_MEMBER_PROTOCOLS: usize = 100;
 /// Bytes read per step when loading a partition of `__consumer_offsets`.
 const LOAD_READ_BYTES: usize = 16 * 1024 * 1024;
 /// Longest sleep of the timer task when nothing is due (it also wakes when told).
@@ -546,7 +550,8 @@ impl GroupCoordinator {
             return fail(ResponseError::InvalidSessionTimeout);
         }
         let metadata_bytes: usize = req.protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
-        if metadata_bytes > MAX_MEMBER_METADATA_BYTES {
+        if metadata_bytes > MAX_MEMBER_METADATA_BYTES || req.protocols.len() > MAX_MEMBER_PROTOCOLS
+        {
             return fail(ResponseError::InvalidRequest);
         }
         // A member id names a member of an existing group; only a newcomer creates one.

@@ -191,10 +191,12 @@ impl GroupConfig {
                 1,
                 i16::MAX as i64,
             )? as i16,
+            // The offsets topic's segment.bytes: the floor a log opens with (a batch header),
+            // so a value accepted here cannot fail the topic's creation later.
             offsets_topic_segment_bytes: get(
                 "offsets.topic.segment.bytes",
                 d.offsets_topic_segment_bytes,
-                14,
+                strom_log::batch::RECORD_BATCH_HEADER_SIZE as i64,
                 int_max,
             )?,
             offsets_retention_ms: get(

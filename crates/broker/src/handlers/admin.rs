@@ -1,6 +1,6 @@
 //! Admin APIs: CreateTopics, DeleteTopics, DescribeConfigs, DescribeCluster.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use proto_kafka::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
@@ -91,6 +91,8 @@ pub async fn create_topics(
             .into_iter()
             .map(Some)
             .collect();
+    // Once per request: it validates the dynamic settings each time.
+    let raw = broker.raw_config();
     let topics = req
         .topics
         .iter()
@@ -113,8 +115,7 @@ pub async fn create_topics(
             });
             match outcome {
                 Ok((created, overrides)) => {
-                    let rows =
-                        TopicConfig::describe(&broker.raw_config(), &overrides).unwrap_or_default();
+                    let rows = TopicConfig::describe(&raw, &overrides).unwrap_or_default();
                     base.with_topic_id(if req.validate_only {
                         uuid::Uuid::nil()
                     } else {
@@ -192,11 +193,14 @@ pub async fn delete_topics(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-fn wanted(keys: &Option<Vec<proto_kafka::protocol::StrBytes>>, name: &str) -> bool {
-    match keys {
-        None => true,
-        Some(k) => k.iter().any(|k| &**k == name),
-    }
+/// The configuration keys a resource asks for, as a set: a long key list costs one look-up per
+/// setting, not the product of the two lengths.
+fn wanted_keys(keys: &Option<Vec<proto_kafka::protocol::StrBytes>>) -> Option<HashSet<&str>> {
+    keys.as_ref().map(|k| k.iter().map(|k| &**k).collect())
+}
+
+fn wanted(keys: &Option<HashSet<&str>>, name: &str) -> bool {
+    keys.as_ref().is_none_or(|k| k.contains(name))
 }
 
 pub fn describe_configs(
@@ -206,10 +210,16 @@ pub fn describe_configs(
 ) -> DescribeConfigsResponse {
     let image = broker.image();
     let with_synonyms = ctx.version >= 1 && req.include_synonyms;
+    // A resource named again is described once (its first entry): a list repeating the
+    // broker's sixty settings must not multiply the response.
+    let mut seen = HashSet::new();
+    let raw = broker.raw_config_for(&image);
     let results = req
         .resources
         .iter()
+        .filter(|res| seen.insert((res.resource_type, res.resource_name.clone())))
         .map(|res| {
+            let keys = wanted_keys(&res.configuration_keys);
             let name = res.resource_name.to_string();
             let base = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
@@ -225,7 +235,7 @@ pub fn describe_configs(
                             ))));
                     }
                     let overrides = image.topic_configs(&name);
-                    let rows = match TopicConfig::describe(&broker.raw_config(), &overrides) {
+                    let rows = match TopicConfig::describe(&raw, &overrides) {
                         Ok(r) => r,
                         Err(e) => {
                             return base
@@ -235,7 +245,7 @@ pub fn describe_configs(
                     };
                     let configs = rows
                         .into_iter()
-                        .filter(|r| wanted(&res.configuration_keys, r.name))
+                        .filter(|r| wanted(&keys, r.name))
                         .map(|r| {
                             let mut synonyms = Vec::new();
                             if with_synonyms {
@@ -278,8 +288,6 @@ pub fn describe_configs(
                                 broker.node_id()
                             ))));
                     }
-                    let image = broker.image();
-                    let raw = broker.raw_config_for(&image);
                     // The layers under the value in force, for synonyms (Kafka lists them
                     // in order of precedence).
                     let layers = [
@@ -291,7 +299,7 @@ pub fn describe_configs(
                     ];
                     let configs = BROKER_CONFIGS
                         .iter()
-                        .filter(|d| wanted(&res.configuration_keys, d.name))
+                        .filter(|d| wanted(&keys, d.name))
                         .map(|d| {
                             let value = raw.get(d.name).map(str_bytes);
                             let source = raw.source(d.name) as i8;

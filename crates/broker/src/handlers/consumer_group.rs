@@ -180,6 +180,12 @@ pub fn describe(
     let groups = req
         .group_ids
         .into_iter()
+        // A group named again is not described again: a list repeating a large group must
+        // not multiply the response (Strom answers each distinct group once).
+        .filter({
+            let mut seen = std::collections::HashSet::new();
+            move |gid| seen.insert(gid.0.clone())
+        })
         .map(|gid| {
             let found = broker.groups.inspect(&gid.0, |g, cfg| {
                 let c = g.consumer_group()?;

@@ -230,10 +230,12 @@ pub fn join_group(
     let v = ctx.version;
     let group_id = req.group_id.0.to_string();
     let mut protocols: Vec<(String, bytes::Bytes)> = Vec::with_capacity(req.protocols.len());
+    // A set: a request of n protocols costs n look-ups, not n^2 comparisons on a worker thread.
+    let mut names = std::collections::HashSet::new();
     for p in req.protocols {
         let name = p.name.to_string();
         // Kafka keys the protocols by name: a repeated name is ignored.
-        if !protocols.iter().any(|(n, _)| *n == name) {
+        if names.insert(name.clone()) {
             protocols.push((name, p.metadata));
         }
     }
@@ -697,24 +699,26 @@ pub fn list_groups(
     req: ListGroupsRequest,
 ) -> Result<Reply, RequestError> {
     let v = ctx.version;
-    let lower =
-        |xs: &[StrBytes]| -> Vec<String> { xs.iter().map(|s| s.to_ascii_lowercase()).collect() };
+    // Sets: a filter list of any length costs one look-up per group, not its length.
+    let lower = |xs: &[StrBytes]| -> std::collections::HashSet<String> {
+        xs.iter().map(|s| s.to_ascii_lowercase()).collect()
+    };
     let states = if v >= 4 {
         lower(&req.states_filter)
     } else {
-        Vec::new()
+        Default::default()
     };
     let types = if v >= 5 {
         lower(&req.types_filter)
     } else {
-        Vec::new()
+        Default::default()
     };
     let groups = broker
         .groups
         .list()
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
-        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+        .filter(|g| types.is_empty() || types.contains(g.group_type))
         .map(|g| {
             let listed = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
@@ -744,6 +748,12 @@ pub fn describe_groups(
     let groups = req
         .groups
         .into_iter()
+        // A group named again is not described again: a list repeating a large group must
+        // not multiply the response (Strom answers each distinct group once).
+        .filter({
+            let mut seen = std::collections::HashSet::new();
+            move |gid| seen.insert(gid.0.clone())
+        })
         .map(|gid| {
             let described = match broker.groups.describe(&gid.0) {
                 Some(s) => {

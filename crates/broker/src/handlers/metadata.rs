@@ -96,8 +96,19 @@ pub async fn handle(
         // Before v4 there was no flag and auto-creation always applied.
         let allow_auto = (ctx.version < 4 || req.allow_auto_topic_creation)
             && broker.config.auto_create_topics_enable;
+        // Each topic is answered once, however often it is named (Kafka takes the list as a
+        // set): a list repeating a topic of many partitions must not multiply the response.
+        let mut seen_names = std::collections::HashSet::new();
+        let mut seen_ids = std::collections::HashSet::new();
         for t in req.topics.unwrap_or_default() {
             let name = t.name.as_ref().map(|n| n.0.to_string());
+            let fresh = match &name {
+                Some(n) => seen_names.insert(n.clone()),
+                None => seen_ids.insert(t.topic_id),
+            };
+            if !fresh {
+                continue;
+            }
             let Some(name) = name else {
                 topics.push(match image.topic_by_id(&t.topic_id) {
                     Some(topic) => describe_topic(topic, include_ops),

@@ -1,7 +1,7 @@
 //! Admin APIs that change or inspect topics after creation: CreatePartitions, AlterConfigs,
 //! IncrementalAlterConfigs, DeleteRecords, DescribeLogDirs, DescribeTopicPartitions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use proto_kafka::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -79,11 +79,62 @@ type AlterOutcome = (i8, StrBytes, Option<Result<(), ApiError>>);
 /// A resource type, its changes by resource name, and where each answer goes.
 type ChangesOfType = (i8, Vec<(String, ConfigChange)>, Vec<usize>);
 
+/// A resource named twice in one request is refused for every copy, as Kafka does: the
+/// changes would otherwise be validated apart and then applied one over the other.
+fn refuse_duplicates(resources: &mut [(i8, StrBytes, Result<ConfigChange, ApiError>)]) {
+    let mut counts: HashMap<(i8, &str), usize> = HashMap::new();
+    for (ty, name, _) in resources.iter() {
+        *counts.entry((*ty, &**name)).or_default() += 1;
+    }
+    let dup: HashSet<(i8, String)> = counts
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|((t, n), _)| (t, n.to_string()))
+        .collect();
+    if dup.is_empty() {
+        return;
+    }
+    for (ty, name, change) in resources.iter_mut() {
+        if dup.contains(&(*ty, name.to_string())) {
+            *change = Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                "Each resource must appear at most once.",
+            ));
+        }
+    }
+}
+
+/// Kafka's checks of one resource's entries before anything else: each name once, and a value
+/// for every entry that sets one.
+fn check_entries<'a>(entries: impl Iterator<Item = (&'a str, bool)>) -> Result<(), ApiError> {
+    let mut seen = HashSet::new();
+    let mut nulls = Vec::new();
+    for (name, null_value) in entries {
+        if !seen.insert(name) {
+            return Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                "Error due to duplicate config keys",
+            ));
+        }
+        if null_value {
+            nulls.push(name);
+        }
+    }
+    if !nulls.is_empty() {
+        return Err(ApiError::new(
+            ResponseError::InvalidRequest,
+            format!("Null value not supported for : {}", nulls.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
 async fn alter(
     broker: &Arc<Broker>,
-    resources: Vec<(i8, StrBytes, ConfigChange)>,
+    mut resources: Vec<(i8, StrBytes, Result<ConfigChange, ApiError>)>,
     validate_only: bool,
 ) -> Vec<(i8, StrBytes, Result<(), ApiError>)> {
+    refuse_duplicates(&mut resources);
     let mut out: Vec<AlterOutcome> = Vec::new();
     // Topic and broker changes each commit all or none, topics first.
     let mut by_type: [ChangesOfType; 2] = [
@@ -91,6 +142,13 @@ async fn alter(
         (RESOURCE_BROKER, Vec::new(), Vec::new()),
     ];
     for (ty, name, change) in resources {
+        let change = match change {
+            Ok(c) => c,
+            Err(e) => {
+                out.push((ty, name, Some(Err(e))));
+                continue;
+            }
+        };
         match by_type.iter_mut().find(|(t, _, _)| *t == ty) {
             Some((_, changes, slots)) => {
                 slots.push(out.len());
@@ -141,20 +199,20 @@ pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> Al
         .resources
         .iter()
         .map(|r| {
-            let all: BTreeMap<String, String> = r
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.to_string(), v.to_string()))
-                })
-                .collect();
-            (
-                r.resource_type,
-                r.resource_name.clone(),
-                ConfigChange::Replace(all),
-            )
+            let change = check_entries(r.configs.iter().map(|c| (&*c.name, c.value.is_none())))
+                .map(|()| {
+                    let all: BTreeMap<String, String> = r
+                        .configs
+                        .iter()
+                        .filter_map(|c| {
+                            c.value
+                                .as_ref()
+                                .map(|v| (c.name.to_string(), v.to_string()))
+                        })
+                        .collect();
+                    ConfigChange::Replace(all)
+                });
+            (r.resource_type, r.resource_name.clone(), change)
         })
         .collect();
     let responses = alter(broker, resources, req.validate_only)
@@ -184,22 +242,27 @@ pub async fn incremental_alter_configs(
         .resources
         .iter()
         .map(|r| {
-            let ops = r
-                .configs
-                .iter()
-                .map(|c| {
-                    (
-                        c.name.to_string(),
-                        c.config_operation,
-                        c.value.as_ref().map(|v| v.to_string()),
-                    )
-                })
-                .collect();
-            (
-                r.resource_type,
-                r.resource_name.clone(),
-                ConfigChange::Incremental(ops),
+            // DELETE (1) is the one operation that needs no value.
+            let change = check_entries(
+                r.configs
+                    .iter()
+                    .map(|c| (&*c.name, c.config_operation != 1 && c.value.is_none())),
             )
+            .map(|()| {
+                ConfigChange::Incremental(
+                    r.configs
+                        .iter()
+                        .map(|c| {
+                            (
+                                c.name.to_string(),
+                                c.config_operation,
+                                c.value.as_ref().map(|v| v.to_string()),
+                            )
+                        })
+                        .collect(),
+                )
+            });
+            (r.resource_type, r.resource_name.clone(), change)
         })
         .collect();
     let responses = alter(broker, resources, req.validate_only)
@@ -269,11 +332,16 @@ pub fn describe_log_dirs(
 ) -> DescribeLogDirsResponse {
     let image = broker.image();
     let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    let wanted = |topic: &str, p: i32| match &req.topics {
+    // A set, so the cost is one look-up per hosted partition, not the product of the request's
+    // length and the partition count.
+    let requested: Option<HashSet<(&str, i32)>> = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (&*t.topic.0, *p)))
+            .collect()
+    });
+    let wanted = |topic: &str, p: i32| match &requested {
         None => true,
-        Some(ts) => ts
-            .iter()
-            .any(|t| &*t.topic.0 == topic && t.partitions.contains(&p)),
+        Some(set) => set.contains(&(topic, p)),
     };
     for topic in image.topics.values() {
         for p in topic.partitions.keys() {

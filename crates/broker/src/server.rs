@@ -343,6 +343,7 @@ async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             for p in broker.replicas.all() {
                 match p.with_log(|log| log.enforce_retention(now)) {
                     Ok(Ok(n)) if n > 0 => {
+                        crate::metrics::retention_deleted(n);
                         info!(partition = %p.topic_partition, segments = n, "retention deleted segments")
                     }
                     Ok(Err(e)) => {
@@ -356,16 +357,22 @@ async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             last_cleaning = Instant::now();
             for p in broker.replicas.all() {
                 match p.compact(now_ms()).await {
-                    Ok(Some((replaced, stats))) => info!(
-                        partition = %p.topic_partition,
-                        segments_read = stats.segments_read,
-                        segments_replaced = replaced,
-                        records_removed = stats.records_removed,
-                        tombstones_removed = stats.tombstones_removed,
-                        bytes_before = stats.bytes_read,
-                        bytes_written = stats.bytes_written,
-                        "compacted"
-                    ),
+                    Ok(Some((replaced, stats))) => {
+                        crate::metrics::compacted(
+                            stats.bytes_read.saturating_sub(stats.bytes_written),
+                            stats.records_removed + stats.tombstones_removed,
+                        );
+                        info!(
+                            partition = %p.topic_partition,
+                            segments_read = stats.segments_read,
+                            segments_replaced = replaced,
+                            records_removed = stats.records_removed,
+                            tombstones_removed = stats.tombstones_removed,
+                            bytes_before = stats.bytes_read,
+                            bytes_written = stats.bytes_written,
+                            "compacted"
+                        )
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         warn!(partition = %p.topic_partition, error = %e, "compaction failed")

@@ -8,7 +8,7 @@ mod process;
 mod text;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -38,9 +38,13 @@ const FLUSH_BUCKETS_S: &[f64] = &[
 
 static STARTED: OnceLock<(Instant, SystemTime)> = OnceLock::new();
 
+/// Set once a recorder is installed; until then the per-topic counters are not kept either.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
 /// Installs the process-wide recorder; `None` if one is already installed (tests).
 pub fn install() -> Option<PrometheusHandle> {
     STARTED.get_or_init(|| (Instant::now(), SystemTime::now()));
+    ENABLED.store(true, Ordering::Relaxed);
     PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS_S)
         .ok()?
@@ -331,12 +335,18 @@ pub(crate) fn topic_counters_retain(
 }
 
 pub fn topic_bytes_in(topic: &str, bytes: usize, records: u64) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
     let c = topic_counters(topic);
     c.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
     c.records_in.fetch_add(records, Ordering::Relaxed);
 }
 
 pub fn topic_bytes_out(topic: &str, n: usize) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
     topic_counters(topic)
         .bytes_out
         .fetch_add(n as u64, Ordering::Relaxed);
@@ -370,6 +380,7 @@ mod tests {
 
     #[test]
     fn deleted_topics_lose_their_counters() {
+        ENABLED.store(true, Ordering::Relaxed);
         topic_bytes_in("metrics-test-kept", 100, 4);
         topic_bytes_in("metrics-test-deleted", 10, 1);
         topic_bytes_out("metrics-test-kept", 7);

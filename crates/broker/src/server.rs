@@ -126,7 +126,10 @@ pub async fn run(
         .with_context(|| format!("cannot create log.dirs {}", dir.display()))?;
     let lock = DirLock::acquire(&dir)?;
     let cluster_id = format_or_check(&dir, &config)?;
-    let metrics = crate::metrics::install();
+    // Without an admin listener nothing can scrape: no recorder, so recording is a no-op.
+    let metrics = config
+        .admin_http_listener
+        .and_then(|_| crate::metrics::install());
     crate::metrics::register();
 
     let (metadata_log, image) = MetadataLog::open(&dir).context("cannot open the metadata log")?;

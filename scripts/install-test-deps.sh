@@ -12,6 +12,9 @@ APT_WANT=()
 command -v kcat >/dev/null 2>&1 || APT_WANT+=(kcat)
 command -v podman >/dev/null 2>&1 || APT_WANT+=(podman)
 command -v setpriv >/dev/null 2>&1 || APT_WANT+=(util-linux)
+# prometheus and promtool (2.42 on bookworm): test_metrics.py runs its own instance on a free
+# loopback port against the dashboard's and alert rules' queries.
+command -v promtool >/dev/null 2>&1 || APT_WANT+=(prometheus)
 # Debian's own python3 needs python3-venv (ensurepip) to make the venv below.
 if [ ! -x .venv/bin/python ] && ! "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1; then
     APT_WANT+=(python3-venv)

@@ -49,6 +49,7 @@ async fn fetch(
     // answer makes clients send full requests. A client naming a session we never gave
     // must start over.
     if req.session_id != 0 {
+        crate::metrics::request_error_code("Fetch", ResponseError::FetchSessionIdNotFound.code());
         let response = FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
             .with_session_id(0);

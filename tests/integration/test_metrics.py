@@ -245,6 +245,9 @@ def test_deleted_topics_and_groups_leave_metrics(make_broker):
     for name in ("strom_topic_records_in", "strom_topic_bytes_in", "strom_topic_bytes_out"):
         assert samples(families, name, topic=topic), name
     assert samples(families, "strom_topic_records_in", topic=topic)[0].value == 350
+    # The consumer read at least the 100 records of 100 bytes it counted.
+    assert samples(families, "strom_topic_bytes_out", topic=topic)[0].value >= 100 * 100
+    assert samples(families, "strom_topic_bytes_in", topic=topic)[0].value > 300 * 100
     assert samples(families, "strom_topic_partitions", topic=topic)[0].value == 3
     assert samples(families, "strom_topic_high_watermark", topic=topic)[0].value == 350
     assert len(samples(families, "strom_partition_high_watermark", topic=topic)) == 3

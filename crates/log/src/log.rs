@@ -138,6 +138,10 @@ pub struct Log {
     closed: bool,
 }
 
+/// Segments rolled by every log of the process, for the broker's metrics (strom-log itself
+/// records no metrics).
+pub static SEGMENT_ROLLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn wall_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -520,6 +524,7 @@ impl Log {
         tracing::info!(log = %self.topic_partition, new_base, reason, "rolled segment");
         self.segments.insert(new_base, segment);
         self.unsynced_segment_base = Some(new_base);
+        SEGMENT_ROLLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -55,6 +55,12 @@ fn build_and_process(e: &mut Exposition, broker: &Broker) {
         );
     }
     e.single(
+        "strom_log_segment_rolls_total",
+        "counter",
+        "Segments rolled (by size, age, index space or request) in every partition log",
+        strom_log::log::SEGMENT_ROLLS.load(Ordering::Relaxed) as f64,
+    );
+    e.single(
         "strom_connections_max",
         "gauge",
         "max.connections: client connections accepted at most",

@@ -251,6 +251,9 @@ def test_deleted_topics_and_groups_leave_metrics(make_broker):
     assert samples(families, "strom_topic_partitions", topic=topic)[0].value == 3
     assert samples(families, "strom_topic_high_watermark", topic=topic)[0].value == 350
     assert len(samples(families, "strom_partition_high_watermark", topic=topic)) == 3
+    # The cleaner's backlog is given for compacted topics only.
+    assert samples(families, "strom_topic_cleaner_dirty_bytes", topic="__consumer_offsets")
+    assert not samples(families, "strom_topic_cleaner_dirty_bytes", topic=topic)
     lag = samples(families, "strom_consumer_group_lag", group=group, topic=topic)
     assert lag and lag[0].value == 350 - 3 * COMMITTED, lag
     per_partition = samples(families, "strom_consumer_group_partition_lag", group=group, topic=topic)

@@ -395,6 +395,22 @@ impl Log {
         self.segments.len()
     }
 
+    /// Of a compacted log, the sealed bytes not cleaned since it was opened: what the next
+    /// cleaning pass would read (Kafka's cleaner "dirty" bytes). None if not compacted.
+    pub fn dirty_bytes(&self) -> Option<u64> {
+        if !self.config.cleanup_compact {
+            return None;
+        }
+        let active_base = self.active_segment().base_offset();
+        Some(
+            self.segments
+                .values()
+                .filter(|s| s.base_offset() != active_base && s.base_offset() >= self.cleaned_up_to)
+                .map(LogSegment::size_bytes)
+                .sum(),
+        )
+    }
+
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.keys().copied().collect()
     }

@@ -293,6 +293,7 @@ fn rolls_by_size_and_reads_across_segments() {
         rolls >= log.segment_count() as u64 - 1,
         "rolls counted: {rolls}"
     );
+    assert_eq!(log.dirty_bytes(), None, "not a compacted log");
     assert!(
         log.segment_count() >= 3,
         "segments: {}",

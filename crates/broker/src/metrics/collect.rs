@@ -176,6 +176,7 @@ struct PartitionState {
     high_watermark: i64,
     size_bytes: u64,
     segments: usize,
+    dirty_bytes: Option<u64>,
 }
 
 #[derive(Default)]
@@ -185,6 +186,8 @@ struct TopicSums {
     segments: u64,
     log_start: i64,
     high_watermark: i64,
+    /// None unless the topic is compacted.
+    dirty_bytes: Option<u64>,
 }
 
 fn topics(e: &mut Exposition, broker: &Broker) {
@@ -220,13 +223,14 @@ fn topics(e: &mut Exposition, broker: &Broker) {
         .into_iter()
         .filter_map(|p| {
             let high_watermark = p.high_watermark();
-            let (log_start, log_end, size_bytes, segments) = p
+            let (log_start, log_end, size_bytes, segments, dirty_bytes) = p
                 .with_log(|log| {
                     (
                         log.log_start_offset(),
                         log.log_end_offset(),
                         log.size_bytes(),
                         log.segment_count(),
+                        log.dirty_bytes(),
                     )
                 })
                 .ok()?;
@@ -238,6 +242,7 @@ fn topics(e: &mut Exposition, broker: &Broker) {
                 high_watermark,
                 size_bytes,
                 segments,
+                dirty_bytes,
             })
         })
         .collect();
@@ -251,6 +256,9 @@ fn topics(e: &mut Exposition, broker: &Broker) {
         s.segments += p.segments as u64;
         s.log_start += p.log_start;
         s.high_watermark += p.high_watermark;
+        if let Some(d) = p.dirty_bytes {
+            *s.dirty_bytes.get_or_insert(0) += d;
+        }
     }
     let topic_families: [Family<TopicSums>; 5] = [
         (
@@ -284,6 +292,21 @@ fn topics(e: &mut Exposition, broker: &Broker) {
         e.family(name, "gauge", help);
         for (topic, s) in &sums {
             e.sample(name, &[("topic", topic)], get(s));
+        }
+    }
+
+    e.family(
+        "strom_topic_cleaner_dirty_bytes",
+        "gauge",
+        "Of a compacted topic, the sealed bytes not yet compacted (the cleaner's backlog)",
+    );
+    for (topic, s) in &sums {
+        if let Some(d) = s.dirty_bytes {
+            e.sample(
+                "strom_topic_cleaner_dirty_bytes",
+                &[("topic", topic)],
+                d as f64,
+            );
         }
     }
 

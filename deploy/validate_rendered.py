@@ -240,12 +240,71 @@ def check_render(path: str) -> list[str]:
         p.check(externals == spec.get("replicas", 1),
                 f"{externals} external Services for {spec.get('replicas', 1)} brokers")
 
+    check_monitoring(p, by_kind, pod_labels, ports, services)
+
     for pdb in by_kind.get("PodDisruptionBudget", []):
         p.check(selects(pdb["spec"]["selector"]["matchLabels"], pod_labels), "the PDB does not select the brokers")
     for sa in by_kind.get("ServiceAccount", []):
         p.check(sa["metadata"]["name"] == pod.get("serviceAccountName"),
                 f"ServiceAccount {sa['metadata']['name']} is not the one the pod uses")
     return p.items
+
+
+# The Prometheus Operator's CRDs are not in kubernetes-validate's schemas: their
+# objects are checked here against the fields of monitoring.coreos.com/v1 that
+# the chart uses (a misspelt field would be dropped silently by the API server).
+MONITORING_FIELDS = {
+    "ServiceMonitor": {"jobLabel", "namespaceSelector", "selector", "endpoints"},
+    "PodMonitor": {"jobLabel", "namespaceSelector", "selector", "podMetricsEndpoints"},
+    "PrometheusRule": {"groups"},
+}
+ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout"}
+DURATION = re.compile(r"^[0-9]+(ms|s|m|h)$")
+RULES_FILE = "deploy/prometheus/strom-rules.yaml"
+
+
+def check_monitoring(p: Problems, by_kind: dict[str, list[dict]], pod_labels: dict[str, str],
+                     ports: Any, services: list[dict]) -> None:
+    for kind, allowed in MONITORING_FIELDS.items():
+        for obj in by_kind.get(kind, []):
+            oname = f"{kind}/{obj['metadata']['name']}"
+            p.check(obj["apiVersion"] == "monitoring.coreos.com/v1", f"{oname}: apiVersion {obj['apiVersion']}")
+            spec = obj.get("spec", {})
+            extra = set(spec) - allowed
+            p.check(not extra, f"{oname}: unknown spec fields {sorted(extra)}")
+            if kind == "PrometheusRule":
+                with open(RULES_FILE, encoding="utf-8") as f:
+                    want = yaml.safe_load(f)
+                p.check(spec == want, f"{oname}: its groups differ from {RULES_FILE}")
+                continue
+            ns = obj["metadata"].get("namespace")
+            p.check(spec.get("namespaceSelector", {}).get("matchNames") == [ns],
+                    f"{oname}: must select its own namespace {ns}")
+            sel = spec.get("selector", {}).get("matchLabels", {})
+            endpoints = spec.get("endpoints" if kind == "ServiceMonitor" else "podMetricsEndpoints", [])
+            p.check(len(endpoints) >= 1, f"{oname}: no endpoints")
+            for ep in endpoints:
+                extra = set(ep) - ENDPOINT_FIELDS
+                p.check(not extra, f"{oname}: unknown endpoint fields {sorted(extra)}")
+                p.check(ep.get("path") == "/metrics", f"{oname}: path {ep.get('path')!r}, not /metrics")
+                for k in ("interval", "scrapeTimeout"):
+                    if k in ep:
+                        p.check(bool(DURATION.match(str(ep[k]))), f"{oname}: {k} {ep[k]!r} is not a duration")
+            if kind == "PodMonitor":
+                p.check(selects(sel, pod_labels), f"{oname} does not select the broker pods")
+                for ep in endpoints:
+                    p.check(ep.get("port") in ports, f"{oname}: port {ep.get('port')!r} is not a container port")
+            else:
+                targets = [s for s in services if selects(sel, s["metadata"].get("labels", {}))]
+                p.check(len(targets) == 1, f"{oname} selects {len(targets)} Services, not one")
+                for s in targets:
+                    sspec = s["spec"]
+                    p.check(sspec.get("clusterIP") == "None",
+                            f"{oname}: Service {s['metadata']['name']} must be headless (one target per broker)")
+                    names = {sp.get("name") for sp in sspec["ports"]}
+                    for ep in endpoints:
+                        p.check(ep.get("port") in names,
+                                f"{oname}: port {ep.get('port')!r} is not a port of {s['metadata']['name']}")
 
 
 def strip_tool_labels(obj: Any) -> Any:

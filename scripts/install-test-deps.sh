@@ -15,6 +15,9 @@ command -v setpriv >/dev/null 2>&1 || APT_WANT+=(util-linux)
 # Node.js runs the kafkajs client of the integration tests.
 command -v node >/dev/null 2>&1 || APT_WANT+=(nodejs)
 command -v npm >/dev/null 2>&1 || APT_WANT+=(npm)
+# prometheus and promtool (2.42 on bookworm): test_metrics.py runs its own instance on a free
+# loopback port against the dashboard's and alert rules' queries.
+command -v promtool >/dev/null 2>&1 || APT_WANT+=(prometheus)
 # Debian's own python3 needs python3-venv (ensurepip) to make the venv below.
 if [ ! -x .venv/bin/python ] && ! "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1; then
     APT_WANT+=(python3-venv)

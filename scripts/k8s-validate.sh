@@ -10,6 +10,11 @@
 #   - deploy/validate_rendered.py: the objects agree with each other and with
 #     Strom's configuration contract; the plain manifests and the chart's
 #     defaults are the same objects;
+#   - the Prometheus Operator objects (ServiceMonitor, PodMonitor,
+#     PrometheusRule), which kubernetes-validate has no schemas for: their
+#     fields and references in deploy/validate_rendered.py; the alert rules
+#     with promtool (when installed) and the chart's copy identical to
+#     deploy/prometheus's; the Grafana dashboard with deploy/grafana/lint_dashboard.py;
 #   - yamllint (deploy/.yamllint) on the plain files and the rendered output;
 #   - hadolint on Dockerfile and deploy/image/Containerfile.local, shellcheck
 #     on this script and scripts/build-image.sh;
@@ -235,6 +240,16 @@ if [ -x "$BIN" ] && "$BIN" --help 2>/dev/null | grep serve >/dev/null; then
 else
     printf 'skip: strom serve with the StatefulSet env (no built broker at %s)\n' "$BIN"
 fi
+
+# --- monitoring -------------------------------------------------------------------
+run "the chart's alert rules are deploy/prometheus/strom-rules.yaml" \
+    cmp deploy/prometheus/strom-rules.yaml "$CHART/files/prometheus-rules.yaml"
+if command -v promtool >/dev/null 2>&1; then
+    run "promtool check rules deploy/prometheus/strom-rules.yaml" promtool check rules deploy/prometheus/strom-rules.yaml
+else
+    printf 'skip: promtool check rules (no promtool; apt-get install prometheus)\n'
+fi
+run "Grafana dashboard lint deploy/grafana/strom.json" "$VPY" deploy/grafana/lint_dashboard.py deploy/grafana/strom.json
 
 # --- style -------------------------------------------------------------------------
 run "yamllint deploy/" "$VBIN/yamllint" --strict -c deploy/.yamllint deploy/

@@ -55,7 +55,9 @@ async fn metrics_text(
     let body = match &s.metrics {
         Some(h) => {
             h.run_upkeep();
-            h.render()
+            let mut text = h.render();
+            text.push_str(&crate::metrics::collect::render(&s.broker));
+            text
         }
         None => String::new(),
     };

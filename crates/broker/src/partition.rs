@@ -208,9 +208,11 @@ impl Partition {
         let target = self.log()?.flush_target();
         let end = target.offset();
         self.unflushed_messages.store(0, Ordering::Release);
+        let flush_started = std::time::Instant::now();
         let target = tokio::task::spawn_blocking(move || target.sync().map(|()| target))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
+        crate::metrics::log_flushed(flush_started);
         self.log()?.mark_flushed_target(&target)?;
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
         self.advance_high_watermark(end);

@@ -231,7 +231,7 @@ pub async fn handle(
     let version = i16::from_be_bytes([buf[2], buf[3]]);
     let correlation_id = i32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
     let api = ApiKey::try_from(raw_key).map_err(|_| RequestError::UnknownApiKey(raw_key))?;
-    crate::metrics::bytes_received(buf.len() + 4);
+    crate::metrics::request_received(api, buf.len() + 4);
     let Some((min, max)) = supported_range(api) else {
         return Err(RequestError::UnsupportedVersion { api, version });
     };

@@ -126,7 +126,10 @@ pub async fn run(
         .with_context(|| format!("cannot create log.dirs {}", dir.display()))?;
     let lock = DirLock::acquire(&dir)?;
     let cluster_id = format_or_check(&dir, &config)?;
-    let metrics = crate::metrics::install();
+    // Without an admin listener nothing can scrape: no recorder, so recording is a no-op.
+    let metrics = config
+        .admin_http_listener
+        .and_then(|_| crate::metrics::install());
     crate::metrics::register();
 
     let (metadata_log, image) = MetadataLog::open(&dir).context("cannot open the metadata log")?;
@@ -356,6 +359,7 @@ async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             for p in broker.replicas.all() {
                 match p.with_log(|log| log.enforce_retention(now)) {
                     Ok(Ok(n)) if n > 0 => {
+                        crate::metrics::retention_deleted(n);
                         info!(partition = %p.topic_partition, segments = n, "retention deleted segments")
                     }
                     Ok(Err(e)) => {
@@ -380,16 +384,22 @@ async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             last_cleaning = Instant::now();
             for p in broker.replicas.all() {
                 match p.compact(now_ms()).await {
-                    Ok(Some((replaced, stats))) => info!(
-                        partition = %p.topic_partition,
-                        segments_read = stats.segments_read,
-                        segments_replaced = replaced,
-                        records_removed = stats.records_removed,
-                        tombstones_removed = stats.tombstones_removed,
-                        bytes_before = stats.bytes_read,
-                        bytes_written = stats.bytes_written,
-                        "compacted"
-                    ),
+                    Ok(Some((replaced, stats))) => {
+                        crate::metrics::compacted(
+                            stats.bytes_read.saturating_sub(stats.bytes_written),
+                            stats.records_removed + stats.tombstones_removed,
+                        );
+                        info!(
+                            partition = %p.topic_partition,
+                            segments_read = stats.segments_read,
+                            segments_replaced = replaced,
+                            records_removed = stats.records_removed,
+                            tombstones_removed = stats.tombstones_removed,
+                            bytes_before = stats.bytes_read,
+                            bytes_written = stats.bytes_written,
+                            "compacted"
+                        )
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         warn!(partition = %p.topic_partition, error = %e, "compaction failed")

@@ -554,9 +554,11 @@ mod tests {
                 Compression::None,
             );
         }
+        assert!(log.dirty_bytes().unwrap_or(0) > 0);
         pass(&mut log, NOW_MS);
         // Everything sealed is clean now; no new segment, no plan.
         assert!(log.cleaning_plan().is_none());
+        assert_eq!(log.dirty_bytes(), Some(0));
         for i in 0..60 {
             append(
                 &mut log,
@@ -566,6 +568,7 @@ mod tests {
             );
         }
         let plan = log.cleaning_plan().expect("new dirty segments");
+        assert!(log.dirty_bytes().unwrap_or(0) > 0);
         let (cleaned, _) = clean(&plan, NOW_MS).unwrap();
         assert!(!cleaned.is_empty());
         // DeleteRecords removes the first segments before the copies are installed.

@@ -141,6 +141,10 @@ pub struct Log {
     producer_state: ProducerStateManager,
 }
 
+/// Segments rolled by every log of the process, for the broker's metrics (strom-log itself
+/// records no metrics).
+pub static SEGMENT_ROLLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn wall_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -410,6 +414,22 @@ impl Log {
         self.segments.len()
     }
 
+    /// Of a compacted log, the sealed bytes not cleaned since it was opened: what the next
+    /// cleaning pass would read (Kafka's cleaner "dirty" bytes). None if not compacted.
+    pub fn dirty_bytes(&self) -> Option<u64> {
+        if !self.config.cleanup_compact {
+            return None;
+        }
+        let active_base = self.active_segment().base_offset();
+        Some(
+            self.segments
+                .values()
+                .filter(|s| s.base_offset() != active_base && s.base_offset() >= self.cleaned_up_to)
+                .map(LogSegment::size_bytes)
+                .sum(),
+        )
+    }
+
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.keys().copied().collect()
     }
@@ -550,6 +570,7 @@ impl Log {
         self.unsynced_segment_base = Some(new_base);
         self.producer_state
             .on_segment_roll(&self.segments, self.recovery_point);
+        SEGMENT_ROLLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

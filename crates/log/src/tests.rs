@@ -285,7 +285,15 @@ fn rolls_by_size_and_reads_across_segments() {
     let tmp = tempfile::tempdir().unwrap();
     let config = small_config();
     let mut log = open(tmp.path(), &config);
+    let rolls_before = crate::log::SEGMENT_ROLLS.load(std::sync::atomic::Ordering::Relaxed);
     let written = append_n(&mut log, 60, 3);
+    // Other tests roll too, concurrently: at least this log's rolls are counted.
+    let rolls = crate::log::SEGMENT_ROLLS.load(std::sync::atomic::Ordering::Relaxed) - rolls_before;
+    assert!(
+        rolls >= log.segment_count() as u64 - 1,
+        "rolls counted: {rolls}"
+    );
+    assert_eq!(log.dirty_bytes(), None, "not a compacted log");
     assert!(
         log.segment_count() >= 3,
         "segments: {}",

@@ -124,7 +124,7 @@ pub fn heartbeat(
 }
 
 fn error_response(code: ResponseError, message: &str) -> ConsumerGroupHeartbeatResponse {
-    crate::metrics::request_error("ConsumerGroupHeartbeat");
+    crate::metrics::request_error_code("ConsumerGroupHeartbeat", code.code());
     ConsumerGroupHeartbeatResponse::default()
         .with_error_code(code.code())
         .with_error_message(Some(string(message)))

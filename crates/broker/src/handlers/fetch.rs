@@ -49,6 +49,7 @@ async fn fetch(
     // answer makes clients send full requests. A client naming a session we never gave
     // must start over.
     if req.session_id != 0 {
+        crate::metrics::request_error_code("Fetch", ResponseError::FetchSessionIdNotFound.code());
         let response = FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
             .with_session_id(0);
@@ -107,10 +108,8 @@ async fn fetch(
             &mut ranges,
         );
         let elapsed = started.elapsed();
-        if errors {
-            crate::metrics::request_error("Fetch");
-        }
         if bytes >= min_bytes.max(1) || errors || elapsed >= max_wait {
+            crate::metrics::fetch_done(broker, &topics, bytes);
             let response = FetchResponse::default()
                 .with_responses(topics)
                 .with_session_id(0);
@@ -184,9 +183,6 @@ fn read_all(
                     if let Some(slice) = read.slice.filter(|_| budget > 0 || min_one) {
                         // The bytes stay in the file: the connection sends them with sendfile.
                         total += slice.size;
-                        if let Some(name) = &t.name {
-                            crate::metrics::topic_bytes_out(name, slice.size);
-                        }
                         let records = ranges.placeholder(FileRange {
                             file: slice.file,
                             position: slice.position,

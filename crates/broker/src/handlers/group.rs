@@ -61,8 +61,8 @@ fn code(e: Option<ResponseError>) -> i16 {
 
 /// Counts an answer carrying an error code; MEMBER_ID_REQUIRED is a normal step of a join.
 fn count_error(api: &'static str, e: Option<ResponseError>) {
-    if e.is_some_and(|e| e != ResponseError::MemberIdRequired) {
-        crate::metrics::request_error(api);
+    if let Some(e) = e.filter(|e| *e != ResponseError::MemberIdRequired) {
+        crate::metrics::request_error_code(api, e.code());
     }
 }
 

@@ -195,7 +195,7 @@ pub fn handle(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let result: Result<(i64, i64, i64, usize), Refusal> = (|| {
+            let result: Result<(i64, i64, i64, (usize, u64)), Refusal> = (|| {
                 if acks != 0 && acks != 1 && acks != -1 {
                     return Err(ResponseError::InvalidRequiredAcks.into());
                 }
@@ -241,18 +241,25 @@ pub fn handle(
                     info.first_offset,
                     info.log_append_time_ms,
                     log_start,
-                    if info.duplicate { 0 } else { buf.len() },
+                    if info.duplicate {
+                        (0, 0)
+                    } else {
+                        (
+                            buf.len(),
+                            (info.last_offset - info.first_offset + 1).max(0) as u64,
+                        )
+                    },
                 ))
             })();
             partitions.push(match result {
-                Ok((first, append_time, log_start, size)) => {
-                    crate::metrics::topic_bytes_in(&name, size);
+                Ok((first, append_time, log_start, (size, records))) => {
+                    crate::metrics::topic_bytes_in(&name, size, records);
                     base.with_base_offset(first)
                         .with_log_append_time_ms(append_time)
                         .with_log_start_offset(log_start)
                 }
                 Err(refusal) => {
-                    crate::metrics::request_error("Produce");
+                    crate::metrics::request_error_code("Produce", refusal.code.code());
                     base.with_error_code(refusal.code.code())
                         .with_error_message(refusal.message.map(StrBytes::from_string))
                         .with_record_errors(refusal.record_errors)

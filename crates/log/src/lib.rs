@@ -59,7 +59,10 @@ pub mod offset_index;
 pub mod segment;
 pub mod time_index;
 pub mod topic_partition;
+pub mod verify;
 
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use strom_log::{Log, LogError, TopicPartition};
+use strom_log::{partition_metadata, Log, LogError, TopicPartition};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -13,6 +13,7 @@ use crate::config::RawConfig;
 use crate::metadata::metadata_log::METADATA_TOPIC;
 use crate::metadata::MetadataImage;
 use crate::partition::{Partition, PartitionError};
+use crate::storage;
 use crate::topic_config::TopicConfig;
 
 pub struct ReplicaManager {
@@ -110,9 +111,13 @@ impl ReplicaManager {
                 _ => {
                     self.write_map().remove(tp);
                     let dir = self.data_dir.join(tp.dir_name());
-                    info!(partition = %tp, "deleting replica");
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
+                    if image.deleted_topic_ids.contains(&partition.topic_id) {
+                        info!(partition = %tp, topic_id = %partition.topic_id, "deleting the replica of a deleted topic");
+                        if let Err(e) = storage::delete_partition_dir(&dir) {
+                            warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
+                        }
+                    } else {
+                        set_aside_as_stray(&dir, "its topic no longer places a replica here");
                     }
                 }
             }
@@ -126,6 +131,9 @@ impl ReplicaManager {
         };
         if to_open.is_empty() {
             return Ok(());
+        }
+        for (tp, (id, _, _)) in &to_open {
+            self.clear_way_for(tp, *id, image);
         }
         let started = Instant::now();
         let count = to_open.len();
@@ -157,24 +165,70 @@ impl ReplicaManager {
         }
     }
 
-    /// Partition directories that no topic in the image owns: left by a crash between a
-    /// topic's deletion and its directory's removal. Removed at start-up, as Kafka does.
-    pub fn remove_orphans(&self) {
+    /// A directory in the way of a replica about to open that belongs to another topic id
+    /// (an earlier topic of the same name): removed if that topic's deletion was replayed,
+    /// set aside as a stray otherwise.
+    fn clear_way_for(&self, tp: &TopicPartition, topic_id: uuid::Uuid, image: &MetadataImage) {
+        let dir = self.data_dir.join(tp.dir_name());
+        let Some(found) = storage::dir_topic_id(&dir) else {
+            return;
+        };
+        if found == topic_id {
+            return;
+        }
+        if image.deleted_topic_ids.contains(&found) {
+            info!(dir = %dir.display(), topic_id = %found, "removing the directory of a deleted topic");
+            if let Err(e) = storage::delete_partition_dir(&dir) {
+                warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
+            }
+        } else {
+            set_aside_as_stray(
+                &dir,
+                &format!("it belongs to topic id {found}, not {topic_id}"),
+            );
+        }
+    }
+
+    /// Partition directories that no topic in the image owns. Only a directory whose
+    /// `partition.metadata` names a topic id that a replayed RemoveTopic deleted is removed
+    /// (a crash came between the deletion and the removal), as are `-delete` directories
+    /// (removals already under way). Any other is renamed `<name>.<id>-stray` and kept, with
+    /// a WARN (Kafka 3.7+): a damaged or lost metadata log must never cost data.
+    pub fn remove_orphans(&self, image: &MetadataImage) {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
             return;
         };
         let hosted = self.read_map();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
+            if !entry.path().is_dir() {
+                continue;
+            }
+            if name.ends_with(storage::DELETE_DIR_SUFFIX) {
+                info!(dir = %name, "finishing the removal of a deleted partition");
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    warn!(dir = %name, error = %e, "could not remove deleted partition directory");
+                }
+                continue;
+            }
+            if name.ends_with(storage::STRAY_DIR_SUFFIX) {
+                warn!(dir = %entry.path().display(), "stray partition directory kept (no topic owns it; `strom storage recover-metadata` takes strays back)");
+                continue;
+            }
             let Ok(tp) = TopicPartition::parse_dir_name(&name) else {
                 continue;
             };
-            if tp.topic == METADATA_TOPIC || hosted.contains_key(&tp) || !entry.path().is_dir() {
+            if tp.topic == METADATA_TOPIC || hosted.contains_key(&tp) {
                 continue;
             }
-            info!(dir = %name, "removing the directory of a deleted partition");
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                warn!(dir = %name, error = %e, "could not remove orphan partition directory");
+            match storage::dir_topic_id(&entry.path()) {
+                Some(id) if image.deleted_topic_ids.contains(&id) => {
+                    info!(dir = %name, topic_id = %id, "removing the directory of a deleted topic");
+                    if let Err(e) = storage::delete_partition_dir(&entry.path()) {
+                        warn!(dir = %name, error = %e, "could not remove deleted partition directory");
+                    }
+                }
+                _ => set_aside_as_stray(&entry.path(), "no topic in the metadata owns it"),
             }
         }
     }
@@ -189,6 +243,20 @@ impl ReplicaManager {
             if let Err(e) = partition.with_log(|log| log.close()) {
                 warn!(partition = %tp, error = %e, "close at shutdown failed");
             }
+        }
+    }
+}
+
+fn set_aside_as_stray(dir: &Path, why: &str) {
+    if !dir.exists() {
+        return;
+    }
+    match storage::rename_aside(dir, storage::STRAY_DIR_SUFFIX) {
+        Ok(stray) => {
+            warn!(dir = %dir.display(), stray = %stray.display(), reason = why, "partition directory renamed as a stray and kept, not deleted")
+        }
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, reason = why, "could not rename a stray partition directory; left in place")
         }
     }
 }
@@ -208,7 +276,15 @@ fn open_logs(
 ) -> Vec<(TopicPartition, Wanted, Result<Log, LogError>)> {
     let open = |(tp, wanted): (TopicPartition, Wanted)| {
         let dir = data_dir.join(tp.dir_name());
-        let log = Log::open(&dir, tp.clone(), wanted.2.log_config());
+        let log = Log::open(&dir, tp.clone(), wanted.2.log_config()).and_then(|log| {
+            // Kafka's partition.metadata: the directory says which topic it belongs to, so
+            // it can be told apart from a stray and rebuilt into a lost metadata log.
+            let id = wanted.0.into_bytes();
+            if partition_metadata::read(&dir).ok().flatten() != Some(id) {
+                partition_metadata::write(&dir, id)?;
+            }
+            Ok(log)
+        });
         (tp, wanted, log)
     };
     if to_open.len() < PARALLEL_OPEN_MIN {

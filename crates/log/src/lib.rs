@@ -56,6 +56,7 @@ pub mod error;
 pub mod lock;
 pub mod log;
 pub mod offset_index;
+pub mod partition_metadata;
 pub mod segment;
 pub mod time_index;
 pub mod topic_partition;

@@ -67,6 +67,10 @@ pub struct LogVerification {
     pub warnings: Vec<Problem>,
     /// More problems were found than are listed.
     pub problems_truncated: bool,
+    /// Largest partitionLeaderEpoch and producerId of any batch, -1 if none: what a rebuilt
+    /// metadata log must not go below.
+    pub max_leader_epoch: i32,
+    pub max_producer_id: i64,
 }
 
 impl LogVerification {
@@ -113,6 +117,8 @@ pub fn verify_log_dir(dir: &Path) -> Result<LogVerification, LogError> {
         segments: bases.len(),
         first_offset: bases.first().copied().unwrap_or(-1),
         next_offset: bases.first().copied().unwrap_or(0),
+        max_leader_epoch: -1,
+        max_producer_id: -1,
         ..Default::default()
     };
     for (i, &base) in bases.iter().enumerate() {
@@ -276,6 +282,8 @@ impl Chain<'_> {
         }
         self.starts.insert(position, header.base_offset);
         self.expected = self.expected.max(header.next_offset());
+        report.max_leader_epoch = report.max_leader_epoch.max(header.partition_leader_epoch);
+        report.max_producer_id = report.max_producer_id.max(header.producer_id);
         report.batches += 1;
         report.records += u64::from(header.records_count.max(0).unsigned_abs());
     }

@@ -93,6 +93,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.message.timestamp.type", Some("CreateTime"), T::String, "CreateTime or LogAppendTime."),
     def("log.cleanup.policy", Some("delete"), T::List, "delete (retention by time and size) and/or compact (keep the latest record of each key)."),
     def("log.cleaner.enable", Some("true"), T::Boolean, "Run log compaction for topics whose cleanup.policy includes compact."),
+    def("log.fetch.verify.crc", Some("false"), T::Boolean, "Strom: check the CRC-32C of every batch a fetch returns; a bad one is logged with file and position and not sent (CORRUPT_MESSAGE when it is the first)."),
     def("log.cleaner.backoff.ms", Some("15000"), T::Long, "How often the cleaner looks for logs to compact."),
     def("log.cleaner.delete.retention.ms", Some("86400000"), T::Long, "How long tombstones are kept in compacted topics."),
     def("log.cleaner.min.cleanable.ratio", Some("0.5"), T::Double, "Share of a log's sealed bytes not yet compacted that triggers compaction."),
@@ -443,6 +444,7 @@ pub struct BrokerConfig {
     pub log_retention_check_interval_ms: u64,
     pub log_flush_scheduler_interval_ms: u64,
     pub log_cleaner_enable: bool,
+    pub log_fetch_verify_crc: bool,
     pub log_cleaner_backoff_ms: u64,
     pub cluster_id: Option<String>,
     pub admin_http_listener: Option<SocketAddr>,
@@ -679,6 +681,7 @@ impl BrokerConfig {
             log_flush_scheduler_interval_ms: int("log.flush.scheduler.interval.ms", 1, i64::MAX)?
                 as u64,
             log_cleaner_enable: boolean("log.cleaner.enable")?,
+            log_fetch_verify_crc: boolean("log.fetch.verify.crc")?,
             log_cleaner_backoff_ms: int("log.cleaner.backoff.ms", 1, i64::MAX)? as u64,
             cluster_id,
             admin_http_listener,

@@ -175,6 +175,43 @@ pub fn check_metadata_covers_data(data_dir: &Path, image: &MetadataImage) -> any
     Ok(())
 }
 
+/// `log.fetch.verify.crc`: the fetched slice cut before its first batch that fails its header
+/// or CRC check, which is logged (ERROR, file and position). A slice whose first batch is
+/// bad is Kafka's CORRUPT_MESSAGE for the partition: damaged bytes are never sent as data.
+pub fn verified_slice(
+    partition: &crate::partition::Partition,
+    mut slice: strom_log::FetchSlice,
+) -> Result<strom_log::FetchSlice, i16> {
+    const CORRUPT_MESSAGE: i16 = 2;
+    const KAFKA_STORAGE_ERROR: i16 = 56;
+    let (valid_bytes, bad) = match strom_log::verify::check_slice(&slice) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(partition = %partition.topic_partition, error = %e, "cannot read fetched bytes to verify them");
+            return Err(KAFKA_STORAGE_ERROR);
+        }
+    };
+    if let Some(bad) = bad {
+        let file = partition
+            .with_log(|log| log.segment_path_containing(slice.first_offset))
+            .ok()
+            .flatten();
+        tracing::error!(
+            partition = %partition.topic_partition,
+            file = %file.as_ref().map_or("?".to_string(), |f| f.display().to_string()),
+            position = bad.position,
+            offset = bad.offset.unwrap_or(-1),
+            error = %bad.error,
+            "fetch found a damaged record batch; not sent (run `strom storage verify`)"
+        );
+        if valid_bytes == 0 {
+            return Err(CORRUPT_MESSAGE);
+        }
+        slice.size = valid_bytes;
+    }
+    Ok(slice)
+}
+
 /// `<dir name>.<unique id><suffix>`: Kafka's naming for directories set aside.
 fn aside_name(dir_name: &str, suffix: &str) -> String {
     format!("{dir_name}.{}{suffix}", Uuid::new_v4().simple())

@@ -450,6 +450,14 @@ impl Log {
         self.segments.keys().copied().collect()
     }
 
+    /// The file of the segment holding `offset` (for error reports).
+    pub fn segment_path_containing(&self, offset: i64) -> Option<PathBuf> {
+        self.segments
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| s.log_path().to_path_buf())
+    }
+
     pub fn segments(&self) -> impl Iterator<Item = &LogSegment> {
         self.segments.values()
     }

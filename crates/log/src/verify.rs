@@ -411,3 +411,52 @@ fn verify_time_index(
     }
     Ok(())
 }
+
+/// The first batch of a fetched slice that fails its checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadBatch {
+    /// Byte position in the segment file.
+    pub position: u64,
+    /// Base offset, when the header still parses.
+    pub offset: Option<i64>,
+    pub error: BatchError,
+}
+
+/// Checks the header and CRC-32C of every batch in `slice` (a pread of its bytes). Returns
+/// how many leading bytes are whole valid batches, and the first bad batch if there is one.
+pub fn check_slice(slice: &crate::log::FetchSlice) -> std::io::Result<(usize, Option<BadBatch>)> {
+    let bytes = slice.read_bytes()?;
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let position = slice.position + pos as u64;
+        let bad = |offset, error| BadBatch {
+            position,
+            offset,
+            error,
+        };
+        let header = match crate::batch::parse_header(&bytes[pos..], position) {
+            Ok(h) => h,
+            Err(e) => return Ok((pos, Some(bad(None, e)))),
+        };
+        let end = pos + header.size_bytes();
+        if end > bytes.len() {
+            let error = BatchError::Truncated {
+                position,
+                needed_bytes: header.size_bytes() as u64,
+                available_bytes: (bytes.len() - pos) as u64,
+            };
+            return Ok((pos, Some(bad(Some(header.base_offset), error))));
+        }
+        let computed = crate::batch::compute_crc(&bytes[pos..end]);
+        if computed != header.crc {
+            let error = BatchError::CrcMismatch {
+                position,
+                stored: header.crc,
+                computed,
+            };
+            return Ok((pos, Some(bad(Some(header.base_offset), error))));
+        }
+        pos = end;
+    }
+    Ok((pos, None))
+}

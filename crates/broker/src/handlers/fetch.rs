@@ -181,7 +181,21 @@ fn read_all(
                         .with_high_watermark(read.high_watermark)
                         .with_last_stable_offset(read.high_watermark)
                         .with_log_start_offset(read.log_start_offset);
-                    if let Some(slice) = read.slice.filter(|_| budget > 0 || min_one) {
+                    let slice = read.slice.filter(|_| budget > 0 || min_one);
+                    let slice = match slice {
+                        Some(s) if broker.config.log_fetch_verify_crc => {
+                            match crate::storage::verified_slice(&replica, s) {
+                                Ok(s) => Some(s),
+                                Err(code) => {
+                                    errors = true;
+                                    partitions.push(data.with_error_code(code));
+                                    continue;
+                                }
+                            }
+                        }
+                        other => other,
+                    };
+                    if let Some(slice) = slice {
                         // The bytes stay in the file: the connection sends them with sendfile.
                         total += slice.size;
                         if let Some(name) = &t.name {

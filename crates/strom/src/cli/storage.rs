@@ -36,7 +36,7 @@ pub enum StorageCommand {
         #[arg(long, value_name = "DIR", default_value = "./strom-data")]
         data_dir: PathBuf,
         /// Cluster id for a new meta.properties (default: a new id).
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", allow_hyphen_values = true)]
         cluster_id: Option<String>,
         /// This node's id (node.id).
         #[arg(long, value_name = "ID", default_value_t = 0)]

@@ -204,14 +204,14 @@ impl ReplicaManager {
             if !entry.path().is_dir() {
                 continue;
             }
-            if name.ends_with(storage::DELETE_DIR_SUFFIX) {
+            if storage::parse_aside_name(&name, storage::DELETE_DIR_SUFFIX).is_some() {
                 info!(dir = %name, "finishing the removal of a deleted partition");
                 if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                     warn!(dir = %name, error = %e, "could not remove deleted partition directory");
                 }
                 continue;
             }
-            if name.ends_with(storage::STRAY_DIR_SUFFIX) {
+            if storage::parse_aside_name(&name, storage::STRAY_DIR_SUFFIX).is_some() {
                 warn!(dir = %entry.path().display(), "stray partition directory kept (no topic owns it; `strom storage recover-metadata` takes strays back)");
                 continue;
             }

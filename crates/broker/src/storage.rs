@@ -217,6 +217,15 @@ fn aside_name(dir_name: &str, suffix: &str) -> String {
     format!("{dir_name}.{}{suffix}", Uuid::new_v4().simple())
 }
 
+/// The partition directory name inside an aside name (`<topic>-<partition>.<32 hex
+/// digits><suffix>`), `None` for anything else: only names Strom (or Kafka) made are treated
+/// as set aside.
+pub fn parse_aside_name<'a>(name: &'a str, suffix: &str) -> Option<&'a str> {
+    let (original, unique) = name.strip_suffix(suffix)?.rsplit_once('.')?;
+    let hex = unique.len() == 32 && unique.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && TopicPartition::parse_dir_name(original).is_ok()).then_some(original)
+}
+
 /// Renames `path` to its aside name with `suffix` in the same parent directory, durably.
 pub fn rename_aside(path: &Path, suffix: &str) -> std::io::Result<PathBuf> {
     let name = path
@@ -465,17 +474,10 @@ fn adopt_strays(
     for entry in std::fs::read_dir(data_dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(stem) = name.strip_suffix(STRAY_DIR_SUFFIX) else {
+        let Some(original) = parse_aside_name(&name, STRAY_DIR_SUFFIX) else {
             continue;
         };
-        // <topic>-<partition>.<32 hex digits>
-        let Some((original, unique)) = stem.rsplit_once('.') else {
-            continue;
-        };
-        if unique.len() != 32 || !unique.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
-        if TopicPartition::parse_dir_name(original).is_err() || !entry.path().is_dir() {
+        if !entry.path().is_dir() {
             continue;
         }
         strays.push((entry.path(), original.to_string()));
@@ -571,4 +573,211 @@ fn salvage(dir: &Path) -> anyhow::Result<(Vec<MetadataRecord>, Option<String>)> 
         }
     }
     Ok((records, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+    use crate::replica_manager::ReplicaManager;
+
+    fn topic(name: &str, id: Uuid) -> Vec<MetadataRecord> {
+        vec![
+            MetadataRecord::Topic {
+                name: name.into(),
+                topic_id: id,
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![0],
+                isr: vec![0],
+                leader: 0,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        ]
+    }
+
+    fn commit(data_dir: &Path, records: &[MetadataRecord]) -> MetadataImage {
+        let (mut log, image) = MetadataLog::open(data_dir).unwrap();
+        let image = log.commit(&image, records).unwrap();
+        log.close().unwrap();
+        image
+    }
+
+    /// A partition directory with one real batch in it (through a replica manager).
+    fn host(data_dir: &Path, image: &MetadataImage) -> ReplicaManager {
+        let rm = ReplicaManager::new(0, data_dir);
+        rm.apply_image(image, &RawConfig::defaults()).unwrap();
+        for p in rm.all() {
+            let mut batch = crate::metadata::metadata_log::encode_internal_batch(
+                [(None, Some(Bytes::from_static(b"v")))],
+                1,
+            )
+            .unwrap();
+            p.with_log(|log| log.append_as_leader(&mut batch, 0, 1))
+                .unwrap()
+                .unwrap();
+        }
+        rm
+    }
+
+    fn close(rm: ReplicaManager) {
+        for p in rm.all() {
+            p.with_log(|log| log.close()).unwrap().unwrap();
+        }
+    }
+
+    #[test]
+    fn aside_names_are_kafkas() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("my.topic-3");
+        std::fs::create_dir(&dir).unwrap();
+        let stray = rename_aside(&dir, STRAY_DIR_SUFFIX).unwrap();
+        let name = stray.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_aside_name(name, STRAY_DIR_SUFFIX), Some("my.topic-3"));
+        assert_eq!(parse_aside_name(name, DELETE_DIR_SUFFIX), None);
+        assert_eq!(parse_aside_name("backups-delete", DELETE_DIR_SUFFIX), None);
+        assert_eq!(parse_aside_name("t-0.abc-delete", DELETE_DIR_SUFFIX), None);
+    }
+
+    #[test]
+    fn meta_properties_states() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read_meta_properties(tmp.path()).unwrap(),
+            MetaState::Missing
+        );
+        let meta = MetaProperties {
+            cluster_id: "abc-_1".into(),
+            node_id: 3,
+        };
+        write_meta_properties(tmp.path(), &meta).unwrap();
+        assert_eq!(
+            read_meta_properties(tmp.path()).unwrap(),
+            MetaState::Valid(meta)
+        );
+        for garbage in [
+            &b"garbage"[..],
+            b"version=1\nnode.id=0\n",
+            b"version=1\ncluster.id=x\nnode.id=-4\n",
+            b"version=1\ncluster.id=a b\nnode.id=0\n",
+            b"\xff\xfe\x00",
+        ] {
+            std::fs::write(meta_properties_path(tmp.path()), garbage).unwrap();
+            assert!(matches!(
+                read_meta_properties(tmp.path()).unwrap(),
+                MetaState::Invalid(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn unknown_directories_become_strays_and_only_deleted_ids_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path();
+        let (kept, gone) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut records = topic("kept", kept);
+        records.extend(topic("gone", gone));
+        let image = commit(data, &records);
+        close(host(data, &image));
+        assert_eq!(
+            partition_metadata::read(&data.join("kept-0")).unwrap(),
+            Some(kept.into_bytes()),
+            "partition.metadata records the topic id"
+        );
+        // A directory the metadata never mentioned, and the deletion of `gone` replayed.
+        std::fs::create_dir(data.join("ghost-0")).unwrap();
+        std::fs::write(data.join("ghost-0/00000000000000000000.log"), b"x").unwrap();
+        let image = commit(data, &[MetadataRecord::RemoveTopic { topic_id: gone }]);
+        let (_, image_again) = MetadataLog::open(data).unwrap();
+        assert!(image_again.deleted_topic_ids.contains(&gone));
+
+        let rm = ReplicaManager::new(0, data);
+        rm.apply_image(&image, &RawConfig::defaults()).unwrap();
+        rm.remove_orphans(&image);
+        assert!(data.join("kept-0").is_dir());
+        assert!(
+            !data.join("gone-0").exists(),
+            "a replayed delete removes its topic's data"
+        );
+        assert!(!data.join("ghost-0").exists());
+        let strays: Vec<String> = std::fs::read_dir(data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(STRAY_DIR_SUFFIX))
+            .collect();
+        assert_eq!(strays.len(), 1, "{strays:?}");
+        assert!(strays[0].starts_with("ghost-0."));
+        assert_eq!(
+            std::fs::read(data.join(&strays[0]).join("00000000000000000000.log")).unwrap(),
+            b"x"
+        );
+    }
+
+    #[test]
+    fn recover_metadata_keeps_the_valid_prefix_and_rebuilds_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path();
+        write_meta_properties(
+            data,
+            &MetaProperties {
+                cluster_id: "c1".into(),
+                node_id: 0,
+            },
+        )
+        .unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut records = topic("a", a);
+        records.push(MetadataRecord::Config {
+            resource_type: crate::metadata::records::RESOURCE_TOPIC,
+            resource_name: "a".into(),
+            name: "retention.ms".into(),
+            value: Some("1234".into()),
+        });
+        commit(data, &records);
+        let image = commit(data, &topic("b", b));
+        close(host(data, &image));
+        // Damage the last batch (topic b's records): the prefix (topic a, its config) is sound.
+        let seg = data.join(format!("{METADATA_TOPIC}-0/00000000000000000000.log"));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+        assert!(MetadataLog::open(data).is_err(), "the damage is refused");
+
+        let report = recover_metadata(
+            data,
+            &RecoverOptions {
+                cluster_id: None,
+                node_id: 0,
+            },
+        )
+        .unwrap();
+        assert_eq!(report.salvaged_records, 3);
+        assert!(report.salvage_stopped.is_some());
+        assert_eq!(report.rebuilt_topics, vec![("b".to_string(), b, 1)]);
+        assert_eq!(report.kept_aside.len(), 1);
+        assert_eq!(
+            std::fs::read(report.kept_aside[0].join("00000000000000000000.log")).unwrap(),
+            bytes
+        );
+        assert!(report.wrote_meta_properties.is_none());
+        let (_, image) = MetadataLog::open(data).unwrap();
+        assert_eq!(image.topic("a").map(|t| t.id), Some(a));
+        assert_eq!(image.topic("b").map(|t| t.id), Some(b));
+        assert_eq!(
+            image
+                .topic_configs("a")
+                .get("retention.ms")
+                .map(String::as_str),
+            Some("1234")
+        );
+        let epoch = image.topic("b").unwrap().partitions[&0].leader_epoch;
+        assert!(
+            epoch >= 1,
+            "a new leader epoch above the batches' ({epoch})"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! The replicas this node hosts, kept in step with the metadata image (Kafka's ReplicaManager).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -132,12 +132,9 @@ impl ReplicaManager {
         if to_open.is_empty() {
             return Ok(());
         }
-        for (tp, (id, _, _)) in &to_open {
-            self.clear_way_for(tp, *id, image);
-        }
         let started = Instant::now();
         let count = to_open.len();
-        let opened = open_logs(&self.data_dir, to_open);
+        let opened = open_logs(&self.data_dir, to_open, &image.deleted_topic_ids);
         let mut first_error = None;
         let mut map = self.write_map();
         for (tp, (id, epoch, config), log) in opened {
@@ -162,30 +159,6 @@ impl ReplicaManager {
         match first_error {
             Some(e) => Err(e.into()),
             None => Ok(()),
-        }
-    }
-
-    /// A directory in the way of a replica about to open that belongs to another topic id
-    /// (an earlier topic of the same name): removed if that topic's deletion was replayed,
-    /// set aside as a stray otherwise.
-    fn clear_way_for(&self, tp: &TopicPartition, topic_id: uuid::Uuid, image: &MetadataImage) {
-        let dir = self.data_dir.join(tp.dir_name());
-        let Some(found) = storage::dir_topic_id(&dir) else {
-            return;
-        };
-        if found == topic_id {
-            return;
-        }
-        if image.deleted_topic_ids.contains(&found) {
-            info!(dir = %dir.display(), topic_id = %found, "removing the directory of a deleted topic");
-            if let Err(e) = storage::delete_partition_dir(&dir) {
-                warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
-            }
-        } else {
-            set_aside_as_stray(
-                &dir,
-                &format!("it belongs to topic id {found}, not {topic_id}"),
-            );
         }
     }
 
@@ -218,7 +191,10 @@ impl ReplicaManager {
             let Ok(tp) = TopicPartition::parse_dir_name(&name) else {
                 continue;
             };
-            if tp.topic == METADATA_TOPIC || hosted.contains_key(&tp) {
+            let in_image = image
+                .topic(&tp.topic)
+                .is_some_and(|t| t.partitions.contains_key(&tp.partition));
+            if tp.topic == METADATA_TOPIC || hosted.contains_key(&tp) || in_image {
                 continue;
             }
             match storage::dir_topic_id(&entry.path()) {
@@ -244,6 +220,28 @@ impl ReplicaManager {
                 warn!(partition = %tp, error = %e, "close at shutdown failed");
             }
         }
+    }
+}
+
+/// A directory in the way of a replica about to open that belongs to another topic id `found`
+/// (an earlier topic of the same name): removed if that topic's deletion was replayed, set
+/// aside as a stray otherwise.
+fn clear_way_for(
+    dir: &Path,
+    found: uuid::Uuid,
+    topic_id: uuid::Uuid,
+    deleted: &HashSet<uuid::Uuid>,
+) {
+    if deleted.contains(&found) {
+        info!(dir = %dir.display(), topic_id = %found, "removing the directory of a deleted topic");
+        if let Err(e) = storage::delete_partition_dir(dir) {
+            warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
+        }
+    } else {
+        set_aside_as_stray(
+            dir,
+            &format!("it belongs to topic id {found}, not {topic_id}"),
+        );
     }
 }
 
@@ -273,15 +271,19 @@ const PARALLEL_OPEN_MIN: usize = 32;
 fn open_logs(
     data_dir: &Path,
     to_open: Vec<(TopicPartition, Wanted)>,
+    deleted_topic_ids: &HashSet<uuid::Uuid>,
 ) -> Vec<(TopicPartition, Wanted, Result<Log, LogError>)> {
     let open = |(tp, wanted): (TopicPartition, Wanted)| {
         let dir = data_dir.join(tp.dir_name());
+        let found = storage::dir_topic_id(&dir);
+        if let Some(other) = found.filter(|f| *f != wanted.0) {
+            clear_way_for(&dir, other, wanted.0, deleted_topic_ids);
+        }
         let log = Log::open(&dir, tp.clone(), wanted.2.log_config()).and_then(|log| {
             // Kafka's partition.metadata: the directory says which topic it belongs to, so
             // it can be told apart from a stray and rebuilt into a lost metadata log.
-            let id = wanted.0.into_bytes();
-            if partition_metadata::read(&dir).ok().flatten() != Some(id) {
-                partition_metadata::write(&dir, id)?;
+            if found != Some(wanted.0) {
+                partition_metadata::write(&dir, wanted.0.into_bytes())?;
             }
             Ok(log)
         });
@@ -336,7 +338,7 @@ mod tests {
         let wanted = (0..n)
             .map(|p| (tp(p), (uuid::Uuid::nil(), p, config.clone())))
             .collect();
-        let mut opened = open_logs(tmp.path(), wanted);
+        let mut opened = open_logs(tmp.path(), wanted, &HashSet::new());
         opened.sort_by_key(|(tp, _, _)| tp.partition);
         assert_eq!(opened.len(), n as usize);
         for (i, (tp, (_, epoch, _), log)) in opened.into_iter().enumerate() {

@@ -310,3 +310,35 @@ def test_verify_passes_on_sound_data(make_broker):
     r = _storage("verify", "--data-dir", str(broker.data_dir))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{topic}-0:" in r.stdout and "no problems" in r.stdout, r.stdout
+
+
+def test_damage_before_the_last_index_entry_is_reported_when_read(make_broker):
+    # One active segment; start-up reads only what follows its last index entry, so damage
+    # further up is found when a fetch reaches it: ERROR with file and position, data kept.
+    broker, topic = _topic_with_data(make_broker)
+    broker.stop()
+    seg = sorted((broker.data_dir / f"{topic}-0").glob("*.log"))[-1]
+    index = seg.with_suffix(".index").read_bytes()
+    assert len(index) >= 8, "the test needs an index entry"
+    last_indexed = int.from_bytes(index[-4:], "big")
+    batches = [b for b in _batches(seg) if 0 < b[0] < last_indexed]
+    assert batches, "no batch before the last index entry"
+    pos, base, _ = batches[0]
+    b = bytearray(seg.read_bytes())
+    b[pos + 8:pos + 12] = (1_000_000).to_bytes(4, "big")
+    seg.write_bytes(bytes(b))
+
+    broker.start()
+    c = consumer(broker.bootstrap)
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    got = []
+    for _ in range(12):
+        got += [m.offset() for m in c.consume(num_messages=1000, timeout=0.5) if m.error() is None]
+    c.close()
+    assert got == list(range(base)), "everything before the damage is served"
+    assert re.search(rf"ERROR.*damaged data.*{re.escape(str(seg))}: at byte {pos}", broker.log_text()), \
+        broker.log_tail()
+    assert seg.read_bytes() == bytes(b)
+    broker.stop()
+    r = _storage("verify", "--data-dir", str(broker.data_dir), "--topic", topic)
+    assert r.returncode == 1 and f"{seg} position {pos} offset {base}" in r.stderr, r.stdout + r.stderr

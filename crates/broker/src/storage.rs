@@ -212,6 +212,28 @@ pub fn verified_slice(
     Ok(slice)
 }
 
+/// A read that ran into damaged data (a consumer is stuck there: KAFKA_STORAGE_ERROR until the
+/// data is repaired) is an ERROR naming file and position; at most once a minute per process,
+/// since the consumer retries.
+pub fn report_damaged_read(tp: &TopicPartition, error: &crate::partition::PartitionError) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST_REPORT_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+    const REPORT_INTERVAL_MS: i64 = 60_000;
+    let crate::partition::PartitionError::Log(strom_log::LogError::Corrupt { .. }) = error else {
+        return;
+    };
+    let now = crate::metadata::metadata_log::now_ms();
+    let last = LAST_REPORT_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < REPORT_INTERVAL_MS
+        || LAST_REPORT_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    tracing::error!(partition = %tp, %error, "fetch reached damaged data; consumers cannot read past it (run `strom storage verify`)");
+}
+
 /// `<dir name>.<unique id><suffix>`: Kafka's naming for directories set aside.
 fn aside_name(dir_name: &str, suffix: &str) -> String {
     format!("{dir_name}.{}{suffix}", Uuid::new_v4().simple())

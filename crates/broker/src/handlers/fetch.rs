@@ -211,6 +211,7 @@ fn read_all(
                 }
                 Err(e) => {
                     errors = true;
+                    crate::storage::report_damaged_read(&replica.topic_partition, &e);
                     let code = super::produce::append_error_code(&e);
                     let hw = replica.high_watermark();
                     let start = replica.log_start_offset().unwrap_or(-1);

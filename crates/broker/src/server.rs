@@ -157,12 +157,10 @@ pub async fn run(
         &image.broker_configs(""),
         &image.broker_configs(&config.node_id.to_string()),
     );
-    replicas
-        .apply_image(&image, &raw_with_dynamic)
-        .context(
-            "cannot open partition logs (nothing was truncated or deleted: restore the damaged \
+    replicas.apply_image(&image, &raw_with_dynamic).context(
+        "cannot open partition logs (nothing was truncated or deleted: restore the damaged \
              files, or move that partition directory aside to start without it)",
-        )?;
+    )?;
     replicas.remove_orphans(&image);
     crate::metrics::partitions(image.partition_count());
     let recovered_ms = started.elapsed().as_millis();

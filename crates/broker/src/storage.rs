@@ -651,6 +651,26 @@ mod tests {
         }
     }
 
+    /// Every metadata commit moves the recovery point on disk, so damage to a committed
+    /// change after a crash is refused, never cut off as if it were a torn write.
+    #[test]
+    fn damage_to_a_committed_change_is_refused_even_after_a_crash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut log, image) = MetadataLog::open(tmp.path()).unwrap();
+        let image = log.commit(&image, &topic("a", Uuid::new_v4())).unwrap();
+        log.commit(&image, &topic("b", Uuid::new_v4())).unwrap();
+        drop(log); // a crash: no close, no final checkpoint
+        let seg = tmp
+            .path()
+            .join(format!("{METADATA_TOPIC}-0/00000000000000000000.log"));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+        assert!(MetadataLog::open(tmp.path()).is_err());
+        assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing cut");
+    }
+
     #[test]
     fn aside_names_are_kafkas() {
         let tmp = tempfile::tempdir().unwrap();

@@ -20,6 +20,8 @@ pub struct ReplicaManager {
     node_id: i32,
     data_dir: PathBuf,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Partitions of the image whose log is damaged (not hosted), with the reason.
+    offline: Mutex<HashMap<TopicPartition, String>>,
     pub data_notify: Arc<Notify>,
 }
 
@@ -29,6 +31,7 @@ impl ReplicaManager {
             node_id,
             data_dir: data_dir.to_path_buf(),
             partitions: RwLock::new(HashMap::new()),
+            offline: Mutex::new(HashMap::new()),
             data_notify: Arc::new(Notify::new()),
         }
     }
@@ -43,6 +46,35 @@ impl ReplicaManager {
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.read_map().values().cloned().collect()
+    }
+
+    /// Partitions whose damaged log could not be opened, and why.
+    pub fn offline(&self) -> Vec<(TopicPartition, String)> {
+        let mut v: Vec<_> = self
+            .offline_map()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The error for a partition not hosted here: KAFKA_STORAGE_ERROR if its log is damaged
+    /// (Kafka's answer for a partition on an offline log directory), else unknown.
+    pub fn missing_error(&self, topic: &str, partition: i32) -> proto_kafka::ResponseError {
+        let tp = TopicPartition::new(topic, partition);
+        if self.offline_map().contains_key(&tp) {
+            proto_kafka::ResponseError::KafkaStorageError
+        } else {
+            proto_kafka::ResponseError::UnknownTopicOrPartition
+        }
+    }
+
+    fn offline_map(&self) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, String>> {
+        match self.offline.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
     }
 
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TopicPartition, Arc<Partition>>> {
@@ -95,6 +127,7 @@ impl ReplicaManager {
                 }
             }
         }
+        self.offline_map().retain(|tp, _| wanted.contains_key(tp));
         let existing: Vec<(TopicPartition, Arc<Partition>)> = self
             .read_map()
             .iter()
@@ -142,7 +175,14 @@ impl ReplicaManager {
                 Ok(log) => {
                     let partition =
                         Partition::new(log, id, epoch, config, self.data_notify.clone());
+                    self.offline_map().remove(&tp);
                     map.insert(tp, Arc::new(partition));
+                }
+                Err(e @ LogError::Corrupt { .. }) => {
+                    // One damaged log takes its partition offline, not the broker down; its
+                    // files stay as they are (retried at the next metadata change).
+                    tracing::error!(partition = %tp, error = %e, "partition offline: its log is damaged and was neither truncated nor deleted; restore the damaged files, or move the directory aside to start it empty (`strom storage verify` names every bad batch)");
+                    self.offline_map().insert(tp, e.to_string());
                 }
                 Err(e) => {
                     warn!(partition = %tp, error = %e, "cannot open log");

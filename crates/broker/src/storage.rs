@@ -672,6 +672,35 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_log_takes_only_its_partition_offline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path();
+        let mut records = topic("bad", Uuid::new_v4());
+        records.extend(topic("good", Uuid::new_v4()));
+        let image = commit(data, &records);
+        close(host(data, &image));
+        // The only batch of bad-0 now claims to run past the end of its file.
+        let seg = data.join("bad-0/00000000000000000000.log");
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[8..12].copy_from_slice(&1_000_000i32.to_be_bytes());
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let rm = ReplicaManager::new(0, data);
+        rm.apply_image(&image, &RawConfig::defaults()).unwrap();
+        rm.remove_orphans(&image);
+        assert!(rm.get("good", 0).is_some());
+        assert!(rm.get("bad", 0).is_none());
+        let offline = rm.offline();
+        assert_eq!(offline.len(), 1);
+        assert!(offline[0].1.contains("at byte 0"), "{}", offline[0].1);
+        assert_eq!(
+            rm.missing_error("bad", 0),
+            proto_kafka::ResponseError::KafkaStorageError
+        );
+        assert_eq!(std::fs::read(&seg).unwrap(), bytes, "kept as it is");
+    }
+
+    #[test]
     fn aside_names_are_kafkas() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("my.topic-3");

@@ -152,10 +152,10 @@ fn read_all(
                 .and_then(|n| broker.replicas.get(n, index));
             let Some(replica) = replica else {
                 errors = true;
-                let code = if by_id && t.name.is_none() {
-                    ResponseError::UnknownTopicId
-                } else {
-                    ResponseError::UnknownTopicOrPartition
+                let code = match t.name.as_deref() {
+                    None if by_id => ResponseError::UnknownTopicId,
+                    Some(name) => broker.replicas.missing_error(name, index),
+                    None => ResponseError::UnknownTopicOrPartition,
                 };
                 partitions.push(data.with_error_code(code.code()));
                 continue;

@@ -358,3 +358,30 @@ def test_damage_before_the_last_index_entry_is_reported_when_read(make_broker):
     broker.stop()
     r = _storage("verify", "--data-dir", str(broker.data_dir), "--topic", topic)
     assert r.returncode == 1 and f"{seg} position {pos} offset {base}" in r.stderr, r.stdout + r.stderr
+
+
+def test_recovered_metadata_keeps_committed_group_offsets(make_broker):
+    broker, topic = _topic_with_data(make_broker)
+    group = "g-" + unique_topic("grp")
+    c = consumer(broker.bootstrap, **{"group.id": group})
+    c.commit(offsets=[TopicPartition(topic, 0, 4321)], asynchronous=False)
+    c.close()
+    broker.stop()
+    shutil.rmtree(broker.data_dir / META)  # the whole metadata log lost
+    line = _start_refused(broker)
+    assert "strom storage recover-metadata" in line, line
+
+    r = _storage("recover-metadata", "--data-dir", str(broker.data_dir))
+    assert r.returncode == 0, r.stderr
+    assert "rebuilt topic __consumer_offsets" in r.stdout, r.stdout
+    broker.start()
+    c = consumer(broker.bootstrap, **{"group.id": group})
+    committed = c.committed([TopicPartition(topic, 0)], timeout=20)
+    c.close()
+    assert committed[0].offset == 4321
+    assert _read_all(broker, topic) == _expected()
+    a = admin(broker.bootstrap)
+    from confluent_kafka.admin import ConfigResource
+    res = ConfigResource(ConfigResource.Type.TOPIC, "__consumer_offsets")
+    configs = a.describe_configs([res])[res].result(20)
+    assert configs["cleanup.policy"].value == "compact"

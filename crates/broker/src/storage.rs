@@ -453,6 +453,15 @@ pub fn recover_metadata(data_dir: &Path, opts: &RecoverOptions) -> anyhow::Resul
         for p in 0..=max_partition {
             new_records.push(partition_record(id, p, epoch));
         }
+        if name == crate::group::OFFSETS_TOPIC {
+            // Group offsets must stay compacted, never expire by retention.
+            new_records.push(MetadataRecord::Config {
+                resource_type: crate::metadata::records::RESOURCE_TOPIC,
+                resource_name: name.clone(),
+                name: "cleanup.policy".into(),
+                value: Some("compact".into()),
+            });
+        }
         report.rebuilt_topics.push((name, id, max_partition + 1));
     }
     if max_producer_id >= image.next_producer_id {

@@ -52,11 +52,21 @@ pub fn meta_properties_path(dir: &Path) -> PathBuf {
 
 /// Reads `meta.properties`. Kafka's format: `version`, `cluster.id`, `node.id` lines.
 pub fn read_meta_properties(dir: &Path) -> std::io::Result<MetaState> {
-    let bytes = match std::fs::read(meta_properties_path(dir)) {
-        Ok(b) => b,
+    const MAX_FILE_BYTES: u64 = 64 * 1024;
+    let file = match std::fs::File::open(meta_properties_path(dir)) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(MetaState::Missing),
         Err(e) => return Err(e),
     };
+    // A few lines when sound: a damaged file is not read whole into memory.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_FILE_BYTES + 1),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Ok(MetaState::Invalid("it is far too large".into()));
+    }
     let Ok(text) = String::from_utf8(bytes) else {
         return Ok(MetaState::Invalid("it is not text".into()));
     };

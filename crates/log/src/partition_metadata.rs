@@ -16,6 +16,7 @@ use crate::error::{IoContext, LogError};
 
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 const VERSION: u32 = 0;
+const MAX_FILE_BYTES: u64 = 4096;
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// A topic id in Kafka's text form (`Uuid.toString()`).
@@ -70,8 +71,8 @@ pub fn path(dir: &Path) -> PathBuf {
 /// one that cannot be read as Kafka's format.
 pub fn read(dir: &Path) -> Result<Option<[u8; 16]>, LogError> {
     let path = path(dir);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(LogError::io(format!("read {}", path.display()), e)),
     };
@@ -79,6 +80,16 @@ pub fn read(dir: &Path) -> Result<Option<[u8; 16]>, LogError> {
         path: path.clone(),
         reason: reason.to_string(),
     };
+    // The real file is about 40 bytes: a damaged one is not read whole into memory.
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_FILE_BYTES + 1),
+        &mut text,
+    )
+    .ctx(|| format!("read {}", path.display()))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(corrupt("far too large"));
+    }
     let text = String::from_utf8(text).map_err(|_| corrupt("not text"))?;
     let mut version = None;
     let mut topic_id = None;

@@ -564,7 +564,19 @@ fn salvage(dir: &Path) -> anyhow::Result<(Vec<MetadataRecord>, Option<String>)> 
     files.sort();
     let mut records = Vec::new();
     let mut next_offset = files.first().map_or(0, |f| f.0);
+    // A metadata segment is at most 64 MiB plus one batch: anything larger is not one.
+    const MAX_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
     for (_, path) in files {
+        let len = std::fs::metadata(&path)
+            .with_context(|| format!("cannot stat {}", path.display()))?
+            .len();
+        if len > MAX_SEGMENT_BYTES {
+            let why = format!(
+                "{} is {len} bytes, too large for a metadata segment",
+                path.display()
+            );
+            return Ok((records, Some(why)));
+        }
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut pos = 0usize;

@@ -705,6 +705,9 @@ impl LogSegment {
             BatchScanner::new(&file, &path, start_position, file_len, CRC_SCAN_CHUNK_BYTES);
         let mut valid_end = start_position;
         let mut invalid: Option<(u64, String)> = None;
+        // Once synced data was found damaged, nothing after it in the segment is taken for a
+        // torn write: the offsets that tell the two apart came from a damaged header.
+        let mut damaged_synced_data = false;
         loop {
             match scanner.next(true)? {
                 ScanItem::Batch { position, header } => {
@@ -719,7 +722,13 @@ impl LogSegment {
                 ScanItem::Invalid { position, error } => {
                     if self.next_offset < synced_below {
                         if let Some(header) = scanner.skip_bad_crc() {
-                            if self.out_of_sequence(&header, position).is_none() {
+                            // Its lastOffsetDelta sits inside the failed CRC: a synced batch
+                            // ends at or below the recovery point, so one claiming more is
+                            // not trusted to say where the next offset is.
+                            if self.out_of_sequence(&header, position).is_none()
+                                && header.next_offset() <= synced_below
+                            {
+                                damaged_synced_data = true;
                                 tracing::error!(
                                     segment = %self.log_path.display(),
                                     position,
@@ -743,7 +752,7 @@ impl LogSegment {
         let truncated_bytes = file_len - valid_end;
         if truncated_bytes > 0 {
             let (position, reason) = invalid.unwrap_or((valid_end, "unknown".to_string()));
-            if self.next_offset < synced_below {
+            if self.next_offset < synced_below || damaged_synced_data {
                 tracing::error!(
                     segment = %self.log_path.display(),
                     position,

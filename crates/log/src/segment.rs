@@ -738,6 +738,10 @@ impl LogSegment {
                                     %error,
                                     "acknowledged record batch is damaged (fails its CRC below the recovery point); kept as it is, not truncated"
                                 );
+                                // Nor is its maxTimestamp (also inside the CRC) let into
+                                // the time index.
+                                let mut header = header;
+                                header.max_timestamp = -1;
                                 self.index_batch(&header, position);
                                 valid_end = position + header.size_bytes() as u64;
                                 continue;

@@ -93,6 +93,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.message.timestamp.type", Some("CreateTime"), T::String, "CreateTime or LogAppendTime."),
     def("log.cleanup.policy", Some("delete"), T::List, "delete (retention by time and size) and/or compact (keep the latest record of each key)."),
     def("log.cleaner.enable", Some("true"), T::Boolean, "Run log compaction for topics whose cleanup.policy includes compact."),
+    def("log.fetch.verify.crc", Some("false"), T::Boolean, "Strom: check the CRC-32C of every batch a fetch returns; a bad one is logged with file and position and not sent (CORRUPT_MESSAGE when it is the first)."),
     def("log.cleaner.backoff.ms", Some("15000"), T::Long, "How often the cleaner looks for logs to compact."),
     def("log.cleaner.delete.retention.ms", Some("86400000"), T::Long, "How long tombstones are kept in compacted topics."),
     def("log.cleaner.min.cleanable.ratio", Some("0.5"), T::Double, "Share of a log's sealed bytes not yet compacted that triggers compaction."),
@@ -548,6 +549,7 @@ pub struct BrokerConfig {
     pub log_retention_check_interval_ms: u64,
     pub log_flush_scheduler_interval_ms: u64,
     pub log_cleaner_enable: bool,
+    pub log_fetch_verify_crc: bool,
     pub log_cleaner_backoff_ms: u64,
     pub producer_id_expiration_ms: i64,
     pub producer_id_expiration_check_interval_ms: u64,
@@ -776,6 +778,7 @@ impl BrokerConfig {
             log_flush_scheduler_interval_ms: int("log.flush.scheduler.interval.ms", 1, i64::MAX)?
                 as u64,
             log_cleaner_enable: boolean("log.cleaner.enable")?,
+            log_fetch_verify_crc: boolean("log.fetch.verify.crc")?,
             log_cleaner_backoff_ms: int("log.cleaner.backoff.ms", 1, i64::MAX)? as u64,
             producer_id_expiration_ms: int("producer.id.expiration.ms", 1, i32::MAX as i64)?,
             producer_id_expiration_check_interval_ms: int(

@@ -19,4 +19,5 @@ pub mod partition;
 pub mod replica_manager;
 pub mod request;
 pub mod server;
+pub mod storage;
 pub mod topic_config;

@@ -1,11 +1,11 @@
 //! The replicas this node hosts, kept in step with the metadata image (Kafka's ReplicaManager).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use strom_log::{Log, LogError, TopicPartition};
+use strom_log::{partition_metadata, Log, LogError, TopicPartition};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -13,12 +13,15 @@ use crate::config::RawConfig;
 use crate::metadata::metadata_log::METADATA_TOPIC;
 use crate::metadata::MetadataImage;
 use crate::partition::{Partition, PartitionError};
+use crate::storage;
 use crate::topic_config::TopicConfig;
 
 pub struct ReplicaManager {
     node_id: i32,
     data_dir: PathBuf,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Partitions of the image whose log is damaged (not hosted), with the reason.
+    offline: Mutex<HashMap<TopicPartition, String>>,
     pub data_notify: Arc<Notify>,
 }
 
@@ -28,6 +31,7 @@ impl ReplicaManager {
             node_id,
             data_dir: data_dir.to_path_buf(),
             partitions: RwLock::new(HashMap::new()),
+            offline: Mutex::new(HashMap::new()),
             data_notify: Arc::new(Notify::new()),
         }
     }
@@ -42,6 +46,35 @@ impl ReplicaManager {
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.read_map().values().cloned().collect()
+    }
+
+    /// Partitions whose damaged log could not be opened, and why.
+    pub fn offline(&self) -> Vec<(TopicPartition, String)> {
+        let mut v: Vec<_> = self
+            .offline_map()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The error for a partition not hosted here: KAFKA_STORAGE_ERROR if its log is damaged
+    /// (Kafka's answer for a partition on an offline log directory), else unknown.
+    pub fn missing_error(&self, topic: &str, partition: i32) -> proto_kafka::ResponseError {
+        let tp = TopicPartition::new(topic, partition);
+        if self.offline_map().contains_key(&tp) {
+            proto_kafka::ResponseError::KafkaStorageError
+        } else {
+            proto_kafka::ResponseError::UnknownTopicOrPartition
+        }
+    }
+
+    fn offline_map(&self) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, String>> {
+        match self.offline.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
     }
 
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TopicPartition, Arc<Partition>>> {
@@ -101,6 +134,7 @@ impl ReplicaManager {
                 }
             }
         }
+        self.offline_map().retain(|tp, _| wanted.contains_key(tp));
         let existing: Vec<(TopicPartition, Arc<Partition>)> = self
             .read_map()
             .iter()
@@ -117,9 +151,13 @@ impl ReplicaManager {
                 _ => {
                     self.write_map().remove(tp);
                     let dir = self.data_dir.join(tp.dir_name());
-                    info!(partition = %tp, "deleting replica");
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
+                    if image.deleted_topic_ids.contains(&partition.topic_id) {
+                        info!(partition = %tp, topic_id = %partition.topic_id, "deleting the replica of a deleted topic");
+                        if let Err(e) = storage::delete_partition_dir(&dir) {
+                            warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
+                        }
+                    } else {
+                        set_aside_as_stray(&dir, "its topic no longer places a replica here");
                     }
                 }
             }
@@ -136,7 +174,7 @@ impl ReplicaManager {
         }
         let started = Instant::now();
         let count = to_open.len();
-        let opened = open_logs(&self.data_dir, to_open);
+        let opened = open_logs(&self.data_dir, to_open, &image.deleted_topic_ids);
         let mut first_error = None;
         let mut map = self.write_map();
         for (tp, (id, epoch, config), log) in opened {
@@ -144,7 +182,14 @@ impl ReplicaManager {
                 Ok(log) => {
                     let partition =
                         Partition::new(log, id, epoch, config, self.data_notify.clone());
+                    self.offline_map().remove(&tp);
                     map.insert(tp, Arc::new(partition));
+                }
+                Err(e @ LogError::Corrupt { .. }) => {
+                    // One damaged log takes its partition offline, not the broker down; its
+                    // files stay as they are (retried at the next metadata change).
+                    tracing::error!(partition = %tp, error = %e, "partition offline: its log is damaged and was neither truncated nor deleted; restore the damaged files, or move the directory aside to start it empty (`strom storage verify` names every bad batch)");
+                    self.offline_map().insert(tp, e.to_string());
                 }
                 Err(e) => {
                     warn!(partition = %tp, error = %e, "cannot open log");
@@ -164,24 +209,49 @@ impl ReplicaManager {
         }
     }
 
-    /// Partition directories that no topic in the image owns: left by a crash between a
-    /// topic's deletion and its directory's removal. Removed at start-up, as Kafka does.
-    pub fn remove_orphans(&self) {
+    /// Partition directories that no topic in the image owns. Only a directory whose
+    /// `partition.metadata` names a topic id that a replayed RemoveTopic deleted is removed
+    /// (a crash came between the deletion and the removal), as are `-delete` directories
+    /// (removals already under way). Any other is renamed `<name>.<id>-stray` and kept, with
+    /// a WARN (Kafka 3.7+): a damaged or lost metadata log must never cost data.
+    pub fn remove_orphans(&self, image: &MetadataImage) {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
             return;
         };
         let hosted = self.read_map();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
+            if !entry.path().is_dir() {
+                continue;
+            }
+            if storage::parse_aside_name(&name, storage::DELETE_DIR_SUFFIX).is_some() {
+                info!(dir = %name, "finishing the removal of a deleted partition");
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    warn!(dir = %name, error = %e, "could not remove deleted partition directory");
+                }
+                continue;
+            }
+            if storage::parse_aside_name(&name, storage::STRAY_DIR_SUFFIX).is_some() {
+                warn!(dir = %entry.path().display(), "stray partition directory kept (no topic owns it; `strom storage recover-metadata` takes strays back)");
+                continue;
+            }
             let Ok(tp) = TopicPartition::parse_dir_name(&name) else {
                 continue;
             };
-            if tp.topic == METADATA_TOPIC || hosted.contains_key(&tp) || !entry.path().is_dir() {
+            let in_image = image
+                .topic(&tp.topic)
+                .is_some_and(|t| t.partitions.contains_key(&tp.partition));
+            if tp.topic == METADATA_TOPIC || hosted.contains_key(&tp) || in_image {
                 continue;
             }
-            info!(dir = %name, "removing the directory of a deleted partition");
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                warn!(dir = %name, error = %e, "could not remove orphan partition directory");
+            match storage::dir_topic_id(&entry.path()) {
+                Some(id) if image.deleted_topic_ids.contains(&id) => {
+                    info!(dir = %name, topic_id = %id, "removing the directory of a deleted topic");
+                    if let Err(e) = storage::delete_partition_dir(&entry.path()) {
+                        warn!(dir = %name, error = %e, "could not remove deleted partition directory");
+                    }
+                }
+                _ => set_aside_as_stray(&entry.path(), "no topic in the metadata owns it"),
             }
         }
     }
@@ -200,6 +270,42 @@ impl ReplicaManager {
     }
 }
 
+/// A directory in the way of a replica about to open that belongs to another topic id `found`
+/// (an earlier topic of the same name): removed if that topic's deletion was replayed, set
+/// aside as a stray otherwise.
+fn clear_way_for(
+    dir: &Path,
+    found: uuid::Uuid,
+    topic_id: uuid::Uuid,
+    deleted: &HashSet<uuid::Uuid>,
+) {
+    if deleted.contains(&found) {
+        info!(dir = %dir.display(), topic_id = %found, "removing the directory of a deleted topic");
+        if let Err(e) = storage::delete_partition_dir(dir) {
+            warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
+        }
+    } else {
+        set_aside_as_stray(
+            dir,
+            &format!("it belongs to topic id {found}, not {topic_id}"),
+        );
+    }
+}
+
+fn set_aside_as_stray(dir: &Path, why: &str) {
+    if !dir.exists() {
+        return;
+    }
+    match storage::rename_aside(dir, storage::STRAY_DIR_SUFFIX) {
+        Ok(stray) => {
+            warn!(dir = %dir.display(), stray = %stray.display(), reason = why, "partition directory renamed as a stray and kept, not deleted")
+        }
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, reason = why, "could not rename a stray partition directory; left in place")
+        }
+    }
+}
+
 type Wanted = (uuid::Uuid, i32, TopicConfig);
 
 /// Opening a log is mostly waiting on the file system (directory listing, checkpoint reads, a
@@ -212,10 +318,22 @@ const PARALLEL_OPEN_MIN: usize = 32;
 fn open_logs(
     data_dir: &Path,
     to_open: Vec<(TopicPartition, Wanted)>,
+    deleted_topic_ids: &HashSet<uuid::Uuid>,
 ) -> Vec<(TopicPartition, Wanted, Result<Log, LogError>)> {
     let open = |(tp, wanted): (TopicPartition, Wanted)| {
         let dir = data_dir.join(tp.dir_name());
-        let log = Log::open(&dir, tp.clone(), wanted.2.log_config());
+        let found = storage::dir_topic_id(&dir);
+        if let Some(other) = found.filter(|f| *f != wanted.0) {
+            clear_way_for(&dir, other, wanted.0, deleted_topic_ids);
+        }
+        let log = Log::open(&dir, tp.clone(), wanted.2.log_config()).and_then(|log| {
+            // Kafka's partition.metadata: the directory says which topic it belongs to, so
+            // it can be told apart from a stray and rebuilt into a lost metadata log.
+            if found != Some(wanted.0) {
+                partition_metadata::write(&dir, wanted.0.into_bytes())?;
+            }
+            Ok(log)
+        });
         (tp, wanted, log)
     };
     if to_open.len() < PARALLEL_OPEN_MIN {
@@ -267,7 +385,7 @@ mod tests {
         let wanted = (0..n)
             .map(|p| (tp(p), (uuid::Uuid::nil(), p, config.clone())))
             .collect();
-        let mut opened = open_logs(tmp.path(), wanted);
+        let mut opened = open_logs(tmp.path(), wanted, &HashSet::new());
         opened.sort_by_key(|(tp, _, _)| tp.partition);
         assert_eq!(opened.len(), n as usize);
         for (i, (tp, (_, epoch, _), log)) in opened.into_iter().enumerate() {

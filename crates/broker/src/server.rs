@@ -3,7 +3,6 @@
 //! connections, flush and close everything.
 
 use std::future::Future;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,58 +20,73 @@ use crate::metadata::records::BrokerEndpoint;
 use crate::metadata::MetadataRecord;
 use crate::network::connection::{self, ConnectionInfo};
 use crate::replica_manager::ReplicaManager;
-
-const META_PROPERTIES: &str = "meta.properties";
+use crate::storage;
 
 /// Reads `meta.properties` (Kafka's record of which cluster and node a directory belongs to),
-/// writing it on first start. Returns the cluster id.
+/// writing it on first start. Returns the cluster id. A missing file is only a first start if
+/// the directory holds no data; a damaged one is never replaced silently.
 fn format_or_check(dir: &Path, config: &BrokerConfig) -> anyhow::Result<String> {
-    let path = dir.join(META_PROPERTIES);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let mut cluster = None;
-        let mut node = None;
-        for line in text.lines() {
-            if let Some(v) = line.strip_prefix("cluster.id=") {
-                cluster = Some(v.trim().to_string());
-            } else if let Some(v) = line.strip_prefix("node.id=") {
-                node = v.trim().parse::<i32>().ok();
-            }
-        }
-        let cluster = cluster.with_context(|| format!("{} has no cluster.id", path.display()))?;
-        if node != Some(config.node_id) {
-            bail!(
-                "{} belongs to node.id {:?}, but this broker is node.id {}",
-                path.display(),
-                node,
-                config.node_id
-            );
-        }
-        if let Some(wanted) = &config.cluster_id {
-            if *wanted != cluster {
+    let path = storage::meta_properties_path(dir);
+    let recover = format!(
+        "restore it, or run `strom storage recover-metadata --data-dir {} [--cluster-id ID]` to write a new one (the old file is kept aside)",
+        dir.display()
+    );
+    match storage::read_meta_properties(dir)
+        .with_context(|| format!("cannot read {}", path.display()))?
+    {
+        storage::MetaState::Valid(meta) => {
+            if meta.node_id != config.node_id {
                 bail!(
-                    "{} belongs to cluster {cluster}, not cluster.id {wanted}",
-                    path.display()
+                    "{} belongs to node.id {}, but this broker is node.id {}",
+                    path.display(),
+                    meta.node_id,
+                    config.node_id
+                );
+            }
+            if let Some(wanted) = &config.cluster_id {
+                if *wanted != meta.cluster_id {
+                    bail!(
+                        "{} belongs to cluster {}, not cluster.id {wanted}",
+                        path.display(),
+                        meta.cluster_id
+                    );
+                }
+            }
+            return Ok(meta.cluster_id);
+        }
+        storage::MetaState::Invalid(reason) => {
+            bail!(
+                "{} is damaged ({reason}); refusing to start: {recover}",
+                path.display()
+            )
+        }
+        storage::MetaState::Missing => {
+            let partitions = storage::partition_dirs(dir)
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .len();
+            if partitions > 0 || storage::metadata_log_has_data(dir) {
+                bail!(
+                    "{} is missing but {} holds data ({partitions} partition directories); refusing to start with a new cluster id: {recover}",
+                    path.display(),
+                    dir.display()
                 );
             }
         }
-        return Ok(cluster);
     }
     let cluster = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
-    let tmp = dir.join("meta.properties.tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    write!(
-        f,
-        "version=1\ncluster.id={cluster}\nnode.id={}\n",
-        config.node_id
-    )?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    storage::write_meta_properties(
+        dir,
+        &storage::MetaProperties {
+            cluster_id: cluster.clone(),
+            node_id: config.node_id,
+        },
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(cluster)
 }
 
 /// Kafka's cluster ids are a UUID in URL-safe base64 without padding (22 characters).
-fn new_cluster_id() -> String {
+pub(crate) fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = uuid::Uuid::new_v4().into_bytes();
     let mut out = String::with_capacity(22);
@@ -132,7 +146,15 @@ pub async fn run(
         .and_then(|_| crate::metrics::install());
     crate::metrics::register();
 
-    let (metadata_log, image) = MetadataLog::open(&dir).context("cannot open the metadata log")?;
+    let (metadata_log, image) = MetadataLog::open(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "the metadata log is damaged ({e}); refusing to start rather than forget topics. \
+             Run `strom storage recover-metadata --data-dir {}` to rebuild it from the partition \
+             directories (the damaged log is kept aside)",
+            dir.display()
+        )
+    })?;
+    storage::check_metadata_covers_data(&dir, &image)?;
     let replicas = ReplicaManager::new(config.node_id, &dir);
     let (raw_with_dynamic, ignored) = config.raw.with_dynamic_checked(
         &image.broker_configs(""),
@@ -148,10 +170,11 @@ pub async fn run(
         };
         warn!(config = %i.name, value = %i.value, resource, reason = %i.reason, "ignoring a persisted dynamic broker config; the static or default value is used");
     }
-    replicas
-        .apply_image(&image, &raw_with_dynamic)
-        .context("cannot open partition logs")?;
-    replicas.remove_orphans();
+    replicas.apply_image(&image, &raw_with_dynamic).context(
+        "cannot open partition logs (nothing was truncated or deleted: restore the damaged \
+             files, or move that partition directory aside to start without it)",
+    )?;
+    replicas.remove_orphans(&image);
     crate::metrics::partitions(image.partition_count());
     let recovered_ms = started.elapsed().as_millis();
 

@@ -57,12 +57,16 @@ pub mod error;
 pub mod lock;
 pub mod log;
 pub mod offset_index;
+pub mod partition_metadata;
 pub mod producer_state;
 pub mod segment;
 pub mod time_index;
 pub mod topic_partition;
 pub mod validator;
+pub mod verify;
 
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -213,6 +213,50 @@ fn scan_dir(dir: &Path) -> Result<(Vec<i64>, bool), LogError> {
     Ok((log_bases, deleted_any))
 }
 
+/// What survives of a log after recovery must still cover what its checkpoints say was
+/// there: a log that ends below its recovery point has lost fsynced (acknowledged) data, a
+/// log that starts above its log start offset has lost its first segments. Both mean files
+/// were damaged or removed behind Strom's back.
+fn check_recovered_extent(
+    dir: &Path,
+    topic_partition: &TopicPartition,
+    first_base: i64,
+    log_end_offset: i64,
+    checkpointed_log_start: Option<i64>,
+    checkpointed_recovery_point: i64,
+) -> Result<(), LogError> {
+    if log_end_offset < checkpointed_recovery_point {
+        tracing::error!(
+            log = %topic_partition,
+            dir = %dir.display(),
+            log_end_offset,
+            recovery_point = checkpointed_recovery_point,
+            "log ends below its recovery point: acknowledged data is missing"
+        );
+        return Err(LogError::Corrupt {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "the log ends at offset {log_end_offset}, below its recovery point \
+                 {checkpointed_recovery_point}: segment files holding acknowledged data were \
+                 truncated or removed; restore them, or run `strom storage verify` for details"
+            ),
+        });
+    }
+    // Without a checkpoint the log has never moved its start, so it must begin at 0.
+    let expected_start = checkpointed_log_start.unwrap_or(0);
+    if first_base > expected_start {
+        tracing::warn!(
+            log = %topic_partition,
+            dir = %dir.display(),
+            first_segment_base = first_base,
+            log_start_offset = expected_start,
+            "the first segment starts above the log start offset: segments are missing, \
+             offsets {expected_start}..{first_base} are gone"
+        );
+    }
+    Ok(())
+}
+
 fn delete_segment_files(dir: &Path, base: i64) -> Result<(), LogError> {
     for path in [
         crate::segment::log_file_path(dir, base),
@@ -258,19 +302,22 @@ impl Log {
             let (mut segment, rebuild) = LogSegment::open(dir, base, &config, now_ms)?;
             let truncated_bytes = if let Some(reason) = rebuild {
                 tracing::info!(log = %topic_partition, base, %reason, "rebuilding indexes");
-                segment.recover(None)?
+                segment.recover(None, checkpointed_recovery_point)?
             } else if next_base.is_some_and(|n| n <= checkpointed_recovery_point) {
                 if segment.load_tail()? {
                     0
                 } else {
                     tracing::warn!(log = %topic_partition, base, "segment inconsistent with its index; recovering");
-                    segment.recover(None)?
+                    segment.recover(None, checkpointed_recovery_point)?
                 }
             } else if base >= checkpointed_recovery_point {
                 recovered_bytes += segment.size_bytes();
-                segment.recover(None)?
+                segment.recover(None, checkpointed_recovery_point)?
             } else {
-                segment.recover(Some(checkpointed_recovery_point))?
+                segment.recover(
+                    Some(checkpointed_recovery_point),
+                    checkpointed_recovery_point,
+                )?
             };
             if truncated_bytes > 0 {
                 tail_cut = true;
@@ -318,6 +365,14 @@ impl Log {
             .unwrap_or(first_base)
             .max(first_base)
             .min(log_end_offset);
+        check_recovered_extent(
+            dir,
+            &topic_partition,
+            first_base,
+            log_end_offset,
+            checkpointed_log_start,
+            checkpointed_recovery_point,
+        )?;
         let recovery_point = checkpointed_recovery_point.min(log_end_offset);
         let mut producer_state =
             ProducerStateManager::new(dir, topic_partition.clone(), log_end_offset);
@@ -432,6 +487,14 @@ impl Log {
 
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.keys().copied().collect()
+    }
+
+    /// The file of the segment holding `offset` (for error reports).
+    pub fn segment_path_containing(&self, offset: i64) -> Option<PathBuf> {
+        self.segments
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| s.log_path().to_path_buf())
     }
 
     pub fn segments(&self) -> impl Iterator<Item = &LogSegment> {
@@ -1014,7 +1077,7 @@ impl Log {
                 .ctx(|| format!("rename {} to {}", c.path.display(), log_path.display()))?;
             let (mut segment, _) =
                 LogSegment::open(&self.dir, c.base_offset, &self.config, now_ms)?;
-            let cut = segment.recover(None)?;
+            let cut = segment.recover(None, i64::MIN)?;
             debug_assert_eq!(cut, 0, "a verified cleaned copy lost bytes on recovery");
             segment.on_become_inactive()?;
             self.segments.insert(c.base_offset, segment);

@@ -62,6 +62,9 @@ pub(crate) struct BatchScanner<'a> {
     buf: Vec<u8>,
     buf_start: u64,
     chunk_bytes: usize,
+    /// Header of the batch just reported with a CRC mismatch: it parsed and fits, so a caller
+    /// may step over it ([`BatchScanner::skip_bad_crc`]) to see whether the chain goes on.
+    bad_crc_header: Option<BatchHeader>,
 }
 
 impl<'a> BatchScanner<'a> {
@@ -80,7 +83,16 @@ impl<'a> BatchScanner<'a> {
             buf: Vec::new(),
             buf_start: 0,
             chunk_bytes,
+            bad_crc_header: None,
         }
+    }
+
+    /// Steps over the batch last reported as [`BatchError::CrcMismatch`], returning its
+    /// header; `None` if the last item was anything else.
+    pub(crate) fn skip_bad_crc(&mut self) -> Option<BatchHeader> {
+        let header = self.bad_crc_header.take()?;
+        self.pos += header.size_bytes() as u64;
+        Some(header)
     }
 
     /// Returns `len` bytes at `pos`; the caller guarantees `pos + len <= end`.
@@ -100,6 +112,7 @@ impl<'a> BatchScanner<'a> {
     }
 
     pub(crate) fn next(&mut self, verify_crc: bool) -> Result<ScanItem, LogError> {
+        self.bad_crc_header = None;
         let position = self.pos;
         if position >= self.end {
             return Ok(ScanItem::End);
@@ -131,6 +144,7 @@ impl<'a> BatchScanner<'a> {
                 at += n as u64;
             }
             if crc != header.crc {
+                self.bad_crc_header = Some(header);
                 return Ok(ScanItem::Invalid {
                     position,
                     error: BatchError::CrcMismatch {
@@ -628,10 +642,22 @@ impl LogSegment {
         }
     }
 
-    /// Validates (header + CRC-32C) the batches from the last index entry before
-    /// `from_offset` (or from the start when `None`, rebuilding the indexes), re-indexing them,
-    /// and truncates the file at the first invalid byte. Returns the number of bytes truncated.
-    pub(crate) fn recover(&mut self, from_offset: Option<i64>) -> Result<u64, LogError> {
+    /// Validates (header + CRC-32C, offset continuity) the batches from the last index entry
+    /// before `from_offset` (or from the start when `None`, rebuilding the indexes),
+    /// re-indexing them. Returns the number of bytes truncated.
+    ///
+    /// `synced_below` is the log's recovery point: offsets below it were fsynced (and so
+    /// acknowledged), only what lies at or above it can be a torn write. An invalid batch at or
+    /// above it starts the torn tail, which is cut off (Kafka's rule). Below it, nothing is
+    /// ever cut: a batch whose CRC alone fails is logged (ERROR, file and position) and kept,
+    /// since its framing still leads to the next batch; anything that breaks the chain
+    /// (unparseable header, length past the end, offsets out of sequence) is
+    /// [`LogError::Corrupt`], and the caller must refuse the log rather than lose what follows.
+    pub(crate) fn recover(
+        &mut self,
+        from_offset: Option<i64>,
+        synced_below: i64,
+    ) -> Result<u64, LogError> {
         let file_len = self
             .log_file
             .metadata()
@@ -678,32 +704,84 @@ impl LogSegment {
         let mut scanner =
             BatchScanner::new(&file, &path, start_position, file_len, CRC_SCAN_CHUNK_BYTES);
         let mut valid_end = start_position;
-        let mut invalid: Option<String> = None;
+        let mut invalid: Option<(u64, String)> = None;
+        // Once synced data was found damaged, nothing after it in the segment is taken for a
+        // torn write: the offsets that tell the two apart came from a damaged header.
+        let mut damaged_synced_data = false;
         loop {
             match scanner.next(true)? {
                 ScanItem::Batch { position, header } => {
                     if let Some(reason) = self.out_of_sequence(&header, position) {
-                        invalid = Some(reason);
+                        invalid = Some((position, reason));
                         break;
                     }
                     self.index_batch(&header, position);
                     valid_end = position + header.size_bytes() as u64;
                 }
                 ScanItem::End => break,
-                ScanItem::Invalid { error, .. } => {
-                    invalid = Some(error.to_string());
+                ScanItem::Invalid { position, error } => {
+                    if self.next_offset < synced_below {
+                        if let Some(header) = scanner.skip_bad_crc() {
+                            // Its lastOffsetDelta sits inside the failed CRC: a synced batch
+                            // ends at or below the recovery point, so one claiming more is
+                            // not trusted to say where the next offset is.
+                            if self.out_of_sequence(&header, position).is_none()
+                                && header.next_offset() <= synced_below
+                            {
+                                damaged_synced_data = true;
+                                tracing::error!(
+                                    segment = %self.log_path.display(),
+                                    position,
+                                    base_offset = header.base_offset,
+                                    last_offset = header.last_offset(),
+                                    recovery_point = synced_below,
+                                    %error,
+                                    "acknowledged record batch is damaged (fails its CRC below the recovery point); kept as it is, not truncated"
+                                );
+                                // Nor is its maxTimestamp (also inside the CRC) let into
+                                // the time index.
+                                let mut header = header;
+                                header.max_timestamp = -1;
+                                self.index_batch(&header, position);
+                                valid_end = position + header.size_bytes() as u64;
+                                continue;
+                            }
+                        }
+                    }
+                    invalid = Some((position, error.to_string()));
                     break;
                 }
             }
         }
         let truncated_bytes = file_len - valid_end;
         if truncated_bytes > 0 {
+            let (position, reason) = invalid.unwrap_or((valid_end, "unknown".to_string()));
+            if self.next_offset < synced_below || damaged_synced_data {
+                tracing::error!(
+                    segment = %self.log_path.display(),
+                    position,
+                    offset = self.next_offset,
+                    recovery_point = synced_below,
+                    %reason,
+                    "acknowledged data is damaged (below the recovery point); refusing to truncate it"
+                );
+                return Err(LogError::Corrupt {
+                    path: self.log_path.clone(),
+                    reason: format!(
+                        "at byte {position} (offset {}), below the recovery point {synced_below}, so acknowledged data: {reason}; \
+                         not truncated ({truncated_bytes} bytes from there kept); run `strom storage verify` for details",
+                        self.next_offset
+                    ),
+                });
+            }
             tracing::warn!(
                 segment = %self.log_path.display(),
+                position,
+                offset = self.next_offset,
                 valid_bytes = valid_end,
                 truncated_bytes,
-                reason = invalid.as_deref().unwrap_or("unknown"),
-                "truncating invalid tail of segment"
+                %reason,
+                "truncating the torn tail of the segment (written after the last fsync)"
             );
             self.log_file
                 .set_len(valid_end)
@@ -716,7 +794,7 @@ impl LogSegment {
             {
                 // Entries kept from before the recovery point describe data that turned out to
                 // be corrupt: start over from scratch on the (now shorter) file.
-                return Ok(truncated_bytes + self.recover(None)?);
+                return Ok(truncated_bytes + self.recover(None, synced_below)?);
             }
         }
         if self.rolling_based_timestamp.is_none() && self.size_bytes > 0 {

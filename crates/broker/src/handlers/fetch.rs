@@ -151,10 +151,10 @@ fn read_all(
                 .and_then(|n| broker.replicas.get(n, index));
             let Some(replica) = replica else {
                 errors = true;
-                let code = if by_id && t.name.is_none() {
-                    ResponseError::UnknownTopicId
-                } else {
-                    ResponseError::UnknownTopicOrPartition
+                let code = match t.name.as_deref() {
+                    None if by_id => ResponseError::UnknownTopicId,
+                    Some(name) => broker.replicas.missing_error(name, index),
+                    None => ResponseError::UnknownTopicOrPartition,
                 };
                 partitions.push(data.with_error_code(code.code()));
                 continue;
@@ -180,7 +180,21 @@ fn read_all(
                         .with_high_watermark(read.high_watermark)
                         .with_last_stable_offset(read.high_watermark)
                         .with_log_start_offset(read.log_start_offset);
-                    if let Some(slice) = read.slice.filter(|_| budget > 0 || min_one) {
+                    let slice = read.slice.filter(|_| budget > 0 || min_one);
+                    let slice = match slice {
+                        Some(s) if broker.config.log_fetch_verify_crc => {
+                            match crate::storage::verified_slice(&replica, s) {
+                                Ok(s) => Some(s),
+                                Err(code) => {
+                                    errors = true;
+                                    partitions.push(data.with_error_code(code));
+                                    continue;
+                                }
+                            }
+                        }
+                        other => other,
+                    };
+                    if let Some(slice) = slice {
                         // The bytes stay in the file: the connection sends them with sendfile.
                         total += slice.size;
                         let records = ranges.placeholder(FileRange {
@@ -193,6 +207,7 @@ fn read_all(
                 }
                 Err(e) => {
                     errors = true;
+                    crate::storage::report_damaged_read(&replica.topic_partition, &e);
                     let code = super::produce::append_error_code(&e);
                     let hw = replica.high_watermark();
                     let start = replica.log_start_offset().unwrap_or(-1);

@@ -207,7 +207,7 @@ pub fn handle(
                 let replica = broker
                     .replicas
                     .get(&name, index)
-                    .ok_or(ResponseError::UnknownTopicOrPartition)?;
+                    .ok_or_else(|| broker.replicas.missing_error(&name, index))?;
                 let buf: &mut [u8] = match &mut records {
                     Records::Missing => return Err(ResponseError::CorruptMessage.into()),
                     Records::InFrame(range) => &mut frame[range.clone()],

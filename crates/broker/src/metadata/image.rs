@@ -1,6 +1,6 @@
 //! The metadata image: the state that results from applying every metadata record in order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -59,6 +59,9 @@ pub struct MetadataImage {
     pub configs: HashMap<(i8, String), BTreeMap<String, String>>,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
+    /// Ids of the topics a replayed RemoveTopic deleted: only their directories may be
+    /// removed (a directory the metadata does not mention is kept as a stray).
+    pub deleted_topic_ids: Arc<HashSet<Uuid>>,
 }
 
 impl MetadataImage {
@@ -202,6 +205,7 @@ impl MetadataImage {
                     .ok_or(ImageError::UnknownTopicId(*topic_id))?;
                 self.topics.remove(&name);
                 self.configs.remove(&(RESOURCE_TOPIC, name));
+                Arc::make_mut(&mut self.deleted_topic_ids).insert(*topic_id);
             }
         }
         self.offset = offset;
@@ -271,6 +275,7 @@ mod tests {
             .unwrap();
         assert!(img.topic("t").is_none());
         assert!(img.topic_configs("t").is_empty());
+        assert!(img.deleted_topic_ids.contains(&id));
         assert!(img.apply(7, &part(id, 0, 9)).is_err());
     }
 

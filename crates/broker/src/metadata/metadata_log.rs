@@ -58,6 +58,12 @@ impl MetadataLog {
             if bytes.is_empty() {
                 break;
             }
+            // Recovery keeps (and reports) a synced batch whose CRC fails rather than cut it;
+            // for the metadata that is fatal: replaying around a lost change would be wrong.
+            strom_log::validate_batches(&bytes).map_err(|e| MetadataLogError::Corrupt {
+                offset: next,
+                reason: e.to_string(),
+            })?;
             let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| {
                 MetadataLogError::Corrupt {
                     offset: next,
@@ -119,6 +125,10 @@ impl MetadataLog {
         let target = self.log.flush_target();
         target.sync()?;
         self.log.mark_flushed_target(&target)?;
+        // The recovery point goes to disk with every change (not once a second as for
+        // partitions): recovery then knows that every record below it was synced, so damage
+        // there is refused instead of being cut off as a torn tail.
+        self.log.checkpoint_recovery_point()?;
         Ok(next)
     }
 

@@ -7,6 +7,7 @@ pub mod format;
 pub mod group;
 pub mod output;
 pub mod produce;
+pub mod storage;
 pub mod time;
 pub mod topic;
 
@@ -32,6 +33,8 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print them (kcat-like format strings).
     Consume(consume::ConsumeArgs),
+    /// Check and repair a data directory offline: verify, recover-metadata.
+    Storage(storage::StorageArgs),
 }
 
 /// Options shared by every client command.
@@ -96,6 +99,7 @@ pub fn run(command: Command) -> ExitCode {
             Command::Group(a) => group::run(a).await,
             Command::Produce(a) => produce::run(a).await,
             Command::Consume(a) => consume::run(a).await,
+            Command::Storage(a) => storage::run(a).await,
         }
     });
     // Don't wait for tasks still blocked on stdin or sockets.

@@ -153,6 +153,7 @@ def test_port_in_use_fails_cleanly(make_broker, tmp_path):
     cp = run_strom(args, timeout=20)
     assert cp.returncode != 0, cp.stderr
     assert str(first.port) in cp.stderr or "address" in cp.stderr.lower(), cp.stderr
+    assert not (tmp_path / "other").exists(), "a broker that cannot bind formatted a data directory"
     assert first.alive()
 
 

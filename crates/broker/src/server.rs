@@ -135,6 +135,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     crate::memory::keep_freed_memory();
+    // Bound before the data directory is touched: a second instance whose port is taken must
+    // fail without formatting (or locking) a directory. Connections that arrive while the logs
+    // recover wait in the listen backlog until the accept loops start.
+    let listeners = bind(&mut config).await?;
+    let admin_listener = match config.admin_http_listener {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on admin.http.listener {addr}"))?,
+        ),
+        None => None,
+    };
     let dir = config.log_dir.clone();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create log.dirs {}", dir.display()))?;
@@ -178,15 +190,6 @@ pub async fn run(
     crate::metrics::partitions(image.partition_count());
     let recovered_ms = started.elapsed().as_millis();
 
-    let listeners = bind(&mut config).await?;
-    let admin_listener = match config.admin_http_listener {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on admin.http.listener {addr}"))?,
-        ),
-        None => None,
-    };
     let broker = Arc::new(Broker::new(
         config,
         cluster_id.clone(),

@@ -20,6 +20,7 @@ pub mod groups;
 pub mod member;
 pub mod partitioner;
 pub mod producer;
+pub mod send;
 
 pub use admin::{topic_id_string, ClusterInfo, ConfigEntry, ConfigOp, CreatedTopic, NewTopic};
 pub use client::{
@@ -33,3 +34,4 @@ pub use member::{MemberAssignment, Membership};
 pub use partitioner::{murmur2, partition_for_key, StickyPartitioner};
 pub use producer::{ProduceRecord, Producer, ProducerConfig, ProducerStats};
 pub use proto_kafka::records::{Compression, Record};
+pub use send::encode_records;

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod consume;
 pub mod format;
+pub mod gateway;
 pub mod group;
 pub mod output;
 pub mod produce;
@@ -32,6 +33,8 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print them (kcat-like format strings).
     Consume(consume::ConsumeArgs),
+    /// Serve topics over HTTP (Confluent REST Proxy v2) in front of a Kafka cluster.
+    Gateway(gateway::GatewayArgs),
 }
 
 /// Options shared by every client command.
@@ -96,6 +99,7 @@ pub fn run(command: Command) -> ExitCode {
             Command::Group(a) => group::run(a).await,
             Command::Produce(a) => produce::run(a).await,
             Command::Consume(a) => consume::run(a).await,
+            Command::Gateway(a) => gateway::run(a).await,
         }
     });
     // Don't wait for tasks still blocked on stdin or sockets.

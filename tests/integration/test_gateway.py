@@ -1,0 +1,314 @@
+"""The HTTP gateway (issue 15): Confluent REST Proxy v2 over the real binary.
+
+Records produced over HTTP are read back byte for byte by confluent-kafka
+and kcat (keys and headers included), and records produced with Kafka
+clients are read over HTTP; errors follow Confluent's format and codes, and
+the gateway keeps serving after hostile requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from conftest import free_port, port_accepts, strom_bin
+from helpers import (consume_partitions, consumer, create_topic, describe, kcat, produce_all, producer,
+                     unique_topic)
+
+V2 = "application/vnd.kafka.v2+json"
+JSON_V2 = "application/vnd.kafka.json.v2+json"
+BINARY_V2 = "application/vnd.kafka.binary.v2+json"
+
+
+class Http:
+    def __init__(self, base: str):
+        self.base = base
+
+    def call(self, method: str, path: str, body=None, content_type: str | None = None, accept: str | None = None,
+             raw: bytes | None = None, timeout: float = 30):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        if accept:
+            req.add_header("Accept", accept)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                text = resp.read()
+                return resp.status, resp.headers, (json.loads(text) if text else None)
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            try:
+                parsed = json.loads(text) if text else None
+            except ValueError:
+                parsed = text
+            return e.code, e.headers, parsed
+
+    def get(self, path, **kw):
+        return self.call("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.call("POST", path, body, **kw)
+
+
+def b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def raw_post(port: int, path: str, body: bytes, chunked: bool) -> tuple[int, dict]:
+    """POSTs `body` over a plain socket from another thread, reading the
+    answer as soon as it comes (a gateway that refuses a large body answers
+    before reading all of it)."""
+    import threading
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {BINARY_V2}\r\n"
+        head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {len(body)}\r\n\r\n"
+
+        def send():
+            try:
+                s.sendall(head.encode())
+                step = 64 * 1024
+                for i in range(0, len(body), step):
+                    part = body[i:i + step]
+                    s.sendall(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+                if chunked:
+                    s.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass
+
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed before an answer: {answer!r}"
+            answer += chunk
+        head_bytes, _, rest = answer.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head_bytes.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        while len(rest) < length:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed in the answer"
+            rest += chunk
+    status = int(head_bytes.split(b" ")[1])
+    return status, json.loads(rest[:length])
+
+
+def wait_http(port: int, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_accepts(port):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port} after {timeout}s")
+
+
+@pytest.fixture
+def gw(make_broker):
+    port = free_port()
+    b = make_broker(**{"gateway.listener": f"127.0.0.1:{port}", "num.partitions": 3})
+    wait_http(port)
+    http = Http(f"http://127.0.0.1:{port}")
+    http.broker = b
+    http.port = port
+    return http
+
+
+def test_produce_json_read_by_confluent_kafka_and_kcat(gw):
+    topic = unique_topic("gwjson")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    records = [
+        {"key": {"id": 1}, "value": {"foo": "bar", "n": [1, 2]},
+         "headers": [{"name": "trace", "value": b64(b"abc\x00\xff")}, {"name": "empty", "value": None}]},
+        {"key": None, "value": "plain string"},
+        {"value": 42},
+    ]
+    status, headers, body = gw.post(f"/topics/{topic}", {"records": records}, content_type=JSON_V2, accept=V2)
+    assert status == 200, body
+    assert headers["Content-Type"] == V2
+    assert body["key_schema_id"] is None and body["value_schema_id"] is None
+    assert [o["offset"] for o in body["offsets"]] == [0, 1, 2]
+    assert all(o["partition"] == 0 and o["error_code"] is None and o["error"] is None for o in body["offsets"])
+
+    c = consumer(gw.broker.bootstrap)
+    msgs = consume_partitions(c, [TopicPartition(topic, 0, 0)], expected=3)
+    assert [m.key() for m in msgs] == [b'{"id":1}', None, None]
+    assert [m.value() for m in msgs] == [b'{"foo":"bar","n":[1,2]}', b'"plain string"', b"42"]
+    assert msgs[0].headers() == [("trace", b"abc\x00\xff"), ("empty", None)]
+
+    out = kcat(["-C", "-b", gw.broker.bootstrap, "-t", topic, "-e", "-o", "beginning", "-f", "%k|%s|%h\\n"])
+    assert out.returncode == 0, describe(out)
+    lines = out.stdout.decode().splitlines()
+    assert lines[0].startswith('{"id":1}|{"foo":"bar","n":[1,2]}|'), lines
+    assert lines[1] == '|"plain string"|', lines
+
+
+def test_produce_binary_byte_for_byte_and_partition_endpoint(gw):
+    topic = unique_topic("gwbin")
+    create_topic(gw.broker.bootstrap, topic, partitions=3)
+    payloads = [(bytes([i, 0, 255, i]), bytes(range(256)) * (i + 1)) for i in range(5)]
+    records = [{"key": b64(k), "value": b64(v), "headers": [{"name": "h", "value": b64(k)}]} for k, v in payloads]
+    status, _, body = gw.post(f"/topics/{topic}/partitions/2", {"records": records}, content_type=BINARY_V2)
+    assert status == 200, body
+    assert [(o["partition"], o["offset"]) for o in body["offsets"]] == [(2, i) for i in range(5)]
+
+    c = consumer(gw.broker.bootstrap)
+    msgs = consume_partitions(c, [TopicPartition(topic, 2, 0)], expected=5)
+    assert [(m.key(), m.value()) for m in msgs] == payloads
+    assert [m.headers() for m in msgs] == [[("h", k)] for k, _ in payloads]
+
+    out = kcat(["-C", "-b", gw.broker.bootstrap, "-t", topic, "-p", "2", "-e", "-o", "beginning", "-f", "%K:%k"])
+    assert out.returncode == 0, describe(out)
+    expected = b"".join(b"%d:%s" % (len(k), k) for k, _ in payloads)
+    assert out.stdout == expected
+
+
+def test_keys_go_where_kafka_clients_put_them(gw):
+    """A keyed record lands on the partition Kafka's murmur2 partitioner
+    picks: the same partition confluent-kafka (murmur2_random) chooses."""
+    topic = unique_topic("gwkeys")
+    create_topic(gw.broker.bootstrap, topic, partitions=3)
+    keys = [f"key-{i}".encode() for i in range(20)]
+    status, _, body = gw.post(f"/topics/{topic}", {"records": [{"key": b64(k), "value": b64(b"v")} for k in keys]},
+                              content_type=BINARY_V2)
+    assert status == 200, body
+    http_parts = [o["partition"] for o in body["offsets"]]
+    p = producer(gw.broker.bootstrap, partitioner="murmur2_random")
+    results = produce_all(p, [(k, b"v") for k in keys], topic)
+    assert http_parts == [r[1] for r in results]
+    assert len(set(http_parts)) > 1
+
+
+def test_read_over_http_what_kafka_clients_wrote(gw):
+    topic = unique_topic("gwread")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    p = producer(gw.broker.bootstrap)
+    produce_all(p, [(b"k%d" % i, b"v%d" % i) for i in range(7)], topic)
+    status, _, body = gw.get(f"/topics/{topic}/partitions/0/offsets")
+    assert status == 200, body
+    assert body == {"beginning_offset": 0, "end_offset": 7}
+
+
+def test_metadata_endpoints(gw):
+    topic = unique_topic("gwmeta")
+    create_topic(gw.broker.bootstrap, topic, partitions=2, config={"retention.ms": "123456"})
+    status, headers, body = gw.get("/topics", accept=V2)
+    assert status == 200 and topic in body, body
+    status, _, body = gw.get(f"/topics/{topic}")
+    assert status == 200, body
+    assert body["name"] == topic
+    assert body["configs"]["retention.ms"] == "123456"
+    assert [p["partition"] for p in body["partitions"]] == [0, 1]
+    assert body["partitions"][0]["replicas"] == [{"broker": 1, "leader": True, "in_sync": True}] or \
+        body["partitions"][0]["replicas"][0]["leader"] is True
+    status, _, body = gw.get(f"/topics/{topic}/partitions/1")
+    assert status == 200 and body["partition"] == 1, body
+    status, _, body = gw.get("/brokers")
+    assert status == 200 and len(body["brokers"]) == 1, body
+
+
+def test_errors_have_confluent_codes_and_the_gateway_keeps_serving(gw):
+    topic = unique_topic("gwerr")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    ok = {"records": [{"value": b64(b"x")}]}
+
+    status, headers, body = gw.get("/topics/no-such-topic")
+    assert (status, body["error_code"]) == (404, 40401), body
+    assert headers["Content-Type"] == V2
+    status, _, body = gw.post("/topics/no-such-topic", ok, content_type=BINARY_V2)
+    assert (status, body["error_code"]) == (404, 40401), body
+    status, _, body = gw.post(f"/topics/{topic}/partitions/7", ok, content_type=BINARY_V2)
+    assert (status, body["error_code"]) == (404, 40402), body
+    status, _, body = gw.get("/no/such/path")
+    assert (status, body["error_code"]) == (404, 404), body
+    status, _, body = gw.call("DELETE", "/topics")
+    assert (status, body["error_code"]) == (405, 405), body
+
+    # Wrong content types.
+    status, _, body = gw.post(f"/topics/{topic}", ok, content_type="text/plain")
+    assert (status, body["error_code"]) == (415, 415), body
+    status, _, body = gw.post(f"/topics/{topic}", ok, content_type="application/vnd.kafka.avro.v2+json")
+    assert status == 415, body
+    status, _, body = gw.post(f"/topics/{topic}", ok)
+    assert status == 415, body
+    # Invalid base64, a value of the wrong type, bodies that are not JSON or of the wrong shape.
+    status, _, body = gw.post(f"/topics/{topic}", {"records": [{"value": "!!not base64!!"}]}, content_type=BINARY_V2)
+    assert (status, body["error_code"]) == (422, 422), body
+    assert "base64" in body["message"]
+    status, _, body = gw.post(f"/topics/{topic}", {"records": [{"value": 5}]}, content_type=BINARY_V2)
+    assert status == 422, body
+    status, _, body = gw.post(f"/topics/{topic}", raw=b"{not json", content_type=BINARY_V2)
+    assert (status, body["error_code"]) == (400, 400), body
+    status, _, body = gw.post(f"/topics/{topic}", {"recs": []}, content_type=BINARY_V2)
+    assert status == 422, body
+    # Oversized body (default limit 8 MiB), declared and streamed.
+    big = json.dumps({"records": [{"value": b64(b"x" * (7 * 1024 * 1024))}]}).encode()
+    status, body = raw_post(gw.port, f"/topics/{topic}", big, chunked=False)
+    assert (status, body["error_code"]) == (413, 413), body
+    status, body = raw_post(gw.port, f"/topics/{topic}", big, chunked=True)
+    assert (status, body["error_code"]) == (413, 413), body
+    # Too many records in one request (default 10,000).
+    status, _, body = gw.post(f"/topics/{topic}", {"records": [{"value": None}] * 10_001}, content_type=BINARY_V2)
+    assert status == 422 and "limit" in body["message"], body
+    # Half a request, then the connection closed.
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.sendall(b"POST /topics/" + topic.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: " +
+                  BINARY_V2.encode() + b"\r\nContent-Length: 1000\r\n\r\n{\"records\":")
+
+    # Nothing was written by any of them, and the gateway still serves.
+    status, _, body = gw.post(f"/topics/{topic}", ok, content_type=BINARY_V2)
+    assert status == 200 and body["offsets"][0]["offset"] == 0, body
+
+
+def test_standalone_gateway_in_front_of_a_broker(broker, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "gateway.log", "wb")
+    proc = subprocess.Popen([strom_bin(), "gateway", "--bootstrap", broker.bootstrap, "--listener",
+                             f"127.0.0.1:{port}"], stdout=log, stderr=log)
+    try:
+        wait_http(port)
+        http = Http(f"http://127.0.0.1:{port}")
+        topic = unique_topic("gwalone")
+        create_topic(broker.bootstrap, topic, partitions=1)
+        status, _, body = http.post(f"/topics/{topic}", {"records": [{"value": {"a": 1}}]}, content_type=JSON_V2)
+        assert status == 200 and body["offsets"][0]["offset"] == 0, body
+        status, _, body = http.get("/topics")
+        assert topic in body
+        # The broker going away is a 5xx in Confluent's format, not a hang or a crash.
+        broker.stop()
+        status, _, body = http.get("/topics", timeout=60)
+        assert status == 500 and body["error_code"] in (50002, 50003), body
+        broker.start()
+        deadline = time.monotonic() + 30
+        while True:
+            status, _, body = http.get("/topics")
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert status == 200 and topic in body, body
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_gateway_listener_set_explicitly_must_bind(make_broker):
+    """An explicitly set gateway.listener that is taken stops the broker's
+    start, as a taken Kafka listener does."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        b = make_broker(start=False, **{"gateway.listener": f"127.0.0.1:{taken}"})
+        b.start(wait=False)
+        assert b.proc.wait(20) != 0
+        assert "gateway.listener" in b.log_tail()

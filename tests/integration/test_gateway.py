@@ -115,7 +115,8 @@ def wait_http(port: int, timeout: float = 10):
 @pytest.fixture
 def gw(make_broker):
     port = free_port()
-    b = make_broker(**{"gateway.listener": f"127.0.0.1:{port}", "num.partitions": 3})
+    b = make_broker(**{"gateway.listener": f"127.0.0.1:{port}", "num.partitions": 3,
+                       "group.initial.rebalance.delay.ms": 0})
     wait_http(port)
     http = Http(f"http://127.0.0.1:{port}")
     http.broker = b
@@ -312,3 +313,123 @@ def test_gateway_listener_set_explicitly_must_bind(make_broker):
         b.start(wait=False)
         assert b.proc.wait(20) != 0
         assert "gateway.listener" in b.log_tail()
+
+
+def read_records(gw, base: str, want: int, accept: str, timeout: float = 30, **query) -> list:
+    got = []
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        status, headers, body = gw.get(f"{base}/records?{qs}", accept=accept)
+        assert status == 200, body
+        assert headers["Content-Type"] == accept
+        got += body
+    return got
+
+
+def test_consumer_instance_lifecycle_as_confluent_documents(gw):
+    topic = unique_topic("gwcons")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    values = [{"foo": "bar", "i": i} for i in range(5)]
+    status, _, body = gw.post(f"/topics/{topic}", {"records": [{"key": f"k{i}", "value": v}
+                                                                for i, v in enumerate(values)]},
+                              content_type=JSON_V2)
+    assert status == 200, body
+    group = unique_topic("gwgroup")
+
+    status, _, body = gw.post(f"/consumers/{group}", {"name": "my_consumer_instance", "format": "json",
+                                                      "auto.offset.reset": "earliest"}, content_type=V2)
+    assert status == 200, body
+    base = f"/consumers/{group}/instances/my_consumer_instance"
+    assert body == {"instance_id": "my_consumer_instance", "base_uri": f"http://127.0.0.1:{gw.port}{base}"}
+    status, _, body = gw.post(f"/consumers/{group}", {"name": "my_consumer_instance", "format": "json"},
+                              content_type=V2)
+    assert (status, body["error_code"]) == (409, 40902), body
+    status, _, body = gw.post(f"/consumers/{group}", {"name": "other", "format": "avro"}, content_type=V2)
+    assert (status, body["error_code"]) == (422, 42204), body
+
+    status, _, body = gw.post(f"{base}/subscription", {"topics": [topic]}, content_type=V2)
+    assert status == 204, body
+    status, _, body = gw.get(f"{base}/subscription")
+    assert body == {"topics": [topic]}
+    status, _, body = gw.get(f"{base}/records", accept=BINARY_V2)
+    assert (status, body["error_code"]) == (406, 40601), body
+
+    got = read_records(gw, base, 5, JSON_V2)
+    assert [(r["key"], r["value"], r["offset"], r["partition"], r["topic"]) for r in got] == \
+        [(f"k{i}", v, i, 0, topic) for i, v in enumerate(values)]
+    status, _, body = gw.get(f"{base}/assignments")
+    assert body == {"partitions": [{"topic": topic, "partition": 0}]}
+
+    status, _, body = gw.post(f"{base}/offsets", content_type=V2)
+    assert status == 200, body
+    status, _, body = gw.call("GET", f"{base}/offsets", {"partitions": [{"topic": topic, "partition": 0}]},
+                              content_type=V2)
+    assert status == 200 and body == {"offsets": [{"topic": topic, "partition": 0, "offset": 5, "metadata": ""}]}, body
+
+    status, _, body = gw.call("DELETE", base, content_type=V2)
+    assert status == 204, body
+    status, _, body = gw.call("DELETE", base, content_type=V2)
+    assert (status, body["error_code"]) == (404, 40403), body
+    status, _, body = gw.get(f"{base}/records", accept=JSON_V2)
+    assert (status, body["error_code"]) == (404, 40403), body
+
+    # The commit is the group's, as a Kafka consumer sees it.
+    c = consumer(gw.broker.bootstrap, **{"group.id": group})
+    [tp] = c.committed([TopicPartition(topic, 0)], timeout=10)
+    assert tp.offset == 5
+
+
+def test_consumer_manual_assignment_positions_and_max_bytes(gw):
+    topic = unique_topic("gwassign")
+    create_topic(gw.broker.bootstrap, topic, partitions=2)
+    p = producer(gw.broker.bootstrap, **{"linger.ms": 0})
+    produce_all(p, [(None, bytes([i]) * 100, {"partition": 0, "headers": [("n", str(i).encode())]})
+                    for i in range(10)], topic)
+    group = unique_topic("gwgroup")
+    status, _, body = gw.post(f"/consumers/{group}", {"name": "c1", "format": "binary",
+                                                      "auto.commit.enable": "false"}, content_type=V2)
+    assert status == 200, body
+    base = f"/consumers/{group}/instances/c1"
+    status, _, body = gw.post(f"{base}/positions", {"offsets": [{"topic": topic, "partition": 0, "offset": 3}]},
+                              content_type=V2)
+    assert (status, body["error_code"]) == (409, 40903), body
+    status, _, body = gw.post(f"{base}/assignments", {"partitions": [{"topic": topic, "partition": 0}]},
+                              content_type=V2)
+    assert status == 204, body
+    status, _, body = gw.post(f"{base}/subscription", {"topics": [topic]}, content_type=V2)
+    assert (status, body["error_code"]) == (409, 40903), body
+    status, _, body = gw.post(f"{base}/positions", {"offsets": [{"topic": topic, "partition": 0, "offset": 3}]},
+                              content_type=V2)
+    assert status == 204, body
+
+    status, _, body = gw.get(f"{base}/records?timeout=2000&max_bytes=250", accept=BINARY_V2)
+    assert status == 200, body
+    assert [r["offset"] for r in body] == [3, 4]
+    assert base64.b64decode(body[0]["value"]) == bytes([3]) * 100
+    assert body[0]["key"] is None
+    assert body[0]["headers"] == [{"name": "n", "value": b64(b"3")}]
+    rest = read_records(gw, base, 5, BINARY_V2)
+    assert [r["offset"] for r in rest] == [5, 6, 7, 8, 9]
+
+    status, _, _ = gw.post(f"{base}/positions/beginning", {"partitions": [{"topic": topic, "partition": 0}]},
+                           content_type=V2)
+    assert status == 204
+    again = read_records(gw, base, 10, BINARY_V2)
+    assert [r["offset"] for r in again] == list(range(10))
+    status, _, _ = gw.post(f"{base}/positions/end", {"partitions": [{"topic": topic, "partition": 0}]},
+                           content_type=V2)
+    assert status == 204
+    produce_all(p, [(b"new", b"later", {"partition": 0})], topic)
+    later = read_records(gw, base, 1, BINARY_V2)
+    assert [(r["offset"], base64.b64decode(r["key"])) for r in later] == [(10, b"new")]
+
+    status, _, body = gw.post(f"{base}/offsets", {"offsets": [{"topic": topic, "partition": 0, "offset": 7}]},
+                              content_type=V2)
+    assert status == 200, body
+    status, _, body = gw.call("GET", f"{base}/offsets", {"partitions": [{"topic": topic, "partition": 0},
+                                                                        {"topic": topic, "partition": 1}]},
+                              content_type=V2)
+    assert body == {"offsets": [{"topic": topic, "partition": 0, "offset": 7, "metadata": ""}]}, body
+    status, _, body = gw.get(f"{base}/assignments")
+    assert body == {"partitions": [{"topic": topic, "partition": 0}]}

@@ -7,6 +7,7 @@
 //! - [`embedded`]: the binary and json embedded formats.
 //! - [`error`]: Confluent's error bodies and status codes.
 
+pub mod consumers;
 pub mod embedded;
 pub mod error;
 pub mod v2;
@@ -39,6 +40,15 @@ pub struct GatewayConfig {
     pub max_request_bytes: usize,
     /// Most records in one produce request (422 beyond).
     pub max_records_per_request: usize,
+    /// Consumer instances unused this long are removed (Confluent's
+    /// consumer.instance.timeout.ms).
+    pub consumer_instance_timeout: Duration,
+    /// Default `timeout` of a records request (consumer.request.timeout.ms).
+    pub consumer_request_timeout_ms: u64,
+    /// Most bytes a records request returns (consumer.request.max.bytes).
+    pub consumer_request_max_bytes: usize,
+    /// Most consumer instances at once (429 beyond).
+    pub max_consumer_instances: usize,
 }
 
 impl GatewayConfig {
@@ -48,6 +58,10 @@ impl GatewayConfig {
             request_timeout: Duration::from_secs(30),
             max_request_bytes: 8 * 1024 * 1024,
             max_records_per_request: 10_000,
+            consumer_instance_timeout: Duration::from_secs(300),
+            consumer_request_timeout_ms: 1_000,
+            consumer_request_max_bytes: 64 * 1024 * 1024,
+            max_consumer_instances: 1_000,
         }
     }
 
@@ -69,6 +83,7 @@ pub struct Gateway {
     client: OnceCell<Arc<Client>>,
     /// Spreads keyless, partition-less produce requests over partitions.
     pub(crate) next_partition: AtomicUsize,
+    pub(crate) consumers: consumers::Consumers,
 }
 
 impl Gateway {
@@ -77,6 +92,7 @@ impl Gateway {
             config,
             client: OnceCell::new(),
             next_partition: AtomicUsize::new(0),
+            consumers: consumers::Consumers::default(),
         })
     }
 
@@ -153,6 +169,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(|| async { json_response(StatusCode::OK, &serde_json::json!({})) }),
         )
         .merge(v2::routes())
+        .merge(consumers::routes())
         .fallback(|| async { RestError::not_found() })
         .method_not_allowed_fallback(|| async {
             RestError::status(
@@ -170,9 +187,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let gw = Gateway::new(config);
-    let app = router(gw);
-    tokio::select! {
+    let app = router(gw.clone());
+    let reaper = tokio::spawn(expire_consumers(gw));
+    let served = tokio::select! {
         r = axum::serve(listener, app) => r,
         () = shutdown => Ok(()),
+    };
+    reaper.abort();
+    served
+}
+
+async fn expire_consumers(gw: Arc<Gateway>) {
+    let idle = gw.config.consumer_instance_timeout;
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
+    loop {
+        tick.tick().await;
+        let client = gw.client.get().cloned();
+        gw.consumers.expire(client, idle).await;
     }
 }

@@ -433,3 +433,131 @@ def test_consumer_manual_assignment_positions_and_max_bytes(gw):
     assert body == {"offsets": [{"topic": topic, "partition": 0, "offset": 7, "metadata": ""}]}, body
     status, _, body = gw.get(f"{base}/assignments")
     assert body == {"partitions": [{"topic": topic, "partition": 0}]}
+
+
+# --- live streams -------------------------------------------------------------
+
+def ws_url(gw, topic: str, **query) -> str:
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    return f"ws://127.0.0.1:{gw.port}/ws/v1/topics/{topic}/records" + (f"?{qs}" if qs else "")
+
+
+def ws_read(ws, n: int, timeout: float = 30) -> list[dict]:
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {len(out)} of {n} records within {timeout}s"
+        out.append(json.loads(ws.recv(timeout=left)))
+    return out
+
+
+def test_websocket_stream_from_earliest_offset_and_latest(gw):
+    from websockets.sync.client import connect
+
+    topic = unique_topic("gwws")
+    create_topic(gw.broker.bootstrap, topic, partitions=2)
+    p = producer(gw.broker.bootstrap)
+    produce_all(p, [(b"k%d" % i, b"v%d" % i, {"partition": i % 2, "headers": [("h", b"\x00\x01")]})
+                    for i in range(100)], topic)
+
+    with connect(ws_url(gw, topic, **{"from": "earliest", "format": "binary", "partitions": "1"})) as ws:
+        got = ws_read(ws, 50)
+        assert [r["offset"] for r in got] == list(range(50))
+        assert all(r["partition"] == 1 and r["topic"] == topic for r in got)
+        assert [base64.b64decode(r["value"]) for r in got] == [b"v%d" % i for i in range(1, 100, 2)]
+        assert got[0]["headers"] == [{"name": "h", "value": b64(b"\x00\x01")}]
+        # Live: records written after the stream caught up arrive too.
+        produce_all(p, [(None, b"live", {"partition": 1})], topic)
+        [live] = ws_read(ws, 1)
+        assert (live["offset"], base64.b64decode(live["value"]), live["key"]) == (50, b"live", None)
+
+    with connect(ws_url(gw, topic, **{"from": "45", "partitions": "0"})) as ws:
+        got = ws_read(ws, 5)
+        assert [r["offset"] for r in got] == [45, 46, 47, 48, 49]
+        # The json format shows bytes that are not JSON as text.
+        assert got[0]["value"] == "v90" and got[0]["key"] == "k90"
+
+    with connect(ws_url(gw, topic, **{"from": "latest"})) as ws:
+        time.sleep(0.5)
+        produce_all(p, [(None, b'{"after":true}', {"partition": 0})], topic)
+        [r] = ws_read(ws, 1)
+        assert (r["partition"], r["offset"], r["value"]) == (0, 50, {"after": True})
+
+
+def test_websocket_from_a_date_time(gw):
+    from websockets.sync.client import connect
+
+    topic = unique_topic("gwwsts")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    p = producer(gw.broker.bootstrap)
+    base_ms = 1_700_000_000_000
+    produce_all(p, [(None, b"%d" % i, {"timestamp": base_ms + i * 1000}) for i in range(10)], topic)
+    # 2023-11-14T22:13:25Z is base_ms + 5 s.
+    with connect(ws_url(gw, topic, **{"from": "2023-11-14T22:13:25Z"})) as ws:
+        got = ws_read(ws, 5)
+        assert [r["offset"] for r in got] == [5, 6, 7, 8, 9]
+        assert got[0]["timestamp"] == base_ms + 5000
+
+
+def test_stream_requests_are_checked_before_streaming(gw):
+    topic = unique_topic("gwwsbad")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    path = f"/ws/v1/topics/{topic}/records"
+    status, _, body = gw.get(path)
+    assert (status, body["error_code"]) == (406, 406), body
+    status, _, body = gw.get("/ws/v1/topics/no-such-topic/records", accept="text/event-stream")
+    assert (status, body["error_code"]) == (404, 40401), body
+    status, _, body = gw.get(path + "?partitions=3", accept="text/event-stream")
+    assert (status, body["error_code"]) == (404, 40402), body
+    status, _, body = gw.get(path + "?from=yesterday", accept="text/event-stream")
+    assert (status, body["error_code"]) == (400, 400), body
+    status, _, body = gw.get(path + "?format=avro", accept="text/event-stream")
+    assert status == 400, body
+
+
+def test_server_sent_events_with_curl(gw):
+    topic = unique_topic("gwsse")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    p = producer(gw.broker.bootstrap)
+    produce_all(p, [(b"k", b'{"n":%d}' % i) for i in range(3)], topic)
+    out = subprocess.run(["curl", "-sN", "--max-time", "3", "-H", "Accept: text/event-stream",
+                          f"http://127.0.0.1:{gw.port}/ws/v1/topics/{topic}/records?from=earliest"],
+                         capture_output=True, timeout=30)
+    assert out.returncode == 28, out  # curl's "timed out": the stream stays open
+    events = [json.loads(line[len("data:"):]) for line in out.stdout.decode().splitlines()
+              if line.startswith("data:")]
+    assert [(e["offset"], e["value"]) for e in events] == [(0, {"n": 0}), (1, {"n": 1}), (2, {"n": 2})]
+    assert "id:0:2" in out.stdout.decode().replace(" ", "")
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_slow_websocket_reader_holds_its_memory_bounded(gw):
+    """A reader that stops reading slows only its own stream: the broker's
+    (and in-process gateway's) memory stays bounded while 40 MB wait in the
+    topic, and every record then arrives in order."""
+    from websockets.sync.client import connect
+
+    topic = unique_topic("gwslow")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    p = producer(gw.broker.bootstrap, **{"linger.ms": 20, "batch.size": 1_000_000})
+    n = 20_000
+    produce_all(p, [(None, b"%08d" % i + b"x" * 1992) for i in range(n)], topic)
+    before = rss_kb(gw.broker.pid)
+    with connect(ws_url(gw, topic, **{"from": "earliest", "format": "binary"}), max_size=None,
+                 max_queue=4) as ws:
+        ws_read(ws, 10)
+        time.sleep(5)  # not reading: buffers fill, the stream's fetching stops
+        stalled = rss_kb(gw.broker.pid)
+        got = ws_read(ws, n - 10, timeout=240)
+    grown_mb = (stalled - before) / 1024
+    assert grown_mb < 64, f"the broker grew by {grown_mb:.0f} MB behind a stalled reader"
+    assert [base64.b64decode(r["value"])[:8] for r in got[:3]] == [b"%08d" % i for i in range(10, 13)]
+    assert [r["offset"] for r in got] == list(range(10, n))

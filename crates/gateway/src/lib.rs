@@ -10,6 +10,7 @@
 pub mod consumers;
 pub mod embedded;
 pub mod error;
+pub mod stream;
 pub mod v2;
 
 use std::future::Future;
@@ -49,6 +50,8 @@ pub struct GatewayConfig {
     pub consumer_request_max_bytes: usize,
     /// Most consumer instances at once (429 beyond).
     pub max_consumer_instances: usize,
+    /// Most WebSocket and SSE record streams at once (429 beyond).
+    pub max_streams: usize,
 }
 
 impl GatewayConfig {
@@ -62,6 +65,7 @@ impl GatewayConfig {
             consumer_request_timeout_ms: 1_000,
             consumer_request_max_bytes: 64 * 1024 * 1024,
             max_consumer_instances: 1_000,
+            max_streams: 1_000,
         }
     }
 
@@ -84,15 +88,17 @@ pub struct Gateway {
     /// Spreads keyless, partition-less produce requests over partitions.
     pub(crate) next_partition: AtomicUsize,
     pub(crate) consumers: consumers::Consumers,
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Arc<Gateway> {
         Arc::new(Gateway {
-            config,
             client: OnceCell::new(),
             next_partition: AtomicUsize::new(0),
             consumers: consumers::Consumers::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
+            config,
         })
     }
 
@@ -170,6 +176,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .merge(v2::routes())
         .merge(consumers::routes())
+        .merge(stream::routes())
         .fallback(|| async { RestError::not_found() })
         .method_not_allowed_fallback(|| async {
             RestError::status(

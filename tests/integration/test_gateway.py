@@ -112,16 +112,20 @@ def wait_http(port: int, timeout: float = 10):
     raise AssertionError(f"nothing listens on {port} after {timeout}s")
 
 
-@pytest.fixture
-def gw(make_broker):
+def start_gateway(make_broker, **overrides) -> Http:
     port = free_port()
     b = make_broker(**{"gateway.listener": f"127.0.0.1:{port}", "num.partitions": 3,
-                       "group.initial.rebalance.delay.ms": 0})
+                       "group.initial.rebalance.delay.ms": 0, **overrides})
     wait_http(port)
     http = Http(f"http://127.0.0.1:{port}")
     http.broker = b
     http.port = port
     return http
+
+
+@pytest.fixture
+def gw(make_broker):
+    return start_gateway(make_broker)
 
 
 def test_produce_json_read_by_confluent_kafka_and_kcat(gw):
@@ -225,8 +229,9 @@ def test_errors_have_confluent_codes_and_the_gateway_keeps_serving(gw):
     status, headers, body = gw.get("/topics/no-such-topic")
     assert (status, body["error_code"]) == (404, 40401), body
     assert headers["Content-Type"] == V2
-    status, _, body = gw.post("/topics/no-such-topic", ok, content_type=BINARY_V2)
-    assert (status, body["error_code"]) == (404, 40401), body
+    # The broker auto-creates topics (its default), so a produce creates one, as with a Kafka producer.
+    status, _, body = gw.post(f"/topics/{topic}-auto", ok, content_type=BINARY_V2)
+    assert status == 200 and body["offsets"][0]["offset"] == 0, body
     status, _, body = gw.post(f"/topics/{topic}/partitions/7", ok, content_type=BINARY_V2)
     assert (status, body["error_code"]) == (404, 40402), body
     status, _, body = gw.get("/no/such/path")
@@ -561,3 +566,48 @@ def test_a_slow_websocket_reader_holds_its_memory_bounded(gw):
     assert grown_mb < 64, f"the broker grew by {grown_mb:.0f} MB behind a stalled reader"
     assert [base64.b64decode(r["value"])[:8] for r in got[:3]] == [b"%08d" % i for i in range(10, 13)]
     assert [r["offset"] for r in got] == list(range(10, n))
+
+
+def test_produce_to_an_unknown_topic_without_auto_creation_is_40401(make_broker):
+    gw = start_gateway(make_broker, **{"auto.create.topics.enable": "false"})
+    status, _, body = gw.post("/topics/no-such-topic", {"records": [{"value": None}]}, content_type=BINARY_V2)
+    assert (status, body["error_code"]) == (404, 40401), body
+    status, _, body = gw.get("/topics")
+    assert status == 200 and "no-such-topic" not in body
+
+
+def test_readme_examples(gw):
+    """The README's curl block, run against this gateway: produce, a
+    consumer instance's lifecycle, and an SSE tail."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- gateway-examples: test_gateway.py runs this block -->", 1)[1]
+    script = re.search(r"```sh\n(.*?)```", block, re.S).group(1)
+    script = script.replace("localhost:8082", f"127.0.0.1:{gw.port}")
+    create_topic(gw.broker.bootstrap, "jsontest", partitions=1)
+    create_topic(gw.broker.bootstrap, "bintest", partitions=1)
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, timeout=120)
+    assert out.returncode == 0, out
+    text = out.stdout.decode()
+    answers, sse = [], []
+    decoder, pos = json.JSONDecoder(), 0
+    while pos < len(text) and text[pos] in "[{":
+        value, end = decoder.raw_decode(text, pos)
+        answers.append(value)
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    sse = [json.loads(line[5:]) for line in text[pos:].splitlines() if line.startswith("data:")]
+    ok = {"offsets": [{"partition": 0, "offset": 0, "error_code": None, "error": None}],
+          "key_schema_id": None, "value_schema_id": None}
+    assert answers[0] == ok and answers[1] == ok, answers
+    assert answers[2]["name"] == "jsontest"
+    assert answers[3] == {"instance_id": "me", "base_uri": f"http://127.0.0.1:{gw.port}/consumers/mygroup/instances/me"}
+    assert answers[4] == [{"topic": "jsontest", "key": "k1", "value": {"foo": "bar"}, "partition": 0, "offset": 0}]
+    assert len(answers) == 5, answers  # subscription, commit and delete answer with no body
+    assert [(e["offset"], e["key"], e["value"]) for e in sse] == [(0, "k1", {"foo": "bar"})]
+    c = consumer(gw.broker.bootstrap)
+    [m] = consume_partitions(c, [TopicPartition("bintest", 0, 0)], expected=1)
+    assert (m.value(), m.headers()) == (b"hello", [("h", b"v")])

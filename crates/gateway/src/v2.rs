@@ -248,7 +248,14 @@ async fn produce(
         )));
     }
     let records = decode_records(format, req.records)?;
-    let meta = topic_meta(&gw, &topic).await?;
+    // As a Kafka producer does, the metadata request may create the topic
+    // when the cluster auto-creates topics; otherwise an unknown topic is 404.
+    let meta = gw
+        .client()
+        .await?
+        .topic_metadata(&topic, true)
+        .await
+        .map_err(|e| RestError::kafka(&e, Some(&topic)))?;
     let partitions = meta.partitions.len() as i32;
     if let Some(p) = path_partition {
         if meta.partition(p).is_none() {

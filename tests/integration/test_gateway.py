@@ -611,3 +611,65 @@ def test_readme_examples(gw):
     c = consumer(gw.broker.bootstrap)
     [m] = consume_partitions(c, [TopicPartition("bintest", 0, 0)], expected=1)
     assert (m.value(), m.headers()) == (b"hello", [("h", b"v")])
+
+
+# --- v3 ---------------------------------------------------------------------------
+
+def test_v3_clusters_topics_partitions_and_records(gw):
+    status, headers, body = gw.get("/v3/clusters")
+    assert status == 200 and headers["Content-Type"] == "application/json", body
+    [cluster] = body["data"]
+    cid = cluster["cluster_id"]
+    assert cluster["kind"] == "KafkaCluster" and cid
+    assert cluster["topics"]["related"] == f"http://127.0.0.1:{gw.port}/v3/clusters/{cid}/topics"
+    status, _, body = gw.get("/v3/clusters/not-this-cluster")
+    assert (status, body["error_code"]) == (404, 404), body
+
+    topic = unique_topic("gwv3")
+    status, _, body = gw.post(f"/v3/clusters/{cid}/topics", {"topic_name": topic, "partitions_count": 2,
+                                                             "configs": [{"name": "retention.ms", "value": "98765"}]},
+                              content_type="application/json")
+    assert status == 201, body
+    assert (body["topic_name"], body["partitions_count"], body["replication_factor"]) == (topic, 2, 1)
+    status, _, body = gw.post(f"/v3/clusters/{cid}/topics", {"topic_name": topic}, content_type="application/json")
+    assert (status, body["error_code"]) == (400, 40002), body
+    status, _, body = gw.get(f"/v3/clusters/{cid}/topics")
+    assert topic in [t["topic_name"] for t in body["data"]]
+    status, _, body = gw.get(f"/v3/clusters/{cid}/topics/{topic}/partitions")
+    assert [p["partition_id"] for p in body["data"]] == [0, 1]
+    status, _, body = gw.get(f"/v3/clusters/{cid}/topics/{topic}/partitions/1")
+    assert status == 200 and body["partition_id"] == 1, body
+
+    # One record, then three in one body (v3's streaming mode), each answered.
+    rec = {"partition_id": 1, "headers": [{"name": "h", "value": b64(b"hv")}],
+           "key": {"type": "BINARY", "data": b64(b"\x00key")}, "value": {"type": "JSON", "data": {"a": 1}},
+           "timestamp": "2023-11-14T22:13:25.123Z"}
+    status, _, body = gw.post(f"/v3/clusters/{cid}/topics/{topic}/records", rec, content_type="application/json")
+    assert status == 200, body
+    assert (body["error_code"], body["partition_id"], body["offset"]) == (200, 1, 0), body
+    assert body["timestamp"] == "2023-11-14T22:13:25.123Z"
+    assert body["key"] == {"type": "BINARY", "size": 4} and body["value"] == {"type": "JSON", "size": 7}
+    stream = b"".join(json.dumps({"partition_id": 0, "value": {"type": "STRING", "data": f"s{i}"}}).encode()
+                      for i in range(3))
+    for _ in range(2):
+        req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/v3/clusters/{cid}/topics/{topic}/records",
+                                     data=stream, method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200
+            results = [json.loads(line) for line in resp.read().decode().splitlines()]
+    assert [(r["error_code"], r["partition_id"], r["offset"]) for r in results] == [(200, 0, 3), (200, 0, 4), (200, 0, 5)]
+    status, _, body = gw.post(f"/v3/clusters/{cid}/topics/{topic}/records",
+                              {"value": {"type": "BINARY", "data": "@@@"}}, content_type="application/json")
+    assert status == 422 or status == 400, body
+
+    c = consumer(gw.broker.bootstrap)
+    [m] = consume_partitions(c, [TopicPartition(topic, 1, 0)], expected=1)
+    assert (m.key(), m.value(), m.headers(), m.timestamp()[1]) == (b"\x00key", b'{"a":1}', [("h", b"hv")],
+                                                                    1_700_000_005_123)
+    vals = consume_partitions(consumer(gw.broker.bootstrap), [TopicPartition(topic, 0, 0)], expected=6)
+    assert [m.value() for m in vals] == [b"s0", b"s1", b"s2"] * 2
+
+    status, _, body = gw.call("DELETE", f"/v3/clusters/{cid}/topics/{topic}")
+    assert status == 204, body
+    status, _, body = gw.get(f"/v3/clusters/{cid}/topics/{topic}")
+    assert (status, body["error_code"]) == (404, 404), body

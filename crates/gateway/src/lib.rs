@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod error;
 pub mod stream;
 pub mod v2;
+pub mod v3;
 
 use std::future::Future;
 use std::sync::atomic::AtomicUsize;
@@ -177,6 +178,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .merge(v2::routes())
         .merge(consumers::routes())
         .merge(stream::routes())
+        .merge(v3::routes())
         .fallback(|| async { RestError::not_found() })
         .method_not_allowed_fallback(|| async {
             RestError::status(

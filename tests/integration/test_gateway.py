@@ -673,3 +673,30 @@ def test_v3_clusters_topics_partitions_and_records(gw):
     assert status == 204, body
     status, _, body = gw.get(f"/v3/clusters/{cid}/topics/{topic}")
     assert (status, body["error_code"]) == (404, 404), body
+
+
+def test_openapi_document_describes_every_answer(gw):
+    """Each operation of /openapi.json, called with placeholder arguments and
+    no body, answers with a status the document lists, never a 5xx."""
+    status, headers, doc = gw.get("/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3."), doc
+    for path in ["/topics/{topic}", "/consumers/{group}", "/ws/v1/topics/{topic}/records",
+                 "/v3/clusters/{cluster}/topics/{topic}/records", "/consumers/{group}/instances/{instance}/records"]:
+        assert path in doc["paths"], path
+    values = {"topic": "openapi-probe", "group": "probe", "instance": "probe", "partition": "0",
+              "cluster": "probe"}
+    checked = 0
+    for path, ops in doc["paths"].items():
+        concrete = path
+        for k, v in values.items():
+            concrete = concrete.replace("{" + k + "}", v)
+        for method, op in ops.items():
+            status, _, body = gw.call(method.upper(), concrete)
+            assert status < 500, (method, path, status, body)
+            assert str(status) in op["responses"], (method, path, status, body)
+            if status >= 400:
+                assert set(body) == {"error_code", "message"}, (method, path, body)
+            checked += 1
+    assert checked >= 30
+    status, _, body = gw.get("/topics")
+    assert status == 200 and "openapi-probe" not in body

@@ -10,6 +10,7 @@
 pub mod consumers;
 pub mod embedded;
 pub mod error;
+pub mod openapi;
 pub mod stream;
 pub mod v2;
 pub mod v3;
@@ -174,6 +175,17 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/",
             get(|| async { json_response(StatusCode::OK, &serde_json::json!({})) }),
+        )
+        .route(
+            "/openapi.json",
+            get(|| async {
+                let mut r = json_response(StatusCode::OK, &openapi::document());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }),
         )
         .merge(v2::routes())
         .merge(consumers::routes())

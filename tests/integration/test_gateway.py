@@ -700,3 +700,74 @@ def test_openapi_document_describes_every_answer(gw):
     assert checked >= 30
     status, _, body = gw.get("/topics")
     assert status == 200 and "openapi-probe" not in body
+
+
+class Standalone:
+    """`strom gateway` in front of a broker."""
+
+    def __init__(self, bootstrap: str, tmp_path, *args: str):
+        self.port = free_port()
+        self.log = open(tmp_path / f"gateway-{self.port}.log", "wb")
+        self.proc = subprocess.Popen([strom_bin(), "gateway", "--bootstrap", bootstrap, "--listener",
+                                      f"127.0.0.1:{self.port}", *args], stdout=self.log, stderr=self.log)
+        wait_http(self.port)
+        self.http = Http(f"http://127.0.0.1:{self.port}")
+        self.http.port = self.port
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+def closed_within(s: socket.socket, timeout: float) -> bool:
+    """Whether the peer closes `s` within `timeout` (whatever it sent first)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            s.settimeout(left)
+            if s.recv(65536) == b"":
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_thousands_of_idle_sockets_are_closed_and_the_gateway_serves(broker, tmp_path):
+    gw = Standalone(broker.bootstrap, tmp_path, "--idle-timeout-ms", "1500")
+    try:
+        topic = unique_topic("gwidle")
+        create_topic(broker.bootstrap, topic, partitions=1)
+        idle = []
+        for _ in range(4):  # in waves, so the kernel's accept backlog (1024) never overflows
+            idle += [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(500)]
+            time.sleep(0.2)
+        half = socket.create_connection(("127.0.0.1", gw.port))
+        half.sendall(b"POST /topics/" + topic.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: " + BINARY_V2.encode() +
+                     b"\r\nContent-Length: 100\r\n\r\n{")
+        # Meanwhile the gateway serves others.
+        status, _, body = gw.http.post(f"/topics/{topic}", {"records": [{"value": b64(b"x")}]},
+                                       content_type=BINARY_V2)
+        assert status == 200, body
+        start = time.monotonic()
+        assert closed_within(half, 10)
+        assert all(closed_within(s, 10) for s in idle)
+        assert time.monotonic() - start < 15
+        for s in idle + [half]:
+            s.close()
+        status, _, body = gw.http.get("/topics")
+        assert status == 200 and topic in body
+
+        # A quiet WebSocket stream is kept alive by pings, not closed as idle.
+        from websockets.sync.client import connect
+        with connect(ws_url(gw.http, topic, **{"from": "latest"})) as ws:
+            time.sleep(4)
+            produce_all(producer(broker.bootstrap), [(None, b'"late"')], topic)
+            [r] = ws_read(ws, 1)
+            assert (r["offset"], r["value"]) == (1, "late")
+    finally:
+        gw.close()

@@ -7,6 +7,7 @@
 //! - [`embedded`]: the binary and json embedded formats.
 //! - [`error`]: Confluent's error bodies and status codes.
 
+pub mod conn;
 pub mod consumers;
 pub mod embedded;
 pub mod error;
@@ -54,6 +55,10 @@ pub struct GatewayConfig {
     pub max_consumer_instances: usize,
     /// Most WebSocket and SSE record streams at once (429 beyond).
     pub max_streams: usize,
+    /// A connection with nothing read or written this long is closed.
+    pub idle_timeout: Duration,
+    /// Most open connections; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl GatewayConfig {
@@ -68,6 +73,8 @@ impl GatewayConfig {
             consumer_request_max_bytes: 64 * 1024 * 1024,
             max_consumer_instances: 1_000,
             max_streams: 1_000,
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 
@@ -207,6 +214,8 @@ pub async fn serve(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listener =
+        conn::GatewayListener::new(listener, config.idle_timeout, config.max_connections);
     let gw = Gateway::new(config);
     let app = router(gw.clone());
     let reaper = tokio::spawn(expire_consumers(gw));

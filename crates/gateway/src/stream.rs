@@ -221,9 +221,10 @@ async fn stream(
         let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
             .await
             .map_err(|e| RestError::bad_request(format!("WebSocket upgrade: {e}")))?;
+        let ping = keepalive(&gw);
         Ok(ws.on_upgrade(move |socket| async move {
             let fetcher = tokio::spawn(run_tail(tail, tx));
-            serve_socket(socket, rx).await;
+            serve_socket(socket, rx, ping).await;
             fetcher.abort();
         }))
     } else {
@@ -239,7 +240,7 @@ async fn stream(
             Some((Ok::<Event, Infallible>(event), (rx, fetcher)))
         });
         Ok(Sse::new(events)
-            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .keep_alive(KeepAlive::new().interval(keepalive(&gw)))
             .into_response())
     }
 }
@@ -382,10 +383,23 @@ async fn run_tail(mut tail: Tail, tx: mpsc::Sender<Value>) {
     }
 }
 
-async fn serve_socket(socket: WebSocket, mut rx: mpsc::Receiver<Value>) {
+/// How often a quiet stream shows it is alive (a WebSocket ping, an SSE
+/// comment), well within the idle timeout that would close it.
+fn keepalive(gw: &Gateway) -> Duration {
+    (gw.config.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(15))
+}
+
+async fn serve_socket(socket: WebSocket, mut rx: mpsc::Receiver<Value>, ping: Duration) {
     let (mut sink, mut incoming) = socket.split();
+    let mut pings = tokio::time::interval(ping);
+    pings.tick().await;
     loop {
         tokio::select! {
+            _ = pings.tick() => {
+                if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
             record = rx.recv() => {
                 let Some(v) = record else { break };
                 if sink.send(Message::Text(v.to_string().into())).await.is_err() {

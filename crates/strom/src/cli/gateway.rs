@@ -37,6 +37,14 @@ pub struct GatewayArgs {
     #[arg(long, default_value_t = 10_000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_records_per_request: u64,
+    /// A connection with nothing read or written this long is closed, in milliseconds.
+    #[arg(long, default_value_t = 60_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+    pub idle_timeout_ms: u64,
+    /// Most open HTTP connections; more wait to be accepted.
+    #[arg(long, default_value_t = 10_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -48,6 +56,8 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     config.request_timeout = Duration::from_millis(args.request_timeout_ms);
     config.max_request_bytes = args.max_request_bytes as usize;
     config.max_records_per_request = args.max_records_per_request as usize;
+    config.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+    config.max_connections = args.max_connections as usize;
     eprintln!(
         "strom gateway: listening on http://{addr}, cluster {}",
         args.bootstrap

@@ -771,3 +771,31 @@ def test_thousands_of_idle_sockets_are_closed_and_the_gateway_serves(broker, tmp
             assert (r["offset"], r["value"]) == (1, "late")
     finally:
         gw.close()
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_offset(gw):
+    """One-record requests sent at once are gathered into shared batches per
+    partition; every answer still names the offset its record got."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    topic = unique_topic("gwconc")
+    create_topic(gw.broker.bootstrap, topic, partitions=2)
+
+    def send(i):
+        body = {"records": [{"value": b64(b"r%d" % i), "partition": i % 2},
+                            {"value": b64(b"s%d" % i), "partition": i % 2}]}
+        status, _, resp = gw.post(f"/topics/{topic}", body, content_type=BINARY_V2)
+        assert status == 200, resp
+        return i, [(o["partition"], o["offset"]) for o in resp["offsets"]]
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(send, range(200)))
+    by_offset = {}
+    for i, [(p1, o1), (p2, o2)] in answers:
+        assert p1 == p2 == i % 2 and o2 == o1 + 1
+        by_offset[(p1, o1)] = b"r%d" % i
+        by_offset[(p2, o2)] = b"s%d" % i
+    assert sorted(o for p, o in by_offset if p == 0) == list(range(200))
+    c = consumer(gw.broker.bootstrap)
+    msgs = consume_partitions(c, [TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)], expected=400)
+    assert {(m.partition(), m.offset()): m.value() for m in msgs} == by_offset

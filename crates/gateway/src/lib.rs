@@ -7,6 +7,7 @@
 //! - [`embedded`]: the binary and json embedded formats.
 //! - [`error`]: Confluent's error bodies and status codes.
 
+pub mod batcher;
 pub mod conn;
 pub mod consumers;
 pub mod embedded;
@@ -98,6 +99,7 @@ pub struct Gateway {
     pub(crate) next_partition: AtomicUsize,
     pub(crate) consumers: consumers::Consumers,
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
+    pub(crate) batcher: Arc<batcher::Batcher>,
 }
 
 impl Gateway {
@@ -107,6 +109,7 @@ impl Gateway {
             next_partition: AtomicUsize::new(0),
             consumers: consumers::Consumers::default(),
             streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
+            batcher: Arc::default(),
             config,
         })
     }

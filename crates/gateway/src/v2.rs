@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use strom_client::{partition_for_key, Compression, OffsetSpec, ProduceRecord, TopicMeta};
+use strom_client::{partition_for_key, OffsetSpec, ProduceRecord, TopicMeta};
 
 use crate::embedded::{self, Format, HeaderIn};
 use crate::error::{RestError, RestResult};
@@ -295,11 +295,11 @@ async fn produce(
         batches.push((p, list.into_iter().map(|(_, r)| r).collect()));
     }
     let client = gw.client().await?;
-    let answers = client
-        .produce_batches(&topic, batches, -1, Compression::None)
-        .await
-        .map_err(|e| RestError::kafka(&e, Some(&topic)))?;
-    for (p, r) in answers {
+    let sends = batches.into_iter().map(|(p, records)| {
+        let (gw, client, topic) = (&gw, &client, &topic);
+        async move { (p, gw.batcher.produce(client, topic, p, records).await) }
+    });
+    for (p, r) in futures_util::future::join_all(sends).await {
         // Confluent's per-record codes: 1 not retriable, 2 retriable.
         results.insert(
             p,

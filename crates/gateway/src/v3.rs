@@ -13,7 +13,7 @@ use axum::Router;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use strom_client::{Compression, KafkaCode, NewTopic, ProduceRecord, TopicMeta};
+use strom_client::{KafkaCode, NewTopic, ProduceRecord, TopicMeta};
 
 use crate::embedded::{self, HeaderIn};
 use crate::error::{RestError, RestResult};
@@ -506,25 +506,12 @@ async fn produce_one(
         Ok(c) => c,
         Err(e) => return failure(e),
     };
-    let result = client
-        .produce_batches(
-            topic,
-            vec![(partition, vec![record])],
-            -1,
-            Compression::None,
-        )
-        .await;
-    let offset = match result {
-        Ok(mut v) => match v.pop() {
-            Some((_, Ok(o))) => o,
-            Some((_, Err(e))) => return failure(RestError::kafka(&e, Some(topic))),
-            None => {
-                return failure(RestError::kafka(
-                    &strom_client::Error::Other("no answer".into()),
-                    None,
-                ))
-            }
-        },
+    let offset = match gw
+        .batcher
+        .produce(&client, topic, partition, vec![record])
+        .await
+    {
+        Ok(o) => o,
         Err(e) => return failure(RestError::kafka(&e, Some(topic))),
     };
     let mut out = json!({

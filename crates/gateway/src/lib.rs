@@ -100,6 +100,7 @@ pub struct Gateway {
     pub(crate) consumers: consumers::Consumers,
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
     pub(crate) batcher: Arc<batcher::Batcher>,
+    pub(crate) cluster_id: OnceCell<String>,
 }
 
 impl Gateway {
@@ -110,6 +111,7 @@ impl Gateway {
             consumers: consumers::Consumers::default(),
             streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
             batcher: Arc::default(),
+            cluster_id: OnceCell::new(),
             config,
         })
     }

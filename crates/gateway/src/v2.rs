@@ -57,6 +57,28 @@ pub(crate) async fn topic_meta(gw: &Gateway, topic: &str) -> RestResult<TopicMet
         .map_err(|e| RestError::kafka(&e, Some(topic)))
 }
 
+/// The topic's metadata for a produce: the client's cache when it knows the
+/// topic and every partition named (a metadata request would queue behind
+/// produce requests waiting for their fsync on the broker's connection),
+/// else a metadata request, which creates the topic when the cluster
+/// auto-creates topics, as a Kafka producer's does.
+pub(crate) async fn produce_meta(
+    gw: &Gateway,
+    topic: &str,
+    mut named: impl Iterator<Item = i32>,
+) -> RestResult<TopicMeta> {
+    let client = gw.client().await?;
+    if let Some(m) = client.cached_topic(topic) {
+        if m.is_ready() && named.all(|p| m.partition(p).is_some()) {
+            return Ok(m);
+        }
+    }
+    client
+        .topic_metadata(topic, true)
+        .await
+        .map_err(|e| RestError::kafka(&e, Some(topic)))
+}
+
 fn partition_json(p: &strom_client::PartitionMeta) -> Value {
     json!({
         "partition": p.partition,
@@ -250,12 +272,14 @@ async fn produce(
     let records = decode_records(format, req.records)?;
     // As a Kafka producer does, the metadata request may create the topic
     // when the cluster auto-creates topics; otherwise an unknown topic is 404.
-    let meta = gw
-        .client()
-        .await?
-        .topic_metadata(&topic, true)
-        .await
-        .map_err(|e| RestError::kafka(&e, Some(&topic)))?;
+    let meta = produce_meta(
+        &gw,
+        &topic,
+        path_partition
+            .into_iter()
+            .chain(records.iter().filter_map(|(p, _)| *p)),
+    )
+    .await?;
     let partitions = meta.partitions.len() as i32;
     if let Some(p) = path_partition {
         if meta.partition(p).is_none() {

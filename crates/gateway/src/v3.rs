@@ -62,12 +62,19 @@ fn base_url(headers: &HeaderMap) -> String {
 
 /// The cluster's id, checked against the path's.
 async fn cluster_id(gw: &Gateway, asked: Option<&str>) -> RestResult<String> {
-    let client = gw.client().await?;
-    let info = client
-        .describe_cluster()
-        .await
-        .map_err(|e| RestError::kafka(&e, None))?;
-    let id = info.cluster_id.unwrap_or_default();
+    // A cluster keeps its id: asked once, not on every produce.
+    let id = gw
+        .cluster_id
+        .get_or_try_init(|| async {
+            let client = gw.client().await?;
+            let info = client
+                .describe_cluster()
+                .await
+                .map_err(|e| RestError::kafka(&e, None))?;
+            Ok::<String, RestError>(info.cluster_id.unwrap_or_default())
+        })
+        .await?
+        .clone();
     match asked {
         Some(a) if a != id => Err(RestError::status(
             StatusCode::NOT_FOUND,
@@ -543,7 +550,13 @@ async fn produce(
     embedded::check_json_body(&headers)?;
     let bytes = read_body(&gw, &headers, body).await?;
     let id = cluster_id(&gw, Some(&cluster)).await?;
-    let meta = meta_v3(&gw, &topic).await?;
+    let meta = match crate::v2::produce_meta(&gw, &topic, std::iter::empty()).await {
+        Ok(m) => m,
+        Err(e) if e.error_code == crate::error::TOPIC_NOT_FOUND => {
+            return Err(topic_not_found_v3(&topic))
+        }
+        Err(e) => return Err(e),
+    };
     let mut records = Vec::new();
     for item in serde_json::Deserializer::from_slice(&bytes).into_iter::<RecordIn>() {
         match item {

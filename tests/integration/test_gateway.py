@@ -799,3 +799,30 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_offset(gw):
     c = consumer(gw.broker.bootstrap)
     msgs = consume_partitions(c, [TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)], expected=400)
     assert {(m.partition(), m.offset()): m.value() for m in msgs} == by_offset
+
+
+def test_websocket_produce_answers_each_record_in_order(gw):
+    from websockets.sync.client import connect
+
+    topic = unique_topic("gwwsprod")
+    create_topic(gw.broker.bootstrap, topic, partitions=2)
+    url = f"ws://127.0.0.1:{gw.port}/ws/v1/topics/{topic}/produce?format=binary"
+    with connect(url) as ws:
+        for i in range(300):  # pipelined: all sent before any answer is read
+            rec = {"value": b64(b"\x00v%d" % i), "partition": i % 2, "headers": [{"name": "i", "value": b64(b"%d" % i)}]}
+            if i == 150:
+                rec = {"value": "!!not base64!!"}
+            ws.send(json.dumps(rec))
+        answers = [json.loads(ws.recv(timeout=30)) for _ in range(300)]
+    assert answers[150]["error_code"] == 422 and "base64" in answers[150]["message"], answers[150]
+    good = [(i, a) for i, a in enumerate(answers) if i != 150]
+    assert all(a["partition"] == i % 2 for i, a in good)
+    for p in (0, 1):
+        offsets = [a["offset"] for i, a in good if i % 2 == p]
+        assert offsets == list(range(len(offsets))), offsets
+    c = consumer(gw.broker.bootstrap)
+    msgs = consume_partitions(c, [TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)], expected=299)
+    got = {(m.partition(), m.offset()): (m.value(), m.headers()) for m in msgs}
+    assert got == {(a["partition"], a["offset"]): (b"\x00v%d" % i, [("i", b"%d" % i)]) for i, a in good}
+    status, _, body = gw.get(f"/ws/v1/topics/{topic}/produce")
+    assert (status, body["error_code"]) == (426, 426), body

@@ -38,7 +38,9 @@ const STREAM_FETCH_BYTES: i32 = 1024 * 1024;
 const STREAM_FETCH_WAIT_MS: i32 = 500;
 
 pub fn routes() -> Router<Arc<Gateway>> {
-    Router::new().route("/ws/v1/topics/{topic}/records", get(stream))
+    Router::new()
+        .route("/ws/v1/topics/{topic}/records", get(stream))
+        .route("/ws/v1/topics/{topic}/produce", get(produce_route))
 }
 
 #[derive(Deserialize)]
@@ -447,4 +449,144 @@ mod tests {
             assert!(parse_from(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// Produce requests a socket may have in flight before it stops reading.
+const PRODUCE_IN_FLIGHT: usize = 1024;
+
+#[derive(Deserialize)]
+struct ProduceQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /ws/v1/topics/{t}/produce`: a WebSocket whose text messages are
+/// records (`{"key", "value", "partition", "headers", "timestamp"}` as in
+/// REST v2, in the `format` of the query), each answered in order with
+/// `{"partition", "offset"}` or `{"error_code", "message"}`.
+async fn produce_route(
+    State(gw): State<Arc<Gateway>>,
+    Path(topic): Path<String>,
+    Query(q): Query<ProduceQuery>,
+    request: Request,
+) -> RestResult<Response> {
+    let (mut parts, _) = request.into_parts();
+    let format = match q.format.as_deref() {
+        None => Format::Json,
+        Some(f) => Format::parse(f)
+            .ok_or_else(|| RestError::bad_request(format!("format={f:?}: use json or binary")))?,
+    };
+    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
+        .await
+        .map_err(|e| {
+            RestError::status(
+                StatusCode::UPGRADE_REQUIRED,
+                format!("this path is a WebSocket: {e}"),
+            )
+        })?;
+    let permit = gw.streams.clone().try_acquire_owned().map_err(|_| {
+        RestError::status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "the gateway serves as many sockets as its limit",
+        )
+    })?;
+    crate::v2::produce_meta(&gw, &topic, std::iter::empty()).await?;
+    let ping = keepalive(&gw);
+    Ok(ws.on_upgrade(move |socket| async move {
+        produce_socket(gw, topic, format, socket, ping).await;
+        drop(permit);
+    }))
+}
+
+fn failure(e: &RestError) -> Value {
+    json!({"error_code": e.error_code, "message": e.message})
+}
+
+async fn produce_one(gw: Arc<Gateway>, topic: Arc<str>, format: Format, text: String) -> Value {
+    let record: crate::v2::ProduceRecordIn = match crate::parse_json(text.as_bytes()) {
+        Ok(r) => r,
+        Err(e) => return failure(&e),
+    };
+    let (explicit, mut record) = match crate::v2::decode_records(format, vec![record]) {
+        Ok(mut v) => match v.pop() {
+            Some(r) => r,
+            None => return failure(&RestError::bad_request("no record")),
+        },
+        Err(e) => return failure(&e),
+    };
+    let meta = match crate::v2::produce_meta(&gw, &topic, explicit.into_iter()).await {
+        Ok(m) => m,
+        Err(e) => return failure(&e),
+    };
+    let partitions = (meta.partitions.len() as i32).max(1);
+    let partition = match (explicit, &record.key) {
+        (Some(p), _) => p,
+        (None, Some(k)) => strom_client::partition_for_key(k, partitions),
+        (None, None) => {
+            (gw.next_partition
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % partitions as usize) as i32
+        }
+    };
+    if meta.partition(partition).is_none() {
+        return failure(&RestError::partition_not_found(&topic, partition));
+    }
+    record.partition = Some(partition);
+    let client = match gw.client().await {
+        Ok(c) => c,
+        Err(e) => return failure(&e),
+    };
+    match gw
+        .batcher
+        .produce(&client, &topic, partition, vec![record])
+        .await
+    {
+        Ok(offset) => json!({"partition": partition, "offset": offset}),
+        Err(e) => failure(&RestError::kafka(&e, Some(&topic))),
+    }
+}
+
+async fn produce_socket(
+    gw: Arc<Gateway>,
+    topic: String,
+    format: Format,
+    socket: WebSocket,
+    ping: Duration,
+) {
+    let topic: Arc<str> = Arc::from(topic);
+    let (mut sink, mut incoming) = socket.split();
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let mut pings = tokio::time::interval(ping);
+    pings.tick().await;
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            _ = pings.tick() => {
+                if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
+            Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                let answer: Value = answer;
+                if sink.send(Message::Text(answer.to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+            msg = incoming.next(), if reading && in_flight.len() < PRODUCE_IN_FLIGHT => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    in_flight.push_back(produce_one(gw.clone(), topic.clone(), format, t.to_string()));
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    let text = String::from_utf8_lossy(&b).into_owned();
+                    in_flight.push_back(produce_one(gw.clone(), topic.clone(), format, text));
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => reading = false,
+                Some(Ok(_)) => {}
+            },
+        }
+        if !reading && in_flight.is_empty() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
 }

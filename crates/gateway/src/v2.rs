@@ -213,7 +213,7 @@ struct ProduceBody {
 }
 
 #[derive(Debug, Deserialize)]
-struct ProduceRecordIn {
+pub(crate) struct ProduceRecordIn {
     #[serde(default)]
     key: Value,
     #[serde(default)]
@@ -359,7 +359,7 @@ async fn produce(
     ))
 }
 
-fn decode_records(
+pub(crate) fn decode_records(
     format: Format,
     records: Vec<ProduceRecordIn>,
 ) -> RestResult<Vec<(Option<i32>, ProduceRecord)>> {

@@ -395,6 +395,10 @@ pub fn document() -> Value {
         param("partitions", "string", "query", false, "Comma-separated partitions (default: all)"),
         param("format", "string", "query", false, "json (default) or binary"),
     ]))]);
+    let wp = "/ws/v1/topics/{topic}/produce";
+    add(wp, vec![("get", op(wp, "A WebSocket whose text messages are records (as in v2's produce), each answered in order with its partition and offset or an error", None, ("101", Value::Null), &["400", "404", "426", "429", "500"], vec![
+        param("format", "string", "query", false, "json (default) or binary"),
+    ]))]);
     add(
         "/v3/clusters",
         vec![(

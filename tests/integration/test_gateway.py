@@ -826,3 +826,27 @@ def test_websocket_produce_answers_each_record_in_order(gw):
     assert got == {(a["partition"], a["offset"]): (b"\x00v%d" % i, [("i", b"%d" % i)]) for i, a in good}
     status, _, body = gw.get(f"/ws/v1/topics/{topic}/produce")
     assert (status, body["error_code"]) == (426, 426), body
+
+
+def test_v3_consumer_group_lag(gw):
+    topic = unique_topic("gwlag")
+    create_topic(gw.broker.bootstrap, topic, partitions=2)
+    produce_all(producer(gw.broker.bootstrap), [(None, b"x", {"partition": i % 2}) for i in range(10)], topic)
+    group = unique_topic("gwlaggroup")
+    c = consumer(gw.broker.bootstrap, **{"group.id": group})
+    c.commit(offsets=[TopicPartition(topic, 0, 3), TopicPartition(topic, 1, 1)], asynchronous=False)
+    _, _, body = gw.get("/v3/clusters")
+    cid = body["data"][0]["cluster_id"]
+    status, _, body = gw.get(f"/v3/clusters/{cid}/consumer-groups/{group}/lag-summary")
+    assert status == 200, body
+    assert (body["total_lag"], body["max_lag"], body["max_lag_topic_name"], body["max_lag_partition_id"]) == \
+        (6, 4, topic, 1), body
+    status, _, body = gw.get(f"/v3/clusters/{cid}/consumer-groups/{group}/lags")
+    assert sorted((l["partition_id"], l["current_offset"], l["log_end_offset"], l["lag"]) for l in body["data"]) == \
+        [(0, 3, 5, 2), (1, 1, 5, 4)], body
+    status, _, body = gw.get(f"/v3/clusters/{cid}/consumer-groups/{group}")
+    assert status == 200 and body["consumer_group_id"] == group, body
+    status, _, body = gw.get(f"/v3/clusters/{cid}/consumer-groups")
+    assert group in [g["consumer_group_id"] for g in body["data"]], body
+    status, _, body = gw.get(f"/v3/clusters/{cid}/consumer-groups/no-such-group/lag-summary")
+    assert (status, body["error_code"]) == (404, 404), body

@@ -203,6 +203,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .merge(consumers::routes())
         .merge(stream::routes())
         .merge(v3::routes())
+        .merge(v3::group_routes())
         .fallback(|| async { RestError::not_found() })
         .method_not_allowed_fallback(|| async {
             RestError::status(

@@ -395,6 +395,28 @@ pub fn document() -> Value {
         param("partitions", "string", "query", false, "Comma-separated partitions (default: all)"),
         param("format", "string", "query", false, "json (default) or binary"),
     ]))]);
+    for (suffix, what) in [
+        ("", "Consumer groups"),
+        ("/{group}", "A consumer group"),
+        ("/{group}/lags", "Lag per partition of a group"),
+        ("/{group}/lag-summary", "A group's total and largest lag"),
+    ] {
+        let p = format!("/v3/clusters/{{cluster}}/consumer-groups{suffix}");
+        add(
+            &p,
+            vec![(
+                "get",
+                op(
+                    &p,
+                    what,
+                    None,
+                    ("200", obj.clone()),
+                    &["404", "500"],
+                    vec![],
+                ),
+            )],
+        );
+    }
     let wp = "/ws/v1/topics/{topic}/produce";
     add(wp, vec![("get", op(wp, "A WebSocket whose text messages are records (as in v2's produce), each answered in order with its partition and offset or an error", None, ("101", Value::Null), &["400", "404", "426", "429", "500"], vec![
         param("format", "string", "query", false, "json (default) or binary"),

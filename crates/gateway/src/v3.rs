@@ -612,3 +612,229 @@ mod tests {
         assert_eq!(rfc3339(951_868_800_000), "2000-03-01T00:00:00.000Z");
     }
 }
+
+pub fn group_routes() -> Router<Arc<Gateway>> {
+    let g = "/v3/clusters/{cluster}/consumer-groups";
+    Router::new()
+        .route(g, get(list_groups))
+        .route(&format!("{g}/{{group}}"), get(get_group))
+        .route(&format!("{g}/{{group}}/lags"), get(group_lags))
+        .route(
+            &format!("{g}/{{group}}/lag-summary"),
+            get(group_lag_summary),
+        )
+}
+
+fn group_json(base: &str, cluster: &str, g: &strom_client::GroupDescription) -> Value {
+    let me = format!("{base}/clusters/{cluster}/consumer-groups/{}", g.group_id);
+    json!({
+        "kind": "KafkaConsumerGroup",
+        "metadata": {
+            "self": me,
+            "resource_name": format!("crn:///kafka={cluster}/consumer-group={}", g.group_id),
+        },
+        "cluster_id": cluster,
+        "consumer_group_id": g.group_id,
+        "is_simple": g.protocol_type.is_empty(),
+        "partition_assignor": g.protocol,
+        "state": g.state.to_ascii_uppercase(),
+        "coordinator": related(format!("{base}/clusters/{cluster}/brokers/{}", g.coordinator.node_id)),
+        "consumer": related(format!("{me}/consumers")),
+        "lag_summary": related(format!("{me}/lag-summary")),
+    })
+}
+
+async fn describe(gw: &Gateway, group: &str) -> RestResult<strom_client::GroupDescription> {
+    let client = gw.client().await?;
+    let not_found = || {
+        RestError::status(
+            StatusCode::NOT_FOUND,
+            format!("Consumer group {group} could not be found."),
+        )
+    };
+    let g = client.describe_group(group).await.map_err(|e| {
+        if e.code() == Some(KafkaCode::GROUP_ID_NOT_FOUND) {
+            not_found()
+        } else {
+            RestError::kafka(&e, None)
+        }
+    })?;
+    if g.state.eq_ignore_ascii_case("dead") {
+        return Err(not_found());
+    }
+    Ok(g)
+}
+
+async fn list_groups(
+    State(gw): State<Arc<Gateway>>,
+    Path(cluster): Path<String>,
+    headers: HeaderMap,
+) -> RestResult<Response> {
+    let id = cluster_id(&gw, Some(&cluster)).await?;
+    let base = base_url(&headers);
+    let client = gw.client().await?;
+    let mut listed = client
+        .list_groups()
+        .await
+        .map_err(|e| RestError::kafka(&e, None))?;
+    listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    let mut data = Vec::new();
+    for l in listed {
+        if let Ok(g) = describe(&gw, &l.group_id).await {
+            data.push(group_json(&base, &id, &g));
+        }
+    }
+    Ok(v3_response(
+        StatusCode::OK,
+        &json!({
+            "kind": "KafkaConsumerGroupList",
+            "metadata": {"self": format!("{base}/clusters/{id}/consumer-groups"), "next": null},
+            "data": data,
+        }),
+    ))
+}
+
+async fn get_group(
+    State(gw): State<Arc<Gateway>>,
+    Path((cluster, group)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> RestResult<Response> {
+    let id = cluster_id(&gw, Some(&cluster)).await?;
+    let g = describe(&gw, &group).await?;
+    Ok(v3_response(
+        StatusCode::OK,
+        &group_json(&base_url(&headers), &id, &g),
+    ))
+}
+
+struct Lag {
+    topic: String,
+    partition: i32,
+    current: i64,
+    end: i64,
+    member: Option<(String, Option<String>, String)>,
+}
+
+/// Per partition with a committed offset: the committed offset, the log
+/// end offset, and the member it is assigned to.
+async fn lags(gw: &Gateway, group: &str) -> RestResult<(strom_client::GroupDescription, Vec<Lag>)> {
+    let g = describe(gw, group).await?;
+    let client = gw.client().await?;
+    let committed = client
+        .fetch_committed(group, None)
+        .await
+        .map_err(|e| RestError::kafka(&e, None))?;
+    let mut out = Vec::new();
+    for (topic, parts) in committed {
+        let ps: Vec<i32> = parts
+            .iter()
+            .filter(|(_, o)| **o >= 0)
+            .map(|(p, _)| *p)
+            .collect();
+        if ps.is_empty() {
+            continue;
+        }
+        let ends = client
+            .list_offsets(&topic, &ps, strom_client::OffsetSpec::Latest)
+            .await
+            .map_err(|e| RestError::kafka(&e, None))?;
+        for p in ps {
+            let Some(Ok(end)) = ends.get(&p) else {
+                continue;
+            };
+            let member = g
+                .members
+                .iter()
+                .find(|m| m.assignment.get(&topic).is_some_and(|a| a.contains(&p)));
+            out.push(Lag {
+                topic: topic.clone(),
+                partition: p,
+                current: parts.get(&p).copied().unwrap_or(0),
+                end: end.offset,
+                member: member.map(|m| {
+                    (
+                        m.member_id.clone(),
+                        m.group_instance_id.clone(),
+                        m.client_id.clone(),
+                    )
+                }),
+            });
+        }
+    }
+    Ok((g, out))
+}
+
+fn lag_of(l: &Lag) -> i64 {
+    (l.end - l.current).max(0)
+}
+
+async fn group_lags(
+    State(gw): State<Arc<Gateway>>,
+    Path((cluster, group)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> RestResult<Response> {
+    let id = cluster_id(&gw, Some(&cluster)).await?;
+    let base = base_url(&headers);
+    let (_, lags) = lags(&gw, &group).await?;
+    let me = format!("{base}/clusters/{id}/consumer-groups/{group}/lags");
+    let data: Vec<Value> = lags
+        .iter()
+        .map(|l| {
+            let (consumer, instance, client) = l.member.clone().unwrap_or_default();
+            json!({
+                "kind": "KafkaConsumerLag",
+                "metadata": {"self": format!("{me}/{}/partitions/{}", l.topic, l.partition)},
+                "cluster_id": id,
+                "consumer_group_id": group,
+                "topic_name": l.topic,
+                "partition_id": l.partition,
+                "current_offset": l.current,
+                "log_end_offset": l.end,
+                "lag": lag_of(l),
+                "consumer_id": consumer,
+                "instance_id": instance,
+                "client_id": client,
+            })
+        })
+        .collect();
+    Ok(v3_response(
+        StatusCode::OK,
+        &json!({"kind": "KafkaConsumerLagList", "metadata": {"self": me, "next": null}, "data": data}),
+    ))
+}
+
+async fn group_lag_summary(
+    State(gw): State<Arc<Gateway>>,
+    Path((cluster, group)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> RestResult<Response> {
+    let id = cluster_id(&gw, Some(&cluster)).await?;
+    let base = base_url(&headers);
+    let (_, lags) = lags(&gw, &group).await?;
+    let total: i64 = lags.iter().map(lag_of).sum();
+    let max = lags.iter().max_by_key(|l| lag_of(l));
+    let me = format!("{base}/clusters/{id}/consumer-groups/{group}");
+    let (consumer, instance, client) = max.and_then(|l| l.member.clone()).unwrap_or_default();
+    Ok(v3_response(
+        StatusCode::OK,
+        &json!({
+            "kind": "KafkaConsumerGroupLagSummary",
+            "metadata": {"self": format!("{me}/lag-summary")},
+            "cluster_id": id,
+            "consumer_group_id": group,
+            "max_lag_consumer_id": consumer,
+            "max_lag_instance_id": instance,
+            "max_lag_client_id": client,
+            "max_lag_topic_name": max.map(|l| l.topic.clone()).unwrap_or_default(),
+            "max_lag_partition_id": max.map_or(0, |l| l.partition),
+            "max_lag": max.map_or(0, lag_of),
+            "total_lag": total,
+            "max_lag_consumer": related(format!("{me}/consumers/{consumer}")),
+            "max_lag_partition": related(format!(
+                "{base}/clusters/{id}/topics/{}/partitions/{}",
+                max.map(|l| l.topic.clone()).unwrap_or_default(),
+                max.map_or(0, |l| l.partition)
+            )),
+        }),
+    ))
+}

@@ -684,7 +684,7 @@ def test_openapi_document_describes_every_answer(gw):
                  "/v3/clusters/{cluster}/topics/{topic}/records", "/consumers/{group}/instances/{instance}/records"]:
         assert path in doc["paths"], path
     values = {"topic": "openapi-probe", "group": "probe", "instance": "probe", "partition": "0",
-              "cluster": "probe"}
+              "cluster": "probe", "name": "retention.ms"}
     checked = 0
     for path, ops in doc["paths"].items():
         concrete = path
@@ -850,3 +850,24 @@ def test_v3_consumer_group_lag(gw):
     assert group in [g["consumer_group_id"] for g in body["data"]], body
     status, _, body = gw.get(f"/v3/clusters/{cid}/consumer-groups/no-such-group/lag-summary")
     assert (status, body["error_code"]) == (404, 404), body
+
+
+def test_v3_topic_configs(gw):
+    topic = unique_topic("gwcfg")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    _, _, body = gw.get("/v3/clusters")
+    cid = body["data"][0]["cluster_id"]
+    base = f"/v3/clusters/{cid}/topics/{topic}/configs"
+    status, _, body = gw.call("PUT", f"{base}/retention.ms", {"value": "4242"}, content_type="application/json")
+    assert status == 204, body
+    status, _, body = gw.get(f"{base}/retention.ms")
+    assert status == 200 and (body["value"], body["is_default"], body["source"]) == \
+        ("4242", False, "DYNAMIC_TOPIC_CONFIG"), body
+    status, _, body = gw.get(base)
+    assert {"retention.ms", "cleanup.policy"} <= {c["name"] for c in body["data"]}, body
+    status, _, body = gw.call("PUT", f"{base}/no.such.config", {"value": "1"}, content_type="application/json")
+    assert status == 400, body
+    status, _, body = gw.call("DELETE", f"{base}/retention.ms")
+    assert status == 204, body
+    status, _, body = gw.get(f"{base}/retention.ms")
+    assert body["is_default"] is True or body["value"] != "4242", body

@@ -204,6 +204,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .merge(stream::routes())
         .merge(v3::routes())
         .merge(v3::group_routes())
+        .merge(v3::config_routes())
         .fallback(|| async { RestError::not_found() })
         .method_not_allowed_fallback(|| async {
             RestError::status(

@@ -417,6 +417,63 @@ pub fn document() -> Value {
             )],
         );
     }
+    let cfg = "/v3/clusters/{cluster}/topics/{topic}/configs";
+    add(
+        cfg,
+        vec![(
+            "get",
+            op(
+                cfg,
+                "A topic's configs",
+                None,
+                ("200", obj.clone()),
+                &["404", "500"],
+                vec![],
+            ),
+        )],
+    );
+    let one = format!("{cfg}/{{name}}");
+    add(
+        &one,
+        vec![
+            (
+                "get",
+                op(
+                    &one,
+                    "One config of a topic",
+                    None,
+                    ("200", obj.clone()),
+                    &["404", "500"],
+                    vec![],
+                ),
+            ),
+            (
+                "put",
+                op(
+                    &one,
+                    "Set a topic config",
+                    Some((
+                        &["application/json"],
+                        json!({"type": "object", "required": ["value"], "properties": {"value": {"type": "string"}}}),
+                    )),
+                    ("204", Value::Null),
+                    &["400", "404", "415", "422", "500"],
+                    vec![],
+                ),
+            ),
+            (
+                "delete",
+                op(
+                    &one,
+                    "Reset a topic config to its default",
+                    None,
+                    ("204", Value::Null),
+                    &["400", "404", "500"],
+                    vec![],
+                ),
+            ),
+        ],
+    );
     let wp = "/ws/v1/topics/{topic}/produce";
     add(wp, vec![("get", op(wp, "A WebSocket whose text messages are records (as in v2's produce), each answered in order with its partition and offset or an error", None, ("101", Value::Null), &["400", "404", "426", "429", "500"], vec![
         param("format", "string", "query", false, "json (default) or binary"),

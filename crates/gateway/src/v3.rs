@@ -838,3 +838,122 @@ async fn group_lag_summary(
         }),
     ))
 }
+
+pub fn config_routes() -> Router<Arc<Gateway>> {
+    let t = "/v3/clusters/{cluster}/topics/{topic}/configs";
+    Router::new().route(t, get(list_configs)).route(
+        &format!("{t}/{{name}}"),
+        get(get_config).put(set_config).delete(reset_config),
+    )
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+
+fn config_json(base: &str, cluster: &str, topic: &str, e: &strom_client::ConfigEntry) -> Value {
+    json!({
+        "kind": "KafkaTopicConfig",
+        "metadata": {
+            "self": format!("{base}/clusters/{cluster}/topics/{topic}/configs/{}", e.name),
+            "resource_name": format!("crn:///kafka={cluster}/topic={topic}/config={}", e.name),
+        },
+        "cluster_id": cluster,
+        "topic_name": topic,
+        "name": e.name,
+        "value": if e.sensitive { None } else { e.value.clone() },
+        "is_default": e.source == 5,
+        "is_read_only": e.read_only,
+        "is_sensitive": e.sensitive,
+        "source": e.source_name(),
+        "synonyms": [],
+    })
+}
+
+async fn topic_configs(gw: &Gateway, topic: &str) -> RestResult<Vec<strom_client::ConfigEntry>> {
+    meta_v3(gw, topic).await?;
+    let client = gw.client().await?;
+    let described = client
+        .describe_configs(RESOURCE_TOPIC, &[topic.to_string()])
+        .await
+        .map_err(|e| RestError::kafka(&e, None))?;
+    match described.into_iter().next() {
+        Some(Ok(entries)) => Ok(entries),
+        Some(Err(e)) => Err(RestError::kafka(&e, None)),
+        None => Err(topic_not_found_v3(topic)),
+    }
+}
+
+async fn list_configs(
+    State(gw): State<Arc<Gateway>>,
+    Path((cluster, topic)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> RestResult<Response> {
+    let id = cluster_id(&gw, Some(&cluster)).await?;
+    let base = base_url(&headers);
+    let entries = topic_configs(&gw, &topic).await?;
+    Ok(v3_response(
+        StatusCode::OK,
+        &json!({
+            "kind": "KafkaTopicConfigList",
+            "metadata": {"self": format!("{base}/clusters/{id}/topics/{topic}/configs"), "next": null},
+            "data": entries.iter().map(|e| config_json(&base, &id, &topic, e)).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+async fn get_config(
+    State(gw): State<Arc<Gateway>>,
+    Path((cluster, topic, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> RestResult<Response> {
+    let id = cluster_id(&gw, Some(&cluster)).await?;
+    let entries = topic_configs(&gw, &topic).await?;
+    let e = entries.iter().find(|e| e.name == name).ok_or_else(|| {
+        RestError::status(
+            StatusCode::NOT_FOUND,
+            format!("Config {name} cannot be found for topic {topic}."),
+        )
+    })?;
+    Ok(v3_response(
+        StatusCode::OK,
+        &config_json(&base_url(&headers), &id, &topic, e),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ConfigValue {
+    value: String,
+}
+
+async fn alter(gw: &Gateway, topic: &str, op: strom_client::ConfigOp) -> RestResult<Response> {
+    meta_v3(gw, topic).await?;
+    let client = gw.client().await?;
+    client
+        .incremental_alter_configs(RESOURCE_TOPIC, topic, &[op])
+        .await
+        .map_err(|e| match e.code() {
+            Some(_) => RestError::bad_request(e.to_string()),
+            None => RestError::kafka(&e, None),
+        })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn set_config(
+    State(gw): State<Arc<Gateway>>,
+    Path((cluster, topic, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> RestResult<Response> {
+    embedded::check_json_body(&headers)?;
+    let bytes = read_body(&gw, &headers, body).await?;
+    let req: ConfigValue = crate::parse_json(&bytes)?;
+    cluster_id(&gw, Some(&cluster)).await?;
+    alter(&gw, &topic, strom_client::ConfigOp::Set(name, req.value)).await
+}
+
+async fn reset_config(
+    State(gw): State<Arc<Gateway>>,
+    Path((cluster, topic, name)): Path<(String, String, String)>,
+) -> RestResult<Response> {
+    cluster_id(&gw, Some(&cluster)).await?;
+    alter(&gw, &topic, strom_client::ConfigOp::Delete(name)).await
+}

@@ -236,3 +236,44 @@ impl Client {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::decode_batches;
+
+    #[test]
+    fn encoded_records_decode_with_their_keys_headers_and_timestamps() {
+        let records = vec![
+            ProduceRecord {
+                key: Some(Bytes::from_static(b"k")),
+                value: Some(Bytes::from_static(b"\x00\xff")),
+                headers: vec![
+                    ("h".into(), None),
+                    ("g".into(), Some(Bytes::from_static(b"v"))),
+                ],
+                timestamp: Some(1234),
+                ..Default::default()
+            },
+            ProduceRecord::default(),
+        ];
+        let bytes = encode_records(&records, Compression::None).unwrap();
+        let (decoded, next, truncated) = decode_batches(&bytes).unwrap();
+        assert!(!truncated);
+        assert_eq!(next, Some(2));
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(decoded[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(decoded[0].value.as_deref(), Some(&b"\x00\xff"[..]));
+        assert_eq!(decoded[0].timestamp, 1234);
+        assert_eq!(decoded[0].headers.len(), 2);
+        assert_eq!(decoded[0].headers[1].1.as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            (
+                decoded[1].offset,
+                decoded[1].key.clone(),
+                decoded[1].value.clone()
+            ),
+            (1, None, None)
+        );
+    }
+}

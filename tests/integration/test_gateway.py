@@ -871,3 +871,33 @@ def test_v3_topic_configs(gw):
     assert status == 204, body
     status, _, body = gw.get(f"{base}/retention.ms")
     assert body["is_default"] is True or body["value"] != "4242", body
+
+
+def test_websocket_stream_commits_what_a_group_acknowledges(gw):
+    from websockets.sync.client import connect
+
+    topic = unique_topic("gwwsgrp")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    produce_all(producer(gw.broker.bootstrap), [(None, b'%d' % i) for i in range(10)], topic)
+    group = unique_topic("gwwsgroup")
+    with connect(ws_url(gw, topic, **{"from": "earliest", "group": group})) as ws:
+        assert [r["offset"] for r in ws_read(ws, 10)] == list(range(10))
+        ws.send(json.dumps({"ack": {"partition": 0, "offset": 5}}))
+        ws.send("not an ack")
+        err = json.loads(ws.recv(timeout=10))
+        assert err["error_code"] == 400, err
+    deadline = time.monotonic() + 10
+    while True:
+        [tp] = consumer(gw.broker.bootstrap, **{"group.id": group}).committed([TopicPartition(topic, 0)], timeout=10)
+        if tp.offset == 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert tp.offset == 6
+    # The group's stream resumes after what it acknowledged.
+    with connect(ws_url(gw, topic, **{"from": "earliest", "group": group})) as ws:
+        assert [r["offset"] for r in ws_read(ws, 4)] == [6, 7, 8, 9]
+    with connect(ws_url(gw, topic, **{"from": "earliest"})) as ws:
+        ws_read(ws, 1)
+        ws.send(json.dumps({"ack": {"partition": 0, "offset": 1}}))
+        msgs = [json.loads(ws.recv(timeout=10)) for _ in range(10)]
+        assert any(m.get("error_code") == 400 for m in msgs), msgs

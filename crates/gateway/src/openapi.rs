@@ -393,6 +393,7 @@ pub fn document() -> Value {
     add(ws, vec![("get", op(ws, "A live stream of records: a WebSocket (Upgrade: websocket), or Server-Sent Events with Accept: text/event-stream", None, ("200", any.clone()), &["400", "404", "406", "429", "500"], vec![
         param("from", "string", "query", false, "earliest, latest (default), an offset, or an RFC 3339 date-time"),
         param("partitions", "string", "query", false, "Comma-separated partitions (default: all)"),
+        param("group", "string", "query", false, "Start from this group's committed offsets and commit acknowledged records for it"),
         param("format", "string", "query", false, "json (default) or binary"),
     ]))]);
     for (suffix, what) in [

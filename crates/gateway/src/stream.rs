@@ -49,6 +49,10 @@ struct StreamQuery {
     from: Option<String>,
     #[serde(default)]
     partitions: Option<String>,
+    /// Start from this group's committed offsets (where it has some), and
+    /// commit for it what the client acknowledges.
+    #[serde(default)]
+    group: Option<String>,
     #[serde(default)]
     format: Option<String>,
 }
@@ -210,7 +214,28 @@ async fn stream(
         }
     };
     let client = gw.client().await?;
-    let positions = start_positions(&client, &topic, &partitions, from).await?;
+    let mut positions = start_positions(&client, &topic, &partitions, from).await?;
+    if let Some(g) = &q.group {
+        if g.is_empty() {
+            return Err(RestError::bad_request("group= must name a group"));
+        }
+        let wanted = vec![(topic.clone(), partitions.clone())];
+        let committed = client
+            .fetch_committed(g, Some(&wanted))
+            .await
+            .map_err(|e| RestError::kafka(&e, None))?;
+        for (p, o) in committed.get(&topic).into_iter().flatten() {
+            if *o >= 0 && positions.contains_key(p) {
+                positions.insert(*p, *o);
+            }
+        }
+    }
+    let acks = q.group.clone().map(|g| Acks {
+        client: client.clone(),
+        group: g,
+        topic: topic.clone(),
+        acked: BTreeMap::new(),
+    });
     let tail = Tail {
         client,
         meta,
@@ -226,7 +251,7 @@ async fn stream(
         let ping = keepalive(&gw);
         Ok(ws.on_upgrade(move |socket| async move {
             let fetcher = tokio::spawn(run_tail(tail, tx));
-            serve_socket(socket, rx, ping).await;
+            serve_socket(socket, rx, ping, acks).await;
             fetcher.abort();
         }))
     } else {
@@ -391,15 +416,71 @@ fn keepalive(gw: &Gateway) -> Duration {
     (gw.config.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(15))
 }
 
-async fn serve_socket(socket: WebSocket, mut rx: mpsc::Receiver<Value>, ping: Duration) {
+/// Acknowledgements of a stream with `group=`: `{"ack": {"partition": P,
+/// "offset": O}}` from the client commits O + 1 for the group (outside any
+/// generation, as a consumer with a manual assignment commits), at most
+/// once a second and when the socket closes.
+struct Acks {
+    client: Arc<Client>,
+    group: String,
+    topic: String,
+    acked: BTreeMap<i32, i64>,
+}
+
+impl Acks {
+    fn note(&mut self, text: &str) -> Result<(), String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let ack = v
+            .get("ack")
+            .ok_or("expected {\"ack\": {\"partition\": P, \"offset\": O}}")?;
+        let p = ack["partition"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok());
+        let o = ack["offset"].as_i64().filter(|o| *o >= 0);
+        let (Some(p), Some(o)) = (p, o) else {
+            return Err("ack needs a partition and a non-negative offset".into());
+        };
+        let next = self.acked.entry(p).or_insert(0);
+        *next = (*next).max(o + 1);
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), String> {
+        if self.acked.is_empty() {
+            return Ok(());
+        }
+        let mut offsets: strom_client::CommittedOffsets = BTreeMap::new();
+        offsets.insert(self.topic.clone(), std::mem::take(&mut self.acked));
+        self.client
+            .commit_offsets(&self.group, &offsets)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn serve_socket(
+    socket: WebSocket,
+    mut rx: mpsc::Receiver<Value>,
+    ping: Duration,
+    mut acks: Option<Acks>,
+) {
     let (mut sink, mut incoming) = socket.split();
     let mut pings = tokio::time::interval(ping);
     pings.tick().await;
+    let mut commits = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = pings.tick() => {
                 if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
                     break;
+                }
+            }
+            _ = commits.tick(), if acks.is_some() => {
+                if let Some(a) = acks.as_mut() {
+                    if let Err(e) = a.commit().await {
+                        let msg = json!({"error_code": 500, "message": format!("commit failed: {e}")});
+                        let _ = sink.send(Message::Text(msg.to_string().into())).await;
+                    }
                 }
             }
             record = rx.recv() => {
@@ -410,8 +491,25 @@ async fn serve_socket(socket: WebSocket, mut rx: mpsc::Receiver<Value>, ping: Du
             }
             msg = incoming.next() => match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(Message::Text(t))) => {
+                    let noted = match acks.as_mut() {
+                        Some(a) => a.note(&t),
+                        None => Err("acknowledgements need group= on the stream".into()),
+                    };
+                    if let Err(e) = noted {
+                        let msg = json!({"error_code": 400, "message": e});
+                        if sink.send(Message::Text(msg.to_string().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
                 Some(Ok(_)) => {}
             },
+        }
+    }
+    if let Some(a) = acks.as_mut() {
+        if let Err(e) = a.commit().await {
+            tracing::debug!(error = %e, "commit of a closing stream failed");
         }
     }
     let _ = sink.close().await;

@@ -902,3 +902,30 @@ def test_websocket_stream_commits_what_a_group_acknowledges(gw):
         ws.send(json.dumps({"ack": {"partition": 0, "offset": 1}}))
         msgs = [json.loads(ws.recv(timeout=10)) for _ in range(10)]
         assert any(m.get("error_code") == 400 for m in msgs), msgs
+
+
+def test_consumer_topic_pattern_subscription(gw):
+    prefix = unique_topic("gwpat")
+    for suffix in ("a", "b"):
+        create_topic(gw.broker.bootstrap, f"{prefix}-{suffix}", partitions=1)
+    create_topic(gw.broker.bootstrap, f"{prefix}x-other", partitions=1)
+    p = producer(gw.broker.bootstrap)
+    for t in (f"{prefix}-a", f"{prefix}-b", f"{prefix}x-other"):
+        produce_all(p, [(None, t.encode())], t)
+    group = unique_topic("gwpatgroup")
+    status, _, body = gw.post(f"/consumers/{group}", {"name": "c", "auto.offset.reset": "earliest"}, content_type=V2)
+    assert status == 200, body
+    base = f"/consumers/{group}/instances/c"
+    status, _, body = gw.post(f"{base}/subscription", {"topic_pattern": "("}, content_type=V2)
+    assert status == 422, body
+    status, _, body = gw.post(f"{base}/subscription", {"topic_pattern": f"{prefix}-.*"}, content_type=V2)
+    assert status == 204, body
+    status, _, body = gw.get(f"{base}/subscription")
+    assert body == {"topics": [f"{prefix}-a", f"{prefix}-b"]}
+    got = read_records(gw, base, 2, BINARY_V2)
+    assert sorted(r["topic"] for r in got) == [f"{prefix}-a", f"{prefix}-b"]
+    # A topic created later that matches joins the subscription.
+    create_topic(gw.broker.bootstrap, f"{prefix}-c", partitions=1)
+    produce_all(p, [(None, b"late")], f"{prefix}-c")
+    later = read_records(gw, base, 1, BINARY_V2, timeout=60)
+    assert [(r["topic"], base64.b64decode(r["value"])) for r in later] == [(f"{prefix}-c", b"late")]

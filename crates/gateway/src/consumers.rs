@@ -42,6 +42,8 @@ pub struct Instance {
     request_timeout_ms: u64,
     max_bytes: usize,
     subscription: Vec<String>,
+    /// A `topic_pattern` subscription and when its topics were last listed.
+    pattern: Option<(regex::Regex, Instant)>,
     membership: Option<Membership>,
     /// The group's assignment, or the manual one.
     assigned: Vec<TopicPartition>,
@@ -271,6 +273,7 @@ async fn create(
                 request_timeout_ms,
                 max_bytes: gw.config.consumer_request_max_bytes,
                 subscription: Vec::new(),
+                pattern: None,
                 membership: None,
                 assigned: Vec::new(),
                 manual: false,
@@ -357,12 +360,21 @@ async fn subscribe(
 ) -> RestResult<Response> {
     let req: SubscribeBody = body_json(&gw, &headers, body).await?;
     let mut inst = instance(&gw, &group, &name).await?;
-    let topics = match (req.topics, req.topic_pattern) {
-        (Some(t), None) if !t.is_empty() => t,
-        (None, Some(_)) => {
-            return Err(RestError::unprocessable(
-                "topic_pattern is not supported by this gateway yet; list the topics",
-            ))
+    if inst.manual {
+        return Err(illegal_state(
+            "Illegal state: Subscription to topics, partitions and pattern are mutually exclusive",
+        ));
+    }
+    let client = gw.client().await?;
+    let (topics, pattern) = match (req.topics, req.topic_pattern) {
+        (Some(t), None) if !t.is_empty() => (t, None),
+        (None, Some(p)) => {
+            // RE2 syntax (Rust's regex) on whole topic names, as the
+            // broker's KIP-848 regex subscriptions.
+            let re = regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                RestError::unprocessable(format!("topic_pattern {p:?} is not a valid pattern: {e}"))
+            })?;
+            (matching_topics(&client, &re).await?, Some(re))
         }
         _ => {
             return Err(RestError::unprocessable(
@@ -370,22 +382,36 @@ async fn subscribe(
             ))
         }
     };
-    if inst.manual {
-        return Err(illegal_state(
-            "Illegal state: Subscription to topics, partitions and pattern are mutually exclusive",
-        ));
-    }
-    let client = gw.client().await?;
     let mut unique: Vec<String> = topics;
     unique.sort();
     unique.dedup();
-    if unique != inst.subscription {
+    inst.pattern = pattern.map(|re| (re, Instant::now()));
+    if unique != inst.subscription || inst.membership.is_none() {
         close(&mut inst, &client).await;
         inst.membership = Some(Membership::new(client, &group, &unique));
         inst.subscription = unique;
     }
     Ok(no_content())
 }
+
+/// Topics whose whole name `re` matches, internal ones left out.
+async fn matching_topics(client: &Client, re: &regex::Regex) -> RestResult<Vec<String>> {
+    let md = client
+        .metadata(None, false)
+        .await
+        .map_err(|e| RestError::kafka(&e, None))?;
+    let mut out: Vec<String> = md
+        .topics
+        .into_iter()
+        .filter(|t| !t.internal && re.is_match(&t.name))
+        .map(|t| t.name)
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// A pattern subscription looks for new or deleted matching topics this often.
+const PATTERN_REFRESH: Duration = Duration::from_secs(5);
 
 async fn get_subscription(
     State(gw): State<Arc<Gateway>>,
@@ -406,6 +432,7 @@ async fn unsubscribe(
     let client = gw.client().await?;
     close(&mut inst, &client).await;
     inst.subscription.clear();
+    inst.pattern = None;
     inst.manual = false;
     Ok(no_content())
 }
@@ -695,6 +722,18 @@ struct RecordsQuery {
 /// position for every assigned partition: the committed offset, or
 /// auto.offset.reset.
 async fn prepare(inst: &mut Instance, client: &Arc<Client>) -> RestResult<()> {
+    if let Some((re, listed)) = &inst.pattern {
+        if listed.elapsed() >= PATTERN_REFRESH {
+            let re = re.clone();
+            let topics = matching_topics(client, &re).await?;
+            inst.pattern = Some((re, Instant::now()));
+            if topics != inst.subscription {
+                close(inst, client).await;
+                inst.membership = Some(Membership::new(client.clone(), &inst.group, &topics));
+                inst.subscription = topics;
+            }
+        }
+    }
     let rejoin = match &inst.membership {
         Some(m) => m.generation() < 0 || m.rebalance_needed(),
         None => false,

@@ -9,6 +9,7 @@ the gateway keeps serving after hostile requests.
 from __future__ import annotations
 
 import base64
+import re
 import json
 import socket
 import subprocess
@@ -929,3 +930,45 @@ def test_consumer_topic_pattern_subscription(gw):
     produce_all(p, [(None, b"late")], f"{prefix}-c")
     later = read_records(gw, base, 1, BINARY_V2, timeout=60)
     assert [(r["topic"], base64.b64decode(r["value"])) for r in later] == [(f"{prefix}-c", b"late")]
+
+
+def test_v3_streaming_mode_answers_each_record_as_it_arrives(gw):
+    """Transfer-Encoding: chunked: each record is answered while the request
+    is still open, in order, one JSON result per line."""
+    topic = unique_topic("gwv3stream")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    _, _, body = gw.get("/v3/clusters")
+    cid = body["data"][0]["cluster_id"]
+
+    def chunk(b: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(b), b)
+
+    def rec(i: int) -> bytes:
+        return json.dumps({"value": {"type": "JSON", "data": {"i": i}}}).encode()
+
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as s:
+        s.sendall(f"POST /v3/clusters/{cid}/topics/{topic}/records HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        got = b""
+
+        def wait_for(needle: bytes):
+            nonlocal got
+            while needle not in got:
+                part = s.recv(65536)
+                assert part, got
+                got += part
+
+        s.sendall(chunk(rec(0)))
+        wait_for(b'"offset":0')  # answered before the request ends
+        r1, r2 = rec(1), rec(2)
+        s.sendall(chunk(r1 + b"\n" + r2[:7]))
+        s.sendall(chunk(r2[7:]))
+        wait_for(b'"offset":2')
+        s.sendall(chunk(b'{"value": {"type": "BINARY", "data": "@@"}}'))
+        s.sendall(chunk(rec(3)) + b"0\r\n\r\n")
+        wait_for(b'"offset":3')
+    text = got.decode()
+    lines = [json.loads(line) for line in re.findall(r'\{"[^\r\n]*\}', text)]
+    assert [(l["error_code"], l.get("offset")) for l in lines] == [(200, 0), (200, 1), (200, 2), (422, None), (200, 3)]
+    msgs = consume_partitions(consumer(gw.broker.bootstrap), [TopicPartition(topic, 0, 0)], expected=4)
+    assert [json.loads(m.value()) for m in msgs] == [{"i": i} for i in range(4)]

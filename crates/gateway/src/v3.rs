@@ -548,7 +548,6 @@ async fn produce(
     body: Body,
 ) -> RestResult<Response> {
     embedded::check_json_body(&headers)?;
-    let bytes = read_body(&gw, &headers, body).await?;
     let id = cluster_id(&gw, Some(&cluster)).await?;
     let meta = match crate::v2::produce_meta(&gw, &topic, std::iter::empty()).await {
         Ok(m) => m,
@@ -557,6 +556,14 @@ async fn produce(
         }
         Err(e) => return Err(e),
     };
+    let chunked = headers
+        .get(header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        return Ok(produce_streaming(gw, id, topic, meta, body));
+    }
+    let bytes = read_body(&gw, &headers, body).await?;
     let mut records = Vec::new();
     for item in serde_json::Deserializer::from_slice(&bytes).into_iter::<RecordIn>() {
         match item {
@@ -956,4 +963,92 @@ async fn reset_config(
 ) -> RestResult<Response> {
     cluster_id(&gw, Some(&cluster)).await?;
     alter(&gw, &topic, strom_client::ConfigOp::Delete(name)).await
+}
+
+/// Records a streaming request may have in flight before its body is read further.
+const STREAM_IN_FLIGHT: usize = 1024;
+
+/// v3's streaming mode (`Transfer-Encoding: chunked`): records are read as
+/// they arrive, one JSON value after another, produced (pipelined), and
+/// each answered on its own line, in order, as soon as it is done. Each
+/// record may be up to the request size limit; the stream as a whole is not
+/// bounded.
+fn produce_streaming(
+    gw: Arc<Gateway>,
+    cluster: String,
+    topic: String,
+    meta: TopicMeta,
+    body: Body,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let limit = gw.config.max_request_bytes;
+        let mut input = body.into_data_stream();
+        let mut buf = bytes::BytesMut::new();
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        let mut reading = true;
+        let (gw, cluster, topic, meta) = (&gw, &cluster, &topic, &meta);
+        loop {
+            // Every complete record in the buffer goes out.
+            while in_flight.len() < STREAM_IN_FLIGHT {
+                let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<RecordIn>();
+                match values.next() {
+                    Some(Ok(r)) => {
+                        let used = values.byte_offset();
+                        bytes::Buf::advance(&mut buf, used);
+                        in_flight.push_back(produce_one(gw, cluster, topic, meta, r));
+                    }
+                    Some(Err(e)) if e.is_eof() => break,
+                    None => {
+                        buf.clear(); // only whitespace
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        let bad = RestError::bad_request(format!("a record of the stream: {e}"));
+                        let _ = tx
+                            .send(Ok(Bytes::from(bad.body().to_string() + "\n")))
+                            .await;
+                        reading = false;
+                        buf.clear();
+                        break;
+                    }
+                }
+            }
+            if !reading && in_flight.is_empty() {
+                return;
+            }
+            tokio::select! {
+                Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                    let answer: Value = answer;
+                    if tx.send(Ok(Bytes::from(answer.to_string() + "\n"))).await.is_err() {
+                        return;
+                    }
+                }
+                chunk = input.next(), if reading && in_flight.len() < STREAM_IN_FLIGHT => match chunk {
+                    Some(Ok(c)) => {
+                        if buf.len() + c.len() > limit {
+                            let big = RestError::status(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                format!("a record of the stream is larger than {limit} bytes"),
+                            );
+                            let _ = tx.send(Ok(Bytes::from(big.body().to_string() + "\n"))).await;
+                            reading = false;
+                            buf.clear();
+                        } else {
+                            buf.extend_from_slice(&c);
+                        }
+                    }
+                    Some(Err(_)) | None => reading = false,
+                },
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(V3_JSON));
+    resp
 }

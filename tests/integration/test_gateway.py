@@ -699,6 +699,12 @@ def test_openapi_document_describes_every_answer(gw):
             if status >= 400:
                 assert set(body) == {"error_code", "message"}, (method, path, body)
             checked += 1
+            if method in ("post", "put"):
+                for junk, ct in [(b"\x00\xff{[", "application/json"), (b'{"records": 5}', BINARY_V2),
+                                 (b'[1, "x", null]', V2), (b'{"a":' * 5000, "application/json")]:
+                    status, _, body = gw.call(method.upper(), concrete, raw=junk, content_type=ct)
+                    assert 400 <= status < 500 or status == 200, (method, path, junk[:20], status, body)
+                    assert str(status) in op["responses"], (method, path, junk[:20], status, body)
     assert checked >= 30
     status, _, body = gw.get("/topics")
     assert status == 200 and "openapi-probe" not in body

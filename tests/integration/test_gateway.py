@@ -263,6 +263,12 @@ def test_errors_have_confluent_codes_and_the_gateway_keeps_serving(gw):
     assert (status, body["error_code"]) == (413, 413), body
     status, body = raw_post(gw.port, f"/topics/{topic}", big, chunked=True)
     assert (status, body["error_code"]) == (413, 413), body
+    # A record larger than the topic's max.message.bytes: refused by the broker, per record.
+    status, _, body = gw.post(f"/topics/{topic}", {"records": [{"value": b64(b"m" * 1_500_000)}]},
+                              content_type=BINARY_V2)
+    assert status == 200, body
+    [o] = body["offsets"]
+    assert o["error_code"] == 1 and "MESSAGE_TOO_LARGE" in o["error"] and o["offset"] is None, o
     # Too many records in one request (default 10,000).
     status, _, body = gw.post(f"/topics/{topic}", {"records": [{"value": None}] * 10_001}, content_type=BINARY_V2)
     assert status == 422 and "limit" in body["message"], body

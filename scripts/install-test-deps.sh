@@ -53,11 +53,12 @@ REQUIREMENTS=(
     "zstandard>=0.22"
     "pyyaml>=6"
     "prometheus-client>=0.20"
+    "websockets>=13"
 )
 STAMP="$VENV/.strom-test-deps"
 WANT="$(printf '%s\n' "${REQUIREMENTS[@]}")"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
-    && "$VENV/bin/python" -c 'import pytest, pytest_timeout, confluent_kafka, kafka, aiokafka, lz4, cramjam, zstandard, yaml, prometheus_client' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import pytest, pytest_timeout, confluent_kafka, kafka, aiokafka, lz4, cramjam, zstandard, yaml, prometheus_client, websockets' 2>/dev/null; then
     log "python deps already installed"
 else
     log "installing python deps into $VENV"

@@ -61,6 +61,7 @@ class Broker:
             "listeners": f"PLAINTEXT://{self.host}:{self.port}",
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
             "admin.http.listener": "",
+            "gateway.listener": "",
         }
         self.overrides.update({k: str(v) for k, v in (overrides or {}).items()})
         self.env = dict(env or {})

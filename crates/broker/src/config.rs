@@ -108,6 +108,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("admin.http.listener", Some("0.0.0.0:9080"), T::String, "Strom: host:port of the HTTP admin listener (/healthz, /readyz, /metrics); empty disables it."),
     def("metrics.partition.labels.enable", Some("false"), T::Boolean, "Strom: /metrics also has per-partition series (log offsets and size, consumer lag); off: per-topic sums only."),
     def("metrics.partition.labels.max", Some("1000"), T::Int, "Strom: most partitions given per-partition series; beyond it /metrics keeps the per-topic sums only."),
+    def("gateway.listener", Some("0.0.0.0:8082"), T::String, "Strom: host:port of the HTTP and WebSocket gateway to topics (Confluent REST Proxy v2), which speaks Kafka to this broker over loopback; empty disables it."),
     def("shutdown.timeout.ms", Some("20000"), T::Long, "Strom: longest a SIGTERM shutdown waits for in-flight requests."),
     def("queued.max.requests", Some("500"), T::Int, "Requests read ahead per connection before responses are written. Strom: per connection."),
     def("group.initial.rebalance.delay.ms", Some("3000"), T::Int, "How long the first rebalance of an empty group waits for more members to join."),
@@ -557,6 +558,7 @@ pub struct BrokerConfig {
     pub admin_http_listener: Option<SocketAddr>,
     pub metrics_partition_labels_enable: bool,
     pub metrics_partition_labels_max: usize,
+    pub gateway_listener: Option<SocketAddr>,
     pub shutdown_timeout_ms: u64,
     pub queued_max_requests: usize,
     pub groups: crate::group::GroupConfig,
@@ -738,6 +740,18 @@ impl BrokerConfig {
                 )
             })?)
         };
+        let gateway = get("gateway.listener");
+        let gateway_listener = if gateway.trim().is_empty() {
+            None
+        } else {
+            Some(gateway.trim().parse().map_err(|_| {
+                invalid(
+                    "gateway.listener",
+                    &gateway,
+                    "must be host:port with an IP address",
+                )
+            })?)
+        };
         let cluster_id = raw.get("cluster.id").map(str::to_string);
         if let Some(id) = &cluster_id {
             if id.is_empty()
@@ -791,6 +805,7 @@ impl BrokerConfig {
             metrics_partition_labels_enable: boolean("metrics.partition.labels.enable")?,
             metrics_partition_labels_max: int("metrics.partition.labels.max", 0, 1_000_000)?
                 as usize,
+            gateway_listener,
             shutdown_timeout_ms: int("shutdown.timeout.ms", 0, i64::MAX)? as u64,
             queued_max_requests: int("queued.max.requests", 1, 100_000)? as usize,
             groups: crate::group::GroupConfig::from_raw(&raw)?,

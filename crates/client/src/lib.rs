@@ -21,6 +21,7 @@ pub mod log_admin;
 pub mod member;
 pub mod partitioner;
 pub mod producer;
+pub mod send;
 
 pub use admin::{
     topic_id_string, ClusterInfo, ConfigEntry, ConfigOp, ConfigQuery, ConfigSynonym, CreatedTopic,
@@ -38,3 +39,4 @@ pub use member::{MemberAssignment, Membership};
 pub use partitioner::{murmur2, partition_for_key, StickyPartitioner};
 pub use producer::{ProduceRecord, Producer, ProducerConfig, ProducerStats};
 pub use proto_kafka::records::{Compression, Record};
+pub use send::encode_records;

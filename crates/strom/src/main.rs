@@ -96,7 +96,7 @@ fn load_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
 /// Registers for SIGTERM and SIGINT at once (a signal that arrives during start-up then takes
 /// the graceful path when the broker is ready, instead of killing the process), and returns the
 /// future that completes on the first of them. Must be called inside the runtime.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
@@ -201,6 +201,7 @@ fn main() -> ExitCode {
             };
             let served = runtime.block_on(async {
                 let signal = shutdown_signal();
+                cli::gateway::start_in_broker(&config).await?;
                 strom_broker::server::run(config, signal).await
             });
             match served {

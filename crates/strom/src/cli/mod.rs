@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod consume;
 pub mod format;
+pub mod gateway;
 pub mod group;
 pub mod output;
 pub mod produce;
@@ -35,6 +36,8 @@ pub enum Command {
     Consume(consume::ConsumeArgs),
     /// Check and repair a data directory offline: verify, recover-metadata.
     Storage(storage::StorageArgs),
+    /// Serve topics over HTTP (Confluent REST Proxy v2) in front of a Kafka cluster.
+    Gateway(gateway::GatewayArgs),
 }
 
 /// Options shared by every client command.
@@ -100,6 +103,7 @@ pub fn run(command: Command) -> ExitCode {
             Command::Produce(a) => produce::run(a).await,
             Command::Consume(a) => consume::run(a).await,
             Command::Storage(a) => storage::run(a).await,
+            Command::Gateway(a) => gateway::run(a).await,
         }
     });
     // Don't wait for tasks still blocked on stdin or sockets.

@@ -1,0 +1,245 @@
+//! `strom-gateway`: Kafka topics over HTTP, in the dialect of Confluent's
+//! REST Proxy (API v2), built on `strom-client`, so it works in front of any
+//! Kafka-compatible cluster: inside `strom serve` (over loopback to the
+//! broker's own listener) or standalone (`strom gateway --bootstrap`).
+//!
+//! - [`v2`]: topics, partitions, brokers, produce.
+//! - [`embedded`]: the binary and json embedded formats.
+//! - [`error`]: Confluent's error bodies and status codes.
+
+pub mod batcher;
+pub mod conn;
+pub mod consumers;
+pub mod embedded;
+pub mod error;
+pub mod openapi;
+pub mod stream;
+pub mod v2;
+pub mod v3;
+
+use std::future::Future;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use strom_client::{Client, ClientConfig, ConnectionConfig};
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+
+use crate::error::{RestError, RestResult, V2_JSON};
+
+/// Settings of a gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The Kafka cluster, HOST:PORT[,HOST:PORT...].
+    pub bootstrap: String,
+    pub request_timeout: Duration,
+    /// Largest request body accepted (413 beyond).
+    pub max_request_bytes: usize,
+    /// Most records in one produce request (422 beyond).
+    pub max_records_per_request: usize,
+    /// Consumer instances unused this long are removed (Confluent's
+    /// consumer.instance.timeout.ms).
+    pub consumer_instance_timeout: Duration,
+    /// Default `timeout` of a records request (consumer.request.timeout.ms).
+    pub consumer_request_timeout_ms: u64,
+    /// Most bytes a records request returns (consumer.request.max.bytes).
+    pub consumer_request_max_bytes: usize,
+    /// Most consumer instances at once (429 beyond).
+    pub max_consumer_instances: usize,
+    /// Most WebSocket and SSE record streams at once (429 beyond).
+    pub max_streams: usize,
+    /// A connection with nothing read or written this long is closed.
+    pub idle_timeout: Duration,
+    /// Most open connections; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl GatewayConfig {
+    pub fn new(bootstrap: impl Into<String>) -> GatewayConfig {
+        GatewayConfig {
+            bootstrap: bootstrap.into(),
+            request_timeout: Duration::from_secs(30),
+            max_request_bytes: 8 * 1024 * 1024,
+            max_records_per_request: 10_000,
+            consumer_instance_timeout: Duration::from_secs(300),
+            consumer_request_timeout_ms: 1_000,
+            consumer_request_max_bytes: 64 * 1024 * 1024,
+            max_consumer_instances: 1_000,
+            max_streams: 1_000,
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            connection: ConnectionConfig {
+                client_id: "strom-gateway".to_string(),
+                request_timeout: self.request_timeout,
+                connect_timeout: self.request_timeout.min(Duration::from_secs(10)),
+                max_response_bytes: 128 * 1024 * 1024,
+            },
+        }
+    }
+}
+
+/// The state every request shares.
+pub struct Gateway {
+    pub config: GatewayConfig,
+    client: OnceCell<Arc<Client>>,
+    /// Spreads keyless, partition-less produce requests over partitions.
+    pub(crate) next_partition: AtomicUsize,
+    pub(crate) consumers: consumers::Consumers,
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
+    pub(crate) batcher: Arc<batcher::Batcher>,
+    pub(crate) cluster_id: OnceCell<String>,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            client: OnceCell::new(),
+            next_partition: AtomicUsize::new(0),
+            consumers: consumers::Consumers::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
+            batcher: Arc::default(),
+            cluster_id: OnceCell::new(),
+            config,
+        })
+    }
+
+    /// The Kafka client, connected on first use (the gateway inside `strom
+    /// serve` starts before its broker accepts connections; a failed
+    /// bootstrap is tried again by the next request).
+    pub async fn client(&self) -> RestResult<Arc<Client>> {
+        self.client
+            .get_or_try_init(|| async {
+                Client::connect(&self.config.bootstrap, self.config.client_config())
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .cloned()
+            .map_err(|e| RestError::kafka(&e, None))
+    }
+}
+
+/// A JSON answer with the v2 content type.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    let mut resp = (status, value.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(V2_JSON));
+    resp
+}
+
+/// Reads a request body of at most `max_request_bytes`: 413 beyond, before
+/// reading it when Content-Length says so.
+pub async fn read_body(gw: &Gateway, headers: &HeaderMap, body: Body) -> RestResult<Bytes> {
+    let limit = gw.config.max_request_bytes;
+    let too_large = || {
+        RestError::status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("HTTP 413 Payload Too Large: the request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut out = bytes::BytesMut::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| RestError::bad_request(format!("cannot read the request body: {e}")))?;
+        if out.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// Parses a JSON request body; 400 when it is not JSON, 422 when it is JSON
+/// of the wrong shape (as Confluent's REST Proxy answers).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> RestResult<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            RestError::bad_request(format!("the request body is not JSON: {e}"))
+        } else {
+            RestError::unprocessable(format!("unexpected request body: {e}"))
+        }
+    })
+}
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { json_response(StatusCode::OK, &serde_json::json!({})) }),
+        )
+        .route(
+            "/openapi.json",
+            get(|| async {
+                let mut r = json_response(StatusCode::OK, &openapi::document());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }),
+        )
+        .merge(v2::routes())
+        .merge(consumers::routes())
+        .merge(stream::routes())
+        .merge(v3::routes())
+        .merge(v3::group_routes())
+        .merge(v3::config_routes())
+        .fallback(|| async { RestError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            RestError::status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "HTTP 405 Method Not Allowed",
+            )
+        })
+        .with_state(gw)
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener =
+        conn::GatewayListener::new(listener, config.idle_timeout, config.max_connections);
+    let gw = Gateway::new(config);
+    let app = router(gw.clone());
+    let reaper = tokio::spawn(expire_consumers(gw));
+    let served = tokio::select! {
+        r = axum::serve(listener, app) => r,
+        () = shutdown => Ok(()),
+    };
+    reaper.abort();
+    served
+}
+
+async fn expire_consumers(gw: Arc<Gateway>) {
+    let idle = gw.config.consumer_instance_timeout;
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
+    loop {
+        tick.tick().await;
+        let client = gw.client.get().cloned();
+        gw.consumers.expire(client, idle).await;
+    }
+}

@@ -19,7 +19,7 @@ use crate::config::BrokerConfig;
 use crate::metadata::metadata_log::{now_ms, MetadataLog};
 use crate::metadata::records::BrokerEndpoint;
 use crate::metadata::MetadataRecord;
-use crate::network::connection::{self, ConnectionInfo};
+use crate::network::connection;
 use crate::replica_manager::ReplicaManager;
 
 const META_PROPERTIES: &str = "meta.properties";
@@ -287,13 +287,10 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let b = broker.clone();
-                let info = ConnectionInfo {
-                    listener_name: name.clone(),
-                    peer,
-                };
+                let listener_name = name.clone();
                 let rx = stop.clone();
                 tokio::spawn(async move {
-                    connection::serve(b, stream, info, rx).await;
+                    connection::serve(b, stream, listener_name, peer, rx).await;
                     drop(permit);
                 });
             }

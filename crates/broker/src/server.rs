@@ -236,7 +236,7 @@ pub async fn run(
 
 /// Records this broker's advertised endpoints in the metadata log when they change, so the
 /// image (and later, other brokers) know how to reach it.
-async fn register_broker(broker: &Arc<Broker>) -> anyhow::Result<()> {
+pub(crate) async fn register_broker(broker: &Arc<Broker>) -> anyhow::Result<()> {
     let endpoints: Vec<BrokerEndpoint> = broker
         .config
         .advertised_listeners

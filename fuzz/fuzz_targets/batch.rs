@@ -75,8 +75,16 @@ fuzz_target!(|data: &[u8]| {
                 .read(before, buf.len(), end, true)
                 .expect("an accepted append reads back");
             let read = slice.read_bytes().expect("its bytes are in the segment");
-            assert_eq!(&read[..], &buf[..], "read back differs from what was appended");
+            assert_eq!(
+                &read[..],
+                &buf[..],
+                "read back differs from what was appended"
+            );
         }
-        Err(_) => assert_eq!(s.log.log_end_offset(), before, "a refused append moved the log end"),
+        Err(_) => assert_eq!(
+            s.log.log_end_offset(),
+            before,
+            "a refused append moved the log end"
+        ),
     }
 });

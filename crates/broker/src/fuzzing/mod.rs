@@ -40,7 +40,11 @@ impl Harness {
         let mut raw = RawConfig::defaults();
         let dir = data_dir.to_str().context("data directory is not UTF-8")?;
         raw.set("log.dirs", dir, "fuzzing")?;
-        raw.set("log.flush.interval.messages", &i64::MAX.to_string(), "fuzzing")?;
+        raw.set(
+            "log.flush.interval.messages",
+            &i64::MAX.to_string(),
+            "fuzzing",
+        )?;
         raw.set("group.initial.rebalance.delay.ms", "0", "fuzzing")?;
         let config = BrokerConfig::from_raw(raw)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -169,7 +173,11 @@ mod tests {
         // The content seeds did what they say.
         let image = h.broker.image();
         let topic = image.topic("fuzz").expect("the seed topic was created");
-        assert_eq!(topic.partitions.len(), 3, "created with 2, then CreatePartitions to 3");
+        assert_eq!(
+            topic.partitions.len(),
+            3,
+            "created with 2, then CreatePartitions to 3"
+        );
         let hw = h.broker.replicas.get("fuzz", 0).unwrap().high_watermark();
         assert_eq!(hw, 9, "three produce seeds of three records");
         for (target, seeds) in [

@@ -136,9 +136,11 @@ fn content_frames() -> Vec<(&'static str, ApiKey, i16, Option<Vec<u8>>)> {
         out.push(("create-topic", ApiKey::CreateTopics, v, frame(&req, v, 1)));
     }
     for v in [1i16, 12] {
-        let req = MetadataRequest::default().with_topics(Some(vec![
-            metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s(TOPIC)))),
-        ]));
+        let req =
+            MetadataRequest::default()
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                )
+                .with_name(Some(TopicName(s(TOPIC))))]));
         out.push(("topic", ApiKey::Metadata, v, frame(&req, v, 2)));
     }
     for v in [3i16, 9, 11] {
@@ -147,9 +149,11 @@ fn content_frames() -> Vec<(&'static str, ApiKey, i16, Option<Vec<u8>>)> {
             .with_timeout_ms(1000)
             .with_topic_data(vec![produce_request::TopicProduceData::default()
                 .with_name(TopicName(s(TOPIC)))
-                .with_partition_data(vec![produce_request::PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(batch.clone()))])]);
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch.clone())),
+                ])]);
         out.push(("batch", ApiKey::Produce, v, frame(&req, v, 3)));
     }
     for v in [4i16, 12] {
@@ -172,9 +176,11 @@ fn content_frames() -> Vec<(&'static str, ApiKey, i16, Option<Vec<u8>>)> {
             .with_replica_id(BrokerId(-1))
             .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
                 .with_name(TopicName(s(TOPIC)))
-                .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()
-                    .with_partition_index(0)
-                    .with_timestamp(-1)])]);
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ])]);
         out.push(("latest", ApiKey::ListOffsets, v, frame(&req, v, 5)));
     }
     for v in [1i16, 6] {
@@ -189,30 +195,35 @@ fn content_frames() -> Vec<(&'static str, ApiKey, i16, Option<Vec<u8>>)> {
             .with_session_timeout_ms(10_000)
             .with_rebalance_timeout_ms(10_000)
             .with_protocol_type(s("consumer"))
-            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
-                .with_name(s("range"))
-                .with_metadata(Bytes::from_static(b"\x00\x01\x00\x00\x00\x01\x00\x04fuzz"))]);
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(s("range"))
+            .with_metadata(Bytes::from_static(b"\x00\x01\x00\x00\x00\x01\x00\x04fuzz"))]);
         out.push(("join", ApiKey::JoinGroup, v, frame(&req, v, 7)));
     }
     for v in [2i16, 9] {
         let req = OffsetCommitRequest::default()
             .with_group_id(GroupId(s(GROUP)))
             .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
-                .with_name(TopicName(s(TOPIC)))
-                .with_partitions(vec![
-                    offset_commit_request::OffsetCommitRequestPartition::default()
-                        .with_partition_index(0)
-                        .with_committed_offset(2)
-                        .with_committed_metadata(Some(s("m"))),
-                ])]);
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s(TOPIC)))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(2)
+                            .with_committed_metadata(Some(s("m"))),
+                    ]),
+            ]);
         out.push(("commit", ApiKey::OffsetCommit, v, frame(&req, v, 8)));
     }
     for v in [1i16, 9] {
         let req = OffsetFetchRequest::default()
             .with_group_id(GroupId(s(GROUP)))
-            .with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default()
-                .with_group_id(GroupId(s(GROUP)))]);
+            .with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s(GROUP))),
+            ]);
         out.push(("group", ApiKey::OffsetFetch, v, frame(&req, v, 9)));
     }
     for v in [0i16, 1] {
@@ -223,7 +234,12 @@ fn content_frames() -> Vec<(&'static str, ApiKey, i16, Option<Vec<u8>>)> {
             .with_rebalance_timeout_ms(10_000)
             .with_subscribed_topic_names(Some(vec![TopicName(s(TOPIC))]))
             .with_topic_partitions(Some(Vec::new()));
-        out.push(("join", ApiKey::ConsumerGroupHeartbeat, v, frame(&req, v, 10)));
+        out.push((
+            "join",
+            ApiKey::ConsumerGroupHeartbeat,
+            v,
+            frame(&req, v, 10),
+        ));
     }
     for v in [0i16, 1] {
         let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
@@ -237,7 +253,12 @@ fn content_frames() -> Vec<(&'static str, ApiKey, i16, Option<Vec<u8>>)> {
                         .with_value(Some(s("7200000"))),
                 ]),
         ]);
-        out.push(("topic", ApiKey::IncrementalAlterConfigs, v, frame(&req, v, 11)));
+        out.push((
+            "topic",
+            ApiKey::IncrementalAlterConfigs,
+            v,
+            frame(&req, v, 11),
+        ));
     }
     for v in [0i16, 3] {
         let req = CreatePartitionsRequest::default()
@@ -288,7 +309,10 @@ pub fn batch_seeds() -> Vec<Seed> {
     let mut out = vec![
         ("one".to_string(), record_batch(1, -1, Compression::None)),
         ("three".to_string(), record_batch(3, -1, Compression::None)),
-        ("idempotent".to_string(), record_batch(5, 7, Compression::None)),
+        (
+            "idempotent".to_string(),
+            record_batch(5, 7, Compression::None),
+        ),
         ("gzip".to_string(), record_batch(4, -1, Compression::Gzip)),
         ("zstd".to_string(), record_batch(4, -1, Compression::Zstd)),
     ];
@@ -368,7 +392,8 @@ pub fn metadata_seeds() -> Vec<Seed> {
             .ok()
             .map(|v| (None, Some(Bytes::from(v))))
     });
-    if let Ok(batch) = crate::metadata::metadata_log::encode_internal_batch(values, 1_700_000_000_000)
+    if let Ok(batch) =
+        crate::metadata::metadata_log::encode_internal_batch(values, 1_700_000_000_000)
     {
         let mut b = vec![0u8];
         b.extend_from_slice(&batch);

@@ -118,6 +118,9 @@ pub async fn serve(
             let mut watching = !last;
             loop {
                 tokio::select! {
+                    // The send first: with room in the channel it is done before any probe
+                    // costs a syscall.
+                    biased;
                     sent = &mut send => {
                         if sent.is_err() {
                             return;

@@ -45,10 +45,12 @@ for t in "${targets[@]}"; do
     mkdir -p "$FUZZ_WORK/$t" "fuzz/artifacts/$t"
     log=$FUZZ_WORK/$t.log
     echo "==> fuzz $t for ${FUZZ_SECONDS}s"
+    dict=()
+    [ -f "fuzz/$t.dict" ] && dict=(-dict="fuzz/$t.dict")
     set +e
     cargo fuzz run "$t" "$FUZZ_WORK/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$FUZZ_SECONDS" -timeout=30 -rss_limit_mb=2048 \
-        -print_final_stats=1 >"$log" 2>&1
+        -print_final_stats=1 "${dict[@]}" >"$log" 2>&1
     rc=$?
     set -e
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)

@@ -208,3 +208,26 @@ def test_parked_joins_of_closed_clients_release_their_descriptors(make_broker):
     assert ok, f"{n - baseline} descriptors still open {took:.1f}s after 50 parked joiners closed"
     leader.close()
     assert broker.alive() and api_versions_ok(broker.bootstrap)
+
+
+def test_requests_received_before_the_close_are_still_carried_out(broker):
+    """A client that pipelines acks=0 produces and closes at once: what the broker received
+    before the end of stream is still appended (as Kafka handles a closing channel's
+    receives), though nothing is answered."""
+    topic = unique_topic("close-after")
+    create_topic(broker.bootstrap, topic)
+    batch = kw.record_batch([kw.Record(b"v%d" % i) for i in range(3)])
+    body = kw.produce_v3_body(topic, 0, batch, acks=0)
+    c = kw.Conn(broker.bootstrap)
+    c.send(b"".join(kw.frame(kw.request_header(kw.PRODUCE, 3, i + 1) + body) for i in range(20)))
+    c.close()
+    deadline = time.monotonic() + 10
+    hw = -1
+    with kw.Conn(broker.bootstrap) as q:
+        while time.monotonic() < deadline:
+            err, hw, _ = kw.parse_fetch_v4(q.request(kw.FETCH, 4, kw.fetch_v4_body(topic, 0, 0, max_wait_ms=0)))[(topic, 0)]
+            assert err == 0
+            if hw == 60:
+                break
+            time.sleep(0.1)
+    assert hw == 60, f"high watermark {hw} after 20 batches of 3 records sent before the close"

@@ -231,3 +231,23 @@ def test_requests_received_before_the_close_are_still_carried_out(broker):
                 break
             time.sleep(0.1)
     assert hw == 60, f"high watermark {hw} after 20 batches of 3 records sent before the close"
+
+
+def test_client_with_a_full_pipeline_of_parked_fetches_is_released(make_broker):
+    """More parked fetches than `queued.max.requests` on one connection: the broker stops
+    reading it, yet still notices the client going."""
+    broker = make_broker(**{"queued.max.requests": "4"})
+    topic, end = topic_at_end(broker.bootstrap)
+    time.sleep(0.5)
+    baseline = fd_count(broker.pid)
+    body = kw.fetch_v4_body(topic, 0, end, max_wait_ms=NEVER_MS)
+    conns = []
+    for _ in range(20):
+        c = kw.Conn(broker.bootstrap)
+        c.send(b"".join(kw.frame(kw.request_header(kw.FETCH, 4, i + 1) + body) for i in range(10)))
+        conns.append(c)
+    assert_parked(conns)
+    for c in conns:
+        c.close()
+    ok, n, took = wait_for_fds(broker.pid, baseline + 2, timeout=5)
+    assert ok, f"{n - baseline} descriptors still open {took:.1f}s after 20 pipelining clients closed"

@@ -140,6 +140,16 @@ fn plan_topic(
                 "Number of partitions must be larger than 0.",
             ));
         }
+        // Before the plan is allocated from it (the limit with what exists is checked below).
+        if n as usize > broker.max_partitions {
+            return Err(ApiError::new(
+                ResponseError::PolicyViolation,
+                format!(
+                    "creating {n} partitions would exceed this broker's limit of {} partitions",
+                    broker.max_partitions
+                ),
+            ));
+        }
         let rf = if req.replication_factor == -1 {
             broker.config.default_replication_factor
         } else {

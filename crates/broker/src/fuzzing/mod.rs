@@ -154,6 +154,28 @@ mod tests {
         assert!(h.handle(&[0xff; 12]).is_none());
     }
 
+    /// Found by the `request` target (and issue 9's 48-byte frame): CreateTopics v2 with
+    /// `num_partitions = 0x7fffffff` allocated the whole partition plan before the limit
+    /// was checked, and the allocator aborted. It is refused with POLICY_VIOLATION.
+    #[test]
+    fn create_topics_with_a_huge_partition_count_is_refused_not_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Harness::new(dir.path()).unwrap();
+        let frame: Vec<u8> = (0..44)
+            .map(|i| {
+                u8::from_str_radix(
+                    &"001300020000000900036f6c64000000010006667a2d6e65777fffffff000100000000000000000000138801"[2 * i..2 * i + 2],
+                    16,
+                )
+                .unwrap()
+            })
+            .collect();
+        let response = h.handle(&frame).unwrap();
+        // size, correlation id, throttle, 1 topic: name "fz-new", error code, message
+        assert_eq!(&response[16..24], b"\x00\x06fz-new");
+        assert_eq!(&response[24..26], &44i16.to_be_bytes(), "POLICY_VIOLATION");
+    }
+
     /// Every request seed is a frame the broker answers (none refused as undecodable), so
     /// the corpus starts the fuzzer inside every handler. With `STROM_FUZZ_CORPUS` set to a
     /// directory, writes the corpus there, one subdirectory per target.

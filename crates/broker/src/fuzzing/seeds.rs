@@ -294,6 +294,19 @@ pub fn request_seeds() -> Vec<Seed> {
             out.push((format!("{i:02}-{api:?}-v{version}-{name}"), f));
         }
     }
+    // Hostile counts at the limit of their fields, so mutations start beside them.
+    for (name, version, num_partitions) in [("max-partitions", 2i16, i32::MAX), ("zero", 7, 0)] {
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(s("fz-new")))
+                .with_num_partitions(num_partitions)
+                .with_replication_factor(1)])
+            .with_timeout_ms(5000)
+            .with_validate_only(true);
+        if let Some(f) = frame(&req, version, 9) {
+            out.push((format!("hostile-CreateTopics-v{version}-{name}"), f));
+        }
+    }
     for &(api, min, max) in SUPPORTED_APIS {
         for version in min..=max {
             if let Some(f) = default_frame(api, version) {

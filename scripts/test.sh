@@ -5,6 +5,7 @@
 #   STROM_TEST_SKIP_RUST=1 ./scripts/test.sh   skip fmt/clippy/cargo test
 #   STROM_PYTEST_ARGS="-k durability -x" ./scripts/test.sh   extra pytest args
 #   STROM_TEST_FAIL_FAST=1 ./scripts/test.sh   stop at the first failed step
+#   FUZZ_SECONDS=10 ./scripts/test.sh         shorter fuzz runs (default 60 s per target)
 #
 # Each check is one `step NAME cmd args...` line; add new sections the same way.
 # A failed step does not stop the later ones (unless STROM_TEST_FAIL_FAST=1),
@@ -99,6 +100,8 @@ else
 fi
 
 step build-strom cargo build --release -p strom
+# cargo-fuzz targets, FUZZ_SECONDS (60) each; a crash fails the step (scripts/fuzz.sh).
+step fuzz ./scripts/fuzz.sh
 step integration run_integration_tests
 step k8s-validate ./scripts/k8s-validate.sh
 step image-build ./scripts/build-image.sh --binary target/release/strom --no-save

@@ -9,6 +9,8 @@ pub mod broker;
 pub mod config;
 pub mod controller;
 pub mod disk_space;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod group;
 pub mod handlers;
 pub mod memory;

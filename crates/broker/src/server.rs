@@ -18,7 +18,7 @@ use crate::config::BrokerConfig;
 use crate::metadata::metadata_log::{now_ms, MetadataLog};
 use crate::metadata::records::BrokerEndpoint;
 use crate::metadata::MetadataRecord;
-use crate::network::connection::{self, ConnectionInfo};
+use crate::network::connection;
 use crate::replica_manager::ReplicaManager;
 use crate::storage;
 
@@ -275,7 +275,7 @@ pub async fn run(
 
 /// Records this broker's advertised endpoints in the metadata log when they change, so the
 /// image (and later, other brokers) know how to reach it.
-async fn register_broker(broker: &Arc<Broker>) -> anyhow::Result<()> {
+pub(crate) async fn register_broker(broker: &Arc<Broker>) -> anyhow::Result<()> {
     let endpoints: Vec<BrokerEndpoint> = broker
         .config
         .advertised_listeners
@@ -326,13 +326,10 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let b = broker.clone();
-                let info = ConnectionInfo {
-                    listener_name: name.clone(),
-                    peer,
-                };
+                let listener_name = name.clone();
                 let rx = stop.clone();
                 tokio::spawn(async move {
-                    connection::serve(b, stream, info, rx).await;
+                    connection::serve(b, stream, listener_name, peer, rx).await;
                     drop(permit);
                 });
             }

@@ -17,8 +17,21 @@ use crate::broker::Broker;
 use crate::network::zero_copy::{FileRange, FileRanges};
 use crate::request::{Reply, RequestContext};
 
-/// Longest a fetch may park, whatever the client asks: a bound on held connections' state.
-const MAX_WAIT_CAP_MS: u64 = 60_000;
+/// Longest a fetch may park, whatever the client asks: Kafka clients' default
+/// `request.timeout.ms`. Kafka's broker parks as long as asked, and a client that asked for
+/// longer than its request timeout gives up and reconnects; answering (empty) by then is
+/// always in time. `connections.max.idle.ms` caps it too: Kafka closes a connection without
+/// traffic for that long, parked fetch or not.
+const MAX_WAIT_CAP_MS: u64 = 30_000;
+
+/// How long a fetch asking for `max_wait_ms` may park.
+pub fn max_wait(max_wait_ms: i32, connections_max_idle_ms: u64) -> Duration {
+    Duration::from_millis(
+        (max_wait_ms.max(0) as u64)
+            .min(MAX_WAIT_CAP_MS)
+            .min(connections_max_idle_ms),
+    )
+}
 
 pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: FetchRequest) -> Reply {
     let broker = broker.clone();
@@ -85,7 +98,8 @@ async fn fetch(
         })
         .collect();
     let started = Instant::now();
-    let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP_MS));
+    let max_wait = max_wait(req.max_wait_ms, broker.config.connections_max_idle_ms);
+    let cancel = &ctx.info.cancel;
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = if req.max_bytes <= 0 {
         i32::MAX as usize
@@ -108,14 +122,19 @@ async fn fetch(
             &mut ranges,
         );
         let elapsed = started.elapsed();
-        if bytes >= min_bytes.max(1) || errors || elapsed >= max_wait {
+        if bytes >= min_bytes.max(1) || errors || elapsed >= max_wait || cancel.is_cancelled() {
             crate::metrics::fetch_done(broker, &topics, bytes);
             let response = FetchResponse::default()
                 .with_responses(topics)
                 .with_session_id(0);
             return (response, ranges);
         }
-        let _ = tokio::time::timeout(max_wait - elapsed, notified).await;
+        // A peer that has gone or a broker shutting down ends the wait: the first reads once
+        // more for nobody, the second answers with what there is.
+        tokio::select! {
+            _ = tokio::time::timeout(max_wait - elapsed, notified) => {}
+            _ = cancel.cancelled() => {}
+        }
     }
 }
 
@@ -231,4 +250,17 @@ fn read_all(
         topics.push(topic);
     }
     (topics, total, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_wait_is_capped_by_request_timeout_and_idle_time() {
+        assert_eq!(max_wait(500, 600_000), Duration::from_millis(500));
+        assert_eq!(max_wait(i32::MAX, 600_000), Duration::from_millis(30_000));
+        assert_eq!(max_wait(i32::MAX, 2_000), Duration::from_millis(2_000));
+        assert_eq!(max_wait(-7, 600_000), Duration::ZERO);
+    }
 }

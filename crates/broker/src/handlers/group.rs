@@ -48,6 +48,7 @@ use crate::group::coordinator::{
 use crate::group::state::{
     CommittedOffset, JoinRequest, JoinResult, Outcome, SyncRequest, SyncResult,
 };
+use crate::network::connection::WaitCancel;
 use crate::request::{Reply, RequestContext, RequestError};
 
 /// Beyond a member's own timeouts, how long a JoinGroup or SyncGroup may wait before it is
@@ -91,17 +92,23 @@ fn now<R: Encodable>(ctx: &RequestContext, body: &R) -> Result<Reply, RequestErr
     Ok(Reply::Now(Some(ctx.respond(body)?)))
 }
 
-/// Waits for a deferred group answer, within `cap_ms`.
+/// Waits for a deferred group answer, within `cap_ms`. A connection whose peer has gone (or
+/// a broker shutting down) stops waiting at once, answering as a coordinator that went away:
+/// the member stays in the group until its timeouts, as in Kafka.
 async fn wait_for<T>(
     rx: tokio::sync::oneshot::Receiver<T>,
     cap_ms: u64,
+    cancel: WaitCancel,
     gone: impl FnOnce() -> T,
     late: impl FnOnce() -> T,
 ) -> T {
-    match tokio::time::timeout(Duration::from_millis(cap_ms), rx).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(_)) => gone(),
-        Err(_) => late(),
+    tokio::select! {
+        waited = tokio::time::timeout(Duration::from_millis(cap_ms), rx) => match waited {
+            Ok(Ok(v)) => v,
+            Ok(Err(_)) => gone(),
+            Err(_) => late(),
+        },
+        _ = cancel.cancelled() => gone(),
     }
 }
 
@@ -263,6 +270,7 @@ pub fn join_group(
         + broker.groups.config().initial_rebalance_delay_ms.max(0) as u64
         + WAIT_SLACK_MS;
     let member_id = join.member_id.clone();
+    let cancel = ctx.info.cancel.clone();
     let wait = move |outcome: Outcome<JoinResult>| async move {
         match outcome {
             Outcome::Done(r) => r,
@@ -270,6 +278,7 @@ pub fn join_group(
                 wait_for(
                     rx,
                     cap_ms,
+                    cancel,
                     || JoinResult::error(&member_id, ResponseError::NotCoordinator),
                     || JoinResult::error(&member_id, ResponseError::RebalanceInProgress),
                 )
@@ -346,10 +355,12 @@ pub fn sync_group(
         Outcome::Done(r) => now(&ctx, &sync_response(v, r)),
         Outcome::Wait(rx) => {
             let cap_ms = rebalance_timeout_ms.max(0) as u64 + WAIT_SLACK_MS;
+            let cancel = ctx.info.cancel.clone();
             Ok(later(ctx, async move {
                 let r = wait_for(
                     rx,
                     cap_ms,
+                    cancel,
                     || SyncResult::error(ResponseError::NotCoordinator),
                     || SyncResult::error(ResponseError::RebalanceInProgress),
                 )

@@ -2,15 +2,22 @@
 //! (a produce waiting for fsync, a fetch waiting for data), and answers are written in request
 //! order, as Kafka's protocol requires. Up to `queued.max.requests` answers may be pending,
 //! so a pipelining producer's fsyncs overlap.
+//!
+//! A peer that has gone (end of stream, a reset) ends the connection at once: waits with no
+//! effects of their own (parked fetches, joins waiting for a rebalance) end through
+//! `WaitCancel`, work already begun (a produce's fsync) finishes, and nothing more is written.
+//! Kafka closes a channel on end of stream the same way; a client that only half-closes is
+//! treated as gone.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -26,15 +33,59 @@ const READ_AHEAD_BYTES: usize = 16 * 1024;
 pub struct ConnectionInfo {
     pub listener_name: Arc<str>,
     pub peer: SocketAddr,
+    /// Ends this connection's waits early.
+    pub cancel: WaitCancel,
+}
+
+/// Set when a connection's waits must end now: its peer has gone (no answer can reach it), or
+/// the broker is shutting down (answer with what there is). A handler that parks selects on
+/// `cancelled()` beside its own timeout.
+#[derive(Clone, Debug)]
+pub struct WaitCancel(watch::Receiver<bool>);
+
+impl WaitCancel {
+    pub fn new() -> (watch::Sender<bool>, WaitCancel) {
+        let (tx, rx) = watch::channel(false);
+        (tx, WaitCancel(rx))
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once cancelled, or once the connection that could cancel is gone.
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+}
+
+/// True once the peer has closed its side or reset the connection. Only looks: a peer with
+/// bytes waiting is there (false), and those bytes stay for the frame reader.
+async fn peer_closed(r: &mut OwnedReadHalf) -> bool {
+    let mut probe = [0u8; 1];
+    !matches!(r.peek(&mut probe).await, Ok(n) if n > 0)
 }
 
 pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
-    info: ConnectionInfo,
+    listener_name: Arc<str>,
+    peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    // As Kafka's SocketServer: a peer that vanished without a FIN or a reset (a dead host)
+    // is found by the kernel's keepalive probes instead of holding its slot forever.
+    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    let (cancel_tx, cancel) = WaitCancel::new();
+    let cancel_tx = Arc::new(cancel_tx);
+    let peer_gone = Arc::new(AtomicBool::new(false));
+    let info = ConnectionInfo {
+        listener_name,
+        peer,
+        cancel,
+    };
     let (read_half, mut write_half) = stream.into_split();
     let max_frame = broker.config.socket_request_max_bytes;
     let max_pending = broker.config.queued_max_requests;
@@ -45,6 +96,8 @@ pub async fn serve(
     // Frames are read by their own task: a read cut short by select! would lose bytes and
     // desynchronise the stream, whereas a channel receive can be dropped safely.
     let (frames_tx, mut frames) = mpsc::channel::<Result<Option<BytesMut>, FrameError>>(1);
+    let reader_cancel = cancel_tx.clone();
+    let reader_gone = peer_gone.clone();
     let reader_task = tokio::spawn(async move {
         // Small: it batches the reads of small requests, while the body of a large one is
         // read past it, straight into the frame (see `read_frame`).
@@ -52,7 +105,38 @@ pub async fn serve(
         loop {
             let frame = read_frame(&mut reader, max_frame).await;
             let last = !matches!(frame, Ok(Some(_)));
-            if frames_tx.send(frame).await.is_err() || last {
+            if matches!(frame, Ok(None) | Err(FrameError::Io(_))) {
+                reader_gone.store(true, Ordering::Release);
+                reader_cancel.send_replace(true);
+            }
+            // While the frame waits to be taken (the connection has `queued.max.requests`
+            // answers pending, parked fetches perhaps), watch for the peer going, which
+            // ends those waits. Frames already read are still handled, as Kafka handles
+            // the receives of a closing channel.
+            let send = frames_tx.send(frame);
+            tokio::pin!(send);
+            let mut watching = !last;
+            loop {
+                tokio::select! {
+                    // The send first: with room in the channel it is done before any probe
+                    // costs a syscall.
+                    biased;
+                    sent = &mut send => {
+                        if sent.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    closed = peer_closed(reader.get_mut()), if watching => {
+                        if closed {
+                            reader_gone.store(true, Ordering::Release);
+                            reader_cancel.send_replace(true);
+                        }
+                        watching = false;
+                    }
+                }
+            }
+            if last {
                 break;
             }
         }
@@ -76,7 +160,10 @@ pub async fn serve(
                             reading = false;
                         }
                     },
-                    Some(Ok(None)) | None => reading = false,
+                    Some(Ok(None)) | None => {
+                        debug!(peer = %info.peer, "peer closed the connection");
+                        reading = false;
+                    }
                     Some(Err(FrameError::Io(e))) => {
                         debug!(peer = %info.peer, error = %e, "connection read failed");
                         reading = false;
@@ -88,7 +175,8 @@ pub async fn serve(
                 }
             }
             Some(reply) = pending.next(), if !pending.is_empty() => {
-                if let Some(bytes) = reply {
+                // No answer can reach a peer that has gone.
+                if let Some(bytes) = reply.filter(|_| !peer_gone.load(Ordering::Acquire)) {
                     if let Err(e) = write_all(&mut write_half, bytes).await {
                         if e.kind() == std::io::ErrorKind::UnexpectedEof {
                             // A segment shrank under a fetch whose size was already sent.
@@ -101,8 +189,10 @@ pub async fn serve(
                 }
             }
             _ = shutdown.changed(), if reading => {
-                // Finish what was asked, answer it, then close.
+                // Finish what was asked, answer it (parked waits with what there is now),
+                // then close.
                 reading = false;
+                cancel_tx.send_replace(true);
             }
             _ = tokio::time::sleep(idle), if reading && pending.is_empty() => {
                 debug!(peer = %info.peer, "closing idle connection");
@@ -112,6 +202,13 @@ pub async fn serve(
     }
     reader_task.abort();
     let _ = write_half.shutdown().await;
+    drop(write_half);
+    if !pending.is_empty() {
+        // The write failed: the peer has gone. Its parked waits end now; work already begun
+        // (a produce's fsync and high watermark) completes without holding the connection.
+        cancel_tx.send_replace(true);
+        tokio::spawn(async move { while pending.next().await.is_some() {} });
+    }
     crate::metrics::connection_closed();
 }
 

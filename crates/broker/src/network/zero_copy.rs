@@ -389,6 +389,7 @@ mod tests {
                 info: Arc::new(crate::network::connection::ConnectionInfo {
                     listener_name: "PLAINTEXT".into(),
                     peer: "127.0.0.1:1".parse().unwrap(),
+                    cancel: crate::network::connection::WaitCancel::new().1,
                 }),
             };
             let crate::request::ResponseFrame::Pieces(pieces) =

@@ -299,6 +299,33 @@ impl Client {
             .filter(|l| *l >= 0)
     }
 
+    /// `partitions` grouped by their cached leader, for requests sent to each leader; a
+    /// partition with no known leader is answered UNKNOWN_TOPIC_OR_PARTITION in `unplaced`.
+    pub(crate) fn group_by_leader<T>(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        unplaced: &mut std::collections::BTreeMap<i32, Result<T>>,
+    ) -> HashMap<i32, Vec<i32>> {
+        let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
+        for p in partitions {
+            match self.cached_leader(topic, *p) {
+                Some(l) => by_leader.entry(l).or_default().push(*p),
+                None => {
+                    unplaced.insert(
+                        *p,
+                        Err(Error::kafka(
+                            format!("partition {topic}[{p}]"),
+                            KafkaCode::UNKNOWN_TOPIC_OR_PARTITION,
+                            None,
+                        )),
+                    );
+                }
+            }
+        }
+        by_leader
+    }
+
     pub fn cached_controller(&self) -> i32 {
         self.cache().controller_id
     }

@@ -1,7 +1,7 @@
 //! Reading: ListOffsets and Fetch, routed to partition leaders, and the
 //! decoding of fetched record batches.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use proto_kafka::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -138,22 +138,7 @@ impl Client {
             if attempt > 0 || todo.iter().any(|p| self.cached_leader(topic, *p).is_none()) {
                 self.topic_metadata(topic, false).await?;
             }
-            let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
-            for p in &todo {
-                match self.cached_leader(topic, *p) {
-                    Some(l) => by_leader.entry(l).or_default().push(*p),
-                    None => {
-                        out.insert(
-                            *p,
-                            Err(Error::kafka(
-                                format!("partition {topic}[{p}]"),
-                                KafkaCode::UNKNOWN_TOPIC_OR_PARTITION,
-                                None,
-                            )),
-                        );
-                    }
-                }
-            }
+            let by_leader = self.group_by_leader(topic, &todo, &mut out);
             let mut retry = Vec::new();
             for (leader, parts) in by_leader {
                 let conn = match self.broker(leader).await {

@@ -1,7 +1,7 @@
 //! Administration of partition logs: DeleteRecords (moving the log start
 //! offset) and DescribeLogDirs (sizes on disk).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use proto_kafka::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use proto_kafka::messages::describe_log_dirs_request::DescribableLogDirTopic;
@@ -59,22 +59,7 @@ impl Client {
             if attempt > 0 || todo.iter().any(|p| self.cached_leader(topic, *p).is_none()) {
                 self.topic_metadata(topic, false).await?;
             }
-            let mut by_leader: HashMap<i32, Vec<i32>> = HashMap::new();
-            for p in &todo {
-                match self.cached_leader(topic, *p) {
-                    Some(l) => by_leader.entry(l).or_default().push(*p),
-                    None => {
-                        out.insert(
-                            *p,
-                            Err(Error::kafka(
-                                format!("partition {topic}[{p}]"),
-                                KafkaCode::UNKNOWN_TOPIC_OR_PARTITION,
-                                None,
-                            )),
-                        );
-                    }
-                }
-            }
+            let by_leader = self.group_by_leader(topic, &todo, &mut out);
             let mut retry = Vec::new();
             for (leader, parts) in by_leader {
                 let sent = async {

@@ -14,7 +14,8 @@ pub mod fuzzing;
 pub mod group;
 pub mod handlers;
 pub mod memory;
-pub mod metadata;
+/// Kept as a path of this crate while the modules that use it move out.
+pub use strom_metadata as metadata;
 pub mod metrics;
 pub mod network;
 pub mod partition;

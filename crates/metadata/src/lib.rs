@@ -5,7 +5,9 @@
 
 pub mod image;
 pub mod metadata_log;
+pub mod publisher;
 pub mod records;
 
 pub use image::{MetadataImage, PartitionRegistration, TopicImage};
+pub use publisher::{MetadataDelta, MetadataPublisher, PublishError};
 pub use records::MetadataRecord;

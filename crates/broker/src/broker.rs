@@ -26,7 +26,7 @@ pub struct Broker {
     /// Partitions this node can host: the explicit bound, or fewer if open files run out first.
     pub max_partitions: usize,
     /// The consumer groups this node coordinates.
-    pub groups: crate::group::GroupCoordinator,
+    pub groups: Arc<strom_group_coordinator::GroupCoordinator>,
 }
 
 impl Broker {
@@ -36,8 +36,30 @@ impl Broker {
         metadata_log: MetadataLog,
         image: MetadataImage,
         replicas: ReplicaManager,
+    ) -> Arc<Broker> {
+        Arc::new_cyclic(|me| {
+            let ports = strom_group_coordinator::Ports {
+                log: Arc::new(crate::group_ports::BrokerGroupPorts::new(me.clone())),
+                cluster: Arc::new(crate::group_ports::BrokerGroupPorts::new(me.clone())),
+                clock: Arc::new(strom_group_coordinator::SystemClock),
+            };
+            let groups = Arc::new(strom_group_coordinator::GroupCoordinator::new(
+                config.groups.clone(),
+                config.node_id,
+                ports,
+            ));
+            Broker::assemble(config, cluster_id, metadata_log, image, replicas, groups)
+        })
+    }
+
+    fn assemble(
+        config: BrokerConfig,
+        cluster_id: String,
+        metadata_log: MetadataLog,
+        image: MetadataImage,
+        replicas: ReplicaManager,
+        groups: Arc<strom_group_coordinator::GroupCoordinator>,
     ) -> Broker {
-        let groups = crate::group::GroupCoordinator::new(config.groups.clone());
         Broker {
             config,
             cluster_id,
@@ -107,7 +129,10 @@ impl Broker {
             .filter(|t| next.topic_by_id(&t.id).is_none())
             .map(|t| t.name.clone())
             .collect();
-        self.groups.on_topics_deleted(self, &deleted);
+        self.groups.on_topics_deleted(&deleted);
+        if let Err(e) = self.groups.on_image(&next) {
+            tracing::error!(error = %e, "the group coordinator cannot load its new partitions");
+        }
         crate::metrics::partitions(next.partition_count());
         Ok(next)
     }

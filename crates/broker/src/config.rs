@@ -561,7 +561,7 @@ pub struct BrokerConfig {
     pub gateway_listener: Option<SocketAddr>,
     pub shutdown_timeout_ms: u64,
     pub queued_max_requests: usize,
-    pub groups: crate::group::GroupConfig,
+    pub groups: strom_group_coordinator::GroupConfig,
 }
 
 pub fn parse_i64(key: &str, v: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -808,7 +808,7 @@ impl BrokerConfig {
             gateway_listener,
             shutdown_timeout_ms: int("shutdown.timeout.ms", 0, i64::MAX)? as u64,
             queued_max_requests: int("queued.max.requests", 1, 100_000)? as usize,
-            groups: crate::group::GroupConfig::from_raw(&raw)?,
+            groups: crate::group_config::group_config(&raw)?,
             raw,
         })
     }

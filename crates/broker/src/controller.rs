@@ -878,7 +878,7 @@ mod limit_tests {
         let config = BrokerConfig::from_raw(raw).unwrap();
         let (log, image) = MetadataLog::open(dir).unwrap();
         let replicas = ReplicaManager::new(config.node_id, dir);
-        Arc::new(Broker::new(config, "c".into(), log, image, replicas))
+        Broker::new(config, "c".into(), log, image, replicas)
     }
 
     fn topic(name: &str, num_partitions: i32, replication_factor: i16) -> TopicRequest {

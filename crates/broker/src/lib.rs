@@ -11,7 +11,10 @@ pub mod controller;
 pub mod disk_space;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod group;
+/// Kept as a path of this crate while its users move to the crate's own name.
+pub use strom_group_coordinator as group;
+pub mod group_config;
+pub mod group_ports;
 pub mod handlers;
 pub mod memory;
 /// Kept as a path of this crate while the modules that use it move out.

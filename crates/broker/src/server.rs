@@ -190,17 +190,11 @@ pub async fn run(
     crate::metrics::partitions(image.partition_count());
     let recovered_ms = started.elapsed().as_millis();
 
-    let broker = Arc::new(Broker::new(
-        config,
-        cluster_id.clone(),
-        metadata_log,
-        image,
-        replicas,
-    ));
+    let broker = Broker::new(config, cluster_id.clone(), metadata_log, image, replicas);
     register_broker(&broker).await?;
     broker
         .groups
-        .load(&broker)
+        .on_image(&broker.image())
         .context("cannot load consumer groups from __consumer_offsets")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -233,8 +227,8 @@ pub async fn run(
         }));
     }
     tasks.push(tokio::spawn(upkeep_loop(broker.clone(), stop_rx.clone())));
-    tasks.push(tokio::spawn(crate::group::coordinator::run_timers(
-        broker.clone(),
+    tasks.push(tokio::spawn(strom_group_coordinator::timers::run_timers(
+        broker.groups.clone(),
         stop_rx.clone(),
     )));
     broker.set_ready(true);

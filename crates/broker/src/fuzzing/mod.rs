@@ -55,15 +55,15 @@ impl Harness {
             let (metadata_log, image) = MetadataLog::open(data_dir)?;
             let replicas = ReplicaManager::new(config.node_id, data_dir);
             replicas.apply_image(&image, &config.raw)?;
-            let broker = Arc::new(Broker::new(
+            let broker = Broker::new(
                 config,
                 "fuzzing-cluster".to_string(),
                 metadata_log,
                 image,
                 replicas,
-            ));
+            );
             crate::server::register_broker(&broker).await?;
-            broker.groups.load(&broker)?;
+            broker.groups.on_image(&broker.image())?;
             anyhow::Ok(broker)
         })?;
         let (cancel_tx, cancel) = WaitCancel::new();

@@ -21,7 +21,6 @@ use crate::acl::{self, ResourceType};
 use crate::broker::Broker;
 use crate::group::assignor::Assignment;
 use crate::group::consumer::{ConsumerGroup, HeartbeatError, HeartbeatRequest, HeartbeatResponse};
-use crate::group::coordinator::GroupCoordinator;
 use crate::request::{Reply, RequestContext, RequestError};
 
 /// ConsumerGroupDescribe v1's member type of a consumer-protocol member.
@@ -84,16 +83,16 @@ pub fn heartbeat(
     let broker = broker.clone();
     // The group changes now, so pipelined requests act in order; only the wait for the
     // records to be durable is deferred. The first join of all creates __consumer_offsets.
-    let pending = if GroupCoordinator::offsets_topic_exists(&broker) {
-        Ok(broker.groups.consumer_heartbeat(&broker, &group_id, hb))
+    let pending = if broker.groups.offsets_topic_exists() {
+        Ok(broker.groups.consumer_heartbeat(&group_id, hb))
     } else {
         Err(hb)
     };
     Ok(Reply::Later(Box::pin(async move {
         let (out, write) = match pending {
             Ok(p) => p,
-            Err(hb) => match broker.groups.ensure_offsets_topic(&broker).await {
-                Ok(()) => broker.groups.consumer_heartbeat(&broker, &group_id, hb),
+            Err(hb) => match broker.groups.ensure_offsets_topic().await {
+                Ok(()) => broker.groups.consumer_heartbeat(&group_id, hb),
                 Err(e) => (
                     Err(HeartbeatError {
                         code: e,

@@ -42,9 +42,7 @@ use tracing::warn;
 use super::str_bytes;
 use crate::acl::{self, ResourceType};
 use crate::broker::Broker;
-use crate::group::coordinator::{
-    self, CommitEntry, Committer, FetchedOffsets, GroupCoordinator, PendingCommit,
-};
+use crate::group::coordinator::{self, CommitEntry, Committer, FetchedOffsets, PendingCommit};
 use crate::group::state::{
     CommittedOffset, JoinRequest, JoinResult, Outcome, SyncRequest, SyncResult,
 };
@@ -128,12 +126,12 @@ pub fn find_coordinator(
         vec![req.key.clone()]
     };
     let key_type = req.key_type;
-    if key_type == KEY_TYPE_GROUP && !GroupCoordinator::offsets_topic_exists(broker) {
+    if key_type == KEY_TYPE_GROUP && !broker.groups.offsets_topic_exists() {
         let broker = broker.clone();
         let version = ctx.version;
         let listener = ctx.info.listener_name.clone();
         return Ok(later(ctx, async move {
-            let result = broker.groups.ensure_offsets_topic(&broker).await;
+            let result = broker.groups.ensure_offsets_topic().await;
             coordinator_response(&broker, &listener, version, keys, result)
         }));
     }
@@ -286,17 +284,17 @@ pub fn join_group(
             }
         }
     };
-    if !GroupCoordinator::offsets_topic_exists(broker) {
+    if !broker.groups.offsets_topic_exists() {
         let broker = broker.clone();
         return Ok(later(ctx, async move {
-            if let Err(e) = broker.groups.ensure_offsets_topic(&broker).await {
+            if let Err(e) = broker.groups.ensure_offsets_topic().await {
                 return join_response(v, JoinResult::error(&join.member_id, e));
             }
-            let outcome = broker.groups.join(&broker, &group_id, join);
+            let outcome = broker.groups.join(&group_id, join);
             join_response(v, wait(outcome).await)
         }));
     }
-    match broker.groups.join(broker, &group_id, join) {
+    match broker.groups.join(&group_id, join) {
         Outcome::Done(r) => now(&ctx, &join_response(v, r)),
         waiting => Ok(later(
             ctx,
@@ -350,7 +348,7 @@ pub fn sync_group(
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    let (outcome, rebalance_timeout_ms) = broker.groups.sync(broker, &req.group_id.0, sync);
+    let (outcome, rebalance_timeout_ms) = broker.groups.sync(&req.group_id.0, sync);
     match outcome {
         Outcome::Done(r) => now(&ctx, &sync_response(v, r)),
         Outcome::Wait(rx) => {
@@ -412,7 +410,7 @@ pub fn leave_group(
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let result = broker.groups.leave(broker, &req.group_id.0, &members);
+    let result = broker.groups.leave(&req.group_id.0, &members);
     count_error(
         "LeaveGroup",
         match &result {
@@ -511,10 +509,10 @@ pub fn offset_commit(
             .iter()
             .any(|e| coordinator::partition_exists(&image, &e.topic, e.partition))
     };
-    if any_known && !GroupCoordinator::offsets_topic_exists(broker) {
+    if any_known && !broker.groups.offsets_topic_exists() {
         let broker = broker.clone();
         return Ok(later(ctx, async move {
-            let results = match broker.groups.ensure_offsets_topic(&broker).await {
+            let results = match broker.groups.ensure_offsets_topic().await {
                 Ok(()) => {
                     let who = Committer {
                         member_id: &member_id,
@@ -522,7 +520,7 @@ pub fn offset_commit(
                         generation_id: generation,
                         api_version: v,
                     };
-                    let pending = broker.groups.commit(&broker, &group_id, who, entries);
+                    let pending = broker.groups.commit(&group_id, who, entries);
                     broker.groups.finish_commit(pending).await
                 }
                 Err(e) => vec![Some(e); entries.len()],
@@ -536,7 +534,7 @@ pub fn offset_commit(
         generation_id: generation,
         api_version: v,
     };
-    let pending: PendingCommit = broker.groups.commit(broker, &group_id, who, entries);
+    let pending: PendingCommit = broker.groups.commit(&group_id, who, entries);
     let broker = broker.clone();
     Ok(later(ctx, async move {
         respond(broker.groups.finish_commit(pending).await)
@@ -668,11 +666,7 @@ pub fn offset_delete(
         .flat_map(|(t, ps)| ps.iter().map(move |p| (t.0.to_string(), *p)))
         .collect();
     Ok(later(ctx, async move {
-        match broker
-            .groups
-            .delete_offsets(&broker, &group_id, partitions)
-            .await
-        {
+        match broker.groups.delete_offsets(&group_id, partitions).await {
             Err(e) => {
                 count_error("OffsetDelete", Some(e));
                 OffsetDeleteResponse::default().with_error_code(e.code())
@@ -822,7 +816,7 @@ pub fn delete_groups(
     Ok(later(ctx, async move {
         let mut results = Vec::with_capacity(req.groups_names.len());
         for gid in req.groups_names {
-            let r = broker.groups.delete_group(&broker, &gid.0).await;
+            let r = broker.groups.delete_group(&gid.0).await;
             count_error("DeleteGroups", r.err());
             results.push(
                 DeletableGroupResult::default()

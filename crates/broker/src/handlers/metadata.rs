@@ -141,7 +141,7 @@ pub async fn handle(
             // The offsets topic is made by the group coordinator, with its own partition
             // count and configs, never with the defaults of an ordinary topic.
             let created = if name == crate::group::OFFSETS_TOPIC {
-                match broker.groups.ensure_offsets_topic(broker).await {
+                match broker.groups.ensure_offsets_topic().await {
                     Ok(()) => broker.image().topic(&name).cloned().ok_or_else(|| {
                         controller::ApiError::new(
                             ResponseError::CoordinatorNotAvailable,

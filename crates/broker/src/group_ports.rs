@@ -1,0 +1,148 @@
+//! The group coordinator's ports, implemented over this broker: `__consumer_offsets` through
+//! the replica manager, the image and topic creation through the controller.
+//!
+//! The ports hold the broker weakly: the broker owns the coordinator, so a strong reference
+//! back would keep both alive forever. Once the broker is gone every port answers as a
+//! partition that is not here.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+
+use bytes::{Bytes, BytesMut};
+use proto_kafka::ResponseError;
+use strom_group_coordinator::ports::{AppendedRange, PortFuture, ReadError};
+use strom_group_coordinator::{Cluster, OffsetsLog, OFFSETS_TOPIC};
+use strom_metadata::MetadataImage;
+
+use crate::broker::Broker;
+use crate::controller::{self, TopicRequest};
+use crate::handlers::produce::append_error_code;
+use crate::partition::Partition;
+
+pub struct BrokerGroupPorts {
+    broker: Weak<Broker>,
+}
+
+impl BrokerGroupPorts {
+    pub fn new(broker: Weak<Broker>) -> BrokerGroupPorts {
+        BrokerGroupPorts { broker }
+    }
+
+    fn replica(&self, partition: i32) -> Option<Arc<Partition>> {
+        self.broker
+            .upgrade()?
+            .replicas
+            .get(OFFSETS_TOPIC, partition)
+    }
+}
+
+fn read_error(partition: i32, reason: impl ToString) -> ReadError {
+    ReadError {
+        partition: format!("{OFFSETS_TOPIC}-{partition}"),
+        reason: reason.to_string(),
+    }
+}
+
+impl OffsetsLog for BrokerGroupPorts {
+    fn append(
+        &self,
+        partition: i32,
+        batch: &mut BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendedRange, ResponseError> {
+        let replica = self
+            .replica(partition)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let info = replica
+            .append_as_leader(batch, now_ms)
+            .map_err(|e| append_error_code(&e))?;
+        Ok(AppendedRange {
+            first_offset: info.first_offset,
+            last_offset: info.last_offset,
+        })
+    }
+
+    fn wait_durable(
+        &self,
+        partition: i32,
+        end_offset: i64,
+    ) -> PortFuture<Result<(), ResponseError>> {
+        let replica = self.replica(partition);
+        Box::pin(async move {
+            let replica = replica.ok_or(ResponseError::UnknownTopicOrPartition)?;
+            replica
+                .complete_append(end_offset)
+                .await
+                .map_err(|e| append_error_code(&e))
+        })
+    }
+
+    fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>> {
+        let replica = self.replica(partition)?;
+        Some(
+            replica
+                .with_log(|log| (log.log_start_offset(), log.log_end_offset()))
+                .map_err(|e| read_error(partition, e)),
+        )
+    }
+
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Bytes, ReadError> {
+        let replica = self
+            .replica(partition)
+            .ok_or_else(|| read_error(partition, "not hosted here"))?;
+        let slice = replica
+            .with_log(|log| log.read(offset, max_bytes, end_offset, true))
+            .map_err(|e| read_error(partition, e))?
+            .map_err(|e| read_error(partition, e))?;
+        slice.read_bytes().map_err(|e| read_error(partition, e))
+    }
+}
+
+impl Cluster for BrokerGroupPorts {
+    fn image(&self) -> Arc<MetadataImage> {
+        match self.broker.upgrade() {
+            Some(b) => b.image(),
+            None => Arc::new(MetadataImage::empty()),
+        }
+    }
+
+    fn create_offsets_topic(
+        &self,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> PortFuture<Result<(), String>> {
+        let broker = self.broker.upgrade();
+        Box::pin(async move {
+            let broker = broker.ok_or_else(|| "the broker is stopping".to_string())?;
+            let req = TopicRequest {
+                name: OFFSETS_TOPIC.to_string(),
+                num_partitions: partitions,
+                replication_factor,
+                assignments: BTreeMap::new(),
+                configs,
+            };
+            match controller::create_topics(&broker, vec![req], false)
+                .await
+                .pop()
+            {
+                Some(Ok(created)) => {
+                    tracing::info!(
+                        partitions = created.num_partitions,
+                        "created {OFFSETS_TOPIC}"
+                    );
+                    Ok(())
+                }
+                Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists.code() => Ok(()),
+                Some(Err(e)) => Err(e.message),
+                None => Err("the controller gave no answer".to_string()),
+            }
+        })
+    }
+}

@@ -1,0 +1,725 @@
+//! The operations of the group coordinator: what JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups,
+//! OffsetDelete and ConsumerGroupHeartbeat do to the groups hosted here.
+//!
+//! Locking: the hosted partitions ([`crate::runtime`]) sit behind an `RwLock` held only to
+//! look a group up, add or remove it; each group has its own mutex, held for a state change
+//! and the synchronous append of its records (so records reach the log in the order the
+//! changes happened) but never across an await. Durability is awaited afterwards, outside the
+//! lock; only then are commits acknowledged and assignments handed out. A storm of JoinGroups
+//! in one group therefore never delays another group's heartbeats.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use proto_kafka::ResponseError;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::assignor::TopicMeta;
+use crate::consumer::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, TopicSource};
+use crate::ports::Ports;
+use crate::records;
+use crate::runtime::Shards;
+use crate::state::{
+    CommittedOffset, Effect, Group, GroupState, GroupSummary, JoinRequest, JoinResult, Outcome,
+    SyncRequest, SyncResult,
+};
+use crate::writer::PendingWrite;
+use crate::{GroupConfig, OFFSETS_TOPIC};
+
+/// Groups one node keeps. Kafka has no such bound; every group costs memory, and anyone may
+/// create one with a JoinGroup or a simple OffsetCommit.
+pub const MAX_GROUPS: usize = 100_000;
+/// Protocol metadata one member may register, all protocols together. Kafka bounds it only by
+/// the request size; the whole group's metadata goes into one record and one join response.
+pub const MAX_MEMBER_METADATA_BYTES: usize = 1024 * 1024;
+/// Protocols (assignors) one member may offer. Kafka does not bound them; choosing the
+/// group's protocol compares every member's list with every other's, so 150,000 of them held
+/// a worker for seconds. Clients offer a handful.
+pub const MAX_MEMBER_PROTOCOLS: usize = 100;
+
+pub(crate) type Slot = Arc<Mutex<Group>>;
+
+pub(crate) fn lock(slot: &Mutex<Group>) -> MutexGuard<'_, Group> {
+    match slot.lock() {
+        Ok(g) => g,
+        // A panic mid-change leaves the group as it was at the panic; serving it beats
+        // refusing the group forever.
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Committed offsets by topic and partition; None where nothing is committed.
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+/// One offset to commit, as the request gave it.
+pub struct CommitEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// Who commits: a member of the group (with its generation, or member epoch in a consumer
+/// group) or, with generation -1 and no member id, a client outside group management.
+pub struct Committer<'a> {
+    pub member_id: &'a str,
+    pub group_instance_id: Option<&'a str>,
+    pub generation_id: i32,
+    /// OffsetCommit's version: consumer-group members must use v9+.
+    pub api_version: i16,
+}
+
+/// Whether the image has this partition: commits to any other are refused.
+pub fn partition_exists(
+    image: &strom_metadata::MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> bool {
+    image
+        .topic(topic)
+        .is_some_and(|t| t.partitions.contains_key(&partition))
+}
+
+/// The topics of a metadata image, as consumer groups subscribe to them.
+struct ImageTopics(Arc<strom_metadata::MetadataImage>);
+
+impl TopicSource for ImageTopics {
+    fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.0.topic(name).map(|t| TopicMeta {
+            id: t.id,
+            partitions: t.partitions.len() as i32,
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0
+            .topics
+            .keys()
+            .filter(|n| n.as_str() != OFFSETS_TOPIC)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A group as ListGroups shows it.
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    /// "classic" or "consumer".
+    pub group_type: &'static str,
+}
+
+/// A commit whose records are appended: per entry, an error, or None for "in the write".
+pub struct PendingCommit {
+    pub results: Vec<Option<ResponseError>>,
+    write: Option<(PendingWrite, Vec<usize>)>,
+}
+
+pub struct GroupCoordinator {
+    pub(crate) config: GroupConfig,
+    /// This node: it hosts the `__consumer_offsets` partitions the image says it leads.
+    pub(crate) node_id: i32,
+    pub(crate) ports: Ports,
+    pub(crate) shards: Shards,
+    pub(crate) timers: Mutex<BinaryHeap<Reverse<(i64, String)>>>,
+    pub(crate) timer_wake: Notify,
+    shutting_down: AtomicBool,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig, node_id: i32, ports: Ports) -> GroupCoordinator {
+        metrics::describe_gauge!("strom_consumer_groups", "Consumer groups coordinated here");
+        metrics::describe_counter!(
+            "strom_offset_commits_total",
+            "OffsetCommit requests made durable"
+        );
+        metrics::counter!("strom_offset_commits_total").absolute(0);
+        GroupCoordinator {
+            config,
+            node_id,
+            ports,
+            shards: Shards::default(),
+            timers: Mutex::new(BinaryHeap::new()),
+            timer_wake: Notify::new(),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.ports.clock.now_ms()
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn offsets_topic_exists(&self) -> bool {
+        self.ports.cluster.image().topic(OFFSETS_TOPIC).is_some()
+    }
+
+    /// Creates `__consumer_offsets` on first use, through the controller like any topic:
+    /// compacted, so its size follows the number of live groups and offsets, not of commits.
+    pub async fn ensure_offsets_topic(&self) -> Result<(), ResponseError> {
+        if self.offsets_topic_exists() {
+            return Ok(());
+        }
+        let mut configs = BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert(
+            "segment.bytes".to_string(),
+            self.config.offsets_topic_segment_bytes.to_string(),
+        );
+        let created = self
+            .ports
+            .cluster
+            .create_offsets_topic(
+                self.config.offsets_topic_num_partitions,
+                self.config.offsets_topic_replication_factor,
+                configs,
+            )
+            .await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                warn!(error = %e, "cannot create {OFFSETS_TOPIC}");
+                Err(ResponseError::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// Runs `f` on the group, then whatever it made due, writes the records it asked for and
+    /// re-arms its timer.
+    pub fn update<R>(
+        self: &Arc<Self>,
+        slot: &Slot,
+        f: impl FnOnce(&mut Group, &GroupConfig, i64) -> R,
+    ) -> R {
+        let mut g = lock(slot);
+        let now = self.now_ms();
+        let out = f(&mut g, &self.config, now);
+        g.tick(&self.config, now);
+        self.settle(slot, &mut g);
+        out
+    }
+
+    fn settle(self: &Arc<Self>, slot: &Slot, g: &mut Group) {
+        // An immediate write failure feeds back into the group, which may ask for more.
+        loop {
+            let effects = g.take_effects();
+            if effects.is_empty() {
+                break;
+            }
+            for effect in effects {
+                let Effect::StoreGroup { value, then } = effect;
+                let written = records::group_key(&g.group_id)
+                    .and_then(|k| Ok((k, records::encode_group_value(&value)?)))
+                    .map_err(|e| {
+                        warn!(group = %g.group_id, error = %e, "cannot encode the group's record");
+                        ResponseError::UnknownServerError
+                    })
+                    .and_then(|(k, v)| {
+                        self.append(
+                            &g.group_id,
+                            &[(k, Some(v))],
+                            ResponseError::UnknownServerError,
+                        )
+                    });
+                match written {
+                    Ok(w) => {
+                        let groups = self.clone();
+                        let slot = slot.clone();
+                        tokio::spawn(async move {
+                            let result = w.complete(ResponseError::UnknownServerError).await;
+                            groups
+                                .update(&slot, |g, cfg, now| g.after_store(then, result, cfg, now));
+                        });
+                    }
+                    Err(e) => g.after_store(then, Err(e), &self.config, self.now_ms()),
+                }
+            }
+        }
+        // Consumer-group changes made by timers (expired sessions) or a protocol switch.
+        match self.write_consumer_changes(g) {
+            Some(Ok(w)) => {
+                tokio::spawn(async move {
+                    let _ = w.complete(ResponseError::UnknownServerError).await;
+                });
+            }
+            Some(Err(e)) => {
+                warn!(group = %g.group_id, error = ?e, "consumer group records not written")
+            }
+            None => {}
+        }
+        self.schedule(g);
+    }
+
+    pub fn join(self: &Arc<Self>, group_id: &str, req: JoinRequest) -> Outcome<JoinResult> {
+        let fail = |e| Outcome::Done(JoinResult::error(&req.member_id, e));
+        if let Err(e) = self.check_coordinator(group_id) {
+            return fail(e);
+        }
+        if group_id.is_empty() {
+            return fail(ResponseError::InvalidGroupId);
+        }
+        let session = req.session_timeout_ms as i64;
+        if session < self.config.min_session_timeout_ms
+            || session > self.config.max_session_timeout_ms
+        {
+            return fail(ResponseError::InvalidSessionTimeout);
+        }
+        let metadata_bytes: usize = req.protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
+        if metadata_bytes > MAX_MEMBER_METADATA_BYTES || req.protocols.len() > MAX_MEMBER_PROTOCOLS
+        {
+            return fail(ResponseError::InvalidRequest);
+        }
+        // A member id names a member of an existing group; only a newcomer creates one.
+        let slot = if req.member_id.is_empty() {
+            match self.get_or_create(group_id) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            }
+        } else {
+            match self.get(group_id) {
+                Some(s) => s,
+                None => return fail(ResponseError::UnknownMemberId),
+            }
+        };
+        self.update(&slot, |g, cfg, now| g.join(req, cfg, now))
+    }
+
+    /// SyncGroup; also the group's rebalance timeout, which bounds a wait for the leader.
+    pub fn sync(self: &Arc<Self>, group_id: &str, req: SyncRequest) -> (Outcome<SyncResult>, i64) {
+        let fail = |e| (Outcome::Done(SyncResult::error(e)), 0);
+        if let Err(e) = self.check_coordinator(group_id) {
+            return fail(e);
+        }
+        if group_id.is_empty() {
+            return fail(ResponseError::InvalidGroupId);
+        }
+        match self.get(group_id) {
+            Some(slot) => self.update(&slot, |g, cfg, now| {
+                let timeout_ms = g.rebalance_timeout_ms();
+                (g.sync(req, cfg, now), timeout_ms)
+            }),
+            None => fail(ResponseError::UnknownMemberId),
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), ResponseError> {
+        self.check_coordinator(group_id)?;
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let slot = self.get(group_id).ok_or(ResponseError::UnknownMemberId)?;
+        // Only pushes a deadline later: no tick, no timer.
+        let mut g = lock(&slot);
+        g.heartbeat(member_id, group_instance_id, generation_id, self.now_ms())
+    }
+
+    pub fn leave(
+        self: &Arc<Self>,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        self.check_coordinator(group_id)?;
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        match self.get(group_id) {
+            Some(slot) => self.update(&slot, |g, cfg, now| g.leave(members, cfg, now)),
+            None => Ok(vec![Some(ResponseError::UnknownMemberId); members.len()]),
+        }
+    }
+
+    /// Validates a commit and appends its records; [`GroupCoordinator::finish_commit`] waits
+    /// for durability and applies it.
+    ///
+    /// Kafka's order: partitions of unknown topics are answered UNKNOWN_TOPIC_OR_PARTITION
+    /// before the group is looked at (and a request with nothing else never reaches it);
+    /// then a group-level error answers every partition; then each known partition gets its
+    /// own result.
+    pub fn commit(
+        &self,
+        group_id: &str,
+        who: Committer<'_>,
+        entries: Vec<CommitEntry>,
+    ) -> PendingCommit {
+        let all = |e: ResponseError| PendingCommit {
+            results: vec![Some(e); entries.len()],
+            write: None,
+        };
+        let image = self.ports.cluster.image();
+        let known: Vec<bool> = entries
+            .iter()
+            .map(|e| partition_exists(&image, &e.topic, e.partition))
+            .collect();
+        if !known.iter().any(|k| *k) {
+            return all(ResponseError::UnknownTopicOrPartition);
+        }
+        if let Err(e) = self.check_coordinator(group_id) {
+            return all(e);
+        }
+        if group_id.is_empty() {
+            return all(ResponseError::InvalidGroupId);
+        }
+        let slot = match self.get(group_id) {
+            Some(s) => s,
+            // A group that does not exist takes only simple commits (no generation): it is
+            // a client that uses Kafka to store offsets but not to manage its group. Such a
+            // commit creates an empty classic group, as in Kafka.
+            None if who.generation_id < 0 => match self.get_or_create(group_id) {
+                Ok(s) => s,
+                Err(e) => return all(e),
+            },
+            // From v9 the answer fits both protocols; older clients expect ILLEGAL_GENERATION.
+            None if who.api_version >= 9 => return all(ResponseError::GroupIdNotFound),
+            None => return all(ResponseError::IllegalGeneration),
+        };
+        let mut g = lock(&slot);
+        if let Err(e) = g.validate_offset_commit(
+            who.member_id,
+            who.group_instance_id,
+            who.generation_id,
+            who.api_version,
+            self.now_ms(),
+        ) {
+            return all(e);
+        }
+        let now = self.now_ms();
+        let mut results = Vec::with_capacity(entries.len());
+        let mut to_write = Vec::new();
+        let mut indexes = Vec::new();
+        let mut committed = Vec::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            if !known[i] {
+                results.push(Some(ResponseError::UnknownTopicOrPartition));
+                continue;
+            }
+            let metadata = e.metadata.unwrap_or_default();
+            if metadata.len() > self.config.offset_metadata_max_bytes {
+                results.push(Some(ResponseError::OffsetMetadataTooLarge));
+                continue;
+            }
+            let c = CommittedOffset {
+                offset: e.offset,
+                leader_epoch: e.leader_epoch,
+                metadata,
+                commit_timestamp_ms: now,
+                record_offset: -1,
+            };
+            let record = records::offset_key(group_id, &e.topic, e.partition).and_then(|k| {
+                let v = records::encode_offset_value(&records::OffsetValue {
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    commit_timestamp_ms: c.commit_timestamp_ms,
+                })?;
+                Ok((k, Some(v)))
+            });
+            match record {
+                Ok(r) => {
+                    results.push(None);
+                    to_write.push(r);
+                    indexes.push(i);
+                    committed.push((e.topic, e.partition, c));
+                }
+                Err(_) => results.push(Some(ResponseError::InvalidCommitOffsetSize)),
+            }
+        }
+        let mut write = None;
+        if !to_write.is_empty() {
+            match self.append(group_id, &to_write, ResponseError::InvalidCommitOffsetSize) {
+                Ok(w) => {
+                    // Visible at once, in log order, though acknowledged only once durable:
+                    // a client's requests are read ahead (Kafka instead mutes the connection
+                    // until it answers), so the JoinGroup behind this commit may complete a
+                    // rebalance, and the next owner fetch offsets, before the fsync ends.
+                    for (n, (topic, partition, mut c)) in committed.into_iter().enumerate() {
+                        c.record_offset = w.first_offset + n as i64;
+                        g.apply_offset(&topic, partition, c);
+                    }
+                    write = Some((w, indexes));
+                }
+                Err(e) => {
+                    for i in indexes {
+                        results[i] = Some(e);
+                    }
+                }
+            }
+        }
+        drop(g);
+        PendingCommit { results, write }
+    }
+
+    /// Waits until a commit's records are durable: only then is it acknowledged.
+    pub async fn finish_commit(&self, pending: PendingCommit) -> Vec<Option<ResponseError>> {
+        let PendingCommit { mut results, write } = pending;
+        let Some((w, indexes)) = write else {
+            return results;
+        };
+        match w.complete(ResponseError::InvalidCommitOffsetSize).await {
+            Ok(()) => metrics::counter!("strom_offset_commits_total").increment(1),
+            Err(e) => {
+                for i in indexes {
+                    results[i] = Some(e);
+                }
+            }
+        }
+        results
+    }
+
+    /// Committed offsets: of the given partitions (None where nothing is committed), or of
+    /// every partition with a commit when `topics` is None.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> FetchedOffsets {
+        let slot = self.get(group_id);
+        let g = slot.as_ref().map(|s| lock(s));
+        let offsets = g
+            .as_ref()
+            .filter(|g| g.state() != GroupState::Dead)
+            .map(|g| g.offsets());
+        match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    let found = ps
+                        .into_iter()
+                        .map(|p| {
+                            let c = offsets.and_then(|o| o.get(&(t.clone(), p)).cloned());
+                            (p, c)
+                        })
+                        .collect();
+                    (t, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
+                    BTreeMap::new();
+                for ((t, p), c) in offsets.into_iter().flatten() {
+                    by_topic
+                        .entry(t.clone())
+                        .or_default()
+                        .push((*p, Some(c.clone())));
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+
+    /// Every live group, by id.
+    pub fn list(&self) -> Vec<GroupListing> {
+        let mut out: Vec<GroupListing> = self
+            .snapshot()
+            .into_iter()
+            .filter_map(|(id, slot)| {
+                let g = lock(&slot);
+                (g.state() != GroupState::Dead).then(|| GroupListing {
+                    group_id: id,
+                    protocol_type: match g.consumer_group() {
+                        Some(_) => super::state::CONSUMER_PROTOCOL_TYPE.to_string(),
+                        None => g.protocol_type().unwrap_or_default().to_string(),
+                    },
+                    state: g.state_name(),
+                    group_type: g.group_type(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+
+    /// ConsumerGroupHeartbeat. Only a join (epoch 0) creates a group. The answer comes with
+    /// the write of the group's changed records, to await before answering (as Kafka answers
+    /// once its records are committed).
+    pub fn consumer_heartbeat(
+        self: &Arc<Self>,
+        group_id: &str,
+        req: HeartbeatRequest,
+    ) -> (
+        Result<HeartbeatResponse, HeartbeatError>,
+        Option<PendingWrite>,
+    ) {
+        let fail = |code: ResponseError, message: &str| {
+            (
+                Err(HeartbeatError {
+                    code,
+                    message: message.to_string(),
+                }),
+                None,
+            )
+        };
+        if let Err(code) = self.check_coordinator(group_id) {
+            return fail(code, "This node does not coordinate the group now.");
+        }
+        if group_id.is_empty() {
+            return fail(ResponseError::InvalidRequest, "GroupId can't be empty.");
+        }
+        let slot = if req.member_epoch == 0 {
+            match self.get_or_create(group_id) {
+                Ok(s) => s,
+                Err(e) => return fail(e, "Too many groups on this coordinator."),
+            }
+        } else {
+            match self.get(group_id) {
+                Some(s) => s,
+                // Not GROUP_ID_NOT_FOUND: clients treat that as fatal, and after a restart a
+                // member's group is legitimately unknown here until it rejoins.
+                None => {
+                    return (
+                        Err(HeartbeatError {
+                            code: ResponseError::UnknownMemberId,
+                            message: format!(
+                                "Member {} is not a member of the group.",
+                                req.member_id
+                            ),
+                        }),
+                        None,
+                    )
+                }
+            }
+        };
+        let topics = ImageTopics(self.ports.cluster.image());
+        // The heartbeat's own records are written here, to be awaited; whatever the timers
+        // change afterwards is written by `settle`.
+        let (out, write) = self.update(&slot, |g, cfg, now| {
+            let out = g.consumer_heartbeat(req, cfg, &topics, now);
+            (out, self.write_consumer_changes(g))
+        });
+        match write {
+            Some(Err(e)) => fail(e, "The group's records could not be written."),
+            Some(Ok(w)) => (out, Some(w)),
+            None => (out, None),
+        }
+    }
+
+    /// Runs `f` on a live group.
+    pub fn inspect<R>(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(&Group, &GroupConfig) -> R,
+    ) -> Option<R> {
+        let slot = self.get(group_id)?;
+        let g = lock(&slot);
+        (g.state() != GroupState::Dead).then(|| f(&g, &self.config))
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {
+        let slot = self.get(group_id)?;
+        let g = lock(&slot);
+        (g.state() != GroupState::Dead).then(|| g.summary())
+    }
+
+    /// DeleteGroups for one group: an empty group and its offsets are tombstoned.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
+        self.check_coordinator(group_id)?;
+        let slot = self.get(group_id).ok_or(ResponseError::GroupIdNotFound)?;
+        let write = {
+            let mut g = lock(&slot);
+            let offsets = g.mark_deleted(self.now_ms())?;
+            let write = self.tombstones(group_id, &offsets, true);
+            self.forget(group_id, &slot);
+            write
+        };
+        info!(group = %group_id, "group deleted");
+        if let Some(w) = write {
+            // The group is gone from memory either way; a tombstone that fails to become
+            // durable only means the group may come back after a restart.
+            let _ = w.complete(ResponseError::UnknownServerError).await;
+        }
+        Ok(())
+    }
+
+    /// OffsetDelete: per partition, None (deleted or nothing to delete) or an error.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        self.check_coordinator(group_id)?;
+        let slot = self.get(group_id).ok_or(ResponseError::GroupIdNotFound)?;
+        let image = self.ports.cluster.image();
+        let (results, write) = {
+            let mut g = lock(&slot);
+            let mut results = g.offsets_deletable(&partitions)?;
+            let mut removed = Vec::new();
+            for (i, (t, p)) in partitions.iter().enumerate() {
+                if results[i].is_some() {
+                    continue;
+                }
+                if !image.topic(t).is_some_and(|x| x.partitions.contains_key(p)) {
+                    results[i] = Some(ResponseError::UnknownTopicOrPartition);
+                    continue;
+                }
+                if g.remove_offset(t, *p) {
+                    removed.push((t.clone(), *p));
+                }
+            }
+            (results, self.tombstones(group_id, &removed, false))
+        };
+        if let Some(w) = write {
+            let _ = w.complete(ResponseError::UnknownServerError).await;
+        }
+        Ok(results)
+    }
+
+    /// Expires offsets past retention and forgets empty groups without offsets.
+    /// Kafka's onPartitionsDeleted: offsets committed for deleted topics go, with tombstones,
+    /// so a topic created again under the same name starts without them.
+    pub fn on_topics_deleted(&self, topics: &HashSet<String>) {
+        if topics.is_empty() {
+            return;
+        }
+        for (id, slot) in self.snapshot() {
+            let write = {
+                let mut g = lock(&slot);
+                let gone: Vec<(String, i32)> = g
+                    .offsets()
+                    .keys()
+                    .filter(|(t, _)| topics.contains(t))
+                    .cloned()
+                    .collect();
+                for (t, p) in &gone {
+                    g.remove_offset(t, *p);
+                }
+                if !gone.is_empty() {
+                    info!(group = %id, offsets = gone.len(), "offsets of deleted topics removed");
+                }
+                self.tombstones(&id, &gone, false)
+            };
+            if let Some(w) = write {
+                tokio::spawn(async move {
+                    let _ = w.complete(ResponseError::UnknownServerError).await;
+                });
+            }
+        }
+    }
+
+    /// Answers every waiting JoinGroup and SyncGroup so connections can drain: the client
+    /// looks for the coordinator again.
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        for (_, slot) in self.snapshot() {
+            lock(&slot).fail_waiters(ResponseError::NotCoordinator);
+        }
+        self.timer_wake.notify_one();
+    }
+}

@@ -1,0 +1,216 @@
+//! Loading a partition of `__consumer_offsets`: every record from the log start to the end,
+//! the last record of a key winning and a null value deleting, as Kafka's
+//! `GroupMetadataManager` loads a partition it starts to lead.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use proto_kafka::records::{Record, RecordBatchDecoder};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::consumer::{Change, ConsumerGroup, Persisted};
+use crate::consumer_records;
+use crate::coordinator::GroupCoordinator;
+use crate::ports::ReadError;
+use crate::records::{self, GroupValue, RecordKey};
+use crate::state::{CommittedOffset, Group};
+use crate::OFFSETS_TOPIC;
+
+/// Bytes read per step when loading a partition of `__consumer_offsets`.
+const LOAD_READ_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum GroupLoadError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// What the records of one group add up to, before the group is rebuilt from it.
+#[derive(Default)]
+struct Loaded {
+    value: Option<GroupValue>,
+    offsets: BTreeMap<(String, i32), CommittedOffset>,
+    consumer: Persisted,
+}
+
+impl GroupCoordinator {
+    /// The groups recorded in partition `p`, rebuilt. A partition not hosted by the log
+    /// (no replica here) has none.
+    pub(crate) fn read_partition(&self, p: i32) -> Result<HashMap<String, Group>, GroupLoadError> {
+        let name = format!("{OFFSETS_TOPIC}-{p}");
+        let Some(range) = self.ports.log.offsets(p) else {
+            return Ok(HashMap::new());
+        };
+        let (start, end) = range?;
+        let mut loaded: HashMap<String, Loaded> = HashMap::new();
+        let mut records_read = 0u64;
+        let mut next = start;
+        while next < end {
+            let bytes = self.ports.log.read(p, next, LOAD_READ_BYTES, end)?;
+            if bytes.is_empty() {
+                break;
+            }
+            let before = next;
+            for_each_batch(&bytes, &name, |batch_end, recs| {
+                for r in recs.iter().filter(|r| r.offset >= next) {
+                    records_read += 1;
+                    apply_record(&mut loaded, &name, r);
+                }
+                next = next.max(batch_end);
+            });
+            if next <= before {
+                warn!(partition = %name, offset = next, "cannot read past this offset; the rest of the partition is ignored");
+                break;
+            }
+        }
+        let now = self.now_ms();
+        let mut out = HashMap::new();
+        for (id, l) in loaded {
+            let consumer = l.consumer.group_epoch.is_some();
+            if l.value.is_none() && l.offsets.is_empty() && !consumer {
+                continue;
+            }
+            let mut group = Group::restore(&id, l.value, l.offsets, now);
+            if consumer && group.member_count() == 0 {
+                group.set_consumer_group(ConsumerGroup::restore(l.consumer, &self.config, now));
+            }
+            out.insert(id, group);
+        }
+        info!(
+            partition = %name,
+            groups = out.len(),
+            records = records_read,
+            "consumer groups loaded"
+        );
+        Ok(out)
+    }
+}
+
+/// Folds one record of `__consumer_offsets` into what is loaded so far.
+fn apply_record(loaded: &mut HashMap<String, Loaded>, name: &str, r: &Record) {
+    let Some(key) = r.key.clone() else {
+        return;
+    };
+    let key = match records::decode_key(key) {
+        Ok(k) => k,
+        Err(e) => {
+            warn!(partition = %name, offset = r.offset, error = %e, "skipping an unreadable key");
+            return;
+        }
+    };
+    match key {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => {
+            let entry = loaded.entry(group).or_default();
+            match r.value.clone().map(records::decode_offset_value) {
+                None => {
+                    entry.offsets.remove(&(topic, partition));
+                }
+                Some(Ok(v)) => {
+                    entry.offsets.insert(
+                        (topic, partition),
+                        CommittedOffset {
+                            offset: v.offset,
+                            leader_epoch: v.leader_epoch,
+                            metadata: v.metadata,
+                            commit_timestamp_ms: v.commit_timestamp_ms,
+                            record_offset: r.offset,
+                        },
+                    );
+                }
+                Some(Err(e)) => {
+                    warn!(partition = %name, offset = r.offset, error = %e, "skipping an unreadable offset commit")
+                }
+            }
+        }
+        RecordKey::Group { group } => match r.value.clone().map(records::decode_group_value) {
+            None => {
+                if let Some(entry) = loaded.get_mut(&group) {
+                    entry.value = None;
+                }
+            }
+            Some(Ok(v)) => {
+                loaded.entry(group).or_default().value = Some(v);
+            }
+            Some(Err(e)) => {
+                warn!(partition = %name, offset = r.offset, error = %e, "skipping an unreadable group record")
+            }
+        },
+        RecordKey::Consumer {
+            version,
+            group,
+            member,
+        } => match consumer_change(version, member, r.value.clone()) {
+            Ok(Some(change)) => loaded.entry(group).or_default().consumer.apply(change),
+            Ok(None) => {}
+            Err(e) => {
+                warn!(partition = %name, offset = r.offset, error = %e, "skipping an unreadable consumer group record")
+            }
+        },
+    }
+}
+
+/// A loaded consumer-group record as a change to replay; None for records Strom does not
+/// keep (Kafka's partition metadata).
+fn consumer_change(
+    version: i16,
+    member: Option<String>,
+    value: Option<Bytes>,
+) -> Result<Option<Change>, records::RecordError> {
+    use consumer_records as cr;
+    let member = member.unwrap_or_default();
+    Ok(Some(match version {
+        cr::GROUP_METADATA_KEY => {
+            Change::GroupEpoch(value.map(cr::decode_epoch_value).transpose()?)
+        }
+        cr::TARGET_METADATA_KEY => {
+            Change::AssignmentEpoch(value.map(cr::decode_epoch_value).transpose()?)
+        }
+        cr::MEMBER_METADATA_KEY => Change::Member(
+            member,
+            value.map(cr::decode_member_metadata_value).transpose()?,
+        ),
+        cr::TARGET_MEMBER_KEY => Change::Target(
+            member,
+            value.map(cr::decode_target_member_value).transpose()?,
+        ),
+        cr::CURRENT_MEMBER_KEY => Change::Current(
+            member,
+            value.map(cr::decode_current_assignment_value).transpose()?,
+        ),
+        _ => return Ok(None),
+    }))
+}
+
+/// Walks whole batches in `bytes`, giving each one's end offset (last offset + 1, from the
+/// header, so a batch emptied by compaction still advances) and its decoded records.
+fn for_each_batch(bytes: &Bytes, partition: &str, mut f: impl FnMut(i64, Vec<Record>)) {
+    const HEADER_BYTES: usize = 61;
+    let mut pos = 0usize;
+    while bytes.len() - pos >= HEADER_BYTES {
+        let b = &bytes[pos..];
+        let base = i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let len = i32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+        let last_delta = i32::from_be_bytes([b[23], b[24], b[25], b[26]]);
+        let Some(total) = usize::try_from(len).ok().map(|l| l + 12) else {
+            return;
+        };
+        if total > b.len() || total < HEADER_BYTES {
+            return;
+        }
+        let mut one = bytes.slice(pos..pos + total);
+        let recs = match RecordBatchDecoder::decode(&mut one) {
+            Ok(set) => set.records,
+            Err(e) => {
+                warn!(partition = %partition, offset = base, error = %e, "skipping an undecodable batch");
+                Vec::new()
+            }
+        };
+        f(base + last_delta as i64 + 1, recs);
+        pos += total;
+    }
+}

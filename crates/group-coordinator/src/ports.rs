@@ -1,0 +1,101 @@
+//! What the coordinator needs from the broker around it, and nothing more: the current
+//! metadata image, the partitions of `__consumer_offsets` (append, durability, read), the
+//! creation of that topic, and a clock. The broker implements these over its replica manager
+//! and controller; tests implement them in memory, so the coordinator runs without sockets,
+//! disks or wall-clock time.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use proto_kafka::ResponseError;
+use strom_metadata::MetadataImage;
+use thiserror::Error;
+
+pub type PortFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Where an append landed: its first and last offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendedRange {
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// A failed read of a `__consumer_offsets` partition while loading it.
+#[derive(Debug, Error)]
+#[error("reading {partition}: {reason}")]
+pub struct ReadError {
+    pub partition: String,
+    pub reason: String,
+}
+
+/// The partitions of `__consumer_offsets`, as the coordinator writes and loads them. Errors of
+/// appends are the codes a producer would get for the same failure (the coordinator maps
+/// them to what group clients expect, as Kafka does).
+pub trait OffsetsLog: Send + Sync + 'static {
+    /// Appends one encoded record batch as leader; visible at once, durable later.
+    fn append(
+        &self,
+        partition: i32,
+        batch: &mut BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendedRange, ResponseError>;
+
+    /// Resolves once the partition is durable up to `end_offset` (exclusive).
+    fn wait_durable(
+        &self,
+        partition: i32,
+        end_offset: i64,
+    ) -> PortFuture<Result<(), ResponseError>>;
+
+    /// Log start and log end offsets; None when the partition is not hosted here.
+    fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>>;
+
+    /// Whole batches from `offset`, at most about `max_bytes`, below `end_offset`.
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Bytes, ReadError>;
+}
+
+/// What the coordinator asks of the controller and the metadata.
+pub trait Cluster: Send + Sync + 'static {
+    fn image(&self) -> Arc<MetadataImage>;
+
+    /// Creates `__consumer_offsets` with these settings; Ok when it exists afterwards.
+    fn create_offsets_topic(
+        &self,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> PortFuture<Result<(), String>>;
+}
+
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// The coordinator's ports, together.
+#[derive(Clone)]
+pub struct Ports {
+    pub log: Arc<dyn OffsetsLog>,
+    pub cluster: Arc<dyn Cluster>,
+    pub clock: Arc<dyn Clock>,
+}

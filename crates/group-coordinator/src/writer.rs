@@ -1,0 +1,180 @@
+//! Writing a group's records to its partition of `__consumer_offsets`: encoding them with
+//! Kafka's schemas, appending through the [`OffsetsLog`] port, and waiting for durability.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proto_kafka::ResponseError;
+use strom_metadata::metadata_log::encode_internal_batch;
+use tracing::warn;
+
+use crate::consumer::Change;
+use crate::consumer_records;
+use crate::coordinator::GroupCoordinator;
+use crate::ports::OffsetsLog;
+use crate::records;
+use crate::state::Group;
+
+/// An append to `__consumer_offsets` that is in the log but not yet durable.
+pub struct PendingWrite {
+    log: Arc<dyn OffsetsLog>,
+    partition: i32,
+    pub first_offset: i64,
+    end_offset: i64,
+}
+
+impl PendingWrite {
+    pub async fn complete(self, too_large: ResponseError) -> Result<(), ResponseError> {
+        self.log
+            .wait_durable(self.partition, self.end_offset)
+            .await
+            .map_err(|e| {
+                warn!(partition = self.partition, error = ?e, "__consumer_offsets write not durable");
+                storage_error(e, too_large)
+            })
+    }
+}
+
+/// Kafka's mapping of a failed group write (given as the code a producer would get) to what
+/// the group client is told.
+pub fn storage_error(produce_error: ResponseError, too_large: ResponseError) -> ResponseError {
+    match produce_error {
+        ResponseError::UnknownTopicOrPartition
+        | ResponseError::NotEnoughReplicas
+        | ResponseError::NotEnoughReplicasAfterAppend => ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => {
+            ResponseError::NotCoordinator
+        }
+        ResponseError::MessageTooLarge
+        | ResponseError::RecordListTooLarge
+        | ResponseError::InvalidFetchSize => too_large,
+        _ => ResponseError::UnknownServerError,
+    }
+}
+
+/// The records of consumer-group changes: Kafka's keys and values.
+pub(crate) fn consumer_change_records(
+    group_id: &str,
+    changes: Vec<Change>,
+) -> Result<Vec<(Bytes, Option<Bytes>)>, records::RecordError> {
+    use consumer_records as cr;
+    changes
+        .into_iter()
+        .map(|c| {
+            Ok(match c {
+                Change::GroupEpoch(e) => (
+                    cr::key(cr::GROUP_METADATA_KEY, group_id, None)?,
+                    e.map(cr::epoch_value),
+                ),
+                Change::AssignmentEpoch(e) => (
+                    cr::key(cr::TARGET_METADATA_KEY, group_id, None)?,
+                    e.map(cr::epoch_value),
+                ),
+                Change::Member(id, m) => (
+                    cr::key(cr::MEMBER_METADATA_KEY, group_id, Some(&id))?,
+                    m.as_ref().map(cr::member_metadata_value),
+                ),
+                Change::Target(id, t) => (
+                    cr::key(cr::TARGET_MEMBER_KEY, group_id, Some(&id))?,
+                    t.as_ref().map(cr::target_member_value),
+                ),
+                Change::Current(id, c) => (
+                    cr::key(cr::CURRENT_MEMBER_KEY, group_id, Some(&id))?,
+                    c.as_ref().map(cr::current_assignment_value),
+                ),
+            })
+        })
+        .collect()
+}
+
+impl GroupCoordinator {
+    /// Appends records for `group_id` to its partition of `__consumer_offsets`.
+    pub(crate) fn append(
+        &self,
+        group_id: &str,
+        records: &[(Bytes, Option<Bytes>)],
+        too_large: ResponseError,
+    ) -> Result<PendingWrite, ResponseError> {
+        let partition = self
+            .partition_of(group_id)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let now = self.now_ms();
+        let entries = records.iter().map(|(k, v)| (Some(k.clone()), v.clone()));
+        let mut buf = encode_internal_batch(entries, now).map_err(|e| {
+            warn!(error = %e, "cannot encode a __consumer_offsets batch");
+            ResponseError::UnknownServerError
+        })?;
+        let range = self
+            .ports
+            .log
+            .append(partition, &mut buf, now)
+            .map_err(|e| {
+                warn!(partition, error = ?e, "__consumer_offsets append failed");
+                storage_error(e, too_large)
+            })?;
+        debug_assert!(
+            range.first_offset <= range.last_offset,
+            "an append holds a record"
+        );
+        Ok(PendingWrite {
+            log: self.ports.log.clone(),
+            partition,
+            first_offset: range.first_offset,
+            end_offset: range.last_offset + 1,
+        })
+    }
+
+    /// Appends the consumer-group records the group changed since the last write.
+    pub(crate) fn write_consumer_changes(
+        &self,
+        g: &mut Group,
+    ) -> Option<Result<PendingWrite, ResponseError>> {
+        let changes = g.take_consumer_changes();
+        if changes.is_empty() {
+            return None;
+        }
+        let recs = match consumer_change_records(&g.group_id, changes) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(group = %g.group_id, error = %e, "cannot encode the consumer group's records");
+                return Some(Err(ResponseError::UnknownServerError));
+            }
+        };
+        Some(self.append(&g.group_id, &recs, ResponseError::UnknownServerError))
+    }
+
+    pub(crate) fn tombstones(
+        &self,
+        group_id: &str,
+        offsets: &[(String, i32)],
+        group_too: bool,
+    ) -> Option<PendingWrite> {
+        let mut recs = Vec::with_capacity(offsets.len() + 1);
+        for (t, p) in offsets {
+            match records::offset_key(group_id, t, *p) {
+                Ok(k) => recs.push((k, None)),
+                Err(e) => warn!(group = %group_id, error = %e, "cannot encode an offset tombstone"),
+            }
+        }
+        if group_too {
+            let keys = [
+                records::group_key(group_id),
+                consumer_records::key(consumer_records::GROUP_METADATA_KEY, group_id, None),
+                consumer_records::key(consumer_records::TARGET_METADATA_KEY, group_id, None),
+            ];
+            for k in keys {
+                match k {
+                    Ok(k) => recs.push((k, None)),
+                    Err(e) => {
+                        warn!(group = %group_id, error = %e, "cannot encode a group tombstone")
+                    }
+                }
+            }
+        }
+        if recs.is_empty() {
+            return None;
+        }
+        self.append(group_id, &recs, ResponseError::UnknownServerError)
+            .ok()
+    }
+}

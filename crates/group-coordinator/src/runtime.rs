@@ -254,3 +254,6 @@ impl MetadataPublisher for GroupCoordinator {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,376 @@
+//! The coordinator runtime driven through in-memory ports: no broker, no disk, no wall clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use proto_kafka::ResponseError;
+use strom_metadata::{MetadataDelta, MetadataImage, MetadataPublisher, MetadataRecord};
+use uuid::Uuid;
+
+use crate::coordinator::{CommitEntry, Committer};
+use crate::ports::{AppendedRange, Clock, Cluster, OffsetsLog, PortFuture, Ports, ReadError};
+use crate::state::{JoinRequest, Outcome};
+use crate::{partition_for, GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
+
+const NODE: i32 = 1;
+const OTHER_NODE: i32 = 2;
+const PARTITIONS: i32 = 4;
+
+/// `__consumer_offsets` in memory: per partition, the batches with their base offsets.
+#[derive(Default)]
+struct MemLog {
+    batches: Mutex<HashMap<i32, Vec<(i64, Bytes)>>>,
+}
+
+impl MemLog {
+    fn end_offset(batches: &[(i64, Bytes)]) -> i64 {
+        batches
+            .last()
+            .map_or(0, |(base, b)| base + last_offset_delta(b) as i64 + 1)
+    }
+}
+
+fn last_offset_delta(batch: &[u8]) -> i32 {
+    i32::from_be_bytes([batch[23], batch[24], batch[25], batch[26]])
+}
+
+impl OffsetsLog for MemLog {
+    fn append(
+        &self,
+        partition: i32,
+        batch: &mut BytesMut,
+        _now_ms: i64,
+    ) -> Result<AppendedRange, ResponseError> {
+        let mut all = self.batches.lock().unwrap();
+        let log = all.entry(partition).or_default();
+        let base = MemLog::end_offset(log);
+        // The base offset sits before the CRC'd part of the header: patching it is what a
+        // real log does too.
+        let mut patched = BytesMut::with_capacity(batch.len());
+        patched.put_i64(base);
+        patched.put_slice(&batch[8..]);
+        let last = base + last_offset_delta(&patched) as i64;
+        log.push((base, patched.freeze()));
+        Ok(AppendedRange {
+            first_offset: base,
+            last_offset: last,
+        })
+    }
+
+    fn wait_durable(
+        &self,
+        _partition: i32,
+        _end_offset: i64,
+    ) -> PortFuture<Result<(), ResponseError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>> {
+        let all = self.batches.lock().unwrap();
+        let end = all.get(&partition).map_or(0, |l| MemLog::end_offset(l));
+        Some(Ok((0, end)))
+    }
+
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+        _max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Bytes, ReadError> {
+        let all = self.batches.lock().unwrap();
+        let mut out = BytesMut::new();
+        for (base, b) in all.get(&partition).into_iter().flatten() {
+            let last = base + last_offset_delta(b) as i64;
+            if last >= offset && *base < end_offset {
+                out.put_slice(b);
+            }
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// A metadata image that tests rewrite: topics with their partitions' leaders.
+struct MemCluster {
+    image: Mutex<Arc<MetadataImage>>,
+}
+
+impl Cluster for MemCluster {
+    fn image(&self) -> Arc<MetadataImage> {
+        self.image.lock().unwrap().clone()
+    }
+
+    fn create_offsets_topic(
+        &self,
+        _partitions: i32,
+        _replication_factor: i16,
+        _configs: BTreeMap<String, String>,
+    ) -> PortFuture<Result<(), String>> {
+        Box::pin(async { Err("tests create topics through the image".to_string()) })
+    }
+}
+
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// An image with `__consumer_offsets` (leaders from `leader_of`) and a topic `t` of 2
+/// partitions led here.
+fn image(leader_of: impl Fn(i32) -> i32) -> Arc<MetadataImage> {
+    let mut image = MetadataImage::empty();
+    let mut offset = 0;
+    let mut apply = |image: &mut MetadataImage, r: MetadataRecord| {
+        image.apply(offset, &r).unwrap();
+        offset += 1;
+    };
+    for (name, partitions, leaders) in [
+        (
+            OFFSETS_TOPIC,
+            PARTITIONS,
+            (0..PARTITIONS).map(&leader_of).collect::<Vec<_>>(),
+        ),
+        ("t", 2, vec![NODE, NODE]),
+    ] {
+        let topic_id = Uuid::new_v4();
+        apply(
+            &mut image,
+            MetadataRecord::Topic {
+                name: name.to_string(),
+                topic_id,
+            },
+        );
+        for p in 0..partitions {
+            let leader = leaders[p as usize];
+            apply(
+                &mut image,
+                MetadataRecord::Partition {
+                    topic_id,
+                    partition: p,
+                    replicas: vec![leader],
+                    isr: vec![leader],
+                    leader,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            );
+        }
+    }
+    Arc::new(image)
+}
+
+struct Fixture {
+    log: Arc<MemLog>,
+    cluster: Arc<MemCluster>,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    fn new(image: Arc<MetadataImage>) -> Fixture {
+        Fixture {
+            log: Arc::new(MemLog::default()),
+            cluster: Arc::new(MemCluster {
+                image: Mutex::new(image),
+            }),
+            clock: Arc::new(ManualClock(AtomicI64::new(1_000_000))),
+        }
+    }
+
+    fn coordinator(&self) -> Arc<GroupCoordinator> {
+        let ports = Ports {
+            log: self.log.clone(),
+            cluster: self.cluster.clone(),
+            clock: self.clock.clone(),
+        };
+        Arc::new(GroupCoordinator::new(GroupConfig::default(), NODE, ports))
+    }
+
+    fn set_image(&self, image: Arc<MetadataImage>) {
+        *self.cluster.image.lock().unwrap() = image;
+    }
+}
+
+fn simple_commit(
+    groups: &GroupCoordinator,
+    group: &str,
+    offset: i64,
+) -> Vec<Option<ResponseError>> {
+    let who = Committer {
+        member_id: "",
+        group_instance_id: None,
+        generation_id: -1,
+        api_version: 8,
+    };
+    let entry = CommitEntry {
+        topic: "t".to_string(),
+        partition: 1,
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    groups.commit(group, who, vec![entry]).results
+}
+
+fn committed(groups: &GroupCoordinator, group: &str) -> Option<i64> {
+    groups
+        .fetch_offsets(group, Some(vec![("t".to_string(), vec![1])]))
+        .pop()
+        .and_then(|(_, mut ps)| ps.pop())
+        .and_then(|(_, c)| c.map(|c| c.offset))
+}
+
+fn join_request() -> JoinRequest {
+    JoinRequest {
+        member_id: String::new(),
+        group_instance_id: None,
+        client_id: "c".to_string(),
+        client_host: "/127.0.0.1".to_string(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".to_string(),
+        protocols: vec![("range".to_string(), Bytes::from_static(b"m"))],
+        require_known_member_id: false,
+    }
+}
+
+#[test]
+fn hosts_exactly_the_partitions_the_image_says_this_node_leads() {
+    let fx = Fixture::new(image(|p| if p % 2 == 0 { NODE } else { OTHER_NODE }));
+    let groups = fx.coordinator();
+    groups.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(
+        groups.hosted_partitions().into_iter().collect::<Vec<_>>(),
+        vec![0, 2]
+    );
+}
+
+#[test]
+fn a_group_whose_partition_is_led_elsewhere_is_not_coordinated_here() {
+    let fx = Fixture::new(image(|_| OTHER_NODE));
+    let groups = fx.coordinator();
+    groups.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(
+        simple_commit(&groups, "g", 5),
+        vec![Some(ResponseError::NotCoordinator)]
+    );
+    assert_eq!(
+        groups.heartbeat("g", "m", None, 1),
+        Err(ResponseError::NotCoordinator)
+    );
+}
+
+#[test]
+fn gaining_a_partition_loads_its_groups_from_the_log() {
+    let fx = Fixture::new(image(|_| NODE));
+    let first = fx.coordinator();
+    first.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(simple_commit(&first, "g", 42), vec![None]);
+    assert_eq!(committed(&first, "g"), Some(42));
+    // A second coordinator over the same log, first not leading the group's partition.
+    let p = partition_for("g", PARTITIONS);
+    let second = fx.coordinator();
+    fx.set_image(image(|q| if q == p { OTHER_NODE } else { NODE }));
+    second.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(committed(&second, "g"), None);
+    assert!(!second.hosted_partitions().contains(&p));
+    // Leadership moves here: the commit is read back from the log.
+    fx.set_image(image(|_| NODE));
+    let loaded = second.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(loaded, 1);
+    assert_eq!(committed(&second, "g"), Some(42));
+}
+
+#[test]
+fn losing_a_partition_unloads_its_groups_and_fails_their_waiters() {
+    let fx = Fixture::new(image(|_| NODE));
+    let groups = fx.coordinator();
+    groups.on_image(&fx.cluster.image()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    // A first join waits out the initial rebalance delay.
+    let waiting = match groups.join("g", join_request()) {
+        Outcome::Wait(rx) => rx,
+        Outcome::Done(r) => panic!("join finished at once: {:?}", r.error),
+    };
+    let p = partition_for("g", PARTITIONS);
+    fx.set_image(image(|q| if q == p { OTHER_NODE } else { NODE }));
+    let delta = MetadataDelta {
+        previous: image(|_| NODE),
+        records: Vec::new(),
+    };
+    groups
+        .on_metadata_update(&delta, &fx.cluster.image())
+        .unwrap();
+    assert!(groups.get("g").is_none(), "the group left memory");
+    let answer = rt.block_on(waiting).unwrap();
+    assert_eq!(answer.error, Some(ResponseError::NotCoordinator));
+    assert_eq!(
+        simple_commit(&groups, "g", 1),
+        vec![Some(ResponseError::NotCoordinator)]
+    );
+}
+
+#[test]
+fn before_the_offsets_topic_exists_no_group_is_refused_as_foreign() {
+    let mut empty = MetadataImage::empty();
+    empty
+        .apply(
+            0,
+            &MetadataRecord::Topic {
+                name: "t".to_string(),
+                topic_id: Uuid::new_v4(),
+            },
+        )
+        .unwrap();
+    let fx = Fixture::new(Arc::new(empty));
+    let groups = fx.coordinator();
+    groups.on_image(&fx.cluster.image()).unwrap();
+    assert!(groups.hosted_partitions().is_empty());
+    assert_eq!(
+        groups.heartbeat("g", "m", None, 1),
+        Err(ResponseError::UnknownMemberId)
+    );
+}
+
+#[test]
+fn deleted_topics_lose_their_committed_offsets() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Tombstones complete on a task, as they do in the broker.
+    let _guard = rt.enter();
+    let fx = Fixture::new(image(|_| NODE));
+    let groups = fx.coordinator();
+    groups.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(simple_commit(&groups, "g", 7), vec![None]);
+    let before = fx.cluster.image();
+    let mut after = (*before).clone();
+    let id = before.topic("t").unwrap().id;
+    after
+        .apply(
+            before.offset + 1,
+            &MetadataRecord::RemoveTopic { topic_id: id },
+        )
+        .unwrap();
+    let after = Arc::new(after);
+    fx.set_image(after.clone());
+    let delta = MetadataDelta {
+        previous: before,
+        records: vec![MetadataRecord::RemoveTopic { topic_id: id }],
+    };
+    groups.on_metadata_update(&delta, &after).unwrap();
+    assert_eq!(committed(&groups, "g"), None);
+    // The tombstone is in the log: a reload does not bring the offset back.
+    let reloaded = fx.coordinator();
+    reloaded.on_image(&after).unwrap();
+    assert_eq!(committed(&reloaded, "g"), None);
+}

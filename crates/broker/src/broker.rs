@@ -68,8 +68,9 @@ impl Broker {
             replicas,
             ready: AtomicBool::new(false),
             producer_ids: std::sync::Mutex::new((0, 0)),
-            max_partitions: crate::controller::MAX_PARTITIONS_PER_BROKER
-                .min(crate::memory::partition_capacity_by_open_files()),
+            max_partitions: crate::controller::MAX_PARTITIONS_PER_BROKER.min(
+                crate::memory::partition_capacity(crate::memory::open_files_limit()),
+            ),
             groups,
         }
     }

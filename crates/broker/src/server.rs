@@ -134,7 +134,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    crate::memory::keep_freed_memory();
     // Bound before the data directory is touched: a second instance whose port is taken must
     // fail without formatting (or locking) a directory. Connections that arrive while the logs
     // recover wait in the listen backlog until the accept loops start.

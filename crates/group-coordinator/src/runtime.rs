@@ -69,6 +69,18 @@ pub fn led_partitions(image: &MetadataImage, node_id: i32) -> BTreeSet<i32> {
         .unwrap_or_default()
 }
 
+/// The node that coordinates `group_id` in `image`: the leader of its partition of
+/// `__consumer_offsets`. None while the topic does not exist or the partition has no leader.
+pub fn coordinator_node(image: &MetadataImage, group_id: &str) -> Option<i32> {
+    let topic = image.topic(OFFSETS_TOPIC)?;
+    let p = partition_for(group_id, topic.partitions.len() as i32);
+    topic
+        .partitions
+        .get(&p)
+        .map(|reg| reg.leader)
+        .filter(|leader| *leader >= 0)
+}
+
 impl GroupCoordinator {
     /// The partition of `group_id`, or None while `__consumer_offsets` does not exist.
     pub(crate) fn partition_of(&self, group_id: &str) -> Option<i32> {

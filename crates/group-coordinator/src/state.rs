@@ -400,8 +400,9 @@ impl Group {
             });
         }
         if self.consumer.is_none() {
-            // After a restart only offsets come back (membership of consumer groups is not
-            // persisted): a member that was in the group rejoins on UNKNOWN_MEMBER_ID.
+            // No consumer group here: this classic group (or a group loaded with offsets but
+            // no consumer-group records) knows no member, so one that was in a consumer group
+            // rejoins on UNKNOWN_MEMBER_ID. Loaded consumer groups come back with their members.
             if req.member_epoch != 0 {
                 return Err(HeartbeatError {
                     code: ResponseError::UnknownMemberId,
@@ -1329,184 +1330,6 @@ impl Group {
         Ok(out)
     }
 
-    /// Kafka's validateOffsetCommit plus the state checks of doCommitOffsets. A commit from
-    /// a member counts as a heartbeat.
-    pub fn validate_offset_commit(
-        &mut self,
-        member_id: &str,
-        group_instance_id: Option<&str>,
-        generation_id: i32,
-        api_version: i16,
-        now_ms: i64,
-    ) -> Result<(), ResponseError> {
-        if self.state == GroupState::Dead {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-        if let Some(c) = &self.consumer {
-            return c.validate_offset_commit(member_id, generation_id, api_version);
-        }
-        if generation_id < 0 && self.state == GroupState::Empty {
-            // A simple commit (an admin client, or a consumer that assigns its own partitions)
-            // is taken whatever member id it carries: librdkafka's consumer-protocol client
-            // sends the id it generated for itself even when it never joined.
-            return Ok(());
-        }
-        if generation_id >= 0 || !member_id.is_empty() || group_instance_id.is_some() {
-            if let Some(e) = self.validate_member(member_id, group_instance_id) {
-                return Err(e);
-            }
-            if generation_id != self.generation_id {
-                return Err(ResponseError::IllegalGeneration);
-            }
-        } else if self.state != GroupState::Empty {
-            // Only members may commit for a group that has members.
-            return Err(ResponseError::UnknownMemberId);
-        }
-        match self.state {
-            GroupState::Empty => Ok(()),
-            // A commit during PreparingRebalance is still taken: the member learns of the
-            // rebalance from its next heartbeat.
-            GroupState::Stable | GroupState::PreparingRebalance => {
-                if let Some(m) = self.members.get_mut(member_id) {
-                    m.heartbeat_deadline_ms = now_ms + m.session_timeout_ms.max(0) as i64;
-                }
-                Ok(())
-            }
-            GroupState::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
-            GroupState::Dead => Err(ResponseError::CoordinatorNotAvailable),
-        }
-    }
-
-    /// Applies an appended commit, unless a later record for the partition is already applied.
-    pub fn apply_offset(&mut self, topic: &str, partition: i32, committed: CommittedOffset) {
-        let key = (topic.to_string(), partition);
-        match self.offsets.get(&key) {
-            Some(current) if current.record_offset > committed.record_offset => {}
-            _ => {
-                self.offsets.insert(key, committed);
-            }
-        }
-    }
-
-    pub fn remove_offset(&mut self, topic: &str, partition: i32) -> bool {
-        self.offsets
-            .remove(&(topic.to_string(), partition))
-            .is_some()
-    }
-
-    /// DeleteGroups: only an empty group goes; returns the offsets that went with it.
-    pub fn mark_deleted(&mut self, now_ms: i64) -> Result<Vec<(String, i32)>, ResponseError> {
-        if self.consumer.as_ref().is_some_and(|c| !c.is_empty()) {
-            return Err(ResponseError::NonEmptyGroup);
-        }
-        match self.state {
-            GroupState::Dead => Err(ResponseError::GroupIdNotFound),
-            GroupState::Empty => {
-                self.transition(GroupState::Dead, now_ms);
-                let keys = self.offsets.keys().cloned().collect();
-                self.offsets.clear();
-                Ok(keys)
-            }
-            _ => Err(ResponseError::NonEmptyGroup),
-        }
-    }
-
-    /// OffsetDelete (KIP-496): which of `partitions` may go. A consumer group with members
-    /// keeps the offsets of topics it subscribes to.
-    pub fn offsets_deletable(
-        &self,
-        partitions: &[(String, i32)],
-    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
-        if let Some(c) = self
-            .consumer
-            .as_ref()
-            .filter(|_| self.state != GroupState::Dead)
-        {
-            return Ok(partitions
-                .iter()
-                .map(|(t, _)| {
-                    c.is_subscribed_to(t)
-                        .then_some(ResponseError::GroupSubscribedToTopic)
-                })
-                .collect());
-        }
-        match self.state {
-            GroupState::Dead => Err(ResponseError::GroupIdNotFound),
-            GroupState::Empty => Ok(vec![None; partitions.len()]),
-            _ if self.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) => Ok(partitions
-                .iter()
-                .map(|(t, _)| {
-                    self.is_subscribed_to(t)
-                        .then_some(ResponseError::GroupSubscribedToTopic)
-                })
-                .collect()),
-            _ => Err(ResponseError::NonEmptyGroup),
-        }
-    }
-
-    /// Offsets past retention (Kafka's removeExpiredOffsets, KIP-211): of an empty group,
-    /// counted from when it became empty; of a stable consumer group, only topics it no longer
-    /// subscribes to; of a group that only stores offsets, from each commit.
-    pub fn expire_offsets(&mut self, retention_ms: i64, now_ms: i64) -> Vec<(String, i32)> {
-        let since_empty = self.state_timestamp_ms;
-        let expired: Vec<(String, i32)> = if let Some(c) = &self.consumer {
-            // A consumer group keeps the offsets of topics a member subscribes to; the others
-            // expire from their commit, as in Kafka's new coordinator.
-            self.offsets
-                .iter()
-                .filter(|((t, _), o)| {
-                    !c.is_subscribed_to(t) && now_ms - o.commit_timestamp_ms >= retention_ms
-                })
-                .map(|(k, _)| k.clone())
-                .collect()
-        } else {
-            match (self.protocol_type.as_deref(), self.state) {
-                (Some(_), GroupState::Empty) => self
-                    .offsets
-                    .keys()
-                    .filter(|_| now_ms - since_empty >= retention_ms)
-                    .cloned()
-                    .collect(),
-                (Some(CONSUMER_PROTOCOL_TYPE), GroupState::Stable)
-                    if self.subscribed_topics.is_some() =>
-                {
-                    self.offsets
-                        .iter()
-                        .filter(|((t, _), o)| {
-                            !self.is_subscribed_to(t)
-                                && now_ms - o.commit_timestamp_ms >= retention_ms
-                        })
-                        .map(|(k, _)| k.clone())
-                        .collect()
-                }
-                (None, _) => self
-                    .offsets
-                    .iter()
-                    .filter(|(_, o)| now_ms - o.commit_timestamp_ms >= retention_ms)
-                    .map(|(k, _)| k.clone())
-                    .collect(),
-                _ => Vec::new(),
-            }
-        };
-        for k in &expired {
-            self.offsets.remove(k);
-        }
-        expired
-    }
-
-    /// An empty group without offsets is forgotten (Kafka marks it Dead).
-    pub fn mark_dead_if_unused(&mut self, now_ms: i64) -> bool {
-        if self.state == GroupState::Empty
-            && self.offsets.is_empty()
-            && self.pending_members.is_empty()
-            && self.consumer.as_ref().is_none_or(|c| c.is_empty())
-        {
-            self.transition(GroupState::Dead, now_ms);
-            return true;
-        }
-        false
-    }
-
     /// Answers every waiting JoinGroup and SyncGroup with `e` (the coordinator stops).
     pub fn fail_waiters(&mut self, e: ResponseError) {
         for m in self.members.values_mut() {
@@ -1516,75 +1339,6 @@ impl Group {
             if let Some(tx) = m.awaiting_sync.take() {
                 let _ = tx.send(SyncResult::error(e));
             }
-        }
-    }
-
-    pub fn summary(&self) -> GroupSummary {
-        if let Some(c) = &self.consumer {
-            return consumer_summary(c, self.state_name());
-        }
-        let stable = self.state == GroupState::Stable;
-        let protocol = self.protocol_name.clone().unwrap_or_default();
-        GroupSummary {
-            state: self.state.name(),
-            protocol_type: self.protocol_type.clone().unwrap_or_default(),
-            protocol_data: if stable {
-                protocol.clone()
-            } else {
-                String::new()
-            },
-            members: self
-                .members
-                .values()
-                .map(|m| MemberSummary {
-                    member_id: m.member_id.clone(),
-                    group_instance_id: m.group_instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    metadata: if stable {
-                        m.metadata(&protocol)
-                    } else {
-                        Bytes::new()
-                    },
-                    assignment: if stable {
-                        m.assignment.clone()
-                    } else {
-                        Bytes::new()
-                    },
-                })
-                .collect(),
-        }
-    }
-
-    /// The group's record value; `assignments` replaces the members' current ones.
-    pub fn group_value(&self, assignments: Option<&BTreeMap<String, Bytes>>) -> GroupValue {
-        let protocol = self.protocol_name.clone().unwrap_or_default();
-        GroupValue {
-            protocol_type: self.protocol_type.clone().unwrap_or_default(),
-            generation: self.generation_id,
-            protocol: self.protocol_name.clone(),
-            leader: if self.members.is_empty() {
-                None
-            } else {
-                self.leader_id.clone()
-            },
-            current_state_timestamp_ms: self.state_timestamp_ms,
-            members: self
-                .members
-                .values()
-                .map(|m| MemberValue {
-                    member_id: m.member_id.clone(),
-                    group_instance_id: m.group_instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    rebalance_timeout_ms: m.rebalance_timeout_ms,
-                    session_timeout_ms: m.session_timeout_ms,
-                    subscription: m.metadata(&protocol),
-                    assignment: assignments
-                        .and_then(|a| a.get(&m.member_id).cloned())
-                        .unwrap_or_else(|| m.assignment.clone()),
-                })
-                .collect(),
         }
     }
 
@@ -1666,58 +1420,6 @@ impl Group {
     }
 }
 
-/// A consumer group in DescribeGroups' shape, as Kafka shows one (`asDescribedGroup`): the
-/// assignor as the protocol, subscriptions and assignments in the consumer protocol's
-/// encoding (version 0), so tools made for classic groups can read them.
-fn consumer_summary(c: &ConsumerGroup, state: &'static str) -> GroupSummary {
-    let encode = |version: i16, body: &dyn Fn(&mut bytes::BytesMut) -> bool| {
-        let mut buf = bytes::BytesMut::new();
-        buf.extend_from_slice(&version.to_be_bytes());
-        if body(&mut buf) {
-            buf.freeze()
-        } else {
-            Bytes::new()
-        }
-    };
-    let topic = |n: &str| TopicName(StrBytes::from_string(n.to_string()));
-    let members = c
-        .members()
-        .map(|m| {
-            let sub = ConsumerProtocolSubscription::default()
-                .with_topics(
-                m.subscribed_topic_names
-                    .iter()
-                    .map(|t| StrBytes::from_string(t.clone()))
-                    .collect(),
-            );
-            let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
-                c.named(&m.assigned)
-                    .into_iter()
-                    .map(|(_, name, parts)| {
-                        proto_kafka::messages::consumer_protocol_assignment::TopicPartition::default()
-                            .with_topic(topic(&name))
-                            .with_partitions(parts)
-                    })
-                    .collect(),
-            );
-            MemberSummary {
-                member_id: m.member_id.clone(),
-                group_instance_id: m.instance_id.clone(),
-                client_id: m.client_id.clone(),
-                client_host: m.client_host.clone(),
-                metadata: encode(0, &|b| sub.encode(b, 0).is_ok()),
-                assignment: encode(0, &|b| assignment.encode(b, 0).is_ok()),
-            }
-        })
-        .collect();
-    GroupSummary {
-        state,
-        protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
-        protocol_data: c.assignor_name_or_empty().to_string(),
-        members,
-    }
-}
-
 /// The topics of a consumer's subscription (ConsumerProtocolSubscription: a version, then
 /// the fields of that version; newer versions only append fields).
 pub fn parse_subscription(metadata: &[u8]) -> Option<Vec<String>> {
@@ -1732,6 +1434,9 @@ pub fn parse_subscription(metadata: &[u8]) -> Option<Vec<String>> {
     let sub = ConsumerProtocolSubscription::decode(&mut body, version.min(3)).ok()?;
     Some(sub.topics.iter().map(|t| t.to_string()).collect())
 }
+
+mod describe;
+mod offsets;
 
 #[cfg(test)]
 mod tests;

@@ -188,6 +188,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // Process-wide settings, made while this is the only thread.
+            strom_broker::memory::keep_freed_memory();
+            strom_broker::memory::raise_open_files_limit();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("strom")

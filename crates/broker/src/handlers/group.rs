@@ -37,6 +37,8 @@ use proto_kafka::messages::{
 };
 use proto_kafka::protocol::{Encodable, StrBytes};
 use proto_kafka::ResponseError;
+use strom_group_coordinator::runtime::coordinator_node;
+use strom_metadata::MetadataImage;
 use tracing::warn;
 
 use super::str_bytes;
@@ -145,6 +147,42 @@ pub fn find_coordinator(
     now(&ctx, &body)
 }
 
+/// Where a client reaches `node` on `listener`: this node's advertised endpoint, or the
+/// one another node registered in the image.
+fn endpoint_of(
+    broker: &Broker,
+    image: &MetadataImage,
+    node: i32,
+    listener: &str,
+) -> Option<(String, i32)> {
+    if node == broker.node_id() {
+        return broker
+            .config
+            .advertised(listener)
+            .map(|ep| (ep.host.clone(), ep.port as i32));
+    }
+    image
+        .brokers
+        .get(&node)?
+        .endpoints
+        .iter()
+        .find(|ep| ep.name == listener)
+        .map(|ep| (ep.host.clone(), ep.port as i32))
+}
+
+/// One key's coordinator: the leader of its `__consumer_offsets` partition, from the image.
+fn locate(
+    broker: &Broker,
+    image: &MetadataImage,
+    listener: &str,
+    key: &str,
+) -> Result<(i32, String, i32), ResponseError> {
+    let node = coordinator_node(image, key).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let (host, port) =
+        endpoint_of(broker, image, node, listener).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((node, host, port))
+}
+
 fn coordinator_response(
     broker: &Broker,
     listener: &str,
@@ -152,35 +190,40 @@ fn coordinator_response(
     keys: Vec<StrBytes>,
     result: Result<(), ResponseError>,
 ) -> FindCoordinatorResponse {
-    // This node coordinates every group, reached on the listener the client used.
-    let found = result.and_then(|()| {
-        broker
-            .config
-            .advertised(listener)
-            .map(|ep| (ep.host.clone(), ep.port as i32))
-            .ok_or(ResponseError::CoordinatorNotAvailable)
-    });
-    count_error("FindCoordinator", found.as_ref().err().copied());
-    let (error, node, host, port) = match &found {
-        Ok((host, port)) => (None, broker.node_id(), host.clone(), *port),
-        Err(e) => (Some(*e), -1, String::new(), -1),
-    };
-    let message = error.map(|e| StrBytes::from_string(e.to_string()));
+    let image = broker.image();
+    let found: Vec<Result<(i32, String, i32), ResponseError>> = keys
+        .iter()
+        .map(|key| result.and_then(|()| locate(broker, &image, listener, key.as_str())))
+        .collect();
+    for f in &found {
+        count_error("FindCoordinator", f.as_ref().err().copied());
+    }
     if version >= 4 {
         let coordinators = keys
             .into_iter()
-            .map(|key| {
+            .zip(found)
+            .map(|(key, f)| {
+                let (error, node, host, port) = match f {
+                    Ok((node, host, port)) => (None, node, host, port),
+                    Err(e) => (Some(e), -1, String::new(), -1),
+                };
                 Coordinator::default()
                     .with_key(key)
                     .with_node_id(BrokerId(node))
                     .with_host(str_bytes(&host))
                     .with_port(port)
                     .with_error_code(code(error))
-                    .with_error_message(message.clone())
+                    .with_error_message(error.map(|e| StrBytes::from_string(e.to_string())))
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let (error, node, host, port) = match found.into_iter().next() {
+        Some(Ok((node, host, port))) => (None, node, host, port),
+        Some(Err(e)) => (Some(e), -1, String::new(), -1),
+        None => (Some(ResponseError::InvalidRequest), -1, String::new(), -1),
+    };
+    let message = error.map(|e| StrBytes::from_string(e.to_string()));
     let mut resp = FindCoordinatorResponse::default()
         .with_error_code(code(error))
         .with_node_id(BrokerId(node))

@@ -2,7 +2,9 @@
 //! changes it, and the replicas hosted here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
+
+use strom_group_coordinator::GroupCoordinator;
 
 use tracing::info;
 
@@ -26,28 +28,22 @@ pub struct Broker {
     /// Partitions this node can host: the explicit bound, or fewer if open files run out first.
     pub max_partitions: usize,
     /// The consumer groups this node coordinates.
-    pub groups: Arc<strom_group_coordinator::GroupCoordinator>,
+    pub groups: Arc<GroupCoordinator>,
 }
 
 impl Broker {
+    /// `groups` builds the group coordinator from a handle on the broker it will live in
+    /// (its ports reach the broker through it): [`crate::group_ports::coordinator`].
     pub fn new(
         config: BrokerConfig,
         cluster_id: String,
         metadata_log: MetadataLog,
         image: MetadataImage,
         replicas: ReplicaManager,
+        groups: impl FnOnce(Weak<Broker>, &BrokerConfig) -> Arc<GroupCoordinator>,
     ) -> Arc<Broker> {
         Arc::new_cyclic(|me| {
-            let ports = strom_group_coordinator::Ports {
-                log: Arc::new(crate::group_ports::BrokerGroupPorts::new(me.clone())),
-                cluster: Arc::new(crate::group_ports::BrokerGroupPorts::new(me.clone())),
-                clock: Arc::new(strom_group_coordinator::SystemClock),
-            };
-            let groups = Arc::new(strom_group_coordinator::GroupCoordinator::new(
-                config.groups.clone(),
-                config.node_id,
-                ports,
-            ));
+            let groups = groups(me.clone(), &config);
             Broker::assemble(config, cluster_id, metadata_log, image, replicas, groups)
         })
     }
@@ -58,7 +54,7 @@ impl Broker {
         metadata_log: MetadataLog,
         image: MetadataImage,
         replicas: ReplicaManager,
-        groups: Arc<strom_group_coordinator::GroupCoordinator>,
+        groups: Arc<GroupCoordinator>,
     ) -> Broker {
         Broker {
             config,

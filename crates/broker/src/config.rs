@@ -5,6 +5,8 @@
 //! its source (so DescribeConfigs can report it as Kafka does) and parsed once into
 //! [`BrokerConfig`]'s typed fields. A bad value is a [`ConfigError`] that names the setting.
 
+pub mod groups;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -808,7 +810,7 @@ impl BrokerConfig {
             gateway_listener,
             shutdown_timeout_ms: int("shutdown.timeout.ms", 0, i64::MAX)? as u64,
             queued_max_requests: int("queued.max.requests", 1, 100_000)? as usize,
-            groups: crate::group_config::group_config(&raw)?,
+            groups: groups::group_config(&raw)?,
             raw,
         })
     }

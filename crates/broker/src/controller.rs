@@ -878,7 +878,14 @@ mod limit_tests {
         let config = BrokerConfig::from_raw(raw).unwrap();
         let (log, image) = MetadataLog::open(dir).unwrap();
         let replicas = ReplicaManager::new(config.node_id, dir);
-        Broker::new(config, "c".into(), log, image, replicas)
+        Broker::new(
+            config,
+            "c".into(),
+            log,
+            image,
+            replicas,
+            crate::group_ports::coordinator,
+        )
     }
 
     fn topic(name: &str, num_partitions: i32, replication_factor: i16) -> TopicRequest {

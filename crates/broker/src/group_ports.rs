@@ -11,13 +11,30 @@ use std::sync::{Arc, Weak};
 use bytes::{Bytes, BytesMut};
 use proto_kafka::ResponseError;
 use strom_group_coordinator::ports::{AppendedRange, PortFuture, ReadError};
-use strom_group_coordinator::{Cluster, OffsetsLog, OFFSETS_TOPIC};
+use strom_group_coordinator::{
+    Cluster, GroupCoordinator, OffsetsLog, Ports, SystemClock, OFFSETS_TOPIC,
+};
 use strom_metadata::MetadataImage;
 
 use crate::broker::Broker;
+use crate::config::BrokerConfig;
 use crate::controller::{self, TopicRequest};
 use crate::handlers::produce::append_error_code;
 use crate::partition::Partition;
+
+/// The group coordinator of the broker `me` will be, over these ports.
+pub fn coordinator(me: Weak<Broker>, config: &BrokerConfig) -> Arc<GroupCoordinator> {
+    let ports = Ports {
+        log: Arc::new(BrokerGroupPorts::new(me.clone())),
+        cluster: Arc::new(BrokerGroupPorts::new(me)),
+        clock: Arc::new(SystemClock),
+    };
+    Arc::new(GroupCoordinator::new(
+        config.groups.clone(),
+        config.node_id,
+        ports,
+    ))
+}
 
 pub struct BrokerGroupPorts {
     broker: Weak<Broker>,

@@ -13,7 +13,6 @@ pub mod disk_space;
 pub mod fuzzing;
 /// Kept as a path of this crate while its users move to the crate's own name.
 pub use strom_group_coordinator as group;
-pub mod group_config;
 pub mod group_ports;
 pub mod handlers;
 pub mod memory;

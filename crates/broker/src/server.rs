@@ -189,7 +189,14 @@ pub async fn run(
     crate::metrics::partitions(image.partition_count());
     let recovered_ms = started.elapsed().as_millis();
 
-    let broker = Broker::new(config, cluster_id.clone(), metadata_log, image, replicas);
+    let broker = Broker::new(
+        config,
+        cluster_id.clone(),
+        metadata_log,
+        image,
+        replicas,
+        crate::group_ports::coordinator,
+    );
     register_broker(&broker).await?;
     broker
         .groups
@@ -226,10 +233,9 @@ pub async fn run(
         }));
     }
     tasks.push(tokio::spawn(upkeep_loop(broker.clone(), stop_rx.clone())));
-    tasks.push(tokio::spawn(strom_group_coordinator::timers::run_timers(
-        broker.groups.clone(),
-        stop_rx.clone(),
-    )));
+    tasks.push(tokio::spawn(
+        broker.groups.clone().run_timers(stop_rx.clone()),
+    ));
     broker.set_ready(true);
     info!(
         node_id = broker.node_id(),

@@ -9,30 +9,31 @@
 //! lock; only then are commits acknowledged and assignments handed out. A storm of JoinGroups
 //! in one group therefore never delays another group's heartbeats.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use proto_kafka::ResponseError;
-use tokio::sync::Notify;
+use strom_metadata::{MetadataDelta, MetadataImage, MetadataPublisher, PublishError};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::assignor::TopicMeta;
 use crate::consumer::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, TopicSource};
+use crate::loader::{load_groups, GroupLoadError};
 use crate::ports::Ports;
 use crate::records;
-use crate::runtime::Shards;
+use crate::runtime::{led_partitions, lock, Shards, Slot};
 use crate::state::{
     CommittedOffset, Effect, Group, GroupState, GroupSummary, JoinRequest, JoinResult, Outcome,
     SyncRequest, SyncResult,
 };
-use crate::writer::PendingWrite;
+use crate::timers::{Timers, MAX_TIMER_SLEEP_MS};
+use crate::writer::{self, PendingWrite};
 use crate::{GroupConfig, OFFSETS_TOPIC};
 
-/// Groups one node keeps. Kafka has no such bound; every group costs memory, and anyone may
-/// create one with a JoinGroup or a simple OffsetCommit.
-pub const MAX_GROUPS: usize = 100_000;
 /// Protocol metadata one member may register, all protocols together. Kafka bounds it only by
 /// the request size; the whole group's metadata goes into one record and one join response.
 pub const MAX_MEMBER_METADATA_BYTES: usize = 1024 * 1024;
@@ -40,17 +41,6 @@ pub const MAX_MEMBER_METADATA_BYTES: usize = 1024 * 1024;
 /// group's protocol compares every member's list with every other's, so 150,000 of them held
 /// a worker for seconds. Clients offer a handful.
 pub const MAX_MEMBER_PROTOCOLS: usize = 100;
-
-pub(crate) type Slot = Arc<Mutex<Group>>;
-
-pub(crate) fn lock(slot: &Mutex<Group>) -> MutexGuard<'_, Group> {
-    match slot.lock() {
-        Ok(g) => g,
-        // A panic mid-change leaves the group as it was at the panic; serving it beats
-        // refusing the group forever.
-        Err(p) => p.into_inner(),
-    }
-}
 
 /// Committed offsets by topic and partition; None where nothing is committed.
 pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
@@ -122,13 +112,12 @@ pub struct PendingCommit {
 }
 
 pub struct GroupCoordinator {
-    pub(crate) config: GroupConfig,
+    config: GroupConfig,
     /// This node: it hosts the `__consumer_offsets` partitions the image says it leads.
-    pub(crate) node_id: i32,
-    pub(crate) ports: Ports,
-    pub(crate) shards: Shards,
-    pub(crate) timers: Mutex<BinaryHeap<Reverse<(i64, String)>>>,
-    pub(crate) timer_wake: Notify,
+    node_id: i32,
+    ports: Ports,
+    shards: Shards,
+    timers: Timers,
     shutting_down: AtomicBool,
 }
 
@@ -145,8 +134,7 @@ impl GroupCoordinator {
             node_id,
             ports,
             shards: Shards::default(),
-            timers: Mutex::new(BinaryHeap::new()),
-            timer_wake: Notify::new(),
+            timers: Timers::default(),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -155,12 +143,132 @@ impl GroupCoordinator {
         &self.config
     }
 
-    pub(crate) fn now_ms(&self) -> i64 {
+    fn now_ms(&self) -> i64 {
         self.ports.clock.now_ms()
     }
 
-    pub(crate) fn is_stopping(&self) -> bool {
+    fn is_stopping(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    fn check_coordinator(&self, group_id: &str) -> Result<(), ResponseError> {
+        if self.is_stopping() {
+            return Err(ResponseError::NotCoordinator);
+        }
+        self.shards.check(group_id)
+    }
+
+    pub fn get(&self, group_id: &str) -> Option<Slot> {
+        self.shards.get(group_id)
+    }
+
+    fn get_or_create(&self, group_id: &str) -> Result<Slot, ResponseError> {
+        self.shards.get_or_create(group_id, self.now_ms())
+    }
+
+    fn forget(&self, group_id: &str, slot: &Slot) {
+        self.shards.forget(group_id, slot)
+    }
+
+    fn snapshot(&self) -> Vec<(String, Slot)> {
+        self.shards.snapshot()
+    }
+
+    /// The `__consumer_offsets` partitions hosted (loaded or loading) now.
+    pub fn hosted_partitions(&self) -> std::collections::BTreeSet<i32> {
+        self.shards.hosted()
+    }
+
+    /// Appends records for `group_id` to its partition of `__consumer_offsets`.
+    fn append(
+        &self,
+        group_id: &str,
+        records: &[(Bytes, Option<Bytes>)],
+        too_large: ResponseError,
+    ) -> Result<PendingWrite, ResponseError> {
+        let partition = self
+            .shards
+            .partition_of(group_id)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        writer::append(
+            &self.ports.log,
+            partition,
+            records,
+            too_large,
+            self.now_ms(),
+        )
+    }
+
+    /// Appends the consumer-group records the group changed since the last write.
+    fn write_consumer_changes(&self, g: &mut Group) -> Option<Result<PendingWrite, ResponseError>> {
+        let changes = g.take_consumer_changes();
+        if changes.is_empty() {
+            return None;
+        }
+        let recs = match writer::consumer_change_records(&g.group_id, changes) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(group = %g.group_id, error = %e, "cannot encode the consumer group's records");
+                return Some(Err(ResponseError::UnknownServerError));
+            }
+        };
+        Some(self.append(&g.group_id, &recs, ResponseError::UnknownServerError))
+    }
+
+    fn tombstones(
+        &self,
+        group_id: &str,
+        offsets: &[(String, i32)],
+        group_too: bool,
+    ) -> Option<PendingWrite> {
+        let recs = writer::tombstone_records(group_id, offsets, group_too);
+        if recs.is_empty() {
+            return None;
+        }
+        self.append(group_id, &recs, ResponseError::UnknownServerError)
+            .ok()
+    }
+
+    /// Brings the hosted partitions in line with `image`: loads those this node now leads,
+    /// unloads those it no longer leads. Returns the number of groups loaded.
+    pub fn on_image(&self, image: &MetadataImage) -> Result<usize, GroupLoadError> {
+        let count = image
+            .topic(OFFSETS_TOPIC)
+            .map_or(0, |t| t.partitions.len() as i32);
+        self.shards.set_partition_count(count);
+        let led = led_partitions(image, self.node_id);
+        let hosted = self.shards.hosted();
+        for p in hosted.difference(&led) {
+            self.shards.unload(*p);
+        }
+        let mut loaded = 0;
+        for p in led.difference(&hosted) {
+            loaded += self.load_partition(*p)?;
+        }
+        Ok(loaded)
+    }
+
+    /// Reads partition `p`'s groups from the log and serves them.
+    pub fn load_partition(&self, p: i32) -> Result<usize, GroupLoadError> {
+        self.shards.begin_loading(p);
+        let groups: HashMap<String, Group> =
+            match load_groups(self.ports.log.as_ref(), &self.config, p, self.now_ms()) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.shards.abort_loading(p);
+                    return Err(e);
+                }
+            };
+        let n = groups.len();
+        for slot in self.shards.activate(p, groups) {
+            self.timers.schedule(&mut lock(&slot));
+        }
+        Ok(n)
+    }
+
+    /// Stops serving partition `p` (see [`Shards::unload`]).
+    pub fn unload(&self, p: i32) {
+        self.shards.unload(p)
     }
 
     pub fn offsets_topic_exists(&self) -> bool {
@@ -260,7 +368,7 @@ impl GroupCoordinator {
             }
             None => {}
         }
-        self.schedule(g);
+        self.timers.schedule(g);
     }
 
     pub fn join(self: &Arc<Self>, group_id: &str, req: JoinRequest) -> Outcome<JoinResult> {
@@ -720,6 +828,90 @@ impl GroupCoordinator {
         for (_, slot) in self.snapshot() {
             lock(&slot).fail_waiters(ResponseError::NotCoordinator);
         }
-        self.timer_wake.notify_one();
+        self.timers.wake();
+    }
+
+    /// Expires offsets past retention and forgets empty groups without offsets.
+    pub(crate) fn sweep(&self) {
+        for (id, slot) in self.snapshot() {
+            let write = {
+                let mut g = lock(&slot);
+                let now = self.now_ms();
+                let expired = g.expire_offsets(self.config.offsets_retention_ms, now);
+                let dead = g.mark_dead_if_unused(now);
+                if !expired.is_empty() {
+                    info!(group = %id, offsets = expired.len(), "offsets expired");
+                }
+                let write = if expired.is_empty() && !dead {
+                    None
+                } else {
+                    self.tombstones(&id, &expired, dead)
+                };
+                if dead {
+                    self.forget(&id, &slot);
+                }
+                write
+            };
+            if let Some(w) = write {
+                tokio::spawn(async move {
+                    let _ = w.complete(ResponseError::UnknownServerError).await;
+                });
+            }
+        }
+    }
+
+    /// The group timers and the periodic retention sweep, until `stop` changes.
+    pub async fn run_timers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let groups = self;
+        let sweep_every_ms = groups.config.offsets_retention_check_interval_ms;
+        let mut next_sweep_ms = groups.now_ms().saturating_add(sweep_every_ms);
+        loop {
+            let now = groups.now_ms();
+            let due = groups.timers.pop_due(now);
+            for (deadline, id) in due {
+                if let Some(slot) = groups.get(&id) {
+                    groups.update(&slot, |g, _, _| {
+                        if g.scheduled_ms == Some(deadline) {
+                            g.scheduled_ms = None;
+                        }
+                    });
+                }
+            }
+            if now >= next_sweep_ms {
+                groups.sweep();
+                next_sweep_ms = now.saturating_add(sweep_every_ms);
+            }
+            let next = groups
+                .timers
+                .next_ms()
+                .unwrap_or(i64::MAX)
+                .min(next_sweep_ms);
+            let wait_ms = next
+                .saturating_sub(groups.now_ms())
+                .clamp(0, MAX_TIMER_SLEEP_MS);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+                _ = groups.timers.woken() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+impl MetadataPublisher for GroupCoordinator {
+    fn name(&self) -> &'static str {
+        "group-coordinator"
+    }
+
+    fn on_metadata_update(
+        &self,
+        delta: &MetadataDelta,
+        image: &Arc<MetadataImage>,
+    ) -> Result<(), PublishError> {
+        self.on_topics_deleted(&delta.deleted_topic_names(image));
+        self.on_image(image).map(|_| ()).map_err(|e| PublishError {
+            publisher: "group-coordinator",
+            reason: e.to_string(),
+        })
     }
 }

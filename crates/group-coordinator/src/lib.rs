@@ -33,6 +33,7 @@ pub mod writer;
 
 pub use coordinator::GroupCoordinator;
 pub use ports::{Clock, Cluster, OffsetsLog, Ports, SystemClock};
+pub use runtime::MAX_GROUPS;
 
 use assignor::Assignor;
 

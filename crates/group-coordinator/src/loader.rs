@@ -11,11 +11,10 @@ use tracing::{info, warn};
 
 use crate::consumer::{Change, ConsumerGroup, Persisted};
 use crate::consumer_records;
-use crate::coordinator::GroupCoordinator;
-use crate::ports::ReadError;
+use crate::ports::{OffsetsLog, ReadError};
 use crate::records::{self, GroupValue, RecordKey};
 use crate::state::{CommittedOffset, Group};
-use crate::OFFSETS_TOPIC;
+use crate::{GroupConfig, OFFSETS_TOPIC};
 
 /// Bytes read per step when loading a partition of `__consumer_offsets`.
 const LOAD_READ_BYTES: usize = 16 * 1024 * 1024;
@@ -34,57 +33,60 @@ struct Loaded {
     consumer: Persisted,
 }
 
-impl GroupCoordinator {
-    /// The groups recorded in partition `p`, rebuilt. A partition not hosted by the log
-    /// (no replica here) has none.
-    pub(crate) fn read_partition(&self, p: i32) -> Result<HashMap<String, Group>, GroupLoadError> {
-        let name = format!("{OFFSETS_TOPIC}-{p}");
-        let Some(range) = self.ports.log.offsets(p) else {
-            return Ok(HashMap::new());
-        };
-        let (start, end) = range?;
-        let mut loaded: HashMap<String, Loaded> = HashMap::new();
-        let mut records_read = 0u64;
-        let mut next = start;
-        while next < end {
-            let bytes = self.ports.log.read(p, next, LOAD_READ_BYTES, end)?;
-            if bytes.is_empty() {
-                break;
-            }
-            let before = next;
-            for_each_batch(&bytes, &name, |batch_end, recs| {
-                for r in recs.iter().filter(|r| r.offset >= next) {
-                    records_read += 1;
-                    apply_record(&mut loaded, &name, r);
-                }
-                next = next.max(batch_end);
-            });
-            if next <= before {
-                warn!(partition = %name, offset = next, "cannot read past this offset; the rest of the partition is ignored");
-                break;
-            }
+/// The groups recorded in partition `p` of `__consumer_offsets`, rebuilt. A partition the
+/// log does not host here has none.
+pub fn load_groups(
+    log: &dyn OffsetsLog,
+    config: &GroupConfig,
+    p: i32,
+    now_ms: i64,
+) -> Result<HashMap<String, Group>, GroupLoadError> {
+    let name = format!("{OFFSETS_TOPIC}-{p}");
+    let Some(range) = log.offsets(p) else {
+        return Ok(HashMap::new());
+    };
+    let (start, end) = range?;
+    let mut loaded: HashMap<String, Loaded> = HashMap::new();
+    let mut records_read = 0u64;
+    let mut next = start;
+    while next < end {
+        let bytes = log.read(p, next, LOAD_READ_BYTES, end)?;
+        if bytes.is_empty() {
+            break;
         }
-        let now = self.now_ms();
-        let mut out = HashMap::new();
-        for (id, l) in loaded {
-            let consumer = l.consumer.group_epoch.is_some();
-            if l.value.is_none() && l.offsets.is_empty() && !consumer {
-                continue;
+        let before = next;
+        for_each_batch(&bytes, &name, |batch_end, recs| {
+            for r in recs.iter().filter(|r| r.offset >= next) {
+                records_read += 1;
+                apply_record(&mut loaded, &name, r);
             }
-            let mut group = Group::restore(&id, l.value, l.offsets, now);
-            if consumer && group.member_count() == 0 {
-                group.set_consumer_group(ConsumerGroup::restore(l.consumer, &self.config, now));
-            }
-            out.insert(id, group);
+            next = next.max(batch_end);
+        });
+        if next <= before {
+            warn!(partition = %name, offset = next, "cannot read past this offset; the rest of the partition is ignored");
+            break;
         }
-        info!(
-            partition = %name,
-            groups = out.len(),
-            records = records_read,
-            "consumer groups loaded"
-        );
-        Ok(out)
     }
+    let now = now_ms;
+    let mut out = HashMap::new();
+    for (id, l) in loaded {
+        let consumer = l.consumer.group_epoch.is_some();
+        if l.value.is_none() && l.offsets.is_empty() && !consumer {
+            continue;
+        }
+        let mut group = Group::restore(&id, l.value, l.offsets, now);
+        if consumer && group.member_count() == 0 {
+            group.set_consumer_group(ConsumerGroup::restore(l.consumer, config, now));
+        }
+        out.insert(id, group);
+    }
+    info!(
+        partition = %name,
+        groups = out.len(),
+        records = records_read,
+        "consumer groups loaded"
+    );
+    Ok(out)
 }
 
 /// Folds one record of `__consumer_offsets` into what is loaded so far.

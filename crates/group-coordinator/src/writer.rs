@@ -10,10 +10,8 @@ use tracing::warn;
 
 use crate::consumer::Change;
 use crate::consumer_records;
-use crate::coordinator::GroupCoordinator;
 use crate::ports::OffsetsLog;
 use crate::records;
-use crate::state::Group;
 
 /// An append to `__consumer_offsets` that is in the log but not yet durable.
 pub struct PendingWrite {
@@ -87,94 +85,64 @@ pub(crate) fn consumer_change_records(
         .collect()
 }
 
-impl GroupCoordinator {
-    /// Appends records for `group_id` to its partition of `__consumer_offsets`.
-    pub(crate) fn append(
-        &self,
-        group_id: &str,
-        records: &[(Bytes, Option<Bytes>)],
-        too_large: ResponseError,
-    ) -> Result<PendingWrite, ResponseError> {
-        let partition = self
-            .partition_of(group_id)
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        let now = self.now_ms();
-        let entries = records.iter().map(|(k, v)| (Some(k.clone()), v.clone()));
-        let mut buf = encode_internal_batch(entries, now).map_err(|e| {
-            warn!(error = %e, "cannot encode a __consumer_offsets batch");
-            ResponseError::UnknownServerError
-        })?;
-        let range = self
-            .ports
-            .log
-            .append(partition, &mut buf, now)
-            .map_err(|e| {
-                warn!(partition, error = ?e, "__consumer_offsets append failed");
-                storage_error(e, too_large)
-            })?;
-        debug_assert!(
-            range.first_offset <= range.last_offset,
-            "an append holds a record"
-        );
-        Ok(PendingWrite {
-            log: self.ports.log.clone(),
-            partition,
-            first_offset: range.first_offset,
-            end_offset: range.last_offset + 1,
-        })
-    }
+/// Appends `records` to `partition` of `__consumer_offsets` as one batch.
+pub fn append(
+    log: &Arc<dyn OffsetsLog>,
+    partition: i32,
+    records: &[(Bytes, Option<Bytes>)],
+    too_large: ResponseError,
+    now_ms: i64,
+) -> Result<PendingWrite, ResponseError> {
+    debug_assert!(!records.is_empty(), "an append holds a record");
+    let entries = records.iter().map(|(k, v)| (Some(k.clone()), v.clone()));
+    let mut buf = encode_internal_batch(entries, now_ms).map_err(|e| {
+        warn!(error = %e, "cannot encode a __consumer_offsets batch");
+        ResponseError::UnknownServerError
+    })?;
+    let range = log.append(partition, &mut buf, now_ms).map_err(|e| {
+        warn!(partition, error = ?e, "__consumer_offsets append failed");
+        storage_error(e, too_large)
+    })?;
+    assert!(
+        range.last_offset - range.first_offset + 1 == records.len() as i64,
+        "the log gave {}..={} to {} records",
+        range.first_offset,
+        range.last_offset,
+        records.len()
+    );
+    Ok(PendingWrite {
+        log: log.clone(),
+        partition,
+        first_offset: range.first_offset,
+        end_offset: range.last_offset + 1,
+    })
+}
 
-    /// Appends the consumer-group records the group changed since the last write.
-    pub(crate) fn write_consumer_changes(
-        &self,
-        g: &mut Group,
-    ) -> Option<Result<PendingWrite, ResponseError>> {
-        let changes = g.take_consumer_changes();
-        if changes.is_empty() {
-            return None;
+/// Tombstones for `offsets` of `group_id`, and for the group itself when `group_too`.
+pub fn tombstone_records(
+    group_id: &str,
+    offsets: &[(String, i32)],
+    group_too: bool,
+) -> Vec<(Bytes, Option<Bytes>)> {
+    let mut recs = Vec::with_capacity(offsets.len() + 3);
+    for (t, p) in offsets {
+        match records::offset_key(group_id, t, *p) {
+            Ok(k) => recs.push((k, None)),
+            Err(e) => warn!(group = %group_id, error = %e, "cannot encode an offset tombstone"),
         }
-        let recs = match consumer_change_records(&g.group_id, changes) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(group = %g.group_id, error = %e, "cannot encode the consumer group's records");
-                return Some(Err(ResponseError::UnknownServerError));
-            }
-        };
-        Some(self.append(&g.group_id, &recs, ResponseError::UnknownServerError))
     }
-
-    pub(crate) fn tombstones(
-        &self,
-        group_id: &str,
-        offsets: &[(String, i32)],
-        group_too: bool,
-    ) -> Option<PendingWrite> {
-        let mut recs = Vec::with_capacity(offsets.len() + 1);
-        for (t, p) in offsets {
-            match records::offset_key(group_id, t, *p) {
+    if group_too {
+        let keys = [
+            records::group_key(group_id),
+            consumer_records::key(consumer_records::GROUP_METADATA_KEY, group_id, None),
+            consumer_records::key(consumer_records::TARGET_METADATA_KEY, group_id, None),
+        ];
+        for k in keys {
+            match k {
                 Ok(k) => recs.push((k, None)),
-                Err(e) => warn!(group = %group_id, error = %e, "cannot encode an offset tombstone"),
+                Err(e) => warn!(group = %group_id, error = %e, "cannot encode a group tombstone"),
             }
         }
-        if group_too {
-            let keys = [
-                records::group_key(group_id),
-                consumer_records::key(consumer_records::GROUP_METADATA_KEY, group_id, None),
-                consumer_records::key(consumer_records::TARGET_METADATA_KEY, group_id, None),
-            ];
-            for k in keys {
-                match k {
-                    Ok(k) => recs.push((k, None)),
-                    Err(e) => {
-                        warn!(group = %group_id, error = %e, "cannot encode a group tombstone")
-                    }
-                }
-            }
-        }
-        if recs.is_empty() {
-            return None;
-        }
-        self.append(group_id, &recs, ResponseError::UnknownServerError)
-            .ok()
     }
+    recs
 }

@@ -61,6 +61,7 @@ impl Harness {
                 metadata_log,
                 image,
                 replicas,
+                crate::group_ports::coordinator,
             );
             crate::server::register_broker(&broker).await?;
             broker.groups.on_image(&broker.image())?;

@@ -4,7 +4,7 @@
 use strom_group_coordinator::assignor::Assignor;
 use strom_group_coordinator::GroupConfig;
 
-use crate::config::{parse_i64, ConfigError, RawConfig};
+use super::{parse_i64, ConfigError, RawConfig};
 
 pub fn group_config(raw: &RawConfig) -> Result<GroupConfig, ConfigError> {
     let d = GroupConfig::default();

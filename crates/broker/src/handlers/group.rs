@@ -870,3 +870,141 @@ pub fn delete_groups(
         DeleteGroupsResponse::default().with_results(results)
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use strom_group_coordinator::{partition_for, OFFSETS_TOPIC};
+    use strom_metadata::records::BrokerEndpoint;
+    use strom_metadata::MetadataRecord;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::config::{BrokerConfig, RawConfig};
+    use crate::metadata::metadata_log::MetadataLog;
+    use crate::replica_manager::ReplicaManager;
+
+    const PARTITIONS: i32 = 4;
+
+    /// A broker (node 0) whose image has node 7 registered and leading the odd partitions of
+    /// `__consumer_offsets`.
+    fn broker_with_foreign_leaders(dir: &std::path::Path) -> Arc<Broker> {
+        let mut raw = RawConfig::defaults();
+        raw.set("log.dirs", &dir.display().to_string(), "test")
+            .unwrap();
+        let config = BrokerConfig::from_raw(raw).unwrap();
+        let (log, mut image) = MetadataLog::open(dir).unwrap();
+        let topic_id = Uuid::new_v4();
+        let mut records = vec![
+            MetadataRecord::RegisterBroker {
+                node_id: 7,
+                endpoints: vec![BrokerEndpoint {
+                    name: "PLAINTEXT".to_string(),
+                    host: "other.example".to_string(),
+                    port: 9999,
+                }],
+                rack: None,
+            },
+            MetadataRecord::Topic {
+                name: OFFSETS_TOPIC.to_string(),
+                topic_id,
+            },
+        ];
+        for p in 0..PARTITIONS {
+            let leader = if p % 2 == 1 { 7 } else { 0 };
+            records.push(MetadataRecord::Partition {
+                topic_id,
+                partition: p,
+                replicas: vec![leader],
+                isr: vec![leader],
+                leader,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            });
+        }
+        for (i, r) in records.iter().enumerate() {
+            image.apply(i as i64, r).unwrap();
+        }
+        let replicas = ReplicaManager::new(config.node_id, dir);
+        Broker::new(
+            config,
+            "c".into(),
+            log,
+            image,
+            replicas,
+            crate::group_ports::coordinator,
+        )
+    }
+
+    /// A group id whose partition is led by `node` in the image above.
+    fn group_led_by(node: i32) -> String {
+        (0..)
+            .map(|i| format!("g{i}"))
+            .find(|g| (partition_for(g, PARTITIONS) % 2 == 1) == (node == 7))
+            .unwrap()
+    }
+
+    #[test]
+    fn find_coordinator_names_each_keys_partition_leader_from_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with_foreign_leaders(dir.path());
+        let (here, there) = (group_led_by(0), group_led_by(7));
+        let keys = vec![str_bytes(&here), str_bytes(&there)];
+        let resp = coordinator_response(&broker, "PLAINTEXT", 4, keys, Ok(()));
+        let found: Vec<(i32, String, i32, i16)> = resp
+            .coordinators
+            .iter()
+            .map(|c| (c.node_id.0, c.host.to_string(), c.port, c.error_code))
+            .collect();
+        let own = broker.config.advertised("PLAINTEXT").unwrap();
+        assert_eq!(
+            found,
+            vec![
+                (0, own.host.clone(), own.port as i32, 0),
+                (7, "other.example".to_string(), 9999, 0),
+            ]
+        );
+        // v3 and older answer one key, the same way.
+        let resp = coordinator_response(&broker, "PLAINTEXT", 3, vec![str_bytes(&there)], Ok(()));
+        assert_eq!((resp.node_id.0, resp.port), (7, 9999));
+    }
+
+    #[test]
+    fn find_coordinator_without_the_leaders_endpoint_is_not_available() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with_foreign_leaders(dir.path());
+        let resp = coordinator_response(
+            &broker,
+            "NO_SUCH_LISTENER",
+            4,
+            vec![str_bytes(&group_led_by(7))],
+            Ok(()),
+        );
+        assert_eq!(
+            resp.coordinators[0].error_code,
+            ResponseError::CoordinatorNotAvailable.code()
+        );
+        assert_eq!(resp.coordinators[0].node_id.0, -1);
+    }
+
+    #[test]
+    fn a_group_led_elsewhere_is_refused_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_with_foreign_leaders(dir.path());
+        broker.groups.on_image(&broker.image()).unwrap();
+        let foreign = group_led_by(7);
+        assert_eq!(
+            broker.groups.heartbeat(&foreign, "m", None, 1),
+            Err(ResponseError::NotCoordinator)
+        );
+        assert_eq!(
+            broker
+                .groups
+                .hosted_partitions()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+    }
+}

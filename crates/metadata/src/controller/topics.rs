@@ -470,7 +470,7 @@ impl Controller {
     }
 
     fn check_deletable(&self, topic: &TopicImage, times_named: usize) -> Result<(), ApiError> {
-        if self.config.internal_topics.iter().any(|t| *t == topic.name) {
+        if self.config.internal_topics.contains(&topic.name) {
             return Err(ApiError::new(
                 ResponseError::InvalidRequest,
                 format!("Topic {} is internal and cannot be deleted", topic.name),

@@ -349,20 +349,7 @@ impl Controller {
             ));
         }
         let new = (count - current) as usize;
-        if image
-            .partition_count()
-            .saturating_add(added)
-            .saturating_add(new)
-            > self.config.max_partitions
-        {
-            return Err(ApiError::new(
-                ResponseError::PolicyViolation,
-                format!(
-                    "adding {new} partitions would exceed this broker's limit of {} partitions",
-                    self.config.max_partitions
-                ),
-            ));
-        }
+        self.check_increase_capacity(image, added, new)?;
         let rf = topic
             .partitions
             .values()
@@ -391,6 +378,28 @@ impl Controller {
             None => place_replicas(&brokers, current, new, rf),
         };
         Ok(partition_records(topic.id, current, sets))
+    }
+
+    fn check_increase_capacity(
+        &self,
+        image: &MetadataImage,
+        added: usize,
+        new: usize,
+    ) -> Result<(), ApiError> {
+        let wanted = image
+            .partition_count()
+            .saturating_add(added)
+            .saturating_add(new);
+        if wanted > self.config.max_partitions {
+            return Err(ApiError::new(
+                ResponseError::PolicyViolation,
+                format!(
+                    "adding {new} partitions would exceed this broker's limit of {} partitions",
+                    self.config.max_partitions
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Adds partitions to existing topics (CreatePartitions).

@@ -589,3 +589,96 @@ fn a_publisher_is_registered_once() {
         }));
     }
 }
+
+/// Records the thread of each append, then appends to an in-memory log.
+struct ThreadRecordingLog {
+    inner: MemoryMetadataLog,
+    append_threads: Mutex<Vec<std::thread::ThreadId>>,
+}
+
+impl MetadataLogClient for ThreadRecordingLog {
+    fn end_offset(&self) -> Result<i64, MetadataLogError> {
+        self.inner.end_offset()
+    }
+
+    fn append(
+        &self,
+        expected_offset: i64,
+        records: &[MetadataRecord],
+        timestamp_ms: i64,
+    ) -> Result<i64, MetadataLogError> {
+        self.append_threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
+        self.inner.append(expected_offset, records, timestamp_ms)
+    }
+
+    fn read(
+        &self,
+        from_offset: i64,
+        max_records: usize,
+    ) -> Result<Vec<(i64, MetadataRecord)>, MetadataLogError> {
+        self.inner.read(from_offset, max_records)
+    }
+
+    fn wait_for_more(
+        &self,
+        offset: i64,
+        timeout: std::time::Duration,
+    ) -> Result<i64, MetadataLogError> {
+        self.inner.wait_for_more(offset, timeout)
+    }
+
+    fn close(&self) -> Result<(), MetadataLogError> {
+        self.inner.close()
+    }
+}
+
+/// The append (an fsync, for the local log) and the publishers run off the runtime's
+/// thread: on a current-thread runtime that thread is the test's own.
+#[tokio::test]
+async fn appends_and_publishers_run_off_the_async_thread() {
+    let log = Arc::new(ThreadRecordingLog {
+        inner: MemoryMetadataLog::new(),
+        append_threads: Mutex::new(Vec::new()),
+    });
+    let loader = Arc::new(MetadataLoader::new(MetadataImage::empty()));
+    let c = Controller::new(
+        config(),
+        Arc::new(Rules),
+        Arc::new(FixedClock(0)),
+        log.clone(),
+        loader,
+    );
+    let published_on = Arc::new(Mutex::new(Vec::new()));
+    struct ThreadOf(Arc<Mutex<Vec<std::thread::ThreadId>>>);
+    impl MetadataPublisher for ThreadOf {
+        fn name(&self) -> &'static str {
+            "thread"
+        }
+        fn on_metadata_update(
+            &self,
+            _delta: &MetadataDelta,
+            _image: &Arc<MetadataImage>,
+        ) -> Result<(), PublishError> {
+            self.0.lock().unwrap().push(std::thread::current().id());
+            Ok(())
+        }
+    }
+    c.loader()
+        .register(Arc::new(ThreadOf(published_on.clone())));
+    let runtime_thread = std::thread::current().id();
+    assert_eq!(
+        code(&c.create_topics(vec![topic("t", 1, 1)], false).await[0]),
+        0
+    );
+    c.allocate_producer_id().await.unwrap();
+    let appends = log.append_threads.lock().unwrap().clone();
+    let publishes = published_on.lock().unwrap().clone();
+    assert_eq!((appends.len(), publishes.len()), (2, 2));
+    assert!(appends
+        .iter()
+        .chain(&publishes)
+        .all(|t| *t != runtime_thread));
+}

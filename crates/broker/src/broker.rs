@@ -1,30 +1,34 @@
-//! The broker's shared state: configuration, the current metadata image, the metadata log that
-//! changes it, and the replicas hosted here.
+//! The broker's shared state: configuration, the controller and the loader that holds the
+//! metadata image it commits, and the replicas hosted here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use strom_group_coordinator::GroupCoordinator;
 
 use tracing::info;
 
 use crate::config::{BrokerConfig, RawConfig};
-use crate::controller::ControllerError;
+use crate::controller::BrokerConfigValidator;
+use crate::metadata::controller::{Controller, ControllerConfig, SystemClock};
 use crate::metadata::metadata_log::MetadataLog;
-use crate::metadata::{MetadataImage, MetadataRecord};
+use crate::metadata::{
+    MetadataDelta, MetadataImage, MetadataLoader, MetadataPublisher, PublishError,
+};
 use crate::replica_manager::ReplicaManager;
 
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
-    image: RwLock<Arc<MetadataImage>>,
-    /// Held for the whole of a metadata change (validate, append, apply), so changes are
-    /// serialised exactly as a Raft leader would order them.
-    pub(crate) metadata_log: tokio::sync::Mutex<Option<MetadataLog>>,
+    /// The image in force and the publishers each committed change is handed to.
+    pub loader: Arc<MetadataLoader>,
+    /// Decides and commits metadata changes; reach it through [`Broker::controller`].
+    controller: Controller,
+    /// What the publishers below reach the broker through, set by the first
+    /// [`Broker::controller`] call (every change goes through one).
+    publishers_broker: Arc<OnceLock<Weak<Broker>>>,
     pub replicas: ReplicaManager,
     ready: AtomicBool,
-    /// The current block of producer ids: (next to hand out, end of block).
-    pub(crate) producer_ids: std::sync::Mutex<(i64, i64)>,
     /// Partitions this node can host: the explicit bound, or fewer if open files run out first.
     pub max_partitions: usize,
     /// The consumer groups this node coordinates.
@@ -44,11 +48,20 @@ impl Broker {
     ) -> Arc<Broker> {
         Arc::new_cyclic(|me| {
             let groups = groups(me.clone(), &config);
-            Broker::assemble(config, cluster_id, metadata_log, image, replicas, groups)
+            Broker::assemble(
+                me,
+                config,
+                cluster_id,
+                metadata_log,
+                image,
+                replicas,
+                groups,
+            )
         })
     }
 
     fn assemble(
+        me: &Weak<Broker>,
         config: BrokerConfig,
         cluster_id: String,
         metadata_log: MetadataLog,
@@ -56,26 +69,49 @@ impl Broker {
         replicas: ReplicaManager,
         groups: Arc<GroupCoordinator>,
     ) -> Broker {
+        let max_partitions = crate::controller::MAX_PARTITIONS_PER_BROKER.min(
+            crate::memory::partition_capacity(crate::memory::open_files_limit()),
+        );
+        let loader = Arc::new(MetadataLoader::new(image));
+        let controller = Controller::new(
+            ControllerConfig {
+                node_id: config.node_id,
+                num_partitions: config.num_partitions,
+                default_replication_factor: config.default_replication_factor,
+                delete_topic_enable: config.delete_topic_enable,
+                max_partitions,
+                files_per_partition: crate::memory::FILES_PER_PARTITION,
+                internal_topics: vec![crate::group::OFFSETS_TOPIC.to_string()],
+            },
+            Arc::new(BrokerConfigValidator::new(&config)),
+            Arc::new(SystemClock),
+            Arc::new(metadata_log),
+            loader.clone(),
+        );
+        let publishers_broker = Arc::new(OnceLock::new());
+        let _ = publishers_broker.set(me.clone());
+        register_publishers(&loader, &publishers_broker, &groups);
         Broker {
             config,
             cluster_id,
-            image: RwLock::new(Arc::new(image)),
-            metadata_log: tokio::sync::Mutex::new(Some(metadata_log)),
+            loader,
+            controller,
+            publishers_broker,
             replicas,
             ready: AtomicBool::new(false),
-            producer_ids: std::sync::Mutex::new((0, 0)),
-            max_partitions: crate::controller::MAX_PARTITIONS_PER_BROKER.min(
-                crate::memory::partition_capacity(crate::memory::open_files_limit()),
-            ),
+            max_partitions,
             groups,
         }
     }
 
+    /// The controller, with the publishers bound to this broker.
+    pub fn controller(self: &Arc<Self>) -> &Controller {
+        self.publishers_broker.get_or_init(|| Arc::downgrade(self));
+        &self.controller
+    }
+
     pub fn image(&self) -> Arc<MetadataImage> {
-        match self.image.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.loader.image()
     }
 
     /// The broker settings in force with `image`: static ones with the dynamic ones (set by
@@ -96,51 +132,86 @@ impl Broker {
         self.config.node_id
     }
 
+    /// Serving, and every metadata publisher's last update succeeded: a node whose replicas
+    /// do not match the committed image is not ready.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.loader.is_healthy()
     }
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// Appends `records` durably, publishes the new image and brings the replicas in line.
-    /// The caller holds the metadata lock (`log`) across its validation and this commit.
-    pub(crate) fn commit_locked(
-        &self,
-        log: &mut Option<MetadataLog>,
-        records: &[MetadataRecord],
-    ) -> Result<Arc<MetadataImage>, ControllerError> {
-        let log = log.as_mut().ok_or(ControllerError::ShuttingDown)?;
-        let current = self.image();
-        let next = Arc::new(log.commit(&current, records)?);
-        match self.image.write() {
-            Ok(mut g) => *g = next.clone(),
-            Err(p) => *p.into_inner() = next.clone(),
+    pub async fn close_metadata(&self) {
+        match self.controller.close().await {
+            Ok(()) => info!("metadata log closed"),
+            Err(e) => tracing::warn!(error = %e, "closing the metadata log failed"),
         }
-        self.replicas
-            .apply_image(&next, &self.raw_config_for(&next))?;
-        let deleted: std::collections::HashSet<String> = current
-            .topics
-            .values()
-            .filter(|t| next.topic_by_id(&t.id).is_none())
-            .map(|t| t.name.clone())
-            .collect();
-        self.groups.on_topics_deleted(&deleted);
-        if let Err(e) = self.groups.on_image(&next) {
-            tracing::error!(error = %e, "the group coordinator cannot load its new partitions");
-        }
-        crate::metrics::partitions(next.partition_count());
-        Ok(next)
+    }
+}
+
+/// The publishers of a commit, in order: the replicas, the group coordinator (a publisher of
+/// its own: deleted topics' offsets go, `__consumer_offsets` partitions are loaded or
+/// unloaded by leadership), the partition gauge.
+fn register_publishers(
+    loader: &MetadataLoader,
+    broker: &Arc<OnceLock<Weak<Broker>>>,
+    groups: &Arc<GroupCoordinator>,
+) {
+    loader.register(Arc::new(ReplicasPublisher(broker.clone())));
+    loader.register(groups.clone());
+    loader.register(Arc::new(MetricsPublisher));
+}
+
+fn bound_broker(
+    publisher: &'static str,
+    broker: &OnceLock<Weak<Broker>>,
+) -> Result<Arc<Broker>, PublishError> {
+    broker
+        .get()
+        .and_then(Weak::upgrade)
+        .ok_or_else(|| PublishError {
+            publisher,
+            reason: "the broker is gone or not bound yet".to_string(),
+        })
+}
+
+struct ReplicasPublisher(Arc<OnceLock<Weak<Broker>>>);
+
+impl MetadataPublisher for ReplicasPublisher {
+    fn name(&self) -> &'static str {
+        "replica_manager"
     }
 
-    pub async fn close_metadata(&self) {
-        if let Some(log) = self.metadata_log.lock().await.take() {
-            if let Err(e) = log.close() {
-                tracing::warn!(error = %e, "closing the metadata log failed");
-            } else {
-                info!("metadata log closed");
-            }
-        }
+    fn on_metadata_update(
+        &self,
+        _delta: &MetadataDelta,
+        image: &Arc<MetadataImage>,
+    ) -> Result<(), PublishError> {
+        let broker = bound_broker(self.name(), &self.0)?;
+        broker
+            .replicas
+            .apply_image(image, &broker.raw_config_for(image))
+            .map_err(|e| PublishError {
+                publisher: self.name(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+struct MetricsPublisher;
+
+impl MetadataPublisher for MetricsPublisher {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn on_metadata_update(
+        &self,
+        _delta: &MetadataDelta,
+        image: &Arc<MetadataImage>,
+    ) -> Result<(), PublishError> {
+        crate::metrics::partitions(image.partition_count());
+        Ok(())
     }
 }

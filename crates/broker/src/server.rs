@@ -17,7 +17,6 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::metadata::metadata_log::{now_ms, MetadataLog};
 use crate::metadata::records::BrokerEndpoint;
-use crate::metadata::MetadataRecord;
 use crate::network::connection;
 use crate::replica_manager::ReplicaManager;
 use crate::storage;
@@ -289,16 +288,10 @@ pub(crate) async fn register_broker(broker: &Arc<Broker>) -> anyhow::Result<()> 
     if current.brokers.get(&broker.node_id()).map(|b| &b.endpoints) == Some(&endpoints) {
         return Ok(());
     }
-    let mut log = broker.metadata_log.lock().await;
     broker
-        .commit_locked(
-            &mut log,
-            &[MetadataRecord::RegisterBroker {
-                node_id: broker.node_id(),
-                endpoints,
-                rack: None,
-            }],
-        )
+        .controller()
+        .register_broker(broker.node_id(), endpoints, None)
+        .await
         .context("cannot register the broker in the metadata log")?;
     Ok(())
 }

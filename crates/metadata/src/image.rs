@@ -116,20 +116,7 @@ impl MetadataImage {
                     },
                 );
             }
-            MetadataRecord::Topic { name, topic_id } => {
-                if self.topics.contains_key(name) || self.topic_names.contains_key(topic_id) {
-                    return Err(ImageError::TopicExists(name.clone()));
-                }
-                self.topic_names.insert(*topic_id, name.clone());
-                self.topics.insert(
-                    name.clone(),
-                    Arc::new(TopicImage {
-                        name: name.clone(),
-                        id: *topic_id,
-                        partitions: BTreeMap::new(),
-                    }),
-                );
-            }
+            MetadataRecord::Topic { name, topic_id } => self.add_topic(name, *topic_id)?,
             MetadataRecord::Partition {
                 topic_id,
                 partition,
@@ -138,60 +125,23 @@ impl MetadataImage {
                 leader,
                 leader_epoch,
                 partition_epoch,
-            } => {
-                let name = self
-                    .topic_names
-                    .get(topic_id)
-                    .ok_or(ImageError::UnknownTopicId(*topic_id))?;
-                let topic = self
-                    .topics
-                    .get_mut(name)
-                    .ok_or(ImageError::UnknownTopicId(*topic_id))?;
-                if let Some(current) = topic.partitions.get(partition) {
-                    if *leader_epoch < current.leader_epoch {
-                        return Err(ImageError::StaleEpoch {
-                            topic_id: *topic_id,
-                            partition: *partition,
-                            epoch: *leader_epoch,
-                            current: current.leader_epoch,
-                        });
-                    }
-                }
-                Arc::make_mut(topic).partitions.insert(
-                    *partition,
-                    PartitionRegistration {
-                        replicas: replicas.clone(),
-                        isr: isr.clone(),
-                        leader: *leader,
-                        leader_epoch: *leader_epoch,
-                        partition_epoch: *partition_epoch,
-                    },
-                );
-            }
+            } => self.set_partition(
+                *topic_id,
+                *partition,
+                PartitionRegistration {
+                    replicas: replicas.clone(),
+                    isr: isr.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                },
+            )?,
             MetadataRecord::Config {
                 resource_type,
                 resource_name,
                 name,
                 value,
-            } => {
-                let key = (*resource_type, resource_name.clone());
-                match value {
-                    Some(v) => {
-                        self.configs
-                            .entry(key)
-                            .or_default()
-                            .insert(name.clone(), v.clone());
-                    }
-                    None => {
-                        if let Some(m) = self.configs.get_mut(&key) {
-                            m.remove(name);
-                            if m.is_empty() {
-                                self.configs.remove(&key);
-                            }
-                        }
-                    }
-                }
-            }
+            } => self.set_config(*resource_type, resource_name, name, value.as_ref()),
             MetadataRecord::ProducerIds { next_producer_id } => {
                 if *next_producer_id < self.next_producer_id {
                     return Err(ImageError::ProducerIdsBackwards(*next_producer_id));
@@ -210,6 +160,77 @@ impl MetadataImage {
         }
         self.offset = offset;
         Ok(())
+    }
+
+    fn add_topic(&mut self, name: &str, topic_id: Uuid) -> Result<(), ImageError> {
+        if self.topics.contains_key(name) || self.topic_names.contains_key(&topic_id) {
+            return Err(ImageError::TopicExists(name.to_string()));
+        }
+        self.topic_names.insert(topic_id, name.to_string());
+        self.topics.insert(
+            name.to_string(),
+            Arc::new(TopicImage {
+                name: name.to_string(),
+                id: topic_id,
+                partitions: BTreeMap::new(),
+            }),
+        );
+        Ok(())
+    }
+
+    /// A partition's registration; a leader epoch never goes backwards.
+    fn set_partition(
+        &mut self,
+        topic_id: Uuid,
+        partition: i32,
+        reg: PartitionRegistration,
+    ) -> Result<(), ImageError> {
+        let name = self
+            .topic_names
+            .get(&topic_id)
+            .ok_or(ImageError::UnknownTopicId(topic_id))?;
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or(ImageError::UnknownTopicId(topic_id))?;
+        if let Some(current) = topic.partitions.get(&partition) {
+            if reg.leader_epoch < current.leader_epoch {
+                return Err(ImageError::StaleEpoch {
+                    topic_id,
+                    partition,
+                    epoch: reg.leader_epoch,
+                    current: current.leader_epoch,
+                });
+            }
+        }
+        Arc::make_mut(topic).partitions.insert(partition, reg);
+        Ok(())
+    }
+
+    fn set_config(
+        &mut self,
+        resource_type: i8,
+        resource: &str,
+        name: &str,
+        value: Option<&String>,
+    ) {
+        let key = (resource_type, resource.to_string());
+        match value {
+            Some(v) => {
+                self.configs
+                    .entry(key)
+                    .or_default()
+                    .insert(name.to_string(), v.clone());
+            }
+            None => {
+                if let Some(m) = self.configs.get_mut(&key) {
+                    m.remove(name);
+                    if m.is_empty() {
+                        self.configs.remove(&key);
+                    }
+                }
+            }
+        }
     }
 }
 

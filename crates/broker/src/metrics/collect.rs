@@ -72,6 +72,12 @@ fn build_and_process(e: &mut Exposition, broker: &Broker) {
         "Partitions this node can host (the bound, or fewer if open files run out first)",
         broker.max_partitions as f64,
     );
+    e.single(
+        "strom_metadata_publish_errors_total",
+        "counter",
+        "Committed metadata changes a publisher (replicas, groups, metrics) failed to apply (Kafka's metadata-apply-error-count)",
+        broker.loader.publish_errors_total() as f64,
+    );
     let p = super::process::read();
     let mut opt = |name: &str, kind: &str, help: &str, v: Option<f64>| {
         if let Some(v) = v {

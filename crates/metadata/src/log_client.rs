@@ -1,0 +1,49 @@
+//! The metadata log seam: the log of metadata records as the controller and the loader see it
+//! (Kafka's `RaftClient`, less the election). Today's implementation is the local
+//! `__cluster_metadata-0` ([`crate::metadata_log::MetadataLog`]); the cluster's is a table in
+//! PostgreSQL, whose transactions make the position check of [`MetadataLogClient::append`]
+//! the fence against a stale controller.
+//!
+//! Every method may block on I/O (an fsync, a network round trip): callers on an async
+//! runtime run them with `spawn_blocking` or on a thread of their own.
+
+use std::time::Duration;
+
+use crate::metadata_log::MetadataLogError;
+use crate::records::MetadataRecord;
+
+/// Upper bound on the records one [`MetadataLogClient::read`] returns, whatever is asked: a
+/// reader pages through a long log instead of holding it all at once.
+pub const MAX_READ_RECORDS: usize = 100_000;
+
+pub trait MetadataLogClient: Send + Sync {
+    /// The offset the next appended record will take: where an append must be aimed.
+    fn end_offset(&self) -> Result<i64, MetadataLogError>;
+
+    /// Appends `records` as one unit at `expected_offset`, durably (committed) when it
+    /// returns, and returns the offset of the first. If the log's end is not
+    /// `expected_offset` (another writer got there first, or this one is behind) nothing is
+    /// written and the answer is [`MetadataLogError::Conflict`].
+    fn append(
+        &self,
+        expected_offset: i64,
+        records: &[MetadataRecord],
+        timestamp_ms: i64,
+    ) -> Result<i64, MetadataLogError>;
+
+    /// Committed records from `from_offset` on, in order with their offsets, at most
+    /// `max_records` (and at most [`MAX_READ_RECORDS`]). Empty at the end of the log.
+    fn read(
+        &self,
+        from_offset: i64,
+        max_records: usize,
+    ) -> Result<Vec<(i64, MetadataRecord)>, MetadataLogError>;
+
+    /// Waits until the log's end passes `offset` (a record at `offset` is committed) or
+    /// `timeout` passes; returns the end offset then.
+    fn wait_for_more(&self, offset: i64, timeout: Duration) -> Result<i64, MetadataLogError>;
+
+    /// Stops the log: later appends and reads fail with [`MetadataLogError::Closed`]. A
+    /// second close does nothing.
+    fn close(&self) -> Result<(), MetadataLogError>;
+}

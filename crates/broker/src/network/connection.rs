@@ -74,10 +74,10 @@ pub async fn serve(
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    // As Kafka's SocketServer: a peer that vanished without a FIN or a reset (a dead host)
-    // is found by the kernel's keepalive probes instead of holding its slot forever.
-    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    let buffers = super::listener::SocketBuffers::from_config(&broker.config);
+    if let Err(e) = super::listener::configure_accepted(&stream, buffers) {
+        debug!(%peer, error = %e, "cannot set socket options; keeping the OS's");
+    }
     let (cancel_tx, cancel) = WaitCancel::new();
     let cancel_tx = Arc::new(cancel_tx);
     let peer_gone = Arc::new(AtomicBool::new(false));

@@ -93,8 +93,16 @@ pub async fn handle(
     let Some(registration) = registry::find(api) else {
         return Err(RequestError::UnsupportedVersion { api, version });
     };
+    assert_eq!(
+        registration.api, api,
+        "the registry answered for another API"
+    );
     let mut body = frame.clone();
     let header = decode_header(&prefix, &mut body)?;
+    debug_assert!(
+        body.len() < frame.len(),
+        "a decoded header took no bytes of the frame"
+    );
     let ctx = RequestContext {
         api,
         version,

@@ -100,6 +100,11 @@ impl FileRanges {
         let start = self.by_address.len();
         let region = zero_region(start + range.len);
         let placeholder = region.slice(start..start + range.len);
+        debug_assert_eq!(
+            placeholder.len(),
+            range.len,
+            "a placeholder of the wrong length"
+        );
         self.by_address.insert(placeholder.as_ptr() as usize, range);
         placeholder
     }
@@ -108,6 +113,7 @@ impl FileRanges {
 /// Pieces of an encoded response: what the codec wrote inline is gathered into `Bytes` (a copy,
 /// but only of field headers), placeholders become their file ranges.
 pub fn split(mut buf: SegmentedBuf, mut ranges: FileRanges) -> Result<Vec<Piece>, SplitError> {
+    let encoded_bytes = buf.remaining();
     let mut pieces = Vec::with_capacity(2 * ranges.by_address.len() + 1);
     let mut inline = BytesMut::new();
     while buf.has_remaining() {
@@ -131,6 +137,11 @@ pub fn split(mut buf: SegmentedBuf, mut ranges: FileRanges) -> Result<Vec<Piece>
     if !inline.is_empty() {
         pieces.push(Piece::Bytes(inline.freeze()));
     }
+    debug_assert_eq!(
+        pieces.iter().map(Piece::len).sum::<usize>(),
+        encoded_bytes,
+        "the pieces of a response are not the bytes encoded"
+    );
     Ok(pieces)
 }
 

@@ -193,7 +193,10 @@ async fn answer_in_order(
         tokio::select! {
             frame = frames.recv(), if reading && pending.len() < max_pending => {
                 match take_frame(broker, info, frame).await {
-                    Some(reply) => pending.push_back(reply),
+                    Some(reply) => {
+                        pending.push_back(reply);
+                        debug_assert!(pending.len() <= max_pending, "more answers pending than queued.max.requests");
+                    }
                     None => reading = false,
                 }
             }

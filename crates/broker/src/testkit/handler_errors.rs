@@ -661,3 +661,62 @@ async fn a_refused_test_request_is_reported_as_refused() {
         .expect_err("EndTxn is not served");
     assert!(matches!(err, TestRequestError::Refused(_)), "{err}");
 }
+
+// The registry's wiring.
+
+/// Sends `R::default()` at every version the table advertises and the codec decodes, and
+/// checks the answer decodes as `R`'s response: an API wired to another API's handler answers
+/// with the wrong message (or none).
+async fn answers_default<R: proto_kafka::protocol::Request + Default>(tb: &TestBroker) {
+    let api = ApiKey::try_from(R::KEY).expect("a known key");
+    let (min, max) = strom_protocol::supported_range(api).expect("served");
+    for version in min.max(R::VERSIONS.min)..=max {
+        match tb.request(version, &R::default()).await {
+            Ok(_) => {}
+            // A default Produce has acks=0.
+            Err(TestRequestError::NoResponse) if api == ApiKey::Produce => {}
+            Err(e) => panic!("{api:?} v{version}: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_served_api_answers_its_default_request_with_its_own_response() {
+    let tb = broker().await;
+    // Waits (a default Fetch, JoinGroup) end at once.
+    tb.cancel_waits();
+    answers_default::<ProduceRequest>(&tb).await;
+    answers_default::<FetchRequest>(&tb).await;
+    answers_default::<ListOffsetsRequest>(&tb).await;
+    answers_default::<MetadataRequest>(&tb).await;
+    answers_default::<ApiVersionsRequest>(&tb).await;
+    answers_default::<CreateTopicsRequest>(&tb).await;
+    answers_default::<DeleteTopicsRequest>(&tb).await;
+    answers_default::<DescribeConfigsRequest>(&tb).await;
+    answers_default::<DescribeClusterRequest>(&tb).await;
+    answers_default::<InitProducerIdRequest>(&tb).await;
+    answers_default::<FindCoordinatorRequest>(&tb).await;
+    answers_default::<JoinGroupRequest>(&tb).await;
+    answers_default::<SyncGroupRequest>(&tb).await;
+    answers_default::<HeartbeatRequest>(&tb).await;
+    answers_default::<LeaveGroupRequest>(&tb).await;
+    answers_default::<OffsetCommitRequest>(&tb).await;
+    answers_default::<OffsetFetchRequest>(&tb).await;
+    answers_default::<ListGroupsRequest>(&tb).await;
+    answers_default::<DescribeGroupsRequest>(&tb).await;
+    answers_default::<DeleteGroupsRequest>(&tb).await;
+    answers_default::<OffsetDeleteRequest>(&tb).await;
+    answers_default::<CreatePartitionsRequest>(&tb).await;
+    answers_default::<AlterConfigsRequest>(&tb).await;
+    answers_default::<IncrementalAlterConfigsRequest>(&tb).await;
+    answers_default::<DeleteRecordsRequest>(&tb).await;
+    answers_default::<DescribeLogDirsRequest>(&tb).await;
+    answers_default::<DescribeTopicPartitionsRequest>(&tb).await;
+    answers_default::<ConsumerGroupHeartbeatRequest>(&tb).await;
+    answers_default::<ConsumerGroupDescribeRequest>(&tb).await;
+    assert_eq!(
+        crate::handlers::registry::REGISTRY.len(),
+        29,
+        "a new API: add it above"
+    );
+}

@@ -25,4 +25,6 @@ pub mod replica_manager;
 pub mod request;
 pub mod server;
 pub mod storage;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod topic_config;

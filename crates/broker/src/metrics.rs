@@ -125,8 +125,8 @@ pub fn register() {
         Unit::Bytes,
         "Bytes in all partition logs"
     );
-    for (api, _, _) in crate::request::SUPPORTED_APIS {
-        counter!("strom_requests_total", "api" => api_name(*api)).absolute(0);
+    for spec in strom_protocol::SUPPORTED_APIS {
+        counter!("strom_requests_total", "api" => spec.name).absolute(0);
     }
     gauge!("strom_connections").set(0.0);
     counter!("strom_connections_accepted_total").absolute(0);
@@ -139,39 +139,9 @@ pub fn register() {
     counter!("strom_log_cleaner_removed_records_total").absolute(0);
 }
 
+/// The API's label in metrics: its name in the one version table (strom-protocol).
 pub fn api_name(api: ApiKey) -> &'static str {
-    match api {
-        ApiKey::Produce => "Produce",
-        ApiKey::Fetch => "Fetch",
-        ApiKey::ListOffsets => "ListOffsets",
-        ApiKey::Metadata => "Metadata",
-        ApiKey::ApiVersions => "ApiVersions",
-        ApiKey::CreateTopics => "CreateTopics",
-        ApiKey::DeleteTopics => "DeleteTopics",
-        ApiKey::DescribeConfigs => "DescribeConfigs",
-        ApiKey::DescribeCluster => "DescribeCluster",
-        ApiKey::InitProducerId => "InitProducerId",
-        ApiKey::FindCoordinator => "FindCoordinator",
-        ApiKey::JoinGroup => "JoinGroup",
-        ApiKey::SyncGroup => "SyncGroup",
-        ApiKey::Heartbeat => "Heartbeat",
-        ApiKey::LeaveGroup => "LeaveGroup",
-        ApiKey::OffsetCommit => "OffsetCommit",
-        ApiKey::OffsetFetch => "OffsetFetch",
-        ApiKey::ListGroups => "ListGroups",
-        ApiKey::DescribeGroups => "DescribeGroups",
-        ApiKey::DeleteGroups => "DeleteGroups",
-        ApiKey::OffsetDelete => "OffsetDelete",
-        ApiKey::CreatePartitions => "CreatePartitions",
-        ApiKey::AlterConfigs => "AlterConfigs",
-        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
-        ApiKey::DeleteRecords => "DeleteRecords",
-        ApiKey::DescribeLogDirs => "DescribeLogDirs",
-        ApiKey::DescribeTopicPartitions => "DescribeTopicPartitions",
-        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
-        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
-        _ => "Other",
-    }
+    strom_protocol::api_name(api)
 }
 
 pub fn request_done(api: ApiKey, started: Instant) {

@@ -113,9 +113,12 @@ async fn bind(config: &mut BrokerConfig) -> anyhow::Result<Vec<(Arc<str>, TcpLis
         } else {
             l.host.as_str()
         };
-        let listener = TcpListener::bind((host, l.port)).await.with_context(|| {
-            format!("cannot listen on {}:{} (listener {})", host, l.port, l.name)
-        })?;
+        let buffers = crate::network::listener::SocketBuffers::from_config(config);
+        let listener = crate::network::listener::bind(host, l.port, buffers)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {}:{} (listener {})", host, l.port, l.name)
+            })?;
         let bound = listener.local_addr()?;
         // An ephemeral port (0) is advertised as the port actually bound.
         for a in config.advertised_listeners.iter_mut() {

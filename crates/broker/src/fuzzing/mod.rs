@@ -1,6 +1,6 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` (feature `fuzzing`): a broker on a
-//! directory, without listeners or background tasks, that takes one request frame at a time
-//! through `request::handle` as a connection would.
+//! directory, without listeners or background tasks (the `testkit`'s), that takes one request
+//! frame at a time through `request::handle` as a connection would.
 
 pub mod seeds;
 
@@ -9,16 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::BytesMut;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::config::{BrokerConfig, RawConfig};
-use crate::metadata::metadata_log::MetadataLog;
-use crate::network::connection::{ConnectionInfo, WaitCancel};
+use crate::network::connection::ConnectionInfo;
 use crate::network::zero_copy::Piece;
-use crate::replica_manager::ReplicaManager;
 use crate::request::{self, Reply, ResponseFrame};
 
 /// Longest one request may take before the harness calls it a hang.
@@ -37,43 +33,13 @@ impl Harness {
     /// without fsync and waits (fetch, JoinGroup) end at once, as for a peer that has gone,
     /// so one input is one bounded step.
     pub fn new(data_dir: &Path) -> anyhow::Result<Harness> {
-        let mut raw = RawConfig::defaults();
-        let dir = data_dir.to_str().context("data directory is not UTF-8")?;
-        raw.set("log.dirs", dir, "fuzzing")?;
-        raw.set(
-            "log.flush.interval.messages",
-            &i64::MAX.to_string(),
-            "fuzzing",
-        )?;
-        raw.set("group.initial.rebalance.delay.ms", "0", "fuzzing")?;
-        let config = BrokerConfig::from_raw(raw)?;
+        let config = crate::testkit::test_config(data_dir, &[])?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        std::fs::create_dir_all(data_dir)?;
-        let broker = runtime.block_on(async {
-            let (metadata_log, image) = MetadataLog::open(data_dir)?;
-            let replicas = ReplicaManager::new(config.node_id, data_dir);
-            replicas.apply_image(&image, &config.raw)?;
-            let broker = Broker::new(
-                config,
-                "fuzzing-cluster".to_string(),
-                metadata_log,
-                image,
-                replicas,
-                crate::group_ports::coordinator,
-            );
-            crate::server::register_broker(&broker).await?;
-            broker.groups.on_image(&broker.image())?;
-            anyhow::Ok(broker)
-        })?;
-        let (cancel_tx, cancel) = WaitCancel::new();
+        let broker = runtime.block_on(crate::testkit::open_broker(config))?;
+        let (cancel_tx, info) = crate::testkit::test_connection();
         cancel_tx.send_replace(true);
-        let info = Arc::new(ConnectionInfo {
-            listener_name: "PLAINTEXT".into(),
-            peer: ([127, 0, 0, 1], 40000).into(),
-            cancel,
-        });
         Ok(Harness {
             runtime,
             broker,

@@ -307,8 +307,9 @@ pub fn request_seeds() -> Vec<Seed> {
             out.push((format!("hostile-CreateTopics-v{version}-{name}"), f));
         }
     }
-    for &(api, min, max) in SUPPORTED_APIS {
-        for version in min..=max {
+    for spec in SUPPORTED_APIS {
+        let api = spec.key;
+        for version in spec.min_version..=spec.max_version {
             if let Some(f) = default_frame(api, version) {
                 out.push((format!("{api:?}-v{version}-default"), f));
             }

@@ -10,6 +10,7 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod registry;
 pub mod topic_admin;
 
 use proto_kafka::protocol::StrBytes;

@@ -67,116 +67,142 @@ async fn peer_closed(r: &mut OwnedReadHalf) -> bool {
     !matches!(r.peek(&mut probe).await, Ok(n) if n > 0)
 }
 
+type FrameResult = Result<Option<BytesMut>, FrameError>;
+
+/// What the connection's reader and its writer share: setting `cancel` ends the waits of
+/// this connection's requests, `peer_gone` says no answer can reach the peer.
+struct Shared {
+    cancel: watch::Sender<bool>,
+    peer_gone: AtomicBool,
+}
+
+impl Shared {
+    fn peer_has_gone(&self) {
+        self.peer_gone.store(true, Ordering::Release);
+        self.cancel.send_replace(true);
+    }
+}
+
 pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     listener_name: Arc<str>,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    // As Kafka's SocketServer: a peer that vanished without a FIN or a reset (a dead host)
-    // is found by the kernel's keepalive probes instead of holding its slot forever.
-    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    let buffers = super::listener::SocketBuffers::from_config(&broker.config);
+    if let Err(e) = super::listener::configure_accepted(&stream, buffers) {
+        debug!(%peer, error = %e, "cannot set socket options; keeping the OS's");
+    }
     let (cancel_tx, cancel) = WaitCancel::new();
-    let cancel_tx = Arc::new(cancel_tx);
-    let peer_gone = Arc::new(AtomicBool::new(false));
-    let info = ConnectionInfo {
+    let shared = Arc::new(Shared {
+        cancel: cancel_tx,
+        peer_gone: AtomicBool::new(false),
+    });
+    let info = Arc::new(ConnectionInfo {
         listener_name,
         peer,
         cancel,
-    };
-    let (read_half, mut write_half) = stream.into_split();
-    let max_frame = broker.config.socket_request_max_bytes;
-    let max_pending = broker.config.queued_max_requests;
-    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
-    let info = Arc::new(info);
+    });
+    let (read_half, write_half) = stream.into_split();
     crate::metrics::connection_opened();
 
     // Frames are read by their own task: a read cut short by select! would lose bytes and
     // desynchronise the stream, whereas a channel receive can be dropped safely.
-    let (frames_tx, mut frames) = mpsc::channel::<Result<Option<BytesMut>, FrameError>>(1);
-    let reader_cancel = cancel_tx.clone();
-    let reader_gone = peer_gone.clone();
-    let reader_task = tokio::spawn(async move {
-        // Small: it batches the reads of small requests, while the body of a large one is
-        // read past it, straight into the frame (see `read_frame`).
-        let mut reader = BufReader::with_capacity(READ_AHEAD_BYTES, read_half);
+    let (frames_tx, frames) = mpsc::channel::<FrameResult>(1);
+    let max_frame = broker.config.socket_request_max_bytes;
+    let reader_task = tokio::spawn(read_frames(read_half, max_frame, frames_tx, shared.clone()));
+    let (mut pending, mut write_half) =
+        answer_in_order(&broker, &info, frames, write_half, shutdown, &shared).await;
+    reader_task.abort();
+    let _ = write_half.shutdown().await;
+    drop(write_half);
+    if !pending.is_empty() {
+        // The write failed: the peer has gone. Its parked waits end now; work already begun
+        // (a produce's fsync and high watermark) completes without holding the connection.
+        shared.cancel.send_replace(true);
+        tokio::spawn(async move { while pending.next().await.is_some() {} });
+    }
+    crate::metrics::connection_closed();
+}
+
+/// The reader task: frames in order into `frames`, until the stream ends or fails.
+async fn read_frames(
+    read_half: OwnedReadHalf,
+    max_frame: usize,
+    frames: mpsc::Sender<FrameResult>,
+    shared: Arc<Shared>,
+) {
+    // Small: it batches the reads of small requests, while the body of a large one is
+    // read past it, straight into the frame (see `read_frame`).
+    let mut reader = BufReader::with_capacity(READ_AHEAD_BYTES, read_half);
+    loop {
+        let frame = read_frame(&mut reader, max_frame).await;
+        let last = !matches!(frame, Ok(Some(_)));
+        if matches!(frame, Ok(None) | Err(FrameError::Io(_))) {
+            shared.peer_has_gone();
+        }
+        // While the frame waits to be taken (the connection has `queued.max.requests`
+        // answers pending, parked fetches perhaps), watch for the peer going, which
+        // ends those waits. Frames already read are still handled, as Kafka handles
+        // the receives of a closing channel.
+        let send = frames.send(frame);
+        tokio::pin!(send);
+        let mut watching = !last;
         loop {
-            let frame = read_frame(&mut reader, max_frame).await;
-            let last = !matches!(frame, Ok(Some(_)));
-            if matches!(frame, Ok(None) | Err(FrameError::Io(_))) {
-                reader_gone.store(true, Ordering::Release);
-                reader_cancel.send_replace(true);
-            }
-            // While the frame waits to be taken (the connection has `queued.max.requests`
-            // answers pending, parked fetches perhaps), watch for the peer going, which
-            // ends those waits. Frames already read are still handled, as Kafka handles
-            // the receives of a closing channel.
-            let send = frames_tx.send(frame);
-            tokio::pin!(send);
-            let mut watching = !last;
-            loop {
-                tokio::select! {
-                    // The send first: with room in the channel it is done before any probe
-                    // costs a syscall.
-                    biased;
-                    sent = &mut send => {
-                        if sent.is_err() {
-                            return;
-                        }
-                        break;
+            tokio::select! {
+                // The send first: with room in the channel it is done before any probe
+                // costs a syscall.
+                biased;
+                sent = &mut send => {
+                    if sent.is_err() {
+                        return;
                     }
-                    closed = peer_closed(reader.get_mut()), if watching => {
-                        if closed {
-                            reader_gone.store(true, Ordering::Release);
-                            reader_cancel.send_replace(true);
-                        }
-                        watching = false;
+                    break;
+                }
+                closed = peer_closed(reader.get_mut()), if watching => {
+                    if closed {
+                        shared.peer_has_gone();
                     }
+                    watching = false;
                 }
             }
-            if last {
-                break;
-            }
         }
-    });
+        if last {
+            return;
+        }
+    }
+}
 
+/// Handles frames as they come, up to `queued.max.requests` answers pending, and writes the
+/// answers in request order, until reading has stopped and every answer is written (or a
+/// write fails). Returns what is still pending then.
+async fn answer_in_order(
+    broker: &Arc<Broker>,
+    info: &Arc<ConnectionInfo>,
+    mut frames: mpsc::Receiver<FrameResult>,
+    mut write_half: OwnedWriteHalf,
+    mut shutdown: watch::Receiver<bool>,
+    shared: &Shared,
+) -> (FuturesOrdered<request::PendingReply>, OwnedWriteHalf) {
+    let max_pending = broker.config.queued_max_requests;
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     let mut pending: FuturesOrdered<request::PendingReply> = FuturesOrdered::new();
     let mut reading = true;
-    loop {
-        if !reading && pending.is_empty() {
-            break;
-        }
+    while reading || !pending.is_empty() {
         tokio::select! {
             frame = frames.recv(), if reading && pending.len() < max_pending => {
-                match frame {
-                    Some(Ok(Some(frame))) => match request::handle(&broker, &info, frame).await {
-                        Ok(Reply::Now(bytes)) => pending.push_back(Box::pin(async move { bytes })),
-                        Ok(Reply::Later(fut)) => pending.push_back(fut),
-                        Err(e) => {
-                            crate::metrics::request_error(e.api_name());
-                            info!(peer = %info.peer, error = %e, "closing connection: bad request");
-                            reading = false;
-                        }
-                    },
-                    Some(Ok(None)) | None => {
-                        debug!(peer = %info.peer, "peer closed the connection");
-                        reading = false;
+                match take_frame(broker, info, frame).await {
+                    Some(reply) => {
+                        pending.push_back(reply);
+                        debug_assert!(pending.len() <= max_pending, "more answers pending than queued.max.requests");
                     }
-                    Some(Err(FrameError::Io(e))) => {
-                        debug!(peer = %info.peer, error = %e, "connection read failed");
-                        reading = false;
-                    }
-                    Some(Err(e)) => {
-                        info!(peer = %info.peer, error = %e, "closing connection: bad frame");
-                        reading = false;
-                    }
+                    None => reading = false,
                 }
             }
             Some(reply) = pending.next(), if !pending.is_empty() => {
                 // No answer can reach a peer that has gone.
-                if let Some(bytes) = reply.filter(|_| !peer_gone.load(Ordering::Acquire)) {
+                if let Some(bytes) = reply.filter(|_| !shared.peer_gone.load(Ordering::Acquire)) {
                     if let Err(e) = write_all(&mut write_half, bytes).await {
                         if e.kind() == std::io::ErrorKind::UnexpectedEof {
                             // A segment shrank under a fetch whose size was already sent.
@@ -192,7 +218,7 @@ pub async fn serve(
                 // Finish what was asked, answer it (parked waits with what there is now),
                 // then close.
                 reading = false;
-                cancel_tx.send_replace(true);
+                shared.cancel.send_replace(true);
             }
             _ = tokio::time::sleep(idle), if reading && pending.is_empty() => {
                 debug!(peer = %info.peer, "closing idle connection");
@@ -200,16 +226,39 @@ pub async fn serve(
             }
         }
     }
-    reader_task.abort();
-    let _ = write_half.shutdown().await;
-    drop(write_half);
-    if !pending.is_empty() {
-        // The write failed: the peer has gone. Its parked waits end now; work already begun
-        // (a produce's fsync and high watermark) completes without holding the connection.
-        cancel_tx.send_replace(true);
-        tokio::spawn(async move { while pending.next().await.is_some() {} });
+    (pending, write_half)
+}
+
+/// Hands one frame from the reader to the dispatcher: its pending answer, or `None` when
+/// reading stops (end of stream, a bad frame, a refused request).
+async fn take_frame(
+    broker: &Arc<Broker>,
+    info: &Arc<ConnectionInfo>,
+    frame: Option<FrameResult>,
+) -> Option<request::PendingReply> {
+    match frame {
+        Some(Ok(Some(frame))) => match request::handle(broker, info, frame).await {
+            Ok(Reply::Now(bytes)) => Some(Box::pin(async move { bytes })),
+            Ok(Reply::Later(fut)) => Some(fut),
+            Err(e) => {
+                crate::metrics::request_error(e.api_name());
+                info!(peer = %info.peer, error = %e, "closing connection: bad request");
+                None
+            }
+        },
+        Some(Ok(None)) | None => {
+            debug!(peer = %info.peer, "peer closed the connection");
+            None
+        }
+        Some(Err(FrameError::Io(e))) => {
+            debug!(peer = %info.peer, error = %e, "connection read failed");
+            None
+        }
+        Some(Err(e)) => {
+            info!(peer = %info.peer, error = %e, "closing connection: bad frame");
+            None
+        }
     }
-    crate::metrics::connection_closed();
 }
 
 async fn write_all(w: &mut OwnedWriteHalf, frame: ResponseFrame) -> std::io::Result<()> {

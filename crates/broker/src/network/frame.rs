@@ -1,56 +1,37 @@
-//! Kafka framing: a 4-byte big-endian size, then that many bytes of request.
+//! Reading Kafka frames from a socket: a 4-byte big-endian size, then that many bytes of
+//! request. What a size may be is strom-protocol's (`frame`).
 
 use bytes::BytesMut;
-use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// The smallest request: api key, api version and correlation id (2 + 2 + 4 bytes).
-pub const MIN_REQUEST_BYTES: usize = 8;
+pub use strom_protocol::frame::{frame_size, FrameError, MIN_REQUEST_BYTES, SIZE_PREFIX_BYTES};
+
 /// Frames up to this size get their whole buffer at once: produce requests (librdkafka and
 /// Java send up to ~1 MiB) are then read with no copy. Larger claims get memory only as their
 /// bytes arrive (the buffer doubles), so a frame claiming a huge size costs this much at most.
 const EAGER_FRAME_BYTES: usize = 2 * 1024 * 1024;
-
-#[derive(Debug, Error)]
-pub enum FrameError {
-    #[error("frame size {size} is larger than socket.request.max.bytes ({max})")]
-    TooLarge { size: i64, max: usize },
-    #[error("frame size {0} is too small to hold a request header")]
-    TooSmall(i64),
-    #[error("connection closed in the middle of a frame ({read} of {size} bytes)")]
-    Truncated { read: usize, size: usize },
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 /// Reads one frame. `Ok(None)` is a clean end of stream between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
 ) -> Result<Option<BytesMut>, FrameError> {
-    let mut size_buf = [0u8; 4];
+    let mut size_buf = [0u8; SIZE_PREFIX_BYTES];
     let mut got = 0;
-    while got < 4 {
+    while got < SIZE_PREFIX_BYTES {
         let n = reader.read(&mut size_buf[got..]).await?;
         if n == 0 {
             if got == 0 {
                 return Ok(None);
             }
-            return Err(FrameError::Truncated { read: got, size: 4 });
+            return Err(FrameError::Truncated {
+                read: got,
+                size: SIZE_PREFIX_BYTES,
+            });
         }
         got += n;
     }
-    let size = i32::from_be_bytes(size_buf) as i64;
-    if size < MIN_REQUEST_BYTES as i64 {
-        return Err(FrameError::TooSmall(size));
-    }
-    if size as u64 > max_bytes as u64 {
-        return Err(FrameError::TooLarge {
-            size,
-            max: max_bytes,
-        });
-    }
-    let size = size as usize;
+    let size = frame_size(size_buf, max_bytes)?;
     // The frame gets its own allocation, never shared with the bytes after it: a produce
     // handler can then take it back as mutable and patch offsets in place. Reads go straight
     // into it when the caller's `BufReader` is empty (tokio's bypass for reads at least as large
@@ -72,6 +53,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             });
         }
     }
+    debug_assert_eq!(buf.len(), size, "a frame read past its size");
     Ok(Some(buf))
 }
 

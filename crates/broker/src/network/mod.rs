@@ -3,4 +3,5 @@
 
 pub mod connection;
 pub mod frame;
+pub mod listener;
 pub mod zero_copy;

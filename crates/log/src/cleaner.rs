@@ -32,7 +32,8 @@ use bytes::{Bytes, BytesMut};
 use proto_kafka::records::{RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 
 use crate::error::{IoContext, LogError};
-use crate::segment::{log_file_path, BatchScanner, ScanItem, CLEANED_FILE_SUFFIX};
+use crate::files::{log_file_path, CLEANED_FILE_SUFFIX};
+use crate::scan::{BatchScanner, ScanItem};
 
 /// Keys one cleaning pass maps (16 bytes of hash and 8 of offset each, plus the table's own
 /// overhead: about 200 MB at the bound). Past it, only the segments mapped in full are

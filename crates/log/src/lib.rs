@@ -54,11 +54,13 @@ pub mod checkpoint;
 pub mod cleaner;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod lock;
 pub mod log;
 pub mod offset_index;
 pub mod partition_metadata;
 pub mod producer_state;
+pub(crate) mod scan;
 pub mod segment;
 pub mod time_index;
 pub mod topic_partition;
@@ -67,6 +69,8 @@ pub mod verify;
 
 #[cfg(test)]
 mod damage_tests;
+#[cfg(test)]
+mod import_graph_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -22,12 +22,16 @@ use crate::checkpoint::{
 use crate::cleaner::{CleanPlan, CleanedSegment};
 use crate::config::LogConfig;
 use crate::error::{IoContext, LogError};
-use crate::producer_state::ProducerStateManager;
-use crate::segment::{
-    LogSegment, SegmentRead, CLEANED_FILE_SUFFIX, DELETED_FILE_SUFFIX, INDEX_FILE_SUFFIX,
-    LOG_FILE_SUFFIX, SWAP_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX,
+use crate::files::{
+    index_file_path, log_file_path, time_index_file_path, CLEANED_FILE_SUFFIX, DELETED_FILE_SUFFIX,
+    INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, SWAP_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX,
 };
+use crate::producer_state::ProducerStateManager;
+use crate::segment::{LogSegment, SegmentRead};
 use crate::topic_partition::TopicPartition;
+
+/// Defined beside the time index since the segment needs it too; re-exported at its old path.
+pub use crate::time_index::TimestampAndOffset;
 
 /// Recovery-point checkpoints are rewritten at most this often (except on close/truncation):
 /// each write is two fsyncs, and a stale checkpoint only costs a longer recovery scan.
@@ -49,15 +53,6 @@ pub struct AppendInfo {
     pub valid_bytes: usize,
     pub record_count: i64,
     pub batch_count: usize,
-}
-
-/// Answer to a timestamp lookup (ListOffsets). Batch-granular: `offset` is the base offset of
-/// the first batch whose maxTimestamp >= the target, never past the true record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimestampAndOffset {
-    pub timestamp: i64,
-    pub offset: i64,
-    pub leader_epoch: Option<i32>,
 }
 
 /// Whole batches of one segment file, to be read (or sent) without holding the log lock.
@@ -259,9 +254,9 @@ fn check_recovered_extent(
 
 fn delete_segment_files(dir: &Path, base: i64) -> Result<(), LogError> {
     for path in [
-        crate::segment::log_file_path(dir, base),
-        crate::segment::index_file_path(dir, base),
-        crate::segment::time_index_file_path(dir, base),
+        log_file_path(dir, base),
+        index_file_path(dir, base),
+        time_index_file_path(dir, base),
     ] {
         remove_file_if_exists(&path)?;
     }
@@ -1067,12 +1062,9 @@ impl Log {
             if let Some(old) = self.segments.remove(&c.base_offset) {
                 drop(old);
             }
-            remove_file_if_exists(&crate::segment::index_file_path(&self.dir, c.base_offset))?;
-            remove_file_if_exists(&crate::segment::time_index_file_path(
-                &self.dir,
-                c.base_offset,
-            ))?;
-            let log_path = crate::segment::log_file_path(&self.dir, c.base_offset);
+            remove_file_if_exists(&index_file_path(&self.dir, c.base_offset))?;
+            remove_file_if_exists(&time_index_file_path(&self.dir, c.base_offset))?;
+            let log_path = log_file_path(&self.dir, c.base_offset);
             std::fs::rename(&c.path, &log_path)
                 .ctx(|| format!("rename {} to {}", c.path.display(), log_path.display()))?;
             let (mut segment, _) =

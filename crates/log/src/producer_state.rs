@@ -38,7 +38,8 @@ use std::path::{Path, PathBuf};
 use crate::batch::{parse_header, BatchHeader};
 use crate::checkpoint::TEMP_SUFFIX;
 use crate::error::{BatchError, IoContext, LogError};
-use crate::segment::{BatchScanner, LogSegment, ScanItem};
+use crate::scan::{BatchScanner, ScanItem};
+use crate::segment::LogSegment;
 use crate::topic_partition::TopicPartition;
 
 pub const PRODUCER_SNAPSHOT_FILE_SUFFIX: &str = ".snapshot";
@@ -213,7 +214,7 @@ pub fn batch_headers(records: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
 pub fn snapshot_file_path(dir: &Path, offset: i64) -> PathBuf {
     dir.join(format!(
         "{}{PRODUCER_SNAPSHOT_FILE_SUFFIX}",
-        crate::segment::file_stem(offset)
+        crate::files::file_stem(offset)
     ))
 }
 

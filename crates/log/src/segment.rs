@@ -6,19 +6,20 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{parse_header, BatchHeader, ATTRIBUTES_OFFSET, RECORD_BATCH_HEADER_SIZE};
+use crate::batch::{BatchHeader, RECORD_BATCH_HEADER_SIZE};
 use crate::config::LogConfig;
 use crate::error::{BatchError, IoContext, LogError};
-use crate::log::TimestampAndOffset;
 use crate::offset_index::{IndexLoad, OffsetIndex};
-use crate::time_index::TimeIndex;
+use crate::scan::{BatchScanner, ScanItem};
+use crate::time_index::{TimeIndex, TimestampAndOffset};
 
-pub const LOG_FILE_SUFFIX: &str = ".log";
-pub const INDEX_FILE_SUFFIX: &str = ".index";
-pub const TIME_INDEX_FILE_SUFFIX: &str = ".timeindex";
-pub const DELETED_FILE_SUFFIX: &str = ".deleted";
-pub const CLEANED_FILE_SUFFIX: &str = ".cleaned";
-pub const SWAP_FILE_SUFFIX: &str = ".swap";
+// The file names lived here before `files`: re-exported so that `segment::` paths in branches
+// under way still compile (nothing outside strom-log used them when they moved).
+pub use crate::files::{
+    file_stem, index_file_path, log_file_path, time_index_file_path, CLEANED_FILE_SUFFIX,
+    DELETED_FILE_SUFFIX, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, SWAP_FILE_SUFFIX,
+    TIME_INDEX_FILE_SUFFIX,
+};
 
 /// Relative offsets in the indexes are 32-bit; Kafka keeps them non-negative ints.
 const MAX_RELATIVE_OFFSET: i64 = i32::MAX as i64;
@@ -27,138 +28,6 @@ const MAX_RELATIVE_OFFSET: i64 = i32::MAX as i64;
 const HEADER_SCAN_CHUNK_BYTES: usize = 16 * 1024;
 /// Read size when checksumming batches during recovery; large batches are streamed through it.
 const CRC_SCAN_CHUNK_BYTES: usize = 256 * 1024;
-
-pub fn file_stem(base_offset: i64) -> String {
-    format!("{base_offset:020}")
-}
-
-pub fn log_file_path(dir: &Path, base_offset: i64) -> PathBuf {
-    dir.join(format!("{}{LOG_FILE_SUFFIX}", file_stem(base_offset)))
-}
-
-pub fn index_file_path(dir: &Path, base_offset: i64) -> PathBuf {
-    dir.join(format!("{}{INDEX_FILE_SUFFIX}", file_stem(base_offset)))
-}
-
-pub fn time_index_file_path(dir: &Path, base_offset: i64) -> PathBuf {
-    dir.join(format!(
-        "{}{TIME_INDEX_FILE_SUFFIX}",
-        file_stem(base_offset)
-    ))
-}
-
-pub(crate) enum ScanItem {
-    Batch { position: u64, header: BatchHeader },
-    End,
-    Invalid { position: u64, error: BatchError },
-}
-
-/// Walks the batches of a file region through a reusable read buffer.
-pub(crate) struct BatchScanner<'a> {
-    file: &'a File,
-    path: &'a Path,
-    end: u64,
-    pos: u64,
-    buf: Vec<u8>,
-    buf_start: u64,
-    chunk_bytes: usize,
-    /// Header of the batch just reported with a CRC mismatch: it parsed and fits, so a caller
-    /// may step over it ([`BatchScanner::skip_bad_crc`]) to see whether the chain goes on.
-    bad_crc_header: Option<BatchHeader>,
-}
-
-impl<'a> BatchScanner<'a> {
-    pub(crate) fn new(
-        file: &'a File,
-        path: &'a Path,
-        start: u64,
-        end: u64,
-        chunk_bytes: usize,
-    ) -> Self {
-        BatchScanner {
-            file,
-            path,
-            end,
-            pos: start,
-            buf: Vec::new(),
-            buf_start: 0,
-            chunk_bytes,
-            bad_crc_header: None,
-        }
-    }
-
-    /// Steps over the batch last reported as [`BatchError::CrcMismatch`], returning its
-    /// header; `None` if the last item was anything else.
-    pub(crate) fn skip_bad_crc(&mut self) -> Option<BatchHeader> {
-        let header = self.bad_crc_header.take()?;
-        self.pos += header.size_bytes() as u64;
-        Some(header)
-    }
-
-    /// Returns `len` bytes at `pos`; the caller guarantees `pos + len <= end`.
-    fn bytes_at(&mut self, pos: u64, len: usize) -> Result<&[u8], LogError> {
-        debug_assert!(pos + len as u64 <= self.end);
-        let buf_end = self.buf_start + self.buf.len() as u64;
-        if pos < self.buf_start || pos + len as u64 > buf_end {
-            let want = (len.max(self.chunk_bytes) as u64).min(self.end - pos) as usize;
-            self.buf.resize(want, 0);
-            self.file
-                .read_exact_at(&mut self.buf, pos)
-                .ctx(|| format!("read {} at {pos}", self.path.display()))?;
-            self.buf_start = pos;
-        }
-        let from = (pos - self.buf_start) as usize;
-        Ok(&self.buf[from..from + len])
-    }
-
-    pub(crate) fn next(&mut self, verify_crc: bool) -> Result<ScanItem, LogError> {
-        self.bad_crc_header = None;
-        let position = self.pos;
-        if position >= self.end {
-            return Ok(ScanItem::End);
-        }
-        let remaining = self.end - position;
-        let header_len = (RECORD_BATCH_HEADER_SIZE as u64).min(remaining) as usize;
-        let header = match parse_header(self.bytes_at(position, header_len)?, position) {
-            Ok(h) => h,
-            Err(error) => return Ok(ScanItem::Invalid { position, error }),
-        };
-        let size = header.size_bytes() as u64;
-        if size > remaining {
-            return Ok(ScanItem::Invalid {
-                position,
-                error: BatchError::Truncated {
-                    position,
-                    needed_bytes: size,
-                    available_bytes: remaining,
-                },
-            });
-        }
-        if verify_crc {
-            let mut crc = 0u32;
-            let mut at = position + ATTRIBUTES_OFFSET as u64;
-            let stop = position + size;
-            while at < stop {
-                let n = ((stop - at) as usize).min(self.chunk_bytes);
-                crc = crc32c::crc32c_append(crc, self.bytes_at(at, n)?);
-                at += n as u64;
-            }
-            if crc != header.crc {
-                self.bad_crc_header = Some(header);
-                return Ok(ScanItem::Invalid {
-                    position,
-                    error: BatchError::CrcMismatch {
-                        position,
-                        stored: header.crc,
-                        computed: crc,
-                    },
-                });
-            }
-        }
-        self.pos = position + size;
-        Ok(ScanItem::Batch { position, header })
-    }
-}
 
 /// Where a read found data in this segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

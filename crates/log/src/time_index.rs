@@ -14,6 +14,15 @@ use crate::offset_index::IndexLoad;
 
 pub const TIME_INDEX_ENTRY_SIZE_BYTES: usize = 12;
 
+/// Answer to a timestamp lookup (ListOffsets). Batch-granular: `offset` is the base offset of
+/// the first batch whose maxTimestamp >= the target, never past the true record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampAndOffset {
+    pub timestamp: i64,
+    pub offset: i64,
+    pub leader_epoch: Option<i32>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimestampOffset {
     pub timestamp: i64,

@@ -13,10 +13,9 @@ use crate::checkpoint::{
     OffsetCheckpointFile, LOG_START_OFFSET_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_FILE,
 };
 use crate::error::{BatchError, IoContext, LogError};
+use crate::files::{index_file_path, log_file_path, time_index_file_path, LOG_FILE_SUFFIX};
 use crate::offset_index::OFFSET_INDEX_ENTRY_SIZE_BYTES;
-use crate::segment::{
-    index_file_path, log_file_path, time_index_file_path, BatchScanner, ScanItem, LOG_FILE_SUFFIX,
-};
+use crate::scan::{BatchScanner, ScanItem};
 use crate::time_index::TIME_INDEX_ENTRY_SIZE_BYTES;
 use crate::topic_partition::TopicPartition;
 

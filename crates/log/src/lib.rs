@@ -55,6 +55,7 @@ pub mod cleaner;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod index;
 pub mod lock;
 pub mod log;
 pub mod offset_index;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use crate::batch::{BatchHeader, RECORD_BATCH_HEADER_SIZE};
 use crate::config::LogConfig;
 use crate::error::{BatchError, IoContext, LogError};
-use crate::offset_index::{IndexLoad, OffsetIndex};
+use crate::index::IndexLoad;
+use crate::offset_index::OffsetIndex;
 use crate::scan::{BatchScanner, ScanItem};
 use crate::time_index::{TimeIndex, TimestampAndOffset};
 

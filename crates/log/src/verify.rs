@@ -14,9 +14,10 @@ use crate::checkpoint::{
 };
 use crate::error::{BatchError, IoContext, LogError};
 use crate::files::{index_file_path, log_file_path, time_index_file_path, LOG_FILE_SUFFIX};
-use crate::offset_index::OFFSET_INDEX_ENTRY_SIZE_BYTES;
+use crate::index::IndexEntry;
+use crate::offset_index::OffsetEntry;
 use crate::scan::{BatchScanner, ScanItem};
-use crate::time_index::TIME_INDEX_ENTRY_SIZE_BYTES;
+use crate::time_index::TimeEntry;
 use crate::topic_partition::TopicPartition;
 
 /// Read size while checksumming: large batches stream through it.
@@ -288,6 +289,43 @@ impl Chain<'_> {
     }
 }
 
+/// An index file's entries, or `None` (with the warning or problem recorded) when it is
+/// missing or its size is not a whole number of entries; the whole entries of a mis-sized file
+/// are still returned for checking.
+fn read_index_entries<E: IndexEntry>(
+    path: &Path,
+    report: &mut LogVerification,
+) -> Result<Option<Vec<E>>, LogError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            report.warnings.push(Problem {
+                file: path.to_path_buf(),
+                position: None,
+                offset: None,
+                reason: "missing (rebuilt at the next open)".into(),
+            });
+            return Ok(None);
+        }
+        Err(e) => return Err(LogError::io(format!("read {}", path.display()), e)),
+    };
+    if bytes.len() % E::SIZE_BYTES != 0 {
+        report.problem(Problem {
+            file: path.to_path_buf(),
+            position: None,
+            offset: None,
+            reason: format!(
+                "size {} is not a multiple of {}",
+                bytes.len(),
+                E::SIZE_BYTES
+            ),
+        });
+    }
+    Ok(Some(
+        bytes.chunks_exact(E::SIZE_BYTES).map(E::decode).collect(),
+    ))
+}
+
 fn verify_offset_index(
     dir: &Path,
     base: i64,
@@ -295,42 +333,16 @@ fn verify_offset_index(
     report: &mut LogVerification,
 ) -> Result<(), LogError> {
     let path = index_file_path(dir, base);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            report.warnings.push(Problem {
-                file: path,
-                position: None,
-                offset: None,
-                reason: "missing (rebuilt at the next open)".into(),
-            });
-            return Ok(());
-        }
-        Err(e) => return Err(LogError::io(format!("read {}", path.display()), e)),
+    let Some(entries) = read_index_entries::<OffsetEntry>(&path, report)? else {
+        return Ok(());
     };
-    if bytes.len() % OFFSET_INDEX_ENTRY_SIZE_BYTES != 0 {
-        report.problem(Problem {
-            file: path.clone(),
-            position: None,
-            offset: None,
-            reason: format!(
-                "size {} is not a multiple of {OFFSET_INDEX_ENTRY_SIZE_BYTES}",
-                bytes.len()
-            ),
-        });
-    }
     let mut previous: Option<(i64, u32)> = None;
-    for (i, chunk) in bytes
-        .chunks_exact(OFFSET_INDEX_ENTRY_SIZE_BYTES)
-        .enumerate()
-    {
-        let relative = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        let position = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-        let offset = base + i64::from(relative);
-        let entry_at = (i * OFFSET_INDEX_ENTRY_SIZE_BYTES) as u64;
+    for (i, entry) in entries.iter().enumerate() {
+        let position = entry.position;
+        let offset = base + i64::from(entry.relative_offset);
         let bad = |reason: String| Problem {
             file: path.clone(),
-            position: Some(entry_at),
+            position: Some((i * OffsetEntry::SIZE_BYTES) as u64),
             offset: Some(offset),
             reason,
         };
@@ -360,38 +372,16 @@ fn verify_time_index(
     report: &mut LogVerification,
 ) -> Result<(), LogError> {
     let path = time_index_file_path(dir, base);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            report.warnings.push(Problem {
-                file: path,
-                position: None,
-                offset: None,
-                reason: "missing (rebuilt at the next open)".into(),
-            });
-            return Ok(());
-        }
-        Err(e) => return Err(LogError::io(format!("read {}", path.display()), e)),
+    let Some(entries) = read_index_entries::<TimeEntry>(&path, report)? else {
+        return Ok(());
     };
-    if bytes.len() % TIME_INDEX_ENTRY_SIZE_BYTES != 0 {
-        report.problem(Problem {
-            file: path.clone(),
-            position: None,
-            offset: None,
-            reason: format!(
-                "size {} is not a multiple of {TIME_INDEX_ENTRY_SIZE_BYTES}",
-                bytes.len()
-            ),
-        });
-    }
     let mut previous: Option<(i64, i64)> = None;
-    for (i, c) in bytes.chunks_exact(TIME_INDEX_ENTRY_SIZE_BYTES).enumerate() {
-        let timestamp = i64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let relative = u32::from_be_bytes([c[8], c[9], c[10], c[11]]);
-        let offset = base + i64::from(relative);
+    for (i, entry) in entries.iter().enumerate() {
+        let timestamp = entry.timestamp;
+        let offset = base + i64::from(entry.relative_offset);
         let bad = |reason: String| Problem {
             file: path.clone(),
-            position: Some((i * TIME_INDEX_ENTRY_SIZE_BYTES) as u64),
+            position: Some((i * TimeEntry::SIZE_BYTES) as u64),
             offset: Some(offset),
             reason,
         };

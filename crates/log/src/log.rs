@@ -252,6 +252,80 @@ fn check_recovered_extent(
     Ok(())
 }
 
+/// What opening a log directory's segment files found.
+struct OpenedSegments {
+    segments: BTreeMap<i64, LogSegment>,
+    /// A torn tail was cut: the segments after it were dropped.
+    tail_cut: bool,
+    /// Bytes of whole segments scanned (at or above the recovery point, or index-less).
+    recovered_bytes: u64,
+    dir_changed: bool,
+}
+
+/// Opens the segments at `bases` (ascending), trusting those wholly below the recovery point
+/// and recovering the others; after a cut tail, the later segments go.
+fn open_segments(
+    dir: &Path,
+    topic_partition: &TopicPartition,
+    config: &LogConfig,
+    bases: &[i64],
+    recovery_point: i64,
+    now_ms: i64,
+) -> Result<OpenedSegments, LogError> {
+    let mut opened = OpenedSegments {
+        segments: BTreeMap::new(),
+        tail_cut: false,
+        recovered_bytes: 0,
+        dir_changed: false,
+    };
+    for (i, &base) in bases.iter().enumerate() {
+        if opened.tail_cut {
+            tracing::warn!(log = %topic_partition, base, "dropping segment after corrupt data");
+            delete_segment_files(dir, base)?;
+            opened.dir_changed = true;
+            continue;
+        }
+        let next_base = bases.get(i + 1).copied();
+        let (mut segment, rebuild) = LogSegment::open(dir, base, config, now_ms)?;
+        let truncated_bytes = if let Some(reason) = rebuild {
+            tracing::info!(log = %topic_partition, base, %reason, "rebuilding indexes");
+            segment.recover(None, recovery_point)?
+        } else if next_base.is_some_and(|n| n <= recovery_point) {
+            if segment.load_tail()? {
+                0
+            } else {
+                tracing::warn!(log = %topic_partition, base, "segment inconsistent with its index; recovering");
+                segment.recover(None, recovery_point)?
+            }
+        } else if base >= recovery_point {
+            opened.recovered_bytes += segment.size_bytes();
+            segment.recover(None, recovery_point)?
+        } else {
+            segment.recover(Some(recovery_point), recovery_point)?
+        };
+        if truncated_bytes > 0 {
+            opened.tail_cut = true;
+            opened.dir_changed = true;
+            segment
+                .log_file()
+                .sync_all()
+                .ctx(|| format!("fsync {}", segment.log_path().display()))?;
+        }
+        if let Some(n) = next_base {
+            if !opened.tail_cut && segment.next_offset() > n {
+                tracing::error!(log = %topic_partition, base, next_offset = segment.next_offset(), next_base = n, "segments overlap");
+            }
+        }
+        if next_base.is_some() && !opened.tail_cut {
+            // Sealed segments carry their final max timestamp in the time index (written at
+            // roll); a rebuilt index must too.
+            segment.on_become_inactive()?;
+        }
+        opened.segments.insert(base, segment);
+    }
+    Ok(opened)
+}
+
 fn delete_segment_files(dir: &Path, base: i64) -> Result<(), LogError> {
     for path in [
         log_file_path(dir, base),
@@ -283,57 +357,20 @@ impl Log {
         let checkpointed_recovery_point = recovery_checkpoint.read(&topic_partition)?.unwrap_or(0);
         let checkpointed_log_start = log_start_checkpoint.read(&topic_partition)?;
 
-        let mut segments = BTreeMap::new();
-        let mut tail_cut = false;
-        let mut recovered_bytes = 0u64;
-        for (i, &base) in bases.iter().enumerate() {
-            if tail_cut {
-                tracing::warn!(log = %topic_partition, base, "dropping segment after corrupt data");
-                delete_segment_files(dir, base)?;
-                dir_changed = true;
-                continue;
-            }
-            let next_base = bases.get(i + 1).copied();
-            let (mut segment, rebuild) = LogSegment::open(dir, base, &config, now_ms)?;
-            let truncated_bytes = if let Some(reason) = rebuild {
-                tracing::info!(log = %topic_partition, base, %reason, "rebuilding indexes");
-                segment.recover(None, checkpointed_recovery_point)?
-            } else if next_base.is_some_and(|n| n <= checkpointed_recovery_point) {
-                if segment.load_tail()? {
-                    0
-                } else {
-                    tracing::warn!(log = %topic_partition, base, "segment inconsistent with its index; recovering");
-                    segment.recover(None, checkpointed_recovery_point)?
-                }
-            } else if base >= checkpointed_recovery_point {
-                recovered_bytes += segment.size_bytes();
-                segment.recover(None, checkpointed_recovery_point)?
-            } else {
-                segment.recover(
-                    Some(checkpointed_recovery_point),
-                    checkpointed_recovery_point,
-                )?
-            };
-            if truncated_bytes > 0 {
-                tail_cut = true;
-                dir_changed = true;
-                segment
-                    .log_file()
-                    .sync_all()
-                    .ctx(|| format!("fsync {}", segment.log_path().display()))?;
-            }
-            if let Some(n) = next_base {
-                if !tail_cut && segment.next_offset() > n {
-                    tracing::error!(log = %topic_partition, base, next_offset = segment.next_offset(), next_base = n, "segments overlap");
-                }
-            }
-            if next_base.is_some() && !tail_cut {
-                // Sealed segments carry their final max timestamp in the time index (written at
-                // roll); a rebuilt index must too.
-                segment.on_become_inactive()?;
-            }
-            segments.insert(base, segment);
-        }
+        let OpenedSegments {
+            mut segments,
+            tail_cut,
+            recovered_bytes,
+            dir_changed: segments_changed,
+        } = open_segments(
+            dir,
+            &topic_partition,
+            &config,
+            &bases,
+            checkpointed_recovery_point,
+            now_ms,
+        )?;
+        dir_changed |= segments_changed;
         if segments.is_empty() {
             let base = checkpointed_log_start.unwrap_or(0);
             segments.insert(base, LogSegment::create(dir, base, &config, now_ms)?);
@@ -393,7 +430,7 @@ impl Log {
         } else {
             opened!(debug);
         }
-        Ok(Log {
+        let log = Log {
             dir: dir.to_path_buf(),
             topic_partition,
             config,
@@ -409,7 +446,9 @@ impl Log {
             cleaned_up_to: i64::MIN,
             closed: false,
             producer_state,
-        })
+        };
+        log.debug_check_invariants();
+        Ok(log)
     }
 
     pub fn dir(&self) -> &Path {
@@ -511,6 +550,34 @@ impl Log {
         }
     }
 
+    /// What every operation leaves true, whatever the files held at open (overlapping or
+    /// damaged segments are logged there, not refused, so they are not checked here).
+    fn debug_check_invariants(&self) {
+        let log_end_offset = self.log_end_offset();
+        debug_assert!(
+            !self.segments.is_empty(),
+            "{}: no segment",
+            self.topic_partition
+        );
+        debug_assert!(
+            self.active_segment().base_offset() <= log_end_offset,
+            "{}: active segment starts past the log end offset",
+            self.topic_partition
+        );
+        debug_assert!(
+            self.log_start_offset <= log_end_offset,
+            "{}: log start offset {} past the log end offset {log_end_offset}",
+            self.topic_partition,
+            self.log_start_offset
+        );
+        debug_assert!(
+            self.recovery_point <= log_end_offset,
+            "{}: recovery point {} past the log end offset {log_end_offset}",
+            self.topic_partition,
+            self.recovery_point
+        );
+    }
+
     fn ensure_open(&self) -> Result<(), LogError> {
         if self.closed {
             return Err(LogError::Closed(self.topic_partition.to_string()));
@@ -595,9 +662,20 @@ impl Log {
         if let Some(reason) = roll_reason {
             self.roll_segment(now_ms, reason)?;
         }
+        // The broker checks sequences (`producer_state().check`) under the same lock before it
+        // appends, and answers a retry without appending: what reaches here follows the rules.
+        debug_assert!(
+            matches!(
+                self.producer_state.check(&headers),
+                Ok(crate::producer_state::SequenceCheck::Append)
+            ),
+            "{}: append breaks the idempotent producers' sequence rules",
+            self.topic_partition
+        );
         self.active_segment_mut().append(records, &headers)?;
         self.producer_state.update(&headers);
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
+        self.debug_check_invariants();
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -864,6 +942,7 @@ impl Log {
             self.recovery_point = log_end_offset;
             self.write_recovery_checkpoint(true)?;
         }
+        self.debug_check_invariants();
         Ok(())
     }
 
@@ -920,11 +999,17 @@ impl Log {
             sync_dir(&self.dir)?;
         }
         tracing::info!(log = %self.topic_partition, log_start_offset = offset, deleted_segments = deleted, "advanced log start offset");
+        self.debug_check_invariants();
         Ok(offset)
     }
 
     fn delete_oldest_segment(&mut self) -> Result<(), LogError> {
-        debug_assert!(self.segments.len() > 1, "never delete the active segment");
+        // Every later operation needs an active segment to append to.
+        assert!(
+            self.segments.len() > 1,
+            "{}: never delete the active segment",
+            self.topic_partition
+        );
         if let Some((_, segment)) = self.segments.pop_first() {
             tracing::info!(log = %self.topic_partition, base = segment.base_offset(), size_bytes = segment.size_bytes(), "deleting segment");
             segment.delete()?;
@@ -994,6 +1079,7 @@ impl Log {
             }
             sync_dir(&self.dir)?;
         }
+        self.debug_check_invariants();
         Ok(deleted)
     }
 
@@ -1077,6 +1163,7 @@ impl Log {
         }
         sync_dir(&self.dir)?;
         self.cleaned_up_to = self.cleaned_up_to.max(plan.clean_to);
+        self.debug_check_invariants();
         Ok(replaced)
     }
 

@@ -30,6 +30,16 @@ const HEADER_SCAN_CHUNK_BYTES: usize = 16 * 1024;
 /// Read size when checksumming batches during recovery; large batches are streamed through it.
 const CRC_SCAN_CHUNK_BYTES: usize = 256 * 1024;
 
+/// How far a recovery scan got.
+struct RecoveryScan {
+    /// End of the last batch kept.
+    valid_end: u64,
+    /// Where the scan stopped and why, if before the end of the file.
+    invalid: Option<(u64, String)>,
+    /// A batch below the recovery point failed its CRC and was kept.
+    damaged_synced_data: bool,
+}
+
 /// Where a read found data in this segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SegmentRead {
@@ -280,7 +290,15 @@ impl LogSegment {
     /// Accounts for a batch that now sits at `position`: max timestamp, sparse index entries
     /// (Kafka's rule: one entry per `index.interval.bytes`), next offset.
     fn index_batch(&mut self, header: &BatchHeader, position: u64) {
-        debug_assert!(position <= u64::from(u32::MAX));
+        // Recovery refuses a batch beyond the 32-bit range (`out_of_sequence`) and an append
+        // starts below segment.bytes (at most i32::MAX): a larger one would index a wrapped
+        // position.
+        assert!(
+            position <= u64::from(u32::MAX),
+            "segment {}: batch position {position} beyond the index's 32-bit range",
+            self.log_path.display()
+        );
+        debug_assert!(header.base_offset >= self.base_offset);
         if header.max_timestamp > self.max_timestamp_so_far {
             self.max_timestamp_so_far = header.max_timestamp;
             self.offset_of_max_timestamp = header.base_offset;
@@ -316,9 +334,28 @@ impl LogSegment {
             headers.iter().map(|h| h.size_bytes()).sum::<usize>(),
             records.len()
         );
+        // Offsets the segment cannot hold would be written under a wrong relative offset
+        // (its indexes, then reads, would point elsewhere): the log assigns them, so a
+        // violation is a bug to stop at, before any byte is written.
+        if let (Some(first), Some(last)) = (headers.first(), headers.last()) {
+            assert!(
+                first.base_offset >= self.next_offset && first.base_offset >= self.base_offset,
+                "segment {}: append at offset {} below its next offset {}",
+                self.log_path.display(),
+                first.base_offset,
+                self.next_offset
+            );
+            assert!(
+                last.last_offset() - self.base_offset <= MAX_RELATIVE_OFFSET,
+                "segment {}: offset {} beyond the relative range of base {}",
+                self.log_path.display(),
+                last.last_offset(),
+                self.base_offset
+            );
+        }
         debug_assert!(headers
-            .first()
-            .is_none_or(|h| h.base_offset >= self.next_offset));
+            .windows(2)
+            .all(|w| w[1].base_offset == w[0].next_offset()));
         let position = self.size_bytes;
         if let Err(e) = self.log_file.write_all_at(records, position) {
             // Cut a partial write so the file never holds bytes the segment does not account for.
@@ -534,129 +571,15 @@ impl LogSegment {
             .ctx(|| format!("stat {}", self.log_path.display()))?
             .len();
         self.size_bytes = file_len;
-        let mut start = None;
-        if let Some(recovery_point) = from_offset {
-            // Index entries below the recovery point were fsynced with their data; the rest are
-            // unverified.
-            self.offset_index.truncate_to_offset(recovery_point)?;
-            self.time_index.truncate_to_offset(recovery_point)?;
-            let (position, offset) = self
-                .offset_index
-                .last_entry()
-                .map_or((0, self.base_offset), |e| (u64::from(e.position), e.offset));
-            match self.batch_at(position)? {
-                Some(h)
-                    if h.base_offset == offset
-                        || (position == 0 && h.base_offset >= self.base_offset) =>
-                {
-                    start = Some((position, offset));
-                }
-                None if position == 0 => start = Some((0, self.base_offset)),
-                _ => {
-                    tracing::warn!(segment = %self.log_path.display(), "index entry does not match the log; rebuilding")
-                }
-            }
-        }
-        let (start_position, start_offset) = match start {
-            Some(s) => s,
-            None => {
-                self.offset_index.reset()?;
-                self.time_index.reset()?;
-                (0, self.base_offset)
-            }
-        };
+        let (start_position, start_offset) = self.recovery_start(from_offset)?;
         self.reset_state(start_offset);
         if start_position == 0 {
             self.rolling_based_timestamp = None;
         }
-        let file = Arc::clone(&self.log_file);
-        let path = self.log_path.clone();
-        let mut scanner =
-            BatchScanner::new(&file, &path, start_position, file_len, CRC_SCAN_CHUNK_BYTES);
-        let mut valid_end = start_position;
-        let mut invalid: Option<(u64, String)> = None;
-        // Once synced data was found damaged, nothing after it in the segment is taken for a
-        // torn write: the offsets that tell the two apart came from a damaged header.
-        let mut damaged_synced_data = false;
-        loop {
-            match scanner.next(true)? {
-                ScanItem::Batch { position, header } => {
-                    if let Some(reason) = self.out_of_sequence(&header, position) {
-                        invalid = Some((position, reason));
-                        break;
-                    }
-                    self.index_batch(&header, position);
-                    valid_end = position + header.size_bytes() as u64;
-                }
-                ScanItem::End => break,
-                ScanItem::Invalid { position, error } => {
-                    if self.next_offset < synced_below {
-                        if let Some(header) = scanner.skip_bad_crc() {
-                            // Its lastOffsetDelta sits inside the failed CRC: a synced batch
-                            // ends at or below the recovery point, so one claiming more is
-                            // not trusted to say where the next offset is.
-                            if self.out_of_sequence(&header, position).is_none()
-                                && header.next_offset() <= synced_below
-                            {
-                                damaged_synced_data = true;
-                                tracing::error!(
-                                    segment = %self.log_path.display(),
-                                    position,
-                                    base_offset = header.base_offset,
-                                    last_offset = header.last_offset(),
-                                    recovery_point = synced_below,
-                                    %error,
-                                    "acknowledged record batch is damaged (fails its CRC below the recovery point); kept as it is, not truncated"
-                                );
-                                // Nor is its maxTimestamp (also inside the CRC) let into
-                                // the time index.
-                                let mut header = header;
-                                header.max_timestamp = -1;
-                                self.index_batch(&header, position);
-                                valid_end = position + header.size_bytes() as u64;
-                                continue;
-                            }
-                        }
-                    }
-                    invalid = Some((position, error.to_string()));
-                    break;
-                }
-            }
-        }
-        let truncated_bytes = file_len - valid_end;
+        let scan = self.scan_and_index(start_position, file_len, synced_below)?;
+        let truncated_bytes = file_len - scan.valid_end;
         if truncated_bytes > 0 {
-            let (position, reason) = invalid.unwrap_or((valid_end, "unknown".to_string()));
-            if self.next_offset < synced_below || damaged_synced_data {
-                tracing::error!(
-                    segment = %self.log_path.display(),
-                    position,
-                    offset = self.next_offset,
-                    recovery_point = synced_below,
-                    %reason,
-                    "acknowledged data is damaged (below the recovery point); refusing to truncate it"
-                );
-                return Err(LogError::Corrupt {
-                    path: self.log_path.clone(),
-                    reason: format!(
-                        "at byte {position} (offset {}), below the recovery point {synced_below}, so acknowledged data: {reason}; \
-                         not truncated ({truncated_bytes} bytes from there kept); run `strom storage verify` for details",
-                        self.next_offset
-                    ),
-                });
-            }
-            tracing::warn!(
-                segment = %self.log_path.display(),
-                position,
-                offset = self.next_offset,
-                valid_bytes = valid_end,
-                truncated_bytes,
-                %reason,
-                "truncating the torn tail of the segment (written after the last fsync)"
-            );
-            self.log_file
-                .set_len(valid_end)
-                .ctx(|| format!("truncate {}", self.log_path.display()))?;
-            self.size_bytes = valid_end;
+            self.cut_torn_tail(&scan, truncated_bytes, synced_below)?;
             if self
                 .time_index
                 .last_entry()
@@ -671,6 +594,168 @@ impl LogSegment {
             self.rolling_based_timestamp = self.batch_at(0)?.map(|h| h.max_timestamp);
         }
         Ok(truncated_bytes)
+    }
+
+    /// Where a recovery scan starts: the last index entry below `from_offset` (the recovery
+    /// point) if it matches the log, else the segment's start with both indexes emptied.
+    fn recovery_start(&mut self, from_offset: Option<i64>) -> Result<(u64, i64), LogError> {
+        if let Some(recovery_point) = from_offset {
+            // Index entries below the recovery point were fsynced with their data; the rest are
+            // unverified.
+            self.offset_index.truncate_to_offset(recovery_point)?;
+            self.time_index.truncate_to_offset(recovery_point)?;
+            let (position, offset) = self
+                .offset_index
+                .last_entry()
+                .map_or((0, self.base_offset), |e| (u64::from(e.position), e.offset));
+            match self.batch_at(position)? {
+                Some(h)
+                    if h.base_offset == offset
+                        || (position == 0 && h.base_offset >= self.base_offset) =>
+                {
+                    return Ok((position, offset));
+                }
+                None if position == 0 => return Ok((0, self.base_offset)),
+                _ => {
+                    tracing::warn!(segment = %self.log_path.display(), "index entry does not match the log; rebuilding")
+                }
+            }
+        }
+        self.offset_index.reset()?;
+        self.time_index.reset()?;
+        Ok((0, self.base_offset))
+    }
+
+    /// Checks and re-indexes the batches from `start_position` up to the first that breaks
+    /// the chain; below `synced_below` a batch whose CRC alone fails is kept (see
+    /// [`LogSegment::recover`]).
+    fn scan_and_index(
+        &mut self,
+        start_position: u64,
+        file_len: u64,
+        synced_below: i64,
+    ) -> Result<RecoveryScan, LogError> {
+        let file = Arc::clone(&self.log_file);
+        let path = self.log_path.clone();
+        let mut scanner =
+            BatchScanner::new(&file, &path, start_position, file_len, CRC_SCAN_CHUNK_BYTES);
+        let mut scan = RecoveryScan {
+            valid_end: start_position,
+            invalid: None,
+            damaged_synced_data: false,
+        };
+        loop {
+            match scanner.next(true)? {
+                ScanItem::Batch { position, header } => {
+                    if let Some(reason) = self.out_of_sequence(&header, position) {
+                        scan.invalid = Some((position, reason));
+                        break;
+                    }
+                    self.index_batch(&header, position);
+                    scan.valid_end = position + header.size_bytes() as u64;
+                }
+                ScanItem::End => break,
+                ScanItem::Invalid { position, error } => {
+                    if self.next_offset < synced_below {
+                        if let Some(header) = scanner.skip_bad_crc() {
+                            if self.keep_damaged_synced_batch(
+                                header,
+                                position,
+                                synced_below,
+                                &error,
+                            ) {
+                                scan.damaged_synced_data = true;
+                                scan.valid_end = position + header.size_bytes() as u64;
+                                continue;
+                            }
+                        }
+                    }
+                    scan.invalid = Some((position, error.to_string()));
+                    break;
+                }
+            }
+        }
+        Ok(scan)
+    }
+
+    /// A batch below the recovery point that fails its CRC but whose framing still holds: it
+    /// is kept (logged, indexed without its timestamp) if its offsets fit where it stands.
+    fn keep_damaged_synced_batch(
+        &mut self,
+        header: BatchHeader,
+        position: u64,
+        synced_below: i64,
+        error: &BatchError,
+    ) -> bool {
+        // Its lastOffsetDelta sits inside the failed CRC: a synced batch ends at or below the
+        // recovery point, so one claiming more is not trusted to say where the next offset is.
+        if self.out_of_sequence(&header, position).is_some() || header.next_offset() > synced_below
+        {
+            return false;
+        }
+        tracing::error!(
+            segment = %self.log_path.display(),
+            position,
+            base_offset = header.base_offset,
+            last_offset = header.last_offset(),
+            recovery_point = synced_below,
+            %error,
+            "acknowledged record batch is damaged (fails its CRC below the recovery point); kept as it is, not truncated"
+        );
+        // Nor is its maxTimestamp (also inside the CRC) let into the time index.
+        let mut header = header;
+        header.max_timestamp = -1;
+        self.index_batch(&header, position);
+        true
+    }
+
+    /// Cuts what follows the last valid batch, unless it holds acknowledged data (below the
+    /// recovery point, or after a damaged synced batch): that is [`LogError::Corrupt`].
+    fn cut_torn_tail(
+        &mut self,
+        scan: &RecoveryScan,
+        truncated_bytes: u64,
+        synced_below: i64,
+    ) -> Result<(), LogError> {
+        let valid_end = scan.valid_end;
+        let (position, reason) = scan
+            .invalid
+            .clone()
+            .unwrap_or((valid_end, "unknown".to_string()));
+        // Once synced data was found damaged, nothing after it in the segment is taken for a
+        // torn write: the offsets that tell the two apart came from a damaged header.
+        if self.next_offset < synced_below || scan.damaged_synced_data {
+            tracing::error!(
+                segment = %self.log_path.display(),
+                position,
+                offset = self.next_offset,
+                recovery_point = synced_below,
+                %reason,
+                "acknowledged data is damaged (below the recovery point); refusing to truncate it"
+            );
+            return Err(LogError::Corrupt {
+                path: self.log_path.clone(),
+                reason: format!(
+                    "at byte {position} (offset {}), below the recovery point {synced_below}, so acknowledged data: {reason}; \
+                     not truncated ({truncated_bytes} bytes from there kept); run `strom storage verify` for details",
+                    self.next_offset
+                ),
+            });
+        }
+        tracing::warn!(
+            segment = %self.log_path.display(),
+            position,
+            offset = self.next_offset,
+            valid_bytes = valid_end,
+            truncated_bytes,
+            %reason,
+            "truncating the torn tail of the segment (written after the last fsync)"
+        );
+        self.log_file
+            .set_len(valid_end)
+            .ctx(|| format!("truncate {}", self.log_path.display()))?;
+        self.size_bytes = valid_end;
+        Ok(())
     }
 
     /// Why a CRC-valid batch still cannot belong at this point of the segment.

@@ -252,6 +252,61 @@ fn check_recovered_extent(
     Ok(())
 }
 
+/// What an append stamps into its batches in place: offsets from `first_offset`, the leader
+/// epoch and, under LogAppendTime, the broker's time.
+struct BatchStamp {
+    first_offset: i64,
+    leader_epoch: i32,
+    log_append_time_ms: Option<i64>,
+}
+
+/// What stamping found in the batches.
+struct AssignedOffsets {
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    record_count: i64,
+    next_offset: i64,
+}
+
+impl BatchStamp {
+    /// Patches each batch of `records` (described by `headers`, re-read after the patch).
+    fn apply(
+        &self,
+        records: &mut [u8],
+        headers: &mut [batch::BatchHeader],
+    ) -> Result<AssignedOffsets, LogError> {
+        let mut assigned = AssignedOffsets {
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            record_count: 0,
+            next_offset: self.first_offset,
+        };
+        let mut position = 0usize;
+        for header in headers.iter_mut() {
+            let size = header.size_bytes();
+            let bytes = &mut records[position..position + size];
+            batch::set_base_offset(bytes, assigned.next_offset)?;
+            batch::set_partition_leader_epoch(bytes, self.leader_epoch)?;
+            if let Some(now_ms) = self.log_append_time_ms {
+                batch::set_log_append_time(bytes, now_ms)?;
+            }
+            *header = parse_header(bytes, position as u64)?;
+            debug_assert!(
+                self.log_append_time_ms.is_none() || batch::compute_crc(bytes) == header.crc
+            );
+            if header.max_timestamp > assigned.max_timestamp {
+                assigned.max_timestamp = header.max_timestamp;
+                assigned.offset_of_max_timestamp = header.base_offset;
+            }
+            assigned.record_count += i64::from(header.records_count);
+            assigned.next_offset = header.next_offset();
+            position += size;
+        }
+        debug_assert_eq!(position, records.len());
+        Ok(assigned)
+    }
+}
+
 /// What opening a log directory's segment files found.
 struct OpenedSegments {
     segments: BTreeMap<i64, LogSegment>,
@@ -627,31 +682,19 @@ impl Log {
             _ => return Err(LogError::OffsetOverflow { offset_count }),
         };
         let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
-        let mut max_timestamp = -1i64;
-        let mut offset_of_max_timestamp = -1i64;
-        let mut record_count = 0i64;
-        let mut next_offset = first_offset;
-        let mut position = 0usize;
-        for header in headers.iter_mut() {
-            let size = header.size_bytes();
-            let bytes = &mut records[position..position + size];
-            batch::set_base_offset(bytes, next_offset)?;
-            batch::set_partition_leader_epoch(bytes, leader_epoch)?;
-            if log_append_time {
-                batch::set_log_append_time(bytes, now_ms)?;
-            }
-            *header = parse_header(bytes, position as u64)?;
-            debug_assert!(!log_append_time || batch::compute_crc(bytes) == header.crc);
-            if header.max_timestamp > max_timestamp {
-                max_timestamp = header.max_timestamp;
-                offset_of_max_timestamp = header.base_offset;
-            }
-            record_count += i64::from(header.records_count);
-            next_offset = header.next_offset();
-            position += size;
-        }
-        debug_assert_eq!(next_offset, last_offset + 1);
-        debug_assert_eq!(position, records.len());
+        let stamp = BatchStamp {
+            first_offset,
+            leader_epoch,
+            log_append_time_ms: log_append_time.then_some(now_ms),
+        };
+        let assigned = stamp.apply(records, &mut headers)?;
+        debug_assert_eq!(assigned.next_offset, last_offset + 1);
+        let AssignedOffsets {
+            max_timestamp,
+            offset_of_max_timestamp,
+            record_count,
+            ..
+        } = assigned;
         let roll_reason = self.active_segment().should_roll(
             &self.config,
             records.len() as u64,

@@ -320,50 +320,71 @@ impl ProducerStateManager {
                     None => (h.producer_epoch, None),
                 },
             };
-            if h.producer_epoch < epoch {
-                return Err(ProducerStateError::InvalidProducerEpoch {
-                    producer_id: h.producer_id,
-                    epoch: h.producer_epoch,
-                    current_epoch: epoch,
-                });
-            }
-            if h.producer_epoch > epoch {
-                if h.base_sequence != 0 {
-                    return Err(ProducerStateError::OutOfOrderSequence {
-                        producer_id: h.producer_id,
-                        sequence: h.base_sequence,
-                        expected_after: -1,
-                    });
-                }
-            } else if let Some(last) = last {
-                if let Some(entry) = self.producers.get(&h.producer_id) {
-                    if let Some(dup) = entry
-                        .batches
-                        .iter()
-                        .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq(h))
-                    {
-                        if idempotent.len() == 1 && headers.len() == 1 {
-                            return Ok(SequenceCheck::Duplicate {
-                                first_offset: dup.first_offset,
-                                last_offset: dup.last_offset,
-                            });
-                        }
-                        return Err(ProducerStateError::DuplicateSequence {
-                            producer_id: h.producer_id,
-                        });
-                    }
-                }
-                if h.base_sequence != next_seq(last) {
-                    return Err(ProducerStateError::OutOfOrderSequence {
-                        producer_id: h.producer_id,
-                        sequence: h.base_sequence,
-                        expected_after: last,
-                    });
-                }
+            let single_batch = idempotent.len() == 1 && headers.len() == 1;
+            if let Some(duplicate) = self.check_batch(h, epoch, last, single_batch)? {
+                return Ok(duplicate);
             }
             expected.insert(h.producer_id, (h.producer_epoch, Some(last_seq(h))));
         }
         Ok(SequenceCheck::Append)
+    }
+
+    /// Kafka's rules for one batch of a producer whose epoch and last sequence so far are
+    /// `epoch` and `last` (none: nothing known, any sequence goes). `Some` is a retry of a
+    /// batch already written, answered only when it is the request's only batch.
+    fn check_batch(
+        &self,
+        h: &BatchHeader,
+        epoch: i16,
+        last: Option<i32>,
+        single_batch: bool,
+    ) -> Result<Option<SequenceCheck>, ProducerStateError> {
+        if h.producer_epoch < epoch {
+            return Err(ProducerStateError::InvalidProducerEpoch {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                current_epoch: epoch,
+            });
+        }
+        if h.producer_epoch > epoch {
+            // A new epoch starts its sequences over.
+            if h.base_sequence != 0 {
+                return Err(ProducerStateError::OutOfOrderSequence {
+                    producer_id: h.producer_id,
+                    sequence: h.base_sequence,
+                    expected_after: -1,
+                });
+            }
+            return Ok(None);
+        }
+        let Some(last) = last else {
+            return Ok(None);
+        };
+        if let Some(entry) = self.producers.get(&h.producer_id) {
+            if let Some(dup) = entry
+                .batches
+                .iter()
+                .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq(h))
+            {
+                if single_batch {
+                    return Ok(Some(SequenceCheck::Duplicate {
+                        first_offset: dup.first_offset,
+                        last_offset: dup.last_offset,
+                    }));
+                }
+                return Err(ProducerStateError::DuplicateSequence {
+                    producer_id: h.producer_id,
+                });
+            }
+        }
+        if h.base_sequence != next_seq(last) {
+            return Err(ProducerStateError::OutOfOrderSequence {
+                producer_id: h.producer_id,
+                sequence: h.base_sequence,
+                expected_after: last,
+            });
+        }
+        Ok(None)
     }
 
     /// Records batches written to the log (their base offsets assigned), in log order: appends
@@ -407,6 +428,8 @@ impl ProducerStateManager {
             }
             entry.last_timestamp_ms = h.max_timestamp;
         }
+        // The bound on what a partition's producers may take in memory.
+        debug_assert!(self.producers.len() <= MAX_PRODUCERS_PER_PARTITION);
     }
 
     /// Forgets producers idle for `expiration_ms` (producer.id.expiration.ms), counted from

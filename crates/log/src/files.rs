@@ -2,6 +2,7 @@
 //! share one stem, the base offset in 20 digits (Kafka's `LogFileUtils`), and the suffixes that
 //! mark files in the middle of a deletion, a cleaning or a swap.
 
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 pub const LOG_FILE_SUFFIX: &str = ".log";
@@ -28,4 +29,15 @@ pub fn time_index_file_path(dir: &Path, base_offset: i64) -> PathBuf {
         "{}{TIME_INDEX_FILE_SUFFIX}",
         file_stem(base_offset)
     ))
+}
+
+/// Opens a segment's file for reading and writing, creating it if absent (and emptying it if
+/// `truncate`).
+pub(crate) fn open_read_write(path: &Path, truncate: bool) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .open(path)
 }

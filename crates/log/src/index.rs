@@ -11,11 +11,11 @@
 //! its last entry. What Kafka's mmap size bounds (`segment.index.bytes`) is the entry capacity
 //! here: a full index makes the segment roll.
 
-use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, LogError};
+use crate::files::open_read_write;
 
 /// Relative offsets are stored as u32 but, as Kafka's ints, never exceed `i32::MAX`.
 pub(crate) const MAX_RELATIVE_OFFSET: u32 = i32::MAX as u32;
@@ -64,13 +64,7 @@ fn max_entries_for<E: IndexEntry>(max_index_bytes: u64) -> usize {
 
 impl<E: IndexEntry> Index<E> {
     fn open_rw(path: &Path, truncate: bool) -> Result<std::fs::File, LogError> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(truncate)
-            .open(path)
-            .ctx(|| format!("open {} {}", E::KIND, path.display()))
+        open_read_write(path, truncate).ctx(|| format!("open {} {}", E::KIND, path.display()))
     }
 
     /// Creates an empty index, discarding any existing file content. The (empty) file exists

@@ -1,7 +1,7 @@
 //! One segment of a partition log (Kafka's LogSegment): a `.log` file of record batches plus
 //! its sparse `.index` and `.timeindex`, all named by the segment's base offset.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,13 +74,7 @@ pub struct LogSegment {
 }
 
 fn open_log_file(path: &Path, truncate: bool) -> Result<File, LogError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(truncate)
-        .open(path)
-        .ctx(|| format!("open segment {}", path.display()))
+    crate::files::open_read_write(path, truncate).ctx(|| format!("open segment {}", path.display()))
 }
 
 impl LogSegment {
@@ -226,7 +220,6 @@ impl LogSegment {
         self.offset_of_max_timestamp
     }
 
-    /// Files that must reach the disk for this segment's data to be durable.
     /// Writes index entries the index files lack; with `sync`, makes them durable. Flushes do
     /// not sync the indexes: they are hints that recovery can rebuild from the log.
     pub(crate) fn persist_indexes(&mut self, sync: bool) -> Result<(), LogError> {

@@ -892,3 +892,61 @@ impl LogSegment {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{build_batch, BatchSpec};
+
+    fn batch_at(base_offset: i64, records: i32) -> (Vec<u8>, Vec<BatchHeader>) {
+        let bytes = build_batch(&BatchSpec {
+            base_offset,
+            ..BatchSpec::records(records)
+        });
+        let headers = crate::batch::validate_batches(&bytes).unwrap();
+        (bytes, headers)
+    }
+
+    fn segment_at(base_offset: i64) -> (tempfile::TempDir, LogSegment) {
+        let tmp = tempfile::tempdir().unwrap();
+        let segment =
+            LogSegment::create(tmp.path(), base_offset, &LogConfig::default(), 0).unwrap();
+        (tmp, segment)
+    }
+
+    #[test]
+    fn appends_at_and_after_the_next_offset() {
+        let (_tmp, mut segment) = segment_at(100);
+        let (bytes, headers) = batch_at(100, 3);
+        segment.append(&bytes, &headers).unwrap();
+        let (bytes, headers) = batch_at(103, 2);
+        segment.append(&bytes, &headers).unwrap();
+        assert_eq!(segment.next_offset(), 105);
+    }
+
+    #[test]
+    #[should_panic(expected = "below its next offset")]
+    fn an_append_below_the_next_offset_is_a_bug() {
+        let (_tmp, mut segment) = segment_at(100);
+        let (bytes, headers) = batch_at(100, 3);
+        segment.append(&bytes, &headers).unwrap();
+        let (bytes, headers) = batch_at(101, 1);
+        let _ = segment.append(&bytes, &headers);
+    }
+
+    #[test]
+    #[should_panic(expected = "below its next offset")]
+    fn an_append_below_the_base_offset_is_a_bug() {
+        let (_tmp, mut segment) = segment_at(100);
+        let (bytes, headers) = batch_at(50, 1);
+        let _ = segment.append(&bytes, &headers);
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the relative range")]
+    fn an_append_past_the_relative_range_is_a_bug() {
+        let (_tmp, mut segment) = segment_at(0);
+        let (bytes, headers) = batch_at(i64::from(i32::MAX), 2);
+        let _ = segment.append(&bytes, &headers);
+    }
+}

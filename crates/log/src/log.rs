@@ -378,6 +378,15 @@ fn open_segments(
         }
         opened.segments.insert(base, segment);
     }
+    // What recovery re-indexed goes to the files now, so a second crash does not repeat the
+    // work (nothing is pending after a clean shutdown).
+    for segment in opened.segments.values_mut() {
+        if segment.has_unpersisted_index_entries() {
+            if let Err(e) = segment.persist_indexes(false) {
+                tracing::warn!(log = %topic_partition, error = %e, "could not write rebuilt index entries");
+            }
+        }
+    }
     Ok(opened)
 }
 
@@ -431,15 +440,6 @@ impl Log {
             segments.insert(base, LogSegment::create(dir, base, &config, now_ms)?);
             dir_changed = true;
         }
-        // What recovery re-indexed goes to the files now, so a second crash does not repeat
-        // the work (nothing is pending after a clean shutdown).
-        for segment in segments.values_mut() {
-            if segment.has_unpersisted_index_entries() {
-                if let Err(e) = segment.persist_indexes(false) {
-                    tracing::warn!(log = %topic_partition, error = %e, "could not write rebuilt index entries");
-                }
-            }
-        }
         if dir_changed {
             sync_dir(dir)?;
         }
@@ -464,27 +464,6 @@ impl Log {
         let mut producer_state =
             ProducerStateManager::new(dir, topic_partition.clone(), log_end_offset);
         producer_state.load(&segments, log_end_offset)?;
-        // A broker opens thousands of logs at start-up: only those that needed recovery work
-        // are worth a line at info.
-        macro_rules! opened {
-            ($level:ident) => {
-                tracing::$level!(
-                    log = %topic_partition,
-                    segments = segments.len(),
-                    log_start_offset,
-                    log_end_offset,
-                    recovery_point,
-                    scanned_whole_segment_bytes = recovered_bytes,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "opened log"
-                )
-            };
-        }
-        if recovered_bytes > 0 || tail_cut {
-            opened!(info);
-        } else {
-            opened!(debug);
-        }
         let log = Log {
             dir: dir.to_path_buf(),
             topic_partition,
@@ -503,7 +482,32 @@ impl Log {
             producer_state,
         };
         log.debug_check_invariants();
+        log.trace_opened(recovered_bytes > 0 || tail_cut, recovered_bytes, started);
         Ok(log)
+    }
+
+    /// A broker opens thousands of logs at start-up: only those that needed recovery work are
+    /// worth a line at info.
+    fn trace_opened(&self, recovered: bool, scanned_bytes: u64, started: Instant) {
+        macro_rules! opened {
+            ($level:ident) => {
+                tracing::$level!(
+                    log = %self.topic_partition,
+                    segments = self.segments.len(),
+                    log_start_offset = self.log_start_offset,
+                    log_end_offset = self.log_end_offset(),
+                    recovery_point = self.recovery_point,
+                    scanned_whole_segment_bytes = scanned_bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "opened log"
+                )
+            };
+        }
+        if recovered {
+            opened!(info);
+        } else {
+            opened!(debug);
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -660,27 +664,7 @@ impl Log {
             Some(rebuilt) => rebuilt,
             None => records,
         };
-        for h in &headers {
-            if h.size_bytes() > self.config.max_message_bytes {
-                return Err(LogError::MessageTooLarge {
-                    size_bytes: h.size_bytes(),
-                    max_bytes: self.config.max_message_bytes,
-                });
-            }
-        }
-        if records.len() as u64 > self.config.segment_bytes {
-            return Err(LogError::RecordListTooLarge {
-                size_bytes: records.len(),
-                segment_bytes: self.config.segment_bytes,
-            });
-        }
-        // Each batch spans at most 2^31 offsets and there are at most len/61 batches: no overflow.
-        let offset_count: i64 = headers.iter().map(|h| h.offset_count()).sum();
-        let first_offset = self.log_end_offset();
-        let last_offset = match first_offset.checked_add(offset_count - 1) {
-            Some(l) if offset_count - 1 <= MAX_APPEND_OFFSET_SPAN => l,
-            _ => return Err(LogError::OffsetOverflow { offset_count }),
-        };
+        let (first_offset, last_offset) = self.offsets_for_append(&headers, records.len())?;
         let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
         let stamp = BatchStamp {
             first_offset,
@@ -729,6 +713,37 @@ impl Log {
             record_count,
             batch_count: headers.len(),
         })
+    }
+
+    /// The first and last offsets an append of `headers` (`size_bytes` in all, as they will be
+    /// written) gets, once it is known to fit: each batch within max.message.bytes (after any
+    /// re-compression), the whole within one segment, its offsets within one segment's range.
+    fn offsets_for_append(
+        &self,
+        headers: &[batch::BatchHeader],
+        size_bytes: usize,
+    ) -> Result<(i64, i64), LogError> {
+        for h in headers {
+            if h.size_bytes() > self.config.max_message_bytes {
+                return Err(LogError::MessageTooLarge {
+                    size_bytes: h.size_bytes(),
+                    max_bytes: self.config.max_message_bytes,
+                });
+            }
+        }
+        if size_bytes as u64 > self.config.segment_bytes {
+            return Err(LogError::RecordListTooLarge {
+                size_bytes,
+                segment_bytes: self.config.segment_bytes,
+            });
+        }
+        // Each batch spans at most 2^31 offsets and there are at most len/61 batches: no overflow.
+        let offset_count: i64 = headers.iter().map(|h| h.offset_count()).sum();
+        let first_offset = self.log_end_offset();
+        match first_offset.checked_add(offset_count - 1) {
+            Some(last) if offset_count - 1 <= MAX_APPEND_OFFSET_SPAN => Ok((first_offset, last)),
+            _ => Err(LogError::OffsetOverflow { offset_count }),
+        }
     }
 
     /// Starts a new active segment at the log end offset (no-op if the active one is empty).

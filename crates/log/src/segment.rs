@@ -369,20 +369,26 @@ impl LogSegment {
         Ok(())
     }
 
+    /// A walk of batch headers from the batch the offset index names for `offset` (at or
+    /// before the one holding it).
+    fn headers_from(&self, offset: i64) -> BatchScanner<'_> {
+        let start = u64::from(self.offset_index.lookup(offset).position);
+        BatchScanner::new(
+            &self.log_file,
+            &self.log_path,
+            start,
+            self.size_bytes,
+            HEADER_SCAN_CHUNK_BYTES,
+        )
+    }
+
     /// Position and header of the first batch whose last offset is >= `offset`, searching from
     /// the index hint.
     pub(crate) fn translate_offset(
         &self,
         offset: i64,
     ) -> Result<Option<(u64, BatchHeader)>, LogError> {
-        let start = u64::from(self.offset_index.lookup(offset).position);
-        let mut scanner = BatchScanner::new(
-            &self.log_file,
-            &self.log_path,
-            start,
-            self.size_bytes,
-            HEADER_SCAN_CHUNK_BYTES,
-        );
+        let mut scanner = self.headers_from(offset);
         loop {
             match scanner.next(false)? {
                 ScanItem::Batch { position, header } => {
@@ -411,14 +417,7 @@ impl LogSegment {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<SegmentRead, LogError> {
-        let start = u64::from(self.offset_index.lookup(start_offset).position);
-        let mut scanner = BatchScanner::new(
-            &self.log_file,
-            &self.log_path,
-            start,
-            self.size_bytes,
-            HEADER_SCAN_CHUNK_BYTES,
-        );
+        let mut scanner = self.headers_from(start_offset);
         let corrupt = |position: u64, error: BatchError| LogError::Corrupt {
             path: self.log_path.clone(),
             reason: format!("at byte {position}: {error}"),
@@ -482,14 +481,7 @@ impl LogSegment {
             .lookup(target_ms)
             .map_or(self.base_offset, |e| e.offset)
             .max(min_offset);
-        let start = u64::from(self.offset_index.lookup(from_offset).position);
-        let mut scanner = BatchScanner::new(
-            &self.log_file,
-            &self.log_path,
-            start,
-            self.size_bytes,
-            HEADER_SCAN_CHUNK_BYTES,
-        );
+        let mut scanner = self.headers_from(from_offset);
         loop {
             match scanner.next(false)? {
                 ScanItem::Batch { header, .. } => {

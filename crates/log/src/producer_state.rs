@@ -1144,21 +1144,6 @@ mod log_tests {
         }
     }
 
-    /// The log asserts (in debug builds) what the broker's check guarantees: an append that
-    /// skipped it and breaks the sequence rules is a bug.
-    #[test]
-    #[cfg(debug_assertions)]
-    #[should_panic(expected = "sequence rules")]
-    fn an_unchecked_out_of_order_append_is_a_bug() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = open(dir.path());
-        assert_eq!(
-            produce(&mut log, batch(7, 0, 0, 2, 1_000)),
-            SequenceCheck::Append
-        );
-        let _ = log.append_as_leader(&mut batch(7, 0, 5, 1, 1_000), 0, 1_000);
-    }
-
     #[test]
     fn a_retry_after_a_crash_is_a_duplicate() {
         let dir = tempfile::tempdir().unwrap();

@@ -274,6 +274,30 @@ fn verify_checks_the_offset_index_against_the_log() {
     assert_eq!(report.problems[0].file, index);
 }
 
+/// Verify holds the time index to the order its load does: an equal timestamp is out of order
+/// (the open rebuilds such an index), not only a smaller one.
+#[test]
+fn verify_checks_the_time_index_order_as_the_load_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _) = closed_log(tmp.path(), 20);
+    let index = crate::files::time_index_file_path(&dir, 0);
+    let mut bytes = fs::read(&index).unwrap();
+    assert!(bytes.len() >= 24, "the test needs two time index entries");
+    let first_timestamp: [u8; 8] = bytes[..8].try_into().unwrap();
+    bytes[12..20].copy_from_slice(&first_timestamp);
+    fs::write(&index, &bytes).unwrap();
+    let report = verify_log_dir(&dir).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.file == index),
+        "{:?}",
+        report.problems
+    );
+    assert!(matches!(
+        crate::time_index::TimeIndex::load(&index, 0, 1 << 20).unwrap(),
+        crate::index::IndexLoad::Rebuild(_)
+    ));
+}
+
 #[test]
 fn checked_fetch_stops_before_a_bad_batch() {
     let tmp = tempfile::tempdir().unwrap();

@@ -751,6 +751,51 @@ impl Reader<'_> {
     }
 }
 
+/// One producer's entry of a snapshot written for `offset` (every batch lies below it).
+fn decode_producer(
+    r: &mut Reader<'_>,
+    offset: i64,
+) -> Result<(i64, ProducerStateEntry), SnapshotError> {
+    let producer_id = r.i64()?;
+    let producer_epoch = r.i16()?;
+    let coordinator_epoch = r.i32()?;
+    let txn_first = r.i64()?;
+    let last_timestamp_ms = r.i64()?;
+    let batch_count = r.i32()?;
+    let batch_count = usize::try_from(batch_count)
+        .ok()
+        .filter(|c| *c <= CACHED_BATCHES_PER_PRODUCER && *c <= r.remaining() / BATCH_ENTRY_BYTES)
+        .ok_or_else(|| corrupt(format!("batch count {batch_count} out of range")))?;
+    if producer_id < 0 {
+        return Err(corrupt(format!("producer id {producer_id}")));
+    }
+    let mut batches = VecDeque::with_capacity(batch_count);
+    for _ in 0..batch_count {
+        let m = BatchMetadata {
+            first_seq: r.i32()?,
+            last_seq: r.i32()?,
+            first_offset: r.i64()?,
+            last_offset: r.i64()?,
+            timestamp_ms: r.i64()?,
+        };
+        if m.first_offset < 0 || m.first_offset > m.last_offset || m.last_offset >= offset {
+            return Err(corrupt(format!(
+                "producer {producer_id}: batch at offsets {}..={} in a snapshot for {offset}",
+                m.first_offset, m.last_offset
+            )));
+        }
+        batches.push_back(m);
+    }
+    let entry = ProducerStateEntry {
+        producer_epoch,
+        batches,
+        coordinator_epoch,
+        current_txn_first_offset: (txn_first >= 0).then_some(txn_first),
+        last_timestamp_ms,
+    };
+    Ok((producer_id, entry))
+}
+
 fn decode_snapshot(
     bytes: &[u8],
     expected_offset: i64,
@@ -783,45 +828,7 @@ fn decode_snapshot(
         .ok_or_else(|| corrupt(format!("producer count {count} out of range")))?;
     let mut producers = HashMap::with_capacity(count);
     for _ in 0..count {
-        let producer_id = r.i64()?;
-        let producer_epoch = r.i16()?;
-        let coordinator_epoch = r.i32()?;
-        let txn_first = r.i64()?;
-        let last_timestamp_ms = r.i64()?;
-        let batch_count = r.i32()?;
-        let batch_count = usize::try_from(batch_count)
-            .ok()
-            .filter(|c| {
-                *c <= CACHED_BATCHES_PER_PRODUCER && *c <= r.remaining() / BATCH_ENTRY_BYTES
-            })
-            .ok_or_else(|| corrupt(format!("batch count {batch_count} out of range")))?;
-        if producer_id < 0 {
-            return Err(corrupt(format!("producer id {producer_id}")));
-        }
-        let mut batches = VecDeque::with_capacity(batch_count);
-        for _ in 0..batch_count {
-            let m = BatchMetadata {
-                first_seq: r.i32()?,
-                last_seq: r.i32()?,
-                first_offset: r.i64()?,
-                last_offset: r.i64()?,
-                timestamp_ms: r.i64()?,
-            };
-            if m.first_offset < 0 || m.first_offset > m.last_offset || m.last_offset >= offset {
-                return Err(corrupt(format!(
-                    "producer {producer_id}: batch at offsets {}..={} in a snapshot for {offset}",
-                    m.first_offset, m.last_offset
-                )));
-            }
-            batches.push_back(m);
-        }
-        let entry = ProducerStateEntry {
-            producer_epoch,
-            batches,
-            coordinator_epoch,
-            current_txn_first_offset: (txn_first >= 0).then_some(txn_first),
-            last_timestamp_ms,
-        };
+        let (producer_id, entry) = decode_producer(&mut r, offset)?;
         if producers.insert(producer_id, entry).is_some() {
             return Err(corrupt(format!("producer {producer_id} appears twice")));
         }

@@ -459,6 +459,107 @@ mod tests {
         proptest::collection::vec((1u16..50, 1u16..5000), 0..60)
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append,
+        Persist,
+        Truncate(u32),
+        Reset,
+        /// A crash: what was not persisted is lost, the file is read back.
+        Reopen,
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(
+            prop_oneof![
+                6 => Just(Op::Append),
+                2 => Just(Op::Persist),
+                1 => (0u32..200).prop_map(Op::Truncate),
+                1 => Just(Op::Reset),
+                1 => Just(Op::Reopen),
+            ],
+            0..60,
+        )
+    }
+
+    fn encoded<E: IndexEntry>(entries: &[E]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in entries {
+            e.encode(&mut out);
+        }
+        out
+    }
+
+    /// Drives an index of one kind against a model (the entries, and how many the file
+    /// holds): after every step the file is exactly the encoded persisted prefix, and a reopen
+    /// gives back that prefix. `entry_at(k)` is strictly ordered in `k`.
+    fn run_against_model<E: IndexEntry + PartialEq>(
+        ops: &[Op],
+        entry_at: impl Fn(u32) -> E,
+    ) -> Result<(), TestCaseError> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("00000000000000000500.idx");
+        let base = 500;
+        let mut idx: Index<E> = Index::create(&path, base, 1 << 20).unwrap();
+        let mut model: Vec<E> = Vec::new();
+        let mut persisted = 0usize;
+        let mut next = 0u32;
+        for op in ops {
+            match op {
+                Op::Append => {
+                    idx.push(entry_at(next));
+                    model.push(entry_at(next));
+                    next += 1;
+                }
+                Op::Persist => {
+                    idx.persist(false).unwrap();
+                    persisted = model.len();
+                }
+                Op::Truncate(rel) => {
+                    idx.truncate_to_offset(base + i64::from(*rel)).unwrap();
+                    model.retain(|e| e.relative_offset() < *rel);
+                    persisted = persisted.min(model.len());
+                }
+                Op::Reset => {
+                    idx.reset().unwrap();
+                    model.clear();
+                    persisted = 0;
+                }
+                Op::Reopen => {
+                    drop(idx);
+                    idx = loaded(Index::load_with(&path, base, 1 << 20, |_| None).unwrap());
+                    model.truncate(persisted);
+                }
+            }
+            prop_assert_eq!(idx.len(), model.len());
+            prop_assert_eq!(idx.unpersisted(), model.len() - persisted);
+            prop_assert_eq!(&idx.entries, &model);
+            prop_assert_eq!(std::fs::read(&path).unwrap(), encoded(&model[..persisted]));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        // Each case makes a directory and writes files at most steps: fewer cases suffice.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn offset_index_file_is_always_the_persisted_prefix(ops in ops()) {
+            run_against_model(&ops, |k| OffsetEntry {
+                relative_offset: k * 3 + 1,
+                position: k * 7 + 1,
+            })?;
+        }
+
+        #[test]
+        fn time_index_file_is_always_the_persisted_prefix(ops in ops()) {
+            run_against_model(&ops, |k| TimeEntry {
+                timestamp: i64::from(k) * 5 - 40,
+                relative_offset: k / 2,
+            })?;
+        }
+    }
+
     proptest! {
         #[test]
         fn offset_lookup_agrees_with_a_linear_scan(

@@ -32,7 +32,8 @@ use bytes::{Bytes, BytesMut};
 use proto_kafka::records::{RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 
 use crate::error::{IoContext, LogError};
-use crate::segment::{log_file_path, BatchScanner, ScanItem, CLEANED_FILE_SUFFIX};
+use crate::files::{log_file_path, CLEANED_FILE_SUFFIX};
+use crate::scan::{BatchScanner, ScanItem};
 
 /// Keys one cleaning pass maps (16 bytes of hash and 8 of offset each, plus the table's own
 /// overhead: about 200 MB at the bound). Past it, only the segments mapped in full are
@@ -124,32 +125,15 @@ fn for_each_batch(
 /// copies (only of segments that lose something) and the pass's figures.
 pub fn clean(plan: &CleanPlan, now_ms: i64) -> Result<(Vec<CleanedSegment>, CleanStats), LogError> {
     let hasher = KeyHasher::new();
-    let mut latest: HashMap<u128, i64> = HashMap::new();
     let mut stats = CleanStats::default();
     // 1. The latest offset of every key, over whole segments while the map has room.
-    let mut mapped = 0usize;
-    for &(base, size) in &plan.segments {
-        if latest.len() >= MAX_CLEANER_KEYS {
-            break;
-        }
-        let path = log_file_path(&plan.dir, base);
-        for_each_batch(&path, size, |batch| {
-            // A batch that cannot be decoded (say, a codec this build lacks) is kept as it
-            // is and its keys are not mapped: nothing is dropped because of it.
-            if let Ok(set) = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch)) {
-                for r in set.records.iter().filter(|r| !r.control) {
-                    if let Some(k) = &r.key {
-                        latest.insert(hasher.hash(k), r.offset);
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        stats.bytes_read += size;
-        mapped += 1;
-    }
-    stats.segments_read = mapped;
-    let tombstone_horizon_ms = now_ms.saturating_sub(plan.delete_retention_ms.max(0));
+    let (latest, mapped) = map_latest_offsets(plan, &hasher, &mut stats)?;
+    let cleaning = SegmentCleaning {
+        plan,
+        hasher: &hasher,
+        latest: &latest,
+        tombstone_horizon_ms: now_ms.saturating_sub(plan.delete_retention_ms.max(0)),
+    };
     // 2. A cleaned copy of each mapped segment that loses records.
     let mut out = Vec::new();
     for &(base, size) in &plan.segments[..mapped] {
@@ -158,65 +142,10 @@ pub fn clean(plan: &CleanPlan, now_ms: i64) -> Result<(Vec<CleanedSegment>, Clea
         let mut removed = 0u64;
         let mut tombstones = 0u64;
         for_each_batch(&path, size, |batch| {
-            let base_offset = batch
-                .first_chunk::<8>()
-                .map_or(-1, |b| i64::from_be_bytes(*b));
-            if plan.producer_last_batches.contains(&base_offset) {
-                kept.push(batch.to_vec());
-                return Ok(());
-            }
-            let Ok(set) = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch)) else {
-                kept.push(batch.to_vec());
-                return Ok(());
-            };
-            let max_timestamp = set.records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
-            let survivors: Vec<&proto_kafka::records::Record> = set
-                .records
-                .iter()
-                .filter(|r| {
-                    let Some(k) = &r.key else {
-                        return true;
-                    };
-                    if r.control {
-                        return true;
-                    }
-                    let newest = latest.get(&hasher.hash(k)).is_none_or(|o| *o <= r.offset);
-                    if !newest {
-                        return false;
-                    }
-                    // The newest record of a key is kept, unless it is a tombstone whose
-                    // batch is older than delete.retention.ms.
-                    r.value.is_some() || max_timestamp >= tombstone_horizon_ms
-                })
-                .collect();
-            let gone = (set.records.len() - survivors.len()) as u64;
-            if gone == 0 {
-                kept.push(batch.to_vec());
-                return Ok(());
-            }
-            removed += gone;
-            let is_tombstone =
-                |r: &&proto_kafka::records::Record| r.key.is_some() && r.value.is_none();
-            tombstones += (set.records.iter().filter(is_tombstone).count()
-                - survivors.iter().copied().filter(is_tombstone).count())
-                as u64;
-            if survivors.is_empty() {
-                return Ok(());
-            }
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                survivors.iter().copied(),
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: set.compression,
-                },
-            )
-            .map_err(|e| LogError::Corrupt {
-                path: path.clone(),
-                reason: format!("re-encoding a batch: {e}"),
-            })?;
-            kept.push(buf.to_vec());
+            let cleaned = cleaning.clean_batch(&path, batch)?;
+            removed += cleaned.records_removed;
+            tombstones += cleaned.tombstones_removed;
+            kept.extend(cleaned.kept);
             Ok(())
         })?;
         if removed == 0 {
@@ -248,6 +177,131 @@ pub fn clean(plan: &CleanPlan, now_ms: i64) -> Result<(Vec<CleanedSegment>, Clea
         }
     }
     Ok((out, stats))
+}
+
+/// The latest offset of each key in the plan's segments, taken whole while the map has room;
+/// and how many segments that covers.
+fn map_latest_offsets(
+    plan: &CleanPlan,
+    hasher: &KeyHasher,
+    stats: &mut CleanStats,
+) -> Result<(HashMap<u128, i64>, usize), LogError> {
+    let mut latest: HashMap<u128, i64> = HashMap::new();
+    let mut mapped = 0usize;
+    for &(base, size) in &plan.segments {
+        if latest.len() >= MAX_CLEANER_KEYS {
+            break;
+        }
+        let path = log_file_path(&plan.dir, base);
+        for_each_batch(&path, size, |batch| {
+            // A batch that cannot be decoded (say, a codec this build lacks) is kept as it
+            // is and its keys are not mapped: nothing is dropped because of it.
+            if let Ok(set) = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch)) {
+                for r in set.records.iter().filter(|r| !r.control) {
+                    if let Some(k) = &r.key {
+                        latest.insert(hasher.hash(k), r.offset);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        stats.bytes_read += size;
+        mapped += 1;
+    }
+    stats.segments_read = mapped;
+    Ok((latest, mapped))
+}
+
+/// What the second step needs to clean one batch.
+struct SegmentCleaning<'a> {
+    plan: &'a CleanPlan,
+    hasher: &'a KeyHasher,
+    latest: &'a HashMap<u128, i64>,
+    /// Tombstones in batches older than this (delete.retention.ms ago) go.
+    tombstone_horizon_ms: i64,
+}
+
+/// One batch after cleaning.
+struct CleanedBatch {
+    /// The batch to write: as it was, re-encoded with the survivors, or none when all went.
+    kept: Option<Vec<u8>>,
+    records_removed: u64,
+    tombstones_removed: u64,
+}
+
+impl SegmentCleaning<'_> {
+    fn clean_batch(&self, path: &Path, batch: &[u8]) -> Result<CleanedBatch, LogError> {
+        let unchanged = || CleanedBatch {
+            kept: Some(batch.to_vec()),
+            records_removed: 0,
+            tombstones_removed: 0,
+        };
+        let base_offset = batch
+            .first_chunk::<8>()
+            .map_or(-1, |b| i64::from_be_bytes(*b));
+        if self.plan.producer_last_batches.contains(&base_offset) {
+            return Ok(unchanged());
+        }
+        let Ok(set) = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch)) else {
+            return Ok(unchanged());
+        };
+        let max_timestamp = set.records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
+        let survivors: Vec<&proto_kafka::records::Record> = set
+            .records
+            .iter()
+            .filter(|r| {
+                let Some(k) = &r.key else {
+                    return true;
+                };
+                if r.control {
+                    return true;
+                }
+                let newest = self
+                    .latest
+                    .get(&self.hasher.hash(k))
+                    .is_none_or(|o| *o <= r.offset);
+                if !newest {
+                    return false;
+                }
+                // The newest record of a key is kept, unless it is a tombstone whose batch is
+                // older than delete.retention.ms.
+                r.value.is_some() || max_timestamp >= self.tombstone_horizon_ms
+            })
+            .collect();
+        let records_removed = (set.records.len() - survivors.len()) as u64;
+        if records_removed == 0 {
+            return Ok(unchanged());
+        }
+        let is_tombstone = |r: &&proto_kafka::records::Record| r.key.is_some() && r.value.is_none();
+        let tombstones_removed = (set.records.iter().filter(is_tombstone).count()
+            - survivors.iter().copied().filter(is_tombstone).count())
+            as u64;
+        if survivors.is_empty() {
+            return Ok(CleanedBatch {
+                kept: None,
+                records_removed,
+                tombstones_removed,
+            });
+        }
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            survivors.iter().copied(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: set.compression,
+            },
+        )
+        .map_err(|e| LogError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("re-encoding a batch: {e}"),
+        })?;
+        Ok(CleanedBatch {
+            kept: Some(buf.to_vec()),
+            records_removed,
+            tombstones_removed,
+        })
+    }
 }
 
 fn write_cleaned(path: &Path, batches: &[Vec<u8>]) -> Result<u64, LogError> {

@@ -7,8 +7,8 @@ use std::path::Path;
 use crate::batch::validate_batches;
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::files::{index_file_path, log_file_path};
 use crate::log::Log;
-use crate::segment::{index_file_path, log_file_path};
 use crate::testutil::{build_batch, BatchSpec};
 use crate::topic_partition::TopicPartition;
 use crate::verify::verify_log_dir;
@@ -272,6 +272,30 @@ fn verify_checks_the_offset_index_against_the_log() {
     let report = verify_log_dir(&dir).unwrap();
     assert!(!report.is_ok());
     assert_eq!(report.problems[0].file, index);
+}
+
+/// Verify holds the time index to the order its load does: an equal timestamp is out of order
+/// (the open rebuilds such an index), not only a smaller one.
+#[test]
+fn verify_checks_the_time_index_order_as_the_load_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _) = closed_log(tmp.path(), 20);
+    let index = crate::files::time_index_file_path(&dir, 0);
+    let mut bytes = fs::read(&index).unwrap();
+    assert!(bytes.len() >= 24, "the test needs two time index entries");
+    let first_timestamp: [u8; 8] = bytes[..8].try_into().unwrap();
+    bytes[12..20].copy_from_slice(&first_timestamp);
+    fs::write(&index, &bytes).unwrap();
+    let report = verify_log_dir(&dir).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.file == index),
+        "{:?}",
+        report.problems
+    );
+    assert!(matches!(
+        crate::time_index::TimeIndex::load(&index, 0, 1 << 20).unwrap(),
+        crate::index::IndexLoad::Rebuild(_)
+    ));
 }
 
 #[test]

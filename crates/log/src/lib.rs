@@ -6,6 +6,13 @@
 //! leader epoch rewritten (both outside the CRC-32C), unless the log's `compression.type` names
 //! another codec than a batch's: then [`validator`] re-compresses it, as Kafka does.
 //!
+//! Modules, bottom up (each imports only those above it; `import_graph_tests` checks that no
+//! import circle of more than two files forms): `error`, `files` (names and suffixes),
+//! `batch`, `config`, `topic_partition`, `checkpoint`, `lock`, `partition_metadata`; `scan`
+//! (walking a file's batches); `index` (the base the offset and time indexes share, Kafka's
+//! `AbstractIndex`) under `offset_index` and `time_index`; `segment`; `producer_state`,
+//! `cleaner`, `validator`; `log`; `verify`.
+//!
 //! CONTRACT (the broker codes against these signatures; keep them stable):
 //!
 //! ```ignore
@@ -54,11 +61,14 @@ pub mod checkpoint;
 pub mod cleaner;
 pub mod config;
 pub mod error;
+pub mod files;
+pub mod index;
 pub mod lock;
 pub mod log;
 pub mod offset_index;
 pub mod partition_metadata;
 pub mod producer_state;
+pub(crate) mod scan;
 pub mod segment;
 pub mod time_index;
 pub mod topic_partition;
@@ -67,6 +77,8 @@ pub mod verify;
 
 #[cfg(test)]
 mod damage_tests;
+#[cfg(test)]
+mod import_graph_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

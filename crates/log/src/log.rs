@@ -22,12 +22,16 @@ use crate::checkpoint::{
 use crate::cleaner::{CleanPlan, CleanedSegment};
 use crate::config::LogConfig;
 use crate::error::{IoContext, LogError};
-use crate::producer_state::ProducerStateManager;
-use crate::segment::{
-    LogSegment, SegmentRead, CLEANED_FILE_SUFFIX, DELETED_FILE_SUFFIX, INDEX_FILE_SUFFIX,
-    LOG_FILE_SUFFIX, SWAP_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX,
+use crate::files::{
+    index_file_path, log_file_path, time_index_file_path, CLEANED_FILE_SUFFIX, DELETED_FILE_SUFFIX,
+    INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, SWAP_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX,
 };
+use crate::producer_state::ProducerStateManager;
+use crate::segment::{LogSegment, SegmentRead};
 use crate::topic_partition::TopicPartition;
+
+/// Defined beside the time index since the segment needs it too; re-exported at its old path.
+pub use crate::time_index::TimestampAndOffset;
 
 /// Recovery-point checkpoints are rewritten at most this often (except on close/truncation):
 /// each write is two fsyncs, and a stale checkpoint only costs a longer recovery scan.
@@ -49,15 +53,6 @@ pub struct AppendInfo {
     pub valid_bytes: usize,
     pub record_count: i64,
     pub batch_count: usize,
-}
-
-/// Answer to a timestamp lookup (ListOffsets). Batch-granular: `offset` is the base offset of
-/// the first batch whose maxTimestamp >= the target, never past the true record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimestampAndOffset {
-    pub timestamp: i64,
-    pub offset: i64,
-    pub leader_epoch: Option<i32>,
 }
 
 /// Whole batches of one segment file, to be read (or sent) without holding the log lock.
@@ -257,11 +252,149 @@ fn check_recovered_extent(
     Ok(())
 }
 
+/// What an append stamps into its batches in place: offsets from `first_offset`, the leader
+/// epoch and, under LogAppendTime, the broker's time.
+struct BatchStamp {
+    first_offset: i64,
+    leader_epoch: i32,
+    log_append_time_ms: Option<i64>,
+}
+
+/// What stamping found in the batches.
+struct AssignedOffsets {
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    record_count: i64,
+    next_offset: i64,
+}
+
+impl BatchStamp {
+    /// Patches each batch of `records` (described by `headers`, re-read after the patch).
+    fn apply(
+        &self,
+        records: &mut [u8],
+        headers: &mut [batch::BatchHeader],
+    ) -> Result<AssignedOffsets, LogError> {
+        let mut assigned = AssignedOffsets {
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            record_count: 0,
+            next_offset: self.first_offset,
+        };
+        let mut position = 0usize;
+        for header in headers.iter_mut() {
+            let size = header.size_bytes();
+            let bytes = &mut records[position..position + size];
+            batch::set_base_offset(bytes, assigned.next_offset)?;
+            batch::set_partition_leader_epoch(bytes, self.leader_epoch)?;
+            if let Some(now_ms) = self.log_append_time_ms {
+                batch::set_log_append_time(bytes, now_ms)?;
+            }
+            *header = parse_header(bytes, position as u64)?;
+            debug_assert!(
+                self.log_append_time_ms.is_none() || batch::compute_crc(bytes) == header.crc
+            );
+            if header.max_timestamp > assigned.max_timestamp {
+                assigned.max_timestamp = header.max_timestamp;
+                assigned.offset_of_max_timestamp = header.base_offset;
+            }
+            assigned.record_count += i64::from(header.records_count);
+            assigned.next_offset = header.next_offset();
+            position += size;
+        }
+        debug_assert_eq!(position, records.len());
+        Ok(assigned)
+    }
+}
+
+/// What opening a log directory's segment files found.
+struct OpenedSegments {
+    segments: BTreeMap<i64, LogSegment>,
+    /// A torn tail was cut: the segments after it were dropped.
+    tail_cut: bool,
+    /// Bytes of whole segments scanned (at or above the recovery point, or index-less).
+    recovered_bytes: u64,
+    dir_changed: bool,
+}
+
+/// Opens the segments at `bases` (ascending), trusting those wholly below the recovery point
+/// and recovering the others; after a cut tail, the later segments go.
+fn open_segments(
+    dir: &Path,
+    topic_partition: &TopicPartition,
+    config: &LogConfig,
+    bases: &[i64],
+    recovery_point: i64,
+    now_ms: i64,
+) -> Result<OpenedSegments, LogError> {
+    let mut opened = OpenedSegments {
+        segments: BTreeMap::new(),
+        tail_cut: false,
+        recovered_bytes: 0,
+        dir_changed: false,
+    };
+    for (i, &base) in bases.iter().enumerate() {
+        if opened.tail_cut {
+            tracing::warn!(log = %topic_partition, base, "dropping segment after corrupt data");
+            delete_segment_files(dir, base)?;
+            opened.dir_changed = true;
+            continue;
+        }
+        let next_base = bases.get(i + 1).copied();
+        let (mut segment, rebuild) = LogSegment::open(dir, base, config, now_ms)?;
+        let truncated_bytes = if let Some(reason) = rebuild {
+            tracing::info!(log = %topic_partition, base, %reason, "rebuilding indexes");
+            segment.recover(None, recovery_point)?
+        } else if next_base.is_some_and(|n| n <= recovery_point) {
+            if segment.load_tail()? {
+                0
+            } else {
+                tracing::warn!(log = %topic_partition, base, "segment inconsistent with its index; recovering");
+                segment.recover(None, recovery_point)?
+            }
+        } else if base >= recovery_point {
+            opened.recovered_bytes += segment.size_bytes();
+            segment.recover(None, recovery_point)?
+        } else {
+            segment.recover(Some(recovery_point), recovery_point)?
+        };
+        if truncated_bytes > 0 {
+            opened.tail_cut = true;
+            opened.dir_changed = true;
+            segment
+                .log_file()
+                .sync_all()
+                .ctx(|| format!("fsync {}", segment.log_path().display()))?;
+        }
+        if let Some(n) = next_base {
+            if !opened.tail_cut && segment.next_offset() > n {
+                tracing::error!(log = %topic_partition, base, next_offset = segment.next_offset(), next_base = n, "segments overlap");
+            }
+        }
+        if next_base.is_some() && !opened.tail_cut {
+            // Sealed segments carry their final max timestamp in the time index (written at
+            // roll); a rebuilt index must too.
+            segment.on_become_inactive()?;
+        }
+        opened.segments.insert(base, segment);
+    }
+    // What recovery re-indexed goes to the files now, so a second crash does not repeat the
+    // work (nothing is pending after a clean shutdown).
+    for segment in opened.segments.values_mut() {
+        if segment.has_unpersisted_index_entries() {
+            if let Err(e) = segment.persist_indexes(false) {
+                tracing::warn!(log = %topic_partition, error = %e, "could not write rebuilt index entries");
+            }
+        }
+    }
+    Ok(opened)
+}
+
 fn delete_segment_files(dir: &Path, base: i64) -> Result<(), LogError> {
     for path in [
-        crate::segment::log_file_path(dir, base),
-        crate::segment::index_file_path(dir, base),
-        crate::segment::time_index_file_path(dir, base),
+        log_file_path(dir, base),
+        index_file_path(dir, base),
+        time_index_file_path(dir, base),
     ] {
         remove_file_if_exists(&path)?;
     }
@@ -288,70 +421,24 @@ impl Log {
         let checkpointed_recovery_point = recovery_checkpoint.read(&topic_partition)?.unwrap_or(0);
         let checkpointed_log_start = log_start_checkpoint.read(&topic_partition)?;
 
-        let mut segments = BTreeMap::new();
-        let mut tail_cut = false;
-        let mut recovered_bytes = 0u64;
-        for (i, &base) in bases.iter().enumerate() {
-            if tail_cut {
-                tracing::warn!(log = %topic_partition, base, "dropping segment after corrupt data");
-                delete_segment_files(dir, base)?;
-                dir_changed = true;
-                continue;
-            }
-            let next_base = bases.get(i + 1).copied();
-            let (mut segment, rebuild) = LogSegment::open(dir, base, &config, now_ms)?;
-            let truncated_bytes = if let Some(reason) = rebuild {
-                tracing::info!(log = %topic_partition, base, %reason, "rebuilding indexes");
-                segment.recover(None, checkpointed_recovery_point)?
-            } else if next_base.is_some_and(|n| n <= checkpointed_recovery_point) {
-                if segment.load_tail()? {
-                    0
-                } else {
-                    tracing::warn!(log = %topic_partition, base, "segment inconsistent with its index; recovering");
-                    segment.recover(None, checkpointed_recovery_point)?
-                }
-            } else if base >= checkpointed_recovery_point {
-                recovered_bytes += segment.size_bytes();
-                segment.recover(None, checkpointed_recovery_point)?
-            } else {
-                segment.recover(
-                    Some(checkpointed_recovery_point),
-                    checkpointed_recovery_point,
-                )?
-            };
-            if truncated_bytes > 0 {
-                tail_cut = true;
-                dir_changed = true;
-                segment
-                    .log_file()
-                    .sync_all()
-                    .ctx(|| format!("fsync {}", segment.log_path().display()))?;
-            }
-            if let Some(n) = next_base {
-                if !tail_cut && segment.next_offset() > n {
-                    tracing::error!(log = %topic_partition, base, next_offset = segment.next_offset(), next_base = n, "segments overlap");
-                }
-            }
-            if next_base.is_some() && !tail_cut {
-                // Sealed segments carry their final max timestamp in the time index (written at
-                // roll); a rebuilt index must too.
-                segment.on_become_inactive()?;
-            }
-            segments.insert(base, segment);
-        }
+        let OpenedSegments {
+            mut segments,
+            tail_cut,
+            recovered_bytes,
+            dir_changed: segments_changed,
+        } = open_segments(
+            dir,
+            &topic_partition,
+            &config,
+            &bases,
+            checkpointed_recovery_point,
+            now_ms,
+        )?;
+        dir_changed |= segments_changed;
         if segments.is_empty() {
             let base = checkpointed_log_start.unwrap_or(0);
             segments.insert(base, LogSegment::create(dir, base, &config, now_ms)?);
             dir_changed = true;
-        }
-        // What recovery re-indexed goes to the files now, so a second crash does not repeat
-        // the work (nothing is pending after a clean shutdown).
-        for segment in segments.values_mut() {
-            if segment.has_unpersisted_index_entries() {
-                if let Err(e) = segment.persist_indexes(false) {
-                    tracing::warn!(log = %topic_partition, error = %e, "could not write rebuilt index entries");
-                }
-            }
         }
         if dir_changed {
             sync_dir(dir)?;
@@ -377,28 +464,7 @@ impl Log {
         let mut producer_state =
             ProducerStateManager::new(dir, topic_partition.clone(), log_end_offset);
         producer_state.load(&segments, log_end_offset)?;
-        // A broker opens thousands of logs at start-up: only those that needed recovery work
-        // are worth a line at info.
-        macro_rules! opened {
-            ($level:ident) => {
-                tracing::$level!(
-                    log = %topic_partition,
-                    segments = segments.len(),
-                    log_start_offset,
-                    log_end_offset,
-                    recovery_point,
-                    scanned_whole_segment_bytes = recovered_bytes,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "opened log"
-                )
-            };
-        }
-        if recovered_bytes > 0 || tail_cut {
-            opened!(info);
-        } else {
-            opened!(debug);
-        }
-        Ok(Log {
+        let log = Log {
             dir: dir.to_path_buf(),
             topic_partition,
             config,
@@ -414,7 +480,34 @@ impl Log {
             cleaned_up_to: i64::MIN,
             closed: false,
             producer_state,
-        })
+        };
+        log.debug_check_invariants();
+        log.trace_opened(recovered_bytes > 0 || tail_cut, recovered_bytes, started);
+        Ok(log)
+    }
+
+    /// A broker opens thousands of logs at start-up: only those that needed recovery work are
+    /// worth a line at info.
+    fn trace_opened(&self, recovered: bool, scanned_bytes: u64, started: Instant) {
+        macro_rules! opened {
+            ($level:ident) => {
+                tracing::$level!(
+                    log = %self.topic_partition,
+                    segments = self.segments.len(),
+                    log_start_offset = self.log_start_offset,
+                    log_end_offset = self.log_end_offset(),
+                    recovery_point = self.recovery_point,
+                    scanned_whole_segment_bytes = scanned_bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "opened log"
+                )
+            };
+        }
+        if recovered {
+            opened!(info);
+        } else {
+            opened!(debug);
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -516,6 +609,34 @@ impl Log {
         }
     }
 
+    /// What every operation leaves true, whatever the files held at open (overlapping or
+    /// damaged segments are logged there, not refused, so they are not checked here).
+    fn debug_check_invariants(&self) {
+        let log_end_offset = self.log_end_offset();
+        debug_assert!(
+            !self.segments.is_empty(),
+            "{}: no segment",
+            self.topic_partition
+        );
+        debug_assert!(
+            self.active_segment().base_offset() <= log_end_offset,
+            "{}: active segment starts past the log end offset",
+            self.topic_partition
+        );
+        debug_assert!(
+            self.log_start_offset <= log_end_offset,
+            "{}: log start offset {} past the log end offset {log_end_offset}",
+            self.topic_partition,
+            self.log_start_offset
+        );
+        debug_assert!(
+            self.recovery_point <= log_end_offset,
+            "{}: recovery point {} past the log end offset {log_end_offset}",
+            self.topic_partition,
+            self.recovery_point
+        );
+    }
+
     fn ensure_open(&self) -> Result<(), LogError> {
         if self.closed {
             return Err(LogError::Closed(self.topic_partition.to_string()));
@@ -543,53 +664,21 @@ impl Log {
             Some(rebuilt) => rebuilt,
             None => records,
         };
-        for h in &headers {
-            if h.size_bytes() > self.config.max_message_bytes {
-                return Err(LogError::MessageTooLarge {
-                    size_bytes: h.size_bytes(),
-                    max_bytes: self.config.max_message_bytes,
-                });
-            }
-        }
-        if records.len() as u64 > self.config.segment_bytes {
-            return Err(LogError::RecordListTooLarge {
-                size_bytes: records.len(),
-                segment_bytes: self.config.segment_bytes,
-            });
-        }
-        // Each batch spans at most 2^31 offsets and there are at most len/61 batches: no overflow.
-        let offset_count: i64 = headers.iter().map(|h| h.offset_count()).sum();
-        let first_offset = self.log_end_offset();
-        let last_offset = match first_offset.checked_add(offset_count - 1) {
-            Some(l) if offset_count - 1 <= MAX_APPEND_OFFSET_SPAN => l,
-            _ => return Err(LogError::OffsetOverflow { offset_count }),
-        };
+        let (first_offset, last_offset) = self.offsets_for_append(&headers, records.len())?;
         let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
-        let mut max_timestamp = -1i64;
-        let mut offset_of_max_timestamp = -1i64;
-        let mut record_count = 0i64;
-        let mut next_offset = first_offset;
-        let mut position = 0usize;
-        for header in headers.iter_mut() {
-            let size = header.size_bytes();
-            let bytes = &mut records[position..position + size];
-            batch::set_base_offset(bytes, next_offset)?;
-            batch::set_partition_leader_epoch(bytes, leader_epoch)?;
-            if log_append_time {
-                batch::set_log_append_time(bytes, now_ms)?;
-            }
-            *header = parse_header(bytes, position as u64)?;
-            debug_assert!(!log_append_time || batch::compute_crc(bytes) == header.crc);
-            if header.max_timestamp > max_timestamp {
-                max_timestamp = header.max_timestamp;
-                offset_of_max_timestamp = header.base_offset;
-            }
-            record_count += i64::from(header.records_count);
-            next_offset = header.next_offset();
-            position += size;
-        }
-        debug_assert_eq!(next_offset, last_offset + 1);
-        debug_assert_eq!(position, records.len());
+        let stamp = BatchStamp {
+            first_offset,
+            leader_epoch,
+            log_append_time_ms: log_append_time.then_some(now_ms),
+        };
+        let assigned = stamp.apply(records, &mut headers)?;
+        debug_assert_eq!(assigned.next_offset, last_offset + 1);
+        let AssignedOffsets {
+            max_timestamp,
+            offset_of_max_timestamp,
+            record_count,
+            ..
+        } = assigned;
         let roll_reason = self.active_segment().should_roll(
             &self.config,
             records.len() as u64,
@@ -600,9 +689,13 @@ impl Log {
         if let Some(reason) = roll_reason {
             self.roll_segment(now_ms, reason)?;
         }
+        // Sequence rules are the caller's check (`producer_state().check`, which the broker runs
+        // under the same lock), not an invariant here: this API takes any valid batches, and
+        // the fuzz target feeds it unchecked ones.
         self.active_segment_mut().append(records, &headers)?;
         self.producer_state.update(&headers);
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
+        self.debug_check_invariants();
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -613,6 +706,37 @@ impl Log {
             record_count,
             batch_count: headers.len(),
         })
+    }
+
+    /// The first and last offsets an append of `headers` (`size_bytes` in all, as they will be
+    /// written) gets, once it is known to fit: each batch within max.message.bytes (after any
+    /// re-compression), the whole within one segment, its offsets within one segment's range.
+    fn offsets_for_append(
+        &self,
+        headers: &[batch::BatchHeader],
+        size_bytes: usize,
+    ) -> Result<(i64, i64), LogError> {
+        for h in headers {
+            if h.size_bytes() > self.config.max_message_bytes {
+                return Err(LogError::MessageTooLarge {
+                    size_bytes: h.size_bytes(),
+                    max_bytes: self.config.max_message_bytes,
+                });
+            }
+        }
+        if size_bytes as u64 > self.config.segment_bytes {
+            return Err(LogError::RecordListTooLarge {
+                size_bytes,
+                segment_bytes: self.config.segment_bytes,
+            });
+        }
+        // Each batch spans at most 2^31 offsets and there are at most len/61 batches: no overflow.
+        let offset_count: i64 = headers.iter().map(|h| h.offset_count()).sum();
+        let first_offset = self.log_end_offset();
+        match first_offset.checked_add(offset_count - 1) {
+            Some(last) if offset_count - 1 <= MAX_APPEND_OFFSET_SPAN => Ok((first_offset, last)),
+            _ => Err(LogError::OffsetOverflow { offset_count }),
+        }
     }
 
     /// Starts a new active segment at the log end offset (no-op if the active one is empty).
@@ -869,6 +993,7 @@ impl Log {
             self.recovery_point = log_end_offset;
             self.write_recovery_checkpoint(true)?;
         }
+        self.debug_check_invariants();
         Ok(())
     }
 
@@ -925,11 +1050,17 @@ impl Log {
             sync_dir(&self.dir)?;
         }
         tracing::info!(log = %self.topic_partition, log_start_offset = offset, deleted_segments = deleted, "advanced log start offset");
+        self.debug_check_invariants();
         Ok(offset)
     }
 
     fn delete_oldest_segment(&mut self) -> Result<(), LogError> {
-        debug_assert!(self.segments.len() > 1, "never delete the active segment");
+        // Every later operation needs an active segment to append to.
+        assert!(
+            self.segments.len() > 1,
+            "{}: never delete the active segment",
+            self.topic_partition
+        );
         if let Some((_, segment)) = self.segments.pop_first() {
             tracing::info!(log = %self.topic_partition, base = segment.base_offset(), size_bytes = segment.size_bytes(), "deleting segment");
             segment.delete()?;
@@ -999,6 +1130,7 @@ impl Log {
             }
             sync_dir(&self.dir)?;
         }
+        self.debug_check_invariants();
         Ok(deleted)
     }
 
@@ -1067,12 +1199,9 @@ impl Log {
             if let Some(old) = self.segments.remove(&c.base_offset) {
                 drop(old);
             }
-            remove_file_if_exists(&crate::segment::index_file_path(&self.dir, c.base_offset))?;
-            remove_file_if_exists(&crate::segment::time_index_file_path(
-                &self.dir,
-                c.base_offset,
-            ))?;
-            let log_path = crate::segment::log_file_path(&self.dir, c.base_offset);
+            remove_file_if_exists(&index_file_path(&self.dir, c.base_offset))?;
+            remove_file_if_exists(&time_index_file_path(&self.dir, c.base_offset))?;
+            let log_path = log_file_path(&self.dir, c.base_offset);
             std::fs::rename(&c.path, &log_path)
                 .ctx(|| format!("rename {} to {}", c.path.display(), log_path.display()))?;
             let (mut segment, _) =
@@ -1085,6 +1214,7 @@ impl Log {
         }
         sync_dir(&self.dir)?;
         self.cleaned_up_to = self.cleaned_up_to.max(plan.clean_to);
+        self.debug_check_invariants();
         Ok(replaced)
     }
 

@@ -1,17 +1,14 @@
-//! Sparse offset → file position index of one segment (Kafka's `.index` file).
+//! Sparse offset → file position index of one segment (Kafka's `OffsetIndex`, the `.index`
+//! file), over the shared [`Index`] base.
 //!
 //! Entries are 8 bytes: relative offset u32 BE, position u32 BE. An entry maps the base offset of
-//! a batch to the byte position where that batch starts. The entries live in a `Vec`; the file is
-//! read back at open and written by [`OffsetIndex::persist`], not at every append, so that no
-//! descriptor stays open for it (the broker hosts thousands of partitions within one open-file
-//! limit) and a flush does not have to sync it. A file that lags behind the log is still a
-//! valid, sparser index: recovery scans the log from its last entry.
+//! a batch to the byte position where that batch starts; both strictly increase.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::error::{IoContext, LogError};
+use crate::error::LogError;
+pub(crate) use crate::index::IndexLoad;
+use crate::index::{Index, IndexEntry};
 
 pub const OFFSET_INDEX_ENTRY_SIZE_BYTES: usize = 8;
 
@@ -21,48 +18,50 @@ pub struct OffsetPosition {
     pub position: u32,
 }
 
-/// Outcome of reading an index file back.
-pub(crate) enum IndexLoad<T> {
-    Loaded(T),
-    /// Missing, mis-sized or inconsistent: the segment must rebuild it.
-    Rebuild(String),
+/// An entry as stored: (relative offset, position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetEntry {
+    pub relative_offset: u32,
+    pub position: u32,
 }
 
-#[derive(Debug)]
-pub struct OffsetIndex {
-    path: PathBuf,
-    base_offset: i64,
-    /// (relative offset, position)
-    entries: Vec<(u32, u32)>,
-    /// How many of `entries` the file holds.
-    persisted: usize,
-    max_entries: usize,
-}
+impl IndexEntry for OffsetEntry {
+    const SIZE_BYTES: usize = OFFSET_INDEX_ENTRY_SIZE_BYTES;
+    const KIND: &'static str = "index";
+    type Absolute = OffsetPosition;
 
-fn open_rw(path: &Path, truncate: bool) -> Result<std::fs::File, LogError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(truncate)
-        .open(path)
-        .ctx(|| format!("open index {}", path.display()))
-}
-
-impl OffsetIndex {
-    /// Creates an empty index, discarding any existing file content.
-    pub fn create(path: &Path, base_offset: i64, max_index_bytes: u64) -> Result<Self, LogError> {
-        // The (empty) file exists from the start: a missing index means a damaged segment.
-        open_rw(path, true)?;
-        Ok(OffsetIndex {
-            path: path.to_path_buf(),
-            base_offset,
-            entries: Vec::new(),
-            persisted: 0,
-            max_entries: (max_index_bytes / OFFSET_INDEX_ENTRY_SIZE_BYTES as u64) as usize,
-        })
+    fn relative_offset(&self) -> u32 {
+        self.relative_offset
     }
 
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.relative_offset.to_be_bytes());
+        out.extend_from_slice(&self.position.to_be_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Self {
+        OffsetEntry {
+            relative_offset: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            position: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        }
+    }
+
+    fn precedes(&self, next: &Self) -> bool {
+        self.relative_offset < next.relative_offset && self.position < next.position
+    }
+
+    fn to_absolute(&self, base_offset: i64) -> OffsetPosition {
+        OffsetPosition {
+            offset: base_offset + i64::from(self.relative_offset),
+            position: self.position,
+        }
+    }
+}
+
+/// The offset index: the shared base with offset entries.
+pub type OffsetIndex = Index<OffsetEntry>;
+
+impl Index<OffsetEntry> {
     /// Reads an existing index. Structural problems yield `Rebuild`, not an error.
     /// `log_size_bytes` bounds the positions entries may point at.
     pub(crate) fn load(
@@ -71,186 +70,52 @@ impl OffsetIndex {
         max_index_bytes: u64,
         log_size_bytes: u64,
     ) -> Result<IndexLoad<Self>, LogError> {
-        if !path.exists() {
-            return Ok(IndexLoad::Rebuild("missing".into()));
-        }
-        let bytes = std::fs::read(path).ctx(|| format!("read index {}", path.display()))?;
-        if bytes.len() % OFFSET_INDEX_ENTRY_SIZE_BYTES != 0 {
-            return Ok(IndexLoad::Rebuild(format!(
-                "size {} is not a multiple of {OFFSET_INDEX_ENTRY_SIZE_BYTES}",
-                bytes.len()
-            )));
-        }
-        let mut entries = Vec::with_capacity(bytes.len() / OFFSET_INDEX_ENTRY_SIZE_BYTES);
-        for chunk in bytes.chunks_exact(OFFSET_INDEX_ENTRY_SIZE_BYTES) {
-            let rel = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            let pos = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-            if let Some(&(prev_rel, prev_pos)) = entries.last() {
-                if rel <= prev_rel || pos <= prev_pos {
-                    return Ok(IndexLoad::Rebuild(format!(
-                        "entries out of order: ({prev_rel}, {prev_pos}) then ({rel}, {pos})"
-                    )));
-                }
-            }
-            if rel > i32::MAX as u32 || u64::from(pos) >= log_size_bytes {
-                return Ok(IndexLoad::Rebuild(format!(
-                    "entry ({rel}, {pos}) outside the segment (log size {log_size_bytes})"
-                )));
-            }
-            entries.push((rel, pos));
-        }
-        Ok(IndexLoad::Loaded(OffsetIndex {
-            path: path.to_path_buf(),
-            base_offset,
-            persisted: entries.len(),
-            entries,
-            max_entries: (max_index_bytes / OFFSET_INDEX_ENTRY_SIZE_BYTES as u64) as usize,
-        }))
+        Index::load_with(path, base_offset, max_index_bytes, |e: &OffsetEntry| {
+            (u64::from(e.position) >= log_size_bytes)
+                .then(|| format!("entry {e:?} outside the segment (log size {log_size_bytes})"))
+        })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Entries not written to the file yet.
-    pub fn unpersisted(&self) -> usize {
-        self.entries.len() - self.persisted
-    }
-
-    /// Writes the entries the file lacks, then fdatasyncs it if `sync`. Opens the file only
-    /// when there is something to write.
-    pub fn persist(&mut self, sync: bool) -> Result<(), LogError> {
-        if self.persisted == self.entries.len() {
-            return Ok(());
-        }
-        let mut buf = Vec::with_capacity(self.unpersisted() * OFFSET_INDEX_ENTRY_SIZE_BYTES);
-        for &(rel, position) in &self.entries[self.persisted..] {
-            buf.extend_from_slice(&rel.to_be_bytes());
-            buf.extend_from_slice(&position.to_be_bytes());
-        }
-        let file = open_rw(&self.path, false)?;
-        let at = (self.persisted * OFFSET_INDEX_ENTRY_SIZE_BYTES) as u64;
-        file.write_all_at(&buf, at)
-            .ctx(|| format!("write index {}", self.path.display()))?;
-        if sync {
-            file.sync_data()
-                .ctx(|| format!("fsync index {}", self.path.display()))?;
-        }
-        self.persisted = self.entries.len();
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.entries.len() >= self.max_entries
-    }
-
-    pub fn size_bytes(&self) -> u64 {
-        (self.entries.len() * OFFSET_INDEX_ENTRY_SIZE_BYTES) as u64
-    }
-
-    fn entry(&self, i: usize) -> OffsetPosition {
-        let (rel, position) = self.entries[i];
-        OffsetPosition {
-            offset: self.base_offset + i64::from(rel),
-            position,
-        }
-    }
-
-    pub fn entries(&self) -> impl Iterator<Item = OffsetPosition> + '_ {
-        (0..self.entries.len()).map(|i| self.entry(i))
-    }
-
-    pub fn last_entry(&self) -> Option<OffsetPosition> {
-        (!self.entries.is_empty()).then(|| self.entry(self.entries.len() - 1))
-    }
-
-    /// Appends an entry (in memory; see [`OffsetIndex::persist`]); it must be strictly beyond
-    /// the last one in both offset and position (otherwise it is skipped: the index is only a
-    /// hint).
+    /// Appends an entry (in memory; see [`Index::persist`]); it must be strictly beyond the
+    /// last one in both offset and position (otherwise it is skipped: the index is only a
+    /// hint, and the segment never asks for one that is not).
     pub fn append(&mut self, offset: i64, position: u32) {
-        let rel = offset - self.base_offset;
-        debug_assert!(
-            (0..=i64::from(i32::MAX)).contains(&rel),
-            "relative offset {rel}"
-        );
-        if !(0..=i64::from(i32::MAX)).contains(&rel) {
+        let Some(relative_offset) = self.relative(offset) else {
+            debug_assert!(false, "offset {offset} outside the segment's range");
+            return;
+        };
+        let entry = OffsetEntry {
+            relative_offset,
+            position,
+        };
+        if self.last().is_some_and(|last| !last.precedes(&entry)) {
+            debug_assert!(false, "non-monotonic index append");
             return;
         }
-        let rel = rel as u32;
-        if let Some(&(last_rel, last_pos)) = self.entries.last() {
-            if rel <= last_rel || position <= last_pos {
-                debug_assert!(false, "non-monotonic index append");
-                return;
-            }
-        }
-        self.entries.push((rel, position));
+        self.push(entry);
     }
 
     /// The entry with the largest offset <= `target`, or (base offset, 0) if none: the batch
     /// holding `target` starts at or after the returned position.
     pub fn lookup(&self, target: i64) -> OffsetPosition {
-        let rel = target - self.base_offset;
+        let start = OffsetPosition {
+            offset: self.base_offset(),
+            position: 0,
+        };
+        let rel = target - self.base_offset();
         if rel < 0 {
-            return OffsetPosition {
-                offset: self.base_offset,
-                position: 0,
-            };
+            return start;
         }
         let rel = rel.min(i64::from(u32::MAX)) as u32;
-        let n = self.entries.partition_point(|&(r, _)| r <= rel);
-        if n == 0 {
-            OffsetPosition {
-                offset: self.base_offset,
-                position: 0,
-            }
-        } else {
-            self.entry(n - 1)
-        }
-    }
-
-    /// Drops entries with offset >= `offset`.
-    pub fn truncate_to_offset(&mut self, offset: i64) -> Result<(), LogError> {
-        let rel = offset - self.base_offset;
-        let keep = if rel <= 0 {
-            0
-        } else {
-            let rel = rel.min(i64::from(u32::MAX)) as u32;
-            self.entries.partition_point(|&(r, _)| r < rel)
-        };
-        self.truncate_entries(keep)
-    }
-
-    pub fn reset(&mut self) -> Result<(), LogError> {
-        self.truncate_entries(0)
-    }
-
-    /// Cuts the file at once when it holds dropped entries (truncations are rare), so it never
-    /// describes data the log no longer has.
-    fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
-        if keep >= self.entries.len() {
-            return Ok(());
-        }
-        if keep < self.persisted {
-            open_rw(&self.path, false)?
-                .set_len((keep * OFFSET_INDEX_ENTRY_SIZE_BYTES) as u64)
-                .ctx(|| format!("truncate index {}", self.path.display()))?;
-            self.persisted = keep;
-        }
-        self.entries.truncate(keep);
-        Ok(())
+        self.largest_lower_bound(|e| e.relative_offset, rel)
+            .unwrap_or(start)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileExt;
+
     use super::*;
 
     #[test]

@@ -38,7 +38,8 @@ use std::path::{Path, PathBuf};
 use crate::batch::{parse_header, BatchHeader};
 use crate::checkpoint::TEMP_SUFFIX;
 use crate::error::{BatchError, IoContext, LogError};
-use crate::segment::{BatchScanner, LogSegment, ScanItem};
+use crate::scan::{BatchScanner, ScanItem};
+use crate::segment::LogSegment;
 use crate::topic_partition::TopicPartition;
 
 pub const PRODUCER_SNAPSHOT_FILE_SUFFIX: &str = ".snapshot";
@@ -213,7 +214,7 @@ pub fn batch_headers(records: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
 pub fn snapshot_file_path(dir: &Path, offset: i64) -> PathBuf {
     dir.join(format!(
         "{}{PRODUCER_SNAPSHOT_FILE_SUFFIX}",
-        crate::segment::file_stem(offset)
+        crate::files::file_stem(offset)
     ))
 }
 
@@ -319,50 +320,71 @@ impl ProducerStateManager {
                     None => (h.producer_epoch, None),
                 },
             };
-            if h.producer_epoch < epoch {
-                return Err(ProducerStateError::InvalidProducerEpoch {
-                    producer_id: h.producer_id,
-                    epoch: h.producer_epoch,
-                    current_epoch: epoch,
-                });
-            }
-            if h.producer_epoch > epoch {
-                if h.base_sequence != 0 {
-                    return Err(ProducerStateError::OutOfOrderSequence {
-                        producer_id: h.producer_id,
-                        sequence: h.base_sequence,
-                        expected_after: -1,
-                    });
-                }
-            } else if let Some(last) = last {
-                if let Some(entry) = self.producers.get(&h.producer_id) {
-                    if let Some(dup) = entry
-                        .batches
-                        .iter()
-                        .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq(h))
-                    {
-                        if idempotent.len() == 1 && headers.len() == 1 {
-                            return Ok(SequenceCheck::Duplicate {
-                                first_offset: dup.first_offset,
-                                last_offset: dup.last_offset,
-                            });
-                        }
-                        return Err(ProducerStateError::DuplicateSequence {
-                            producer_id: h.producer_id,
-                        });
-                    }
-                }
-                if h.base_sequence != next_seq(last) {
-                    return Err(ProducerStateError::OutOfOrderSequence {
-                        producer_id: h.producer_id,
-                        sequence: h.base_sequence,
-                        expected_after: last,
-                    });
-                }
+            let single_batch = idempotent.len() == 1 && headers.len() == 1;
+            if let Some(duplicate) = self.check_batch(h, epoch, last, single_batch)? {
+                return Ok(duplicate);
             }
             expected.insert(h.producer_id, (h.producer_epoch, Some(last_seq(h))));
         }
         Ok(SequenceCheck::Append)
+    }
+
+    /// Kafka's rules for one batch of a producer whose epoch and last sequence so far are
+    /// `epoch` and `last` (none: nothing known, any sequence goes). `Some` is a retry of a
+    /// batch already written, answered only when it is the request's only batch.
+    fn check_batch(
+        &self,
+        h: &BatchHeader,
+        epoch: i16,
+        last: Option<i32>,
+        single_batch: bool,
+    ) -> Result<Option<SequenceCheck>, ProducerStateError> {
+        if h.producer_epoch < epoch {
+            return Err(ProducerStateError::InvalidProducerEpoch {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                current_epoch: epoch,
+            });
+        }
+        if h.producer_epoch > epoch {
+            // A new epoch starts its sequences over.
+            if h.base_sequence != 0 {
+                return Err(ProducerStateError::OutOfOrderSequence {
+                    producer_id: h.producer_id,
+                    sequence: h.base_sequence,
+                    expected_after: -1,
+                });
+            }
+            return Ok(None);
+        }
+        let Some(last) = last else {
+            return Ok(None);
+        };
+        if let Some(entry) = self.producers.get(&h.producer_id) {
+            if let Some(dup) = entry
+                .batches
+                .iter()
+                .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq(h))
+            {
+                if single_batch {
+                    return Ok(Some(SequenceCheck::Duplicate {
+                        first_offset: dup.first_offset,
+                        last_offset: dup.last_offset,
+                    }));
+                }
+                return Err(ProducerStateError::DuplicateSequence {
+                    producer_id: h.producer_id,
+                });
+            }
+        }
+        if h.base_sequence != next_seq(last) {
+            return Err(ProducerStateError::OutOfOrderSequence {
+                producer_id: h.producer_id,
+                sequence: h.base_sequence,
+                expected_after: last,
+            });
+        }
+        Ok(None)
     }
 
     /// Records batches written to the log (their base offsets assigned), in log order: appends
@@ -406,6 +428,8 @@ impl ProducerStateManager {
             }
             entry.last_timestamp_ms = h.max_timestamp;
         }
+        // The bound on what a partition's producers may take in memory.
+        debug_assert!(self.producers.len() <= MAX_PRODUCERS_PER_PARTITION);
     }
 
     /// Forgets producers idle for `expiration_ms` (producer.id.expiration.ms), counted from
@@ -727,6 +751,51 @@ impl Reader<'_> {
     }
 }
 
+/// One producer's entry of a snapshot written for `offset` (every batch lies below it).
+fn decode_producer(
+    r: &mut Reader<'_>,
+    offset: i64,
+) -> Result<(i64, ProducerStateEntry), SnapshotError> {
+    let producer_id = r.i64()?;
+    let producer_epoch = r.i16()?;
+    let coordinator_epoch = r.i32()?;
+    let txn_first = r.i64()?;
+    let last_timestamp_ms = r.i64()?;
+    let batch_count = r.i32()?;
+    let batch_count = usize::try_from(batch_count)
+        .ok()
+        .filter(|c| *c <= CACHED_BATCHES_PER_PRODUCER && *c <= r.remaining() / BATCH_ENTRY_BYTES)
+        .ok_or_else(|| corrupt(format!("batch count {batch_count} out of range")))?;
+    if producer_id < 0 {
+        return Err(corrupt(format!("producer id {producer_id}")));
+    }
+    let mut batches = VecDeque::with_capacity(batch_count);
+    for _ in 0..batch_count {
+        let m = BatchMetadata {
+            first_seq: r.i32()?,
+            last_seq: r.i32()?,
+            first_offset: r.i64()?,
+            last_offset: r.i64()?,
+            timestamp_ms: r.i64()?,
+        };
+        if m.first_offset < 0 || m.first_offset > m.last_offset || m.last_offset >= offset {
+            return Err(corrupt(format!(
+                "producer {producer_id}: batch at offsets {}..={} in a snapshot for {offset}",
+                m.first_offset, m.last_offset
+            )));
+        }
+        batches.push_back(m);
+    }
+    let entry = ProducerStateEntry {
+        producer_epoch,
+        batches,
+        coordinator_epoch,
+        current_txn_first_offset: (txn_first >= 0).then_some(txn_first),
+        last_timestamp_ms,
+    };
+    Ok((producer_id, entry))
+}
+
 fn decode_snapshot(
     bytes: &[u8],
     expected_offset: i64,
@@ -759,45 +828,7 @@ fn decode_snapshot(
         .ok_or_else(|| corrupt(format!("producer count {count} out of range")))?;
     let mut producers = HashMap::with_capacity(count);
     for _ in 0..count {
-        let producer_id = r.i64()?;
-        let producer_epoch = r.i16()?;
-        let coordinator_epoch = r.i32()?;
-        let txn_first = r.i64()?;
-        let last_timestamp_ms = r.i64()?;
-        let batch_count = r.i32()?;
-        let batch_count = usize::try_from(batch_count)
-            .ok()
-            .filter(|c| {
-                *c <= CACHED_BATCHES_PER_PRODUCER && *c <= r.remaining() / BATCH_ENTRY_BYTES
-            })
-            .ok_or_else(|| corrupt(format!("batch count {batch_count} out of range")))?;
-        if producer_id < 0 {
-            return Err(corrupt(format!("producer id {producer_id}")));
-        }
-        let mut batches = VecDeque::with_capacity(batch_count);
-        for _ in 0..batch_count {
-            let m = BatchMetadata {
-                first_seq: r.i32()?,
-                last_seq: r.i32()?,
-                first_offset: r.i64()?,
-                last_offset: r.i64()?,
-                timestamp_ms: r.i64()?,
-            };
-            if m.first_offset < 0 || m.first_offset > m.last_offset || m.last_offset >= offset {
-                return Err(corrupt(format!(
-                    "producer {producer_id}: batch at offsets {}..={} in a snapshot for {offset}",
-                    m.first_offset, m.last_offset
-                )));
-            }
-            batches.push_back(m);
-        }
-        let entry = ProducerStateEntry {
-            producer_epoch,
-            batches,
-            coordinator_epoch,
-            current_txn_first_offset: (txn_first >= 0).then_some(txn_first),
-            last_timestamp_ms,
-        };
+        let (producer_id, entry) = decode_producer(&mut r, offset)?;
         if producers.insert(producer_id, entry).is_some() {
             return Err(corrupt(format!("producer {producer_id} appears twice")));
         }

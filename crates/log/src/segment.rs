@@ -1,24 +1,26 @@
 //! One segment of a partition log (Kafka's LogSegment): a `.log` file of record batches plus
 //! its sparse `.index` and `.timeindex`, all named by the segment's base offset.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{parse_header, BatchHeader, ATTRIBUTES_OFFSET, RECORD_BATCH_HEADER_SIZE};
+use crate::batch::{BatchHeader, RECORD_BATCH_HEADER_SIZE};
 use crate::config::LogConfig;
 use crate::error::{BatchError, IoContext, LogError};
-use crate::log::TimestampAndOffset;
-use crate::offset_index::{IndexLoad, OffsetIndex};
-use crate::time_index::TimeIndex;
+use crate::index::IndexLoad;
+use crate::offset_index::OffsetIndex;
+use crate::scan::{BatchScanner, ScanItem};
+use crate::time_index::{TimeIndex, TimestampAndOffset};
 
-pub const LOG_FILE_SUFFIX: &str = ".log";
-pub const INDEX_FILE_SUFFIX: &str = ".index";
-pub const TIME_INDEX_FILE_SUFFIX: &str = ".timeindex";
-pub const DELETED_FILE_SUFFIX: &str = ".deleted";
-pub const CLEANED_FILE_SUFFIX: &str = ".cleaned";
-pub const SWAP_FILE_SUFFIX: &str = ".swap";
+// The file names lived here before `files`: re-exported so that `segment::` paths in branches
+// under way still compile (nothing outside strom-log used them when they moved).
+pub use crate::files::{
+    file_stem, index_file_path, log_file_path, time_index_file_path, CLEANED_FILE_SUFFIX,
+    DELETED_FILE_SUFFIX, INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, SWAP_FILE_SUFFIX,
+    TIME_INDEX_FILE_SUFFIX,
+};
 
 /// Relative offsets in the indexes are 32-bit; Kafka keeps them non-negative ints.
 const MAX_RELATIVE_OFFSET: i64 = i32::MAX as i64;
@@ -28,136 +30,14 @@ const HEADER_SCAN_CHUNK_BYTES: usize = 16 * 1024;
 /// Read size when checksumming batches during recovery; large batches are streamed through it.
 const CRC_SCAN_CHUNK_BYTES: usize = 256 * 1024;
 
-pub fn file_stem(base_offset: i64) -> String {
-    format!("{base_offset:020}")
-}
-
-pub fn log_file_path(dir: &Path, base_offset: i64) -> PathBuf {
-    dir.join(format!("{}{LOG_FILE_SUFFIX}", file_stem(base_offset)))
-}
-
-pub fn index_file_path(dir: &Path, base_offset: i64) -> PathBuf {
-    dir.join(format!("{}{INDEX_FILE_SUFFIX}", file_stem(base_offset)))
-}
-
-pub fn time_index_file_path(dir: &Path, base_offset: i64) -> PathBuf {
-    dir.join(format!(
-        "{}{TIME_INDEX_FILE_SUFFIX}",
-        file_stem(base_offset)
-    ))
-}
-
-pub(crate) enum ScanItem {
-    Batch { position: u64, header: BatchHeader },
-    End,
-    Invalid { position: u64, error: BatchError },
-}
-
-/// Walks the batches of a file region through a reusable read buffer.
-pub(crate) struct BatchScanner<'a> {
-    file: &'a File,
-    path: &'a Path,
-    end: u64,
-    pos: u64,
-    buf: Vec<u8>,
-    buf_start: u64,
-    chunk_bytes: usize,
-    /// Header of the batch just reported with a CRC mismatch: it parsed and fits, so a caller
-    /// may step over it ([`BatchScanner::skip_bad_crc`]) to see whether the chain goes on.
-    bad_crc_header: Option<BatchHeader>,
-}
-
-impl<'a> BatchScanner<'a> {
-    pub(crate) fn new(
-        file: &'a File,
-        path: &'a Path,
-        start: u64,
-        end: u64,
-        chunk_bytes: usize,
-    ) -> Self {
-        BatchScanner {
-            file,
-            path,
-            end,
-            pos: start,
-            buf: Vec::new(),
-            buf_start: 0,
-            chunk_bytes,
-            bad_crc_header: None,
-        }
-    }
-
-    /// Steps over the batch last reported as [`BatchError::CrcMismatch`], returning its
-    /// header; `None` if the last item was anything else.
-    pub(crate) fn skip_bad_crc(&mut self) -> Option<BatchHeader> {
-        let header = self.bad_crc_header.take()?;
-        self.pos += header.size_bytes() as u64;
-        Some(header)
-    }
-
-    /// Returns `len` bytes at `pos`; the caller guarantees `pos + len <= end`.
-    fn bytes_at(&mut self, pos: u64, len: usize) -> Result<&[u8], LogError> {
-        debug_assert!(pos + len as u64 <= self.end);
-        let buf_end = self.buf_start + self.buf.len() as u64;
-        if pos < self.buf_start || pos + len as u64 > buf_end {
-            let want = (len.max(self.chunk_bytes) as u64).min(self.end - pos) as usize;
-            self.buf.resize(want, 0);
-            self.file
-                .read_exact_at(&mut self.buf, pos)
-                .ctx(|| format!("read {} at {pos}", self.path.display()))?;
-            self.buf_start = pos;
-        }
-        let from = (pos - self.buf_start) as usize;
-        Ok(&self.buf[from..from + len])
-    }
-
-    pub(crate) fn next(&mut self, verify_crc: bool) -> Result<ScanItem, LogError> {
-        self.bad_crc_header = None;
-        let position = self.pos;
-        if position >= self.end {
-            return Ok(ScanItem::End);
-        }
-        let remaining = self.end - position;
-        let header_len = (RECORD_BATCH_HEADER_SIZE as u64).min(remaining) as usize;
-        let header = match parse_header(self.bytes_at(position, header_len)?, position) {
-            Ok(h) => h,
-            Err(error) => return Ok(ScanItem::Invalid { position, error }),
-        };
-        let size = header.size_bytes() as u64;
-        if size > remaining {
-            return Ok(ScanItem::Invalid {
-                position,
-                error: BatchError::Truncated {
-                    position,
-                    needed_bytes: size,
-                    available_bytes: remaining,
-                },
-            });
-        }
-        if verify_crc {
-            let mut crc = 0u32;
-            let mut at = position + ATTRIBUTES_OFFSET as u64;
-            let stop = position + size;
-            while at < stop {
-                let n = ((stop - at) as usize).min(self.chunk_bytes);
-                crc = crc32c::crc32c_append(crc, self.bytes_at(at, n)?);
-                at += n as u64;
-            }
-            if crc != header.crc {
-                self.bad_crc_header = Some(header);
-                return Ok(ScanItem::Invalid {
-                    position,
-                    error: BatchError::CrcMismatch {
-                        position,
-                        stored: header.crc,
-                        computed: crc,
-                    },
-                });
-            }
-        }
-        self.pos = position + size;
-        Ok(ScanItem::Batch { position, header })
-    }
+/// How far a recovery scan got.
+struct RecoveryScan {
+    /// End of the last batch kept.
+    valid_end: u64,
+    /// Where the scan stopped and why, if before the end of the file.
+    invalid: Option<(u64, String)>,
+    /// A batch below the recovery point failed its CRC and was kept.
+    damaged_synced_data: bool,
 }
 
 /// Where a read found data in this segment.
@@ -194,13 +74,7 @@ pub struct LogSegment {
 }
 
 fn open_log_file(path: &Path, truncate: bool) -> Result<File, LogError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(truncate)
-        .open(path)
-        .ctx(|| format!("open segment {}", path.display()))
+    crate::files::open_read_write(path, truncate).ctx(|| format!("open segment {}", path.display()))
 }
 
 impl LogSegment {
@@ -346,7 +220,6 @@ impl LogSegment {
         self.offset_of_max_timestamp
     }
 
-    /// Files that must reach the disk for this segment's data to be durable.
     /// Writes index entries the index files lack; with `sync`, makes them durable. Flushes do
     /// not sync the indexes: they are hints that recovery can rebuild from the log.
     pub(crate) fn persist_indexes(&mut self, sync: bool) -> Result<(), LogError> {
@@ -410,7 +283,15 @@ impl LogSegment {
     /// Accounts for a batch that now sits at `position`: max timestamp, sparse index entries
     /// (Kafka's rule: one entry per `index.interval.bytes`), next offset.
     fn index_batch(&mut self, header: &BatchHeader, position: u64) {
-        debug_assert!(position <= u64::from(u32::MAX));
+        // Recovery refuses a batch beyond the 32-bit range (`out_of_sequence`) and an append
+        // starts below segment.bytes (at most i32::MAX): a larger one would index a wrapped
+        // position.
+        assert!(
+            position <= u64::from(u32::MAX),
+            "segment {}: batch position {position} beyond the index's 32-bit range",
+            self.log_path.display()
+        );
+        debug_assert!(header.base_offset >= self.base_offset);
         if header.max_timestamp > self.max_timestamp_so_far {
             self.max_timestamp_so_far = header.max_timestamp;
             self.offset_of_max_timestamp = header.base_offset;
@@ -446,9 +327,28 @@ impl LogSegment {
             headers.iter().map(|h| h.size_bytes()).sum::<usize>(),
             records.len()
         );
+        // Offsets the segment cannot hold would be written under a wrong relative offset
+        // (its indexes, then reads, would point elsewhere): the log assigns them, so a
+        // violation is a bug to stop at, before any byte is written.
+        if let (Some(first), Some(last)) = (headers.first(), headers.last()) {
+            assert!(
+                first.base_offset >= self.next_offset && first.base_offset >= self.base_offset,
+                "segment {}: append at offset {} below its next offset {}",
+                self.log_path.display(),
+                first.base_offset,
+                self.next_offset
+            );
+            assert!(
+                last.last_offset() - self.base_offset <= MAX_RELATIVE_OFFSET,
+                "segment {}: offset {} beyond the relative range of base {}",
+                self.log_path.display(),
+                last.last_offset(),
+                self.base_offset
+            );
+        }
         debug_assert!(headers
-            .first()
-            .is_none_or(|h| h.base_offset >= self.next_offset));
+            .windows(2)
+            .all(|w| w[1].base_offset == w[0].next_offset()));
         let position = self.size_bytes;
         if let Err(e) = self.log_file.write_all_at(records, position) {
             // Cut a partial write so the file never holds bytes the segment does not account for.
@@ -469,20 +369,26 @@ impl LogSegment {
         Ok(())
     }
 
+    /// A walk of batch headers from the batch the offset index names for `offset` (at or
+    /// before the one holding it).
+    fn headers_from(&self, offset: i64) -> BatchScanner<'_> {
+        let start = u64::from(self.offset_index.lookup(offset).position);
+        BatchScanner::new(
+            &self.log_file,
+            &self.log_path,
+            start,
+            self.size_bytes,
+            HEADER_SCAN_CHUNK_BYTES,
+        )
+    }
+
     /// Position and header of the first batch whose last offset is >= `offset`, searching from
     /// the index hint.
     pub(crate) fn translate_offset(
         &self,
         offset: i64,
     ) -> Result<Option<(u64, BatchHeader)>, LogError> {
-        let start = u64::from(self.offset_index.lookup(offset).position);
-        let mut scanner = BatchScanner::new(
-            &self.log_file,
-            &self.log_path,
-            start,
-            self.size_bytes,
-            HEADER_SCAN_CHUNK_BYTES,
-        );
+        let mut scanner = self.headers_from(offset);
         loop {
             match scanner.next(false)? {
                 ScanItem::Batch { position, header } => {
@@ -511,14 +417,7 @@ impl LogSegment {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<SegmentRead, LogError> {
-        let start = u64::from(self.offset_index.lookup(start_offset).position);
-        let mut scanner = BatchScanner::new(
-            &self.log_file,
-            &self.log_path,
-            start,
-            self.size_bytes,
-            HEADER_SCAN_CHUNK_BYTES,
-        );
+        let mut scanner = self.headers_from(start_offset);
         let corrupt = |position: u64, error: BatchError| LogError::Corrupt {
             path: self.log_path.clone(),
             reason: format!("at byte {position}: {error}"),
@@ -582,14 +481,7 @@ impl LogSegment {
             .lookup(target_ms)
             .map_or(self.base_offset, |e| e.offset)
             .max(min_offset);
-        let start = u64::from(self.offset_index.lookup(from_offset).position);
-        let mut scanner = BatchScanner::new(
-            &self.log_file,
-            &self.log_path,
-            start,
-            self.size_bytes,
-            HEADER_SCAN_CHUNK_BYTES,
-        );
+        let mut scanner = self.headers_from(from_offset);
         loop {
             match scanner.next(false)? {
                 ScanItem::Batch { header, .. } => {
@@ -664,129 +556,15 @@ impl LogSegment {
             .ctx(|| format!("stat {}", self.log_path.display()))?
             .len();
         self.size_bytes = file_len;
-        let mut start = None;
-        if let Some(recovery_point) = from_offset {
-            // Index entries below the recovery point were fsynced with their data; the rest are
-            // unverified.
-            self.offset_index.truncate_to_offset(recovery_point)?;
-            self.time_index.truncate_to_offset(recovery_point)?;
-            let (position, offset) = self
-                .offset_index
-                .last_entry()
-                .map_or((0, self.base_offset), |e| (u64::from(e.position), e.offset));
-            match self.batch_at(position)? {
-                Some(h)
-                    if h.base_offset == offset
-                        || (position == 0 && h.base_offset >= self.base_offset) =>
-                {
-                    start = Some((position, offset));
-                }
-                None if position == 0 => start = Some((0, self.base_offset)),
-                _ => {
-                    tracing::warn!(segment = %self.log_path.display(), "index entry does not match the log; rebuilding")
-                }
-            }
-        }
-        let (start_position, start_offset) = match start {
-            Some(s) => s,
-            None => {
-                self.offset_index.reset()?;
-                self.time_index.reset()?;
-                (0, self.base_offset)
-            }
-        };
+        let (start_position, start_offset) = self.recovery_start(from_offset)?;
         self.reset_state(start_offset);
         if start_position == 0 {
             self.rolling_based_timestamp = None;
         }
-        let file = Arc::clone(&self.log_file);
-        let path = self.log_path.clone();
-        let mut scanner =
-            BatchScanner::new(&file, &path, start_position, file_len, CRC_SCAN_CHUNK_BYTES);
-        let mut valid_end = start_position;
-        let mut invalid: Option<(u64, String)> = None;
-        // Once synced data was found damaged, nothing after it in the segment is taken for a
-        // torn write: the offsets that tell the two apart came from a damaged header.
-        let mut damaged_synced_data = false;
-        loop {
-            match scanner.next(true)? {
-                ScanItem::Batch { position, header } => {
-                    if let Some(reason) = self.out_of_sequence(&header, position) {
-                        invalid = Some((position, reason));
-                        break;
-                    }
-                    self.index_batch(&header, position);
-                    valid_end = position + header.size_bytes() as u64;
-                }
-                ScanItem::End => break,
-                ScanItem::Invalid { position, error } => {
-                    if self.next_offset < synced_below {
-                        if let Some(header) = scanner.skip_bad_crc() {
-                            // Its lastOffsetDelta sits inside the failed CRC: a synced batch
-                            // ends at or below the recovery point, so one claiming more is
-                            // not trusted to say where the next offset is.
-                            if self.out_of_sequence(&header, position).is_none()
-                                && header.next_offset() <= synced_below
-                            {
-                                damaged_synced_data = true;
-                                tracing::error!(
-                                    segment = %self.log_path.display(),
-                                    position,
-                                    base_offset = header.base_offset,
-                                    last_offset = header.last_offset(),
-                                    recovery_point = synced_below,
-                                    %error,
-                                    "acknowledged record batch is damaged (fails its CRC below the recovery point); kept as it is, not truncated"
-                                );
-                                // Nor is its maxTimestamp (also inside the CRC) let into
-                                // the time index.
-                                let mut header = header;
-                                header.max_timestamp = -1;
-                                self.index_batch(&header, position);
-                                valid_end = position + header.size_bytes() as u64;
-                                continue;
-                            }
-                        }
-                    }
-                    invalid = Some((position, error.to_string()));
-                    break;
-                }
-            }
-        }
-        let truncated_bytes = file_len - valid_end;
+        let scan = self.scan_and_index(start_position, file_len, synced_below)?;
+        let truncated_bytes = file_len - scan.valid_end;
         if truncated_bytes > 0 {
-            let (position, reason) = invalid.unwrap_or((valid_end, "unknown".to_string()));
-            if self.next_offset < synced_below || damaged_synced_data {
-                tracing::error!(
-                    segment = %self.log_path.display(),
-                    position,
-                    offset = self.next_offset,
-                    recovery_point = synced_below,
-                    %reason,
-                    "acknowledged data is damaged (below the recovery point); refusing to truncate it"
-                );
-                return Err(LogError::Corrupt {
-                    path: self.log_path.clone(),
-                    reason: format!(
-                        "at byte {position} (offset {}), below the recovery point {synced_below}, so acknowledged data: {reason}; \
-                         not truncated ({truncated_bytes} bytes from there kept); run `strom storage verify` for details",
-                        self.next_offset
-                    ),
-                });
-            }
-            tracing::warn!(
-                segment = %self.log_path.display(),
-                position,
-                offset = self.next_offset,
-                valid_bytes = valid_end,
-                truncated_bytes,
-                %reason,
-                "truncating the torn tail of the segment (written after the last fsync)"
-            );
-            self.log_file
-                .set_len(valid_end)
-                .ctx(|| format!("truncate {}", self.log_path.display()))?;
-            self.size_bytes = valid_end;
+            self.cut_torn_tail(&scan, truncated_bytes, synced_below)?;
             if self
                 .time_index
                 .last_entry()
@@ -801,6 +579,168 @@ impl LogSegment {
             self.rolling_based_timestamp = self.batch_at(0)?.map(|h| h.max_timestamp);
         }
         Ok(truncated_bytes)
+    }
+
+    /// Where a recovery scan starts: the last index entry below `from_offset` (the recovery
+    /// point) if it matches the log, else the segment's start with both indexes emptied.
+    fn recovery_start(&mut self, from_offset: Option<i64>) -> Result<(u64, i64), LogError> {
+        if let Some(recovery_point) = from_offset {
+            // Index entries below the recovery point were fsynced with their data; the rest are
+            // unverified.
+            self.offset_index.truncate_to_offset(recovery_point)?;
+            self.time_index.truncate_to_offset(recovery_point)?;
+            let (position, offset) = self
+                .offset_index
+                .last_entry()
+                .map_or((0, self.base_offset), |e| (u64::from(e.position), e.offset));
+            match self.batch_at(position)? {
+                Some(h)
+                    if h.base_offset == offset
+                        || (position == 0 && h.base_offset >= self.base_offset) =>
+                {
+                    return Ok((position, offset));
+                }
+                None if position == 0 => return Ok((0, self.base_offset)),
+                _ => {
+                    tracing::warn!(segment = %self.log_path.display(), "index entry does not match the log; rebuilding")
+                }
+            }
+        }
+        self.offset_index.reset()?;
+        self.time_index.reset()?;
+        Ok((0, self.base_offset))
+    }
+
+    /// Checks and re-indexes the batches from `start_position` up to the first that breaks
+    /// the chain; below `synced_below` a batch whose CRC alone fails is kept (see
+    /// [`LogSegment::recover`]).
+    fn scan_and_index(
+        &mut self,
+        start_position: u64,
+        file_len: u64,
+        synced_below: i64,
+    ) -> Result<RecoveryScan, LogError> {
+        let file = Arc::clone(&self.log_file);
+        let path = self.log_path.clone();
+        let mut scanner =
+            BatchScanner::new(&file, &path, start_position, file_len, CRC_SCAN_CHUNK_BYTES);
+        let mut scan = RecoveryScan {
+            valid_end: start_position,
+            invalid: None,
+            damaged_synced_data: false,
+        };
+        loop {
+            match scanner.next(true)? {
+                ScanItem::Batch { position, header } => {
+                    if let Some(reason) = self.out_of_sequence(&header, position) {
+                        scan.invalid = Some((position, reason));
+                        break;
+                    }
+                    self.index_batch(&header, position);
+                    scan.valid_end = position + header.size_bytes() as u64;
+                }
+                ScanItem::End => break,
+                ScanItem::Invalid { position, error } => {
+                    if self.next_offset < synced_below {
+                        if let Some(header) = scanner.skip_bad_crc() {
+                            if self.keep_damaged_synced_batch(
+                                header,
+                                position,
+                                synced_below,
+                                &error,
+                            ) {
+                                scan.damaged_synced_data = true;
+                                scan.valid_end = position + header.size_bytes() as u64;
+                                continue;
+                            }
+                        }
+                    }
+                    scan.invalid = Some((position, error.to_string()));
+                    break;
+                }
+            }
+        }
+        Ok(scan)
+    }
+
+    /// A batch below the recovery point that fails its CRC but whose framing still holds: it
+    /// is kept (logged, indexed without its timestamp) if its offsets fit where it stands.
+    fn keep_damaged_synced_batch(
+        &mut self,
+        header: BatchHeader,
+        position: u64,
+        synced_below: i64,
+        error: &BatchError,
+    ) -> bool {
+        // Its lastOffsetDelta sits inside the failed CRC: a synced batch ends at or below the
+        // recovery point, so one claiming more is not trusted to say where the next offset is.
+        if self.out_of_sequence(&header, position).is_some() || header.next_offset() > synced_below
+        {
+            return false;
+        }
+        tracing::error!(
+            segment = %self.log_path.display(),
+            position,
+            base_offset = header.base_offset,
+            last_offset = header.last_offset(),
+            recovery_point = synced_below,
+            %error,
+            "acknowledged record batch is damaged (fails its CRC below the recovery point); kept as it is, not truncated"
+        );
+        // Nor is its maxTimestamp (also inside the CRC) let into the time index.
+        let mut header = header;
+        header.max_timestamp = -1;
+        self.index_batch(&header, position);
+        true
+    }
+
+    /// Cuts what follows the last valid batch, unless it holds acknowledged data (below the
+    /// recovery point, or after a damaged synced batch): that is [`LogError::Corrupt`].
+    fn cut_torn_tail(
+        &mut self,
+        scan: &RecoveryScan,
+        truncated_bytes: u64,
+        synced_below: i64,
+    ) -> Result<(), LogError> {
+        let valid_end = scan.valid_end;
+        let (position, reason) = scan
+            .invalid
+            .clone()
+            .unwrap_or((valid_end, "unknown".to_string()));
+        // Once synced data was found damaged, nothing after it in the segment is taken for a
+        // torn write: the offsets that tell the two apart came from a damaged header.
+        if self.next_offset < synced_below || scan.damaged_synced_data {
+            tracing::error!(
+                segment = %self.log_path.display(),
+                position,
+                offset = self.next_offset,
+                recovery_point = synced_below,
+                %reason,
+                "acknowledged data is damaged (below the recovery point); refusing to truncate it"
+            );
+            return Err(LogError::Corrupt {
+                path: self.log_path.clone(),
+                reason: format!(
+                    "at byte {position} (offset {}), below the recovery point {synced_below}, so acknowledged data: {reason}; \
+                     not truncated ({truncated_bytes} bytes from there kept); run `strom storage verify` for details",
+                    self.next_offset
+                ),
+            });
+        }
+        tracing::warn!(
+            segment = %self.log_path.display(),
+            position,
+            offset = self.next_offset,
+            valid_bytes = valid_end,
+            truncated_bytes,
+            %reason,
+            "truncating the torn tail of the segment (written after the last fsync)"
+        );
+        self.log_file
+            .set_len(valid_end)
+            .ctx(|| format!("truncate {}", self.log_path.display()))?;
+        self.size_bytes = valid_end;
+        Ok(())
     }
 
     /// Why a CRC-valid batch still cannot belong at this point of the segment.
@@ -942,5 +882,63 @@ impl LogSegment {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{build_batch, BatchSpec};
+
+    fn batch_at(base_offset: i64, records: i32) -> (Vec<u8>, Vec<BatchHeader>) {
+        let bytes = build_batch(&BatchSpec {
+            base_offset,
+            ..BatchSpec::records(records)
+        });
+        let headers = crate::batch::validate_batches(&bytes).unwrap();
+        (bytes, headers)
+    }
+
+    fn segment_at(base_offset: i64) -> (tempfile::TempDir, LogSegment) {
+        let tmp = tempfile::tempdir().unwrap();
+        let segment =
+            LogSegment::create(tmp.path(), base_offset, &LogConfig::default(), 0).unwrap();
+        (tmp, segment)
+    }
+
+    #[test]
+    fn appends_at_and_after_the_next_offset() {
+        let (_tmp, mut segment) = segment_at(100);
+        let (bytes, headers) = batch_at(100, 3);
+        segment.append(&bytes, &headers).unwrap();
+        let (bytes, headers) = batch_at(103, 2);
+        segment.append(&bytes, &headers).unwrap();
+        assert_eq!(segment.next_offset(), 105);
+    }
+
+    #[test]
+    #[should_panic(expected = "below its next offset")]
+    fn an_append_below_the_next_offset_is_a_bug() {
+        let (_tmp, mut segment) = segment_at(100);
+        let (bytes, headers) = batch_at(100, 3);
+        segment.append(&bytes, &headers).unwrap();
+        let (bytes, headers) = batch_at(101, 1);
+        let _ = segment.append(&bytes, &headers);
+    }
+
+    #[test]
+    #[should_panic(expected = "below its next offset")]
+    fn an_append_below_the_base_offset_is_a_bug() {
+        let (_tmp, mut segment) = segment_at(100);
+        let (bytes, headers) = batch_at(50, 1);
+        let _ = segment.append(&bytes, &headers);
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the relative range")]
+    fn an_append_past_the_relative_range_is_a_bug() {
+        let (_tmp, mut segment) = segment_at(0);
+        let (bytes, headers) = batch_at(i64::from(i32::MAX), 2);
+        let _ = segment.append(&bytes, &headers);
     }
 }

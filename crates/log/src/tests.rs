@@ -10,8 +10,8 @@ use crate::batch::{validate_batches, BatchHeader, TimestampType};
 use crate::checkpoint::{LOG_START_OFFSET_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_FILE};
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::files::{index_file_path, log_file_path, time_index_file_path};
 use crate::log::Log;
-use crate::segment::{index_file_path, log_file_path, time_index_file_path};
 use crate::testutil::{build_batch, BatchSpec};
 use crate::topic_partition::TopicPartition;
 

@@ -44,7 +44,38 @@ pub(crate) fn validate_for_append(
     topic_partition: &TopicPartition,
     config: &LogConfig,
 ) -> Result<(Vec<BatchHeader>, Option<Vec<u8>>), LogError> {
-    let compacted = config.cleanup_compact;
+    let (headers, walks) = frame_and_walk(records, topic_partition, config.cleanup_compact)?;
+    // Before anything is decompressed: a batch too large as sent is refused as sent.
+    for h in &headers {
+        if h.size_bytes() > config.max_message_bytes {
+            return Err(LogError::MessageTooLarge {
+                size_bytes: h.size_bytes(),
+                max_bytes: config.max_message_bytes,
+            });
+        }
+    }
+    let decoded = check_batches(records, &headers, &walks, topic_partition, config)?;
+    // Every batch is valid: now its header may be brought in line with its records.
+    if config.message_timestamp_type == TimestampType::CreateTime {
+        correct_max_timestamps(records, &headers, &walks, &decoded)?;
+    }
+    if !headers.iter().any(|h| needs_recompression(h, config)) {
+        return Ok((headers, None));
+    }
+    let out = recompress_batches(records, &headers, decoded, config)?;
+    let headers = batch::validate_batches(&out).map_err(|e| {
+        LogError::Recompress(format!("the re-compressed batches do not validate: {e}"))
+    })?;
+    Ok((headers, Some(out)))
+}
+
+/// The batches' framing and CRCs, and a walk of the records of those not compressed: their
+/// largest timestamp delta and (on a compacted topic) which have no key.
+fn frame_and_walk(
+    records: &[u8],
+    topic_partition: &TopicPartition,
+    compacted: bool,
+) -> Result<(Vec<BatchHeader>, Vec<Walk>), LogError> {
     let mut walks: Vec<Walk> = Vec::new();
     let headers = batch::validate_batches_with(records, |batch_index, r: RecordInfo| {
         if walks.len() <= batch_index {
@@ -76,19 +107,22 @@ pub(crate) fn validate_for_append(
         Err(e) => return Err(e.into()),
     };
     walks.resize_with(headers.len(), Walk::default);
-    // Before anything is decompressed: a batch too large as sent is refused as sent.
-    for h in &headers {
-        if h.size_bytes() > config.max_message_bytes {
-            return Err(LogError::MessageTooLarge {
-                size_bytes: h.size_bytes(),
-                max_bytes: config.max_message_bytes,
-            });
-        }
-    }
+    Ok((headers, walks))
+}
 
+/// Kafka's LogValidator rules for each batch and its records; returns the records of the
+/// batches that had to be decompressed for them (a compacted topic's keys, re-compression).
+fn check_batches(
+    records: &[u8],
+    headers: &[BatchHeader],
+    walks: &[Walk],
+    topic_partition: &TopicPartition,
+    config: &LogConfig,
+) -> Result<Vec<Option<Vec<Record>>>, LogError> {
+    let compacted = config.cleanup_compact;
     let mut position = 0usize;
     let mut decoded: Vec<Option<Vec<Record>>> = Vec::with_capacity(headers.len());
-    for (h, walk) in headers.iter().zip(&walks) {
+    for (h, walk) in headers.iter().zip(walks) {
         let size = h.size_bytes();
         validate_header(h, topic_partition)?;
         let compressed = h.compression() != Some(Compression::None);
@@ -111,35 +145,47 @@ pub(crate) fn validate_for_append(
         decoded.push(records_of_batch);
         position += size;
     }
+    Ok(decoded)
+}
 
-    // Every batch is valid: now its header may be brought in line with its records.
-    if config.message_timestamp_type == TimestampType::CreateTime {
-        let mut position = 0usize;
-        for ((h, walk), records_of_batch) in headers.iter().zip(&walks).zip(&decoded) {
-            let size = h.size_bytes();
-            // The records' own maximum: walked (uncompressed) or decoded anyway (a compacted
-            // topic's keys); otherwise the header's (a departure: Kafka decompresses).
-            let from_records = match records_of_batch {
-                Some(rs) => rs.iter().map(|r| r.timestamp).max(),
-                None => walk
-                    .max_timestamp_delta
-                    .map(|delta| h.base_timestamp.saturating_add(delta)),
+/// Under CreateTime, sets each batch's maxTimestamp to its records' own maximum.
+fn correct_max_timestamps(
+    records: &mut [u8],
+    headers: &[BatchHeader],
+    walks: &[Walk],
+    decoded: &[Option<Vec<Record>>],
+) -> Result<(), LogError> {
+    let mut position = 0usize;
+    for ((h, walk), records_of_batch) in headers.iter().zip(walks).zip(decoded) {
+        let size = h.size_bytes();
+        // The records' own maximum: walked (uncompressed) or decoded anyway (a compacted
+        // topic's keys); otherwise the header's (a departure: Kafka decompresses).
+        let from_records = match records_of_batch {
+            Some(rs) => rs.iter().map(|r| r.timestamp).max(),
+            None => walk
+                .max_timestamp_delta
+                .map(|delta| h.base_timestamp.saturating_add(delta)),
+        };
+        if let Some(records_max) = from_records {
+            let max = if h.timestamp_type() == TimestampType::LogAppendTime {
+                h.max_timestamp
+            } else {
+                records_max
             };
-            if let Some(records_max) = from_records {
-                let max = if h.timestamp_type() == TimestampType::LogAppendTime {
-                    h.max_timestamp
-                } else {
-                    records_max
-                };
-                batch::set_create_time_max_timestamp(&mut records[position..position + size], max)?;
-            }
-            position += size;
+            batch::set_create_time_max_timestamp(&mut records[position..position + size], max)?;
         }
+        position += size;
     }
+    Ok(())
+}
 
-    if !headers.iter().any(|h| needs_recompression(h, config)) {
-        return Ok((headers, None));
-    }
+/// The batches again, those in another codec than the topic's re-compressed into it.
+fn recompress_batches(
+    records: &[u8],
+    headers: &[BatchHeader],
+    decoded: Vec<Option<Vec<Record>>>,
+    config: &LogConfig,
+) -> Result<Vec<u8>, LogError> {
     let mut out = Vec::with_capacity(records.len());
     let mut position = 0usize;
     for (h, records_of_batch) in headers.iter().zip(decoded) {
@@ -155,10 +201,7 @@ pub(crate) fn validate_for_append(
         };
         recompress(h, records_of_batch, config, &mut out)?;
     }
-    let headers = batch::validate_batches(&out).map_err(|e| {
-        LogError::Recompress(format!("the re-compressed batches do not validate: {e}"))
-    })?;
-    Ok((headers, Some(out)))
+    Ok(out)
 }
 
 /// Checks Kafka applies to what a client sends, beyond a batch's own consistency: one batch

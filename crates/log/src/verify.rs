@@ -13,11 +13,11 @@ use crate::checkpoint::{
     OffsetCheckpointFile, LOG_START_OFFSET_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_FILE,
 };
 use crate::error::{BatchError, IoContext, LogError};
-use crate::offset_index::OFFSET_INDEX_ENTRY_SIZE_BYTES;
-use crate::segment::{
-    index_file_path, log_file_path, time_index_file_path, BatchScanner, ScanItem, LOG_FILE_SUFFIX,
-};
-use crate::time_index::TIME_INDEX_ENTRY_SIZE_BYTES;
+use crate::files::{index_file_path, log_file_path, time_index_file_path, LOG_FILE_SUFFIX};
+use crate::index::IndexEntry;
+use crate::offset_index::OffsetEntry;
+use crate::scan::{BatchScanner, ScanItem};
+use crate::time_index::TimeEntry;
 use crate::topic_partition::TopicPartition;
 
 /// Read size while checksumming: large batches stream through it.
@@ -289,6 +289,43 @@ impl Chain<'_> {
     }
 }
 
+/// An index file's entries, or `None` (with the warning or problem recorded) when it is
+/// missing or its size is not a whole number of entries; the whole entries of a mis-sized file
+/// are still returned for checking.
+fn read_index_entries<E: IndexEntry>(
+    path: &Path,
+    report: &mut LogVerification,
+) -> Result<Option<Vec<E>>, LogError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            report.warnings.push(Problem {
+                file: path.to_path_buf(),
+                position: None,
+                offset: None,
+                reason: "missing (rebuilt at the next open)".into(),
+            });
+            return Ok(None);
+        }
+        Err(e) => return Err(LogError::io(format!("read {}", path.display()), e)),
+    };
+    if bytes.len() % E::SIZE_BYTES != 0 {
+        report.problem(Problem {
+            file: path.to_path_buf(),
+            position: None,
+            offset: None,
+            reason: format!(
+                "size {} is not a multiple of {}",
+                bytes.len(),
+                E::SIZE_BYTES
+            ),
+        });
+    }
+    Ok(Some(
+        bytes.chunks_exact(E::SIZE_BYTES).map(E::decode).collect(),
+    ))
+}
+
 fn verify_offset_index(
     dir: &Path,
     base: i64,
@@ -296,46 +333,20 @@ fn verify_offset_index(
     report: &mut LogVerification,
 ) -> Result<(), LogError> {
     let path = index_file_path(dir, base);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            report.warnings.push(Problem {
-                file: path,
-                position: None,
-                offset: None,
-                reason: "missing (rebuilt at the next open)".into(),
-            });
-            return Ok(());
-        }
-        Err(e) => return Err(LogError::io(format!("read {}", path.display()), e)),
+    let Some(entries) = read_index_entries::<OffsetEntry>(&path, report)? else {
+        return Ok(());
     };
-    if bytes.len() % OFFSET_INDEX_ENTRY_SIZE_BYTES != 0 {
-        report.problem(Problem {
-            file: path.clone(),
-            position: None,
-            offset: None,
-            reason: format!(
-                "size {} is not a multiple of {OFFSET_INDEX_ENTRY_SIZE_BYTES}",
-                bytes.len()
-            ),
-        });
-    }
-    let mut previous: Option<(i64, u32)> = None;
-    for (i, chunk) in bytes
-        .chunks_exact(OFFSET_INDEX_ENTRY_SIZE_BYTES)
-        .enumerate()
-    {
-        let relative = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        let position = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-        let offset = base + i64::from(relative);
-        let entry_at = (i * OFFSET_INDEX_ENTRY_SIZE_BYTES) as u64;
+    let mut previous: Option<&OffsetEntry> = None;
+    for (i, entry) in entries.iter().enumerate() {
+        let position = entry.position;
+        let offset = base + i64::from(entry.relative_offset);
         let bad = |reason: String| Problem {
             file: path.clone(),
-            position: Some(entry_at),
+            position: Some((i * OffsetEntry::SIZE_BYTES) as u64),
             offset: Some(offset),
             reason,
         };
-        if previous.is_some_and(|(o, p)| offset <= o || position <= p) {
+        if previous.is_some_and(|p| !p.precedes(entry)) {
             report.problem(bad(format!(
                 "entry ({offset}, {position}) is not above the previous one"
             )));
@@ -349,7 +360,7 @@ fn verify_offset_index(
                 "entry maps offset {offset} to position {position}, where no batch starts"
             ))),
         }
-        previous = Some((offset, position));
+        previous = Some(entry);
     }
     Ok(())
 }
@@ -361,38 +372,16 @@ fn verify_time_index(
     report: &mut LogVerification,
 ) -> Result<(), LogError> {
     let path = time_index_file_path(dir, base);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            report.warnings.push(Problem {
-                file: path,
-                position: None,
-                offset: None,
-                reason: "missing (rebuilt at the next open)".into(),
-            });
-            return Ok(());
-        }
-        Err(e) => return Err(LogError::io(format!("read {}", path.display()), e)),
+    let Some(entries) = read_index_entries::<TimeEntry>(&path, report)? else {
+        return Ok(());
     };
-    if bytes.len() % TIME_INDEX_ENTRY_SIZE_BYTES != 0 {
-        report.problem(Problem {
-            file: path.clone(),
-            position: None,
-            offset: None,
-            reason: format!(
-                "size {} is not a multiple of {TIME_INDEX_ENTRY_SIZE_BYTES}",
-                bytes.len()
-            ),
-        });
-    }
-    let mut previous: Option<(i64, i64)> = None;
-    for (i, c) in bytes.chunks_exact(TIME_INDEX_ENTRY_SIZE_BYTES).enumerate() {
-        let timestamp = i64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let relative = u32::from_be_bytes([c[8], c[9], c[10], c[11]]);
-        let offset = base + i64::from(relative);
+    let mut previous: Option<&TimeEntry> = None;
+    for (i, entry) in entries.iter().enumerate() {
+        let timestamp = entry.timestamp;
+        let offset = base + i64::from(entry.relative_offset);
         let bad = |reason: String| Problem {
             file: path.clone(),
-            position: Some((i * TIME_INDEX_ENTRY_SIZE_BYTES) as u64),
+            position: Some((i * TimeEntry::SIZE_BYTES) as u64),
             offset: Some(offset),
             reason,
         };
@@ -402,12 +391,14 @@ fn verify_time_index(
                 next_offset - 1
             )));
         }
-        if previous.is_some_and(|(t, o)| timestamp < t || offset < o) {
+        // The order the broker's own load requires (timestamps strictly rising), so that
+        // verify passes no index that an open would throw away.
+        if previous.is_some_and(|p| !p.precedes(entry)) {
             report.problem(bad(format!(
-                "entry ({timestamp}, {offset}) is below the previous one"
+                "entry ({timestamp}, {offset}) is not above the previous one"
             )));
         }
-        previous = Some((timestamp, offset));
+        previous = Some(entry);
     }
     Ok(())
 }

@@ -2,13 +2,17 @@
 //! (leader epoch, high watermark). A node of one is the leader and the whole ISR, so the high
 //! watermark follows what is durable; replication will move it by follower acknowledgements.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use proto_kafka::ResponseError;
 use strom_log::producer_state::batch_headers;
 use strom_log::{FetchSlice, Log, LogError, SequenceCheck, TopicPartition};
 use thiserror::Error;
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -54,7 +58,9 @@ pub struct Partition {
     /// The two settings every produce reads, kept out of the config lock.
     flush_messages: AtomicI64,
     min_insync_replicas: AtomicI32,
-    data_notify: Arc<Notify>,
+    /// Fires when the high watermark moves: only the fetches parked on this partition wake
+    /// (Kafka's delayed-fetch purgatory is keyed by partition for the same reason).
+    data_notify: Notify,
 }
 
 /// What a fetch sees of a partition at one moment.
@@ -65,13 +71,7 @@ pub struct PartitionRead {
 }
 
 impl Partition {
-    pub fn new(
-        log: Log,
-        topic_id: Uuid,
-        leader_epoch: i32,
-        config: TopicConfig,
-        data_notify: Arc<Notify>,
-    ) -> Partition {
+    pub fn new(log: Log, topic_id: Uuid, leader_epoch: i32, config: TopicConfig) -> Partition {
         let leo = log.log_end_offset();
         Partition {
             topic_partition: log.topic_partition().clone(),
@@ -87,8 +87,15 @@ impl Partition {
             flush_messages: AtomicI64::new(config.flush_messages),
             min_insync_replicas: AtomicI32::new(config.min_insync_replicas),
             config: Mutex::new(config),
-            data_notify,
+            data_notify: Notify::new(),
         }
+    }
+
+    /// Resolves once the high watermark moves after this call (tokio's `notify_waiters`
+    /// reaches a `Notified` from its creation, polled or not). Taken before reading, so an
+    /// append between the read and the wait is not missed.
+    pub fn wait_for_data(&self) -> Notified<'_> {
+        self.data_notify.notified()
     }
 
     fn log(&self) -> Result<MutexGuard<'_, Log>, PartitionError> {
@@ -282,5 +289,102 @@ impl Partition {
             Err(p) => *p.into_inner() = config,
         }
         Ok(())
+    }
+}
+
+/// Resolves when any one of several waits resolves: a fetch over many partitions wakes when
+/// any of them gets data, and never for an append elsewhere.
+pub struct AnyData<'a> {
+    waits: Vec<Pin<Box<Notified<'a>>>>,
+}
+
+impl<'a> AnyData<'a> {
+    pub fn new(waits: impl IntoIterator<Item = Notified<'a>>) -> Self {
+        AnyData {
+            waits: waits.into_iter().map(Box::pin).collect(),
+        }
+    }
+}
+
+impl Future for AnyData<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // With nothing to wait on only the fetch's timeout can end the wait.
+        for wait in self.waits.iter_mut() {
+            if wait.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+    use bytes::Bytes;
+    use futures_util::FutureExt;
+
+    fn partition(dir: &std::path::Path, name: &str) -> Partition {
+        let config = TopicConfig::broker_defaults(&RawConfig::defaults()).unwrap();
+        let tp = TopicPartition::new(name, 0);
+        let log = Log::open(&dir.join(tp.dir_name()), tp, config.log_config()).unwrap();
+        Partition::new(log, Uuid::new_v4(), 0, config)
+    }
+
+    async fn append_one(p: &Partition) {
+        let now = crate::metadata::metadata_log::now_ms();
+        let mut batch = crate::metadata::metadata_log::encode_internal_batch(
+            [(
+                Some(Bytes::from_static(b"k")),
+                Some(Bytes::from_static(b"v")),
+            )],
+            now,
+        )
+        .unwrap();
+        let appended = p.append_as_leader(&mut batch, now).unwrap();
+        p.complete_append(appended.last_offset + 1).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_append_wakes_only_the_waiters_on_its_partition() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = partition(tmp.path(), "a");
+        let b = partition(tmp.path(), "b");
+        let mut on_a = std::pin::pin!(a.wait_for_data());
+        let mut on_b = std::pin::pin!(b.wait_for_data());
+        assert!(on_a.as_mut().now_or_never().is_none());
+        assert!(on_b.as_mut().now_or_never().is_none());
+        append_one(&a).await;
+        assert!(on_a.now_or_never().is_some(), "the waiter on A woke");
+        assert!(
+            on_b.now_or_never().is_none(),
+            "an append to A must not wake a waiter on B"
+        );
+        assert_eq!(a.high_watermark(), 1);
+        assert_eq!(b.high_watermark(), 0);
+    }
+
+    /// A fetch over several partitions wakes when any one of them gets data, and not before.
+    #[tokio::test]
+    async fn a_wait_on_many_partitions_wakes_on_any_of_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parts: Vec<Partition> = (0..3)
+            .map(|i| partition(tmp.path(), &format!("p{i}")))
+            .collect();
+        let other = partition(tmp.path(), "other");
+        let mut any = AnyData::new(parts.iter().map(|p| p.wait_for_data()));
+        assert!((&mut any).now_or_never().is_none());
+        append_one(&other).await;
+        assert!(
+            (&mut any).now_or_never().is_none(),
+            "woken by an append elsewhere"
+        );
+        append_one(&parts[2]).await;
+        assert!(any.now_or_never().is_some());
+        // Nothing to wait on: only the fetch's own timeout ends it.
+        assert!(AnyData::new(std::iter::empty()).now_or_never().is_none());
     }
 }

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use strom_log::{partition_metadata, Log, LogError, TopicPartition};
-use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::config::RawConfig;
@@ -22,7 +21,6 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Partitions of the image whose log is damaged (not hosted), with the reason.
     offline: Mutex<HashMap<TopicPartition, String>>,
-    pub data_notify: Arc<Notify>,
 }
 
 impl ReplicaManager {
@@ -32,7 +30,6 @@ impl ReplicaManager {
             data_dir: data_dir.to_path_buf(),
             partitions: RwLock::new(HashMap::new()),
             offline: Mutex::new(HashMap::new()),
-            data_notify: Arc::new(Notify::new()),
         }
     }
 
@@ -180,8 +177,7 @@ impl ReplicaManager {
         for (tp, (id, epoch, config), log) in opened {
             match log {
                 Ok(log) => {
-                    let partition =
-                        Partition::new(log, id, epoch, config, self.data_notify.clone());
+                    let partition = Partition::new(log, id, epoch, config);
                     self.offline_map().remove(&tp);
                     map.insert(tp, Arc::new(partition));
                 }

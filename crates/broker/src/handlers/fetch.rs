@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::network::zero_copy::{FileRange, FileRanges};
+use crate::partition::{AnyData, Partition};
 use crate::request::{Reply, RequestContext};
 
 /// Longest a fetch may park, whatever the client asks: Kafka clients' default
@@ -108,14 +109,21 @@ async fn fetch(
     };
     let read_committed = req.isolation_level == 1;
     loop {
-        let notified = broker.replicas.data_notify.notified();
-        tokio::pin!(notified);
-        // Registered before reading, so an append between the read and the wait still wakes us.
-        notified.as_mut().enable();
+        let replicas = resolve(broker, &targets, by_id);
+        // Taken before reading, so an append between the read and the wait still wakes us;
+        // only these partitions' appends do.
+        let data_arrived = AnyData::new(
+            replicas
+                .iter()
+                .flatten()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|r| r.wait_for_data()),
+        );
         let mut ranges = FileRanges::new();
         let (topics, bytes, errors) = read_all(
             broker,
             &targets,
+            &replicas,
             max_bytes,
             by_id,
             read_committed,
@@ -132,15 +140,38 @@ async fn fetch(
         // A peer that has gone or a broker shutting down ends the wait: the first reads once
         // more for nobody, the second answers with what there is.
         tokio::select! {
-            _ = tokio::time::timeout(max_wait - elapsed, notified) => {}
+            _ = tokio::time::timeout(max_wait - elapsed, data_arrived) => {}
             _ = cancel.cancelled() => {}
         }
     }
 }
 
+/// Each wanted partition's replica here, or the error that answers for it.
+type Resolved = Vec<Vec<Result<Arc<Partition>, ResponseError>>>;
+
+fn resolve(broker: &Broker, targets: &[Target], by_id: bool) -> Resolved {
+    targets
+        .iter()
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|&(index, ..)| match t.name.as_deref() {
+                    Some(name) => broker
+                        .replicas
+                        .get(name, index)
+                        .ok_or_else(|| broker.replicas.missing_error(name, index)),
+                    None if by_id => Err(ResponseError::UnknownTopicId),
+                    None => Err(ResponseError::UnknownTopicOrPartition),
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn read_all(
     broker: &Broker,
     targets: &[Target],
+    replicas: &Resolved,
     max_bytes: usize,
     by_id: bool,
     read_committed: bool,
@@ -149,9 +180,11 @@ fn read_all(
     let mut total = 0usize;
     let mut errors = false;
     let mut topics = Vec::with_capacity(targets.len());
-    for t in targets {
+    for (t, replicas) in targets.iter().zip(replicas) {
         let mut partitions = Vec::with_capacity(t.partitions.len());
-        for &(index, offset, partition_max, leader_epoch) in &t.partitions {
+        for (&(index, offset, partition_max, leader_epoch), replica) in
+            t.partitions.iter().zip(replicas)
+        {
             let mut data = PartitionData::default()
                 .with_partition_index(index)
                 .with_high_watermark(-1)
@@ -164,19 +197,13 @@ fn read_all(
                     None
                 })
                 .with_records(Some(Bytes::new()));
-            let replica = t
-                .name
-                .as_deref()
-                .and_then(|n| broker.replicas.get(n, index));
-            let Some(replica) = replica else {
-                errors = true;
-                let code = match t.name.as_deref() {
-                    None if by_id => ResponseError::UnknownTopicId,
-                    Some(name) => broker.replicas.missing_error(name, index),
-                    None => ResponseError::UnknownTopicOrPartition,
-                };
-                partitions.push(data.with_error_code(code.code()));
-                continue;
+            let replica = match replica {
+                Ok(r) => r,
+                Err(code) => {
+                    errors = true;
+                    partitions.push(data.with_error_code(code.code()));
+                    continue;
+                }
             };
             let epoch = replica.leader_epoch();
             if leader_epoch >= 0 && leader_epoch != epoch {
@@ -202,7 +229,7 @@ fn read_all(
                     let slice = read.slice.filter(|_| budget > 0 || min_one);
                     let slice = match slice {
                         Some(s) if broker.config.log_fetch_verify_crc => {
-                            match crate::storage::verified_slice(&replica, s) {
+                            match crate::storage::verified_slice(replica, s) {
                                 Ok(s) => Some(s),
                                 Err(code) => {
                                     errors = true;

@@ -189,7 +189,7 @@ pub fn check_metadata_covers_data(data_dir: &Path, image: &MetadataImage) -> any
 /// or CRC check, which is logged (ERROR, file and position). A slice whose first batch is
 /// bad is Kafka's CORRUPT_MESSAGE for the partition: damaged bytes are never sent as data.
 pub fn verified_slice(
-    partition: &crate::partition::Partition,
+    partition: &dyn crate::partition::PartitionLog,
     mut slice: strom_log::FetchSlice,
 ) -> Result<strom_log::FetchSlice, i16> {
     const CORRUPT_MESSAGE: i16 = 2;
@@ -197,17 +197,14 @@ pub fn verified_slice(
     let (valid_bytes, bad) = match strom_log::verify::check_slice(&slice) {
         Ok(r) => r,
         Err(e) => {
-            warn!(partition = %partition.topic_partition, error = %e, "cannot read fetched bytes to verify them");
+            warn!(partition = %partition.topic_partition(), error = %e, "cannot read fetched bytes to verify them");
             return Err(KAFKA_STORAGE_ERROR);
         }
     };
     if let Some(bad) = bad {
-        let file = partition
-            .with_log(|log| log.segment_path_containing(slice.first_offset))
-            .ok()
-            .flatten();
+        let file = partition.segment_path_containing(slice.first_offset);
         tracing::error!(
-            partition = %partition.topic_partition,
+            partition = %partition.topic_partition(),
             file = %file.as_ref().map_or("?".to_string(), |f| f.display().to_string()),
             position = bad.position,
             offset = bad.offset.unwrap_or(-1),

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::network::zero_copy::{FileRange, FileRanges};
-use crate::partition::{AnyData, Partition};
+use crate::partition::{AnyData, PartitionLog};
 use crate::request::{Reply, RequestContext};
 
 /// Longest a fetch may park, whatever the client asks: Kafka clients' default
@@ -147,7 +147,7 @@ async fn fetch(
 }
 
 /// Each wanted partition's replica here, or the error that answers for it.
-type Resolved = Vec<Vec<Result<Arc<Partition>, ResponseError>>>;
+type Resolved = Vec<Vec<Result<Arc<dyn PartitionLog>, ResponseError>>>;
 
 fn resolve(broker: &Broker, targets: &[Target], by_id: bool) -> Resolved {
     targets
@@ -156,10 +156,7 @@ fn resolve(broker: &Broker, targets: &[Target], by_id: bool) -> Resolved {
             t.partitions
                 .iter()
                 .map(|&(index, ..)| match t.name.as_deref() {
-                    Some(name) => broker
-                        .replicas
-                        .get(name, index)
-                        .ok_or_else(|| broker.replicas.missing_error(name, index)),
+                    Some(name) => broker.replicas.leader_partition(name, index),
                     None if by_id => Err(ResponseError::UnknownTopicId),
                     None => Err(ResponseError::UnknownTopicOrPartition),
                 })
@@ -229,7 +226,7 @@ fn read_all(
                     let slice = read.slice.filter(|_| budget > 0 || min_one);
                     let slice = match slice {
                         Some(s) if broker.config.log_fetch_verify_crc => {
-                            match crate::storage::verified_slice(replica, s) {
+                            match crate::storage::verified_slice(replica.as_ref(), s) {
                                 Ok(s) => Some(s),
                                 Err(code) => {
                                     errors = true;
@@ -253,7 +250,7 @@ fn read_all(
                 }
                 Err(e) => {
                     errors = true;
-                    crate::storage::report_damaged_read(&replica.topic_partition, &e);
+                    crate::storage::report_damaged_read(replica.topic_partition(), &e);
                     let code = super::produce::append_error_code(&e);
                     let hw = replica.high_watermark();
                     let start = replica.log_start_offset().unwrap_or(-1);

@@ -16,16 +16,28 @@ use crate::request::RequestContext;
 /// The resource name of the cluster in Kafka's ACLs.
 pub const CLUSTER_NAME: &str = "kafka-cluster";
 
+/// The brokers the image has registered, each by its endpoint on the listener the client came
+/// in on (Kafka's metadata cache: a broker without such a listener is left out). Metadata and
+/// DescribeCluster both answer with these.
 pub fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
-    // Each broker is described by its endpoint on the listener the client came in on.
-    match broker.config.advertised(listener) {
-        Some(ep) => vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.node_id()))
-            .with_host(str_bytes(&ep.host))
-            .with_port(ep.port as i32)
-            .with_rack(None)],
-        None => Vec::new(),
-    }
+    brokers_in(&broker.image(), listener)
+}
+
+fn brokers_in(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker> {
+    image
+        .brokers
+        .values()
+        .filter_map(|b| {
+            let ep = b.endpoints.iter().find(|e| e.name == listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(str_bytes(&ep.host))
+                    .with_port(ep.port as i32)
+                    .with_rack(b.rack.as_deref().map(str_bytes)),
+            )
+        })
+        .collect()
 }
 
 pub fn describe_topic(topic: &TopicImage, include_ops: bool) -> MetadataResponseTopic {
@@ -172,9 +184,8 @@ pub async fn handle(
             }
         }
     }
-    let _ = image;
     MetadataResponse::default()
-        .with_brokers(brokers(broker, &ctx.info.listener_name))
+        .with_brokers(brokers_in(&image, &ctx.info.listener_name))
         .with_cluster_id(Some(str_bytes(&broker.cluster_id)))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
@@ -184,4 +195,48 @@ pub async fn handle(
             ResourceType::Cluster,
             CLUSTER_NAME,
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::records::BrokerEndpoint;
+    use crate::metadata::MetadataRecord;
+
+    /// Metadata (and DescribeCluster) list every broker the image registered, by its endpoint
+    /// on the client's listener, not only this node.
+    #[test]
+    fn brokers_are_the_images_registered_ones() {
+        let mut image = MetadataImage::empty();
+        let endpoint = |name: &str, port| BrokerEndpoint {
+            name: name.into(),
+            host: format!("host-{port}"),
+            port,
+        };
+        let registrations = [
+            (0, vec![endpoint("PLAINTEXT", 9092)], None),
+            (
+                1,
+                vec![endpoint("INTERNAL", 19093), endpoint("PLAINTEXT", 9093)],
+                Some("rack-b".to_string()),
+            ),
+            (2, vec![endpoint("INTERNAL", 19094)], None),
+        ];
+        for (i, (node_id, endpoints, rack)) in registrations.into_iter().enumerate() {
+            let record = MetadataRecord::RegisterBroker {
+                node_id,
+                endpoints,
+                rack,
+            };
+            image.apply(i as i64, &record).unwrap();
+        }
+        let listed = brokers_in(&image, "PLAINTEXT");
+        let ids: Vec<i32> = listed.iter().map(|b| b.node_id.0).collect();
+        assert_eq!(ids, vec![0, 1], "node 2 has no PLAINTEXT endpoint");
+        assert_eq!(listed[1].port, 9093);
+        assert_eq!(listed[1].host.as_str(), "host-9093");
+        assert_eq!(listed[1].rack.as_deref(), Some("rack-b"));
+        assert_eq!(brokers_in(&image, "INTERNAL").len(), 2);
+        assert!(brokers_in(&MetadataImage::empty(), "PLAINTEXT").is_empty());
+    }
 }

@@ -20,7 +20,7 @@ use strom_log::{LogError, TopicPartition};
 
 use crate::broker::Broker;
 use crate::metadata::metadata_log::now_ms;
-use crate::partition::{Partition, PartitionError};
+use crate::partition::{PartitionError, PartitionLog};
 use crate::request::{Reply, RequestContext};
 
 /// Kafka's error code for a failed append.
@@ -100,7 +100,7 @@ struct Appended {
     topic: usize,
     partition: usize,
     end_offset: i64,
-    replica: Arc<Partition>,
+    replica: Arc<dyn PartitionLog>,
 }
 
 /// Where a partition's record batches are.
@@ -204,10 +204,7 @@ pub fn handle(
                 if name == crate::group::OFFSETS_TOPIC {
                     return Err(ResponseError::InvalidTopicException.into());
                 }
-                let replica = broker
-                    .replicas
-                    .get(&name, index)
-                    .ok_or_else(|| broker.replicas.missing_error(&name, index))?;
+                let replica = broker.replicas.leader_partition(&name, index)?;
                 let buf: &mut [u8] = match &mut records {
                     Records::Missing => return Err(ResponseError::CorruptMessage.into()),
                     Records::InFrame(range) => &mut frame[range.clone()],
@@ -279,7 +276,7 @@ pub fn handle(
             tokio::spawn(async move {
                 for (a, result) in flush_all(&appended).await {
                     if let Err(e) = result {
-                        warn!(partition = %a.replica.topic_partition, error = %e, "flush after acks=0 produce failed");
+                        warn!(partition = %a.replica.topic_partition(), error = %e, "flush after acks=0 produce failed");
                     }
                 }
             });
@@ -289,7 +286,7 @@ pub fn handle(
     Reply::Later(Box::pin(async move {
         for (a, result) in flush_all(&appended).await {
             if let Err(e) = result {
-                warn!(partition = %a.replica.topic_partition, error = %e, "flush failed; produce not acknowledged");
+                warn!(partition = %a.replica.topic_partition(), error = %e, "flush failed; produce not acknowledged");
                 topics[a.topic].partition_responses[a.partition] =
                     PartitionProduceResponse::default()
                         .with_index(topics[a.topic].partition_responses[a.partition].index)

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::metadata::MetadataImage;
 use crate::network::zero_copy::{FileRange, FileRanges};
 use crate::partition::{AnyData, PartitionLog};
 use crate::request::{Reply, RequestContext};
@@ -70,34 +71,7 @@ async fn fetch(
         return (response, FileRanges::new());
     }
     let by_id = ctx.version >= 13;
-    let image = broker.image();
-    let targets: Vec<Target> = req
-        .topics
-        .iter()
-        .map(|t| {
-            let name = if by_id {
-                image.topic_by_id(&t.topic_id).map(|x| x.name.clone())
-            } else {
-                Some(t.topic.0.to_string())
-            };
-            Target {
-                name,
-                topic_id: t.topic_id,
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.partition,
-                            p.fetch_offset,
-                            p.partition_max_bytes,
-                            p.current_leader_epoch,
-                        )
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
+    let targets = targets(&req, &broker.image(), by_id);
     let started = Instant::now();
     let max_wait = max_wait(req.max_wait_ms, broker.config.connections_max_idle_ms);
     let cancel = &ctx.info.cancel;
@@ -146,6 +120,37 @@ async fn fetch(
     }
 }
 
+/// The request's partitions, each topic named (`None`: a topic id the image does not know).
+fn targets(req: &FetchRequest, image: &MetadataImage, by_id: bool) -> Vec<Target> {
+    req.topics
+        .iter()
+        .map(|t| {
+            let name = if by_id {
+                image.topic_by_id(&t.topic_id).map(|x| x.name.clone())
+            } else {
+                Some(t.topic.0.to_string())
+            };
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.partition,
+                        p.fetch_offset,
+                        p.partition_max_bytes,
+                        p.current_leader_epoch,
+                    )
+                })
+                .collect();
+            Target {
+                name,
+                topic_id: t.topic_id,
+                partitions,
+            }
+        })
+        .collect()
+}
+
 /// Each wanted partition's replica here, or the error that answers for it.
 type Resolved = Vec<Vec<Result<Arc<dyn PartitionLog>, ResponseError>>>;
 
@@ -182,85 +187,17 @@ fn read_all(
         for (&(index, offset, partition_max, leader_epoch), replica) in
             t.partitions.iter().zip(replicas)
         {
-            let mut data = PartitionData::default()
-                .with_partition_index(index)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_preferred_read_replica(proto_kafka::messages::BrokerId(-1))
-                .with_aborted_transactions(if read_committed {
-                    Some(Vec::new())
-                } else {
-                    None
-                })
-                .with_records(Some(Bytes::new()));
-            let replica = match replica {
-                Ok(r) => r,
-                Err(code) => {
-                    errors = true;
-                    partitions.push(data.with_error_code(code.code()));
-                    continue;
-                }
-            };
-            let epoch = replica.leader_epoch();
-            if leader_epoch >= 0 && leader_epoch != epoch {
-                errors = true;
-                let code = if leader_epoch < epoch {
-                    ResponseError::FencedLeaderEpoch
-                } else {
-                    ResponseError::UnknownLeaderEpoch
-                };
-                partitions.push(data.with_error_code(code.code()));
-                continue;
-            }
-            let budget = (partition_max.max(0) as usize).min(max_bytes.saturating_sub(total));
-            // KIP-74: the first batch of the first non-empty partition goes out whole, even if
-            // it is larger than the limits, so a big batch can never block a consumer.
-            let min_one = total == 0;
-            match replica.read(offset, budget, min_one) {
-                Ok(read) => {
-                    data = data
-                        .with_high_watermark(read.high_watermark)
-                        .with_last_stable_offset(read.high_watermark)
-                        .with_log_start_offset(read.log_start_offset);
-                    let slice = read.slice.filter(|_| budget > 0 || min_one);
-                    let slice = match slice {
-                        Some(s) if broker.config.log_fetch_verify_crc => {
-                            match crate::storage::verified_slice(replica.as_ref(), s) {
-                                Ok(s) => Some(s),
-                                Err(code) => {
-                                    errors = true;
-                                    partitions.push(data.with_error_code(code));
-                                    continue;
-                                }
-                            }
-                        }
-                        other => other,
-                    };
-                    if let Some(slice) = slice {
-                        // The bytes stay in the file: the connection sends them with sendfile.
-                        total += slice.size;
-                        let records = ranges.placeholder(FileRange {
-                            file: slice.file,
-                            position: slice.position,
-                            len: slice.size,
-                        });
-                        data = data.with_records(Some(records));
-                    }
-                }
-                Err(e) => {
-                    errors = true;
-                    crate::storage::report_damaged_read(replica.topic_partition(), &e);
-                    let code = super::produce::append_error_code(&e);
-                    let hw = replica.high_watermark();
-                    let start = replica.log_start_offset().unwrap_or(-1);
-                    data = data
-                        .with_error_code(code.code())
-                        .with_high_watermark(hw)
-                        .with_last_stable_offset(hw)
-                        .with_log_start_offset(start);
-                }
-            }
+            let (data, size, error) = read_partition(
+                broker,
+                replica,
+                (index, offset, partition_max, leader_epoch),
+                max_bytes.saturating_sub(total),
+                total == 0,
+                read_committed,
+                ranges,
+            );
+            total += size;
+            errors |= error;
             partitions.push(data);
         }
         let topic = FetchableTopicResponse::default()
@@ -274,6 +211,81 @@ fn read_all(
         topics.push(topic);
     }
     (topics, total, errors)
+}
+
+/// One partition's answer, the bytes it adds, and whether it is an error (which ends a wait).
+/// `first` is set until some partition has given data: KIP-74's first batch goes out whole.
+#[allow(clippy::too_many_arguments)]
+fn read_partition(
+    broker: &Broker,
+    replica: &Result<Arc<dyn PartitionLog>, ResponseError>,
+    (index, offset, partition_max, leader_epoch): (i32, i64, i32, i32),
+    remaining_bytes: usize,
+    first: bool,
+    read_committed: bool,
+    ranges: &mut FileRanges,
+) -> (PartitionData, usize, bool) {
+    let data = PartitionData::default()
+        .with_partition_index(index)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(proto_kafka::messages::BrokerId(-1))
+        .with_aborted_transactions(read_committed.then(Vec::new))
+        .with_records(Some(Bytes::new()));
+    let replica = match replica {
+        Ok(r) => r,
+        Err(code) => return (data.with_error_code(code.code()), 0, true),
+    };
+    let epoch = replica.leader_epoch();
+    if leader_epoch >= 0 && leader_epoch != epoch {
+        let code = if leader_epoch < epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        };
+        return (data.with_error_code(code.code()), 0, true);
+    }
+    let budget = (partition_max.max(0) as usize).min(remaining_bytes);
+    let read = match replica.read(offset, budget, first) {
+        Ok(read) => read,
+        Err(e) => {
+            crate::storage::report_damaged_read(replica.topic_partition(), &e);
+            let code = super::produce::append_error_code(&e);
+            let hw = replica.high_watermark();
+            let data = data
+                .with_error_code(code.code())
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(replica.log_start_offset().unwrap_or(-1));
+            return (data, 0, true);
+        }
+    };
+    let data = data
+        .with_high_watermark(read.high_watermark)
+        .with_last_stable_offset(read.high_watermark)
+        .with_log_start_offset(read.log_start_offset);
+    let slice = match read.slice.filter(|_| budget > 0 || first) {
+        Some(s) if broker.config.log_fetch_verify_crc => {
+            match crate::storage::verified_slice(replica.as_ref(), s) {
+                Ok(s) => Some(s),
+                Err(code) => return (data.with_error_code(code), 0, true),
+            }
+        }
+        other => other,
+    };
+    let Some(slice) = slice else {
+        return (data, 0, false);
+    };
+    debug_assert!(slice.size <= budget || first, "a read beyond its budget");
+    // The bytes stay in the file: the connection sends them with sendfile.
+    let size = slice.size;
+    let records = ranges.placeholder(FileRange {
+        file: slice.file,
+        position: slice.position,
+        len: slice.size,
+    });
+    (data.with_records(Some(records)), size, false)
 }
 
 #[cfg(test)]

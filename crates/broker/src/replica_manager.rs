@@ -501,6 +501,74 @@ fn open_logs(
     })
 }
 
+/// An in-process broker of node 0 whose image is made of the records given (no listeners, no
+/// registration), for handler tests that need partitions the image places elsewhere.
+#[cfg(test)]
+pub(crate) mod test_broker {
+    use super::*;
+    use crate::broker::Broker;
+    use crate::config::BrokerConfig;
+    use crate::metadata::metadata_log::MetadataLog;
+    use crate::metadata::MetadataRecord;
+    use crate::network::connection::{ConnectionInfo, WaitCancel};
+    use crate::request::RequestContext;
+
+    pub fn broker(dir: &Path, records: &[MetadataRecord]) -> Arc<Broker> {
+        let mut raw = RawConfig::defaults();
+        raw.set("log.dirs", dir.to_str().unwrap(), "test").unwrap();
+        let config = BrokerConfig::from_raw(raw).unwrap();
+        let (metadata_log, _) = MetadataLog::open(dir).unwrap();
+        let mut image = MetadataImage::empty();
+        for (i, r) in records.iter().enumerate() {
+            image.apply(i as i64, r).unwrap();
+        }
+        let replicas = ReplicaManager::new(0, dir).with_static_config(config.raw.clone());
+        replicas.apply_image(&image, &config.raw).unwrap();
+        Arc::new(Broker::new(
+            config,
+            "test-cluster".into(),
+            metadata_log,
+            image,
+            replicas,
+        ))
+    }
+
+    /// A request context whose waits are already cancelled: a fetch answers at once.
+    pub fn context(api: proto_kafka::messages::ApiKey, version: i16) -> RequestContext {
+        let (cancel_tx, cancel) = WaitCancel::new();
+        cancel_tx.send_replace(true);
+        RequestContext {
+            api,
+            version,
+            correlation_id: 1,
+            client_id: "test".into(),
+            info: Arc::new(ConnectionInfo {
+                listener_name: "PLAINTEXT".into(),
+                peer: ([127, 0, 0, 1], 40000).into(),
+                cancel,
+            }),
+        }
+    }
+
+    pub fn partition(
+        id: uuid::Uuid,
+        p: i32,
+        replicas: Vec<i32>,
+        leader: i32,
+        epoch: i32,
+    ) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id: id,
+            partition: p,
+            isr: replicas.clone(),
+            replicas,
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,23 +651,7 @@ mod tests {
         assert_eq!(p.config().max_message_bytes, 1_048_588);
     }
 
-    fn partition_record(
-        id: uuid::Uuid,
-        p: i32,
-        replicas: Vec<i32>,
-        leader: i32,
-        epoch: i32,
-    ) -> crate::metadata::MetadataRecord {
-        crate::metadata::MetadataRecord::Partition {
-            topic_id: id,
-            partition: p,
-            isr: replicas.clone(),
-            replicas,
-            leader,
-            leader_epoch: epoch,
-            partition_epoch: epoch,
-        }
-    }
+    use super::test_broker::partition as partition_record;
 
     fn image_of(records: &[crate::metadata::MetadataRecord]) -> MetadataImage {
         let mut image = MetadataImage::empty();

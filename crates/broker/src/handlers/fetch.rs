@@ -299,4 +299,115 @@ mod tests {
         assert_eq!(max_wait(i32::MAX, 2_000), Duration::from_millis(2_000));
         assert_eq!(max_wait(-7, 600_000), Duration::ZERO);
     }
+
+    /// Produce, fetch and list_offsets answer NOT_LEADER_OR_FOLLOWER for a partition whose
+    /// leader in the image is another broker (hosted here as a follower, or placed elsewhere
+    /// only), and serve the partition this node leads as before.
+    #[tokio::test]
+    async fn only_the_images_leader_serves_a_partition() {
+        use crate::metadata::MetadataRecord;
+        use crate::replica_manager::test_broker::{broker, context, partition};
+        use proto_kafka::messages::fetch_request::{FetchPartition, FetchTopic};
+        use proto_kafka::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+        use proto_kafka::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use proto_kafka::messages::{ApiKey, ListOffsetsRequest, ProduceRequest, ProduceResponse};
+        use proto_kafka::protocol::Decodable;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let records = [
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            partition(id, 0, vec![0], 0, 0),    // led here
+            partition(id, 1, vec![0, 1], 1, 3), // a follower here
+            partition(id, 2, vec![1], 1, 0),    // elsewhere only
+        ];
+        let broker = broker(tmp.path(), &records);
+        let not_leader = ResponseError::NotLeaderOrFollower.code();
+        let name = || TopicName(str_bytes("t"));
+
+        // Produce (v8: a header without tagged fields).
+        let batch = crate::metadata::metadata_log::encode_internal_batch(
+            [(None, Some(Bytes::from_static(b"v")))],
+            0,
+        )
+        .unwrap()
+        .freeze();
+        let req = ProduceRequest::default().with_acks(1).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name())
+                .with_partition_data(
+                    (0..3)
+                        .map(|p| {
+                            PartitionProduceData::default()
+                                .with_index(p)
+                                .with_records(Some(batch.clone()))
+                        })
+                        .collect(),
+                ),
+        ]);
+        let ctx = context(ApiKey::Produce, 8);
+        let Reply::Later(pending) = super::super::produce::handle(&broker, ctx, req, Bytes::new())
+        else {
+            panic!("acks=1 answers later");
+        };
+        let Some(crate::request::ResponseFrame::Flat(frame)) = pending.await else {
+            panic!("no flat produce response");
+        };
+        let mut body = frame.freeze().slice(8..); // size, correlation id
+        let response = ProduceResponse::decode(&mut body, 8).unwrap();
+        let codes: Vec<i16> = response.responses[0]
+            .partition_responses
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, vec![0, not_leader, not_leader]);
+
+        // Fetch (v12, by name).
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name())
+                .with_partitions(
+                    (0..3)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                )]);
+        let ctx = context(ApiKey::Fetch, 12);
+        let (response, _ranges) = fetch(&broker, &ctx, req).await;
+        let codes: Vec<i16> = response.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, vec![0, not_leader, not_leader]);
+        assert_eq!(response.responses[0].partitions[0].high_watermark, 1);
+
+        // ListOffsets (latest).
+        let req = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name())
+            .with_partitions(
+                (0..3)
+                    .map(|p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_timestamp(-1)
+                    })
+                    .collect(),
+            )]);
+        let ctx = context(ApiKey::ListOffsets, 7);
+        let response = super::super::list_offsets::handle(&broker, &ctx, req);
+        let answers: Vec<(i16, i64)> = response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.offset))
+            .collect();
+        assert_eq!(answers, vec![(0, 1), (not_leader, -1), (not_leader, -1)]);
+    }
 }

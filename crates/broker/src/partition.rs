@@ -188,6 +188,8 @@ impl Partition {
             });
         }
         let info = log.append_as_leader(records, epoch, now_ms)?;
+        debug_assert!(info.first_offset <= info.last_offset);
+        debug_assert_eq!(log.log_end_offset(), info.last_offset + 1);
         drop(log);
         self.unflushed_messages
             .fetch_add(info.last_offset - info.first_offset + 1, Ordering::AcqRel);
@@ -262,6 +264,9 @@ impl Partition {
     ) -> Result<PartitionRead, PartitionError> {
         let log = self.log()?;
         let high_watermark = self.high_watermark();
+        // The high watermark only ever takes an offset the log has written (an append's end,
+        // a flush target), and the log end never moves back while the partition is open.
+        debug_assert!(high_watermark <= log.log_end_offset());
         let slice = log.read(offset, max_bytes, high_watermark, min_one_batch)?;
         Ok(PartitionRead {
             slice: Some(slice),

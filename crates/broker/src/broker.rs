@@ -95,12 +95,17 @@ impl Broker {
         let log = log.as_mut().ok_or(ControllerError::ShuttingDown)?;
         let current = self.image();
         let next = Arc::new(log.commit(&current, records)?);
+        // Replicas first: a request that sees the new image must find its partitions hosted
+        // (log opening leaves the async worker, so requests run meanwhile). The change is
+        // durable, so the image is swapped in even if a replica failed to open.
+        let applied = self
+            .replicas
+            .apply_image(&next, &self.raw_config_for(&next));
         match self.image.write() {
             Ok(mut g) => *g = next.clone(),
             Err(p) => *p.into_inner() = next.clone(),
         }
-        self.replicas
-            .apply_image(&next, &self.raw_config_for(&next))?;
+        applied?;
         let deleted: std::collections::HashSet<String> = current
             .topics
             .values()

@@ -2,7 +2,7 @@
 //! metadata image it commits, and the replicas hosted here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 
 use strom_group_coordinator::GroupCoordinator;
 
@@ -24,10 +24,7 @@ pub struct Broker {
     pub loader: Arc<MetadataLoader>,
     /// Decides and commits metadata changes; reach it through [`Broker::controller`].
     controller: Controller,
-    /// What the publishers below reach the broker through, set by the first
-    /// [`Broker::controller`] call (every change goes through one).
-    publishers_broker: Arc<OnceLock<Weak<Broker>>>,
-    pub replicas: ReplicaManager,
+    pub replicas: Arc<ReplicaManager>,
     ready: AtomicBool,
     /// Partitions this node can host: the explicit bound, or fewer if open files run out first.
     pub max_partitions: usize,
@@ -48,20 +45,11 @@ impl Broker {
     ) -> Arc<Broker> {
         Arc::new_cyclic(|me| {
             let groups = groups(me.clone(), &config);
-            Broker::assemble(
-                me,
-                config,
-                cluster_id,
-                metadata_log,
-                image,
-                replicas,
-                groups,
-            )
+            Broker::assemble(config, cluster_id, metadata_log, image, replicas, groups)
         })
     }
 
     fn assemble(
-        me: &Weak<Broker>,
         config: BrokerConfig,
         cluster_id: String,
         metadata_log: MetadataLog,
@@ -88,15 +76,15 @@ impl Broker {
             Arc::new(metadata_log),
             loader.clone(),
         );
-        let publishers_broker = Arc::new(OnceLock::new());
-        let _ = publishers_broker.set(me.clone());
-        register_publishers(&loader, &publishers_broker, &groups);
+        let replicas = Arc::new(replicas.with_static_config(config.raw.clone()));
+        loader.register(replicas.clone());
+        loader.register(groups.clone());
+        loader.register(Arc::new(MetricsPublisher));
         Broker {
             config,
             cluster_id,
             loader,
             controller,
-            publishers_broker,
             replicas,
             ready: AtomicBool::new(false),
             max_partitions,
@@ -104,9 +92,7 @@ impl Broker {
         }
     }
 
-    /// The controller, with the publishers bound to this broker.
     pub fn controller(self: &Arc<Self>) -> &Controller {
-        self.publishers_broker.get_or_init(|| Arc::downgrade(self));
         &self.controller
     }
 
@@ -150,55 +136,8 @@ impl Broker {
     }
 }
 
-/// The publishers of a commit, in order: the replicas, the group coordinator (a publisher of
-/// its own: deleted topics' offsets go, `__consumer_offsets` partitions are loaded or
-/// unloaded by leadership), the partition gauge.
-fn register_publishers(
-    loader: &MetadataLoader,
-    broker: &Arc<OnceLock<Weak<Broker>>>,
-    groups: &Arc<GroupCoordinator>,
-) {
-    loader.register(Arc::new(ReplicasPublisher(broker.clone())));
-    loader.register(groups.clone());
-    loader.register(Arc::new(MetricsPublisher));
-}
-
-fn bound_broker(
-    publisher: &'static str,
-    broker: &OnceLock<Weak<Broker>>,
-) -> Result<Arc<Broker>, PublishError> {
-    broker
-        .get()
-        .and_then(Weak::upgrade)
-        .ok_or_else(|| PublishError {
-            publisher,
-            reason: "the broker is gone or not bound yet".to_string(),
-        })
-}
-
-struct ReplicasPublisher(Arc<OnceLock<Weak<Broker>>>);
-
-impl MetadataPublisher for ReplicasPublisher {
-    fn name(&self) -> &'static str {
-        "replica_manager"
-    }
-
-    fn on_metadata_update(
-        &self,
-        _delta: &MetadataDelta,
-        image: &Arc<MetadataImage>,
-    ) -> Result<(), PublishError> {
-        let broker = bound_broker(self.name(), &self.0)?;
-        broker
-            .replicas
-            .apply_image(image, &broker.raw_config_for(image))
-            .map_err(|e| PublishError {
-                publisher: self.name(),
-                reason: e.to_string(),
-            })
-    }
-}
-
+/// The partition gauge, after the replica manager and the group coordinator (the publishers
+/// of a commit, in registration order).
 struct MetricsPublisher;
 
 impl MetadataPublisher for MetricsPublisher {

@@ -2,13 +2,18 @@
 //! (leader epoch, high watermark). A node of one is the leader and the whole ISR, so the high
 //! watermark follows what is durable; replication will move it by follower acknowledgements.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
+use futures_util::future::BoxFuture;
 use proto_kafka::ResponseError;
 use strom_log::producer_state::batch_headers;
-use strom_log::{FetchSlice, Log, LogError, SequenceCheck, TopicPartition};
+use strom_log::{FetchSlice, Log, LogError, SequenceCheck, TimestampAndOffset, TopicPartition};
 use thiserror::Error;
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -42,6 +47,8 @@ pub struct Partition {
     /// happen under one hold of this lock.
     log: Mutex<Log>,
     leader_epoch: AtomicI32,
+    /// The leader the image names; requests that need the leader are refused elsewhere.
+    leader_id: AtomicI32,
     high_watermark: AtomicI64,
     /// Everything below this offset has been fdatasynced.
     flushed_offset: AtomicI64,
@@ -54,7 +61,16 @@ pub struct Partition {
     /// The two settings every produce reads, kept out of the config lock.
     flush_messages: AtomicI64,
     min_insync_replicas: AtomicI32,
-    data_notify: Arc<Notify>,
+    /// Fires when the high watermark moves: only the fetches parked on this partition wake
+    /// (Kafka's delayed-fetch purgatory is keyed by partition for the same reason).
+    data_notify: Notify,
+}
+
+/// Who leads a partition, and in which epoch, as the image says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    pub leader_id: i32,
+    pub epoch: i32,
 }
 
 /// What a fetch sees of a partition at one moment.
@@ -65,19 +81,14 @@ pub struct PartitionRead {
 }
 
 impl Partition {
-    pub fn new(
-        log: Log,
-        topic_id: Uuid,
-        leader_epoch: i32,
-        config: TopicConfig,
-        data_notify: Arc<Notify>,
-    ) -> Partition {
+    pub fn new(log: Log, topic_id: Uuid, leader: Leadership, config: TopicConfig) -> Partition {
         let leo = log.log_end_offset();
         Partition {
             topic_partition: log.topic_partition().clone(),
             topic_id,
             log: Mutex::new(log),
-            leader_epoch: AtomicI32::new(leader_epoch),
+            leader_epoch: AtomicI32::new(leader.epoch),
+            leader_id: AtomicI32::new(leader.leader_id),
             // Recovery has already dropped anything torn, and what survived recovery is on
             // disk, so the whole log is visible again after a restart.
             high_watermark: AtomicI64::new(leo),
@@ -87,8 +98,15 @@ impl Partition {
             flush_messages: AtomicI64::new(config.flush_messages),
             min_insync_replicas: AtomicI32::new(config.min_insync_replicas),
             config: Mutex::new(config),
-            data_notify,
+            data_notify: Notify::new(),
         }
+    }
+
+    /// Resolves once the high watermark moves after this call (tokio's `notify_waiters`
+    /// reaches a `Notified` from its creation, polled or not). Taken before reading, so an
+    /// append between the read and the wait is not missed.
+    pub fn wait_for_data(&self) -> Notified<'_> {
+        self.data_notify.notified()
     }
 
     fn log(&self) -> Result<MutexGuard<'_, Log>, PartitionError> {
@@ -99,8 +117,17 @@ impl Partition {
         self.leader_epoch.load(Ordering::Acquire)
     }
 
-    pub fn set_leader_epoch(&self, epoch: i32) {
-        self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
+    pub fn leader_id(&self) -> i32 {
+        self.leader_id.load(Ordering::Acquire)
+    }
+
+    /// Takes the image's leader and epoch. An epoch never moves back (the image refuses a
+    /// stale one), so an older leadership arriving late changes nothing.
+    pub fn set_leadership(&self, leader: Leadership) {
+        let previous = self.leader_epoch.fetch_max(leader.epoch, Ordering::AcqRel);
+        if leader.epoch >= previous {
+            self.leader_id.store(leader.leader_id, Ordering::Release);
+        }
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -161,6 +188,8 @@ impl Partition {
             });
         }
         let info = log.append_as_leader(records, epoch, now_ms)?;
+        debug_assert!(info.first_offset <= info.last_offset);
+        debug_assert_eq!(log.log_end_offset(), info.last_offset + 1);
         drop(log);
         self.unflushed_messages
             .fetch_add(info.last_offset - info.first_offset + 1, Ordering::AcqRel);
@@ -235,6 +264,9 @@ impl Partition {
     ) -> Result<PartitionRead, PartitionError> {
         let log = self.log()?;
         let high_watermark = self.high_watermark();
+        // The high watermark only ever takes an offset the log has written (an append's end,
+        // a flush target), and the log end never moves back while the partition is open.
+        debug_assert!(high_watermark <= log.log_end_offset());
         let slice = log.read(offset, max_bytes, high_watermark, min_one_batch)?;
         Ok(PartitionRead {
             slice: Some(slice),
@@ -282,5 +314,220 @@ impl Partition {
             Err(p) => *p.into_inner() = config,
         }
         Ok(())
+    }
+}
+
+/// A partition as the request handlers see it (Kafka's `Partition` with its `UnifiedLog`):
+/// what produce, fetch, list_offsets, delete_records and the coordinator's writes need, and
+/// nothing of how the bytes are kept. [`Partition`] (a local log) implements it today; the
+/// cluster's shared-storage partition implements it without the handlers changing.
+pub trait PartitionLog: Send + Sync {
+    fn topic_partition(&self) -> &TopicPartition;
+    fn topic_id(&self) -> Uuid;
+    fn leader_epoch(&self) -> i32;
+    /// The leader the image names for this partition.
+    fn leader_id(&self) -> i32;
+    fn high_watermark(&self) -> i64;
+    fn log_start_offset(&self) -> Result<i64, PartitionError>;
+    fn log_end_offset(&self) -> Result<i64, PartitionError>;
+    fn size_bytes(&self) -> Result<u64, PartitionError>;
+    fn min_insync_replicas(&self) -> i32;
+    fn config(&self) -> TopicConfig;
+    /// Validates and appends producer batches in place; visible and durable only after
+    /// [`PartitionLog::complete_append`].
+    fn append_as_leader(&self, records: &mut [u8], now_ms: i64)
+        -> Result<Appended, PartitionError>;
+    /// Makes an append up to `end_offset` durable and visible (the high watermark).
+    fn complete_append(&self, end_offset: i64) -> BoxFuture<'_, Result<(), PartitionError>>;
+    /// Whole batches from `offset` up to the high watermark, as a file range fetch sends with
+    /// sendfile.
+    fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<PartitionRead, PartitionError>;
+    /// The first batch with a record at or after `timestamp_ms` (ListOffsets by time).
+    fn fetch_offset_by_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<TimestampAndOffset>, PartitionError>;
+    /// The batch holding the largest timestamp (ListOffsets MAX_TIMESTAMP).
+    fn max_timestamp_and_offset(&self) -> Result<Option<TimestampAndOffset>, PartitionError>;
+    /// Moves the log start to `offset` (DeleteRecords); returns the new low watermark.
+    fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError>;
+    /// Resolves once the high watermark moves after this call; take it before reading.
+    fn wait_for_data(&self) -> Notified<'_>;
+    /// Where the bytes at `offset` are kept, for error logs; None if nowhere local.
+    fn segment_path_containing(&self, offset: i64) -> Option<std::path::PathBuf>;
+}
+
+impl PartitionLog for Partition {
+    fn topic_partition(&self) -> &TopicPartition {
+        &self.topic_partition
+    }
+    fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+    fn leader_epoch(&self) -> i32 {
+        Partition::leader_epoch(self)
+    }
+    fn leader_id(&self) -> i32 {
+        Partition::leader_id(self)
+    }
+    fn high_watermark(&self) -> i64 {
+        Partition::high_watermark(self)
+    }
+    fn log_start_offset(&self) -> Result<i64, PartitionError> {
+        Partition::log_start_offset(self)
+    }
+    fn log_end_offset(&self) -> Result<i64, PartitionError> {
+        Partition::log_end_offset(self)
+    }
+    fn size_bytes(&self) -> Result<u64, PartitionError> {
+        Partition::size_bytes(self)
+    }
+    fn min_insync_replicas(&self) -> i32 {
+        Partition::min_insync_replicas(self)
+    }
+    fn config(&self) -> TopicConfig {
+        Partition::config(self)
+    }
+    fn append_as_leader(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+    ) -> Result<Appended, PartitionError> {
+        Partition::append_as_leader(self, records, now_ms)
+    }
+    fn complete_append(&self, end_offset: i64) -> BoxFuture<'_, Result<(), PartitionError>> {
+        Box::pin(Partition::complete_append(self, end_offset))
+    }
+    fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<PartitionRead, PartitionError> {
+        Partition::read(self, offset, max_bytes, min_one_batch)
+    }
+    fn fetch_offset_by_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<TimestampAndOffset>, PartitionError> {
+        Ok(self.log()?.fetch_offset_by_timestamp(timestamp_ms)?)
+    }
+    fn max_timestamp_and_offset(&self) -> Result<Option<TimestampAndOffset>, PartitionError> {
+        Ok(self.log()?.max_timestamp_and_offset())
+    }
+    fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError> {
+        Ok(self.log()?.delete_records_before(offset)?)
+    }
+    fn wait_for_data(&self) -> Notified<'_> {
+        Partition::wait_for_data(self)
+    }
+    fn segment_path_containing(&self, offset: i64) -> Option<std::path::PathBuf> {
+        self.log().ok()?.segment_path_containing(offset)
+    }
+}
+
+/// Resolves when any one of several waits resolves: a fetch over many partitions wakes when
+/// any of them gets data, and never for an append elsewhere.
+pub struct AnyData<'a> {
+    waits: Vec<Pin<Box<Notified<'a>>>>,
+}
+
+impl<'a> AnyData<'a> {
+    pub fn new(waits: impl IntoIterator<Item = Notified<'a>>) -> Self {
+        AnyData {
+            waits: waits.into_iter().map(Box::pin).collect(),
+        }
+    }
+}
+
+impl Future for AnyData<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // With nothing to wait on only the fetch's timeout can end the wait.
+        for wait in self.waits.iter_mut() {
+            if wait.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+    use bytes::Bytes;
+    use futures_util::FutureExt;
+
+    fn partition(dir: &std::path::Path, name: &str) -> Partition {
+        let config = TopicConfig::broker_defaults(&RawConfig::defaults()).unwrap();
+        let tp = TopicPartition::new(name, 0);
+        let log = Log::open(&dir.join(tp.dir_name()), tp, config.log_config()).unwrap();
+        let leader = Leadership {
+            leader_id: 0,
+            epoch: 0,
+        };
+        Partition::new(log, Uuid::new_v4(), leader, config)
+    }
+
+    async fn append_one(p: &Partition) {
+        let now = crate::metadata::metadata_log::now_ms();
+        let mut batch = crate::metadata::metadata_log::encode_internal_batch(
+            [(
+                Some(Bytes::from_static(b"k")),
+                Some(Bytes::from_static(b"v")),
+            )],
+            now,
+        )
+        .unwrap();
+        let appended = p.append_as_leader(&mut batch, now).unwrap();
+        p.complete_append(appended.last_offset + 1).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_append_wakes_only_the_waiters_on_its_partition() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = partition(tmp.path(), "a");
+        let b = partition(tmp.path(), "b");
+        let mut on_a = std::pin::pin!(a.wait_for_data());
+        let mut on_b = std::pin::pin!(b.wait_for_data());
+        assert!(on_a.as_mut().now_or_never().is_none());
+        assert!(on_b.as_mut().now_or_never().is_none());
+        append_one(&a).await;
+        assert!(on_a.now_or_never().is_some(), "the waiter on A woke");
+        assert!(
+            on_b.now_or_never().is_none(),
+            "an append to A must not wake a waiter on B"
+        );
+        assert_eq!(a.high_watermark(), 1);
+        assert_eq!(b.high_watermark(), 0);
+    }
+
+    /// A fetch over several partitions wakes when any one of them gets data, and not before.
+    #[tokio::test]
+    async fn a_wait_on_many_partitions_wakes_on_any_of_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parts: Vec<Partition> = (0..3)
+            .map(|i| partition(tmp.path(), &format!("p{i}")))
+            .collect();
+        let other = partition(tmp.path(), "other");
+        let mut any = AnyData::new(parts.iter().map(|p| p.wait_for_data()));
+        assert!((&mut any).now_or_never().is_none());
+        append_one(&other).await;
+        assert!(
+            (&mut any).now_or_never().is_none(),
+            "woken by an append elsewhere"
+        );
+        append_one(&parts[2]).await;
+        assert!(any.now_or_never().is_some());
+        // Nothing to wait on: only the fetch's own timeout ends it.
+        assert!(AnyData::new(std::iter::empty()).now_or_never().is_none());
     }
 }

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use proto_kafka::ResponseError;
 use strom_log::{partition_metadata, Log, LogError, TopicPartition};
-use tokio::sync::Notify;
+use strom_metadata::publisher::{MetadataDelta, MetadataPublisher, PublishError};
 use tracing::{info, warn};
 
 use crate::config::RawConfig;
 use crate::metadata::metadata_log::METADATA_TOPIC;
-use crate::metadata::MetadataImage;
-use crate::partition::{Partition, PartitionError};
+use crate::metadata::{MetadataImage, TopicImage};
+use crate::partition::{Leadership, Partition, PartitionError, PartitionLog};
 use crate::storage;
 use crate::topic_config::TopicConfig;
 
@@ -22,20 +23,50 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Partitions of the image whose log is damaged (not hosted), with the reason.
     offline: Mutex<HashMap<TopicPartition, String>>,
-    pub data_notify: Arc<Notify>,
+    /// The image last applied: leadership of partitions not hosted here is read from it.
+    image: RwLock<Arc<MetadataImage>>,
+    /// The static broker settings; the image's dynamic ones go on top when a change is
+    /// published (topic defaults come from them).
+    static_config: RawConfig,
 }
 
 impl ReplicaManager {
+    /// A manager with Kafka's default broker settings under the image's dynamic ones; the
+    /// broker gives its own with [`ReplicaManager::with_static_config`].
     pub fn new(node_id: i32, data_dir: &Path) -> Self {
         ReplicaManager {
             node_id,
             data_dir: data_dir.to_path_buf(),
             partitions: RwLock::new(HashMap::new()),
             offline: Mutex::new(HashMap::new()),
-            data_notify: Arc::new(Notify::new()),
+            image: RwLock::new(Arc::new(MetadataImage::empty())),
+            static_config: RawConfig::defaults(),
         }
     }
 
+    pub fn with_static_config(mut self, raw: RawConfig) -> Self {
+        self.static_config = raw;
+        self
+    }
+
+    /// The partition as a request sees it, if this node leads it, or the error that answers
+    /// for it (Kafka's `getPartitionOrError` and leader check): KAFKA_STORAGE_ERROR for a
+    /// damaged log, NOT_LEADER_OR_FOLLOWER where the image names another leader or places the
+    /// partition elsewhere, UNKNOWN_TOPIC_OR_PARTITION where it knows no such partition.
+    pub fn leader_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<dyn PartitionLog>, ResponseError> {
+        match self.get(topic, partition) {
+            Some(p) if p.leader_id() == self.node_id => Ok(p),
+            Some(_) => Err(ResponseError::NotLeaderOrFollower),
+            None => Err(self.missing_error(topic, partition)),
+        }
+    }
+
+    /// The local replica, for upkeep (flushes, retention, compaction) and the group
+    /// coordinator's loading; requests go through [`ReplicaManager::leader_partition`].
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
         let key = TopicPartition {
             topic: topic.to_string(),
@@ -60,13 +91,22 @@ impl ReplicaManager {
     }
 
     /// The error for a partition not hosted here: KAFKA_STORAGE_ERROR if its log is damaged
-    /// (Kafka's answer for a partition on an offline log directory), else unknown.
-    pub fn missing_error(&self, topic: &str, partition: i32) -> proto_kafka::ResponseError {
+    /// (Kafka's answer for a partition on an offline log directory), NOT_LEADER_OR_FOLLOWER
+    /// if the image places it on other brokers, else unknown.
+    pub fn missing_error(&self, topic: &str, partition: i32) -> ResponseError {
         let tp = TopicPartition::new(topic, partition);
         if self.offline_map().contains_key(&tp) {
-            proto_kafka::ResponseError::KafkaStorageError
+            return ResponseError::KafkaStorageError;
+        }
+        let elsewhere = self
+            .image()
+            .topic(topic)
+            .and_then(|t| t.partitions.get(&partition))
+            .is_some_and(|reg| !reg.replicas.contains(&self.node_id));
+        if elsewhere {
+            ResponseError::NotLeaderOrFollower
         } else {
-            proto_kafka::ResponseError::UnknownTopicOrPartition
+            ResponseError::UnknownTopicOrPartition
         }
     }
 
@@ -93,48 +133,117 @@ impl ReplicaManager {
         }
     }
 
-    /// Opens, creates, updates and deletes replicas so that they match `image`.
+    /// Opens, creates, updates and deletes replicas so that they match `image`, with `broker`
+    /// the broker settings in force with it (topic defaults come from there).
     pub fn apply_image(
         &self,
         image: &MetadataImage,
         broker: &RawConfig,
     ) -> Result<(), PartitionError> {
-        let mut wanted: HashMap<TopicPartition, (uuid::Uuid, i32, TopicConfig)> = HashMap::new();
+        self.set_image(Arc::new(image.clone()));
+        self.apply(image, broker)
+    }
+
+    fn set_image(&self, image: Arc<MetadataImage>) {
+        match self.image.write() {
+            Ok(mut g) => *g = image,
+            Err(p) => *p.into_inner() = image,
+        }
+    }
+
+    /// The image last applied.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        match self.image.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn apply(&self, image: &MetadataImage, broker: &RawConfig) -> Result<(), PartitionError> {
+        let wanted = self.wanted(image, broker)?;
+        self.offline_map().retain(|tp, _| wanted.contains_key(tp));
+        self.update_or_remove_hosted(image, &wanted)?;
+        let to_open: Vec<_> = {
+            let hosted = self.read_map();
+            wanted
+                .into_iter()
+                .filter(|(tp, _)| !hosted.contains_key(tp))
+                .collect()
+        };
+        if to_open.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let count = to_open.len();
+        // Opening is file-system work (recovery may scan segments): off the async worker when
+        // called on one, so its other tasks move to another worker meanwhile.
+        let opened =
+            off_async_worker(|| open_logs(&self.data_dir, to_open, &image.deleted_topic_ids));
+        let result = self.host_opened(opened);
+        info!(
+            partitions = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "opened partition logs"
+        );
+        result
+    }
+
+    /// The replicas `image` places on this node, with their topic's effective config.
+    fn wanted(
+        &self,
+        image: &MetadataImage,
+        broker: &RawConfig,
+    ) -> Result<HashMap<TopicPartition, Wanted>, PartitionError> {
+        let mut wanted = HashMap::new();
         for topic in image.topics.values() {
-            // A stored override that is not valid (any more) is left out, never fatal: the
-            // topic keeps its other overrides. Changes are validated before they are stored,
-            // so this is data from elsewhere (an older version, a hand-edited log).
-            let config = match TopicConfig::effective_lenient(
-                broker,
-                &image.topic_configs(&topic.name),
-            ) {
-                Ok((c, dropped)) => {
-                    // Reported when the topic's logs are opened, not at every change.
-                    let opening = !dropped.is_empty()
-                        && topic
-                            .partitions
-                            .keys()
-                            .any(|p| self.get(&topic.name, *p).is_none());
-                    for (name, e) in dropped.iter().filter(|_| opening) {
-                        warn!(topic = %topic.name, config = %name, error = %e, "ignoring an invalid topic config override; the broker default is used");
-                    }
-                    c
-                }
-                Err(e) => return Err(PartitionError::Io(std::io::Error::other(e.to_string()))),
-            };
+            let config = self.topic_config(image, topic, broker)?;
             for (p, reg) in &topic.partitions {
                 if reg.replicas.contains(&self.node_id) {
+                    let leader = Leadership {
+                        leader_id: reg.leader,
+                        epoch: reg.leader_epoch,
+                    };
                     wanted.insert(
-                        TopicPartition {
-                            topic: topic.name.clone(),
-                            partition: *p,
-                        },
-                        (topic.id, reg.leader_epoch, config.clone()),
+                        TopicPartition::new(&topic.name, *p),
+                        (topic.id, leader, config.clone()),
                     );
                 }
             }
         }
-        self.offline_map().retain(|tp, _| wanted.contains_key(tp));
+        Ok(wanted)
+    }
+
+    fn topic_config(
+        &self,
+        image: &MetadataImage,
+        topic: &TopicImage,
+        broker: &RawConfig,
+    ) -> Result<TopicConfig, PartitionError> {
+        // A stored override that is not valid (any more) is left out, never fatal: the topic
+        // keeps its other overrides. Changes are validated before they are stored, so this is
+        // data from elsewhere (an older version, a hand-edited log).
+        let (config, dropped) =
+            TopicConfig::effective_lenient(broker, &image.topic_configs(&topic.name))
+                .map_err(|e| PartitionError::Io(std::io::Error::other(e.to_string())))?;
+        // Reported when the topic's logs are opened, not at every change.
+        let opening = !dropped.is_empty()
+            && topic
+                .partitions
+                .keys()
+                .any(|p| self.get(&topic.name, *p).is_none());
+        for (name, e) in dropped.iter().filter(|_| opening) {
+            warn!(topic = %topic.name, config = %name, error = %e, "ignoring an invalid topic config override; the broker default is used");
+        }
+        Ok(config)
+    }
+
+    /// Hosted replicas the image still places here take its leadership and config; the
+    /// others are dropped, their directories deleted (topic deleted) or set aside as strays.
+    fn update_or_remove_hosted(
+        &self,
+        image: &MetadataImage,
+        wanted: &HashMap<TopicPartition, Wanted>,
+    ) -> Result<(), PartitionError> {
         let existing: Vec<(TopicPartition, Arc<Partition>)> = self
             .read_map()
             .iter()
@@ -142,8 +251,8 @@ impl ReplicaManager {
             .collect();
         for (tp, partition) in &existing {
             match wanted.get(tp) {
-                Some((id, epoch, config)) if *id == partition.topic_id => {
-                    partition.set_leader_epoch(*epoch);
+                Some((id, leader, config)) if *id == partition.topic_id => {
+                    partition.set_leadership(*leader);
                     if partition.config() != *config {
                         partition.update_config(config.clone())?;
                     }
@@ -162,26 +271,21 @@ impl ReplicaManager {
                 }
             }
         }
-        let to_open: Vec<_> = {
-            let hosted = self.read_map();
-            wanted
-                .into_iter()
-                .filter(|(tp, _)| !hosted.contains_key(tp))
-                .collect()
-        };
-        if to_open.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let count = to_open.len();
-        let opened = open_logs(&self.data_dir, to_open, &image.deleted_topic_ids);
+        Ok(())
+    }
+
+    /// Hosts the logs that opened; a damaged one takes its partition offline.
+    fn host_opened(
+        &self,
+        opened: Vec<(TopicPartition, Wanted, Result<Log, LogError>)>,
+    ) -> Result<(), PartitionError> {
         let mut first_error = None;
         let mut map = self.write_map();
-        for (tp, (id, epoch, config), log) in opened {
+        for (tp, (id, leader, config), log) in opened {
             match log {
                 Ok(log) => {
-                    let partition =
-                        Partition::new(log, id, epoch, config, self.data_notify.clone());
+                    debug_assert_eq!(log.topic_partition(), &tp);
+                    let partition = Partition::new(log, id, leader, config);
                     self.offline_map().remove(&tp);
                     map.insert(tp, Arc::new(partition));
                 }
@@ -198,11 +302,6 @@ impl ReplicaManager {
             }
         }
         drop(map);
-        info!(
-            partitions = count,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "opened partition logs"
-        );
         match first_error {
             Some(e) => Err(e.into()),
             None => Ok(()),
@@ -306,7 +405,44 @@ fn set_aside_as_stray(dir: &Path, why: &str) {
     }
 }
 
-type Wanted = (uuid::Uuid, i32, TopicConfig);
+type Wanted = (uuid::Uuid, Leadership, TopicConfig);
+
+/// Runs blocking work from sync code that may be on an async runtime's worker: on a
+/// multi-threaded runtime the worker hands its other tasks to the rest first
+/// (`block_in_place`); elsewhere (start-up before serving, a current-thread test runtime,
+/// no runtime) it just runs.
+fn off_async_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Kafka's ReplicaManager is a publisher of the metadata loader: each committed change makes
+/// and drops replicas, and moves leadership, before anything reads the new image.
+impl MetadataPublisher for ReplicaManager {
+    fn name(&self) -> &'static str {
+        "ReplicaManager"
+    }
+
+    fn on_metadata_update(
+        &self,
+        _delta: &MetadataDelta,
+        image: &Arc<MetadataImage>,
+    ) -> Result<(), PublishError> {
+        let raw = self.static_config.with_dynamic(
+            &image.broker_configs(""),
+            &image.broker_configs(&self.node_id.to_string()),
+        );
+        self.set_image(image.clone());
+        self.apply(image, &raw).map_err(|e| PublishError {
+            publisher: self.name(),
+            reason: e.to_string(),
+        })
+    }
+}
 
 /// Opening a log is mostly waiting on the file system (directory listing, checkpoint reads, a
 /// few opens), so start-up with thousands of partitions opens them on several threads, more
@@ -365,6 +501,75 @@ fn open_logs(
     })
 }
 
+/// An in-process broker of node 0 whose image is made of the records given (no listeners, no
+/// registration), for handler tests that need partitions the image places elsewhere.
+#[cfg(test)]
+pub(crate) mod test_broker {
+    use super::*;
+    use crate::broker::Broker;
+    use crate::config::BrokerConfig;
+    use crate::metadata::metadata_log::MetadataLog;
+    use crate::metadata::MetadataRecord;
+    use crate::network::connection::{ConnectionInfo, WaitCancel};
+    use crate::request::RequestContext;
+
+    pub fn broker(dir: &Path, records: &[MetadataRecord]) -> Arc<Broker> {
+        let mut raw = RawConfig::defaults();
+        raw.set("log.dirs", dir.to_str().unwrap(), "test").unwrap();
+        let config = BrokerConfig::from_raw(raw).unwrap();
+        let (metadata_log, _) = MetadataLog::open(dir).unwrap();
+        let mut image = MetadataImage::empty();
+        for (i, r) in records.iter().enumerate() {
+            image.apply(i as i64, r).unwrap();
+        }
+        let replicas = ReplicaManager::new(0, dir).with_static_config(config.raw.clone());
+        replicas.apply_image(&image, &config.raw).unwrap();
+        Broker::new(
+            config,
+            "test-cluster".into(),
+            metadata_log,
+            image,
+            replicas,
+            crate::group_ports::coordinator,
+        )
+    }
+
+    /// A request context whose waits are already cancelled: a fetch answers at once.
+    pub fn context(api: proto_kafka::messages::ApiKey, version: i16) -> RequestContext {
+        let (cancel_tx, cancel) = WaitCancel::new();
+        cancel_tx.send_replace(true);
+        RequestContext {
+            api,
+            version,
+            correlation_id: 1,
+            client_id: "test".into(),
+            info: Arc::new(ConnectionInfo {
+                listener_name: "PLAINTEXT".into(),
+                peer: ([127, 0, 0, 1], 40000).into(),
+                cancel,
+            }),
+        }
+    }
+
+    pub fn partition(
+        id: uuid::Uuid,
+        p: i32,
+        replicas: Vec<i32>,
+        leader: i32,
+        epoch: i32,
+    ) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id: id,
+            partition: p,
+            isr: replicas.clone(),
+            replicas,
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,14 +588,20 @@ mod tests {
         // A file where partition 5's directory should be: its log cannot open.
         std::fs::write(tmp.path().join(tp(5).dir_name()), b"").unwrap();
         let wanted = (0..n)
-            .map(|p| (tp(p), (uuid::Uuid::nil(), p, config.clone())))
+            .map(|p| {
+                let leader = Leadership {
+                    leader_id: 0,
+                    epoch: p,
+                };
+                (tp(p), (uuid::Uuid::nil(), leader, config.clone()))
+            })
             .collect();
         let mut opened = open_logs(tmp.path(), wanted, &HashSet::new());
         opened.sort_by_key(|(tp, _, _)| tp.partition);
         assert_eq!(opened.len(), n as usize);
-        for (i, (tp, (_, epoch, _), log)) in opened.into_iter().enumerate() {
+        for (i, (tp, (_, leader, _), log)) in opened.into_iter().enumerate() {
             assert_eq!(tp.partition, i as i32);
-            assert_eq!(epoch, i as i32);
+            assert_eq!(leader.epoch, i as i32);
             match log {
                 Ok(log) => assert_eq!(log.topic_partition(), &tp),
                 Err(_) => assert_eq!(i, 5),
@@ -439,5 +650,94 @@ mod tests {
         let p = rm.get("t", 0).expect("the partition is hosted");
         assert_eq!(p.config().retention_ms, 7777);
         assert_eq!(p.config().max_message_bytes, 1_048_588);
+    }
+
+    use super::test_broker::partition as partition_record;
+
+    fn image_of(records: &[crate::metadata::MetadataRecord]) -> MetadataImage {
+        let mut image = MetadataImage::empty();
+        for (i, r) in records.iter().enumerate() {
+            image.apply(i as i64, r).unwrap();
+        }
+        image
+    }
+
+    /// Requests reach a partition only where the image makes this node its leader: a replica
+    /// hosted here as a follower, and a partition placed on other brokers only, answer
+    /// NOT_LEADER_OR_FOLLOWER; a partition the image does not know, UNKNOWN_TOPIC_OR_PARTITION.
+    #[test]
+    fn leadership_comes_from_the_image() {
+        use crate::metadata::MetadataRecord;
+        let tmp = tempfile::tempdir().unwrap();
+        let id = uuid::Uuid::new_v4();
+        let topic = MetadataRecord::Topic {
+            name: "t".into(),
+            topic_id: id,
+        };
+        let mut records = vec![
+            topic,
+            partition_record(id, 0, vec![0, 1], 1, 0),
+            partition_record(id, 1, vec![1], 1, 0),
+            partition_record(id, 2, vec![0], 0, 0),
+        ];
+        let rm = ReplicaManager::new(0, tmp.path());
+        rm.apply_image(&image_of(&records), &RawConfig::defaults())
+            .unwrap();
+        let error = |p| rm.leader_partition("t", p).err();
+        assert!(rm.get("t", 0).is_some(), "a follower replica is hosted");
+        assert_eq!(error(0), Some(ResponseError::NotLeaderOrFollower));
+        assert!(rm.get("t", 1).is_none(), "placed elsewhere: not hosted");
+        assert_eq!(error(1), Some(ResponseError::NotLeaderOrFollower));
+        assert_eq!(error(2), None);
+        assert_eq!(error(3), Some(ResponseError::UnknownTopicOrPartition));
+        assert_eq!(
+            rm.leader_partition("nope", 0).err(),
+            Some(ResponseError::UnknownTopicOrPartition)
+        );
+
+        // Leadership moves here in a newer epoch, through the publisher path.
+        records.push(partition_record(id, 0, vec![0, 1], 0, 1));
+        let next = Arc::new(image_of(&records));
+        let delta = MetadataDelta {
+            previous: rm.image(),
+            records: records[records.len() - 1..].to_vec(),
+        };
+        rm.on_metadata_update(&delta, &next).unwrap();
+        let p0 = rm.leader_partition("t", 0).expect("now the leader");
+        assert_eq!(p0.leader_epoch(), 1);
+        assert_eq!(p0.leader_id(), 0);
+    }
+
+    /// Opening logs from a metadata change on a runtime worker leaves that worker's other
+    /// tasks free to run: with one worker, a task spawned beside the opening still runs
+    /// while the opening blocks (it would starve if the opening held the worker).
+    #[test]
+    fn blocking_work_leaves_the_async_worker() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ran_meanwhile = runtime.block_on(async {
+            tokio::spawn(async {
+                let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let set = flag.clone();
+                tokio::spawn(async move { set.store(true, std::sync::atomic::Ordering::Release) });
+                off_async_worker(|| {
+                    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+                    while !flag.load(std::sync::atomic::Ordering::Acquire)
+                        && Instant::now() < deadline
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    flag.load(std::sync::atomic::Ordering::Acquire)
+                })
+            })
+            .await
+            .unwrap()
+        });
+        assert!(ran_meanwhile);
+        // Without a runtime it simply runs.
+        assert_eq!(off_async_worker(|| 7), 7);
     }
 }

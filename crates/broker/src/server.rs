@@ -168,7 +168,7 @@ pub async fn run(
         )
     })?;
     storage::check_metadata_covers_data(&dir, &image)?;
-    let replicas = ReplicaManager::new(config.node_id, &dir);
+    let replicas = ReplicaManager::new(config.node_id, &dir).with_static_config(config.raw.clone());
     let (raw_with_dynamic, ignored) = config.raw.with_dynamic_checked(
         &image.broker_configs(""),
         &image.broker_configs(&config.node_id.to_string()),

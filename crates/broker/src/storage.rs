@@ -189,7 +189,7 @@ pub fn check_metadata_covers_data(data_dir: &Path, image: &MetadataImage) -> any
 /// or CRC check, which is logged (ERROR, file and position). A slice whose first batch is
 /// bad is Kafka's CORRUPT_MESSAGE for the partition: damaged bytes are never sent as data.
 pub fn verified_slice(
-    partition: &crate::partition::Partition,
+    partition: &dyn crate::partition::PartitionLog,
     mut slice: strom_log::FetchSlice,
 ) -> Result<strom_log::FetchSlice, i16> {
     const CORRUPT_MESSAGE: i16 = 2;
@@ -197,17 +197,14 @@ pub fn verified_slice(
     let (valid_bytes, bad) = match strom_log::verify::check_slice(&slice) {
         Ok(r) => r,
         Err(e) => {
-            warn!(partition = %partition.topic_partition, error = %e, "cannot read fetched bytes to verify them");
+            warn!(partition = %partition.topic_partition(), error = %e, "cannot read fetched bytes to verify them");
             return Err(KAFKA_STORAGE_ERROR);
         }
     };
     if let Some(bad) = bad {
-        let file = partition
-            .with_log(|log| log.segment_path_containing(slice.first_offset))
-            .ok()
-            .flatten();
+        let file = partition.segment_path_containing(slice.first_offset);
         tracing::error!(
-            partition = %partition.topic_partition,
+            partition = %partition.topic_partition(),
             file = %file.as_ref().map_or("?".to_string(), |f| f.display().to_string()),
             position = bad.position,
             offset = bad.offset.unwrap_or(-1),
@@ -326,7 +323,44 @@ pub fn recover_metadata(data_dir: &Path, opts: &RecoverOptions) -> anyhow::Resul
     }
     let _lock = DirLock::acquire(data_dir)?;
     let mut report = RecoverReport::default();
+    check_or_write_meta_properties(data_dir, opts, &mut report)?;
 
+    let metadata_dir = data_dir.join(format!("{METADATA_TOPIC}-0"));
+    let (salvaged, stopped) = if metadata_dir.exists() {
+        salvage(&metadata_dir)?
+    } else {
+        (Vec::new(), Some("no metadata log".to_string()))
+    };
+    report.salvage_stopped = stopped;
+    let mut image = MetadataImage::empty();
+    let mut records = Vec::new();
+    for r in salvaged {
+        if image.apply(records.len() as i64, &r).is_ok() {
+            records.push(r);
+        }
+    }
+    report.salvaged_records = records.len();
+
+    adopt_strays(data_dir, &image, &mut report)?;
+    let (found, max_producer_id) = scan_partition_dirs(data_dir, &image, &mut report)?;
+    let mut new_records = records_for_found(data_dir, opts.node_id, found, &image, &mut report);
+    if max_producer_id >= image.next_producer_id {
+        new_records.push(MetadataRecord::ProducerIds {
+            next_producer_id: max_producer_id.saturating_add(1),
+        });
+    }
+    records.extend(new_records);
+    write_rebuilt(data_dir, &metadata_dir, &records, &mut report)?;
+    Ok(report)
+}
+
+/// meta.properties of `opts.node_id`: kept if valid (refused if another node's), else the
+/// damaged one set aside and a new one written.
+fn check_or_write_meta_properties(
+    data_dir: &Path,
+    opts: &RecoverOptions,
+    report: &mut RecoverReport,
+) -> anyhow::Result<()> {
     match read_meta_properties(data_dir)
         .with_context(|| format!("cannot read {}", meta_properties_path(data_dir).display()))?
     {
@@ -364,26 +398,20 @@ pub fn recover_metadata(data_dir: &Path, opts: &RecoverOptions) -> anyhow::Resul
         }
     }
 
-    let metadata_dir = data_dir.join(format!("{METADATA_TOPIC}-0"));
-    let (salvaged, stopped) = if metadata_dir.exists() {
-        salvage(&metadata_dir)?
-    } else {
-        (Vec::new(), Some("no metadata log".to_string()))
-    };
-    report.salvage_stopped = stopped;
-    let mut image = MetadataImage::empty();
-    let mut records = Vec::new();
-    for r in salvaged {
-        if image.apply(records.len() as i64, &r).is_ok() {
-            records.push(r);
-        }
-    }
-    report.salvaged_records = records.len();
+    Ok(())
+}
 
-    adopt_strays(data_dir, &image, &mut report)?;
+/// Topic name -> (ids seen in partition.metadata, partitions, highest leader epoch).
+type FoundTopics = BTreeMap<String, (BTreeSet<Uuid>, BTreeSet<i32>, i32)>;
 
-    // Topic name -> (ids seen in partition.metadata, partitions, leader epoch, producer id).
-    let mut found: BTreeMap<String, (BTreeSet<Uuid>, BTreeSet<i32>, i32)> = BTreeMap::new();
+/// What the partition directories say of their topics, and the highest producer id in any
+/// batch; directories of deleted topic ids are skipped.
+fn scan_partition_dirs(
+    data_dir: &Path,
+    image: &MetadataImage,
+    report: &mut RecoverReport,
+) -> anyhow::Result<(FoundTopics, i64)> {
+    let mut found = FoundTopics::new();
     let mut max_producer_id = -1i64;
     for (tp, path) in partition_dirs(data_dir)? {
         let id = dir_topic_id(&path);
@@ -407,7 +435,18 @@ pub fn recover_metadata(data_dir: &Path, opts: &RecoverOptions) -> anyhow::Resul
         entry.2 = entry.2.max(verified.max_leader_epoch);
     }
 
-    let node = opts.node_id;
+    Ok((found, max_producer_id))
+}
+
+/// The records that give the found topics and partitions missing from `image` a place, led
+/// by `node` in an epoch above any their batches carry.
+fn records_for_found(
+    data_dir: &Path,
+    node: i32,
+    found: FoundTopics,
+    image: &MetadataImage,
+    report: &mut RecoverReport,
+) -> Vec<MetadataRecord> {
     let partition_record = |topic_id: Uuid, partition: i32, epoch: i32| MetadataRecord::Partition {
         topic_id,
         partition,
@@ -474,22 +513,27 @@ pub fn recover_metadata(data_dir: &Path, opts: &RecoverOptions) -> anyhow::Resul
         }
         report.rebuilt_topics.push((name, id, max_partition + 1));
     }
-    if max_producer_id >= image.next_producer_id {
-        new_records.push(MetadataRecord::ProducerIds {
-            next_producer_id: max_producer_id.saturating_add(1),
-        });
-    }
 
+    new_records
+}
+
+/// Sets the old metadata log aside, writes `records` as the new one, and gives rebuilt
+/// partition directories their partition.metadata.
+fn write_rebuilt(
+    data_dir: &Path,
+    metadata_dir: &Path,
+    records: &[MetadataRecord],
+    report: &mut RecoverReport,
+) -> anyhow::Result<()> {
     if metadata_dir.exists() {
-        let aside = rename_aside(&metadata_dir, DAMAGED_SUFFIX)
+        let aside = rename_aside(metadata_dir, DAMAGED_SUFFIX)
             .with_context(|| format!("cannot rename {}", metadata_dir.display()))?;
         info!(dir = %aside.display(), "old metadata log kept aside");
         report.kept_aside.push(aside);
     }
     let (mut log, empty) = MetadataLog::open(data_dir).context("cannot create the metadata log")?;
-    records.extend(new_records);
     let rebuilt = log
-        .commit(&empty, &records)
+        .commit(&empty, records)
         .context("cannot write the rebuilt metadata log")?;
     log.close()
         .context("cannot close the rebuilt metadata log")?;
@@ -501,7 +545,7 @@ pub fn recover_metadata(data_dir: &Path, opts: &RecoverOptions) -> anyhow::Resul
             }
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Takes stray directories back under their partition's name when that name is free and the

@@ -58,30 +58,33 @@ impl MetadataLoader {
         self.registered().iter().map(|p| p.name()).collect()
     }
 
-    /// Swaps `next` in as the image (the result of `delta` on the image in force) and runs
-    /// every publisher on it, in order. Returns the new image. The caller serialises calls.
+    /// Runs every publisher on `next` (the result of `delta` on the image in force), in
+    /// order, then swaps it in as the image, and returns it. Publishers come first so that a
+    /// reader of the image never sees a change its subsystems have not applied (a request
+    /// that finds a new topic in the image finds its partitions hosted too). The caller
+    /// serialises calls.
     pub fn publish(&self, delta: MetadataDelta, next: MetadataImage) -> Arc<MetadataImage> {
         let next = Arc::new(next);
         {
-            let mut g = match self.image.write() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let current = self.image();
             assert!(
-                Arc::ptr_eq(&g, &delta.previous),
+                Arc::ptr_eq(&current, &delta.previous),
                 "a delta is published on the image it was made from"
             );
             assert!(
-                next.offset >= g.offset,
+                next.offset >= current.offset,
                 "the image never moves backwards ({} after {})",
                 next.offset,
-                g.offset
+                current.offset
             );
-            *g = next.clone();
         }
         for publisher in self.registered() {
             let result = publisher.on_metadata_update(&delta, &next);
             self.record(publisher.name(), result, next.offset);
+        }
+        match self.image.write() {
+            Ok(mut g) => *g = next.clone(),
+            Err(p) => *p.into_inner() = next.clone(),
         }
         next
     }

@@ -14,7 +14,9 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::metadata::MetadataImage;
 use crate::network::zero_copy::{FileRange, FileRanges};
+use crate::partition::{AnyData, PartitionLog};
 use crate::request::{Reply, RequestContext};
 
 /// Longest a fetch may park, whatever the client asks: Kafka clients' default
@@ -69,34 +71,7 @@ async fn fetch(
         return (response, FileRanges::new());
     }
     let by_id = ctx.version >= 13;
-    let image = broker.image();
-    let targets: Vec<Target> = req
-        .topics
-        .iter()
-        .map(|t| {
-            let name = if by_id {
-                image.topic_by_id(&t.topic_id).map(|x| x.name.clone())
-            } else {
-                Some(t.topic.0.to_string())
-            };
-            Target {
-                name,
-                topic_id: t.topic_id,
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.partition,
-                            p.fetch_offset,
-                            p.partition_max_bytes,
-                            p.current_leader_epoch,
-                        )
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
+    let targets = targets(&req, &broker.image(), by_id);
     let started = Instant::now();
     let max_wait = max_wait(req.max_wait_ms, broker.config.connections_max_idle_ms);
     let cancel = &ctx.info.cancel;
@@ -108,14 +83,21 @@ async fn fetch(
     };
     let read_committed = req.isolation_level == 1;
     loop {
-        let notified = broker.replicas.data_notify.notified();
-        tokio::pin!(notified);
-        // Registered before reading, so an append between the read and the wait still wakes us.
-        notified.as_mut().enable();
+        let replicas = resolve(broker, &targets, by_id);
+        // Taken before reading, so an append between the read and the wait still wakes us;
+        // only these partitions' appends do.
+        let data_arrived = AnyData::new(
+            replicas
+                .iter()
+                .flatten()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|r| r.wait_for_data()),
+        );
         let mut ranges = FileRanges::new();
         let (topics, bytes, errors) = read_all(
             broker,
             &targets,
+            &replicas,
             max_bytes,
             by_id,
             read_committed,
@@ -132,15 +114,66 @@ async fn fetch(
         // A peer that has gone or a broker shutting down ends the wait: the first reads once
         // more for nobody, the second answers with what there is.
         tokio::select! {
-            _ = tokio::time::timeout(max_wait - elapsed, notified) => {}
+            _ = tokio::time::timeout(max_wait - elapsed, data_arrived) => {}
             _ = cancel.cancelled() => {}
         }
     }
 }
 
+/// The request's partitions, each topic named (`None`: a topic id the image does not know).
+fn targets(req: &FetchRequest, image: &MetadataImage, by_id: bool) -> Vec<Target> {
+    req.topics
+        .iter()
+        .map(|t| {
+            let name = if by_id {
+                image.topic_by_id(&t.topic_id).map(|x| x.name.clone())
+            } else {
+                Some(t.topic.0.to_string())
+            };
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.partition,
+                        p.fetch_offset,
+                        p.partition_max_bytes,
+                        p.current_leader_epoch,
+                    )
+                })
+                .collect();
+            Target {
+                name,
+                topic_id: t.topic_id,
+                partitions,
+            }
+        })
+        .collect()
+}
+
+/// Each wanted partition's replica here, or the error that answers for it.
+type Resolved = Vec<Vec<Result<Arc<dyn PartitionLog>, ResponseError>>>;
+
+fn resolve(broker: &Broker, targets: &[Target], by_id: bool) -> Resolved {
+    targets
+        .iter()
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|&(index, ..)| match t.name.as_deref() {
+                    Some(name) => broker.replicas.leader_partition(name, index),
+                    None if by_id => Err(ResponseError::UnknownTopicId),
+                    None => Err(ResponseError::UnknownTopicOrPartition),
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn read_all(
     broker: &Broker,
     targets: &[Target],
+    replicas: &Resolved,
     max_bytes: usize,
     by_id: bool,
     read_committed: bool,
@@ -149,94 +182,22 @@ fn read_all(
     let mut total = 0usize;
     let mut errors = false;
     let mut topics = Vec::with_capacity(targets.len());
-    for t in targets {
+    for (t, replicas) in targets.iter().zip(replicas) {
         let mut partitions = Vec::with_capacity(t.partitions.len());
-        for &(index, offset, partition_max, leader_epoch) in &t.partitions {
-            let mut data = PartitionData::default()
-                .with_partition_index(index)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_preferred_read_replica(proto_kafka::messages::BrokerId(-1))
-                .with_aborted_transactions(if read_committed {
-                    Some(Vec::new())
-                } else {
-                    None
-                })
-                .with_records(Some(Bytes::new()));
-            let replica = t
-                .name
-                .as_deref()
-                .and_then(|n| broker.replicas.get(n, index));
-            let Some(replica) = replica else {
-                errors = true;
-                let code = match t.name.as_deref() {
-                    None if by_id => ResponseError::UnknownTopicId,
-                    Some(name) => broker.replicas.missing_error(name, index),
-                    None => ResponseError::UnknownTopicOrPartition,
-                };
-                partitions.push(data.with_error_code(code.code()));
-                continue;
-            };
-            let epoch = replica.leader_epoch();
-            if leader_epoch >= 0 && leader_epoch != epoch {
-                errors = true;
-                let code = if leader_epoch < epoch {
-                    ResponseError::FencedLeaderEpoch
-                } else {
-                    ResponseError::UnknownLeaderEpoch
-                };
-                partitions.push(data.with_error_code(code.code()));
-                continue;
-            }
-            let budget = (partition_max.max(0) as usize).min(max_bytes.saturating_sub(total));
-            // KIP-74: the first batch of the first non-empty partition goes out whole, even if
-            // it is larger than the limits, so a big batch can never block a consumer.
-            let min_one = total == 0;
-            match replica.read(offset, budget, min_one) {
-                Ok(read) => {
-                    data = data
-                        .with_high_watermark(read.high_watermark)
-                        .with_last_stable_offset(read.high_watermark)
-                        .with_log_start_offset(read.log_start_offset);
-                    let slice = read.slice.filter(|_| budget > 0 || min_one);
-                    let slice = match slice {
-                        Some(s) if broker.config.log_fetch_verify_crc => {
-                            match crate::storage::verified_slice(&replica, s) {
-                                Ok(s) => Some(s),
-                                Err(code) => {
-                                    errors = true;
-                                    partitions.push(data.with_error_code(code));
-                                    continue;
-                                }
-                            }
-                        }
-                        other => other,
-                    };
-                    if let Some(slice) = slice {
-                        // The bytes stay in the file: the connection sends them with sendfile.
-                        total += slice.size;
-                        let records = ranges.placeholder(FileRange {
-                            file: slice.file,
-                            position: slice.position,
-                            len: slice.size,
-                        });
-                        data = data.with_records(Some(records));
-                    }
-                }
-                Err(e) => {
-                    errors = true;
-                    crate::storage::report_damaged_read(&replica.topic_partition, &e);
-                    let code = super::produce::append_error_code(&e);
-                    let hw = replica.high_watermark();
-                    let start = replica.log_start_offset().unwrap_or(-1);
-                    data = data
-                        .with_error_code(code.code())
-                        .with_high_watermark(hw)
-                        .with_last_stable_offset(hw)
-                        .with_log_start_offset(start);
-                }
-            }
+        for (&(index, offset, partition_max, leader_epoch), replica) in
+            t.partitions.iter().zip(replicas)
+        {
+            let (data, size, error) = read_partition(
+                broker,
+                replica,
+                (index, offset, partition_max, leader_epoch),
+                max_bytes.saturating_sub(total),
+                total == 0,
+                read_committed,
+                ranges,
+            );
+            total += size;
+            errors |= error;
             partitions.push(data);
         }
         let topic = FetchableTopicResponse::default()
@@ -252,6 +213,81 @@ fn read_all(
     (topics, total, errors)
 }
 
+/// One partition's answer, the bytes it adds, and whether it is an error (which ends a wait).
+/// `first` is set until some partition has given data: KIP-74's first batch goes out whole.
+#[allow(clippy::too_many_arguments)]
+fn read_partition(
+    broker: &Broker,
+    replica: &Result<Arc<dyn PartitionLog>, ResponseError>,
+    (index, offset, partition_max, leader_epoch): (i32, i64, i32, i32),
+    remaining_bytes: usize,
+    first: bool,
+    read_committed: bool,
+    ranges: &mut FileRanges,
+) -> (PartitionData, usize, bool) {
+    let data = PartitionData::default()
+        .with_partition_index(index)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(proto_kafka::messages::BrokerId(-1))
+        .with_aborted_transactions(read_committed.then(Vec::new))
+        .with_records(Some(Bytes::new()));
+    let replica = match replica {
+        Ok(r) => r,
+        Err(code) => return (data.with_error_code(code.code()), 0, true),
+    };
+    let epoch = replica.leader_epoch();
+    if leader_epoch >= 0 && leader_epoch != epoch {
+        let code = if leader_epoch < epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        };
+        return (data.with_error_code(code.code()), 0, true);
+    }
+    let budget = (partition_max.max(0) as usize).min(remaining_bytes);
+    let read = match replica.read(offset, budget, first) {
+        Ok(read) => read,
+        Err(e) => {
+            crate::storage::report_damaged_read(replica.topic_partition(), &e);
+            let code = super::produce::append_error_code(&e);
+            let hw = replica.high_watermark();
+            let data = data
+                .with_error_code(code.code())
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(replica.log_start_offset().unwrap_or(-1));
+            return (data, 0, true);
+        }
+    };
+    let data = data
+        .with_high_watermark(read.high_watermark)
+        .with_last_stable_offset(read.high_watermark)
+        .with_log_start_offset(read.log_start_offset);
+    let slice = match read.slice.filter(|_| budget > 0 || first) {
+        Some(s) if broker.config.log_fetch_verify_crc => {
+            match crate::storage::verified_slice(replica.as_ref(), s) {
+                Ok(s) => Some(s),
+                Err(code) => return (data.with_error_code(code), 0, true),
+            }
+        }
+        other => other,
+    };
+    let Some(slice) = slice else {
+        return (data, 0, false);
+    };
+    debug_assert!(slice.size <= budget || first, "a read beyond its budget");
+    // The bytes stay in the file: the connection sends them with sendfile.
+    let size = slice.size;
+    let records = ranges.placeholder(FileRange {
+        file: slice.file,
+        position: slice.position,
+        len: slice.size,
+    });
+    (data.with_records(Some(records)), size, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +298,116 @@ mod tests {
         assert_eq!(max_wait(i32::MAX, 600_000), Duration::from_millis(30_000));
         assert_eq!(max_wait(i32::MAX, 2_000), Duration::from_millis(2_000));
         assert_eq!(max_wait(-7, 600_000), Duration::ZERO);
+    }
+
+    /// Produce, fetch and list_offsets answer NOT_LEADER_OR_FOLLOWER for a partition whose
+    /// leader in the image is another broker (hosted here as a follower, or placed elsewhere
+    /// only), and serve the partition this node leads as before.
+    #[tokio::test]
+    async fn only_the_images_leader_serves_a_partition() {
+        use crate::metadata::MetadataRecord;
+        use crate::replica_manager::test_broker::{broker, context, partition};
+        use proto_kafka::messages::fetch_request::{FetchPartition, FetchTopic};
+        use proto_kafka::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+        use proto_kafka::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use proto_kafka::messages::{ApiKey, ListOffsetsRequest, ProduceRequest, ProduceResponse};
+        use proto_kafka::protocol::Decodable;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let records = [
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+            },
+            partition(id, 0, vec![0], 0, 0),    // led here
+            partition(id, 1, vec![0, 1], 1, 3), // a follower here
+            partition(id, 2, vec![1], 1, 0),    // elsewhere only
+        ];
+        let broker = broker(tmp.path(), &records);
+        let not_leader = ResponseError::NotLeaderOrFollower.code();
+        let name = || TopicName(str_bytes("t"));
+
+        // Produce (v8: a header without tagged fields).
+        let batch = crate::metadata::metadata_log::encode_internal_batch(
+            [(None, Some(Bytes::from_static(b"v")))],
+            0,
+        )
+        .unwrap()
+        .freeze();
+        let req = ProduceRequest::default().with_acks(1).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name())
+                .with_partition_data(
+                    (0..3)
+                        .map(|p| {
+                            PartitionProduceData::default()
+                                .with_index(p)
+                                .with_records(Some(batch.clone()))
+                        })
+                        .collect(),
+                ),
+        ]);
+        let ctx = context(ApiKey::Produce, 8);
+        let Reply::Later(pending) = super::super::produce::handle(&broker, ctx, req, Bytes::new())
+        else {
+            panic!("acks=1 answers later");
+        };
+        let Some(crate::request::ResponseFrame::Flat(frame)) = pending.await else {
+            panic!("no flat produce response");
+        };
+        let mut body = frame.freeze().slice(8..); // size, correlation id
+        let response = ProduceResponse::decode(&mut body, 8).unwrap();
+        let codes: Vec<i16> = response.responses[0]
+            .partition_responses
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, vec![0, not_leader, not_leader]);
+
+        // Fetch (v12, by name).
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name())
+                .with_partitions(
+                    (0..3)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                )]);
+        let ctx = context(ApiKey::Fetch, 12);
+        let (response, _ranges) = fetch(&broker, &ctx, req).await;
+        let codes: Vec<i16> = response.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, vec![0, not_leader, not_leader]);
+        assert_eq!(response.responses[0].partitions[0].high_watermark, 1);
+
+        // ListOffsets (latest).
+        let req = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name())
+            .with_partitions(
+                (0..3)
+                    .map(|p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_timestamp(-1)
+                    })
+                    .collect(),
+            )]);
+        let ctx = context(ApiKey::ListOffsets, 7);
+        let response = super::super::list_offsets::handle(&broker, &ctx, req);
+        let answers: Vec<(i16, i64)> = response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.offset))
+            .collect();
+        assert_eq!(answers, vec![(0, 1), (not_leader, -1), (not_leader, -1)]);
     }
 }

@@ -10,7 +10,7 @@ use proto_kafka::records::{Record, RecordBatchDecoder};
 use strom_log::TimestampAndOffset;
 
 use crate::broker::Broker;
-use crate::partition::Partition;
+use crate::partition::PartitionLog;
 use crate::request::RequestContext;
 
 const LATEST: i64 = -1;
@@ -23,7 +23,7 @@ const LATEST_TIERED: i64 = -5;
 /// one batch the log found (decompressing it: this is a read path, storage is untouched) and
 /// pick the first record that matches.
 fn exact_record(
-    partition: &Partition,
+    partition: &dyn PartitionLog,
     found: TimestampAndOffset,
     high_watermark: i64,
     matches: impl Fn(&Record) -> bool,
@@ -48,7 +48,7 @@ fn exact_record(
 }
 
 fn lookup(
-    partition: &Partition,
+    partition: &dyn PartitionLog,
     timestamp: i64,
     current_leader_epoch: i32,
 ) -> Result<(i64, i64), ResponseError> {
@@ -67,9 +67,7 @@ fn lookup(
         // No tiered storage: nothing is tiered, so the latest tiered offset is "none".
         LATEST_TIERED => Ok((-1, -1)),
         MAX_TIMESTAMP => {
-            let found = partition
-                .with_log(|log| log.max_timestamp_and_offset())
-                .map_err(storage)?;
+            let found = partition.max_timestamp_and_offset().map_err(storage)?;
             Ok(match found {
                 Some(t) if t.offset < hw => {
                     exact_record(partition, t, hw, |r| r.timestamp == t.timestamp)
@@ -78,10 +76,7 @@ fn lookup(
             })
         }
         ts if ts >= 0 => {
-            let found = partition
-                .with_log(|log| log.fetch_offset_by_timestamp(ts))
-                .map_err(storage)?
-                .map_err(|_| ResponseError::KafkaStorageError)?;
+            let found = partition.fetch_offset_by_timestamp(ts).map_err(storage)?;
             Ok(match found {
                 Some(t) if t.offset < hw => exact_record(partition, t, hw, |r| r.timestamp >= ts),
                 _ => (-1, -1),
@@ -106,13 +101,19 @@ pub fn handle(
                 .map(|p| {
                     let base = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    let Some(partition) = broker.replicas.get(&t.name.0, p.partition_index) else {
-                        return base
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            .with_timestamp(-1)
-                            .with_offset(-1);
+                    let partition = match broker
+                        .replicas
+                        .leader_partition(&t.name.0, p.partition_index)
+                    {
+                        Ok(partition) => partition,
+                        Err(e) => {
+                            return base
+                                .with_error_code(e.code())
+                                .with_timestamp(-1)
+                                .with_offset(-1)
+                        }
                     };
-                    match lookup(&partition, p.timestamp, p.current_leader_epoch) {
+                    match lookup(partition.as_ref(), p.timestamp, p.current_leader_epoch) {
                         Ok((timestamp, offset)) => base
                             .with_timestamp(timestamp)
                             .with_offset(offset)

@@ -20,7 +20,7 @@ use strom_log::{LogError, TopicPartition};
 
 use crate::broker::Broker;
 use crate::metadata::metadata_log::now_ms;
-use crate::partition::{Partition, PartitionError};
+use crate::partition::{PartitionError, PartitionLog};
 use crate::request::{Reply, RequestContext};
 
 /// Kafka's error code for a failed append.
@@ -100,7 +100,7 @@ struct Appended {
     topic: usize,
     partition: usize,
     end_offset: i64,
-    replica: Arc<Partition>,
+    replica: Arc<dyn PartitionLog>,
 }
 
 /// Where a partition's record batches are.
@@ -176,6 +176,97 @@ async fn flush_all(
     appended.iter().zip(results)
 }
 
+/// What one partition's accepted batches gave: the response's fields and the bytes-in
+/// figures (none for a retried duplicate).
+struct Accepted {
+    first_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+    size_bytes: usize,
+    records: u64,
+}
+
+/// Checks and appends one partition's batches (`None`: the request carried none). The append
+/// is not yet durable: it is pushed onto `appended` for the flush that completes it.
+fn append_partition(
+    broker: &Broker,
+    acks: i16,
+    (name, index): (&str, i32),
+    records: Option<&mut [u8]>,
+    now: i64,
+) -> Result<(Accepted, Arc<dyn PartitionLog>, i64), Refusal> {
+    if acks != 0 && acks != 1 && acks != -1 {
+        return Err(ResponseError::InvalidRequiredAcks.into());
+    }
+    // Kafka refuses client writes to internal topics; only the coordinator writes
+    // __consumer_offsets.
+    if name == crate::group::OFFSETS_TOPIC {
+        return Err(ResponseError::InvalidTopicException.into());
+    }
+    let replica = broker.replicas.leader_partition(name, index)?;
+    let buf = records.ok_or(ResponseError::CorruptMessage)?;
+    // A node of one is the whole ISR.
+    if acks == -1 && replica.min_insync_replicas() > 1 {
+        return Err(ResponseError::NotEnoughReplicas.into());
+    }
+    check_client_batches(buf, name, index).map_err(|e| {
+        debug!(topic = %name, partition = index, error = %e, "batch refused");
+        Refusal::of_append(&PartitionError::Log(e))
+    })?;
+    let info = replica.append_as_leader(buf, now).map_err(|e| {
+        let refusal = Refusal::of_append(&e);
+        if refusal.code == ResponseError::KafkaStorageError {
+            warn!(topic = %name, partition = index, error = %e, "append failed");
+        } else {
+            debug!(topic = %name, partition = index, error = %e, "batch refused");
+        }
+        refusal
+    })?;
+    debug_assert!(info.last_offset >= info.first_offset);
+    let (size_bytes, records) = if info.duplicate {
+        (0, 0)
+    } else {
+        (
+            buf.len(),
+            (info.last_offset - info.first_offset + 1).max(0) as u64,
+        )
+    };
+    let accepted = Accepted {
+        first_offset: info.first_offset,
+        log_append_time_ms: info.log_append_time_ms,
+        log_start_offset: replica.log_start_offset().unwrap_or(-1),
+        size_bytes,
+        records,
+    };
+    Ok((accepted, replica, info.last_offset + 1))
+}
+
+fn partition_response(
+    name: &str,
+    index: i32,
+    result: Result<Accepted, Refusal>,
+) -> PartitionProduceResponse {
+    let base = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1);
+    match result {
+        Ok(a) => {
+            crate::metrics::topic_bytes_in(name, a.size_bytes, a.records);
+            base.with_base_offset(a.first_offset)
+                .with_log_append_time_ms(a.log_append_time_ms)
+                .with_log_start_offset(a.log_start_offset)
+        }
+        Err(refusal) => {
+            crate::metrics::request_error_code("Produce", refusal.code.code());
+            base.with_error_code(refusal.code.code())
+                .with_error_message(refusal.message.map(StrBytes::from_string))
+                .with_record_errors(refusal.record_errors)
+        }
+    }
+}
+
 pub fn handle(
     broker: &Arc<Broker>,
     ctx: RequestContext,
@@ -190,81 +281,23 @@ pub fn handle(
         let name = topic.name;
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (pi, (index, mut records)) in topic.partitions.into_iter().enumerate() {
-            let base = PartitionProduceResponse::default()
-                .with_index(index)
-                .with_base_offset(-1)
-                .with_log_append_time_ms(-1)
-                .with_log_start_offset(-1);
-            let result: Result<(i64, i64, i64, (usize, u64)), Refusal> = (|| {
-                if acks != 0 && acks != 1 && acks != -1 {
-                    return Err(ResponseError::InvalidRequiredAcks.into());
-                }
-                // Kafka refuses client writes to internal topics; only the coordinator
-                // writes __consumer_offsets.
-                if name == crate::group::OFFSETS_TOPIC {
-                    return Err(ResponseError::InvalidTopicException.into());
-                }
-                let replica = broker
-                    .replicas
-                    .get(&name, index)
-                    .ok_or_else(|| broker.replicas.missing_error(&name, index))?;
-                let buf: &mut [u8] = match &mut records {
-                    Records::Missing => return Err(ResponseError::CorruptMessage.into()),
-                    Records::InFrame(range) => &mut frame[range.clone()],
-                    Records::Copied(copy) => copy,
-                };
-                // A node of one is the whole ISR.
-                if acks == -1 && replica.min_insync_replicas() > 1 {
-                    return Err(ResponseError::NotEnoughReplicas.into());
-                }
-                check_client_batches(buf, &name, index).map_err(|e| {
-                    debug!(topic = %name, partition = index, error = %e, "batch refused");
-                    Refusal::of_append(&PartitionError::Log(e))
-                })?;
-                let info = replica.append_as_leader(buf, now).map_err(|e| {
-                    let refusal = Refusal::of_append(&e);
-                    if refusal.code == ResponseError::KafkaStorageError {
-                        warn!(topic = %name, partition = index, error = %e, "append failed");
-                    } else {
-                        debug!(topic = %name, partition = index, error = %e, "batch refused");
-                    }
-                    refusal
-                })?;
-                let log_start = replica.log_start_offset().unwrap_or(-1);
-                appended.push(Appended {
-                    topic: ti,
-                    partition: pi,
-                    end_offset: info.last_offset + 1,
-                    replica,
-                });
-                Ok((
-                    info.first_offset,
-                    info.log_append_time_ms,
-                    log_start,
-                    if info.duplicate {
-                        (0, 0)
-                    } else {
-                        (
-                            buf.len(),
-                            (info.last_offset - info.first_offset + 1).max(0) as u64,
-                        )
-                    },
-                ))
-            })();
-            partitions.push(match result {
-                Ok((first, append_time, log_start, (size, records))) => {
-                    crate::metrics::topic_bytes_in(&name, size, records);
-                    base.with_base_offset(first)
-                        .with_log_append_time_ms(append_time)
-                        .with_log_start_offset(log_start)
-                }
-                Err(refusal) => {
-                    crate::metrics::request_error_code("Produce", refusal.code.code());
-                    base.with_error_code(refusal.code.code())
-                        .with_error_message(refusal.message.map(StrBytes::from_string))
-                        .with_record_errors(refusal.record_errors)
-                }
-            });
+            let buf: Option<&mut [u8]> = match &mut records {
+                Records::Missing => None,
+                Records::InFrame(range) => Some(&mut frame[range.clone()]),
+                Records::Copied(copy) => Some(copy),
+            };
+            let result = append_partition(broker, acks, (&name, index), buf, now).map(
+                |(accepted, replica, end_offset)| {
+                    appended.push(Appended {
+                        topic: ti,
+                        partition: pi,
+                        end_offset,
+                        replica,
+                    });
+                    accepted
+                },
+            );
+            partitions.push(partition_response(&name, index, result));
         }
         topics.push(
             TopicProduceResponse::default()
@@ -279,7 +312,7 @@ pub fn handle(
             tokio::spawn(async move {
                 for (a, result) in flush_all(&appended).await {
                     if let Err(e) = result {
-                        warn!(partition = %a.replica.topic_partition, error = %e, "flush after acks=0 produce failed");
+                        warn!(partition = %a.replica.topic_partition(), error = %e, "flush after acks=0 produce failed");
                     }
                 }
             });
@@ -289,7 +322,7 @@ pub fn handle(
     Reply::Later(Box::pin(async move {
         for (a, result) in flush_all(&appended).await {
             if let Err(e) = result {
-                warn!(partition = %a.replica.topic_partition, error = %e, "flush failed; produce not acknowledged");
+                warn!(partition = %a.replica.topic_partition(), error = %e, "flush failed; produce not acknowledged");
                 topics[a.topic].partition_responses[a.partition] =
                     PartitionProduceResponse::default()
                         .with_index(topics[a.topic].partition_responses[a.partition].index)

@@ -297,8 +297,12 @@ pub fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> Delete
                     let base = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let Some(replica) = broker.replicas.get(&t.name.0, p.partition_index) else {
-                        return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    let replica = match broker
+                        .replicas
+                        .leader_partition(&t.name.0, p.partition_index)
+                    {
+                        Ok(r) => r,
+                        Err(e) => return base.with_error_code(e.code()),
                     };
                     let hw = replica.high_watermark();
                     // -1 means "up to the high watermark".
@@ -306,14 +310,11 @@ pub fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> Delete
                     if offset < 0 || offset > hw {
                         return base.with_error_code(ResponseError::OffsetOutOfRange.code());
                     }
-                    match replica.with_log(|log| log.delete_records_before(offset)) {
-                        Ok(Ok(low)) => base.with_low_watermark(low),
-                        Ok(Err(e)) => base.with_error_code(
-                            ResponseError::try_from_code(e.kafka_error_code())
-                                .unwrap_or(ResponseError::KafkaStorageError)
-                                .code(),
+                    match replica.delete_records_before(offset) {
+                        Ok(low) => base.with_low_watermark(low),
+                        Err(e) => base.with_error_code(
+                            crate::handlers::produce::append_error_code(&e).code(),
                         ),
-                        Err(_) => base.with_error_code(ResponseError::KafkaStorageError.code()),
                     }
                 })
                 .collect();

@@ -2,6 +2,11 @@
 //! registered [`MetadataPublisher`]s in registration order. A publisher that fails is logged
 //! and counted and keeps the node from reporting ready until it succeeds again; the change
 //! stays committed (it is durable before anyone is told).
+//!
+//! Publishers run on the controller's blocking task with its lock held, so that the next
+//! change is validated against an image every subsystem has seen: a publisher must not wait
+//! for a metadata change of its own (it would wait for itself); work that needs one is
+//! spawned.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -63,31 +63,33 @@ impl MetadataLoader {
         self.registered().iter().map(|p| p.name()).collect()
     }
 
-    /// Swaps `next` in as the image (the result of `delta` on the image in force) and runs
-    /// every publisher on it, in order. Returns the new image. The caller serialises calls.
+    /// Runs every publisher, in order, on `next` (the result of `delta` on the image in
+    /// force), then swaps `next` in as the image readers see, and returns it. Readers see
+    /// the change only once every publisher has applied it, so no client is told of a topic
+    /// whose partitions are not open yet. The caller serialises calls.
     pub fn publish(&self, delta: MetadataDelta, next: MetadataImage) -> Arc<MetadataImage> {
         let next = Arc::new(next);
-        {
-            let mut g = match self.image.write() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            assert!(
-                Arc::ptr_eq(&g, &delta.previous),
-                "a delta is published on the image it was made from"
-            );
-            assert!(
-                next.offset >= g.offset,
-                "the image never moves backwards ({} after {})",
-                next.offset,
-                g.offset
-            );
-            *g = next.clone();
-        }
+        let current = self.image();
+        assert!(
+            Arc::ptr_eq(&current, &delta.previous),
+            "a delta is published on the image it was made from"
+        );
+        assert!(
+            next.offset >= current.offset,
+            "the image never moves backwards ({} after {})",
+            next.offset,
+            current.offset
+        );
         for publisher in self.registered() {
             let result = publisher.on_metadata_update(&delta, &next);
             self.record(publisher.name(), result, next.offset);
         }
+        let mut g = match self.image.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        assert!(Arc::ptr_eq(&g, &current), "publications are serialised");
+        *g = next.clone();
         next
     }
 

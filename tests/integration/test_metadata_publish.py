@@ -46,7 +46,9 @@ def test_a_failed_publication_keeps_the_change_and_holds_readiness(make_broker):
     md = client.list_topics(timeout=10)
     assert blocked in md.topics, "the topic is committed"
     assert publish_errors(port) == 1
-    assert http_status(port, "/readyz")[0] == 503
+    status, body = http_status(port, "/readyz")
+    assert status == 503, body
+    assert "metadata publisher replica_manager failed" in body, body
 
     # Once the obstacle is gone, the next change opens the log and readiness comes back.
     (broker.data_dir / f"{blocked}-0").unlink()

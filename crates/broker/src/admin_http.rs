@@ -41,12 +41,18 @@ pub async fn serve(
         .await
 }
 
-async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
+async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
     if s.broker.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        return (StatusCode::OK, "ready\n".to_string());
     }
+    // Which metadata publisher holds readiness back, if one does: what an operator needs.
+    let mut body = "not ready\n".to_string();
+    for (publisher, reason) in s.broker.loader.failing() {
+        body.push_str(&format!(
+            "metadata publisher {publisher} failed: {reason}\n"
+        ));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 async fn metrics_text(

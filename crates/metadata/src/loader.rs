@@ -2,6 +2,11 @@
 //! registered [`MetadataPublisher`]s in registration order. A publisher that fails is logged
 //! and counted and keeps the node from reporting ready until it succeeds again; the change
 //! stays committed (it is durable before anyone is told).
+//!
+//! Publishers run on the controller's blocking task with its lock held, so that the next
+//! change is validated against an image every subsystem has seen: a publisher must not wait
+//! for a metadata change of its own (it would wait for itself); work that needs one is
+//! spawned.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,34 +63,33 @@ impl MetadataLoader {
         self.registered().iter().map(|p| p.name()).collect()
     }
 
-    /// Runs every publisher on `next` (the result of `delta` on the image in force), in
-    /// order, then swaps it in as the image, and returns it. Publishers come first so that a
-    /// reader of the image never sees a change its subsystems have not applied (a request
-    /// that finds a new topic in the image finds its partitions hosted too). The caller
-    /// serialises calls.
+    /// Runs every publisher, in order, on `next` (the result of `delta` on the image in
+    /// force), then swaps `next` in as the image readers see, and returns it. Readers see
+    /// the change only once every publisher has applied it, so no client is told of a topic
+    /// whose partitions are not open yet. The caller serialises calls.
     pub fn publish(&self, delta: MetadataDelta, next: MetadataImage) -> Arc<MetadataImage> {
         let next = Arc::new(next);
-        {
-            let current = self.image();
-            assert!(
-                Arc::ptr_eq(&current, &delta.previous),
-                "a delta is published on the image it was made from"
-            );
-            assert!(
-                next.offset >= current.offset,
-                "the image never moves backwards ({} after {})",
-                next.offset,
-                current.offset
-            );
-        }
+        let current = self.image();
+        assert!(
+            Arc::ptr_eq(&current, &delta.previous),
+            "a delta is published on the image it was made from"
+        );
+        assert!(
+            next.offset >= current.offset,
+            "the image never moves backwards ({} after {})",
+            next.offset,
+            current.offset
+        );
         for publisher in self.registered() {
             let result = publisher.on_metadata_update(&delta, &next);
             self.record(publisher.name(), result, next.offset);
         }
-        match self.image.write() {
-            Ok(mut g) => *g = next.clone(),
-            Err(p) => *p.into_inner() = next.clone(),
-        }
+        let mut g = match self.image.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        assert!(Arc::ptr_eq(&g, &current), "publications are serialised");
+        *g = next.clone();
         next
     }
 

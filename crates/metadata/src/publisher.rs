@@ -1,7 +1,8 @@
 //! What a committed metadata change hands to the rest of the broker, as Kafka's
 //! `MetadataLoader` hands each delta to its `MetadataPublisher`s: the replica manager, the
 //! group coordinator, metrics. Publishers run in registration order, once per commit, after
-//! the new image is in force; none of them can veto a change (it is already durable).
+//! the change is durable, each given the new image; none of them can veto a change. Readers
+//! of the loader's image (clients' requests) see the new image once every publisher has run.
 
 use std::collections::HashSet;
 use std::sync::Arc;

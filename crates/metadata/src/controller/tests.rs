@@ -682,3 +682,39 @@ async fn appends_and_publishers_run_off_the_async_thread() {
         .chain(&publishes)
         .all(|t| *t != runtime_thread));
 }
+
+/// Readers see a change only once every publisher has applied it: while the replica
+/// manager opens a new topic's logs, no request is told the topic exists.
+#[tokio::test]
+async fn readers_see_a_change_after_its_publishers() {
+    struct SeenDuring {
+        loader: std::sync::Weak<MetadataLoader>,
+        seen: Mutex<Vec<(i64, i64)>>,
+    }
+    impl MetadataPublisher for SeenDuring {
+        fn name(&self) -> &'static str {
+            "seen"
+        }
+        fn on_metadata_update(
+            &self,
+            _delta: &MetadataDelta,
+            image: &Arc<MetadataImage>,
+        ) -> Result<(), PublishError> {
+            let readers = self.loader.upgrade().map_or(-2, |l| l.image().offset);
+            self.seen.lock().unwrap().push((readers, image.offset));
+            Ok(())
+        }
+    }
+    let (c, _log) = controller();
+    let publisher = Arc::new(SeenDuring {
+        loader: Arc::downgrade(c.loader()),
+        seen: Mutex::new(Vec::new()),
+    });
+    c.loader().register(publisher.clone());
+    assert_eq!(
+        code(&c.create_topics(vec![topic("t", 1, 1)], false).await[0]),
+        0
+    );
+    assert_eq!(*publisher.seen.lock().unwrap(), vec![(-1, 1)]);
+    assert_eq!(c.image().offset, 1);
+}

@@ -424,7 +424,7 @@ fn off_async_worker<R>(f: impl FnOnce() -> R) -> R {
 /// and drops replicas, and moves leadership, before anything reads the new image.
 impl MetadataPublisher for ReplicaManager {
     fn name(&self) -> &'static str {
-        "ReplicaManager"
+        "replica_manager"
     }
 
     fn on_metadata_update(

@@ -900,7 +900,7 @@ impl GroupCoordinator {
 
 impl MetadataPublisher for GroupCoordinator {
     fn name(&self) -> &'static str {
-        "group-coordinator"
+        "group_coordinator"
     }
 
     fn on_metadata_update(
@@ -910,7 +910,7 @@ impl MetadataPublisher for GroupCoordinator {
     ) -> Result<(), PublishError> {
         self.on_topics_deleted(&delta.deleted_topic_names(image));
         self.on_image(image).map(|_| ()).map_err(|e| PublishError {
-            publisher: "group-coordinator",
+            publisher: "group_coordinator",
             reason: e.to_string(),
         })
     }

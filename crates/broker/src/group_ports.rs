@@ -20,7 +20,7 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::controller::{self, TopicRequest};
 use crate::handlers::produce::append_error_code;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionLog};
 
 /// The group coordinator of the broker `me` will be, over these ports.
 pub fn coordinator(me: Weak<Broker>, config: &BrokerConfig) -> Arc<GroupCoordinator> {
@@ -45,6 +45,17 @@ impl BrokerGroupPorts {
         BrokerGroupPorts { broker }
     }
 
+    /// The partition as a request sees it: only where the image makes this node its leader,
+    /// else Kafka's error for it (NOT_LEADER_OR_FOLLOWER maps to NOT_COORDINATOR).
+    fn leader(&self, partition: i32) -> Result<Arc<dyn PartitionLog>, ResponseError> {
+        self.broker
+            .upgrade()
+            .ok_or(ResponseError::UnknownTopicOrPartition)?
+            .replicas
+            .leader_partition(OFFSETS_TOPIC, partition)
+    }
+
+    /// The local replica, for loading it.
     fn replica(&self, partition: i32) -> Option<Arc<Partition>> {
         self.broker
             .upgrade()?
@@ -67,10 +78,8 @@ impl OffsetsLog for BrokerGroupPorts {
         batch: &mut BytesMut,
         now_ms: i64,
     ) -> Result<AppendedRange, ResponseError> {
-        let replica = self
-            .replica(partition)
-            .ok_or(ResponseError::UnknownTopicOrPartition)?;
-        let info = replica
+        let info = self
+            .leader(partition)?
             .append_as_leader(batch, now_ms)
             .map_err(|e| append_error_code(&e))?;
         Ok(AppendedRange {
@@ -84,10 +93,9 @@ impl OffsetsLog for BrokerGroupPorts {
         partition: i32,
         end_offset: i64,
     ) -> PortFuture<Result<(), ResponseError>> {
-        let replica = self.replica(partition);
+        let replica = self.leader(partition);
         Box::pin(async move {
-            let replica = replica.ok_or(ResponseError::UnknownTopicOrPartition)?;
-            replica
+            replica?
                 .complete_append(end_offset)
                 .await
                 .map_err(|e| append_error_code(&e))

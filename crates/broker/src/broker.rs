@@ -9,7 +9,7 @@ use strom_group_coordinator::GroupCoordinator;
 use tracing::info;
 
 use crate::config::{BrokerConfig, RawConfig};
-use crate::controller::BrokerConfigValidator;
+use crate::config_validator::BrokerConfigValidator;
 use crate::metadata::controller::{Controller, ControllerConfig, SystemClock};
 use crate::metadata::metadata_log::MetadataLog;
 use crate::metadata::{
@@ -34,7 +34,7 @@ pub struct Broker {
 
 impl Broker {
     /// `groups` builds the group coordinator from a handle on the broker it will live in
-    /// (its ports reach the broker through it): [`crate::group_ports::coordinator`].
+    /// (its ports reach the broker through it): `group_ports::coordinator` in the wiring.
     pub fn new(
         config: BrokerConfig,
         cluster_id: String,
@@ -57,7 +57,7 @@ impl Broker {
         replicas: ReplicaManager,
         groups: Arc<GroupCoordinator>,
     ) -> Broker {
-        let max_partitions = crate::controller::MAX_PARTITIONS_PER_BROKER.min(
+        let max_partitions = crate::metadata::controller::MAX_PARTITIONS_PER_BROKER.min(
             crate::memory::partition_capacity(crate::memory::open_files_limit()),
         );
         let loader = Arc::new(MetadataLoader::new(image));

@@ -6,6 +6,7 @@
 //! [`BrokerConfig`]'s typed fields. A bad value is a [`ConfigError`] that names the setting.
 
 pub mod groups;
+pub mod topic;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -825,7 +826,7 @@ impl BrokerConfig {
 /// Checks the topic defaults `raw` gives (as every topic without overrides would get them),
 /// naming the broker setting in an error rather than its topic-level twin.
 pub fn validate_topic_defaults(raw: &RawConfig) -> Result<(), ConfigError> {
-    crate::topic_config::TopicConfig::broker_defaults(raw)
+    topic::TopicConfig::broker_defaults(raw)
         .map(|_| ())
         .map_err(|e| match e {
             ConfigError::Invalid { key, value, reason } => ConfigError::Invalid {
@@ -1034,7 +1035,7 @@ mod tests {
             ("log.segment.bytes", "2000000"),
         ]);
         let (out, ignored) = raw.with_dynamic_checked(&cluster, &BTreeMap::new());
-        let t = crate::topic_config::TopicConfig::broker_defaults(&out).unwrap();
+        let t = topic::TopicConfig::broker_defaults(&out).unwrap();
         assert_eq!(t.retention_ms, 7_200_000);
         assert_eq!(t.max_message_bytes, 1_048_588);
         // A setting from a file is static: the dynamic value is over it, as in Kafka.

@@ -7,8 +7,10 @@ pub mod acl;
 pub mod admin_http;
 pub mod broker;
 pub mod config;
+pub mod config_validator;
 pub mod controller;
 pub mod disk_space;
+pub mod dispatch;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 /// Kept as a path of this crate while its users move to the crate's own name.
@@ -27,4 +29,3 @@ pub mod server;
 pub mod storage;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
-pub mod topic_config;

@@ -163,12 +163,14 @@ pub fn request_error_code(api: &'static str, code: i16) {
 }
 
 /// A Fetch response is ready: its record bytes per topic, its size, its error codes.
+/// `image_of` gives the metadata image, asked for only when a topic is named by id.
 pub fn fetch_done(
-    broker: &crate::broker::Broker,
+    image_of: impl FnOnce() -> std::sync::Arc<strom_metadata::MetadataImage>,
     topics: &[proto_kafka::messages::fetch_response::FetchableTopicResponse],
     bytes: usize,
 ) {
     histogram!("strom_fetch_response_size_bytes").record(bytes as f64);
+    let mut image_of = Some(image_of);
     let mut image = None;
     for t in topics {
         let mut topic_bytes = 0usize;
@@ -185,7 +187,12 @@ pub fn fetch_done(
             topic_bytes_out(&t.topic, topic_bytes);
         } else {
             // Fetch v13+ names topics by id only.
-            let image = image.get_or_insert_with(|| broker.image());
+            if image.is_none() {
+                image = image_of.take().map(|f| f());
+            }
+            let Some(image) = image.as_ref() else {
+                continue;
+            };
             if let Some(topic) = image.topic_by_id(&t.topic_id) {
                 topic_bytes_out(&topic.name, topic_bytes);
             }

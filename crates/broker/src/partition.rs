@@ -17,7 +17,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::topic_config::TopicConfig;
+use crate::config::topic::TopicConfig;
 
 #[derive(Debug, Error)]
 pub enum PartitionError {

@@ -10,12 +10,12 @@ use strom_log::{partition_metadata, Log, LogError, TopicPartition};
 use strom_metadata::publisher::{MetadataDelta, MetadataPublisher, PublishError};
 use tracing::{info, warn};
 
+use crate::config::topic::TopicConfig;
 use crate::config::RawConfig;
 use crate::metadata::metadata_log::METADATA_TOPIC;
 use crate::metadata::{MetadataImage, TopicImage};
 use crate::partition::{Leadership, Partition, PartitionError, PartitionLog};
 use crate::storage;
-use crate::topic_config::TopicConfig;
 
 pub struct ReplicaManager {
     node_id: i32,

@@ -3,19 +3,13 @@
 //! (`handlers::registry`), which decodes the body with the generated codec and frames the answer.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
-use bytes::BytesMut;
 use proto_kafka::protocol::Encodable;
-use strom_protocol::api::{check_version, VersionCheck};
-use strom_protocol::header::{decode_header, RequestPrefix};
 use strom_protocol::zero_copy::FileRanges;
-
-use crate::broker::Broker;
-use crate::handlers::registry::{self, Input};
-use crate::network::connection::ConnectionInfo;
+use tokio::sync::watch;
 
 /// Kept as paths of this crate for the handlers and tests that name them here.
 pub use strom_protocol::api::{supported_range, SUPPORTED_APIS};
@@ -66,72 +60,32 @@ impl RequestContext {
     }
 }
 
-/// Handles one request frame (without its size prefix). An error closes the connection.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    info: &Arc<ConnectionInfo>,
-    frame: BytesMut,
-) -> Result<Reply, RequestError> {
-    let started = Instant::now();
-    // `frame` keeps the whole request; `body` is the view the decoders consume.
-    let frame = frame.freeze();
-    let prefix = RequestPrefix::parse(&frame)?;
-    let RequestPrefix {
-        api,
-        version,
-        correlation_id,
-    } = prefix;
-    crate::metrics::request_received(api, frame.len() + 4);
-    match check_version(api, version) {
-        VersionCheck::Supported => {}
-        VersionCheck::ApiVersionsTooNew => {
-            let answer = strom_protocol::response::api_versions_unsupported(correlation_id)?;
-            return Ok(Reply::Now(Some(ResponseFrame::Flat(answer))));
-        }
-        VersionCheck::Unsupported => return Err(RequestError::UnsupportedVersion { api, version }),
-    }
-    let Some(registration) = registry::find(api) else {
-        return Err(RequestError::UnsupportedVersion { api, version });
-    };
-    assert_eq!(
-        registration.api, api,
-        "the registry answered for another API"
-    );
-    let mut body = frame.clone();
-    let header = decode_header(&prefix, &mut body)?;
-    debug_assert!(
-        body.len() < frame.len(),
-        "a decoded header took no bytes of the frame"
-    );
-    let ctx = RequestContext {
-        api,
-        version,
-        correlation_id,
-        client_id: header
-            .client_id
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
-        info: info.clone(),
-    };
-    // The header's fields are views of the frame too; none may outlive this point for the
-    // produce handler to get the frame back as its own.
-    drop(header);
-    let reply = (registration.call)(broker, ctx, Input { frame, body }).await?;
-    Ok(timed(reply, api, started))
+pub struct ConnectionInfo {
+    pub listener_name: Arc<str>,
+    pub peer: SocketAddr,
+    /// Ends this connection's waits early.
+    pub cancel: WaitCancel,
 }
 
-/// Counts the request and its latency once its answer is ready.
-fn timed(reply: Reply, api: proto_kafka::messages::ApiKey, started: Instant) -> Reply {
-    match reply {
-        Reply::Now(bytes) => {
-            crate::metrics::request_done(api, started);
-            Reply::Now(bytes)
-        }
-        Reply::Later(fut) => Reply::Later(Box::pin(async move {
-            let out = fut.await;
-            crate::metrics::request_done(api, started);
-            out
-        })),
+/// Set when a connection's waits must end now: its peer has gone (no answer can reach it), or
+/// the broker is shutting down (answer with what there is). A handler that parks selects on
+/// `cancelled()` beside its own timeout.
+#[derive(Clone, Debug)]
+pub struct WaitCancel(watch::Receiver<bool>);
+
+impl WaitCancel {
+    pub fn new() -> (watch::Sender<bool>, WaitCancel) {
+        let (tx, rx) = watch::channel(false);
+        (tx, WaitCancel(rx))
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once cancelled, or once the connection that could cancel is gone.
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|c| *c).await;
     }
 }

@@ -72,7 +72,10 @@ fn format_or_check(dir: &Path, config: &BrokerConfig) -> anyhow::Result<String> 
             }
         }
     }
-    let cluster = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
+    let cluster = config
+        .cluster_id
+        .clone()
+        .unwrap_or_else(storage::new_cluster_id);
     storage::write_meta_properties(
         dir,
         &storage::MetaProperties {
@@ -82,27 +85,6 @@ fn format_or_check(dir: &Path, config: &BrokerConfig) -> anyhow::Result<String> 
     )
     .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(cluster)
-}
-
-/// Kafka's cluster ids are a UUID in URL-safe base64 without padding (22 characters).
-pub(crate) fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    let mut out = String::with_capacity(22);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for b in bytes {
-        acc = (acc << 8) | b as u32;
-        bits += 8;
-        while bits >= 6 {
-            bits -= 6;
-            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
-    }
-    out
 }
 
 async fn bind(config: &mut BrokerConfig) -> anyhow::Result<Vec<(Arc<str>, TcpListener)>> {
@@ -428,18 +410,5 @@ async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cluster_ids_look_like_kafkas() {
-        let id = super::new_cluster_id();
-        assert_eq!(id.len(), 22);
-        assert!(id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-        assert_ne!(id, super::new_cluster_id());
     }
 }

@@ -384,7 +384,7 @@ fn check_or_write_meta_properties(
             }
             let cluster_id = match &opts.cluster_id {
                 Some(c) => c.clone(),
-                None => crate::server::new_cluster_id(),
+                None => new_cluster_id(),
             };
             write_meta_properties(
                 data_dir,
@@ -672,10 +672,41 @@ fn salvage(dir: &Path) -> anyhow::Result<(Vec<MetadataRecord>, Option<String>)> 
     Ok((records, None))
 }
 
+/// Kafka's cluster ids are a UUID in URL-safe base64 without padding (22 characters).
+pub fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut out = String::with_capacity(22);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for b in bytes {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::RawConfig;
+
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        let id = new_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(id, new_cluster_id());
+    }
     use crate::replica_manager::ReplicaManager;
 
     fn topic(name: &str, id: Uuid) -> Vec<MetadataRecord> {

@@ -1,6 +1,6 @@
 //! The metadata log seam: the log of metadata records as the controller and the loader see it
 //! (Kafka's `RaftClient`, less the election). Today's implementation is the local
-//! `__cluster_metadata-0` ([`crate::metadata_log::MetadataLog`]); the cluster's is a table in
+//! `__cluster_metadata-0` (`metadata_log::MetadataLog`); the cluster's is a table in
 //! PostgreSQL, whose transactions make the position check of [`MetadataLogClient::append`]
 //! the fence against a stale controller.
 //!
@@ -9,8 +9,32 @@
 
 use std::time::Duration;
 
-use crate::metadata_log::MetadataLogError;
+use thiserror::Error;
+
+use crate::image::ImageError;
 use crate::records::MetadataRecord;
+
+/// What a metadata log can fail with, whichever implementation it is.
+#[derive(Debug, Error)]
+pub enum MetadataLogError {
+    #[error("metadata log: {0}")]
+    Log(#[from] strom_log::LogError),
+    #[error("metadata log I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("metadata log record at offset {offset} is unreadable: {reason}")]
+    Corrupt { offset: i64, reason: String },
+    #[error("metadata record at offset {offset} does not apply: {source}")]
+    Apply { offset: i64, source: ImageError },
+    #[error("metadata log: cannot encode records: {0}")]
+    Encode(String),
+    /// The log's end is not where the writer expected it: another writer appended first.
+    #[error(
+        "metadata log: an append expected to start at offset {expected}, but the log ends at {end}"
+    )]
+    Conflict { expected: i64, end: i64 },
+    #[error("metadata log is closed")]
+    Closed,
+}
 
 /// Upper bound on the records one [`MetadataLogClient::read`] returns, whatever is asked: a
 /// reader pages through a long log instead of holding it all at once.

@@ -11,36 +11,15 @@ use proto_kafka::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use strom_log::{Log, LogConfig, TopicPartition};
-use thiserror::Error;
 
-use crate::image::{ImageError, MetadataImage};
+use crate::image::MetadataImage;
+pub use crate::log_client::MetadataLogError;
 use crate::log_client::{MetadataLogClient, MAX_READ_RECORDS};
 use crate::records::MetadataRecord;
 
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
 /// Largest metadata batch: a CreateTopics with thousands of partitions fits in one.
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
-
-#[derive(Debug, Error)]
-pub enum MetadataLogError {
-    #[error("metadata log: {0}")]
-    Log(#[from] strom_log::LogError),
-    #[error("metadata log I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("metadata log record at offset {offset} is unreadable: {reason}")]
-    Corrupt { offset: i64, reason: String },
-    #[error("metadata record at offset {offset} does not apply: {source}")]
-    Apply { offset: i64, source: ImageError },
-    #[error("metadata log: cannot encode records: {0}")]
-    Encode(String),
-    /// The log's end is not where the writer expected it: another writer appended first.
-    #[error(
-        "metadata log: an append expected to start at offset {expected}, but the log ends at {end}"
-    )]
-    Conflict { expected: i64, end: i64 },
-    #[error("metadata log is closed")]
-    Closed,
-}
 
 /// `__cluster_metadata-0` in the data directory: the first [`MetadataLogClient`].
 pub struct MetadataLog {

@@ -13,9 +13,9 @@ use bytes::BytesMut;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::network::connection::ConnectionInfo;
 use crate::network::zero_copy::Piece;
-use crate::request::{self, Reply, ResponseFrame};
+use crate::request::ConnectionInfo;
+use crate::request::{Reply, ResponseFrame};
 
 /// Longest one request may take before the harness calls it a hang.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
@@ -60,7 +60,8 @@ impl Harness {
             return None;
         }
         let response = self.runtime.block_on(async {
-            let reply = request::handle(&self.broker, &self.info, BytesMut::from(frame)).await;
+            let reply =
+                crate::dispatch::handle(&self.broker, &self.info, BytesMut::from(frame)).await;
             match reply {
                 Ok(Reply::Now(r)) => r,
                 Ok(Reply::Later(pending)) => tokio::time::timeout(REQUEST_DEADLINE, pending)

@@ -19,11 +19,11 @@ use proto_kafka::ResponseError;
 use super::str_bytes;
 use crate::acl::{self, ResourceType};
 use crate::broker::Broker;
+use crate::config::topic::TopicConfig;
 use crate::config::{ConfigSource, BROKER_CONFIGS};
 use crate::controller::{self, ApiError, TopicRef, TopicRequest};
 use crate::metadata::records::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::request::RequestContext;
-use crate::topic_config::TopicConfig;
 
 pub async fn create_topics(
     broker: &Arc<Broker>,
@@ -249,7 +249,7 @@ pub fn describe_configs(
                         .map(|r| {
                             let mut synonyms = Vec::new();
                             if with_synonyms {
-                                if r.source == crate::topic_config::SOURCE_DYNAMIC_TOPIC {
+                                if r.source == crate::config::topic::SOURCE_DYNAMIC_TOPIC {
                                     synonyms.push(
                                         DescribeConfigsSynonym::default()
                                             .with_name(str_bytes(r.name))

@@ -105,7 +105,7 @@ async fn fetch(
         );
         let elapsed = started.elapsed();
         if bytes >= min_bytes.max(1) || errors || elapsed >= max_wait || cancel.is_cancelled() {
-            crate::metrics::fetch_done(broker, &topics, bytes);
+            crate::metrics::fetch_done(|| broker.image(), &topics, bytes);
             let response = FetchResponse::default()
                 .with_responses(topics)
                 .with_session_id(0);

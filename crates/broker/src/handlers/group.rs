@@ -48,7 +48,7 @@ use crate::group::coordinator::{self, CommitEntry, Committer, FetchedOffsets, Pe
 use crate::group::state::{
     CommittedOffset, JoinRequest, JoinResult, Outcome, SyncRequest, SyncResult,
 };
-use crate::network::connection::WaitCancel;
+use crate::request::WaitCancel;
 use crate::request::{Reply, RequestContext, RequestError};
 
 /// Beyond a member's own timeouts, how long a JoinGroup or SyncGroup may wait before it is

@@ -25,40 +25,12 @@ use tracing::{debug, info, warn};
 use super::frame::{read_frame, FrameError};
 use super::zero_copy;
 use crate::broker::Broker;
-use crate::request::{self, Reply, ResponseFrame};
+use crate::dispatch;
+pub use crate::request::{ConnectionInfo, WaitCancel};
+use crate::request::{PendingReply, Reply, ResponseFrame};
 
 /// What the connection's reader reads ahead of the current frame.
 const READ_AHEAD_BYTES: usize = 16 * 1024;
-
-pub struct ConnectionInfo {
-    pub listener_name: Arc<str>,
-    pub peer: SocketAddr,
-    /// Ends this connection's waits early.
-    pub cancel: WaitCancel,
-}
-
-/// Set when a connection's waits must end now: its peer has gone (no answer can reach it), or
-/// the broker is shutting down (answer with what there is). A handler that parks selects on
-/// `cancelled()` beside its own timeout.
-#[derive(Clone, Debug)]
-pub struct WaitCancel(watch::Receiver<bool>);
-
-impl WaitCancel {
-    pub fn new() -> (watch::Sender<bool>, WaitCancel) {
-        let (tx, rx) = watch::channel(false);
-        (tx, WaitCancel(rx))
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once cancelled, or once the connection that could cancel is gone.
-    pub async fn cancelled(&self) {
-        let mut rx = self.0.clone();
-        let _ = rx.wait_for(|c| *c).await;
-    }
-}
 
 /// True once the peer has closed its side or reset the connection. Only looks: a peer with
 /// bytes waiting is there (false), and those bytes stay for the frame reader.
@@ -184,10 +156,10 @@ async fn answer_in_order(
     mut write_half: OwnedWriteHalf,
     mut shutdown: watch::Receiver<bool>,
     shared: &Shared,
-) -> (FuturesOrdered<request::PendingReply>, OwnedWriteHalf) {
+) -> (FuturesOrdered<PendingReply>, OwnedWriteHalf) {
     let max_pending = broker.config.queued_max_requests;
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
-    let mut pending: FuturesOrdered<request::PendingReply> = FuturesOrdered::new();
+    let mut pending: FuturesOrdered<PendingReply> = FuturesOrdered::new();
     let mut reading = true;
     while reading || !pending.is_empty() {
         tokio::select! {
@@ -235,9 +207,9 @@ async fn take_frame(
     broker: &Arc<Broker>,
     info: &Arc<ConnectionInfo>,
     frame: Option<FrameResult>,
-) -> Option<request::PendingReply> {
+) -> Option<PendingReply> {
     match frame {
-        Some(Ok(Some(frame))) => match request::handle(broker, info, frame).await {
+        Some(Ok(Some(frame))) => match dispatch::handle(broker, info, frame).await {
             Ok(Reply::Now(bytes)) => Some(Box::pin(async move { bytes })),
             Ok(Reply::Later(fut)) => Some(fut),
             Err(e) => {

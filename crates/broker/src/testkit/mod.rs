@@ -23,7 +23,7 @@ use crate::metadata::metadata_log::MetadataLog;
 use crate::network::connection::{ConnectionInfo, WaitCancel};
 use crate::network::zero_copy::Piece;
 use crate::replica_manager::ReplicaManager;
-use crate::request::{self, Reply, RequestError, ResponseFrame};
+use crate::request::{Reply, RequestError, ResponseFrame};
 
 /// Longest one request may take before a test calls it a hang.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
@@ -170,7 +170,7 @@ impl TestBroker {
     /// Sends one frame (no size prefix) through the dispatcher and returns the response as
     /// sent (size prefix included); `Ok(None)` for no response (acks=0).
     pub async fn send_frame(&self, frame: BytesMut) -> Result<Option<Vec<u8>>, RequestError> {
-        let reply = match request::handle(&self.broker, &self.info, frame).await? {
+        let reply = match crate::dispatch::handle(&self.broker, &self.info, frame).await? {
             Reply::Now(r) => r,
             Reply::Later(pending) => tokio::time::timeout(REQUEST_DEADLINE, pending)
                 .await

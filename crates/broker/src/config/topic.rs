@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{
+use super::{
     parse_i64, parse_ratio, parse_timestamp_type, ConfigError, ConfigSource, ConfigType, RawConfig,
     TimestampType, TOPIC_CONFIGS,
 };

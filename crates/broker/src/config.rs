@@ -109,6 +109,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("metrics.partition.labels.enable", Some("false"), T::Boolean, "Strom: /metrics also has per-partition series (log offsets and size, consumer lag); off: per-topic sums only."),
     def("metrics.partition.labels.max", Some("1000"), T::Int, "Strom: most partitions given per-partition series; beyond it /metrics keeps the per-topic sums only."),
     def("gateway.listener", Some("0.0.0.0:8082"), T::String, "Strom: host:port of the HTTP and WebSocket gateway to topics (Confluent REST Proxy v2), which speaks Kafka to this broker over loopback; empty disables it."),
+    def("gateway.access.control.allow.origin", Some(""), T::String, "Strom: origins (scheme://host[:port], comma-separated, or *) whose browser pages may call the gateway (CORS, Confluent's access.control.allow.origin); empty allows none."),
     def("shutdown.timeout.ms", Some("20000"), T::Long, "Strom: longest a SIGTERM shutdown waits for in-flight requests."),
     def("queued.max.requests", Some("500"), T::Int, "Requests read ahead per connection before responses are written. Strom: per connection."),
     def("group.initial.rebalance.delay.ms", Some("3000"), T::Int, "How long the first rebalance of an empty group waits for more members to join."),

@@ -10,6 +10,7 @@
 pub mod batcher;
 pub mod conn;
 pub mod consumers;
+pub mod cors;
 pub mod embedded;
 pub mod error;
 pub mod openapi;
@@ -60,6 +61,8 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// Most open connections; more wait to be accepted.
     pub max_connections: usize,
+    /// Origins whose browser pages may call the gateway (CORS); none by default.
+    pub allowed_origins: cors::AllowedOrigins,
 }
 
 impl GatewayConfig {
@@ -76,6 +79,7 @@ impl GatewayConfig {
             max_streams: 1_000,
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            allowed_origins: cors::AllowedOrigins::default(),
         }
     }
 
@@ -212,6 +216,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 "HTTP 405 Method Not Allowed",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            cors::layer,
+        ))
         .with_state(gw)
 }
 

@@ -45,6 +45,11 @@ pub struct GatewayArgs {
     #[arg(long, default_value_t = 10_000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Origins whose browser pages may call the gateway (CORS): comma-separated
+    /// scheme://host[:port], or * for any; none by default.
+    #[arg(long, default_value = "", value_name = "ORIGINS",
+          value_parser = |s: &str| strom_gateway::cors::AllowedOrigins::parse(s))]
+    pub access_control_allow_origin: strom_gateway::cors::AllowedOrigins,
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -58,6 +63,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     config.max_records_per_request = args.max_records_per_request as usize;
     config.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     config.max_connections = args.max_connections as usize;
+    config.allowed_origins = args.access_control_allow_origin;
     eprintln!(
         "strom gateway: listening on http://{addr}, cluster {}",
         args.bootstrap
@@ -110,7 +116,13 @@ pub async fn start_in_broker(config: &BrokerConfig) -> anyhow::Result<()> {
         }
     };
     tracing::info!(addr = %listener.local_addr()?, %bootstrap, "gateway listening");
-    let gateway = GatewayConfig::new(bootstrap);
+    let mut gateway = GatewayConfig::new(bootstrap);
+    let origins = config
+        .raw
+        .get("gateway.access.control.allow.origin")
+        .unwrap_or("");
+    gateway.allowed_origins = strom_gateway::cors::AllowedOrigins::parse(origins)
+        .map_err(|e| anyhow::anyhow!("gateway.access.control.allow.origin: {e}"))?;
     tokio::spawn(async move {
         if let Err(e) = strom_gateway::serve(listener, gateway, std::future::pending()).await {
             tracing::warn!(error = %e, "gateway listener failed");

@@ -1,0 +1,240 @@
+"""The gateway's live streams in a real browser (issue 15): Debian's
+Chromium, headless, driven by playwright-core (tests/integration/js), opens a
+page served from an origin of its own, as a web app's page would be, that
+subscribes over WebSocket, EventSource or WebSocketStream; a confluent-kafka
+producer writes the records, and the page must receive every one in order.
+Each test keeps a screenshot of the page under tests/integration/artifacts/.
+
+Chromium comes from scripts/install-test-deps.sh; these tests skip (saying
+so) only where it is not installed, and fail instead under CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+from helpers import create_topic, produce_all, producer, unique_topic
+from test_gateway import rss_kb, start_gateway
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+N = 10_000
+
+
+def chromium_path() -> str:
+    for candidate in [os.environ.get("STROM_CHROMIUM"), "/usr/lib/chromium/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")]:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    reason = ("Chromium is not installed: scripts/install-test-deps.sh installs Debian's chromium package "
+              "(or set STROM_CHROMIUM to a Chromium binary)")
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def chromium() -> str:
+    path = chromium_path()
+    assert shutil.which("node"), "node is not installed: run scripts/install-test-deps.sh"
+    assert (JS_DIR / "node_modules" / "playwright-core").is_dir(), \
+        "playwright-core is not installed in tests/integration/js: run scripts/install-test-deps.sh"
+    return path
+
+
+class Page:
+    """browser_stream.js running one page; its JSON-line events in a queue."""
+
+    def __init__(self, tmp_path: Path, **cfg):
+        self.log_path = tmp_path / f"browser-{cfg['mode']}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(["node", str(JS_DIR / "browser_stream.js"), json.dumps(cfg)], cwd=JS_DIR,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+        self.events: queue.Queue = queue.Queue()
+        self.console: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:
+                self.events.put({"event": "garbage", "line": line.decode(errors="replace")})
+        self.events.put({"event": "exit"})
+
+    def wait(self, name: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {name!r} from the browser within {timeout}s; console: {self.console[-20:]}")
+            try:
+                e = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if e["event"] in ("console", "pageerror"):
+                self.console.append(e["text"])
+            elif e["event"] == "launched":
+                self.launched = e
+            elif e["event"] == name:
+                return e
+            else:
+                raise AssertionError(f"browser: {e} while waiting for {name!r}; console: {self.console[-20:]}; "
+                                     f"log: {self.log_path.read_text(errors='replace')[-3000:]}")
+
+    def send(self, line: str):
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
+
+
+def browser_gateway(make_broker):
+    """A broker whose gateway lets the test page's origin in (CORS), and that origin's port."""
+    page_port = free_port()
+    gw = start_gateway(make_broker, **{"gateway.access.control.allow.origin": f"http://127.0.0.1:{page_port}"})
+    return gw, page_port
+
+
+def stream_in_browser(gw, page_port: int, chromium: str, tmp_path: Path, mode: str):
+    topic = unique_topic(f"gwbrowser{mode}")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"gateway-{mode}.png"
+    page = Page(tmp_path, chromium=chromium, gateway=f"http://127.0.0.1:{gw.port}", page_port=page_port, topic=topic,
+                mode=mode, n=N, query="from=latest", screenshot=str(shot), timeout_ms=180_000)
+    try:
+        page.wait("subscribed", 60)
+        # Subscribed first, then written: the page sees them arrive live.
+        start = time.monotonic()
+        produce_all(producer(gw.broker.bootstrap, **{"linger.ms": 5}),
+                    [(b"k%d" % i, json.dumps({"n": i}).encode()) for i in range(N)], topic)
+        done = page.wait("done", 240)
+        elapsed = time.monotonic() - start
+    finally:
+        page.close()
+    print(f"{mode}: {len(done['got'])} records in the page {elapsed:.1f}s after the first was sent, "
+          f"{page.launched['version']}; screenshot {shot}")
+    assert done["errors"] == [], done["errors"]
+    assert done["got"] == [[0, i, i] for i in range(N)]
+    assert shot.stat().st_size > 0
+
+
+def test_a_browser_page_gets_10000_records_over_a_websocket_in_order(make_broker, chromium, tmp_path):
+    gw, page_port = browser_gateway(make_broker)
+    stream_in_browser(gw, page_port, chromium, tmp_path, "websocket")
+
+
+def test_a_browser_event_source_gets_10000_records_in_order(make_broker, chromium, tmp_path):
+    """EventSource from another origin needs the gateway's CORS answer
+    (gateway.access.control.allow.origin): without it the browser refuses
+    the stream."""
+    gw, page_port = browser_gateway(make_broker)
+    stream_in_browser(gw, page_port, chromium, tmp_path, "sse")
+
+
+def send_queue_bytes(local_port: int) -> int:
+    """Bytes written by the side of loopback TCP connections on `local_port`
+    that their peers have not read yet (tx_queue of /proc/net/tcp)."""
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == local_port and f[3] == "01":  # ESTABLISHED
+                total += int(f[4].split(":")[0], 16)
+    return total
+
+
+def test_a_slow_browser_reader_holds_the_brokers_memory_bounded(make_broker, chromium, tmp_path):
+    """A page that stops reading its WebSocketStream (which reads the socket
+    only as the page asks) stalls its stream: the gateway's socket fills and
+    the broker, gateway inside, stays within its bound while 40 MB wait in
+    the topic; once the page reads again every record arrives in order."""
+    gw, page_port = browser_gateway(make_broker)
+    topic = unique_topic("gwbrowserslow")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    n = 20_000
+    produce_all(producer(gw.broker.bootstrap, **{"linger.ms": 20, "batch.size": 1_000_000}),
+                [(None, b"%08d" % i + b"x" * 1992) for i in range(n)], topic)
+    before_kb = rss_kb(gw.broker.pid)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "gateway-slow.png"
+    page = Page(tmp_path, chromium=chromium, gateway=f"http://127.0.0.1:{gw.port}", page_port=page_port, topic=topic,
+                mode="slow", n=n, pause_after=10, query="from=earliest&format=binary", screenshot=str(shot),
+                timeout_ms=240_000)
+    try:
+        page.wait("subscribed", 60)
+        paused = page.wait("paused", 60)
+        assert paused["received"] == 10
+        peak_kb, queued = before_kb, 0
+        for _ in range(25):  # 5 s of a stalled reader
+            time.sleep(0.2)
+            peak_kb = max(peak_kb, rss_kb(gw.broker.pid))
+            queued = max(queued, send_queue_bytes(gw.port))
+        page.send("resume")
+        done = page.wait("done", 300)
+    finally:
+        page.close()
+    grown_mb = (peak_kb - before_kb) / 1024
+    print(f"broker RSS {before_kb / 1024:.0f} MB before, at most {peak_kb / 1024:.0f} MB behind the stalled page; "
+          f"{queued / 1024:.0f} KiB waiting in the gateway's socket")
+    # The browser really stopped reading: the gateway's side of the socket is full.
+    assert queued > 64 * 1024, f"only {queued} bytes queued: the page did not stall its socket"
+    assert grown_mb < 64, f"the broker grew by {grown_mb:.0f} MB behind a stalled page"
+    assert done["errors"] == [], done["errors"]
+    assert done["got"] == [[0, i, i] for i in range(n)]
+
+
+def test_cross_origin_requests_are_answered_for_allowed_origins_only(make_broker):
+    gw, page_port = browser_gateway(make_broker)
+    allowed = f"http://127.0.0.1:{page_port}"
+
+    def call(method: str, origin: str, **headers):
+        req = urllib.request.Request(gw.base + "/topics", method=method, headers={"Origin": origin, **headers})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.headers
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers
+
+    status, headers = call("GET", allowed)
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == allowed
+    assert "origin" in headers.get_all("Vary", [])
+    status, headers = call("GET", "http://evil.example")
+    assert status == 200 and headers["Access-Control-Allow-Origin"] is None
+    # A preflight (a page's POST with a v2 content type is not a "simple" request).
+    status, headers = call("OPTIONS", allowed, **{"Access-Control-Request-Method": "POST",
+                                                  "Access-Control-Request-Headers": "content-type"})
+    assert status == 204, status
+    assert headers["Access-Control-Allow-Origin"] == allowed
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert "content-type" in headers["Access-Control-Allow-Headers"]
+    status, headers = call("OPTIONS", "http://evil.example", **{"Access-Control-Request-Method": "POST"})
+    assert status == 405 and headers["Access-Control-Allow-Origin"] is None
+
+    # Off by default, as in Confluent's REST Proxy.
+    plain = start_gateway(make_broker)
+    req = urllib.request.Request(plain.base + "/topics", headers={"Origin": allowed})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["Access-Control-Allow-Origin"] is None

@@ -64,7 +64,7 @@ impl AllowedOrigins {
             return Some(HeaderValue::from_static("*"));
         }
         let o = origin.to_str().ok()?.to_ascii_lowercase();
-        self.origins.iter().any(|a| *a == o).then(|| origin.clone())
+        self.origins.contains(&o).then(|| origin.clone())
     }
 }
 

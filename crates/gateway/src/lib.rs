@@ -186,6 +186,31 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> RestResult<T> 
     })
 }
 
+/// A JSON object read as `T`. serde's derived structs also take an array
+/// of their fields in order (`[null, null]` as a record), which is no
+/// REST Proxy request: this takes objects only.
+#[derive(Debug)]
+pub struct ObjectOnly<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Objects<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Objects<T> {
+            type Value = ObjectOnly<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ObjectOnly)
+            }
+        }
+        d.deserialize_map(Objects(std::marker::PhantomData))
+    }
+}
+
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route(
@@ -216,11 +241,33 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 "HTTP 405 Method Not Allowed",
             )
         })
+        .layer(axum::middleware::map_response(confluent_rejections))
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             cors::layer,
         ))
         .with_state(gw)
+}
+
+/// axum's own rejections (a query string or path that does not parse, a
+/// WebSocket upgrade that is not one) are plain text; they are answered in
+/// Confluent's error format instead, as every other error is.
+async fn confluent_rejections(resp: Response) -> Response {
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    // Rejection texts are short; a longer body is cut, not buffered whole.
+    let text = match axum::body::to_bytes(resp.into_body(), 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    RestError::status(status, text).into_response()
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes.
@@ -249,5 +296,30 @@ async fn expire_consumers(gw: Arc<Gateway>) {
         tick.tick().await;
         let client = gw.client.get().cloned();
         gw.consumers.expire(client, idle).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Pair {
+        #[serde(default)]
+        a: Option<i32>,
+        #[serde(default)]
+        b: Option<i32>,
+    }
+
+    #[test]
+    fn only_objects_are_read_as_structs() {
+        let ok: ObjectOnly<Pair> = parse_json(br#"{"a": 1}"#).unwrap();
+        assert_eq!((ok.0.a, ok.0.b), (Some(1), None));
+        // serde's derive alone takes this as {"a": null, "b": null}.
+        assert!(serde_json::from_slice::<Pair>(b"[null, null]").is_ok());
+        for bad in [&b"[null, null]"[..], b"[]", b"5", b"\"x\""] {
+            let e = parse_json::<ObjectOnly<Pair>>(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+        }
     }
 }

@@ -602,7 +602,7 @@ fn failure(e: &RestError) -> Value {
 
 async fn produce_one(gw: Arc<Gateway>, topic: Arc<str>, format: Format, text: String) -> Value {
     let record: crate::v2::ProduceRecordIn = match crate::parse_json(text.as_bytes()) {
-        Ok(r) => r,
+        Ok(crate::ObjectOnly(r)) => r,
         Err(e) => return failure(&e),
     };
     let (explicit, mut record) = match crate::v2::decode_records(format, vec![record]) {

@@ -188,6 +188,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let gateway = match cli::gateway::config_for_broker(&config) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("strom: configuration error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("strom")
@@ -201,7 +208,7 @@ fn main() -> ExitCode {
             };
             let served = runtime.block_on(async {
                 let signal = shutdown_signal();
-                cli::gateway::start_in_broker(&config).await?;
+                cli::gateway::start_in_broker(&config, gateway).await?;
                 strom_broker::server::run(config, signal).await
             });
             match served {

@@ -571,7 +571,9 @@ def test_a_slow_websocket_reader_holds_its_memory_bounded(gw):
         got = ws_read(ws, n - 10, timeout=240)
     grown_mb = (stalled - before) / 1024
     print(f"broker RSS {before / 1024:.0f} MB before, {stalled / 1024:.0f} MB behind the stalled reader")
-    assert grown_mb < 64, f"the broker grew by {grown_mb:.0f} MB behind a stalled reader"
+    # About 2 MB is the bound (the stream's 256 records and one 1 MiB fetch); without one, the
+    # topic's 40 MB as JSON (60 MB).
+    assert grown_mb < 16, f"the broker grew by {grown_mb:.0f} MB behind a stalled reader"
     assert [base64.b64decode(r["value"])[:8] for r in got[:3]] == [b"%08d" % i for i in range(10, 13)]
     assert [r["offset"] for r in got] == list(range(10, n))
 

@@ -56,7 +56,8 @@ def run(gw, tmp_path: Path, name: str, parameters: dict[str, str], max_examples:
             "--generation-database", "none", "--request-timeout", "20", "--max-failures", "50",
             "--continue-on-failure", "--no-color", "--report", "junit", "--report-junit-path", str(junit)]
     start = time.monotonic()
-    out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=240)
+    # Its working directory gets schemathesis' own cache (.schemathesis/).
+    out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=240, cwd=tmp_path)
     text = out.stdout.decode(errors="replace")
     print(f"schemathesis {name}: exit {out.returncode} in {time.monotonic() - start:.0f}s; "
           + " ".join(line.strip() for line in text.splitlines() if "generated" in line or "passed" in line))

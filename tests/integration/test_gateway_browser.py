@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -148,6 +149,93 @@ def test_a_browser_event_source_gets_10000_records_in_order(make_broker, chromiu
     the stream."""
     gw, page_port = browser_gateway(make_broker)
     stream_in_browser(gw, page_port, chromium, tmp_path, "sse")
+
+
+class CuttableProxy:
+    """A TCP proxy to `port` whose open connections the test can cut, as a
+    network drop would."""
+
+    def __init__(self, port: int):
+        self.target = port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> int:
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        return len(conns) // 2
+
+    def close(self):
+        self.server.close()
+        self.cut()
+
+
+def test_an_event_source_resumes_where_it_was_after_a_drop(make_broker, chromium, tmp_path):
+    """The connection under a page's EventSource is cut mid-stream; the
+    browser reconnects by itself, sending the last event's id
+    (Last-Event-ID), and the gateway carries on after it: all 10,000
+    records arrive once each, in order, on both partitions."""
+    gw, page_port = browser_gateway(make_broker)
+    topic = unique_topic("gwbrowserresume")
+    create_topic(gw.broker.bootstrap, topic, partitions=2)
+    proxy = CuttableProxy(gw.port)
+    shot = ARTIFACTS / "gateway-sse-resumed.png"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = Page(tmp_path, chromium=chromium, gateway=f"http://127.0.0.1:{proxy.port}", page_port=page_port,
+                topic=topic, mode="sse", n=N, query="from=earliest", reconnect=True, screenshot=str(shot),
+                timeout_ms=180_000)
+    p = producer(gw.broker.bootstrap, **{"linger.ms": 5})
+    half = N // 2
+    try:
+        page.wait("subscribed", 60)
+        produce_all(p, [(None, json.dumps({"n": i}).encode(), {"partition": i % 2}) for i in range(half)], topic)
+        time.sleep(1)
+        assert proxy.cut() >= 1, "no connection to cut"
+        produce_all(p, [(None, json.dumps({"n": i}).encode(), {"partition": i % 2}) for i in range(half, N)], topic)
+        done = page.wait("done", 240)
+    finally:
+        page.close()
+        proxy.close()
+    assert done["errors"] == [], done["errors"]
+    assert done["reconnects"] >= 1, "the EventSource never reconnected"
+    for partition in (0, 1):
+        got = [(o, n) for p_, o, n in done["got"] if p_ == partition]
+        assert got == [(i, partition + 2 * i) for i in range(N // 2)], f"partition {partition}"
+    print(f"resumed after {done['reconnects']} reconnect(s); {len(done['got'])} records, none twice")
 
 
 def send_queue_bytes(local_port: int) -> int:

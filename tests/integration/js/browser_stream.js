@@ -71,7 +71,13 @@ if (mode === "websocket") {
   es.onopen = () => setState("subscribed");
   // The gateway names its events "record" (onmessage sees only unnamed ones).
   es.addEventListener("record", (e) => { take(e.data); if (window.state === "done") es.close(); });
-  es.onerror = () => { window.errors.push("eventsource error, readyState " + es.readyState); es.close(); render(); };
+  window.reconnects = 0;
+  es.onerror = () => {
+    // With reconnect=1 a dropped connection is expected: the EventSource
+    // opens it again itself, naming the last event it got.
+    if (q.get("reconnect") === "1" && es.readyState === EventSource.CONNECTING) { window.reconnects++; return; }
+    window.errors.push("eventsource error, readyState " + es.readyState); es.close(); render();
+  };
 } else if (mode === "slow") {
   // WebSocketStream reads only when asked: a reader that stops asking stops
   // the browser reading from the socket, so the gateway sees a slow client.
@@ -119,7 +125,7 @@ async function main() {
   page.on("pageerror", (e) => emit({ event: "pageerror", text: String(e) }));
   const params = new URLSearchParams({
     gateway: cfg.gateway, topic: cfg.topic, mode: cfg.mode, n: String(cfg.n),
-    pauseAfter: String(cfg.pause_after || 0), query: cfg.query || "",
+    pauseAfter: String(cfg.pause_after || 0), query: cfg.query || "", reconnect: cfg.reconnect ? "1" : "0",
   });
   await page.goto(`${origin}/?${params}`);
   await page.waitForFunction(() => window.state !== "connecting" || window.errors.length > 0,
@@ -145,7 +151,9 @@ async function main() {
   }
   await page.evaluate(() => window.render());
   if (cfg.screenshot) await page.screenshot({ path: cfg.screenshot, fullPage: true });
-  const result = await page.evaluate(() => ({ got: window.got, errors: window.errors, state: window.state }));
+  const result = await page.evaluate(() => ({
+    got: window.got, errors: window.errors, state: window.state, reconnects: window.reconnects || 0,
+  }));
   emit({ event: "done", ...result });
   await browser.close();
   server.close();

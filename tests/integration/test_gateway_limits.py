@@ -4,6 +4,7 @@ each answered with a clear 4xx in Confluent's format (issue 15)."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import subprocess
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from conftest import free_port, strom_bin
 from helpers import create_topic, unique_topic
-from test_gateway import BINARY_V2, V2, b64, closed_within, start_gateway, ws_url
+from test_gateway import BINARY_V2, V2, Standalone, b64, closed_within, start_gateway, ws_url
 
 LIMITS = {
     "gateway.max.request.bytes": 2048,
@@ -83,16 +84,23 @@ def test_streams_are_bounded(limited):
             time.sleep(0.1)
 
 
-def test_connections_over_the_limit_get_429_and_idle_ones_are_closed(limited):
+def test_connections_over_the_limit_get_429_and_idle_ones_are_closed(make_broker):
+    # An idle timeout long enough that the held connections are still open,
+    # on a busy machine, when the one over the limit comes.
+    limited = start_gateway(make_broker, **{**LIMITS, "gateway.idle.timeout.ms": 4000})
+    time.sleep(0.5)  # wait_http's probe connection is gone
     held = [socket.create_connection(("127.0.0.1", limited.port)) for _ in range(8)]
     time.sleep(0.3)
+    # All 8 are open: none was answered 429.
+    readable, _, _ = select.select(held, [], [], 0.2)
+    assert readable == [], "a held connection was refused"
     start = time.monotonic()
     status, _, body = limited.get("/topics", timeout=10)
     assert (status, body["error_code"]) == (429, 429), body
     assert "gateway.max.connections" in body["message"]
     assert time.monotonic() - start < 2, "the over-limit connection was not answered at once"
     # gateway.idle.timeout.ms closes the silent ones, and the gateway serves again.
-    assert all(closed_within(s, 5) for s in held)
+    assert all(closed_within(s, 8) for s in held)
     for s in held:
         s.close()
     status, _, body = limited.get("/topics")
@@ -113,3 +121,27 @@ def test_a_bad_gateway_setting_stops_the_start(tmp_path, setting, value):
                           "--override", f"{setting}={value}"], capture_output=True, timeout=30)
     assert out.returncode == 2, out
     assert setting in out.stderr.decode(), out.stderr
+
+
+def test_the_standalone_gateway_takes_the_same_limits(broker, tmp_path):
+    from websockets.sync.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    gw = Standalone(broker.bootstrap, tmp_path, "--max-streams", "1", "--max-consumer-instances", "1",
+                    "--consumer-instance-timeout-ms", "1000", "--access-control-allow-origin", "http://a.example")
+    try:
+        topic = unique_topic("gwlimsa")
+        create_topic(broker.bootstrap, topic, partitions=1)
+        with connect(ws_url(gw.http, topic)):
+            with pytest.raises(InvalidStatus) as refused:
+                connect(ws_url(gw.http, topic))
+            assert refused.value.response.status_code == 429
+        status, _, body = gw.http.post("/consumers/sg", {"name": "one"}, content_type=V2)
+        assert status == 200, body
+        status, _, body = gw.http.post("/consumers/sg", {"name": "two"}, content_type=V2)
+        assert status == 429, body
+        time.sleep(2.5)
+        status, _, body = gw.http.post("/consumers/sg", {"name": "two"}, content_type=V2)
+        assert status == 200, body
+    finally:
+        gw.close()

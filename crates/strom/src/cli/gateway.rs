@@ -45,6 +45,18 @@ pub struct GatewayArgs {
     #[arg(long, default_value_t = 10_000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Most WebSocket and Server-Sent Event streams at once (429 beyond).
+    #[arg(long, default_value_t = 1_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_streams: u64,
+    /// Most REST consumer instances at once (429 beyond).
+    #[arg(long, default_value_t = 1_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_consumer_instances: u64,
+    /// A consumer instance unused this long is removed, in milliseconds.
+    #[arg(long, default_value_t = 300_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1_000..=604_800_000))]
+    pub consumer_instance_timeout_ms: u64,
     /// Origins whose browser pages may call the gateway (CORS): comma-separated
     /// scheme://host[:port], or * for any; none by default.
     #[arg(long, default_value = "", value_name = "ORIGINS",
@@ -64,6 +76,9 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     config.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     config.max_connections = args.max_connections as usize;
     config.allowed_origins = args.access_control_allow_origin;
+    config.max_streams = args.max_streams as usize;
+    config.max_consumer_instances = args.max_consumer_instances as usize;
+    config.consumer_instance_timeout = Duration::from_millis(args.consumer_instance_timeout_ms);
     eprintln!(
         "strom gateway: listening on http://{addr}, cluster {}",
         args.bootstrap

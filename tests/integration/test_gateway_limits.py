@@ -59,6 +59,21 @@ def test_consumer_instances_are_bounded_and_expire(limited):
     assert status == 200, body
 
 
+def test_a_records_wait_longer_than_the_idle_timeout_is_answered_in_time(limited):
+    """A consumer's records request waits at most within the idle timeout:
+    the connection was closed under a longer wait (an empty reply)."""
+    topic = unique_topic("gwlimwait")
+    create_topic(limited.broker.bootstrap, topic, partitions=1)
+    status, _, body = limited.post("/consumers/wg", {"name": "w", "format": "binary"}, content_type=V2)
+    assert status == 200, body
+    status, _, body = limited.post("/consumers/wg/instances/w/subscription", {"topics": [topic]}, content_type=V2)
+    assert status == 204, body
+    start = time.monotonic()
+    status, _, body = limited.get("/consumers/wg/instances/w/records?timeout=5000", accept=BINARY_V2)
+    assert (status, body) == (200, []), body
+    assert time.monotonic() - start < 1.5
+
+
 def test_streams_are_bounded(limited):
     from websockets.sync.client import connect
     from websockets.exceptions import InvalidStatus

@@ -328,3 +328,35 @@ def test_cross_origin_requests_are_answered_for_allowed_origins_only(make_broker
     req = urllib.request.Request(plain.base + "/topics", headers={"Origin": allowed})
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.headers["Access-Control-Allow-Origin"] is None
+
+
+def test_websockets_from_pages_of_other_origins_are_refused(make_broker, chromium, tmp_path):
+    """Browsers apply no CORS to WebSockets: the gateway itself refuses an
+    upgrade from a page whose origin is neither allowed nor its own (403),
+    so a page the user happens to visit cannot read topics through their
+    browser. Clients that send no Origin are not affected."""
+    from websockets.sync.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    gw, page_port = browser_gateway(make_broker)
+    topic = unique_topic("gwbrowserorigin")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    url = f"ws://127.0.0.1:{gw.port}/ws/v1/topics/{topic}/records"
+    for origin in [None, f"http://127.0.0.1:{page_port}", f"http://127.0.0.1:{gw.port}"]:
+        with connect(url, origin=origin):
+            pass
+    for path in ("records", "produce"):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{gw.port}/ws/v1/topics/{topic}/{path}", origin="http://evil.example")
+        assert refused.value.response.status_code == 403
+        assert "gateway.access.control.allow.origin" in json.loads(refused.value.response.body)["message"]
+
+    # In the browser: a page from an origin not allowed cannot subscribe.
+    other_port = free_port()
+    page = Page(tmp_path, chromium=chromium, gateway=f"http://127.0.0.1:{gw.port}", page_port=other_port, topic=topic,
+                mode="websocket", n=1, query="from=earliest", timeout_ms=30_000)
+    try:
+        with pytest.raises(AssertionError, match="failed"):
+            page.wait("subscribed", 60)
+    finally:
+        page.close()

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::error::{RestError, RestResult};
 use crate::Gateway;
 
 /// Methods and request headers a preflight allows: every method the API
@@ -66,6 +67,37 @@ impl AllowedOrigins {
         let o = origin.to_str().ok()?.to_ascii_lowercase();
         self.origins.contains(&o).then(|| origin.clone())
     }
+}
+
+/// Browsers apply no CORS to WebSockets: any page the user visits could
+/// open one to a gateway its browser reaches (on a private network, say)
+/// and read topics. An upgrade from a page (it has an Origin header) is
+/// taken only from an allowed origin or from the gateway's own; clients
+/// that are not browsers send no Origin and are not affected.
+pub fn check_websocket_origin(gw: &Gateway, headers: &HeaderMap) -> RestResult<()> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    if gw.config.allowed_origins.allow(origin).is_some() {
+        return Ok(());
+    }
+    let origin = origin.to_str().unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    if !host.is_empty() && origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host)) {
+        return Ok(());
+    }
+    Err(RestError::status(
+        StatusCode::FORBIDDEN,
+        format!(
+            "a WebSocket from a page of origin {origin:?}: allow the origin with gateway.access.control.allow.origin"
+        ),
+    ))
 }
 
 pub async fn layer(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {

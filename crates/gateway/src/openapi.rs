@@ -504,7 +504,7 @@ pub fn document() -> Value {
         )],
     );
     let ws = "/ws/v1/topics/{topic}/records";
-    add(ws, vec![("get", op(ws, "A live stream of records: a WebSocket (Upgrade: websocket), or Server-Sent Events with Accept: text/event-stream", None, ("200", any.clone()), &["400", "404", "406", "429", "500"], vec![
+    add(ws, vec![("get", op(ws, "A live stream of records: a WebSocket (Upgrade: websocket), or Server-Sent Events with Accept: text/event-stream", None, ("200", any.clone()), &["400", "403", "404", "406", "429", "500"], vec![
         param("from", "string", "query", false, "earliest, latest (default), an offset, or an RFC 3339 date-time"),
         param("partitions", "string", "query", false, "Comma-separated partitions (default: all)"),
         param("group", "string", "query", false, "Start from this group's committed offsets and commit acknowledged records for it"),
@@ -594,7 +594,7 @@ pub fn document() -> Value {
         ],
     );
     let wp = "/ws/v1/topics/{topic}/produce";
-    add(wp, vec![("get", op(wp, "A WebSocket whose text messages are records (as in v2's produce), each answered in order with its partition and offset or an error", None, ("101", Value::Null), &["400", "404", "426", "429", "500"], vec![
+    add(wp, vec![("get", op(wp, "A WebSocket whose text messages are records (as in v2's produce), each answered in order with its partition and offset or an error", None, ("101", Value::Null), &["400", "403", "404", "426", "429", "500"], vec![
         formats(param("format", "string", "query", false, "json (default) or binary")),
     ]))]);
     add(

@@ -173,6 +173,9 @@ async fn stream(
             "a record stream is a WebSocket (Upgrade: websocket) or Server-Sent Events (Accept: text/event-stream)",
         ));
     }
+    if websocket {
+        crate::cors::check_websocket_origin(&gw, &parts.headers)?;
+    }
     let format = match q.format.as_deref() {
         None => Format::Json,
         Some(f) => Format::parse(f)
@@ -659,6 +662,7 @@ async fn produce_route(
         Some(f) => Format::parse(f)
             .ok_or_else(|| RestError::bad_request(format!("format={f:?}: use json or binary")))?,
     };
+    crate::cors::check_websocket_origin(&gw, &parts.headers)?;
     let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
         .await
         .map_err(|e| {

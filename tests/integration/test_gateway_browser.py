@@ -143,6 +143,33 @@ def test_a_browser_page_gets_10000_records_over_a_websocket_in_order(make_broker
     stream_in_browser(gw, page_port, chromium, tmp_path, "websocket")
 
 
+def test_a_browser_page_produces_10000_records_over_a_websocket(make_broker, chromium, tmp_path):
+    """The other way: a page writes 10,000 records over the produce socket,
+    each answered in order with its offset, and a Kafka consumer
+    (confluent-kafka) reads them all, keys and values as the page sent them."""
+    from confluent_kafka import TopicPartition
+
+    from helpers import consume_partitions, consumer
+
+    gw, page_port = browser_gateway(make_broker)
+    topic = unique_topic("gwbrowserproduce")
+    create_topic(gw.broker.bootstrap, topic, partitions=1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "gateway-produce.png"
+    page = Page(tmp_path, chromium=chromium, gateway=f"http://127.0.0.1:{gw.port}", page_port=page_port, topic=topic,
+                mode="produce", n=N, query="format=json", screenshot=str(shot), timeout_ms=180_000)
+    try:
+        page.wait("subscribed", 60)
+        done = page.wait("done", 240)
+    finally:
+        page.close()
+    assert done["errors"] == [], done["errors"][:5]
+    assert done["got"] == [[0, i, i] for i in range(N)]
+    c = consumer(gw.broker.bootstrap)
+    msgs = consume_partitions(c, [TopicPartition(topic, 0, 0)], expected=N)
+    assert [(m.key(), json.loads(m.value())) for m in msgs] == [(b'"k%d"' % i, {"n": i}) for i in range(N)]
+
+
 def test_a_browser_event_source_gets_10000_records_in_order(make_broker, chromium, tmp_path):
     """EventSource from another origin needs the gateway's CORS answer
     (gateway.access.control.allow.origin): without it the browser refuses

@@ -78,6 +78,25 @@ if (mode === "websocket") {
     if (q.get("reconnect") === "1" && es.readyState === EventSource.CONNECTING) { window.reconnects++; return; }
     window.errors.push("eventsource error, readyState " + es.readyState); es.close(); render();
   };
+} else if (mode === "produce") {
+  // The other way: the page writes records over the produce socket; each
+  // answer (in order) names the record's partition and offset.
+  const ws = new WebSocket(gateway.replace(/^http/, "ws") + "/ws/v1/topics/" + encodeURIComponent(topic) +
+    "/produce?" + q.get("query"));
+  ws.onopen = () => {
+    setState("subscribed");
+    for (let i = 0; i < want; i++) ws.send(JSON.stringify({ key: "k" + i, value: { n: i }, partition: 0 }));
+  };
+  ws.onmessage = (e) => {
+    const a = JSON.parse(e.data);
+    if (a.error_code !== undefined) { window.errors.push(a.error_code + " " + a.message); return; }
+    window.got.push([a.partition, a.offset, window.got.length]);
+    tail.push({ partition: a.partition, offset: a.offset, key: "k" + (window.got.length - 1), value: "written" });
+    if (tail.length > 10) tail.shift();
+    if (window.got.length >= want) { setState("done"); ws.close(); }
+    if (!drawing) { drawing = true; requestAnimationFrame(() => { drawing = false; render(); }); }
+  };
+  ws.onerror = () => window.errors.push("websocket error");
 } else if (mode === "slow") {
   // WebSocketStream reads only when asked: a reader that stops asking stops
   // the browser reading from the socket, so the gateway sees a slow client.

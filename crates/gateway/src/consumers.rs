@@ -445,6 +445,7 @@ struct PartitionRef {
 
 #[derive(Deserialize)]
 struct PartitionsBody {
+    #[serde(deserialize_with = "crate::objects")]
     partitions: Vec<PartitionRef>,
 }
 
@@ -509,6 +510,7 @@ struct OffsetRef {
 
 #[derive(Deserialize)]
 struct OffsetsBody {
+    #[serde(deserialize_with = "crate::objects")]
     offsets: Vec<OffsetRef>,
 }
 

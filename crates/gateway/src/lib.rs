@@ -177,13 +177,21 @@ pub async fn read_body(gw: &Gateway, headers: &HeaderMap, body: Body) -> RestRes
 /// Parses a JSON request body; 400 when it is not JSON, 422 when it is JSON
 /// of the wrong shape (as Confluent's REST Proxy answers).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> RestResult<T> {
-    serde_json::from_slice(body).map_err(|e| {
+    let parsed = serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             RestError::bad_request(format!("the request body is not JSON: {e}"))
         } else {
             RestError::unprocessable(format!("unexpected request body: {e}"))
         }
-    })
+    })?;
+    // Every request body of the API is an object; serde's derive would
+    // also take an array of a struct's fields.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(parsed),
+        _ => Err(RestError::unprocessable(
+            "unexpected request body: expected a JSON object",
+        )),
+    }
 }
 
 /// A JSON object read as `T`. serde's derived structs also take an array
@@ -209,6 +217,16 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> 
         }
         d.deserialize_map(Objects(std::marker::PhantomData))
     }
+}
+
+/// A list of JSON objects read as `T`s (see [`ObjectOnly`]).
+pub(crate) fn objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    let list = <Vec<ObjectOnly<T>> as serde::Deserialize>::deserialize(d)?;
+    Ok(list.into_iter().map(|o| o.0).collect())
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -320,6 +338,21 @@ mod tests {
         for bad in [&b"[null, null]"[..], b"[]", b"5", b"\"x\""] {
             let e = parse_json::<ObjectOnly<Pair>>(bad).unwrap_err();
             assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+            // A top-level body is an object whatever T takes.
+            let e = parse_json::<serde_json::Value>(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
         }
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(deserialize_with = "objects")]
+            items: Vec<Pair>,
+        }
+        let list: List = parse_json(br#"{"items": [{"b": 2}]}"#).unwrap();
+        assert_eq!(list.items[0].b, Some(2));
+        let e = parse_json::<List>(br#"{"items": [[1, 2]]}"#).err().unwrap();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        // Not JSON at all stays a 400.
+        let e = parse_json::<serde_json::Value>(b"[").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 }

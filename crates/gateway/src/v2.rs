@@ -220,7 +220,7 @@ pub(crate) struct ProduceRecordIn {
     value: Value,
     #[serde(default)]
     partition: Option<i32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects")]
     headers: Vec<HeaderIn>,
     /// Milliseconds since the epoch (Strom's extension; now if absent).
     #[serde(default)]

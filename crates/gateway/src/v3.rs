@@ -225,7 +225,7 @@ struct CreateTopicBody {
     partitions_count: Option<i32>,
     #[serde(default)]
     replication_factor: Option<i16>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects")]
     configs: Vec<ConfigIn>,
 }
 
@@ -380,7 +380,7 @@ struct DataIn {
 struct RecordIn {
     #[serde(default)]
     partition_id: Option<i32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects")]
     headers: Vec<HeaderIn>,
     #[serde(default)]
     key: Option<DataIn>,

@@ -18,6 +18,9 @@ command -v npm >/dev/null 2>&1 || APT_WANT+=(npm)
 # prometheus and promtool (2.42 on bookworm): test_metrics.py runs its own instance on a free
 # loopback port against the dashboard's and alert rules' queries.
 command -v promtool >/dev/null 2>&1 || APT_WANT+=(prometheus)
+# Debian's Chromium: test_gateway_browser.py drives it headless with playwright-core (below), so
+# Playwright never downloads a browser of its own.
+command -v chromium >/dev/null 2>&1 || APT_WANT+=(chromium)
 # Debian's own python3 needs python3-venv (ensurepip) to make the venv below.
 if [ ! -x .venv/bin/python ] && ! "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1; then
     APT_WANT+=(python3-venv)
@@ -54,11 +57,12 @@ REQUIREMENTS=(
     "pyyaml>=6"
     "prometheus-client>=0.20"
     "websockets>=13"
+    "schemathesis>=4.3,<5"
 )
 STAMP="$VENV/.strom-test-deps"
 WANT="$(printf '%s\n' "${REQUIREMENTS[@]}")"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
-    && "$VENV/bin/python" -c 'import pytest, pytest_timeout, confluent_kafka, kafka, aiokafka, lz4, cramjam, zstandard, yaml, prometheus_client, websockets' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import pytest, pytest_timeout, confluent_kafka, kafka, aiokafka, lz4, cramjam, zstandard, yaml, prometheus_client, websockets, schemathesis' 2>/dev/null; then
     log "python deps already installed"
 else
     log "installing python deps into $VENV"
@@ -66,7 +70,7 @@ else
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${REQUIREMENTS[@]}"
     printf '%s\n' "$WANT" >"$STAMP"
 fi
-# --- Node.js clients (kafkajs), pinned by tests/integration/js/package-lock.json ---
+# --- Node.js clients (kafkajs) and playwright-core (drives the system Chromium), pinned by tests/integration/js/package-lock.json ---
 JS_DIR=tests/integration/js
 if [ -f "$JS_DIR/node_modules/.package-lock.json" ] \
     && cmp -s <(sed -n '/"node_modules\//,$p' "$JS_DIR/package-lock.json") \
@@ -76,7 +80,8 @@ else
     log "installing node deps into $JS_DIR/node_modules"
     npm ci --prefix "$JS_DIR" --no-audit --no-fund --loglevel=error >&2
 fi
-log "node $(node --version), kafkajs $(node -p 'require("./'"$JS_DIR"'/node_modules/kafkajs/package.json").version')"
+log "node $(node --version), kafkajs $(node -p 'require("./'"$JS_DIR"'/node_modules/kafkajs/package.json").version'), playwright-core $(node -p 'require("./'"$JS_DIR"'/node_modules/playwright-core/package.json").version')"
+if command -v chromium >/dev/null 2>&1; then log "$(chromium --version 2>/dev/null)"; fi
 
 "$VENV/bin/python" - <<'PY' >&2
 import confluent_kafka, kafka, aiokafka, pytest

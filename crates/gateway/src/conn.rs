@@ -1,4 +1,5 @@
-//! The gateway's listener: a bound on open connections, and an idle timeout
+//! The gateway's listener: a bound on open connections (one more is answered
+//! 429 and closed), and an idle timeout
 //! that closes a connection when nothing was read from or written to it for
 //! that long (an idle keep-alive connection, a request sent half, a silent
 //! client).
@@ -18,17 +19,58 @@ use tokio::time::{Instant, Sleep};
 pub struct GatewayListener {
     inner: TcpListener,
     idle: Duration,
+    max_connections: usize,
     connections: Arc<Semaphore>,
+    /// Connections over the limit being answered 429 at once; beyond these
+    /// (a flood) they are closed unanswered.
+    refusing: Arc<Semaphore>,
 }
+
+/// Over-limit connections answered at once.
+const MAX_REFUSING: usize = 64;
+/// How long an over-limit connection may take to receive its 429.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl GatewayListener {
     pub fn new(inner: TcpListener, idle: Duration, max_connections: usize) -> GatewayListener {
         GatewayListener {
             inner,
             idle,
+            max_connections: max_connections.max(1),
             connections: Arc::new(Semaphore::new(max_connections.max(1))),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
         }
     }
+}
+
+/// The answer to a connection over the limit: 429 in Confluent's format,
+/// and the connection closed.
+fn too_many_connections(max: usize) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error_code": 429,
+        "message": format!("the gateway has {max} connections open, its limit (gateway.max.connections)"),
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        crate::error::V2_JSON,
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn refuse(mut stream: TcpStream, answer: Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await?;
+        // Read what the client sent until it closes: closing with unread
+        // bytes would reset the connection and could lose the answer.
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
 }
 
 impl axum::serve::Listener for GatewayListener {
@@ -36,18 +78,23 @@ impl axum::serve::Listener for GatewayListener {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (IdleIo, std::net::SocketAddr) {
-        // At the limit, connections wait in the kernel's backlog.
-        let permit = loop {
-            match self.connections.clone().acquire_owned().await {
-                Ok(p) => break p,
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    return (IdleIo::new(stream, self.idle, permit), addr);
+                    match self.connections.clone().try_acquire_owned() {
+                        Ok(permit) => return (IdleIo::new(stream, self.idle, permit), addr),
+                        Err(_) => {
+                            if let Ok(slot) = self.refusing.clone().try_acquire_owned() {
+                                let answer = too_many_connections(self.max_connections);
+                                tokio::spawn(async move {
+                                    refuse(stream, answer).await;
+                                    drop(slot);
+                                });
+                            }
+                            // Else dropped: closed unanswered.
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of descriptors, say: wait rather than spin.

@@ -445,6 +445,7 @@ struct PartitionRef {
 
 #[derive(Deserialize)]
 struct PartitionsBody {
+    #[serde(deserialize_with = "crate::objects")]
     partitions: Vec<PartitionRef>,
 }
 
@@ -509,6 +510,7 @@ struct OffsetRef {
 
 #[derive(Deserialize)]
 struct OffsetsBody {
+    #[serde(deserialize_with = "crate::objects")]
     offsets: Vec<OffsetRef>,
 }
 
@@ -814,10 +816,15 @@ async fn records(
     }
     let client = gw.client().await?;
     prepare(&mut inst, &client).await?;
+    // The connection's idle timeout counts the wait too (nothing is read or
+    // written meanwhile): answer well within it, or the connection is
+    // closed under the request.
+    let idle_ms = u64::try_from(gw.config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
     let timeout_ms = q
         .timeout
         .unwrap_or(inst.request_timeout_ms)
-        .min(MAX_POLL_TIMEOUT_MS);
+        .min(MAX_POLL_TIMEOUT_MS)
+        .min(idle_ms / 4 * 3);
     let max_bytes = q
         .max_bytes
         .map(|b| b as usize)

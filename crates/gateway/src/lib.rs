@@ -10,6 +10,7 @@
 pub mod batcher;
 pub mod conn;
 pub mod consumers;
+pub mod cors;
 pub mod embedded;
 pub mod error;
 pub mod openapi;
@@ -60,6 +61,8 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// Most open connections; more wait to be accepted.
     pub max_connections: usize,
+    /// Origins whose browser pages may call the gateway (CORS); none by default.
+    pub allowed_origins: cors::AllowedOrigins,
 }
 
 impl GatewayConfig {
@@ -76,6 +79,7 @@ impl GatewayConfig {
             max_streams: 1_000,
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            allowed_origins: cors::AllowedOrigins::default(),
         }
     }
 
@@ -173,13 +177,56 @@ pub async fn read_body(gw: &Gateway, headers: &HeaderMap, body: Body) -> RestRes
 /// Parses a JSON request body; 400 when it is not JSON, 422 when it is JSON
 /// of the wrong shape (as Confluent's REST Proxy answers).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> RestResult<T> {
-    serde_json::from_slice(body).map_err(|e| {
+    let parsed = serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             RestError::bad_request(format!("the request body is not JSON: {e}"))
         } else {
             RestError::unprocessable(format!("unexpected request body: {e}"))
         }
-    })
+    })?;
+    // Every request body of the API is an object; serde's derive would
+    // also take an array of a struct's fields.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(parsed),
+        _ => Err(RestError::unprocessable(
+            "unexpected request body: expected a JSON object",
+        )),
+    }
+}
+
+/// A JSON object read as `T`. serde's derived structs also take an array
+/// of their fields in order (`[null, null]` as a record), which is no
+/// REST Proxy request: this takes objects only.
+#[derive(Debug)]
+pub struct ObjectOnly<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Objects<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Objects<T> {
+            type Value = ObjectOnly<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ObjectOnly)
+            }
+        }
+        d.deserialize_map(Objects(std::marker::PhantomData))
+    }
+}
+
+/// A list of JSON objects read as `T`s (see [`ObjectOnly`]).
+pub(crate) fn objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    let list = <Vec<ObjectOnly<T>> as serde::Deserialize>::deserialize(d)?;
+    Ok(list.into_iter().map(|o| o.0).collect())
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -212,7 +259,33 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 "HTTP 405 Method Not Allowed",
             )
         })
+        .layer(axum::middleware::map_response(confluent_rejections))
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            cors::layer,
+        ))
         .with_state(gw)
+}
+
+/// axum's own rejections (a query string or path that does not parse, a
+/// WebSocket upgrade that is not one) are plain text; they are answered in
+/// Confluent's error format instead, as every other error is.
+async fn confluent_rejections(resp: Response) -> Response {
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    // Rejection texts are short; a longer body is cut, not buffered whole.
+    let text = match axum::body::to_bytes(resp.into_body(), 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    RestError::status(status, text).into_response()
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes.
@@ -241,5 +314,45 @@ async fn expire_consumers(gw: Arc<Gateway>) {
         tick.tick().await;
         let client = gw.client.get().cloned();
         gw.consumers.expire(client, idle).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Pair {
+        #[serde(default)]
+        a: Option<i32>,
+        #[serde(default)]
+        b: Option<i32>,
+    }
+
+    #[test]
+    fn only_objects_are_read_as_structs() {
+        let ok: ObjectOnly<Pair> = parse_json(br#"{"a": 1}"#).unwrap();
+        assert_eq!((ok.0.a, ok.0.b), (Some(1), None));
+        // serde's derive alone takes this as {"a": null, "b": null}.
+        assert!(serde_json::from_slice::<Pair>(b"[null, null]").is_ok());
+        for bad in [&b"[null, null]"[..], b"[]", b"5", b"\"x\""] {
+            let e = parse_json::<ObjectOnly<Pair>>(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+            // A top-level body is an object whatever T takes.
+            let e = parse_json::<serde_json::Value>(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+        }
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(deserialize_with = "objects")]
+            items: Vec<Pair>,
+        }
+        let list: List = parse_json(br#"{"items": [{"b": 2}]}"#).unwrap();
+        assert_eq!(list.items[0].b, Some(2));
+        let e = parse_json::<List>(br#"{"items": [[1, 2]]}"#).err().unwrap();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        // Not JSON at all stays a 400.
+        let e = parse_json::<serde_json::Value>(b"[").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 }

@@ -9,27 +9,75 @@ fn param(name: &str, kind: &str, location: &str, required: bool, description: &s
     })
 }
 
+/// Topic, group and consumer instance names: 1-249 of these characters.
+const NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,249}$";
+
+/// The media type of a path's successful answers: v3's JSON, the embedded
+/// format of consumed records, v2's own type for the rest.
+fn success_types(path: &str) -> &'static [&'static str] {
+    if path.starts_with("/v3") || path == "/openapi.json" {
+        &["application/json"]
+    } else if path.starts_with("/consumers/") && path.ends_with("/records") {
+        &[
+            "application/vnd.kafka.json.v2+json",
+            "application/vnd.kafka.binary.v2+json",
+        ]
+    } else {
+        &["application/vnd.kafka.v2+json"]
+    }
+}
+
+fn non_negative(mut p: Value) -> Value {
+    p["schema"]["minimum"] = json!(0);
+    p
+}
+
+fn formats(mut p: Value) -> Value {
+    p["schema"]["enum"] = json!(["json", "binary"]);
+    p
+}
+
+/// An operation whose request body may be left out.
+fn optional_body(mut o: Value) -> Value {
+    o["requestBody"]["required"] = json!(false);
+    o
+}
+
 fn path_params(path: &str) -> Vec<Value> {
     path.split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| {
-            let kind = if name == "partition" {
-                "integer"
-            } else {
-                "string"
-            };
-            param(name, kind, "path", true, name)
+            let mut p = param(name, "string", "path", true, name);
+            match name {
+                "partition" => {
+                    p["schema"] = json!({"type": "integer", "format": "int32", "minimum": 0});
+                }
+                // Kafka's topic names, and the names the gateway gives
+                // consumer groups and instances.
+                "topic" | "group" | "instance" => {
+                    p["schema"]["pattern"] = json!(NAME_PATTERN);
+                }
+                _ => {}
+            }
+            p
         })
         .collect()
 }
 
-fn error_responses(codes: &[&str]) -> Map<String, Value> {
+fn error_responses(path: &str, codes: &[&str]) -> Map<String, Value> {
+    let error = json!({"schema": {"$ref": "#/components/schemas/Error"}});
+    let mut content = Map::new();
+    content.insert("application/vnd.kafka.v2+json".to_string(), error.clone());
+    if path.starts_with("/v3") {
+        // v3's produce answers a record's error as v3 JSON.
+        content.insert("application/json".to_string(), error);
+    }
     let mut m = Map::new();
     for c in codes {
         m.insert(
             (*c).to_string(),
             json!({"description": "An error: error_code and message, as Confluent's REST Proxy gives them",
-                   "content": {"application/vnd.kafka.v2+json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+                   "content": content}),
         );
     }
     m
@@ -45,12 +93,16 @@ fn op(
     errors: &[&str],
     query: Vec<Value>,
 ) -> Value {
-    let mut responses = error_responses(errors);
+    let mut responses = error_responses(path, errors);
     let (status, schema) = ok;
     let ok_body = if schema.is_null() {
         json!({"description": "Done"})
     } else {
-        json!({"description": "Done", "content": {"application/json": {"schema": schema}}})
+        let content: Map<String, Value> = success_types(path)
+            .iter()
+            .map(|t| ((*t).to_string(), json!({"schema": schema.clone()})))
+            .collect();
+        json!({"description": "Done", "content": content})
     };
     responses.insert(status.to_string(), ok_body);
     let mut params = path_params(path);
@@ -76,10 +128,68 @@ pub fn document() -> Value {
     let v2_json: &[&str] = &["application/vnd.kafka.v2+json", "application/json"];
     let produce_body = json!({"$ref": "#/components/schemas/ProduceRequest"});
     let produce_ok = json!({"$ref": "#/components/schemas/ProduceResponse"});
-    let partitions =
-        json!({"type": "object", "properties": {"partitions": {"type": "array", "items": obj}}});
-    let offsets =
-        json!({"type": "object", "properties": {"offsets": {"type": "array", "items": obj}}});
+    let int32 = json!({"type": "integer", "format": "int32"});
+    let int64 = json!({"type": "integer", "format": "int64"});
+    let string = json!({"type": "string"});
+    let strings = json!({"type": "array", "items": string});
+    let partition_ref = json!({"type": "object", "required": ["topic", "partition"], "properties": {
+        "topic": string, "partition": {"type": "integer", "format": "int32", "minimum": 0}}});
+    let partitions = json!({"type": "object", "required": ["partitions"],
+        "properties": {"partitions": {"type": "array", "items": partition_ref}}});
+    let offsets = json!({"type": "object", "required": ["offsets"], "properties": {"offsets": {
+        "type": "array", "items": {"type": "object", "required": ["topic", "partition", "offset"], "properties": {
+            "topic": string, "partition": {"type": "integer", "format": "int32", "minimum": 0},
+            "offset": int64, "metadata": {"type": "string", "nullable": true}}}}}});
+    let brokers = json!({"type": "object", "required": ["brokers"],
+        "properties": {"brokers": {"type": "array", "items": int32}}});
+    let partition_v2 = json!({"type": "object", "required": ["partition", "leader", "replicas"], "properties": {
+        "partition": int32, "leader": int32, "replicas": {"type": "array", "items": {
+            "type": "object", "required": ["broker", "leader", "in_sync"], "properties": {
+                "broker": int32, "leader": {"type": "boolean"}, "in_sync": {"type": "boolean"}}}}}});
+    let topic_v2 = json!({"type": "object", "required": ["name", "configs", "partitions"], "properties": {
+        "name": string, "configs": {"type": "object", "additionalProperties": {"type": "string"}},
+        "partitions": {"type": "array", "items": partition_v2}}});
+    let offsets_v2 = json!({"type": "object", "required": ["beginning_offset", "end_offset"],
+        "properties": {"beginning_offset": int64, "end_offset": int64}});
+    let create_consumer = json!({"type": "object", "properties": {
+        "name": {"type": "string", "pattern": NAME_PATTERN},
+        "format": {"type": "string", "enum": ["binary", "json"]},
+        "auto.offset.reset": {"type": "string", "enum": ["earliest", "latest"]},
+        "auto.commit.enable": {"type": "string", "enum": ["true", "false"]},
+        "consumer.request.timeout.ms": {"type": "string", "pattern": "^[0-9]{1,6}$"},
+        "fetch.min.bytes": {"type": "string"}}});
+    let consumer_created = json!({"type": "object", "required": ["instance_id", "base_uri"],
+        "properties": {"instance_id": string, "base_uri": string}});
+    let subscription = json!({"type": "object", "properties": {
+        "topics": {"type": "array", "minItems": 1, "items": string}, "topic_pattern": string}});
+    let subscribed =
+        json!({"type": "object", "required": ["topics"], "properties": {"topics": strings}});
+    let consumed = json!({"type": "array", "items": {"type": "object",
+        "required": ["topic", "partition", "offset", "key", "value"], "properties": {
+            "topic": string, "partition": int32, "offset": int64, "key": {"nullable": true},
+            "value": {"nullable": true}, "headers": {"type": "array", "items": obj}}}});
+    // v3's resources: a kind and metadata, and for lists their data.
+    let v3_one = json!({"type": "object", "required": ["kind", "metadata"],
+        "properties": {"kind": string, "metadata": obj}});
+    let v3_list = json!({"type": "object", "required": ["kind", "metadata", "data"], "properties": {
+        "kind": string, "metadata": obj, "data": {"type": "array", "items": v3_one}}});
+    let create_topic = json!({"type": "object", "required": ["topic_name"], "properties": {
+        "topic_name": {"type": "string", "pattern": NAME_PATTERN},
+        "partitions_count": {"type": "integer", "format": "int32", "minimum": 1},
+        "replication_factor": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 32767},
+        "configs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+            "name": string, "value": {"type": "string", "nullable": true}}}}}});
+    let v3_data = json!({"type": "object", "additionalProperties": false, "properties": {
+        "type": {"type": "string", "enum": ["BINARY", "JSON", "STRING"]}, "data": {"nullable": true}}});
+    let v3_record = json!({"type": "object", "properties": {
+        "partition_id": {"type": "integer", "format": "int32", "minimum": 0},
+        "headers": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+            "name": string, "value": {"type": "string", "nullable": true, "format": "byte"}}}},
+        "key": v3_data, "value": v3_data,
+        "timestamp": {"type": "string", "format": "date-time"}}});
+    let v3_produced = json!({"type": "object", "required": ["error_code"], "properties": {
+        "error_code": int32, "cluster_id": string, "topic_name": string, "partition_id": int32,
+        "offset": int64, "timestamp": {"type": "string", "nullable": true}, "message": string}});
     let c = "/consumers/{group}/instances/{instance}";
     let v3c = "/v3/clusters/{cluster}";
     let mut paths = Map::new();
@@ -124,7 +234,7 @@ pub fn document() -> Value {
                     "/topics/{topic}",
                     "A topic: configs and partitions",
                     None,
-                    ("200", obj.clone()),
+                    ("200", topic_v2),
                     &["404", "500"],
                     vec![],
                 ),
@@ -150,7 +260,10 @@ pub fn document() -> Value {
                 "/topics/{topic}/partitions",
                 "A topic's partitions",
                 None,
-                ("200", json!({"type": "array", "items": obj})),
+                (
+                    "200",
+                    json!({"type": "array", "items": partition_v2.clone()}),
+                ),
                 &["404", "500"],
                 vec![],
             ),
@@ -165,7 +278,7 @@ pub fn document() -> Value {
                     "/topics/{topic}/partitions/{partition}",
                     "One partition",
                     None,
-                    ("200", obj.clone()),
+                    ("200", partition_v2),
                     &["404", "500"],
                     vec![],
                 ),
@@ -191,7 +304,7 @@ pub fn document() -> Value {
                 "/topics/{topic}/partitions/{partition}/offsets",
                 "Beginning and end offsets",
                 None,
-                ("200", obj.clone()),
+                ("200", offsets_v2),
                 &["404", "500"],
                 vec![],
             ),
@@ -205,7 +318,7 @@ pub fn document() -> Value {
                 "/brokers",
                 "Broker ids",
                 None,
-                ("200", obj.clone()),
+                ("200", brokers),
                 &["500"],
                 vec![],
             ),
@@ -215,14 +328,15 @@ pub fn document() -> Value {
         "/consumers/{group}",
         vec![(
             "post",
-            op(
+            // Without a body, the defaults (as Confluent's proxy takes it).
+            optional_body(op(
                 "/consumers/{group}",
                 "Create a consumer instance",
-                Some((v2_json, obj.clone())),
-                ("200", obj.clone()),
+                Some((v2_json, create_consumer)),
+                ("200", consumer_created),
                 &["400", "409", "415", "422", "429"],
                 vec![],
-            ),
+            )),
         )],
     );
     add(
@@ -248,7 +362,7 @@ pub fn document() -> Value {
                 op(
                     &sub,
                     "Subscribe to topics",
-                    Some((v2_json, obj.clone())),
+                    Some((v2_json, subscription)),
                     ("204", Value::Null),
                     &["400", "404", "409", "415", "422"],
                     vec![],
@@ -260,7 +374,7 @@ pub fn document() -> Value {
                     &sub,
                     "The subscribed topics",
                     None,
-                    ("200", obj.clone()),
+                    ("200", subscribed),
                     &["404"],
                     vec![],
                 ),
@@ -368,39 +482,43 @@ pub fn document() -> Value {
                 &rec,
                 "Fetch records",
                 None,
-                ("200", json!({"type": "array", "items": obj})),
-                &["404", "406", "500"],
+                ("200", consumed),
+                &["400", "404", "406", "500"],
                 vec![
-                    param(
+                    non_negative(param(
                         "timeout",
                         "integer",
                         "query",
                         false,
                         "Longest wait for records, ms",
-                    ),
-                    param(
+                    )),
+                    non_negative(param(
                         "max_bytes",
                         "integer",
                         "query",
                         false,
                         "Most bytes of keys and values returned",
-                    ),
+                    )),
                 ],
             ),
         )],
     );
     let ws = "/ws/v1/topics/{topic}/records";
-    add(ws, vec![("get", op(ws, "A live stream of records: a WebSocket (Upgrade: websocket), or Server-Sent Events with Accept: text/event-stream", None, ("200", any.clone()), &["400", "404", "406", "429", "500"], vec![
+    add(ws, vec![("get", op(ws, "A live stream of records: a WebSocket (Upgrade: websocket), or Server-Sent Events with Accept: text/event-stream", None, ("200", any.clone()), &["400", "403", "404", "406", "429", "500"], vec![
         param("from", "string", "query", false, "earliest, latest (default), an offset, or an RFC 3339 date-time"),
         param("partitions", "string", "query", false, "Comma-separated partitions (default: all)"),
         param("group", "string", "query", false, "Start from this group's committed offsets and commit acknowledged records for it"),
-        param("format", "string", "query", false, "json (default) or binary"),
+        formats(param("format", "string", "query", false, "json (default) or binary")),
     ]))]);
-    for (suffix, what) in [
-        ("", "Consumer groups"),
-        ("/{group}", "A consumer group"),
-        ("/{group}/lags", "Lag per partition of a group"),
-        ("/{group}/lag-summary", "A group's total and largest lag"),
+    for (suffix, what, answer) in [
+        ("", "Consumer groups", &v3_list),
+        ("/{group}", "A consumer group", &v3_one),
+        ("/{group}/lags", "Lag per partition of a group", &v3_list),
+        (
+            "/{group}/lag-summary",
+            "A group's total and largest lag",
+            &v3_one,
+        ),
     ] {
         let p = format!("/v3/clusters/{{cluster}}/consumer-groups{suffix}");
         add(
@@ -411,7 +529,7 @@ pub fn document() -> Value {
                     &p,
                     what,
                     None,
-                    ("200", obj.clone()),
+                    ("200", answer.clone()),
                     &["404", "500"],
                     vec![],
                 ),
@@ -427,7 +545,7 @@ pub fn document() -> Value {
                 cfg,
                 "A topic's configs",
                 None,
-                ("200", obj.clone()),
+                ("200", v3_list.clone()),
                 &["404", "500"],
                 vec![],
             ),
@@ -443,7 +561,7 @@ pub fn document() -> Value {
                     &one,
                     "One config of a topic",
                     None,
-                    ("200", obj.clone()),
+                    ("200", v3_one.clone()),
                     &["404", "500"],
                     vec![],
                 ),
@@ -476,8 +594,8 @@ pub fn document() -> Value {
         ],
     );
     let wp = "/ws/v1/topics/{topic}/produce";
-    add(wp, vec![("get", op(wp, "A WebSocket whose text messages are records (as in v2's produce), each answered in order with its partition and offset or an error", None, ("101", Value::Null), &["400", "404", "426", "429", "500"], vec![
-        param("format", "string", "query", false, "json (default) or binary"),
+    add(wp, vec![("get", op(wp, "A WebSocket whose text messages are records (as in v2's produce), each answered in order with its partition and offset or an error", None, ("101", Value::Null), &["400", "403", "404", "426", "429", "500"], vec![
+        formats(param("format", "string", "query", false, "json (default) or binary")),
     ]))]);
     add(
         "/v3/clusters",
@@ -487,7 +605,7 @@ pub fn document() -> Value {
                 "/v3/clusters",
                 "The cluster",
                 None,
-                ("200", obj.clone()),
+                ("200", v3_list.clone()),
                 &["500"],
                 vec![],
             ),
@@ -501,7 +619,7 @@ pub fn document() -> Value {
                 v3c,
                 "The cluster",
                 None,
-                ("200", obj.clone()),
+                ("200", v3_one.clone()),
                 &["404", "500"],
                 vec![],
             ),
@@ -517,7 +635,7 @@ pub fn document() -> Value {
                     &t,
                     "Topics",
                     None,
-                    ("200", obj.clone()),
+                    ("200", v3_list.clone()),
                     &["404", "500"],
                     vec![],
                 ),
@@ -527,8 +645,8 @@ pub fn document() -> Value {
                 op(
                     &t,
                     "Create a topic",
-                    Some((&["application/json"], obj.clone())),
-                    ("201", obj.clone()),
+                    Some((&["application/json"], create_topic)),
+                    ("201", v3_one.clone()),
                     &["400", "404", "415", "422", "500"],
                     vec![],
                 ),
@@ -545,7 +663,7 @@ pub fn document() -> Value {
                     &tt,
                     "A topic",
                     None,
-                    ("200", obj.clone()),
+                    ("200", v3_one.clone()),
                     &["404", "500"],
                     vec![],
                 ),
@@ -572,7 +690,7 @@ pub fn document() -> Value {
                 &tp,
                 "A topic's partitions",
                 None,
-                ("200", obj.clone()),
+                ("200", v3_list.clone()),
                 &["404", "500"],
                 vec![],
             ),
@@ -587,7 +705,7 @@ pub fn document() -> Value {
                 &tpp,
                 "A partition",
                 None,
-                ("200", obj.clone()),
+                ("200", v3_one.clone()),
                 &["404", "500"],
                 vec![],
             ),
@@ -601,8 +719,8 @@ pub fn document() -> Value {
             op(
                 &tr,
                 "Produce records: one JSON object, or several concatenated, each answered",
-                Some((&["application/json"], obj.clone())),
-                ("200", obj.clone()),
+                Some((&["application/json"], v3_record)),
+                ("200", v3_produced),
                 &["400", "404", "413", "415", "422", "500"],
                 vec![],
             ),

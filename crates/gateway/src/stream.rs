@@ -173,6 +173,9 @@ async fn stream(
             "a record stream is a WebSocket (Upgrade: websocket) or Server-Sent Events (Accept: text/event-stream)",
         ));
     }
+    if websocket {
+        crate::cors::check_websocket_origin(&gw, &parts.headers)?;
+    }
     let format = match q.format.as_deref() {
         None => Format::Json,
         Some(f) => Format::parse(f)
@@ -230,6 +233,26 @@ async fn stream(
             }
         }
     }
+    if sse {
+        // An EventSource reconnecting after a drop names the last event it
+        // got: carry on after it rather than at `from` again.
+        if let Some(last) = parts.headers.get("last-event-id") {
+            let last = last
+                .to_str()
+                .ok()
+                .and_then(parse_event_id)
+                .ok_or_else(|| {
+                    RestError::bad_request(
+                        "Last-Event-ID: expected PARTITION:OFFSET[,PARTITION:OFFSET...] as this stream's events name them",
+                    )
+                })?;
+            for (p, o) in last {
+                if let Some(pos) = positions.get_mut(&p) {
+                    *pos = o.saturating_add(1);
+                }
+            }
+        }
+    }
     let acks = q.group.clone().map(|g| Acks {
         client: client.clone(),
         group: g,
@@ -255,21 +278,70 @@ async fn stream(
             fetcher.abort();
         }))
     } else {
+        // The last offset delivered per partition (one before the start
+        // where none was yet): each event's id, so that a reconnecting
+        // EventSource resumes every partition where it was.
+        let delivered: BTreeMap<i32, i64> = tail
+            .positions
+            .iter()
+            .map(|(p, o)| (*p, o.saturating_sub(1)))
+            .collect();
         let fetcher = tokio::spawn(run_tail(tail, tx));
-        let events = futures_util::stream::unfold((rx, fetcher), |(mut rx, fetcher)| async move {
-            let v = rx.recv().await?;
-            let id = format!(
-                "{}:{}",
-                v["partition"].as_i64().unwrap_or(-1),
-                v["offset"].as_i64().unwrap_or(-1)
-            );
-            let event = Event::default().event("record").id(id).data(v.to_string());
-            Some((Ok::<Event, Infallible>(event), (rx, fetcher)))
-        });
+        let events = futures_util::stream::unfold(
+            (rx, fetcher, delivered),
+            |(mut rx, fetcher, mut delivered)| async move {
+                let v = rx.recv().await?;
+                let p = v["partition"]
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .unwrap_or(-1);
+                let o = v["offset"].as_i64().unwrap_or(-1);
+                delivered.insert(p, o);
+                let event = Event::default()
+                    .event("record")
+                    .id(event_id(&delivered, p, o))
+                    .data(v.to_string());
+                Some((Ok::<Event, Infallible>(event), (rx, fetcher, delivered)))
+            },
+        );
         Ok(Sse::new(events)
             .keep_alive(KeepAlive::new().interval(keepalive(&gw)))
             .into_response())
     }
+}
+
+/// Streams of more partitions than this name only the record's own
+/// partition in their event ids, which stay short; a reconnect then resumes
+/// that partition, the others at `from`.
+const EVENT_ID_MAX_PARTITIONS: usize = 100;
+
+/// `P:O,P:O,...`: the last offset delivered on each partition of the stream.
+fn event_id(delivered: &BTreeMap<i32, i64>, partition: i32, offset: i64) -> String {
+    if delivered.len() > EVENT_ID_MAX_PARTITIONS {
+        return format!("{partition}:{offset}");
+    }
+    let mut id = String::with_capacity(delivered.len() * 12);
+    for (i, (p, o)) in delivered.iter().enumerate() {
+        if i > 0 {
+            id.push(',');
+        }
+        id.push_str(&format!("{p}:{o}"));
+    }
+    id
+}
+
+/// An event id as [`event_id`] writes it; `None` when it is not one.
+fn parse_event_id(s: &str) -> Option<Vec<(i32, i64)>> {
+    let mut out = Vec::new();
+    for pair in s.split(',') {
+        let (p, o) = pair.trim().split_once(':')?;
+        let (p, o): (i32, i64) = (p.parse().ok()?, o.parse().ok()?);
+        if p < 0 || o < -1 || out.len() >= EVENT_ID_MAX_PARTITIONS {
+            return None;
+        }
+        out.push((p, o));
+    }
+    Some(out)
 }
 
 async fn start_positions(
@@ -520,6 +592,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_ids_name_every_partition_and_parse_back() {
+        let mut delivered: BTreeMap<i32, i64> = [(0, 4), (1, -1), (2, 9)].into_iter().collect();
+        let id = event_id(&delivered, 0, 4);
+        assert_eq!(id, "0:4,1:-1,2:9");
+        assert_eq!(parse_event_id(&id), Some(vec![(0, 4), (1, -1), (2, 9)]));
+        assert_eq!(parse_event_id("0:2"), Some(vec![(0, 2)]));
+        for bad in ["", "0", "0:x", "-1:3", "0:-2", "0:1,", "a:b"] {
+            assert_eq!(parse_event_id(bad), None, "{bad}");
+        }
+        let too_many = vec!["0:1"; EVENT_ID_MAX_PARTITIONS + 1].join(",");
+        assert_eq!(parse_event_id(&too_many), None);
+        delivered.extend((3..=EVENT_ID_MAX_PARTITIONS as i32).map(|p| (p, 0)));
+        assert_eq!(event_id(&delivered, 2, 9), "2:9");
+    }
+
+    #[test]
     fn from_takes_names_offsets_and_date_times() {
         assert_eq!(parse_from("earliest"), Ok(From::Spec(OffsetSpec::Earliest)));
         assert_eq!(parse_from("latest"), Ok(From::Spec(OffsetSpec::Latest)));
@@ -574,6 +662,7 @@ async fn produce_route(
         Some(f) => Format::parse(f)
             .ok_or_else(|| RestError::bad_request(format!("format={f:?}: use json or binary")))?,
     };
+    crate::cors::check_websocket_origin(&gw, &parts.headers)?;
     let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
         .await
         .map_err(|e| {
@@ -602,7 +691,7 @@ fn failure(e: &RestError) -> Value {
 
 async fn produce_one(gw: Arc<Gateway>, topic: Arc<str>, format: Format, text: String) -> Value {
     let record: crate::v2::ProduceRecordIn = match crate::parse_json(text.as_bytes()) {
-        Ok(r) => r,
+        Ok(crate::ObjectOnly(r)) => r,
         Err(e) => return failure(&e),
     };
     let (explicit, mut record) = match crate::v2::decode_records(format, vec![record]) {

@@ -195,7 +195,7 @@ async fn list_brokers(State(gw): State<Arc<Gateway>>) -> RestResult<Response> {
 
 #[derive(Debug, Deserialize)]
 struct ProduceBody {
-    records: Vec<ProduceRecordIn>,
+    records: Vec<crate::ObjectOnly<ProduceRecordIn>>,
     // Schema fields belong to the schema-based formats; they are refused
     // with the format (415) and ignored here.
     #[serde(default)]
@@ -220,7 +220,7 @@ pub(crate) struct ProduceRecordIn {
     value: Value,
     #[serde(default)]
     partition: Option<i32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects")]
     headers: Vec<HeaderIn>,
     /// Milliseconds since the epoch (Strom's extension; now if absent).
     #[serde(default)]
@@ -269,7 +269,7 @@ async fn produce(
             req.records.len()
         )));
     }
-    let records = decode_records(format, req.records)?;
+    let records = decode_records(format, req.records.into_iter().map(|r| r.0).collect())?;
     // As a Kafka producer does, the metadata request may create the topic
     // when the cluster auto-creates topics; otherwise an unknown topic is 404.
     let meta = produce_meta(

@@ -175,6 +175,9 @@ async fn list_topics(
     ))
 }
 
+/// Kafka's code for a topic name it refuses.
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+
 fn topic_not_found_v3(topic: &str) -> RestError {
     RestError::status(
         StatusCode::NOT_FOUND,
@@ -188,7 +191,10 @@ async fn meta_v3(gw: &Gateway, topic: &str) -> RestResult<TopicMeta> {
         .topic_metadata(topic, false)
         .await
         .map_err(|e| match e.code() {
-            Some(KafkaCode::UNKNOWN_TOPIC_OR_PARTITION) => topic_not_found_v3(topic),
+            // A name Kafka calls invalid names no topic there is.
+            Some(KafkaCode::UNKNOWN_TOPIC_OR_PARTITION | INVALID_TOPIC_EXCEPTION) => {
+                topic_not_found_v3(topic)
+            }
             _ => RestError::kafka(&e, None),
         })
 }
@@ -219,7 +225,7 @@ struct CreateTopicBody {
     partitions_count: Option<i32>,
     #[serde(default)]
     replication_factor: Option<i16>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects")]
     configs: Vec<ConfigIn>,
 }
 
@@ -287,7 +293,12 @@ async fn delete_topic(
         .map_err(|e| RestError::kafka(&e, None))?;
     match deleted.into_iter().next() {
         Some(Ok(())) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Some(Err(e)) if e.code() == Some(KafkaCode::UNKNOWN_TOPIC_OR_PARTITION) => {
+        Some(Err(e))
+            if matches!(
+                e.code(),
+                Some(KafkaCode::UNKNOWN_TOPIC_OR_PARTITION | INVALID_TOPIC_EXCEPTION)
+            ) =>
+        {
             Err(topic_not_found_v3(&topic))
         }
         Some(Err(e)) => Err(RestError::kafka(&e, None)),
@@ -369,7 +380,7 @@ struct DataIn {
 struct RecordIn {
     #[serde(default)]
     partition_id: Option<i32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects")]
     headers: Vec<HeaderIn>,
     #[serde(default)]
     key: Option<DataIn>,

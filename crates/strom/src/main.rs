@@ -188,6 +188,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let gateway = match cli::gateway::config_for_broker(&config) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("strom: configuration error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             // Process-wide settings, made while this is the only thread.
             strom_broker::memory::keep_freed_memory();
             strom_broker::memory::raise_open_files_limit();
@@ -204,7 +211,7 @@ fn main() -> ExitCode {
             };
             let served = runtime.block_on(async {
                 let signal = shutdown_signal();
-                cli::gateway::start_in_broker(&config).await?;
+                cli::gateway::start_in_broker(&config, gateway).await?;
                 strom_broker::server::run(config, signal).await
             });
             match served {

@@ -1,0 +1,39 @@
+//! Strom's security layer, after Kafka's `org.apache.kafka.common.security` (SASL servers,
+//! principals, SSL principal mapping) and `org.apache.kafka.metadata.authorizer` (the
+//! `StandardAuthorizer`).
+//!
+//! Everything here is sans-io where it can be: the SASL servers take a message and answer
+//! one, the authorizer answers from the ACLs it was given, and the TLS module only builds
+//! rustls configurations from Kafka's `ssl.*` settings. Wiring into listeners, the handler
+//! table and the metadata log belongs to the broker.
+
+pub mod authorizer;
+pub mod oauthbearer;
+pub mod plain;
+pub mod principal;
+pub mod principal_mapper;
+pub mod scram;
+pub mod tls;
+
+pub use principal::KafkaPrincipal;
+
+/// Compares two secrets in time that depends only on their lengths, so a client cannot learn
+/// a password or key byte by byte from response times.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ct_eq_compares() {
+        assert!(super::ct_eq(b"abc", b"abc"));
+        assert!(!super::ct_eq(b"abc", b"abd"));
+        assert!(!super::ct_eq(b"abc", b"ab"));
+        assert!(super::ct_eq(b"", b""));
+    }
+}

@@ -1,0 +1,1037 @@
+//! SCRAM-SHA-256 and SCRAM-SHA-512, server side (RFC 5802, RFC 7677), after Kafka's
+//! `org.apache.kafka.common.security.scram` (`ScramSaslServer`, `ScramFormatter`,
+//! `ScramMessages`, `ScramCredential`).
+//!
+//! Sans-io: [`ScramServer::evaluate`] takes one SaslAuthenticate payload and gives the bytes to
+//! answer with; the caller owns the socket and the credential store. Credentials are what
+//! Kafka's `UserScramCredentialRecord` holds (salt, StoredKey, ServerKey, iterations), never
+//! the password, so a leaked metadata log does not give out passwords.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ring::{digest, hmac, pbkdf2};
+use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
+
+use crate::ct_eq;
+
+/// Kafka's `ScramMechanism.minIterations`: fewer are refused in credentials and exchanges.
+pub const MIN_ITERATIONS: u32 = 4096;
+/// KIP-554's upper bound on iterations for AlterUserScramCredentials (Kafka's
+/// `ScramMechanism.maxIterations`): a client must not make the broker spin for long.
+pub const MAX_ITERATIONS: u32 = 16384;
+/// Length of the salts this module makes (Kafka's `ScramFormatter.secureRandomBytes` too).
+pub const DEFAULT_SALT_BYTES: usize = 32;
+/// Random bytes in a server nonce before base64.
+const SERVER_NONCE_BYTES: usize = 24;
+
+/// The two SCRAM mechanisms Kafka supports, with their SASL names and the type codes of
+/// `UserScramCredentialRecord.mechanism` / `ScramMechanism.type()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ScramMechanism {
+    #[serde(rename = "SCRAM-SHA-256")]
+    Sha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    Sha512,
+}
+
+impl ScramMechanism {
+    /// The SASL mechanism name, as in `sasl.enabled.mechanisms` and SaslHandshake.
+    pub fn mechanism_name(self) -> &'static str {
+        match self {
+            ScramMechanism::Sha256 => "SCRAM-SHA-256",
+            ScramMechanism::Sha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// Parses a SASL mechanism name; `None` for anything else.
+    pub fn from_mechanism_name(name: &str) -> Option<Self> {
+        match name {
+            "SCRAM-SHA-256" => Some(ScramMechanism::Sha256),
+            "SCRAM-SHA-512" => Some(ScramMechanism::Sha512),
+            _ => None,
+        }
+    }
+
+    /// Kafka's wire code (`ScramMechanism.type()`), used by DescribeUserScramCredentials,
+    /// AlterUserScramCredentials and the metadata record.
+    pub fn type_code(self) -> i8 {
+        match self {
+            ScramMechanism::Sha256 => 1,
+            ScramMechanism::Sha512 => 2,
+        }
+    }
+
+    /// The inverse of [`Self::type_code`]; 0 is Kafka's UNKNOWN and gives `None`.
+    pub fn from_type_code(code: i8) -> Option<Self> {
+        match code {
+            1 => Some(ScramMechanism::Sha256),
+            2 => Some(ScramMechanism::Sha512),
+            _ => None,
+        }
+    }
+
+    fn digest_alg(self) -> &'static digest::Algorithm {
+        match self {
+            ScramMechanism::Sha256 => &digest::SHA256,
+            ScramMechanism::Sha512 => &digest::SHA512,
+        }
+    }
+
+    fn hmac_alg(self) -> hmac::Algorithm {
+        match self {
+            ScramMechanism::Sha256 => hmac::HMAC_SHA256,
+            ScramMechanism::Sha512 => hmac::HMAC_SHA512,
+        }
+    }
+
+    fn pbkdf2_alg(self) -> pbkdf2::Algorithm {
+        match self {
+            ScramMechanism::Sha256 => pbkdf2::PBKDF2_HMAC_SHA256,
+            ScramMechanism::Sha512 => pbkdf2::PBKDF2_HMAC_SHA512,
+        }
+    }
+
+    fn hash(self, data: &[u8]) -> Vec<u8> {
+        digest::digest(self.digest_alg(), data).as_ref().to_vec()
+    }
+
+    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+        let key = hmac::Key::new(self.hmac_alg(), key);
+        hmac::sign(&key, data).as_ref().to_vec()
+    }
+
+    /// RFC 5802's `Hi(password, salt, i)`, which is PBKDF2 with the mechanism's HMAC.
+    fn salted_password(self, password: &[u8], salt: &[u8], iterations: NonZeroU32) -> Vec<u8> {
+        let mut out = vec![0u8; self.digest_alg().output_len()];
+        pbkdf2::derive(self.pbkdf2_alg(), iterations, salt, password, &mut out);
+        out
+    }
+
+    fn output_len_bytes(self) -> usize {
+        self.digest_alg().output_len()
+    }
+}
+
+/// What SCRAM and KIP-554 refuse. The messages are the ones a client sees in
+/// SaslAuthenticate's or AlterUserScramCredentials' error message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScramError {
+    #[error("Invalid SCRAM client first message: {0}")]
+    InvalidClientFirst(&'static str),
+    #[error("Invalid SCRAM client final message: {0}")]
+    InvalidClientFinal(&'static str),
+    #[error("Authentication failed: Invalid user credentials")]
+    InvalidCredentials,
+    #[error("Authentication failed: Client requested an authorization id that is different from username")]
+    AuthorizationIdMismatch,
+    #[error("Authentication failed: channel binding is not supported")]
+    ChannelBindingUnsupported,
+    #[error("Authentication failed: delegation tokens (tokenauth) are not supported")]
+    TokenAuthUnsupported,
+    #[error("Authentication failed: Invalid client nonce in the final client message")]
+    NonceMismatch,
+    #[error("Iterations {iterations} is less than the minimum {minimum} for {mechanism}")]
+    TooFewIterations {
+        mechanism: &'static str,
+        iterations: u32,
+        minimum: u32,
+    },
+    #[error("Too many iterations: {iterations} exceeds the maximum {maximum}")]
+    TooManyIterations { iterations: u32, maximum: u32 },
+    #[error("Salt must not be empty")]
+    EmptySalt,
+    #[error("Username must not be empty")]
+    EmptyUsername,
+    #[error(
+        "Credential for {mechanism} has a {field} of {got_bytes} bytes, expected {expected_bytes}"
+    )]
+    BadKeyLength {
+        mechanism: &'static str,
+        field: &'static str,
+        got_bytes: usize,
+        expected_bytes: usize,
+    },
+    #[error("The SCRAM exchange is already finished")]
+    ExchangeFinished,
+}
+
+/// A user's SCRAM credential for one mechanism: what Kafka's `UserScramCredentialRecord`
+/// holds (name, mechanism, salt, stored key, server key, iterations), minus the user name,
+/// which is the key it is stored under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredential {
+    pub mechanism: ScramMechanism,
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: u32,
+}
+
+impl ScramCredential {
+    /// Derives a credential from a password with a fresh random salt (what `strom user
+    /// create` and Kafka's `kafka-configs.sh --add-config SCRAM-...` do client-side).
+    pub fn generate(
+        mechanism: ScramMechanism,
+        password: &str,
+        iterations: u32,
+    ) -> Result<Self, ScramError> {
+        let salt = random_bytes(DEFAULT_SALT_BYTES);
+        Self::derive(mechanism, password, &salt, iterations)
+    }
+
+    /// RFC 5802's key derivation: SaltedPassword = Hi(password, salt, i), StoredKey =
+    /// H(HMAC(SaltedPassword, "Client Key")), ServerKey = HMAC(SaltedPassword, "Server Key").
+    /// Kafka's SCRAM is SASLprep-free: the password's UTF-8 bytes are used as they are.
+    pub fn derive(
+        mechanism: ScramMechanism,
+        password: &str,
+        salt: &[u8],
+        iterations: u32,
+    ) -> Result<Self, ScramError> {
+        validate_iterations(mechanism, iterations)?;
+        if salt.is_empty() {
+            return Err(ScramError::EmptySalt);
+        }
+        let Some(nz) = NonZeroU32::new(iterations) else {
+            return Err(ScramError::TooFewIterations {
+                mechanism: mechanism.mechanism_name(),
+                iterations,
+                minimum: MIN_ITERATIONS,
+            });
+        };
+        let salted = mechanism.salted_password(password.as_bytes(), salt, nz);
+        Ok(Self::from_salted_password(
+            mechanism, &salted, salt, iterations,
+        ))
+    }
+
+    /// KIP-554's AlterUserScramCredentials upsertion carries the salted password (the client
+    /// ran Hi), not the password; this builds the stored credential from it.
+    pub fn from_upsertion(
+        mechanism: ScramMechanism,
+        user: &str,
+        salt: &[u8],
+        salted_password: &[u8],
+        iterations: u32,
+    ) -> Result<Self, ScramError> {
+        validate_upsertion(mechanism, user, salt, iterations)?;
+        if salted_password.len() != mechanism.output_len_bytes() {
+            return Err(ScramError::BadKeyLength {
+                mechanism: mechanism.mechanism_name(),
+                field: "salted password",
+                got_bytes: salted_password.len(),
+                expected_bytes: mechanism.output_len_bytes(),
+            });
+        }
+        Ok(Self::from_salted_password(
+            mechanism,
+            salted_password,
+            salt,
+            iterations,
+        ))
+    }
+
+    fn from_salted_password(
+        mechanism: ScramMechanism,
+        salted_password: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Self {
+        let client_key = mechanism.hmac(salted_password, b"Client Key");
+        let stored_key = mechanism.hash(&client_key);
+        let server_key = mechanism.hmac(salted_password, b"Server Key");
+        ScramCredential {
+            mechanism,
+            salt: salt.to_vec(),
+            stored_key,
+            server_key,
+            iterations,
+        }
+    }
+
+    /// Checks a credential read back from a record (a damaged or hostile record must not
+    /// become a credential that any proof matches, e.g. an empty StoredKey).
+    pub fn validate(&self) -> Result<(), ScramError> {
+        validate_iterations(self.mechanism, self.iterations)?;
+        if self.salt.is_empty() {
+            return Err(ScramError::EmptySalt);
+        }
+        let expected = self.mechanism.output_len_bytes();
+        for (field, key) in [
+            ("stored key", &self.stored_key),
+            ("server key", &self.server_key),
+        ] {
+            if key.len() != expected {
+                return Err(ScramError::BadKeyLength {
+                    mechanism: self.mechanism.mechanism_name(),
+                    field,
+                    got_bytes: key.len(),
+                    expected_bytes: expected,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_iterations(mechanism: ScramMechanism, iterations: u32) -> Result<(), ScramError> {
+    if iterations < MIN_ITERATIONS {
+        return Err(ScramError::TooFewIterations {
+            mechanism: mechanism.mechanism_name(),
+            iterations,
+            minimum: MIN_ITERATIONS,
+        });
+    }
+    if iterations > MAX_ITERATIONS {
+        return Err(ScramError::TooManyIterations {
+            iterations,
+            maximum: MAX_ITERATIONS,
+        });
+    }
+    Ok(())
+}
+
+/// KIP-554's checks of one AlterUserScramCredentials upsertion before anything is derived or
+/// stored (the controller answers UNACCEPTABLE_CREDENTIAL with this error's message).
+/// Iterations are taken as the wire's i32, so a negative count is refused, not wrapped.
+pub fn validate_upsertion_wire(
+    mechanism: ScramMechanism,
+    user: &str,
+    salt: &[u8],
+    iterations: i32,
+) -> Result<(), ScramError> {
+    let Ok(iterations) = u32::try_from(iterations) else {
+        return Err(ScramError::TooFewIterations {
+            mechanism: mechanism.mechanism_name(),
+            iterations: 0,
+            minimum: MIN_ITERATIONS,
+        });
+    };
+    validate_upsertion(mechanism, user, salt, iterations)
+}
+
+/// [`validate_upsertion_wire`] for an already non-negative iteration count.
+pub fn validate_upsertion(
+    mechanism: ScramMechanism,
+    user: &str,
+    salt: &[u8],
+    iterations: u32,
+) -> Result<(), ScramError> {
+    if user.is_empty() {
+        return Err(ScramError::EmptyUsername);
+    }
+    validate_iterations(mechanism, iterations)?;
+    if salt.is_empty() {
+        return Err(ScramError::EmptySalt);
+    }
+    Ok(())
+}
+
+/// Kafka's `ScramFormatter.username`: a saslname decodes `=2C` to `,` and `=3D` to `=`; any
+/// other `=` is malformed (RFC 5802 section 5.1).
+pub fn decode_saslname(saslname: &str) -> Option<String> {
+    let mut out = String::with_capacity(saslname.len());
+    let mut rest = saslname;
+    while let Some(pos) = rest.find('=') {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        if tail.starts_with("=2C") {
+            out.push(',');
+        } else if tail.starts_with("=3D") {
+            out.push('=');
+        } else {
+            return None;
+        }
+        rest = &tail[3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The inverse of [`decode_saslname`] (Kafka's `ScramFormatter.saslName`), for clients.
+pub fn encode_saslname(username: &str) -> String {
+    username.replace('=', "=3D").replace(',', "=2C")
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    use ring::rand::SecureRandom;
+    let mut out = vec![0u8; len];
+    // SystemRandom fails only when the OS has no entropy source at all; a zero nonce then
+    // still differs from the client's, and a salt of zeros is only as weak as no salt.
+    if ring::rand::SystemRandom::new().fill(&mut out).is_err() {
+        tracing::error!("the system random source failed; SCRAM salt/nonce is not random");
+    }
+    out
+}
+
+/// RFC 5802's `printable` for nonces: 0x21..=0x7E except ','.
+fn valid_nonce(nonce: &str) -> bool {
+    !nonce.is_empty()
+        && nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+}
+
+/// A parsed client-first message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFirst {
+    /// The GS2 header as sent (`n,,` or `n,a=<authzid>,`); the client-final's `c=` must be
+    /// its base64.
+    pub gs2_header: String,
+    pub authzid: Option<String>,
+    pub username: String,
+    pub nonce: String,
+    /// `client-first-message-bare`, part of the AuthMessage that both sides sign.
+    pub bare: String,
+}
+
+/// Parses RFC 5802's client-first-message with Kafka's rules: channel binding is never
+/// used (`n`; `y` and `p` are refused), the authzid if present must be a saslname,
+/// reserved-mext (`m=`) is refused, and extensions after the nonce are allowed except
+/// `tokenauth`, which asks for delegation-token authentication.
+pub fn parse_client_first(message: &[u8]) -> Result<ClientFirst, ScramError> {
+    let text =
+        std::str::from_utf8(message).map_err(|_| ScramError::InvalidClientFirst("not UTF-8"))?;
+    let (cbind, rest) = text
+        .split_once(',')
+        .ok_or(ScramError::InvalidClientFirst("no GS2 header"))?;
+    match cbind {
+        "n" => {}
+        // Kafka accepts only "n": "y" (client could bind, thinks we cannot) is refused too.
+        "y" => return Err(ScramError::ChannelBindingUnsupported),
+        c if c.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
+        _ => return Err(ScramError::InvalidClientFirst("bad channel binding flag")),
+    }
+    let (authz, bare) = rest
+        .split_once(',')
+        .ok_or(ScramError::InvalidClientFirst("no GS2 header"))?;
+    let authzid = if authz.is_empty() {
+        None
+    } else if let Some(a) = authz.strip_prefix("a=") {
+        Some(decode_saslname(a).ok_or(ScramError::InvalidClientFirst("bad authzid"))?)
+    } else {
+        return Err(ScramError::InvalidClientFirst("bad authzid"));
+    };
+    let gs2_header = format!("{cbind},{authz},");
+
+    let mut attrs = bare.split(',');
+    let user_attr = attrs
+        .next()
+        .ok_or(ScramError::InvalidClientFirst("no username"))?;
+    if user_attr.starts_with("m=") {
+        return Err(ScramError::InvalidClientFirst(
+            "mandatory extensions are not supported",
+        ));
+    }
+    let saslname = user_attr
+        .strip_prefix("n=")
+        .ok_or(ScramError::InvalidClientFirst("no username"))?;
+    let username =
+        decode_saslname(saslname).ok_or(ScramError::InvalidClientFirst("bad username escape"))?;
+    if username.is_empty() {
+        return Err(ScramError::InvalidClientFirst("empty username"));
+    }
+    let nonce = attrs
+        .next()
+        .and_then(|a| a.strip_prefix("r="))
+        .ok_or(ScramError::InvalidClientFirst("no nonce"))?;
+    if !valid_nonce(nonce) {
+        return Err(ScramError::InvalidClientFirst("bad nonce"));
+    }
+    for ext in attrs {
+        let (key, _value) = ext
+            .split_once('=')
+            .ok_or(ScramError::InvalidClientFirst("bad extension"))?;
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ScramError::InvalidClientFirst("bad extension"));
+        }
+        if key == "tokenauth" {
+            return Err(ScramError::TokenAuthUnsupported);
+        }
+    }
+    Ok(ClientFirst {
+        gs2_header,
+        authzid,
+        username,
+        nonce: nonce.to_string(),
+        bare: bare.to_string(),
+    })
+}
+
+/// A parsed client-final message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFinal {
+    pub channel_binding: Vec<u8>,
+    pub nonce: String,
+    pub proof: Vec<u8>,
+    /// `client-final-message-without-proof`, the last part of the AuthMessage.
+    pub without_proof: String,
+}
+
+/// Parses RFC 5802's client-final-message: `c=`, `r=`, optional extensions, `p=` last.
+pub fn parse_client_final(message: &[u8]) -> Result<ClientFinal, ScramError> {
+    let text =
+        std::str::from_utf8(message).map_err(|_| ScramError::InvalidClientFinal("not UTF-8"))?;
+    let (without_proof, proof) = text
+        .rsplit_once(",p=")
+        .ok_or(ScramError::InvalidClientFinal("no proof"))?;
+    let proof = B64
+        .decode(proof)
+        .map_err(|_| ScramError::InvalidClientFinal("proof is not base64"))?;
+    let mut attrs = without_proof.split(',');
+    let cb = attrs
+        .next()
+        .and_then(|a| a.strip_prefix("c="))
+        .ok_or(ScramError::InvalidClientFinal("no channel binding"))?;
+    let channel_binding = B64
+        .decode(cb)
+        .map_err(|_| ScramError::InvalidClientFinal("channel binding is not base64"))?;
+    let nonce = attrs
+        .next()
+        .and_then(|a| a.strip_prefix("r="))
+        .ok_or(ScramError::InvalidClientFinal("no nonce"))?;
+    if !valid_nonce(nonce) {
+        return Err(ScramError::InvalidClientFinal("bad nonce"));
+    }
+    for ext in attrs {
+        if !ext.contains('=') {
+            return Err(ScramError::InvalidClientFinal("bad extension"));
+        }
+    }
+    Ok(ClientFinal {
+        channel_binding,
+        nonce: nonce.to_string(),
+        proof,
+        without_proof: without_proof.to_string(),
+    })
+}
+
+enum State {
+    ReceiveClientFirst,
+    ReceiveClientFinal {
+        credential: ScramCredential,
+        client_first: ClientFirst,
+        server_first: String,
+        combined_nonce: String,
+    },
+    Complete,
+    Failed,
+}
+
+/// The outcome of one [`ScramServer::evaluate`] step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScramStep {
+    /// Send these bytes and wait for the client's next message.
+    Continue(Vec<u8>),
+    /// Send these bytes (server-final `v=`); the client is authenticated as `username`.
+    Complete { response: Vec<u8>, username: String },
+}
+
+/// Kafka's `ScramSaslServer`: client-first → server-first → client-final → server-final.
+/// Any error ends the exchange: later calls answer [`ScramError::ExchangeFinished`].
+pub struct ScramServer {
+    mechanism: ScramMechanism,
+    server_nonce: String,
+    state: State,
+}
+
+impl ScramServer {
+    /// A server for one exchange, with a fresh random server nonce.
+    pub fn new(mechanism: ScramMechanism) -> Self {
+        Self::with_server_nonce(mechanism, B64.encode(random_bytes(SERVER_NONCE_BYTES)))
+    }
+
+    /// A server whose nonce is given (tests against fixed vectors such as RFC 7677's).
+    pub fn with_server_nonce(mechanism: ScramMechanism, server_nonce: String) -> Self {
+        ScramServer {
+            mechanism,
+            server_nonce,
+            state: State::ReceiveClientFirst,
+        }
+    }
+
+    pub fn mechanism(&self) -> ScramMechanism {
+        self.mechanism
+    }
+
+    /// Whether the exchange has ended successfully.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.state, State::Complete)
+    }
+
+    /// Takes the client's next message. `lookup` is asked for the user's credential for this
+    /// mechanism once, on the client-first message; `None` fails the exchange as Kafka does.
+    pub fn evaluate(
+        &mut self,
+        message: &[u8],
+        lookup: impl FnOnce(&str) -> Option<ScramCredential>,
+    ) -> Result<ScramStep, ScramError> {
+        let state = std::mem::replace(&mut self.state, State::Failed);
+        let (next, result) = match state {
+            State::ReceiveClientFirst => match self.on_client_first(message, lookup) {
+                Ok((next, out)) => (next, Ok(ScramStep::Continue(out))),
+                Err(e) => (State::Failed, Err(e)),
+            },
+            State::ReceiveClientFinal {
+                credential,
+                client_first,
+                server_first,
+                combined_nonce,
+            } => {
+                match self.on_client_final(
+                    message,
+                    &credential,
+                    &client_first,
+                    &server_first,
+                    &combined_nonce,
+                ) {
+                    Ok(response) => (
+                        State::Complete,
+                        Ok(ScramStep::Complete {
+                            response,
+                            username: client_first.username,
+                        }),
+                    ),
+                    Err(e) => (State::Failed, Err(e)),
+                }
+            }
+            State::Complete | State::Failed => (State::Failed, Err(ScramError::ExchangeFinished)),
+        };
+        self.state = next;
+        result
+    }
+
+    fn on_client_first(
+        &self,
+        message: &[u8],
+        lookup: impl FnOnce(&str) -> Option<ScramCredential>,
+    ) -> Result<(State, Vec<u8>), ScramError> {
+        let client_first = parse_client_first(message)?;
+        if let Some(authzid) = &client_first.authzid {
+            if authzid != &client_first.username {
+                return Err(ScramError::AuthorizationIdMismatch);
+            }
+        }
+        let credential = lookup(&client_first.username).ok_or(ScramError::InvalidCredentials)?;
+        if credential.mechanism != self.mechanism || credential.validate().is_err() {
+            return Err(ScramError::InvalidCredentials);
+        }
+        let combined_nonce = format!("{}{}", client_first.nonce, self.server_nonce);
+        let server_first = format!(
+            "r={combined_nonce},s={},i={}",
+            B64.encode(&credential.salt),
+            credential.iterations
+        );
+        let out = server_first.clone().into_bytes();
+        Ok((
+            State::ReceiveClientFinal {
+                credential,
+                client_first,
+                server_first,
+                combined_nonce,
+            },
+            out,
+        ))
+    }
+
+    fn on_client_final(
+        &self,
+        message: &[u8],
+        credential: &ScramCredential,
+        client_first: &ClientFirst,
+        server_first: &str,
+        combined_nonce: &str,
+    ) -> Result<Vec<u8>, ScramError> {
+        let client_final = parse_client_final(message)?;
+        if client_final.nonce != combined_nonce {
+            return Err(ScramError::NonceMismatch);
+        }
+        if client_final.channel_binding != client_first.gs2_header.as_bytes() {
+            return Err(ScramError::InvalidClientFinal(
+                "channel binding does not match",
+            ));
+        }
+        let auth_message = format!(
+            "{},{},{}",
+            client_first.bare, server_first, client_final.without_proof
+        );
+        let mech = self.mechanism;
+        let client_signature = mech.hmac(&credential.stored_key, auth_message.as_bytes());
+        if client_final.proof.len() != client_signature.len() {
+            return Err(ScramError::InvalidCredentials);
+        }
+        let client_key: Vec<u8> = client_final
+            .proof
+            .iter()
+            .zip(&client_signature)
+            .map(|(p, s)| p ^ s)
+            .collect();
+        if !ct_eq(&mech.hash(&client_key), &credential.stored_key) {
+            return Err(ScramError::InvalidCredentials);
+        }
+        let server_signature = mech.hmac(&credential.server_key, auth_message.as_bytes());
+        Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
+    }
+}
+
+/// RFC 5802's server-error message (`e=...`), which Kafka does not send: it fails
+/// SaslAuthenticate with an error message instead. Kept for clients of [`ScramServer`] that
+/// want the in-band form.
+pub fn server_error_message(error: &ScramError) -> Vec<u8> {
+    let value = match error {
+        ScramError::InvalidCredentials => "invalid-proof",
+        ScramError::ChannelBindingUnsupported => "channel-binding-not-supported",
+        ScramError::NonceMismatch => "other-error",
+        ScramError::AuthorizationIdMismatch => "invalid-username-encoding",
+        _ => "other-error",
+    };
+    format!("e={value}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A SCRAM client as Kafka's `ScramSaslClient` does it, to drive the server end to end.
+    struct TestClient {
+        mechanism: ScramMechanism,
+        username: String,
+        password: String,
+        nonce: String,
+        client_first_bare: String,
+        salted: Vec<u8>,
+        auth_message: String,
+    }
+
+    impl TestClient {
+        fn new(mechanism: ScramMechanism, username: &str, password: &str, nonce: &str) -> Self {
+            TestClient {
+                mechanism,
+                username: username.into(),
+                password: password.into(),
+                nonce: nonce.into(),
+                client_first_bare: String::new(),
+                salted: Vec::new(),
+                auth_message: String::new(),
+            }
+        }
+
+        fn first(&mut self) -> Vec<u8> {
+            self.client_first_bare =
+                format!("n={},r={}", encode_saslname(&self.username), self.nonce);
+            format!("n,,{}", self.client_first_bare).into_bytes()
+        }
+
+        fn final_message(&mut self, server_first: &[u8]) -> Vec<u8> {
+            let sf = std::str::from_utf8(server_first).unwrap();
+            let mut nonce = "";
+            let mut salt = Vec::new();
+            let mut iterations = 0u32;
+            for attr in sf.split(',') {
+                if let Some(v) = attr.strip_prefix("r=") {
+                    nonce = v;
+                } else if let Some(v) = attr.strip_prefix("s=") {
+                    salt = B64.decode(v).unwrap();
+                } else if let Some(v) = attr.strip_prefix("i=") {
+                    iterations = v.parse().unwrap();
+                }
+            }
+            assert!(nonce.starts_with(&self.nonce));
+            let m = self.mechanism;
+            self.salted = m.salted_password(
+                self.password.as_bytes(),
+                &salt,
+                NonZeroU32::new(iterations).unwrap(),
+            );
+            let without_proof = format!("c={},r={nonce}", B64.encode("n,,"));
+            self.auth_message = format!("{},{sf},{without_proof}", self.client_first_bare);
+            let client_key = m.hmac(&self.salted, b"Client Key");
+            let stored_key = m.hash(&client_key);
+            let signature = m.hmac(&stored_key, self.auth_message.as_bytes());
+            let proof: Vec<u8> = client_key
+                .iter()
+                .zip(&signature)
+                .map(|(a, b)| a ^ b)
+                .collect();
+            format!("{without_proof},p={}", B64.encode(proof)).into_bytes()
+        }
+
+        fn check_server_final(&self, server_final: &[u8]) -> bool {
+            let m = self.mechanism;
+            let server_key = m.hmac(&self.salted, b"Server Key");
+            let sig = m.hmac(&server_key, self.auth_message.as_bytes());
+            server_final == format!("v={}", B64.encode(sig)).as_bytes()
+        }
+    }
+
+    const RFC7677_SALT_B64: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
+
+    fn rfc7677_credential() -> ScramCredential {
+        let salt = B64.decode(RFC7677_SALT_B64).unwrap();
+        ScramCredential::derive(ScramMechanism::Sha256, "pencil", &salt, 4096).unwrap()
+    }
+
+    #[test]
+    fn rfc7677_test_vector() {
+        let mut server = ScramServer::with_server_nonce(
+            ScramMechanism::Sha256,
+            "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
+        );
+        let step = server
+            .evaluate(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", |u| {
+                assert_eq!(u, "user");
+                Some(rfc7677_credential())
+            })
+            .unwrap();
+        assert_eq!(
+            step,
+            ScramStep::Continue(
+                b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+                    .to_vec()
+            )
+        );
+        let step = server
+            .evaluate(
+                b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+                |_| None,
+            )
+            .unwrap();
+        assert_eq!(
+            step,
+            ScramStep::Complete {
+                response: b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec(),
+                username: "user".into()
+            }
+        );
+        assert!(server.is_complete());
+    }
+
+    #[test]
+    fn rfc7677_wrong_proof_is_refused() {
+        let mut server = ScramServer::with_server_nonce(
+            ScramMechanism::Sha256,
+            "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
+        );
+        server
+            .evaluate(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", |_| {
+                Some(rfc7677_credential())
+            })
+            .unwrap();
+        let err = server
+            .evaluate(
+                b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=eHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+                |_| None,
+            )
+            .unwrap_err();
+        assert_eq!(err, ScramError::InvalidCredentials);
+        assert_eq!(
+            server.evaluate(b"anything", |_| None).unwrap_err(),
+            ScramError::ExchangeFinished
+        );
+    }
+
+    fn exchange(
+        mechanism: ScramMechanism,
+        user: &str,
+        stored_pw: &str,
+        client_pw: &str,
+    ) -> Result<String, ScramError> {
+        let cred = ScramCredential::generate(mechanism, stored_pw, 4096).unwrap();
+        let mut client = TestClient::new(mechanism, user, client_pw, "fyko+d2lbbFgONRv9qkxdawL");
+        let mut server = ScramServer::new(mechanism);
+        let first = client.first();
+        let ScramStep::Continue(server_first) =
+            server.evaluate(&first, |u| (u == user).then(|| cred.clone()))?
+        else {
+            panic!("server finished early");
+        };
+        let fin = client.final_message(&server_first);
+        match server.evaluate(&fin, |_| None)? {
+            ScramStep::Complete { response, username } => {
+                assert!(client.check_server_final(&response), "server signature");
+                Ok(username)
+            }
+            ScramStep::Continue(_) => panic!("server wants more"),
+        }
+    }
+
+    #[test]
+    fn full_exchange_both_mechanisms() {
+        for m in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+            assert_eq!(exchange(m, "alice", "s3cret", "s3cret").unwrap(), "alice");
+            assert_eq!(
+                exchange(m, "alice", "s3cret", "wrong").unwrap_err(),
+                ScramError::InvalidCredentials
+            );
+        }
+    }
+
+    #[test]
+    fn escaped_usernames_round_trip() {
+        let user = "a,b=c";
+        assert_eq!(encode_saslname(user), "a=2Cb=3Dc");
+        assert_eq!(decode_saslname("a=2Cb=3Dc").as_deref(), Some(user));
+        assert_eq!(decode_saslname("a=2"), None);
+        assert_eq!(decode_saslname("a=41"), None);
+        assert_eq!(
+            exchange(ScramMechanism::Sha512, user, "pw", "pw").unwrap(),
+            user
+        );
+    }
+
+    #[test]
+    fn unknown_user_fails_on_client_first() {
+        let mut server = ScramServer::new(ScramMechanism::Sha256);
+        assert_eq!(
+            server.evaluate(b"n,,n=bob,r=abc", |_| None).unwrap_err(),
+            ScramError::InvalidCredentials
+        );
+    }
+
+    #[test]
+    fn credential_of_other_mechanism_is_refused() {
+        let cred = ScramCredential::generate(ScramMechanism::Sha512, "pw", 4096).unwrap();
+        let mut server = ScramServer::new(ScramMechanism::Sha256);
+        assert_eq!(
+            server
+                .evaluate(b"n,,n=bob,r=abc", |_| Some(cred))
+                .unwrap_err(),
+            ScramError::InvalidCredentials
+        );
+    }
+
+    #[test]
+    fn client_first_rules() {
+        assert_eq!(
+            parse_client_first(b"p=tls-unique,,n=u,r=abc").unwrap_err(),
+            ScramError::ChannelBindingUnsupported
+        );
+        assert_eq!(
+            parse_client_first(b"n,,n=u,r=abc,tokenauth=true").unwrap_err(),
+            ScramError::TokenAuthUnsupported
+        );
+        assert!(parse_client_first(b"n,,m=x,n=u,r=abc").is_err());
+        assert!(parse_client_first(b"n,,n=,r=abc").is_err());
+        assert!(parse_client_first(b"n,,n=u,r=a,b").is_err());
+        assert!(parse_client_first(b"n,,n=u").is_err());
+        assert!(parse_client_first(b"n,n=u,r=abc").is_err());
+        let cf = parse_client_first(b"n,a=u,n=u,r=abc,ext=1").unwrap();
+        assert_eq!(cf.authzid.as_deref(), Some("u"));
+        assert_eq!(cf.gs2_header, "n,a=u,");
+        let mut server = ScramServer::new(ScramMechanism::Sha256);
+        assert_eq!(
+            server
+                .evaluate(b"n,a=admin,n=u,r=abc", |_| Some(rfc7677_credential()))
+                .unwrap_err(),
+            ScramError::AuthorizationIdMismatch
+        );
+    }
+
+    #[test]
+    fn client_final_nonce_and_binding_checked() {
+        let cred = rfc7677_credential();
+        let mut server = ScramServer::with_server_nonce(ScramMechanism::Sha256, "SRV".into());
+        server
+            .evaluate(b"n,,n=user,r=CLI", |_| Some(cred.clone()))
+            .unwrap();
+        assert_eq!(
+            server
+                .evaluate(b"c=biws,r=CLIX,p=AAAA", |_| None)
+                .unwrap_err(),
+            ScramError::NonceMismatch
+        );
+        let mut server = ScramServer::with_server_nonce(ScramMechanism::Sha256, "SRV".into());
+        server.evaluate(b"n,,n=user,r=CLI", |_| Some(cred)).unwrap();
+        // base64("y,,") instead of "n,,"
+        assert!(matches!(
+            server
+                .evaluate(b"c=eSws,r=CLISRV,p=AAAA", |_| None)
+                .unwrap_err(),
+            ScramError::InvalidClientFinal(_)
+        ));
+    }
+
+    #[test]
+    fn upsertion_validation() {
+        let m = ScramMechanism::Sha256;
+        assert!(validate_upsertion_wire(m, "u", b"salt", 4096).is_ok());
+        assert!(validate_upsertion_wire(m, "u", b"salt", 16384).is_ok());
+        assert!(matches!(
+            validate_upsertion_wire(m, "u", b"salt", 4095),
+            Err(ScramError::TooFewIterations { .. })
+        ));
+        assert!(matches!(
+            validate_upsertion_wire(m, "u", b"salt", -1),
+            Err(ScramError::TooFewIterations { .. })
+        ));
+        assert!(matches!(
+            validate_upsertion_wire(m, "u", b"salt", 16385),
+            Err(ScramError::TooManyIterations { .. })
+        ));
+        assert_eq!(
+            validate_upsertion_wire(m, "u", b"", 4096),
+            Err(ScramError::EmptySalt)
+        );
+        assert_eq!(
+            validate_upsertion_wire(m, "", b"s", 4096),
+            Err(ScramError::EmptyUsername)
+        );
+        assert!(matches!(
+            ScramCredential::from_upsertion(m, "u", b"salt", &[0; 5], 4096),
+            Err(ScramError::BadKeyLength { .. })
+        ));
+        // An upsertion's salted password gives the same credential as deriving from the password.
+        let salt = B64.decode(RFC7677_SALT_B64).unwrap();
+        let salted = m.salted_password(b"pencil", &salt, NonZeroU32::new(4096).unwrap());
+        assert_eq!(
+            ScramCredential::from_upsertion(m, "user", &salt, &salted, 4096).unwrap(),
+            rfc7677_credential()
+        );
+    }
+
+    #[test]
+    fn credential_serialises_like_the_record() {
+        let cred = rfc7677_credential();
+        let json = serde_json::to_value(&cred).unwrap();
+        assert_eq!(json["mechanism"], "SCRAM-SHA-256");
+        assert_eq!(json["iterations"], 4096);
+        let back: ScramCredential = serde_json::from_value(json).unwrap();
+        assert_eq!(back, cred);
+        assert_eq!(
+            ScramMechanism::from_type_code(cred.mechanism.type_code()),
+            Some(cred.mechanism)
+        );
+        let mut broken = cred;
+        broken.stored_key.clear();
+        assert!(broken.validate().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(first in proptest::collection::vec(any::<u8>(), 0..200),
+                                    fin in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut server = ScramServer::with_server_nonce(ScramMechanism::Sha256, "SRV".into());
+            let _ = server.evaluate(&first, |_| Some(rfc7677_credential()));
+            let _ = server.evaluate(&fin, |_| None);
+        }
+
+        #[test]
+        fn truncated_valid_messages_are_errors(cut in 0usize..120) {
+            let first = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+            let fin = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+            let mut server = ScramServer::with_server_nonce(
+                ScramMechanism::Sha256, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into());
+            let ok = server.evaluate(&first[..cut.min(first.len())], |_| Some(rfc7677_credential()));
+            if cut < first.len() {
+                // A prefix of the nonce is still a valid message; anything shorter is not.
+                if ok.is_ok() { prop_assert!(cut > "n,,n=user,r=".len()); }
+            } else {
+                prop_assert!(ok.is_ok());
+                let cut2 = cut.min(fin.len() - 1);
+                prop_assert!(server.evaluate(&fin[..cut2], |_| None).is_err());
+            }
+        }
+    }
+}

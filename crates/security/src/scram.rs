@@ -507,14 +507,17 @@ pub fn parse_client_final(message: &[u8]) -> Result<ClientFinal, ScramError> {
     })
 }
 
+/// What the server holds between its server-first and the client's final message.
+struct AwaitingFinal {
+    credential: ScramCredential,
+    client_first: ClientFirst,
+    server_first: String,
+    combined_nonce: String,
+}
+
 enum State {
     ReceiveClientFirst,
-    ReceiveClientFinal {
-        credential: ScramCredential,
-        client_first: ClientFirst,
-        server_first: String,
-        combined_nonce: String,
-    },
+    ReceiveClientFinal(Box<AwaitingFinal>),
     Complete,
     Failed,
 }
@@ -573,12 +576,13 @@ impl ScramServer {
                 Ok((next, out)) => (next, Ok(ScramStep::Continue(out))),
                 Err(e) => (State::Failed, Err(e)),
             },
-            State::ReceiveClientFinal {
-                credential,
-                client_first,
-                server_first,
-                combined_nonce,
-            } => {
+            State::ReceiveClientFinal(awaiting) => {
+                let AwaitingFinal {
+                    credential,
+                    client_first,
+                    server_first,
+                    combined_nonce,
+                } = *awaiting;
                 match self.on_client_final(
                     message,
                     &credential,
@@ -625,12 +629,12 @@ impl ScramServer {
         );
         let out = server_first.clone().into_bytes();
         Ok((
-            State::ReceiveClientFinal {
+            State::ReceiveClientFinal(Box::new(AwaitingFinal {
                 credential,
                 client_first,
                 server_first,
                 combined_nonce,
-            },
+            })),
             out,
         ))
     }

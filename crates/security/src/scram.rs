@@ -137,7 +137,7 @@ pub enum ScramError {
         iterations: u32,
         minimum: u32,
     },
-    #[error("Too many iterations: {iterations} exceeds the maximum {maximum}")]
+    #[error("Iterations {iterations} is more than the maximum {maximum}")]
     TooManyIterations { iterations: u32, maximum: u32 },
     #[error("Salt must not be empty")]
     EmptySalt,
@@ -207,19 +207,16 @@ impl ScramCredential {
     }
 
     /// KIP-554's AlterUserScramCredentials upsertion carries the salted password (the client
-    /// ran Hi), not the password; this builds the stored credential from it.
+    /// ran Hi), not the password; this builds the stored credential from it. Callers check
+    /// the upsertion with [`validate_upsertion_wire`] first.
     pub fn from_upsertion(
         mechanism: ScramMechanism,
-        user: &str,
         salt: &[u8],
         salted_password: &[u8],
         iterations: u32,
-    ) -> Result<Self, ScramError> {
-        validate_upsertion(mechanism, user, salt, iterations)?;
+    ) -> Result<Self, UpsertionError> {
         if salted_password.len() != mechanism.output_len_bytes() {
-            return Err(ScramError::BadKeyLength {
-                mechanism: mechanism.mechanism_name(),
-                field: "salted password",
+            return Err(UpsertionError::BadSaltedPassword {
                 got_bytes: salted_password.len(),
                 expected_bytes: mechanism.output_len_bytes(),
             });
@@ -293,39 +290,207 @@ fn validate_iterations(mechanism: ScramMechanism, iterations: u32) -> Result<(),
 }
 
 /// KIP-554's checks of one AlterUserScramCredentials upsertion before anything is derived or
-/// stored (the controller answers UNACCEPTABLE_CREDENTIAL with this error's message).
-/// Iterations are taken as the wire's i32, so a negative count is refused, not wrapped.
+/// stored (Kafka's `ScramControlManager.validateUpsertion`; the error is answered as
+/// UNACCEPTABLE_CREDENTIAL). Iterations are the wire's i32, so a negative count is refused,
+/// not wrapped. An empty salt is refused too, where Kafka takes it (a departure: a
+/// credential without salt is open to precomputed-dictionary attacks).
 pub fn validate_upsertion_wire(
-    mechanism: ScramMechanism,
     user: &str,
     salt: &[u8],
     iterations: i32,
-) -> Result<(), ScramError> {
-    let Ok(iterations) = u32::try_from(iterations) else {
-        return Err(ScramError::TooFewIterations {
-            mechanism: mechanism.mechanism_name(),
-            iterations: 0,
-            minimum: MIN_ITERATIONS,
-        });
-    };
-    validate_upsertion(mechanism, user, salt, iterations)
-}
-
-/// [`validate_upsertion_wire`] for an already non-negative iteration count.
-pub fn validate_upsertion(
-    mechanism: ScramMechanism,
-    user: &str,
-    salt: &[u8],
-    iterations: u32,
-) -> Result<(), ScramError> {
+) -> Result<(), UpsertionError> {
     if user.is_empty() {
-        return Err(ScramError::EmptyUsername);
+        return Err(UpsertionError::EmptyUsername);
     }
-    validate_iterations(mechanism, iterations)?;
+    if iterations < MIN_ITERATIONS as i32 {
+        return Err(UpsertionError::TooFewIterations);
+    }
+    if iterations > MAX_ITERATIONS as i32 {
+        return Err(UpsertionError::TooManyIterations);
+    }
     if salt.is_empty() {
-        return Err(ScramError::EmptySalt);
+        return Err(UpsertionError::EmptySalt);
     }
     Ok(())
+}
+
+/// Why an AlterUserScramCredentials entry is refused, with Kafka's messages and codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpsertionError {
+    #[error("Username must not be empty")]
+    EmptyUsername,
+    #[error("Unknown SCRAM mechanism")]
+    UnknownMechanism,
+    #[error("Too few iterations")]
+    TooFewIterations,
+    #[error("Too many iterations")]
+    TooManyIterations,
+    #[error("Salt must not be empty")]
+    EmptySalt,
+    #[error("Salted password must be {expected_bytes} bytes for this mechanism, not {got_bytes}")]
+    BadSaltedPassword {
+        got_bytes: usize,
+        expected_bytes: usize,
+    },
+    #[error("A user credential cannot be altered twice in the same request")]
+    Duplicate,
+    #[error("Attempt to delete a user credential that does not exist")]
+    NotFound,
+}
+
+impl UpsertionError {
+    /// Kafka's error code for the AlterUserScramCredentials result.
+    pub fn error_code(&self) -> i16 {
+        match self {
+            UpsertionError::UnknownMechanism => 33, // UNSUPPORTED_SASL_MECHANISM
+            UpsertionError::Duplicate => 92,        // DUPLICATE_RESOURCE
+            UpsertionError::NotFound => 91,         // RESOURCE_NOT_FOUND
+            _ => 93,                                // UNACCEPTABLE_CREDENTIAL
+        }
+    }
+}
+
+/// One AlterUserScramCredentials upsertion as the wire carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramUpsertion {
+    pub name: String,
+    pub mechanism: i8,
+    pub iterations: i32,
+    pub salt: Vec<u8>,
+    pub salted_password: Vec<u8>,
+}
+
+/// One AlterUserScramCredentials deletion as the wire carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramDeletion {
+    pub name: String,
+    pub mechanism: i8,
+}
+
+/// A change for the metadata log: Kafka's `UserScramCredentialRecord` and
+/// `RemoveUserScramCredentialRecord`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScramCredentialChange {
+    Upsert {
+        name: String,
+        credential: ScramCredential,
+    },
+    Remove {
+        name: String,
+        mechanism: ScramMechanism,
+    },
+}
+
+/// One user's result in the AlterUserScramCredentials response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterResult {
+    pub user: String,
+    pub error: Option<UpsertionError>,
+}
+
+/// Kafka's `ScramControlManager.alterCredentials`: validates every entry, refuses a user
+/// named twice in one request (all of that user's entries fail), and gives the records to
+/// commit with one result per user. `exists` tells whether a credential is stored now.
+pub fn plan_alter_user_scram_credentials(
+    deletions: &[ScramDeletion],
+    upsertions: &[ScramUpsertion],
+    exists: impl Fn(&str, ScramMechanism) -> bool,
+) -> (Vec<AlterResult>, Vec<ScramCredentialChange>) {
+    let mut errors: Vec<(String, UpsertionError)> = Vec::new();
+    let has_error =
+        |errors: &Vec<(String, UpsertionError)>, name: &str| errors.iter().any(|(n, _)| n == name);
+    let mut to_delete: Vec<(String, ScramMechanism)> = Vec::new();
+    let mut to_upsert: Vec<&ScramUpsertion> = Vec::new();
+    for d in deletions {
+        if has_error(&errors, &d.name) {
+            continue;
+        }
+        if let Some(pos) = to_delete.iter().position(|(n, _)| *n == d.name) {
+            to_delete.remove(pos);
+            errors.push((d.name.clone(), UpsertionError::Duplicate));
+            continue;
+        }
+        let checked = if d.name.is_empty() {
+            Err(UpsertionError::EmptyUsername)
+        } else {
+            match ScramMechanism::from_type_code(d.mechanism) {
+                None => Err(UpsertionError::UnknownMechanism),
+                Some(m) if !exists(&d.name, m) => Err(UpsertionError::NotFound),
+                Some(m) => Ok(m),
+            }
+        };
+        match checked {
+            Ok(m) => to_delete.push((d.name.clone(), m)),
+            Err(e) => errors.push((d.name.clone(), e)),
+        }
+    }
+    for u in upsertions {
+        if has_error(&errors, &u.name) {
+            continue;
+        }
+        let in_delete = to_delete.iter().position(|(n, _)| *n == u.name);
+        let in_upsert = to_upsert.iter().position(|x| x.name == u.name);
+        if in_delete.is_some() || in_upsert.is_some() {
+            if let Some(pos) = in_delete {
+                to_delete.remove(pos);
+            }
+            if let Some(pos) = in_upsert {
+                to_upsert.remove(pos);
+            }
+            errors.push((u.name.clone(), UpsertionError::Duplicate));
+            continue;
+        }
+        let checked = if u.name.is_empty() {
+            Err(UpsertionError::EmptyUsername)
+        } else if ScramMechanism::from_type_code(u.mechanism).is_none() {
+            Err(UpsertionError::UnknownMechanism)
+        } else {
+            validate_upsertion_wire(&u.name, &u.salt, u.iterations)
+        };
+        match checked {
+            Ok(()) => to_upsert.push(u),
+            Err(e) => errors.push((u.name.clone(), e)),
+        }
+    }
+    let mut results = Vec::new();
+    let mut changes = Vec::new();
+    for (name, mechanism) in to_delete {
+        results.push(AlterResult {
+            user: name.clone(),
+            error: None,
+        });
+        changes.push(ScramCredentialChange::Remove { name, mechanism });
+    }
+    for u in to_upsert {
+        let Some(mechanism) = ScramMechanism::from_type_code(u.mechanism) else {
+            continue;
+        };
+        match ScramCredential::from_upsertion(
+            mechanism,
+            &u.salt,
+            &u.salted_password,
+            u.iterations as u32,
+        ) {
+            Ok(credential) => {
+                results.push(AlterResult {
+                    user: u.name.clone(),
+                    error: None,
+                });
+                changes.push(ScramCredentialChange::Upsert {
+                    name: u.name.clone(),
+                    credential,
+                });
+            }
+            Err(e) => errors.push((u.name.clone(), e)),
+        }
+    }
+    for (user, error) in errors {
+        results.push(AlterResult {
+            user,
+            error: Some(error),
+        });
+    }
+    (results, changes)
 }
 
 /// Kafka's `ScramFormatter.username`: a saslname decodes `=2C` to `,` and `=3D` to `=`; any
@@ -415,18 +580,21 @@ pub fn parse_client_first(message: &[u8]) -> Result<ClientFirst, ScramError> {
     };
     let gs2_header = format!("{cbind},{authz},");
 
-    let mut attrs = bare.split(',');
+    let mut attrs = bare.split(',').peekable();
+    // Kafka takes and ignores reserved-mext ("m=...") before the username.
+    if attrs.peek().is_some_and(|a| a.starts_with("m=")) {
+        attrs.next();
+    }
     let user_attr = attrs
         .next()
         .ok_or(ScramError::InvalidClientFirst("no username"))?;
-    if user_attr.starts_with("m=") {
-        return Err(ScramError::InvalidClientFirst(
-            "mandatory extensions are not supported",
-        ));
-    }
     let saslname = user_attr
         .strip_prefix("n=")
         .ok_or(ScramError::InvalidClientFirst("no username"))?;
+    // Kafka's saslname is ASCII (0x01..=0x7F) without ',' and with '=' only in escapes.
+    if !saslname.bytes().all(|b| (0x01..=0x7f).contains(&b)) {
+        return Err(ScramError::InvalidClientFirst("username is not ASCII"));
+    }
     let username =
         decode_saslname(saslname).ok_or(ScramError::InvalidClientFirst("bad username escape"))?;
     if username.is_empty() {
@@ -443,7 +611,7 @@ pub fn parse_client_first(message: &[u8]) -> Result<ClientFirst, ScramError> {
         let (key, _value) = ext
             .split_once('=')
             .ok_or(ScramError::InvalidClientFirst("bad extension"))?;
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(ScramError::InvalidClientFirst("bad extension"));
         }
         if key == "tokenauth" {
@@ -618,8 +786,13 @@ impl ScramServer {
             }
         }
         let credential = lookup(&client_first.username).ok_or(ScramError::InvalidCredentials)?;
-        if credential.mechanism != self.mechanism || credential.validate().is_err() {
+        if credential.mechanism != self.mechanism {
             return Err(ScramError::InvalidCredentials);
+        }
+        match credential.validate() {
+            Ok(()) => {}
+            Err(e @ ScramError::TooFewIterations { .. }) => return Err(e),
+            Err(_) => return Err(ScramError::InvalidCredentials),
         }
         let combined_nonce = format!("{}{}", client_first.nonce, self.server_nonce);
         let server_first = format!(
@@ -651,7 +824,11 @@ impl ScramServer {
         if client_final.nonce != combined_nonce {
             return Err(ScramError::NonceMismatch);
         }
-        if client_final.channel_binding != client_first.gs2_header.as_bytes() {
+        // RFC 5802 wants the GS2 header echoed; some clients send "n,," even after an
+        // authzid, and Kafka does not check at all, so both are taken.
+        if client_final.channel_binding != client_first.gs2_header.as_bytes()
+            && client_final.channel_binding != b"n,,"
+        {
             return Err(ScramError::InvalidClientFinal(
                 "channel binding does not match",
             ));
@@ -916,7 +1093,14 @@ mod tests {
             parse_client_first(b"n,,n=u,r=abc,tokenauth=true").unwrap_err(),
             ScramError::TokenAuthUnsupported
         );
-        assert!(parse_client_first(b"n,,m=x,n=u,r=abc").is_err());
+        // Kafka ignores reserved-mext; non-ASCII names and digits in extension keys are refused.
+        assert_eq!(
+            parse_client_first(b"n,,m=x,n=u,r=abc").unwrap().username,
+            "u"
+        );
+        assert!(parse_client_first("n,,n=é,r=abc".as_bytes()).is_err());
+        assert!(parse_client_first(b"n,,n=u,r=abc,x1=2").is_err());
+        assert!(parse_client_first(b"y,,n=u,r=abc").is_err());
         assert!(parse_client_first(b"n,,n=,r=abc").is_err());
         assert!(parse_client_first(b"n,,n=u,r=a,b").is_err());
         assert!(parse_client_first(b"n,,n=u").is_err());
@@ -959,40 +1143,96 @@ mod tests {
 
     #[test]
     fn upsertion_validation() {
+        assert!(validate_upsertion_wire("u", b"salt", 4096).is_ok());
+        assert!(validate_upsertion_wire("u", b"salt", 16384).is_ok());
+        for (user, salt, iterations, want) in [
+            ("u", &b"salt"[..], 4095, UpsertionError::TooFewIterations),
+            ("u", b"salt", -1, UpsertionError::TooFewIterations),
+            ("u", b"salt", i32::MIN, UpsertionError::TooFewIterations),
+            ("u", b"salt", 16385, UpsertionError::TooManyIterations),
+            ("u", b"", 4096, UpsertionError::EmptySalt),
+            ("", b"s", 4096, UpsertionError::EmptyUsername),
+        ] {
+            assert_eq!(
+                validate_upsertion_wire(user, salt, iterations),
+                Err(want.clone())
+            );
+            assert_eq!(want.error_code(), 93);
+        }
         let m = ScramMechanism::Sha256;
-        assert!(validate_upsertion_wire(m, "u", b"salt", 4096).is_ok());
-        assert!(validate_upsertion_wire(m, "u", b"salt", 16384).is_ok());
         assert!(matches!(
-            validate_upsertion_wire(m, "u", b"salt", 4095),
-            Err(ScramError::TooFewIterations { .. })
-        ));
-        assert!(matches!(
-            validate_upsertion_wire(m, "u", b"salt", -1),
-            Err(ScramError::TooFewIterations { .. })
-        ));
-        assert!(matches!(
-            validate_upsertion_wire(m, "u", b"salt", 16385),
-            Err(ScramError::TooManyIterations { .. })
-        ));
-        assert_eq!(
-            validate_upsertion_wire(m, "u", b"", 4096),
-            Err(ScramError::EmptySalt)
-        );
-        assert_eq!(
-            validate_upsertion_wire(m, "", b"s", 4096),
-            Err(ScramError::EmptyUsername)
-        );
-        assert!(matches!(
-            ScramCredential::from_upsertion(m, "u", b"salt", &[0; 5], 4096),
-            Err(ScramError::BadKeyLength { .. })
+            ScramCredential::from_upsertion(m, b"salt", &[0; 5], 4096),
+            Err(UpsertionError::BadSaltedPassword { .. })
         ));
         // An upsertion's salted password gives the same credential as deriving from the password.
         let salt = B64.decode(RFC7677_SALT_B64).unwrap();
         let salted = m.salted_password(b"pencil", &salt, NonZeroU32::new(4096).unwrap());
         assert_eq!(
-            ScramCredential::from_upsertion(m, "user", &salt, &salted, 4096).unwrap(),
+            ScramCredential::from_upsertion(m, &salt, &salted, 4096).unwrap(),
             rfc7677_credential()
         );
+    }
+
+    #[test]
+    fn alter_plan_follows_kafka() {
+        let salted = vec![7u8; 32];
+        let up = |name: &str, mechanism: i8, iterations: i32| ScramUpsertion {
+            name: name.into(),
+            mechanism,
+            iterations,
+            salt: b"salt".to_vec(),
+            salted_password: salted.clone(),
+        };
+        let del = |name: &str, mechanism: i8| ScramDeletion {
+            name: name.into(),
+            mechanism,
+        };
+        let exists = |name: &str, m: ScramMechanism| {
+            (name == "old" || name == "twice") && m == ScramMechanism::Sha256
+        };
+        let (results, changes) = plan_alter_user_scram_credentials(
+            &[
+                del("old", 1),
+                del("ghost", 1),
+                del("twice", 1),
+                del("bad", 0),
+            ],
+            &[
+                up("new", 1, 8192),
+                up("twice", 2, 8192),
+                up("weak", 1, 10),
+                up("dup", 1, 4096),
+                up("dup", 2, 4096),
+                up("", 1, 4096),
+                up("mech", 9, 4096),
+            ],
+            exists,
+        );
+        let error_of = |user: &str| {
+            results
+                .iter()
+                .find(|r| r.user == user)
+                .map(|r| r.error.clone())
+                .expect("a result per user")
+        };
+        assert_eq!(error_of("old"), None);
+        assert_eq!(error_of("new"), None);
+        assert_eq!(error_of("ghost"), Some(UpsertionError::NotFound));
+        assert_eq!(error_of("twice"), Some(UpsertionError::Duplicate));
+        assert_eq!(error_of("dup"), Some(UpsertionError::Duplicate));
+        assert_eq!(error_of("bad"), Some(UpsertionError::UnknownMechanism));
+        assert_eq!(error_of("mech"), Some(UpsertionError::UnknownMechanism));
+        assert_eq!(error_of("weak"), Some(UpsertionError::TooFewIterations));
+        assert_eq!(error_of(""), Some(UpsertionError::EmptyUsername));
+        assert_eq!(results.len(), 9);
+        assert_eq!(changes.len(), 2);
+        assert!(changes.contains(&ScramCredentialChange::Remove {
+            name: "old".into(),
+            mechanism: ScramMechanism::Sha256
+        }));
+        assert!(changes.iter().any(|c| matches!(c,
+            ScramCredentialChange::Upsert { name, credential }
+                if name == "new" && credential.iterations == 8192 && credential.validate().is_ok())));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
-use crate::principal::KafkaPrincipal;
+use crate::principal::{KafkaPrincipal, USER_TYPE};
 
 /// Kafka's `ResourcePattern.WILDCARD_RESOURCE`: a literal ACL on `*` covers every name.
 pub const WILDCARD_RESOURCE: &str = "*";
@@ -120,6 +120,47 @@ wire_enum!(
     }
 );
 
+impl ResourceType {
+    /// The operations an ACL on this resource type can grant (Kafka's
+    /// `AclEntry.supportedOperations`), which authorized-operations fields are made of.
+    /// Groups have the configs operations since Kafka 4 (KIP-848 group configs).
+    pub fn supported_operations(self) -> &'static [AclOperation] {
+        use AclOperation as Op;
+        match self {
+            ResourceType::Topic => &[
+                Op::Read,
+                Op::Write,
+                Op::Create,
+                Op::Delete,
+                Op::Alter,
+                Op::Describe,
+                Op::DescribeConfigs,
+                Op::AlterConfigs,
+            ],
+            ResourceType::Group => &[
+                Op::Read,
+                Op::Delete,
+                Op::Describe,
+                Op::DescribeConfigs,
+                Op::AlterConfigs,
+            ],
+            ResourceType::Cluster => &[
+                Op::Create,
+                Op::Alter,
+                Op::Describe,
+                Op::ClusterAction,
+                Op::DescribeConfigs,
+                Op::AlterConfigs,
+                Op::IdempotentWrite,
+            ],
+            ResourceType::TransactionalId => &[Op::Write, Op::Describe],
+            ResourceType::DelegationToken => &[Op::Describe],
+            ResourceType::User => &[Op::CreateTokens, Op::DescribeTokens],
+            ResourceType::Unknown | ResourceType::Any => &[],
+        }
+    }
+}
+
 /// What CreateAcls, DeleteAcls and DescribeAcls refuse; the broker answers
 /// INVALID_REQUEST with the message, as Kafka's `AclControlManager` does.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,10 +226,19 @@ impl AclBinding {
         Ok(binding)
     }
 
-    /// Kafka's checks of a new ACL: concrete types only (a filter's ANY or MATCH is refused),
-    /// a non-empty name, and CLUSTER only by its one name.
+    /// Kafka's checks of a new ACL, in its order: the broker's (`AclApis`: CLUSTER only by
+    /// its one name, no empty name), then the controller's (`AclControlManager.validateNewAcl`:
+    /// concrete types only, so a filter's ANY or MATCH is refused).
     pub fn validate(&self) -> Result<(), AclError> {
         let p = &self.pattern;
+        if p.resource_type == ResourceType::Cluster && p.name != CLUSTER_NAME {
+            return Err(invalid(format!(
+                "The only valid name for the CLUSTER resource is {CLUSTER_NAME}"
+            )));
+        }
+        if p.name.is_empty() {
+            return Err(invalid("Invalid empty resource name"));
+        }
         match p.resource_type {
             ResourceType::Unknown | ResourceType::Any => {
                 return Err(invalid(format!("Invalid resourceType {}", p.resource_type)))
@@ -198,14 +248,6 @@ impl AclBinding {
         match p.pattern_type {
             PatternType::Literal | PatternType::Prefixed => {}
             other => return Err(invalid(format!("Invalid patternType {other}"))),
-        }
-        if p.name.is_empty() {
-            return Err(invalid("Resource name should not be empty"));
-        }
-        if p.resource_type == ResourceType::Cluster && p.name != CLUSTER_NAME {
-            return Err(invalid(format!(
-                "The only valid name for the CLUSTER resource is {CLUSTER_NAME}"
-            )));
         }
         let e = &self.entry;
         match e.operation {
@@ -217,9 +259,6 @@ impl AclBinding {
         match e.permission_type {
             AclPermissionType::Allow | AclPermissionType::Deny => {}
             other => return Err(invalid(format!("Invalid permissionType {other}"))),
-        }
-        if e.host.is_empty() {
-            return Err(invalid("Host should not be empty"));
         }
         Ok(())
     }
@@ -260,10 +299,12 @@ impl ResourcePatternFilter {
     }
 }
 
-/// Kafka's `AccessControlEntryFilter`: `None` principal or host matches any.
+/// Kafka's `AccessControlEntryFilter`: `None` principal or host matches any. The principal
+/// is compared as the string `Type:name`, as Kafka does, so one that does not parse simply
+/// matches nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessControlEntryFilter {
-    pub principal: Option<KafkaPrincipal>,
+    pub principal: Option<String>,
     pub host: Option<String>,
     pub operation: AclOperation,
     pub permission_type: AclPermissionType,
@@ -273,7 +314,7 @@ impl AccessControlEntryFilter {
     pub fn matches(&self, entry: &AccessControlEntry) -> bool {
         self.principal
             .as_ref()
-            .is_none_or(|p| *p == entry.principal)
+            .is_none_or(|p| *p == entry.principal.to_string())
             && self.host.as_ref().is_none_or(|h| *h == entry.host)
             && (self.operation == AclOperation::Any || self.operation == entry.operation)
             && (self.permission_type == AclPermissionType::Any
@@ -307,8 +348,8 @@ impl AclBindingFilter {
     }
 
     /// Builds a filter from DescribeAcls/DeleteAcls wire fields with Kafka's validation
-    /// (`AclControlManager.validateFilter`): UNKNOWN anywhere, or a principal that does not
-    /// parse, is INVALID_REQUEST.
+    /// (`AclControlManager.validateFilter`): UNKNOWN in the pattern or the entry part is
+    /// INVALID_REQUEST.
     #[allow(clippy::too_many_arguments)]
     pub fn from_wire(
         resource_type: i8,
@@ -320,25 +361,15 @@ impl AclBindingFilter {
         permission_type: i8,
     ) -> Result<Self, AclError> {
         let resource_type = ResourceType::from_code(resource_type);
-        if resource_type == ResourceType::Unknown {
-            return Err(invalid("Unknown resourceFilter."));
-        }
         let pattern_type = PatternType::from_code(pattern_type);
-        if pattern_type == PatternType::Unknown {
+        if resource_type == ResourceType::Unknown || pattern_type == PatternType::Unknown {
             return Err(invalid("Unknown patternFilter."));
         }
         let operation = AclOperation::from_code(operation);
-        if operation == AclOperation::Unknown {
-            return Err(invalid("Unknown operation."));
-        }
         let permission_type = AclPermissionType::from_code(permission_type);
-        if permission_type == AclPermissionType::Unknown {
-            return Err(invalid("Unknown permissionType."));
+        if operation == AclOperation::Unknown || permission_type == AclPermissionType::Unknown {
+            return Err(invalid("Unknown entryFilter."));
         }
-        let principal = principal
-            .map(KafkaPrincipal::parse)
-            .transpose()
-            .map_err(|e| invalid(e.to_string()))?;
         Ok(AclBindingFilter {
             pattern: ResourcePatternFilter {
                 resource_type,
@@ -346,7 +377,7 @@ impl AclBindingFilter {
                 pattern_type,
             },
             entry: AccessControlEntryFilter {
-                principal,
+                principal: principal.map(str::to_string),
                 host: host.map(str::to_string),
                 operation,
                 permission_type,
@@ -545,6 +576,95 @@ impl StandardAuthorizer {
         }
     }
 
+    /// Kafka's `Authorizer.authorizeByResourceType`: may the principal perform `operation`
+    /// on at least one resource of this type? (InitProducerId asks it for WRITE on any
+    /// topic, KIP-679.) Super users, `allow.everyone.if.no.acl.found` and a wildcard ALLOW
+    /// say yes; a wildcard literal DENY says no; otherwise some ALLOW must not be covered
+    /// by a DENY of the same literal name or of a prefix of it.
+    pub fn authorize_by_resource_type(
+        &self,
+        principal: &KafkaPrincipal,
+        host: &str,
+        operation: AclOperation,
+        resource_type: ResourceType,
+    ) -> AuthorizationResult {
+        // Kafka checks a made-up name first, so super users pass whatever the DENYs say.
+        if self.authorize(principal, host, operation, resource_type, "hardcode")
+            == AuthorizationResult::Allowed
+        {
+            return AuthorizationResult::Allowed;
+        }
+        let mut deny_literal = HashSet::new();
+        let mut deny_prefixed = HashSet::new();
+        let mut allow: Vec<(PatternType, &str)> = Vec::new();
+        let wildcard = KafkaPrincipal::user("*");
+        let mut wildcard_allow = false;
+        for binding in self.by_id.values() {
+            let (p, e) = (&binding.pattern, &binding.entry);
+            if p.resource_type != resource_type
+                || (e.host != WILDCARD_HOST && e.host != host)
+                || (e.principal != *principal && e.principal != wildcard)
+                || (e.operation != operation && e.operation != AclOperation::All)
+            {
+                continue;
+            }
+            match (e.permission_type, p.pattern_type) {
+                (AclPermissionType::Deny, PatternType::Literal) => {
+                    if p.name == WILDCARD_RESOURCE {
+                        return AuthorizationResult::Denied;
+                    }
+                    deny_literal.insert(p.name.as_str());
+                }
+                (AclPermissionType::Deny, PatternType::Prefixed) => {
+                    deny_prefixed.insert(p.name.as_str());
+                }
+                (AclPermissionType::Allow, PatternType::Literal) if p.name == WILDCARD_RESOURCE => {
+                    // Not returned at once: a wildcard DENY met later still wins.
+                    wildcard_allow = true;
+                }
+                (AclPermissionType::Allow, pt) => allow.push((pt, p.name.as_str())),
+                _ => {}
+            }
+        }
+        if wildcard_allow {
+            return AuthorizationResult::Allowed;
+        }
+        let allowed = allow.iter().any(|(pt, name)| {
+            if *pt == PatternType::Literal && deny_literal.contains(name) {
+                return false;
+            }
+            !name
+                .char_indices()
+                .map(|(i, c)| &name[..i + c.len_utf8()])
+                .any(|prefix| deny_prefixed.contains(prefix))
+        });
+        if allowed {
+            AuthorizationResult::Allowed
+        } else {
+            AuthorizationResult::Denied
+        }
+    }
+
+    /// The operations the principal may perform on a resource, as the 32-bit field of
+    /// Metadata, DescribeCluster, DescribeGroups and friends (`includeXxxAuthorizedOperations`):
+    /// each of the type's supported operations, authorized one by one, as Kafka does.
+    pub fn authorized_operations(
+        &self,
+        principal: &KafkaPrincipal,
+        host: &str,
+        resource_type: ResourceType,
+        resource_name: &str,
+    ) -> i32 {
+        resource_type
+            .supported_operations()
+            .iter()
+            .filter(|op| {
+                self.authorize(principal, host, **op, resource_type, resource_name)
+                    == AuthorizationResult::Allowed
+            })
+            .fold(0, |bits, op| bits | (1 << op.code()))
+    }
+
     /// Calls `visit` on every prefixed ACL list whose name is a prefix of `name`, longest
     /// first; stops early (and returns true) when `visit` does.
     fn visit_prefixes(
@@ -594,9 +714,9 @@ fn entry_decision(
     host: &str,
     operation: AclOperation,
 ) -> Option<AclPermissionType> {
+    // Kafka's matchingPrincipals: the principal itself and exactly `User:*`.
     let principal_matches = entry.principal == *principal
-        || (entry.principal.is_wildcard()
-            && entry.principal.principal_type == principal.principal_type);
+        || (entry.principal.is_wildcard() && entry.principal.principal_type == USER_TYPE);
     if !principal_matches {
         return None;
     }
@@ -809,6 +929,103 @@ mod tests {
     }
 
     #[test]
+    fn by_resource_type_follows_kafka() {
+        let ok = AuthorizationResult::Allowed;
+        let no = AuthorizationResult::Denied;
+        let by_type = |acls: Vec<AclBinding>| {
+            authz(acls, AuthorizerConfig::default()).authorize_by_resource_type(
+                &alice(),
+                "h",
+                Op::Write,
+                Topic,
+            )
+        };
+        assert_eq!(by_type(vec![]), no);
+        assert_eq!(
+            by_type(vec![binding(
+                Topic,
+                "a",
+                Literal,
+                "User:alice",
+                "*",
+                Op::Write,
+                Allow
+            )]),
+            ok
+        );
+        // Denied by the same literal, or by a prefix of it.
+        assert_eq!(
+            by_type(vec![
+                binding(Topic, "abc", Literal, "User:alice", "*", Op::Write, Allow),
+                binding(Topic, "ab", Prefixed, "User:*", "*", Op::All, Deny),
+            ]),
+            no
+        );
+        assert_eq!(
+            by_type(vec![
+                binding(Topic, "abc", Literal, "User:alice", "*", Op::Write, Allow),
+                binding(Topic, "abc", Literal, "User:alice", "*", Op::Write, Deny),
+                binding(Topic, "x", Prefixed, "User:alice", "*", Op::Write, Allow),
+            ]),
+            ok
+        );
+        assert_eq!(
+            by_type(vec![
+                binding(Topic, "abc", Literal, "User:alice", "*", Op::Write, Allow),
+                binding(Topic, "*", Literal, "User:alice", "*", Op::Write, Deny),
+            ]),
+            no
+        );
+        assert_eq!(
+            by_type(vec![binding(
+                Group,
+                "g",
+                Literal,
+                "User:alice",
+                "*",
+                Op::Write,
+                Allow
+            )]),
+            no
+        );
+        let a = authz(
+            vec![binding(Topic, "*", Literal, "User:*", "*", Op::All, Deny)],
+            AuthorizerConfig {
+                super_users: AuthorizerConfig::parse_super_users("User:alice").unwrap(),
+                allow_everyone_if_no_acl_found: false,
+            },
+        );
+        assert_eq!(
+            a.authorize_by_resource_type(&alice(), "h", Op::Write, Topic),
+            ok
+        );
+    }
+
+    #[test]
+    fn authorized_operations_bit_field() {
+        let a = authz(
+            vec![
+                binding(Topic, "t", Literal, "User:alice", "*", Op::Write, Allow),
+                binding(
+                    Topic,
+                    "t",
+                    Literal,
+                    "User:alice",
+                    "*",
+                    Op::AlterConfigs,
+                    Allow,
+                ),
+            ],
+            AuthorizerConfig::default(),
+        );
+        let bits = a.authorized_operations(&alice(), "h", Topic, "t");
+        let ops: Vec<i8> = (0..32).filter(|b| bits & (1 << b) != 0).collect();
+        // WRITE, DESCRIBE (implied), DESCRIBE_CONFIGS (implied), ALTER_CONFIGS.
+        assert_eq!(ops, vec![4, 8, 10, 11]);
+        assert_eq!(a.authorized_operations(&alice(), "h", Group, "t"), 0);
+    }
+
+    #[test]
     fn remove_acl_takes_effect() {
         let mut a = StandardAuthorizer::new(AuthorizerConfig::default());
         let id = Uuid::new_v4();
@@ -862,7 +1079,8 @@ mod tests {
         assert!(AclBindingFilter::from_wire(1, None, 0, None, None, 1, 1).is_err());
         assert!(AclBindingFilter::from_wire(1, None, 1, None, None, 0, 1).is_err());
         assert!(AclBindingFilter::from_wire(1, None, 1, None, None, 1, 0).is_err());
-        assert!(AclBindingFilter::from_wire(1, None, 1, Some("bad"), None, 1, 1).is_err());
+        // A principal that does not parse is no error: it matches nothing.
+        assert!(AclBindingFilter::from_wire(1, None, 1, Some("bad"), None, 1, 1).is_ok());
 
         let a = authz(
             vec![
@@ -970,7 +1188,7 @@ mod tests {
             .collect();
         let applies = |b: &&&AclBinding| {
             let e = &b.entry;
-            (e.principal == *principal || e.principal.name == "*")
+            (e.principal == *principal || e.principal == KafkaPrincipal::user("*"))
                 && (e.host == "*" || e.host == host)
         };
         let denied = on_resource.iter().filter(applies).any(|b| {

@@ -49,8 +49,9 @@ pub struct ClientInitialResponse {
 }
 
 /// Parses RFC 7628's initial client response with Kafka's rules: GS2 header `n,` only,
-/// `auth=Bearer <token>` (scheme case-insensitive, token of base64url and `.`), extension
-/// keys of letters only and values of printable ASCII, `auth` not repeated.
+/// `auth=Bearer <token>` (scheme case-insensitive), extension keys of letters only and
+/// values of printable ASCII. A repeated `auth` is refused (Kafka keeps the last one):
+/// no client sends two, and which token was checked must never be in doubt.
 pub fn parse_client_initial_response(
     message: &[u8],
 ) -> Result<ClientInitialResponse, OAuthBearerError> {
@@ -63,12 +64,15 @@ pub fn parse_client_initial_response(
     let authzid = if authz.is_empty() {
         None
     } else {
-        Some(
-            authz
-                .strip_prefix("a=")
-                .ok_or(Bad("bad authzid"))?
-                .to_string(),
-        )
+        let a = authz.strip_prefix("a=").ok_or(Bad("bad authzid"))?;
+        // Kafka's SASLNAME: ASCII without ',' and with '=' only as =2C / =3D.
+        if a.is_empty()
+            || !a.bytes().all(|b| (0x01..=0x7f).contains(&b))
+            || crate::scram::decode_saslname(a).is_none()
+        {
+            return Err(Bad("bad authzid"));
+        }
+        Some(a.to_string())
     };
     // kvsep, then "key=value" kvsep per pair, then kvsep: at least one pair (auth) means
     // the message ends in two separators.
@@ -91,11 +95,20 @@ pub fn parse_client_initial_response(
             if !scheme.eq_ignore_ascii_case("bearer") {
                 return Err(Bad("auth scheme is not Bearer"));
             }
-            let value = value.trim_start_matches(' ');
-            if value.is_empty()
-                || !value
+            if scheme.is_empty()
+                || !scheme
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(Bad("bad auth scheme"));
+            }
+            // Kafka's token: [-_~+/.a-zA-Z0-9]+ then any '=' padding.
+            let value = value.trim_start_matches(' ');
+            let body = value.trim_end_matches('=');
+            if body.is_empty()
+                || !body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_~+/.".contains(&b))
             {
                 return Err(Bad("bad token characters"));
             }
@@ -455,13 +468,10 @@ impl<'a> OAuthBearerServer<'a> {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Initial => {}
             State::ErrorSent(reason) => {
-                return Err(if message == [KVSEP as u8] {
-                    OAuthBearerError::AuthenticationFailed(reason)
-                } else {
-                    OAuthBearerError::InvalidClientResponse(
-                        "expected the ^A reply to an error challenge",
-                    )
-                });
+                if message == [KVSEP as u8] {
+                    return Err(OAuthBearerError::AuthenticationFailed(reason));
+                }
+                // Anything else starts over, as in Kafka: a client may retry with a new token.
             }
             State::Done => return Err(OAuthBearerError::ExchangeFinished),
         }
@@ -673,6 +683,14 @@ mod tests {
             server.evaluate(b"\x01", NOW_MS),
             Err(OAuthBearerError::ExchangeFinished)
         );
+        // After the challenge, a new initial response is a retry, as in Kafka.
+        let mut server = OAuthBearerServer::new(&v);
+        server.evaluate(&initial_response("a.b.c"), NOW_MS).unwrap();
+        let good = rsa_token(good_claims(), None);
+        assert!(matches!(
+            server.evaluate(&initial_response(&good), NOW_MS),
+            Ok(OAuthBearerStep::Complete { .. })
+        ));
     }
 
     #[test]
@@ -697,12 +715,18 @@ mod tests {
     fn initial_response_parsing() {
         let ok = parse_client_initial_response(b"n,,\x01auth=bearer abc.def\x01\x01").unwrap();
         assert_eq!(ok.token, "abc.def");
+        let padded =
+            parse_client_initial_response(b"n,,\x01auth=Bearer  a~b+c/d==\x01\x01").unwrap();
+        assert_eq!(padded.token, "a~b+c/d==");
         assert!(ok.extensions.is_empty());
         for bad in [
             &b"y,,\x01auth=Bearer t\x01\x01"[..],
             b"n,,auth=Bearer t\x01\x01",
             b"n,,\x01auth=Basic t\x01\x01",
             b"n,,\x01auth=Bearer t t\x01\x01",
+            b"n,,\x01auth=Bearer t=x\x01\x01",
+            b"n,a=a,b,\x01auth=Bearer t\x01\x01",
+            "n,a=é,\x01auth=Bearer t\x01\x01".as_bytes(),
             b"n,,\x01auth=Bearer t\x01auth=Bearer u\x01\x01",
             b"n,,\x01x1=v\x01auth=Bearer t\x01\x01",
             b"n,,\x01\x01",

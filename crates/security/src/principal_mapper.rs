@@ -71,31 +71,49 @@ fn take_until_slash(text: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// Java's `Matcher.replaceAll` replacement syntax (`$n`, `\x` literal) as the regex crate's
-/// (`${n}`, `$$`).
-fn java_replacement(replacement: &str) -> String {
+/// Java's `Matcher.replaceAll` replacement syntax as the regex crate's (`${n}`, `$$`), with
+/// Kafka's treatment of back-references: `$n` for a group the pattern does not have is
+/// the literal text `$n`, and Java reads as many digits as still name an existing group.
+fn java_replacement(replacement: &str, group_count: usize) -> String {
     let mut out = String::with_capacity(replacement.len() + 8);
-    let mut chars = replacement.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some('$') => out.push_str("$$"),
-                Some(other) => out.push(other),
-                None => {}
-            },
-            '$' => {
-                let mut digits = String::new();
-                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
-                    digits.push(d);
-                    chars.next();
+    let chars: Vec<char> = replacement.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => {
+                match chars.get(i + 1) {
+                    Some('$') => out.push_str("$$"),
+                    Some(other) => out.push(*other),
+                    None => {}
                 }
-                if digits.is_empty() {
-                    out.push_str("$$");
-                } else {
-                    out.push_str(&format!("${{{digits}}}"));
+                i += 2;
+            }
+            '$' => {
+                let first = chars.get(i + 1).and_then(|c| c.to_digit(10));
+                match first {
+                    Some(d) if (d as usize) <= group_count => {
+                        let mut n = d as usize;
+                        i += 2;
+                        while let Some(next) = chars.get(i).and_then(|c| c.to_digit(10)) {
+                            let longer = n * 10 + next as usize;
+                            if longer > group_count {
+                                break;
+                            }
+                            n = longer;
+                            i += 1;
+                        }
+                        out.push_str(&format!("${{{n}}}"));
+                    }
+                    _ => {
+                        out.push_str("$$");
+                        i += 1;
+                    }
                 }
             }
-            other => out.push(other),
+            other => {
+                out.push(other);
+                i += 1;
+            }
         }
     }
     out
@@ -108,6 +126,11 @@ impl SslPrincipalMapper {
         let mut parsed = Vec::new();
         let mut rest = rules.trim_start();
         while !rest.is_empty() {
+            // An empty rule (",,") is ignored, as in Kafka.
+            if let Some(after) = rest.strip_prefix(',') {
+                rest = after.trim_start();
+                continue;
+            }
             if let Some(after) = rest.strip_prefix("DEFAULT") {
                 parsed.push(Rule::Default);
                 rest = after;
@@ -126,10 +149,12 @@ impl SslPrincipalMapper {
                         reason: e.to_string(),
                     })
                 };
+                let pattern_re = compile(pattern)?;
+                let group_count = pattern_re.captures_len().saturating_sub(1);
                 parsed.push(Rule::Replace {
                     whole: compile(&format!("^(?:{pattern})$"))?,
-                    pattern: compile(pattern)?,
-                    replacement: java_replacement(replacement),
+                    pattern: pattern_re,
+                    replacement: java_replacement(replacement, group_count),
                     case,
                 });
                 rest = after;
@@ -327,9 +352,15 @@ mod tests {
 
     #[test]
     fn java_replacement_syntax() {
-        assert_eq!(java_replacement("$1a"), "${1}a");
-        assert_eq!(java_replacement("\\$x"), "$$x");
-        assert_eq!(java_replacement("a$"), "a$$");
+        assert_eq!(java_replacement("$1a", 1), "${1}a");
+        assert_eq!(java_replacement("\\$x", 1), "$$x");
+        assert_eq!(java_replacement("a$", 1), "a$$");
+        // Kafka: a group the pattern lacks is literal; Java takes digits while a group exists.
+        assert_eq!(java_replacement("$1@$4", 3), "${1}@$$4");
+        assert_eq!(java_replacement("$12", 3), "${1}2");
+        assert_eq!(java_replacement("$12", 12), "${12}");
+        let m = SslPrincipalMapper::from_rules("RULE:^CN=(.*),O=(.*)$/$1@$4/,,DEFAULT").unwrap();
+        assert_eq!(m.principal_name("CN=a,O=b").unwrap(), "a@$4");
     }
 
     #[test]

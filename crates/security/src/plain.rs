@@ -97,6 +97,39 @@ impl PlainCallback for StaticPlainUsers {
     }
 }
 
+/// PLAIN against the SCRAM credentials in the metadata log, so one set of users serves both
+/// mechanisms: the password is run through the credential's salt and iterations and must
+/// give its StoredKey. `lookup` gives a user's credentials (any mechanism).
+pub struct ScramPlainUsers<F> {
+    lookup: F,
+}
+
+impl<F> ScramPlainUsers<F>
+where
+    F: Fn(&str) -> Vec<crate::scram::ScramCredential>,
+{
+    pub fn new(lookup: F) -> Self {
+        ScramPlainUsers { lookup }
+    }
+}
+
+impl<F> PlainCallback for ScramPlainUsers<F>
+where
+    F: Fn(&str) -> Vec<crate::scram::ScramCredential>,
+{
+    fn authenticate(&self, username: &str, password: &str) -> bool {
+        (self.lookup)(username).iter().any(|stored| {
+            crate::scram::ScramCredential::derive(
+                stored.mechanism,
+                password,
+                &stored.salt,
+                stored.iterations,
+            )
+            .is_ok_and(|derived| ct_eq(&derived.stored_key, &stored.stored_key))
+        })
+    }
+}
+
 /// PLAIN is one message: parse, check, and give the authenticated user name.
 pub fn authenticate(message: &[u8], callback: &dyn PlainCallback) -> Result<String, PlainError> {
     let msg = parse(message)?;
@@ -143,6 +176,28 @@ mod tests {
         assert!(matches!(parse(b"alice\0pw"), Err(PlainError::Malformed(_))));
         assert!(matches!(parse(b"\0a\0b\0c"), Err(PlainError::Malformed(_))));
         assert!(matches!(parse(b"\0a\0\xff"), Err(PlainError::Malformed(_))));
+    }
+
+    #[test]
+    fn plain_against_scram_credentials() {
+        use crate::scram::{ScramCredential, ScramMechanism};
+        let cred = ScramCredential::generate(ScramMechanism::Sha512, "pw-1", 4096).unwrap();
+        let users = ScramPlainUsers::new(move |u: &str| {
+            if u == "carol" {
+                vec![cred.clone()]
+            } else {
+                Vec::new()
+            }
+        });
+        assert_eq!(authenticate(b"\0carol\0pw-1", &users).unwrap(), "carol");
+        assert_eq!(
+            authenticate(b"\0carol\0pw-2", &users).unwrap_err(),
+            PlainError::InvalidCredentials
+        );
+        assert_eq!(
+            authenticate(b"\0dave\0pw-1", &users).unwrap_err(),
+            PlainError::InvalidCredentials
+        );
     }
 
     #[test]

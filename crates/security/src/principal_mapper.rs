@@ -232,18 +232,24 @@ fn attribute_keyword(oid: &str) -> Option<&'static str> {
     })
 }
 
-/// RFC 2253 section 2.4's escaping of an attribute value.
+/// RFC 2253 section 2.4's escaping of an attribute value, as Java's `AVA.toRFC2253String`
+/// does it: `,=+<>#;"\\` anywhere, leading and trailing spaces, NUL as `\\00`.
 fn escape_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
+    let mut out = String::with_capacity(value.len() + 4);
+    let chars: Vec<char> = value.chars().collect();
+    let leading = chars.iter().take_while(|c| **c == ' ').count();
+    let trailing_from = chars.len() - chars.iter().rev().take_while(|c| **c == ' ').count();
+    for (i, c) in chars.iter().enumerate() {
+        if *c == '\u{0}' {
+            out.push_str("\\00");
+            continue;
+        }
+        let special =
+            ",=+<>#;\"\\".contains(*c) || (*c == ' ' && (i < leading || i >= trailing_from));
         if special {
             out.push('\\');
         }
-        out.push(c);
+        out.push(*c);
     }
     out
 }
@@ -366,8 +372,35 @@ mod tests {
     #[test]
     fn rfc2253_escaping() {
         assert_eq!(escape_value("a,b"), "a\\,b");
-        assert_eq!(escape_value(" #x "), "\\ #x\\ ");
-        assert_eq!(escape_value("#x"), "\\#x");
+        assert_eq!(escape_value(" #x "), "\\ \\#x\\ ");
+        assert_eq!(escape_value("a=b#c"), "a\\=b\\#c");
+        assert_eq!(escape_value("  a b  "), "\\ \\ a b\\ \\ ");
+        assert_eq!(escape_value("a\u{0}"), "a\\00");
         assert!(subject_rfc2253(b"garbage").is_err());
+    }
+
+    /// A certificate made by openssl with a multi-valued RDN and an attribute Java has no
+    /// keyword for (emailAddress): the string is what `X500Principal.getName()` gives.
+    #[test]
+    fn subject_as_java_writes_it() {
+        let der = include_bytes!("../testdata/subject-test-only.der");
+        assert_eq!(
+            subject_rfc2253(der).unwrap(),
+            "1.2.840.113549.1.9.1=#16076440782e6f7267,CN=Duke+UID=42,OU=JavaSoft,O=Sun\\, Inc,L=Santa Clara,ST=CA,C=US"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_der_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = subject_rfc2253(&bytes);
+        }
+
+        #[test]
+        fn random_rules_never_panic(rules in "[A-Z:/,$\\\\()*.^ LU0-9a-z]{0,40}", dn in "[A-Za-z=, ]{0,30}") {
+            if let Ok(m) = SslPrincipalMapper::from_rules(&rules) {
+                let _ = m.principal_name(&dn);
+            }
+        }
     }
 }

@@ -450,6 +450,17 @@ mod tests {
         (cert.pem(), key.serialize_pem())
     }
 
+    fn expired_leaf(ca: &Ca, cn: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     fn client_config(trust: &Ca, client_cert: Option<(String, String)>) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(trust.cert.der().clone()).unwrap();
@@ -609,6 +620,16 @@ mod tests {
             "required client auth without a certificate"
         );
 
+        let expired = expired_leaf(&ca_good, "old");
+        let out = rt.block_on(handshake(
+            config.clone(),
+            mapper.clone(),
+            client_config(&ca_good, Some(expired)),
+            "localhost",
+        ));
+        let err = out.server.expect_err("expired client certificate accepted");
+        assert!(err.contains("xpired"), "{err}");
+
         let out = rt.block_on(handshake(
             config,
             mapper,
@@ -652,6 +673,16 @@ mod tests {
         ));
         assert!(out.client.is_ok());
         assert_eq!(out.server.unwrap().0, KafkaPrincipal::anonymous());
+
+        // A client that does not trust the broker's CA refuses it.
+        let out = rt.block_on(handshake(
+            build_server_config(&settings).unwrap(),
+            SslPrincipalMapper::default(),
+            client_config(&ca("Unknown CA"), None),
+            "localhost",
+        ));
+        let err = out.client.expect_err("server from an unknown CA accepted");
+        assert!(err.contains("UnknownIssuer"), "{err}");
     }
 
     #[test]

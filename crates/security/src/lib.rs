@@ -12,6 +12,7 @@ pub mod oauthbearer;
 pub mod plain;
 pub mod principal;
 pub mod principal_mapper;
+pub mod sasl;
 pub mod scram;
 pub mod tls;
 

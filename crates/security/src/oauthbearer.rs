@@ -10,6 +10,7 @@
 //! exchange.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -447,13 +448,13 @@ enum State {
 }
 
 /// Kafka's `OAuthBearerSaslServer` for one exchange.
-pub struct OAuthBearerServer<'a> {
-    validator: &'a OAuthBearerValidator,
+pub struct OAuthBearerServer {
+    validator: Arc<OAuthBearerValidator>,
     state: State,
 }
 
-impl<'a> OAuthBearerServer<'a> {
-    pub fn new(validator: &'a OAuthBearerValidator) -> Self {
+impl OAuthBearerServer {
+    pub fn new(validator: Arc<OAuthBearerValidator>) -> Self {
         OAuthBearerServer {
             validator,
             state: State::Initial,
@@ -540,8 +541,11 @@ mod tests {
         })
     }
 
-    fn validator(config: OAuthBearerValidatorConfig) -> OAuthBearerValidator {
-        OAuthBearerValidator::new(config, Jwks::from_json(RSA_JWKS).unwrap())
+    fn validator(config: OAuthBearerValidatorConfig) -> Arc<OAuthBearerValidator> {
+        Arc::new(OAuthBearerValidator::new(
+            config,
+            Jwks::from_json(RSA_JWKS).unwrap(),
+        ))
     }
 
     fn initial_response(token: &str) -> Vec<u8> {
@@ -562,7 +566,7 @@ mod tests {
         ]))
         .unwrap();
         let v = validator(config);
-        let mut server = OAuthBearerServer::new(&v);
+        let mut server = OAuthBearerServer::new(v.clone());
         let step = server
             .evaluate(
                 &initial_response(&rsa_token(good_claims(), Some("rsa-test"))),
@@ -669,7 +673,7 @@ mod tests {
     #[test]
     fn bad_token_gets_kafkas_challenge_then_fails() {
         let v = validator(OAuthBearerValidatorConfig::default());
-        let mut server = OAuthBearerServer::new(&v);
+        let mut server = OAuthBearerServer::new(v.clone());
         let step = server.evaluate(&initial_response("a.b.c"), NOW_MS).unwrap();
         assert_eq!(
             step,
@@ -684,7 +688,7 @@ mod tests {
             Err(OAuthBearerError::ExchangeFinished)
         );
         // After the challenge, a new initial response is a retry, as in Kafka.
-        let mut server = OAuthBearerServer::new(&v);
+        let mut server = OAuthBearerServer::new(v.clone());
         server.evaluate(&initial_response("a.b.c"), NOW_MS).unwrap();
         let good = rsa_token(good_claims(), None);
         assert!(matches!(
@@ -697,13 +701,13 @@ mod tests {
     fn authzid_must_match_the_principal() {
         let v = validator(OAuthBearerValidatorConfig::default());
         let token = rsa_token(good_claims(), None);
-        let mut server = OAuthBearerServer::new(&v);
+        let mut server = OAuthBearerServer::new(v.clone());
         let msg = format!("n,a=admin,\u{1}auth=Bearer {token}\u{1}\u{1}");
         assert_eq!(
             server.evaluate(msg.as_bytes(), NOW_MS),
             Err(OAuthBearerError::AuthorizationIdMismatch)
         );
-        let mut server = OAuthBearerServer::new(&v);
+        let mut server = OAuthBearerServer::new(v.clone());
         let msg = format!("n,a=alice,\u{1}auth=Bearer {token}\u{1}\u{1}");
         assert!(matches!(
             server.evaluate(msg.as_bytes(), NOW_MS),
@@ -742,7 +746,7 @@ mod tests {
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200),
                                     token in "[A-Za-z0-9_.-]{0,80}") {
             let v = validator(OAuthBearerValidatorConfig::default());
-            let mut server = OAuthBearerServer::new(&v);
+            let mut server = OAuthBearerServer::new(v.clone());
             let _ = server.evaluate(&bytes, NOW_MS);
             let _ = server.evaluate(&bytes, NOW_MS);
             let _ = v.validate(&token, NOW_MS);

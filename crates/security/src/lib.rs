@@ -7,6 +7,7 @@
 //! rustls configurations from Kafka's `ssl.*` settings. Wiring into listeners, the handler
 //! table and the metadata log belongs to the broker.
 
+pub mod auth_failures;
 pub mod authorizer;
 pub mod oauthbearer;
 pub mod plain;

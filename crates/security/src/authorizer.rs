@@ -1162,6 +1162,48 @@ mod tests {
         assert_eq!(AclOperation::from_code(-3), Op::Unknown);
     }
 
+    /// Not a pass/fail test: prints what a lookup costs among many prefixed ACLs
+    /// (`cargo test -p strom-security lookup_cost -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn lookup_cost() {
+        for n in [1_000usize, 10_000, 100_000] {
+            let mut a = StandardAuthorizer::new(AuthorizerConfig::default());
+            let mut all = Vec::new();
+            for i in 0..n {
+                let b = binding(
+                    Topic,
+                    &format!("team-{i:06}-"),
+                    Prefixed,
+                    "User:alice",
+                    "*",
+                    Op::Read,
+                    Allow,
+                );
+                all.push(b.clone());
+                a.add_acl(Uuid::new_v4(), b);
+            }
+            let lookups = 2_000;
+            let start = std::time::Instant::now();
+            for i in 0..lookups {
+                let name = format!("team-{:06}-orders", (i * 7919) % n);
+                assert_eq!(
+                    a.authorize(&alice(), "h", Op::Read, Topic, &name),
+                    AuthorizationResult::Allowed
+                );
+            }
+            let indexed_us = start.elapsed().as_secs_f64() * 1e6 / lookups as f64;
+            let config = AuthorizerConfig::default();
+            let start = std::time::Instant::now();
+            for i in 0..200 {
+                let name = format!("team-{:06}-orders", (i * 7919) % n);
+                let _ = naive(&all, &config, &alice(), "h", Op::Read, Topic, &name);
+            }
+            let naive_us = start.elapsed().as_secs_f64() * 1e6 / 200.0;
+            println!("{n} prefixed ACLs: index {indexed_us:.1} us/lookup, linear {naive_us:.1} us/lookup");
+        }
+    }
+
     /// Kafka's semantics written the slow, obvious way: every ACL checked against the resource.
     fn naive(
         acls: &[AclBinding],

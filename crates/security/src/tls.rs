@@ -248,14 +248,23 @@ impl TlsSettings {
 /// The PEM inputs of one build, kept to tell whether the files changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Inputs {
-    keystore: Vec<Vec<u8>>,
+    keystore: KeystoreBytes,
     truststore: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeystoreBytes {
+    Combined(Vec<u8>),
+    Separate { chain: Vec<u8>, key: Vec<u8> },
 }
 
 fn read_inputs(settings: &TlsSettings) -> Result<Inputs, TlsError> {
     let keystore = match &settings.keystore {
-        Keystore::Combined(s) => vec![s.read()?],
-        Keystore::Separate { chain, key } => vec![chain.read()?, key.read()?],
+        Keystore::Combined(s) => KeystoreBytes::Combined(s.read()?),
+        Keystore::Separate { chain, key } => KeystoreBytes::Separate {
+            chain: chain.read()?,
+            key: key.read()?,
+        },
     };
     let truststore = settings
         .truststore
@@ -286,17 +295,27 @@ fn parse_certs(source: &PemSource, pem: &[u8]) -> Result<Vec<CertificateDer<'sta
 }
 
 fn build(settings: &TlsSettings, inputs: &Inputs) -> Result<Arc<ServerConfig>, TlsError> {
-    let (chain, key) = match &settings.keystore {
-        Keystore::Combined(source) => {
-            let pem = &inputs.keystore[0];
+    let (chain, key) = match (&settings.keystore, &inputs.keystore) {
+        (Keystore::Combined(source), KeystoreBytes::Combined(pem)) => {
             let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| pem_error(source, e))?;
             (parse_certs(source, pem)?, key)
         }
-        Keystore::Separate { chain, key } => {
-            let certs = parse_certs(chain, &inputs.keystore[0])?;
-            let key = PrivateKeyDer::from_pem_slice(&inputs.keystore[1])
-                .map_err(|e| pem_error(key, e))?;
+        (
+            Keystore::Separate { chain, key },
+            KeystoreBytes::Separate {
+                chain: chain_pem,
+                key: key_pem,
+            },
+        ) => {
+            let certs = parse_certs(chain, chain_pem)?;
+            let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_error(key, e))?;
             (certs, key)
+        }
+        _ => {
+            return Err(TlsError::InvalidConfig {
+                name: "ssl.keystore.location",
+                reason: "keystore changed shape between reads".into(),
+            })
         }
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -26,6 +26,13 @@ pub const WILDCARD_RESOURCE: &str = "*";
 pub const WILDCARD_HOST: &str = "*";
 /// The one name of the CLUSTER resource.
 pub const CLUSTER_NAME: &str = "kafka-cluster";
+/// "Authorized operations were not requested" (the schema's default, Integer.MIN_VALUE).
+pub const OPS_NOT_REQUESTED: i32 = i32::MIN;
+
+/// Kafka's 32-bit field of operations: bit `code` set for each.
+pub fn bit_field(ops: &[AclOperation]) -> i32 {
+    ops.iter().fold(0, |bits, op| bits | (1 << op.code()))
+}
 
 macro_rules! wire_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $code:expr, $text:expr;)* }) => {
@@ -665,6 +672,23 @@ impl StandardAuthorizer {
             .fold(0, |bits, op| bits | (1 << op.code()))
     }
 
+    /// [`Self::authorized_operations`] when the request asked for them, else Kafka's
+    /// "not requested" value.
+    pub fn authorized_operations_if(
+        &self,
+        requested: bool,
+        principal: &KafkaPrincipal,
+        host: &str,
+        resource_type: ResourceType,
+        resource_name: &str,
+    ) -> i32 {
+        if requested {
+            self.authorized_operations(principal, host, resource_type, resource_name)
+        } else {
+            OPS_NOT_REQUESTED
+        }
+    }
+
     /// Calls `visit` on every prefixed ACL list whose name is a prefix of `name`, longest
     /// first; stops early (and returns true) when `visit` does.
     fn visit_prefixes(
@@ -1023,6 +1047,32 @@ mod tests {
         // WRITE, DESCRIBE (implied), DESCRIBE_CONFIGS (implied), ALTER_CONFIGS.
         assert_eq!(ops, vec![4, 8, 10, 11]);
         assert_eq!(a.authorized_operations(&alice(), "h", Group, "t"), 0);
+        assert_eq!(
+            a.authorized_operations_if(false, &alice(), "h", Topic, "t"),
+            OPS_NOT_REQUESTED
+        );
+        // A super user gets every supported operation: Kafka's sets, as acl.rs has them.
+        let sup = authz(
+            vec![],
+            AuthorizerConfig {
+                super_users: AuthorizerConfig::parse_super_users("User:alice").unwrap(),
+                allow_everyone_if_no_acl_found: false,
+            },
+        );
+        let ops_of = |rt| -> Vec<i8> {
+            let bits = sup.authorized_operations(&alice(), "h", rt, "x");
+            (0..32).filter(|b| bits & (1 << b) != 0).collect()
+        };
+        assert_eq!(ops_of(Topic), vec![3, 4, 5, 6, 7, 8, 10, 11]);
+        assert_eq!(ops_of(ResourceType::Cluster), vec![5, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(ops_of(Group), vec![3, 6, 8, 10, 11]);
+        assert_eq!(ops_of(ResourceType::TransactionalId), vec![4, 8]);
+        assert_eq!(ops_of(ResourceType::DelegationToken), vec![8]);
+        assert_eq!(ops_of(ResourceType::User), vec![13, 14]);
+        assert_eq!(
+            bit_field(ResourceType::Topic.supported_operations()),
+            sup.authorized_operations(&alice(), "h", Topic, "x")
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod sasl;
 pub mod scram;
 pub mod tls;
 
-pub use principal::KafkaPrincipal;
+pub use principal::{build_principal, Authentication, KafkaPrincipal, SecurityProtocol};
 
 /// Compares two secrets in time that depends only on their lengths, so a client cannot learn
 /// a password or key byte by byte from response times.

@@ -856,6 +856,176 @@ impl ScramServer {
     }
 }
 
+/// RFC 5802's `Hi(password, salt, i)` for a mechanism: what AlterUserScramCredentials'
+/// upsertion carries (KIP-554 has the client salt and hash the password, so it never
+/// travels).
+pub fn salted_password(
+    mechanism: ScramMechanism,
+    password: &str,
+    salt: &[u8],
+    iterations: u32,
+) -> Result<Vec<u8>, ScramError> {
+    validate_iterations(mechanism, iterations)?;
+    let Some(nz) = NonZeroU32::new(iterations) else {
+        return Err(ScramError::TooFewIterations {
+            mechanism: mechanism.mechanism_name(),
+            iterations,
+            minimum: MIN_ITERATIONS,
+        });
+    };
+    Ok(mechanism.salted_password(password.as_bytes(), salt, nz))
+}
+
+/// A fresh random salt for an upsertion.
+pub fn new_salt() -> Vec<u8> {
+    random_bytes(DEFAULT_SALT_BYTES)
+}
+
+/// What the client side of SCRAM refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScramClientError {
+    #[error("Invalid SCRAM server first message: {0}")]
+    InvalidServerFirst(&'static str),
+    #[error("Invalid SCRAM server final message: {0}")]
+    InvalidServerFinal(&'static str),
+    #[error("SCRAM server error: {0}")]
+    ServerError(String),
+    #[error("Invalid server signature in the SCRAM server final message")]
+    BadServerSignature,
+    #[error("SCRAM client used out of order")]
+    OutOfOrder,
+}
+
+enum ClientState {
+    Initial,
+    SentFirst { bare: String },
+    SentFinal { server_signature: Vec<u8> },
+    Done,
+}
+
+/// The client side of SCRAM (Kafka's `ScramSaslClient`), for Strom's own client and CLI.
+/// The server's iteration count is checked against the same bounds as credentials, so a
+/// hostile server cannot make the client hash for minutes.
+pub struct ScramClient {
+    mechanism: ScramMechanism,
+    username: String,
+    password: String,
+    nonce: String,
+    state: ClientState,
+}
+
+impl ScramClient {
+    pub fn new(mechanism: ScramMechanism, username: &str, password: &str) -> Self {
+        Self::with_nonce(
+            mechanism,
+            username,
+            password,
+            B64.encode(random_bytes(SERVER_NONCE_BYTES)),
+        )
+    }
+
+    /// A client whose nonce is given (test vectors).
+    pub fn with_nonce(
+        mechanism: ScramMechanism,
+        username: &str,
+        password: &str,
+        nonce: String,
+    ) -> Self {
+        ScramClient {
+            mechanism,
+            username: username.to_string(),
+            password: password.to_string(),
+            nonce,
+            state: ClientState::Initial,
+        }
+    }
+
+    /// The client-first message.
+    pub fn first_message(&mut self) -> Result<Vec<u8>, ScramClientError> {
+        if !matches!(self.state, ClientState::Initial) {
+            return Err(ScramClientError::OutOfOrder);
+        }
+        let bare = format!("n={},r={}", encode_saslname(&self.username), self.nonce);
+        let out = format!("n,,{bare}").into_bytes();
+        self.state = ClientState::SentFirst { bare };
+        Ok(out)
+    }
+
+    /// Takes the server-first message and gives the client-final one.
+    pub fn final_message(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramClientError> {
+        use ScramClientError::InvalidServerFirst as Bad;
+        let ClientState::SentFirst { bare } = std::mem::replace(&mut self.state, ClientState::Done)
+        else {
+            return Err(ScramClientError::OutOfOrder);
+        };
+        let text = std::str::from_utf8(server_first).map_err(|_| Bad("not UTF-8"))?;
+        if let Some(e) = text.strip_prefix("e=") {
+            return Err(ScramClientError::ServerError(e.to_string()));
+        }
+        let mut attrs = text.split(',');
+        let mut next = |prefix: &'static str| {
+            attrs
+                .next()
+                .and_then(|a| a.strip_prefix(prefix))
+                .ok_or(Bad("missing attribute"))
+        };
+        let nonce = next("r=")?;
+        let salt_b64 = next("s=")?;
+        let iterations_text = next("i=")?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() || !valid_nonce(nonce)
+        {
+            return Err(Bad("nonce does not extend the client's"));
+        }
+        let salt = B64
+            .decode(salt_b64)
+            .map_err(|_| Bad("salt is not base64"))?;
+        let iterations: u32 = iterations_text.parse().map_err(|_| Bad("bad iterations"))?;
+        let salted = salted_password(self.mechanism, &self.password, &salt, iterations)
+            .map_err(|_| Bad("iterations out of range"))?;
+        let m = self.mechanism;
+        let without_proof = format!("c={},r={nonce}", B64.encode("n,,"));
+        let auth_message = format!("{bare},{text},{without_proof}");
+        let client_key = m.hmac(&salted, b"Client Key");
+        let stored_key = m.hash(&client_key);
+        let signature = m.hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = m.hmac(&salted, b"Server Key");
+        self.state = ClientState::SentFinal {
+            server_signature: m.hmac(&server_key, auth_message.as_bytes()),
+        };
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final message: the server proved it knows the credential.
+    pub fn verify_server_final(&mut self, server_final: &[u8]) -> Result<(), ScramClientError> {
+        use ScramClientError::InvalidServerFinal as Bad;
+        let ClientState::SentFinal { server_signature } =
+            std::mem::replace(&mut self.state, ClientState::Done)
+        else {
+            return Err(ScramClientError::OutOfOrder);
+        };
+        let text = std::str::from_utf8(server_final).map_err(|_| Bad("not UTF-8"))?;
+        if let Some(e) = text.strip_prefix("e=") {
+            return Err(ScramClientError::ServerError(e.to_string()));
+        }
+        let v = text
+            .split(',')
+            .next()
+            .and_then(|a| a.strip_prefix("v="))
+            .ok_or(Bad("no verifier"))?;
+        let got = B64.decode(v).map_err(|_| Bad("verifier is not base64"))?;
+        if ct_eq(&got, &server_signature) {
+            Ok(())
+        } else {
+            Err(ScramClientError::BadServerSignature)
+        }
+    }
+}
+
 /// RFC 5802's server-error message (`e=...`), which Kafka does not send: it fails
 /// SaslAuthenticate with an error message instead. Kept for clients of [`ScramServer`] that
 /// want the in-band form.
@@ -1036,6 +1206,82 @@ mod tests {
             }
             ScramStep::Continue(_) => panic!("server wants more"),
         }
+    }
+
+    #[test]
+    fn client_matches_rfc7677_and_talks_to_the_server() {
+        let mut client = ScramClient::with_nonce(
+            ScramMechanism::Sha256,
+            "user",
+            "pencil",
+            "rOprNGfwEbeRWgbNEkqO".into(),
+        );
+        assert_eq!(
+            client.first_message().unwrap(),
+            b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+        );
+        let fin = client
+            .final_message(b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+            .unwrap();
+        assert_eq!(
+            fin,
+            b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+        );
+        assert!(client
+            .verify_server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .is_ok());
+
+        for m in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+            let salt = new_salt();
+            let salted = salted_password(m, "pw", &salt, 4096).unwrap();
+            let cred = ScramCredential::from_upsertion(m, &salt, &salted, 4096).unwrap();
+            let mut client = ScramClient::new(m, "a=b", "pw");
+            let mut server = ScramServer::new(m);
+            let first = client.first_message().unwrap();
+            let ScramStep::Continue(sf) = server
+                .evaluate(&first, |u| (u == "a=b").then(|| cred.clone()))
+                .unwrap()
+            else {
+                panic!("server finished early");
+            };
+            let fin = client.final_message(&sf).unwrap();
+            let ScramStep::Complete { response, .. } = server.evaluate(&fin, |_| None).unwrap()
+            else {
+                panic!("server wants more");
+            };
+            assert!(client.verify_server_final(&response).is_ok());
+        }
+    }
+
+    #[test]
+    fn client_refuses_hostile_servers() {
+        let mk = || {
+            let mut c = ScramClient::with_nonce(ScramMechanism::Sha256, "u", "p", "abc".into());
+            c.first_message().unwrap();
+            c
+        };
+        for bad in [
+            &b"r=abcX,s=c2FsdA==,i=100000000"[..],
+            b"r=abcX,s=c2FsdA==,i=1",
+            b"r=zzzX,s=c2FsdA==,i=4096",
+            b"r=abc,s=c2FsdA==,i=4096",
+            b"r=abcX,s=!!,i=4096",
+            b"r=abcX,s=c2FsdA==",
+            b"e=other-error",
+            b"\xff",
+        ] {
+            assert!(mk().final_message(bad).is_err(), "{bad:?}");
+        }
+        let mut c = mk();
+        c.final_message(b"r=abcX,s=c2FsdA==,i=4096").unwrap();
+        assert_eq!(
+            c.verify_server_final(b"v=AAAA").unwrap_err(),
+            ScramClientError::BadServerSignature
+        );
+        assert_eq!(
+            c.verify_server_final(b"v=AAAA").unwrap_err(),
+            ScramClientError::OutOfOrder
+        );
     }
 
     #[test]
@@ -1259,6 +1505,17 @@ mod tests {
             let mut server = ScramServer::with_server_nonce(ScramMechanism::Sha256, "SRV".into());
             let _ = server.evaluate(&first, |_| Some(rfc7677_credential()));
             let _ = server.evaluate(&fin, |_| None);
+        }
+
+        #[test]
+        fn client_never_panics_on_random_server_bytes(
+            first in proptest::collection::vec(any::<u8>(), 0..120),
+            fin in proptest::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let mut c = ScramClient::with_nonce(ScramMechanism::Sha512, "u", "p", "abc".into());
+            c.first_message().unwrap();
+            let _ = c.final_message(&first);
+            let _ = c.verify_server_final(&fin);
         }
 
         #[test]

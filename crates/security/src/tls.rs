@@ -105,6 +105,35 @@ fn prop<'a>(props: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     props.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
+/// `ssl.enabled.protocols` (default both): (TLSv1.2, TLSv1.3).
+fn parse_protocols(props: &HashMap<String, String>) -> Result<(bool, bool), TlsError> {
+    let (mut tls12, mut tls13) = (false, false);
+    for p in prop(props, "ssl.enabled.protocols")
+        .unwrap_or("TLSv1.2,TLSv1.3")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match p {
+            "TLSv1.2" => tls12 = true,
+            "TLSv1.3" => tls13 = true,
+            other => {
+                return Err(TlsError::InvalidConfig {
+                    name: "ssl.enabled.protocols",
+                    reason: format!("`{other}` is not supported (only TLSv1.2 and TLSv1.3)"),
+                })
+            }
+        }
+    }
+    if !tls12 && !tls13 {
+        return Err(TlsError::InvalidConfig {
+            name: "ssl.enabled.protocols",
+            reason: "no protocol enabled".into(),
+        });
+    }
+    Ok((tls12, tls13))
+}
+
 impl TlsSettings {
     /// Reads a listener's settings from Kafka properties (already stripped of any
     /// `listener.name.<name>.` prefix by the caller).
@@ -180,30 +209,7 @@ impl TlsSettings {
                 })
             }
         };
-        let (mut tls12, mut tls13) = (false, false);
-        for p in prop(props, "ssl.enabled.protocols")
-            .unwrap_or("TLSv1.2,TLSv1.3")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            match p {
-                "TLSv1.2" => tls12 = true,
-                "TLSv1.3" => tls13 = true,
-                other => {
-                    return Err(TlsError::InvalidConfig {
-                        name: "ssl.enabled.protocols",
-                        reason: format!("`{other}` is not supported (only TLSv1.2 and TLSv1.3)"),
-                    })
-                }
-            }
-        }
-        if !tls12 && !tls13 {
-            return Err(TlsError::InvalidConfig {
-                name: "ssl.enabled.protocols",
-                reason: "no protocol enabled".into(),
-            });
-        }
+        let (tls12, tls13) = parse_protocols(props)?;
         let principal_mapping_rules = prop(props, "ssl.principal.mapping.rules")
             .unwrap_or("DEFAULT")
             .to_string();
@@ -294,8 +300,10 @@ fn parse_certs(source: &PemSource, pem: &[u8]) -> Result<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
-fn build(settings: &TlsSettings, inputs: &Inputs) -> Result<Arc<ServerConfig>, TlsError> {
-    let (chain, key) = match (&settings.keystore, &inputs.keystore) {
+type KeyAndChain = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn key_and_chain(keystore: &Keystore, bytes: &KeystoreBytes) -> Result<KeyAndChain, TlsError> {
+    Ok(match (keystore, bytes) {
         (Keystore::Combined(source), KeystoreBytes::Combined(pem)) => {
             let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| pem_error(source, e))?;
             (parse_certs(source, pem)?, key)
@@ -317,7 +325,11 @@ fn build(settings: &TlsSettings, inputs: &Inputs) -> Result<Arc<ServerConfig>, T
                 reason: "keystore changed shape between reads".into(),
             })
         }
-    };
+    })
+}
+
+fn build(settings: &TlsSettings, inputs: &Inputs) -> Result<Arc<ServerConfig>, TlsError> {
+    let (chain, key) = key_and_chain(&settings.keystore, &inputs.keystore)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if settings.tls13 {
@@ -414,6 +426,173 @@ impl TlsReloader {
         tracing::info!(files = ?self.settings.files(), "TLS configuration reloaded");
         Ok(true)
     }
+}
+
+/// A Kafka client's `ssl.*` properties (the CLI's `--command-config`, the gateway's
+/// connection to a secured cluster): a truststore is required (there is no JVM default
+/// truststore to fall back on), a keystore is optional (mTLS), and
+/// `ssl.endpoint.identification.algorithm` is `https` (check the broker's host name, the
+/// default) or empty (check the chain only, as Kafka does when it is set to "").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsSettings {
+    pub truststore: PemSource,
+    pub keystore: Option<Keystore>,
+    pub tls12: bool,
+    pub tls13: bool,
+    pub verify_hostname: bool,
+}
+
+impl ClientTlsSettings {
+    pub fn from_properties(props: &HashMap<String, String>) -> Result<Self, TlsError> {
+        let truststore = match (
+            prop(props, "ssl.truststore.location"),
+            prop(props, "ssl.truststore.certificates"),
+        ) {
+            (Some(path), None) => PemSource::File(path.into()),
+            (None, Some(pem)) => PemSource::Inline(pem.into()),
+            (None, None) => return Err(TlsError::Missing("ssl.truststore.location")),
+            (Some(_), Some(_)) => {
+                return Err(TlsError::InvalidConfig {
+                    name: "ssl.truststore.location",
+                    reason: "give either the location or the certificates, not both".into(),
+                })
+            }
+        };
+        let has_keystore = [
+            "ssl.keystore.location",
+            "ssl.keystore.certificate.chain",
+            "ssl.keystore.key",
+        ]
+        .iter()
+        .any(|n| prop(props, n).is_some());
+        let keystore = if has_keystore {
+            Some(TlsSettings::from_properties(props)?.keystore)
+        } else {
+            None
+        };
+        let (tls12, tls13) = parse_protocols(props)?;
+        let verify_hostname = match props
+            .get("ssl.endpoint.identification.algorithm")
+            .map(|v| v.trim())
+        {
+            None => true,
+            Some(v) if v.eq_ignore_ascii_case("https") => true,
+            Some("") => false,
+            Some(other) => {
+                return Err(TlsError::InvalidConfig {
+                    name: "ssl.endpoint.identification.algorithm",
+                    reason: format!("`{other}` is not https or empty"),
+                })
+            }
+        };
+        Ok(ClientTlsSettings {
+            truststore,
+            keystore,
+            tls12,
+            tls13,
+            verify_hostname,
+        })
+    }
+}
+
+/// Checks the chain and signatures as usual but takes a certificate issued for another
+/// name (`ssl.endpoint.identification.algorithm=`).
+#[derive(Debug)]
+struct ChainOnlyVerifier(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnlyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Builds a client's rustls configuration from [`ClientTlsSettings`].
+pub fn build_client_config(
+    settings: &ClientTlsSettings,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    let trust_pem = settings.truststore.read()?;
+    for cert in parse_certs(&settings.truststore, &trust_pem)? {
+        roots
+            .add(cert)
+            .map_err(|e| pem_error(&settings.truststore, e))?;
+    }
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    if settings.tls13 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if settings.tls12 {
+        versions.push(&rustls::version::TLS12);
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)?;
+    let roots = Arc::new(roots);
+    let builder = if settings.verify_hostname {
+        builder.with_root_certificates(roots)
+    } else {
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnlyVerifier(webpki)))
+    };
+    let config = match &settings.keystore {
+        None => builder.with_no_client_auth(),
+        Some(keystore) => {
+            let settings_like = TlsSettings {
+                keystore: keystore.clone(),
+                truststore: None,
+                client_auth: ClientAuth::None,
+                tls12: settings.tls12,
+                tls13: settings.tls13,
+                principal_mapping_rules: "DEFAULT".into(),
+            };
+            let inputs = read_inputs(&settings_like)?;
+            let (chain, key) = key_and_chain(keystore, &inputs.keystore)?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+    };
+    Ok(Arc::new(config))
 }
 
 /// The principal of a TLS connection (Kafka's `DefaultKafkaPrincipalBuilder` for SSL): the
@@ -754,6 +933,64 @@ mod tests {
 
     fn subject(der: &[u8]) -> String {
         crate::principal_mapper::subject_rfc2253(der).unwrap()
+    }
+
+    #[test]
+    fn client_settings_from_kafka_properties() {
+        let ca_good = ca("Strom Test CA");
+        let (server_cert, server_key) = leaf(&ca_good, &["broker.test"], "broker", "Strom");
+        let server = TlsSettings::from_properties(&props(&[
+            ("ssl.keystore.certificate.chain", &server_cert),
+            ("ssl.keystore.key", &server_key),
+            ("ssl.truststore.certificates", &ca_good.cert.pem()),
+            ("ssl.client.auth", "requested"),
+        ]))
+        .unwrap();
+        let server_config = build_server_config(&server).unwrap();
+        let mapper = server.principal_mapper().unwrap();
+        let rt = runtime();
+        let ca_pem = ca_good.cert.pem();
+        let client = |extra: &[(&str, &str)]| {
+            let mut p = props(&[("ssl.truststore.certificates", &ca_pem)]);
+            p.extend(props(extra));
+            build_client_config(&ClientTlsSettings::from_properties(&p).unwrap()).unwrap()
+        };
+        let run =
+            |c, name: &str| rt.block_on(handshake(server_config.clone(), mapper.clone(), c, name));
+        assert!(run(client(&[]), "broker.test").client.is_ok());
+        assert!(
+            run(client(&[]), "localhost").client.is_err(),
+            "host name not checked"
+        );
+        let chain_only = client(&[("ssl.endpoint.identification.algorithm", "")]);
+        assert!(run(chain_only, "localhost").client.is_ok());
+        // Chain-only still refuses a broker from an unknown CA.
+        let other = ca("Other CA").cert.pem();
+        let stranger = build_client_config(
+            &ClientTlsSettings::from_properties(&props(&[
+                ("ssl.truststore.certificates", &other),
+                ("ssl.endpoint.identification.algorithm", ""),
+            ]))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(run(stranger, "broker.test").client.is_err());
+        // mTLS from the client's keystore properties.
+        let (cert, key) = leaf(&ca_good, &[], "cli", "Strom");
+        let out = run(
+            client(&[
+                ("ssl.keystore.certificate.chain", &cert),
+                ("ssl.keystore.key", &key),
+            ]),
+            "broker.test",
+        );
+        assert_eq!(out.server.unwrap().0.name, "CN=cli,O=Strom");
+        assert!(ClientTlsSettings::from_properties(&props(&[])).is_err());
+        assert!(ClientTlsSettings::from_properties(&props(&[
+            ("ssl.truststore.certificates", &ca_pem),
+            ("ssl.endpoint.identification.algorithm", "ldap"),
+        ]))
+        .is_err());
     }
 
     #[test]

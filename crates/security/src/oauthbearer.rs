@@ -137,6 +137,17 @@ pub fn parse_client_initial_response(
     })
 }
 
+/// The client's initial response for a token (Kafka's `OAuthBearerClientInitialResponse
+/// .toBytes()`), with optional SASL extensions (KIP-342), given as (key, value) pairs.
+pub fn client_initial_response(token: &str, extensions: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = format!("n,,{KVSEP}auth=Bearer {token}{KVSEP}");
+    for (key, value) in extensions {
+        out.push_str(&format!("{key}={value}{KVSEP}"));
+    }
+    out.push(KVSEP);
+    out.into_bytes()
+}
+
 /// KIP-768's broker-side validation settings, by their Kafka names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthBearerValidatorConfig {
@@ -549,7 +560,12 @@ mod tests {
     }
 
     fn initial_response(token: &str) -> Vec<u8> {
-        format!("n,,\u{1}auth=Bearer {token}\u{1}traceId=abc\u{1}\u{1}").into_bytes()
+        let built = client_initial_response(token, &[("traceId", "abc")]);
+        assert_eq!(
+            built,
+            format!("n,,\u{1}auth=Bearer {token}\u{1}traceId=abc\u{1}\u{1}").into_bytes()
+        );
+        built
     }
 
     #[test]

@@ -65,6 +65,16 @@ pub fn parse(message: &[u8]) -> Result<PlainMessage<'_>, PlainError> {
     })
 }
 
+/// The client's PLAIN message (Kafka's `PlainSaslClient`: no authzid).
+pub fn client_message(username: &str, password: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(username.len() + password.len() + 2);
+    out.push(0);
+    out.extend_from_slice(username.as_bytes());
+    out.push(0);
+    out.extend_from_slice(password.as_bytes());
+    out
+}
+
 /// Checks a user's password (Kafka's `PlainAuthenticateCallback`).
 pub trait PlainCallback {
     fn authenticate(&self, username: &str, password: &str) -> bool;

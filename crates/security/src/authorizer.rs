@@ -432,7 +432,8 @@ struct IndexedEntry {
     entry: AccessControlEntry,
 }
 
-type IndexKey = (ResourceType, String);
+/// ACL entries by resource name, per resource type, so lookups borrow the name.
+type ByName<M> = HashMap<ResourceType, M>;
 
 /// Kafka's `StandardAuthorizer` over its `StandardAuthorizerData`: the ACLs, applied from
 /// metadata records by id, and the lookups that answer `authorize`.
@@ -440,8 +441,8 @@ type IndexKey = (ResourceType, String);
 pub struct StandardAuthorizer {
     config: AuthorizerConfig,
     by_id: HashMap<Uuid, AclBinding>,
-    literal: HashMap<IndexKey, Vec<IndexedEntry>>,
-    prefixed: BTreeMap<IndexKey, Vec<IndexedEntry>>,
+    literal: ByName<HashMap<String, Vec<IndexedEntry>>>,
+    prefixed: ByName<BTreeMap<String, Vec<IndexedEntry>>>,
 }
 
 impl StandardAuthorizer {
@@ -473,14 +474,26 @@ impl StandardAuthorizer {
     /// [`AclBinding::validate`]; an id seen before is replaced.
     pub fn add_acl(&mut self, id: Uuid, binding: AclBinding) {
         self.remove_acl(id);
-        let key = (binding.pattern.resource_type, binding.pattern.name.clone());
+        let (rt, name) = (binding.pattern.resource_type, binding.pattern.name.clone());
         let indexed = IndexedEntry {
             id,
             entry: binding.entry.clone(),
         };
         match binding.pattern.pattern_type {
-            PatternType::Prefixed => self.prefixed.entry(key).or_default().push(indexed),
-            _ => self.literal.entry(key).or_default().push(indexed),
+            PatternType::Prefixed => self
+                .prefixed
+                .entry(rt)
+                .or_default()
+                .entry(name)
+                .or_default()
+                .push(indexed),
+            _ => self
+                .literal
+                .entry(rt)
+                .or_default()
+                .entry(name)
+                .or_default()
+                .push(indexed),
         }
         self.by_id.insert(id, binding);
     }
@@ -488,28 +501,22 @@ impl StandardAuthorizer {
     /// Applies a `RemoveAccessControlEntryRecord`; the removed binding, if it was there.
     pub fn remove_acl(&mut self, id: Uuid) -> Option<AclBinding> {
         let binding = self.by_id.remove(&id)?;
-        let key = (binding.pattern.resource_type, binding.pattern.name.clone());
-        let prefixed = binding.pattern.pattern_type == PatternType::Prefixed;
-        let emptied = {
-            let list = if prefixed {
-                self.prefixed.get_mut(&key)
-            } else {
-                self.literal.get_mut(&key)
+        let (rt, name) = (binding.pattern.resource_type, binding.pattern.name.as_str());
+        fn drop_entry<M: NameMap>(index: &mut ByName<M>, rt: ResourceType, name: &str, id: Uuid) {
+            let Some(by_name) = index.get_mut(&rt) else {
+                return;
             };
-            match list {
-                Some(list) => {
-                    list.retain(|e| e.id != id);
-                    list.is_empty()
-                }
-                None => false,
+            if by_name.retain_in(name, id) {
+                by_name.remove_name(name);
             }
-        };
-        if emptied {
-            if prefixed {
-                self.prefixed.remove(&key);
-            } else {
-                self.literal.remove(&key);
+            if by_name.is_empty_map() {
+                index.remove(&rt);
             }
+        }
+        if binding.pattern.pattern_type == PatternType::Prefixed {
+            drop_entry(&mut self.prefixed, rt, name, id);
+        } else {
+            drop_entry(&mut self.literal, rt, name, id);
         }
         Some(binding)
     }
@@ -559,17 +566,13 @@ impl StandardAuthorizer {
             }
             false
         };
-        let literal_keys = [
-            (resource_type, resource_name.to_string()),
-            (resource_type, WILDCARD_RESOURCE.to_string()),
-        ];
-        for (i, key) in literal_keys.iter().enumerate() {
-            if i == 1 && resource_name == WILDCARD_RESOURCE {
-                break;
-            }
-            if let Some(entries) = self.literal.get(key) {
-                if visit(entries) {
-                    return AuthorizationResult::Denied;
+        if let Some(by_name) = self.literal.get(&resource_type) {
+            let wildcard = (resource_name != WILDCARD_RESOURCE).then_some(WILDCARD_RESOURCE);
+            for key in std::iter::once(resource_name).chain(wildcard) {
+                if let Some(entries) = by_name.get(key) {
+                    if visit(entries) {
+                        return AuthorizationResult::Denied;
+                    }
                 }
             }
         }
@@ -698,11 +701,14 @@ impl StandardAuthorizer {
         visit: &mut impl FnMut(&[IndexedEntry]) -> bool,
     ) -> bool {
         use std::ops::Bound;
-        let mut upper: Bound<IndexKey> = Bound::Included((resource_type, name.to_string()));
+        let Some(by_name) = self.prefixed.get(&resource_type) else {
+            return false;
+        };
+        let mut upper: Bound<&str> = Bound::Included(name);
         loop {
-            let lower = Bound::Included((resource_type, String::new()));
-            let Some(((_, key_name), entries)) =
-                self.prefixed.range((lower, upper.clone())).next_back()
+            let Some((key_name, entries)) = by_name
+                .range::<str, _>((Bound::Unbounded, upper))
+                .next_back()
             else {
                 return false;
             };
@@ -710,14 +716,52 @@ impl StandardAuthorizer {
                 if visit(entries) {
                     return true;
                 }
-                upper = Bound::Excluded((resource_type, key_name.clone()));
+                upper = Bound::Excluded(key_name.as_str());
             } else {
                 // No key between this one and `name` is a prefix of `name`, and none longer
                 // than the common prefix can be: jump there.
                 let common = common_prefix_len(name, key_name);
-                upper = Bound::Included((resource_type, name[..common].to_string()));
+                upper = Bound::Included(&name[..common]);
             }
         }
+    }
+}
+
+/// The two maps of the index, removal-wise.
+trait NameMap {
+    /// Drops entry `id` under `name`; true when that name has no entries left.
+    fn retain_in(&mut self, name: &str, id: Uuid) -> bool;
+    fn remove_name(&mut self, name: &str);
+    fn is_empty_map(&self) -> bool;
+}
+
+impl NameMap for HashMap<String, Vec<IndexedEntry>> {
+    fn retain_in(&mut self, name: &str, id: Uuid) -> bool {
+        self.get_mut(name).is_some_and(|list| {
+            list.retain(|e| e.id != id);
+            list.is_empty()
+        })
+    }
+    fn remove_name(&mut self, name: &str) {
+        self.remove(name);
+    }
+    fn is_empty_map(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl NameMap for BTreeMap<String, Vec<IndexedEntry>> {
+    fn retain_in(&mut self, name: &str, id: Uuid) -> bool {
+        self.get_mut(name).is_some_and(|list| {
+            list.retain(|e| e.id != id);
+            list.is_empty()
+        })
+    }
+    fn remove_name(&mut self, name: &str) {
+        self.remove(name);
+    }
+    fn is_empty_map(&self) -> bool {
+        self.is_empty()
     }
 }
 

@@ -1159,6 +1159,39 @@ mod tests {
         assert!(server.is_complete());
     }
 
+    /// SCRAM-SHA-512 has no RFC test vector; these messages were computed independently
+    /// with Python's hashlib/hmac (PBKDF2-HMAC-SHA-512, 4096 iterations).
+    #[test]
+    fn sha512_independent_vector() {
+        let cred =
+            ScramCredential::derive(ScramMechanism::Sha512, "pencil", b"0123456789abcdef", 4096)
+                .unwrap();
+        let mut server =
+            ScramServer::with_server_nonce(ScramMechanism::Sha512, "servernonce456".into());
+        let step = server
+            .evaluate(b"n,,n=user,r=clientnonce123", |_| Some(cred))
+            .unwrap();
+        assert_eq!(
+            step,
+            ScramStep::Continue(
+                b"r=clientnonce123servernonce456,s=MDEyMzQ1Njc4OWFiY2RlZg==,i=4096".to_vec()
+            )
+        );
+        let step = server
+            .evaluate(
+                b"c=biws,r=clientnonce123servernonce456,p=13ixXryETbe+mndQ1ezdhD0yxRJxlykxjNuSI0ScKgLVJ4v07Fa8vYcxVLJx0RNpJmxpwRDsg87yaRV+TP/h9w==",
+                |_| None,
+            )
+            .unwrap();
+        assert_eq!(
+            step,
+            ScramStep::Complete {
+                response: b"v=Q2ImzfMfWm+3mMkYGTaZK5DsLA7OLgX26PhsP1DsjU5b94j4Q1SjRn8HoUeqfwPOhk3GX530kh0TAjoXzEsuaw==".to_vec(),
+                username: "user".into()
+            }
+        );
+    }
+
     #[test]
     fn rfc7677_wrong_proof_is_refused() {
         let mut server = ScramServer::with_server_nonce(

@@ -1192,6 +1192,43 @@ mod tests {
         );
     }
 
+    /// Messages of kafka-python's SCRAM client (3.0.12, nonce fixed), recorded against this
+    /// server's server-first: a real client's encoding is taken and its proof verified.
+    #[test]
+    fn kafka_python_client_messages() {
+        for (mechanism, client_final, server_final) in [
+            (
+                ScramMechanism::Sha256,
+                &b"c=biws,r=kafkapythonnonceSTROMSERVER,p=tMxSzgWiExtD8Tm4woDYWgfmPgoQzsFOgo11sSgahhg="[..],
+                &b"v=gS/pfG3x5/MP3reOw8puv7ptU7HL1+/VL72QtV8po8w="[..],
+            ),
+            (
+                ScramMechanism::Sha512,
+                b"c=biws,r=kafkapythonnonceSTROMSERVER,p=7khv7WWQcTUp11UsUS6+TsR9DUjEPMaTRepcOEn7tKI2Q1Zrf5tbMJL991c+nAK7J3V4EoqK9Tj5VTQ007Mevw==",
+                b"v=orfBreLRM1PAphDaFEzDaRqRPgNGNFEUFGmh4wPWhhjbcBYHvSoqARqF7ZH6XwM223uSfqbPVTPWyZU2j5aw7Q==",
+            ),
+        ] {
+            let cred = ScramCredential::derive(mechanism, "s3cret", b"strom-salt-0001", 4096).unwrap();
+            let mut server = ScramServer::with_server_nonce(mechanism, "STROMSERVER".into());
+            let step = server
+                .evaluate(b"n,,n=alice,r=kafkapythonnonce", |_| Some(cred))
+                .unwrap();
+            assert_eq!(
+                step,
+                ScramStep::Continue(
+                    b"r=kafkapythonnonceSTROMSERVER,s=c3Ryb20tc2FsdC0wMDAx,i=4096".to_vec()
+                )
+            );
+            assert_eq!(
+                server.evaluate(client_final, |_| None).unwrap(),
+                ScramStep::Complete {
+                    response: server_final.to_vec(),
+                    username: "alice".into()
+                }
+            );
+        }
+    }
+
     #[test]
     fn rfc7677_wrong_proof_is_refused() {
         let mut server = ScramServer::with_server_nonce(

@@ -598,6 +598,26 @@ mod tests {
         assert_eq!(extensions.get("traceId").map(String::as_str), Some("abc"));
     }
 
+    /// A token signed outside Rust (openssl dgst -sha256 -sign over the test key), so the
+    /// verification does not only agree with its own signer.
+    const OPENSSL_RS256_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6InJzYS10ZXN0In0.eyJzdWIiOiJvcGVuc3NsLXVzZXIiLCJleHAiOjE3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwiYXVkIjoia2Fma2EiLCJzY29wZSI6ImEgYiJ9.lmsd71EZv9bQxCNgxgDyVVWJ-nbjl0biqPmqwWD00lKHRFGbWw2apK_ENhaiWSnOlr5JHRLm7h-dzpbeqtFOqG1PFeTJLeN7ApacGGmmkAWS6bQ2Gqc9qKEWsHQ19EquaHAXijq7F8_NblnI3y3SiopsUD6vNigeQ3TpZeFGnzibyCQOOCaXEi_xnSAtSAIEr90NEF3fLiyJih7S74BW5rpIyIpPvVLAdn-KA4Yl0EPiAiewPahn9wAI_EdL9sLJ9aygXORxYp7rK_LYCUTAY4WQn1Ex5MPMUjoLDURZVMOMFyBFrv2ROZj7gA1VG46BrJ7j0mz9-Z1FbUKBS2L0wA";
+
+    #[test]
+    fn token_signed_by_openssl_validates() {
+        let v = validator(OAuthBearerValidatorConfig {
+            expected_audience: vec!["kafka".into()],
+            ..Default::default()
+        });
+        let t = v.validate(OPENSSL_RS256_TOKEN, NOW_MS).unwrap();
+        assert_eq!(t.principal_name, "openssl-user");
+        assert_eq!(t.scopes, ["a", "b"]);
+        assert_eq!(t.start_time_ms, Some(NOW_MS));
+        // One changed byte in the payload breaks the signature.
+        let mut forged = OPENSSL_RS256_TOKEN.to_string();
+        forged.replace_range(80..81, if &forged[80..81] == "A" { "B" } else { "A" });
+        assert!(v.validate(&forged, NOW_MS).is_err());
+    }
+
     #[test]
     fn es256_token_and_custom_claim_names() {
         let (pkcs8, point) = ec_key();

@@ -439,6 +439,99 @@ impl OAuthBearerValidator {
     }
 }
 
+/// Where `sasl.oauthbearer.jwks.endpoint.url` points: a `file:` URL is read here (and
+/// re-read by [`JwksFileReloader`]); an `https:` one is fetched by the caller, every
+/// `sasl.oauthbearer.jwks.endpoint.refresh.ms`, and handed to [`Jwks::from_json`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(std::path::PathBuf),
+    Url(String),
+}
+
+impl JwksSource {
+    pub fn from_properties(props: &HashMap<String, String>) -> Result<Self, OAuthBearerError> {
+        const NAME: &str = "sasl.oauthbearer.jwks.endpoint.url";
+        let value = props
+            .get(NAME)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .ok_or(OAuthBearerError::InvalidConfig {
+                name: NAME,
+                reason: "required for OAUTHBEARER".into(),
+            })?;
+        if let Some(path) = value.strip_prefix("file://") {
+            Ok(JwksSource::File(path.into()))
+        } else if value.starts_with("https://") || value.starts_with("http://") {
+            Ok(JwksSource::Url(value.to_string()))
+        } else {
+            Err(OAuthBearerError::InvalidConfig {
+                name: NAME,
+                reason: format!("`{value}` is neither a file:// nor an http(s):// URL"),
+            })
+        }
+    }
+}
+
+/// An [`OAuthBearerValidator`] over a JWKS file that follows the file: the listener polls
+/// [`Self::maybe_reload`]; a file that does not parse keeps the previous keys.
+pub struct JwksFileReloader {
+    path: std::path::PathBuf,
+    config: OAuthBearerValidatorConfig,
+    state: std::sync::RwLock<(Vec<u8>, Arc<OAuthBearerValidator>)>,
+}
+
+impl JwksFileReloader {
+    pub fn new(
+        path: std::path::PathBuf,
+        config: OAuthBearerValidatorConfig,
+    ) -> Result<Self, OAuthBearerError> {
+        let bytes = std::fs::read(&path)
+            .map_err(|e| OAuthBearerError::InvalidJwks(format!("{}: {e}", path.display())))?;
+        let validator = Arc::new(OAuthBearerValidator::new(
+            config.clone(),
+            Jwks::from_json(&bytes)?,
+        ));
+        Ok(JwksFileReloader {
+            path,
+            config,
+            state: std::sync::RwLock::new((bytes, validator)),
+        })
+    }
+
+    pub fn current(&self) -> Arc<OAuthBearerValidator> {
+        match self.state.read() {
+            Ok(g) => g.1.clone(),
+            Err(p) => p.into_inner().1.clone(),
+        }
+    }
+
+    /// True when the file changed and its new keys are in use.
+    pub fn maybe_reload(&self) -> Result<bool, OAuthBearerError> {
+        let bytes = std::fs::read(&self.path)
+            .map_err(|e| OAuthBearerError::InvalidJwks(format!("{}: {e}", self.path.display())))?;
+        {
+            let g = match self.state.read() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if g.0 == bytes {
+                return Ok(false);
+            }
+        }
+        let validator = Arc::new(OAuthBearerValidator::new(
+            self.config.clone(),
+            Jwks::from_json(&bytes)?,
+        ));
+        let mut g = match self.state.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = (bytes, validator);
+        tracing::info!(path = %self.path.display(), "JWKS reloaded");
+        Ok(true)
+    }
+}
+
 /// The outcome of one [`OAuthBearerServer::evaluate`] step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OAuthBearerStep {
@@ -642,6 +735,61 @@ mod tests {
         let forged =
             jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&other)).unwrap();
         assert!(v.validate(&forged, NOW_MS).is_err());
+    }
+
+    #[test]
+    fn jwks_file_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (pkcs8, point) = ec_key();
+        std::fs::write(&path, ec_jwks(&point, "k1")).unwrap();
+        let source = JwksSource::from_properties(&HashMap::from([(
+            "sasl.oauthbearer.jwks.endpoint.url".to_string(),
+            format!("file://{}", path.display()),
+        )]))
+        .unwrap();
+        assert_eq!(source, JwksSource::File(path.clone()));
+        let reloader =
+            JwksFileReloader::new(path.clone(), OAuthBearerValidatorConfig::default()).unwrap();
+        assert!(!reloader.maybe_reload().unwrap());
+        let (pkcs8_2, point_2) = ec_key();
+        let sign = |der: &[u8], kid: &str| {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some(kid.into());
+            jsonwebtoken::encode(&header, &good_claims(), &EncodingKey::from_ec_der(der)).unwrap()
+        };
+        assert!(reloader
+            .current()
+            .validate(&sign(&pkcs8, "k1"), NOW_MS)
+            .is_ok());
+        assert!(reloader
+            .current()
+            .validate(&sign(&pkcs8_2, "k2"), NOW_MS)
+            .is_err());
+        // A broken file keeps the old keys; the rotated one replaces them.
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(reloader.maybe_reload().is_err());
+        assert!(reloader
+            .current()
+            .validate(&sign(&pkcs8, "k1"), NOW_MS)
+            .is_ok());
+        std::fs::write(&path, ec_jwks(&point_2, "k2")).unwrap();
+        assert!(reloader.maybe_reload().unwrap());
+        assert!(reloader
+            .current()
+            .validate(&sign(&pkcs8_2, "k2"), NOW_MS)
+            .is_ok());
+        assert!(reloader
+            .current()
+            .validate(&sign(&pkcs8, "k1"), NOW_MS)
+            .is_err());
+        for bad in ["", "ftp://x", "/etc/jwks.json"] {
+            assert!(JwksSource::from_properties(&HashMap::from([(
+                "sasl.oauthbearer.jwks.endpoint.url".to_string(),
+                bad.to_string()
+            )]))
+            .is_err());
+        }
     }
 
     #[test]

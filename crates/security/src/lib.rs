@@ -6,6 +6,16 @@
 //! one, the authorizer answers from the ACLs it was given, and the TLS module only builds
 //! rustls configurations from Kafka's `ssl.*` settings. Wiring into listeners, the handler
 //! table and the metadata log belongs to the broker.
+//!
+//! - [`sasl`]: one exchange whatever the mechanism (SaslHandshake, SaslAuthenticate,
+//!   KIP-368 session lifetime), over [`scram`] (SCRAM-SHA-256/512 server and client,
+//!   KIP-554 credentials and AlterUserScramCredentials), [`plain`] and [`oauthbearer`]
+//!   (KIP-768 JWT validation against a JWKS);
+//! - [`authorizer`]: ACL bindings and filters, the `StandardAuthorizer`;
+//! - [`tls`] and [`principal_mapper`]: rustls server and client configurations from
+//!   `ssl.*`, reloading, and `ssl.principal.mapping.rules`;
+//! - [`principal`]: `KafkaPrincipal`, security protocols, the default principal builder;
+//! - [`auth_failures`]: the delay and per-address limit after failed authentications.
 
 pub mod auth_failures;
 pub mod authorizer;

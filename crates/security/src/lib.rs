@@ -15,10 +15,12 @@
 //! - [`tls`] and [`principal_mapper`]: rustls server and client configurations from
 //!   `ssl.*`, reloading, and `ssl.principal.mapping.rules`;
 //! - [`principal`]: `KafkaPrincipal`, security protocols, the default principal builder;
-//! - [`auth_failures`]: the delay and per-address limit after failed authentications.
+//! - [`auth_failures`]: the delay and per-address limit after failed authentications;
+//! - [`client_config`]: a Kafka client's properties file (`--command-config`).
 
 pub mod auth_failures;
 pub mod authorizer;
+pub mod client_config;
 pub mod oauthbearer;
 pub mod plain;
 pub mod principal;

@@ -301,6 +301,15 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_text_never_panics(text in "[a-z=: \\\\\"#!;\n\tué\\PC]{0,80}") {
+            let props = parse_properties(&text);
+            let _ = ClientSecurityConfig::from_properties(&props);
+            let _ = parse_jaas_config(&text);
+        }
+    }
+
     #[test]
     fn command_config() {
         let text = "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n  username=\"alice\" password=\"secret\";\nssl.truststore.type=PEM\nssl.truststore.location=/ca.pem\n";

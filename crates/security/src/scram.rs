@@ -1026,20 +1026,6 @@ impl ScramClient {
     }
 }
 
-/// RFC 5802's server-error message (`e=...`), which Kafka does not send: it fails
-/// SaslAuthenticate with an error message instead. Kept for clients of [`ScramServer`] that
-/// want the in-band form.
-pub fn server_error_message(error: &ScramError) -> Vec<u8> {
-    let value = match error {
-        ScramError::InvalidCredentials => "invalid-proof",
-        ScramError::ChannelBindingUnsupported => "channel-binding-not-supported",
-        ScramError::NonceMismatch => "other-error",
-        ScramError::AuthorizationIdMismatch => "invalid-username-encoding",
-        _ => "other-error",
-    };
-    format!("e={value}").into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -306,3 +306,41 @@ def test_per_partition_series_are_opt_in_and_bounded(make_broker):
     assert samples(families, "strom_topic_partitions", topic=topic)[0].value == 3
     assert not samples(families, "strom_partition_log_end_offset")
     assert samples(families, "strom_metrics_partition_labels_truncated")[0].value == 1
+
+
+def test_request_time_is_split_into_kafkas_phases(make_broker):
+    """Kafka's RequestMetrics split: queue, local, remote (durability, long-poll), response
+    queue, send. A parked fetch's wait shows as remote time, not local."""
+    b, port = metrics_broker(make_broker)
+    topic = unique_topic("phases")
+    create_topic(b.bootstrap, topic, partitions=1)
+    p = producer(b.bootstrap, acks="all")
+    produce_all(p, [(b"k", b"v")] * 5, topic)
+    # Nothing more arrives: every fetch past the end parks for fetch.wait.max.ms.
+    c = consumer(b.bootstrap, **{"fetch.wait.max.ms": 400, "enable.partition.eof": False})
+    c.assign([TopicPartition(topic, 0, 5)])
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        c.poll(0.2)
+    c.close()
+    families = scrape(port)
+
+    def value(name: str, suffix: str, api: str) -> float:
+        found = [x.value for x in samples(families, name, api=api) if x.name == name + suffix]
+        assert found, (name, suffix, api)
+        return found[0]
+
+    phases = ["strom_request_queue_time_seconds", "strom_request_local_time_seconds",
+              "strom_request_remote_time_seconds", "strom_response_queue_time_seconds",
+              "strom_response_send_time_seconds"]
+    for name in phases:
+        for api in ("Produce", "Fetch", "Metadata"):
+            assert value(name, "_count", api) >= 1, (name, api)
+    fetch_count = value("strom_request_remote_time_seconds", "_count", "Fetch")
+    fetch_remote = value("strom_request_remote_time_seconds", "_sum", "Fetch")
+    fetch_local = value("strom_request_local_time_seconds", "_sum", "Fetch")
+    # At least a few fetches parked ~400 ms each; their handling itself is short.
+    assert fetch_remote >= 0.8, (fetch_remote, fetch_count)
+    assert fetch_local < fetch_remote / 4, (fetch_local, fetch_remote)
+    # Metadata answers at once: no remote time.
+    assert value("strom_request_remote_time_seconds", "_sum", "Metadata") == 0

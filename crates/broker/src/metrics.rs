@@ -104,6 +104,30 @@ pub fn register() {
         Unit::Seconds,
         "Time from a request's arrival to its response, by API"
     );
+    for (phase, help) in [
+        (
+            RequestPhase::Queue,
+            "Time a request waits, read whole, for its connection to take it, by API",
+        ),
+        (
+            RequestPhase::Local,
+            "Time of a request's own handling until its answer or wait begins, by API",
+        ),
+        (
+            RequestPhase::Remote,
+            "Time a request waits for durability, data (long-poll) or its group, by API",
+        ),
+        (
+            RequestPhase::ResponseQueue,
+            "Time a ready answer waits for earlier answers of its connection, by API",
+        ),
+        (
+            RequestPhase::ResponseSend,
+            "Time to write an answer to the socket, by API",
+        ),
+    ] {
+        describe_histogram!(phase.metric_name(), Unit::Seconds, help);
+    }
     describe_gauge!("strom_connections", "Open client connections");
     describe_counter!(
         "strom_connections_accepted_total",
@@ -142,6 +166,38 @@ pub fn register() {
 /// The API's label in metrics: its name in the one version table (strom-protocol).
 pub fn api_name(api: ApiKey) -> &'static str {
     strom_protocol::api_name(api)
+}
+
+/// The phases of a request, as Kafka's `RequestMetrics` split its total time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestPhase {
+    /// Read whole, waiting to be taken by the connection (`RequestQueueTimeMs`).
+    Queue,
+    /// The handler's own work until its answer or its wait begins (`LocalTimeMs`).
+    Local,
+    /// Waiting for durability (acks) or data (a parked fetch), or a group's rebalance
+    /// (`RemoteTimeMs`).
+    Remote,
+    /// Ready, waiting for the answers before it in request order (`ResponseQueueTimeMs`).
+    ResponseQueue,
+    /// Writing the answer to the socket (`ResponseSendTimeMs`).
+    ResponseSend,
+}
+
+impl RequestPhase {
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            RequestPhase::Queue => "strom_request_queue_time_seconds",
+            RequestPhase::Local => "strom_request_local_time_seconds",
+            RequestPhase::Remote => "strom_request_remote_time_seconds",
+            RequestPhase::ResponseQueue => "strom_response_queue_time_seconds",
+            RequestPhase::ResponseSend => "strom_response_send_time_seconds",
+        }
+    }
+}
+
+pub fn request_phase(api: &'static str, phase: RequestPhase, took: std::time::Duration) {
+    histogram!(phase.metric_name(), "api" => api).record(took.as_secs_f64());
 }
 
 pub fn request_done(api: ApiKey, started: Instant) {

@@ -9,10 +9,12 @@
 //! Kafka closes a channel on end of stream the same way; a client that only half-closes is
 //! treated as gone.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -26,8 +28,9 @@ use super::frame::{read_frame, FrameError};
 use super::zero_copy;
 use crate::broker::Broker;
 use crate::dispatch;
+use crate::metrics::RequestPhase;
 pub use crate::request::{ConnectionInfo, WaitCancel};
-use crate::request::{PendingReply, Reply, ResponseFrame};
+use crate::request::{Reply, ResponseFrame};
 
 /// What the connection's reader reads ahead of the current frame.
 const READ_AHEAD_BYTES: usize = 16 * 1024;
@@ -39,7 +42,22 @@ async fn peer_closed(r: &mut OwnedReadHalf) -> bool {
     !matches!(r.peek(&mut probe).await, Ok(n) if n > 0)
 }
 
-type FrameResult = Result<Option<BytesMut>, FrameError>;
+/// A whole request frame, and when its last byte was read: the start of its queue time.
+struct ReadFrame {
+    bytes: BytesMut,
+    read_at: Instant,
+}
+
+type FrameResult = Result<Option<ReadFrame>, FrameError>;
+
+/// A request's answer once it is ready, with what its remaining phases are timed by.
+struct Answer {
+    frame: Option<ResponseFrame>,
+    api: &'static str,
+    ready_at: Instant,
+}
+
+type PendingAnswer = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 /// What the connection's reader and its writer share: setting `cancel` ends the waits of
 /// this connection's requests, `peer_gone` says no answer can reach the peer.
@@ -109,7 +127,12 @@ async fn read_frames(
     // read past it, straight into the frame (see `read_frame`).
     let mut reader = BufReader::with_capacity(READ_AHEAD_BYTES, read_half);
     loop {
-        let frame = read_frame(&mut reader, max_frame).await;
+        let frame = read_frame(&mut reader, max_frame).await.map(|f| {
+            f.map(|bytes| ReadFrame {
+                bytes,
+                read_at: Instant::now(),
+            })
+        });
         let last = !matches!(frame, Ok(Some(_)));
         if matches!(frame, Ok(None) | Err(FrameError::Io(_))) {
             shared.peer_has_gone();
@@ -156,10 +179,10 @@ async fn answer_in_order(
     mut write_half: OwnedWriteHalf,
     mut shutdown: watch::Receiver<bool>,
     shared: &Shared,
-) -> (FuturesOrdered<PendingReply>, OwnedWriteHalf) {
+) -> (FuturesOrdered<PendingAnswer>, OwnedWriteHalf) {
     let max_pending = broker.config.queued_max_requests;
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
-    let mut pending: FuturesOrdered<PendingReply> = FuturesOrdered::new();
+    let mut pending: FuturesOrdered<PendingAnswer> = FuturesOrdered::new();
     let mut reading = true;
     while reading || !pending.is_empty() {
         tokio::select! {
@@ -172,10 +195,15 @@ async fn answer_in_order(
                     None => reading = false,
                 }
             }
-            Some(reply) = pending.next(), if !pending.is_empty() => {
+            Some(answer) = pending.next(), if !pending.is_empty() => {
+                let Answer { frame, api, ready_at } = answer;
                 // No answer can reach a peer that has gone.
-                if let Some(bytes) = reply.filter(|_| !shared.peer_gone.load(Ordering::Acquire)) {
-                    if let Err(e) = write_all(&mut write_half, bytes).await {
+                if let Some(bytes) = frame.filter(|_| !shared.peer_gone.load(Ordering::Acquire)) {
+                    let sending = Instant::now();
+                    crate::metrics::request_phase(api, RequestPhase::ResponseQueue, sending - ready_at);
+                    let written = write_all(&mut write_half, bytes).await;
+                    crate::metrics::request_phase(api, RequestPhase::ResponseSend, sending.elapsed());
+                    if let Err(e) = written {
                         if e.kind() == std::io::ErrorKind::UnexpectedEof {
                             // A segment shrank under a fetch whose size was already sent.
                             warn!(peer = %info.peer, error = %e, "closing connection: response cut short");
@@ -201,23 +229,42 @@ async fn answer_in_order(
     (pending, write_half)
 }
 
+/// The API a frame names, for its phase timings (the frame layer guarantees its 8 bytes).
+fn api_of(frame: &[u8]) -> &'static str {
+    frame
+        .get(..2)
+        .map(|k| i16::from_be_bytes([k[0], k[1]]))
+        .and_then(|k| proto_kafka::messages::ApiKey::try_from(k).ok())
+        .map_or("Unknown", crate::metrics::api_name)
+}
+
 /// Hands one frame from the reader to the dispatcher: its pending answer, or `None` when
-/// reading stops (end of stream, a bad frame, a refused request).
+/// reading stops (end of stream, a bad frame, a refused request). Times the request's
+/// phases as Kafka's RequestMetrics do: queued (read, not yet taken), local (the handler's
+/// own work), remote (waiting for durability or data).
 async fn take_frame(
     broker: &Arc<Broker>,
     info: &Arc<ConnectionInfo>,
     frame: Option<FrameResult>,
-) -> Option<PendingReply> {
+) -> Option<PendingAnswer> {
     match frame {
-        Some(Ok(Some(frame))) => match dispatch::handle(broker, info, frame).await {
-            Ok(Reply::Now(bytes)) => Some(Box::pin(async move { bytes })),
-            Ok(Reply::Later(fut)) => Some(fut),
-            Err(e) => {
-                crate::metrics::request_error(e.api_name());
-                info!(peer = %info.peer, error = %e, "closing connection: bad request");
-                None
+        Some(Ok(Some(ReadFrame { bytes, read_at }))) => {
+            let api = api_of(&bytes);
+            let taken = Instant::now();
+            crate::metrics::request_phase(api, RequestPhase::Queue, taken - read_at);
+            match dispatch::handle(broker, info, bytes).await {
+                Ok(reply) => {
+                    let handled = Instant::now();
+                    crate::metrics::request_phase(api, RequestPhase::Local, handled - taken);
+                    Some(answer(api, reply, handled))
+                }
+                Err(e) => {
+                    crate::metrics::request_error(e.api_name());
+                    info!(peer = %info.peer, error = %e, "closing connection: bad request");
+                    None
+                }
             }
-        },
+        }
         Some(Ok(None)) | None => {
             debug!(peer = %info.peer, "peer closed the connection");
             None
@@ -230,6 +277,30 @@ async fn take_frame(
             info!(peer = %info.peer, error = %e, "closing connection: bad frame");
             None
         }
+    }
+}
+
+/// The answer of `reply`, timing its remote phase (zero for an answer ready at once).
+fn answer(api: &'static str, reply: Reply, handled: Instant) -> PendingAnswer {
+    match reply {
+        Reply::Now(frame) => {
+            crate::metrics::request_phase(api, RequestPhase::Remote, Duration::ZERO);
+            Box::pin(std::future::ready(Answer {
+                frame,
+                api,
+                ready_at: handled,
+            }))
+        }
+        Reply::Later(fut) => Box::pin(async move {
+            let frame = fut.await;
+            let ready_at = Instant::now();
+            crate::metrics::request_phase(api, RequestPhase::Remote, ready_at - handled);
+            Answer {
+                frame,
+                api,
+                ready_at,
+            }
+        }),
     }
 }
 

@@ -18,6 +18,10 @@ command -v npm >/dev/null 2>&1 || APT_WANT+=(npm)
 # prometheus and promtool (2.42 on bookworm): test_metrics.py runs its own instance on a free
 # loopback port against the dashboard's and alert rules' queries.
 command -v promtool >/dev/null 2>&1 || APT_WANT+=(prometheus)
+# PostgreSQL's server (initdb, pg_ctl): strom-metadata-postgres's tests run their own on loopback.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    APT_WANT+=(postgresql)
+fi
 # Debian's own python3 needs python3-venv (ensurepip) to make the venv below.
 if [ ! -x .venv/bin/python ] && ! "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1; then
     APT_WANT+=(python3-venv)

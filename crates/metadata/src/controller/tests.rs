@@ -682,3 +682,24 @@ async fn appends_and_publishers_run_off_the_async_thread() {
         .chain(&publishes)
         .all(|t| *t != runtime_thread));
 }
+
+/// A shared log's lease fence is the same answer to the client as a lost position race
+/// (NOT_CONTROLLER: retry against the active controller); a log that cannot be reached is a
+/// retriable storage error.
+#[test]
+fn a_fenced_append_answers_not_controller() {
+    let fenced = ControllerError::MetadataLog(MetadataLogError::Fenced {
+        epoch: 3,
+        reason: "lease epoch is 4".into(),
+    });
+    assert_eq!(
+        ApiError::from(fenced).code,
+        ResponseError::NotController.code()
+    );
+    let gone = MetadataLogError::Unavailable("connection reset".into());
+    assert!(gone.is_retriable());
+    assert_eq!(
+        ApiError::from(ControllerError::MetadataLog(gone)).code,
+        ResponseError::KafkaStorageError.code()
+    );
+}

@@ -108,6 +108,13 @@ impl Conn {
         *self.locked() = None;
     }
 
+    /// Drops the connection unless a call holds it (a waiter notices `close` by itself).
+    pub(crate) fn try_disconnect(&self) {
+        if let Ok(mut g) = self.client.try_lock() {
+            *g = None;
+        }
+    }
+
     pub(crate) fn classify(&self, e: &postgres::Error) -> PgMetadataError {
         classify(&self.url, e)
     }

@@ -173,7 +173,10 @@ impl PgMetadataLog {
             if end > offset {
                 return Ok(end);
             }
-            self.check_open()?;
+            if let Err(e) = self.check_open() {
+                *guard = None;
+                return Err(e);
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Ok(end);
@@ -210,6 +213,7 @@ impl PgMetadataLog {
     pub fn close_log(&self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.writer.disconnect();
+        self.shared.listener.try_disconnect();
     }
 }
 

@@ -29,15 +29,29 @@ pub struct TestPostgres {
 static SHARED: Mutex<Weak<TestPostgres>> = Mutex::new(Weak::new());
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
+/// The one line a test fails with when PostgreSQL's server binaries are missing.
+pub const MISSING_BINARIES: &str = "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql` package (scripts/install-test-deps.sh does) or set STROM_PG_BIN to their directory";
+
 fn find_binaries() -> PathBuf {
+    find_binaries_in(
+        std::env::var_os("STROM_PG_BIN").map(PathBuf::from),
+        Path::new("/usr/lib/postgresql"),
+        std::env::var_os("PATH"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `STROM_PG_BIN`, then the newest `<lib_root>/<version>/bin`, then `PATH`.
+fn find_binaries_in(
+    env_dir: Option<PathBuf>,
+    lib_root: &Path,
+    path: Option<std::ffi::OsString>,
+) -> Result<PathBuf, &'static str> {
     let has_both = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
-    if let Some(d) = std::env::var_os("STROM_PG_BIN") {
-        let d = PathBuf::from(d);
-        if has_both(&d) {
-            return d;
-        }
+    if let Some(d) = env_dir.filter(|d| has_both(d)) {
+        return Ok(d);
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(lib_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -49,18 +63,16 @@ fn find_binaries() -> PathBuf {
         .collect();
     versions.sort();
     if let Some((_, d)) = versions.pop() {
-        return d;
+        return Ok(d);
     }
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(path) = path {
         for d in std::env::split_paths(&path) {
             if has_both(&d) {
-                return d;
+                return Ok(d);
             }
         }
     }
-    panic!(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql` package (scripts/install-test-deps.sh does) or set STROM_PG_BIN to their directory"
-    );
+    Err(MISSING_BINARIES)
 }
 
 fn id_of(user: &str, flag: &str) -> Option<u32> {
@@ -339,4 +351,33 @@ impl Drop for TestPostgres {
 fn path_str(p: &Path) -> &str {
     p.to_str()
         .unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_fail_with_one_line_naming_the_package() {
+        let empty = tempfile::tempdir().unwrap();
+        let got = find_binaries_in(
+            Some(empty.path().join("nope")),
+            empty.path(),
+            Some(empty.path().as_os_str().to_owned()),
+        );
+        let message = got.unwrap_err();
+        assert!(message.contains("`postgresql` package") && !message.contains('\n'));
+
+        // The newest version under the library root wins.
+        for v in ["13", "15", "9"] {
+            let bin = empty.path().join(v).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("initdb"), "").unwrap();
+            std::fs::write(bin.join("pg_ctl"), "").unwrap();
+        }
+        assert_eq!(
+            find_binaries_in(None, empty.path(), None).unwrap(),
+            empty.path().join("15").join("bin")
+        );
+    }
 }

@@ -326,7 +326,7 @@ fn a_record_committed_after_the_catch_up_read_is_not_missed() {
 
 #[test]
 fn a_closed_log_refuses_calls_and_releases_its_waiter() {
-    let (_pg, _db, store) = fresh();
+    let (pg, db, store) = fresh();
     let log = store.log();
     let waiter = {
         let log = log.clone();
@@ -344,6 +344,23 @@ fn a_closed_log_refuses_calls_and_releases_its_waiter() {
         MetadataLogClient::append(&log, 0, &[config("a", "1")], 1),
         Err(MetadataLogError::Closed)
     ));
+    // Both of its connections are gone from the server.
+    let mut admin = pg.admin();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sessions: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&db],
+            )
+            .unwrap()
+            .get(0);
+        if sessions == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{sessions} sessions left open");
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 // ---------------------------------------------------------------- connection loss

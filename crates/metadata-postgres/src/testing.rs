@@ -131,6 +131,7 @@ impl TestPostgres {
             run_as,
             running: Mutex::new(false),
         };
+        pg.watch_for_a_killed_test();
         let data = pg.data_dir();
         pg.run(
             "initdb",
@@ -152,7 +153,6 @@ impl TestPostgres {
         for attempt in 0..5 {
             pg.port = free_port();
             if pg.try_start() {
-                pg.watch_for_a_killed_test();
                 return pg;
             }
             eprintln!(

@@ -694,3 +694,67 @@ fn measure_append_latency() {
     let read = log.read_records(0, 1000).unwrap();
     eprintln!("read of {} records: {:?}", read.len(), t.elapsed());
 }
+
+// ---------------------------------------------------------------- two brokers, one image
+
+/// The controller broker commits through the seam (lease-fenced), registering brokers from
+/// the table; a second broker follows with wait_for_more plus a catch-up read and ends with
+/// the same image.
+#[test]
+fn a_follower_replays_the_controllers_commits_into_the_same_image() {
+    let (pg, db, store) = fresh();
+    let lease = store.leases().acquire(0, 60_000).unwrap();
+    let controller_log = store.log().for_controller(&lease);
+    let controller = MetadataLoader::new(MetadataImage::empty());
+    let registry = store.brokers(DEFAULT_SESSION_TIMEOUT_MS);
+
+    // The follower is another broker: a store of its own on the same database.
+    let other = PgMetadataStore::connect(&pg.url(&db)).unwrap();
+    let follower_log = other.log();
+    let follower = Arc::new(MetadataLoader::new(MetadataImage::empty()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follow = {
+        let (log, loader, stop) = (follower_log.clone(), follower.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let at = loader.image().offset;
+                log.wait_for_end_past(at + 1, Duration::from_millis(500))
+                    .unwrap();
+                loader.catch_up(&log).unwrap();
+            }
+        })
+    };
+
+    for port in 0..3u16 {
+        let reg = registry
+            .register(None, Uuid::new_v4(), &endpoint(9092 + port), None)
+            .unwrap();
+        commit_blocking(&controller_log, &controller, vec![reg.record()], 1).unwrap();
+    }
+    for i in 0..20 {
+        commit_blocking(
+            &controller_log,
+            &controller,
+            vec![config(&format!("k{i}"), &i.to_string())],
+            1,
+        )
+        .unwrap();
+    }
+    let want = controller.image();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while follower.image().offset != want.offset {
+        assert!(Instant::now() < deadline, "the follower never caught up");
+        thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    follow.join().unwrap();
+    let got = follower.image();
+    assert_eq!(want.offset, 22);
+    assert_eq!(
+        got.brokers.keys().collect::<Vec<_>>(),
+        vec![&1001, &1002, &1003]
+    );
+    assert_eq!(got.brokers.len(), want.brokers.len());
+    assert_eq!(got.topic_configs("t"), want.topic_configs("t"));
+    assert_eq!(got.topic_configs("t").len(), 20);
+}

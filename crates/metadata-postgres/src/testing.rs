@@ -321,12 +321,13 @@ impl TestPostgres {
         name
     }
 
-    /// Ends every other session on `db`: what a connection loss looks like to the store.
+    /// Ends every other session on `db` and waits until they are gone: what a connection
+    /// loss looks like to the store.
     pub fn terminate_connections(&self, db: &str) -> u64 {
         let rows = self
             .admin()
             .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity
                   WHERE datname = $1 AND pid <> pg_backend_pid()",
                 &[&db],
             )

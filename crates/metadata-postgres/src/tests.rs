@@ -758,3 +758,44 @@ fn a_follower_replays_the_controllers_commits_into_the_same_image() {
     assert_eq!(got.topic_configs("t"), want.topic_configs("t"));
     assert_eq!(got.topic_configs("t").len(), 20);
 }
+
+/// What this crate logs while connecting, losing the connection and reconnecting shows the
+/// URL with `***` and never the password.
+#[test]
+fn the_password_never_appears_in_the_logs() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let pg = TestPostgres::shared();
+    let db = pg.create_database();
+    tracing::subscriber::with_default(subscriber, || {
+        let store = PgMetadataStore::connect(&pg.url(&db)).unwrap();
+        let log = store.log();
+        log.append_records(0, &[config("a", "1")], 1).unwrap();
+        pg.terminate_connections(&db);
+        assert!(log.end().is_err());
+        assert_eq!(log.end().unwrap(), 1);
+    });
+    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(text.contains("connection dropped"), "{text}");
+    assert!(text.contains("strom:***@127.0.0.1"), "{text}");
+    assert!(!text.contains(pg.password()), "{text}");
+}

@@ -100,8 +100,13 @@ impl Conn {
         }
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<Client>> {
-        self.locked()
+    /// The connection, unless a call holds it now.
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, Option<Client>>> {
+        match self.client.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     pub(crate) fn disconnect(&self) {

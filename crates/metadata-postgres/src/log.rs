@@ -159,9 +159,12 @@ impl PgMetadataLog {
         after_catch_up: &dyn Fn(),
     ) -> Result<i64, PgMetadataError> {
         self.check_open()?;
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add is no deadline at all.
+        let deadline = Instant::now().checked_add(timeout);
         let listener = &self.shared.listener;
-        let mut guard = listener.lock();
+        let Some(mut guard) = listener.try_lock() else {
+            return self.poll_for_end_past(offset, deadline);
+        };
         let mut end = listener.run_locked(&mut guard, |c, fresh| {
             if fresh {
                 c.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
@@ -177,11 +180,16 @@ impl PgMetadataLog {
                 *guard = None;
                 return Err(e);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(end);
-            }
-            let slice = (deadline - now).min(WAIT_SLICE);
+            let slice = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(end);
+                    }
+                    (d - now).min(WAIT_SLICE)
+                }
+                None => WAIT_SLICE,
+            };
             end = listener.run_locked(&mut guard, |c, fresh| {
                 if fresh {
                     // Reconnected mid-wait: subscribe again before reading, as above.
@@ -205,6 +213,28 @@ impl PgMetadataLog {
                     Ok(end)
                 }
             })?;
+        }
+    }
+
+    /// A second waiter on the same handle, while the first holds the listener: it reads the
+    /// end every [`WAIT_SLICE`] instead, so its own deadline holds.
+    fn poll_for_end_past(
+        &self,
+        offset: i64,
+        deadline: Option<Instant>,
+    ) -> Result<i64, PgMetadataError> {
+        loop {
+            let end = self.end()?;
+            let now = Instant::now();
+            let slice = match deadline {
+                Some(d) if now >= d => return Ok(end),
+                Some(d) => (d - now).min(WAIT_SLICE),
+                None => WAIT_SLICE,
+            };
+            if end > offset {
+                return Ok(end);
+            }
+            std::thread::sleep(slice);
         }
     }
 

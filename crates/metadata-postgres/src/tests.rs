@@ -799,3 +799,40 @@ fn the_password_never_appears_in_the_logs() {
     assert!(text.contains("strom:***@127.0.0.1"), "{text}");
     assert!(!text.contains(pg.password()), "{text}");
 }
+
+/// Waiters sharing one handle each keep their own deadline and each wake on new data.
+#[test]
+fn concurrent_waiters_on_one_handle_keep_their_deadlines() {
+    let (_pg, _db, store) = fresh();
+    let log = store.log();
+    let t = Instant::now();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let log = log.clone();
+            thread::spawn(move || log.wait_for_end_past(0, Duration::from_millis(1_000)))
+        })
+        .collect();
+    for w in waiters {
+        assert_eq!(w.join().unwrap().unwrap(), 0);
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        t.elapsed()
+    );
+
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let log = log.clone();
+            thread::spawn(move || log.wait_for_end_past(0, Duration::MAX))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    store
+        .log()
+        .append_records(0, &[config("a", "1")], 1)
+        .unwrap();
+    for w in waiters {
+        assert_eq!(w.join().unwrap().unwrap(), 1);
+    }
+}

@@ -27,7 +27,7 @@ pub struct ControllerLeases {
     conn: Conn,
 }
 
-fn check_ttl(ttl_ms: i64) -> Result<(), PgMetadataError> {
+pub(crate) fn check_ttl(ttl_ms: i64) -> Result<(), PgMetadataError> {
     if !(1..=MAX_LEASE_TTL_MS).contains(&ttl_ms) {
         return Err(PgMetadataError::InvalidTtl {
             ttl_ms,

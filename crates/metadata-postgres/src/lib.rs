@@ -35,6 +35,7 @@
 mod brokers;
 mod conn;
 mod error;
+mod keeper;
 mod lease;
 mod log;
 pub mod schema;
@@ -52,6 +53,7 @@ pub use brokers::{
     BrokerRegistration, BrokerRegistry, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_SESSION_TIMEOUT_MS,
 };
 pub use error::PgMetadataError;
+pub use keeper::LeaseKeeper;
 pub use lease::{ControllerLease, ControllerLeases, MAX_LEASE_TTL_MS};
 pub use log::{PgMetadataLog, NOTIFY_CHANNEL};
 pub use url::MetadataUrl;

@@ -784,19 +784,26 @@ fn the_password_never_appears_in_the_logs() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
+    // Global, not per thread: tracing caches per call site whether anyone listens, which a
+    // thread-local subscriber races with the other tests on. The only test that sets it, so
+    // it also sees what the tests running beside it log.
+    tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
     let pg = TestPostgres::shared();
     let db = pg.create_database();
-    tracing::subscriber::with_default(subscriber, || {
-        let store = PgMetadataStore::connect(&pg.url(&db)).unwrap();
-        let log = store.log();
-        log.append_records(0, &[config("a", "1")], 1).unwrap();
-        pg.terminate_connections(&db);
-        assert!(log.end().is_err());
-        assert_eq!(log.end().unwrap(), 1);
-    });
+    let store = PgMetadataStore::connect(&pg.url(&db)).unwrap();
+    let log = store.log();
+    log.append_records(0, &[config("a", "1")], 1).unwrap();
+    pg.terminate_connections(&db);
+    assert!(log.end().is_err());
+    assert_eq!(log.end().unwrap(), 1);
     let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
-    assert!(text.contains("connection dropped"), "{text}");
-    assert!(text.contains("strom:***@127.0.0.1"), "{text}");
+    let dropped = text
+        .lines()
+        .find(|l| l.contains("connection dropped") && l.contains(&db));
+    assert!(
+        dropped.is_some_and(|l| l.contains("strom:***@127.0.0.1")),
+        "{text}"
+    );
     assert!(!text.contains(pg.password()), "{text}");
 }
 
@@ -835,4 +842,77 @@ fn concurrent_waiters_on_one_handle_keep_their_deadlines() {
     for w in waiters {
         assert_eq!(w.join().unwrap().unwrap(), 1);
     }
+}
+
+// ---------------------------------------------------------------- the lease keeper
+
+#[test]
+fn lease_keepers_elect_one_controller_and_hand_over_on_stop() {
+    let (pg, db, store) = fresh();
+    let leases = store.leases();
+    let first = LeaseKeeper::start(&store, 1, 1_500).unwrap();
+    let held = first
+        .wait_for_lease(Duration::from_secs(10))
+        .expect("node 1 is elected");
+    let second = LeaseKeeper::start(&store, 2, 1_500).unwrap();
+    // Several terms long: node 1 renews (same epoch), node 2 never gets it.
+    thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(second.lease(), None);
+    let now = leases.current().unwrap().expect("a lease is in force");
+    assert_eq!((now.node_id, now.epoch), (1, held.epoch));
+    assert!(now.expires_at_ms > held.expires_at_ms, "renewed");
+
+    // A lost connection is retried within the term: still node 1, same epoch.
+    pg.terminate_connections(&db);
+    thread::sleep(Duration::from_millis(1_200));
+    // (This test's own connection was cut too: its next call reconnects.)
+    assert!(leases.current().unwrap_err().is_retriable());
+    let still = leases.current().unwrap().expect("a lease is in force");
+    assert_eq!((still.node_id, still.epoch), (1, held.epoch));
+    assert_eq!(first.lease().map(|l| l.epoch), Some(held.epoch));
+
+    // A controlled shutdown releases at once; node 2 takes over with the next epoch.
+    let t = Instant::now();
+    first.stop();
+    let next = second
+        .wait_for_lease(Duration::from_secs(10))
+        .expect("node 2 takes over");
+    assert_eq!((next.node_id, next.epoch), (2, held.epoch + 1));
+    // Well within one term: it did not wait for node 1's lease to expire.
+    assert!(
+        t.elapsed() < Duration::from_millis(1_400),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(second);
+    assert_eq!(leases.current().unwrap(), None, "released on drop");
+}
+
+/// A keeper whose lease was taken over (here: it expired while its holder was stopped
+/// from renewing) notices, and its controller's appends are fenced meanwhile.
+#[test]
+fn a_keeper_notices_a_lost_lease() {
+    let (_pg, _db, store) = fresh();
+    let keeper = LeaseKeeper::start(&store, 1, 900).unwrap();
+    let lease = keeper.wait_for_lease(Duration::from_secs(10)).unwrap();
+    // Behind the keeper's back, the lease row moves on (an operator, or a clock jump).
+    let leases = store.leases();
+    leases.release(&lease).unwrap();
+    let other = leases.acquire(2, 60_000).unwrap();
+    assert!(matches!(
+        store
+            .log()
+            .for_controller(&lease)
+            .append_records(0, &[config("a", "1")], 1),
+        Err(PgMetadataError::Fenced { .. })
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while keeper.lease().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the keeper still believes it holds the lease"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(leases.current().unwrap(), Some(other));
 }

@@ -23,6 +23,25 @@
 //! | `broker_registrations` | `node_id`, `incarnation_id`, `endpoints`, `rack`, `registered_at`, `last_heartbeat_at`, `fenced` |
 //! | `node_id_allocation` | one row: the next id to hand out (from 1001) |
 //!
+//! # Use
+//!
+//! [`PgMetadataStore::connect`] migrates the schema and hands out handles, each with
+//! connections of its own: [`PgMetadataStore::log`] (the [`MetadataLogClient`] a loader
+//! follows), [`PgMetadataLog::for_controller`] (the same log with each append fenced by a
+//! [`ControllerLease`] in the append's own transaction), [`PgMetadataStore::leases`]
+//! (acquire, renew, release, current), [`LeaseKeeper`] (a node's bid for the lease, kept on a
+//! thread), and [`PgMetadataStore::brokers`] (register, heartbeat, live, fence). A
+//! registration reaches the image as the `RegisterBroker` record that the controller appends
+//! ([`BrokerRegistration::record`]); the table is only the liveness.
+//!
+//! Errors: [`PgMetadataError::Unavailable`] (a lost connection, a server restart or
+//! failover) is retriable and the next call reconnects; through the seam it is
+//! `MetadataLogError::Unavailable`, and a fenced append is `MetadataLogError::Fenced`, which
+//! the controller answers NOT_CONTROLLER.
+//!
+//! Tests: `testing::TestPostgres` (feature `testing`) runs Debian's PostgreSQL on a free
+//! loopback port in a temporary directory.
+//!
 //! All times are PostgreSQL's clock, so brokers' clock skew does not move a lease or a
 //! session. The blocking `postgres` client is used (it fits the blocking
 //! [`MetadataLogClient`] seam, whose callers are on the blocking pool already): each

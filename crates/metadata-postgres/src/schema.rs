@@ -1,5 +1,5 @@
 //! The schema, created and upgraded by versioned migrations. Every broker runs
-//! [`migrate`] at start-up; a transaction-scoped advisory lock makes concurrent brokers take
+//! `PgMetadataStore::migrate` at start-up; a transaction-scoped advisory lock makes concurrent brokers take
 //! turns, so the first one creates the schema and the others find it done.
 
 use postgres::Client;

@@ -916,3 +916,40 @@ fn a_keeper_notices_a_lost_lease() {
     }
     assert_eq!(leases.current().unwrap(), Some(other));
 }
+
+/// A change of thousands of records (a CreateTopics with many partitions) is one insert
+/// and one transaction; readers page through it.
+#[test]
+fn a_large_change_is_one_append_and_reads_in_pages() {
+    let (_pg, _db, store) = fresh();
+    let log = store.log();
+    let records: Vec<MetadataRecord> = (0..20_000)
+        .map(|p| MetadataRecord::Partition {
+            topic_id: Uuid::nil(),
+            partition: p,
+            replicas: vec![1001, 1002, 1003],
+            isr: vec![1001, 1002, 1003],
+            leader: 1001 + p % 3,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        })
+        .collect();
+    let t = Instant::now();
+    log.append_records(0, &records, 1).unwrap();
+    let appended = t.elapsed();
+    let t = Instant::now();
+    let mut next = 0;
+    let mut pages = 0;
+    loop {
+        let page = log.read_records(next, 7_000).unwrap();
+        let Some((last, _)) = page.last() else { break };
+        assert_eq!(page[0].1, records[next as usize]);
+        next = last + 1;
+        pages += 1;
+    }
+    eprintln!(
+        "20000-record append: {appended:?}; read back in {pages} pages: {:?}",
+        t.elapsed()
+    );
+    assert_eq!((next, pages), (20_000, 3));
+}

@@ -6,10 +6,12 @@
 //! # Configuration
 //!
 //! - `cluster.metadata.url` (`--cluster-metadata`): `postgres://USER:PASS@HOST:PORT/DB`
-//!   (or `postgresql://`, with libpq's query options such as `?options=-csearch_path%3Dstrom`
-//!   to keep the tables in a schema of their own). The password is never written to logs
-//!   or errors: [`MetadataUrl`] shows it as `***`, and server and driver messages are
-//!   scrubbed of it.
+//!   (or `postgresql://`), with libpq's query options: `?options=-csearch_path%3Dstrom`
+//!   keeps the tables in a schema of their own; for a primary with standbys, list the hosts
+//!   and add `target_session_attrs=read-write`, so that a reconnect after a failover finds
+//!   the new primary (a read-only refusal is retriable and drops the connection). The
+//!   password is never written to logs or errors: [`MetadataUrl`] shows it as `***`, and
+//!   server and driver messages are scrubbed of it.
 //! - `broker.session.timeout.ms` (9000) and `broker.heartbeat.interval.ms` (2000), Kafka's
 //!   names and defaults: a broker is live while its last heartbeat is within the former.
 //!

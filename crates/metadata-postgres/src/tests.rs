@@ -953,3 +953,37 @@ fn a_large_change_is_one_append_and_reads_in_pages() {
     );
     assert_eq!((next, pages), (20_000, 3));
 }
+
+/// What a client of a demoted primary sees after a failover: its writes refused as
+/// read-only. That is retriable and drops the connection, so the retry reconnects (to the
+/// new primary, with `target_session_attrs=read-write`) instead of staying on it.
+#[test]
+fn a_read_only_refusal_is_retriable_and_reconnects() {
+    let (pg, db, store) = fresh();
+    let log = store.log();
+    log.append_records(0, &[config("a", "1")], 1).unwrap();
+    let mut admin = pg.admin();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} SET default_transaction_read_only = on"
+        ))
+        .unwrap();
+    pg.terminate_connections(&db);
+    assert!(log.end().unwrap_err().is_retriable());
+    // Reconnected, now to a read-only server: reads work, the append is refused retriably.
+    assert_eq!(log.end().unwrap(), 1);
+    match MetadataLogClient::append(&log, 1, &[config("b", "2")], 1) {
+        Err(e @ MetadataLogError::Unavailable(_)) => {
+            assert!(e.to_string().contains("25006"), "{e}")
+        }
+        other => panic!("expected a retriable refusal, got {other:?}"),
+    }
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} SET default_transaction_read_only = off"
+        ))
+        .unwrap();
+    // The refusal dropped the connection: this append runs on a fresh, writable session.
+    log.append_records(1, &[config("b", "2")], 1).unwrap();
+    assert_eq!(log.end().unwrap(), 2);
+}

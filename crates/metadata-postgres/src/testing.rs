@@ -98,6 +98,67 @@ fn free_port() -> u16 {
 impl TestPostgres {
     /// A server of its own (for tests that stop or restart it).
     pub fn start() -> TestPostgres {
+        let pg = TestPostgres::prepare(format!("pw-{}", uuid::Uuid::new_v4().simple()));
+        let data = pg.data_dir();
+        let pwfile = pg.dir.path().join("pwfile");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                path_str(&data),
+                "-U",
+                TEST_USER,
+                "--pwfile",
+                path_str(&pwfile),
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        pg.start_on_a_free_port()
+    }
+
+    /// A streaming standby of this server (same user and password), started: what a
+    /// failover promotes.
+    pub fn start_standby(&self) -> TestPostgres {
+        let standby = TestPostgres::prepare(self.password.clone());
+        let data = standby.data_dir();
+        let port = self.port.to_string();
+        let ok = standby.run_with_env(
+            "pg_basebackup",
+            &[
+                "-D",
+                path_str(&data),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                TEST_USER,
+                "-X",
+                "stream",
+                "-R",
+                "--no-sync",
+            ],
+            &[("PGPASSWORD", self.password.as_str())],
+        );
+        assert!(ok, "pg_basebackup failed");
+        standby.start_on_a_free_port()
+    }
+
+    /// Turns a standby into a primary (`pg_ctl promote`), waiting until it accepts writes.
+    pub fn promote(&self) {
+        let data = self.data_dir();
+        assert!(
+            self.run("pg_ctl", &["-D", path_str(&data), "-w", "promote"]),
+            "pg_ctl promote failed"
+        );
+    }
+
+    /// The directory, user and password of a server not yet created.
+    fn prepare(password: String) -> TestPostgres {
         let bin = find_binaries();
         let dir = tempfile::Builder::new()
             .prefix("strom-pg-")
@@ -113,7 +174,6 @@ impl TestPostgres {
                 "nobody".to_string()
             }
         });
-        let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, format!("{password}\n")).unwrap_or_else(|e| panic!("{e}"));
         if let Some(user) = &run_as {
@@ -132,37 +192,23 @@ impl TestPostgres {
             running: Mutex::new(false),
         };
         pg.watch_for_a_killed_test();
-        let data = pg.data_dir();
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                path_str(&data),
-                "-U",
-                TEST_USER,
-                "--pwfile",
-                path_str(&pwfile),
-                "--auth-host=scram-sha-256",
-                "--auth-local=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
-        let mut pg = pg;
+        pg
+    }
+
+    fn start_on_a_free_port(mut self) -> TestPostgres {
         for attempt in 0..5 {
-            pg.port = free_port();
-            if pg.try_start() {
-                return pg;
+            self.port = free_port();
+            if self.try_start() {
+                return self;
             }
             eprintln!(
                 "test PostgreSQL did not start on port {} (try {attempt})",
-                pg.port
+                self.port
             );
         }
         panic!(
             "test PostgreSQL did not start; its log: {}",
-            std::fs::read_to_string(pg.log_file()).unwrap_or_default()
+            std::fs::read_to_string(self.log_file()).unwrap_or_default()
         );
     }
 
@@ -187,6 +233,10 @@ impl TestPostgres {
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> bool {
+        self.run_with_env(tool, args, &[])
+    }
+
+    fn run_with_env(&self, tool: &str, args: &[&str], env: &[(&str, &str)]) -> bool {
         let exe = self.bin.join(tool);
         let mut cmd = match &self.run_as {
             Some(user) => {
@@ -198,12 +248,13 @@ impl TestPostgres {
         };
         let out = cmd
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-        if !out.status.success() && tool == "initdb" {
+        if !out.status.success() && (tool == "initdb" || tool == "pg_basebackup") {
             panic!(
-                "initdb failed: {}{}",
+                "{tool} failed: {}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );

@@ -987,3 +987,62 @@ fn a_read_only_refusal_is_retriable_and_reconnects() {
     log.append_records(1, &[config("b", "2")], 1).unwrap();
     assert_eq!(log.end().unwrap(), 2);
 }
+
+/// A real failover: the primary stops, its streaming standby is promoted. The store, given
+/// both hosts and `target_session_attrs=read-write`, answers retriably meanwhile and then
+/// writes to the new primary, with every committed record and the lease (and its epoch)
+/// still there.
+#[test]
+fn a_failover_to_a_promoted_standby_is_survived() {
+    let primary = TestPostgres::start();
+    let standby = primary.start_standby();
+    let url = format!(
+        "postgres://{}:{}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        crate::testing::TEST_USER,
+        primary.password(),
+        primary.port(),
+        standby.port()
+    );
+    let store = PgMetadataStore::connect(&url).unwrap();
+    let lease = store.leases().acquire(1, 60_000).unwrap();
+    let log = store.log().for_controller(&lease);
+    for i in 0..10 {
+        log.append_records(i, &[config("k", &i.to_string())], 1)
+            .unwrap();
+    }
+    // A fast shutdown sends the standby all WAL before the primary exits.
+    primary.stop();
+    let t = Instant::now();
+    let down = log.append_records(10, &[config("k", "10")], 1).unwrap_err();
+    assert!(down.is_retriable(), "{down}");
+    assert!(!down.to_string().contains(primary.password()), "{down}");
+    standby.promote();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match log.append_records(10, &[config("k", "10")], 1) {
+            Ok(at) => {
+                assert_eq!(at, 10);
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_retriable(), "{e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "no write after the failover: {e}"
+                );
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    eprintln!(
+        "failover: first write on the new primary {:?} after the old one stopped",
+        t.elapsed()
+    );
+    assert_eq!(log.read_records(0, 100).unwrap().len(), 11);
+    let now = store
+        .leases()
+        .current()
+        .unwrap()
+        .expect("the lease survived the failover");
+    assert_eq!((now.node_id, now.epoch), (1, lease.epoch));
+}

@@ -11,7 +11,7 @@ use postgres::Transaction;
 use strom_metadata::records::{BrokerEndpoint, MetadataRecord};
 use uuid::Uuid;
 
-use crate::conn::{Conn, Failure};
+use crate::conn::{col, Conn, Failure};
 use crate::error::PgMetadataError;
 use crate::schema::RESERVED_BROKER_MAX_ID;
 
@@ -54,19 +54,19 @@ const SELECT_COLUMNS: &str = "node_id, incarnation_id, endpoints::text, rack,
     (EXTRACT(EPOCH FROM last_heartbeat_at) * 1000)::bigint, fenced";
 
 fn from_row(row: &postgres::Row) -> Result<BrokerRegistration, Failure> {
-    let node_id: i32 = row.get(0);
-    let endpoints: &str = row.get(2);
+    let node_id: i32 = col(row, 0)?;
+    let endpoints: &str = col(row, 2)?;
     let endpoints = serde_json::from_str(endpoints).map_err(|e| PgMetadataError::Corrupt {
         offset: -1,
         reason: format!("broker {node_id}'s endpoints: {e}"),
     })?;
     Ok(BrokerRegistration {
         node_id,
-        incarnation_id: row.get(1),
+        incarnation_id: col(row, 1)?,
         endpoints,
-        rack: row.get(3),
-        last_heartbeat_ms: row.get(4),
-        fenced: row.get(5),
+        rack: col(row, 3)?,
+        last_heartbeat_ms: col(row, 4)?,
+        fenced: col(row, 5)?,
     })
 }
 
@@ -129,8 +129,8 @@ impl BrokerRegistry {
                        FROM broker_registrations WHERE node_id = $1 FOR UPDATE",
                     &[&id, &timeout],
                 )?;
-                let holder: Uuid = row.get(0);
-                let live: bool = row.get(1);
+                let holder: Uuid = col(&row, 0)?;
+                let live: bool = col(&row, 1)?;
                 if live && holder != incarnation_id {
                     return Err(PgMetadataError::DuplicateRegistration {
                         node_id: id,
@@ -161,16 +161,17 @@ impl BrokerRegistry {
     /// fenced, or let its session lapse gets [`PgMetadataError::NotRegistered`].
     pub fn heartbeat(&self, node_id: i32, incarnation_id: Uuid) -> Result<i64, PgMetadataError> {
         let timeout = self.session_timeout_ms as f64;
-        let row = self.conn.run(|c| {
-            Ok(c.query_opt(
+        let at_ms = self.conn.run(|c| {
+            let row = c.query_opt(
                 "UPDATE broker_registrations SET last_heartbeat_at = clock_timestamp()
                   WHERE node_id = $1 AND incarnation_id = $2 AND NOT fenced
                     AND last_heartbeat_at > clock_timestamp() - $3::float8 * interval '1 millisecond'
               RETURNING (EXTRACT(EPOCH FROM last_heartbeat_at) * 1000)::bigint",
                 &[&node_id, &incarnation_id, &timeout],
-            )?)
+            )?;
+            row.map(|r| col::<i64>(&r, 0)).transpose()
         })?;
-        row.map(|r| r.get(0)).ok_or(PgMetadataError::NotRegistered {
+        at_ms.ok_or(PgMetadataError::NotRegistered {
             node_id,
             incarnation_id,
         })
@@ -216,7 +217,10 @@ impl BrokerRegistry {
               RETURNING node_id",
                 &[&timeout],
             )?;
-            let mut ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+            let mut ids = rows
+                .iter()
+                .map(|r| col::<i32>(r, 0))
+                .collect::<Result<Vec<_>, _>>()?;
             ids.sort_unstable();
             Ok(ids)
         })
@@ -240,12 +244,11 @@ impl BrokerRegistry {
 /// ids are at most `reserved.broker.max.id`, but a row may be there from an earlier
 /// allocation whose counter update was lost to a restore).
 fn allocate(tx: &mut Transaction<'_>) -> Result<i32, Failure> {
-    let mut candidate: i32 = tx
-        .query_one(
-            "SELECT next_node_id FROM node_id_allocation WHERE id = 1 FOR UPDATE",
-            &[],
-        )?
-        .get(0);
+    let row = tx.query_one(
+        "SELECT next_node_id FROM node_id_allocation WHERE id = 1 FOR UPDATE",
+        &[],
+    )?;
+    let mut candidate: i32 = col(&row, 0)?;
     for _ in 0..MAX_ALLOCATION_PROBES {
         let taken = tx
             .query_opt(

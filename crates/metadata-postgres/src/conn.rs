@@ -15,6 +15,17 @@ use crate::url::MetadataUrl;
 pub(crate) enum Failure {
     Pg(postgres::Error),
     Store(PgMetadataError),
+    /// A column of an unexpected type or NULL: the schema is not what this binary made.
+    Column(String),
+}
+
+/// Column `i` of `row`, or [`Failure::Column`] (never a panic, whatever the table holds).
+pub(crate) fn col<'a, T: postgres::types::FromSql<'a>>(
+    row: &'a postgres::Row,
+    i: usize,
+) -> Result<T, Failure> {
+    row.try_get(i)
+        .map_err(|e| Failure::Column(format!("column {i}: {e}")))
 }
 
 impl From<postgres::Error> for Failure {
@@ -89,6 +100,10 @@ impl Conn {
         match f(client, fresh) {
             Ok(v) => Ok(v),
             Err(Failure::Store(e)) => Err(e),
+            Err(Failure::Column(reason)) => Err(PgMetadataError::Database {
+                target: self.url.to_string(),
+                reason: format!("unexpected schema: {reason}"),
+            }),
             Err(Failure::Pg(e)) => {
                 let err = self.classify(&e);
                 if err.is_retriable() || client.is_closed() {
@@ -125,14 +140,17 @@ impl Conn {
     }
 }
 
-/// Retriable: no server answer at all (I/O, a closed connection, a timeout) or a server
+/// Retriable: no server answer (I/O, a closed connection, a timeout) or a server
 /// answer that means "not now" (shutting down, starting up, too many connections, a
 /// read-only standby after a failover, a serialization failure or deadlock).
 pub(crate) fn classify(url: &MetadataUrl, e: &postgres::Error) -> PgMetadataError {
     let target = url.to_string();
     let reason = url.scrub(&error_text(e));
     let retriable = match e.code() {
-        None => true,
+        // No server answer: retriable when the connection broke or I/O failed (refused,
+        // reset, timed out, no writable host); not for a value this client could not
+        // convert, which a retry does not change.
+        None => e.is_closed() || has_io_source(e),
         Some(code) => {
             code.code().starts_with("08")
                 || [
@@ -153,6 +171,17 @@ pub(crate) fn classify(url: &MetadataUrl, e: &postgres::Error) -> PgMetadataErro
     } else {
         PgMetadataError::Database { target, reason }
     }
+}
+
+fn has_io_source(e: &postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The driver's message with the server's detail, when there is one.

@@ -7,7 +7,7 @@
 //! ([`crate::PgMetadataLog::for_controller`]). A renew extends only an unexpired lease of the
 //! same epoch; a lapsed one must be acquired again.
 
-use crate::conn::Conn;
+use crate::conn::{col, Conn};
 use crate::error::PgMetadataError;
 
 /// Upper bound on a lease term: a controller that vanishes holds the cluster's metadata
@@ -58,10 +58,10 @@ impl ControllerLeases {
                 ),
                 &[],
             )?;
-            let holder: Option<i32> = row.get(0);
-            let epoch: i64 = row.get(1);
-            let live: bool = row.get(2);
-            let remaining_ms: i64 = row.get(3);
+            let holder: Option<i32> = col(&row, 0)?;
+            let epoch: i64 = col(&row, 1)?;
+            let live: bool = col(&row, 2)?;
+            let remaining_ms: i64 = col(&row, 3)?;
             if let (Some(holder), true) = (holder, live) {
                 if holder != node_id {
                     return Err(PgMetadataError::LeaseHeld {
@@ -85,8 +85,8 @@ impl ControllerLeases {
             tx.commit()?;
             Ok(ControllerLease {
                 node_id,
-                epoch: row.get(0),
-                expires_at_ms: row.get(1),
+                epoch: col(&row, 0)?,
+                expires_at_ms: col(&row, 1)?,
             })
         })
     }
@@ -99,8 +99,8 @@ impl ControllerLeases {
         ttl_ms: i64,
     ) -> Result<ControllerLease, PgMetadataError> {
         check_ttl(ttl_ms)?;
-        let row = self.conn.run(|c| {
-            Ok(c.query_opt(
+        let expires_at_ms = self.conn.run(|c| {
+            let row = c.query_opt(
                 &format!(
                     "UPDATE controller_lease
                         SET expires_at = clock_timestamp() + $3::float8 * interval '1 millisecond'
@@ -109,11 +109,12 @@ impl ControllerLeases {
                   RETURNING {EXPIRES_MS}"
                 ),
                 &[&lease.node_id, &lease.epoch, &(ttl_ms as f64)],
-            )?)
+            )?;
+            row.map(|row| col::<i64>(&row, 0)).transpose()
         })?;
-        match row {
-            Some(row) => Ok(ControllerLease {
-                expires_at_ms: row.get(0),
+        match expires_at_ms {
+            Some(expires_at_ms) => Ok(ControllerLease {
+                expires_at_ms,
                 ..lease.clone()
             }),
             None => Err(PgMetadataError::LeaseLost {
@@ -144,31 +145,32 @@ impl ControllerLeases {
 
     /// The lease in force now, or `None` when no node holds one unexpired.
     pub fn current(&self) -> Result<Option<ControllerLease>, PgMetadataError> {
-        let row = self.conn.run(|c| {
-            Ok(c.query_opt(
+        self.conn.run(|c| {
+            let row = c.query_opt(
                 &format!(
                     "SELECT holder_node_id, epoch, {EXPIRES_MS} FROM controller_lease
                       WHERE id = 1 AND holder_node_id IS NOT NULL
                         AND expires_at > clock_timestamp()"
                 ),
                 &[],
-            )?)
-        })?;
-        Ok(row.map(|row| ControllerLease {
-            node_id: row.get(0),
-            epoch: row.get(1),
-            expires_at_ms: row.get(2),
-        }))
+            )?;
+            row.map(|row| {
+                Ok(ControllerLease {
+                    node_id: col(&row, 0)?,
+                    epoch: col(&row, 1)?,
+                    expires_at_ms: col(&row, 2)?,
+                })
+            })
+            .transpose()
+        })
     }
 
     /// The epoch of the last grant, whether or not it is still in force: what a new
     /// controller's first append is fenced against.
     pub fn last_epoch(&self) -> Result<i64, PgMetadataError> {
         self.conn.run(|c| {
-            Ok(
-                c.query_one("SELECT epoch FROM controller_lease WHERE id = 1", &[])?
-                    .get(0),
-            )
+            let row = c.query_one("SELECT epoch FROM controller_lease WHERE id = 1", &[])?;
+            col(&row, 0)
         })
     }
 }

@@ -17,7 +17,7 @@ use strom_metadata::log_client::{MetadataLogClient, MAX_READ_RECORDS};
 use strom_metadata::metadata_log::MetadataLogError;
 use strom_metadata::records::MetadataRecord;
 
-use crate::conn::{Conn, Failure};
+use crate::conn::{col, Conn, Failure};
 use crate::error::PgMetadataError;
 use crate::lease::ControllerLease;
 
@@ -76,7 +76,7 @@ impl PgMetadataLog {
 
     pub fn end(&self) -> Result<i64, PgMetadataError> {
         self.check_open()?;
-        self.shared.writer.run(|c| end_on(c).map_err(Failure::from))
+        self.shared.writer.run(end_on)
     }
 
     pub fn append_records(
@@ -113,24 +113,25 @@ impl PgMetadataLog {
             return Ok(Vec::new());
         }
         let rows = self.shared.writer.run(|c| {
-            Ok(c.query(
+            let rows = c.query(
                 r#"SELECT "offset", record::text FROM metadata_log
                    WHERE "offset" >= $1 ORDER BY "offset" LIMIT $2"#,
                 &[&from, &limit],
-            )?)
+            )?;
+            rows.iter()
+                .map(|row| Ok((col::<i64>(row, 0)?, col::<String>(row, 1)?)))
+                .collect::<Result<Vec<_>, Failure>>()
         })?;
         let mut out = Vec::with_capacity(rows.len());
         let mut next = from;
-        for row in rows {
-            let offset: i64 = row.get(0);
+        for (offset, text) in rows {
             if offset != next {
                 return Err(PgMetadataError::Corrupt {
                     offset: next,
                     reason: format!("the log has a gap: the next record is at {offset}"),
                 });
             }
-            let text: &str = row.get(1);
-            let record = serde_json::from_str(text).map_err(|e| PgMetadataError::Corrupt {
+            let record = serde_json::from_str(&text).map_err(|e| PgMetadataError::Corrupt {
                 offset,
                 reason: e.to_string(),
             })?;
@@ -169,7 +170,7 @@ impl PgMetadataLog {
             if fresh {
                 c.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
             }
-            Ok(end_on(c)?)
+            end_on(c)
         })?;
         after_catch_up();
         loop {
@@ -194,7 +195,7 @@ impl PgMetadataLog {
                 if fresh {
                     // Reconnected mid-wait: subscribe again before reading, as above.
                     c.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
-                    return Ok(end_on(c)?);
+                    return end_on(c);
                 }
                 let notified = {
                     let mut n = c.notifications();
@@ -208,7 +209,7 @@ impl PgMetadataLog {
                         let mut it = n.iter();
                         while it.next()?.is_some() {}
                     }
-                    Ok(end_on(c)?)
+                    end_on(c)
                 } else {
                     Ok(end)
                 }
@@ -247,12 +248,12 @@ impl PgMetadataLog {
     }
 }
 
-fn end_on(c: &mut impl GenericClient) -> Result<i64, postgres::Error> {
-    Ok(c.query_one(
+fn end_on(c: &mut impl GenericClient) -> Result<i64, Failure> {
+    let row = c.query_one(
         r#"SELECT COALESCE(MAX("offset") + 1, 0) FROM metadata_log"#,
         &[],
-    )?
-    .get(0))
+    )?;
+    col(&row, 0)
 }
 
 fn append_on(
@@ -270,9 +271,9 @@ fn append_on(
                FROM controller_lease WHERE id = 1 FOR SHARE",
             &[],
         )?;
-        let holder: Option<i32> = row.get(0);
-        let epoch: i64 = row.get(1);
-        let live: bool = row.get(2);
+        let holder: Option<i32> = col(&row, 0)?;
+        let epoch: i64 = col(&row, 1)?;
+        let live: bool = col(&row, 2)?;
         let reason = if epoch != lease.epoch {
             Some(format!("the lease is at epoch {epoch}"))
         } else if holder != Some(lease.node_id) {

@@ -5,7 +5,7 @@
 use postgres::Client;
 use tracing::info;
 
-use crate::conn::{Conn, Failure};
+use crate::conn::{col, Conn, Failure};
 use crate::error::PgMetadataError;
 
 /// The advisory lock key that serialises migrations ("STROMSCH" as a big-endian i64).
@@ -81,9 +81,8 @@ fn migrate_on(client: &mut Client) -> Result<i32, Failure> {
              applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
          )",
     )?;
-    let found: i32 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?
-        .get(0);
+    let row = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?;
+    let found: i32 = col(&row, 0)?;
     if found > latest_version() {
         return Err(PgMetadataError::SchemaTooNew {
             found,

@@ -1046,3 +1046,27 @@ fn a_failover_to_a_promoted_standby_is_survived() {
         .expect("the lease survived the failover");
     assert_eq!((now.node_id, now.epoch), (1, lease.epoch));
 }
+
+/// Columns are read with checks: a table changed behind the broker's back (here a narrower
+/// type) is an error naming it, never a panic.
+#[test]
+fn a_tampered_schema_is_an_error_not_a_panic() {
+    let (pg, db, store) = fresh();
+    let log = store.log();
+    log.append_records(0, &[config("a", "1")], 1).unwrap();
+    pg.client(&db)
+        .batch_execute(
+            r#"ALTER TABLE metadata_log ALTER COLUMN "offset" TYPE integer;
+               ALTER TABLE controller_lease ALTER COLUMN holder_node_id TYPE bigint"#,
+        )
+        .unwrap();
+    // The offset parameter no longer fits: refused by the driver, not retriable.
+    let e = log.read_records(0, 10).unwrap_err();
+    assert!(matches!(&e, PgMetadataError::Database { .. }), "{e}");
+    // A column of another type than this binary made.
+    let e = store.leases().acquire(1, 1000).unwrap_err();
+    assert!(
+        matches!(&e, PgMetadataError::Database { reason, .. } if reason.contains("unexpected schema")),
+        "{e}"
+    );
+}

@@ -21,6 +21,10 @@ command -v promtool >/dev/null 2>&1 || APT_WANT+=(prometheus)
 # Debian's Chromium: test_gateway_browser.py drives it headless with playwright-core (below), so
 # Playwright never downloads a browser of its own.
 command -v chromium >/dev/null 2>&1 || APT_WANT+=(chromium)
+# PostgreSQL's server (initdb, pg_ctl): strom-metadata-postgres's tests run their own on loopback.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    APT_WANT+=(postgresql)
+fi
 # Debian's own python3 needs python3-venv (ensurepip) to make the venv below.
 if [ ! -x .venv/bin/python ] && ! "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1; then
     APT_WANT+=(python3-venv)

@@ -34,6 +34,24 @@ pub enum MetadataLogError {
     Conflict { expected: i64, end: i64 },
     #[error("metadata log is closed")]
     Closed,
+    /// A shared log refused the append because the writer's controller lease (its epoch) is
+    /// no longer the current one: another controller may be writing, so nothing is written
+    /// even where the offset would match.
+    #[error(
+        "metadata log: the append was fenced: controller epoch {epoch} is not current ({reason})"
+    )]
+    Fenced { epoch: i64, reason: String },
+    /// A shared log cannot be reached now (a lost connection, a server restart). Retriable:
+    /// the next call reconnects. The text never carries credentials.
+    #[error("metadata log unavailable (retriable): {0}")]
+    Unavailable(String),
+}
+
+impl MetadataLogError {
+    /// Whether the same call may succeed later without anything else changing.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, MetadataLogError::Unavailable(_))
+    }
 }
 
 /// Upper bound on the records one [`MetadataLogClient::read`] returns, whatever is asked: a

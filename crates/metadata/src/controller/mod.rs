@@ -70,9 +70,9 @@ impl From<ControllerError> for ApiError {
         // A lost position race means another controller is writing: Kafka's answer to a
         // client of a controller that is no longer active.
         let code = match &e {
-            ControllerError::MetadataLog(MetadataLogError::Conflict { .. }) => {
-                ResponseError::NotController
-            }
+            ControllerError::MetadataLog(
+                MetadataLogError::Conflict { .. } | MetadataLogError::Fenced { .. },
+            ) => ResponseError::NotController,
             _ => ResponseError::KafkaStorageError,
         };
         ApiError::new(code, e.to_string())
@@ -347,7 +347,10 @@ pub fn commit_blocking(
         return Ok(previous);
     }
     let first = log.append(expected, &records, now_ms).inspect_err(|e| {
-        if matches!(e, MetadataLogError::Conflict { .. }) {
+        if matches!(
+            e,
+            MetadataLogError::Conflict { .. } | MetadataLogError::Fenced { .. }
+        ) {
             warn!(error = %e, "another writer appended to the metadata log; this change is refused");
         }
     })?;

@@ -718,3 +718,24 @@ async fn readers_see_a_change_after_its_publishers() {
     assert_eq!(*publisher.seen.lock().unwrap(), vec![(-1, 1)]);
     assert_eq!(c.image().offset, 1);
 }
+
+/// A shared log's lease fence is the same answer to the client as a lost position race
+/// (NOT_CONTROLLER: retry against the active controller); a log that cannot be reached is a
+/// retriable storage error.
+#[test]
+fn a_fenced_append_answers_not_controller() {
+    let fenced = ControllerError::MetadataLog(MetadataLogError::Fenced {
+        epoch: 3,
+        reason: "lease epoch is 4".into(),
+    });
+    assert_eq!(
+        ApiError::from(fenced).code,
+        ResponseError::NotController.code()
+    );
+    let gone = MetadataLogError::Unavailable("connection reset".into());
+    assert!(gone.is_retriable());
+    assert_eq!(
+        ApiError::from(ControllerError::MetadataLog(gone)).code,
+        ResponseError::KafkaStorageError.code()
+    );
+}

@@ -344,3 +344,28 @@ def test_request_time_is_split_into_kafkas_phases(make_broker):
     assert fetch_local < fetch_remote / 4, (fetch_local, fetch_remote)
     # Metadata answers at once: no remote time.
     assert value("strom_request_remote_time_seconds", "_sum", "Metadata") == 0
+
+
+def test_admin_and_metadata_refusals_are_counted_by_api_and_error(make_broker):
+    """Every API's refusals reach strom_request_errors_total, the admin ones included."""
+    b, port = metrics_broker(make_broker)
+    topic = unique_topic("errs")
+    create_topic(b.bootstrap, topic)
+    a = admin(b.bootstrap)
+    from confluent_kafka.admin import NewTopic
+    fs = a.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    with pytest.raises(Exception):
+        fs[topic].result(10)
+    fs = a.delete_topics([unique_topic("never")], operation_timeout=10)
+    for f in fs.values():
+        with pytest.raises(Exception):
+            f.result(10)
+    families = scrape(port)
+
+    def errors(api: str, error: str) -> float:
+        found = [x.value for x in samples(families, "strom_request_errors", api=api, error=error)
+                 if x.name == "strom_request_errors_total"]
+        return found[0] if found else 0
+
+    assert errors("CreateTopics", "TOPIC_ALREADY_EXISTS") == 1
+    assert errors("DeleteTopics", "UNKNOWN_TOPIC_OR_PARTITION") == 1

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api_versions;
 pub mod consumer_group;
+pub mod error_codes;
 pub mod fetch;
 pub mod group;
 pub mod init_producer_id;

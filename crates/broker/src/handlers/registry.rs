@@ -105,27 +105,27 @@ handlers! {
     Produce(m::ProduceRequest) = |b, ctx, req, frame| Ok(produce::handle(b, ctx, req, frame));
     Fetch(m::FetchRequest) = |b, ctx, req, _| Ok(fetch::handle(b, ctx, req));
     ListOffsets(m::ListOffsetsRequest) =
-        |b, ctx, req, _| ctx.reply_now(&list_offsets::handle(b, &ctx, req));
+        |b, ctx, req, _| reply_counted(&ctx, &list_offsets::handle(b, &ctx, req));
     Metadata(m::MetadataRequest) = |b, ctx, req, _| {
         let body = metadata::handle(b, &ctx, req).await;
-        ctx.reply_now(&body)
+        reply_counted(&ctx, &body)
     };
     ApiVersions(m::ApiVersionsRequest) = |b, ctx, req, _| ctx.reply_now(&api_versions::response());
     CreateTopics(m::CreateTopicsRequest) = |b, ctx, req, _| {
         let body = admin::create_topics(b, &ctx, req).await;
-        ctx.reply_now(&body)
+        reply_counted(&ctx, &body)
     };
     DeleteTopics(m::DeleteTopicsRequest) = |b, ctx, req, _| {
         let body = admin::delete_topics(b, &ctx, req).await;
-        ctx.reply_now(&body)
+        reply_counted(&ctx, &body)
     };
     DescribeConfigs(m::DescribeConfigsRequest) =
-        |b, ctx, req, _| ctx.reply_now(&admin::describe_configs(b, &ctx, req));
+        |b, ctx, req, _| reply_counted(&ctx, &admin::describe_configs(b, &ctx, req));
     DescribeCluster(m::DescribeClusterRequest) =
-        |b, ctx, req, _| ctx.reply_now(&admin::describe_cluster(b, &ctx, req));
+        |b, ctx, req, _| reply_counted(&ctx, &admin::describe_cluster(b, &ctx, req));
     InitProducerId(m::InitProducerIdRequest) = |b, ctx, req, _| {
         let body = init_producer_id::handle(b, req).await;
-        ctx.reply_now(&body)
+        reply_counted(&ctx, &body)
     };
     FindCoordinator(m::FindCoordinatorRequest) =
         |b, ctx, req, _| group::find_coordinator(b, ctx, req);
@@ -142,26 +142,35 @@ handlers! {
     OffsetDelete(m::OffsetDeleteRequest) = |b, ctx, req, _| group::offset_delete(b, ctx, req);
     CreatePartitions(m::CreatePartitionsRequest) = |b, ctx, req, _| {
         let body = topic_admin::create_partitions(b, req).await;
-        ctx.reply_now(&body)
+        reply_counted(&ctx, &body)
     };
     AlterConfigs(m::AlterConfigsRequest) = |b, ctx, req, _| {
         let body = topic_admin::alter_configs(b, req).await;
-        ctx.reply_now(&body)
+        reply_counted(&ctx, &body)
     };
     IncrementalAlterConfigs(m::IncrementalAlterConfigsRequest) = |b, ctx, req, _| {
         let body = topic_admin::incremental_alter_configs(b, req).await;
-        ctx.reply_now(&body)
+        reply_counted(&ctx, &body)
     };
     DeleteRecords(m::DeleteRecordsRequest) =
-        |b, ctx, req, _| ctx.reply_now(&topic_admin::delete_records(b, req));
+        |b, ctx, req, _| reply_counted(&ctx, &topic_admin::delete_records(b, req));
     DescribeLogDirs(m::DescribeLogDirsRequest) =
-        |b, ctx, req, _| ctx.reply_now(&topic_admin::describe_log_dirs(b, &ctx, req));
+        |b, ctx, req, _| reply_counted(&ctx, &topic_admin::describe_log_dirs(b, &ctx, req));
     DescribeTopicPartitions(m::DescribeTopicPartitionsRequest) =
-        |b, ctx, req, _| ctx.reply_now(&topic_admin::describe_topic_partitions(b, req));
+        |b, ctx, req, _| reply_counted(&ctx, &topic_admin::describe_topic_partitions(b, req));
     ConsumerGroupHeartbeat(m::ConsumerGroupHeartbeatRequest) =
         |b, ctx, req, _| consumer_group::heartbeat(b, ctx, req);
     ConsumerGroupDescribe(m::ConsumerGroupDescribeRequest) =
         |b, ctx, req, _| consumer_group::describe(b, ctx, req);
+}
+
+/// Answers now with `body`, its error codes counted under the API.
+fn reply_counted<R>(ctx: &RequestContext, body: &R) -> Result<Reply, RequestError>
+where
+    R: proto_kafka::protocol::Encodable + super::error_codes::ErrorCodes,
+{
+    super::error_codes::count(ctx, body);
+    ctx.reply_now(body)
 }
 
 /// The registration of `api`, if it is served.

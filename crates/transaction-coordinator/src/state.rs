@@ -503,9 +503,10 @@ impl TxnMetadata {
         }
         match (self.state, result) {
             (TxnState::Ongoing, _) => {}
-            // Transaction version 2 ends an empty transaction with an abort too: the epoch
-            // is bumped, no partition is touched.
-            (TxnState::Empty, TxnResult::Abort) if tv2 => {}
+            // Transaction version 2 ends an empty transaction with an abort too (whether
+            // none began or the last one is complete): the epoch is bumped, no partition is
+            // touched.
+            (s, TxnResult::Abort) if tv2 && s.is_idle() => {}
             (TxnState::CompleteCommit, TxnResult::Commit)
             | (TxnState::CompleteAbort, TxnResult::Abort)
                 if !tv2 =>

@@ -486,6 +486,9 @@ impl TransactionCoordinator {
                 outstanding = retry;
                 if !outstanding.is_empty() {
                     tokio::time::sleep(Duration::from_millis(MARKER_RETRY_BACKOFF_MS)).await;
+                    // A coordinator that lost the partition meanwhile stops: the next leader
+                    // sends the markers with its own epoch.
+                    self.still_owed(transactional_id, p, epoch)?;
                 }
             }
             let now_ms = self.ports.clock.now_ms();
@@ -507,6 +510,20 @@ impl TransactionCoordinator {
                 }
             }
         }
+    }
+
+    /// Whether this coordinator, at `epoch`, still owes the markers of `transactional_id`.
+    fn still_owed(&self, transactional_id: &str, p: i32, epoch: i32) -> Result<(), ResponseError> {
+        let (now_p, now_epoch) = self.with_id(transactional_id, |ids, p, epoch| {
+            match ids.get(transactional_id) {
+                Some(m) if is_prepared(m) => Ok((p, epoch)),
+                _ => Err(ResponseError::InvalidTxnState),
+            }
+        })?;
+        if (now_p, now_epoch) != (p, epoch) {
+            return Err(ResponseError::NotCoordinator);
+        }
+        Ok(())
     }
 
     /// Aborts, with an epoch bump that fences their producers, the transactions older than

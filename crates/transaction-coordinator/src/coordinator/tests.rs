@@ -1,1 +1,508 @@
+//! The coordinator driven through in-memory ports: no broker, no disk, no wall clock.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use proto_kafka::ResponseError;
+use strom_group_coordinator::{partition_for, OFFSETS_TOPIC};
+use strom_metadata::{MetadataImage, MetadataRecord};
+use uuid::Uuid;
+
+use crate::ports::{
+    AppendedRange, Clock, Cluster, MarkerSink, PortFuture, Ports, ReadError, TransactionLog,
+};
+use crate::state::{Marker, TxnResult, TxnState};
+use crate::{TransactionCoordinator, TxnConfig, TRANSACTION_STATE_TOPIC};
+
+const NODE: i32 = 1;
+const OTHER_NODE: i32 = 2;
+const PARTITIONS: i32 = 4;
+
+#[derive(Default)]
+struct MemLog {
+    batches: Mutex<Vec<(i32, i64, Bytes)>>,
+    fail_appends: AtomicBool,
+}
+
+fn last_offset_delta(batch: &[u8]) -> i64 {
+    i64::from(i32::from_be_bytes([
+        batch[23], batch[24], batch[25], batch[26],
+    ]))
+}
+
+impl MemLog {
+    fn end(&self, partition: i32) -> i64 {
+        let all = self.batches.lock().unwrap();
+        all.iter()
+            .filter(|(p, _, _)| *p == partition)
+            .last()
+            .map_or(0, |(_, base, b)| base + last_offset_delta(b) + 1)
+    }
+
+    fn records_in(&self, partition: i32) -> usize {
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| *p == partition)
+            .count()
+    }
+}
+
+impl TransactionLog for MemLog {
+    fn append(
+        &self,
+        partition: i32,
+        batch: &mut BytesMut,
+        _now_ms: i64,
+    ) -> Result<AppendedRange, ResponseError> {
+        if self.fail_appends.load(Ordering::Acquire) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let base = self.end(partition);
+        let mut patched = BytesMut::with_capacity(batch.len());
+        patched.put_i64(base);
+        patched.put_slice(&batch[8..]);
+        let last = base + last_offset_delta(&patched);
+        self.batches
+            .lock()
+            .unwrap()
+            .push((partition, base, patched.freeze()));
+        Ok(AppendedRange {
+            first_offset: base,
+            last_offset: last,
+        })
+    }
+
+    fn wait_durable(
+        &self,
+        _partition: i32,
+        _end_offset: i64,
+    ) -> PortFuture<Result<(), ResponseError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>> {
+        Some(Ok((0, self.end(partition))))
+    }
+
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+        _max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Bytes, ReadError> {
+        let mut out = BytesMut::new();
+        for (p, base, b) in self.batches.lock().unwrap().iter() {
+            if *p == partition && base + last_offset_delta(b) >= offset && *base < end_offset {
+                out.put_slice(b);
+            }
+        }
+        Ok(out.freeze())
+    }
+}
+
+struct MemCluster {
+    image: Mutex<Arc<MetadataImage>>,
+    next_pid: AtomicI64,
+}
+
+impl Cluster for MemCluster {
+    fn image(&self) -> Arc<MetadataImage> {
+        self.image.lock().unwrap().clone()
+    }
+
+    fn next_producer_id(&self) -> Result<i64, ResponseError> {
+        Ok(self.next_pid.fetch_add(1, Ordering::AcqRel))
+    }
+}
+
+/// Records the markers it is given; while `refuse` is set it answers a retriable error.
+#[derive(Default)]
+struct MemMarkers {
+    written: Mutex<Vec<Marker>>,
+    refuse: AtomicBool,
+}
+
+impl MarkerSink for MemMarkers {
+    fn write_markers(&self, markers: Vec<Marker>) -> PortFuture<Vec<Result<(), ResponseError>>> {
+        let refuse = self.refuse.load(Ordering::Acquire);
+        let out = markers
+            .iter()
+            .map(|_| {
+                if refuse {
+                    Err(ResponseError::NotEnoughReplicas)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect();
+        if !refuse {
+            self.written.lock().unwrap().extend(markers);
+        }
+        Box::pin(async move { out })
+    }
+}
+
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// `__transaction_state` with leaders from `leader_of`, at `leader_epoch`.
+fn image(leader_of: impl Fn(i32) -> i32, leader_epoch: i32) -> Arc<MetadataImage> {
+    let mut image = MetadataImage::empty();
+    let topic_id = Uuid::new_v4();
+    let mut offset = 0;
+    let mut records = vec![MetadataRecord::Topic {
+        name: TRANSACTION_STATE_TOPIC.to_string(),
+        topic_id,
+    }];
+    for p in 0..PARTITIONS {
+        let leader = leader_of(p);
+        records.push(MetadataRecord::Partition {
+            topic_id,
+            partition: p,
+            replicas: vec![leader],
+            isr: vec![leader],
+            leader,
+            leader_epoch,
+            partition_epoch: 0,
+        });
+    }
+    for r in records {
+        image.apply(offset, &r).unwrap();
+        offset += 1;
+    }
+    Arc::new(image)
+}
+
+struct Fixture {
+    log: Arc<MemLog>,
+    cluster: Arc<MemCluster>,
+    markers: Arc<MemMarkers>,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            log: Arc::new(MemLog::default()),
+            cluster: Arc::new(MemCluster {
+                image: Mutex::new(image(|_| NODE, 3)),
+                next_pid: AtomicI64::new(1000),
+            }),
+            markers: Arc::new(MemMarkers::default()),
+            clock: Arc::new(ManualClock(AtomicI64::new(1_000_000))),
+        }
+    }
+
+    /// A coordinator over these ports, following the current image.
+    async fn coordinator(&self) -> Arc<TransactionCoordinator> {
+        let ports = Ports {
+            log: self.log.clone(),
+            cluster: self.cluster.clone(),
+            markers: self.markers.clone(),
+            clock: self.clock.clone(),
+        };
+        let c = TransactionCoordinator::new(ports, TxnConfig::default(), NODE);
+        c.on_image(&self.cluster.image()).await;
+        c
+    }
+
+    fn advance(&self, ms: i64) {
+        self.clock.0.fetch_add(ms, Ordering::AcqRel);
+    }
+}
+
+/// Lets spawned marker tasks run (time is paused, so their back-offs pass at once).
+async fn settle() {
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+fn tp(topic: &str, p: i32) -> (String, i32) {
+    (topic.to_string(), p)
+}
+
+#[tokio::test(start_paused = true)]
+async fn commit_with_offsets_writes_markers_everywhere_then_completes() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    let (pid, epoch) = c.init_producer_id("tx", 60_000, None, 0).await.unwrap();
+    assert_eq!((pid, epoch), (1000, 0));
+    c.add_partitions("tx", pid, epoch, &[tp("t", 0), tp("t", 1)])
+        .await
+        .unwrap();
+    c.add_offsets("tx", pid, epoch, "g", 50).await.unwrap();
+    assert_eq!(
+        c.end_txn("tx", pid, epoch, TxnResult::Commit).await,
+        Ok((pid, epoch))
+    );
+    settle().await;
+    let m = c.describe("tx").unwrap().unwrap();
+    assert_eq!(m.state, TxnState::CompleteCommit);
+    assert!(m.partitions.is_empty());
+    let written = f.markers.written.lock().unwrap().clone();
+    let mut targets: Vec<_> = written
+        .iter()
+        .map(|mk| (mk.topic.clone(), mk.partition))
+        .collect();
+    targets.sort();
+    let offsets = tp(OFFSETS_TOPIC, partition_for("g", 50));
+    assert_eq!(targets, vec![offsets, tp("t", 0), tp("t", 1)]);
+    assert!(written.iter().all(|mk| mk.result == TxnResult::Commit
+        && mk.coordinator_epoch == 3
+        && mk.producer_id == pid));
+    // Init, three adds (one each for the data and the offsets; the first add changes state),
+    // prepare, complete: every change is a record of the id's partition.
+    let p = partition_for("tx", PARTITIONS);
+    assert_eq!(f.log.records_in(p), 5);
+    // The retried EndTxn is answered with success and writes nothing.
+    assert_eq!(
+        c.end_txn("tx", pid, epoch, TxnResult::Commit).await,
+        Ok((pid, epoch))
+    );
+    assert_eq!(f.log.records_in(p), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ids_of_partitions_led_elsewhere_are_not_served() {
+    let f = Fixture::new();
+    let owned = partition_for("tx", PARTITIONS);
+    *f.cluster.image.lock().unwrap() = image(|p| if p == owned { OTHER_NODE } else { NODE }, 0);
+    let c = f.coordinator().await;
+    assert_eq!(
+        c.init_producer_id("tx", 60_000, None, 0).await.unwrap_err(),
+        ResponseError::NotCoordinator
+    );
+    assert!(!c.active_partitions().contains(&owned));
+    // No topic at all: the coordinator is not available yet.
+    let empty = Fixture::new();
+    *empty.cluster.image.lock().unwrap() = Arc::new(MetadataImage::empty());
+    let c = empty.coordinator().await;
+    assert_eq!(
+        c.init_producer_id("tx", 60_000, None, 0).await.unwrap_err(),
+        ResponseError::CoordinatorNotAvailable
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn losing_leadership_unloads_and_a_new_epoch_reloads() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    let (pid, epoch) = c.init_producer_id("tx", 60_000, None, 0).await.unwrap();
+    c.add_partitions("tx", pid, epoch, &[tp("t", 0)])
+        .await
+        .unwrap();
+    c.on_image(&image(|_| OTHER_NODE, 4)).await;
+    assert_eq!(
+        c.end_txn("tx", pid, epoch, TxnResult::Commit)
+            .await
+            .unwrap_err(),
+        ResponseError::NotCoordinator
+    );
+    c.on_image(&image(|_| NODE, 5)).await;
+    // Reloaded from the log: still ongoing, and the markers carry the new epoch.
+    assert_eq!(c.describe("tx").unwrap().unwrap().state, TxnState::Ongoing);
+    c.end_txn("tx", pid, epoch, TxnResult::Abort).await.unwrap();
+    settle().await;
+    let written = f.markers.written.lock().unwrap().clone();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].coordinator_epoch, 5);
+    assert_eq!(written[0].result, TxnResult::Abort);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_in_prepare_commit_completes_the_transaction() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    let (pid, epoch) = c.init_producer_id("tx", 60_000, None, 0).await.unwrap();
+    c.add_partitions("tx", pid, epoch, &[tp("t", 0), tp("t", 1)])
+        .await
+        .unwrap();
+    // The partitions refuse markers: the first coordinator never gets past PrepareCommit.
+    f.markers.refuse.store(true, Ordering::Release);
+    c.end_txn("tx", pid, epoch, TxnResult::Commit)
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(
+        c.describe("tx").unwrap().unwrap().state,
+        TxnState::PrepareCommit
+    );
+    // It "crashes": leadership goes; a new coordinator loads the same log.
+    c.on_image(&image(|_| OTHER_NODE, 4)).await;
+    drop(c);
+    f.markers.refuse.store(false, Ordering::Release);
+    let c2 = f.coordinator().await;
+    settle().await;
+    let m = c2.describe("tx").unwrap().unwrap();
+    assert_eq!(m.state, TxnState::CompleteCommit, "{m:?}");
+    let written = f.markers.written.lock().unwrap().clone();
+    assert_eq!(written.len(), 2);
+    assert!(written.iter().all(|mk| mk.result == TxnResult::Commit));
+    // And the completion is in the log for the next load.
+    let c3 = f.coordinator().await;
+    assert_eq!(
+        c3.describe("tx").unwrap().unwrap().state,
+        TxnState::CompleteCommit
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_producer_fences_the_first_and_aborts_its_transaction() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    let (pid, epoch) = c.init_producer_id("tx", 60_000, None, 0).await.unwrap();
+    c.add_partitions("tx", pid, epoch, &[tp("t", 0)])
+        .await
+        .unwrap();
+    // The new producer is told to retry while the old transaction is aborted.
+    assert_eq!(
+        c.init_producer_id("tx", 60_000, None, 0).await.unwrap_err(),
+        ResponseError::ConcurrentTransactions
+    );
+    settle().await;
+    assert_eq!(
+        c.init_producer_id("tx", 60_000, None, 0).await,
+        Ok((pid, 2))
+    );
+    let written = f.markers.written.lock().unwrap().clone();
+    assert_eq!(written.len(), 1);
+    assert_eq!(
+        (written[0].result, written[0].producer_epoch),
+        (TxnResult::Abort, 1)
+    );
+    // The zombie's requests are fenced.
+    assert_eq!(
+        c.add_partitions("tx", pid, epoch, &[tp("t", 1)])
+            .await
+            .unwrap_err(),
+        ResponseError::ProducerFenced
+    );
+    assert_eq!(
+        c.end_txn("tx", pid, epoch, TxnResult::Commit)
+            .await
+            .unwrap_err(),
+        ResponseError::ProducerFenced
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transaction_past_its_timeout_is_aborted() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    let (pid, epoch) = c.init_producer_id("tx", 10_000, None, 0).await.unwrap();
+    c.add_partitions("tx", pid, epoch, &[tp("t", 0)])
+        .await
+        .unwrap();
+    f.advance(10_000);
+    assert!(c.abort_timed_out().await.is_empty());
+    f.advance(1);
+    assert_eq!(c.abort_timed_out().await, vec!["tx".to_string()]);
+    settle().await;
+    let m = c.describe("tx").unwrap().unwrap();
+    assert_eq!((m.state, m.producer_epoch), (TxnState::CompleteAbort, 1));
+    assert_eq!(
+        c.end_txn("tx", pid, epoch, TxnResult::Commit)
+            .await
+            .unwrap_err(),
+        ResponseError::ProducerFenced
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_ids_expire_with_a_tombstone() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    c.init_producer_id("tx", 60_000, None, 0).await.unwrap();
+    f.advance(TxnConfig::default().transactional_id_expiration_ms - 1);
+    assert!(c.expire_transactional_ids().await.is_empty());
+    f.advance(1);
+    assert_eq!(c.expire_transactional_ids().await, vec!["tx".to_string()]);
+    assert_eq!(c.describe("tx").unwrap(), None);
+    // The tombstone keeps it gone after a reload; a new init starts a new producer id.
+    let c2 = f.coordinator().await;
+    assert_eq!(c2.describe("tx").unwrap(), None);
+    assert_eq!(
+        c2.init_producer_id("tx", 60_000, None, 0).await,
+        Ok((1001, 0))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_changes_nothing() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    f.log.fail_appends.store(true, Ordering::Release);
+    assert_eq!(
+        c.init_producer_id("tx", 60_000, None, 0).await.unwrap_err(),
+        ResponseError::NotCoordinator
+    );
+    assert_eq!(
+        c.describe("tx").unwrap(),
+        None,
+        "a half-made id is not kept"
+    );
+    f.log.fail_appends.store(false, Ordering::Release);
+    let (pid, epoch) = c.init_producer_id("tx", 60_000, None, 0).await.unwrap();
+    f.log.fail_appends.store(true, Ordering::Release);
+    assert!(c
+        .add_partitions("tx", pid, epoch, &[tp("t", 0)])
+        .await
+        .is_err());
+    assert_eq!(c.describe("tx").unwrap().unwrap().state, TxnState::Empty);
+    f.log.fail_appends.store(false, Ordering::Release);
+    c.add_partitions("tx", pid, epoch, &[tp("t", 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.verify_partitions("tx", pid, epoch, &[tp("t", 0), tp("t", 1)])
+            .unwrap(),
+        vec![
+            (tp("t", 0), Ok(())),
+            (tp("t", 1), Err(ResponseError::InvalidTxnState))
+        ]
+    );
+    assert_eq!(
+        c.init_producer_id("tx", 900_001, None, 0)
+            .await
+            .unwrap_err(),
+        ResponseError::InvalidTransactionTimeout
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn transaction_version_2_answers_the_bumped_epoch() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    let (pid, epoch) = c.init_producer_id("tx", 60_000, None, 2).await.unwrap();
+    c.add_partitions("tx", pid, epoch, &[tp("t", 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.end_txn("tx", pid, epoch, TxnResult::Commit).await,
+        Ok((pid, 1))
+    );
+    settle().await;
+    assert_eq!(f.markers.written.lock().unwrap()[0].producer_epoch, 1);
+    // The retry with the old epoch gets the same answer.
+    assert_eq!(
+        c.end_txn("tx", pid, epoch, TxnResult::Commit).await,
+        Ok((pid, 1))
+    );
+    // The records are the flexible v1 ones; a reload reads them.
+    let c2 = f.coordinator().await;
+    let m = c2.describe("tx").unwrap().unwrap();
+    assert_eq!(
+        (m.state, m.producer_epoch, m.client_transaction_version),
+        (TxnState::CompleteCommit, 1, 2)
+    );
+}

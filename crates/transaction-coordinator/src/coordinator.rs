@@ -21,6 +21,7 @@ use crate::ports::Ports;
 use crate::records;
 use crate::state::{
     init_new, InitOutcome, TopicPartition, TransactionVersion, Transition, TxnMetadata, TxnResult,
+    Verified,
 };
 use crate::{TxnConfig, TRANSACTION_STATE_TOPIC};
 
@@ -387,7 +388,7 @@ impl TransactionCoordinator {
         producer_id: i64,
         producer_epoch: i16,
         partitions: &[TopicPartition],
-    ) -> Result<Vec<(TopicPartition, Result<(), ResponseError>)>, ResponseError> {
+    ) -> Result<Verified, ResponseError> {
         self.with_id(transactional_id, |ids, _, _| {
             ids.get(transactional_id)
                 .ok_or(ResponseError::InvalidProducerIdMapping)?

@@ -85,6 +85,10 @@ pub enum TxnResult {
 
 pub type TopicPartition = (String, i32);
 
+/// The verify-only AddPartitionsToTxn's answer: per partition, whether it is in the
+/// transaction.
+pub type Verified = Vec<(TopicPartition, Result<(), ResponseError>)>;
+
 /// A COMMIT or ABORT control batch to write to one partition of a transaction (including the
 /// `__consumer_offsets` partition of offsets added with AddOffsetsToTxn).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,7 +447,7 @@ impl TxnMetadata {
         producer_id: i64,
         producer_epoch: i16,
         partitions: &[TopicPartition],
-    ) -> Result<Vec<(TopicPartition, Result<(), ResponseError>)>, ResponseError> {
+    ) -> Result<Verified, ResponseError> {
         if self.producer_id != producer_id {
             return Err(ResponseError::InvalidProducerIdMapping);
         }

@@ -454,18 +454,21 @@ impl TxnMetadata {
         if self.producer_epoch != producer_epoch {
             return Err(ResponseError::ProducerFenced);
         }
+        if matches!(self.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
+        // A partition is in the transaction from the durable add until its marker is
+        // durable; one that is not gets TRANSACTION_ABORTABLE (KIP-890), so the producer
+        // aborts rather than writes outside its transaction.
         Ok(partitions
             .iter()
             .map(|tp| {
-                let ok = self.state == TxnState::Ongoing && self.partitions.contains(tp);
-                (
-                    tp.clone(),
-                    if ok {
-                        Ok(())
-                    } else {
-                        Err(ResponseError::InvalidTxnState)
-                    },
-                )
+                let verdict = if self.partitions.contains(tp) {
+                    Ok(())
+                } else {
+                    Err(ResponseError::TransactionAbortable)
+                };
+                (tp.clone(), verdict)
             })
             .collect())
     }

@@ -468,7 +468,7 @@ async fn a_failed_write_changes_nothing() {
             .unwrap(),
         vec![
             (tp("t", 0), Ok(())),
-            (tp("t", 1), Err(ResponseError::InvalidTxnState))
+            (tp("t", 1), Err(ResponseError::TransactionAbortable))
         ]
     );
     assert_eq!(

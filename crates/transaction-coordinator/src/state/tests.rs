@@ -272,7 +272,10 @@ fn verify_only_reports_each_partition() {
         .verify_partitions(1000, 0, &[tp("a", 0), tp("z", 9)])
         .unwrap();
     assert_eq!(got[0], (tp("a", 0), Ok(())));
-    assert_eq!(got[1], (tp("z", 9), Err(ResponseError::InvalidTxnState)));
+    assert_eq!(
+        got[1],
+        (tp("z", 9), Err(ResponseError::TransactionAbortable))
+    );
     assert_eq!(
         m.verify_partitions(1000, 3, &[tp("a", 0)]).unwrap_err(),
         ResponseError::ProducerFenced
@@ -280,6 +283,17 @@ fn verify_only_reports_each_partition() {
     assert_eq!(
         m.verify_partitions(1, 0, &[tp("a", 0)]).unwrap_err(),
         ResponseError::InvalidProducerIdMapping
+    );
+    // While the transaction ends, the leader is told to retry.
+    let mut m = m;
+    let t = m
+        .end_txn(1000, 0, TxnResult::Commit, COORD_EPOCH, 30, &mut pids(0))
+        .unwrap()
+        .unwrap();
+    apply(&mut m, &t);
+    assert_eq!(
+        m.verify_partitions(1000, 1, &[tp("a", 0)]).unwrap_err(),
+        ResponseError::ConcurrentTransactions
     );
 }
 

@@ -487,39 +487,38 @@ impl TxnMetadata {
         new_producer_id: &mut dyn FnMut() -> Result<i64, ResponseError>,
     ) -> Result<Option<Transition>, ResponseError> {
         let tv2 = self.client_transaction_version >= 2;
-        if self.producer_id != producer_id {
-            // A retry from a producer whose id just rolled over at an exhausted epoch.
-            if tv2 && producer_id == self.previous_producer_id && self.state.is_idle() {
-                return self.retry_answer(result);
+        // Transaction version 2 bumps the epoch at every end, so a retry of an EndTxn comes
+        // with the epoch before the bump (Kafka's `endTxnEpochBumped`), or, when the bump ran
+        // out of epochs, with the previous producer id at the last epoch.
+        let retry_on_bump = tv2 && i32::from(self.producer_epoch) == i32::from(producer_epoch) + 1;
+        let retry_on_overflow = tv2
+            && self.previous_producer_id == producer_id
+            && producer_epoch == MAX_USABLE_EPOCH
+            && self.producer_epoch == 0;
+        let valid_epoch = if tv2 {
+            match self.state {
+                TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_bump,
+                TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                    retry_on_bump || retry_on_overflow
+                }
+                _ => producer_epoch == self.producer_epoch,
             }
+        } else {
+            producer_epoch == self.producer_epoch
+        };
+        if self.producer_id != producer_id && !retry_on_overflow {
             return Err(ResponseError::InvalidProducerIdMapping);
+        }
+        if !valid_epoch {
+            return Err(ResponseError::ProducerFenced);
         }
         if self.pending.is_some() {
             return Err(ResponseError::ConcurrentTransactions);
         }
-        // KIP-890: a retry of the EndTxn that bumped the epoch comes with the epoch before.
-        let is_retry = tv2
-            && producer_epoch == self.last_producer_epoch
-            && producer_epoch >= 0
-            && self.state.is_idle();
-        if is_retry {
-            return self.retry_answer(result);
-        }
-        if producer_epoch != self.producer_epoch {
-            return Err(ResponseError::ProducerFenced);
-        }
         match (self.state, result) {
             (TxnState::Ongoing, _) => {}
-            // Transaction version 2 ends an empty transaction with an abort too (whether
-            // none began or the last one is complete): the epoch is bumped, no partition is
-            // touched.
-            (s, TxnResult::Abort) if tv2 && s.is_idle() => {}
             (TxnState::CompleteCommit, TxnResult::Commit)
-            | (TxnState::CompleteAbort, TxnResult::Abort)
-                if !tv2 =>
-            {
-                return Ok(None)
-            }
+            | (TxnState::CompleteAbort, TxnResult::Abort) => return Ok(None),
             (TxnState::PrepareCommit, TxnResult::Commit)
             | (TxnState::PrepareAbort, TxnResult::Abort) => {
                 return Err(ResponseError::ConcurrentTransactions)
@@ -533,26 +532,15 @@ impl TxnMetadata {
         };
         let mut next = self.successor(state, now_ms);
         if tv2 {
-            if is_epoch_exhausted(self.producer_epoch.saturating_add(1)) {
+            if is_epoch_exhausted(self.producer_epoch) {
                 // The markers go out at the last epoch; the producer continues under a new id.
                 next.next_producer_id = new_producer_id()?;
-            } else {
-                next.last_producer_epoch = self.producer_epoch;
             }
+            next.last_producer_epoch = self.producer_epoch;
             next.producer_epoch = self.producer_epoch.saturating_add(1);
         }
         let markers = next.markers(result, coordinator_epoch);
         Ok(Some(self.plan(next, markers)))
-    }
-
-    fn retry_answer(&self, result: TxnResult) -> Result<Option<Transition>, ResponseError> {
-        match (self.state, result) {
-            (TxnState::CompleteCommit, TxnResult::Commit)
-            | (TxnState::CompleteAbort, TxnResult::Abort) => Ok(None),
-            // An abort of an empty transaction with transaction version 2 is recorded as a
-            // complete abort too.
-            _ => Err(ResponseError::InvalidTxnState),
-        }
     }
 
     fn markers(&self, result: TxnResult, coordinator_epoch: i32) -> Vec<Marker> {

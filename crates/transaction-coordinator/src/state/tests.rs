@@ -422,23 +422,41 @@ fn transaction_version_2_bumps_the_epoch_at_every_end() {
             .unwrap_err(),
         ResponseError::InvalidTxnState
     );
-    // An abort of an empty transaction bumps the epoch too.
+    // A new EndTxn at the current epoch with nothing ongoing is fenced, as Kafka's
+    // transaction version 2 checks epochs before states.
+    assert_eq!(
+        m.end_txn(1000, 1, TxnResult::Abort, COORD_EPOCH, 60, &mut pids(0))
+            .unwrap_err(),
+        ResponseError::ProducerFenced
+    );
+    // The next transaction ends at a bumped epoch again.
     let t = m
-        .end_txn(1000, 1, TxnResult::Abort, COORD_EPOCH, 60, &mut pids(0))
+        .add_partitions(1000, 1, &[tp("a", 0)], 70)
+        .unwrap()
+        .unwrap();
+    apply(&mut m, &t);
+    let t = m
+        .end_txn(1000, 1, TxnResult::Abort, COORD_EPOCH, 80, &mut pids(0))
         .unwrap()
         .unwrap();
     assert_eq!(t.next.producer_epoch, 2);
-    assert!(t.markers.is_empty());
+    apply(&mut m, &t);
+    // Retried while its markers are out: retry later.
+    assert_eq!(
+        m.end_txn(1000, 1, TxnResult::Abort, COORD_EPOCH, 81, &mut pids(0))
+            .unwrap_err(),
+        ResponseError::ConcurrentTransactions
+    );
 }
 
 #[test]
 fn transaction_version_2_rolls_over_to_a_new_producer_id_at_the_last_epoch() {
     let mut m = ongoing(2);
-    m.producer_epoch = MAX_USABLE_EPOCH - 1;
+    m.producer_epoch = MAX_USABLE_EPOCH;
     let t = m
         .end_txn(
             1000,
-            MAX_USABLE_EPOCH - 1,
+            MAX_USABLE_EPOCH,
             TxnResult::Abort,
             COORD_EPOCH,
             30,
@@ -447,7 +465,7 @@ fn transaction_version_2_rolls_over_to_a_new_producer_id_at_the_last_epoch() {
         .unwrap()
         .unwrap();
     assert_eq!(t.next.next_producer_id, 5000);
-    assert_eq!(t.next.producer_epoch, MAX_USABLE_EPOCH);
+    assert_eq!(t.next.producer_epoch, i16::MAX);
     apply(&mut m, &t);
     let done = m.complete_markers(40).unwrap();
     apply(&mut m, &done);
@@ -458,7 +476,7 @@ fn transaction_version_2_rolls_over_to_a_new_producer_id_at_the_last_epoch() {
     assert_eq!(
         m.end_txn(
             1000,
-            MAX_USABLE_EPOCH - 1,
+            MAX_USABLE_EPOCH,
             TxnResult::Abort,
             COORD_EPOCH,
             50,

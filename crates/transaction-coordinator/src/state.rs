@@ -303,27 +303,6 @@ impl TxnMetadata {
         self.pending = None;
     }
 
-    /// The epoch bump of InitProducerId on an idle id (or a fenced one being aborted): the next
-    /// epoch, or a new producer id at epoch 0 when the epoch is exhausted.
-    fn bumped(
-        &self,
-        state: TxnState,
-        now_ms: i64,
-        new_producer_id: &mut dyn FnMut() -> Result<i64, ResponseError>,
-    ) -> Result<TxnMetadata, ResponseError> {
-        let mut next = self.successor(state, now_ms);
-        if is_epoch_exhausted(self.producer_epoch) {
-            next.previous_producer_id = self.producer_id;
-            next.producer_id = new_producer_id()?;
-            next.producer_epoch = 0;
-            next.last_producer_epoch = -1;
-        } else {
-            next.last_producer_epoch = self.producer_epoch;
-            next.producer_epoch = self.producer_epoch + 1;
-        }
-        Ok(next)
-    }
-
     /// InitProducerId with this transactional id. `expected` is the producer id and epoch the
     /// client already has (KIP-360; None for a fresh producer). `max_timeout_ms` is
     /// `transaction.max.timeout.ms`.
@@ -343,17 +322,12 @@ impl TxnMetadata {
             return Err(ResponseError::ConcurrentTransactions);
         }
         if let Some((pid, epoch)) = expected {
-            // A retry of the last bump answers what it got then.
-            let retry = pid == self.producer_id && epoch == self.last_producer_epoch;
-            let previous_retry = pid == self.previous_producer_id && self.producer_epoch == 0;
-            if (retry || previous_retry) && self.state.is_idle() {
-                return Ok(InitOutcome::Ready {
-                    producer_id: self.producer_id,
-                    producer_epoch: self.producer_epoch,
-                    transition: None,
-                });
-            }
-            if pid != self.producer_id || epoch != self.producer_epoch {
+            // KIP-360: a producer recovering with the id it had is let through when that id is
+            // this id's, or the one before a roll-over at an exhausted epoch.
+            let known = self.producer_epoch == -1
+                || pid == self.producer_id
+                || (pid == self.previous_producer_id && is_epoch_exhausted(epoch));
+            if !known {
                 return Err(ResponseError::ProducerFenced);
             }
         }
@@ -363,7 +337,38 @@ impl TxnMetadata {
             | TxnState::PrepareEpochFence
             | TxnState::Dead => Err(ResponseError::ConcurrentTransactions),
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                let mut next = self.bumped(TxnState::Empty, now_ms, new_producer_id)?;
+                let mut next = self.successor(TxnState::Empty, now_ms);
+                let rotate = is_epoch_exhausted(self.producer_epoch)
+                    && expected.is_none_or(|(_, e)| e == self.producer_epoch);
+                if rotate {
+                    next.previous_producer_id = self.producer_id;
+                    next.producer_id = new_producer_id()?;
+                    next.producer_epoch = 0;
+                    next.last_producer_epoch = if expected.is_some() {
+                        self.producer_epoch
+                    } else {
+                        -1
+                    };
+                } else {
+                    // Without an expected epoch the last epoch is forgotten, so the producer
+                    // fenced now cannot pass for a retry later.
+                    let (epoch, last) = match expected {
+                        None => (self.producer_epoch.saturating_add(1), -1),
+                        Some((_, e)) if self.producer_epoch == -1 || e == self.producer_epoch => {
+                            (self.producer_epoch.saturating_add(1), self.producer_epoch)
+                        }
+                        // A retry of a bump that succeeded: the same epoch again.
+                        Some((_, e)) if e == self.last_producer_epoch => {
+                            (self.producer_epoch, self.last_producer_epoch)
+                        }
+                        Some(_) => return Err(ResponseError::ProducerFenced),
+                    };
+                    if epoch != self.producer_epoch && is_epoch_exhausted(self.producer_epoch) {
+                        return Err(ResponseError::ProducerFenced);
+                    }
+                    next.producer_epoch = epoch;
+                    next.last_producer_epoch = last;
+                }
                 next.timeout_ms = timeout_ms;
                 next.partitions.clear();
                 next.start_timestamp_ms = -1;

@@ -108,37 +108,74 @@ fn reinit_bumps_the_epoch_and_fences_the_older_producer() {
         m.add_partitions(7, 1, &[tp("a", 0)], 60).unwrap_err(),
         ResponseError::InvalidProducerIdMapping
     );
-    // KIP-360: a producer that knows an older epoch is fenced; one retrying the bump it
-    // already got is answered the same id and epoch without a write.
-    assert_eq!(
+    // KIP-360: the producer of epoch 1 recovers with its id and epoch: bumped, and the
+    // last epoch is remembered, so a retry of that call gets the same answer.
+    let init = |m: &TxnMetadata, expected| {
         m.init_producer_id(
             30_000,
             MAX_TIMEOUT_MS,
-            Some((1000, 3)),
+            Some(expected),
             0,
             COORD_EPOCH,
             70,
-            &mut pids(0)
+            &mut pids(0),
         )
-        .unwrap_err(),
+    };
+    let InitOutcome::Ready {
+        producer_epoch: 2,
+        transition: Some(t),
+        ..
+    } = init(&m, (1000, 1)).unwrap()
+    else {
+        panic!("expected a bump to 2");
+    };
+    assert_eq!(t.next.last_producer_epoch, 1);
+    apply(&mut m, &t);
+    let InitOutcome::Ready {
+        producer_id: 1000,
+        producer_epoch: 2,
+        ..
+    } = init(&m, (1000, 1)).unwrap()
+    else {
+        panic!("a retry gets the same epoch");
+    };
+    // Epochs neither current nor last, and other producer ids, are fenced.
+    assert_eq!(
+        init(&m, (1000, 0)).unwrap_err(),
         ResponseError::ProducerFenced
     );
     assert_eq!(
-        m.init_producer_id(
+        init(&m, (1000, 3)).unwrap_err(),
+        ResponseError::ProducerFenced
+    );
+    assert_eq!(
+        init(&m, (77, 2)).unwrap_err(),
+        ResponseError::ProducerFenced
+    );
+    // A new producer without an expected epoch forgets the last one: the old producer's
+    // retry is fenced from then on.
+    let InitOutcome::Ready {
+        transition: Some(t),
+        ..
+    } = m
+        .init_producer_id(
             30_000,
             MAX_TIMEOUT_MS,
-            Some((1000, 0)),
+            None,
             0,
             COORD_EPOCH,
-            70,
-            &mut pids(0)
+            80,
+            &mut pids(0),
         )
-        .unwrap(),
-        InitOutcome::Ready {
-            producer_id: 1000,
-            producer_epoch: 1,
-            transition: None
-        }
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(t.next.last_producer_epoch, -1);
+    apply(&mut m, &t);
+    assert_eq!(
+        init(&m, (1000, 2)).unwrap_err(),
+        ResponseError::ProducerFenced
     );
 }
 

@@ -5,7 +5,7 @@
 //! PrepareCommit / PrepareAbort; losing it drops them (their records stay for the next
 //! leader). Every change is written to the log, and only once durable made current.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use crate::ports::Ports;
 use crate::records;
 use crate::state::{
     init_new, InitOutcome, TopicPartition, TransactionVersion, Transition, TxnMetadata, TxnResult,
-    Verified,
+    TxnState, Verified,
 };
 use crate::{TxnConfig, TRANSACTION_STATE_TOPIC};
 
@@ -41,6 +41,17 @@ enum Shard {
 struct Hosted {
     partition_count: i32,
     shards: HashMap<i32, Shard>,
+    /// Ids whose markers a task is sending, with the coordinator epoch it sends them at: one
+    /// task per transaction and epoch.
+    sending: HashSet<(String, i32)>,
+}
+
+/// One line of ListTransactions (KIP-664).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnListing {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub state: TxnState,
 }
 
 pub struct TransactionCoordinator {
@@ -441,12 +452,84 @@ impl TransactionCoordinator {
     }
 
     fn spawn_markers(self: &Arc<Self>, transactional_id: String) {
+        let key = {
+            let mut h = self.lock();
+            let Ok((_, epoch)) = self.locate(&h, &transactional_id) else {
+                return;
+            };
+            let key = (transactional_id.clone(), epoch);
+            if !h.sending.insert(key.clone()) {
+                return;
+            }
+            key
+        };
         let me = self.clone();
         tokio::spawn(async move {
             if let Err(e) = me.send_markers(&transactional_id).await {
                 warn!(transactional_id = %transactional_id, error = ?e, "transaction not completed here");
             }
+            me.lock().sending.remove(&key);
         });
+    }
+
+    /// Runs the coordinator's periodic work until the task is dropped: aborting timed-out
+    /// transactions and expiring idle ids, at Kafka's two intervals.
+    pub async fn run_timers(self: Arc<Self>) {
+        let every = |ms: i64| Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1));
+        let mut abort = tokio::time::interval(every(self.config.abort_timed_out_interval_ms));
+        let mut expire = tokio::time::interval(every(self.config.remove_expired_interval_ms));
+        abort.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = abort.tick() => {
+                    self.abort_timed_out().await;
+                }
+                _ = expire.tick() => {
+                    self.expire_transactional_ids().await;
+                }
+            }
+        }
+    }
+
+    /// ListTransactions (KIP-664, with KIP-994's duration filter): the ids hosted here in
+    /// `states` (all when empty) of `producer_ids` (all when empty), whose transaction has run
+    /// at least `min_duration_ms` (when given). COORDINATOR_LOAD_IN_PROGRESS while a
+    /// partition loads, as Kafka answers.
+    pub fn list(
+        &self,
+        states: &[TxnState],
+        producer_ids: &[i64],
+        min_duration_ms: Option<i64>,
+    ) -> Result<Vec<TxnListing>, ResponseError> {
+        let now_ms = self.ports.clock.now_ms();
+        let h = self.lock();
+        let mut out = Vec::new();
+        for shard in h.shards.values() {
+            let ids = match shard {
+                Shard::Loading => return Err(ResponseError::CoordinatorLoadInProgress),
+                Shard::Active { ids, .. } => ids,
+            };
+            for m in ids.values() {
+                let running_ms = if m.start_timestamp_ms >= 0 {
+                    now_ms.saturating_sub(m.start_timestamp_ms)
+                } else {
+                    0
+                };
+                if (states.is_empty() || states.contains(&m.state))
+                    && (producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
+                    && min_duration_ms.is_none_or(|d| running_ms >= d)
+                {
+                    out.push(TxnListing {
+                        transactional_id: m.transactional_id.clone(),
+                        producer_id: m.producer_id,
+                        state: m.state,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        Ok(out)
     }
 
     /// Sends the markers a prepared transaction owes until every partition has taken them,
@@ -619,10 +702,7 @@ impl TransactionCoordinator {
 }
 
 fn is_prepared(m: &TxnMetadata) -> bool {
-    matches!(
-        m.state,
-        crate::state::TxnState::PrepareCommit | crate::state::TxnState::PrepareAbort
-    )
+    matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
 }
 
 #[cfg(test)]

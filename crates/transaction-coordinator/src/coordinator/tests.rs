@@ -506,3 +506,66 @@ async fn transaction_version_2_answers_the_bumped_epoch() {
         (TxnState::CompleteCommit, 1, 2)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_timers_abort_an_abandoned_transaction() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    let (pid, epoch) = c.init_producer_id("tx", 10_000, None, 0).await.unwrap();
+    c.add_partitions("tx", pid, epoch, &[tp("t", 0)])
+        .await
+        .unwrap();
+    let timers = tokio::spawn(c.clone().run_timers());
+    settle().await;
+    assert_eq!(c.describe("tx").unwrap().unwrap().state, TxnState::Ongoing);
+    f.advance(10_001);
+    // The next tick of transaction.abort.timed.out.transaction.cleanup.interval.ms (10 s).
+    tokio::time::sleep(std::time::Duration::from_millis(10_000)).await;
+    settle().await;
+    let m = c.describe("tx").unwrap().unwrap();
+    assert_eq!((m.state, m.producer_epoch), (TxnState::CompleteAbort, 1));
+    assert_eq!(f.markers.written.lock().unwrap().len(), 1);
+    timers.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn list_transactions_filters_by_state_producer_and_duration() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    let (a, ae) = c.init_producer_id("a", 60_000, None, 0).await.unwrap();
+    let (b, _) = c.init_producer_id("b", 60_000, None, 0).await.unwrap();
+    c.add_partitions("a", a, ae, &[tp("t", 0)]).await.unwrap();
+    f.advance(5_000);
+    let all = c.list(&[], &[], None).unwrap();
+    assert_eq!(all.len(), 2);
+    let ongoing = c.list(&[TxnState::Ongoing], &[], None).unwrap();
+    assert_eq!(ongoing.len(), 1);
+    assert_eq!(ongoing[0].transactional_id, "a");
+    assert_eq!(c.list(&[], &[b], None).unwrap()[0].transactional_id, "b");
+    assert_eq!(c.list(&[], &[], Some(5_000)).unwrap().len(), 1);
+    assert!(c.list(&[], &[], Some(5_001)).unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_marker_task_per_transaction() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    let (pid, epoch) = c.init_producer_id("tx", 60_000, None, 0).await.unwrap();
+    c.add_partitions("tx", pid, epoch, &[tp("t", 0)])
+        .await
+        .unwrap();
+    f.markers.refuse.store(true, Ordering::Release);
+    c.end_txn("tx", pid, epoch, TxnResult::Commit)
+        .await
+        .unwrap();
+    // A second request for the same markers while the first task retries adds no task.
+    c.spawn_markers("tx".to_string());
+    settle().await;
+    f.markers.refuse.store(false, Ordering::Release);
+    settle().await;
+    assert_eq!(f.markers.written.lock().unwrap().len(), 1);
+    assert_eq!(
+        c.describe("tx").unwrap().unwrap().state,
+        TxnState::CompleteCommit
+    );
+}

@@ -1,6 +1,6 @@
 //! The coordinator driven through in-memory ports: no broker, no disk, no wall clock.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -124,11 +124,13 @@ impl Cluster for MemCluster {
 struct MemMarkers {
     written: Mutex<Vec<Marker>>,
     refuse: AtomicBool,
+    calls: AtomicUsize,
 }
 
 impl MarkerSink for MemMarkers {
     fn write_markers(&self, markers: Vec<Marker>) -> PortFuture<Vec<Result<(), ResponseError>>> {
         let refuse = self.refuse.load(Ordering::Acquire);
+        self.calls.fetch_add(1, Ordering::AcqRel);
         let out = markers
             .iter()
             .map(|_| {
@@ -558,9 +560,15 @@ async fn one_marker_task_per_transaction() {
     c.end_txn("tx", pid, epoch, TxnResult::Commit)
         .await
         .unwrap();
-    // A second request for the same markers while the first task retries adds no task.
+    settle().await;
+    let one_task = f.markers.calls.load(Ordering::Acquire);
+    assert!(one_task > 5, "the task retries: {one_task}");
+    // A second request for the same markers while the first task retries adds no task: the
+    // partitions see the same rate of attempts.
     c.spawn_markers("tx".to_string());
     settle().await;
+    let after = f.markers.calls.load(Ordering::Acquire) - one_task;
+    assert!(after <= one_task + 1, "{after} attempts against {one_task}");
     f.markers.refuse.store(false, Ordering::Release);
     settle().await;
     assert_eq!(f.markers.written.lock().unwrap().len(), 1);

@@ -171,6 +171,33 @@ impl TransactionCoordinator {
         }
     }
 
+    /// FindCoordinator for a transactional id, on a cluster without `__transaction_state`:
+    /// creates it with Kafka's settings (`transaction.state.log.*`). The caller answers
+    /// COORDINATOR_NOT_AVAILABLE meanwhile, as Kafka does, and the client asks again.
+    pub async fn ensure_state_topic(&self) -> Result<(), ResponseError> {
+        if self
+            .ports
+            .cluster
+            .image()
+            .topic(TRANSACTION_STATE_TOPIC)
+            .is_some()
+        {
+            return Ok(());
+        }
+        self.ports
+            .cluster
+            .create_transaction_state_topic(
+                self.config.state_log_num_partitions,
+                self.config.state_log_replication_factor,
+                self.config.topic_configs(),
+            )
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "cannot create {TRANSACTION_STATE_TOPIC}");
+                ResponseError::CoordinatorNotAvailable
+            })
+    }
+
     /// The partition of `id` and its coordinator epoch, or the error telling the client to
     /// look elsewhere or wait.
     fn locate(&self, h: &Hosted, id: &str) -> Result<(i32, i32), ResponseError> {

@@ -21,6 +21,8 @@ pub mod ports;
 pub mod records;
 pub mod state;
 
+use std::collections::BTreeMap;
+
 pub use coordinator::TransactionCoordinator;
 pub use ports::{Cluster, MarkerSink, Ports, TransactionLog};
 
@@ -45,6 +47,26 @@ pub struct TxnConfig {
     pub state_log_replication_factor: i16,
     /// `transaction.state.log.segment.bytes`.
     pub state_log_segment_bytes: i64,
+    /// `transaction.state.log.min.isr` (Kafka's 2; a node of one has one).
+    pub state_log_min_isr: i32,
+}
+
+impl TxnConfig {
+    /// The configs `__transaction_state` is created with, as Kafka's
+    /// `TransactionStateManager.transactionTopicConfigs`: compacted (the last record of an id
+    /// is its state), uncompressed, never elected from an out-of-sync replica.
+    pub fn topic_configs(&self) -> BTreeMap<String, String> {
+        [
+            ("cleanup.policy", "compact".to_string()),
+            ("compression.type", "uncompressed".to_string()),
+            ("unclean.leader.election.enable", "false".to_string()),
+            ("segment.bytes", self.state_log_segment_bytes.to_string()),
+            ("min.insync.replicas", self.state_log_min_isr.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 impl Default for TxnConfig {
@@ -57,6 +79,7 @@ impl Default for TxnConfig {
             state_log_num_partitions: 50,
             state_log_replication_factor: 1,
             state_log_segment_bytes: 104_857_600,
+            state_log_min_isr: 1,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! implement them in memory. The small types are the group coordinator's, so one clock and
 //! one append result serve both coordinators.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -55,6 +56,14 @@ pub trait Cluster: Send + Sync + 'static {
     /// A producer id never given before (Kafka's `ProducerIdManager`), shared with the
     /// idempotent producers of InitProducerId without a transactional id.
     fn next_producer_id(&self) -> Result<i64, ResponseError>;
+
+    /// Creates `__transaction_state` with these settings; Ok when it exists afterwards.
+    fn create_transaction_state_topic(
+        &self,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> PortFuture<Result<(), String>>;
 }
 
 /// Writes control batches (WriteTxnMarkers' work) to the partitions of transactions. The

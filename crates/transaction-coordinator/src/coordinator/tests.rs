@@ -1,5 +1,6 @@
 //! The coordinator driven through in-memory ports: no broker, no disk, no wall clock.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -107,6 +108,7 @@ impl TransactionLog for MemLog {
 struct MemCluster {
     image: Mutex<Arc<MetadataImage>>,
     next_pid: AtomicI64,
+    created: Mutex<Vec<(i32, i16, BTreeMap<String, String>)>>,
 }
 
 impl Cluster for MemCluster {
@@ -116,6 +118,20 @@ impl Cluster for MemCluster {
 
     fn next_producer_id(&self) -> Result<i64, ResponseError> {
         Ok(self.next_pid.fetch_add(1, Ordering::AcqRel))
+    }
+
+    fn create_transaction_state_topic(
+        &self,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> PortFuture<Result<(), String>> {
+        self.created
+            .lock()
+            .unwrap()
+            .push((partitions, replication_factor, configs));
+        *self.image.lock().unwrap() = image(|_| NODE, 0);
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -198,6 +214,7 @@ impl Fixture {
             cluster: Arc::new(MemCluster {
                 image: Mutex::new(image(|_| NODE, 3)),
                 next_pid: AtomicI64::new(1000),
+                created: Mutex::new(Vec::new()),
             }),
             markers: Arc::new(MemMarkers::default()),
             clock: Arc::new(ManualClock(AtomicI64::new(1_000_000))),
@@ -575,5 +592,28 @@ async fn one_marker_task_per_transaction() {
     assert_eq!(
         c.describe("tx").unwrap().unwrap().state,
         TxnState::CompleteCommit
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_state_topic_is_created_with_kafkas_settings_on_first_use() {
+    let f = Fixture::new();
+    *f.cluster.image.lock().unwrap() = Arc::new(MetadataImage::empty());
+    let c = f.coordinator().await;
+    c.ensure_state_topic().await.unwrap();
+    c.ensure_state_topic().await.unwrap();
+    let created = f.cluster.created.lock().unwrap().clone();
+    assert_eq!(created.len(), 1, "created once");
+    let (partitions, rf, configs) = &created[0];
+    assert_eq!((*partitions, *rf), (50, 1));
+    assert_eq!(configs["cleanup.policy"], "compact");
+    assert_eq!(configs["compression.type"], "uncompressed");
+    assert_eq!(configs["unclean.leader.election.enable"], "false");
+    assert_eq!(configs["segment.bytes"], "104857600");
+    // Once the image has it, the coordinator serves its partitions.
+    c.on_image(&f.cluster.image()).await;
+    assert_eq!(
+        c.init_producer_id("tx", 60_000, None, 0).await,
+        Ok((1000, 0))
     );
 }

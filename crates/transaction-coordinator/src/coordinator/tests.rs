@@ -105,10 +105,13 @@ impl TransactionLog for MemLog {
     }
 }
 
+/// Partitions, replication factor and configs of a topic creation.
+type TopicCreation = (i32, i16, BTreeMap<String, String>);
+
 struct MemCluster {
     image: Mutex<Arc<MetadataImage>>,
     next_pid: AtomicI64,
-    created: Mutex<Vec<(i32, i16, BTreeMap<String, String>)>>,
+    created: Mutex<Vec<TopicCreation>>,
 }
 
 impl Cluster for MemCluster {

@@ -620,3 +620,73 @@ async fn the_state_topic_is_created_with_kafkas_settings_on_first_use() {
         Ok((1000, 0))
     );
 }
+
+/// Appends one batch of raw (key, value) records to partition `p`.
+fn append_raw(log: &MemLog, p: i32, entries: Vec<(Option<Bytes>, Option<Bytes>)>) {
+    let mut batch = strom_metadata::metadata_log::encode_internal_batch(entries, 0).unwrap();
+    log.append(p, &mut batch, 0).unwrap();
+}
+
+#[test]
+fn the_loader_keeps_the_last_record_of_an_id_and_skips_what_it_cannot_read() {
+    use crate::records::{encode_key, encode_value, TopicPartitions, TxnValue};
+    let log = MemLog::default();
+    let value = |state, epoch| TxnValue {
+        producer_id: 7,
+        previous_producer_id: -1,
+        next_producer_id: -1,
+        producer_epoch: epoch,
+        timeout_ms: 60_000,
+        state,
+        partitions: Some(vec![TopicPartitions {
+            topic: "t".into(),
+            partitions: vec![0, 1],
+        }]),
+        last_update_timestamp_ms: 5,
+        start_timestamp_ms: 4,
+        client_transaction_version: 0,
+    };
+    let key = |id: &str| Some(encode_key(id).unwrap());
+    let val = |v: &TxnValue| Some(encode_value(v, 0).unwrap());
+    append_raw(
+        &log,
+        0,
+        vec![
+            (key("a"), val(&value(TxnState::Ongoing, 0))),
+            (key("b"), val(&value(TxnState::Ongoing, 0))),
+            // Garbage: a key of an unknown version, a value that does not decode, no key.
+            (
+                Some(Bytes::from_static(&[0, 9, 0, 0])),
+                val(&value(TxnState::Ongoing, 0)),
+            ),
+            (key("a"), Some(Bytes::from_static(&[0, 0, 1]))),
+            (None, val(&value(TxnState::Ongoing, 0))),
+        ],
+    );
+    append_raw(
+        &log,
+        0,
+        vec![
+            (key("a"), val(&value(TxnState::PrepareCommit, 0))),
+            (key("b"), None),
+        ],
+    );
+    // A torn tail: half a batch.
+    let mut tail = strom_metadata::metadata_log::encode_internal_batch(
+        vec![(key("c"), val(&value(TxnState::Ongoing, 0)))],
+        0,
+    )
+    .unwrap();
+    tail.truncate(tail.len() / 2);
+    log.batches.lock().unwrap().push((0, 7, tail.freeze()));
+
+    let loaded = crate::loader::load_transactions(&log, 0).unwrap();
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    let a = &loaded["a"];
+    assert_eq!(a.state, TxnState::PrepareCommit);
+    assert_eq!(a.pending_markers(9).len(), 2);
+    // An empty partition: nothing loaded.
+    assert!(crate::loader::load_transactions(&log, 3)
+        .unwrap()
+        .is_empty());
+}

@@ -572,3 +572,104 @@ fn state_ids_are_kafkas() {
     }
     assert_eq!(TxnState::from_id(8), None);
 }
+
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Init(bool),
+        Add(i32),
+        End(bool, i16),
+        Complete,
+        Timeout,
+        Expire,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            any::<bool>().prop_map(Op::Init),
+            (0i32..4).prop_map(Op::Add),
+            (any::<bool>(), -1i16..2).prop_map(|(c, d)| Op::End(c, d)),
+            Just(Op::Complete),
+            Just(Op::Timeout),
+            Just(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        /// Whatever clients do, in any order: no panic, producer ids only grow, an id's epoch
+        /// never goes back, only Ongoing and Prepare states hold partitions, markers go
+        /// exactly to the partitions of the transaction, and every state survives its record.
+        #[test]
+        fn transitions_keep_kafkas_invariants(
+            tv in prop_oneof![Just(0i16), Just(2i16)],
+            start_epoch in prop_oneof![Just(0i16), Just(MAX_USABLE_EPOCH - 2)],
+            ops in proptest::collection::vec(op(), 1..60),
+        ) {
+            let mut next_pid = 1000i64;
+            let mut new_pid = || { next_pid += 1; Ok(next_pid) };
+            let mut m = fresh(tv);
+            m.producer_epoch = start_epoch;
+            let mut now = 100i64;
+            for op in ops {
+                now += 1_000;
+                let before = m.clone();
+                let t: Option<Transition> = match op {
+                    Op::Init(with_expected) => {
+                        let expected = with_expected.then_some((m.producer_id, m.producer_epoch));
+                        match m.init_producer_id(60_000, MAX_TIMEOUT_MS, expected, tv, COORD_EPOCH, now, &mut new_pid) {
+                            Ok(InitOutcome::Ready { transition, .. }) => transition,
+                            Ok(InitOutcome::AbortFirst(t)) => Some(t),
+                            Err(_) => None,
+                        }
+                    }
+                    Op::Add(p) => m.add_partitions(m.producer_id, m.producer_epoch, &[tp("t", p)], now).ok().flatten(),
+                    Op::End(commit, delta) => {
+                        let result = if commit { TxnResult::Commit } else { TxnResult::Abort };
+                        let epoch = m.producer_epoch.saturating_add(delta);
+                        m.end_txn(m.producer_id, epoch, result, COORD_EPOCH, now, &mut new_pid).ok().flatten()
+                    }
+                    Op::Complete => m.complete_markers(now).ok(),
+                    Op::Timeout => {
+                        if m.timed_out(now + 100_000) { m.fence_and_abort(COORD_EPOCH, now).ok() } else { None }
+                    }
+                    Op::Expire => m.expire(1, now),
+                };
+                let Some(t) = t else { continue };
+                if t.next.state == TxnState::Dead {
+                    prop_assert!(t.record.1.is_none());
+                    break;
+                }
+                // Markers: exactly the transaction's partitions, at the next epoch, on prepares.
+                if matches!(t.next.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                    let targets: BTreeSet<TopicPartition> = t.markers.iter().map(|mk| (mk.topic.clone(), mk.partition)).collect();
+                    prop_assert_eq!(&targets, &t.next.partitions);
+                    prop_assert!(t.markers.iter().all(|mk| mk.producer_epoch == t.next.producer_epoch));
+                } else {
+                    prop_assert!(t.markers.is_empty());
+                }
+                apply(&mut m, &t);
+                prop_assert!(m.producer_id >= before.producer_id);
+                if m.producer_id == before.producer_id {
+                    prop_assert!(m.producer_epoch >= before.producer_epoch, "{:?} -> {:?}", before, m);
+                }
+                if !matches!(m.state, TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                    prop_assert!(m.partitions.is_empty(), "{:?}", m);
+                }
+                let back = decode_value(encode_value(&m.to_value(), m.value_version()).unwrap()).unwrap();
+                let loaded = TxnMetadata::from_value("tx", &back);
+                // Value v0 (transaction versions 0 and 1) has no previous / next producer id,
+                // as in Kafka: they do not survive a reload there.
+                let mut want = m.clone();
+                if m.value_version() == crate::records::VALUE_VERSION_0 {
+                    want.previous_producer_id = -1;
+                    want.next_producer_id = -1;
+                }
+                prop_assert_eq!(TxnMetadata { last_producer_epoch: m.last_producer_epoch, ..loaded }, want);
+            }
+        }
+    }
+}

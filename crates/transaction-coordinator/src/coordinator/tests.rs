@@ -690,3 +690,18 @@ fn the_loader_keeps_the_last_record_of_an_id_and_skips_what_it_cannot_read() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn find_coordinator_names_the_leader_of_the_ids_partition() {
+    use crate::coordinator::{coordinator_node, led_partitions};
+    let owned = partition_for("tx", PARTITIONS);
+    let img = image(|p| if p == owned { OTHER_NODE } else { NODE }, 7);
+    assert_eq!(coordinator_node(&img, "tx"), Some(OTHER_NODE));
+    let led = led_partitions(&img, NODE);
+    assert_eq!(led.len(), PARTITIONS as usize - 1);
+    assert!(led.values().all(|epoch| *epoch == 7));
+    assert!(!led.contains_key(&owned));
+    // No leader, or no topic: no coordinator yet.
+    assert_eq!(coordinator_node(&image(|_| -1, 0), "tx"), None);
+    assert_eq!(coordinator_node(&MetadataImage::empty(), "tx"), None);
+}

@@ -281,7 +281,12 @@ impl TransactionCoordinator {
         let key = records::encode_key(id).map_err(|_| ResponseError::InvalidRequest)?;
         let value = value
             .as_ref()
-            .map(|v| records::encode_value(v, t.next.value_version()))
+            .map(|v| {
+                records::encode_value(
+                    v,
+                    records::value_version_for(self.config.transaction_version_level),
+                )
+            })
             .transpose()
             .map_err(|_| ResponseError::UnknownServerError)?;
         let mut batch = encode_internal_batch([(Some(key), value)], now_ms)

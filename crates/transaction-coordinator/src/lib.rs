@@ -49,6 +49,10 @@ pub struct TxnConfig {
     pub state_log_segment_bytes: i64,
     /// `transaction.state.log.min.isr` (Kafka's 2; a node of one has one).
     pub state_log_min_isr: i32,
+    /// The cluster's finalized `transaction.version` feature level, which picks the value
+    /// version of the records (not the client's version, as in Kafka). 0 until the broker
+    /// finalizes the feature.
+    pub transaction_version_level: i16,
 }
 
 impl TxnConfig {
@@ -80,6 +84,7 @@ impl Default for TxnConfig {
             state_log_replication_factor: 1,
             state_log_segment_bytes: 104_857_600,
             state_log_min_isr: 1,
+            transaction_version_level: 0,
         }
     }
 }

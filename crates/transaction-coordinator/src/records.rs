@@ -34,6 +34,16 @@ pub const VALUE_VERSION_0: i16 = 0;
 /// The flexible version of transaction version 2 (with tagged fields).
 pub const VALUE_VERSION_1: i16 = 1;
 
+/// The value version Kafka writes at a finalized `transaction.version` feature level: the
+/// flexible v1 from level 1 on, v0 before (`TransactionVersion.transactionLogValueVersion`).
+pub fn value_version_for(transaction_version_level: i16) -> i16 {
+    if transaction_version_level >= 1 {
+        VALUE_VERSION_1
+    } else {
+        VALUE_VERSION_0
+    }
+}
+
 /// One topic's partitions in a transaction, as the value groups them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicPartitions {

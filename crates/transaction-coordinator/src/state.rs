@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use proto_kafka::ResponseError;
 
-use crate::records::{TopicPartitions, TxnValue, VALUE_VERSION_0, VALUE_VERSION_1};
+use crate::records::{TopicPartitions, TxnValue};
 
 /// Kafka's `TransactionState`, with its ids in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -257,15 +257,6 @@ impl TxnMetadata {
             last_update_timestamp_ms: self.last_update_timestamp_ms,
             start_timestamp_ms: self.start_timestamp_ms,
             client_transaction_version: self.client_transaction_version,
-        }
-    }
-
-    /// The value version to write: the flexible one only for transaction version 2, as Kafka.
-    pub fn value_version(&self) -> i16 {
-        if self.client_transaction_version >= 2 {
-            VALUE_VERSION_1
-        } else {
-            VALUE_VERSION_0
         }
     }
 

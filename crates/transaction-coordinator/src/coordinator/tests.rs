@@ -226,13 +226,17 @@ impl Fixture {
 
     /// A coordinator over these ports, following the current image.
     async fn coordinator(&self) -> Arc<TransactionCoordinator> {
+        self.coordinator_with(TxnConfig::default()).await
+    }
+
+    async fn coordinator_with(&self, config: TxnConfig) -> Arc<TransactionCoordinator> {
         let ports = Ports {
             log: self.log.clone(),
             cluster: self.cluster.clone(),
             markers: self.markers.clone(),
             clock: self.clock.clone(),
         };
-        let c = TransactionCoordinator::new(ports, TxnConfig::default(), NODE);
+        let c = TransactionCoordinator::new(ports, config, NODE);
         c.on_image(&self.cluster.image()).await;
         c
     }
@@ -504,7 +508,11 @@ async fn a_failed_write_changes_nothing() {
 #[tokio::test(start_paused = true)]
 async fn transaction_version_2_answers_the_bumped_epoch() {
     let f = Fixture::new();
-    let c = f.coordinator().await;
+    let tv2 = TxnConfig {
+        transaction_version_level: 2,
+        ..TxnConfig::default()
+    };
+    let c = f.coordinator_with(tv2.clone()).await;
     let (pid, epoch) = c.init_producer_id("tx", 60_000, None, 2).await.unwrap();
     c.add_partitions("tx", pid, epoch, &[tp("t", 0)])
         .await
@@ -521,7 +529,7 @@ async fn transaction_version_2_answers_the_bumped_epoch() {
         Ok((pid, 1))
     );
     // The records are the flexible v1 ones; a reload reads them.
-    let c2 = f.coordinator().await;
+    let c2 = f.coordinator_with(tv2).await;
     let m = c2.describe("tx").unwrap().unwrap();
     assert_eq!(
         (m.state, m.producer_epoch, m.client_transaction_version),
@@ -704,4 +712,20 @@ fn find_coordinator_names_the_leader_of_the_ids_partition() {
     // No leader, or no topic: no coordinator yet.
     assert_eq!(coordinator_node(&image(|_| -1, 0), "tx"), None);
     assert_eq!(coordinator_node(&MetadataImage::empty(), "tx"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn below_transaction_version_1_records_are_value_v0() {
+    let f = Fixture::new();
+    let c = f.coordinator().await;
+    c.init_producer_id("tx", 60_000, None, 2).await.unwrap();
+    let p = partition_for("tx", PARTITIONS);
+    let loaded = crate::loader::load_transactions(f.log.as_ref(), p).unwrap();
+    // v0 has no client version: a reload sees 0, as Kafka's would.
+    assert_eq!(loaded["tx"].client_transaction_version, 0);
+    let raw = f.log.read(p, 0, 1 << 20, i64::MAX).unwrap();
+    let mut one = raw.clone();
+    let batch = proto_kafka::records::RecordBatchDecoder::decode(&mut one).unwrap();
+    let value = batch.records[0].value.clone().unwrap();
+    assert_eq!(&value[..2], &[0, 0], "value version 0");
 }

@@ -149,16 +149,23 @@ impl TransactionCoordinator {
                 Ok(ids) => {
                     let prepared: Vec<String> = ids
                         .iter()
-                        .filter(|(_, m)| !m.pending_markers(epoch).is_empty() || is_prepared(m))
+                        .filter(|(_, m)| is_prepared(m))
                         .map(|(id, _)| id.clone())
                         .collect();
-                    self.lock().shards.insert(
-                        p,
-                        Shard::Active {
-                            coordinator_epoch: epoch,
-                            ids,
-                        },
-                    );
+                    {
+                        let mut h = self.lock();
+                        // Lost again while loading: a later image unloaded it; stay unhosted.
+                        if !matches!(h.shards.get(&p), Some(Shard::Loading)) {
+                            continue;
+                        }
+                        h.shards.insert(
+                            p,
+                            Shard::Active {
+                                coordinator_epoch: epoch,
+                                ids,
+                            },
+                        );
+                    }
                     for id in prepared {
                         self.spawn_markers(id);
                     }

@@ -393,12 +393,12 @@ impl TxnMetadata {
             return Err(ResponseError::ConcurrentTransactions);
         }
         let mut next = self.successor(TxnState::PrepareAbort, now_ms);
-        // An exhausted epoch cannot be bumped; the abort then goes out at the current epoch,
-        // as Kafka does.
-        if !is_epoch_exhausted(self.producer_epoch) {
-            next.last_producer_epoch = self.producer_epoch;
-            next.producer_epoch = self.producer_epoch + 1;
-        }
+        // The fence may take the last epoch there is (the producer's next InitProducerId then
+        // gets a new producer id); only at i16::MAX itself is there nothing to bump to, and
+        // the abort goes out at that epoch. The last epoch is forgotten, so the fenced
+        // producer cannot pass for a retry.
+        next.producer_epoch = self.producer_epoch.saturating_add(1);
+        next.last_producer_epoch = -1;
         let markers = next.markers(TxnResult::Abort, coordinator_epoch);
         Ok(self.plan(next, markers))
     }

@@ -267,6 +267,38 @@ fn init_during_an_ongoing_transaction_aborts_it_with_a_bumped_epoch() {
 }
 
 #[test]
+fn fencing_at_the_last_usable_epoch_takes_the_very_last_one() {
+    let mut m = ongoing(0);
+    m.producer_epoch = MAX_USABLE_EPOCH;
+    let t = m.fence_and_abort(COORD_EPOCH, 100).unwrap();
+    assert_eq!(t.next.producer_epoch, i16::MAX);
+    assert!(t.markers.iter().all(|mk| mk.producer_epoch == i16::MAX));
+    apply(&mut m, &t);
+    let done = m.complete_markers(110).unwrap();
+    apply(&mut m, &done);
+    // The next producer of the id gets a new producer id.
+    let InitOutcome::Ready {
+        producer_id,
+        producer_epoch,
+        ..
+    } = m
+        .init_producer_id(
+            60_000,
+            MAX_TIMEOUT_MS,
+            None,
+            0,
+            COORD_EPOCH,
+            120,
+            &mut pids(2999),
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((producer_id, producer_epoch), (3000, 0));
+}
+
+#[test]
 fn add_partitions_starts_and_extends_a_transaction() {
     let mut m = fresh(0);
     let t = m

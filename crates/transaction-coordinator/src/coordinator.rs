@@ -227,6 +227,10 @@ impl TransactionCoordinator {
         id: &str,
         f: impl FnOnce(&mut HashMap<String, TxnMetadata>, i32, i32) -> Result<T, ResponseError>,
     ) -> Result<T, ResponseError> {
+        // Kafka answers an empty transactional id with INVALID_REQUEST in every API.
+        if id.is_empty() {
+            return Err(ResponseError::InvalidRequest);
+        }
         let mut h = self.lock();
         let (p, epoch) = self.locate(&h, id)?;
         match h.shards.get_mut(&p) {

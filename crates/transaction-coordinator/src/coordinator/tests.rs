@@ -503,6 +503,28 @@ async fn a_failed_write_changes_nothing() {
             .unwrap_err(),
         ResponseError::InvalidTransactionTimeout
     );
+    // An empty transactional id is an invalid request in every API.
+    assert_eq!(
+        c.init_producer_id("", 60_000, None, 0).await.unwrap_err(),
+        ResponseError::InvalidRequest
+    );
+    assert_eq!(
+        c.add_partitions("", pid, epoch, &[tp("t", 0)])
+            .await
+            .unwrap_err(),
+        ResponseError::InvalidRequest
+    );
+    assert_eq!(
+        c.end_txn("", pid, epoch, TxnResult::Abort)
+            .await
+            .unwrap_err(),
+        ResponseError::InvalidRequest
+    );
+    assert_eq!(
+        c.verify_partitions("", pid, epoch, &[tp("t", 0)])
+            .unwrap_err(),
+        ResponseError::InvalidRequest
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,84 @@
+//! What the transaction coordinator needs from the broker around it, and nothing more: the
+//! partitions of `__transaction_state` (append, durability, read), the metadata image,
+//! producer ids, a clock, and a way to write COMMIT/ABORT markers into the partitions of a
+//! transaction. The broker implements these over its replica manager and controller; tests
+//! implement them in memory. The small types are the group coordinator's, so one clock and
+//! one append result serve both coordinators.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use proto_kafka::ResponseError;
+use strom_metadata::MetadataImage;
+
+pub use strom_group_coordinator::ports::{
+    AppendedRange, Clock, PortFuture, ReadError, SystemClock,
+};
+
+use crate::state::Marker;
+
+/// The partitions of `__transaction_state`. Errors of appends are the codes a producer would
+/// get for the same failure; the coordinator maps them as Kafka does.
+pub trait TransactionLog: Send + Sync + 'static {
+    /// Appends one encoded record batch as leader; visible at once, durable later.
+    fn append(
+        &self,
+        partition: i32,
+        batch: &mut BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendedRange, ResponseError>;
+
+    /// Resolves once the partition is durable up to `end_offset` (exclusive).
+    fn wait_durable(
+        &self,
+        partition: i32,
+        end_offset: i64,
+    ) -> PortFuture<Result<(), ResponseError>>;
+
+    /// Log start and log end offsets; None when the partition is not hosted here.
+    fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>>;
+
+    /// Whole batches from `offset`, at most about `max_bytes`, below `end_offset`.
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Bytes, ReadError>;
+}
+
+/// What the coordinator asks of the controller and the metadata.
+pub trait Cluster: Send + Sync + 'static {
+    fn image(&self) -> Arc<MetadataImage>;
+
+    /// A producer id never given before (Kafka's `ProducerIdManager`), shared with the
+    /// idempotent producers of InitProducerId without a transactional id.
+    fn next_producer_id(&self) -> Result<i64, ResponseError>;
+
+    /// Creates `__transaction_state` with these settings; Ok when it exists afterwards.
+    fn create_transaction_state_topic(
+        &self,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> PortFuture<Result<(), String>>;
+}
+
+/// Writes control batches (WriteTxnMarkers' work) to the partitions of transactions. The
+/// answer has one result per marker, in order: Ok once the marker is in the partition's log.
+/// The coordinator retries the retriable errors and drops markers of partitions that no
+/// longer exist, as Kafka's `TransactionMarkerChannelManager` does.
+pub trait MarkerSink: Send + Sync + 'static {
+    fn write_markers(&self, markers: Vec<Marker>) -> PortFuture<Vec<Result<(), ResponseError>>>;
+}
+
+/// The coordinator's ports, together.
+#[derive(Clone)]
+pub struct Ports {
+    pub log: Arc<dyn TransactionLog>,
+    pub cluster: Arc<dyn Cluster>,
+    pub markers: Arc<dyn MarkerSink>,
+    pub clock: Arc<dyn Clock>,
+}

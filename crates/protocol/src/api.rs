@@ -70,6 +70,12 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
         1,
     ),
     api(ApiKey::ConsumerGroupDescribe, "ConsumerGroupDescribe", 0, 1),
+    // Answered as Kafka answers them with no authenticator or authorizer configured.
+    api(ApiKey::SaslHandshake, "SaslHandshake", 0, 1),
+    api(ApiKey::SaslAuthenticate, "SaslAuthenticate", 0, 2),
+    api(ApiKey::DescribeAcls, "DescribeAcls", 1, 3),
+    api(ApiKey::CreateAcls, "CreateAcls", 1, 3),
+    api(ApiKey::DeleteAcls, "DeleteAcls", 1, 3),
 ];
 
 /// The metrics label of an API that is not served.

@@ -112,6 +112,36 @@ impl ErrorCodes for m::DescribeTopicPartitionsResponse {
     }
 }
 
+impl ErrorCodes for m::SaslHandshakeResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        out.push(self.error_code);
+    }
+}
+
+impl ErrorCodes for m::SaslAuthenticateResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        out.push(self.error_code);
+    }
+}
+
+impl ErrorCodes for m::DescribeAclsResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        out.push(self.error_code);
+    }
+}
+
+impl ErrorCodes for m::CreateAclsResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        out.extend(self.results.iter().map(|r| r.error_code));
+    }
+}
+
+impl ErrorCodes for m::DeleteAclsResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        out.extend(self.filter_results.iter().map(|r| r.error_code));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod registry;
+pub mod security;
 pub mod topic_admin;
 
 use proto_kafka::protocol::StrBytes;

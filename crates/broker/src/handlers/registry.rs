@@ -15,7 +15,7 @@ use strom_protocol::header::decode_body;
 
 use super::{
     admin, api_versions, consumer_group, fetch, group, init_producer_id, list_offsets, metadata,
-    produce, topic_admin,
+    produce, security, topic_admin,
 };
 use crate::broker::Broker;
 use crate::request::{Reply, RequestContext, RequestError};
@@ -162,6 +162,16 @@ handlers! {
         |b, ctx, req, _| consumer_group::heartbeat(b, ctx, req);
     ConsumerGroupDescribe(m::ConsumerGroupDescribeRequest) =
         |b, ctx, req, _| consumer_group::describe(b, ctx, req);
+    SaslHandshake(m::SaslHandshakeRequest) =
+        |b, ctx, req, _| reply_counted(&ctx, &security::sasl_handshake(req));
+    SaslAuthenticate(m::SaslAuthenticateRequest) =
+        |b, ctx, req, _| reply_counted(&ctx, &security::sasl_authenticate(req));
+    DescribeAcls(m::DescribeAclsRequest) =
+        |b, ctx, req, _| reply_counted(&ctx, &security::describe_acls(req));
+    CreateAcls(m::CreateAclsRequest) =
+        |b, ctx, req, _| reply_counted(&ctx, &security::create_acls(req));
+    DeleteAcls(m::DeleteAclsRequest) =
+        |b, ctx, req, _| reply_counted(&ctx, &security::delete_acls(req));
 }
 
 /// Answers now with `body`, its error codes counted under the API.

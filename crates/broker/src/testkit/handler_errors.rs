@@ -714,9 +714,72 @@ async fn every_served_api_answers_its_default_request_with_its_own_response() {
     answers_default::<DescribeTopicPartitionsRequest>(&tb).await;
     answers_default::<ConsumerGroupHeartbeatRequest>(&tb).await;
     answers_default::<ConsumerGroupDescribeRequest>(&tb).await;
+    answers_default::<SaslHandshakeRequest>(&tb).await;
+    answers_default::<SaslAuthenticateRequest>(&tb).await;
+    answers_default::<DescribeAclsRequest>(&tb).await;
+    answers_default::<CreateAclsRequest>(&tb).await;
+    answers_default::<DeleteAclsRequest>(&tb).await;
     assert_eq!(
         crate::handlers::registry::REGISTRY.len(),
-        29,
+        34,
         "a new API: add it above"
     );
+}
+
+/// Without an authorizer Kafka answers the ACL APIs SECURITY_DISABLED, one result per item.
+#[tokio::test]
+async fn acl_apis_answer_security_disabled_without_an_authorizer() {
+    let tb = broker().await;
+    let disabled = ResponseError::SecurityDisabled.code();
+    let r = tb
+        .request(3, &DescribeAclsRequest::default())
+        .await
+        .expect("DescribeAcls answered");
+    assert_eq!(r.error_code, disabled);
+    let creations = vec![
+        create_acls_request::AclCreation::default(),
+        create_acls_request::AclCreation::default(),
+    ];
+    let r = tb
+        .request(3, &CreateAclsRequest::default().with_creations(creations))
+        .await
+        .expect("CreateAcls answered");
+    assert_eq!(
+        r.results.iter().map(|x| x.error_code).collect::<Vec<_>>(),
+        vec![disabled, disabled]
+    );
+    let filters = vec![delete_acls_request::DeleteAclsFilter::default()];
+    let r = tb
+        .request(3, &DeleteAclsRequest::default().with_filters(filters))
+        .await
+        .expect("DeleteAcls answered");
+    assert_eq!(r.filter_results.len(), 1);
+    assert_eq!(r.filter_results[0].error_code, disabled);
+}
+
+/// A PLAINTEXT listener has no SASL: the handshake and authenticate are ILLEGAL_SASL_STATE,
+/// and the connection keeps serving.
+#[tokio::test]
+async fn sasl_on_a_plaintext_listener_is_an_illegal_state() {
+    let tb = broker().await;
+    let illegal = ResponseError::IllegalSaslState.code();
+    let r = tb
+        .request(
+            1,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )
+        .await
+        .expect("SaslHandshake answered");
+    assert_eq!(r.error_code, illegal);
+    assert!(r.mechanisms.is_empty());
+    let r = tb
+        .request(2, &SaslAuthenticateRequest::default())
+        .await
+        .expect("SaslAuthenticate answered");
+    assert_eq!(r.error_code, illegal);
+    let r = tb
+        .request(12, &MetadataRequest::default())
+        .await
+        .expect("still served after");
+    assert_eq!(r.error_code, 0);
 }

@@ -47,26 +47,13 @@ pub fn load_groups(
     };
     let (start, end) = range?;
     let mut loaded: HashMap<String, Loaded> = HashMap::new();
-    let mut records_read = 0u64;
-    let mut next = start;
-    while next < end {
-        let bytes = log.read(p, next, LOAD_READ_BYTES, end)?;
-        if bytes.is_empty() {
-            break;
-        }
-        let before = next;
-        for_each_batch(&bytes, &name, |batch_end, recs| {
-            for r in recs.iter().filter(|r| r.offset >= next) {
-                records_read += 1;
-                apply_record(&mut loaded, &name, r);
-            }
-            next = next.max(batch_end);
-        });
-        if next <= before {
-            warn!(partition = %name, offset = next, "cannot read past this offset; the rest of the partition is ignored");
-            break;
-        }
-    }
+    let records_read = replay(
+        |offset| log.read(p, offset, LOAD_READ_BYTES, end),
+        start,
+        end,
+        &name,
+        |r| apply_record(&mut loaded, &name, r),
+    )?;
     let now = now_ms;
     let mut out = HashMap::new();
     for (id, l) in loaded {
@@ -188,20 +175,55 @@ fn consumer_change(
     }))
 }
 
+/// Reads a partition from `start` to `end` through `read` (whole batches from an offset)
+/// and hands each record at or past the position reached to `apply`, in log order. Shared by
+/// the loaders of the group and transaction coordinators; returns the records applied.
+pub fn replay(
+    mut read: impl FnMut(i64) -> Result<Bytes, ReadError>,
+    start: i64,
+    end: i64,
+    name: &str,
+    mut apply: impl FnMut(&Record),
+) -> Result<u64, ReadError> {
+    let mut records_read = 0u64;
+    let mut next = start;
+    while next < end {
+        let bytes = read(next)?;
+        if bytes.is_empty() {
+            break;
+        }
+        let before = next;
+        for_each_batch(&bytes, name, |batch_end, recs| {
+            for r in recs.iter().filter(|r| r.offset >= next) {
+                records_read += 1;
+                apply(r);
+            }
+            next = next.max(batch_end);
+        });
+        if next <= before {
+            warn!(partition = %name, offset = next, "cannot read past this offset; the rest of the partition is ignored");
+            break;
+        }
+    }
+    Ok(records_read)
+}
+
+/// A record batch's fixed header (v2).
+const BATCH_HEADER_BYTES: usize = 61;
+
 /// Walks whole batches in `bytes`, giving each one's end offset (last offset + 1, from the
 /// header, so a batch emptied by compaction still advances) and its decoded records.
 fn for_each_batch(bytes: &Bytes, partition: &str, mut f: impl FnMut(i64, Vec<Record>)) {
-    const HEADER_BYTES: usize = 61;
     let mut pos = 0usize;
-    while bytes.len() - pos >= HEADER_BYTES {
+    while bytes.len() - pos >= BATCH_HEADER_BYTES {
         let b = &bytes[pos..];
         let base = i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
         let len = i32::from_be_bytes([b[8], b[9], b[10], b[11]]);
         let last_delta = i32::from_be_bytes([b[23], b[24], b[25], b[26]]);
-        let Some(total) = usize::try_from(len).ok().map(|l| l + 12) else {
+        let Some(total) = usize::try_from(len).ok().and_then(|l| l.checked_add(12)) else {
             return;
         };
-        if total > b.len() || total < HEADER_BYTES {
+        if total > b.len() || total < BATCH_HEADER_BYTES {
             return;
         }
         let mut one = bytes.slice(pos..pos + total);
@@ -212,7 +234,10 @@ fn for_each_batch(bytes: &Bytes, partition: &str, mut f: impl FnMut(i64, Vec<Rec
                 Vec::new()
             }
         };
-        f(base + last_delta as i64 + 1, recs);
+        f(
+            base.saturating_add(i64::from(last_delta)).saturating_add(1),
+            recs,
+        );
         pos += total;
     }
 }

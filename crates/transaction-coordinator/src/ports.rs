@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use proto_kafka::ResponseError;
 use strom_metadata::MetadataImage;
 
@@ -18,36 +17,10 @@ pub use strom_group_coordinator::ports::{
 
 use crate::state::Marker;
 
-/// The partitions of `__transaction_state`. Errors of appends are the codes a producer would
-/// get for the same failure; the coordinator maps them as Kafka does.
-pub trait TransactionLog: Send + Sync + 'static {
-    /// Appends one encoded record batch as leader; visible at once, durable later.
-    fn append(
-        &self,
-        partition: i32,
-        batch: &mut BytesMut,
-        now_ms: i64,
-    ) -> Result<AppendedRange, ResponseError>;
-
-    /// Resolves once the partition is durable up to `end_offset` (exclusive).
-    fn wait_durable(
-        &self,
-        partition: i32,
-        end_offset: i64,
-    ) -> PortFuture<Result<(), ResponseError>>;
-
-    /// Log start and log end offsets; None when the partition is not hosted here.
-    fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>>;
-
-    /// Whole batches from `offset`, at most about `max_bytes`, below `end_offset`.
-    fn read(
-        &self,
-        partition: i32,
-        offset: i64,
-        max_bytes: usize,
-        end_offset: i64,
-    ) -> Result<Bytes, ReadError>;
-}
+/// The partitions of `__transaction_state`: the same port as the group coordinator's
+/// partitions of `__consumer_offsets` (append, durability, offsets, read), so the broker
+/// implements it once for both internal topics.
+pub use strom_group_coordinator::ports::OffsetsLog as TransactionLog;
 
 /// What the coordinator asks of the controller and the metadata.
 pub trait Cluster: Send + Sync + 'static {

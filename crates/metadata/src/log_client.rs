@@ -58,6 +58,11 @@ impl MetadataLogError {
 /// reader pages through a long log instead of holding it all at once.
 pub const MAX_READ_RECORDS: usize = 100_000;
 
+/// The longest one [`MetadataLogClient::wait_for_more`] waits: a caller's timeout is cut to
+/// it, because `Instant::now() + Duration::MAX` overflows (a panic) and a wait of a year is
+/// "forever" to a loader that loops anyway.
+pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 pub trait MetadataLogClient: Send + Sync {
     /// The offset the next appended record will take: where an append must be aimed.
     fn end_offset(&self) -> Result<i64, MetadataLogError>;
@@ -82,7 +87,8 @@ pub trait MetadataLogClient: Send + Sync {
     ) -> Result<Vec<(i64, MetadataRecord)>, MetadataLogError>;
 
     /// Waits until the log's end passes `offset` (a record at `offset` is committed) or
-    /// `timeout` passes; returns the end offset then.
+    /// `timeout` passes; returns the end offset then. A `timeout` beyond [`MAX_WAIT`]
+    /// waits [`MAX_WAIT`], so `Duration::MAX` means "until something is committed".
     fn wait_for_more(&self, offset: i64, timeout: Duration) -> Result<i64, MetadataLogError>;
 
     /// Stops the log: later appends and reads fail with [`MetadataLogError::Closed`]. A

@@ -4,7 +4,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::log_client::{MetadataLogClient, MAX_READ_RECORDS};
+use crate::log_client::{MetadataLogClient, MAX_READ_RECORDS, MAX_WAIT};
 use crate::metadata_log::MetadataLogError;
 use crate::records::MetadataRecord;
 
@@ -97,7 +97,7 @@ impl MetadataLogClient for MemoryMetadataLog {
     }
 
     fn wait_for_more(&self, offset: i64, timeout: Duration) -> Result<i64, MetadataLogError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.min(MAX_WAIT);
         let mut g = self.open_state()?;
         loop {
             if g.closed {

@@ -14,7 +14,7 @@ use strom_log::{Log, LogConfig, TopicPartition};
 
 use crate::image::MetadataImage;
 pub use crate::log_client::MetadataLogError;
-use crate::log_client::{MetadataLogClient, MAX_READ_RECORDS};
+use crate::log_client::{MetadataLogClient, MAX_READ_RECORDS, MAX_WAIT};
 use crate::records::MetadataRecord;
 
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
@@ -156,7 +156,7 @@ impl MetadataLogClient for MetadataLog {
     }
 
     fn wait_for_more(&self, offset: i64, timeout: Duration) -> Result<i64, MetadataLogError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.min(MAX_WAIT);
         let mut guard = self.locked();
         loop {
             let end = guard
@@ -319,6 +319,8 @@ mod tests {
         assert!(log.read(3, 10).unwrap().is_empty());
         // Nothing new: the wait ends at its timeout with the end unchanged.
         assert_eq!(log.wait_for_more(2, Duration::from_millis(1)).unwrap(), 3);
+        // "Wait for ever" is a timeout of Duration::MAX, which must not overflow the deadline.
+        assert_eq!(log.wait_for_more(1, Duration::MAX).unwrap(), 3);
         log.close().unwrap();
         log.close().unwrap();
         assert!(matches!(

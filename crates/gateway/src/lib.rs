@@ -264,6 +264,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             gw.clone(),
             cors::layer,
         ))
+        // Outermost, so that an exchange lasts until the very last body byte.
+        .layer(axum::middleware::from_fn(conn::track_exchanges))
         .with_state(gw)
 }
 
@@ -300,7 +302,10 @@ pub async fn serve(
     let app = router(gw.clone());
     let reaper = tokio::spawn(expire_consumers(gw));
     let served = tokio::select! {
-        r = axum::serve(listener, app) => r,
+        r = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<conn::ConnState>(),
+        ) => r,
         () = shutdown => Ok(()),
     };
     reaper.abort();

@@ -8,7 +8,14 @@ $variable used is defined, and the dashboard's identity fields are set. The
 queries themselves run against a real Prometheus in
 tests/integration/test_metrics.py.
 
+With `--metrics SCRAPE` (a /metrics answer saved to a file) it also checks that
+every metric a query names is one the broker exports: a renamed or misspelt
+metric otherwise only shows as an empty panel, or not at all behind `or` and
+`absent()`. tests/integration/test_dashboard_names.py runs this against a
+broker that has served traffic.
+
     python deploy/grafana/lint_dashboard.py deploy/grafana/strom.json
+    python deploy/grafana/lint_dashboard.py --metrics scrape.txt deploy/grafana/strom.json
 """
 
 from __future__ import annotations
@@ -19,6 +26,75 @@ import sys
 
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__all"}
 VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+
+# PromQL words that are not metric names where they stand alone (functions and aggregations
+# are recognised by the bracket after them, or by a `by`/`without` clause).
+PROMQL_WORDS = {
+    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+    "offset", "bool", "inf", "nan", "atan2",
+    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
+    "bottomk", "topk", "quantile", "limitk", "limit_ratio",
+}
+# Series Prometheus makes itself for every target.
+PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
+                     "scrape_samples_post_metric_relabeling", "scrape_series_added"}
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_WORD = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (a small scanner, not a parser: enough
+    for dashboards and rules, which select series by name)."""
+    s = _STRING.sub('""', expr)
+    s = VARIABLE.sub(" ", s)
+    s = re.sub(r"\{[^}]*\}", " ", s)  # label matchers
+    s = re.sub(r"\[[^\]]*\]", " ", s)  # range and subquery windows
+    s = _LABEL_LIST.sub(" ", s)
+    names = set()
+    for m in _WORD.finditer(s):
+        word = m.group(0)
+        before = s[m.start() - 1] if m.start() else " "
+        if before.isdigit() or before == ".":
+            continue  # a number's exponent or a duration's unit: 1e3, 5m
+        if s[m.end():].lstrip().startswith("(") or word in PROMQL_WORDS:
+            continue
+        names.add(word)
+    return names
+
+
+def exported_names(scrape: str) -> set[str]:
+    """The series names in a /metrics answer (text format 0.0.4): histograms as their
+    _bucket, _sum and _count series, as queries name them."""
+    out = set()
+    for line in scrape.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            m = _WORD.match(line)
+            if m:
+                out.add(m.group(0))
+    return out
+
+
+def dashboard_exprs(dash: dict) -> list[tuple[str, str]]:
+    """(panel title, expression) of every query, rows' nested panels included."""
+    out = []
+    panels = list(dash.get("panels", []))
+    while panels:
+        panel = panels.pop(0)
+        panels.extend(panel.get("panels", []))
+        for t in panel.get("targets", []):
+            out.append((str(panel.get("title")), t.get("expr", "")))
+    return out
+
+
+def unknown_metrics(exprs: list[tuple[str, str]], exported: set[str]) -> list[str]:
+    """Each query that names a metric neither exported nor made by Prometheus."""
+    out = []
+    for where, expr in exprs:
+        for name in sorted(metric_names(expr) - exported - PROMETHEUS_SERIES):
+            out.append(f"{where}: {name} is not exported (in {expr!r})")
+    return out
 
 
 def lint(dash: dict) -> list[str]:
@@ -73,10 +149,21 @@ def lint(dash: dict) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    exported = None
+    if argv[:1] == ["--metrics"]:
+        if len(argv) < 2:
+            print("--metrics needs a file: a saved /metrics answer")
+            return 2
+        with open(argv[1], encoding="utf-8") as f:
+            exported = exported_names(f.read())
+        argv = argv[2:]
     failed = 0
     for path in argv:
         with open(path, encoding="utf-8") as f:
-            problems = lint(json.load(f))
+            dash = json.load(f)
+        problems = lint(dash)
+        if exported is not None:
+            problems += unknown_metrics(dashboard_exprs(dash), exported)
         for p in problems:
             print(f"  {p}")
         print(f"{'FAIL' if problems else 'ok'}: dashboard lint: {path}")

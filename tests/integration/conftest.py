@@ -1,7 +1,11 @@
 """Fixtures that run the real `strom` binary for the integration tests.
 
 `broker` gives a fresh broker per test (free port, tmp data dir, HTTP admin
-listener disabled). `make_broker(**overrides)` starts one with extra config
+listener disabled). A start returns once the broker is ready, not merely listening: the Kafka
+port is bound before the logs are recovered (connections wait in the backlog), so a test that
+looks at the data directory or the log right after a start would race recovery. Ready means
+`/readyz` answers 200 when the admin listener is on, else the "strom broker ready" line of this
+start (printed after recovery, stray handling and group loading) with the port accepting. `make_broker(**overrides)` starts one with extra config
 overrides (keys as Kafka names, e.g. make_broker(**{"num.partitions": 3})).
 Each broker's stderr goes to a log file in its tmp dir; when a test fails,
 the log of every broker it started is attached to the failure report.
@@ -15,12 +19,16 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 20.0
+# What server::run logs once start-up and recovery are done, the moment /readyz turns 200.
+READY_LINE = "strom broker ready"
 
 
 def strom_bin() -> str:
@@ -43,6 +51,26 @@ def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+def http_ok(host: str, port: int, path: str) -> bool:
+    """True when GET path answers 200 (a 503 from /readyz, or no listener yet, is False)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=1) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def admin_address(value: str) -> tuple[str, int] | None:
+    """Where to reach an `admin.http.listener` value (HOST:PORT, empty disables it)."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return host, int(port)
 
 
 class Broker:
@@ -69,6 +97,9 @@ class Broker:
         self.log_path = self.workdir / f"{name}.stderr.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        # Where this start's lines begin in the log file, so an earlier start's ready line
+        # does not count.
+        self.log_start = 0
 
     @property
     def bootstrap(self) -> str:
@@ -89,10 +120,34 @@ class Broker:
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(self.argv())}\n".encode())
             log.flush()
+            self.log_start = log.tell()
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         if wait:
             self.wait_ready()
         return self
+
+    @property
+    def admin(self) -> tuple[str, int] | None:
+        """The admin listener's address, when the overrides turn it on."""
+        return admin_address(self.overrides.get("admin.http.listener", ""))
+
+    def logged_ready(self) -> bool:
+        """Whether this start has printed its ready line."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_start)
+                return READY_LINE.encode() in log.read()
+        except FileNotFoundError:
+            return False
+
+    def is_ready(self) -> bool:
+        admin = self.admin
+        if admin is not None:
+            return http_ok(*admin, "/readyz")
+        if "STROM_LOG" in self.env or "STROM_LOG" in os.environ:
+            # A log filter may hide the INFO ready line; the port is all there is then.
+            return port_accepts(self.port, self.host)
+        return self.logged_ready() and port_accepts(self.port, self.host)
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT):
         deadline = time.monotonic() + timeout
@@ -100,10 +155,11 @@ class Broker:
             rc = self.proc.poll()
             if rc is not None:
                 raise RuntimeError(f"strom exited with code {rc} during startup:\n{self.log_tail()}")
-            if port_accepts(self.port, self.host):
+            if self.is_ready():
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"strom did not accept connections on {self.bootstrap} within {timeout}s:\n{self.log_tail()}")
+        what = f"/readyz on {self.admin[0]}:{self.admin[1]}" if self.admin else f"{self.bootstrap} ({READY_LINE!r})"
+        raise RuntimeError(f"strom was not ready within {timeout}s ({what}):\n{self.log_tail()}")
 
     @property
     def pid(self) -> int:

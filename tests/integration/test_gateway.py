@@ -721,6 +721,38 @@ def test_v3_clusters_topics_partitions_and_records(gw):
     assert (status, body["error_code"]) == (404, 404), body
 
 
+def test_v3_errors_are_confluent_v3_json(gw):
+    """v3 answers its errors as Confluent's v3 does: `application/json`, a body of
+    `error_code` and `message`; v2's errors keep v2's content type."""
+    _, _, body = gw.get("/v3/clusters")
+    cid = body["data"][0]["cluster_id"]
+    topic = unique_topic("gwv3err")
+    gw.post(f"/v3/clusters/{cid}/topics", {"topic_name": topic}, content_type="application/json")
+    cases = [
+        ("GET", "/v3/clusters/not-this-cluster", None, None, 404),
+        ("GET", f"/v3/clusters/{cid}/topics/no-such-topic-{topic}", None, None, 404),
+        ("GET", f"/v3/clusters/{cid}/topics/{topic}/partitions/99", None, None, 404),
+        ("GET", f"/v3/clusters/{cid}/topics/{topic}/partitions/not-a-number", None, None, 404),
+        ("POST", f"/v3/clusters/{cid}/topics", b"{not json", "application/json", 400),
+        ("POST", f"/v3/clusters/{cid}/topics", b'{"topic_name": 5}', "application/json", 422),
+        ("POST", f"/v3/clusters/{cid}/topics", b'{"topic_name": "x"}', "text/plain", 415),
+        ("POST", f"/v3/clusters/{cid}/topics/{topic}/records", b"[1, 2", "application/json", 400),
+        ("GET", f"/v3/clusters/{cid}/consumer-groups/no-such-group", None, None, 404),
+        ("GET", "/v3/no-such-resource", None, None, 404),
+        ("PUT", "/v3/clusters", None, None, 405),
+    ]
+    for method, path, raw, ctype, want in cases:
+        status, headers, body = gw.call(method, path, raw=raw, content_type=ctype)
+        where = f"{method} {path}: {status} {headers.get('Content-Type')} {body}"
+        assert status == want, where
+        assert headers["Content-Type"] == "application/json", where
+        assert isinstance(body, dict) and isinstance(body["error_code"], int), where
+        assert isinstance(body["message"], str) and body["message"], where
+    status, headers, body = gw.get(f"/topics/no-such-topic-{topic}")
+    assert (status, body["error_code"]) == (404, 40401), body
+    assert headers["Content-Type"] == "application/vnd.kafka.v2+json"
+
+
 def test_openapi_document_describes_every_answer(gw):
     """Each operation of /openapi.json, called with placeholder arguments and
     no body, answers with a status the document lists, never a 5xx."""

@@ -122,6 +122,55 @@ def test_connections_over_the_limit_get_429_and_idle_ones_are_closed(make_broker
     assert status == 200, body
 
 
+def _read_until_closed(s: socket.socket, timeout: float) -> bytes:
+    """Everything the gateway sends on `s` until it closes it."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"not closed within {timeout}s: {out!r}"
+        s.settimeout(left)
+        chunk = s.recv(65536)
+        if not chunk:
+            return out
+        out += chunk
+
+
+def _assert_408(answer: bytes):
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer
+    assert b"content-type: application/vnd.kafka.v2+json" in head.lower(), answer
+    assert b"connection: close" in head.lower(), answer
+    parsed = json.loads(body)
+    assert parsed["error_code"] == 408 and "gateway.idle.timeout.ms" in parsed["message"], parsed
+
+
+def test_an_idle_timeout_is_answered_408_where_an_answer_is_owed(limited):
+    """gateway.idle.timeout.ms (1500 ms here): a client that sent nothing, or half a request
+    (head or body), gets 408 in Confluent's format and the close; a keep-alive connection idle
+    after its answer is closed without another (a 408 there could be taken for the answer to
+    the client's next request)."""
+    addr = ("127.0.0.1", limited.port)
+    silent = socket.create_connection(addr)
+    half_head = socket.create_connection(addr)
+    half_head.sendall(b"GET /topics HTTP/1.1\r\nHost: gw\r\nAccept: application/vnd.kafka.v2+json\r\n")
+    half_body = socket.create_connection(addr)
+    half_body.sendall(b"POST /consumers/idle408 HTTP/1.1\r\nHost: gw\r\nContent-Type: " + V2.encode()
+                      + b"\r\nContent-Length: 64\r\n\r\n{\"name\": ")
+    answered = socket.create_connection(addr)
+    answered.sendall(b"GET /topics HTTP/1.1\r\nHost: gw\r\n\r\n")
+    start = time.monotonic()
+    for s in (silent, half_head, half_body):
+        answer = _read_until_closed(s, 10)
+        _assert_408(answer)
+        assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert time.monotonic() - start >= 1.0, "closed before the idle timeout"
+    kept = _read_until_closed(answered, 10)
+    assert kept.startswith(b"HTTP/1.1 200 ") and kept.count(b"HTTP/1.1 ") == 1, kept
+    for s in (silent, half_head, half_body, answered):
+        s.close()
+
+
 @pytest.mark.parametrize("setting,value", [
     ("gateway.max.request.bytes", "0"),
     ("gateway.max.connections", "lots"),

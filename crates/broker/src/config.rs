@@ -117,7 +117,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("gateway.max.connections", Some("10000"), T::Int, "Strom: most open gateway connections; one more is answered 429 and closed."),
     def("gateway.max.streams", Some("1000"), T::Int, "Strom: most WebSocket and Server-Sent Event streams at once, each one subscription (429 beyond)."),
     def("gateway.max.consumer.instances", Some("1000"), T::Int, "Strom: most REST consumer instances at once (429 beyond)."),
-    def("gateway.idle.timeout.ms", Some("60000"), T::Long, "Strom: a gateway connection with nothing read or written this long is closed (quiet streams are kept alive by pings)."),
+    def("gateway.idle.timeout.ms", Some("60000"), T::Long, "Strom (Confluent's idle.timeout.ms): a gateway connection with nothing read or written this long is closed, answered 408 if it owes an answer (quiet streams are kept alive by pings)."),
     def("gateway.consumer.instance.timeout.ms", Some("300000"), T::Long, "Strom: a REST consumer instance unused this long is removed (Confluent's consumer.instance.timeout.ms)."),
     def("gateway.consumer.request.timeout.ms", Some("1000"), T::Long, "Strom: longest a consumer's records request waits when it names no timeout (Confluent's consumer.request.timeout.ms)."),
     def("gateway.consumer.request.max.bytes", Some("67108864"), T::Long, "Strom: most bytes a consumer's records request returns (Confluent's consumer.request.max.bytes)."),

@@ -1,16 +1,30 @@
 //! The gateway's listener: a bound on open connections (one more is answered
-//! 429 and closed), and an idle timeout
-//! that closes a connection when nothing was read from or written to it for
-//! that long (an idle keep-alive connection, a request sent half, a silent
-//! client).
+//! 429 and closed), and an idle timeout (`gateway.idle.timeout.ms`, Confluent's
+//! `idle.timeout.ms`) that closes a connection when nothing was read from or
+//! written to it for that long.
+//!
+//! Where the client is owed an answer, the timeout is answered 408 Request
+//! Timeout in Confluent's error format before the close: a silent client that
+//! never sent a request, a request sent half (its head or its body), a
+//! request whose handler has not answered. An idle keep-alive connection
+//! between requests, a response already under way and an upgraded WebSocket
+//! are closed without one: a 408 there would race the client's next request,
+//! or land inside a body or a WebSocket stream. [`track_exchanges`] tells the
+//! connection which of these it is in.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, HttpBody};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -57,6 +71,140 @@ fn too_many_connections(max: usize) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// The answer to a connection that timed out owing an answer: 408 in
+/// Confluent's format, and the connection closed.
+fn request_timeout(idle: Duration) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error_code": 408,
+        "message": format!(
+            "HTTP 408 Request Timeout: nothing was received for {} ms (gateway.idle.timeout.ms)",
+            idle.as_millis()
+        ),
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        crate::error::V2_JSON,
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Where a connection is in its HTTP exchanges, as the router sees them
+/// ([`track_exchanges`]) and the socket under it ([`IdleIo`]): what an idle
+/// timeout owes the client.
+#[derive(Debug, Default)]
+pub struct Exchanges {
+    /// Requests handed to a handler whose response body has not ended.
+    open: AtomicUsize,
+    /// The open request's handler has returned its response (its head is on
+    /// its way, so nothing may be written in front of it).
+    responded: AtomicBool,
+    /// Any request has been handed to a handler on this connection.
+    any: AtomicBool,
+    /// Bytes were read after the last exchange ended: the head of the next
+    /// request, or part of it.
+    unanswered_bytes: AtomicBool,
+    /// Switched to another protocol (a WebSocket): no HTTP after it.
+    upgraded: AtomicBool,
+}
+
+impl Exchanges {
+    fn begin(self: &Arc<Self>) -> ExchangeGuard {
+        self.any.store(true, Ordering::Relaxed);
+        self.responded.store(false, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        ExchangeGuard(self.clone())
+    }
+
+    /// Whether an idle timeout now owes the client a 408.
+    fn owes_answer(&self) -> bool {
+        if self.upgraded.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.open.load(Ordering::Relaxed) > 0 {
+            return !self.responded.load(Ordering::Relaxed);
+        }
+        self.unanswered_bytes.load(Ordering::Relaxed) || !self.any.load(Ordering::Relaxed)
+    }
+}
+
+/// Ends its exchange when the response body is done (or dropped unsent).
+struct ExchangeGuard(Arc<Exchanges>);
+
+impl Drop for ExchangeGuard {
+    fn drop(&mut self) {
+        let x = &self.0;
+        x.unanswered_bytes.store(false, Ordering::Relaxed);
+        x.responded.store(false, Ordering::Relaxed);
+        x.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's [`Exchanges`], handed to every request on it as its
+/// connect info.
+#[derive(Clone, Debug)]
+pub struct ConnState(pub Arc<Exchanges>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, GatewayListener>>
+    for ConnState
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, GatewayListener>) -> ConnState {
+        ConnState(stream.io().exchanges.clone())
+    }
+}
+
+/// Middleware: records each request's exchange on its connection, from the
+/// handler's call to the end of its response body. Without connect info (a
+/// router served some other way) it does nothing.
+pub async fn track_exchanges(req: Request, next: Next) -> Response {
+    let Some(ConnectInfo(ConnState(exchanges))) =
+        req.extensions().get::<ConnectInfo<ConnState>>().cloned()
+    else {
+        return next.run(req).await;
+    };
+    let guard = exchanges.begin();
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        exchanges.upgraded.store(true, Ordering::Relaxed);
+    }
+    exchanges.responded.store(true, Ordering::Relaxed);
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(GuardedBody {
+            inner: body,
+            _guard: guard,
+        }),
+    )
+}
+
+/// A response body that ends its exchange when it is dropped.
+struct GuardedBody {
+    inner: Body,
+    _guard: ExchangeGuard,
+}
+
+impl HttpBody for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 async fn refuse(mut stream: TcpStream, answer: Vec<u8>) {
@@ -114,7 +262,14 @@ pub struct IdleIo {
     inner: TcpStream,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    exchanges: Arc<Exchanges>,
+    /// The idle time ran out: nothing more is read or written.
+    timed_out: bool,
     _permit: OwnedSemaphorePermit,
+}
+
+fn idle_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "idle connection closed")
 }
 
 impl IdleIo {
@@ -123,6 +278,8 @@ impl IdleIo {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            exchanges: Arc::default(),
+            timed_out: false,
             _permit: permit,
         }
     }
@@ -133,12 +290,22 @@ impl IdleIo {
     }
 
     /// While the socket has nothing to do: an error once the idle time is up.
-    fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// A read that times out owing the client an answer sends the 408 first.
+    fn check_idle(&mut self, cx: &mut Context<'_>, reading: bool) -> Poll<io::Result<()>> {
+        if self.timed_out {
+            return Poll::Ready(Err(idle_error()));
+        }
         match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "idle connection closed",
-            ))),
+            Poll::Ready(()) => {
+                self.timed_out = true;
+                if reading && self.exchanges.owes_answer() {
+                    // Nothing else is being written (the client owes the next
+                    // bytes), so the small answer fits the socket's buffer;
+                    // if it did not, the close alone is the answer.
+                    let _ = self.inner.try_write(&request_timeout(self.idle));
+                }
+                Poll::Ready(Err(idle_error()))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -151,15 +318,21 @@ impl AsyncRead for IdleIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.timed_out {
+            return Poll::Ready(Err(idle_error()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     this.touch();
+                    this.exchanges
+                        .unanswered_bytes
+                        .store(true, Ordering::Relaxed);
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => this.check_idle(cx),
+            Poll::Pending => this.check_idle(cx, true),
         }
     }
 }
@@ -171,6 +344,9 @@ impl AsyncWrite for IdleIo {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.timed_out {
+            return Poll::Ready(Err(idle_error()));
+        }
         match Pin::new(&mut this.inner).poll_write(cx, data) {
             Poll::Ready(r) => {
                 if matches!(r, Ok(n) if n > 0) {
@@ -178,7 +354,7 @@ impl AsyncWrite for IdleIo {
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match this.check_idle(cx) {
+            Poll::Pending => match this.check_idle(cx, false) {
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 _ => Poll::Pending,
             },
@@ -191,5 +367,127 @@ impl AsyncWrite for IdleIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const IDLE: Duration = Duration::from_millis(300);
+
+    /// A gateway with a short idle timeout, in front of no cluster (the
+    /// requests used here never reach one).
+    async fn gateway() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = crate::GatewayConfig::new("127.0.0.1:1");
+        config.idle_timeout = IDLE;
+        tokio::spawn(crate::serve(listener, config, std::future::pending()));
+        addr
+    }
+
+    /// Everything the gateway sends until it closes, and how long that took.
+    async fn until_closed(s: &mut TcpStream) -> (String, Duration) {
+        let started = Instant::now();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        assert!(
+            read.is_ok(),
+            "not closed: {}",
+            String::from_utf8_lossy(&out)
+        );
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    fn assert_408(text: &str) {
+        assert!(
+            text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("connection: close"), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error_code"], 408, "{text}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("gateway.idle.timeout.ms"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_answered_408() {
+        let mut s = TcpStream::connect(gateway().await).await.unwrap();
+        let (text, took) = until_closed(&mut s).await;
+        assert_408(&text);
+        assert!(took >= IDLE - Duration::from_millis(50), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn half_a_request_head_is_answered_408() {
+        let mut s = TcpStream::connect(gateway().await).await.unwrap();
+        s.write_all(b"GET /topics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        assert_408(&until_closed(&mut s).await.0);
+    }
+
+    #[tokio::test]
+    async fn half_a_request_body_is_answered_408() {
+        let mut s = TcpStream::connect(gateway().await).await.unwrap();
+        s.write_all(
+            b"POST /consumers/g HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/vnd.kafka.v2+json\r\nContent-Length: 40\r\n\r\n{\"name\"",
+        )
+        .await
+        .unwrap();
+        let text = until_closed(&mut s).await.0;
+        assert_408(&text);
+        // Only the 408: nothing the handler made of the cut body follows it.
+        assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_without_an_answer() {
+        let mut s = TcpStream::connect(gateway().await).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (text, _) = until_closed(&mut s).await;
+        // The answer to the request, then the close: no 408 that the client
+        // could take for the answer to its next request.
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+        // And a second request after one answered gets its own 200.
+        let mut s = TcpStream::connect(gateway().await).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (text, _) = until_closed(&mut s).await;
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+        assert!(!text.contains("408"), "{text}");
+    }
+
+    #[test]
+    fn what_a_timeout_owes() {
+        let x = Arc::new(Exchanges::default());
+        assert!(x.owes_answer(), "a connection that never sent a request");
+        let guard = x.begin();
+        assert!(x.owes_answer(), "a request not yet answered");
+        x.responded.store(true, Ordering::Relaxed);
+        assert!(!x.owes_answer(), "a response under way");
+        drop(guard);
+        assert!(!x.owes_answer(), "between requests");
+        x.unanswered_bytes.store(true, Ordering::Relaxed);
+        assert!(x.owes_answer(), "the next request's head, in part");
+        x.upgraded.store(true, Ordering::Relaxed);
+        assert!(!x.owes_answer(), "a WebSocket");
     }
 }

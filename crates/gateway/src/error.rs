@@ -152,6 +152,8 @@ impl RestError {
 
 /// The content type of v2 answers.
 pub const V2_JSON: &str = "application/vnd.kafka.v2+json";
+/// The content type of v3 answers, its errors included.
+pub const V3_JSON: &str = "application/json";
 
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {

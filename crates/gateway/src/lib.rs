@@ -260,10 +260,13 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             )
         })
         .layer(axum::middleware::map_response(confluent_rejections))
+        .layer(axum::middleware::from_fn(v3_errors))
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             cors::layer,
         ))
+        // Outermost, so that an exchange lasts until the very last body byte.
+        .layer(axum::middleware::from_fn(conn::track_exchanges))
         .with_state(gw)
 }
 
@@ -288,6 +291,31 @@ async fn confluent_rejections(resp: Response) -> Response {
     RestError::status(status, text).into_response()
 }
 
+/// Whether a request path is of API v3.
+fn is_v3(path: &str) -> bool {
+    path == "/v3" || path.starts_with("/v3/")
+}
+
+/// v3 answers its errors as it answers everything, in `application/json`
+/// (Confluent's v3 `ErrorResponse`: `error_code`, `message`); the handlers,
+/// extractors and fallbacks they share with v2 give v2's content type.
+async fn v3_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let v3 = is_v3(req.uri().path());
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    if v3 && (status.is_client_error() || status.is_server_error()) {
+        let headers = resp.headers_mut();
+        if headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(V2_JSON.as_bytes())
+        {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(error::V3_JSON),
+            );
+        }
+    }
+    resp
+}
+
 /// Serves the gateway on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -300,7 +328,10 @@ pub async fn serve(
     let app = router(gw.clone());
     let reaper = tokio::spawn(expire_consumers(gw));
     let served = tokio::select! {
-        r = axum::serve(listener, app) => r,
+        r = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<conn::ConnState>(),
+        ) => r,
         () = shutdown => Ok(()),
     };
     reaper.abort();
@@ -327,6 +358,48 @@ mod tests {
         a: Option<i32>,
         #[serde(default)]
         b: Option<i32>,
+    }
+
+    /// The head of the gateway's answer to one request, with no cluster
+    /// behind it.
+    async fn answer_head(request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = GatewayConfig::new("127.0.0.1:1");
+        tokio::spawn(serve(listener, config, std::future::pending()));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        text.split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn v3_errors_are_application_json_and_v2_errors_v2s() {
+        let close = "host: x\r\nconnection: close\r\n\r\n";
+        for (path, status, media) in [
+            ("/v3/no-such-thing", "404", "application/json"),
+            // No cluster: the client's failure, as v3 answers it.
+            ("/v3/clusters", "500", "application/json"),
+            ("/no-such-thing", "404", V2_JSON),
+            ("/topics", "500", V2_JSON),
+        ] {
+            let head = answer_head(&format!("GET {path} HTTP/1.1\r\n{close}")).await;
+            assert!(
+                head.starts_with(&format!("http/1.1 {status} ")),
+                "{path}: {head}"
+            );
+            assert!(
+                head.contains(&format!("content-type: {media}\r\n"))
+                    || head.ends_with(&format!("content-type: {media}")),
+                "{path}: {head}"
+            );
+        }
     }
 
     #[test]

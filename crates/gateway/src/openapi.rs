@@ -67,11 +67,13 @@ fn path_params(path: &str) -> Vec<Value> {
 fn error_responses(path: &str, codes: &[&str]) -> Map<String, Value> {
     let error = json!({"schema": {"$ref": "#/components/schemas/Error"}});
     let mut content = Map::new();
-    content.insert("application/vnd.kafka.v2+json".to_string(), error.clone());
-    if path.starts_with("/v3") {
-        // v3's produce answers a record's error as v3 JSON.
-        content.insert("application/json".to_string(), error);
-    }
+    // v3 answers its errors in its own content type, v2 and the streams in v2's.
+    let media = if path.starts_with("/v3") {
+        "application/json"
+    } else {
+        "application/vnd.kafka.v2+json"
+    };
+    content.insert(media.to_string(), error);
     let mut m = Map::new();
     for c in codes {
         m.insert(

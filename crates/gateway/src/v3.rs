@@ -16,10 +16,8 @@ use serde_json::{json, Value};
 use strom_client::{KafkaCode, NewTopic, ProduceRecord, TopicMeta};
 
 use crate::embedded::{self, HeaderIn};
-use crate::error::{RestError, RestResult};
+use crate::error::{RestError, RestResult, V3_JSON};
 use crate::{read_body, Gateway};
-
-const V3_JSON: &str = "application/json";
 
 pub fn routes() -> Router<Arc<Gateway>> {
     let c = "/v3/clusters/{cluster}";

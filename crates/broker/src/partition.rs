@@ -703,4 +703,75 @@ mod tests {
         // Nothing to wait on: only the fetch's own timeout ends it.
         assert!(AnyData::new(std::iter::empty()).now_or_never().is_none());
     }
+
+    /// One transactional batch of `records` from producer `pid` (epoch 0, sequence `seq`).
+    pub(crate) fn txn_batch(pid: i64, seq: i32, records: usize, now_ms: i64) -> bytes::BytesMut {
+        use proto_kafka::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..records)
+            .map(|i| Record {
+                transactional: true,
+                control: false,
+                delete_horizon_ms: None,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: seq + i as i32,
+                timestamp: now_ms,
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Vec::new(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_marker_is_durable_and_moves_the_last_stable_offset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = partition(tmp.path(), "t");
+        let now = crate::metadata::metadata_log::now_ms();
+        let mut data = txn_batch(5, 0, 3, now);
+        let appended = p.append_as_leader(&mut data, now).unwrap();
+        p.complete_append(appended.last_offset + 1).await.unwrap();
+        assert_eq!(p.high_watermark(), 3);
+        assert_eq!(p.last_stable_offset().unwrap(), 0);
+        let committed = p.read_isolated(0, 1 << 20, true, true).unwrap();
+        assert!(committed.read.slice.unwrap().is_empty());
+        assert_eq!(committed.last_stable_offset, 0);
+        assert_eq!(committed.aborted_transactions, Some(Vec::new()));
+        let uncommitted = p.read_isolated(0, 1 << 20, true, false).unwrap();
+        assert!(!uncommitted.read.slice.unwrap().is_empty());
+        assert_eq!(uncommitted.aborted_transactions, None);
+        let offset = p.append_marker(5, 0, 0, false, now).await.unwrap();
+        assert_eq!(offset, 3);
+        // Durable and visible before it returns.
+        assert_eq!(p.high_watermark(), 4);
+        assert_eq!(p.last_stable_offset().unwrap(), 4);
+        let read = p.read_isolated(0, 1 << 20, true, true).unwrap();
+        assert!(!read.read.slice.unwrap().is_empty());
+        let aborted = read.aborted_transactions.unwrap();
+        assert_eq!(aborted.len(), 1);
+        assert_eq!((aborted[0].producer_id, aborted[0].first_offset), (5, 0));
+        // A fenced epoch is refused with Kafka's error and writes nothing.
+        let err = p.append_marker(5, -1, 0, true, now).await.err().unwrap();
+        assert!(matches!(
+            err,
+            PartitionError::Rejected(ResponseError::InvalidProducerEpoch)
+        ));
+        assert_eq!(p.log_end_offset().unwrap(), 4);
+    }
 }

@@ -91,6 +91,8 @@ mod import_graph_tests;
 mod tests;
 #[cfg(test)]
 mod testutil;
+#[cfg(test)]
+mod txn_tests;
 
 pub use batch::{validate_batches, BatchHeader, Compression, TimestampType};
 pub use cleaner::{CleanPlan, CleanStats, CleanedSegment};

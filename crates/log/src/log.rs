@@ -1341,12 +1341,22 @@ impl Log {
             return None;
         }
         let active_base = self.active_segment().base_offset();
+        // Kafka's firstUncleanableDirtyOffset: nothing from the first undecided transaction
+        // on is cleaned (whether its data is aborted is not known yet).
+        let unstable = self
+            .producer_state
+            .first_unstable_offset(self.recovery_point)
+            .unwrap_or(i64::MAX);
         let sealed: Vec<(i64, u64)> = self
             .segments
             .values()
-            .filter(|s| s.base_offset() != active_base)
+            .filter(|s| s.base_offset() != active_base && s.next_offset() <= unstable)
             .map(|s| (s.base_offset(), s.size_bytes()))
             .collect();
+        let clean_to = sealed
+            .last()
+            .and_then(|(b, _)| self.segments.get(b))
+            .map_or(active_base, |s| s.next_offset().min(active_base));
         let total: u64 = sealed.iter().map(|(_, n)| n).sum();
         let dirty: u64 = sealed
             .iter()
@@ -1360,8 +1370,9 @@ impl Log {
             dir: self.dir.clone(),
             segments: sealed,
             delete_retention_ms: self.config.delete_retention_ms,
-            clean_to: active_base,
+            clean_to,
             producer_last_batches: self.producer_state.last_batch_offsets(),
+            aborted_transactions: self.txn_index.all(),
         })
     }
 

@@ -915,7 +915,14 @@ impl Log {
     /// The last stable offset under `high_watermark`: the first offset of the earliest
     /// transaction still undecided, else the high watermark.
     pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
-        self.producer_state.last_stable_offset(high_watermark)
+        let lso = self.producer_state.last_stable_offset(high_watermark);
+        // As Kafka: a transaction begun in segments retention or DeleteRecords removed holds
+        // the LSO at the log start, not below it.
+        if lso < high_watermark {
+            lso.max(self.log_start_offset).min(high_watermark)
+        } else {
+            lso
+        }
     }
 
     /// Tells the log its high watermark moved, so transactions whose markers it passed stop

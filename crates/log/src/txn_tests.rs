@@ -272,4 +272,16 @@ fn retention_takes_a_segments_index_with_it() {
     log.truncate_to(second + 1).unwrap();
     assert!(log.all_aborted_transactions().is_empty());
     assert!(txn_index_files(dir.path()).is_empty());
+    // The truncation took B's marker: its transaction is open again.
+    let hw = settle(&mut log);
+    assert_eq!(log.last_stable_offset(hw), second);
+    marker(&mut log, 2, true);
+    // A transaction begun below the log start holds the LSO at the log start.
+    let open = produce(&mut log, producer_batch(3, 0, 0, 1, 1_000, true));
+    log.roll(1_000).unwrap();
+    produce(&mut log, producer_batch(-1, -1, -1, 1, 1_000, false));
+    let hw = settle(&mut log);
+    assert_eq!(log.last_stable_offset(hw), open);
+    log.delete_records_before(open + 1).unwrap();
+    assert_eq!(log.last_stable_offset(hw), open + 1);
 }

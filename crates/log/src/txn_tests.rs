@@ -285,3 +285,74 @@ fn retention_takes_a_segments_index_with_it() {
     log.delete_records_before(open + 1).unwrap();
     assert_eq!(log.last_stable_offset(hw), open + 1);
 }
+
+/// What transactions cost the log (run with `--ignored --nocapture`): a read_committed pass
+/// over the whole log against a read_uncommitted one, and a reopen that rebuilds the aborted
+/// index from every batch against one that trusts it.
+#[test]
+#[ignore]
+fn read_committed_cost() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), 64 * 1024 * 1024);
+    let producers = 10i64;
+    let txns_per_producer = 1_000;
+    let batches_per_txn = 10;
+    let mut seqs = vec![0i32; producers as usize];
+    for t in 0..txns_per_producer {
+        for pid in 0..producers {
+            for _ in 0..batches_per_txn {
+                let seq = &mut seqs[pid as usize];
+                let mut b = producer_batch(pid, 0, *seq, 10, 1_000, true);
+                *seq += 10;
+                log.append_as_leader(&mut b, 0, 1_000).unwrap();
+            }
+            log.append_marker(pid, 0, 0, t % 2 == 0, 0, 1_000).unwrap();
+        }
+    }
+    let hw = settle(&mut log);
+    let size = log.size_bytes();
+    let pass = |committed: bool| {
+        let started = Instant::now();
+        let (mut at, mut fetches, mut aborted) = (0i64, 0usize, 0usize);
+        let max = if committed {
+            log.last_stable_offset(hw)
+        } else {
+            hw
+        };
+        while at < max {
+            let (slice, upper) = log.read_with_upper_bound(at, 1 << 20, max, true).unwrap();
+            if slice.is_empty() {
+                break;
+            }
+            if committed {
+                aborted += log.aborted_transactions(at, upper).len();
+            }
+            fetches += 1;
+            at = upper;
+        }
+        (started.elapsed(), fetches, aborted)
+    };
+    let (uncommitted, fetches, _) = pass(false);
+    let (committed, _, aborted) = pass(true);
+    log.close().unwrap();
+    let t = Instant::now();
+    drop(open(dir.path(), 64 * 1024 * 1024));
+    let trusted = t.elapsed();
+    for path in txn_index_files(dir.path()) {
+        fs::write(&path, b"torn").unwrap();
+    }
+    let t = Instant::now();
+    let reopened = open(dir.path(), 64 * 1024 * 1024);
+    let rebuilt = t.elapsed();
+    assert_eq!(
+        reopened.all_aborted_transactions().len(),
+        (producers * 500) as usize
+    );
+    println!(
+        "{hw} offsets, {size} bytes, {} aborted transactions: {fetches} fetches of 1 MiB: \
+         read_uncommitted {uncommitted:?}, read_committed {committed:?} ({aborted} aborted \
+         entries returned); reopen trusting the index {trusted:?}, rebuilding it {rebuilt:?}",
+        producers * 500
+    );
+}

@@ -56,6 +56,38 @@ pub struct CleanPlan {
     /// keeps them, emptied if need be), so that producer state rebuilt from the log alone
     /// still knows each producer's epoch and last sequence.
     pub producer_last_batches: HashSet<i64>,
+    /// The aborted transactions with data in the plan's segments: their batches are dropped
+    /// and never count as a key's latest record (Kafka's cleaner discards aborted data; a
+    /// committed record is never shadowed by an aborted one).
+    pub aborted_transactions: Vec<crate::txn_index::AbortedTxn>,
+}
+
+impl CleanPlan {
+    /// Whether the batch starting `batch` (a transactional data batch) belongs to an aborted
+    /// transaction.
+    fn is_aborted(&self, aborted: &HashMap<i64, Vec<(i64, i64)>>, batch: &[u8]) -> bool {
+        let Ok(h) = crate::batch::parse_header(batch, 0) else {
+            return false;
+        };
+        if !h.is_transactional() || h.is_control() || h.producer_id < 0 {
+            return false;
+        }
+        aborted.get(&h.producer_id).is_some_and(|ranges| {
+            ranges
+                .iter()
+                .any(|(first, last)| *first <= h.base_offset && h.base_offset <= *last)
+        })
+    }
+
+    fn aborted_by_producer(&self) -> HashMap<i64, Vec<(i64, i64)>> {
+        let mut out: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for t in &self.aborted_transactions {
+            out.entry(t.producer_id)
+                .or_default()
+                .push((t.first_offset, t.last_offset));
+        }
+        out
+    }
 }
 
 /// A segment's cleaned copy, ready to be installed.
@@ -126,10 +158,12 @@ fn for_each_batch(
 pub fn clean(plan: &CleanPlan, now_ms: i64) -> Result<(Vec<CleanedSegment>, CleanStats), LogError> {
     let hasher = KeyHasher::new();
     let mut stats = CleanStats::default();
+    let aborted = plan.aborted_by_producer();
     // 1. The latest offset of every key, over whole segments while the map has room.
-    let (latest, mapped) = map_latest_offsets(plan, &hasher, &mut stats)?;
+    let (latest, mapped) = map_latest_offsets(plan, &aborted, &hasher, &mut stats)?;
     let cleaning = SegmentCleaning {
         plan,
+        aborted: &aborted,
         hasher: &hasher,
         latest: &latest,
         tombstone_horizon_ms: now_ms.saturating_sub(plan.delete_retention_ms.max(0)),
@@ -183,6 +217,7 @@ pub fn clean(plan: &CleanPlan, now_ms: i64) -> Result<(Vec<CleanedSegment>, Clea
 /// and how many segments that covers.
 fn map_latest_offsets(
     plan: &CleanPlan,
+    aborted: &HashMap<i64, Vec<(i64, i64)>>,
     hasher: &KeyHasher,
     stats: &mut CleanStats,
 ) -> Result<(HashMap<u128, i64>, usize), LogError> {
@@ -194,6 +229,9 @@ fn map_latest_offsets(
         }
         let path = log_file_path(&plan.dir, base);
         for_each_batch(&path, size, |batch| {
+            if plan.is_aborted(aborted, batch) {
+                return Ok(());
+            }
             // A batch that cannot be decoded (say, a codec this build lacks) is kept as it
             // is and its keys are not mapped: nothing is dropped because of it.
             if let Ok(set) = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch)) {
@@ -215,6 +253,7 @@ fn map_latest_offsets(
 /// What the second step needs to clean one batch.
 struct SegmentCleaning<'a> {
     plan: &'a CleanPlan,
+    aborted: &'a HashMap<i64, Vec<(i64, i64)>>,
     hasher: &'a KeyHasher,
     latest: &'a HashMap<u128, i64>,
     /// Tombstones in batches older than this (delete.retention.ms ago) go.
@@ -241,6 +280,15 @@ impl SegmentCleaning<'_> {
             .map_or(-1, |b| i64::from_be_bytes(*b));
         if self.plan.producer_last_batches.contains(&base_offset) {
             return Ok(unchanged());
+        }
+        if self.plan.is_aborted(self.aborted, batch) {
+            // Aborted data goes whole; its marker and index entry stay.
+            let records = crate::batch::parse_header(batch, 0).map_or(0, |h| h.records_count);
+            return Ok(CleanedBatch {
+                kept: None,
+                records_removed: u64::try_from(records).unwrap_or(0),
+                tombstones_removed: 0,
+            });
         }
         let Ok(set) = RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch)) else {
             return Ok(unchanged());
@@ -669,5 +717,92 @@ mod tests {
             prop_assert_eq!(got, live);
             prop_assert_eq!(after.len(), after.iter().map(|(_, k, _)| k).collect::<std::collections::BTreeSet<_>>().len());
         }
+    }
+
+    /// A transactional batch of (key, value) records from producer `pid`, epoch 0.
+    fn append_txn(log: &mut Log, recs: &[(&str, &str)], pid: i64, seq: i32, ts: i64) {
+        let records: Vec<Record> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| {
+                let mut r = record(k, Some(v), ts);
+                r.offset = i as i64;
+                r.producer_id = pid;
+                r.producer_epoch = 0;
+                r.sequence = seq + i as i32;
+                r.transactional = true;
+                r
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        let headers = crate::producer_state::batch_headers(&buf).unwrap();
+        assert_eq!(
+            log.producer_state().check(&headers),
+            Ok(crate::SequenceCheck::Append)
+        );
+        log.append_as_leader(&mut buf, 0, ts).unwrap();
+    }
+
+    /// Kafka's cleaner with transactions: aborted data goes (and never shadows a committed
+    /// record of its key), markers stay, and nothing from the first open transaction on is
+    /// cleaned.
+    #[test]
+    fn aborted_data_goes_committed_data_and_markers_stay_open_transactions_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), TopicPartition::new("c", 0), config()).unwrap();
+        append_txn(&mut log, &[("k", "committed")], 1, 0, NOW_MS); // 0
+        log.append_marker(1, 0, 0, true, 0, NOW_MS).unwrap(); // 1
+        append_txn(
+            &mut log,
+            &[("k", "aborted"), ("x", "aborted")],
+            2,
+            0,
+            NOW_MS,
+        ); // 2, 3
+        log.append_marker(2, 0, 0, false, 0, NOW_MS).unwrap(); // 4
+        append_txn(&mut log, &[("z", "later")], 1, 1, NOW_MS); // 5
+        log.append_marker(1, 0, 0, true, 0, NOW_MS).unwrap(); // 6
+        append_txn(&mut log, &[("y", "later")], 2, 2, NOW_MS); // 7
+        log.append_marker(2, 0, 0, true, 0, NOW_MS).unwrap(); // 8
+        log.roll(NOW_MS).unwrap();
+        append_txn(&mut log, &[("k", "open")], 3, 0, NOW_MS); // 9, never ended
+        append_txn(
+            &mut log,
+            &[("w", "in the open one's segment")],
+            4,
+            0,
+            NOW_MS,
+        ); // 10
+        log.append_marker(4, 0, 0, false, 0, NOW_MS).unwrap(); // 11
+        log.roll(NOW_MS).unwrap();
+        let target = log.flush_target();
+        target.sync().unwrap();
+        log.mark_flushed_target(&target).unwrap();
+        let plan = log.cleaning_plan().unwrap();
+        assert_eq!(
+            plan.segments.len(),
+            1,
+            "the open transaction's segment waits"
+        );
+        assert_eq!(plan.clean_to, 9);
+        let (cleaned, stats) = clean(&plan, NOW_MS).unwrap();
+        assert_eq!(stats.records_removed, 2, "the aborted batch, whole");
+        log.install_cleaned(&plan, cleaned, NOW_MS).unwrap();
+        let all = read_all(&log);
+        let offsets: Vec<i64> = all.iter().map(|r| r.0).collect();
+        assert_eq!(offsets, vec![0, 1, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(all[0].2.as_deref(), Some("committed"));
+        assert!(all.iter().all(|r| r.2.as_deref() != Some("aborted")));
+        // The index still names the abort, for consumers reading from before it.
+        assert_eq!(log.all_aborted_transactions().len(), 2);
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proto_kafka::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use proto_kafka::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use proto_kafka::messages::{FetchRequest, FetchResponse, TopicName};
 use proto_kafka::ResponseError;
 use tracing::warn;
@@ -247,7 +249,9 @@ fn read_partition(
         return (data.with_error_code(code.code()), 0, true);
     }
     let budget = (partition_max.max(0) as usize).min(remaining_bytes);
-    let read = match replica.read(offset, budget, first) {
+    // read_committed stops at the last stable offset and names the aborted transactions of
+    // what it returns; both levels report the LSO (Kafka fills it for either).
+    let isolated = match replica.read_isolated(offset, budget, first, read_committed) {
         Ok(read) => read,
         Err(e) => {
             crate::storage::report_damaged_read(replica.topic_partition(), &e);
@@ -256,15 +260,26 @@ fn read_partition(
             let data = data
                 .with_error_code(code.code())
                 .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
+                .with_last_stable_offset(replica.last_stable_offset().unwrap_or(hw))
                 .with_log_start_offset(replica.log_start_offset().unwrap_or(-1));
             return (data, 0, true);
         }
     };
+    let aborted = isolated.aborted_transactions.map(|list| {
+        list.into_iter()
+            .map(|t| {
+                AbortedTransaction::default()
+                    .with_producer_id(proto_kafka::messages::ProducerId(t.producer_id))
+                    .with_first_offset(t.first_offset)
+            })
+            .collect()
+    });
+    let read = isolated.read;
     let data = data
         .with_high_watermark(read.high_watermark)
-        .with_last_stable_offset(read.high_watermark)
-        .with_log_start_offset(read.log_start_offset);
+        .with_last_stable_offset(isolated.last_stable_offset)
+        .with_log_start_offset(read.log_start_offset)
+        .with_aborted_transactions(aborted);
     let slice = match read.slice.filter(|_| budget > 0 || first) {
         Some(s) if broker.config.log_fetch_verify_crc => {
             match crate::storage::verified_slice(replica.as_ref(), s) {

@@ -47,10 +47,13 @@ fn exact_record(
     (found.timestamp, found.offset)
 }
 
+/// Kafka's lookup: `read_committed` (isolation level 1) answers as far as the last stable
+/// offset, read_uncommitted as far as the high watermark.
 fn lookup(
     partition: &dyn PartitionLog,
     timestamp: i64,
     current_leader_epoch: i32,
+    read_committed: bool,
 ) -> Result<(i64, i64), ResponseError> {
     let epoch = partition.leader_epoch();
     if current_leader_epoch >= 0 && current_leader_epoch < epoch {
@@ -59,8 +62,13 @@ fn lookup(
     if current_leader_epoch > epoch {
         return Err(ResponseError::UnknownLeaderEpoch);
     }
-    let hw = partition.high_watermark();
     let storage = |_| ResponseError::KafkaStorageError;
+    // The last fetchable offset (Kafka's name); `hw` below.
+    let hw = if read_committed {
+        partition.last_stable_offset().map_err(storage)?
+    } else {
+        partition.high_watermark()
+    };
     match timestamp {
         LATEST => Ok((-1, hw)),
         EARLIEST | EARLIEST_LOCAL => Ok((-1, partition.log_start_offset().map_err(storage)?)),
@@ -91,6 +99,8 @@ pub fn handle(
     ctx: &RequestContext,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    // From v2; earlier versions decode it as 0 (read_uncommitted), as Kafka treats them.
+    let read_committed = req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -113,7 +123,12 @@ pub fn handle(
                                 .with_offset(-1)
                         }
                     };
-                    match lookup(partition.as_ref(), p.timestamp, p.current_leader_epoch) {
+                    match lookup(
+                        partition.as_ref(),
+                        p.timestamp,
+                        p.current_leader_epoch,
+                        read_committed,
+                    ) {
                         Ok((timestamp, offset)) => base
                             .with_timestamp(timestamp)
                             .with_offset(offset)

@@ -5,6 +5,8 @@
 
 #[cfg(test)]
 mod handler_errors;
+#[cfg(test)]
+mod read_committed;
 
 use std::net::SocketAddr;
 use std::path::Path;

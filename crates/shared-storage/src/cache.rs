@@ -83,7 +83,10 @@ mod tests {
         assert!(cache.get("a", 0, 5).is_none());
         assert_eq!(cache.get("a", 5, 5).as_deref(), Some(&b"67890"[..]));
         assert_eq!(cache.get("b", 0, 3).as_deref(), Some(&b"xyz"[..]));
-        assert!(cache.get("b", 0, 4).is_none(), "a length mismatch is a miss");
+        assert!(
+            cache.get("b", 0, 4).is_none(),
+            "a length mismatch is a miss"
+        );
         assert_eq!(cache.size_bytes(), 8);
         cache.insert("big", 0, Bytes::from(vec![0u8; 11]));
         assert!(cache.get("big", 0, 11).is_none());

@@ -89,7 +89,8 @@ impl ObjectStoreConfig {
     /// From `object.store.url` (`s3://BUCKET/PREFIX`), with every other setting at its
     /// default and the credentials from the environment.
     pub fn from_url(url: &str) -> Result<ObjectStoreConfig, SharedStorageError> {
-        let bad = |why: &str| SharedStorageError::Config(format!("object.store.url {url:?}: {why}"));
+        let bad =
+            |why: &str| SharedStorageError::Config(format!("object.store.url {url:?}: {why}"));
         let rest = url
             .strip_prefix("s3://")
             .ok_or_else(|| bad("expected s3://BUCKET/PREFIX"))?;
@@ -101,7 +102,9 @@ impl ObjectStoreConfig {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         {
-            return Err(bad("a bucket name is lowercase letters, digits, '-' and '.'"));
+            return Err(bad(
+                "a bucket name is lowercase letters, digits, '-' and '.'",
+            ));
         }
         Ok(ObjectStoreConfig {
             bucket: bucket.to_string(),
@@ -122,7 +125,9 @@ impl ObjectStoreConfig {
     pub fn set(&mut self, name: &str, value: &str) -> Result<bool, SharedStorageError> {
         let number = |v: &str| {
             v.trim().parse::<u64>().map_err(|_| {
-                SharedStorageError::Config(format!("{name}: expected a non-negative integer, got {v:?}"))
+                SharedStorageError::Config(format!(
+                    "{name}: expected a non-negative integer, got {v:?}"
+                ))
             })
         };
         match name {
@@ -187,7 +192,9 @@ mod tests {
         let c = ObjectStoreConfig::from_url("s3://strom-data/cluster/a/").expect("valid");
         assert_eq!(c.bucket, "strom-data");
         assert_eq!(c.prefix, "cluster/a");
-        assert!(c.intake_key(3, 1).starts_with("cluster/a/intake/0000000000001-3-"));
+        assert!(c
+            .intake_key(3, 1)
+            .starts_with("cluster/a/intake/0000000000001-3-"));
         let c = ObjectStoreConfig::from_url("s3://b").expect("valid");
         assert_eq!(c.prefix, "");
         assert!(c.intake_key(3, 1).starts_with("intake/"));

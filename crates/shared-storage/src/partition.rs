@@ -133,7 +133,9 @@ impl SharedPartition {
             .send(request)
             .await
             .map_err(|_| SharedStorageError::IntakeStopped)?;
-        answer.await.map_err(|_| SharedStorageError::IntakeStopped)?
+        answer
+            .await
+            .map_err(|_| SharedStorageError::IntakeStopped)?
     }
 
     /// Takes index rows this broker just committed (their bytes already in the cache). Rows
@@ -213,7 +215,9 @@ impl SharedPartition {
         let high_watermark = self.high_watermark();
         let log_start_offset = self.log_start_offset();
         if offset < log_start_offset || offset > high_watermark {
-            return Err(SharedStorageError::Rejected(ResponseError::OffsetOutOfRange));
+            return Err(SharedStorageError::Rejected(
+                ResponseError::OffsetOutOfRange,
+            ));
         }
         let plan: Vec<IndexEntry> = {
             let index = self.index();
@@ -280,7 +284,11 @@ impl SharedPartition {
         let start = self.log_start_offset();
         let index = self.index();
         let mut best: Option<(i64, i64)> = None;
-        for e in index.range(..hw).map(|(_, e)| e).filter(|e| e.last_offset >= start) {
+        for e in index
+            .range(..hw)
+            .map(|(_, e)| e)
+            .filter(|e| e.last_offset >= start)
+        {
             if best.is_none_or(|(_, t)| e.max_timestamp_ms > t) {
                 best = Some((e.last_offset, e.max_timestamp_ms));
             }
@@ -291,7 +299,9 @@ impl SharedPartition {
     /// Moves the log start to `offset` (DeleteRecords) in PostgreSQL; the new low watermark.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64, SharedStorageError> {
         if offset > self.high_watermark() || offset < 0 {
-            return Err(SharedStorageError::Rejected(ResponseError::OffsetOutOfRange));
+            return Err(SharedStorageError::Rejected(
+                ResponseError::OffsetOutOfRange,
+            ));
         }
         let start = self
             .storage

@@ -104,7 +104,11 @@ pub async fn migrate(client: &mut Client) -> Result<i32, SharedStorageError> {
     }
     tx.commit().await?;
     if found < latest_version() {
-        info!(from = found, to = latest_version(), "shared-storage schema migrated");
+        info!(
+            from = found,
+            to = latest_version(),
+            "shared-storage schema migrated"
+        );
     }
     Ok(found)
 }

@@ -107,7 +107,9 @@ pub async fn commit(
     for (append, r) in appends.iter().zip(&results) {
         if let Some(Ok(done)) = r {
             if !done.duplicate {
-                let hw = notify.entry((append.topic_id, append.partition)).or_default();
+                let hw = notify
+                    .entry((append.topic_id, append.partition))
+                    .or_default();
                 *hw = (*hw).max(done.high_watermark);
             }
         }

@@ -279,8 +279,12 @@ impl Inner {
             return Ok(b);
         }
         let end = e.byte_start + u64::from(e.byte_length);
-        let bytes = self.store.get_range(&e.object_key, e.byte_start..end).await?;
-        self.cache.insert(&e.object_key, e.byte_start, bytes.clone());
+        let bytes = self
+            .store
+            .get_range(&e.object_key, e.byte_start..end)
+            .await?;
+        self.cache
+            .insert(&e.object_key, e.byte_start, bytes.clone());
         Ok(bytes)
     }
 
@@ -388,7 +392,10 @@ async fn flush(
             return;
         }
     };
-    if !outcome.iter().any(|r| matches!(r, Ok(c) if !c.entries.is_empty())) {
+    if !outcome
+        .iter()
+        .any(|r| matches!(r, Ok(c) if !c.entries.is_empty()))
+    {
         unrecorded_orphans.push((key.clone(), object_size, "every append refused".into()));
     }
     if let Some(client) = sequencer.as_ref() {
@@ -408,7 +415,9 @@ async fn flush(
                 let end = start + e.byte_length as usize;
                 // The leader serves what it just wrote from memory, sharing the object's bytes.
                 if end <= object.len() {
-                    inner.cache.insert(&key, e.byte_start, object.slice(start..end));
+                    inner
+                        .cache
+                        .insert(&key, e.byte_start, object.slice(start..end));
                 }
             }
             if let Some(p) = inner.partition(&(r.topic_id, r.partition)) {

@@ -77,7 +77,11 @@ impl Store {
         }
     }
 
-    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, SharedStorageError> {
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Bytes, SharedStorageError> {
         let path = Path::from(key);
         let expected = range.end - range.start;
         let get = self.inner.get_range(&path, range);

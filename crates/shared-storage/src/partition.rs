@@ -245,8 +245,8 @@ impl SharedPartition {
             plan
         };
         let mut out = BytesMut::with_capacity(plan.iter().map(|e| e.byte_length as usize).sum());
-        for e in &plan {
-            let bytes = self.storage.batch_bytes(e).await?;
+        let stored = self.storage.batches_bytes(&plan).await?;
+        for (e, bytes) in plan.iter().zip(stored) {
             let start = out.len();
             out.extend_from_slice(&bytes);
             let stored = &mut out[start..];

@@ -45,6 +45,8 @@ CREATE TABLE shared_storage_batches (
 CREATE INDEX shared_storage_batches_by_sequence
     ON shared_storage_batches (topic_id, partition, producer_id, producer_epoch, base_sequence)
     WHERE producer_id >= 0;
+-- What points into an object: the collector's and the orphan record's check.
+CREATE INDEX shared_storage_batches_by_object ON shared_storage_batches (object_key);
 CREATE TABLE shared_storage_producers (
     topic_id       uuid     NOT NULL,
     partition      integer  NOT NULL,

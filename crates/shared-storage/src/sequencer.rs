@@ -285,7 +285,8 @@ async fn commit_one(
     }))
 }
 
-/// Records an object no index row points into, for the collector. Best effort: when
+/// Records an object no index row points into, for the collector (a commit whose outcome was
+/// unknown may have landed after all: then it is not recorded). Best effort: when
 /// PostgreSQL is the reason the commit failed this fails too, and the intake keeps the key
 /// to record later.
 pub async fn record_orphan(
@@ -298,7 +299,9 @@ pub async fn record_orphan(
     client
         .execute(
             "INSERT INTO shared_storage_orphan_objects (object_key, size_bytes, reason)
-             VALUES ($1, $2, $3) ON CONFLICT (object_key) DO NOTHING",
+             SELECT $1, $2, $3
+              WHERE NOT EXISTS (SELECT 1 FROM shared_storage_batches WHERE object_key = $1)
+             ON CONFLICT (object_key) DO NOTHING",
             &[&object_key, &size, &reason],
         )
         .await?;

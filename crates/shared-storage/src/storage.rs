@@ -186,14 +186,27 @@ impl Inner {
         &self,
         f: impl for<'c> FnOnce(&'c Client) -> ReaderFuture<'c, T>,
     ) -> Result<T, SharedStorageError> {
+        let timeout = self.config.request_timeout();
         let mut guard = self.reader.lock().await;
+        let timed_out =
+            || SharedStorageError::Sequencer(format!("no answer in {} ms", timeout.as_millis()));
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(connect(&self.pg_url).await?);
+            let client = tokio::time::timeout(timeout, connect(&self.pg_url))
+                .await
+                .map_err(|_| timed_out())??;
+            *guard = Some(client);
         }
         let Some(client) = guard.as_ref() else {
             return Err(SharedStorageError::Sequencer("no connection".into()));
         };
-        let result = f(client).await;
+        // A server that stopped answering (not closed) must not hold this lock forever.
+        let result = match tokio::time::timeout(timeout, f(client)).await {
+            Ok(r) => r,
+            Err(_) => {
+                *guard = None;
+                return Err(timed_out());
+            }
+        };
         if result.is_err() && client.is_closed() {
             *guard = None;
         }
@@ -273,19 +286,49 @@ impl Inner {
         .await
     }
 
-    /// A batch's stored bytes: from the cache, else one range GET (then cached).
-    pub(crate) async fn batch_bytes(&self, e: &IndexEntry) -> Result<Bytes, SharedStorageError> {
-        if let Some(b) = self.cache.get(&e.object_key, e.byte_start, e.byte_length) {
-            return Ok(b);
+    /// The stored bytes of `entries`, in order: cached ranges from the cache, and each run
+    /// of uncached batches lying back to back in one object with one range GET (a fetch from
+    /// a broker that did not write them reads whole runs of an intake object).
+    pub(crate) async fn batches_bytes(
+        &self,
+        entries: &[IndexEntry],
+    ) -> Result<Vec<Bytes>, SharedStorageError> {
+        let mut out: Vec<Option<Bytes>> = entries
+            .iter()
+            .map(|e| self.cache.get(&e.object_key, e.byte_start, e.byte_length))
+            .collect();
+        let mut i = 0;
+        while i < entries.len() {
+            if out[i].is_some() {
+                i += 1;
+                continue;
+            }
+            let first = &entries[i];
+            let mut end = first.byte_start + u64::from(first.byte_length);
+            let mut j = i + 1;
+            while j < entries.len()
+                && out[j].is_none()
+                && entries[j].object_key == first.object_key
+                && entries[j].byte_start == end
+            {
+                end += u64::from(entries[j].byte_length);
+                j += 1;
+            }
+            let run = self
+                .store
+                .get_range(&first.object_key, first.byte_start..end)
+                .await?;
+            for k in i..j {
+                let e = &entries[k];
+                let from = (e.byte_start - first.byte_start) as usize;
+                let bytes = run.slice(from..from + e.byte_length as usize);
+                self.cache
+                    .insert(&e.object_key, e.byte_start, bytes.clone());
+                out[k] = Some(bytes);
+            }
+            i = j;
         }
-        let end = e.byte_start + u64::from(e.byte_length);
-        let bytes = self
-            .store
-            .get_range(&e.object_key, e.byte_start..end)
-            .await?;
-        self.cache
-            .insert(&e.object_key, e.byte_start, bytes.clone());
-        Ok(bytes)
+        Ok(out.into_iter().flatten().collect())
     }
 
     fn partition(&self, key: &PartitionKey) -> Option<Arc<SharedPartition>> {
@@ -383,6 +426,8 @@ async fn flush(
         Err(e) => {
             warn!(object = %key, error = %e, "intake commit failed");
             *sequencer = None;
+            // The outcome may be unknown (the connection went during COMMIT): the record is
+            // made only if no index row points into the object by then.
             unrecorded_orphans.push((key, object_size, "commit failed".into()));
             for r in requests {
                 let _ = r
@@ -434,13 +479,15 @@ async fn commit_on(
     key: &str,
     appends: &[StagedAppend],
 ) -> Result<Vec<Result<Committed, SharedStorageError>>, SharedStorageError> {
-    if sequencer.as_ref().is_none_or(|c| c.is_closed()) {
-        *sequencer = Some(connect(&inner.pg_url).await?);
-    }
-    let Some(client) = sequencer.as_mut() else {
-        return Err(SharedStorageError::Sequencer("no connection".into()));
+    let commit = async {
+        if sequencer.as_ref().is_none_or(|c| c.is_closed()) {
+            *sequencer = Some(connect(&inner.pg_url).await?);
+        }
+        let Some(client) = sequencer.as_mut() else {
+            return Err(SharedStorageError::Sequencer("no connection".into()));
+        };
+        sequencer::commit(client, key, appends).await
     };
-    let commit = sequencer::commit(client, key, appends);
     match tokio::time::timeout(inner.config.request_timeout(), commit).await {
         Ok(r) => r,
         Err(_) => Err(SharedStorageError::Sequencer(format!(
@@ -460,7 +507,10 @@ async fn run_listener(inner: Weak<Inner>) {
         };
         let url = strong.pg_url.clone();
         drop(strong);
-        match listen(&url).await {
+        let connected = tokio::time::timeout(Duration::from_secs(10), listen(&url))
+            .await
+            .unwrap_or_else(|_| Err(SharedStorageError::Sequencer("LISTEN timed out".into())));
+        match connected {
             Ok((client, mut notes)) => {
                 backoff = Duration::from_millis(100);
                 if let Some(strong) = inner.upgrade() {

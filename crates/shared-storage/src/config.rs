@@ -120,6 +120,33 @@ impl ObjectStoreConfig {
         })
     }
 
+    /// From a broker's settings by name: None when `object.store.url` is not among them (the
+    /// broker keeps local logs); other `object.store.*` names are applied, anything else is
+    /// left to the broker. Credentials come from the environment.
+    pub fn from_settings<'a>(
+        settings: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> Result<Option<ObjectStoreConfig>, SharedStorageError> {
+        let Some((_, url)) = settings
+            .clone()
+            .into_iter()
+            .find(|(name, value)| *name == "object.store.url" && !value.is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut config = ObjectStoreConfig::from_url(url)?;
+        for (name, value) in settings {
+            if name.starts_with("object.store.")
+                && name != "object.store.url"
+                && !config.set(name, value)?
+            {
+                return Err(SharedStorageError::Config(format!(
+                    "unknown setting {name}"
+                )));
+            }
+        }
+        Ok(Some(config))
+    }
+
     /// Applies one `object.store.*` setting by its Kafka-style name; false if the name is not
     /// one of them.
     pub fn set(&mut self, name: &str, value: &str) -> Result<bool, SharedStorageError> {
@@ -213,6 +240,27 @@ mod tests {
         assert!(c.set("object.store.path.style", "yes").is_err());
         assert!(c.set("object.store.produce.max.bytes", "-1").is_err());
         assert!(!c.set("log.retention.ms", "1").expect("ok"));
+    }
+
+    #[test]
+    fn from_a_brokers_settings() {
+        let none = ObjectStoreConfig::from_settings([("num.partitions", "3")]).expect("ok");
+        assert!(none.is_none(), "no object.store.url: local logs");
+        let c = ObjectStoreConfig::from_settings([
+            ("object.store.endpoint", "http://127.0.0.1:9000"),
+            ("object.store.url", "s3://b/p"),
+            ("object.store.path.style", "true"),
+            ("num.partitions", "3"),
+        ])
+        .expect("ok")
+        .expect("configured");
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(c.path_style);
+        let typo = ObjectStoreConfig::from_settings([
+            ("object.store.url", "s3://b/p"),
+            ("object.store.regoin", "x"),
+        ]);
+        assert!(typo.is_err());
     }
 
     #[test]

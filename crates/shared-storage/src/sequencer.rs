@@ -168,13 +168,15 @@ async fn commit_one(
                 .query_opt(
                     "SELECT base_offset, last_offset FROM shared_storage_batches
                       WHERE topic_id = $1 AND partition = $2 AND producer_id = $3
-                        AND producer_epoch = $4 AND base_sequence = $5 AND producer_id >= 0",
+                        AND producer_epoch = $4 AND base_sequence = $5 AND last_sequence = $6
+                        AND producer_id >= 0",
                     &[
                         &append.topic_id,
                         &append.partition,
                         &b.producer_id,
                         &b.producer_epoch,
                         &b.base_sequence,
+                        &last_seq,
                     ],
                 )
                 .await?

@@ -643,3 +643,34 @@ fn first_measurement() {
         }
     });
 }
+
+#[test]
+fn pipelined_idempotent_appends_commit_in_request_order() {
+    let env = env();
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let p = broker
+            .open_partition(Uuid::new_v4(), 0, 0)
+            .await
+            .expect("open");
+        let producer = Producer { id: 31, epoch: 0 };
+        // Five requests in flight at once, as a Kafka producer's max.in.flight of 5 sends
+        // them: the intake must commit them in the order they were handed over.
+        for round in 0..4 {
+            let appends: Vec<_> = (0..5)
+                .map(|i| {
+                    let seq = round * 5 + i;
+                    p.append(batch(&[format!("p{seq}")], 1, Some((&producer, seq))))
+                })
+                .collect();
+            let done = futures_util::future::join_all(appends).await;
+            for (i, c) in done.into_iter().enumerate() {
+                let c = c.expect("in order, so in sequence");
+                assert_eq!(c.first_offset, i64::from(round * 5) + i as i64);
+            }
+        }
+        let values: Vec<String> = read_all(&p).await.into_iter().map(|r| r.1).collect();
+        let want: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+        assert_eq!(values, want);
+    });
+}

@@ -1,0 +1,326 @@
+//! The sequencer: one PostgreSQL transaction per intake object checks each partition's leader
+//! epoch, assigns offsets, checks idempotent producers' sequences and records where each
+//! batch lies. Nothing is acknowledged before that transaction commits.
+
+use proto_kafka::ResponseError;
+use tokio_postgres::{Client, Transaction};
+use uuid::Uuid;
+
+use crate::error::SharedStorageError;
+
+/// The NOTIFY channel a commit signals: payload `topic_id:partition:next_offset`.
+pub const NOTIFY_CHANNEL: &str = "strom_shared_storage";
+
+/// One batch of a partition's append, as it lies in the object.
+#[derive(Debug, Clone)]
+pub struct StagedBatch {
+    pub byte_start: u64,
+    pub byte_length: u32,
+    pub offset_count: i64,
+    pub max_timestamp_ms: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+/// One produce request's batches for one partition.
+#[derive(Debug, Clone)]
+pub struct StagedAppend {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub batches: Vec<StagedBatch>,
+}
+
+/// Where a committed batch lies (the index row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub object_key: String,
+    pub byte_start: u64,
+    pub byte_length: u32,
+    pub max_timestamp_ms: i64,
+    pub leader_epoch: i32,
+}
+
+/// What one append got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// Every batch was a retry of one already committed.
+    pub duplicate: bool,
+    /// The index rows this commit wrote (none for a duplicate).
+    pub entries: Vec<IndexEntry>,
+    pub high_watermark: i64,
+}
+
+/// The last sequence of a batch of `records_count` records from `base_sequence` (sequences
+/// wrap from i32::MAX to 0, as Kafka's do).
+fn last_sequence(base_sequence: i32, records_count: i32) -> i32 {
+    let last = i64::from(base_sequence) + i64::from(records_count.max(1)) - 1;
+    (last % (i64::from(i32::MAX) + 1)) as i32
+}
+
+fn next_sequence(last: i32) -> i32 {
+    if last == i32::MAX {
+        0
+    } else {
+        last + 1
+    }
+}
+
+/// Commits `appends` (all lying in `object_key`) in one transaction. The outer error means
+/// nothing committed (or the outcome is unknown: the connection went during COMMIT); an inner
+/// error refuses that append alone while the others commit.
+pub async fn commit(
+    client: &mut Client,
+    object_key: &str,
+    appends: &[StagedAppend],
+) -> Result<Vec<Result<Committed, SharedStorageError>>, SharedStorageError> {
+    let mut tx = client.transaction().await?;
+    // Rows are locked in one order so two brokers' commits never deadlock.
+    let mut order: Vec<usize> = (0..appends.len()).collect();
+    order.sort_by_key(|&i| (appends[i].topic_id, appends[i].partition));
+    let mut results: Vec<Option<Result<Committed, SharedStorageError>>> =
+        (0..appends.len()).map(|_| None).collect();
+    for i in order {
+        let append = &appends[i];
+        // A savepoint per append: one refused append leaves the others' rows in place.
+        let sp = tx.savepoint("append").await?;
+        match commit_one(&sp, object_key, append).await {
+            Ok(Ok(done)) => {
+                sp.commit().await?;
+                results[i] = Some(Ok(done));
+            }
+            Ok(Err(refused)) => {
+                sp.rollback().await?;
+                results[i] = Some(Err(SharedStorageError::Rejected(refused)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // One notification per partition, with its new high watermark.
+    let mut notify: std::collections::BTreeMap<(Uuid, i32), i64> = Default::default();
+    for (append, r) in appends.iter().zip(&results) {
+        if let Some(Ok(done)) = r {
+            if !done.duplicate {
+                let hw = notify
+                    .entry((append.topic_id, append.partition))
+                    .or_default();
+                *hw = (*hw).max(done.high_watermark);
+            }
+        }
+    }
+    for ((topic_id, partition), hw) in notify {
+        let payload = format!("{topic_id}:{partition}:{hw}");
+        tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(SharedStorageError::IntakeStopped)))
+        .collect())
+}
+
+/// Ok(Err(_)) refuses this append; Err(_) fails the whole transaction.
+async fn commit_one(
+    tx: &Transaction<'_>,
+    object_key: &str,
+    append: &StagedAppend,
+) -> Result<Result<Committed, ResponseError>, SharedStorageError> {
+    let row = tx
+        .query_opt(
+            "SELECT next_offset, leader_epoch FROM shared_storage_partitions
+              WHERE topic_id = $1 AND partition = $2 FOR UPDATE",
+            &[&append.topic_id, &append.partition],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Err(ResponseError::UnknownTopicOrPartition));
+    };
+    let mut next_offset: i64 = row.try_get(0)?;
+    let stored_epoch: i32 = row.try_get(1)?;
+    if stored_epoch > append.leader_epoch {
+        // Another broker has claimed a newer epoch: this one is no longer the leader.
+        return Ok(Err(ResponseError::NotLeaderOrFollower));
+    }
+    if stored_epoch < append.leader_epoch {
+        tx.execute(
+            "UPDATE shared_storage_partitions SET leader_epoch = $3
+              WHERE topic_id = $1 AND partition = $2",
+            &[&append.topic_id, &append.partition, &append.leader_epoch],
+        )
+        .await?;
+    }
+    let mut first: Option<(i64, i64)> = None;
+    let mut last_offset = -1;
+    let mut all_duplicates = true;
+    let mut entries = Vec::with_capacity(append.batches.len());
+    for b in &append.batches {
+        let idempotent = b.producer_id >= 0;
+        let last_seq = last_sequence(b.base_sequence, b.records_count);
+        if idempotent {
+            if let Some(dup) = tx
+                .query_opt(
+                    "SELECT base_offset, last_offset FROM shared_storage_batches
+                      WHERE topic_id = $1 AND partition = $2 AND producer_id = $3
+                        AND producer_epoch = $4 AND base_sequence = $5 AND last_sequence = $6
+                        AND producer_id >= 0",
+                    &[
+                        &append.topic_id,
+                        &append.partition,
+                        &b.producer_id,
+                        &b.producer_epoch,
+                        &b.base_sequence,
+                        &last_seq,
+                    ],
+                )
+                .await?
+            {
+                let (base, last): (i64, i64) = (dup.try_get(0)?, dup.try_get(1)?);
+                first.get_or_insert((base, last));
+                last_offset = last_offset.max(last);
+                continue;
+            }
+            let state = tx
+                .query_opt(
+                    "SELECT producer_epoch, last_sequence FROM shared_storage_producers
+                      WHERE topic_id = $1 AND partition = $2 AND producer_id = $3 FOR UPDATE",
+                    &[&append.topic_id, &append.partition, &b.producer_id],
+                )
+                .await?;
+            if let Some(state) = state {
+                let (epoch, stored_last): (i16, i32) = (state.try_get(0)?, state.try_get(1)?);
+                if b.producer_epoch < epoch {
+                    return Ok(Err(ResponseError::InvalidProducerEpoch));
+                }
+                let expected = if b.producer_epoch == epoch {
+                    next_sequence(stored_last)
+                } else {
+                    0
+                };
+                if b.base_sequence != expected {
+                    return Ok(Err(ResponseError::OutOfOrderSequenceNumber));
+                }
+            }
+            tx.execute(
+                "INSERT INTO shared_storage_producers
+                     (topic_id, partition, producer_id, producer_epoch, last_sequence)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (topic_id, partition, producer_id) DO UPDATE
+                     SET producer_epoch = EXCLUDED.producer_epoch,
+                         last_sequence = EXCLUDED.last_sequence",
+                &[
+                    &append.topic_id,
+                    &append.partition,
+                    &b.producer_id,
+                    &b.producer_epoch,
+                    &last_seq,
+                ],
+            )
+            .await?;
+        }
+        all_duplicates = false;
+        let base = next_offset;
+        let last = base + b.offset_count.max(1) - 1;
+        let byte_start = i64::try_from(b.byte_start)
+            .map_err(|_| SharedStorageError::Corrupt("object offset beyond i64".into()))?;
+        let byte_length = i32::try_from(b.byte_length)
+            .map_err(|_| SharedStorageError::Corrupt("batch beyond i32 bytes".into()))?;
+        tx.execute(
+            "INSERT INTO shared_storage_batches
+                 (topic_id, partition, base_offset, last_offset, object_key, byte_start,
+                  byte_length, max_timestamp_ms, leader_epoch, producer_id, producer_epoch,
+                  base_sequence, last_sequence)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            &[
+                &append.topic_id,
+                &append.partition,
+                &base,
+                &last,
+                &object_key,
+                &byte_start,
+                &byte_length,
+                &b.max_timestamp_ms,
+                &append.leader_epoch,
+                &b.producer_id,
+                &b.producer_epoch,
+                &b.base_sequence,
+                &last_seq,
+            ],
+        )
+        .await?;
+        entries.push(IndexEntry {
+            base_offset: base,
+            last_offset: last,
+            object_key: object_key.to_string(),
+            byte_start: b.byte_start,
+            byte_length: b.byte_length,
+            max_timestamp_ms: b.max_timestamp_ms,
+            leader_epoch: append.leader_epoch,
+        });
+        first.get_or_insert((base, last));
+        last_offset = last_offset.max(last);
+        next_offset = last + 1;
+    }
+    if !entries.is_empty() {
+        tx.execute(
+            "UPDATE shared_storage_partitions SET next_offset = $3
+              WHERE topic_id = $1 AND partition = $2",
+            &[&append.topic_id, &append.partition, &next_offset],
+        )
+        .await?;
+    }
+    let Some((first_offset, _)) = first else {
+        return Ok(Err(ResponseError::CorruptMessage));
+    };
+    Ok(Ok(Committed {
+        first_offset,
+        last_offset,
+        duplicate: all_duplicates,
+        entries,
+        high_watermark: next_offset,
+    }))
+}
+
+/// Records an object no index row points into, for the collector (a commit whose outcome was
+/// unknown may have landed after all: then it is not recorded). Best effort: when
+/// PostgreSQL is the reason the commit failed this fails too, and the intake keeps the key
+/// to record later.
+pub async fn record_orphan(
+    client: &Client,
+    object_key: &str,
+    size_bytes: u64,
+    reason: &str,
+) -> Result<(), SharedStorageError> {
+    let size = i64::try_from(size_bytes).unwrap_or(i64::MAX);
+    client
+        .execute(
+            "INSERT INTO shared_storage_orphan_objects (object_key, size_bytes, reason)
+             SELECT $1, $2, $3
+              WHERE NOT EXISTS (SELECT 1 FROM shared_storage_batches WHERE object_key = $1)
+             ON CONFLICT (object_key) DO NOTHING",
+            &[&object_key, &size, &reason],
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_wrap_like_kafka() {
+        assert_eq!(last_sequence(0, 1), 0);
+        assert_eq!(last_sequence(5, 10), 14);
+        assert_eq!(last_sequence(i32::MAX, 1), i32::MAX);
+        assert_eq!(last_sequence(i32::MAX, 2), 0);
+        assert_eq!(next_sequence(i32::MAX), 0);
+        assert_eq!(next_sequence(7), 8);
+    }
+}

@@ -1,0 +1,597 @@
+//! The broker-wide part: the intake that gathers every led partition's batches into one
+//! object per `linger`, the sequencer's connection, the listener that follows other brokers'
+//! commits, and the cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::cache::RangeCache;
+use crate::config::ObjectStoreConfig;
+use crate::error::SharedStorageError;
+use crate::partition::SharedPartition;
+use crate::sequencer::{self, Committed, IndexEntry, StagedAppend, StagedBatch, NOTIFY_CHANNEL};
+use crate::store::Store;
+
+/// Produce requests waiting for the intake; beyond this a producer waits to hand its batches
+/// over (back-pressure rather than unbounded memory).
+const INTAKE_QUEUE: usize = 1024;
+
+pub(crate) struct IntakeRequest {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub records: Bytes,
+    pub batches: Vec<StagedBatch>,
+    pub reply: oneshot::Sender<Result<Committed, SharedStorageError>>,
+}
+
+type PartitionKey = (Uuid, i32);
+
+pub(crate) struct Inner {
+    pub config: ObjectStoreConfig,
+    pub store: Store,
+    pub node_id: i32,
+    pg_url: String,
+    /// Index reads and partition opening; reconnected after a failure.
+    reader: tokio::sync::Mutex<Option<Client>>,
+    pub intake: mpsc::Sender<IntakeRequest>,
+    partitions: Mutex<HashMap<PartitionKey, Weak<SharedPartition>>>,
+    pub cache: RangeCache,
+}
+
+/// The shared storage of one broker. Dropping it stops its intake and listener.
+pub struct SharedStorage {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for SharedStorage {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn connect(url: &str) -> Result<Client, SharedStorageError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "shared-storage PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl SharedStorage {
+    /// Connects to PostgreSQL (`pg_url`, never logged), migrates the tables and starts the
+    /// intake and the listener on the current runtime.
+    pub async fn start(
+        pg_url: &str,
+        config: ObjectStoreConfig,
+        node_id: i32,
+    ) -> Result<SharedStorage, SharedStorageError> {
+        let store = Store::new(&config)?;
+        let mut client = connect(pg_url).await?;
+        crate::schema::migrate(&mut client).await?;
+        let (intake, rx) = mpsc::channel(INTAKE_QUEUE);
+        let inner = Arc::new(Inner {
+            cache: RangeCache::new(config.cache_max_bytes),
+            config,
+            store,
+            node_id,
+            pg_url: pg_url.to_string(),
+            reader: tokio::sync::Mutex::new(Some(client)),
+            intake,
+            partitions: Mutex::new(HashMap::new()),
+        });
+        let intake_task = tokio::spawn(run_intake(Arc::downgrade(&inner), rx));
+        let listener_task = tokio::spawn(run_listener(Arc::downgrade(&inner)));
+        info!(
+            node_id,
+            bucket = %inner.config.bucket,
+            prefix = %inner.config.prefix,
+            "shared storage started"
+        );
+        Ok(SharedStorage {
+            inner,
+            tasks: vec![intake_task, listener_task],
+        })
+    }
+
+    /// Opens (creating its row on first use) a partition this broker leads or serves, claiming
+    /// `leader_epoch` (an older claim is kept), and loads its index.
+    pub async fn open_partition(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+    ) -> Result<Arc<SharedPartition>, SharedStorageError> {
+        let log_start: i64 = self
+            .inner
+            .with_reader(|c| {
+                Box::pin(async move {
+                    let row = c
+                        .query_one(
+                            "INSERT INTO shared_storage_partitions
+                                 (topic_id, partition, next_offset, log_start_offset, leader_epoch)
+                             VALUES ($1, $2, 0, 0, $3)
+                             ON CONFLICT (topic_id, partition) DO UPDATE
+                                 SET leader_epoch = GREATEST(shared_storage_partitions.leader_epoch,
+                                                             EXCLUDED.leader_epoch)
+                             RETURNING log_start_offset",
+                            &[&topic_id, &partition, &leader_epoch],
+                        )
+                        .await?;
+                    Ok(row.try_get(0)?)
+                })
+            })
+            .await?;
+        let p = Arc::new(SharedPartition::new(
+            Arc::clone(&self.inner),
+            topic_id,
+            partition,
+            leader_epoch,
+            log_start,
+        ));
+        p.catch_up().await?;
+        self.inner
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic_id, partition), Arc::downgrade(&p));
+        Ok(p)
+    }
+
+    /// Objects recorded for garbage collection (their commit failed).
+    pub async fn orphan_objects(&self) -> Result<Vec<String>, SharedStorageError> {
+        self.inner
+            .with_reader(|c| {
+                Box::pin(async move {
+                    let rows = c
+                        .query(
+                            "SELECT object_key FROM shared_storage_orphan_objects ORDER BY object_key",
+                            &[],
+                        )
+                        .await?;
+                    rows.iter()
+                        .map(|r| r.try_get(0).map_err(Into::into))
+                        .collect()
+                })
+            })
+            .await
+    }
+
+    pub fn cache_size_bytes(&self) -> usize {
+        self.inner.cache.size_bytes()
+    }
+}
+
+type ReaderFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, SharedStorageError>> + Send + 'a>>;
+
+impl Inner {
+    /// Runs `f` on the reader connection, connecting first if it is gone; a failure drops the
+    /// connection so the next call reconnects.
+    async fn with_reader<T>(
+        &self,
+        f: impl for<'c> FnOnce(&'c Client) -> ReaderFuture<'c, T>,
+    ) -> Result<T, SharedStorageError> {
+        let timeout = self.config.request_timeout();
+        let mut guard = self.reader.lock().await;
+        let timed_out =
+            || SharedStorageError::Sequencer(format!("no answer in {} ms", timeout.as_millis()));
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            let client = tokio::time::timeout(timeout, connect(&self.pg_url))
+                .await
+                .map_err(|_| timed_out())??;
+            *guard = Some(client);
+        }
+        let Some(client) = guard.as_ref() else {
+            return Err(SharedStorageError::Sequencer("no connection".into()));
+        };
+        // A server that stopped answering (not closed) must not hold this lock forever.
+        let result = match tokio::time::timeout(timeout, f(client)).await {
+            Ok(r) => r,
+            Err(_) => {
+                *guard = None;
+                return Err(timed_out());
+            }
+        };
+        if result.is_err() && client.is_closed() {
+            *guard = None;
+        }
+        result
+    }
+
+    pub(crate) async fn read_index(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        from_offset: i64,
+    ) -> Result<(Vec<IndexEntry>, i64), SharedStorageError> {
+        self.with_reader(|c| {
+            Box::pin(async move {
+                let start: i64 = c
+                    .query_one(
+                        "SELECT log_start_offset FROM shared_storage_partitions
+                          WHERE topic_id = $1 AND partition = $2",
+                        &[&topic_id, &partition],
+                    )
+                    .await?
+                    .try_get(0)?;
+                let rows = c
+                    .query(
+                        "SELECT base_offset, last_offset, object_key, byte_start, byte_length,
+                                max_timestamp_ms, leader_epoch
+                           FROM shared_storage_batches
+                          WHERE topic_id = $1 AND partition = $2 AND last_offset >= $3
+                          ORDER BY base_offset",
+                        &[&topic_id, &partition, &from_offset.max(start)],
+                    )
+                    .await?;
+                let mut entries = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let byte_start: i64 = r.try_get(3)?;
+                    let byte_length: i32 = r.try_get(4)?;
+                    entries.push(IndexEntry {
+                        base_offset: r.try_get(0)?,
+                        last_offset: r.try_get(1)?,
+                        object_key: r.try_get(2)?,
+                        byte_start: u64::try_from(byte_start).map_err(|_| {
+                            SharedStorageError::Corrupt("negative byte_start".into())
+                        })?,
+                        byte_length: u32::try_from(byte_length).map_err(|_| {
+                            SharedStorageError::Corrupt("negative byte_length".into())
+                        })?,
+                        max_timestamp_ms: r.try_get(5)?,
+                        leader_epoch: r.try_get(6)?,
+                    });
+                }
+                Ok((entries, start))
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn advance_log_start(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, SharedStorageError> {
+        self.with_reader(|c| {
+            Box::pin(async move {
+                let row = c
+                    .query_one(
+                        "UPDATE shared_storage_partitions
+                            SET log_start_offset = GREATEST(log_start_offset, LEAST($3, next_offset))
+                          WHERE topic_id = $1 AND partition = $2
+                          RETURNING log_start_offset",
+                        &[&topic_id, &partition, &offset],
+                    )
+                    .await?;
+                Ok(row.try_get(0)?)
+            })
+        })
+        .await
+    }
+
+    /// The stored bytes of `entries`, in order: cached ranges from the cache, and each run
+    /// of uncached batches lying back to back in one object with one range GET (a fetch from
+    /// a broker that did not write them reads whole runs of an intake object).
+    pub(crate) async fn batches_bytes(
+        &self,
+        entries: &[IndexEntry],
+    ) -> Result<Vec<Bytes>, SharedStorageError> {
+        let mut out: Vec<Option<Bytes>> = entries
+            .iter()
+            .map(|e| self.cache.get(&e.object_key, e.byte_start, e.byte_length))
+            .collect();
+        let mut i = 0;
+        while i < entries.len() {
+            if out[i].is_some() {
+                i += 1;
+                continue;
+            }
+            let first = &entries[i];
+            let mut end = first.byte_start + u64::from(first.byte_length);
+            let mut j = i + 1;
+            while j < entries.len()
+                && out[j].is_none()
+                && entries[j].object_key == first.object_key
+                && entries[j].byte_start == end
+            {
+                end += u64::from(entries[j].byte_length);
+                j += 1;
+            }
+            let run = self
+                .store
+                .get_range(&first.object_key, first.byte_start..end)
+                .await?;
+            for k in i..j {
+                let e = &entries[k];
+                let from = (e.byte_start - first.byte_start) as usize;
+                let bytes = run.slice(from..from + e.byte_length as usize);
+                self.cache
+                    .insert(&e.object_key, e.byte_start, bytes.clone());
+                out[k] = Some(bytes);
+            }
+            i = j;
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    fn partition(&self, key: &PartitionKey) -> Option<Arc<SharedPartition>> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .and_then(Weak::upgrade)
+    }
+
+    fn all_partitions(&self) -> Vec<Arc<SharedPartition>> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Gathers requests for up to `linger` or `max.bytes`, then PUTs and commits them as one
+/// object. One object is in flight at a time: a partition's commits stay in request order,
+/// which idempotent producers with several requests in flight rely on, and the requests that
+/// arrive meanwhile form the next object (group commit).
+async fn run_intake(inner: Weak<Inner>, mut rx: mpsc::Receiver<IntakeRequest>) {
+    let mut sequencer: Option<Client> = None;
+    // Objects PUT whose commit failed while PostgreSQL was away, recorded once it is back.
+    let mut unrecorded_orphans: Vec<(String, u64, String)> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut size = first.records.len();
+        let mut requests = vec![first];
+        let deadline = tokio::time::Instant::now() + inner.config.linger();
+        while size < inner.config.produce_max_bytes {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => {
+                    size += r.records.len();
+                    requests.push(r);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        flush(&inner, &mut sequencer, &mut unrecorded_orphans, requests).await;
+    }
+}
+
+async fn flush(
+    inner: &Arc<Inner>,
+    sequencer: &mut Option<Client>,
+    unrecorded_orphans: &mut Vec<(String, u64, String)>,
+    requests: Vec<IntakeRequest>,
+) {
+    let key = inner.config.intake_key(inner.node_id, now_ms());
+    let mut object = BytesMut::with_capacity(requests.iter().map(|r| r.records.len()).sum());
+    let mut appends = Vec::with_capacity(requests.len());
+    for r in &requests {
+        let base = object.len() as u64;
+        object.extend_from_slice(&r.records);
+        appends.push(StagedAppend {
+            topic_id: r.topic_id,
+            partition: r.partition,
+            leader_epoch: r.leader_epoch,
+            batches: r
+                .batches
+                .iter()
+                .map(|b| StagedBatch {
+                    byte_start: base + b.byte_start,
+                    ..b.clone()
+                })
+                .collect(),
+        });
+    }
+    let object = object.freeze();
+    let object_size = object.len() as u64;
+    if let Err(e) = inner.store.put(&key, object.clone()).await {
+        warn!(object = %key, error = %e, "intake PUT failed");
+        for r in requests {
+            let _ = r
+                .reply
+                .send(Err(SharedStorageError::ObjectStore(e.to_string())));
+        }
+        return;
+    }
+    let outcome = match commit_on(inner, sequencer, &key, &appends).await {
+        Ok(results) => results,
+        Err(e) => {
+            warn!(object = %key, error = %e, "intake commit failed");
+            *sequencer = None;
+            // The outcome may be unknown (the connection went during COMMIT): the record is
+            // made only if no index row points into the object by then.
+            unrecorded_orphans.push((key, object_size, "commit failed".into()));
+            for r in requests {
+                let _ = r
+                    .reply
+                    .send(Err(SharedStorageError::Sequencer(e.to_string())));
+            }
+            return;
+        }
+    };
+    if !outcome
+        .iter()
+        .any(|r| matches!(r, Ok(c) if !c.entries.is_empty()))
+    {
+        unrecorded_orphans.push((key.clone(), object_size, "every append refused".into()));
+    }
+    if let Some(client) = sequencer.as_ref() {
+        while let Some((k, size, reason)) = unrecorded_orphans.last() {
+            if let Err(e) = sequencer::record_orphan(client, k, *size, reason).await {
+                warn!(object = %k, error = %e, "could not record an orphaned object yet");
+                break;
+            }
+            info!(object = %k, reason = %reason, "orphaned object recorded for collection");
+            unrecorded_orphans.pop();
+        }
+    }
+    for (r, result) in requests.into_iter().zip(outcome) {
+        if let Ok(done) = &result {
+            for e in &done.entries {
+                let start = e.byte_start as usize;
+                let end = start + e.byte_length as usize;
+                // The leader serves what it just wrote from memory, sharing the object's bytes.
+                if end <= object.len() {
+                    inner
+                        .cache
+                        .insert(&key, e.byte_start, object.slice(start..end));
+                }
+            }
+            if let Some(p) = inner.partition(&(r.topic_id, r.partition)) {
+                p.apply_committed(&done.entries);
+            }
+        }
+        let _ = r.reply.send(result);
+    }
+}
+
+async fn commit_on(
+    inner: &Inner,
+    sequencer: &mut Option<Client>,
+    key: &str,
+    appends: &[StagedAppend],
+) -> Result<Vec<Result<Committed, SharedStorageError>>, SharedStorageError> {
+    let commit = async {
+        if sequencer.as_ref().is_none_or(|c| c.is_closed()) {
+            *sequencer = Some(connect(&inner.pg_url).await?);
+        }
+        let Some(client) = sequencer.as_mut() else {
+            return Err(SharedStorageError::Sequencer("no connection".into()));
+        };
+        sequencer::commit(client, key, appends).await
+    };
+    match tokio::time::timeout(inner.config.request_timeout(), commit).await {
+        Ok(r) => r,
+        Err(_) => Err(SharedStorageError::Sequencer(format!(
+            "commit: no answer in {} ms",
+            inner.config.request_timeout_ms
+        ))),
+    }
+}
+
+/// Follows every broker's commits: LISTEN, and a catch-up read of every open partition after
+/// each (re)connection, so a notification missed while disconnected is made up for.
+async fn run_listener(inner: Weak<Inner>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let url = strong.pg_url.clone();
+        drop(strong);
+        let connected = tokio::time::timeout(Duration::from_secs(10), listen(&url))
+            .await
+            .unwrap_or_else(|_| Err(SharedStorageError::Sequencer("LISTEN timed out".into())));
+        match connected {
+            Ok((client, mut notes)) => {
+                backoff = Duration::from_millis(100);
+                if let Some(strong) = inner.upgrade() {
+                    for p in strong.all_partitions() {
+                        if let Err(e) = p.catch_up().await {
+                            warn!(error = %e, "catch-up after (re)connecting failed");
+                        }
+                    }
+                }
+                while let Some(payload) = notes.recv().await {
+                    let Some(strong) = inner.upgrade() else {
+                        return;
+                    };
+                    let Some((key, hw)) = parse_payload(&payload) else {
+                        continue;
+                    };
+                    if let Some(p) = strong.partition(&key) {
+                        if p.high_watermark() < hw {
+                            if let Err(e) = p.catch_up().await {
+                                warn!(error = %e, "catch-up on a notification failed");
+                            }
+                        }
+                    }
+                }
+                drop(client);
+                warn!("shared-storage listener lost PostgreSQL; reconnecting");
+            }
+            Err(e) => {
+                debug!(error = %e, "shared-storage listener cannot connect yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn listen(
+    url: &str,
+) -> Result<(Client, mpsc::UnboundedReceiver<String>), SharedStorageError> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "listener connection ended");
+                    return;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+        .await?;
+    Ok((client, rx))
+}
+
+fn parse_payload(payload: &str) -> Option<(PartitionKey, i64)> {
+    let mut parts = payload.split(':');
+    let topic_id = Uuid::parse_str(parts.next()?).ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    let hw = parts.next()?.parse().ok()?;
+    Some(((topic_id, partition), hw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_parse_and_junk_is_ignored() {
+        let id = Uuid::new_v4();
+        assert_eq!(parse_payload(&format!("{id}:3:42")), Some(((id, 3), 42)));
+        assert_eq!(parse_payload("nope"), None);
+        assert_eq!(parse_payload(&format!("{id}:x:1")), None);
+    }
+}

@@ -1,0 +1,676 @@
+//! Against a real PostgreSQL (Debian's binaries, `TestPostgres`) and a real S3-compatible
+//! server (`s3s-fs` on loopback, `TestS3`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use proto_kafka::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use proto_kafka::ResponseError;
+use strom_metadata_postgres::testing::TestPostgres;
+use uuid::Uuid;
+
+use crate::testing::TestS3;
+use crate::{ObjectStoreConfig, SharedPartition, SharedStorage, SharedStorageError};
+
+struct Producer {
+    id: i64,
+    epoch: i16,
+}
+
+fn batch(values: &[String], timestamp_ms: i64, producer: Option<(&Producer, i32)>) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon_ms: None,
+            partition_leader_epoch: -1,
+            producer_id: producer.map(|p| p.0.id).unwrap_or(-1),
+            producer_epoch: producer.map(|p| p.0.epoch).unwrap_or(-1),
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: producer.map(|p| p.1 + i as i32).unwrap_or(-1),
+            timestamp: timestamp_ms,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+fn one(value: &str) -> Bytes {
+    batch(&[value.to_string()], 1_000, None)
+}
+
+/// (offset, value) of every record in fetched bytes.
+fn decode(mut records: Bytes) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    while !records.is_empty() {
+        let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]) as usize;
+        let mut one = records.split_to(12 + len);
+        let set = RecordBatchDecoder::decode(&mut one).expect("decode");
+        for r in set.records {
+            let v = r.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+            out.push((r.offset, v.unwrap_or_default()));
+        }
+    }
+    out
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+struct Env {
+    pg: Arc<TestPostgres>,
+    db_url: String,
+    s3: TestS3,
+}
+
+fn env_with(pg: Arc<TestPostgres>) -> Env {
+    let db = pg.create_database();
+    Env {
+        db_url: pg.url(&db),
+        pg,
+        s3: TestS3::start(),
+    }
+}
+
+fn env() -> Env {
+    env_with(TestPostgres::shared())
+}
+
+impl Env {
+    fn config(&self) -> ObjectStoreConfig {
+        let mut c = self.s3.config("cluster");
+        c.produce_linger_ms = 2;
+        c.request_timeout_ms = 2_000;
+        c
+    }
+
+    async fn broker(&self, node_id: i32) -> SharedStorage {
+        SharedStorage::start(&self.db_url, self.config(), node_id)
+            .await
+            .expect("start shared storage")
+    }
+}
+
+async fn read_all(p: &SharedPartition) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut offset = p.log_start_offset();
+    while offset < p.high_watermark() {
+        let r = p.read(offset, 1 << 20, true).await.expect("read");
+        let got = decode(r.records);
+        let Some(last) = got.last() else { break };
+        offset = last.0 + 1;
+        out.extend(got);
+    }
+    out
+}
+
+async fn wait_for_hw(p: &SharedPartition, hw: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.high_watermark() < hw {
+        let wait = p.wait_for_data();
+        if p.high_watermark() >= hw {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "high watermark stuck at {}",
+            p.high_watermark()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), wait).await;
+    }
+}
+
+fn rejected(e: &SharedStorageError) -> Option<ResponseError> {
+    match e {
+        SharedStorageError::Rejected(code) => Some(*code),
+        _ => None,
+    }
+}
+
+#[test]
+fn produce_then_fetch_round_trip_with_offsets_patched() {
+    let env = env();
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let p = broker
+            .open_partition(Uuid::new_v4(), 0, 0)
+            .await
+            .expect("open");
+        let first = p
+            .append(batch(&["a".into(), "b".into(), "c".into()], 5, None))
+            .await
+            .expect("append");
+        assert_eq!(
+            (first.first_offset, first.last_offset, first.duplicate),
+            (0, 2, false)
+        );
+        let second = p.append(one("d")).await.expect("append");
+        assert_eq!((second.first_offset, second.last_offset), (3, 3));
+        assert_eq!(p.high_watermark(), 4);
+        let got = read_all(&p).await;
+        let want: Vec<(i64, String)> = ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as i64, v.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        // From the middle of a batch: the whole batch comes back (as Kafka's fetch does).
+        let mid = p.read(1, 1 << 20, true).await.expect("read");
+        assert_eq!(decode(mid.records).first().map(|r| r.0), Some(0));
+        // At the end: nothing; beyond it: out of range.
+        assert!(p
+            .read(4, 1 << 20, true)
+            .await
+            .expect("read")
+            .records
+            .is_empty());
+        let beyond = p.read(5, 1 << 20, true).await.expect_err("beyond the end");
+        assert_eq!(rejected(&beyond), Some(ResponseError::OffsetOutOfRange));
+        // A corrupt batch is refused before anything is written.
+        let mut bad = BytesMut::from(&one("x")[..]);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let e = p.append(bad.freeze()).await.expect_err("bad CRC");
+        assert_eq!(rejected(&e), Some(ResponseError::CorruptMessage));
+        assert_eq!(p.high_watermark(), 4);
+        // A new broker instance reads it all back from PostgreSQL and the object store.
+        drop(p);
+        drop(broker);
+        let again = env.broker(2).await;
+        let p = again
+            .open_partition(first_topic(&env).await, 0, 0)
+            .await
+            .expect("reopen");
+        assert_eq!(read_all(&p).await, want);
+    });
+}
+
+/// The only topic id the round-trip test wrote.
+async fn first_topic(env: &Env) -> Uuid {
+    let (client, conn) = tokio_postgres::connect(&env.db_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+        .query_one("SELECT topic_id FROM shared_storage_partitions", &[])
+        .await
+        .expect("one partition")
+        .get(0)
+}
+
+#[test]
+fn two_brokers_get_dense_ordered_offsets_and_see_each_other() {
+    let env = env();
+    runtime().block_on(async {
+        let a = env.broker(1).await;
+        let b = env.broker(2).await;
+        let topic = Uuid::new_v4();
+        let pa = a.open_partition(topic, 0, 3).await.expect("open a");
+        let pb = b.open_partition(topic, 0, 3).await.expect("open b");
+        let n = 40;
+        let run = |p: Arc<SharedPartition>, tag: &'static str| async move {
+            let mut got = Vec::new();
+            for i in 0..n {
+                let c = p.append(one(&format!("{tag}{i}"))).await.expect("append");
+                got.push(c.first_offset);
+            }
+            got
+        };
+        let (oa, ob) = tokio::join!(run(pa.clone(), "a"), run(pb.clone(), "b"));
+        // Each broker's own appends are in order.
+        assert!(oa.windows(2).all(|w| w[0] < w[1]));
+        assert!(ob.windows(2).all(|w| w[0] < w[1]));
+        let mut all: Vec<i64> = oa.iter().chain(&ob).copied().collect();
+        all.sort();
+        assert_eq!(
+            all,
+            (0..2 * n as i64).collect::<Vec<_>>(),
+            "dense, none shared"
+        );
+        // Each broker learns the other's commits by NOTIFY and serves all of them.
+        wait_for_hw(&pa, 2 * n as i64).await;
+        wait_for_hw(&pb, 2 * n as i64).await;
+        let from_a = read_all(&pa).await;
+        let from_b = read_all(&pb).await;
+        assert_eq!(from_a, from_b);
+        assert_eq!(from_a.len(), 2 * n);
+        for (offset, value) in &from_a {
+            let mine = if value.starts_with('a') { &oa } else { &ob };
+            let i: usize = value[1..].parse().expect("index");
+            assert_eq!(
+                mine[i], *offset,
+                "{value} read back at the offset it was acknowledged with"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_long_poll_wakes_on_another_brokers_commit() {
+    let env = env();
+    runtime().block_on(async {
+        let a = env.broker(1).await;
+        let b = env.broker(2).await;
+        let topic = Uuid::new_v4();
+        let pa = a.open_partition(topic, 0, 0).await.expect("open a");
+        let pb = b.open_partition(topic, 0, 0).await.expect("open b");
+        let waiting = pb.wait_for_data();
+        let started = Instant::now();
+        pa.append(one("hello")).await.expect("append");
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the NOTIFY");
+        let woke_after = started.elapsed();
+        assert_eq!(pb.high_watermark(), 1);
+        assert_eq!(read_all(&pb).await, vec![(0, "hello".to_string())]);
+        eprintln!("follower woke {woke_after:?} after the append started");
+    });
+}
+
+#[test]
+fn a_fenced_leaders_commit_fails_and_its_object_is_recorded_for_collection() {
+    let env = env();
+    runtime().block_on(async {
+        let old = env.broker(1).await;
+        let new = env.broker(2).await;
+        let topic = Uuid::new_v4();
+        let p_old = old.open_partition(topic, 0, 1).await.expect("open old");
+        p_old
+            .append(one("before"))
+            .await
+            .expect("the leader of epoch 1 appends");
+        let p_new = new.open_partition(topic, 0, 2).await.expect("open new");
+        let e = p_old.append(one("stale")).await.expect_err("fenced");
+        assert_eq!(rejected(&e), Some(ResponseError::NotLeaderOrFollower));
+        assert!(e.is_retriable());
+        let c = p_new
+            .append(one("after"))
+            .await
+            .expect("new leader appends");
+        assert_eq!(c.first_offset, 1, "the fenced append took no offset");
+        let orphans = old.orphan_objects().await.expect("orphans");
+        assert_eq!(orphans.len(), 1, "{orphans:?}");
+        assert!(orphans[0].starts_with("cluster/intake/"));
+        assert!(
+            orphans[0].contains("-1-"),
+            "written by node 1: {}",
+            orphans[0]
+        );
+        assert!(
+            env.s3.bucket_dir().join(&orphans[0]).is_file(),
+            "the object exists until collected"
+        );
+        wait_for_hw(&p_old, 2).await;
+        let values: Vec<String> = read_all(&p_old).await.into_iter().map(|r| r.1).collect();
+        assert_eq!(values, ["before", "after"]);
+    });
+}
+
+#[test]
+fn an_idempotent_retry_gets_its_first_offsets_and_sequence_gaps_are_refused() {
+    let env = env();
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let p = broker
+            .open_partition(Uuid::new_v4(), 0, 0)
+            .await
+            .expect("open");
+        let producer = Producer { id: 4000, epoch: 0 };
+        let other = Producer { id: 4001, epoch: 0 };
+        let b0 = batch(&["x0".into(), "x1".into()], 1, Some((&producer, 0)));
+        let first = p.append(b0.clone()).await.expect("append");
+        p.append(batch(&["y".into()], 1, Some((&other, 0))))
+            .await
+            .expect("other producer");
+        let retry = p.append(b0).await.expect("retry");
+        assert!(retry.duplicate);
+        assert_eq!(
+            (retry.first_offset, retry.last_offset),
+            (first.first_offset, first.last_offset)
+        );
+        let next = p
+            .append(batch(&["x2".into()], 1, Some((&producer, 2))))
+            .await
+            .expect("in sequence");
+        assert_eq!(next.first_offset, 3);
+        let gap = p
+            .append(batch(&["x9".into()], 1, Some((&producer, 9))))
+            .await
+            .expect_err("gap");
+        assert_eq!(
+            rejected(&gap),
+            Some(ResponseError::OutOfOrderSequenceNumber)
+        );
+        p.append(batch(&["old".into()], 1, Some((&producer, 3))))
+            .await
+            .expect("the refused gap took nothing: 3 is still next");
+        let bumped = Producer { id: 4000, epoch: 1 };
+        p.append(batch(&["new".into()], 1, Some((&bumped, 0))))
+            .await
+            .expect("a new epoch starts at 0");
+        let old_epoch = p
+            .append(batch(&["late".into()], 1, Some((&producer, 5))))
+            .await
+            .expect_err("old epoch");
+        assert_eq!(
+            rejected(&old_epoch),
+            Some(ResponseError::InvalidProducerEpoch)
+        );
+        let values: Vec<String> = read_all(&p).await.into_iter().map(|r| r.1).collect();
+        assert_eq!(values, ["x0", "x1", "y", "x2", "old", "new"]);
+    });
+}
+
+#[test]
+fn list_offsets_by_timestamp_and_delete_records() {
+    let env = env();
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let p = broker
+            .open_partition(Uuid::new_v4(), 0, 0)
+            .await
+            .expect("open");
+        for (i, ts) in [100, 300, 200].iter().enumerate() {
+            p.append(batch(&[format!("v{i}")], *ts, None))
+                .await
+                .expect("append");
+        }
+        assert_eq!(p.offset_for_timestamp(150), Some((1, 300)));
+        assert_eq!(p.offset_for_timestamp(0), Some((0, 100)));
+        assert_eq!(p.offset_for_timestamp(301), None);
+        assert_eq!(p.max_timestamp_and_offset(), Some((1, 300)));
+        assert_eq!(p.delete_records_before(2).await.expect("delete"), 2);
+        assert_eq!(p.log_start_offset(), 2);
+        let e = p
+            .read(1, 1 << 20, true)
+            .await
+            .expect_err("below the log start");
+        assert_eq!(rejected(&e), Some(ResponseError::OffsetOutOfRange));
+        assert_eq!(read_all(&p).await, vec![(2, "v2".to_string())]);
+        assert_eq!(p.offset_for_timestamp(0), Some((2, 200)));
+    });
+}
+
+/// Appends `value` until it is acknowledged, as a Kafka client retries retriable errors;
+/// returns the errors seen on the way.
+async fn append_until_acked(
+    p: &SharedPartition,
+    records: Bytes,
+    give_up: Duration,
+) -> (i64, Vec<ResponseError>) {
+    let deadline = Instant::now() + give_up;
+    let mut errors = Vec::new();
+    loop {
+        match p.append(records.clone()).await {
+            Ok(c) => return (c.first_offset, errors),
+            Err(e) => {
+                assert!(e.is_retriable(), "not retriable: {e}");
+                errors.push(e.response_error());
+                assert!(
+                    Instant::now() < deadline,
+                    "still failing after {give_up:?}: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[test]
+fn an_object_store_outage_gives_retriable_errors_and_service_resumes() {
+    let env = env();
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let topic = Uuid::new_v4();
+        let p = broker.open_partition(topic, 0, 0).await.expect("open");
+        let producer = Producer { id: 77, epoch: 0 };
+        let mut acked = Vec::new();
+        for i in 0..5 {
+            let c = p
+                .append(batch(&[format!("m{i}")], 1, Some((&producer, i))))
+                .await
+                .expect("append");
+            acked.push((c.first_offset, format!("m{i}")));
+        }
+        env.s3.stop();
+        let down = Instant::now();
+        let mut errors = Vec::new();
+        while down.elapsed() < Duration::from_secs(10) {
+            let e = p
+                .append(batch(&["during".into()], 1, Some((&producer, 5))))
+                .await
+                .expect_err("store is down");
+            assert!(e.is_retriable(), "{e}");
+            errors.push(e.response_error());
+        }
+        assert!(
+            errors
+                .iter()
+                .all(|e| *e == ResponseError::KafkaStorageError),
+            "{errors:?}"
+        );
+        assert_eq!(
+            p.high_watermark(),
+            5,
+            "nothing acknowledged during the outage"
+        );
+        env.s3.resume();
+        for i in 5..8 {
+            let (offset, _) = append_until_acked(
+                &p,
+                batch(&[format!("m{i}")], 1, Some((&producer, i))),
+                Duration::from_secs(20),
+            )
+            .await;
+            acked.push((offset, format!("m{i}")));
+        }
+        // Read through another broker, whose cache is empty: every byte comes from the store.
+        let other = env.broker(2).await;
+        let q = other.open_partition(topic, 0, 0).await.expect("open");
+        assert_eq!(
+            read_all(&q).await,
+            acked,
+            "every acknowledged record, once, in order"
+        );
+        eprintln!("{} retriable errors during the 10 s outage", errors.len());
+    });
+}
+
+#[test]
+fn a_postgresql_restart_is_survived_with_nothing_lost_or_doubled() {
+    let env = env_with(Arc::new(TestPostgres::start()));
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let topic = Uuid::new_v4();
+        let p = broker.open_partition(topic, 0, 0).await.expect("open");
+        let producer = Producer { id: 99, epoch: 0 };
+        let mut acked = Vec::new();
+        let mut seen_errors = Vec::new();
+        for i in 0..20 {
+            if i == 10 {
+                let pg = Arc::clone(&env.pg);
+                tokio::task::spawn_blocking(move || pg.stop())
+                    .await
+                    .expect("stop");
+                let e = p
+                    .append(batch(&[format!("r{i}")], 1, Some((&producer, i))))
+                    .await
+                    .expect_err("PostgreSQL is down");
+                seen_errors.push(e.response_error());
+                let pg = Arc::clone(&env.pg);
+                tokio::task::spawn_blocking(move || pg.restart())
+                    .await
+                    .expect("restart");
+            }
+            let (offset, errors) = append_until_acked(
+                &p,
+                batch(&[format!("r{i}")], 1, Some((&producer, i))),
+                Duration::from_secs(30),
+            )
+            .await;
+            seen_errors.extend(errors);
+            acked.push((offset, format!("r{i}")));
+        }
+        assert!(!seen_errors.is_empty(), "the restart was noticed");
+        assert!(
+            seen_errors
+                .iter()
+                .all(|e| *e == ResponseError::RequestTimedOut),
+            "{seen_errors:?}"
+        );
+        wait_for_hw(&p, 20).await;
+        assert_eq!(read_all(&p).await, acked);
+        let offsets: Vec<i64> = acked.iter().map(|a| a.0).collect();
+        assert_eq!(
+            offsets,
+            (0..20).collect::<Vec<_>>(),
+            "dense: no retry was written twice"
+        );
+        // The listener reconnected: another broker's commit still reaches this one.
+        let other = env.broker(2).await;
+        let q = other.open_partition(topic, 0, 0).await.expect("open");
+        q.append(one("from-2")).await.expect("append");
+        wait_for_hw(&p, 21).await;
+    });
+}
+
+/// A first figure for one partition against the local s3s-fs and PostgreSQL (debug build):
+/// `cargo test -p strom-shared-storage first_measurement -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn first_measurement() {
+    let env = env();
+    runtime().block_on(async {
+        let value = "x".repeat(1000);
+        let batch_of = |n: usize| batch(&vec![value.clone(); n], 1, None);
+        for linger_ms in [0u64, 5] {
+            let mut config = env.config();
+            config.produce_linger_ms = linger_ms;
+            config.request_timeout_ms = 10_000;
+            let broker = SharedStorage::start(&env.db_url, config, 1).await.expect("start");
+            let p = broker.open_partition(Uuid::new_v4(), 0, 0).await.expect("open");
+            // Latency: one producer, one 1-record batch at a time (acks=all-like).
+            let mut lat = Vec::new();
+            for _ in 0..300 {
+                let t = Instant::now();
+                p.append(batch_of(1)).await.expect("append");
+                lat.push(t.elapsed());
+            }
+            lat.sort();
+            let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+            eprintln!(
+                "linger {linger_ms} ms: produce latency, 1 x 1 KiB record per append: p50 {:?} p99 {:?}",
+                pct(0.5),
+                pct(0.99)
+            );
+            // Throughput: 16 appends in flight, 64 x 1 KiB records (about 64 KiB) each.
+            let started = Instant::now();
+            let rounds = 40;
+            let mut tasks = Vec::new();
+            for _ in 0..16 {
+                let p = Arc::clone(&p);
+                let b = batch_of(64);
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..rounds {
+                        p.append(b.clone()).await.expect("append");
+                    }
+                    b.len() * rounds
+                }));
+            }
+            let mut bytes = 0usize;
+            for t in tasks {
+                bytes += t.await.expect("task");
+            }
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "linger {linger_ms} ms: produce throughput {:.1} MB/s ({} appends in {secs:.2} s)",
+                bytes as f64 / secs / 1e6,
+                16 * rounds
+            );
+            // Fetch: from the leader (its cache) and from a fresh broker (range GETs).
+            for (label, q) in [
+                ("leader, from memory", Arc::clone(&p)),
+                (
+                    "another broker, range GETs",
+                    SharedStorage::start(&env.db_url, env.config(), 2)
+                        .await
+                        .expect("start")
+                        .open_partition(p.topic_id, 0, 0)
+                        .await
+                        .expect("open"),
+                ),
+            ] {
+                let started = Instant::now();
+                let mut offset = 0;
+                let mut bytes = 0usize;
+                while offset < q.high_watermark() {
+                    let r = q.read(offset, 1 << 20, true).await.expect("read");
+                    bytes += r.records.len();
+                    let got = decode(r.records);
+                    let Some(last) = got.last() else { break };
+                    offset = last.0 + 1;
+                }
+                let secs = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "linger {linger_ms} ms: fetch, {label}: {:.1} MB/s ({} MB)",
+                    bytes as f64 / secs / 1e6,
+                    bytes / 1_000_000
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn pipelined_idempotent_appends_commit_in_request_order() {
+    let env = env();
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let p = broker
+            .open_partition(Uuid::new_v4(), 0, 0)
+            .await
+            .expect("open");
+        let producer = Producer { id: 31, epoch: 0 };
+        // Five requests in flight at once, as a Kafka producer's max.in.flight of 5 sends
+        // them: the intake must commit them in the order they were handed over.
+        for round in 0..4 {
+            let appends: Vec<_> = (0..5)
+                .map(|i| {
+                    let seq = round * 5 + i;
+                    p.append(batch(&[format!("p{seq}")], 1, Some((&producer, seq))))
+                })
+                .collect();
+            let done = futures_util::future::join_all(appends).await;
+            for (i, c) in done.into_iter().enumerate() {
+                let c = c.expect("in order, so in sequence");
+                assert_eq!(c.first_offset, i64::from(round * 5) + i as i64);
+            }
+        }
+        let values: Vec<String> = read_all(&p).await.into_iter().map(|r| r.1).collect();
+        let want: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+        assert_eq!(values, want);
+    });
+}

@@ -79,7 +79,7 @@ fn request_timeout(idle: Duration) -> Vec<u8> {
     let body = serde_json::json!({
         "error_code": 408,
         "message": format!(
-            "HTTP 408 Request Timeout: nothing was received for {} ms (gateway.idle.timeout.ms)",
+            "HTTP 408 Request Timeout: nothing was received for {} ms (gateway.idle.timeout.ms, or strom gateway --idle-timeout-ms)",
             idle.as_millis()
         ),
     })

@@ -10,8 +10,9 @@
 //! import circle of more than two files forms): `error`, `files` (names and suffixes),
 //! `batch`, `config`, `topic_partition`, `checkpoint`, `lock`, `partition_metadata`; `scan`
 //! (walking a file's batches); `index` (the base the offset and time indexes share, Kafka's
-//! `AbstractIndex`) under `offset_index` and `time_index`; `segment`; `producer_state`,
-//! `cleaner`, `validator`; `log`; `verify`.
+//! `AbstractIndex`) under `offset_index` and `time_index`; `segment`; `control` (transaction
+//! markers) and `txn_index` (the aborted-transaction index); `producer_state` (idempotent
+//! producers and open transactions), `cleaner`, `validator`; `log`; `verify`.
 //!
 //! CONTRACT (the broker codes against these signatures; keep them stable):
 //!

@@ -60,7 +60,11 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
 
 /// The entries of one segment's file (`base`..`next_offset` its offsets), or why they cannot
 /// be trusted. A missing file is an empty index (Kafka creates them lazily too).
-fn read_entries(path: &Path, base: i64, next_offset: i64) -> Result<Vec<AbortedTxn>, String> {
+pub(crate) fn read_entries(
+    path: &Path,
+    base: i64,
+    next_offset: i64,
+) -> Result<Vec<AbortedTxn>, String> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

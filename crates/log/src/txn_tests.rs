@@ -356,3 +356,28 @@ fn read_committed_cost() {
         producers * 500
     );
 }
+
+#[test]
+fn verify_warns_of_a_damaged_transaction_index_without_failing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    let mut log = open(&dir, 1024 * 1024);
+    produce(&mut log, producer_batch(1, 0, 0, 1, 1_000, true));
+    marker(&mut log, 1, false);
+    log.close().unwrap();
+    let clean = crate::verify::verify_log_dir(&dir).unwrap();
+    assert!(clean.is_ok() && clean.warnings.is_empty(), "{clean:?}");
+    let path = txn_index_file_path(&dir, 0);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.truncate(bytes.len() - 3);
+    fs::write(&path, bytes).unwrap();
+    let report = crate::verify::verify_log_dir(&dir).unwrap();
+    assert!(
+        report.is_ok(),
+        "derived data is no damage to the log: {report:?}"
+    );
+    assert!(report
+        .warnings
+        .iter()
+        .any(|w| w.file == path && w.reason.contains("transaction index")));
+}

@@ -16,7 +16,6 @@ use strom_transaction_coordinator::state::Marker;
 use strom_transaction_coordinator::{
     Cluster, MarkerSink, Ports, TransactionCoordinator, TRANSACTION_STATE_TOPIC,
 };
-use tracing::warn;
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
@@ -197,9 +196,4 @@ impl MetadataPublisher for TxnPublisher {
         self.0.follow_image(image);
         Ok(())
     }
-}
-
-/// Logs a failed top-up of producer ids; the coordinator then answers a retriable error.
-pub(crate) fn warn_reserve(e: ResponseError) {
-    warn!(error = ?e, "cannot reserve producer ids for the transaction coordinator");
 }

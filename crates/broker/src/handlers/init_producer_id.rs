@@ -1,5 +1,5 @@
-//! InitProducerId for idempotent producers (the default of kafka-python 3 and Java clients).
-//! Transactions are not implemented: a transactional id is refused.
+//! InitProducerId for idempotent producers (the default of kafka-python 3 and Java clients);
+//! with a transactional id it goes to the transaction coordinator (`handlers::txn`).
 
 use std::sync::Arc;
 
@@ -16,12 +16,8 @@ pub async fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest) -> InitPro
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if req
-        .transactional_id
-        .as_ref()
-        .is_some_and(|t| !t.0.is_empty())
-    {
-        return fail(ResponseError::TransactionalIdAuthorizationFailed);
+    if let Some(id) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        return super::txn::init_producer_id(broker, id.as_str(), &req).await;
     }
     // KIP-360: a producer that knows its id asks for the next epoch, keeping its id.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {

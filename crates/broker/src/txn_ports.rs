@@ -100,8 +100,10 @@ impl Cluster for TxnCluster {
         &self,
         partitions: i32,
         replication_factor: i16,
-        configs: BTreeMap<String, String>,
+        mut configs: BTreeMap<String, String>,
     ) -> PortFuture<Result<(), String>> {
+        // Strom elects no out-of-sync leader ever, so it has no such topic setting to refuse.
+        configs.remove("unclean.leader.election.enable");
         let broker = self.broker.upgrade();
         Box::pin(async move {
             let broker = broker.ok_or_else(|| "the broker is stopping".to_string())?;

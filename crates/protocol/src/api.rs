@@ -204,8 +204,13 @@ mod tests {
             check_version(ApiKey::ApiVersions, -1),
             VersionCheck::Unsupported
         );
-        assert_eq!(check_version(ApiKey::EndTxn, 0), VersionCheck::Unsupported);
-        assert_eq!(api_name(ApiKey::EndTxn), UNSERVED_API_NAME);
+        // Inter-broker only: a client's WriteTxnMarkers is not served.
+        assert_eq!(
+            check_version(ApiKey::WriteTxnMarkers, 0),
+            VersionCheck::Unsupported
+        );
+        assert_eq!(api_name(ApiKey::WriteTxnMarkers), UNSERVED_API_NAME);
+        assert_eq!(check_version(ApiKey::EndTxn, 5), VersionCheck::Unsupported);
         assert_eq!(api_name(ApiKey::Produce), "Produce");
     }
 }

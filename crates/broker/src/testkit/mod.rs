@@ -5,6 +5,8 @@
 
 #[cfg(test)]
 mod handler_errors;
+#[cfg(test)]
+mod txn_tests;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -52,7 +52,15 @@ impl Broker {
         Arc::new_cyclic(|me| {
             let groups = groups(me.clone(), &config);
             let txns = crate::txn_ports::coordinator(me.clone(), &config);
-            Broker::assemble(config, cluster_id, metadata_log, image, replicas, groups, txns)
+            Broker::assemble(
+                config,
+                cluster_id,
+                metadata_log,
+                image,
+                replicas,
+                groups,
+                txns,
+            )
         })
     }
 

@@ -6,8 +6,8 @@
 //! [`BrokerConfig`]'s typed fields. A bad value is a [`ConfigError`] that names the setting.
 
 pub mod groups;
-pub mod txns;
 pub mod topic;
+pub mod txns;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

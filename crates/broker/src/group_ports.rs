@@ -65,10 +65,7 @@ impl BrokerGroupPorts {
 
     /// The local replica, for loading it.
     fn replica(&self, partition: i32) -> Option<Arc<Partition>> {
-        self.broker
-            .upgrade()?
-            .replicas
-            .get(self.topic, partition)
+        self.broker.upgrade()?.replicas.get(self.topic, partition)
     }
 }
 
@@ -133,7 +130,9 @@ impl OffsetsLog for BrokerGroupPorts {
             .with_log(|log| log.read(offset, max_bytes, end_offset, true))
             .map_err(|e| read_error(self.topic, partition, e))?
             .map_err(|e| read_error(self.topic, partition, e))?;
-        slice.read_bytes().map_err(|e| read_error(self.topic, partition, e))
+        slice
+            .read_bytes()
+            .map_err(|e| read_error(self.topic, partition, e))
     }
 }
 

@@ -27,6 +27,6 @@ pub mod replica_manager;
 pub mod request;
 pub mod server;
 pub mod storage;
-pub mod txn_ports;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod txn_ports;

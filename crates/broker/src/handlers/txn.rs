@@ -1,5 +1,5 @@
 //! The transaction APIs on the wire (KIP-98, KIP-447, KIP-664, KIP-890): InitProducerId with
-//! a transactional id, AddPartitionsToTxn (v0-v3, and the batched verify-only v4), 
+//! a transactional id, AddPartitionsToTxn (v0-v3, and the batched verify-only v4),
 //! AddOffsetsToTxn, EndTxn, TxnOffsetCommit, and the admin APIs DescribeTransactions,
 //! ListTransactions and DescribeProducers. Each maps the request onto the transaction
 //! coordinator (`broker.txns`) or the group coordinator (TxnOffsetCommit) and the answer back.
@@ -56,8 +56,8 @@ pub async fn init_producer_id(
     if let Err(e) = broker.txn_cluster.reserve_producer_ids().await {
         return fail(e);
     }
-    let expected =
-        (req.producer_id.0 >= 0 && req.producer_epoch >= 0).then_some((req.producer_id.0, req.producer_epoch));
+    let expected = (req.producer_id.0 >= 0 && req.producer_epoch >= 0)
+        .then_some((req.producer_id.0, req.producer_epoch));
     match broker
         .txns
         .init_producer_id(transactional_id, req.transaction_timeout_ms, expected, 0)
@@ -149,7 +149,9 @@ async fn add_one(
                 let map: std::collections::HashMap<TopicPartition, Result<(), ResponseError>> =
                     verified.into_iter().collect();
                 topic_results(broker, &partitions, |tp| {
-                    map.get(tp).copied().unwrap_or(Err(ResponseError::InvalidTxnState))
+                    map.get(tp)
+                        .copied()
+                        .unwrap_or(Err(ResponseError::InvalidTxnState))
                 })
             }
             Err(e) => topic_results(broker, &partitions, |_| Err(e)),
@@ -293,10 +295,8 @@ fn check_txn_for_offsets(
     if req.producer_epoch < m.producer_epoch {
         return Err(ResponseError::ProducerFenced);
     }
-    let partition = strom_group_coordinator::partition_for(
-        req.group_id.as_str(),
-        offsets_partitions(broker),
-    );
+    let partition =
+        strom_group_coordinator::partition_for(req.group_id.as_str(), offsets_partitions(broker));
     if m.state != TxnState::Ongoing
         || !m
             .partitions
@@ -456,7 +456,8 @@ pub fn list_transactions(
         return resp;
     }
     let producer_ids: Vec<i64> = req.producer_id_filters.iter().map(|p| p.0).collect();
-    let min_duration_ms = (ctx.version >= 1 && req.duration_filter >= 0).then_some(req.duration_filter);
+    let min_duration_ms =
+        (ctx.version >= 1 && req.duration_filter >= 0).then_some(req.duration_filter);
     match broker.txns.list(&states, &producer_ids, min_duration_ms) {
         Ok(listed) => resp.with_transaction_states(
             listed
@@ -535,12 +536,17 @@ fn describe_partition_producers(broker: &Broker, topic: &str, p: i32) -> Partiti
 impl ErrorCodes for AddPartitionsToTxnResponse {
     fn error_codes(&self, out: &mut Vec<i16>) {
         out.push(self.error_code);
-        let topics = self
-            .results_by_topic_v3_and_below
-            .iter()
-            .chain(self.results_by_transaction.iter().flat_map(|t| &t.topic_results));
+        let topics = self.results_by_topic_v3_and_below.iter().chain(
+            self.results_by_transaction
+                .iter()
+                .flat_map(|t| &t.topic_results),
+        );
         for t in topics {
-            out.extend(t.results_by_partition.iter().map(|p| p.partition_error_code));
+            out.extend(
+                t.results_by_partition
+                    .iter()
+                    .map(|p| p.partition_error_code),
+            );
         }
     }
 }

@@ -69,7 +69,10 @@ async fn add_partitions(
                 .with_name(TopicName(s(topic)))
                 .with_partitions(partitions),
         ]);
-    let r = tb.request(3, &req).await.expect("AddPartitionsToTxn answered");
+    let r = tb
+        .request(3, &req)
+        .await
+        .expect("AddPartitionsToTxn answered");
     r.results_by_topic_v3_and_below
         .iter()
         .flat_map(|t| {
@@ -82,7 +85,10 @@ async fn add_partitions(
 
 async fn describe(tb: &TestBroker, id: &str) -> describe_transactions_response::TransactionState {
     let req = DescribeTransactionsRequest::default().with_transactional_ids(vec![txn_id(id)]);
-    let mut r = tb.request(0, &req).await.expect("DescribeTransactions answered");
+    let mut r = tb
+        .request(0, &req)
+        .await
+        .expect("DescribeTransactions answered");
     r.transaction_states.remove(0)
 }
 
@@ -167,7 +173,10 @@ async fn an_older_epoch_is_fenced_and_partitions_join_the_transaction() {
     let req = ListTransactionsRequest::default()
         .with_state_filters(vec![s("Ongoing"), s("Bogus")])
         .with_duration_filter(-1);
-    let r = tb.request(1, &req).await.expect("ListTransactions answered");
+    let r = tb
+        .request(1, &req)
+        .await
+        .expect("ListTransactions answered");
     assert_eq!(r.error_code, 0);
     assert_eq!(r.unknown_state_filters, vec![s("Bogus")]);
     let ids: Vec<&str> = r
@@ -205,7 +214,9 @@ async fn txn_offset_commit_needs_the_group_in_the_transaction_and_stays_pending(
     create_topic(&tb, "in", 1).await;
     find_txn_coordinator(&tb, "ctp").await;
     // The client finds the group's coordinator first, which creates __consumer_offsets.
-    let req = FindCoordinatorRequest::default().with_key(s("g")).with_key_type(0);
+    let req = FindCoordinatorRequest::default()
+        .with_key(s("g"))
+        .with_key_type(0);
     assert_eq!(tb.request(3, &req).await.expect("answered").error_code, 0);
     let p = init(&tb, "ctp", 10_000).await;
     let commit = |epoch: i16| {
@@ -241,7 +252,10 @@ async fn txn_offset_commit_needs_the_group_in_the_transaction_and_stays_pending(
     assert_eq!(code_of(&r), 0);
     assert!(tb.broker.groups.has_pending_txn_offset("g", "in", 0));
     // Pending offsets are not committed ones.
-    let fetched = tb.broker.groups.fetch_offsets("g", Some(vec![("in".to_string(), vec![0])]));
+    let fetched = tb
+        .broker
+        .groups
+        .fetch_offsets("g", Some(vec![("in".to_string(), vec![0])]));
     assert!(fetched[0].1[0].1.is_none(), "{fetched:?}");
     // A member id and generation of a group that does not exist: ILLEGAL_GENERATION.
     let r = tb
@@ -265,7 +279,9 @@ async fn a_committed_transaction_makes_its_offsets_the_groups() {
     create_topic(&tb, "in", 1).await;
     find_txn_coordinator(&tb, "ctp").await;
     // The client finds the group's coordinator first, which creates __consumer_offsets.
-    let req = FindCoordinatorRequest::default().with_key(s("g")).with_key_type(0);
+    let req = FindCoordinatorRequest::default()
+        .with_key(s("g"))
+        .with_key_type(0);
     assert_eq!(tb.request(3, &req).await.expect("answered").error_code, 0);
     let p = init(&tb, "ctp", 10_000).await;
     let req = AddOffsetsToTxnRequest::default()
@@ -297,7 +313,10 @@ async fn a_committed_transaction_makes_its_offsets_the_groups() {
         .complete_transaction(offsets_partition, p.producer_id.0, true)
         .await
         .expect("commit applied");
-    let fetched = tb.broker.groups.fetch_offsets("g", Some(vec![("in".to_string(), vec![0])]));
+    let fetched = tb
+        .broker
+        .groups
+        .fetch_offsets("g", Some(vec![("in".to_string(), vec![0])]));
     assert_eq!(fetched[0].1[0].1.as_ref().map(|c| c.offset), Some(7));
     // Sent again (a retried marker), nothing changes.
     tb.broker
@@ -316,8 +335,15 @@ async fn describe_producers_answers_per_partition() {
             .with_name(TopicName(s("t")))
             .with_partition_indexes(vec![0, 5]),
     ]);
-    let r = tb.request(0, &req).await.expect("DescribeProducers answered");
-    let codes: Vec<i16> = r.topics[0].partitions.iter().map(|p| p.error_code).collect();
+    let r = tb
+        .request(0, &req)
+        .await
+        .expect("DescribeProducers answered");
+    let codes: Vec<i16> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
     assert_eq!(codes[0], 0);
     assert_ne!(codes[1], 0);
 }

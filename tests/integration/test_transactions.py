@@ -1,0 +1,221 @@
+"""Kafka transactions with real clients (issue 13): confluent-kafka's transactional
+producer against the real binary. The coordinator side (FindCoordinator for
+transactional ids, InitProducerId with its epochs and fencing, AddPartitionsToTxn,
+AddOffsetsToTxn, TxnOffsetCommit, EndTxn) is served; the COMMIT/ABORT markers need
+the storage side (control batches, the last stable offset, read_committed fetch),
+so the tests that need a transaction to complete are expected to fail until it has
+landed (`MARKERS_PENDING`)."""
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+from confluent_kafka import (OFFSET_BEGINNING, KafkaError, KafkaException,
+                             TopicPartition)
+
+from helpers import consume_partitions, consumer, create_topic, producer, unique_topic
+
+PARTITIONS = 4
+
+MARKERS_PENDING = pytest.mark.xfail(
+    reason="COMMIT/ABORT control batches (Partition::append_marker), the LSO and read_committed "
+           "fetch come with the storage side of transactions (txnlog), not merged here yet; "
+           "until then a transaction stays prepared",
+    strict=False,
+)
+
+
+def txn_producer(bootstrap, transactional_id, **conf):
+    base = {"transactional.id": transactional_id, "transaction.timeout.ms": 20000,
+            "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    base.update(conf)
+    # librdkafka wants both within the transaction timeout.
+    base.setdefault("message.timeout.ms", base["transaction.timeout.ms"])
+    base.setdefault("socket.timeout.ms", min(10000, base["transaction.timeout.ms"]))
+    return producer(bootstrap, **base)
+
+
+def read_all(bootstrap, topic, isolation, partitions=PARTITIONS, timeout=30):
+    c = consumer(bootstrap, **{"isolation.level": isolation})
+    try:
+        msgs = consume_partitions(c, [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)],
+                                  timeout=timeout)
+    finally:
+        c.close()
+    return msgs
+
+
+def by_partition(msgs):
+    out = {}
+    for m in msgs:
+        out.setdefault(m.partition(), []).append(m.value().decode())
+    return out
+
+
+def test_init_transactions_finds_the_coordinator_and_an_older_producer_is_fenced(broker):
+    topic = unique_topic("txn-fence")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    tid = "fence-" + uuid.uuid4().hex[:8]
+
+    started = time.monotonic()
+    older = txn_producer(broker.bootstrap, tid)
+    older.init_transactions(30)
+    init_s = time.monotonic() - started
+    newer = txn_producer(broker.bootstrap, tid)
+    newer.init_transactions(30)
+
+    # The older producer's next transaction: its AddPartitionsToTxn carries the old
+    # epoch, so the coordinator fences it and nothing it sends reaches a partition.
+    older.begin_transaction()
+    for i in range(20):
+        older.produce(topic, key=str(i).encode(), value=f"zombie-{i}".encode())
+    with pytest.raises(KafkaException) as raised:
+        older.commit_transaction(20)
+    err = raised.value.args[0]
+    assert err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH), err
+    assert err.fatal(), err
+
+    values = [m.value().decode() for m in read_all(broker.bootstrap, topic, "read_uncommitted")]
+    assert not [v for v in values if v.startswith("zombie")], values[:5]
+    print(f"init_transactions (FindCoordinator, __transaction_state created, InitProducerId): {init_s:.2f} s")
+
+
+def test_a_transaction_timeout_above_the_max_is_refused(make_broker):
+    b = make_broker(**{"transaction.max.timeout.ms": "5000"})
+    p = txn_producer(b.bootstrap, "too-long-" + uuid.uuid4().hex[:6], **{"transaction.timeout.ms": 6000})
+    with pytest.raises(KafkaException) as raised:
+        p.init_transactions(20)
+    err = raised.value.args[0]
+    assert err.code() == KafkaError.INVALID_TRANSACTION_TIMEOUT, err
+
+
+def run_transactions(p, topic, plan, per_txn=12):
+    """Runs one transaction per entry of `plan` (True commits, False aborts), each
+    with `per_txn` records keyed over the partitions; returns the committed values."""
+    committed = []
+    for n, commit in enumerate(plan):
+        p.begin_transaction()
+        vals = [f"t{n}-{i}" for i in range(per_txn)]
+        for i, v in enumerate(vals):
+            p.produce(topic, partition=i % PARTITIONS, value=v.encode())
+        p.flush(20)
+        if commit:
+            p.commit_transaction(20)
+            committed.extend(vals)
+        else:
+            p.abort_transaction(20)
+    return committed
+
+
+@MARKERS_PENDING
+def test_commit_and_abort_over_four_partitions(broker):
+    topic = unique_topic("txn-ca")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    p = txn_producer(broker.bootstrap, "ca-" + uuid.uuid4().hex[:8])
+    p.init_transactions(30)
+    plan = [True, False, True, True, False, True]
+    started = time.monotonic()
+    committed = run_transactions(p, topic, plan)
+    print(f"{len(plan)} transactions of 12 records: {(time.monotonic() - started) / len(plan) * 1000:.0f} ms each")
+
+    everything = read_all(broker.bootstrap, topic, "read_uncommitted")
+    assert len(everything) == 12 * len(plan)
+    seen = by_partition(read_all(broker.bootstrap, topic, "read_committed"))
+    # Exactly the committed records, in the order produced, per partition.
+    expected = {}
+    for i, v in enumerate(committed):
+        expected.setdefault(int(v.split("-")[1]) % PARTITIONS, []).append(v)
+    assert seen == expected
+
+    # The last stable offset and high watermark are Kafka's: with nothing open, both are
+    # the log end (after the last marker).
+    c = consumer(broker.bootstrap, **{"isolation.level": "read_committed"})
+    for part in range(PARTITIONS):
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, part), timeout=10)
+        assert hi > 0
+    c.close()
+
+
+@MARKERS_PENDING
+def test_an_abandoned_transaction_is_aborted_after_its_timeout(make_broker):
+    b = make_broker(**{"transaction.abort.timed.out.transaction.cleanup.interval.ms": "300"})
+    topic = unique_topic("txn-abandon")
+    create_topic(b.bootstrap, topic, PARTITIONS)
+    tid = "abandon-" + uuid.uuid4().hex[:8]
+    p = txn_producer(b.bootstrap, tid, **{"transaction.timeout.ms": 1500})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for i in range(8):
+        p.produce(topic, partition=i % PARTITIONS, value=f"left-{i}".encode())
+    p.flush(20)
+    # Never ended: the coordinator aborts it after 1.5 s, which fences the producer.
+    time.sleep(3)
+    q = txn_producer(b.bootstrap, tid)
+    q.init_transactions(30)
+    q.begin_transaction()
+    q.produce(topic, partition=0, value=b"after")
+    q.commit_transaction(20)
+    values = [m.value().decode() for m in read_all(b.bootstrap, topic, "read_committed")]
+    assert values == ["after"]
+
+
+@MARKERS_PENDING
+def test_consume_transform_produce_with_send_offsets_to_transaction(broker):
+    src, dst = unique_topic("ctp-in"), unique_topic("ctp-out")
+    create_topic(broker.bootstrap, src, 1)
+    create_topic(broker.bootstrap, dst, PARTITIONS)
+    plain = producer(broker.bootstrap)
+    for i in range(30):
+        plain.produce(src, value=f"in-{i}".encode())
+    plain.flush(20)
+
+    group = "ctp-" + uuid.uuid4().hex[:6]
+    c = consumer(broker.bootstrap, **{"group.id": group, "isolation.level": "read_committed",
+                                      "enable.partition.eof": False})
+    c.subscribe([src])
+    p = txn_producer(broker.bootstrap, "ctp-" + uuid.uuid4().hex[:8])
+    p.init_transactions(30)
+    done = 0
+    deadline = time.monotonic() + 60
+    while done < 30 and time.monotonic() < deadline:
+        msgs = [m for m in c.consume(num_messages=10, timeout=1.0) if m.error() is None]
+        if not msgs:
+            continue
+        p.begin_transaction()
+        for m in msgs:
+            p.produce(dst, value=m.value().replace(b"in-", b"out-"))
+        p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 20)
+        p.commit_transaction(20)
+        done += len(msgs)
+    assert done == 30
+    committed = c.committed([TopicPartition(src, 0)], timeout=10)
+    assert committed[0].offset == 30
+    c.close()
+    out = sorted(m.value().decode() for m in read_all(broker.bootstrap, dst, "read_committed"))
+    assert out == sorted(f"out-{i}" for i in range(30))
+
+
+@MARKERS_PENDING
+def test_kill9_mid_transaction_is_completed_or_aborted_never_half_visible(broker):
+    topic = unique_topic("txn-kill")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    tid = "kill-" + uuid.uuid4().hex[:8]
+    p = txn_producer(broker.bootstrap, tid)
+    p.init_transactions(30)
+    committed = run_transactions(p, topic, [True])
+    p.begin_transaction()
+    for i in range(40):
+        p.produce(topic, partition=i % PARTITIONS, value=f"open-{i}".encode())
+    p.flush(20)
+    broker.kill9()
+    broker.start()
+    del p
+    # A new producer of the id completes or aborts what the old one left.
+    q = txn_producer(broker.bootstrap, tid)
+    q.init_transactions(60)
+    values = [m.value().decode() for m in read_all(broker.bootstrap, topic, "read_committed")]
+    opened = [v for v in values if v.startswith("open-")]
+    assert len(opened) in (0, 40), f"half a transaction visible: {len(opened)} of 40"
+    assert sorted(v for v in values if not v.startswith("open-")) == sorted(committed)

@@ -6,15 +6,19 @@ the storage side (control batches, the last stable offset, read_committed fetch)
 so the tests that need a transaction to complete are expected to fail until it has
 landed (`MARKERS_PENDING`)."""
 
+import json
 import os
-import signal
+import shutil
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import (OFFSET_BEGINNING, KafkaError, KafkaException,
                              TopicPartition)
 
+from conftest import strom_bin
 from helpers import consume_partitions, consumer, create_topic, producer, unique_topic
 
 PARTITIONS = 4
@@ -89,6 +93,43 @@ def test_a_transaction_timeout_above_the_max_is_refused(make_broker):
         p.init_transactions(20)
     err = raised.value.args[0]
     assert err.code() == KafkaError.INVALID_TRANSACTION_TIMEOUT, err
+
+
+def strom_json(bootstrap, *args):
+    cp = subprocess.run([strom_bin(), *args, "-b", bootstrap, "--output", "json"], capture_output=True,
+                        timeout=60)
+    assert cp.returncode == 0, cp.stderr.decode()
+    return json.loads(cp.stdout)
+
+
+def test_strom_transactions_list_and_describe_show_an_open_transaction(broker):
+    topic = unique_topic("txn-cli")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    tid = "cli-" + uuid.uuid4().hex[:8]
+    p = txn_producer(broker.bootstrap, tid)
+    p.init_transactions(30)
+    assert strom_json(broker.bootstrap, "transactions", "describe", "--transactional-id", tid)["state"] == "Empty"
+    p.begin_transaction()
+    p.produce(topic, partition=1, value=b"x")
+    p.produce(topic, partition=3, value=b"y")
+    # The producer adds the partitions to the transaction before it sends their records.
+    deadline = time.monotonic() + 15
+    while True:
+        p.poll(0.1)
+        d = strom_json(broker.bootstrap, "transactions", "describe", "--transactional-id", tid)
+        if d["state"] == "Ongoing" and len(d["partitions"]) == 2 or time.monotonic() > deadline:
+            break
+    assert d["state"] == "Ongoing", d
+    assert sorted(d["partitions"]) == [f"{topic}-1", f"{topic}-3"], d
+    assert d["producer_epoch"] == 0 and d["transaction_timeout_ms"] == 20000, d
+    assert d["transaction_start_time_ms"] is not None
+    listed = strom_json(broker.bootstrap, "transactions", "list", "--state", "Ongoing")
+    assert [t["transactional_id"] for t in listed] == [tid], listed
+    assert strom_json(broker.bootstrap, "transactions", "list", "--state", "CompleteCommit") == []
+    # An id nobody used: Kafka's TRANSACTIONAL_ID_NOT_FOUND, exit code 1.
+    cp = subprocess.run([strom_bin(), "transactions", "describe", "--transactional-id", "nobody",
+                         "-b", broker.bootstrap], capture_output=True, timeout=60)
+    assert cp.returncode == 1 and b"TRANSACTIONAL_ID_NOT_FOUND" in cp.stderr.upper().replace(b" ", b"_"), cp.stderr
 
 
 def run_transactions(p, topic, plan, per_txn=12):
@@ -219,3 +260,88 @@ def test_kill9_mid_transaction_is_completed_or_aborted_never_half_visible(broker
     opened = [v for v in values if v.startswith("open-")]
     assert len(opened) in (0, 40), f"half a transaction visible: {len(opened)} of 40"
     assert sorted(v for v in values if not v.startswith("open-")) == sorted(committed)
+
+
+# --- aiokafka -------------------------------------------------------------------------------
+
+
+def test_aiokafka_transactional_producer_is_fenced_by_a_newer_one(broker):
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError as AioKafkaError
+
+    topic = unique_topic("txn-aio")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    tid = "aio-" + uuid.uuid4().hex[:8]
+
+    async def run():
+        older = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=tid,
+                                 enable_idempotence=True, request_timeout_ms=15000)
+        newer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=tid,
+                                 enable_idempotence=True, request_timeout_ms=15000)
+        await older.start()  # FindCoordinator + InitProducerId
+        await newer.start()
+        try:
+            with pytest.raises(AioKafkaError) as raised:
+                async with older.transaction():
+                    await asyncio.wait_for(older.send_and_wait(topic, b"zombie", partition=0), 20)
+            return type(raised.value).__name__
+        finally:
+            await asyncio.wait_for(older.stop(), 20)
+            await asyncio.wait_for(newer.stop(), 20)
+
+    name = asyncio.run(run())
+    assert name in ("ProducerFenced", "InvalidProducerEpoch"), name
+    values = [m.value() for m in read_all(broker.bootstrap, topic, "read_uncommitted")]
+    assert b"zombie" not in values
+
+
+# --- kafkajs --------------------------------------------------------------------------------
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+
+KAFKAJS_FENCING = r"""
+const { Kafka, logLevel } = require('kafkajs')
+const [bootstrap, topic, tid] = process.argv.slice(2)
+const kafka = new Kafka({ clientId: 'strom-kafkajs', brokers: [bootstrap], logLevel: logLevel.NOTHING,
+                          retry: { retries: 3, initialRetryTime: 100 } })
+async function main() {
+  const older = kafka.producer({ transactionalId: tid, idempotent: true, maxInFlightRequests: 1 })
+  const newer = kafka.producer({ transactionalId: tid, idempotent: true, maxInFlightRequests: 1 })
+  await older.connect()
+  await newer.connect()
+  const t1 = await older.transaction()        // InitProducerId, epoch 0
+  const t2 = await newer.transaction()        // epoch 1: the older producer is fenced
+  const out = {}
+  try {
+    await t1.send({ topic, messages: [{ value: 'zombie' }] })
+    out.older = 'sent'
+  } catch (e) {
+    out.older = e.type || e.name
+  }
+  out.newerOngoing = t2.isActive()
+  await Promise.allSettled([older.disconnect(), newer.disconnect()])
+  console.log(JSON.stringify(out))
+}
+main().catch(e => { console.log(JSON.stringify({ error: e.type || e.name, message: e.message })); process.exit(1) })
+"""
+
+
+def test_kafkajs_transactional_producer_is_fenced_by_a_newer_one(broker, tmp_path):
+    node = shutil.which("node")
+    modules = JS_DIR / "node_modules"
+    if node is None or not (modules / "kafkajs").is_dir():
+        pytest.skip("node or kafkajs missing: run scripts/install-test-deps.sh")
+    topic = unique_topic("txn-js")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    script = tmp_path / "fencing.js"
+    script.write_text(KAFKAJS_FENCING)
+    env = dict(os.environ, NODE_PATH=str(modules))
+    cp = subprocess.run([node, str(script), broker.bootstrap, topic, "js-" + uuid.uuid4().hex[:8]],
+                        capture_output=True, timeout=120, env=env)
+    assert cp.returncode == 0, cp.stdout.decode() + cp.stderr.decode()
+    out = json.loads(cp.stdout.decode().strip().splitlines()[-1])
+    assert out["older"] in ("PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"), out
+    values = [m.value() for m in read_all(broker.bootstrap, topic, "read_uncommitted")]
+    assert b"zombie" not in values

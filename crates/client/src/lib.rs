@@ -38,7 +38,7 @@ pub use groups::{CommittedOffsets, Committer, GroupDescription, GroupMember, Lis
 pub use log_admin::{LogDirInfo, LogDirPartition, DELETE_TO_HIGH_WATERMARK};
 pub use member::{MemberAssignment, Membership};
 pub use partitioner::{murmur2, partition_for_key, StickyPartitioner};
-pub use transactions::{ListedTransaction, TransactionDescription};
 pub use producer::{ProduceRecord, Producer, ProducerConfig, ProducerStats};
 pub use proto_kafka::records::{Compression, Record};
 pub use send::encode_records;
+pub use transactions::{ListedTransaction, TransactionDescription};

@@ -88,9 +88,8 @@ impl Client {
         let meta = self.find_coordinator_of(1, id).await?;
         let conn = self.broker(meta.node_id).await?;
         let version = conn.version::<DescribeTransactionsRequest>()?;
-        let req = DescribeTransactionsRequest::default().with_transactional_ids(vec![
-            TransactionalId(StrBytes::from_string(id.to_string())),
-        ]);
+        let req = DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(StrBytes::from_string(id.to_string()))]);
         let resp = conn.send(version, &req).await?;
         let t = resp
             .transaction_states

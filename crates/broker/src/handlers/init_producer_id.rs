@@ -9,7 +9,11 @@ use proto_kafka::ResponseError;
 use crate::broker::Broker;
 use crate::controller;
 
-pub async fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let fail = |e: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(e.code())
@@ -17,7 +21,7 @@ pub async fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest) -> InitPro
             .with_producer_epoch(-1)
     };
     if let Some(id) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
-        return super::txn::init_producer_id(broker, id.as_str(), &req).await;
+        return super::txn::init_producer_id(broker, version, id.as_str(), &req).await;
     }
     // KIP-360: a producer that knows its id asks for the next epoch, keeping its id.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {

@@ -124,7 +124,7 @@ handlers! {
     DescribeCluster(m::DescribeClusterRequest) =
         |b, ctx, req, _| reply_counted(&ctx, &admin::describe_cluster(b, &ctx, req));
     InitProducerId(m::InitProducerIdRequest) = |b, ctx, req, _| {
-        let body = init_producer_id::handle(b, req).await;
+        let body = init_producer_id::handle(b, ctx.version, req).await;
         reply_counted(&ctx, &body)
     };
     FindCoordinator(m::FindCoordinatorRequest) =
@@ -177,11 +177,11 @@ handlers! {
         reply_counted(&ctx, &body)
     };
     AddOffsetsToTxn(m::AddOffsetsToTxnRequest) = |b, ctx, req, _| {
-        let body = txn::add_offsets_to_txn(b, req).await;
+        let body = txn::add_offsets_to_txn(b, &ctx, req).await;
         reply_counted(&ctx, &body)
     };
     EndTxn(m::EndTxnRequest) = |b, ctx, req, _| {
-        let body = txn::end_txn(b, req).await;
+        let body = txn::end_txn(b, &ctx, req).await;
         reply_counted(&ctx, &body)
     };
     TxnOffsetCommit(m::TxnOffsetCommitRequest) =

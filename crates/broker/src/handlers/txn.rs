@@ -40,16 +40,27 @@ fn code(r: &Result<(), ResponseError>) -> i16 {
     r.as_ref().err().map_or(0, |e| e.code())
 }
 
+/// PRODUCER_FENCED is KIP-588's (Kafka 2.7); to a request older than `since` Kafka answers
+/// INVALID_PRODUCER_EPOCH instead, the code those clients handle the same way.
+fn fenced_for(version: i16, since: i16, e: ResponseError) -> ResponseError {
+    if e == ResponseError::ProducerFenced && version < since {
+        ResponseError::InvalidProducerEpoch
+    } else {
+        e
+    }
+}
+
 /// InitProducerId with a transactional id: the id's producer id and a bumped epoch, which
 /// fences the id's previous producer (KIP-98; KIP-360 when the producer gives its own).
 pub async fn init_producer_id(
     broker: &Arc<Broker>,
+    version: i16,
     transactional_id: &str,
     req: &m::InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let fail = |e: ResponseError| {
         InitProducerIdResponse::default()
-            .with_error_code(e.code())
+            .with_error_code(fenced_for(version, 4, e).code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
@@ -118,6 +129,7 @@ fn topic_results(
 
 async fn add_one(
     broker: &Arc<Broker>,
+    version: i16,
     transactional_id: &str,
     producer_id: i64,
     producer_epoch: i16,
@@ -160,7 +172,8 @@ async fn add_one(
     let r = broker
         .txns
         .add_partitions(transactional_id, producer_id, producer_epoch, &partitions)
-        .await;
+        .await
+        .map_err(|e| fenced_for(version, 2, e));
     topic_results(broker, &partitions, |_| r)
 }
 
@@ -176,6 +189,7 @@ pub async fn add_partitions_to_txn(
     if ctx.version <= 3 {
         let results = add_one(
             broker,
+            ctx.version,
             req.v3_and_below_transactional_id.as_str(),
             req.v3_and_below_producer_id.0,
             req.v3_and_below_producer_epoch,
@@ -193,6 +207,7 @@ pub async fn add_partitions_to_txn(
     for t in &req.transactions {
         let results = add_one(
             broker,
+            ctx.version,
             t.transactional_id.as_str(),
             t.producer_id.0,
             t.producer_epoch,
@@ -222,6 +237,7 @@ fn offsets_partitions(broker: &Broker) -> i32 {
 
 pub async fn add_offsets_to_txn(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
     let r = if req.group_id.is_empty() {
@@ -237,14 +253,19 @@ pub async fn add_offsets_to_txn(
                 offsets_partitions(broker),
             )
             .await
+            .map_err(|e| fenced_for(ctx.version, 2, e))
     };
     AddOffsetsToTxnResponse::default().with_error_code(code(&r))
 }
 
-pub async fn end_txn(broker: &Arc<Broker>, req: EndTxnRequest) -> EndTxnResponse {
+pub async fn end_txn(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: EndTxnRequest,
+) -> EndTxnResponse {
     let fail = |e: ResponseError| {
         EndTxnResponse::default()
-            .with_error_code(e.code())
+            .with_error_code(fenced_for(ctx.version, 2, e).code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
@@ -362,7 +383,7 @@ pub fn txn_offset_commit(
     for ((topic, partition), r) in keys.into_iter().zip(results) {
         let part = TxnOffsetCommitResponsePartition::default()
             .with_partition_index(partition)
-            .with_error_code(r.map_or(0, |e| e.code()));
+            .with_error_code(r.map_or(0, |e| fenced_for(ctx.version, 3, e).code()));
         match by_topic.last_mut() {
             Some(t) if t.name.as_str() == topic => t.partitions.push(part),
             _ => by_topic.push(

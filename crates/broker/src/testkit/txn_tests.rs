@@ -148,6 +148,21 @@ async fn an_older_epoch_is_fenced_and_partitions_join_the_transaction() {
     let pid = new.producer_id.0;
     let fenced = add_partitions(&tb, "app", pid, old.producer_epoch, "out", vec![0]).await;
     assert_eq!(fenced, vec![(0, ResponseError::ProducerFenced.code())]);
+    // Before v2 a client knows no PRODUCER_FENCED: Kafka answers INVALID_PRODUCER_EPOCH.
+    let old_client = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(txn_id("app"))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(old.producer_epoch)
+        .with_v3_and_below_topics(vec![
+            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(s("out")))
+                .with_partitions(vec![0]),
+        ]);
+    let r = tb.request(1, &old_client).await.expect("answered");
+    assert_eq!(
+        r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        ResponseError::InvalidProducerEpoch.code()
+    );
     let added = add_partitions(&tb, "app", pid, new.producer_epoch, "out", vec![0, 2]).await;
     assert_eq!(added, vec![(0, 0), (2, 0)]);
     let unknown = add_partitions(&tb, "app", pid, new.producer_epoch, "out", vec![1, 9]).await;

@@ -14,8 +14,10 @@ use crate::state::CommittedOffset;
 use crate::writer;
 
 /// Pending offsets: producer id, then group, then topic and partition.
-pub(super) type PendingTxnOffsets =
-    HashMap<i64, HashMap<String, BTreeMap<(String, i32), CommittedOffset>>>;
+pub(super) type PendingTxnOffsets = HashMap<i64, HashMap<String, GroupTxnOffsets>>;
+
+/// One group's offsets in one transaction.
+type GroupTxnOffsets = BTreeMap<(String, i32), CommittedOffset>;
 
 impl GroupCoordinator {
     fn pending_txn(&self) -> std::sync::MutexGuard<'_, PendingTxnOffsets> {
@@ -119,7 +121,7 @@ impl GroupCoordinator {
         producer_id: i64,
         commit: bool,
     ) -> Result<(), ResponseError> {
-        let taken: Vec<(String, BTreeMap<(String, i32), CommittedOffset>)> = {
+        let taken: Vec<(String, GroupTxnOffsets)> = {
             let mut pending = self.pending_txn();
             let Some(groups) = pending.get_mut(&producer_id) else {
                 return Ok(());

@@ -11,7 +11,9 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use proto_kafka::ResponseError;
 use strom_log::producer_state::batch_headers;
-use strom_log::{FetchSlice, Log, LogError, SequenceCheck, TimestampAndOffset, TopicPartition};
+use strom_log::{
+    AbortedTxn, FetchSlice, Log, LogError, SequenceCheck, TimestampAndOffset, TopicPartition,
+};
 use thiserror::Error;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
@@ -78,6 +80,15 @@ pub struct PartitionRead {
     pub slice: Option<FetchSlice>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+}
+
+/// A fetch's read at an isolation level: read_committed stops at the last stable offset and
+/// carries the aborted transactions of the range it returned.
+pub struct IsolatedRead {
+    pub read: PartitionRead,
+    pub last_stable_offset: i64,
+    /// Some (possibly empty) for read_committed, None for read_uncommitted (Kafka sends null).
+    pub aborted_transactions: Option<Vec<AbortedTxn>>,
 }
 
 impl Partition {
@@ -201,6 +212,90 @@ impl Partition {
         })
     }
 
+    /// Writes a COMMIT (`commit`) or ABORT marker for the producer (the transaction
+    /// coordinator's WriteTxnMarkers) and makes it durable and visible as an acks=all append
+    /// is; returns its offset. An older producer epoch is INVALID_PRODUCER_EPOCH, an older
+    /// coordinator epoch TRANSACTION_COORDINATOR_FENCED (as `Rejected`), nothing written.
+    pub async fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<i64, PartitionError> {
+        let epoch = self.leader_epoch();
+        let offset = {
+            let mut log = self.log()?;
+            log.on_high_watermark_updated(self.high_watermark());
+            let info = log
+                .append_marker(
+                    producer_id,
+                    producer_epoch,
+                    coordinator_epoch,
+                    commit,
+                    epoch,
+                    now_ms,
+                )
+                .map_err(|e| match e {
+                    LogError::ProducerState { code, .. } => PartitionError::Rejected(
+                        ResponseError::try_from_code(code)
+                            .unwrap_or(ResponseError::InvalidProducerEpoch),
+                    ),
+                    other => PartitionError::Log(other),
+                })?;
+            info.first_offset
+        };
+        self.unflushed_messages.fetch_add(1, Ordering::AcqRel);
+        self.complete_append(offset + 1).await?;
+        Ok(offset)
+    }
+
+    /// The last stable offset now: the first offset of the earliest undecided transaction,
+    /// else the high watermark.
+    pub fn last_stable_offset(&self) -> Result<i64, PartitionError> {
+        let hw = self.high_watermark();
+        Ok(self.log()?.last_stable_offset(hw))
+    }
+
+    /// [`Partition::read`] at an isolation level (`read_committed`: up to the last stable
+    /// offset, with the aborted transactions of the batches returned).
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<IsolatedRead, PartitionError> {
+        let log = self.log()?;
+        let high_watermark = self.high_watermark();
+        debug_assert!(high_watermark <= log.log_end_offset());
+        let last_stable_offset = log.last_stable_offset(high_watermark);
+        let max_offset = if read_committed {
+            last_stable_offset
+        } else {
+            high_watermark
+        };
+        let (slice, upper_bound) =
+            log.read_with_upper_bound(offset, max_bytes, max_offset, min_one_batch)?;
+        let aborted_transactions = read_committed.then(|| {
+            if slice.is_empty() {
+                Vec::new()
+            } else {
+                log.aborted_transactions(offset, upper_bound)
+            }
+        });
+        Ok(IsolatedRead {
+            read: PartitionRead {
+                slice: Some(slice),
+                high_watermark,
+                log_start_offset: log.log_start_offset(),
+            },
+            last_stable_offset,
+            aborted_transactions,
+        })
+    }
+
     /// Makes an append visible per the flush policy: with flush.messages = 1 (Strom's default)
     /// the data is fsynced first and the high watermark never exposes unsynced data; otherwise
     /// it is visible at once and synced once flush.messages have accumulated.
@@ -242,7 +337,11 @@ impl Partition {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
         crate::metrics::log_flushed(flush_started);
-        self.log()?.mark_flushed_target(&target)?;
+        {
+            let mut log = self.log()?;
+            log.mark_flushed_target(&target)?;
+            log.on_high_watermark_updated(self.high_watermark().max(end));
+        }
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
         self.advance_high_watermark(end);
         Ok(())
@@ -360,6 +459,51 @@ pub trait PartitionLog: Send + Sync {
     fn wait_for_data(&self) -> Notified<'_>;
     /// Where the bytes at `offset` are kept, for error logs; None if nowhere local.
     fn segment_path_containing(&self, offset: i64) -> Option<std::path::PathBuf>;
+    /// Writes a transaction marker (WriteTxnMarkers), durable and visible as an acks=all
+    /// append before it resolves; the marker's offset. A partition kind without transactions
+    /// refuses it.
+    fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<i64, PartitionError>> {
+        let _ = (
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+            now_ms,
+        );
+        Box::pin(async {
+            Err(PartitionError::Rejected(
+                ResponseError::UnsupportedForMessageFormat,
+            ))
+        })
+    }
+    /// The last stable offset (the high watermark where no transaction is undecided).
+    fn last_stable_offset(&self) -> Result<i64, PartitionError> {
+        Ok(self.high_watermark())
+    }
+    /// [`PartitionLog::read`] at an isolation level: read_committed stops at the last stable
+    /// offset and lists the aborted transactions of what it returns.
+    fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<IsolatedRead, PartitionError> {
+        let read = self.read(offset, max_bytes, min_one_batch)?;
+        let last_stable_offset = read.high_watermark;
+        Ok(IsolatedRead {
+            read,
+            last_stable_offset,
+            aborted_transactions: read_committed.then(Vec::new),
+        })
+    }
 }
 
 impl PartitionLog for Partition {
@@ -428,6 +572,35 @@ impl PartitionLog for Partition {
     }
     fn segment_path_containing(&self, offset: i64) -> Option<std::path::PathBuf> {
         self.log().ok()?.segment_path_containing(offset)
+    }
+    fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<i64, PartitionError>> {
+        Box::pin(Partition::append_marker(
+            self,
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+            now_ms,
+        ))
+    }
+    fn last_stable_offset(&self) -> Result<i64, PartitionError> {
+        Partition::last_stable_offset(self)
+    }
+    fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<IsolatedRead, PartitionError> {
+        Partition::read_isolated(self, offset, max_bytes, min_one_batch, read_committed)
     }
 }
 
@@ -529,5 +702,76 @@ mod tests {
         assert!(any.now_or_never().is_some());
         // Nothing to wait on: only the fetch's own timeout ends it.
         assert!(AnyData::new(std::iter::empty()).now_or_never().is_none());
+    }
+
+    /// One transactional batch of `records` from producer `pid` (epoch 0, sequence `seq`).
+    pub(crate) fn txn_batch(pid: i64, seq: i32, records: usize, now_ms: i64) -> bytes::BytesMut {
+        use proto_kafka::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..records)
+            .map(|i| Record {
+                transactional: true,
+                control: false,
+                delete_horizon_ms: None,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: seq + i as i32,
+                timestamp: now_ms,
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Vec::new(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_marker_is_durable_and_moves_the_last_stable_offset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = partition(tmp.path(), "t");
+        let now = crate::metadata::metadata_log::now_ms();
+        let mut data = txn_batch(5, 0, 3, now);
+        let appended = p.append_as_leader(&mut data, now).unwrap();
+        p.complete_append(appended.last_offset + 1).await.unwrap();
+        assert_eq!(p.high_watermark(), 3);
+        assert_eq!(p.last_stable_offset().unwrap(), 0);
+        let committed = p.read_isolated(0, 1 << 20, true, true).unwrap();
+        assert!(committed.read.slice.unwrap().is_empty());
+        assert_eq!(committed.last_stable_offset, 0);
+        assert_eq!(committed.aborted_transactions, Some(Vec::new()));
+        let uncommitted = p.read_isolated(0, 1 << 20, true, false).unwrap();
+        assert!(!uncommitted.read.slice.unwrap().is_empty());
+        assert_eq!(uncommitted.aborted_transactions, None);
+        let offset = p.append_marker(5, 0, 0, false, now).await.unwrap();
+        assert_eq!(offset, 3);
+        // Durable and visible before it returns.
+        assert_eq!(p.high_watermark(), 4);
+        assert_eq!(p.last_stable_offset().unwrap(), 4);
+        let read = p.read_isolated(0, 1 << 20, true, true).unwrap();
+        assert!(!read.read.slice.unwrap().is_empty());
+        let aborted = read.aborted_transactions.unwrap();
+        assert_eq!(aborted.len(), 1);
+        assert_eq!((aborted[0].producer_id, aborted[0].first_offset), (5, 0));
+        // A fenced epoch is refused with Kafka's error and writes nothing.
+        let err = p.append_marker(5, -1, 0, true, now).await.err().unwrap();
+        assert!(matches!(
+            err,
+            PartitionError::Rejected(ResponseError::InvalidProducerEpoch)
+        ));
+        assert_eq!(p.log_end_offset().unwrap(), 4);
     }
 }

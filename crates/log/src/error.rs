@@ -138,6 +138,10 @@ pub enum LogError {
     InvalidDirName(String),
     #[error("log {0} is closed")]
     Closed(String),
+    /// A producer's write or marker refused by its producer state (fenced epoch, a
+    /// non-transactional write inside a transaction, a fenced coordinator): `code` is Kafka's.
+    #[error("{message}")]
+    ProducerState { code: i16, message: String },
 }
 
 impl LogError {
@@ -156,6 +160,7 @@ impl LogError {
             LogError::OffsetOutOfRange { .. } => kafka_code::OFFSET_OUT_OF_RANGE,
             LogError::Io { .. } | LogError::Corrupt { .. } => kafka_code::KAFKA_STORAGE_ERROR,
             LogError::Closed(_) => kafka_code::NOT_LEADER_OR_FOLLOWER,
+            LogError::ProducerState { code, .. } => *code,
             LogError::DirLocked { .. }
             | LogError::InvalidConfig(_)
             | LogError::InvalidDirName(_) => kafka_code::UNKNOWN_SERVER_ERROR,

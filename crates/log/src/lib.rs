@@ -54,12 +54,19 @@
 //! - `FetchSlice { file, position, size, first_offset }`, `FetchSlice::is_empty()`.
 //! - `log.roll(now_ms)`, `log.update_config(config)`, `log.recovery_point()`, `log.segments()`.
 //! - `LogError::kafka_error_code()` / `BatchError::kafka_error_code()` give the Kafka error code.
+//! - Transactions (KIP-98): `control::encode_marker` builds a COMMIT/ABORT marker batch;
+//!   `log.append_marker(producer_id, producer_epoch, coordinator_epoch, commit, leader_epoch,
+//!   now_ms) -> Result<AppendInfo, LogError>` writes one (the coordinator's append: producer
+//!   and coordinator epochs checked, no sequence rules); `log.last_stable_offset(hw)`,
+//!   `log.on_high_watermark_updated(hw)`, `log.read_with_upper_bound(..)` and
+//!   `log.aborted_transactions(start, upper_bound)` serve read_committed fetches.
 //! - A read excludes any batch whose *last* offset is >= `max_offset` (Kafka's rule; identical
 //!   to "base offset >= max_offset" when the high watermark is at a batch boundary).
 pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod files;
 pub mod index;
@@ -72,6 +79,7 @@ pub(crate) mod scan;
 pub mod segment;
 pub mod time_index;
 pub mod topic_partition;
+pub mod txn_index;
 pub mod validator;
 pub mod verify;
 
@@ -83,12 +91,16 @@ mod import_graph_tests;
 mod tests;
 #[cfg(test)]
 mod testutil;
+#[cfg(test)]
+mod txn_tests;
 
 pub use batch::{validate_batches, BatchHeader, Compression, TimestampType};
 pub use cleaner::{CleanPlan, CleanStats, CleanedSegment};
 pub use config::LogConfig;
+pub use control::{decode_marker, encode_marker, TxnMarker};
 pub use error::{BatchError, LogError, RecordError};
 pub use lock::DirLock;
 pub use log::{AppendInfo, FetchSlice, FlushTarget, Log, TimestampAndOffset};
-pub use producer_state::{ProducerStateError, ProducerStateManager, SequenceCheck};
+pub use producer_state::{CompletedTxn, ProducerStateError, ProducerStateManager, SequenceCheck};
 pub use topic_partition::TopicPartition;
+pub use txn_index::AbortedTxn;

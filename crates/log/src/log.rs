@@ -29,6 +29,7 @@ use crate::files::{
 use crate::producer_state::ProducerStateManager;
 use crate::segment::{LogSegment, SegmentRead};
 use crate::topic_partition::TopicPartition;
+use crate::txn_index::{AbortedTxn, TxnIndex};
 
 /// Defined beside the time index since the segment needs it too; re-exported at its old path.
 pub use crate::time_index::TimestampAndOffset;
@@ -134,6 +135,8 @@ pub struct Log {
     closed: bool,
     /// Idempotent producers' last batches, rebuilt on open; updated by every append.
     producer_state: ProducerStateManager,
+    /// The aborted transactions, per segment (`.txnindex` files).
+    txn_index: TxnIndex,
 }
 
 /// Segments rolled by every log of the process, for the broker's metrics (strom-log itself
@@ -390,6 +393,48 @@ fn open_segments(
     Ok(opened)
 }
 
+fn segment_ranges(segments: &BTreeMap<i64, LogSegment>) -> Vec<(i64, i64)> {
+    segments
+        .values()
+        .map(|s| (s.base_offset(), s.next_offset()))
+        .collect()
+}
+
+fn segment_base_of(segments: &BTreeMap<i64, LogSegment>, offset: i64) -> i64 {
+    segments
+        .range(..=offset)
+        .next_back()
+        .map_or(offset, |(b, _)| *b)
+}
+
+/// Completes the aborted-transaction index after the producer state was loaded from
+/// `replay_from`: what the replay found replaces the entries at and above it; if a file below
+/// it was damaged, every entry is rebuilt from the whole log instead.
+fn load_txn_index(
+    txn_index: &mut TxnIndex,
+    producer_state: &mut ProducerStateManager,
+    segments: &BTreeMap<i64, LogSegment>,
+    topic_partition: &TopicPartition,
+    replay_from: i64,
+    damaged: &[i64],
+    log_end_offset: i64,
+) -> Result<(), LogError> {
+    let replayed = producer_state.take_replayed_aborts();
+    let first_base = segments.keys().next().copied().unwrap_or(log_end_offset);
+    // A damaged file holding anything below the replay's start cannot be completed by it.
+    if damaged.iter().any(|base| *base < replay_from) {
+        let rebuilt = crate::producer_state::rebuild_aborted_transactions(
+            segments,
+            topic_partition,
+            first_base,
+            log_end_offset,
+        )?;
+        tracing::info!(log = %topic_partition, aborted = rebuilt.len(), "rebuilt the transaction index from the log");
+        return txn_index.replace_from(i64::MIN, rebuilt, |o| segment_base_of(segments, o));
+    }
+    txn_index.replace_from(replay_from, replayed, |o| segment_base_of(segments, o))
+}
+
 fn delete_segment_files(dir: &Path, base: i64) -> Result<(), LogError> {
     for path in [
         log_file_path(dir, base),
@@ -463,7 +508,18 @@ impl Log {
         let recovery_point = checkpointed_recovery_point.min(log_end_offset);
         let mut producer_state =
             ProducerStateManager::new(dir, topic_partition.clone(), log_end_offset);
-        producer_state.load(&segments, log_end_offset)?;
+        let mut txn_index = TxnIndex::new(dir);
+        let damaged = txn_index.load(&segment_ranges(&segments))?;
+        let replay_from = producer_state.load(&segments, log_end_offset)?;
+        load_txn_index(
+            &mut txn_index,
+            &mut producer_state,
+            &segments,
+            &topic_partition,
+            replay_from,
+            &damaged,
+            log_end_offset,
+        )?;
         let log = Log {
             dir: dir.to_path_buf(),
             topic_partition,
@@ -480,6 +536,7 @@ impl Log {
             cleaned_up_to: i64::MIN,
             closed: false,
             producer_state,
+            txn_index,
         };
         log.debug_check_invariants();
         log.trace_opened(recovered_bytes > 0 || tail_cut, recovered_bytes, started);
@@ -751,6 +808,10 @@ impl Log {
         }
         let new_base = self.log_end_offset();
         self.active_segment_mut().on_become_inactive()?;
+        // The snapshot taken at the roll covers this segment: its aborted transactions must be
+        // on disk before a recovery would start past them.
+        let sealed_base = self.active_segment().base_offset();
+        self.txn_index.sync_segment(sealed_base)?;
         let segment = LogSegment::create(&self.dir, new_base, &self.config, now_ms)?;
         tracing::info!(log = %self.topic_partition, new_base, reason, "rolled segment");
         self.segments.insert(new_base, segment);
@@ -780,6 +841,19 @@ impl Log {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<FetchSlice, LogError> {
+        self.read_with_upper_bound(start_offset, max_bytes, max_offset, min_one_batch)
+            .map(|(slice, _)| slice)
+    }
+
+    /// [`Log::read`], and the offset after what it returned (the first batch left out, or the
+    /// end of the segment read): the bound of [`Log::aborted_transactions`] for that read.
+    pub fn read_with_upper_bound(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<(FetchSlice, i64), LogError> {
         self.ensure_open()?;
         let log_end_offset = self.log_end_offset();
         if start_offset < self.log_start_offset || start_offset > log_end_offset {
@@ -794,7 +868,7 @@ impl Log {
         };
         let max_offset = max_offset.min(log_end_offset);
         if start_offset >= max_offset {
-            return Ok(empty_at_end);
+            return Ok((empty_at_end, start_offset));
         }
         let floor = self
             .segments
@@ -808,17 +882,126 @@ impl Log {
                     position,
                     size_bytes,
                     first_offset,
+                    upper_bound_offset,
                 } => {
-                    return Ok(FetchSlice {
+                    let slice = FetchSlice {
                         file: Arc::clone(segment.log_file()),
                         position,
                         size: size_bytes,
                         first_offset,
-                    })
+                    };
+                    return Ok((slice, upper_bound_offset));
                 }
             }
         }
-        Ok(empty_at_end)
+        Ok((empty_at_end, start_offset))
+    }
+
+    /// The aborted transactions a read_committed fetch of [start_offset, upper_bound_offset)
+    /// returns (Kafka's collectAbortedTransactions).
+    pub fn aborted_transactions(
+        &self,
+        start_offset: i64,
+        upper_bound_offset: i64,
+    ) -> Vec<AbortedTxn> {
+        self.txn_index.collect(start_offset, upper_bound_offset)
+    }
+
+    /// Every entry of the aborted-transaction index, oldest marker first.
+    pub fn all_aborted_transactions(&self) -> Vec<AbortedTxn> {
+        self.txn_index.all()
+    }
+
+    /// The last stable offset under `high_watermark`: the first offset of the earliest
+    /// transaction still undecided, else the high watermark.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.producer_state.last_stable_offset(high_watermark)
+    }
+
+    /// Tells the log its high watermark moved, so transactions whose markers it passed stop
+    /// holding the last stable offset back.
+    pub fn on_high_watermark_updated(&mut self, high_watermark: i64) {
+        self.producer_state
+            .on_high_watermark_updated(high_watermark);
+    }
+
+    /// Writes a COMMIT (`commit`) or ABORT marker for the producer at the log end, as the
+    /// transaction coordinator's append (Kafka's AppendOrigin.Coordinator): no sequence rules,
+    /// but an older producer epoch answers INVALID_PRODUCER_EPOCH and an older coordinator
+    /// epoch TRANSACTION_COORDINATOR_FENCED, with nothing written. The producer's open
+    /// transaction here ends; an abort goes to the transaction index.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.ensure_open()?;
+        if producer_id < 0 {
+            return Err(LogError::InvalidBatch(format!(
+                "a transaction marker for producer id {producer_id}"
+            )));
+        }
+        self.producer_state
+            .check_marker(producer_id, producer_epoch, coordinator_epoch)
+            .map_err(|e| LogError::ProducerState {
+                code: e.kafka_error_code(),
+                message: e.to_string(),
+            })?;
+        let mut batch = crate::control::encode_marker(
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+            now_ms,
+        )?;
+        let mut headers = batch::validate_batches(&batch)?;
+        let (first_offset, last_offset) = self.offsets_for_append(&headers, batch.len())?;
+        let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        let stamp = BatchStamp {
+            first_offset,
+            leader_epoch,
+            log_append_time_ms: log_append_time.then_some(now_ms),
+        };
+        let assigned = stamp.apply(&mut batch, &mut headers)?;
+        if let Some(reason) = self.active_segment().should_roll(
+            &self.config,
+            batch.len() as u64,
+            assigned.max_timestamp,
+            last_offset,
+            now_ms,
+        ) {
+            self.roll_segment(now_ms, reason)?;
+        }
+        self.active_segment_mut().append(&batch, &headers)?;
+        self.producer_state.update(&headers);
+        let marker = crate::control::TxnMarker {
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+        };
+        let (_, aborted) =
+            self.producer_state
+                .complete_txn(&marker, first_offset, assigned.max_timestamp);
+        if let Some(aborted) = aborted {
+            let base = self.active_segment().base_offset();
+            self.txn_index.append(base, aborted)?;
+        }
+        self.debug_check_invariants();
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp: assigned.max_timestamp,
+            offset_of_max_timestamp: assigned.offset_of_max_timestamp,
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            valid_bytes: batch.len(),
+            record_count: assigned.record_count,
+            batch_count: headers.len(),
+        })
     }
 
     /// The first batch at or after the log start offset whose maxTimestamp >= `target_ms`
@@ -879,6 +1062,11 @@ impl Log {
             .values()
             .filter(|s| s.next_offset() > self.recovery_point || s.base_offset() == active_base)
             .map(|s| Arc::clone(s.log_file()))
+            .chain(
+                self.txn_index
+                    .files_from(segment_base_of(&self.segments, self.recovery_point))
+                    .cloned(),
+            )
             .collect();
         FlushTarget {
             files,
@@ -973,6 +1161,7 @@ impl Log {
                 if let Some(segment) = self.segments.remove(&base) {
                     segment.delete()?;
                 }
+                self.txn_index.remove_segment(base)?;
             }
             let active = self.active_segment_mut();
             let removed_bytes = active.truncate_to(offset)?;
@@ -986,8 +1175,14 @@ impl Log {
         }
         sync_dir(&self.dir)?;
         let log_end_offset = self.log_end_offset();
-        self.producer_state
+        let replay_from = self
+            .producer_state
             .truncate_and_reload(&self.segments, log_end_offset)?;
+        let replayed = self.producer_state.take_replayed_aborts();
+        self.txn_index.truncate_from(log_end_offset)?;
+        let segments = &self.segments;
+        self.txn_index
+            .replace_from(replay_from, replayed, |o| segment_base_of(segments, o))?;
         self.log_start_offset = self.log_start_offset.min(log_end_offset);
         if self.recovery_point > log_end_offset {
             self.recovery_point = log_end_offset;
@@ -1021,7 +1216,9 @@ impl Log {
             if let Some(segment) = self.segments.remove(&base) {
                 segment.delete()?;
             }
+            self.txn_index.remove_segment(base)?;
         }
+        self.txn_index.truncate_from(i64::MIN)?;
         debug_assert_eq!(self.segment_base_offsets(), vec![offset]);
         self.producer_state.truncate_fully_and_start_at(offset)?;
         self.log_start_offset = offset;
@@ -1063,7 +1260,9 @@ impl Log {
         );
         if let Some((_, segment)) = self.segments.pop_first() {
             tracing::info!(log = %self.topic_partition, base = segment.base_offset(), size_bytes = segment.size_bytes(), "deleting segment");
+            let base = segment.base_offset();
             segment.delete()?;
+            self.txn_index.remove_segment(base)?;
         }
         let first_base = self.segments.keys().next().copied().unwrap_or(0);
         self.producer_state.on_segments_deleted(first_base)
@@ -1226,6 +1425,10 @@ impl Log {
         }
         self.active_segment_mut().on_become_inactive()?;
         self.persist_indexes(true)?;
+        for file in self.txn_index.files_from(i64::MIN) {
+            file.sync_data()
+                .ctx(|| format!("fsync the transaction index of {}", self.dir.display()))?;
+        }
         // Before the directory sync below, which makes its name durable. A failure (a full
         // disk, say) costs the next start a replay of the log, not the close.
         if let Err(e) = self.producer_state.take_snapshot(true) {

@@ -27,8 +27,10 @@
 //!     per batch: first seq i32 | last seq i32 | first offset i64 | last offset i64 | timestamp i64
 //! ```
 //!
-//! The transactional fields (coordinator epoch, current transaction's first offset) are kept
-//! and round-tripped but not yet set: transactions are not implemented.
+//! Transactions (KIP-98): a transactional batch opens its producer's transaction (the first
+//! offset is kept, and snapshotted) until a marker ([`crate::control`]) ends it; the ongoing
+//! transactions, in first-offset order, give the log its last stable offset, and each marker
+//! is a [`CompletedTxn`] (aborted ones go to the log's aborted-transaction index).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{self, OpenOptions};
@@ -68,7 +70,19 @@ pub mod kafka_code {
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const INVALID_TXN_STATE: i16 = 48;
+    pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
     pub const INVALID_RECORD: i16 = 87;
+}
+
+/// A transaction a marker ended (Kafka's CompletedTxn): its producer, its first offset (the
+/// marker's own when the transaction wrote nothing here) and the marker's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub is_aborted: bool,
 }
 
 /// Bytes read at a time while replaying batch headers.
@@ -146,6 +160,16 @@ pub enum ProducerStateError {
     DuplicateSequence { producer_id: i64 },
     #[error("{0}")]
     InvalidRecord(&'static str),
+    /// A non-transactional batch from a producer with a transaction open here.
+    #[error("producer {producer_id}: a non-transactional write inside its open transaction")]
+    InvalidTxnState { producer_id: i64 },
+    /// A marker from a transaction coordinator older than the one that wrote the last marker.
+    #[error("producer {producer_id}: coordinator epoch {coordinator_epoch} is older than the current {current_coordinator_epoch}")]
+    CoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current_coordinator_epoch: i32,
+    },
 }
 
 impl ProducerStateError {
@@ -157,6 +181,10 @@ impl ProducerStateError {
             }
             ProducerStateError::DuplicateSequence { .. } => kafka_code::DUPLICATE_SEQUENCE_NUMBER,
             ProducerStateError::InvalidRecord(_) => kafka_code::INVALID_RECORD,
+            ProducerStateError::InvalidTxnState { .. } => kafka_code::INVALID_TXN_STATE,
+            ProducerStateError::CoordinatorFenced { .. } => {
+                kafka_code::TRANSACTION_COORDINATOR_FENCED
+            }
         }
     }
 }
@@ -248,6 +276,14 @@ pub struct ProducerStateManager {
     map_end_offset: i64,
     /// Offsets of the snapshot files on disk.
     snapshots: BTreeSet<i64>,
+    /// The open transactions: first offset -> producer id (Kafka's ongoingTxns).
+    ongoing: BTreeMap<i64, i64>,
+    /// Transactions whose marker the high watermark has not passed yet: they still hold the
+    /// last stable offset back (Kafka's unreplicatedTxns). First offset -> the transaction.
+    unreplicated: BTreeMap<i64, CompletedTxn>,
+    /// Aborted transactions found by a replay, with the last stable offset at their abort,
+    /// for the log's aborted-transaction index.
+    replayed_aborts: Vec<crate::txn_index::AbortedTxn>,
 }
 
 impl ProducerStateManager {
@@ -259,6 +295,168 @@ impl ProducerStateManager {
             producers: HashMap::new(),
             map_end_offset,
             snapshots: BTreeSet::new(),
+            ongoing: BTreeMap::new(),
+            unreplicated: BTreeMap::new(),
+            replayed_aborts: Vec::new(),
+        }
+    }
+
+    /// The first offset of the earliest transaction not yet decided for readers: still open,
+    /// or ended by a marker at or above `high_watermark`. None when there is none.
+    pub fn first_unstable_offset(&self, high_watermark: i64) -> Option<i64> {
+        let ongoing = self.ongoing.keys().next().copied();
+        let unreplicated = self
+            .unreplicated
+            .values()
+            .filter(|t| t.last_offset >= high_watermark)
+            .map(|t| t.first_offset)
+            .min();
+        match (ongoing, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The last stable offset under `high_watermark` (Kafka's UnifiedLog.lastStableOffset):
+    /// the first unstable offset, or the high watermark when every transaction below it is
+    /// decided.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.first_unstable_offset(high_watermark)
+            .map_or(high_watermark, |o| o.min(high_watermark))
+    }
+
+    /// Forgets ended transactions whose markers are below the high watermark.
+    pub fn on_high_watermark_updated(&mut self, high_watermark: i64) {
+        if !self.unreplicated.is_empty() {
+            self.unreplicated
+                .retain(|_, t| t.last_offset >= high_watermark);
+        }
+    }
+
+    /// The open transactions: (first offset, producer id), oldest first.
+    pub fn ongoing_transactions(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.ongoing.iter().map(|(o, p)| (*o, *p))
+    }
+
+    /// Kafka's checks of a marker against the producer (AppendOrigin.Coordinator: no sequence
+    /// rules): an older producer epoch is fenced (INVALID_PRODUCER_EPOCH), and so is an older
+    /// coordinator epoch (TRANSACTION_COORDINATOR_FENCED).
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), ProducerStateError> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if producer_epoch < entry.producer_epoch {
+            return Err(ProducerStateError::InvalidProducerEpoch {
+                producer_id,
+                epoch: producer_epoch,
+                current_epoch: entry.producer_epoch,
+            });
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(ProducerStateError::CoordinatorFenced {
+                producer_id,
+                coordinator_epoch,
+                current_coordinator_epoch: entry.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a marker written at `offset`: the producer's transaction ends (its epoch and
+    /// coordinator epoch become the marker's). Returns the ended transaction and, when it was
+    /// aborted, its aborted-index entry (with the last stable offset at the abort).
+    pub fn complete_txn(
+        &mut self,
+        marker: &crate::control::TxnMarker,
+        offset: i64,
+        timestamp_ms: i64,
+    ) -> (CompletedTxn, Option<crate::txn_index::AbortedTxn>) {
+        self.map_end_offset = self.map_end_offset.max(offset + 1);
+        self.make_room_for(marker.producer_id);
+        let entry = self
+            .producers
+            .entry(marker.producer_id)
+            .or_insert_with(|| ProducerStateEntry::new(marker.producer_epoch));
+        if marker.producer_epoch != entry.producer_epoch {
+            entry.batches.clear();
+            entry.producer_epoch = marker.producer_epoch;
+        }
+        entry.coordinator_epoch = marker.coordinator_epoch;
+        entry.last_timestamp_ms = timestamp_ms;
+        let first_offset = entry.current_txn_first_offset.take();
+        if let Some(first) = first_offset {
+            self.ongoing.remove(&first);
+        }
+        let completed = CompletedTxn {
+            producer_id: marker.producer_id,
+            first_offset: first_offset.unwrap_or(offset),
+            last_offset: offset,
+            is_aborted: !marker.commit,
+        };
+        self.unreplicated.insert(completed.first_offset, completed);
+        let aborted = completed.is_aborted.then(|| crate::txn_index::AbortedTxn {
+            producer_id: completed.producer_id,
+            first_offset: completed.first_offset,
+            last_offset: completed.last_offset,
+            // Kafka's lastStableOffset(completedTxn): the next transaction still open, else
+            // just past this one.
+            last_stable_offset: self
+                .ongoing
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(completed.last_offset + 1),
+        });
+        (completed, aborted)
+    }
+
+    /// The aborted transactions the last replay found, oldest first (taken once).
+    pub(crate) fn take_replayed_aborts(&mut self) -> Vec<crate::txn_index::AbortedTxn> {
+        std::mem::take(&mut self.replayed_aborts)
+    }
+
+    /// Rebuilds the open-transaction map from the producers (after a snapshot is loaded).
+    fn rebuild_ongoing(&mut self) {
+        self.ongoing = self
+            .producers
+            .iter()
+            .filter_map(|(pid, e)| e.current_txn_first_offset.map(|o| (o, *pid)))
+            .collect();
+        self.unreplicated.clear();
+    }
+
+    /// Keeps the bound on producers: before a new one is added, the least recently written
+    /// producer without an open transaction goes (one with an open transaction holds the last
+    /// stable offset, so it stays unless every producer has one).
+    fn make_room_for(&mut self, producer_id: i64) {
+        if self.producers.contains_key(&producer_id)
+            || self.producers.len() < MAX_PRODUCERS_PER_PARTITION
+        {
+            return;
+        }
+        let oldest = self
+            .producers
+            .iter()
+            .filter(|(_, e)| e.current_txn_first_offset.is_none())
+            .min_by_key(|(id, e)| (e.last_offset(), **id))
+            .or_else(|| {
+                self.producers
+                    .iter()
+                    .min_by_key(|(id, e)| (e.last_offset(), **id))
+            })
+            .map(|(id, _)| *id);
+        if let Some(oldest) = oldest {
+            if let Some(e) = self.producers.remove(&oldest) {
+                if let Some(first) = e.current_txn_first_offset {
+                    tracing::warn!(log = %self.topic_partition, producer_id = oldest, first_offset = first, "forgetting a producer with an open transaction: the producer bound is full of them");
+                    self.ongoing.remove(&first);
+                }
+            }
         }
     }
 
@@ -298,12 +496,18 @@ impl ProducerStateManager {
                 "control batches are written by transaction coordinators, never by clients",
             ));
         }
-        if headers.iter().any(|h| h.is_transactional()) {
-            // InitProducerId refuses transactional ids, so these come only from a
-            // misbehaving client.
-            return Err(ProducerStateError::InvalidRecord(
-                "transactions are not supported",
-            ));
+        for h in &idempotent {
+            // Kafka's InvalidTxnStateException: a transaction's writes are all transactional.
+            if !h.is_transactional()
+                && self
+                    .producers
+                    .get(&h.producer_id)
+                    .is_some_and(|e| e.current_txn_first_offset.is_some())
+            {
+                return Err(ProducerStateError::InvalidTxnState {
+                    producer_id: h.producer_id,
+                });
+            }
         }
         // Walk the batches in order, as if each were appended, against a scratch copy.
         let mut expected: HashMap<i64, (i16, Option<i32>)> = HashMap::new();
@@ -392,22 +596,11 @@ impl ProducerStateManager {
     pub fn update(&mut self, headers: &[BatchHeader]) {
         for h in headers {
             self.map_end_offset = self.map_end_offset.max(h.next_offset());
-            // Control batches (transaction markers) will end transactions here (#13).
+            // Markers end transactions through `complete_txn`, which needs their records.
             if h.producer_id < 0 || h.is_control() {
                 continue;
             }
-            if !self.producers.contains_key(&h.producer_id)
-                && self.producers.len() >= MAX_PRODUCERS_PER_PARTITION
-            {
-                if let Some(oldest) = self
-                    .producers
-                    .iter()
-                    .min_by_key(|(id, e)| (e.last_offset(), **id))
-                    .map(|(id, _)| *id)
-                {
-                    self.producers.remove(&oldest);
-                }
-            }
+            self.make_room_for(h.producer_id);
             let entry = self
                 .producers
                 .entry(h.producer_id)
@@ -427,6 +620,10 @@ impl ProducerStateManager {
                 entry.batches.pop_front();
             }
             entry.last_timestamp_ms = h.max_timestamp;
+            if h.is_transactional() && entry.current_txn_first_offset.is_none() {
+                entry.current_txn_first_offset = Some(h.base_offset);
+                self.ongoing.insert(h.base_offset, h.producer_id);
+            }
         }
         // The bound on what a partition's producers may take in memory.
         debug_assert!(self.producers.len() <= MAX_PRODUCERS_PER_PARTITION);
@@ -555,11 +752,12 @@ impl ProducerStateManager {
     /// `log_end_offset`: snapshots past the end or older than the first segment are deleted,
     /// the newest readable one is loaded, and the batches after it are replayed. Damaged
     /// snapshots are skipped (WARN, deleted); only I/O errors listing the directory fail.
+    /// Returns the offset the replay started from (what the snapshot did not cover).
     pub(crate) fn load(
         &mut self,
         segments: &BTreeMap<i64, LogSegment>,
         log_end_offset: i64,
-    ) -> Result<(), LogError> {
+    ) -> Result<i64, LogError> {
         let started = std::time::Instant::now();
         let first_base = segments.keys().next().copied().unwrap_or(log_end_offset);
         self.producers.clear();
@@ -591,6 +789,8 @@ impl ProducerStateManager {
                 }
             }
         }
+        self.rebuild_ongoing();
+        self.replayed_aborts.clear();
         let from = self.map_end_offset;
         let replayed = self.replay(segments, from, log_end_offset)?;
         self.map_end_offset = log_end_offset;
@@ -605,7 +805,7 @@ impl ProducerStateManager {
         } else {
             loaded!(debug);
         }
-        Ok(())
+        Ok(from)
     }
 
     /// Applies the batches of `segments` with offsets in [from, to). Returns how many.
@@ -644,12 +844,15 @@ impl ProducerStateManager {
             );
             loop {
                 match scanner.next(false)? {
-                    ScanItem::Batch { header, .. } => {
+                    ScanItem::Batch { header, position } => {
                         if header.base_offset >= to {
                             break;
                         }
                         if header.last_offset() >= from {
                             self.update(std::slice::from_ref(&header));
+                            if header.is_control() && header.producer_id >= 0 {
+                                self.replay_marker(segment, position, &header)?;
+                            }
                             count += 1;
                         }
                     }
@@ -666,19 +869,51 @@ impl ProducerStateManager {
         Ok(count)
     }
 
+    /// Ends the transaction of a replayed marker (the batch at `position` of `segment`).
+    fn replay_marker(
+        &mut self,
+        segment: &LogSegment,
+        position: u64,
+        header: &BatchHeader,
+    ) -> Result<(), LogError> {
+        let size = header.size_bytes();
+        if size > crate::control::MAX_CONTROL_BATCH_BYTES {
+            tracing::warn!(log = %self.topic_partition, offset = header.base_offset, size_bytes = size, "skipping an oversized control batch");
+            return Ok(());
+        }
+        let mut bytes = vec![0u8; size];
+        std::os::unix::fs::FileExt::read_exact_at(&**segment.log_file(), &mut bytes, position)
+            .ctx(|| format!("read {} at {position}", segment.log_path().display()))?;
+        match crate::control::decode_marker(header, &bytes) {
+            Ok(Some(marker)) => {
+                let (_, aborted) =
+                    self.complete_txn(&marker, header.base_offset, header.max_timestamp);
+                self.replayed_aborts.extend(aborted);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(log = %self.topic_partition, offset = header.base_offset, error = %e, "skipping an unreadable control batch");
+            }
+        }
+        Ok(())
+    }
+
     /// After the log was cut to `log_end_offset` (a diverged replica): snapshots past it go
     /// and the state is rebuilt from the newest remaining one.
     pub(crate) fn truncate_and_reload(
         &mut self,
         segments: &BTreeMap<i64, LogSegment>,
         log_end_offset: i64,
-    ) -> Result<(), LogError> {
+    ) -> Result<i64, LogError> {
         self.load(segments, log_end_offset)
     }
 
     /// The log was emptied and restarts at `offset`: nothing of the old state applies.
     pub(crate) fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
         self.producers.clear();
+        self.ongoing.clear();
+        self.unreplicated.clear();
+        self.replayed_aborts.clear();
         let all: Vec<i64> = self.snapshots.iter().copied().collect();
         for o in all {
             self.delete_snapshot(o)?;
@@ -717,6 +952,26 @@ impl ProducerStateManager {
             Err(e) => Err(LogError::io(format!("delete {}", path.display()), e)),
         }
     }
+}
+
+/// Every aborted transaction of the log, from its batches alone (no snapshot): what a damaged
+/// transaction index is rebuilt from. A transaction begun before `from` counts from its first
+/// batch at or after `from`, the earliest of its data still there.
+pub(crate) fn rebuild_aborted_transactions(
+    segments: &BTreeMap<i64, LogSegment>,
+    topic_partition: &TopicPartition,
+    from: i64,
+    to: i64,
+) -> Result<Vec<crate::txn_index::AbortedTxn>, LogError> {
+    let dir = segments
+        .values()
+        .next()
+        .and_then(|s| s.log_path().parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut scratch = ProducerStateManager::new(&dir, topic_partition.clone(), from);
+    scratch.replay(segments, from, to)?;
+    Ok(scratch.take_replayed_aborts())
 }
 
 /// A bounds-checked big-endian reader over a snapshot's bytes.
@@ -785,6 +1040,11 @@ fn decode_producer(
             )));
         }
         batches.push_back(m);
+    }
+    if txn_first >= offset {
+        return Err(corrupt(format!(
+            "producer {producer_id}: a transaction from offset {txn_first} in a snapshot for {offset}"
+        )));
     }
     let entry = ProducerStateEntry {
         producer_epoch,
@@ -956,14 +1216,57 @@ mod tests {
     }
 
     #[test]
-    fn control_and_transactional_batches_are_refused() {
+    fn control_batches_from_clients_are_refused_and_transactions_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let s = manager(dir.path());
+        let mut s = manager(dir.path());
         let mut h = header(1, 0, 0, 1);
         h.attributes = 0x20;
         assert_eq!(s.check(&[h]).map_err(|e| e.kafka_error_code()), Err(87));
         h.attributes = 0x10;
-        assert_eq!(s.check(&[h]).map_err(|e| e.kafka_error_code()), Err(87));
+        assert_eq!(s.check(&[h]), Ok(SequenceCheck::Append));
+        s.update(&[at(h, 10)]);
+        assert_eq!(s.last_stable_offset(20), 10);
+        // Inside its transaction a producer writes only transactional batches.
+        assert_eq!(
+            s.check(&[header(1, 0, 1, 1)])
+                .map_err(|e| e.kafka_error_code()),
+            Err(kafka_code::INVALID_TXN_STATE)
+        );
+        assert_eq!(
+            s.check_marker(1, 0, 0).map_err(|e| e.kafka_error_code()),
+            Ok(())
+        );
+        let marker = crate::control::TxnMarker {
+            producer_id: 1,
+            producer_epoch: 1,
+            coordinator_epoch: 5,
+            commit: false,
+        };
+        let (done, aborted) = s.complete_txn(&marker, 12, 0);
+        assert_eq!(
+            (done.first_offset, done.last_offset, done.is_aborted),
+            (10, 12, true)
+        );
+        assert_eq!(aborted.map(|a| a.last_stable_offset), Some(13));
+        // Until the high watermark passes the marker the transaction is not decided.
+        assert_eq!(s.last_stable_offset(12), 10);
+        assert_eq!(s.last_stable_offset(13), 13);
+        s.on_high_watermark_updated(13);
+        assert_eq!(s.first_unstable_offset(0), None);
+        // The marker bumped the epoch: the old one is fenced, for data and markers alike.
+        assert_eq!(
+            s.check(&[header(1, 0, 2, 1)])
+                .map_err(|e| e.kafka_error_code()),
+            Err(kafka_code::INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(
+            s.check_marker(1, 0, 5).map_err(|e| e.kafka_error_code()),
+            Err(kafka_code::INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(
+            s.check_marker(1, 1, 4).map_err(|e| e.kafka_error_code()),
+            Err(kafka_code::TRANSACTION_COORDINATOR_FENCED)
+        );
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub(crate) enum SegmentRead {
         size_bytes: usize,
         /// Base offset of the first batch, -1 when `size_bytes` is 0.
         first_offset: i64,
+        /// The offset after the slice: the first batch left out, else the segment's next
+        /// offset (Kafka's fetchUpperBoundOffset, what aborted transactions are cut at).
+        upper_bound_offset: i64,
     },
 }
 
@@ -436,6 +439,7 @@ impl LogSegment {
             position: first_position,
             size_bytes: 0,
             first_offset: -1,
+            upper_bound_offset: first.base_offset,
         };
         // Kafka excludes the batch containing the high watermark: nothing at or above it may be
         // exposed. At batch boundaries this is "base offset >= max_offset".
@@ -446,11 +450,13 @@ impl LogSegment {
         if total > max_bytes && !min_one_batch {
             return Ok(empty);
         }
+        let mut upper_bound_offset = self.next_offset;
         loop {
             match scanner.next(false)? {
                 ScanItem::Batch { header, .. } => {
                     if header.last_offset() >= max_offset || total + header.size_bytes() > max_bytes
                     {
+                        upper_bound_offset = header.base_offset;
                         break;
                     }
                     total += header.size_bytes();
@@ -467,6 +473,7 @@ impl LogSegment {
             position: first_position,
             size_bytes: total,
             first_offset: first.base_offset,
+            upper_bound_offset,
         })
     }
 

@@ -82,3 +82,27 @@ pub(crate) fn build_batch(spec: &BatchSpec) -> Vec<u8> {
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
 }
+
+/// A batch of `records` from producer `pid` (epoch, base sequence `seq`), transactional when
+/// `transactional`, timestamped from `ts`.
+pub(crate) fn producer_batch(
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    records: i32,
+    ts: i64,
+    transactional: bool,
+) -> Vec<u8> {
+    let mut b = build_batch(&BatchSpec {
+        records,
+        base_timestamp: ts,
+        attributes: if transactional { 0x10 } else { 0 },
+        ..BatchSpec::default()
+    });
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}

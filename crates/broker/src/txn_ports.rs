@@ -12,7 +12,7 @@ use proto_kafka::ResponseError;
 use strom_group_coordinator::ports::PortFuture;
 use strom_group_coordinator::{SystemClock, OFFSETS_TOPIC};
 use strom_metadata::{MetadataDelta, MetadataImage, MetadataPublisher, PublishError};
-use strom_transaction_coordinator::state::Marker;
+use strom_transaction_coordinator::state::{Marker, TxnResult};
 use strom_transaction_coordinator::{
     Cluster, MarkerSink, Ports, TransactionCoordinator, TRANSACTION_STATE_TOPIC,
 };
@@ -21,6 +21,7 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::controller::{self, TopicRequest};
 use crate::group_ports::BrokerGroupPorts;
+use crate::handlers::produce::append_error_code;
 
 /// Producer ids kept ready for the coordinator, which takes them synchronously under its
 /// lock: InitProducerId and EndTxn top this up through the controller before they call it.
@@ -134,7 +135,9 @@ impl Cluster for TxnCluster {
 }
 
 /// Writes COMMIT/ABORT control batches into the partitions led here (WriteTxnMarkers' work,
-/// in process: a cluster of one leads every partition of its transactions).
+/// in process: a cluster of one leads every partition of its transactions), each durable
+/// before it counts as written; a partition led elsewhere answers NOT_LEADER_OR_FOLLOWER,
+/// which the coordinator retries.
 pub struct BrokerMarkerSink {
     broker: Weak<Broker>,
 }
@@ -162,23 +165,29 @@ async fn write_marker(broker: &Arc<Broker>, m: &Marker) -> Result<(), ResponseEr
     if broker.image().topic(&m.topic).is_none() {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
-    let _partition = broker.replicas.leader_partition(&m.topic, m.partition)?;
-    // Not yet: the control-batch encoder and `Partition::append_marker` come with the
-    // storage side of transactions (txnlog). Until then a marker is a retriable failure, so
-    // the coordinator keeps the transaction prepared and retries; nothing half-applies.
-    let written: Result<(), ResponseError> = Err(ResponseError::NotEnoughReplicas);
-    written?;
+    let partition = broker.replicas.leader_partition(&m.topic, m.partition)?;
+    let commit = m.result == TxnResult::Commit;
     if m.topic == OFFSETS_TOPIC {
+        // The offsets first: were the broker to stop between the two, the coordinator sends
+        // the marker again and finds them already committed; the other way round they
+        // would be lost with the transaction committed.
         broker
             .groups
-            .complete_transaction(
-                m.partition,
-                m.producer_id,
-                m.result == strom_transaction_coordinator::state::TxnResult::Commit,
-            )
+            .complete_transaction(m.partition, m.producer_id, commit)
             .await?;
     }
-    Ok(())
+    let now_ms = strom_metadata::metadata_log::now_ms();
+    partition
+        .append_marker(
+            m.producer_id,
+            m.producer_epoch,
+            m.coordinator_epoch,
+            commit,
+            now_ms,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| append_error_code(&e))
 }
 
 /// Follows `__transaction_state` leadership in each committed image, after the group

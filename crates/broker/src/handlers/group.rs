@@ -653,6 +653,12 @@ pub fn offset_fetch(
 ) -> Result<Reply, RequestError> {
     let v = ctx.version;
     let groups = &broker.groups;
+    // KIP-447: a read_committed consumer asks for stable offsets only; one a transaction
+    // still holds is UNSTABLE_OFFSET_COMMIT, which the client retries.
+    let require_stable = v >= 7 && req.require_stable;
+    let unstable = |group: &str, topic: &str, p: i32| {
+        require_stable && groups.has_pending_txn_offset(group, topic, p)
+    };
     if v >= 8 {
         let out = req
             .groups
@@ -684,12 +690,22 @@ pub fn offset_fetch(
                         .collect()
                 });
                 let fetched: FetchedOffsets = groups.fetch_offsets(&g.group_id.0, topics);
+                let group_id = g.group_id.0.to_string();
                 let topics = fetched
                     .into_iter()
                     .map(|(t, parts)| {
                         let partitions = parts
                             .into_iter()
                             .map(|(p, c)| {
+                                if unstable(&group_id, &t, p) {
+                                    return OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_error_code(
+                                            ResponseError::UnstableOffsetCommit.code(),
+                                        );
+                                }
                                 let (offset, epoch, metadata) = fetched_values(c.as_ref());
                                 OffsetFetchResponsePartitions::default()
                                     .with_partition_index(p)
@@ -722,6 +738,12 @@ pub fn offset_fetch(
             let partitions = parts
                 .into_iter()
                 .map(|(p, c)| {
+                    if unstable(&req.group_id.0, &t, p) {
+                        return OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(-1)
+                            .with_error_code(ResponseError::UnstableOffsetCommit.code());
+                    }
                     let (offset, epoch, metadata) = fetched_values(c.as_ref());
                     let part = OffsetFetchResponsePartition::default()
                         .with_partition_index(p)

@@ -114,36 +114,34 @@ impl GroupCoordinator {
     /// The transaction of `producer_id` ended on `offsets_partition`: on COMMIT its pending
     /// offsets of the groups there are written as committed offsets (durable before this
     /// returns) and become visible; on ABORT they are dropped. Idempotent: a marker sent
-    /// again finds nothing pending.
+    /// again finds nothing pending. The offsets stay pending until they are the group's, so
+    /// a stable OffsetFetch never sees the older ones in between.
     pub async fn complete_transaction(
         &self,
         offsets_partition: i32,
         producer_id: i64,
         commit: bool,
     ) -> Result<(), ResponseError> {
-        let taken: Vec<(String, GroupTxnOffsets)> = {
+        let here = |g: &String| self.shards.partition_of(g) == Some(offsets_partition);
+        let ended: Vec<(String, GroupTxnOffsets)> = {
             let mut pending = self.pending_txn();
             let Some(groups) = pending.get_mut(&producer_id) else {
                 return Ok(());
             };
-            let ids: Vec<String> = groups
-                .keys()
-                .filter(|g| self.shards.partition_of(g) == Some(offsets_partition))
-                .cloned()
-                .collect();
-            let taken = ids
-                .into_iter()
-                .filter_map(|id| groups.remove(&id).map(|o| (id, o)))
-                .collect();
-            if groups.is_empty() {
-                pending.remove(&producer_id);
+            if !commit {
+                groups.retain(|g, _| !here(g));
+                if groups.is_empty() {
+                    pending.remove(&producer_id);
+                }
+                return Ok(());
             }
-            taken
+            groups
+                .iter()
+                .filter(|(g, _)| here(g))
+                .map(|(g, o)| (g.clone(), o.clone()))
+                .collect()
         };
-        if !commit {
-            return Ok(());
-        }
-        for (group_id, offsets) in taken {
+        for (group_id, offsets) in ended {
             let mut recs = Vec::with_capacity(offsets.len());
             for ((topic, partition), c) in &offsets {
                 let k = records::offset_key(&group_id, topic, *partition)
@@ -157,42 +155,36 @@ impl GroupCoordinator {
                 .map_err(|_| ResponseError::UnknownServerError)?;
                 recs.push((k, Some(v)));
             }
-            if recs.is_empty() {
-                continue;
-            }
-            let written = writer::append(
-                &self.ports.log,
-                offsets_partition,
-                &recs,
-                ResponseError::UnknownServerError,
-                self.now_ms(),
-            );
-            let w = match written {
-                Ok(w) => w,
-                Err(e) => {
-                    // Put them back: the marker is retried and applies them then.
-                    self.pending_txn()
-                        .entry(producer_id)
-                        .or_default()
-                        .entry(group_id)
-                        .or_default()
-                        .extend(offsets);
-                    return Err(e);
-                }
-            };
-            let first = w.first_offset;
-            let slot = match self.get(&group_id) {
-                Some(s) => Some(s),
-                None => self.get_or_create(&group_id).ok(),
-            };
-            if let Some(slot) = slot {
-                let mut g = lock(&slot);
-                for (n, ((topic, partition), mut c)) in offsets.into_iter().enumerate() {
-                    c.record_offset = first + n as i64;
-                    g.apply_offset(&topic, partition, c);
+            if !recs.is_empty() {
+                // A failed write leaves them pending: the marker is retried.
+                let w = writer::append(
+                    &self.ports.log,
+                    offsets_partition,
+                    &recs,
+                    ResponseError::UnknownServerError,
+                    self.now_ms(),
+                )?;
+                let first = w.first_offset;
+                w.complete(ResponseError::UnknownServerError).await?;
+                let slot = match self.get(&group_id) {
+                    Some(s) => Some(s),
+                    None => self.get_or_create(&group_id).ok(),
+                };
+                if let Some(slot) = slot {
+                    let mut g = lock(&slot);
+                    for (n, ((topic, partition), mut c)) in offsets.into_iter().enumerate() {
+                        c.record_offset = first + n as i64;
+                        g.apply_offset(&topic, partition, c);
+                    }
                 }
             }
-            w.complete(ResponseError::UnknownServerError).await?;
+            let mut pending = self.pending_txn();
+            if let Some(groups) = pending.get_mut(&producer_id) {
+                groups.remove(&group_id);
+                if groups.is_empty() {
+                    pending.remove(&producer_id);
+                }
+            }
         }
         Ok(())
     }

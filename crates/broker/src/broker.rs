@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use strom_group_coordinator::GroupCoordinator;
+use strom_transaction_coordinator::TransactionCoordinator;
 
 use tracing::info;
 
@@ -30,6 +31,11 @@ pub struct Broker {
     pub max_partitions: usize,
     /// The consumer groups this node coordinates.
     pub groups: Arc<GroupCoordinator>,
+    /// The transactional ids this node coordinates (`__transaction_state` partitions it
+    /// leads), beside the groups.
+    pub txns: Arc<TransactionCoordinator>,
+    /// The transaction coordinator's cluster port, which handlers top up with producer ids.
+    pub txn_cluster: Arc<crate::txn_ports::TxnCluster>,
 }
 
 impl Broker {
@@ -45,7 +51,16 @@ impl Broker {
     ) -> Arc<Broker> {
         Arc::new_cyclic(|me| {
             let groups = groups(me.clone(), &config);
-            Broker::assemble(config, cluster_id, metadata_log, image, replicas, groups)
+            let txns = crate::txn_ports::coordinator(me.clone(), &config);
+            Broker::assemble(
+                config,
+                cluster_id,
+                metadata_log,
+                image,
+                replicas,
+                groups,
+                txns,
+            )
         })
     }
 
@@ -56,6 +71,10 @@ impl Broker {
         image: MetadataImage,
         replicas: ReplicaManager,
         groups: Arc<GroupCoordinator>,
+        (txns, txn_cluster): (
+            Arc<TransactionCoordinator>,
+            Arc<crate::txn_ports::TxnCluster>,
+        ),
     ) -> Broker {
         let max_partitions = crate::metadata::controller::MAX_PARTITIONS_PER_BROKER.min(
             crate::memory::partition_capacity(crate::memory::open_files_limit()),
@@ -69,7 +88,10 @@ impl Broker {
                 delete_topic_enable: config.delete_topic_enable,
                 max_partitions,
                 files_per_partition: crate::memory::FILES_PER_PARTITION,
-                internal_topics: vec![crate::group::OFFSETS_TOPIC.to_string()],
+                internal_topics: vec![
+                    crate::group::OFFSETS_TOPIC.to_string(),
+                    strom_transaction_coordinator::TRANSACTION_STATE_TOPIC.to_string(),
+                ],
             },
             Arc::new(BrokerConfigValidator::new(&config)),
             Arc::new(SystemClock),
@@ -79,6 +101,7 @@ impl Broker {
         let replicas = Arc::new(replicas.with_static_config(config.raw.clone()));
         loader.register(replicas.clone());
         loader.register(groups.clone());
+        loader.register(Arc::new(crate::txn_ports::TxnPublisher(txns.clone())));
         loader.register(Arc::new(MetricsPublisher));
         Broker {
             config,
@@ -89,6 +112,8 @@ impl Broker {
             ready: AtomicBool::new(false),
             max_partitions,
             groups,
+            txns,
+            txn_cluster,
         }
     }
 

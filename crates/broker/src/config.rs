@@ -7,6 +7,7 @@
 
 pub mod groups;
 pub mod topic;
+pub mod txns;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -139,6 +140,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("offsets.topic.segment.bytes", Some("104857600"), T::Int, "Segment size of __consumer_offsets."),
     def("offsets.retention.minutes", Some("10080"), T::Int, "Committed offsets of a group that has been empty this long are deleted."),
     def("offsets.retention.check.interval.ms", Some("600000"), T::Long, "How often expired offsets and unused empty groups are removed."),
+    def("transaction.max.timeout.ms", Some("900000"), T::Int, "Largest transaction.timeout.ms a transactional producer may ask for (INVALID_TRANSACTION_TIMEOUT above it)."),
+    def("transactional.id.expiration.ms", Some("604800000"), T::Int, "A transactional id with no transaction this long is removed."),
+    def("transaction.abort.timed.out.transaction.cleanup.interval.ms", Some("10000"), T::Int, "How often transactions older than their timeout are aborted."),
+    def("transaction.remove.expired.transaction.cleanup.interval.ms", Some("3600000"), T::Int, "How often expired transactional ids are removed."),
+    def("transaction.state.log.num.partitions", Some("50"), T::Int, "Partitions of __transaction_state, fixed when it is created."),
+    def("transaction.state.log.replication.factor", Some("1"), T::Short, "Replication factor of __transaction_state. Strom: 1 (Kafka: 3)."),
+    def("transaction.state.log.segment.bytes", Some("104857600"), T::Int, "Segment size of __transaction_state."),
+    def("transaction.state.log.min.isr", Some("1"), T::Int, "min.insync.replicas of __transaction_state. Strom: 1 (Kafka: 2)."),
 ];
 
 /// Broker settings AlterConfigs may change at run time: the defaults of topic settings (as in
@@ -576,6 +585,7 @@ pub struct BrokerConfig {
     pub shutdown_timeout_ms: u64,
     pub queued_max_requests: usize,
     pub groups: strom_group_coordinator::GroupConfig,
+    pub txns: strom_transaction_coordinator::TxnConfig,
 }
 
 pub fn parse_i64(key: &str, v: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -823,6 +833,7 @@ impl BrokerConfig {
             shutdown_timeout_ms: int("shutdown.timeout.ms", 0, i64::MAX)? as u64,
             queued_max_requests: int("queued.max.requests", 1, 100_000)? as usize,
             groups: groups::group_config(&raw)?,
+            txns: txns::txn_config(&raw)?,
             raw,
         })
     }

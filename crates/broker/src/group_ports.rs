@@ -38,11 +38,19 @@ pub fn coordinator(me: Weak<Broker>, config: &BrokerConfig) -> Arc<GroupCoordina
 
 pub struct BrokerGroupPorts {
     broker: Weak<Broker>,
+    /// The internal topic whose partitions the log port serves: `__consumer_offsets`, or
+    /// `__transaction_state` for the transaction coordinator (the same port).
+    topic: &'static str,
 }
 
 impl BrokerGroupPorts {
     pub fn new(broker: Weak<Broker>) -> BrokerGroupPorts {
-        BrokerGroupPorts { broker }
+        BrokerGroupPorts::for_topic(broker, OFFSETS_TOPIC)
+    }
+
+    /// The log port over another internal topic's partitions.
+    pub fn for_topic(broker: Weak<Broker>, topic: &'static str) -> BrokerGroupPorts {
+        BrokerGroupPorts { broker, topic }
     }
 
     /// The partition as a request sees it: only where the image makes this node its leader,
@@ -52,21 +60,18 @@ impl BrokerGroupPorts {
             .upgrade()
             .ok_or(ResponseError::UnknownTopicOrPartition)?
             .replicas
-            .leader_partition(OFFSETS_TOPIC, partition)
+            .leader_partition(self.topic, partition)
     }
 
     /// The local replica, for loading it.
     fn replica(&self, partition: i32) -> Option<Arc<Partition>> {
-        self.broker
-            .upgrade()?
-            .replicas
-            .get(OFFSETS_TOPIC, partition)
+        self.broker.upgrade()?.replicas.get(self.topic, partition)
     }
 }
 
-fn read_error(partition: i32, reason: impl ToString) -> ReadError {
+fn read_error(topic: &str, partition: i32, reason: impl ToString) -> ReadError {
     ReadError {
-        partition: format!("{OFFSETS_TOPIC}-{partition}"),
+        partition: format!("{topic}-{partition}"),
         reason: reason.to_string(),
     }
 }
@@ -107,7 +112,7 @@ impl OffsetsLog for BrokerGroupPorts {
         Some(
             replica
                 .with_log(|log| (log.log_start_offset(), log.log_end_offset()))
-                .map_err(|e| read_error(partition, e)),
+                .map_err(|e| read_error(self.topic, partition, e)),
         )
     }
 
@@ -120,12 +125,14 @@ impl OffsetsLog for BrokerGroupPorts {
     ) -> Result<Bytes, ReadError> {
         let replica = self
             .replica(partition)
-            .ok_or_else(|| read_error(partition, "not hosted here"))?;
+            .ok_or_else(|| read_error(self.topic, partition, "not hosted here"))?;
         let slice = replica
             .with_log(|log| log.read(offset, max_bytes, end_offset, true))
-            .map_err(|e| read_error(partition, e))?
-            .map_err(|e| read_error(partition, e))?;
-        slice.read_bytes().map_err(|e| read_error(partition, e))
+            .map_err(|e| read_error(self.topic, partition, e))?
+            .map_err(|e| read_error(self.topic, partition, e))?;
+        slice
+            .read_bytes()
+            .map_err(|e| read_error(self.topic, partition, e))
     }
 }
 

@@ -29,3 +29,4 @@ pub mod server;
 pub mod storage;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod txn_ports;

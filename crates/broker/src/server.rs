@@ -186,6 +186,8 @@ pub async fn run(
         .groups
         .on_image(&broker.image())
         .context("cannot load consumer groups from __consumer_offsets")?;
+    // Transactions left prepared by a crash get their markers from here on.
+    broker.txns.follow_image(&broker.image());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_connections = broker.config.max_connections;
@@ -220,6 +222,16 @@ pub async fn run(
     tasks.push(tokio::spawn(
         broker.groups.clone().run_timers(stop_rx.clone()),
     ));
+    {
+        let mut stop = stop_rx.clone();
+        let timers = broker.txns.clone().run_timers();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = timers => {}
+                _ = stop.changed() => {}
+            }
+        }));
+    }
     broker.set_ready(true);
     info!(
         node_id = broker.node_id(),

@@ -89,11 +89,16 @@ fn group_id(g: &str) -> GroupId {
 impl Client {
     /// FindCoordinator for a group, retrying while the coordinator loads.
     pub async fn find_coordinator(&self, group: &str) -> Result<BrokerMeta> {
+        self.find_coordinator_of(0, group).await
+    }
+
+    /// FindCoordinator for a key of `key_type` (0: a group, 1: a transactional id).
+    pub async fn find_coordinator_of(&self, key_type: i8, group: &str) -> Result<BrokerMeta> {
         let deadline = tokio::time::Instant::now() + self.request_timeout();
         loop {
             let conn = self.any_broker().await?;
             let version = conn.version::<FindCoordinatorRequest>()?;
-            let mut req = FindCoordinatorRequest::default().with_key_type(0);
+            let mut req = FindCoordinatorRequest::default().with_key_type(key_type);
             if version >= 4 {
                 req = req.with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
             } else {
@@ -132,7 +137,7 @@ impl Client {
             }
             if !KafkaCode(code).is_retriable() || tokio::time::Instant::now() >= deadline {
                 return Err(Error::kafka(
-                    format!("find the coordinator of group {group}"),
+                    format!("find the coordinator of {group}"),
                     code,
                     message,
                 ));

@@ -22,6 +22,7 @@ pub mod member;
 pub mod partitioner;
 pub mod producer;
 pub mod send;
+pub mod transactions;
 
 pub use admin::{
     topic_id_string, ClusterInfo, ConfigEntry, ConfigOp, ConfigQuery, ConfigSynonym, CreatedTopic,
@@ -40,3 +41,4 @@ pub use partitioner::{murmur2, partition_for_key, StickyPartitioner};
 pub use producer::{ProduceRecord, Producer, ProducerConfig, ProducerStats};
 pub use proto_kafka::records::{Compression, Record};
 pub use send::encode_records;
+pub use transactions::{ListedTransaction, TransactionDescription};

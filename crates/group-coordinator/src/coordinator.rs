@@ -42,6 +42,8 @@ pub const MAX_MEMBER_METADATA_BYTES: usize = 1024 * 1024;
 /// a worker for seconds. Clients offer a handful.
 pub const MAX_MEMBER_PROTOCOLS: usize = 100;
 
+mod txn;
+
 /// Committed offsets by topic and partition; None where nothing is committed.
 pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
 
@@ -119,6 +121,8 @@ pub struct GroupCoordinator {
     shards: Shards,
     timers: Timers,
     shutting_down: AtomicBool,
+    /// Offsets of open transactions (TxnOffsetCommit), until their marker.
+    txn_offsets: std::sync::Mutex<txn::PendingTxnOffsets>,
 }
 
 impl GroupCoordinator {
@@ -136,6 +140,7 @@ impl GroupCoordinator {
             shards: Shards::default(),
             timers: Timers::default(),
             shutting_down: AtomicBool::new(false),
+            txn_offsets: std::sync::Mutex::new(Default::default()),
         }
     }
 

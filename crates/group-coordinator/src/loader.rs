@@ -194,7 +194,8 @@ pub fn replay(
         }
         let before = next;
         for_each_batch(&bytes, name, |batch_end, recs| {
-            for r in recs.iter().filter(|r| r.offset >= next) {
+            // Control records (transaction markers) are no state of either coordinator.
+            for r in recs.iter().filter(|r| r.offset >= next && !r.control) {
                 records_read += 1;
                 apply(r);
             }

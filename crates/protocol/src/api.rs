@@ -76,6 +76,16 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     api(ApiKey::DescribeAcls, "DescribeAcls", 1, 3),
     api(ApiKey::CreateAcls, "CreateAcls", 1, 3),
     api(ApiKey::DeleteAcls, "DeleteAcls", 1, 3),
+    // Transactions (KIP-98, KIP-447, KIP-664). The client forms only: EndTxn v5 and
+    // TxnOffsetCommit v5 are transaction version 2 (KIP-890 part 2), not finalized here, and
+    // AddPartitionsToTxn v4+ is the brokers' batched verify-only form.
+    api(ApiKey::AddPartitionsToTxn, "AddPartitionsToTxn", 0, 4),
+    api(ApiKey::AddOffsetsToTxn, "AddOffsetsToTxn", 0, 4),
+    api(ApiKey::EndTxn, "EndTxn", 0, 4),
+    api(ApiKey::TxnOffsetCommit, "TxnOffsetCommit", 0, 4),
+    api(ApiKey::DescribeTransactions, "DescribeTransactions", 0, 0),
+    api(ApiKey::ListTransactions, "ListTransactions", 0, 1),
+    api(ApiKey::DescribeProducers, "DescribeProducers", 0, 0),
 ];
 
 /// The metrics label of an API that is not served.
@@ -194,8 +204,13 @@ mod tests {
             check_version(ApiKey::ApiVersions, -1),
             VersionCheck::Unsupported
         );
-        assert_eq!(check_version(ApiKey::EndTxn, 0), VersionCheck::Unsupported);
-        assert_eq!(api_name(ApiKey::EndTxn), UNSERVED_API_NAME);
+        // Inter-broker only: a client's WriteTxnMarkers is not served.
+        assert_eq!(
+            check_version(ApiKey::WriteTxnMarkers, 0),
+            VersionCheck::Unsupported
+        );
+        assert_eq!(api_name(ApiKey::WriteTxnMarkers), UNSERVED_API_NAME);
+        assert_eq!(check_version(ApiKey::EndTxn, 5), VersionCheck::Unsupported);
         assert_eq!(api_name(ApiKey::Produce), "Produce");
     }
 }

@@ -109,6 +109,12 @@ impl TransactionCoordinator {
     /// Follows leadership in a new metadata image: loads partitions gained (and finishes
     /// their prepared transactions), drops those lost.
     pub async fn on_image(self: &Arc<Self>, image: &MetadataImage) {
+        self.follow_image(image);
+    }
+
+    /// [`Self::on_image`] without a future, for a metadata publisher: loading reads the log
+    /// synchronously, and the markers owed are sent by spawned tasks.
+    pub fn follow_image(self: &Arc<Self>, image: &MetadataImage) {
         let led = led_partitions(image, self.node_id);
         let count = image
             .topic(TRANSACTION_STATE_TOPIC)
@@ -507,7 +513,14 @@ impl TransactionCoordinator {
             key
         };
         let me = self.clone();
-        tokio::spawn(async move {
+        // A publisher may run outside the runtime (start-up); without one the markers wait
+        // for the next load or the timers.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            warn!(transactional_id = %transactional_id, "no runtime to send markers on");
+            self.lock().sending.remove(&key);
+            return;
+        };
+        rt.spawn(async move {
             if let Err(e) = me.send_markers(&transactional_id).await {
                 warn!(transactional_id = %transactional_id, error = ?e, "transaction not completed here");
             }

@@ -137,10 +137,26 @@ pub fn find_coordinator(
             coordinator_response(&broker, &listener, version, keys, result)
         }));
     }
+    if key_type == KEY_TYPE_TRANSACTION {
+        let broker = broker.clone();
+        let version = ctx.version;
+        let listener = ctx.info.listener_name.clone();
+        let exists = broker
+            .image()
+            .topic(strom_transaction_coordinator::TRANSACTION_STATE_TOPIC)
+            .is_some();
+        if exists {
+            let body = txn_coordinator_response(&broker, &listener, version, keys, Ok(()));
+            return now(&ctx, &body);
+        }
+        // Kafka creates __transaction_state on the first FindCoordinator for an id.
+        return Ok(later(ctx, async move {
+            let result = broker.txns.ensure_state_topic().await;
+            txn_coordinator_response(&broker, &listener, version, keys, result)
+        }));
+    }
     let result = match key_type {
         KEY_TYPE_GROUP => Ok(()),
-        // No transaction coordinator yet: clients retry, then report it.
-        KEY_TYPE_TRANSACTION => Err(ResponseError::CoordinatorNotAvailable),
         _ => Err(ResponseError::InvalidRequest),
     };
     let body = coordinator_response(broker, &ctx.info.listener_name, ctx.version, keys, result);
@@ -176,12 +192,16 @@ fn locate(
     image: &MetadataImage,
     listener: &str,
     key: &str,
+    node_of: NodeOf,
 ) -> Result<(i32, String, i32), ResponseError> {
-    let node = coordinator_node(image, key).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let node = node_of(image, key).ok_or(ResponseError::CoordinatorNotAvailable)?;
     let (host, port) =
         endpoint_of(broker, image, node, listener).ok_or(ResponseError::CoordinatorNotAvailable)?;
     Ok((node, host, port))
 }
+
+/// Which node coordinates a key in an image: a group's or a transactional id's.
+type NodeOf = fn(&MetadataImage, &str) -> Option<i32>;
 
 fn coordinator_response(
     broker: &Broker,
@@ -190,10 +210,45 @@ fn coordinator_response(
     keys: Vec<StrBytes>,
     result: Result<(), ResponseError>,
 ) -> FindCoordinatorResponse {
+    keyed_coordinator_response(broker, listener, version, keys, result, false)
+}
+
+/// FindCoordinator for transactional ids: the leader of the id's `__transaction_state`
+/// partition. An empty id is INVALID_REQUEST, as in Kafka.
+fn txn_coordinator_response(
+    broker: &Broker,
+    listener: &str,
+    version: i16,
+    keys: Vec<StrBytes>,
+    result: Result<(), ResponseError>,
+) -> FindCoordinatorResponse {
+    keyed_coordinator_response(broker, listener, version, keys, result, true)
+}
+
+fn keyed_coordinator_response(
+    broker: &Broker,
+    listener: &str,
+    version: i16,
+    keys: Vec<StrBytes>,
+    result: Result<(), ResponseError>,
+    transactional: bool,
+) -> FindCoordinatorResponse {
+    let node_of: NodeOf = if transactional {
+        strom_transaction_coordinator::coordinator::coordinator_node
+    } else {
+        coordinator_node
+    };
     let image = broker.image();
     let found: Vec<Result<(i32, String, i32), ResponseError>> = keys
         .iter()
-        .map(|key| result.and_then(|()| locate(broker, &image, listener, key.as_str())))
+        .map(|key| {
+            result.and_then(|()| {
+                if transactional && key.is_empty() {
+                    return Err(ResponseError::InvalidRequest);
+                }
+                locate(broker, &image, listener, key.as_str(), node_of)
+            })
+        })
         .collect();
     for f in &found {
         count_error("FindCoordinator", f.as_ref().err().copied());
@@ -598,6 +653,12 @@ pub fn offset_fetch(
 ) -> Result<Reply, RequestError> {
     let v = ctx.version;
     let groups = &broker.groups;
+    // KIP-447: a read_committed consumer asks for stable offsets only; one a transaction
+    // still holds is UNSTABLE_OFFSET_COMMIT, which the client retries.
+    let require_stable = v >= 7 && req.require_stable;
+    let unstable = |group: &str, topic: &str, p: i32| {
+        require_stable && groups.has_pending_txn_offset(group, topic, p)
+    };
     if v >= 8 {
         let out = req
             .groups
@@ -629,12 +690,22 @@ pub fn offset_fetch(
                         .collect()
                 });
                 let fetched: FetchedOffsets = groups.fetch_offsets(&g.group_id.0, topics);
+                let group_id = g.group_id.0.to_string();
                 let topics = fetched
                     .into_iter()
                     .map(|(t, parts)| {
                         let partitions = parts
                             .into_iter()
                             .map(|(p, c)| {
+                                if unstable(&group_id, &t, p) {
+                                    return OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_error_code(
+                                            ResponseError::UnstableOffsetCommit.code(),
+                                        );
+                                }
                                 let (offset, epoch, metadata) = fetched_values(c.as_ref());
                                 OffsetFetchResponsePartitions::default()
                                     .with_partition_index(p)
@@ -667,6 +738,12 @@ pub fn offset_fetch(
             let partitions = parts
                 .into_iter()
                 .map(|(p, c)| {
+                    if unstable(&req.group_id.0, &t, p) {
+                        return OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(-1)
+                            .with_error_code(ResponseError::UnstableOffsetCommit.code());
+                    }
                     let (offset, epoch, metadata) = fetched_values(c.as_ref());
                     let part = OffsetFetchResponsePartition::default()
                         .with_partition_index(p)

@@ -1,5 +1,5 @@
-//! InitProducerId for idempotent producers (the default of kafka-python 3 and Java clients).
-//! Transactions are not implemented: a transactional id is refused.
+//! InitProducerId for idempotent producers (the default of kafka-python 3 and Java clients);
+//! with a transactional id it goes to the transaction coordinator (`handlers::txn`).
 
 use std::sync::Arc;
 
@@ -9,19 +9,19 @@ use proto_kafka::ResponseError;
 use crate::broker::Broker;
 use crate::controller;
 
-pub async fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let fail = |e: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(e.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if req
-        .transactional_id
-        .as_ref()
-        .is_some_and(|t| !t.0.is_empty())
-    {
-        return fail(ResponseError::TransactionalIdAuthorizationFailed);
+    if let Some(id) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        return super::txn::init_producer_id(broker, version, id.as_str(), &req).await;
     }
     // KIP-360: a producer that knows its id asks for the next epoch, keeping its id.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {

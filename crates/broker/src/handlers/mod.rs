@@ -14,6 +14,7 @@ pub mod produce;
 pub mod registry;
 pub mod security;
 pub mod topic_admin;
+pub mod txn;
 
 use proto_kafka::protocol::StrBytes;
 

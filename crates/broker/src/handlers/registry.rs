@@ -15,7 +15,7 @@ use strom_protocol::header::decode_body;
 
 use super::{
     admin, api_versions, consumer_group, fetch, group, init_producer_id, list_offsets, metadata,
-    produce, security, topic_admin,
+    produce, security, topic_admin, txn,
 };
 use crate::broker::Broker;
 use crate::request::{Reply, RequestContext, RequestError};
@@ -124,7 +124,7 @@ handlers! {
     DescribeCluster(m::DescribeClusterRequest) =
         |b, ctx, req, _| reply_counted(&ctx, &admin::describe_cluster(b, &ctx, req));
     InitProducerId(m::InitProducerIdRequest) = |b, ctx, req, _| {
-        let body = init_producer_id::handle(b, req).await;
+        let body = init_producer_id::handle(b, ctx.version, req).await;
         reply_counted(&ctx, &body)
     };
     FindCoordinator(m::FindCoordinatorRequest) =
@@ -172,6 +172,26 @@ handlers! {
         |b, ctx, req, _| reply_counted(&ctx, &security::create_acls(req));
     DeleteAcls(m::DeleteAclsRequest) =
         |b, ctx, req, _| reply_counted(&ctx, &security::delete_acls(req));
+    AddPartitionsToTxn(m::AddPartitionsToTxnRequest) = |b, ctx, req, _| {
+        let body = txn::add_partitions_to_txn(b, &ctx, req).await;
+        reply_counted(&ctx, &body)
+    };
+    AddOffsetsToTxn(m::AddOffsetsToTxnRequest) = |b, ctx, req, _| {
+        let body = txn::add_offsets_to_txn(b, &ctx, req).await;
+        reply_counted(&ctx, &body)
+    };
+    EndTxn(m::EndTxnRequest) = |b, ctx, req, _| {
+        let body = txn::end_txn(b, &ctx, req).await;
+        reply_counted(&ctx, &body)
+    };
+    TxnOffsetCommit(m::TxnOffsetCommitRequest) =
+        |b, ctx, req, _| reply_counted(&ctx, &txn::txn_offset_commit(b, &ctx, req));
+    DescribeTransactions(m::DescribeTransactionsRequest) =
+        |b, ctx, req, _| reply_counted(&ctx, &txn::describe_transactions(b, req));
+    ListTransactions(m::ListTransactionsRequest) =
+        |b, ctx, req, _| reply_counted(&ctx, &txn::list_transactions(b, &ctx, req));
+    DescribeProducers(m::DescribeProducersRequest) =
+        |b, ctx, req, _| reply_counted(&ctx, &txn::describe_producers(b, req));
 }
 
 /// Answers now with `body`, its error codes counted under the API.

@@ -185,13 +185,13 @@ async fn unknown_and_unserved_api_keys_close_the_connection() {
     let err = tb.send_frame(unknown).await.unwrap_err();
     assert!(matches!(err, RequestError::UnknownApiKey(9999)), "{err}");
 
-    let end_txn = encode_request(&EndTxnRequest::default(), 3, 1).unwrap();
-    let err = tb.send_frame(end_txn).await.unwrap_err();
+    let markers = encode_request(&WriteTxnMarkersRequest::default(), 1, 1).unwrap();
+    let err = tb.send_frame(markers).await.unwrap_err();
     assert!(
         matches!(
             err,
             RequestError::UnsupportedVersion {
-                api: ApiKey::EndTxn,
+                api: ApiKey::WriteTxnMarkers,
                 ..
             }
         ),
@@ -638,7 +638,7 @@ async fn the_loopback_listener_answers_and_closes_on_a_bad_request() {
     assert_eq!(r.api_keys.len(), strom_protocol::SUPPORTED_APIS.len());
 
     // An unserved API: the connection is closed, nothing is answered.
-    let frame = encode_request(&EndTxnRequest::default(), 3, 6).unwrap();
+    let frame = encode_request(&WriteTxnMarkersRequest::default(), 1, 6).unwrap();
     socket
         .write_all(&(frame.len() as i32).to_be_bytes())
         .await
@@ -656,9 +656,9 @@ async fn the_loopback_listener_answers_and_closes_on_a_bad_request() {
 async fn a_refused_test_request_is_reported_as_refused() {
     let tb = broker().await;
     let err = tb
-        .request(3, &EndTxnRequest::default())
+        .request(1, &WriteTxnMarkersRequest::default())
         .await
-        .expect_err("EndTxn is not served");
+        .expect_err("WriteTxnMarkers is not served");
     assert!(matches!(err, TestRequestError::Refused(_)), "{err}");
 }
 
@@ -719,9 +719,16 @@ async fn every_served_api_answers_its_default_request_with_its_own_response() {
     answers_default::<DescribeAclsRequest>(&tb).await;
     answers_default::<CreateAclsRequest>(&tb).await;
     answers_default::<DeleteAclsRequest>(&tb).await;
+    answers_default::<AddPartitionsToTxnRequest>(&tb).await;
+    answers_default::<AddOffsetsToTxnRequest>(&tb).await;
+    answers_default::<EndTxnRequest>(&tb).await;
+    answers_default::<TxnOffsetCommitRequest>(&tb).await;
+    answers_default::<DescribeTransactionsRequest>(&tb).await;
+    answers_default::<ListTransactionsRequest>(&tb).await;
+    answers_default::<DescribeProducersRequest>(&tb).await;
     assert_eq!(
         crate::handlers::registry::REGISTRY.len(),
-        34,
+        41,
         "a new API: add it above"
     );
 }

@@ -11,6 +11,7 @@ pub mod produce;
 pub mod storage;
 pub mod time;
 pub mod topic;
+pub mod transactions;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub enum Command {
     Storage(storage::StorageArgs),
     /// Serve topics over HTTP (Confluent REST Proxy v2) in front of a Kafka cluster.
     Gateway(gateway::GatewayArgs),
+    /// List and describe transactional ids (kafka-transactions.sh list / describe).
+    Transactions(transactions::TransactionsArgs),
 }
 
 /// Options shared by every client command.
@@ -104,6 +107,7 @@ pub fn run(command: Command) -> ExitCode {
             Command::Consume(a) => consume::run(a).await,
             Command::Storage(a) => storage::run(a).await,
             Command::Gateway(a) => gateway::run(a).await,
+            Command::Transactions(a) => transactions::run(a).await,
         }
     });
     // Don't wait for tasks still blocked on stdin or sockets.

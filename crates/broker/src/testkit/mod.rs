@@ -7,6 +7,7 @@
 mod handler_errors;
 #[cfg(test)]
 mod read_committed;
+#[cfg(test)]
 mod txn_tests;
 
 use std::net::SocketAddr;

@@ -272,6 +272,15 @@ def test_consume_transform_produce_with_send_offsets_to_transaction(broker):
     out = sorted(m.value().decode() for m in read_all(broker.bootstrap, dst, "read_committed"))
     assert out == sorted(f"out-{i}" for i in range(30))
 
+    # After a restart the group's partition of __consumer_offsets is loaded again, markers
+    # and all: the transactional offsets are still the committed ones.
+    broker.restart()
+    again = consumer(broker.bootstrap, **{"group.id": group})
+    committed = again.committed([TopicPartition(src, 0)], timeout=20)
+    again.close()
+    assert committed[0].offset == 30
+    assert "unreadable" not in broker.log_text()
+
 
 def test_kill9_mid_transaction_is_completed_or_aborted_never_half_visible(broker):
     topic = unique_topic("txn-kill")

@@ -78,6 +78,13 @@ fn default_frame(api: ApiKey, version: i16) -> Option<Vec<u8>> {
         ApiKey::ConsumerGroupDescribe => {
             frame(&ConsumerGroupDescribeRequest::default(), version, c)
         }
+        ApiKey::AddPartitionsToTxn => frame(&AddPartitionsToTxnRequest::default(), version, c),
+        ApiKey::AddOffsetsToTxn => frame(&AddOffsetsToTxnRequest::default(), version, c),
+        ApiKey::EndTxn => frame(&EndTxnRequest::default(), version, c),
+        ApiKey::TxnOffsetCommit => frame(&TxnOffsetCommitRequest::default(), version, c),
+        ApiKey::DescribeTransactions => frame(&DescribeTransactionsRequest::default(), version, c),
+        ApiKey::ListTransactions => frame(&ListTransactionsRequest::default(), version, c),
+        ApiKey::DescribeProducers => frame(&DescribeProducersRequest::default(), version, c),
         _ => None,
     }
 }

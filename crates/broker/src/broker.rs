@@ -11,6 +11,7 @@ use tracing::info;
 use crate::config::{BrokerConfig, RawConfig};
 use crate::config_validator::BrokerConfigValidator;
 use crate::metadata::controller::{Controller, ControllerConfig, SystemClock};
+use crate::metadata::log_client::MetadataLogClient;
 use crate::metadata::metadata_log::MetadataLog;
 use crate::metadata::{
     MetadataDelta, MetadataImage, MetadataLoader, MetadataPublisher, PublishError,
@@ -30,6 +31,8 @@ pub struct Broker {
     pub max_partitions: usize,
     /// The consumer groups this node coordinates.
     pub groups: Arc<GroupCoordinator>,
+    /// Set in cluster mode (`cluster.metadata.url`): registrations, the controller lease.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Broker {
@@ -43,6 +46,25 @@ impl Broker {
         replicas: ReplicaManager,
         groups: impl FnOnce(Weak<Broker>, &BrokerConfig) -> Arc<GroupCoordinator>,
     ) -> Arc<Broker> {
+        Broker::with_log(
+            config,
+            cluster_id,
+            Arc::new(metadata_log),
+            image,
+            replicas,
+            groups,
+        )
+    }
+
+    /// [`Broker::new`] on any metadata log (the cluster's is in PostgreSQL).
+    pub fn with_log(
+        config: BrokerConfig,
+        cluster_id: String,
+        metadata_log: Arc<dyn MetadataLogClient>,
+        image: MetadataImage,
+        replicas: ReplicaManager,
+        groups: impl FnOnce(Weak<Broker>, &BrokerConfig) -> Arc<GroupCoordinator>,
+    ) -> Arc<Broker> {
         Arc::new_cyclic(|me| {
             let groups = groups(me.clone(), &config);
             Broker::assemble(config, cluster_id, metadata_log, image, replicas, groups)
@@ -52,7 +74,7 @@ impl Broker {
     fn assemble(
         config: BrokerConfig,
         cluster_id: String,
-        metadata_log: MetadataLog,
+        metadata_log: Arc<dyn MetadataLogClient>,
         image: MetadataImage,
         replicas: ReplicaManager,
         groups: Arc<GroupCoordinator>,
@@ -73,7 +95,7 @@ impl Broker {
             },
             Arc::new(BrokerConfigValidator::new(&config)),
             Arc::new(SystemClock),
-            Arc::new(metadata_log),
+            metadata_log,
             loader.clone(),
         );
         let replicas = Arc::new(replicas.with_static_config(config.raw.clone()));
@@ -89,7 +111,23 @@ impl Broker {
             ready: AtomicBool::new(false),
             max_partitions,
             groups,
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This broker's cluster membership, `None` for the single node.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The active controller's id: this node for the single node.
+    pub fn controller_id(&self) -> i32 {
+        self.cluster()
+            .map_or(self.config.node_id, |c| c.controller_id())
     }
 
     pub fn controller(self: &Arc<Self>) -> &Controller {

@@ -21,10 +21,130 @@ pub async fn create_topics(
     requests: Vec<TopicRequest>,
     validate_only: bool,
 ) -> Vec<Result<CreatedTopic, ApiError>> {
+    if let Some(target) = forward_target(broker) {
+        return forward_create_topics(broker, target, requests, validate_only).await;
+    }
     broker
         .controller()
         .create_topics(requests, validate_only)
         .await
+}
+
+/// In a cluster, the active controller's address when it is another broker: topic creation
+/// goes there (Kafka's forwarding of CreateTopics), so `kcat -P` to a new topic works on
+/// any broker. `None`: decide here (the single node, or this node is the controller).
+fn forward_target(broker: &Arc<Broker>) -> Option<(i32, String)> {
+    let cluster = broker.cluster()?;
+    if cluster.is_controller() {
+        return None;
+    }
+    let id = cluster.controller_id();
+    let image = broker.image();
+    let b = image.brokers.get(&id)?;
+    let ep = b
+        .endpoints
+        .iter()
+        .find(|e| e.name == broker.config.inter_broker_listener_name)
+        .or_else(|| b.endpoints.first())?;
+    Some((id, format!("{}:{}", ep.host, ep.port)))
+}
+
+fn not_controller(message: String) -> ApiError {
+    ApiError::new(proto_kafka::ResponseError::NotController, message)
+}
+
+async fn forward_create_topics(
+    broker: &Arc<Broker>,
+    (controller_id, addr): (i32, String),
+    requests: Vec<TopicRequest>,
+    validate_only: bool,
+) -> Vec<Result<CreatedTopic, ApiError>> {
+    use strom_client::admin::NewTopic;
+    use strom_client::client::{Client, ClientConfig};
+    let mut results: Vec<Option<Result<CreatedTopic, ApiError>>> =
+        (0..requests.len()).map(|_| None).collect();
+    let mut forwarded = Vec::new();
+    let mut topics = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        if !r.assignments.is_empty() {
+            // The forward carries no replica assignments: every live broker is a replica
+            // in a cluster anyway; the client may send it to the controller itself.
+            results[i] = Some(Err(not_controller(format!(
+                "broker {controller_id} is the controller; send replica assignments there"
+            ))));
+            continue;
+        }
+        forwarded.push(i);
+        topics.push(NewTopic {
+            name: r.name.clone(),
+            partitions: r.num_partitions,
+            replication_factor: r.replication_factor,
+            configs: r
+                .configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
+    }
+    if !topics.is_empty() {
+        let answered = match Client::connect(&addr, ClientConfig::default()).await {
+            Ok(client) => client.create_topics(&topics, validate_only).await,
+            Err(e) => Err(e),
+        };
+        match answered {
+            Ok(answers) => {
+                for (i, a) in forwarded.iter().zip(answers) {
+                    results[*i] = Some(match a {
+                        Ok(t) => Ok(CreatedTopic {
+                            topic_id: t.id,
+                            num_partitions: t.partitions,
+                            replication_factor: t.replication_factor,
+                        }),
+                        Err(e) => Err(ApiError {
+                            code: e
+                                .code()
+                                .unwrap_or(proto_kafka::ResponseError::NotController.code()),
+                            message: e.to_string(),
+                        }),
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(controller_id, error = %e, "cannot forward CreateTopics to the controller");
+                for i in &forwarded {
+                    results[*i] = Some(Err(not_controller(format!(
+                        "cannot reach the controller (broker {controller_id}): {e}"
+                    ))));
+                }
+            }
+        }
+        if !validate_only {
+            // Answer once this broker's image has the new topics, as the controller's own
+            // answer would: a client's next Metadata here then finds them.
+            let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+            wait_for_topics(broker, &names).await;
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(not_controller("no answer".into()))))
+        .collect()
+}
+
+/// Catches up with the metadata log until every topic named is in the image, for a few
+/// seconds at most.
+async fn wait_for_topics(broker: &Arc<Broker>, names: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let image = broker.image();
+        if names.iter().all(|n| image.topic(n).is_some()) || std::time::Instant::now() >= deadline {
+            return;
+        }
+        if let Err(e) = broker.controller().catch_up().await {
+            tracing::warn!(error = %e, "cannot catch up with the metadata log");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Creates a topic with the broker defaults if it does not exist yet (Metadata auto-creation).
@@ -32,7 +152,28 @@ pub async fn auto_create_topic(
     broker: &Arc<Broker>,
     name: &str,
 ) -> Result<Arc<TopicImage>, ApiError> {
-    broker.controller().auto_create_topic(name).await
+    if forward_target(broker).is_none() {
+        return broker.controller().auto_create_topic(name).await;
+    }
+    let req = TopicRequest {
+        name: name.to_string(),
+        num_partitions: -1,
+        replication_factor: -1,
+        assignments: Default::default(),
+        configs: Default::default(),
+    };
+    match create_topics(broker, vec![req], false).await.pop() {
+        Some(Ok(_)) => {}
+        Some(Err(e)) if e.code == proto_kafka::ResponseError::TopicAlreadyExists.code() => {}
+        Some(Err(e)) => return Err(e),
+        None => return Err(not_controller("no answer".into())),
+    }
+    broker.image().topic(name).cloned().ok_or_else(|| {
+        ApiError::new(
+            proto_kafka::ResponseError::LeaderNotAvailable,
+            "the topic is being created",
+        )
+    })
 }
 
 pub async fn allocate_producer_id(broker: &Arc<Broker>) -> Result<i64, ApiError> {

@@ -118,6 +118,20 @@ impl PgMetadataStore {
         PgMetadataLog::new(self.conn(), self.conn())
     }
 
+    /// The cluster's id: the one already recorded, else `candidate`, recorded now (the
+    /// first broker of a cluster picks it; every later one reports the same).
+    pub fn cluster_id(&self, candidate: &str) -> Result<String, PgMetadataError> {
+        self.conn().run(|c| {
+            c.execute(
+                "INSERT INTO cluster_identity (id, cluster_id) VALUES (1, $1)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&candidate],
+            )?;
+            let row = c.query_one("SELECT cluster_id FROM cluster_identity WHERE id = 1", &[])?;
+            conn::col(&row, 0)
+        })
+    }
+
     pub fn leases(&self) -> ControllerLeases {
         ControllerLeases::new(self.conn())
     }

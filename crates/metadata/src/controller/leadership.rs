@@ -165,7 +165,10 @@ mod tests {
             }
         }
         let t = image.topic("t").unwrap();
-        assert!(t.partitions.values().all(|p| p.replicas == [1, 3] && p.isr == [1, 3]));
+        assert!(t
+            .partitions
+            .values()
+            .all(|p| p.replicas == [1, 3] && p.isr == [1, 3]));
         assert!(balance_leaders(&image, &[1, 3]).is_empty(), "settled");
     }
 
@@ -188,7 +191,10 @@ mod tests {
             .filter(|(b, a)| b.0 != a.0)
             .collect();
         assert!(!moved.is_empty() && moved.len() <= 2, "{moved:?}");
-        assert!(moved.iter().all(|(b, a)| a.0 == 4 && a.1 == b.1 + 1), "{moved:?}");
+        assert!(
+            moved.iter().all(|(b, a)| a.0 == 4 && a.1 == b.1 + 1),
+            "{moved:?}"
+        );
     }
 
     #[test]

@@ -303,6 +303,10 @@ impl Cluster {
         }
         let started = Instant::now();
         loop {
+            // What the controller committed since, including what this broker had not seen.
+            if let Err(e) = broker.controller().catch_up().await {
+                warn!(error = %e, "controlled shutdown: cannot read the metadata log");
+            }
             let leading = leading(&broker.image(), self.node_id);
             if leading == 0 {
                 info!(

@@ -21,7 +21,10 @@ pub const CLUSTER_NAME: &str = "kafka-cluster";
 /// in on (Kafka's metadata cache: a broker without such a listener is left out). Metadata and
 /// DescribeCluster both answer with these. In a cluster, only the live unfenced ones.
 pub fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
-    let all = brokers_in(&broker.image(), listener);
+    live_only(broker, brokers_in(&broker.image(), listener))
+}
+
+fn live_only(broker: &Broker, all: Vec<MetadataResponseBroker>) -> Vec<MetadataResponseBroker> {
     match broker.cluster().map(|c| c.live_brokers()) {
         Some(live) if !live.is_empty() => all
             .into_iter()
@@ -217,7 +220,10 @@ pub async fn handle(
         (topics, image) = describe_named(broker, ctx, requested, image, include_ops).await;
     }
     MetadataResponse::default()
-        .with_brokers(brokers_in(&image, &ctx.info.listener_name))
+        .with_brokers(live_only(
+            broker,
+            brokers_in(&image, &ctx.info.listener_name),
+        ))
         .with_cluster_id(Some(str_bytes(&broker.cluster_id)))
         .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics)

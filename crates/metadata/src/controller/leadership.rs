@@ -63,7 +63,8 @@ pub fn balance_leaders(image: &MetadataImage, live: &[i32]) -> Vec<MetadataRecor
             }
         };
         let leader_changed = chosen != reg.leader;
-        if !leader_changed && reg.replicas == live && reg.isr == live {
+        // The order of replicas placed at creation (preferred leader first) is kept.
+        if !leader_changed && same_set(&reg.replicas, live) && same_set(&reg.isr, live) {
             continue;
         }
         records.push(MetadataRecord::Partition {
@@ -81,6 +82,12 @@ pub fn balance_leaders(image: &MetadataImage, live: &[i32]) -> Vec<MetadataRecor
         });
     }
     records
+}
+
+fn same_set(a: &[i32], sorted: &[i32]) -> bool {
+    let mut a = a.to_vec();
+    a.sort_unstable();
+    a == sorted
 }
 
 #[cfg(test)]

@@ -518,3 +518,137 @@ async fn controller_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proto_kafka::ResponseError;
+    use strom_metadata::controller::{ControllerConfig, SystemClock, TopicRequest};
+    use strom_metadata::{Controller, MetadataLoader};
+    use strom_metadata_postgres::testing::TestPostgres;
+
+    use super::*;
+    use crate::config::{BrokerConfig, RawConfig};
+    use crate::config_validator::BrokerConfigValidator;
+
+    fn endpoints(port: u16) -> Vec<BrokerEndpoint> {
+        vec![BrokerEndpoint {
+            name: "PLAINTEXT".into(),
+            host: "127.0.0.1".into(),
+            port,
+        }]
+    }
+
+    fn controller_on(joined: &Joined) -> Controller {
+        let config = BrokerConfig::from_raw(RawConfig::defaults()).unwrap();
+        Controller::new(
+            ControllerConfig {
+                node_id: joined.node_id,
+                num_partitions: 2,
+                default_replication_factor: 1,
+                delete_topic_enable: true,
+                max_partitions: 100,
+                files_per_partition: 1,
+                internal_topics: vec![],
+            },
+            Arc::new(BrokerConfigValidator::new(&config)),
+            Arc::new(SystemClock),
+            joined.log.clone(),
+            Arc::new(MetadataLoader::new(joined.image.clone())),
+        )
+    }
+
+    fn topic(name: &str) -> TopicRequest {
+        TopicRequest {
+            name: name.into(),
+            num_partitions: 2,
+            replication_factor: -1,
+            assignments: BTreeMap::new(),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    fn wait_until(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Only the lease holder's controller writes; the other answers NOT_CONTROLLER and
+    /// writes nothing, and when the lease moves the roles swap (the old holder's appends
+    /// are fenced by the epoch in PostgreSQL).
+    #[test]
+    fn only_the_lease_holder_appends() {
+        let pg = TestPostgres::shared();
+        let url = pg.url(&pg.create_database());
+        let a = join(&url, None, None, endpoints(1), 100, 1000).unwrap();
+        wait_until("the first broker holds the lease", || {
+            a.cluster.is_controller()
+        });
+        let b = join(&url, None, None, endpoints(2), 100, 1000).unwrap();
+        assert_eq!(
+            (a.node_id, b.node_id),
+            (1001, 1002),
+            "ids allocated from 1001"
+        );
+        assert_eq!(a.cluster_id, b.cluster_id, "one cluster id");
+        assert!(!b.cluster.is_controller());
+        assert_eq!(b.cluster.controller_id(), 1001);
+
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (ca, cb) = (controller_on(&a), controller_on(&b));
+        let refused = rt.block_on(cb.create_topics(vec![topic("t")], false));
+        let code = refused[0].as_ref().err().map(|e| e.code);
+        assert_eq!(code, Some(ResponseError::NotController.code()));
+        assert_eq!(a.log.end_offset().unwrap(), 0, "nothing was written");
+        let made = rt.block_on(ca.create_topics(vec![topic("t")], false));
+        assert!(made[0].is_ok(), "{made:?}");
+        let end = a.log.end_offset().unwrap();
+        assert!(end > 0);
+
+        // The lease moves: a gives it up, b takes it and catches up; a is fenced.
+        a.cluster.lease.release();
+        wait_until("the second broker holds the lease", || {
+            b.cluster.is_controller()
+        });
+        rt.block_on(cb.catch_up()).unwrap();
+        assert!(cb.image().topic("t").is_some());
+        let refused = rt.block_on(ca.create_topics(vec![topic("u")], false));
+        let code = refused[0].as_ref().err().map(|e| e.code);
+        assert_eq!(code, Some(ResponseError::NotController.code()));
+        assert_eq!(
+            a.log.end_offset().unwrap(),
+            end,
+            "the old controller wrote nothing"
+        );
+        let made = rt.block_on(cb.create_topics(vec![topic("u")], false));
+        assert!(made[0].is_ok(), "{made:?}");
+        drop(rt);
+    }
+
+    /// An allocated id is kept: the same broker (its id from meta.properties) registers
+    /// under it again once its earlier session lapsed, and a new broker gets the next id.
+    #[test]
+    fn an_allocated_node_id_is_kept_and_never_shared_while_live() {
+        let pg = TestPostgres::shared();
+        let url = pg.url(&pg.create_database());
+        let first = join(&url, None, None, endpoints(1), 100, 500).unwrap();
+        assert_eq!(first.node_id, 1001);
+        let other = join(&url, None, None, endpoints(2), 100, 500).unwrap();
+        assert_eq!(other.node_id, 1002, "a live id is not handed out again");
+        // A restart of the first: a new incarnation under the kept id. Its old session is
+        // still live (nothing heartbeats in this test, so it lapses after 500 ms): the join
+        // waits for that rather than sharing the id.
+        let started = Instant::now();
+        let again = join(&url, None, Some(first.node_id), endpoints(1), 100, 500).unwrap();
+        assert_eq!(again.node_id, 1001);
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

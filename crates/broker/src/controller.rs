@@ -177,7 +177,42 @@ pub async fn auto_create_topic(
 }
 
 pub async fn allocate_producer_id(broker: &Arc<Broker>) -> Result<i64, ApiError> {
-    broker.controller().allocate_producer_id().await
+    match forward_target(broker) {
+        None => broker.controller().allocate_producer_id().await,
+        Some(target) => forward_init_producer_id(target).await,
+    }
+}
+
+/// In a cluster, producer id blocks are the controller's (they are metadata records): a
+/// broker that is not the controller asks it for an id with InitProducerId (Kafka's
+/// brokers ask theirs with AllocateProducerIds, a block at a time).
+async fn forward_init_producer_id((controller_id, addr): (i32, String)) -> Result<i64, ApiError> {
+    use proto_kafka::messages::{InitProducerIdRequest, ProducerId};
+    use strom_client::client::{Client, ClientConfig};
+    let unreachable = |e: strom_client::error::Error| {
+        tracing::warn!(controller_id, error = %e, "cannot forward InitProducerId to the controller");
+        ApiError::new(
+            proto_kafka::ResponseError::CoordinatorNotAvailable,
+            format!("cannot reach the controller (broker {controller_id})"),
+        )
+    };
+    let client = Client::connect(&addr, ClientConfig::default())
+        .await
+        .map_err(unreachable)?;
+    let conn = client.controller().await.map_err(unreachable)?;
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let resp = conn.send_latest(&req).await.map_err(unreachable)?;
+    if resp.error_code != 0 {
+        return Err(ApiError {
+            code: resp.error_code,
+            message: format!("the controller (broker {controller_id}) refused InitProducerId"),
+        });
+    }
+    Ok(resp.producer_id.0)
 }
 
 /// Adds partitions to existing topics (CreatePartitions).

@@ -309,3 +309,40 @@ def test_the_active_controller_killed_another_takes_the_lease(cluster):
     wait_for(lambda: create(rest[1], topic, 2) is None, 30, "the new controller creates a topic", every=1)
     wait_for(lambda: controller not in node_ids(rest[0]), SESSION_MS / 1000 + 5, "the old controller is fenced")
     assert new != controller
+
+
+def _init_producer_id(b) -> tuple[int, int]:
+    """One InitProducerId v0 (no transactional id) straight to broker `b`: (error, id)."""
+    import socket
+    import struct
+    client_id = b"strom-it"
+    body = struct.pack(">hhih", 22, 0, 7, len(client_id)) + client_id + struct.pack(">hi", -1, 60000)
+    with socket.create_connection((b.host, b.port), timeout=20) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        resp = s.recv(size, socket.MSG_WAITALL)
+    corr, _throttle, err, pid, _epoch = struct.unpack(">iihqh", resp[:20])
+    assert corr == 7
+    return err, pid
+
+
+def test_idempotent_producers_on_any_broker(cluster):
+    ids = three(cluster)
+    controller = metadata(cluster.brokers[0]).controller_id
+    # Every broker hands out producer ids, the controller's own and forwarded ones alike,
+    # and none twice.
+    got = [_init_producer_id(b) for b in cluster.brokers]
+    assert all(err == 0 for err, _ in got), got
+    assert len({pid for _, pid in got}) == 3, got
+    non_controller = next(b for b in cluster.brokers if not _is(b, controller))
+    topic = unique_topic("idem")
+    create(cluster.brokers[0], topic, 6)
+    wait_for(lambda: spread(leaders(non_controller, topic), ids), 15, "leaders spread")
+    from helpers import consumer, consume_partitions, produce_all, producer
+    from confluent_kafka import TopicPartition
+    p = producer(non_controller.bootstrap, **{"enable.idempotence": True, "acks": "all"})
+    msgs = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(300)]
+    produce_all(p, msgs, topic)
+    c = consumer(non_controller.bootstrap)
+    got = consume_partitions(c, [TopicPartition(topic, i, 0) for i in range(6)], expected=300)
+    assert sorted(m.value() for m in got) == sorted(v for _, v in msgs)

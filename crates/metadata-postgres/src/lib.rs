@@ -24,6 +24,7 @@
 //! | `controller_lease` | one row: `holder_node_id`, `epoch`, `expires_at` |
 //! | `broker_registrations` | `node_id`, `incarnation_id`, `endpoints`, `rack`, `registered_at`, `last_heartbeat_at`, `fenced` |
 //! | `node_id_allocation` | one row: the next id to hand out (from 1001) |
+//! | `cluster_identity` | (migration 2) one row: the cluster id the first broker picked |
 //!
 //! # Use
 //!

@@ -126,6 +126,7 @@ pub struct Cluster {
     incarnation_id: Uuid,
     endpoints: Vec<BrokerEndpoint>,
     heartbeat_interval: Duration,
+    session_timeout: Duration,
     /// The live unfenced brokers as last read (kept through a PostgreSQL outage).
     live: RwLock<Vec<i32>>,
     /// The active controller as last read; -1 when none is known.
@@ -233,6 +234,7 @@ pub fn join(
         incarnation_id,
         endpoints,
         heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(1)),
+        session_timeout: Duration::from_millis(session_timeout_ms.max(1)),
         live: RwLock::new(live),
         controller_id: AtomicI32::new(controller_id),
         shutting_down: AtomicBool::new(false),
@@ -449,6 +451,7 @@ async fn controller_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut held_epoch: Option<i64> = None;
+    let mut term_started = Instant::now();
     loop {
         if sleep_or_stop(CONTROLLER_TICK, &mut stop).await {
             return;
@@ -467,11 +470,28 @@ async fn controller_loop(
                 continue;
             }
             held_epoch = Some(lease.epoch);
+            term_started = Instant::now();
         }
+        // A new term gives every broker one session before it fences or moves anything, as
+        // Kafka's new controller does: after a PostgreSQL outage every heartbeat looks old,
+        // and leaderships must not churn while the brokers come back.
+        let settled = term_started.elapsed() >= cluster.session_timeout;
         let c = cluster.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let fenced = c.registry.fence_expired()?;
-            let live = c.registry.live()?;
+            let fenced = if settled {
+                c.registry.fence_expired()?
+            } else {
+                Vec::new()
+            };
+            let live = if settled {
+                c.registry.live()?
+            } else {
+                // Within the grace: every broker not fenced (a controlled shutdown fences
+                // itself, so its leaderships still move at once).
+                let mut all = c.registry.all()?;
+                all.retain(|r| !r.fenced);
+                all
+            };
             Ok::<_, PgMetadataError>((fenced, live))
         })
         .await;

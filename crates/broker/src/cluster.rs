@@ -671,4 +671,163 @@ mod tests {
             started.elapsed()
         );
     }
+
+    fn leaders_of(broker: &Broker, topic: &str) -> Vec<(i32, i32)> {
+        broker.image().topic(topic).map_or(Vec::new(), |t| {
+            t.partitions
+                .values()
+                .map(|p| (p.leader, p.leader_epoch))
+                .collect()
+        })
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The active controller's loop on a real broker and a real PostgreSQL, with a second
+    /// broker played by hand (its registration and heartbeats): leaders spread over both;
+    /// when its heartbeats stop it is fenced and its leaderships move with a bumped epoch;
+    /// when it comes back it takes its share again; its controlled shutdown (fencing its own
+    /// registration) moves them at once, without waiting for the session.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_controller_moves_leaders_on_fence_unfence_and_controlled_shutdown() {
+        let (pg, url) = tokio::task::spawn_blocking(|| {
+            let pg = TestPostgres::shared();
+            let url = pg.url(&pg.create_database());
+            (pg, url)
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let u = url.clone();
+        let joined =
+            tokio::task::spawn_blocking(move || join(&u, None, None, endpoints(1), 100, 1000))
+                .await
+                .unwrap()
+                .unwrap();
+        let mut raw = RawConfig::defaults();
+        raw.set("log.dirs", &dir.path().display().to_string(), "test")
+            .unwrap();
+        let mut config = BrokerConfig::from_raw(raw).unwrap();
+        config.node_id = joined.node_id;
+        let cluster = joined.cluster.clone();
+        let broker = Broker::with_log(
+            config,
+            joined.cluster_id.clone(),
+            joined.log.clone(),
+            joined.image.clone(),
+            crate::replica_manager::ReplicaManager::new(joined.node_id, dir.path()),
+            crate::group_ports::coordinator,
+        );
+        broker.set_cluster(cluster.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks = cluster.start(&broker, stop_rx);
+        eventually("this broker is the controller", || cluster.is_controller()).await;
+
+        // The second broker, by hand.
+        let u = url.clone();
+        let (other, other_id, incarnation) = tokio::task::spawn_blocking(move || {
+            let store = PgMetadataStore::connect(&u).unwrap();
+            let registry = store.brokers(1000);
+            let incarnation = Uuid::new_v4();
+            let r = registry
+                .register(None, incarnation, &endpoints(2), None)
+                .unwrap();
+            (registry, r.node_id, incarnation)
+        })
+        .await
+        .unwrap();
+        let other = Arc::new(other);
+        let beating = Arc::new(AtomicBool::new(true));
+        let beat = {
+            let (other, beating) = (other.clone(), beating.clone());
+            std::thread::spawn(move || {
+                while Arc::strong_count(&beating) > 1 {
+                    if beating.load(Ordering::Acquire) {
+                        if other.heartbeat(other_id, incarnation).is_err() {
+                            let _ =
+                                other.register_again(other_id, incarnation, &endpoints(2), None);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let me = joined.node_id;
+        eventually("both brokers are live", || {
+            cluster.live_brokers() == vec![me, other_id]
+        })
+        .await;
+        let created = crate::controller::create_topics(&broker, vec![topic("t")], false).await;
+        assert!(created[0].is_ok(), "{created:?}");
+        let both = |b: &Broker| {
+            let l = leaders_of(b, "t");
+            l.iter().any(|(n, _)| *n == me) && l.iter().any(|(n, _)| *n == other_id)
+        };
+        eventually("leaders spread over both", || both(&broker)).await;
+        let before = leaders_of(&broker, "t");
+
+        // Heartbeats stop: fenced after the session, its partition moves, epoch + 1.
+        beating.store(false, Ordering::Release);
+        eventually("the silent broker's leaderships moved", || {
+            leaders_of(&broker, "t").iter().all(|(n, _)| *n == me)
+        })
+        .await;
+        let moved = leaders_of(&broker, "t");
+        for ((l0, e0), (l1, e1)) in before.iter().zip(&moved) {
+            let want = if l0 == l1 { *e0 } else { e0 + 1 };
+            assert_eq!(*e1, want, "{before:?} -> {moved:?}");
+        }
+        assert!(!cluster.live_brokers().contains(&other_id));
+        let image = broker.image();
+        let t = image.topic("t").unwrap();
+        assert!(t
+            .partitions
+            .values()
+            .all(|p| p.replicas == vec![me] && p.isr == vec![me]));
+
+        // Back: registers again, unfenced, takes its share at once.
+        beating.store(true, Ordering::Release);
+        eventually("the returning broker leads again", || both(&broker)).await;
+        let back = leaders_of(&broker, "t");
+        assert!(back
+            .iter()
+            .zip(&moved)
+            .any(|((l1, e1), (l0, e0))| l1 != l0 && *e1 == e0 + 1));
+
+        // Its controlled shutdown: it fences itself and stops; the move does not wait for
+        // the session to lapse.
+        beating.store(false, Ordering::Release);
+        let o = other.clone();
+        let started = Instant::now();
+        tokio::task::spawn_blocking(move || o.fence(other_id, incarnation).unwrap())
+            .await
+            .unwrap();
+        eventually("the leaving broker leads nothing", || {
+            leaders_of(&broker, "t").iter().all(|(n, _)| *n == me)
+        })
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
+
+        drop(beating);
+        let _ = beat.join();
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        let b = broker.clone();
+        drop(broker);
+        tokio::task::spawn_blocking(move || drop((b, pg)))
+            .await
+            .unwrap();
+    }
 }

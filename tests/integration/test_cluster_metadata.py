@@ -190,6 +190,15 @@ def test_kcat_lists_three_brokers_with_leaders_spread(cluster, postgres):
     md = metadata(b2, topic).topics[topic]
     for p in md.partitions.values():
         assert sorted(p.replicas) == sorted(ids) and sorted(p.isrs) == sorted(ids), p
+    # Replication factors up to the live broker count; every live broker is a replica.
+    a = admin(b2.bootstrap)
+    fs = a.create_topics([NewTopic(topic + "-rf3", num_partitions=2, replication_factor=3),
+                          NewTopic(topic + "-rf4", num_partitions=2, replication_factor=4)],
+                         operation_timeout=20, request_timeout=20)
+    fs[topic + "-rf3"].result(30)
+    with pytest.raises(Exception) as refused:
+        fs[topic + "-rf4"].result(30)
+    assert "INVALID_REPLICATION_FACTOR" in str(refused.value), refused.value
     # The password never reaches a log line.
     for b in cluster.brokers:
         assert postgres.password not in b.log_text()
@@ -204,14 +213,17 @@ def test_kcat_lists_three_brokers_with_leaders_spread(cluster, postgres):
 def test_kcat_produce_to_a_fresh_topic_on_any_broker(cluster):
     three(cluster)
     topic = unique_topic("fresh")
-    # Broker 3 is not the controller unless it was first: auto-creation is forwarded.
+    # The first broker holds the lease: on the other two the auto-creation is forwarded.
     for b in cluster.brokers:
         t = f"{topic}-{b.name}"
         cp = kcat(["-P", "-b", b.bootstrap, "-t", t], input=b"hello world!\n")
         assert cp.returncode == 0, cp.stderr
+        # Metadata reaches the other brokers within milliseconds (NOTIFY), as in Kafka not
+        # in the same instant.
+        for other in cluster.brokers:
+            wait_for(lambda: t in metadata(other).topics, 10, f"{other.name} sees {t}")
         got = kcat(["-C", "-b", cluster.brokers[2].bootstrap, "-t", t, "-e", "-q"])
         assert got.returncode == 0 and got.stdout.decode().count("hello world!") == 1, got.stdout + got.stderr
-        assert t in metadata(cluster.brokers[0]).topics
 
 
 def test_kill9_moves_leaderships_within_the_session_timeout(cluster):

@@ -748,11 +748,10 @@ mod tests {
             let (other, beating) = (other.clone(), beating.clone());
             std::thread::spawn(move || {
                 while Arc::strong_count(&beating) > 1 {
-                    if beating.load(Ordering::Acquire) {
-                        if other.heartbeat(other_id, incarnation).is_err() {
-                            let _ =
-                                other.register_again(other_id, incarnation, &endpoints(2), None);
-                        }
+                    if beating.load(Ordering::Acquire)
+                        && other.heartbeat(other_id, incarnation).is_err()
+                    {
+                        let _ = other.register_again(other_id, incarnation, &endpoints(2), None);
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }

@@ -199,6 +199,12 @@ def test_kcat_lists_three_brokers_with_leaders_spread(cluster, postgres):
     with pytest.raises(Exception) as refused:
         fs[topic + "-rf4"].result(30)
     assert "INVALID_REPLICATION_FACTOR" in str(refused.value), refused.value
+    # DescribeConfigs shows the metadata URL as sensitive, without its value.
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    own_id = next(i for i in ids if _is(b2, i))
+    res = ConfigResource(ResourceType.BROKER, str(own_id))
+    entry = a.describe_configs([res])[res].result(20)["cluster.metadata.url"]
+    assert entry.is_sensitive and entry.value is None, entry
     # The password never reaches a log line.
     for b in cluster.brokers:
         assert postgres.password not in b.log_text()

@@ -364,3 +364,43 @@ def test_idempotent_producers_on_any_broker(cluster):
     c = consumer(non_controller.bootstrap)
     got = consume_partitions(c, [TopicPartition(topic, i, 0) for i in range(6)], expected=300)
     assert sorted(m.value() for m in got) == sorted(v for _, v in msgs)
+
+
+def test_admin_changes_sent_to_a_broker_that_is_not_the_controller(cluster):
+    """Each is forwarded to the controller (Kafka's forwarding), straight over the wire so
+    no client library routes it to the controller itself."""
+    import kafka_wire as w
+    ids = three(cluster)
+    controller = metadata(cluster.brokers[0]).controller_id
+    other = next(b for b in cluster.brokers if not _is(b, controller))
+    topic = unique_topic("fwd")
+    create(cluster.brokers[0], topic, 2)
+    wait_for(lambda: topic in metadata(other).topics, 10, "the topic reaches the other broker")
+    with w.Conn(other.bootstrap) as c:
+        # IncrementalAlterConfigs v0: SET retention.ms on the topic.
+        body = w.array([w.i8(2) + w.string(topic) + w.array([w.string("retention.ms") + w.i8(0)
+                                                             + w.string("3600000")])]) + w.i8(0)
+        r = c.request(44, 0, body)
+        r.i32()
+        (err, _msg, _rt, _name), = r.array(lambda r: (r.i16(), r.string(), r.i8(), r.string()))
+        assert err == 0, err
+        # CreatePartitions v0: 2 -> 4.
+        body = w.array([w.string(topic) + w.i32(4) + w.i32(-1)]) + w.i32(20000) + w.i8(0)
+        r = c.request(37, 0, body)
+        r.i32()
+        (_name, err, _msg), = r.array(lambda r: (r.string(), r.i16(), r.string()))
+        assert err == 0, err
+    assert len(metadata(other, topic).topics[topic].partitions) == 4
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    a = admin(cluster.brokers[0].bootstrap)
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    assert a.describe_configs([res])[res].result(20)["retention.ms"].value == "3600000"
+    with w.Conn(other.bootstrap) as c:
+        # DeleteTopics v1.
+        r = c.request(20, 1, w.array([w.string(topic)]) + w.i32(20000))
+        r.i32()
+        (_name, err), = r.array(lambda r: (r.string(), r.i16()))
+        assert err == 0, err
+    for b in cluster.brokers:
+        wait_for(lambda: topic not in metadata(b).topics, 10, f"{b.name} forgets {topic}")
+    assert len(ids) == 3

@@ -221,10 +221,145 @@ pub async fn create_partitions(
     requests: Vec<PartitionIncrease>,
     validate_only: bool,
 ) -> Vec<Result<(), ApiError>> {
+    if let Some(target) = forward_target(broker) {
+        if validate_only || requests.iter().any(|r| r.assignments.is_some()) {
+            return refuse_all(requests.len(), &target);
+        }
+        let mut out = Vec::with_capacity(requests.len());
+        let client = match connect(&target).await {
+            Ok(c) => c,
+            Err(e) => return (0..requests.len()).map(|_| Err(e.clone())).collect(),
+        };
+        for r in &requests {
+            out.push(
+                client
+                    .create_partitions(&r.topic, r.count)
+                    .await
+                    .map_err(|e| forwarded_error(e, &target)),
+            );
+        }
+        caught_up(broker).await;
+        return out;
+    }
     broker
         .controller()
         .create_partitions(requests, validate_only)
         .await
+}
+
+/// Every item of a request this broker cannot forward: NOT_CONTROLLER, naming the one.
+fn refuse_all<T>(n: usize, (controller_id, _): &(i32, String)) -> Vec<Result<T, ApiError>> {
+    (0..n)
+        .map(|_| {
+            Err(not_controller(format!(
+                "broker {controller_id} is the active controller"
+            )))
+        })
+        .collect()
+}
+
+async fn connect(
+    (controller_id, addr): &(i32, String),
+) -> Result<strom_client::client::Client, ApiError> {
+    strom_client::client::Client::connect(addr, strom_client::client::ClientConfig::default())
+        .await
+        .map_err(|e| {
+            tracing::warn!(controller_id, error = %e, "cannot reach the controller");
+            not_controller(format!(
+                "cannot reach the controller (broker {controller_id}): {e}"
+            ))
+        })
+}
+
+fn forwarded_error(e: strom_client::error::Error, (controller_id, _): &(i32, String)) -> ApiError {
+    ApiError {
+        code: e
+            .code()
+            .unwrap_or(proto_kafka::ResponseError::NotController.code()),
+        message: format!("from the controller (broker {controller_id}): {e}"),
+    }
+}
+
+/// After a forwarded change: the controller committed it before answering, so one read of
+/// the log brings this broker's image up to it.
+async fn caught_up(broker: &Arc<Broker>) {
+    if let Err(e) = broker.controller().catch_up().await {
+        tracing::warn!(error = %e, "cannot catch up with the metadata log");
+    }
+}
+
+/// A config change as IncrementalAlterConfigs operations for the controller: SET and
+/// DELETE as they are; a whole replacement (AlterConfigs) as setting what it names and
+/// deleting the other overrides in force. `None` for APPEND/SUBTRACT, which the forward
+/// cannot carry.
+fn as_ops(
+    change: &ConfigChange,
+    current: &std::collections::BTreeMap<String, String>,
+) -> Option<Vec<strom_client::admin::ConfigOp>> {
+    use strom_client::admin::ConfigOp;
+    match change {
+        ConfigChange::Incremental(ops) => ops
+            .iter()
+            .map(|(name, op, value)| match (op, value) {
+                (0, Some(v)) => Some(ConfigOp::Set(name.clone(), v.clone())),
+                (1, _) => Some(ConfigOp::Delete(name.clone())),
+                _ => None,
+            })
+            .collect(),
+        ConfigChange::Replace(all) => {
+            let mut ops: Vec<ConfigOp> = all
+                .iter()
+                .map(|(k, v)| ConfigOp::Set(k.clone(), v.clone()))
+                .collect();
+            ops.extend(
+                current
+                    .keys()
+                    .filter(|k| !all.contains_key(*k))
+                    .map(|k| ConfigOp::Delete(k.clone())),
+            );
+            Some(ops)
+        }
+    }
+}
+
+async fn forward_config_changes(
+    broker: &Arc<Broker>,
+    target: &(i32, String),
+    resource_type: i8,
+    changes: Vec<(String, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), ApiError>> {
+    if validate_only {
+        return refuse_all(changes.len(), target);
+    }
+    let client = match connect(target).await {
+        Ok(c) => c,
+        Err(e) => return (0..changes.len()).map(|_| Err(e.clone())).collect(),
+    };
+    let image = broker.image();
+    let mut out = Vec::with_capacity(changes.len());
+    for (name, change) in &changes {
+        let current = if resource_type == strom_metadata::records::RESOURCE_TOPIC {
+            image.topic_configs(name)
+        } else {
+            image.broker_configs(name)
+        };
+        let Some(ops) = as_ops(change, &current) else {
+            out.push(Err(not_controller(format!(
+                "broker {} is the active controller; send APPEND and SUBTRACT there",
+                target.0
+            ))));
+            continue;
+        };
+        out.push(
+            client
+                .incremental_alter_configs(resource_type, name, &ops)
+                .await
+                .map_err(|e| forwarded_error(e, target)),
+        );
+    }
+    caught_up(broker).await;
+    out
 }
 
 /// Changes topic configurations; the new values reach the partitions as the image is published.
@@ -233,6 +368,10 @@ pub async fn alter_topic_configs(
     changes: Vec<(String, ConfigChange)>,
     validate_only: bool,
 ) -> Vec<Result<(), ApiError>> {
+    if let Some(target) = forward_target(broker) {
+        let topic = strom_metadata::records::RESOURCE_TOPIC;
+        return forward_config_changes(broker, &target, topic, changes, validate_only).await;
+    }
     broker
         .controller()
         .alter_topic_configs(changes, validate_only)
@@ -246,6 +385,10 @@ pub async fn alter_broker_configs(
     changes: Vec<(String, ConfigChange)>,
     validate_only: bool,
 ) -> Vec<Result<(), ApiError>> {
+    if let Some(target) = forward_target(broker) {
+        let kind = strom_metadata::records::RESOURCE_BROKER;
+        return forward_config_changes(broker, &target, kind, changes, validate_only).await;
+    }
     broker
         .controller()
         .alter_broker_configs(changes, validate_only)
@@ -256,6 +399,39 @@ pub async fn delete_topics(
     broker: &Arc<Broker>,
     topics: Vec<TopicRef>,
 ) -> Vec<Result<(String, Uuid), ApiError>> {
+    if let Some(target) = forward_target(broker) {
+        let image = broker.image();
+        let named: Option<Vec<(String, Uuid)>> = topics
+            .iter()
+            .map(|t| match t {
+                TopicRef::Name(n) => {
+                    Some((n.clone(), image.topic(n).map_or(Uuid::nil(), |t| t.id)))
+                }
+                TopicRef::Id(_) => None,
+            })
+            .collect();
+        let Some(named) = named else {
+            return refuse_all(topics.len(), &target);
+        };
+        let client = match connect(&target).await {
+            Ok(c) => c,
+            Err(e) => return (0..topics.len()).map(|_| Err(e.clone())).collect(),
+        };
+        let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
+        let out = match client.delete_topics(&names).await {
+            Ok(results) => named
+                .into_iter()
+                .zip(results)
+                .map(|(t, r)| r.map(|()| t).map_err(|e| forwarded_error(e, &target)))
+                .collect(),
+            Err(e) => {
+                let e = forwarded_error(e, &target);
+                (0..topics.len()).map(|_| Err(e.clone())).collect()
+            }
+        };
+        caught_up(broker).await;
+        return out;
+    }
     broker.controller().delete_topics(topics).await
 }
 

@@ -126,9 +126,13 @@ def metadata(b, topic: str | None = None):
     return a.list_topics(topic=topic, timeout=10)
 
 
+LAST_SEEN: list = []
+
+
 def wait_for(pred, timeout: float, what: str, every: float = 0.1):
     deadline = time.monotonic() + timeout
     last_err = None
+    LAST_SEEN.clear()
     while time.monotonic() < deadline:
         try:
             v = pred()
@@ -137,7 +141,8 @@ def wait_for(pred, timeout: float, what: str, every: float = 0.1):
         except Exception as e:  # a broker restarting, a metadata timeout
             last_err = e
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting until {what} (last error: {last_err})")
+    raise AssertionError(f"timed out after {timeout}s waiting until {what} (last error: {last_err}; "
+                         f"last seen: {LAST_SEEN[-1:]})")
 
 
 def node_ids(b) -> set[int]:
@@ -158,6 +163,7 @@ def create(b, topic: str, partitions: int = 6):
 
 
 def spread(ls: dict[int, int], brokers: set[int]) -> bool:
+    LAST_SEEN.append((ls, brokers))
     counts = {n: 0 for n in brokers}
     for leader in ls.values():
         if leader not in counts:

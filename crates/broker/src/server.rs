@@ -206,6 +206,21 @@ pub async fn run(
     let max_connections = broker.config.max_connections;
     let connections = Arc::new(Semaphore::new(max_connections));
     let mut tasks = Vec::new();
+    if let Some(c) = &cluster {
+        tasks.extend(c.start(&broker, stop_rx.clone()));
+        // As Kafka's broker waits to be caught up and unfenced: clients are served once the
+        // image lists this broker (the controller writes its registration), so no Metadata
+        // answer leaves out the broker that gives it.
+        let wait = Duration::from_millis(broker.config.broker_session_timeout_ms.saturating_mul(2));
+        let started = Instant::now();
+        while !broker.image().brokers.contains_key(&broker.node_id()) {
+            if started.elapsed() >= wait {
+                warn!(waited_ms = wait.as_millis() as u64, "the controller has not recorded this broker's registration yet; serving anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     for (name, listener) in listeners {
         let addr = listener.local_addr()?;
         info!(listener = %name, %addr, "listening");
@@ -232,9 +247,6 @@ pub async fn run(
         }));
     }
     tasks.push(tokio::spawn(upkeep_loop(broker.clone(), stop_rx.clone())));
-    if let Some(c) = &cluster {
-        tasks.extend(c.start(&broker, stop_rx.clone()));
-    }
     tasks.push(tokio::spawn(
         broker.groups.clone().run_timers(stop_rx.clone()),
     ));

@@ -12,6 +12,7 @@ use tracing::info;
 use crate::config::{BrokerConfig, RawConfig};
 use crate::config_validator::BrokerConfigValidator;
 use crate::metadata::controller::{Controller, ControllerConfig, SystemClock};
+use crate::metadata::log_client::MetadataLogClient;
 use crate::metadata::metadata_log::MetadataLog;
 use crate::metadata::{
     MetadataDelta, MetadataImage, MetadataLoader, MetadataPublisher, PublishError,
@@ -36,6 +37,8 @@ pub struct Broker {
     pub txns: Arc<TransactionCoordinator>,
     /// The transaction coordinator's cluster port, which handlers top up with producer ids.
     pub txn_cluster: Arc<crate::txn_ports::TxnCluster>,
+    /// Set in cluster mode (`cluster.metadata.url`): registrations, the controller lease.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Broker {
@@ -45,6 +48,25 @@ impl Broker {
         config: BrokerConfig,
         cluster_id: String,
         metadata_log: MetadataLog,
+        image: MetadataImage,
+        replicas: ReplicaManager,
+        groups: impl FnOnce(Weak<Broker>, &BrokerConfig) -> Arc<GroupCoordinator>,
+    ) -> Arc<Broker> {
+        Broker::with_log(
+            config,
+            cluster_id,
+            Arc::new(metadata_log),
+            image,
+            replicas,
+            groups,
+        )
+    }
+
+    /// [`Broker::new`] on any metadata log (the cluster's is in PostgreSQL).
+    pub fn with_log(
+        config: BrokerConfig,
+        cluster_id: String,
+        metadata_log: Arc<dyn MetadataLogClient>,
         image: MetadataImage,
         replicas: ReplicaManager,
         groups: impl FnOnce(Weak<Broker>, &BrokerConfig) -> Arc<GroupCoordinator>,
@@ -67,7 +89,7 @@ impl Broker {
     fn assemble(
         config: BrokerConfig,
         cluster_id: String,
-        metadata_log: MetadataLog,
+        metadata_log: Arc<dyn MetadataLogClient>,
         image: MetadataImage,
         replicas: ReplicaManager,
         groups: Arc<GroupCoordinator>,
@@ -95,7 +117,7 @@ impl Broker {
             },
             Arc::new(BrokerConfigValidator::new(&config)),
             Arc::new(SystemClock),
-            Arc::new(metadata_log),
+            metadata_log,
             loader.clone(),
         );
         let replicas = Arc::new(replicas.with_static_config(config.raw.clone()));
@@ -114,7 +136,23 @@ impl Broker {
             groups,
             txns,
             txn_cluster,
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This broker's cluster membership, `None` for the single node.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The active controller's id: this node for the single node.
+    pub fn controller_id(&self) -> i32 {
+        self.cluster()
+            .map_or(self.config.node_id, |c| c.controller_id())
     }
 
     pub fn controller(self: &Arc<Self>) -> &Controller {

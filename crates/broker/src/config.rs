@@ -109,6 +109,9 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("compression.lz4.level", Some("9"), T::Int, "lz4 level of re-compressed batches: 1 to 17."),
     def("compression.zstd.level", Some("3"), T::Int, "zstd level of re-compressed batches: -131072 to 22."),
     def("cluster.id", None, T::String, "Strom: the cluster id to format a new data directory with (default: random)."),
+    def("cluster.metadata.url", None, T::String, "Strom: postgres://USER:PASS@HOST:PORT/DB of a cluster's metadata (issue 11); unset: a single node with its metadata log on disk. Sensitive: never logged or described."),
+    def("broker.heartbeat.interval.ms", Some("2000"), T::Int, "How often a cluster broker heartbeats to the cluster's metadata."),
+    def("broker.session.timeout.ms", Some("9000"), T::Int, "A cluster broker whose last heartbeat is older than this is fenced and its leaderships move."),
     def("admin.http.listener", Some("0.0.0.0:9080"), T::String, "Strom: host:port of the HTTP admin listener (/healthz, /readyz, /metrics); empty disables it."),
     def("metrics.partition.labels.enable", Some("false"), T::Boolean, "Strom: /metrics also has per-partition series (log offsets and size, consumer lag); off: per-topic sums only."),
     def("metrics.partition.labels.max", Some("1000"), T::Int, "Strom: most partitions given per-partition series; beyond it /metrics keeps the per-topic sums only."),
@@ -149,6 +152,11 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("transaction.state.log.segment.bytes", Some("104857600"), T::Int, "Segment size of __transaction_state."),
     def("transaction.state.log.min.isr", Some("1"), T::Int, "min.insync.replicas of __transaction_state. Strom: 1 (Kafka: 2)."),
 ];
+
+/// Kafka's PASSWORD-typed configs: described with no value and `is_sensitive`.
+pub fn is_sensitive(name: &str) -> bool {
+    name == "cluster.metadata.url"
+}
 
 /// Broker settings AlterConfigs may change at run time: the defaults of topic settings (as in
 /// Kafka, where they are cluster-wide dynamic configs). The rest need a restart.
@@ -578,6 +586,12 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     pub producer_id_expiration_check_interval_ms: u64,
     pub cluster_id: Option<String>,
+    /// `cluster.metadata.url`: a cluster's PostgreSQL (contains a password: never log it).
+    pub cluster_metadata_url: Option<String>,
+    /// Whether `node.id` was set rather than defaulted (a cluster allocates one otherwise).
+    pub node_id_configured: bool,
+    pub broker_heartbeat_interval_ms: u64,
+    pub broker_session_timeout_ms: u64,
     pub admin_http_listener: Option<SocketAddr>,
     pub metrics_partition_labels_enable: bool,
     pub metrics_partition_labels_max: usize,
@@ -825,6 +839,14 @@ impl BrokerConfig {
                 i32::MAX as i64,
             )? as u64,
             cluster_id,
+            cluster_metadata_url: raw
+                .get("cluster.metadata.url")
+                .filter(|u| !u.is_empty())
+                .map(str::to_string),
+            node_id_configured: raw.source("node.id") != ConfigSource::Default,
+            broker_heartbeat_interval_ms: int("broker.heartbeat.interval.ms", 1, i32::MAX as i64)?
+                as u64,
+            broker_session_timeout_ms: int("broker.session.timeout.ms", 1, i32::MAX as i64)? as u64,
             admin_http_listener,
             metrics_partition_labels_enable: boolean("metrics.partition.labels.enable")?,
             metrics_partition_labels_max: int("metrics.partition.labels.max", 0, 1_000_000)?

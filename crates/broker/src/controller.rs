@@ -21,10 +21,130 @@ pub async fn create_topics(
     requests: Vec<TopicRequest>,
     validate_only: bool,
 ) -> Vec<Result<CreatedTopic, ApiError>> {
+    if let Some(target) = forward_target(broker) {
+        return forward_create_topics(broker, target, requests, validate_only).await;
+    }
     broker
         .controller()
         .create_topics(requests, validate_only)
         .await
+}
+
+/// In a cluster, the active controller's address when it is another broker: topic creation
+/// goes there (Kafka's forwarding of CreateTopics), so `kcat -P` to a new topic works on
+/// any broker. `None`: decide here (the single node, or this node is the controller).
+fn forward_target(broker: &Arc<Broker>) -> Option<(i32, String)> {
+    let cluster = broker.cluster()?;
+    if cluster.is_controller() {
+        return None;
+    }
+    let id = cluster.controller_id();
+    let image = broker.image();
+    let b = image.brokers.get(&id)?;
+    let ep = b
+        .endpoints
+        .iter()
+        .find(|e| e.name == broker.config.inter_broker_listener_name)
+        .or_else(|| b.endpoints.first())?;
+    Some((id, format!("{}:{}", ep.host, ep.port)))
+}
+
+fn not_controller(message: String) -> ApiError {
+    ApiError::new(proto_kafka::ResponseError::NotController, message)
+}
+
+async fn forward_create_topics(
+    broker: &Arc<Broker>,
+    (controller_id, addr): (i32, String),
+    requests: Vec<TopicRequest>,
+    validate_only: bool,
+) -> Vec<Result<CreatedTopic, ApiError>> {
+    use strom_client::admin::NewTopic;
+    use strom_client::client::{Client, ClientConfig};
+    let mut results: Vec<Option<Result<CreatedTopic, ApiError>>> =
+        (0..requests.len()).map(|_| None).collect();
+    let mut forwarded = Vec::new();
+    let mut topics = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        if !r.assignments.is_empty() {
+            // The forward carries no replica assignments: every live broker is a replica
+            // in a cluster anyway; the client may send it to the controller itself.
+            results[i] = Some(Err(not_controller(format!(
+                "broker {controller_id} is the controller; send replica assignments there"
+            ))));
+            continue;
+        }
+        forwarded.push(i);
+        topics.push(NewTopic {
+            name: r.name.clone(),
+            partitions: r.num_partitions,
+            replication_factor: r.replication_factor,
+            configs: r
+                .configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
+    }
+    if !topics.is_empty() {
+        let answered = match Client::connect(&addr, ClientConfig::default()).await {
+            Ok(client) => client.create_topics(&topics, validate_only).await,
+            Err(e) => Err(e),
+        };
+        match answered {
+            Ok(answers) => {
+                for (i, a) in forwarded.iter().zip(answers) {
+                    results[*i] = Some(match a {
+                        Ok(t) => Ok(CreatedTopic {
+                            topic_id: t.id,
+                            num_partitions: t.partitions,
+                            replication_factor: t.replication_factor,
+                        }),
+                        Err(e) => Err(ApiError {
+                            code: e
+                                .code()
+                                .unwrap_or(proto_kafka::ResponseError::NotController.code()),
+                            message: e.to_string(),
+                        }),
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(controller_id, error = %e, "cannot forward CreateTopics to the controller");
+                for i in &forwarded {
+                    results[*i] = Some(Err(not_controller(format!(
+                        "cannot reach the controller (broker {controller_id}): {e}"
+                    ))));
+                }
+            }
+        }
+        if !validate_only {
+            // Answer once this broker's image has the new topics, as the controller's own
+            // answer would: a client's next Metadata here then finds them.
+            let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+            wait_for_topics(broker, &names).await;
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(not_controller("no answer".into()))))
+        .collect()
+}
+
+/// Catches up with the metadata log until every topic named is in the image, for a few
+/// seconds at most.
+async fn wait_for_topics(broker: &Arc<Broker>, names: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let image = broker.image();
+        if names.iter().all(|n| image.topic(n).is_some()) || std::time::Instant::now() >= deadline {
+            return;
+        }
+        if let Err(e) = broker.controller().catch_up().await {
+            tracing::warn!(error = %e, "cannot catch up with the metadata log");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Creates a topic with the broker defaults if it does not exist yet (Metadata auto-creation).
@@ -32,11 +152,67 @@ pub async fn auto_create_topic(
     broker: &Arc<Broker>,
     name: &str,
 ) -> Result<Arc<TopicImage>, ApiError> {
-    broker.controller().auto_create_topic(name).await
+    if forward_target(broker).is_none() {
+        return broker.controller().auto_create_topic(name).await;
+    }
+    let req = TopicRequest {
+        name: name.to_string(),
+        num_partitions: -1,
+        replication_factor: -1,
+        assignments: Default::default(),
+        configs: Default::default(),
+    };
+    match create_topics(broker, vec![req], false).await.pop() {
+        Some(Ok(_)) => {}
+        Some(Err(e)) if e.code == proto_kafka::ResponseError::TopicAlreadyExists.code() => {}
+        Some(Err(e)) => return Err(e),
+        None => return Err(not_controller("no answer".into())),
+    }
+    broker.image().topic(name).cloned().ok_or_else(|| {
+        ApiError::new(
+            proto_kafka::ResponseError::LeaderNotAvailable,
+            "the topic is being created",
+        )
+    })
 }
 
 pub async fn allocate_producer_id(broker: &Arc<Broker>) -> Result<i64, ApiError> {
-    broker.controller().allocate_producer_id().await
+    match forward_target(broker) {
+        None => broker.controller().allocate_producer_id().await,
+        Some(target) => forward_init_producer_id(target).await,
+    }
+}
+
+/// In a cluster, producer id blocks are the controller's (they are metadata records): a
+/// broker that is not the controller asks it for an id with InitProducerId (Kafka's
+/// brokers ask theirs with AllocateProducerIds, a block at a time).
+async fn forward_init_producer_id((controller_id, addr): (i32, String)) -> Result<i64, ApiError> {
+    use proto_kafka::messages::{InitProducerIdRequest, ProducerId};
+    use strom_client::client::{Client, ClientConfig};
+    let unreachable = |e: strom_client::error::Error| {
+        tracing::warn!(controller_id, error = %e, "cannot forward InitProducerId to the controller");
+        ApiError::new(
+            proto_kafka::ResponseError::CoordinatorNotAvailable,
+            format!("cannot reach the controller (broker {controller_id})"),
+        )
+    };
+    let client = Client::connect(&addr, ClientConfig::default())
+        .await
+        .map_err(unreachable)?;
+    let conn = client.controller().await.map_err(unreachable)?;
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let resp = conn.send_latest(&req).await.map_err(unreachable)?;
+    if resp.error_code != 0 {
+        return Err(ApiError {
+            code: resp.error_code,
+            message: format!("the controller (broker {controller_id}) refused InitProducerId"),
+        });
+    }
+    Ok(resp.producer_id.0)
 }
 
 /// Adds partitions to existing topics (CreatePartitions).
@@ -45,10 +221,145 @@ pub async fn create_partitions(
     requests: Vec<PartitionIncrease>,
     validate_only: bool,
 ) -> Vec<Result<(), ApiError>> {
+    if let Some(target) = forward_target(broker) {
+        if validate_only || requests.iter().any(|r| r.assignments.is_some()) {
+            return refuse_all(requests.len(), &target);
+        }
+        let mut out = Vec::with_capacity(requests.len());
+        let client = match connect(&target).await {
+            Ok(c) => c,
+            Err(e) => return (0..requests.len()).map(|_| Err(e.clone())).collect(),
+        };
+        for r in &requests {
+            out.push(
+                client
+                    .create_partitions(&r.topic, r.count)
+                    .await
+                    .map_err(|e| forwarded_error(e, &target)),
+            );
+        }
+        caught_up(broker).await;
+        return out;
+    }
     broker
         .controller()
         .create_partitions(requests, validate_only)
         .await
+}
+
+/// Every item of a request this broker cannot forward: NOT_CONTROLLER, naming the one.
+fn refuse_all<T>(n: usize, (controller_id, _): &(i32, String)) -> Vec<Result<T, ApiError>> {
+    (0..n)
+        .map(|_| {
+            Err(not_controller(format!(
+                "broker {controller_id} is the active controller"
+            )))
+        })
+        .collect()
+}
+
+async fn connect(
+    (controller_id, addr): &(i32, String),
+) -> Result<strom_client::client::Client, ApiError> {
+    strom_client::client::Client::connect(addr, strom_client::client::ClientConfig::default())
+        .await
+        .map_err(|e| {
+            tracing::warn!(controller_id, error = %e, "cannot reach the controller");
+            not_controller(format!(
+                "cannot reach the controller (broker {controller_id}): {e}"
+            ))
+        })
+}
+
+fn forwarded_error(e: strom_client::error::Error, (controller_id, _): &(i32, String)) -> ApiError {
+    ApiError {
+        code: e
+            .code()
+            .unwrap_or(proto_kafka::ResponseError::NotController.code()),
+        message: format!("from the controller (broker {controller_id}): {e}"),
+    }
+}
+
+/// After a forwarded change: the controller committed it before answering, so one read of
+/// the log brings this broker's image up to it.
+async fn caught_up(broker: &Arc<Broker>) {
+    if let Err(e) = broker.controller().catch_up().await {
+        tracing::warn!(error = %e, "cannot catch up with the metadata log");
+    }
+}
+
+/// A config change as IncrementalAlterConfigs operations for the controller: SET and
+/// DELETE as they are; a whole replacement (AlterConfigs) as setting what it names and
+/// deleting the other overrides in force. `None` for APPEND/SUBTRACT, which the forward
+/// cannot carry.
+fn as_ops(
+    change: &ConfigChange,
+    current: &std::collections::BTreeMap<String, String>,
+) -> Option<Vec<strom_client::admin::ConfigOp>> {
+    use strom_client::admin::ConfigOp;
+    match change {
+        ConfigChange::Incremental(ops) => ops
+            .iter()
+            .map(|(name, op, value)| match (op, value) {
+                (0, Some(v)) => Some(ConfigOp::Set(name.clone(), v.clone())),
+                (1, _) => Some(ConfigOp::Delete(name.clone())),
+                _ => None,
+            })
+            .collect(),
+        ConfigChange::Replace(all) => {
+            let mut ops: Vec<ConfigOp> = all
+                .iter()
+                .map(|(k, v)| ConfigOp::Set(k.clone(), v.clone()))
+                .collect();
+            ops.extend(
+                current
+                    .keys()
+                    .filter(|k| !all.contains_key(*k))
+                    .map(|k| ConfigOp::Delete(k.clone())),
+            );
+            Some(ops)
+        }
+    }
+}
+
+async fn forward_config_changes(
+    broker: &Arc<Broker>,
+    target: &(i32, String),
+    resource_type: i8,
+    changes: Vec<(String, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<Result<(), ApiError>> {
+    if validate_only {
+        return refuse_all(changes.len(), target);
+    }
+    let client = match connect(target).await {
+        Ok(c) => c,
+        Err(e) => return (0..changes.len()).map(|_| Err(e.clone())).collect(),
+    };
+    let image = broker.image();
+    let mut out = Vec::with_capacity(changes.len());
+    for (name, change) in &changes {
+        let current = if resource_type == strom_metadata::records::RESOURCE_TOPIC {
+            image.topic_configs(name)
+        } else {
+            image.broker_configs(name)
+        };
+        let Some(ops) = as_ops(change, &current) else {
+            out.push(Err(not_controller(format!(
+                "broker {} is the active controller; send APPEND and SUBTRACT there",
+                target.0
+            ))));
+            continue;
+        };
+        out.push(
+            client
+                .incremental_alter_configs(resource_type, name, &ops)
+                .await
+                .map_err(|e| forwarded_error(e, target)),
+        );
+    }
+    caught_up(broker).await;
+    out
 }
 
 /// Changes topic configurations; the new values reach the partitions as the image is published.
@@ -57,6 +368,10 @@ pub async fn alter_topic_configs(
     changes: Vec<(String, ConfigChange)>,
     validate_only: bool,
 ) -> Vec<Result<(), ApiError>> {
+    if let Some(target) = forward_target(broker) {
+        let topic = strom_metadata::records::RESOURCE_TOPIC;
+        return forward_config_changes(broker, &target, topic, changes, validate_only).await;
+    }
     broker
         .controller()
         .alter_topic_configs(changes, validate_only)
@@ -70,6 +385,10 @@ pub async fn alter_broker_configs(
     changes: Vec<(String, ConfigChange)>,
     validate_only: bool,
 ) -> Vec<Result<(), ApiError>> {
+    if let Some(target) = forward_target(broker) {
+        let kind = strom_metadata::records::RESOURCE_BROKER;
+        return forward_config_changes(broker, &target, kind, changes, validate_only).await;
+    }
     broker
         .controller()
         .alter_broker_configs(changes, validate_only)
@@ -80,6 +399,39 @@ pub async fn delete_topics(
     broker: &Arc<Broker>,
     topics: Vec<TopicRef>,
 ) -> Vec<Result<(String, Uuid), ApiError>> {
+    if let Some(target) = forward_target(broker) {
+        let image = broker.image();
+        let named: Option<Vec<(String, Uuid)>> = topics
+            .iter()
+            .map(|t| match t {
+                TopicRef::Name(n) => {
+                    Some((n.clone(), image.topic(n).map_or(Uuid::nil(), |t| t.id)))
+                }
+                TopicRef::Id(_) => None,
+            })
+            .collect();
+        let Some(named) = named else {
+            return refuse_all(topics.len(), &target);
+        };
+        let client = match connect(&target).await {
+            Ok(c) => c,
+            Err(e) => return (0..topics.len()).map(|_| Err(e.clone())).collect(),
+        };
+        let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
+        let out = match client.delete_topics(&names).await {
+            Ok(results) => named
+                .into_iter()
+                .zip(results)
+                .map(|(t, r)| r.map(|()| t).map_err(|e| forwarded_error(e, &target)))
+                .collect(),
+            Err(e) => {
+                let e = forwarded_error(e, &target);
+                (0..topics.len()).map(|_| Err(e.clone())).collect()
+            }
+        };
+        caught_up(broker).await;
+        return out;
+    }
     broker.controller().delete_topics(topics).await
 }
 

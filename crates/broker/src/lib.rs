@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod admin_http;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod config_validator;
 pub mod controller;

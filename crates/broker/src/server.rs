@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
+use crate::metadata::log_client::MetadataLogClient;
 use crate::metadata::metadata_log::{now_ms, MetadataLog};
 use crate::metadata::records::BrokerEndpoint;
 use crate::network::connection;
@@ -134,6 +135,10 @@ pub async fn run(
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create log.dirs {}", dir.display()))?;
     let lock = DirLock::acquire(&dir)?;
+    let joined = match config.cluster_metadata_url.clone() {
+        Some(url) => Some(join_cluster(&mut config, &dir, url).await?),
+        None => None,
+    };
     let cluster_id = format_or_check(&dir, &config)?;
     // Without an admin listener nothing can scrape: no recorder, so recording is a no-op.
     let metrics = config
@@ -141,14 +146,20 @@ pub async fn run(
         .and_then(|_| crate::metrics::install());
     crate::metrics::register();
 
-    let (metadata_log, image) = MetadataLog::open(&dir).map_err(|e| {
-        anyhow::anyhow!(
-            "the metadata log is damaged ({e}); refusing to start rather than forget topics. \
-             Run `strom storage recover-metadata --data-dir {}` to rebuild it from the partition \
-             directories (the damaged log is kept aside)",
-            dir.display()
-        )
-    })?;
+    let (metadata_log, image, cluster): (Arc<dyn MetadataLogClient>, _, _) = match joined {
+        Some(j) => (j.log, j.image, Some(j.cluster)),
+        None => {
+            let (log, image) = MetadataLog::open(&dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "the metadata log is damaged ({e}); refusing to start rather than forget topics. \
+                     Run `strom storage recover-metadata --data-dir {}` to rebuild it from the partition \
+                     directories (the damaged log is kept aside)",
+                    dir.display()
+                )
+            })?;
+            (Arc::new(log), image, None)
+        }
+    };
     storage::check_metadata_covers_data(&dir, &image)?;
     let replicas = ReplicaManager::new(config.node_id, &dir).with_static_config(config.raw.clone());
     let (raw_with_dynamic, ignored) = config.raw.with_dynamic_checked(
@@ -173,7 +184,7 @@ pub async fn run(
     crate::metrics::partitions(image.partition_count());
     let recovered_ms = started.elapsed().as_millis();
 
-    let broker = Broker::new(
+    let broker = Broker::with_log(
         config,
         cluster_id.clone(),
         metadata_log,
@@ -181,7 +192,11 @@ pub async fn run(
         replicas,
         crate::group_ports::coordinator,
     );
-    register_broker(&broker).await?;
+    match &cluster {
+        // The active controller writes a cluster broker's registration record.
+        Some(c) => broker.set_cluster(c.clone()),
+        None => register_broker(&broker).await?,
+    }
     broker
         .groups
         .on_image(&broker.image())
@@ -193,6 +208,21 @@ pub async fn run(
     let max_connections = broker.config.max_connections;
     let connections = Arc::new(Semaphore::new(max_connections));
     let mut tasks = Vec::new();
+    if let Some(c) = &cluster {
+        tasks.extend(c.start(&broker, stop_rx.clone()));
+        // As Kafka's broker waits to be caught up and unfenced: clients are served once the
+        // image lists this broker (the controller writes its registration), so no Metadata
+        // answer leaves out the broker that gives it.
+        let wait = Duration::from_millis(broker.config.broker_session_timeout_ms.saturating_mul(2));
+        let started = Instant::now();
+        while !broker.image().brokers.contains_key(&broker.node_id()) {
+            if started.elapsed() >= wait {
+                warn!(waited_ms = wait.as_millis() as u64, "the controller has not recorded this broker's registration yet; serving anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     for (name, listener) in listeners {
         let addr = listener.local_addr()?;
         info!(listener = %name, %addr, "listening");
@@ -245,6 +275,11 @@ pub async fn run(
     shutdown.await;
     info!("shutting down: no new connections, finishing in-flight requests");
     broker.set_ready(false);
+    if let Some(c) = &cluster {
+        // Leaderships move before the listeners close, so clients find the new leaders.
+        let timeout = Duration::from_millis(broker.config.shutdown_timeout_ms);
+        c.controlled_shutdown(&broker, timeout).await;
+    }
     let _ = stop_tx.send(true);
     // Waiting JoinGroups would otherwise hold their connections open through the drain.
     broker.groups.shutdown();
@@ -266,6 +301,54 @@ pub async fn run(
     drop(lock);
     info!("shutdown complete");
     Ok(())
+}
+
+/// Joins the cluster of `cluster.metadata.url`: settles `config.node_id` (configured, or
+/// kept in `meta.properties`, or allocated) and `config.cluster_id` (the cluster's).
+async fn join_cluster(
+    config: &mut BrokerConfig,
+    dir: &std::path::Path,
+    url: String,
+) -> anyhow::Result<crate::cluster::Joined> {
+    let stored = match storage::read_meta_properties(dir) {
+        Ok(storage::MetaState::Valid(meta)) => Some(meta.node_id),
+        _ => None,
+    };
+    let configured = config.node_id_configured.then_some(config.node_id);
+    let endpoints = advertised_endpoints(config);
+    let (heartbeat_ms, session_ms) = (
+        config.broker_heartbeat_interval_ms,
+        config.broker_session_timeout_ms,
+    );
+    let joined = tokio::task::spawn_blocking(move || {
+        crate::cluster::join(
+            &url,
+            configured,
+            stored,
+            endpoints,
+            heartbeat_ms,
+            session_ms,
+        )
+    })
+    .await
+    .context("the cluster join task failed")??;
+    config.node_id = joined.node_id;
+    if config.cluster_id.is_none() {
+        config.cluster_id = Some(joined.cluster_id.clone());
+    }
+    Ok(joined)
+}
+
+fn advertised_endpoints(config: &BrokerConfig) -> Vec<BrokerEndpoint> {
+    config
+        .advertised_listeners
+        .iter()
+        .map(|e| BrokerEndpoint {
+            name: e.name.clone(),
+            host: e.host.clone(),
+            port: e.port,
+        })
+        .collect()
 }
 
 /// Records this broker's advertised endpoints in the metadata log when they change, so the

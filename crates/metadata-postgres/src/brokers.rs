@@ -102,6 +102,36 @@ impl BrokerRegistry {
                 });
             }
         }
+        self.register_unchecked(node_id, incarnation_id, endpoints, rack)
+    }
+
+    /// Registers again under an id this broker was given before (allocated ids are above
+    /// `reserved.broker.max.id`, so [`BrokerRegistry::register`] refuses them as configured
+    /// ones): kept in the broker's data directory, or its own id after a lapsed session.
+    /// The same rule holds: not while another incarnation's registration is live.
+    pub fn register_again(
+        &self,
+        node_id: i32,
+        incarnation_id: Uuid,
+        endpoints: &[BrokerEndpoint],
+        rack: Option<&str>,
+    ) -> Result<BrokerRegistration, PgMetadataError> {
+        if node_id < 0 {
+            return Err(PgMetadataError::InvalidNodeId {
+                node_id,
+                reason: "a node id is not negative".into(),
+            });
+        }
+        self.register_unchecked(Some(node_id), incarnation_id, endpoints, rack)
+    }
+
+    fn register_unchecked(
+        &self,
+        node_id: Option<i32>,
+        incarnation_id: Uuid,
+        endpoints: &[BrokerEndpoint],
+        rack: Option<&str>,
+    ) -> Result<BrokerRegistration, PgMetadataError> {
         let endpoints_json =
             serde_json::to_string(endpoints).map_err(|e| PgMetadataError::Corrupt {
                 offset: -1,

@@ -45,6 +45,26 @@ pub(crate) struct Conn {
     client: Mutex<Option<Client>>,
 }
 
+impl Drop for Conn {
+    /// The blocking client closes its connection on a runtime of its own, which panics on a
+    /// thread that runs an async runtime (a broker's task dropped at shutdown): a live
+    /// client is dropped on a thread of its own instead.
+    fn drop(&mut self) {
+        let client = match self.client.get_mut() {
+            Ok(c) => c.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(client) = client {
+            let spawned = std::thread::Builder::new()
+                .name("metadata-store-close".into())
+                .spawn(move || drop(client));
+            if let Err(e) = spawned {
+                warn!(error = %e, "cannot start a thread to close a metadata store connection");
+            }
+        }
+    }
+}
+
 impl Conn {
     pub(crate) fn new(url: Arc<MetadataUrl>) -> Conn {
         Conn {

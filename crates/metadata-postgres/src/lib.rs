@@ -24,6 +24,7 @@
 //! | `controller_lease` | one row: `holder_node_id`, `epoch`, `expires_at` |
 //! | `broker_registrations` | `node_id`, `incarnation_id`, `endpoints`, `rack`, `registered_at`, `last_heartbeat_at`, `fenced` |
 //! | `node_id_allocation` | one row: the next id to hand out (from 1001) |
+//! | `cluster_identity` | (migration 2) one row: the cluster id the first broker picked |
 //!
 //! # Use
 //!
@@ -116,6 +117,20 @@ impl PgMetadataStore {
     /// the only one (a controller uses [`PgMetadataLog::for_controller`]).
     pub fn log(&self) -> PgMetadataLog {
         PgMetadataLog::new(self.conn(), self.conn())
+    }
+
+    /// The cluster's id: the one already recorded, else `candidate`, recorded now (the
+    /// first broker of a cluster picks it; every later one reports the same).
+    pub fn cluster_id(&self, candidate: &str) -> Result<String, PgMetadataError> {
+        self.conn().run(|c| {
+            c.execute(
+                "INSERT INTO cluster_identity (id, cluster_id) VALUES (1, $1)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&candidate],
+            )?;
+            let row = c.query_one("SELECT cluster_id FROM cluster_identity WHERE id = 1", &[])?;
+            conn::col(&row, 0)
+        })
     }
 
     pub fn leases(&self) -> ControllerLeases {

@@ -19,10 +19,11 @@ pub const FIRST_ALLOCATED_NODE_ID: i32 = 1001;
 pub const RESERVED_BROKER_MAX_ID: i32 = 1000;
 
 /// (version, what it does, SQL). Append only: a released migration never changes.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "metadata log, controller lease, broker registrations, node id allocation",
-    r#"
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "metadata log, controller lease, broker registrations, node id allocation",
+        r#"
 CREATE TABLE metadata_log (
     "offset"         bigint PRIMARY KEY CHECK ("offset" >= 0),
     -- json, not jsonb: the record's text as serialised (jsonb refuses \u0000 in strings).
@@ -54,7 +55,18 @@ CREATE TABLE node_id_allocation (
 );
 INSERT INTO node_id_allocation (id, next_node_id) VALUES (1, 1001);
 "#,
-)];
+    ),
+    (
+        2,
+        "the cluster id every broker reports",
+        r#"
+CREATE TABLE cluster_identity (
+    id         smallint PRIMARY KEY CHECK (id = 1),
+    cluster_id text NOT NULL
+);
+"#,
+    ),
+];
 
 /// The schema version this binary creates and expects.
 pub fn latest_version() -> i32 {

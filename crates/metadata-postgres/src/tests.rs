@@ -1070,3 +1070,14 @@ fn a_tampered_schema_is_an_error_not_a_panic() {
         "{e}"
     );
 }
+
+/// The first broker's candidate becomes the cluster id; every later one gets the same.
+#[test]
+fn cluster_id_is_the_first_brokers() {
+    let (_pg, _db, store) = fresh();
+    assert_eq!(store.cluster_id("first").unwrap(), "first");
+    assert_eq!(store.cluster_id("second").unwrap(), "first");
+    // A migration that runs again keeps it.
+    store.migrate().unwrap();
+    assert_eq!(store.cluster_id("third").unwrap(), "first");
+}

@@ -44,6 +44,10 @@ struct ServeArgs {
     /// This node's id (node.id).
     #[arg(long, value_name = "ID", allow_negative_numbers = true)]
     node_id: Option<String>,
+    /// A cluster's metadata in PostgreSQL, postgres://USER:PASS@HOST:PORT/DB
+    /// (cluster.metadata.url); unset: a single node.
+    #[arg(long, value_name = "URL")]
+    cluster_metadata: Option<String>,
     /// Any setting by its Kafka name, e.g. --override num.partitions=3 (repeatable).
     #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -71,6 +75,7 @@ fn load_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
         ("listeners", &args.listeners),
         ("advertised.listeners", &args.advertised_listeners),
         ("node.id", &args.node_id),
+        ("cluster.metadata.url", &args.cluster_metadata),
     ];
     for (key, value) in flags {
         if let Some(v) = value {

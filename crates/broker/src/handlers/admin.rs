@@ -325,13 +325,17 @@ pub fn describe_configs(
                                     );
                                 }
                             }
+                            let sensitive = crate::config::is_sensitive(d.name);
+                            if sensitive {
+                                synonyms.iter_mut().for_each(|s| s.value = None);
+                            }
                             DescribeConfigsResourceResult::default()
                                 .with_name(str_bytes(d.name))
-                                .with_value(value)
+                                .with_value(if sensitive { None } else { value })
                                 // Topic defaults change with AlterConfigs; the rest need a restart.
                                 .with_read_only(!crate::config::is_dynamic_broker_config(d.name))
                                 .with_config_source(source)
-                                .with_is_sensitive(false)
+                                .with_is_sensitive(sensitive)
                                 .with_synonyms(synonyms)
                                 .with_config_type(d.ty as i8)
                                 .with_documentation(if req.include_documentation {
@@ -373,7 +377,7 @@ pub fn describe_cluster(
         .with_error_message(None)
         .with_endpoint_type(req.endpoint_type.max(1))
         .with_cluster_id(str_bytes(&broker.cluster_id))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(acl::authorized_operations_if(
             req.include_cluster_authorized_operations,

@@ -19,9 +19,19 @@ pub const CLUSTER_NAME: &str = "kafka-cluster";
 
 /// The brokers the image has registered, each by its endpoint on the listener the client came
 /// in on (Kafka's metadata cache: a broker without such a listener is left out). Metadata and
-/// DescribeCluster both answer with these.
+/// DescribeCluster both answer with these. In a cluster, only the live unfenced ones.
 pub fn brokers(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
-    brokers_in(&broker.image(), listener)
+    live_only(broker, brokers_in(&broker.image(), listener))
+}
+
+fn live_only(broker: &Broker, all: Vec<MetadataResponseBroker>) -> Vec<MetadataResponseBroker> {
+    match broker.cluster().map(|c| c.live_brokers()) {
+        Some(live) if !live.is_empty() => all
+            .into_iter()
+            .filter(|b| live.contains(&b.node_id.0))
+            .collect(),
+        _ => all,
+    }
 }
 
 fn brokers_in(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker> {
@@ -210,9 +220,12 @@ pub async fn handle(
         (topics, image) = describe_named(broker, ctx, requested, image, include_ops).await;
     }
     MetadataResponse::default()
-        .with_brokers(brokers_in(&image, &ctx.info.listener_name))
+        .with_brokers(live_only(
+            broker,
+            brokers_in(&image, &ctx.info.listener_name),
+        ))
         .with_cluster_id(Some(str_bytes(&broker.cluster_id)))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics)
         // The field exists up to v10 only; later versions ask DescribeCluster.
         .with_cluster_authorized_operations(acl::authorized_operations_if(

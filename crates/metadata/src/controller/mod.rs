@@ -9,6 +9,7 @@
 //! publishers run on tokio's blocking pool, never on an async runtime thread.
 
 mod configs;
+mod leadership;
 mod placement;
 mod topics;
 
@@ -27,6 +28,7 @@ use crate::publisher::MetadataDelta;
 use crate::records::{BrokerEndpoint, MetadataRecord};
 
 pub use configs::{apply_change, ConfigChange};
+pub use leadership::balance_leaders;
 pub use placement::{place_replicas, usable_brokers};
 pub use topics::{
     validate_topic_name, CreatedTopic, PartitionIncrease, TopicRef, TopicRequest,
@@ -166,6 +168,9 @@ pub struct Controller {
     sequencer: Arc<tokio::sync::Mutex<Sequencer>>,
     /// The current block of producer ids: (next to hand out, end of block).
     producer_ids: Mutex<(i64, i64)>,
+    /// In a cluster, the live unfenced brokers (from their heartbeats): new replicas go on
+    /// them only, and on all of them. `None` for the single node.
+    live_brokers: Mutex<Option<Vec<i32>>>,
 }
 
 type Guard = tokio::sync::OwnedMutexGuard<Sequencer>;
@@ -186,7 +191,65 @@ impl Controller {
             loader,
             sequencer: Arc::new(tokio::sync::Mutex::new(Sequencer { closed: false })),
             producer_ids: Mutex::new((0, 0)),
+            live_brokers: Mutex::new(None),
         }
+    }
+
+    /// Sets the live brokers of a cluster (sorted, without repeats), which replica placement
+    /// uses from then on instead of the image's registered brokers.
+    pub fn set_live_brokers(&self, mut live: Vec<i32>) {
+        live.sort_unstable();
+        live.dedup();
+        *self.live_brokers.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+    }
+
+    /// The live brokers of a cluster, `None` for the single node.
+    pub fn live_brokers(&self) -> Option<Vec<i32>> {
+        self.live_brokers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Where replicas may go: a cluster's live brokers, else the image's registered ones.
+    pub(crate) fn placement_brokers(&self, image: &MetadataImage) -> Vec<i32> {
+        match self.live_brokers() {
+            Some(live) if !live.is_empty() => live,
+            _ => usable_brokers(image, self.config.node_id),
+        }
+    }
+
+    /// Reads what the log holds past the image and publishes it, serialised with this
+    /// controller's own changes (a follower's catch-up, or a new active controller's before
+    /// its first change). Returns the records read.
+    pub async fn catch_up(&self) -> Result<usize, ControllerError> {
+        let guard = self.lock().await;
+        if guard.closed {
+            return Err(ControllerError::ShuttingDown);
+        }
+        let log = self.log.clone();
+        let loader = self.loader.clone();
+        tokio::task::spawn_blocking(move || {
+            let _serialised = guard;
+            loader.catch_up(&*log).map_err(ControllerError::from)
+        })
+        .await
+        .map_err(|e| ControllerError::Task(e.to_string()))?
+    }
+
+    /// Commits the records `plan` makes from the image in force (under the lock, so nothing
+    /// changes between planning and the append); nothing is written when it plans none.
+    pub async fn commit_planned(
+        &self,
+        plan: impl FnOnce(&MetadataImage) -> Vec<MetadataRecord>,
+    ) -> Result<usize, ControllerError> {
+        let guard = self.lock().await;
+        let records = plan(&self.image());
+        let n = records.len();
+        if n > 0 {
+            self.commit(guard, records).await?;
+        }
+        Ok(n)
     }
 
     pub fn config(&self) -> &ControllerConfig {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proto_kafka::ResponseError;
 use uuid::Uuid;
 
-use super::placement::{place_replicas, usable_brokers};
+use super::placement::place_replicas;
 use super::{ApiError, Controller, MAX_PARTITIONS_PER_BROKER};
 use crate::image::{MetadataImage, TopicImage};
 use crate::metadata_log::METADATA_TOPIC;
@@ -203,18 +203,20 @@ impl Controller {
         planned_partitions: usize,
     ) -> Result<(Vec<MetadataRecord>, CreatedTopic), ApiError> {
         self.check_new_name(image, &req.name)?;
-        let brokers = usable_brokers(image, self.config.node_id);
+        let brokers = self.placement_brokers(image);
         let (num_partitions, replication_factor) = self.topic_counts(req, brokers.len())?;
+        // A cluster lists every live broker as a replica of every partition (the data is in
+        // shared storage, so there is nothing to copy): the factor asked is only checked.
+        let placed_factor = if self.live_brokers().is_some() {
+            brokers.len()
+        } else {
+            replication_factor as usize
+        };
         // Checked before anything is built or committed: a topic whose logs cannot be opened
         // must not be half-created, nor a partition list allocated from an unchecked count.
         self.check_capacity(image, planned_partitions, num_partitions as usize)?;
         let sets = if req.assignments.is_empty() {
-            place_replicas(
-                &brokers,
-                0,
-                num_partitions as usize,
-                replication_factor as usize,
-            )
+            place_replicas(&brokers, 0, num_partitions as usize, placed_factor)
         } else {
             let mut out = Vec::with_capacity(req.assignments.len());
             for (i, (p, replicas)) in req.assignments.iter().enumerate() {
@@ -355,7 +357,12 @@ impl Controller {
             .values()
             .next()
             .map_or(1, |p| p.replicas.len());
-        let brokers = usable_brokers(image, self.config.node_id);
+        let brokers = self.placement_brokers(image);
+        let rf = if self.live_brokers().is_some() {
+            brokers.len()
+        } else {
+            rf
+        };
         let sets = match assignments {
             Some(a) => {
                 if a.len() != new {

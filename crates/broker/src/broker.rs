@@ -30,6 +30,8 @@ pub struct Broker {
     pub max_partitions: usize,
     /// The consumer groups this node coordinates.
     pub groups: Arc<GroupCoordinator>,
+    /// The authorizer, when `authorizer.class.name` configures one (see [`crate::authz`]).
+    pub authz: Option<Arc<crate::authz::Authz>>,
 }
 
 impl Broker {
@@ -60,6 +62,10 @@ impl Broker {
         let max_partitions = crate::metadata::controller::MAX_PARTITIONS_PER_BROKER.min(
             crate::memory::partition_capacity(crate::memory::open_files_limit()),
         );
+        let authz = config
+            .authorizer
+            .clone()
+            .map(|c| Arc::new(crate::authz::Authz::new(c, &image)));
         let loader = Arc::new(MetadataLoader::new(image));
         let controller = Controller::new(
             ControllerConfig {
@@ -80,6 +86,9 @@ impl Broker {
         loader.register(replicas.clone());
         loader.register(groups.clone());
         loader.register(Arc::new(MetricsPublisher));
+        if let Some(a) = &authz {
+            loader.register(a.clone());
+        }
         Broker {
             config,
             cluster_id,
@@ -89,6 +98,7 @@ impl Broker {
             ready: AtomicBool::new(false),
             max_partitions,
             groups,
+            authz,
         }
     }
 

@@ -76,6 +76,18 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     api(ApiKey::DescribeAcls, "DescribeAcls", 1, 3),
     api(ApiKey::CreateAcls, "CreateAcls", 1, 3),
     api(ApiKey::DeleteAcls, "DeleteAcls", 1, 3),
+    api(
+        ApiKey::DescribeUserScramCredentials,
+        "DescribeUserScramCredentials",
+        0,
+        0,
+    ),
+    api(
+        ApiKey::AlterUserScramCredentials,
+        "AlterUserScramCredentials",
+        0,
+        0,
+    ),
 ];
 
 /// The metrics label of an API that is not served.

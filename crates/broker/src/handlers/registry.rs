@@ -167,11 +167,22 @@ handlers! {
     SaslAuthenticate(m::SaslAuthenticateRequest) =
         |b, ctx, req, _| reply_counted(&ctx, &security::sasl_authenticate(req));
     DescribeAcls(m::DescribeAclsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &security::describe_acls(req));
-    CreateAcls(m::CreateAclsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &security::create_acls(req));
-    DeleteAcls(m::DeleteAclsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &security::delete_acls(req));
+        |b, ctx, req, _| reply_counted(&ctx, &security::describe_acls_authorized(b, &ctx, req));
+    CreateAcls(m::CreateAclsRequest) = |b, ctx, req, _| {
+        let body = security::create_acls_authorized(b, &ctx, req).await;
+        reply_counted(&ctx, &body)
+    };
+    DeleteAcls(m::DeleteAclsRequest) = |b, ctx, req, _| {
+        let body = security::delete_acls_authorized(b, &ctx, req).await;
+        reply_counted(&ctx, &body)
+    };
+    AlterUserScramCredentials(m::AlterUserScramCredentialsRequest) = |b, ctx, req, _| {
+        let body = security::alter_user_scram_credentials(b, &ctx, req).await;
+        reply_counted(&ctx, &body)
+    };
+    DescribeUserScramCredentials(m::DescribeUserScramCredentialsRequest) = |b, ctx, req, _| {
+        reply_counted(&ctx, &security::describe_user_scram_credentials(b, &ctx, req))
+    };
 }
 
 /// Answers now with `body`, its error codes counted under the API.

@@ -719,9 +719,11 @@ async fn every_served_api_answers_its_default_request_with_its_own_response() {
     answers_default::<DescribeAclsRequest>(&tb).await;
     answers_default::<CreateAclsRequest>(&tb).await;
     answers_default::<DeleteAclsRequest>(&tb).await;
+    answers_default::<AlterUserScramCredentialsRequest>(&tb).await;
+    answers_default::<DescribeUserScramCredentialsRequest>(&tb).await;
     assert_eq!(
         crate::handlers::registry::REGISTRY.len(),
-        34,
+        36,
         "a new API: add it above"
     );
 }

@@ -1,0 +1,230 @@
+"""ACLs with the StandardAuthorizer on (issue 14): managed with confluent-kafka's AdminClient,
+kept in the metadata log across restarts, and enforced on real clients (confluent-kafka,
+kafka-python) as Kafka enforces them.
+
+Without SASL every PLAINTEXT client is User:ANONYMOUS, so a broker with
+`super.users=User:ANONYMOUS` manages the ACLs, and the same data directory restarted without
+super users enforces them."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
+                                   AclPermissionType, NewTopic, ResourcePatternType,
+                                   ResourceType)
+
+from conftest import strom_bin
+from helpers import admin, create_topic
+
+STANDARD = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+ANON = "User:ANONYMOUS"
+LIT = ResourcePatternType.LITERAL
+PFX = ResourcePatternType.PREFIXED
+
+
+def authorizer_on(super_anonymous: bool) -> dict[str, str]:
+    conf = {"authorizer.class.name": STANDARD, "num.partitions": "1"}
+    if super_anonymous:
+        conf["super.users"] = ANON
+    return conf
+
+
+def acl(rt, name, op, perm=AclPermissionType.ALLOW, pattern=LIT, principal=ANON):
+    return AclBinding(rt, name, pattern, principal, "*", op, perm)
+
+
+def create_acls(a, bindings):
+    for f in a.create_acls(bindings, request_timeout=15).values():
+        f.result()
+
+
+def error_code(excinfo) -> int:
+    err = excinfo.value.args[0]
+    return err.code()
+
+
+def test_acls_are_created_described_and_deleted_by_filter(make_broker):
+    b = make_broker(**authorizer_on(super_anonymous=True))
+    a = admin(b.bootstrap)
+    bindings = [
+        acl(ResourceType.TOPIC, "orders", AclOperation.WRITE),
+        acl(ResourceType.TOPIC, "pfx-", AclOperation.READ, pattern=PFX),
+        acl(ResourceType.TOPIC, "pfx-secret", AclOperation.READ, perm=AclPermissionType.DENY),
+        acl(ResourceType.GROUP, "g-ok", AclOperation.READ),
+    ]
+    create_acls(a, bindings)
+    # Creating an existing ACL again succeeds and stores nothing new.
+    create_acls(a, bindings[:1])
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    listed = a.describe_acls(everything, request_timeout=15).result()
+    assert sorted((x.name, x.operation, x.permission_type) for x in listed) == sorted(
+        (x.name, x.operation, x.permission_type) for x in bindings)
+
+    # MATCH: every ACL that applies to topic pfx-secret (the literal DENY and the prefix).
+    match = AclBindingFilter(ResourceType.TOPIC, "pfx-secret", ResourcePatternType.MATCH, None, None,
+                             AclOperation.ANY, AclPermissionType.ANY)
+    assert {(x.name, x.resource_pattern_type) for x in a.describe_acls(match, request_timeout=15).result()} == {
+        ("pfx-secret", LIT), ("pfx-", PFX)}
+
+    prefixed = AclBindingFilter(ResourceType.TOPIC, None, PFX, None, None, AclOperation.ANY,
+                                AclPermissionType.ANY)
+    deleted = a.delete_acls([prefixed], request_timeout=15)[prefixed].result()
+    assert [(x.name, x.resource_pattern_type) for x in deleted] == [("pfx-", PFX)]
+    left = a.describe_acls(everything, request_timeout=15).result()
+    assert len(left) == 3
+
+    # A concrete ACL may not use a filter's ANY (INVALID_REQUEST), nor name the cluster wrongly.
+    with pytest.raises(KafkaException):
+        create_acls(a, [acl(ResourceType.BROKER, "not-the-cluster", AclOperation.ALTER)])
+
+    # The ACLs are metadata records: they survive a restart.
+    b.restart()
+    a = admin(b.bootstrap)
+    assert len(a.describe_acls(everything, request_timeout=15).result()) == 3
+
+
+def test_an_unknown_authorizer_is_a_startup_error(tmp_path):
+    p = subprocess.run(
+        [strom_bin(), "serve", "--data-dir", str(tmp_path / "d"),
+         "--override", "listeners=PLAINTEXT://127.0.0.1:0",
+         "--override", "admin.http.listener=", "--override", "gateway.listener=",
+         "--override", "authorizer.class.name=kafka.security.authorizer.AclAuthorizer"],
+        capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, p.stderr
+    assert "authorizer.class.name" in p.stderr
+    assert "AclAuthorizer" in p.stderr
+
+
+@pytest.fixture
+def enforcing(make_broker):
+    """A broker whose ACLs were set by ANONYMOUS as a super user, restarted without super
+    users: ANONYMOUS then has exactly those ACLs."""
+    b = make_broker(**authorizer_on(super_anonymous=True))
+    for t in ["orders", "other", "pfx-1", "pfx-secret"]:
+        create_topic(b.bootstrap, t)
+    a = admin(b.bootstrap)
+    create_acls(a, [
+        acl(ResourceType.TOPIC, "orders", AclOperation.WRITE),
+        acl(ResourceType.TOPIC, "pfx-", AclOperation.ALL, pattern=PFX),
+        acl(ResourceType.TOPIC, "pfx-secret", AclOperation.READ, perm=AclPermissionType.DENY),
+        acl(ResourceType.GROUP, "g-ok", AclOperation.READ),
+    ])
+    # Data to read, written while still a super user.
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    for t in ["pfx-1", "pfx-secret"]:
+        p.produce(t, b"v")
+    assert p.flush(20) == 0
+    b.overrides.pop("super.users")
+    b.restart()
+    return b
+
+
+def deliver(bootstrap: str, topic: str) -> KafkaError | None:
+    errors = []
+    p = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 10000})
+    p.produce(topic, b"x", on_delivery=lambda err, msg: errors.append(err))
+    p.flush(20)
+    assert len(errors) == 1
+    return errors[0]
+
+
+def test_write_is_allowed_on_topic_a_only(enforcing):
+    assert deliver(enforcing.bootstrap, "orders") is None
+    err = deliver(enforcing.bootstrap, "other")
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+
+
+def test_metadata_hides_topics_the_principal_may_not_describe(enforcing):
+    md = admin(enforcing.bootstrap).list_topics(timeout=15)
+    # WRITE implies DESCRIBE (orders), ALL on the prefix covers pfx-*; a READ DENY does not
+    # deny DESCRIBE, so pfx-secret stays visible.
+    assert sorted(md.topics) == ["orders", "pfx-1", "pfx-secret"]
+
+
+def test_kafka_python_consumer_without_read_on_its_group_is_refused(enforcing):
+    from kafka import KafkaConsumer
+    from kafka.errors import GroupAuthorizationFailedError
+
+    c = KafkaConsumer("pfx-1", bootstrap_servers=enforcing.bootstrap, group_id="g-denied",
+                      auto_offset_reset="earliest", consumer_timeout_ms=15000)
+    try:
+        with pytest.raises(GroupAuthorizationFailedError):
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                c.poll(timeout_ms=500)
+    finally:
+        c.close()
+
+
+def test_kafka_python_consumer_with_read_on_group_and_prefix_reads_and_commits(enforcing):
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer("pfx-1", bootstrap_servers=enforcing.bootstrap, group_id="g-ok",
+                      auto_offset_reset="earliest", enable_auto_commit=False,
+                      consumer_timeout_ms=15000)
+    try:
+        got = []
+        deadline = time.time() + 20
+        while not got and time.time() < deadline:
+            for recs in c.poll(timeout_ms=500).values():
+                got.extend(r.value for r in recs)
+        assert got == [b"v"]
+        c.commit()
+    finally:
+        c.close()
+
+
+def test_a_deny_beats_an_allow(enforcing):
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import TopicAuthorizationFailedError
+
+    c = KafkaConsumer(bootstrap_servers=enforcing.bootstrap, group_id=None,
+                      auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    try:
+        c.assign([TopicPartition("pfx-secret", 0)])
+        with pytest.raises(TopicAuthorizationFailedError):
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                c.poll(timeout_ms=500)
+    finally:
+        c.close()
+
+
+def test_management_needs_the_cluster_grants(enforcing):
+    from kafka import KafkaAdminClient
+    from kafka.admin import (ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType,
+                             ResourcePatternFilter)
+    from kafka.admin import ResourceType as KpResourceType
+    from kafka.errors import ClusterAuthorizationFailedError
+
+    # kafka-python raises DescribeAcls' top-level error (this librdkafka returns an empty list).
+    kp = KafkaAdminClient(bootstrap_servers=enforcing.bootstrap)
+    try:
+        with pytest.raises(ClusterAuthorizationFailedError):
+            kp.describe_acls(ACLFilter(
+                principal=None, host="*", operation=ACLOperation.ANY,
+                permission_type=ACLPermissionType.ANY,
+                resource_pattern=ResourcePatternFilter(KpResourceType.ANY, None,
+                                                       ACLResourcePatternType.ANY)))
+    finally:
+        kp.close()
+    a = admin(enforcing.bootstrap)
+    with pytest.raises(KafkaException) as e:
+        create_acls(a, [acl(ResourceType.TOPIC, "other", AclOperation.ALL)])
+    assert error_code(e) == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    # DELETE on a topic is not granted on orders (only WRITE), ALL is on the prefix.
+    fs = a.delete_topics(["orders"], operation_timeout=15)
+    with pytest.raises(KafkaException) as e:
+        fs["orders"].result()
+    assert error_code(e) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    fs = a.create_topics([NewTopic("new-topic", 1)])
+    with pytest.raises(KafkaException) as e:
+        fs["new-topic"].result()
+    assert error_code(e) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # The prefix's ALL includes CREATE.
+    fs = a.create_topics([NewTopic("pfx-new", 1)])
+    fs["pfx-new"].result()

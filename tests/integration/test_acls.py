@@ -228,3 +228,80 @@ def test_management_needs_the_cluster_grants(enforcing):
     # The prefix's ALL includes CREATE.
     fs = a.create_topics([NewTopic("pfx-new", 1)])
     fs["pfx-new"].result()
+
+
+def strom_cli(bootstrap: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+    return subprocess.run([strom_bin(), *args, "-b", bootstrap], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, **(env or {})))
+
+
+def test_strom_acl_cli_creates_lists_and_deletes(make_broker):
+    import json
+    b = make_broker(**authorizer_on(super_anonymous=True))
+    p = strom_cli(b.bootstrap, "acl", "create", "--topic", "orders", "--allow-principal", "User:alice",
+                  "--operation", "Read", "--operation", "Write")
+    assert p.returncode == 0, p.stderr
+    p = strom_cli(b.bootstrap, "acl", "create", "--group", "app-", "--resource-pattern-type", "prefixed",
+                  "--deny-principal", "User:bob", "--operation", "All")
+    assert p.returncode == 0, p.stderr
+    # What the CLI wrote, read back with confluent-kafka.
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    a = admin(b.bootstrap)
+    listed = a.describe_acls(everything, request_timeout=15).result()
+    assert sorted((x.restype, x.name, x.resource_pattern_type, x.principal, x.operation, x.permission_type)
+                  for x in listed) == sorted([
+        (ResourceType.TOPIC, "orders", LIT, "User:alice", AclOperation.READ, AclPermissionType.ALLOW),
+        (ResourceType.TOPIC, "orders", LIT, "User:alice", AclOperation.WRITE, AclPermissionType.ALLOW),
+        (ResourceType.GROUP, "app-", PFX, "User:bob", AclOperation.ALL, AclPermissionType.DENY),
+    ])
+    p = strom_cli(b.bootstrap, "acl", "list", "--group", "app-1", "--resource-pattern-type", "match",
+                  "--output", "json")
+    assert p.returncode == 0, p.stderr
+    assert [(x["resource_name"], x["permission_type"]) for x in json.loads(p.stdout)] == [("app-", "DENY")]
+    p = strom_cli(b.bootstrap, "acl", "delete")
+    assert p.returncode != 0 and "--force" in p.stderr
+    p = strom_cli(b.bootstrap, "acl", "delete", "--principal", "User:alice", "--output", "json")
+    assert p.returncode == 0, p.stderr
+    assert len(json.loads(p.stdout)) == 2
+    assert len(a.describe_acls(everything, request_timeout=15).result()) == 1
+
+
+def test_scram_credentials_with_confluent_admin_and_strom_user(make_broker):
+    import json
+    from confluent_kafka.admin import (ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialDeletion, UserScramCredentialUpsertion)
+    b = make_broker()
+    a = admin(b.bootstrap)
+    up = UserScramCredentialUpsertion("alice", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192),
+                                      b"password", b"salt")
+    for f in a.alter_user_scram_credentials([up], request_timeout=15).values():
+        f.result()
+    p = strom_cli(b.bootstrap, "user", "create", "bob", "--mechanism", "SCRAM-SHA-512",
+                  env={"STROM_USER_PASSWORD": "hunter2"})
+    assert p.returncode == 0, p.stderr
+    described = a.describe_user_scram_credentials(request_timeout=15).result()
+    got = {u: [(c.mechanism, c.iterations) for c in d.scram_credential_infos] for u, d in described.items()}
+    assert got == {"alice": [(ScramMechanism.SCRAM_SHA_256, 8192)],
+                   "bob": [(ScramMechanism.SCRAM_SHA_512, 4096)]}
+    # Too few iterations: UNACCEPTABLE_CREDENTIAL, nothing stored.
+    bad = UserScramCredentialUpsertion("carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 100),
+                                       b"pw", b"salt")
+    with pytest.raises(KafkaException) as e:
+        a.alter_user_scram_credentials([bad], request_timeout=15)["carol"].result()
+    assert error_code(e) == KafkaError.UNACCEPTABLE_CREDENTIAL
+    # Deleting a credential that does not exist: RESOURCE_NOT_FOUND.
+    gone = UserScramCredentialDeletion("carol", ScramMechanism.SCRAM_SHA_256)
+    with pytest.raises(KafkaException) as e:
+        a.alter_user_scram_credentials([gone], request_timeout=15)["carol"].result()
+    assert error_code(e) == KafkaError.RESOURCE_NOT_FOUND
+    # Credentials are metadata records: they survive a restart; `strom user delete` removes one.
+    b.restart()
+    p = strom_cli(b.bootstrap, "user", "delete", "alice")
+    assert p.returncode == 0, p.stderr
+    p = strom_cli(b.bootstrap, "user", "list", "--output", "json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == [{"user": "bob", "mechanism": "SCRAM-SHA-512", "iterations": 4096}]
+    # The log holds the salted credential, never the password.
+    assert b"hunter2" not in b"".join(f.read_bytes() for f in b.data_dir.rglob("*") if f.is_file())

@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod group;
 pub mod output;
 pub mod produce;
+pub mod security;
 pub mod storage;
 pub mod time;
 pub mod topic;
@@ -38,6 +39,10 @@ pub enum Command {
     Storage(storage::StorageArgs),
     /// Serve topics over HTTP (Confluent REST Proxy v2) in front of a Kafka cluster.
     Gateway(gateway::GatewayArgs),
+    /// Create, list and delete ACLs (kafka-acls.sh).
+    Acl(security::AclArgs),
+    /// Create, list and delete users' SCRAM credentials (KIP-554).
+    User(security::UserArgs),
 }
 
 /// Options shared by every client command.
@@ -104,6 +109,8 @@ pub fn run(command: Command) -> ExitCode {
             Command::Consume(a) => consume::run(a).await,
             Command::Storage(a) => storage::run(a).await,
             Command::Gateway(a) => gateway::run(a).await,
+            Command::Acl(a) => security::run_acl(a).await,
+            Command::User(a) => security::run_user(a).await,
         }
     });
     // Don't wait for tasks still blocked on stdin or sockets.

@@ -178,3 +178,155 @@ pub fn authorized_operations(
         None => strom_security::authorizer::bit_field(resource_type.supported_operations()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use strom_metadata::controller::acl_record;
+    use strom_security::authorizer::{AclBinding, AclPermissionType, PatternType};
+    use strom_security::KafkaPrincipal;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::request::WaitCancel;
+
+    fn binding(
+        name: &str,
+        pattern: PatternType,
+        op: AclOperation,
+        perm: AclPermissionType,
+    ) -> AclBinding {
+        AclBinding::from_wire(
+            ResourceType::Topic.code(),
+            name,
+            pattern.code(),
+            "User:ANONYMOUS",
+            "*",
+            op.code(),
+            perm.code(),
+        )
+        .unwrap()
+    }
+
+    /// Applies `records` to `image` and hands the delta to `authz`, as the loader does.
+    fn publish(authz: &Authz, image: &mut Arc<MetadataImage>, records: Vec<MetadataRecord>) {
+        let previous = image.clone();
+        let mut next = (**image).clone();
+        for (i, r) in records.iter().enumerate() {
+            next.apply(previous.offset + 1 + i as i64, r).unwrap();
+        }
+        let next = Arc::new(next);
+        authz
+            .on_metadata_update(&MetadataDelta { previous, records }, &next)
+            .unwrap();
+        *image = next;
+    }
+
+    #[test]
+    fn follows_the_acls_of_each_committed_change() {
+        let (_tx, cancel) = WaitCancel::new();
+        let anon = ConnectionInfo::new("PLAINTEXT".into(), ([127, 0, 0, 1], 1).into(), cancel);
+        let mut image = Arc::new(MetadataImage::empty());
+        let authz = Authz::new(AuthorizerConfig::default(), &image);
+        assert!(!authz.authorize(&anon, AclOperation::Read, ResourceType::Topic, "t"));
+        let allow = Uuid::new_v4();
+        let deny = Uuid::new_v4();
+        publish(
+            &authz,
+            &mut image,
+            vec![
+                acl_record(
+                    allow,
+                    &binding(
+                        "t",
+                        PatternType::Prefixed,
+                        AclOperation::Read,
+                        AclPermissionType::Allow,
+                    ),
+                ),
+                acl_record(
+                    deny,
+                    &binding(
+                        "t-secret",
+                        PatternType::Literal,
+                        AclOperation::Read,
+                        AclPermissionType::Deny,
+                    ),
+                ),
+            ],
+        );
+        assert!(authz.authorize(&anon, AclOperation::Read, ResourceType::Topic, "t-1"));
+        assert!(authz.authorize(&anon, AclOperation::Describe, ResourceType::Topic, "t-1"));
+        assert!(!authz.authorize(&anon, AclOperation::Write, ResourceType::Topic, "t-1"));
+        assert!(!authz.authorize(&anon, AclOperation::Read, ResourceType::Topic, "t-secret"));
+        publish(
+            &authz,
+            &mut image,
+            vec![MetadataRecord::RemoveAccessControlEntry { id: deny }],
+        );
+        assert!(authz.authorize(&anon, AclOperation::Read, ResourceType::Topic, "t-secret"));
+
+        // A restart builds the same authorizer from the replayed image; super users pass.
+        let config = AuthorizerConfig {
+            super_users: HashSet::from([KafkaPrincipal::user("admin")]),
+            allow_everyone_if_no_acl_found: false,
+        };
+        let rebuilt = Authz::new(config, &image);
+        assert!(rebuilt.authorize(&anon, AclOperation::Read, ResourceType::Topic, "t-secret"));
+        assert!(!rebuilt.authorize(
+            &anon,
+            AclOperation::Alter,
+            ResourceType::Cluster,
+            CLUSTER_NAME
+        ));
+        anon.set_principal(KafkaPrincipal::user("admin")).unwrap();
+        assert!(rebuilt.authorize(
+            &anon,
+            AclOperation::Alter,
+            ResourceType::Cluster,
+            CLUSTER_NAME
+        ));
+        assert!(
+            anon.set_principal(KafkaPrincipal::user("eve")).is_err(),
+            "set once"
+        );
+    }
+
+    #[test]
+    fn authorizer_settings_by_kafkas_names() {
+        use crate::config::{BrokerConfig, RawConfig, STANDARD_AUTHORIZER};
+        let with = |pairs: &[(&str, &str)]| {
+            let mut raw = RawConfig::defaults();
+            for (k, v) in pairs {
+                raw.set(k, v, "test").unwrap();
+            }
+            BrokerConfig::from_raw(raw)
+        };
+        assert!(with(&[]).unwrap().authorizer.is_none());
+        let c = with(&[
+            ("authorizer.class.name", STANDARD_AUTHORIZER),
+            ("super.users", "User:admin; User:ops"),
+        ])
+        .unwrap()
+        .authorizer
+        .unwrap();
+        assert!(c.super_users.contains(&KafkaPrincipal::user("ops")));
+        assert!(!c.allow_everyone_if_no_acl_found);
+        let e = with(&[(
+            "authorizer.class.name",
+            "kafka.security.authorizer.AclAuthorizer",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("authorizer.class.name") && e.contains("AclAuthorizer"),
+            "{e}"
+        );
+        assert!(with(&[
+            ("authorizer.class.name", STANDARD_AUTHORIZER),
+            ("super.users", "admin"),
+        ])
+        .is_err());
+    }
+}

@@ -274,3 +274,37 @@ pub fn describe_log_dirs(
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code()),
     )
 }
+
+/// DescribeTopicPartitions: DESCRIBE on each topic. A topic the request named is answered
+/// TOPIC_AUTHORIZATION_FAILED; from "every topic" the undescribable ones are left out. The
+/// authorized operations are the principal's.
+pub fn filter_describe_topic_partitions(
+    broker: &Broker,
+    ctx: &RequestContext,
+    named: bool,
+    resp: &mut m::DescribeTopicPartitionsResponse,
+) {
+    if broker.authz.is_none() {
+        return;
+    }
+    let topics = std::mem::take(&mut resp.topics);
+    resp.topics = topics
+        .into_iter()
+        .filter_map(|mut t| {
+            let Some(name) = t.name.clone() else {
+                return Some(t);
+            };
+            if topic_ok(broker, ctx, Op::Describe, &name.0) {
+                t.topic_authorized_operations =
+                    authz::authorized_operations(broker, &ctx.info, Rt::Topic, &name.0);
+                return Some(t);
+            }
+            named.then(|| {
+                m::describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic::default()
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_name(Some(name))
+                    .with_topic_authorized_operations(authz::OPS_NOT_REQUESTED)
+            })
+        })
+        .collect();
+}

@@ -187,8 +187,12 @@ handlers! {
         }
         reply_counted(&ctx, &topic_admin::describe_log_dirs(b, &ctx, req))
     };
-    DescribeTopicPartitions(m::DescribeTopicPartitionsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &topic_admin::describe_topic_partitions(b, req));
+    DescribeTopicPartitions(m::DescribeTopicPartitionsRequest) = |b, ctx, req, _| {
+        let named = !req.topics.is_empty();
+        let mut body = topic_admin::describe_topic_partitions(b, req);
+        authorize::filter_describe_topic_partitions(b, &ctx, named, &mut body);
+        reply_counted(&ctx, &body)
+    };
     ConsumerGroupHeartbeat(m::ConsumerGroupHeartbeatRequest) =
         |b, ctx, req, _| consumer_group::heartbeat(b, ctx, req);
     ConsumerGroupDescribe(m::ConsumerGroupDescribeRequest) =

@@ -305,3 +305,43 @@ def test_scram_credentials_with_confluent_admin_and_strom_user(make_broker):
     assert json.loads(p.stdout) == [{"user": "bob", "mechanism": "SCRAM-SHA-512", "iterations": 4096}]
     # The log holds the salted credential, never the password.
     assert b"hunter2" not in b"".join(f.read_bytes() for f in b.data_dir.rglob("*") if f.is_file())
+
+
+def test_idempotent_producer_needs_only_write_on_some_topic(enforcing):
+    # KIP-679: InitProducerId without a transactional id is allowed by IDEMPOTENT_WRITE on the
+    # cluster or by WRITE on any topic; ANONYMOUS has the latter.
+    errors = []
+    p = Producer({"bootstrap.servers": enforcing.bootstrap, "enable.idempotence": True,
+                  "message.timeout.ms": 10000})
+    p.produce("orders", b"x", on_delivery=lambda err, msg: errors.append(err))
+    p.flush(20)
+    assert errors == [None]
+
+
+def test_configs_need_describe_configs(enforcing):
+    from confluent_kafka.admin import ConfigResource
+    a = admin(enforcing.bootstrap)
+    ok = ConfigResource(ConfigResource.Type.TOPIC, "pfx-1")
+    denied = ConfigResource(ConfigResource.Type.TOPIC, "orders")
+    fs = a.describe_configs([ok, denied], request_timeout=15)
+    assert "retention.ms" in fs[ok].result()
+    with pytest.raises(KafkaException) as e:
+        fs[denied].result()
+    assert error_code(e) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    broker_res = ConfigResource(ConfigResource.Type.BROKER, "0")
+    with pytest.raises(KafkaException) as e:
+        a.describe_configs([broker_res], request_timeout=15)[broker_res].result()
+    assert error_code(e) == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+
+
+def test_allow_everyone_if_no_acl_found(make_broker):
+    b = make_broker(**authorizer_on(super_anonymous=False), **{"allow.everyone.if.no.acl.found": "true"})
+    a = admin(b.bootstrap)
+    # No ACL on the cluster: ANONYMOUS may create topics and ACLs.
+    create_topic(b.bootstrap, "open")
+    create_topic(b.bootstrap, "locked")
+    create_acls(a, [acl(ResourceType.TOPIC, "locked", AclOperation.WRITE, principal="User:alice")])
+    assert deliver(b.bootstrap, "open") is None
+    # An ACL exists on `locked` and none of them is ANONYMOUS's: refused.
+    err = deliver(b.bootstrap, "locked")
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err

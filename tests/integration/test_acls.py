@@ -407,3 +407,27 @@ def test_acls_on_a_sasl_scram_principal(make_broker):
     p.flush(20)
     assert results["a"] is None
     assert results["b"] is not None and results["b"].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def _find_coordinator_v1_error(port: int, key: str, key_type: int) -> int:
+    """FindCoordinator v1 on the wire: its error code."""
+    import socket
+    import struct
+    client_id = b"strom-it"
+    body = (struct.pack(">hhih", 10, 1, 9, len(client_id)) + client_id
+            + struct.pack(">h", len(key)) + key.encode() + struct.pack(">b", key_type))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", s.recv(4))[0]
+        resp = b""
+        while len(resp) < size:
+            resp += s.recv(size - len(resp))
+    # correlation id (4), throttle time (4), then the error code.
+    return struct.unpack(">h", resp[8:10])[0]
+
+
+def test_find_coordinator_needs_describe_on_the_group(enforcing):
+    assert _find_coordinator_v1_error(enforcing.port, "g-ok", 0) == 0
+    assert _find_coordinator_v1_error(enforcing.port, "g-denied", 0) == KafkaError.GROUP_AUTHORIZATION_FAILED
+    assert _find_coordinator_v1_error(enforcing.port, "txn-1", 1) == \
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED

@@ -308,3 +308,61 @@ pub fn filter_describe_topic_partitions(
         })
         .collect();
 }
+
+/// FindCoordinator: DESCRIBE on the group (key type 0) or the transactional id (key type 1).
+/// Answered here, with the error code to count, when every key asked for is refused
+/// (clients ask for one key at a time); a batch (v4+) mixing refused and allowed keys goes
+/// to the handler whole.
+pub fn find_coordinator(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: &m::FindCoordinatorRequest,
+) -> Option<(m::FindCoordinatorResponse, i16)> {
+    use proto_kafka::messages::find_coordinator_response::Coordinator;
+    let (rt, refusal) = match req.key_type {
+        0 => (Rt::Group, ResponseError::GroupAuthorizationFailed),
+        1 => (
+            Rt::TransactionalId,
+            ResponseError::TransactionalIdAuthorizationFailed,
+        ),
+        _ => return None,
+    };
+    let keys: Vec<&StrBytes> = if ctx.version >= 4 {
+        req.coordinator_keys.iter().collect()
+    } else {
+        vec![&req.key]
+    };
+    let denied = |k: &str| !authz::authorize(broker, &ctx.info, Op::Describe, rt, k);
+    if keys.is_empty() || !keys.iter().all(|k| denied(k)) {
+        return None;
+    }
+    if ctx.version >= 4 {
+        let coordinators = keys
+            .into_iter()
+            .map(|k| {
+                Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(m::BrokerId(-1))
+                    .with_host(str_bytes(""))
+                    .with_port(-1)
+                    .with_error_code(refusal.code())
+                    .with_error_message(message(refusal))
+            })
+            .collect();
+        return Some((
+            m::FindCoordinatorResponse::default().with_coordinators(coordinators),
+            refusal.code(),
+        ));
+    }
+    let resp = m::FindCoordinatorResponse::default()
+        .with_error_code(refusal.code())
+        .with_node_id(m::BrokerId(-1))
+        .with_host(str_bytes(""))
+        .with_port(-1);
+    let resp = if ctx.version >= 1 {
+        resp.with_error_message(message(refusal))
+    } else {
+        resp
+    };
+    Some((resp, refusal.code()))
+}

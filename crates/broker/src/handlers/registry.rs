@@ -140,8 +140,13 @@ handlers! {
         let body = init_producer_id::handle(b, req).await;
         reply_counted(&ctx, &body)
     };
-    FindCoordinator(m::FindCoordinatorRequest) =
-        |b, ctx, req, _| group::find_coordinator(b, ctx, req);
+    FindCoordinator(m::FindCoordinatorRequest) = |b, ctx, req, _| {
+        if let Some((refused, code)) = authorize::find_coordinator(b, &ctx, &req) {
+            crate::metrics::request_error_code("FindCoordinator", code);
+            return ctx.reply_now(&refused);
+        }
+        group::find_coordinator(b, ctx, req)
+    };
     JoinGroup(m::JoinGroupRequest) = |b, ctx, req, _| group::join_group(b, ctx, req);
     SyncGroup(m::SyncGroupRequest) = |b, ctx, req, _| group::sync_group(b, ctx, req);
     Heartbeat(m::HeartbeatRequest) = |b, ctx, req, _| group::heartbeat(b, ctx, req);

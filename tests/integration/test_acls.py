@@ -431,3 +431,56 @@ def test_find_coordinator_needs_describe_on_the_group(enforcing):
     assert _find_coordinator_v1_error(enforcing.port, "g-denied", 0) == KafkaError.GROUP_AUTHORIZATION_FAILED
     assert _find_coordinator_v1_error(enforcing.port, "txn-1", 1) == \
         KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
+def test_topic_admin_apis_are_refused_per_topic(enforcing):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions,
+                                       OffsetSpec)
+    a = admin(enforcing.bootstrap)
+
+    def outcome(f):
+        try:
+            f.result()
+            return None
+        except KafkaException as e:
+            return e.args[0].code()
+
+    # ListOffsets needs DESCRIBE: orders has it (WRITE implies it), other has no ACL.
+    fs = a.list_offsets({TopicPartition("orders", 0): OffsetSpec.latest(),
+                         TopicPartition("other", 0): OffsetSpec.latest()}, request_timeout=15)
+    got = {tp.topic: outcome(f) for tp, f in fs.items()}
+    assert got == {"orders": None, "other": KafkaError.TOPIC_AUTHORIZATION_FAILED}
+
+    # CreatePartitions needs ALTER: the prefix's ALL has it, orders' WRITE does not.
+    fs = a.create_partitions([NewPartitions("pfx-1", 2), NewPartitions("orders", 2)],
+                             operation_timeout=15)
+    assert {t: outcome(f) for t, f in fs.items()} == {
+        "pfx-1": None, "orders": KafkaError.TOPIC_AUTHORIZATION_FAILED}
+
+    # DeleteRecords needs DELETE.
+    fs = a.delete_records([TopicPartition("pfx-1", 0, 0), TopicPartition("orders", 0, 0)],
+                          request_timeout=15)
+    assert {tp.topic: outcome(f) for tp, f in fs.items()} == {
+        "pfx-1": None, "orders": KafkaError.TOPIC_AUTHORIZATION_FAILED}
+
+    # IncrementalAlterConfigs needs ALTER_CONFIGS.
+    entry = [ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)]
+    ok = ConfigResource(ConfigResource.Type.TOPIC, "pfx-1", incremental_configs=entry)
+    no = ConfigResource(ConfigResource.Type.TOPIC, "orders", incremental_configs=entry)
+    fs = a.incremental_alter_configs([ok, no])
+    assert outcome(fs[ok]) is None
+    assert outcome(fs[no]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_group_admin_apis_need_the_group_grants(enforcing):
+    a = admin(enforcing.bootstrap)
+    fs = a.describe_consumer_groups(["g-denied"], request_timeout=15)
+    with pytest.raises(KafkaException) as e:
+        fs["g-denied"].result()
+    assert error_code(e) == KafkaError.GROUP_AUTHORIZATION_FAILED
+    fs = a.delete_consumer_groups(["g-ok"], request_timeout=15)
+    with pytest.raises(KafkaException) as e:
+        fs["g-ok"].result()
+    # READ on g-ok does not include DELETE.
+    assert error_code(e) == KafkaError.GROUP_AUTHORIZATION_FAILED

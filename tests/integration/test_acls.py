@@ -484,3 +484,20 @@ def test_group_admin_apis_need_the_group_grants(enforcing):
         fs["g-ok"].result()
     # READ on g-ok does not include DELETE.
     assert error_code(e) == KafkaError.GROUP_AUTHORIZATION_FAILED
+
+
+def test_consumer_protocol_member_needs_describe_on_its_topics(enforcing):
+    from confluent_kafka import Consumer
+    c = Consumer({"bootstrap.servers": enforcing.bootstrap, "group.id": "g-ok",
+                  "group.protocol": "consumer", "auto.offset.reset": "earliest"})
+    try:
+        c.subscribe(["other"])
+        seen = None
+        deadline = time.time() + 20
+        while seen is None and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is not None:
+                seen = m.error().code()
+        assert seen == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    finally:
+        c.close()

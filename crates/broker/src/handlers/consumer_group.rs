@@ -37,7 +37,7 @@ pub fn heartbeat(
     ctx: RequestContext,
     req: ConsumerGroupHeartbeatRequest,
 ) -> Result<Reply, RequestError> {
-    // Kafka: READ on the group (the subscribed topics' DESCRIBE is not checked yet).
+    // Kafka: READ on the group.
     if !crate::authz::authorize(
         broker,
         &ctx.info,
@@ -47,6 +47,34 @@ pub fn heartbeat(
     ) {
         let e = ResponseError::GroupAuthorizationFailed;
         let body = error_response(e, &e.to_string());
+        return Ok(Reply::Now(Some(ctx.respond(&body)?)));
+    }
+    // Kafka 4: DESCRIBE on every topic the member subscribes to by name.
+    let mut undescribable: Vec<&str> = req
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .map(|t| t.0.as_str())
+        .filter(|t| {
+            !crate::authz::authorize(
+                broker,
+                &ctx.info,
+                crate::authz::AclOperation::Describe,
+                crate::authz::ResourceType::Topic,
+                t,
+            )
+        })
+        .collect();
+    if !undescribable.is_empty() {
+        undescribable.sort_unstable();
+        undescribable.dedup();
+        let body = error_response(
+            ResponseError::TopicAuthorizationFailed,
+            &format!(
+                "The following topics are not authorized: {}",
+                undescribable.join(", ")
+            ),
+        );
         return Ok(Reply::Now(Some(ctx.respond(&body)?)));
     }
     let mut member_id = req.member_id.to_string();

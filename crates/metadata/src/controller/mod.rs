@@ -29,7 +29,7 @@ use crate::records::{BrokerEndpoint, MetadataRecord};
 
 pub use configs::{apply_change, ConfigChange};
 pub use placement::{place_replicas, usable_brokers};
-pub use security::{acl_record, MAX_ACLS};
+pub use security::{acl_record, MAX_ACLS, MAX_ACL_FILTERS, MAX_SCRAM_ALTERATIONS};
 pub use topics::{
     validate_topic_name, CreatedTopic, PartitionIncrease, TopicRef, TopicRequest,
     MAX_TOPIC_NAME_LEN,

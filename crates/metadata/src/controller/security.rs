@@ -2,7 +2,7 @@
 //! and CreateAcls / DeleteAcls (Kafka's `AclControlManager`), validated against the image in
 //! force and committed as records. Every valid item of a request commits in one batch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use proto_kafka::ResponseError;
 use strom_security::authorizer::{AclBinding, AclBindingFilter};
@@ -18,6 +18,14 @@ use crate::records::MetadataRecord;
 /// Kafka's bound on ACLs one cluster keeps (`AclControlManager`'s MAX_ACLS_PER_CLUSTER is
 /// not a constant in Kafka; a bound keeps a hostile client from growing the image without end).
 pub const MAX_ACLS: usize = 100_000;
+
+/// DeleteAcls filters one request may carry: each is matched against every ACL under the
+/// controller's lock, so their number bounds the work a request can ask for.
+pub const MAX_ACL_FILTERS: usize = 1_000;
+
+/// AlterUserScramCredentials entries one request may carry (the KIP-554 plan compares
+/// entries with each other, so their number bounds its work).
+pub const MAX_SCRAM_ALTERATIONS: usize = 1_000;
 
 /// The record of one binding under `id`.
 pub fn acl_record(id: Uuid, b: &AclBinding) -> MetadataRecord {
@@ -42,6 +50,20 @@ impl Controller {
         deletions: Vec<ScramDeletion>,
         upsertions: Vec<ScramUpsertion>,
     ) -> Vec<(String, Result<(), ApiError>)> {
+        if deletions.len() + upsertions.len() > MAX_SCRAM_ALTERATIONS {
+            let e = ApiError::new(
+                ResponseError::InvalidRequest,
+                format!("at most {MAX_SCRAM_ALTERATIONS} credential changes per request"),
+            );
+            let mut users: Vec<String> = deletions
+                .into_iter()
+                .map(|d| d.name)
+                .chain(upsertions.into_iter().map(|u| u.name))
+                .collect();
+            users.sort_unstable();
+            users.dedup();
+            return users.into_iter().map(|u| (u, Err(e.clone()))).collect();
+        }
         let guard = self.lock().await;
         let image = self.image();
         let (results, changes) =
@@ -89,12 +111,14 @@ impl Controller {
         let guard = self.lock().await;
         let image = self.image();
         let mut records = Vec::new();
-        let mut planned: Vec<&AclBinding> = Vec::new();
+        // Sets, so a request of n creations over m ACLs costs n + m look-ups, not n * m.
+        let existing: HashSet<&AclBinding> = image.acls.values().collect();
+        let mut planned: HashSet<&AclBinding> = HashSet::new();
         let results = creations
             .iter()
             .map(|c| {
                 let binding = c.as_ref().map_err(Clone::clone)?;
-                if image.acls.values().any(|b| b == binding) || planned.contains(&binding) {
+                if existing.contains(binding) || planned.contains(binding) {
                     return Ok(());
                 }
                 if image.acls.len() + planned.len() >= MAX_ACLS {
@@ -103,7 +127,7 @@ impl Controller {
                         format!("the cluster already has {MAX_ACLS} ACLs"),
                     ));
                 }
-                planned.push(binding);
+                planned.insert(binding);
                 records.push(acl_record(Uuid::new_v4(), binding));
                 Ok(())
             })
@@ -118,6 +142,13 @@ impl Controller {
         &self,
         filters: Vec<Result<AclBindingFilter, ApiError>>,
     ) -> Vec<Result<Vec<AclBinding>, ApiError>> {
+        if filters.len() > MAX_ACL_FILTERS {
+            let e = ApiError::new(
+                ResponseError::InvalidRequest,
+                format!("at most {MAX_ACL_FILTERS} filters per DeleteAcls request"),
+            );
+            return filters.iter().map(|_| Err(e.clone())).collect();
+        }
         let guard = self.lock().await;
         let image = self.image();
         let mut removed: BTreeSet<Uuid> = BTreeSet::new();
@@ -277,6 +308,17 @@ mod tests {
             .await;
         assert!(r[0].1.is_ok());
         assert!(c.image().scram_credentials.is_empty());
+        let one = upsertion("u", 4096);
+        let many = (0..=MAX_SCRAM_ALTERATIONS)
+            .map(|i| ScramUpsertion {
+                name: format!("u{i}"),
+                ..one.clone()
+            })
+            .collect();
+        let r = c.alter_user_scram_credentials(vec![], many).await;
+        assert_eq!(r.len(), MAX_SCRAM_ALTERATIONS + 1);
+        assert!(r.iter().all(|(_, x)| x.is_err()));
+        assert!(c.image().scram_credentials.is_empty());
     }
 
     fn binding(name: &str, pattern: PatternType, perm: AclPermissionType) -> AclBinding {
@@ -326,5 +368,11 @@ mod tests {
         assert!(first.contains(&a) && first.contains(&p));
         assert!(r[1].as_ref().unwrap().is_empty());
         assert!(c.image().acls.is_empty());
+
+        let too_many = vec![Ok(AclBindingFilter::any()); MAX_ACL_FILTERS + 1];
+        let r = c.delete_acls(too_many).await;
+        assert!(r
+            .iter()
+            .all(|x| x.as_ref().unwrap_err().code == ResponseError::InvalidRequest.code()));
     }
 }

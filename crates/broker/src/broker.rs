@@ -39,6 +39,8 @@ pub struct Broker {
     pub txn_cluster: Arc<crate::txn_ports::TxnCluster>,
     /// Set in cluster mode (`cluster.metadata.url`): registrations, the controller lease.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// The authorizer, when `authorizer.class.name` configures one (see [`crate::authz`]).
+    pub authz: Option<Arc<crate::authz::Authz>>,
 }
 
 impl Broker {
@@ -101,6 +103,10 @@ impl Broker {
         let max_partitions = crate::metadata::controller::MAX_PARTITIONS_PER_BROKER.min(
             crate::memory::partition_capacity(crate::memory::open_files_limit()),
         );
+        let authz = config
+            .authorizer
+            .clone()
+            .map(|c| Arc::new(crate::authz::Authz::new(c, &image)));
         let loader = Arc::new(MetadataLoader::new(image));
         let controller = Controller::new(
             ControllerConfig {
@@ -125,6 +131,9 @@ impl Broker {
         loader.register(groups.clone());
         loader.register(Arc::new(crate::txn_ports::TxnPublisher(txns.clone())));
         loader.register(Arc::new(MetricsPublisher));
+        if let Some(a) = &authz {
+            loader.register(a.clone());
+        }
         Broker {
             config,
             cluster_id,
@@ -137,6 +146,7 @@ impl Broker {
             txns,
             txn_cluster,
             cluster: std::sync::OnceLock::new(),
+            authz,
         }
     }
 

@@ -128,6 +128,9 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("gateway.request.timeout.ms", Some("30000"), T::Long, "Strom: time the gateway allows each of its requests to the broker."),
     def("gateway.access.control.allow.origin", Some(""), T::String, "Strom: origins (scheme://host[:port], comma-separated, or *) whose browser pages may call the gateway (CORS, Confluent's access.control.allow.origin); empty allows none."),
     def("shutdown.timeout.ms", Some("20000"), T::Long, "Strom: longest a SIGTERM shutdown waits for in-flight requests."),
+    def("authorizer.class.name", Some(""), T::String, "The authorizer: org.apache.kafka.metadata.authorizer.StandardAuthorizer turns ACLs on; empty, none."),
+    def("super.users", Some(""), T::String, "Principals that skip the ACLs, separated by ';' (User:admin;User:ops)."),
+    def("allow.everyone.if.no.acl.found", Some("false"), T::Boolean, "With an authorizer, allow an action on a resource that has no ACL at all."),
     def("queued.max.requests", Some("500"), T::Int, "Requests read ahead per connection before responses are written. Strom: per connection."),
     def("group.initial.rebalance.delay.ms", Some("3000"), T::Int, "How long the first rebalance of an empty group waits for more members to join."),
     def("group.min.session.timeout.ms", Some("6000"), T::Int, "Smallest session timeout a group member may ask for."),
@@ -210,6 +213,45 @@ pub enum ConfigError {
     Unknown { key: String, origin: String },
     #[error("cannot read config file {path}: {reason}")]
     File { path: String, reason: String },
+}
+
+/// Kafka's KRaft authorizer, the one `authorizer.class.name` Strom implements.
+pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+
+fn authorizer_config(
+    raw: &RawConfig,
+) -> Result<Option<strom_security::authorizer::AuthorizerConfig>, ConfigError> {
+    use strom_security::authorizer::AuthorizerConfig;
+    let class = raw.get("authorizer.class.name").unwrap_or("").trim();
+    if class.is_empty() {
+        return Ok(None);
+    }
+    if class != STANDARD_AUTHORIZER {
+        return Err(invalid(
+            "authorizer.class.name",
+            class,
+            format!("the only authorizer is {STANDARD_AUTHORIZER}"),
+        ));
+    }
+    let supers = raw.get("super.users").unwrap_or("");
+    let super_users = AuthorizerConfig::parse_super_users(supers)
+        .map_err(|e| invalid("super.users", supers, e.to_string()))?;
+    let allow = raw.get("allow.everyone.if.no.acl.found").unwrap_or("false");
+    let allow_everyone_if_no_acl_found = match allow.trim().to_ascii_lowercase().as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            return Err(invalid(
+                "allow.everyone.if.no.acl.found",
+                allow,
+                "must be true or false",
+            ))
+        }
+    };
+    Ok(Some(AuthorizerConfig {
+        super_users,
+        allow_everyone_if_no_acl_found,
+    }))
 }
 
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -600,6 +642,9 @@ pub struct BrokerConfig {
     pub queued_max_requests: usize,
     pub groups: strom_group_coordinator::GroupConfig,
     pub txns: strom_transaction_coordinator::TxnConfig,
+    /// `authorizer.class.name` named the StandardAuthorizer: its settings. `None`: no
+    /// authorizer (every action allowed, the ACL APIs answer SECURITY_DISABLED).
+    pub authorizer: Option<strom_security::authorizer::AuthorizerConfig>,
 }
 
 pub fn parse_i64(key: &str, v: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -856,6 +901,7 @@ impl BrokerConfig {
             queued_max_requests: int("queued.max.requests", 1, 100_000)? as usize,
             groups: groups::group_config(&raw)?,
             txns: txns::txn_config(&raw)?,
+            authorizer: authorizer_config(&raw)?,
             raw,
         })
     }

@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod admin_http;
+pub mod authz;
 pub mod broker;
 pub mod cluster;
 pub mod config;

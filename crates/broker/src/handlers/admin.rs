@@ -17,7 +17,7 @@ use proto_kafka::messages::{
 use proto_kafka::ResponseError;
 
 use super::str_bytes;
-use crate::acl::{self, ResourceType};
+use crate::authz::{self, AclOperation};
 use crate::broker::Broker;
 use crate::config::topic::TopicConfig;
 use crate::config::{ConfigSource, BROKER_CONFIGS};
@@ -37,8 +37,25 @@ pub async fn create_topics(
     }
     let mut requests = Vec::new();
     let mut slots: Vec<Result<usize, ApiError>> = Vec::new();
+    // Kafka: CREATE on the cluster, or on each topic.
+    let cluster_create = authz::authorize_cluster(broker, &ctx.info, AclOperation::Create);
     for t in &req.topics {
         let name = t.name.0.to_string();
+        if !cluster_create
+            && !authz::authorize(
+                broker,
+                &ctx.info,
+                AclOperation::Create,
+                authz::ResourceType::Topic,
+                &name,
+            )
+        {
+            slots.push(Err(ApiError::new(
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.",
+            )));
+            continue;
+        }
         if counts[&name] > 1 {
             slots.push(Err(ApiError::new(
                 ResponseError::InvalidRequest,
@@ -174,7 +191,53 @@ pub async fn delete_topics(
             TopicRef::Id(id) => (None, *id),
         })
         .collect();
-    let results = controller::delete_topics(broker, refs).await;
+    // Kafka: DELETE on each topic; the refused never reach the controller.
+    let image = broker.image();
+    let denied: Vec<bool> = refs
+        .iter()
+        .map(|r| {
+            let name = match r {
+                TopicRef::Name(n) => Some(n.as_str()),
+                TopicRef::Id(id) => image.topic_by_id(id).map(|t| t.name.as_str()),
+            };
+            name.is_some_and(|n| {
+                !authz::authorize(
+                    broker,
+                    &ctx.info,
+                    AclOperation::Delete,
+                    authz::ResourceType::Topic,
+                    n,
+                )
+            })
+        })
+        .collect();
+    let allowed_refs = refs
+        .into_iter()
+        .zip(&denied)
+        .filter(|(_, d)| !**d)
+        .map(|(r, _)| r)
+        .collect();
+    let mut done = controller::delete_topics(broker, allowed_refs)
+        .await
+        .into_iter();
+    let results: Vec<_> = denied
+        .iter()
+        .map(|d| {
+            if *d {
+                Err(ApiError::new(
+                    ResponseError::TopicAuthorizationFailed,
+                    "Authorization failed.",
+                ))
+            } else {
+                done.next().unwrap_or_else(|| {
+                    Err(ApiError::new(
+                        ResponseError::UnknownServerError,
+                        "missing result",
+                    ))
+                })
+            }
+        })
+        .collect();
     let responses = results
         .into_iter()
         .zip(names)
@@ -379,9 +442,11 @@ pub fn describe_cluster(
         .with_cluster_id(str_bytes(&broker.cluster_id))
         .with_controller_id(BrokerId(broker.controller_id()))
         .with_brokers(brokers)
-        .with_cluster_authorized_operations(acl::authorized_operations_if(
+        .with_cluster_authorized_operations(authz::authorized_operations_if(
+            broker,
+            &ctx.info,
             req.include_cluster_authorized_operations,
-            ResourceType::Cluster,
+            authz::ResourceType::Cluster,
             super::metadata::CLUSTER_NAME,
         ))
 }

@@ -17,7 +17,7 @@ use proto_kafka::protocol::StrBytes;
 use proto_kafka::ResponseError;
 use uuid::Uuid;
 
-use crate::acl::{self, ResourceType};
+use crate::acl;
 use crate::broker::Broker;
 use crate::group::assignor::Assignment;
 use crate::group::consumer::{ConsumerGroup, HeartbeatError, HeartbeatRequest, HeartbeatResponse};
@@ -37,6 +37,46 @@ pub fn heartbeat(
     ctx: RequestContext,
     req: ConsumerGroupHeartbeatRequest,
 ) -> Result<Reply, RequestError> {
+    // Kafka: READ on the group.
+    if !crate::authz::authorize(
+        broker,
+        &ctx.info,
+        crate::authz::AclOperation::Read,
+        crate::authz::ResourceType::Group,
+        &req.group_id.0,
+    ) {
+        let e = ResponseError::GroupAuthorizationFailed;
+        let body = error_response(e, &e.to_string());
+        return Ok(Reply::Now(Some(ctx.respond(&body)?)));
+    }
+    // Kafka 4: DESCRIBE on every topic the member subscribes to by name.
+    let mut undescribable: Vec<&str> = req
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .map(|t| t.0.as_str())
+        .filter(|t| {
+            !crate::authz::authorize(
+                broker,
+                &ctx.info,
+                crate::authz::AclOperation::Describe,
+                crate::authz::ResourceType::Topic,
+                t,
+            )
+        })
+        .collect();
+    if !undescribable.is_empty() {
+        undescribable.sort_unstable();
+        undescribable.dedup();
+        let body = error_response(
+            ResponseError::TopicAuthorizationFailed,
+            &format!(
+                "The following topics are not authorized: {}",
+                undescribable.join(", ")
+            ),
+        );
+        return Ok(Reply::Now(Some(ctx.respond(&body)?)));
+    }
     let mut member_id = req.member_id.to_string();
     // v0 lets the coordinator name a joining member; from v1 the client does (KIP-1082).
     if ctx.version == 0 && req.member_epoch == 0 && member_id.is_empty() {
@@ -186,6 +226,18 @@ pub fn describe(
             move |gid| seen.insert(gid.0.clone())
         })
         .map(|gid| {
+            if !crate::authz::authorize(
+                broker,
+                &ctx.info,
+                crate::authz::AclOperation::Describe,
+                crate::authz::ResourceType::Group,
+                &gid.0,
+            ) {
+                return DescribedGroup::default()
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                    .with_group_id(gid)
+                    .with_authorized_operations(acl::OPS_NOT_REQUESTED);
+            }
             let found = broker.groups.inspect(&gid.0, |g, cfg| {
                 let c = g.consumer_group()?;
                 let members = c
@@ -241,9 +293,11 @@ pub fn describe(
                     .with_error_message(Some(string(format!("Group {} not found.", &*gid.0)))),
             };
             // As Kafka: only a group described without an error gets its operations.
-            let ops = acl::authorized_operations_if(
+            let ops = crate::authz::authorized_operations_if(
+                broker,
+                &ctx.info,
                 req.include_authorized_operations && described.error_code == 0,
-                ResourceType::Group,
+                crate::authz::ResourceType::Group,
                 &gid.0,
             );
             described.with_group_id(gid).with_authorized_operations(ops)

@@ -142,6 +142,19 @@ impl ErrorCodes for m::DeleteAclsResponse {
     }
 }
 
+impl ErrorCodes for m::AlterUserScramCredentialsResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        out.extend(self.results.iter().map(|r| r.error_code));
+    }
+}
+
+impl ErrorCodes for m::DescribeUserScramCredentialsResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        out.push(self.error_code);
+        out.extend(self.results.iter().map(|r| r.error_code));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

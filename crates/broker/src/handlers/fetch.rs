@@ -55,6 +55,8 @@ struct Target {
     name: Option<String>,
     topic_id: Uuid,
     partitions: Vec<(i32, i64, i32, i32)>, // index, fetch offset, partition max bytes, current leader epoch
+    /// READ on the topic (Kafka: TOPIC_AUTHORIZATION_FAILED for each partition otherwise).
+    authorized: bool,
 }
 
 async fn fetch(
@@ -73,7 +75,18 @@ async fn fetch(
         return (response, FileRanges::new());
     }
     let by_id = ctx.version >= 13;
-    let targets = targets(&req, &broker.image(), by_id);
+    let mut targets = targets(&req, &broker.image(), by_id);
+    for t in &mut targets {
+        if let Some(name) = &t.name {
+            t.authorized = crate::authz::authorize(
+                broker,
+                &ctx.info,
+                crate::authz::AclOperation::Read,
+                crate::authz::ResourceType::Topic,
+                name,
+            );
+        }
+    }
     let started = Instant::now();
     let max_wait = max_wait(req.max_wait_ms, broker.config.connections_max_idle_ms);
     let cancel = &ctx.info.cancel;
@@ -148,6 +161,7 @@ fn targets(req: &FetchRequest, image: &MetadataImage, by_id: bool) -> Vec<Target
                 name,
                 topic_id: t.topic_id,
                 partitions,
+                authorized: true,
             }
         })
         .collect()
@@ -163,6 +177,7 @@ fn resolve(broker: &Broker, targets: &[Target], by_id: bool) -> Resolved {
             t.partitions
                 .iter()
                 .map(|&(index, ..)| match t.name.as_deref() {
+                    Some(_) if !t.authorized => Err(ResponseError::TopicAuthorizationFailed),
                     Some(name) => broker.replicas.leader_partition(name, index),
                     None if by_id => Err(ResponseError::UnknownTopicId),
                     None => Err(ResponseError::UnknownTopicOrPartition),

@@ -42,7 +42,8 @@ use strom_metadata::MetadataImage;
 use tracing::warn;
 
 use super::str_bytes;
-use crate::acl::{self, ResourceType};
+use crate::acl;
+use crate::authz::{self, AclOperation as Op, ResourceType as Rt};
 use crate::broker::Broker;
 use crate::group::coordinator::{self, CommitEntry, Committer, FetchedOffsets, PendingCommit};
 use crate::group::state::{
@@ -332,6 +333,10 @@ pub fn join_group(
 ) -> Result<Reply, RequestError> {
     let v = ctx.version;
     let group_id = req.group_id.0.to_string();
+    if group_denied(broker, &ctx, Op::Read, &group_id) {
+        let r = JoinResult::error(&req.member_id, ResponseError::GroupAuthorizationFailed);
+        return now(&ctx, &join_response(v, r));
+    }
     let mut protocols: Vec<(String, bytes::Bytes)> = Vec::with_capacity(req.protocols.len());
     // A set: a request of n protocols costs n look-ups, not n^2 comparisons on a worker thread.
     let mut names = std::collections::HashSet::new();
@@ -422,6 +427,10 @@ pub fn sync_group(
     req: SyncGroupRequest,
 ) -> Result<Reply, RequestError> {
     let v = ctx.version;
+    if group_denied(broker, &ctx, Op::Read, &req.group_id.0) {
+        let r = SyncResult::error(ResponseError::GroupAuthorizationFailed);
+        return now(&ctx, &sync_response(v, r));
+    }
     let sync = SyncRequest {
         member_id: req.member_id.to_string(),
         group_instance_id: if v >= 3 {
@@ -474,6 +483,14 @@ pub fn heartbeat(
     ctx: RequestContext,
     req: HeartbeatRequest,
 ) -> Result<Reply, RequestError> {
+    if group_denied(broker, &ctx, Op::Read, &req.group_id.0) {
+        let e = ResponseError::GroupAuthorizationFailed;
+        count_error("Heartbeat", Some(e));
+        return now(
+            &ctx,
+            &HeartbeatResponse::default().with_error_code(e.code()),
+        );
+    }
     let iid = if ctx.version >= 3 {
         req.group_instance_id.as_deref()
     } else {
@@ -494,6 +511,14 @@ pub fn leave_group(
     ctx: RequestContext,
     req: LeaveGroupRequest,
 ) -> Result<Reply, RequestError> {
+    if group_denied(broker, &ctx, Op::Read, &req.group_id.0) {
+        let e = ResponseError::GroupAuthorizationFailed;
+        count_error("LeaveGroup", Some(e));
+        return now(
+            &ctx,
+            &LeaveGroupResponse::default().with_error_code(e.code()),
+        );
+    }
     let v = ctx.version;
     let members: Vec<(String, Option<String>)> = if v >= 3 {
         req.members
@@ -564,9 +589,20 @@ pub fn offset_commit(
             )
         })
         .collect();
+    let group_denied = group_denied(broker, &ctx, Op::Read, &group_id);
+    // Kafka: READ on the group for the whole commit, READ on each topic for its partitions.
+    let allowed: Vec<bool> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let ok = topic_allowed(broker, &ctx, Op::Read, &t.name.0);
+            std::iter::repeat_n(ok, t.partitions.len())
+        })
+        .collect();
     let entries: Vec<CommitEntry> = req
         .topics
         .into_iter()
+        .filter(|t| topic_allowed(broker, &ctx, Op::Read, &t.name.0))
         .flat_map(|t| {
             let topic = t.name.0.to_string();
             t.partitions.into_iter().map(move |p| CommitEntry {
@@ -578,7 +614,13 @@ pub fn offset_commit(
             })
         })
         .collect();
+    let all_denied = entries.is_empty() && !allowed.is_empty();
     let respond = move |results: Vec<Option<ResponseError>>| {
+        let results = if group_denied {
+            vec![Some(ResponseError::GroupAuthorizationFailed); allowed.len()]
+        } else {
+            merge_denied(&allowed, results)
+        };
         count_error("OffsetCommit", results.iter().flatten().next().copied());
         let mut it = results.into_iter();
         let topics = shape
@@ -599,6 +641,9 @@ pub fn offset_commit(
             .collect();
         OffsetCommitResponse::default().with_topics(topics)
     };
+    if group_denied || all_denied {
+        return now(&ctx, &respond(Vec::new()));
+    }
     // A commit of unknown partitions only is answered without the coordinator, so it
     // creates neither a group nor `__consumer_offsets`.
     let any_known = {
@@ -678,6 +723,11 @@ pub fn offset_fetch(
                 } else {
                     None
                 };
+                let member_error = if group_denied(broker, &ctx, Op::Describe, &g.group_id.0) {
+                    Some(ResponseError::GroupAuthorizationFailed)
+                } else {
+                    member_error
+                };
                 if let Some(e) = member_error {
                     count_error("OffsetFetch", Some(e));
                     return OffsetFetchResponseGroup::default()
@@ -689,11 +739,14 @@ pub fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
+                let named = topics.is_some();
                 let fetched: FetchedOffsets = groups.fetch_offsets(&g.group_id.0, topics);
                 let group_id = g.group_id.0.to_string();
                 let topics = fetched
                     .into_iter()
+                    .filter(|(t, _)| named || topic_allowed(broker, &ctx, Op::Describe, t))
                     .map(|(t, parts)| {
+                        let denied = !topic_allowed(broker, &ctx, Op::Describe, &t);
                         let partitions = parts
                             .into_iter()
                             .map(|(p, c)| {
@@ -707,9 +760,17 @@ pub fn offset_fetch(
                                         );
                                 }
                                 let (offset, epoch, metadata) = fetched_values(c.as_ref());
-                                OffsetFetchResponsePartitions::default()
-                                    .with_partition_index(p)
-                                    .with_committed_offset(offset)
+                                let part = OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p);
+                                if denied {
+                                    return part
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_error_code(
+                                            ResponseError::TopicAuthorizationFailed.code(),
+                                        );
+                                }
+                                part.with_committed_offset(offset)
                                     .with_committed_leader_epoch(epoch)
                                     .with_metadata(Some(StrBytes::from_string(metadata)))
                             })
@@ -726,15 +787,26 @@ pub fn offset_fetch(
             .collect();
         return now(&ctx, &OffsetFetchResponse::default().with_groups(out));
     }
+    if group_denied(broker, &ctx, Op::Describe, &req.group_id.0) {
+        let e = ResponseError::GroupAuthorizationFailed;
+        count_error("OffsetFetch", Some(e));
+        return now(
+            &ctx,
+            &OffsetFetchResponse::default().with_error_code(e.code()),
+        );
+    }
     let topics = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
+    let named = topics.is_some();
     let fetched: FetchedOffsets = groups.fetch_offsets(&req.group_id.0, topics);
     let topics = fetched
         .into_iter()
+        .filter(|(t, _)| named || topic_allowed(broker, &ctx, Op::Describe, t))
         .map(|(t, parts)| {
+            let denied = !topic_allowed(broker, &ctx, Op::Describe, &t);
             let partitions = parts
                 .into_iter()
                 .map(|(p, c)| {
@@ -749,6 +821,12 @@ pub fn offset_fetch(
                         .with_partition_index(p)
                         .with_committed_offset(offset)
                         .with_metadata(Some(StrBytes::from_string(metadata)));
+                    let part = if denied {
+                        part.with_committed_offset(-1)
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    } else {
+                        part
+                    };
                     if v >= 5 {
                         part.with_committed_leader_epoch(epoch)
                     } else {
@@ -769,6 +847,14 @@ pub fn offset_delete(
     ctx: RequestContext,
     req: OffsetDeleteRequest,
 ) -> Result<Reply, RequestError> {
+    if group_denied(broker, &ctx, Op::Delete, &req.group_id.0) {
+        let e = ResponseError::GroupAuthorizationFailed;
+        count_error("OffsetDelete", Some(e));
+        return now(
+            &ctx,
+            &OffsetDeleteResponse::default().with_error_code(e.code()),
+        );
+    }
     let broker = broker.clone();
     let group_id = req.group_id.0.to_string();
     let shape: Vec<(TopicName, Vec<i32>)> = req
@@ -838,12 +924,16 @@ pub fn list_groups(
     } else {
         Default::default()
     };
+    let all_groups = authz::authorize_cluster(broker, &ctx.info, Op::Describe);
     let groups = broker
         .groups
         .list()
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
         .filter(|g| types.is_empty() || types.contains(g.group_type))
+        // Kafka: DESCRIBE on the cluster lists every group, else those the principal may
+        // describe.
+        .filter(|g| all_groups || !group_denied(broker, &ctx, Op::Describe, &g.group_id))
         .map(|g| {
             let listed = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
@@ -880,6 +970,12 @@ pub fn describe_groups(
             move |gid| seen.insert(gid.0.clone())
         })
         .map(|gid| {
+            if group_denied(broker, &ctx, Op::Describe, &gid.0) {
+                return DescribedGroup::default()
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                    .with_group_id(gid)
+                    .with_authorized_operations(acl::OPS_NOT_REQUESTED);
+            }
             let described = match broker.groups.describe(&gid.0) {
                 Some(s) => {
                     let members = s
@@ -916,9 +1012,11 @@ pub fn describe_groups(
                 None => DescribedGroup::default().with_group_state(str_bytes("Dead")),
             };
             // As Kafka: only a group described without an error gets its operations.
-            let ops = acl::authorized_operations_if(
+            let ops = authz::authorized_operations_if(
+                broker,
+                &ctx.info,
                 include_ops && described.error_code == 0,
-                ResourceType::Group,
+                Rt::Group,
                 &gid.0,
             );
             described.with_group_id(gid).with_authorized_operations(ops)
@@ -932,11 +1030,20 @@ pub fn delete_groups(
     ctx: RequestContext,
     req: DeleteGroupsRequest,
 ) -> Result<Reply, RequestError> {
+    let denied: Vec<bool> = req
+        .groups_names
+        .iter()
+        .map(|g| group_denied(broker, &ctx, Op::Delete, &g.0))
+        .collect();
     let broker = broker.clone();
     Ok(later(ctx, async move {
         let mut results = Vec::with_capacity(req.groups_names.len());
-        for gid in req.groups_names {
-            let r = broker.groups.delete_group(&gid.0).await;
+        for (gid, denied) in req.groups_names.into_iter().zip(denied) {
+            let r = if denied {
+                Err(ResponseError::GroupAuthorizationFailed)
+            } else {
+                broker.groups.delete_group(&gid.0).await
+            };
             count_error("DeleteGroups", r.err());
             results.push(
                 DeletableGroupResult::default()
@@ -946,6 +1053,34 @@ pub fn delete_groups(
         }
         DeleteGroupsResponse::default().with_results(results)
     }))
+}
+
+/// Kafka's group check: `op` on the group, else GROUP_AUTHORIZATION_FAILED.
+fn group_denied(broker: &Broker, ctx: &RequestContext, op: Op, group: &str) -> bool {
+    !authz::authorize(broker, &ctx.info, op, Rt::Group, group)
+}
+
+fn topic_allowed(broker: &Broker, ctx: &RequestContext, op: Op, topic: &str) -> bool {
+    authz::authorize(broker, &ctx.info, op, Rt::Topic, topic)
+}
+
+/// Results for every entry: TOPIC_AUTHORIZATION_FAILED where `allowed` is false, the
+/// coordinator's results (of the allowed entries, in order) elsewhere.
+fn merge_denied(
+    allowed: &[bool],
+    results: Vec<Option<ResponseError>>,
+) -> Vec<Option<ResponseError>> {
+    let mut it = results.into_iter();
+    allowed
+        .iter()
+        .map(|ok| {
+            if *ok {
+                it.next().flatten()
+            } else {
+                Some(ResponseError::TopicAuthorizationFailed)
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use proto_kafka::ResponseError;
 
 use super::str_bytes;
 use crate::acl::{self, ResourceType};
+use crate::authz::{self, AclOperation as Op, ResourceType as Rt};
 use crate::broker::Broker;
 use crate::controller::{self, validate_topic_name};
 use crate::metadata::{MetadataImage, TopicImage};
@@ -120,21 +121,46 @@ async fn describe_named(
         if !fresh {
             continue;
         }
+        let may_describe =
+            |n: &str| authz::authorize(broker, &ctx.info, Op::Describe, Rt::Topic, n);
         let Some(name) = name else {
             topics.push(match image.topic_by_id(&t.topic_id) {
+                Some(topic) if !may_describe(&topic.name) => topic_error(
+                    None,
+                    t.topic_id,
+                    ResponseError::TopicAuthorizationFailed,
+                    false,
+                ),
                 Some(topic) => describe_topic(topic, include_ops),
                 None => topic_error(None, t.topic_id, ResponseError::UnknownTopicId, false),
             });
             continue;
         };
+        // Kafka: a named topic the principal may not describe is TOPIC_AUTHORIZATION_FAILED,
+        // whether it exists or not, so its existence is not given away.
+        if !may_describe(&name) {
+            topics.push(topic_error(
+                Some(&name),
+                uuid::Uuid::nil(),
+                ResponseError::TopicAuthorizationFailed,
+                include_ops,
+            ));
+            continue;
+        }
         if let Some(topic) = image.topic(&name) {
             topics.push(describe_topic(topic, include_ops));
             continue;
         }
+        let may_create = || {
+            authz::authorize_cluster(broker, &ctx.info, Op::Create)
+                || authz::authorize(broker, &ctx.info, Op::Create, Rt::Topic, &name)
+        };
         let refusal = if validate_topic_name(&name).is_err() {
             Some(ResponseError::InvalidTopicException)
         } else if !allow_auto {
             Some(ResponseError::UnknownTopicOrPartition)
+        } else if !may_create() {
+            Some(ResponseError::TopicAuthorizationFailed)
         } else {
             None
         };
@@ -209,8 +235,11 @@ pub async fn handle(
     if all {
         let mut names: Vec<&String> = image.topics.keys().collect();
         names.sort();
+        // Every topic means every topic the principal may describe; the others are left out.
         for n in names {
-            topics.push(describe_topic(&image.topics[n], include_ops));
+            if authz::authorize(broker, &ctx.info, Op::Describe, Rt::Topic, n) {
+                topics.push(describe_topic(&image.topics[n], include_ops));
+            }
         }
     } else {
         let requested = (
@@ -218,6 +247,14 @@ pub async fn handle(
             req.allow_auto_topic_creation,
         );
         (topics, image) = describe_named(broker, ctx, requested, image, include_ops).await;
+    }
+    if include_ops && broker.authz.is_some() {
+        for t in &mut topics {
+            if let Some(n) = &t.name {
+                t.topic_authorized_operations =
+                    authz::authorized_operations(broker, &ctx.info, Rt::Topic, n);
+            }
+        }
     }
     MetadataResponse::default()
         .with_brokers(live_only(
@@ -228,9 +265,11 @@ pub async fn handle(
         .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics)
         // The field exists up to v10 only; later versions ask DescribeCluster.
-        .with_cluster_authorized_operations(acl::authorized_operations_if(
+        .with_cluster_authorized_operations(authz::authorized_operations_if(
+            broker,
+            &ctx.info,
             req.include_cluster_authorized_operations,
-            ResourceType::Cluster,
+            Rt::Cluster,
             CLUSTER_NAME,
         ))
 }

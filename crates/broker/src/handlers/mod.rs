@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod authorize;
 pub mod consumer_group;
 pub mod error_codes;
 pub mod fetch;

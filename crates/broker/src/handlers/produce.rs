@@ -1,6 +1,7 @@
 //! Produce: batches are validated and appended as they came (offsets and leader epoch patched in
 //! place, never decompressed); the answer waits for durability unless acks=0.
 
+use crate::authz::{self, AclOperation, ResourceType};
 use std::sync::Arc;
 
 use std::ops::Range;
@@ -274,11 +275,35 @@ pub fn handle(
     frame: Bytes,
 ) -> Reply {
     let now = now_ms();
+    // Kafka's KafkaApis.handleProduceRequest: a transactional produce needs WRITE on its
+    // transactional id (else every partition fails), then each topic WRITE.
+    let txn_denied = req.transactional_id.as_ref().is_some_and(|id| {
+        !authz::authorize(
+            broker,
+            &ctx.info,
+            AclOperation::Write,
+            ResourceType::TransactionalId,
+            id,
+        )
+    });
     let (acks, topic_data, mut frame) = into_parts(req, frame);
     let mut topics = Vec::with_capacity(topic_data.len());
     let mut appended = Vec::new();
     for (ti, topic) in topic_data.into_iter().enumerate() {
         let name = topic.name;
+        let denied = if txn_denied {
+            Some(ResponseError::TransactionalIdAuthorizationFailed)
+        } else if !authz::authorize(
+            broker,
+            &ctx.info,
+            AclOperation::Write,
+            ResourceType::Topic,
+            &name,
+        ) {
+            Some(ResponseError::TopicAuthorizationFailed)
+        } else {
+            None
+        };
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (pi, (index, mut records)) in topic.partitions.into_iter().enumerate() {
             let buf: Option<&mut [u8]> = match &mut records {
@@ -286,17 +311,19 @@ pub fn handle(
                 Records::InFrame(range) => Some(&mut frame[range.clone()]),
                 Records::Copied(copy) => Some(copy),
             };
-            let result = append_partition(broker, acks, (&name, index), buf, now).map(
-                |(accepted, replica, end_offset)| {
-                    appended.push(Appended {
-                        topic: ti,
-                        partition: pi,
-                        end_offset,
-                        replica,
-                    });
-                    accepted
-                },
-            );
+            let result = match denied {
+                Some(code) => Err(code.into()),
+                None => append_partition(broker, acks, (&name, index), buf, now),
+            };
+            let result = result.map(|(accepted, replica, end_offset)| {
+                appended.push(Appended {
+                    topic: ti,
+                    partition: pi,
+                    end_offset,
+                    replica,
+                });
+                accepted
+            });
             partitions.push(partition_response(&name, index, result));
         }
         topics.push(

@@ -14,8 +14,8 @@ use proto_kafka::protocol::VersionRange;
 use strom_protocol::header::decode_body;
 
 use super::{
-    admin, api_versions, consumer_group, fetch, group, init_producer_id, list_offsets, metadata,
-    produce, security, topic_admin, txn,
+    admin, api_versions, authorize, consumer_group, fetch, group, init_producer_id, list_offsets,
+    metadata, produce, security, topic_admin, txn,
 };
 use crate::broker::Broker;
 use crate::request::{Reply, RequestContext, RequestError};
@@ -104,8 +104,13 @@ macro_rules! handlers {
 handlers! {
     Produce(m::ProduceRequest) = |b, ctx, req, frame| Ok(produce::handle(b, ctx, req, frame));
     Fetch(m::FetchRequest) = |b, ctx, req, _| Ok(fetch::handle(b, ctx, req));
-    ListOffsets(m::ListOffsetsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &list_offsets::handle(b, &ctx, req));
+    ListOffsets(m::ListOffsetsRequest) = |b, ctx, req, _| {
+        let mut req = req;
+        let denied = authorize::split_list_offsets(b, &ctx, &mut req);
+        let mut body = list_offsets::handle(b, &ctx, req);
+        body.topics.extend(denied);
+        reply_counted(&ctx, &body)
+    };
     Metadata(m::MetadataRequest) = |b, ctx, req, _| {
         let body = metadata::handle(b, &ctx, req).await;
         reply_counted(&ctx, &body)
@@ -119,16 +124,29 @@ handlers! {
         let body = admin::delete_topics(b, &ctx, req).await;
         reply_counted(&ctx, &body)
     };
-    DescribeConfigs(m::DescribeConfigsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &admin::describe_configs(b, &ctx, req));
+    DescribeConfigs(m::DescribeConfigsRequest) = |b, ctx, req, _| {
+        let mut req = req;
+        let denied = authorize::split_describe_configs(b, &ctx, &mut req);
+        let mut body = admin::describe_configs(b, &ctx, req);
+        body.results.extend(denied);
+        reply_counted(&ctx, &body)
+    };
     DescribeCluster(m::DescribeClusterRequest) =
         |b, ctx, req, _| reply_counted(&ctx, &admin::describe_cluster(b, &ctx, req));
     InitProducerId(m::InitProducerIdRequest) = |b, ctx, req, _| {
+        if let Some(refused) = authorize::init_producer_id(b, &ctx, &req) {
+            return reply_counted(&ctx, &refused);
+        }
         let body = init_producer_id::handle(b, ctx.version, req).await;
         reply_counted(&ctx, &body)
     };
-    FindCoordinator(m::FindCoordinatorRequest) =
-        |b, ctx, req, _| group::find_coordinator(b, ctx, req);
+    FindCoordinator(m::FindCoordinatorRequest) = |b, ctx, req, _| {
+        if let Some((refused, code)) = authorize::find_coordinator(b, &ctx, &req) {
+            crate::metrics::request_error_code("FindCoordinator", code);
+            return ctx.reply_now(&refused);
+        }
+        group::find_coordinator(b, ctx, req)
+    };
     JoinGroup(m::JoinGroupRequest) = |b, ctx, req, _| group::join_group(b, ctx, req);
     SyncGroup(m::SyncGroupRequest) = |b, ctx, req, _| group::sync_group(b, ctx, req);
     Heartbeat(m::HeartbeatRequest) = |b, ctx, req, _| group::heartbeat(b, ctx, req);
@@ -141,23 +159,45 @@ handlers! {
     DeleteGroups(m::DeleteGroupsRequest) = |b, ctx, req, _| group::delete_groups(b, ctx, req);
     OffsetDelete(m::OffsetDeleteRequest) = |b, ctx, req, _| group::offset_delete(b, ctx, req);
     CreatePartitions(m::CreatePartitionsRequest) = |b, ctx, req, _| {
-        let body = topic_admin::create_partitions(b, req).await;
+        let mut req = req;
+        let denied = authorize::split_create_partitions(b, &ctx, &mut req);
+        let mut body = topic_admin::create_partitions(b, req).await;
+        body.results.extend(denied);
         reply_counted(&ctx, &body)
     };
     AlterConfigs(m::AlterConfigsRequest) = |b, ctx, req, _| {
-        let body = topic_admin::alter_configs(b, req).await;
+        let mut req = req;
+        let denied = authorize::split_alter_configs(b, &ctx, &mut req);
+        let mut body = topic_admin::alter_configs(b, req).await;
+        body.responses.extend(denied);
         reply_counted(&ctx, &body)
     };
     IncrementalAlterConfigs(m::IncrementalAlterConfigsRequest) = |b, ctx, req, _| {
-        let body = topic_admin::incremental_alter_configs(b, req).await;
+        let mut req = req;
+        let denied = authorize::split_incremental_alter_configs(b, &ctx, &mut req);
+        let mut body = topic_admin::incremental_alter_configs(b, req).await;
+        body.responses.extend(denied);
         reply_counted(&ctx, &body)
     };
-    DeleteRecords(m::DeleteRecordsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &topic_admin::delete_records(b, req));
-    DescribeLogDirs(m::DescribeLogDirsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &topic_admin::describe_log_dirs(b, &ctx, req));
-    DescribeTopicPartitions(m::DescribeTopicPartitionsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &topic_admin::describe_topic_partitions(b, req));
+    DeleteRecords(m::DeleteRecordsRequest) = |b, ctx, req, _| {
+        let mut req = req;
+        let denied = authorize::split_delete_records(b, &ctx, &mut req);
+        let mut body = topic_admin::delete_records(b, req);
+        body.topics.extend(denied);
+        reply_counted(&ctx, &body)
+    };
+    DescribeLogDirs(m::DescribeLogDirsRequest) = |b, ctx, req, _| {
+        if let Some(refused) = authorize::describe_log_dirs(b, &ctx) {
+            return reply_counted(&ctx, &refused);
+        }
+        reply_counted(&ctx, &topic_admin::describe_log_dirs(b, &ctx, req))
+    };
+    DescribeTopicPartitions(m::DescribeTopicPartitionsRequest) = |b, ctx, req, _| {
+        let named = !req.topics.is_empty();
+        let mut body = topic_admin::describe_topic_partitions(b, req);
+        authorize::filter_describe_topic_partitions(b, &ctx, named, &mut body);
+        reply_counted(&ctx, &body)
+    };
     ConsumerGroupHeartbeat(m::ConsumerGroupHeartbeatRequest) =
         |b, ctx, req, _| consumer_group::heartbeat(b, ctx, req);
     ConsumerGroupDescribe(m::ConsumerGroupDescribeRequest) =
@@ -167,11 +207,22 @@ handlers! {
     SaslAuthenticate(m::SaslAuthenticateRequest) =
         |b, ctx, req, _| reply_counted(&ctx, &security::sasl_authenticate(req));
     DescribeAcls(m::DescribeAclsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &security::describe_acls(req));
-    CreateAcls(m::CreateAclsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &security::create_acls(req));
-    DeleteAcls(m::DeleteAclsRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &security::delete_acls(req));
+        |b, ctx, req, _| reply_counted(&ctx, &security::describe_acls_authorized(b, &ctx, req));
+    CreateAcls(m::CreateAclsRequest) = |b, ctx, req, _| {
+        let body = security::create_acls_authorized(b, &ctx, req).await;
+        reply_counted(&ctx, &body)
+    };
+    DeleteAcls(m::DeleteAclsRequest) = |b, ctx, req, _| {
+        let body = security::delete_acls_authorized(b, &ctx, req).await;
+        reply_counted(&ctx, &body)
+    };
+    AlterUserScramCredentials(m::AlterUserScramCredentialsRequest) = |b, ctx, req, _| {
+        let body = security::alter_user_scram_credentials(b, &ctx, req).await;
+        reply_counted(&ctx, &body)
+    };
+    DescribeUserScramCredentials(m::DescribeUserScramCredentialsRequest) = |b, ctx, req, _| {
+        reply_counted(&ctx, &security::describe_user_scram_credentials(b, &ctx, req))
+    };
     AddPartitionsToTxn(m::AddPartitionsToTxnRequest) = |b, ctx, req, _| {
         let body = txn::add_partitions_to_txn(b, &ctx, req).await;
         reply_counted(&ctx, &body)

@@ -89,11 +89,7 @@ pub async fn serve(
         cancel: cancel_tx,
         peer_gone: AtomicBool::new(false),
     });
-    let info = Arc::new(ConnectionInfo {
-        listener_name,
-        peer,
-        cancel,
-    });
+    let info = Arc::new(ConnectionInfo::new(listener_name, peer, cancel));
     let (read_half, write_half) = stream.into_split();
     crate::metrics::connection_opened();
 

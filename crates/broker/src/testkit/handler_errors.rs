@@ -726,9 +726,11 @@ async fn every_served_api_answers_its_default_request_with_its_own_response() {
     answers_default::<DescribeTransactionsRequest>(&tb).await;
     answers_default::<ListTransactionsRequest>(&tb).await;
     answers_default::<DescribeProducersRequest>(&tb).await;
+    answers_default::<AlterUserScramCredentialsRequest>(&tb).await;
+    answers_default::<DescribeUserScramCredentialsRequest>(&tb).await;
     assert_eq!(
         crate::handlers::registry::REGISTRY.len(),
-        41,
+        43,
         "a new API: add it above"
     );
 }

@@ -11,6 +11,7 @@
 mod configs;
 mod leadership;
 mod placement;
+mod security;
 mod topics;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use crate::records::{BrokerEndpoint, MetadataRecord};
 pub use configs::{apply_change, ConfigChange};
 pub use leadership::balance_leaders;
 pub use placement::{place_replicas, usable_brokers};
+pub use security::{acl_record, MAX_ACLS, MAX_ACL_FILTERS, MAX_SCRAM_ALTERATIONS};
 pub use topics::{
     validate_topic_name, CreatedTopic, PartitionIncrease, TopicRef, TopicRequest,
     MAX_TOPIC_NAME_LEN,

@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod group;
 pub mod output;
 pub mod produce;
+pub mod security;
 pub mod storage;
 pub mod time;
 pub mod topic;
@@ -41,6 +42,10 @@ pub enum Command {
     Gateway(gateway::GatewayArgs),
     /// List and describe transactional ids (kafka-transactions.sh list / describe).
     Transactions(transactions::TransactionsArgs),
+    /// Create, list and delete ACLs (kafka-acls.sh).
+    Acl(security::AclArgs),
+    /// Create, list and delete users' SCRAM credentials (KIP-554).
+    User(security::UserArgs),
 }
 
 /// Options shared by every client command.
@@ -108,6 +113,8 @@ pub fn run(command: Command) -> ExitCode {
             Command::Storage(a) => storage::run(a).await,
             Command::Gateway(a) => gateway::run(a).await,
             Command::Transactions(a) => transactions::run(a).await,
+            Command::Acl(a) => security::run_acl(a).await,
+            Command::User(a) => security::run_user(a).await,
         }
     });
     // Don't wait for tasks still blocked on stdin or sockets.

@@ -193,6 +193,15 @@ expect_fail "replicas=3" "Strom clustering is not implemented yet: replicas must
 expect_fail "a chart-managed key in config" "config.log.dirs is set by the chart itself" --set 'config.log\.dirs=/data'
 expect_fail "loadBalancer without advertisedHost" "needs externalAccess.loadBalancer.advertisedHost" --set externalAccess.type=loadBalancer
 expect_fail "a misspelt value (schema)" "replica" --set replica=1
+expect_fail "SASL_SSL without TLS" "needs tls.enabled=true" --set listeners.external.protocol=SASL_SSL --set sasl.enabled=true --set sasl.plain.secretName=u
+expect_fail "TLS without a certificate" "needs tls.secretName" --set listeners.external.protocol=SSL --set tls.enabled=true
+expect_fail "a SASL listener without sasl.enabled" "needs sasl.enabled=true" --set listeners.internal.protocol=SASL_PLAINTEXT
+expect_fail "PLAIN without its users' secret" "sasl.plain.secretName" --set listeners.internal.protocol=SASL_PLAINTEXT --set sasl.enabled=true
+expect_fail "a JAAS entry in config" "would put a listener's credentials into the pod spec" --set 'config.listener\.name\.internal\.plain\.sasl\.jaas\.config=x'
+expect_fail "the authorizer without super users" "needs authorizer.superUsers" --set authorizer.enabled=true
+expect_fail "the ACL bootstrap without client properties" "needs aclBootstrap.commandConfig.secretName" --set aclBootstrap.enabled=true
+run "contract checks reject broken copies of the secure render (credentials, mounts, listeners, the ACL Job)" \
+    "$VPY" deploy/validate_rendered.py --mutations "$OUT/helm3-secure-values.yaml"
 
 # --- kustomize -------------------------------------------------------------------------
 if "$KUBECTL" kustomize "$KUSTOMIZE_DIR" >"$OUT/kustomize.yaml" 2>"$OUT/kustomize.err"; then

@@ -250,6 +250,21 @@ else
     printf 'skip: strom serve with the StatefulSet env (no built broker at %s)\n' "$BIN"
 fi
 
+# The secure render (TLS, SASL, authorizer) against the broker, with a CA and
+# certificate made on the spot, once the binary knows those settings (the tls
+# and acl branches) and the venv has confluent-kafka.
+if [ -x "$BIN" ] && grep -qa 'sasl.enabled.mechanisms' "$BIN" && "$VPY" -c 'import confluent_kafka' 2>/dev/null; then
+    if grep -qa 'authorizer.class.name' "$BIN"; then
+        run "strom serve with the secure render: SASL_SSL produce/consume, SASL_PLAINTEXT, a wrong password refused" \
+            "$VPY" deploy/smoke_secure.py "$BIN" "$OUT/helm3-secure-values.yaml"
+    else
+        run "strom serve with the secure render, without its authorizer (this broker has none)" \
+            "$VPY" deploy/smoke_secure.py "$BIN" "$OUT/helm3-secure-values.yaml" --without-authorizer
+    fi
+else
+    printf 'skip: strom serve with the secure render (no broker with SASL settings at %s, or no confluent-kafka)\n' "$BIN"
+fi
+
 # --- monitoring -------------------------------------------------------------------
 run "the chart's alert rules are deploy/prometheus/strom-rules.yaml" \
     cmp deploy/prometheus/strom-rules.yaml "$CHART/files/prometheus-rules.yaml"

@@ -341,7 +341,12 @@ BRANCH_ONLY_SETTINGS = {
     "ssl.truststore.type": "tls", "ssl.truststore.location": "tls",
     "ssl.truststore.certificates": "tls", "ssl.client.auth": "tls",
     "ssl.enabled.protocols": "tls", "ssl.principal.mapping.rules": "tls",
-    "sasl.enabled.mechanisms": "tls",
+    "sasl.enabled.mechanisms": "tls", "sasl.server.max.receive.size": "tls",
+    "ssl.handshake.timeout.ms": "tls", "connections.max.reauth.ms": "tls",
+    "connection.failed.authentication.delay.ms": "tls",
+    "sasl.oauthbearer.jwks.endpoint.url": "tls", "sasl.oauthbearer.expected.audience": "tls",
+    "sasl.oauthbearer.expected.issuer": "tls", "sasl.oauthbearer.sub.claim.name": "tls",
+    "sasl.oauthbearer.scope.claim.name": "tls", "sasl.oauthbearer.clock.skew.seconds": "tls",
     "authorizer.class.name": "acl", "super.users": "acl", "allow.everyone.if.no.acl.found": "acl",
 }
 # STROM_* variables that are not broker settings.

@@ -265,6 +265,20 @@ else
     printf 'skip: strom serve with the secure render (no broker with SASL settings at %s, or no confluent-kafka)\n' "$BIN"
 fi
 
+# The ACL bootstrap Job's commands against the broker, once its CLI has
+# `strom acl` (the acl branch); with --command-config (the tls branch) over SASL.
+if [ -x "$BIN" ] && acl_help=$("$BIN" acl --help 2>/dev/null); then
+    if printf '%s' "$acl_help" | grep -q -- '--command-config'; then
+        run "the ACL bootstrap Job's strom user/acl commands, with --command-config over SASL_PLAINTEXT" \
+            "$VPY" deploy/smoke_acl_job.py "$BIN" "$OUT/helm3-secure-values.yaml"
+    else
+        run "the ACL bootstrap Job's strom user/acl commands (this CLI has no --command-config)" \
+            "$VPY" deploy/smoke_acl_job.py "$BIN" "$OUT/helm3-secure-values.yaml" --without-command-config
+    fi
+else
+    printf 'skip: the ACL bootstrap Job against a broker (no strom acl in %s)\n' "$BIN"
+fi
+
 # --- monitoring -------------------------------------------------------------------
 run "the chart's alert rules are deploy/prometheus/strom-rules.yaml" \
     cmp deploy/prometheus/strom-rules.yaml "$CHART/files/prometheus-rules.yaml"

@@ -544,6 +544,10 @@ def check_security(p: Problems, by_kind: dict[str, list[dict]], sts: dict, c: di
         p.check(bool(supers) and all(re.fullmatch(r"[A-Za-z]+:.+", x) for x in supers),
                 f"super.users {supers!r}: principals like User:admin, separated by ';'")
 
+    secured = bool(mechs) or uses_tls or "STROM_AUTHORIZER_CLASS_NAME" in values
+    p.check(not secured or values.get("STROM_GATEWAY_LISTENER") == "",
+            "a secured broker must turn the HTTP gateway off (gateway.listener empty): it cannot authenticate")
+
     jobs = by_kind.get("Job", [])
     if jobs:
         check_bootstrap_jobs(p, jobs, services, pod_labels, "STROM_AUTHORIZER_CLASS_NAME" in values, mechs)
@@ -686,6 +690,8 @@ MUTATIONS = [
      lambda d: _env(d).__setitem__(slice(None), [e for e in _env(d) if e["name"] != "STROM_SSL_KEYSTORE_LOCATION"])),
     ("mTLS without a truststore", "without a truststore",
      lambda d: _env(d).__setitem__(slice(None), [e for e in _env(d) if e["name"] != "STROM_SSL_TRUSTSTORE_LOCATION"])),
+    ("the unauthenticated HTTP gateway left on", "must turn the HTTP gateway off",
+     lambda d: _env(d).__setitem__(slice(None), [e for e in _env(d) if e["name"] != "STROM_GATEWAY_LISTENER"])),
     ("another authorizer", "authorizer.class.name must be",
      lambda d: _set_env(d, "STROM_AUTHORIZER_CLASS_NAME", {"value": "kafka.security.authorizer.AclAuthorizer"})),
     ("a SCRAM password in the Job's args", "must come from a secretKeyRef",

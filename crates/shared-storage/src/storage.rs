@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub intake: mpsc::Sender<IntakeRequest>,
     partitions: Mutex<HashMap<PartitionKey, Weak<SharedPartition>>>,
     pub cache: RangeCache,
+    /// Range GETs sent, for the figures (each is a billable request).
+    pub get_requests: std::sync::atomic::AtomicU64,
 }
 
 /// The shared storage of one broker. Dropping it stops its intake and listener.
@@ -93,6 +95,7 @@ impl SharedStorage {
             reader: tokio::sync::Mutex::new(Some(client)),
             intake,
             partitions: Mutex::new(HashMap::new()),
+            get_requests: std::sync::atomic::AtomicU64::new(0),
         });
         let intake_task = tokio::spawn(run_intake(Arc::downgrade(&inner), rx));
         let listener_task = tokio::spawn(run_listener(Arc::downgrade(&inner)));
@@ -297,6 +300,8 @@ impl Inner {
             .iter()
             .map(|e| self.cache.get(&e.object_key, e.byte_start, e.byte_length))
             .collect();
+        // Runs [i, j) of uncached batches lying back to back in one object.
+        let mut runs = Vec::new();
         let mut i = 0;
         while i < entries.len() {
             if out[i].is_some() {
@@ -314,19 +319,28 @@ impl Inner {
                 end += u64::from(entries[j].byte_length);
                 j += 1;
             }
-            let run = self
-                .store
-                .get_range(&first.object_key, first.byte_start..end)
-                .await?;
+            runs.push((i, j, first.byte_start..end));
+            i = j;
+        }
+        // A read's runs are fetched at once: they are bounded by the fetch's max bytes, and
+        // one after another would cost a round trip each.
+        self.get_requests
+            .fetch_add(runs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let fetched = futures_util::future::join_all(
+            runs.iter()
+                .map(|(i, _, range)| self.store.get_range(&entries[*i].object_key, range.clone())),
+        )
+        .await;
+        for ((i, j, range), run) in runs.into_iter().zip(fetched) {
+            let run = run?;
             for k in i..j {
                 let e = &entries[k];
-                let from = (e.byte_start - first.byte_start) as usize;
+                let from = (e.byte_start - range.start) as usize;
                 let bytes = run.slice(from..from + e.byte_length as usize);
                 self.cache
                     .insert(&e.object_key, e.byte_start, bytes.clone());
                 out[k] = Some(bytes);
             }
-            i = j;
         }
         Ok(out.into_iter().flatten().collect())
     }

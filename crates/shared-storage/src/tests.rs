@@ -626,8 +626,13 @@ fn first_measurement() {
                 let started = Instant::now();
                 let mut offset = 0;
                 let mut bytes = 0usize;
+                let mut reads = 0;
+                let mut read_secs = 0f64;
                 while offset < q.high_watermark() {
+                    let t = Instant::now();
                     let r = q.read(offset, 1 << 20, true).await.expect("read");
+                    read_secs += t.elapsed().as_secs_f64();
+                    reads += 1;
                     bytes += r.records.len();
                     let got = decode(r.records);
                     let Some(last) = got.last() else { break };
@@ -635,9 +640,11 @@ fn first_measurement() {
                 }
                 let secs = started.elapsed().as_secs_f64();
                 eprintln!(
-                    "linger {linger_ms} ms: fetch, {label}: {:.1} MB/s ({} MB)",
+                    "linger {linger_ms} ms: fetch, {label}: {:.1} MB/s ({} MB, {} range GETs, {reads} reads, {:.1} s reading)",
                     bytes as f64 / secs / 1e6,
-                    bytes / 1_000_000
+                    bytes / 1_000_000,
+                    q.get_requests(),
+                    read_secs,
                 );
             }
         }
@@ -672,5 +679,28 @@ fn pipelined_idempotent_appends_commit_in_request_order() {
         let values: Vec<String> = read_all(&p).await.into_iter().map(|r| r.1).collect();
         let want: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
         assert_eq!(values, want);
+    });
+}
+
+#[test]
+#[ignore = "a measurement, not a check"]
+fn get_range_timing() {
+    let s3 = TestS3::start();
+    runtime().block_on(async {
+        let store = crate::store::Store::new(&s3.config("t")).expect("store");
+        let body = Bytes::from(vec![7u8; 8 << 20]);
+        store.put("t/obj", body).await.expect("put");
+        for start in [0u64, 4 << 20] {
+            for len in [4096u64, 65536, 1 << 20] {
+                let t = Instant::now();
+                for _ in 0..10 {
+                    store
+                        .get_range("t/obj", start..start + len)
+                        .await
+                        .expect("get");
+                }
+                eprintln!("GET {len} bytes at {start}: {:?} each", t.elapsed() / 10);
+            }
+        }
     });
 }

@@ -704,3 +704,50 @@ fn get_range_timing() {
         }
     });
 }
+
+#[test]
+fn the_leader_serves_its_own_writes_from_memory_and_others_cache_their_gets() {
+    let env = env();
+    runtime().block_on(async {
+        let leader = env.broker(1).await;
+        let topic = Uuid::new_v4();
+        let p = leader.open_partition(topic, 0, 0).await.expect("open");
+        for i in 0..10 {
+            p.append(one(&format!("c{i}"))).await.expect("append");
+        }
+        assert_eq!(read_all(&p).await.len(), 10);
+        assert_eq!(
+            p.get_requests(),
+            0,
+            "no GET for what this broker just wrote"
+        );
+        assert!(leader.cache_size_bytes() > 0);
+
+        let mut small = env.config();
+        small.cache_max_bytes = 0;
+        let uncached = SharedStorage::start(&env.db_url, small, 3)
+            .await
+            .expect("start");
+        let q = uncached.open_partition(topic, 0, 0).await.expect("open");
+        assert_eq!(read_all(&q).await.len(), 10);
+        let first_pass = q.get_requests();
+        assert!(first_pass > 0);
+        read_all(&q).await;
+        assert!(
+            q.get_requests() > first_pass,
+            "a zero-byte cache keeps nothing"
+        );
+
+        let other = env.broker(2).await;
+        let r = other.open_partition(topic, 0, 0).await.expect("open");
+        assert_eq!(read_all(&r).await.len(), 10);
+        let gets = r.get_requests();
+        assert!(gets > 0);
+        assert_eq!(read_all(&r).await.len(), 10);
+        assert_eq!(
+            r.get_requests(),
+            gets,
+            "the second read comes from the cache"
+        );
+    });
+}

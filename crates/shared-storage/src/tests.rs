@@ -277,16 +277,21 @@ fn a_long_poll_wakes_on_another_brokers_commit() {
         let topic = Uuid::new_v4();
         let pa = a.open_partition(topic, 0, 0).await.expect("open a");
         let pb = b.open_partition(topic, 0, 0).await.expect("open b");
-        let waiting = pb.wait_for_data();
-        let started = Instant::now();
-        pa.append(one("hello")).await.expect("append");
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("woken by the NOTIFY");
-        let woke_after = started.elapsed();
-        assert_eq!(pb.high_watermark(), 1);
-        assert_eq!(read_all(&pb).await, vec![(0, "hello".to_string())]);
-        eprintln!("follower woke {woke_after:?} after the append started");
+        let mut woke_after = Vec::new();
+        for i in 0..3 {
+            let waiting = pb.wait_for_data();
+            let started = Instant::now();
+            pa.append(one(&format!("hello{i}"))).await.expect("append");
+            let acked_after = started.elapsed();
+            tokio::time::timeout(Duration::from_secs(5), waiting)
+                .await
+                .expect("woken by the NOTIFY");
+            woke_after.push((acked_after, started.elapsed()));
+            assert_eq!(pb.high_watermark(), i + 1);
+        }
+        let values: Vec<String> = read_all(&pb).await.into_iter().map(|r| r.1).collect();
+        assert_eq!(values, ["hello0", "hello1", "hello2"]);
+        eprintln!("(acknowledged, follower woke) after the append started: {woke_after:?}");
     });
 }
 

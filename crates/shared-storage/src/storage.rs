@@ -174,6 +174,58 @@ impl SharedStorage {
             .await
     }
 
+    /// Deletes the recorded orphaned objects older than `min_age` that no index row points
+    /// into, and their records; returns how many objects were deleted. The age leaves time
+    /// for a commit whose outcome was unknown to have become visible.
+    pub async fn collect_orphans(&self, min_age: Duration) -> Result<usize, SharedStorageError> {
+        let min_age_ms = i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX);
+        let candidates: Vec<(String, bool)> = self
+            .inner
+            .with_reader(|c| {
+                Box::pin(async move {
+                    let rows = c
+                        .query(
+                            "SELECT o.object_key,
+                                    EXISTS (SELECT 1 FROM shared_storage_batches b
+                                             WHERE b.object_key = o.object_key)
+                               FROM shared_storage_orphan_objects o
+                              WHERE o.recorded_at < now() - make_interval(secs => $1::bigint / 1000.0)
+                              ORDER BY o.object_key",
+                            &[&min_age_ms],
+                        )
+                        .await?;
+                    rows.iter()
+                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                        .collect()
+                })
+            })
+            .await?;
+        let mut deleted = 0;
+        for (key, referenced) in candidates {
+            if referenced {
+                warn!(object = %key, "an object recorded as orphaned is referenced; kept");
+            } else {
+                self.inner.store.delete(&key).await?;
+                deleted += 1;
+            }
+            let k = key.clone();
+            self.inner
+                .with_reader(|c| {
+                    Box::pin(async move {
+                        c.execute(
+                            "DELETE FROM shared_storage_orphan_objects WHERE object_key = $1",
+                            &[&k],
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .await?;
+            info!(object = %key, referenced, "orphaned object record collected");
+        }
+        Ok(deleted)
+    }
+
     pub fn cache_size_bytes(&self) -> usize {
         self.inner.cache.size_bytes()
     }

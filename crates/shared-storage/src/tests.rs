@@ -328,6 +328,21 @@ fn a_fenced_leaders_commit_fails_and_its_object_is_recorded_for_collection() {
             env.s3.bucket_dir().join(&orphans[0]).is_file(),
             "the object exists until collected"
         );
+        // Collection: not before its age, then the object and its record are gone and the
+        // committed data is untouched.
+        assert_eq!(
+            old.collect_orphans(Duration::from_secs(3600))
+                .await
+                .expect("collect"),
+            0
+        );
+        assert!(env.s3.bucket_dir().join(&orphans[0]).is_file());
+        assert_eq!(
+            new.collect_orphans(Duration::ZERO).await.expect("collect"),
+            1
+        );
+        assert!(!env.s3.bucket_dir().join(&orphans[0]).exists(), "deleted");
+        assert!(old.orphan_objects().await.expect("orphans").is_empty());
         wait_for_hw(&p_old, 2).await;
         let values: Vec<String> = read_all(&p_old).await.into_iter().map(|r| r.1).collect();
         assert_eq!(values, ["before", "after"]);

@@ -771,3 +771,69 @@ fn the_leader_serves_its_own_writes_from_memory_and_others_cache_their_gets() {
         );
     });
 }
+
+/// Log lines written while the store starts, works and fails (PostgreSQL and the object store
+/// both stopped) hold neither the PostgreSQL password nor the S3 secret key.
+#[test]
+fn no_secret_is_ever_logged() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let env = env_with(Arc::new(TestPostgres::start()));
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        // One thread, so every task logs through this subscriber.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let broker = env.broker(1).await;
+            let p = broker
+                .open_partition(Uuid::new_v4(), 0, 0)
+                .await
+                .expect("open");
+            p.append(one("a")).await.expect("append");
+            env.s3.stop();
+            p.append(one("b")).await.expect_err("store down");
+            env.s3.resume();
+            let pg = Arc::clone(&env.pg);
+            pg.stop();
+            p.append(one("c")).await.expect_err("PostgreSQL down");
+            pg.restart();
+            append_until_acked(&p, one("d"), Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        });
+    });
+    let text =
+        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    assert!(
+        text.contains("intake PUT failed"),
+        "the failures were logged: {text}"
+    );
+    assert!(text.contains("intake commit failed"), "{text}");
+    assert!(
+        !text.contains(env.pg.password()),
+        "PostgreSQL password in the log"
+    );
+    assert!(
+        !text.contains(crate::testing::TEST_SECRET_KEY),
+        "S3 secret in the log"
+    );
+}

@@ -797,8 +797,10 @@ fn no_secret_is_ever_logged() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        // One thread, so every task logs through this subscriber.
+    // Global, not scoped: a scoped subscriber misses callsites whose interest another test's
+    // thread (with no subscriber) cached first. Other tests' lines land here too, harmlessly.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -820,7 +822,7 @@ fn no_secret_is_ever_logged() {
             append_until_acked(&p, one("d"), Duration::from_secs(30)).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
         });
-    });
+    }
     let text =
         String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
     assert!(

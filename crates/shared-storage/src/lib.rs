@@ -16,6 +16,12 @@
 //! - **Faults**: an object store failure is KAFKA_STORAGE_ERROR, a PostgreSQL failure (the
 //!   commit's outcome unknown) REQUEST_TIMED_OUT; both retriable, and nothing is acknowledged
 //!   that is not committed. Connections come back by themselves.
+//!
+//! Not yet wired into the broker: `PartitionLog::append_as_leader` answers offsets
+//! synchronously and `PartitionLog::read` answers a file range for sendfile, while here the
+//! offsets exist only once the commit is done and the bytes come from memory or a GET. The
+//! seam needs an append that resolves to its offsets and a read that can carry bytes (both
+//! additive, defaulted for the local log) before ReplicaManager can host these partitions.
 
 pub mod cache;
 pub mod config;

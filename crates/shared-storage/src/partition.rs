@@ -311,6 +311,13 @@ impl SharedPartition {
         Ok(self.log_start_offset())
     }
 
+    /// Range GETs this broker has sent (all partitions).
+    pub fn get_requests(&self) -> u64 {
+        self.storage
+            .get_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Bytes of the committed batches from the log start.
     pub fn size_bytes(&self) -> u64 {
         let start = self.log_start_offset();

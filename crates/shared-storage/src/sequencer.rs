@@ -81,6 +81,22 @@ pub async fn commit(
     appends: &[StagedAppend],
 ) -> Result<Vec<Result<Committed, SharedStorageError>>, SharedStorageError> {
     let mut tx = client.transaction().await?;
+    if let [only] = appends {
+        // One append needs no savepoint (two round trips fewer): a refusal rolls back all.
+        return match commit_one(&tx, object_key, only).await? {
+            Ok(done) => {
+                if !done.duplicate {
+                    notify(&tx, only, done.high_watermark).await?;
+                }
+                tx.commit().await?;
+                Ok(vec![Ok(done)])
+            }
+            Err(refused) => {
+                tx.rollback().await?;
+                Ok(vec![Err(SharedStorageError::Rejected(refused))])
+            }
+        };
+    }
     // Rows are locked in one order so two brokers' commits never deadlock.
     let mut order: Vec<usize> = (0..appends.len()).collect();
     order.sort_by_key(|&i| (appends[i].topic_id, appends[i].partition));
@@ -103,18 +119,18 @@ pub async fn commit(
         }
     }
     // One notification per partition, with its new high watermark.
-    let mut notify: std::collections::BTreeMap<(Uuid, i32), i64> = Default::default();
+    let mut by_partition: std::collections::BTreeMap<(Uuid, i32), i64> = Default::default();
     for (append, r) in appends.iter().zip(&results) {
         if let Some(Ok(done)) = r {
             if !done.duplicate {
-                let hw = notify
+                let hw = by_partition
                     .entry((append.topic_id, append.partition))
                     .or_default();
                 *hw = (*hw).max(done.high_watermark);
             }
         }
     }
-    for ((topic_id, partition), hw) in notify {
+    for ((topic_id, partition), hw) in by_partition {
         let payload = format!("{topic_id}:{partition}:{hw}");
         tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload])
             .await?;
@@ -124,6 +140,17 @@ pub async fn commit(
         .into_iter()
         .map(|r| r.unwrap_or(Err(SharedStorageError::IntakeStopped)))
         .collect())
+}
+
+async fn notify(
+    tx: &Transaction<'_>,
+    append: &StagedAppend,
+    high_watermark: i64,
+) -> Result<(), SharedStorageError> {
+    let payload = format!("{}:{}:{high_watermark}", append.topic_id, append.partition);
+    tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload])
+        .await?;
+    Ok(())
 }
 
 /// Ok(Err(_)) refuses this append; Err(_) fails the whole transaction.

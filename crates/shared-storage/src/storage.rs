@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub intake: mpsc::Sender<IntakeRequest>,
     partitions: Mutex<HashMap<PartitionKey, Weak<SharedPartition>>>,
     pub cache: RangeCache,
+    /// Range GETs sent, for the figures (each is a billable request).
+    pub get_requests: std::sync::atomic::AtomicU64,
 }
 
 /// The shared storage of one broker. Dropping it stops its intake and listener.
@@ -93,6 +95,7 @@ impl SharedStorage {
             reader: tokio::sync::Mutex::new(Some(client)),
             intake,
             partitions: Mutex::new(HashMap::new()),
+            get_requests: std::sync::atomic::AtomicU64::new(0),
         });
         let intake_task = tokio::spawn(run_intake(Arc::downgrade(&inner), rx));
         let listener_task = tokio::spawn(run_listener(Arc::downgrade(&inner)));
@@ -169,6 +172,58 @@ impl SharedStorage {
                 })
             })
             .await
+    }
+
+    /// Deletes the recorded orphaned objects older than `min_age` that no index row points
+    /// into, and their records; returns how many objects were deleted. The age leaves time
+    /// for a commit whose outcome was unknown to have become visible.
+    pub async fn collect_orphans(&self, min_age: Duration) -> Result<usize, SharedStorageError> {
+        let min_age_ms = i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX);
+        let candidates: Vec<(String, bool)> = self
+            .inner
+            .with_reader(|c| {
+                Box::pin(async move {
+                    let rows = c
+                        .query(
+                            "SELECT o.object_key,
+                                    EXISTS (SELECT 1 FROM shared_storage_batches b
+                                             WHERE b.object_key = o.object_key)
+                               FROM shared_storage_orphan_objects o
+                              WHERE o.recorded_at < now() - make_interval(secs => $1::bigint / 1000.0)
+                              ORDER BY o.object_key",
+                            &[&min_age_ms],
+                        )
+                        .await?;
+                    rows.iter()
+                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                        .collect()
+                })
+            })
+            .await?;
+        let mut deleted = 0;
+        for (key, referenced) in candidates {
+            if referenced {
+                warn!(object = %key, "an object recorded as orphaned is referenced; kept");
+            } else {
+                self.inner.store.delete(&key).await?;
+                deleted += 1;
+            }
+            let k = key.clone();
+            self.inner
+                .with_reader(|c| {
+                    Box::pin(async move {
+                        c.execute(
+                            "DELETE FROM shared_storage_orphan_objects WHERE object_key = $1",
+                            &[&k],
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .await?;
+            info!(object = %key, referenced, "orphaned object record collected");
+        }
+        Ok(deleted)
     }
 
     pub fn cache_size_bytes(&self) -> usize {
@@ -297,6 +352,8 @@ impl Inner {
             .iter()
             .map(|e| self.cache.get(&e.object_key, e.byte_start, e.byte_length))
             .collect();
+        // Runs [i, j) of uncached batches lying back to back in one object.
+        let mut runs = Vec::new();
         let mut i = 0;
         while i < entries.len() {
             if out[i].is_some() {
@@ -314,19 +371,28 @@ impl Inner {
                 end += u64::from(entries[j].byte_length);
                 j += 1;
             }
-            let run = self
-                .store
-                .get_range(&first.object_key, first.byte_start..end)
-                .await?;
+            runs.push((i, j, first.byte_start..end));
+            i = j;
+        }
+        // A read's runs are fetched at once: they are bounded by the fetch's max bytes, and
+        // one after another would cost a round trip each.
+        self.get_requests
+            .fetch_add(runs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let fetched = futures_util::future::join_all(
+            runs.iter()
+                .map(|(i, _, range)| self.store.get_range(&entries[*i].object_key, range.clone())),
+        )
+        .await;
+        for ((i, j, range), run) in runs.into_iter().zip(fetched) {
+            let run = run?;
             for k in i..j {
                 let e = &entries[k];
-                let from = (e.byte_start - first.byte_start) as usize;
+                let from = (e.byte_start - range.start) as usize;
                 let bytes = run.slice(from..from + e.byte_length as usize);
                 self.cache
                     .insert(&e.object_key, e.byte_start, bytes.clone());
                 out[k] = Some(bytes);
             }
-            i = j;
         }
         Ok(out.into_iter().flatten().collect())
     }

@@ -77,6 +77,19 @@ impl Store {
         }
     }
 
+    /// Deletes an object; one already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), SharedStorageError> {
+        let path = Path::from(key);
+        match tokio::time::timeout(self.timeout, self.inner.delete(&path)).await {
+            Ok(Ok(())) | Ok(Err(object_store::Error::NotFound { .. })) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(SharedStorageError::ObjectStore(format!(
+                "DELETE {key}: no answer in {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
     pub async fn get_range(
         &self,
         key: &str,

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-TARGETS_ALL=(request batch metadata group_records)
+TARGETS_ALL=(request batch metadata group_records txn_records sasl)
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_WORK=${FUZZ_WORK:-$ROOT/fuzz/target/work-corpus}
 export RUSTC_BOOTSTRAP=1

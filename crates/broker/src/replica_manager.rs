@@ -547,6 +547,7 @@ pub(crate) mod test_broker {
                 listener_name: "PLAINTEXT".into(),
                 peer: ([127, 0, 0, 1], 40000).into(),
                 cancel,
+                principal: strom_security::KafkaPrincipal::anonymous(),
             }),
         }
     }

@@ -65,6 +65,11 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     /// Ends this connection's waits early.
     pub cancel: WaitCancel,
+    /// Who the client is: User:ANONYMOUS on PLAINTEXT (and on SSL without a client
+    /// certificate), the mapped certificate subject on SSL, the SASL user on SASL_*. A SASL
+    /// connection gets a new `ConnectionInfo` when it authenticates; requests before that
+    /// (ApiVersions) see ANONYMOUS.
+    pub principal: strom_security::KafkaPrincipal,
 }
 
 /// Set when a connection's waits must end now: its peer has gone (no answer can reach it), or

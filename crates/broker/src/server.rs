@@ -18,8 +18,10 @@ use crate::config::BrokerConfig;
 use crate::metadata::metadata_log::{now_ms, MetadataLog};
 use crate::metadata::records::BrokerEndpoint;
 use crate::network::connection;
+use crate::network::security::{self, AuthFailures, ListenerSecurity};
 use crate::replica_manager::ReplicaManager;
 use crate::storage;
+use strom_security::auth_failures::FailedAuthConfig;
 
 /// Reads `meta.properties` (Kafka's record of which cluster and node a directory belongs to),
 /// writing it on first start. Returns the cluster id. A missing file is only a first start if
@@ -87,9 +89,29 @@ fn format_or_check(dir: &Path, config: &BrokerConfig) -> anyhow::Result<String> 
     Ok(cluster)
 }
 
-async fn bind(config: &mut BrokerConfig) -> anyhow::Result<Vec<(Arc<str>, TcpListener)>> {
-    let mut out = Vec::new();
+type BoundListener = (Arc<str>, Arc<ListenerSecurity>, TcpListener);
+
+async fn bind(config: &mut BrokerConfig) -> anyhow::Result<Vec<BoundListener>> {
+    // Every listener's security is checked before anything binds: a bad certificate or SASL
+    // setting is a start-up error that names the listener.
+    let failures = Arc::new(AuthFailures::new(FailedAuthConfig {
+        failed_authentication_delay_ms: crate::config::parse_i64(
+            "connection.failed.authentication.delay.ms",
+            config
+                .raw
+                .get("connection.failed.authentication.delay.ms")
+                .unwrap_or("100"),
+            0,
+            i32::MAX as i64,
+        )? as u64,
+        ..FailedAuthConfig::default()
+    }));
+    let mut securities = Vec::new();
     for l in &config.listeners {
+        securities.push(Arc::new(security::build(config, l, &failures, None)?));
+    }
+    let mut out = Vec::new();
+    for (l, security) in config.listeners.iter().zip(securities) {
         let host = if l.host.is_empty() {
             "0.0.0.0"
         } else {
@@ -108,7 +130,7 @@ async fn bind(config: &mut BrokerConfig) -> anyhow::Result<Vec<(Arc<str>, TcpLis
                 a.port = bound.port();
             }
         }
-        out.push((Arc::from(l.name.as_str()), listener));
+        out.push((Arc::from(l.name.as_str()), security, listener));
     }
     Ok(out)
 }
@@ -191,12 +213,13 @@ pub async fn run(
     let max_connections = broker.config.max_connections;
     let connections = Arc::new(Semaphore::new(max_connections));
     let mut tasks = Vec::new();
-    for (name, listener) in listeners {
+    for (name, security, listener) in listeners {
         let addr = listener.local_addr()?;
-        info!(listener = %name, %addr, "listening");
+        info!(listener = %name, %addr, protocol = security.protocol.name(), "listening");
         tasks.push(tokio::spawn(accept_loop(
             broker.clone(),
             name,
+            security,
             listener,
             connections.clone(),
             stop_rx.clone(),
@@ -284,6 +307,7 @@ pub(crate) async fn register_broker(broker: &Arc<Broker>) -> anyhow::Result<()> 
 async fn accept_loop(
     broker: Arc<Broker>,
     name: Arc<str>,
+    security: Arc<ListenerSecurity>,
     listener: TcpListener,
     connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
@@ -305,8 +329,9 @@ async fn accept_loop(
                 let b = broker.clone();
                 let listener_name = name.clone();
                 let rx = stop.clone();
+                let security = security.clone();
                 tokio::spawn(async move {
-                    connection::serve(b, stream, listener_name, peer, rx).await;
+                    connection::serve_secured(b, stream, listener_name, security, peer, rx).await;
                     drop(permit);
                 });
             }

@@ -74,6 +74,7 @@ pub fn test_connection() -> (watch::Sender<bool>, Arc<ConnectionInfo>) {
         listener_name: "PLAINTEXT".into(),
         peer: ([127, 0, 0, 1], 40000).into(),
         cancel,
+        principal: strom_security::KafkaPrincipal::anonymous(),
     });
     (cancel_tx, info)
 }

@@ -1057,8 +1057,125 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.advertised("LOCAL").unwrap().host, "localhost");
-        let e = build(&[("listeners", "SSL://0.0.0.0:9093")]).unwrap_err();
-        assert!(e.to_string().contains("only PLAINTEXT"));
+        let e = build(&[("listeners", "SECRET://0.0.0.0:9093")]).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("no security protocol for listener SECRET"));
+    }
+
+    #[test]
+    fn listeners_of_every_protocol_with_kafkas_default_map() {
+        let c = build(&[
+            (
+                "listeners",
+                "PLAINTEXT://:9092,SSL://:9093,SASL_PLAINTEXT://:9094,sasl_ssl://:9095",
+            ),
+            ("advertised.listeners", "SASL_SSL://broker.example:19095"),
+        ])
+        .unwrap();
+        let protocols: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|l| c.security_protocol(&l.name))
+            .collect();
+        assert_eq!(
+            protocols,
+            vec![
+                SecurityProtocol::Plaintext,
+                SecurityProtocol::Ssl,
+                SecurityProtocol::SaslPlaintext,
+                SecurityProtocol::SaslSsl
+            ]
+        );
+        assert_eq!(c.advertised("SASL_SSL").unwrap().host, "broker.example");
+        assert_eq!(c.advertised("SASL_SSL").unwrap().port, 19095);
+        assert_eq!(c.advertised("SSL").unwrap().host, "localhost");
+        assert_eq!(c.inter_broker_listener_name, "PLAINTEXT");
+    }
+
+    #[test]
+    fn a_custom_map_and_its_bad_combinations() {
+        let c = build(&[
+            ("listeners", "INSIDE://:9092,OUTSIDE://:9093"),
+            (
+                "listener.security.protocol.map",
+                "INSIDE:PLAINTEXT,OUTSIDE:SASL_SSL",
+            ),
+            ("inter.broker.listener.name", "inside"),
+        ])
+        .unwrap();
+        assert_eq!(c.security_protocol("OUTSIDE"), SecurityProtocol::SaslSsl);
+        assert_eq!(c.inter_broker_listener_name, "INSIDE");
+        for (pairs, words) in [
+            (
+                vec![
+                    ("listeners", "INSIDE://:9092"),
+                    ("listener.security.protocol.map", "INSIDE:KERBEROS"),
+                ],
+                "KERBEROS",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092,SSL://:9093"),
+                    ("inter.broker.listener.name", "OTHER"),
+                ],
+                "inter.broker.listener.name",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092"),
+                    ("advertised.listeners", "SSL://x:1"),
+                ],
+                "SSL is not one of the listeners",
+            ),
+            (
+                vec![("listeners", "PLAINTEXT://:9092,plaintext://:9093")],
+                "appears twice",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092"),
+                    ("listener.security.protocol.map", "PLAINTEXT"),
+                ],
+                "is not NAME:PROTOCOL",
+            ),
+        ] {
+            let e = build(&pairs).unwrap_err().to_string();
+            assert!(e.contains(words), "{pairs:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn listener_scoped_security_settings() {
+        let mut raw = RawConfig::defaults();
+        raw.set("listeners", "PLAINTEXT://:9092,SSL://:9093", "t")
+            .unwrap();
+        raw.set("ssl.client.auth", "requested", "t").unwrap();
+        raw.set("listener.name.ssl.ssl.client.auth", "required", "t")
+            .unwrap();
+        raw.set(
+            "listener.name.sasl_ssl.plain.sasl.jaas.config",
+            "M required user_a=\"b\";",
+            "t",
+        )
+        .unwrap();
+        assert!(raw
+            .set("listener.name.ssl.num.partitions", "3", "t")
+            .is_err());
+        assert!(raw
+            .set("listener.name.ssl.gssapi.sasl.jaas.config", "x", "t")
+            .is_err());
+        assert!(raw.set("listener.name..ssl.client.auth", "x", "t").is_err());
+        let c = BrokerConfig::from_raw(raw).unwrap();
+        assert_eq!(
+            c.listener_setting("SSL", "ssl.client.auth"),
+            Some("required")
+        );
+        assert_eq!(
+            c.listener_setting("PLAINTEXT", "ssl.client.auth"),
+            Some("requested")
+        );
     }
 
     fn layer(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -543,12 +543,11 @@ pub(crate) mod test_broker {
             version,
             correlation_id: 1,
             client_id: "test".into(),
-            info: Arc::new(ConnectionInfo {
-                listener_name: "PLAINTEXT".into(),
-                peer: ([127, 0, 0, 1], 40000).into(),
+            info: Arc::new(ConnectionInfo::new(
+                "PLAINTEXT".into(),
+                ([127, 0, 0, 1], 40000).into(),
                 cancel,
-                principal: strom_security::KafkaPrincipal::anonymous(),
-            }),
+            )),
         }
     }
 

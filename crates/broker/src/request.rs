@@ -5,10 +5,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use proto_kafka::protocol::Encodable;
 use strom_protocol::zero_copy::FileRanges;
+use strom_security::KafkaPrincipal;
 use tokio::sync::watch;
 
 /// Kept as paths of this crate for the handlers and tests that name them here.
@@ -65,11 +66,41 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     /// Ends this connection's waits early.
     pub cancel: WaitCancel,
-    /// Who the client is: User:ANONYMOUS on PLAINTEXT (and on SSL without a client
-    /// certificate), the mapped certificate subject on SSL, the SASL user on SASL_*. A SASL
-    /// connection gets a new `ConnectionInfo` when it authenticates; requests before that
-    /// (ApiVersions) see ANONYMOUS.
-    pub principal: strom_security::KafkaPrincipal,
+    /// Set once, when SASL authentication succeeds (re-authentication may not change it,
+    /// KIP-368); unset is User:ANONYMOUS. A `OnceLock` so every handler reads it without a
+    /// lock. Read it with [`ConnectionInfo::principal`].
+    pub authenticated: OnceLock<KafkaPrincipal>,
+}
+
+static ANONYMOUS: LazyLock<KafkaPrincipal> = LazyLock::new(KafkaPrincipal::anonymous);
+
+impl ConnectionInfo {
+    /// A connection with no principal yet (User:ANONYMOUS).
+    pub fn new(listener_name: Arc<str>, peer: SocketAddr, cancel: WaitCancel) -> Self {
+        ConnectionInfo {
+            listener_name,
+            peer,
+            cancel,
+            authenticated: OnceLock::new(),
+        }
+    }
+
+    /// Who this connection is, for the authorizer: its authenticated principal, or
+    /// User:ANONYMOUS (PLAINTEXT, or before SASL completes).
+    pub fn principal(&self) -> &KafkaPrincipal {
+        self.authenticated.get().unwrap_or(&ANONYMOUS)
+    }
+
+    /// Records the principal a SASL authentication (or a TLS client certificate) ended
+    /// with; `Err` gives it back when one is already set.
+    pub fn set_principal(&self, principal: KafkaPrincipal) -> Result<(), KafkaPrincipal> {
+        self.authenticated.set(principal)
+    }
+
+    /// The client's address as ACL hosts name it.
+    pub fn host(&self) -> String {
+        self.peer.ip().to_string()
+    }
 }
 
 /// Set when a connection's waits must end now: its peer has gone (no answer can reach it), or

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use strom_security::authorizer::AclBinding;
+use strom_security::scram::{ScramCredential, ScramMechanism};
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -23,7 +25,18 @@ pub enum ImageError {
         epoch: i32,
         current: i32,
     },
+    #[error("SCRAM credential of user {name:?}: {reason}")]
+    BadScramCredential { name: String, reason: String },
+    #[error("no {mechanism} credential of user {name:?} to remove")]
+    UnknownScramCredential { name: String, mechanism: String },
+    #[error("ACL {id}: {reason}")]
+    BadAcl { id: Uuid, reason: String },
+    #[error("ACL id {0} is unknown")]
+    UnknownAcl(Uuid),
 }
+
+/// SCRAM credentials by user, then mechanism.
+pub type ScramCredentials = HashMap<String, HashMap<ScramMechanism, ScramCredential>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerRegistration {
@@ -62,6 +75,10 @@ pub struct MetadataImage {
     /// Ids of the topics a replayed RemoveTopic deleted: only their directories may be
     /// removed (a directory the metadata does not mention is kept as a stray).
     pub deleted_topic_ids: Arc<HashSet<Uuid>>,
+    /// SCRAM credentials (salted, never passwords), shared until a change touches them.
+    pub scram_credentials: Arc<ScramCredentials>,
+    /// ACL bindings by the id of their record, shared until a change touches them.
+    pub acls: Arc<BTreeMap<Uuid, AclBinding>>,
 }
 
 impl MetadataImage {
@@ -93,6 +110,15 @@ impl MetadataImage {
             .get(&(RESOURCE_BROKER, resource_name.to_string()))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// A user's stored SCRAM credential for one mechanism.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram_credentials.get(user)?.get(&mechanism)
     }
 
     pub fn partition_count(&self) -> usize {
@@ -156,6 +182,87 @@ impl MetadataImage {
                 self.topics.remove(&name);
                 self.configs.remove(&(RESOURCE_TOPIC, name));
                 Arc::make_mut(&mut self.deleted_topic_ids).insert(*topic_id);
+            }
+            MetadataRecord::UserScramCredential {
+                name,
+                mechanism,
+                salt,
+                stored_key,
+                server_key,
+                iterations,
+            } => {
+                let bad = |reason: String| ImageError::BadScramCredential {
+                    name: name.clone(),
+                    reason,
+                };
+                let mechanism = ScramMechanism::from_type_code(*mechanism)
+                    .ok_or_else(|| bad(format!("unknown mechanism code {mechanism}")))?;
+                let iterations = u32::try_from(*iterations)
+                    .map_err(|_| bad(format!("negative iterations {iterations}")))?;
+                let credential = ScramCredential {
+                    mechanism,
+                    salt: salt.clone(),
+                    stored_key: stored_key.clone(),
+                    server_key: server_key.clone(),
+                    iterations,
+                };
+                // A damaged record must not become a credential any proof matches.
+                credential.validate().map_err(|e| bad(e.to_string()))?;
+                if name.is_empty() {
+                    return Err(bad("empty user name".into()));
+                }
+                Arc::make_mut(&mut self.scram_credentials)
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(mechanism, credential);
+            }
+            MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
+                let unknown = || ImageError::UnknownScramCredential {
+                    name: name.clone(),
+                    mechanism: mechanism.to_string(),
+                };
+                let mechanism = ScramMechanism::from_type_code(*mechanism).ok_or_else(unknown)?;
+                if self.scram_credential(name, mechanism).is_none() {
+                    return Err(unknown());
+                }
+                let creds = Arc::make_mut(&mut self.scram_credentials);
+                if let Some(by_mechanism) = creds.get_mut(name) {
+                    by_mechanism.remove(&mechanism);
+                    if by_mechanism.is_empty() {
+                        creds.remove(name);
+                    }
+                }
+            }
+            MetadataRecord::AccessControlEntry {
+                id,
+                resource_type,
+                resource_name,
+                pattern_type,
+                principal,
+                host,
+                operation,
+                permission_type,
+            } => {
+                let binding = AclBinding::from_wire(
+                    *resource_type,
+                    resource_name,
+                    *pattern_type,
+                    principal,
+                    host,
+                    *operation,
+                    *permission_type,
+                )
+                .map_err(|e| ImageError::BadAcl {
+                    id: *id,
+                    reason: e.to_string(),
+                })?;
+                Arc::make_mut(&mut self.acls).insert(*id, binding);
+            }
+            MetadataRecord::RemoveAccessControlEntry { id } => {
+                if !self.acls.contains_key(id) {
+                    return Err(ImageError::UnknownAcl(*id));
+                }
+                Arc::make_mut(&mut self.acls).remove(id);
             }
         }
         self.offset = offset;
@@ -311,5 +418,71 @@ mod tests {
         img.apply(2, &part(a, 0, 0)).unwrap();
         assert!(Arc::ptr_eq(&before.topics["b"], &img.topics["b"]));
         assert!(before.topics["a"].partitions.is_empty());
+    }
+
+    #[test]
+    fn scram_credentials_are_checked_and_replaced() {
+        let c = ScramCredential::generate(ScramMechanism::Sha512, "pw", 4096).unwrap();
+        let rec = |name: &str, c: &ScramCredential| MetadataRecord::UserScramCredential {
+            name: name.into(),
+            mechanism: c.mechanism.type_code(),
+            salt: c.salt.clone(),
+            stored_key: c.stored_key.clone(),
+            server_key: c.server_key.clone(),
+            iterations: c.iterations as i32,
+        };
+        let mut img = MetadataImage::empty();
+        let before = img.clone();
+        img.apply(0, &rec("u", &c)).unwrap();
+        assert!(before.scram_credentials.is_empty(), "copy on write");
+        assert_eq!(img.scram_credential("u", ScramMechanism::Sha512), Some(&c));
+        let mut empty_key = c.clone();
+        empty_key.stored_key.clear();
+        assert!(matches!(
+            img.apply(1, &rec("v", &empty_key)),
+            Err(ImageError::BadScramCredential { .. })
+        ));
+        assert!(img.apply(1, &rec("", &c)).is_err());
+        let c2 = ScramCredential::generate(ScramMechanism::Sha512, "pw2", 8192).unwrap();
+        img.apply(1, &rec("u", &c2)).unwrap();
+        assert_eq!(img.scram_credential("u", ScramMechanism::Sha512), Some(&c2));
+        let remove = |m: ScramMechanism| MetadataRecord::RemoveUserScramCredential {
+            name: "u".into(),
+            mechanism: m.type_code(),
+        };
+        assert!(img.apply(2, &remove(ScramMechanism::Sha256)).is_err());
+        img.apply(2, &remove(ScramMechanism::Sha512)).unwrap();
+        assert!(img.scram_credentials.is_empty());
+    }
+
+    #[test]
+    fn acls_are_validated_and_removed_by_id() {
+        let acl = |id: Uuid, resource_type: i8, name: &str| MetadataRecord::AccessControlEntry {
+            id,
+            resource_type,
+            resource_name: name.into(),
+            pattern_type: 3,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: 3,
+            permission_type: 3,
+        };
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut img = MetadataImage::empty();
+        img.apply(0, &acl(a, 2, "t")).unwrap();
+        assert_eq!(img.acls[&a].pattern.name, "t");
+        // ANY (1) is a filter's resource type, never a stored ACL's.
+        assert!(matches!(
+            img.apply(1, &acl(b, 1, "t")),
+            Err(ImageError::BadAcl { .. })
+        ));
+        assert!(img.apply(1, &acl(b, 4, "not-the-cluster")).is_err());
+        assert_eq!(
+            img.apply(1, &MetadataRecord::RemoveAccessControlEntry { id: b }),
+            Err(ImageError::UnknownAcl(b))
+        );
+        img.apply(1, &MetadataRecord::RemoveAccessControlEntry { id: a })
+            .unwrap();
+        assert!(img.acls.is_empty());
     }
 }

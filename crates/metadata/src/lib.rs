@@ -14,6 +14,7 @@ pub mod memory_log;
 pub mod metadata_log;
 pub mod publisher;
 pub mod records;
+pub mod scram_store;
 
 pub use controller::Controller;
 pub use image::{MetadataImage, PartitionRegistration, TopicImage};
@@ -21,3 +22,4 @@ pub use loader::MetadataLoader;
 pub use log_client::MetadataLogClient;
 pub use publisher::{MetadataDelta, MetadataPublisher, PublishError};
 pub use records::MetadataRecord;
+pub use scram_store::ImageScramCredentialStore;

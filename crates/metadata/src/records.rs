@@ -53,4 +53,36 @@ pub enum MetadataRecord {
     ProducerIds {
         next_producer_id: i64,
     },
+    /// Kafka's `UserScramCredentialRecord`: one user's salted credential for one SCRAM
+    /// mechanism (the wire code of `ScramMechanism`), never the password; a new record for
+    /// the same user and mechanism replaces the old one.
+    UserScramCredential {
+        name: String,
+        mechanism: i8,
+        salt: Vec<u8>,
+        stored_key: Vec<u8>,
+        server_key: Vec<u8>,
+        iterations: i32,
+    },
+    /// Kafka's `RemoveUserScramCredentialRecord`.
+    RemoveUserScramCredential {
+        name: String,
+        mechanism: i8,
+    },
+    /// Kafka's `AccessControlEntryRecord`: one ACL binding, by the wire codes of its resource
+    /// type, pattern type, operation and permission type, under an id that removal names.
+    AccessControlEntry {
+        id: Uuid,
+        resource_type: i8,
+        resource_name: String,
+        pattern_type: i8,
+        principal: String,
+        host: String,
+        operation: i8,
+        permission_type: i8,
+    },
+    /// Kafka's `RemoveAccessControlEntryRecord`.
+    RemoveAccessControlEntry {
+        id: Uuid,
+    },
 }

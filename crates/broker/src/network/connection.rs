@@ -205,12 +205,11 @@ pub async fn serve_secured(
         cancel: cancel_tx,
         peer_gone: AtomicBool::new(false),
     });
-    let info = Arc::new(ConnectionInfo {
-        listener_name,
-        peer,
-        cancel,
-        principal,
-    });
+    let info = Arc::new(ConnectionInfo::new(listener_name, peer, cancel));
+    if principal != KafkaPrincipal::anonymous() {
+        // A fresh OnceLock: this cannot be set already.
+        let _ = info.set_principal(principal);
+    }
     crate::metrics::connection_opened();
 
     let max_frame = broker.config.socket_request_max_bytes;
@@ -262,17 +261,13 @@ struct Session {
 }
 
 impl Session {
-    /// A SASL exchange ended in `principal`: requests from now on carry it.
+    /// A SASL exchange ended in `principal`: requests from now on carry it. A
+    /// re-authentication ends in the same principal (the SASL session checks), so the one
+    /// already set stays.
     fn authenticated(&mut self, principal: KafkaPrincipal) {
-        if self.info.principal != principal {
+        if self.info.set_principal(principal.clone()).is_ok() {
             info!(peer = %self.info.peer, listener = %self.info.listener_name, %principal, "SASL authentication succeeded");
         }
-        self.info = Arc::new(ConnectionInfo {
-            listener_name: self.info.listener_name.clone(),
-            peer: self.info.peer,
-            cancel: self.info.cancel.clone(),
-            principal,
-        });
         self.frame_limit.store(self.max_frame, Ordering::Release);
     }
 }

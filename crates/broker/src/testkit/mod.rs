@@ -70,12 +70,11 @@ pub async fn open_broker(config: BrokerConfig) -> anyhow::Result<Arc<Broker>> {
 /// The connection a test's requests arrive on.
 pub fn test_connection() -> (watch::Sender<bool>, Arc<ConnectionInfo>) {
     let (cancel_tx, cancel) = WaitCancel::new();
-    let info = Arc::new(ConnectionInfo {
-        listener_name: "PLAINTEXT".into(),
-        peer: ([127, 0, 0, 1], 40000).into(),
+    let info = Arc::new(ConnectionInfo::new(
+        "PLAINTEXT".into(),
+        ([127, 0, 0, 1], 40000).into(),
         cancel,
-        principal: strom_security::KafkaPrincipal::anonymous(),
-    });
+    ));
     (cancel_tx, info)
 }
 

@@ -18,10 +18,11 @@ use crate::config::BrokerConfig;
 use crate::metadata::metadata_log::{now_ms, MetadataLog};
 use crate::metadata::records::BrokerEndpoint;
 use crate::network::connection;
-use crate::network::security::{self, AuthFailures, ListenerSecurity};
+use crate::network::security::{self, AuthFailures, LateScramStore, ListenerSecurity};
 use crate::replica_manager::ReplicaManager;
 use crate::storage;
 use strom_security::auth_failures::FailedAuthConfig;
+use strom_security::sasl::ScramCredentialStore;
 
 /// Reads `meta.properties` (Kafka's record of which cluster and node a directory belongs to),
 /// writing it on first start. Returns the cluster id. A missing file is only a first start if
@@ -91,7 +92,10 @@ fn format_or_check(dir: &Path, config: &BrokerConfig) -> anyhow::Result<String> 
 
 type BoundListener = (Arc<str>, Arc<ListenerSecurity>, TcpListener);
 
-async fn bind(config: &mut BrokerConfig) -> anyhow::Result<Vec<BoundListener>> {
+async fn bind(
+    config: &mut BrokerConfig,
+    scram: &Arc<LateScramStore>,
+) -> anyhow::Result<Vec<BoundListener>> {
     // Every listener's security is checked before anything binds: a bad certificate or SASL
     // setting is a start-up error that names the listener.
     let failures = Arc::new(AuthFailures::new(FailedAuthConfig {
@@ -108,7 +112,13 @@ async fn bind(config: &mut BrokerConfig) -> anyhow::Result<Vec<BoundListener>> {
     }));
     let mut securities = Vec::new();
     for l in &config.listeners {
-        securities.push(Arc::new(security::build(config, l, &failures, None)?));
+        let scram: Arc<dyn ScramCredentialStore> = scram.clone();
+        securities.push(Arc::new(security::build(
+            config,
+            l,
+            &failures,
+            Some(scram),
+        )?));
     }
     let mut out = Vec::new();
     for (l, security) in config.listeners.iter().zip(securities) {
@@ -143,7 +153,8 @@ pub async fn run(
     // Bound before the data directory is touched: a second instance whose port is taken must
     // fail without formatting (or locking) a directory. Connections that arrive while the logs
     // recover wait in the listen backlog until the accept loops start.
-    let listeners = bind(&mut config).await?;
+    let scram = Arc::new(LateScramStore::default());
+    let listeners = bind(&mut config, &scram).await?;
     let admin_listener = match config.admin_http_listener {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -203,6 +214,11 @@ pub async fn run(
         replicas,
         crate::group_ports::coordinator,
     );
+    // SCRAM credentials are the metadata image's (AlterUserScramCredentials), read at each
+    // authentication.
+    scram.set(Arc::new(strom_metadata::ImageScramCredentialStore::new(
+        broker.loader.clone(),
+    )));
     register_broker(&broker).await?;
     broker
         .groups

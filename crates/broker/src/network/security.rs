@@ -104,6 +104,28 @@ impl AuthFailures {
     }
 }
 
+/// The broker's SCRAM credential store, known only once the metadata image is loaded, after
+/// the listeners are bound: until then (no connection is served yet) it knows no user.
+#[derive(Default)]
+pub struct LateScramStore(std::sync::OnceLock<Arc<dyn ScramCredentialStore>>);
+
+impl LateScramStore {
+    /// Sets the store; a second call is ignored.
+    pub fn set(&self, store: Arc<dyn ScramCredentialStore>) {
+        let _ = self.0.set(store);
+    }
+}
+
+impl ScramCredentialStore for LateScramStore {
+    fn credential(
+        &self,
+        user: &str,
+        mechanism: strom_security::scram::ScramMechanism,
+    ) -> Option<strom_security::scram::ScramCredential> {
+        self.0.get()?.credential(user, mechanism)
+    }
+}
+
 /// Everything one listener's connections need.
 pub struct ListenerSecurity {
     pub protocol: SecurityProtocol,

@@ -253,3 +253,74 @@ def test_bad_sasl_settings_are_start_up_errors(make_broker):
         b.start(wait=False)
         assert b.proc.wait(30) != 0
         assert words in b.log_text(), b.log_text()
+
+
+# --- OAUTHBEARER (KIP-768): tokens signed here with openssl, checked against a JWKS file ----------
+
+def _b64url(b: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def jwks(tmp_path_factory):
+    import json
+    import subprocess
+    d = tmp_path_factory.mktemp("jwks")
+    subprocess.run(["openssl", "genrsa", "-out", str(d / "signer.key"), "2048"], check=True, capture_output=True)
+    modulus = subprocess.run(["openssl", "rsa", "-in", str(d / "signer.key"), "-noout", "-modulus"],
+                             check=True, capture_output=True).stdout.decode().strip().split("=", 1)[1]
+    key = {"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+           "n": _b64url(bytes.fromhex(modulus)), "e": _b64url((65537).to_bytes(3, "big"))}
+    (d / "jwks.json").write_text(json.dumps({"keys": [key]}))
+
+    def token(sub="svc-orders", aud="strom", iss="https://issuer.example", lifetime_s=600):
+        now = int(time.time())
+        head = _b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "k1"}).encode())
+        body = _b64url(json.dumps({"sub": sub, "aud": aud, "iss": iss, "iat": now,
+                                   "exp": now + lifetime_s}).encode())
+        signed = f"{head}.{body}".encode()
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(d / "signer.key")], input=signed,
+                             check=True, capture_output=True).stdout
+        return f"{head}.{body}.{_b64url(sig)}", now + lifetime_s
+
+    return d / "jwks.json", token
+
+
+def oauth_broker(make_broker, jwks_path):
+    plain, sp = free_port(), free_port()
+    overrides = secure_listeners(PLAINTEXT=plain, SASL_PLAINTEXT=sp)
+    overrides.update({
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "OAUTHBEARER",
+        "sasl.oauthbearer.jwks.endpoint.url": f"file://{jwks_path}",
+        "sasl.oauthbearer.expected.audience": "strom",
+        "sasl.oauthbearer.expected.issuer": "https://issuer.example",
+    })
+    b = make_broker(port=plain, **overrides)
+    b.sasl = f"127.0.0.1:{sp}"
+    return b
+
+
+def test_oauthbearer_with_a_jwks_file(make_broker, jwks):
+    path, token = jwks
+    b = oauth_broker(make_broker, path)
+    good = token()
+    conf = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "OAUTHBEARER",
+            "oauth_cb": lambda _cfg: (good[0], good[1])}
+    p = producer(b.sasl, **conf)
+    topic = unique_topic("oauth")
+    p.produce(topic, value=b"tok")
+    assert p.flush(30) == 0
+    assert wait_log(b, "principal=User:svc-orders"), b.log_tail()
+    # Tokens for another audience or issuer are refused, and the broker goes on.
+    for bad in [token(aud="someone-else"), token(iss="https://evil.example")]:
+        errors = []
+        q = producer(b.sasl, **{**conf, "oauth_cb": lambda _cfg, t=bad: (t[0], t[1])},
+                     error_cb=lambda e: errors.append(e))
+        q.produce(topic, value=b"no")
+        deadline = time.monotonic() + 10
+        while not errors and time.monotonic() < deadline:
+            q.poll(0.5)
+        assert any("authentication" in e.str().lower() for e in errors), errors
+        q.purge()
+    admin(b.sasl, **conf).list_topics(timeout=10)

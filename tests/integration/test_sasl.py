@@ -324,3 +324,16 @@ def test_oauthbearer_with_a_jwks_file(make_broker, jwks):
         assert any("authentication" in e.str().lower() for e in errors), errors
         q.purge()
     admin(b.sasl, **conf).list_topics(timeout=10)
+
+
+def test_sasl_ssl_principal_is_the_sasl_user_not_the_certificate(make_broker, pki):
+    b = sasl_broker(make_broker, pki, **{"ssl.client.auth": "requested",
+                                         "ssl.truststore.location": str(pki.root / "ca.pem")})
+    x = ["-X", "security.protocol=SASL_SSL", "-X", f"ssl.ca.location={pki.root / 'ca.pem'}",
+         "-X", f"ssl.certificate.location={pki.cert('alice')}", "-X", f"ssl.key.location={pki.key('alice')}",
+         "-X", "sasl.mechanisms=PLAIN", "-X", "sasl.username=admin", "-X", "sasl.password=admin-secret"]
+    r = kcat(["-L", "-b", b.sasl_ssl, *x])
+    assert r.returncode == 0, describe(r)
+    assert wait_log(b, "SASL authentication succeeded"), b.log_tail()
+    lines = [ln for ln in b.log_text().splitlines() if "SASL authentication succeeded" in ln]
+    assert all("principal=User:admin" in ln for ln in lines), lines

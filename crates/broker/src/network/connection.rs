@@ -206,7 +206,9 @@ pub async fn serve_secured(
         peer_gone: AtomicBool::new(false),
     });
     let info = Arc::new(ConnectionInfo::new(listener_name, peer, cancel));
-    if principal != KafkaPrincipal::anonymous() {
+    // On SASL_SSL the SASL user is the principal, whatever certificate the client showed
+    // (Kafka's DefaultKafkaPrincipalBuilder).
+    if security.protocol == SecurityProtocol::Ssl && principal != KafkaPrincipal::anonymous() {
         // A fresh OnceLock: this cannot be set already.
         let _ = info.set_principal(principal);
     }

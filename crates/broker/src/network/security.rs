@@ -282,70 +282,14 @@ fn sasl_setup(
 /// `listener.name.<l>.plain.sasl.jaas.config`), e.g.
 /// `org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="secret";`.
 pub fn plain_users(jaas: &str) -> Result<Vec<(String, String)>, String> {
-    Ok(jaas_options(jaas)?
+    let entry =
+        strom_security::client_config::parse_jaas_config(jaas).map_err(|e| e.to_string())?;
+    Ok(entry
+        .options
         .into_iter()
         .filter_map(|(k, v)| k.strip_prefix("user_").map(|u| (u.to_string(), v)))
         .filter(|(u, _)| !u.is_empty())
         .collect())
-}
-
-/// The options of one JAAS login module entry: `Class flag key=value ... ;`, values
-/// quoted (with `\` escapes) or bare.
-fn jaas_options(jaas: &str) -> Result<Vec<(String, String)>, String> {
-    let text = jaas.trim();
-    let text = text.strip_suffix(';').ok_or("a JAAS entry ends with ';'")?;
-    let mut rest = text.trim_start();
-    let mut head = 0;
-    // The login module's class and its control flag.
-    while head < 2 {
-        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        if end == 0 {
-            return Err("expected a login module and a control flag".into());
-        }
-        if head == 1 && !["required", "requisite", "sufficient", "optional"].contains(&&rest[..end])
-        {
-            return Err(format!("`{}` is not a control flag", &rest[..end]));
-        }
-        rest = rest[end..].trim_start();
-        head += 1;
-    }
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let (key, after) = rest
-            .split_once('=')
-            .ok_or_else(|| format!("`{rest}` is not key=value"))?;
-        let key = key.trim();
-        if key.is_empty() || key.contains(char::is_whitespace) {
-            return Err(format!("bad option name `{key}`"));
-        }
-        let after = after.trim_start();
-        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
-            let mut value = String::new();
-            let mut chars = quoted.char_indices();
-            let mut end = None;
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => match chars.next() {
-                        Some((_, e)) => value.push(e),
-                        None => return Err("a trailing backslash".into()),
-                    },
-                    '"' => {
-                        end = Some(i + 1);
-                        break;
-                    }
-                    c => value.push(c),
-                }
-            }
-            let end = end.ok_or_else(|| format!("the value of {key} has no closing quote"))?;
-            (value, &quoted[end..])
-        } else {
-            let end = after.find(char::is_whitespace).unwrap_or(after.len());
-            (after[..end].to_string(), &after[end..])
-        };
-        out.push((key.to_string(), value));
-        rest = remaining.trim_start();
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -337,3 +337,28 @@ def test_sasl_ssl_principal_is_the_sasl_user_not_the_certificate(make_broker, pk
     assert wait_log(b, "SASL authentication succeeded"), b.log_tail()
     lines = [ln for ln in b.log_text().splitlines() if "SASL authentication succeeded" in ln]
     assert all("principal=User:admin" in ln for ln in lines), lines
+
+
+def test_cli_command_config_sasl_ssl_plain(make_broker, pki, tmp_path):
+    import subprocess
+    from conftest import strom_bin
+    b = sasl_broker(make_broker, pki)
+    props = tmp_path / "client.properties"
+
+    def cli(password):
+        props.write_text(
+            "security.protocol=SASL_SSL\n"
+            f"ssl.truststore.location={pki.root / 'ca.pem'}\n"
+            "sasl.mechanism=PLAIN\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="alice" password="{password}";\n')
+        return subprocess.run([strom_bin(), "topic", "list", "-b", b.sasl_ssl.replace("127.0.0.1", "localhost"),
+                               "--command-config", str(props)], capture_output=True, timeout=60)
+
+    r = cli("alice-secret")
+    assert r.returncode == 0, r.stderr.decode()
+    assert wait_log(b, "principal=User:alice")
+    r = cli("wrong")
+    assert r.returncode != 0
+    assert "SASL authentication failed: Authentication failed: Invalid username or password" in r.stderr.decode(), \
+        r.stderr.decode()

@@ -251,3 +251,23 @@ def test_bad_tls_settings_are_one_line_start_up_errors(make_broker, pki, tmp_pat
         assert b.proc.wait(30) != 0
         log = b.log_text()
         assert "listener SSL" in log and words in log, log
+
+
+def test_cli_command_config_over_ssl(make_broker, pki, tmp_path):
+    import subprocess
+    from conftest import strom_bin
+    b, tls = ssl_broker(make_broker, pki)
+    props = tmp_path / "client.properties"
+    props.write_text(f"security.protocol=SSL\nssl.truststore.location={pki.root / 'ca.pem'}\n")
+    topic = unique_topic("cli")
+    for args in (["topic", "create", topic], ["topic", "list"]):
+        r = subprocess.run([strom_bin(), *args, "-b", tls.replace("127.0.0.1", "localhost"),
+                            "--command-config", str(props)], capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr.decode()
+    assert topic in r.stdout.decode()
+    # Without the truststore of the broker's CA: a clear error.
+    props.write_text(f"security.protocol=SSL\nssl.truststore.location={pki.root / 'otherca.pem'}\n")
+    r = subprocess.run([strom_bin(), "topic", "list", "-b", tls, "--command-config", str(props)],
+                       capture_output=True, timeout=60)
+    assert r.returncode != 0
+    assert "TLS handshake failed" in r.stderr.decode() and "UnknownIssuer" in r.stderr.decode(), r.stderr.decode()

@@ -365,3 +365,186 @@ impl SaslSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_kafka::messages::{MetadataRequest, RequestHeader};
+    use proto_kafka::protocol::{Decodable, HeaderVersion};
+    use std::collections::HashMap;
+    use strom_security::auth_failures::FailedAuthConfig;
+    use strom_security::sasl::{SaslMechanism, ScramCredentialStore};
+    use strom_security::scram::{ScramClient, ScramCredential, ScramMechanism};
+
+    struct Store(HashMap<(String, ScramMechanism), ScramCredential>);
+
+    impl ScramCredentialStore for Store {
+        fn credential(&self, user: &str, m: ScramMechanism) -> Option<ScramCredential> {
+            self.0.get(&(user.to_string(), m)).cloned()
+        }
+    }
+
+    fn session(max_failures: u32) -> SaslSession {
+        let mut creds = HashMap::new();
+        for m in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+            creds.insert(
+                ("alice".to_string(), m),
+                ScramCredential::generate(m, "alice-secret", 4096).unwrap(),
+            );
+        }
+        let setup = SaslSetup::for_test(
+            vec![
+                SaslMechanism::Plain,
+                SaslMechanism::ScramSha256,
+                SaslMechanism::ScramSha512,
+            ],
+            vec![("bob".into(), "bob-secret".into())],
+            Some(Arc::new(Store(creds))),
+            0,
+            FailedAuthConfig {
+                failed_authentication_delay_ms: 7,
+                max_failures,
+                ..FailedAuthConfig::default()
+            },
+        );
+        SaslSession::new(Arc::new(setup), [10, 0, 0, 1].into())
+    }
+
+    fn request<R: Encodable + HeaderVersion>(api: ApiKey, version: i16, body: &R) -> BytesMut {
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("t")));
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, R::header_version(version)).unwrap();
+        body.encode(&mut buf, version).unwrap();
+        buf
+    }
+
+    /// The body of an answer (size prefix and v0/v1 response header skipped).
+    fn answer<R: Decodable>(verdict: &Verdict, version: i16, header_bytes: usize) -> R {
+        let frame = match verdict {
+            Verdict::Answer(ResponseFrame::Flat(b)) => b.clone(),
+            Verdict::Fail {
+                frame: Some(ResponseFrame::Flat(b)),
+                ..
+            } => b.clone(),
+            _ => panic!("no answer"),
+        };
+        let mut bytes = frame.freeze().split_off(4 + header_bytes);
+        R::decode(&mut bytes, version).unwrap()
+    }
+
+    fn handshake_req(mechanism: &'static str) -> BytesMut {
+        request(
+            ApiKey::SaslHandshake,
+            1,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism)),
+        )
+    }
+
+    fn authenticate_req(bytes: Vec<u8>) -> BytesMut {
+        request(
+            ApiKey::SaslAuthenticate,
+            1,
+            &SaslAuthenticateRequest::default().with_auth_bytes(bytes.into()),
+        )
+    }
+
+    fn metadata_req() -> BytesMut {
+        request(ApiKey::Metadata, 4, &MetadataRequest::default())
+    }
+
+    #[test]
+    fn scram_exchanges_end_in_the_user_and_then_requests_pass() {
+        for (name, m) in [
+            ("SCRAM-SHA-256", ScramMechanism::Sha256),
+            ("SCRAM-SHA-512", ScramMechanism::Sha512),
+        ] {
+            let mut s = session(20);
+            let (v, _) = s.on_frame(handshake_req(name));
+            let hs: SaslHandshakeResponse = answer(&v, 1, 4);
+            assert_eq!(hs.error_code, 0);
+            assert_eq!(hs.mechanisms.len(), 3);
+            let mut client = ScramClient::new(m, "alice", "alice-secret");
+            let (v, p) = s.on_frame(authenticate_req(client.first_message().unwrap()));
+            assert!(p.is_none());
+            let first: SaslAuthenticateResponse = answer(&v, 1, 4);
+            assert_eq!(first.error_code, 0);
+            let last = client.final_message(&first.auth_bytes).unwrap();
+            assert!(!s.is_authenticated());
+            let (v, p) = s.on_frame(authenticate_req(last));
+            let done: SaslAuthenticateResponse = answer(&v, 1, 4);
+            assert_eq!(done.error_code, 0, "{:?}", done.error_message);
+            client.verify_server_final(&done.auth_bytes).unwrap();
+            assert_eq!(p, Some(KafkaPrincipal::user("alice")));
+            assert_eq!(done.session_lifetime_ms, 0);
+            assert!(s.is_authenticated());
+            assert!(matches!(s.on_frame(metadata_req()).0, Verdict::Dispatch(_)));
+        }
+    }
+
+    #[test]
+    fn metadata_before_authentication_closes_but_api_versions_passes() {
+        let mut s = session(20);
+        assert!(matches!(s.on_frame(metadata_req()).0, Verdict::Close(_)));
+        let mut s = session(20);
+        let api_versions = request(
+            ApiKey::ApiVersions,
+            0,
+            &proto_kafka::messages::ApiVersionsRequest::default(),
+        );
+        assert!(matches!(s.on_frame(api_versions).0, Verdict::Dispatch(_)));
+        assert_eq!(s.max_frame_bytes(100 << 20), 524288);
+    }
+
+    #[test]
+    fn garbage_scram_and_wrong_passwords_fail_after_the_delay() {
+        for garbage in [
+            b"".to_vec(),
+            vec![0xff; 10_000],
+            b"n,,n=alice".to_vec(),
+            b"n,,n=alice,r=".to_vec(),
+            b"p=tls-unique,,n=alice,r=abc".to_vec(),
+        ] {
+            let mut s = session(20);
+            let _ = s.on_frame(handshake_req("SCRAM-SHA-256"));
+            let (v, p) = s.on_frame(authenticate_req(garbage.clone()));
+            assert!(p.is_none());
+            let Verdict::Fail { delay, .. } = &v else {
+                panic!("{garbage:?} did not fail");
+            };
+            assert_eq!(*delay, Duration::from_millis(7));
+            let r: SaslAuthenticateResponse = answer(&v, 1, 4);
+            assert_eq!(r.error_code, SASL_AUTHENTICATION_FAILED);
+        }
+        let mut s = session(20);
+        let _ = s.on_frame(handshake_req("PLAIN"));
+        let (v, _) = s.on_frame(authenticate_req(b"\0bob\0wrong".to_vec()));
+        let r: SaslAuthenticateResponse = answer(&v, 1, 4);
+        assert_eq!(r.error_code, SASL_AUTHENTICATION_FAILED);
+    }
+
+    #[test]
+    fn an_address_with_too_many_failures_is_refused() {
+        let setup_session = session(2);
+        let setup = setup_session.setup.clone();
+        for _ in 0..2 {
+            let mut s = SaslSession::new(setup.clone(), [10, 0, 0, 1].into());
+            let _ = s.on_frame(handshake_req("PLAIN"));
+            let _ = s.on_frame(authenticate_req(b"\0bob\0wrong".to_vec()));
+        }
+        let mut s = SaslSession::new(setup.clone(), [10, 0, 0, 1].into());
+        let _ = s.on_frame(handshake_req("PLAIN"));
+        let (v, p) = s.on_frame(authenticate_req(b"\0bob\0bob-secret".to_vec()));
+        assert!(p.is_none(), "blocked even with the right password");
+        let r: SaslAuthenticateResponse = answer(&v, 1, 4);
+        assert!(r.error_message.unwrap().contains("Too many failed"));
+        // Another address is not affected.
+        let mut s = SaslSession::new(setup, [10, 0, 0, 2].into());
+        let _ = s.on_frame(handshake_req("PLAIN"));
+        let (_, p) = s.on_frame(authenticate_req(b"\0bob\0bob-secret".to_vec()));
+        assert_eq!(p, Some(KafkaPrincipal::user("bob")));
+    }
+}

@@ -56,6 +56,26 @@ pub struct SaslSetup {
 }
 
 impl SaslSetup {
+    /// A setup of the given mechanisms and stores, for tests of the SASL session.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        enabled: Vec<SaslMechanism>,
+        plain_users: Vec<(String, String)>,
+        scram: Option<Arc<dyn ScramCredentialStore>>,
+        max_reauth_ms: u64,
+        failures: FailedAuthConfig,
+    ) -> Self {
+        SaslSetup {
+            enabled,
+            plain: Some(Arc::new(StaticPlainUsers::new(plain_users))),
+            scram,
+            jwks: None,
+            max_reauth_ms,
+            max_receive_bytes: 524288,
+            failures: Arc::new(AuthFailures::new(failures)),
+        }
+    }
+
     /// The stores for one exchange; a JWKS file is re-read first when it changed.
     pub fn stores(&self) -> SaslStores {
         let oauthbearer = self.jwks.as_ref().map(|j| {

@@ -362,3 +362,51 @@ def test_cli_command_config_sasl_ssl_plain(make_broker, pki, tmp_path):
     assert r.returncode != 0
     assert "SASL authentication failed: Authentication failed: Invalid username or password" in r.stderr.decode(), \
         r.stderr.decode()
+
+
+KAFKAJS_SASL_SSL = r"""
+const fs = require('fs')
+const { Kafka, logLevel } = require('kafkajs')
+const [bootstrap, topic, ca, password] = process.argv.slice(2)
+const kafka = new Kafka({ clientId: 'strom-kafkajs', brokers: [bootstrap], logLevel: logLevel.NOTHING,
+  ssl: { ca: [fs.readFileSync(ca, 'utf-8')], servername: 'localhost' },
+  sasl: { mechanism: 'plain', username: 'alice', password }, retry: { retries: 0 }, connectionTimeout: 5000 })
+async function main() {
+  const producer = kafka.producer({ allowAutoTopicCreation: true })
+  await producer.connect()
+  await producer.send({ topic, messages: [{ value: 'js-1' }, { value: 'js-2' }] })
+  await producer.disconnect()
+  return 'ok'
+}
+main().then(r => { console.log(JSON.stringify({ result: r })); process.exit(0) })
+  .catch(e => { console.log(JSON.stringify({ error: String(e && e.message || e), type: e && e.type })); process.exit(1) })
+"""
+
+
+def test_kafkajs_over_sasl_ssl(make_broker, pki, tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+    node = shutil.which("node")
+    js_dir = Path(__file__).parent / "js"
+    if node is None or not (js_dir / "node_modules" / "kafkajs").is_dir():
+        pytest.skip("node or kafkajs missing: run scripts/install-test-deps.sh")
+    b = sasl_broker(make_broker, pki)
+    script = tmp_path / "sasl.js"
+    script.write_text(KAFKAJS_SASL_SSL)
+    env = dict(os.environ, NODE_PATH=str(js_dir / "node_modules"))
+    topic = unique_topic("js")
+
+    def run(password):
+        p = subprocess.run([node, str(script), b.sasl_ssl, topic, str(pki.root / "ca.pem"), password],
+                           capture_output=True, text=True, timeout=60, env=env)
+        return p.returncode, json.loads(p.stdout.strip().splitlines()[-1])
+
+    rc, out = run("alice-secret")
+    assert rc == 0 and out["result"] == "ok", out
+    rc, out = run("wrong")
+    assert rc != 0 and "SASL PLAIN authentication failed" in out["error"], out
+    c = kcat(["-C", "-b", b.bootstrap, "-t", topic, "-e", "-o", "beginning"])
+    assert c.stdout.decode().split() == ["js-1", "js-2"], describe(c)

@@ -291,7 +291,9 @@ pub fn is_listener_setting(key: &str) -> bool {
     else {
         return false;
     };
-    if name.is_empty() {
+    // Kafka lower-cases the listener name in these prefixes; an upper-case one would be
+    // silently ignored there, so here it is an unknown setting.
+    if name.is_empty() || name.chars().any(|c| c.is_ascii_uppercase()) {
         return false;
     }
     if let Some(mechanism) = rest.strip_suffix(".sasl.jaas.config") {
@@ -1167,6 +1169,9 @@ mod tests {
             .set("listener.name.ssl.gssapi.sasl.jaas.config", "x", "t")
             .is_err());
         assert!(raw.set("listener.name..ssl.client.auth", "x", "t").is_err());
+        assert!(raw
+            .set("listener.name.SSL.ssl.client.auth", "x", "t")
+            .is_err());
         let c = BrokerConfig::from_raw(raw).unwrap();
         assert_eq!(
             c.listener_setting("SSL", "ssl.client.auth"),

@@ -143,9 +143,7 @@ async fn tls_handshake(
     peer: SocketAddr,
 ) -> Option<(TlsStream, KafkaPrincipal)> {
     let tls = security.tls.as_ref()?;
-    if let Err(e) = tls.reloader.maybe_reload() {
-        warn!(error = %e, "cannot reload the TLS keystore or truststore; keeping the one in use");
-    }
+    tls.maybe_reload();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.reloader.current());
     let stream = match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,

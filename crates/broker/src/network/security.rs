@@ -40,6 +40,31 @@ pub struct TlsSetup {
     pub mapper: SslPrincipalMapper,
     /// A handshake still unfinished after this long is dropped.
     pub handshake_timeout: Duration,
+    /// When the files were last looked at: a burst of connections reads them once.
+    last_reload_check: Mutex<Option<std::time::Instant>>,
+}
+
+/// How often new connections look for rotated certificate files at most.
+const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+impl TlsSetup {
+    /// Re-reads the keystore and truststore if they were not looked at within the last
+    /// second, swapping in a configuration from changed files.
+    pub fn maybe_reload(&self) {
+        {
+            let mut last = match self.last_reload_check.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if last.is_some_and(|at| at.elapsed() < RELOAD_CHECK_INTERVAL) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        if let Err(e) = self.reloader.maybe_reload() {
+            tracing::warn!(error = %e, "cannot reload the TLS keystore or truststore; keeping the one in use");
+        }
+    }
 }
 
 /// A listener's SASL: the enabled mechanisms and what checks their credentials.
@@ -202,6 +227,7 @@ pub fn build(
             reloader: Arc::new(reloader),
             mapper,
             handshake_timeout: Duration::from_millis(timeout_ms as u64),
+            last_reload_check: Mutex::new(Some(std::time::Instant::now())),
         })
     } else {
         None

@@ -384,14 +384,23 @@ mod tests {
         }
     }
 
+    fn store() -> Arc<Store> {
+        static STORE: std::sync::OnceLock<Arc<Store>> = std::sync::OnceLock::new();
+        STORE
+            .get_or_init(|| {
+                let mut creds = HashMap::new();
+                for m in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+                    creds.insert(
+                        ("alice".to_string(), m),
+                        ScramCredential::generate(m, "alice-secret", 4096).unwrap(),
+                    );
+                }
+                Arc::new(Store(creds))
+            })
+            .clone()
+    }
+
     fn session(max_failures: u32) -> SaslSession {
-        let mut creds = HashMap::new();
-        for m in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
-            creds.insert(
-                ("alice".to_string(), m),
-                ScramCredential::generate(m, "alice-secret", 4096).unwrap(),
-            );
-        }
         let setup = SaslSetup::for_test(
             vec![
                 SaslMechanism::Plain,
@@ -399,7 +408,7 @@ mod tests {
                 SaslMechanism::ScramSha512,
             ],
             vec![("bob".into(), "bob-secret".into())],
-            Some(Arc::new(Store(creds))),
+            Some(store()),
             0,
             FailedAuthConfig {
                 failed_authentication_delay_ms: 7,
@@ -546,5 +555,29 @@ mod tests {
         let _ = s.on_frame(handshake_req("PLAIN"));
         let (_, p) = s.on_frame(authenticate_req(b"\0bob\0bob-secret".to_vec()));
         assert_eq!(p, Some(KafkaPrincipal::user("bob")));
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes arrive before authentication, nothing but ApiVersions reaches the
+        /// dispatcher, no principal is made up, and nothing panics.
+        #[test]
+        fn arbitrary_frames_never_authenticate(
+            frames in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 1..6),
+            handshake_first in proptest::bool::ANY,
+        ) {
+            let mut s = session(1000);
+            if handshake_first {
+                let _ = s.on_frame(handshake_req("SCRAM-SHA-256"));
+            }
+            for f in frames {
+                let is_api_versions = f.len() >= 2 && f[0] == 0 && f[1] == ApiKey::ApiVersions as u8;
+                let (v, p) = s.on_frame(BytesMut::from(&f[..]));
+                proptest::prop_assert!(p.is_none());
+                if let Verdict::Dispatch(_) = v {
+                    proptest::prop_assert!(is_api_versions);
+                }
+            }
+            proptest::prop_assert!(!s.is_authenticated());
+        }
     }
 }

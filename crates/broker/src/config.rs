@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use strom_security::SecurityProtocol;
 use thiserror::Error;
 
 /// Where a value came from, numbered as DescribeConfigs' `config_source`.
@@ -69,7 +70,29 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("listeners", Some("PLAINTEXT://0.0.0.0:9092"), T::List, "Comma-separated NAME://host:port listeners."),
     def("advertised.listeners", None, T::List, "Addresses given to clients; default: listeners, with a wildcard host shown as localhost."),
     def("listener.security.protocol.map", Some("PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"), T::List, "Listener name to security protocol."),
-    def("inter.broker.listener.name", None, T::String, "Listener used between brokers."),
+    def("inter.broker.listener.name", None, T::String, "Listener used between brokers (validated; a node of one has no inter-broker traffic yet)."),
+    def("ssl.keystore.type", Some("PEM"), T::String, "Keystore format; Strom takes PEM only. Each ssl.* and sasl.* setting may be given per listener as listener.name.<name>.<setting>."),
+    def("ssl.keystore.location", None, T::String, "PEM file holding the private key and the certificate chain (reloaded when it changes)."),
+    def("ssl.keystore.certificate.chain", None, T::String, "The certificate chain as PEM text (with ssl.keystore.key, instead of ssl.keystore.location)."),
+    def("ssl.keystore.key", None, T::String, "The private key as PEM text (unencrypted PKCS#8)."),
+    def("ssl.key.password", None, T::String, "Password of an encrypted key. Strom: refused (encrypted keys are not supported)."),
+    def("ssl.truststore.type", Some("PEM"), T::String, "Truststore format; Strom takes PEM only."),
+    def("ssl.truststore.location", None, T::String, "PEM file of the CA certificates client certificates are checked against."),
+    def("ssl.truststore.certificates", None, T::String, "The CA certificates as PEM text."),
+    def("ssl.client.auth", Some("none"), T::String, "Client certificates: none, requested or required."),
+    def("ssl.enabled.protocols", Some("TLSv1.2,TLSv1.3"), T::List, "TLS versions accepted (TLSv1.2, TLSv1.3)."),
+    def("ssl.principal.mapping.rules", Some("DEFAULT"), T::String, "Rules mapping a client certificate's subject to a principal name."),
+    def("ssl.handshake.timeout.ms", Some("10000"), T::Long, "Strom: longest a TLS handshake may take; a client still handshaking then is dropped."),
+    def("sasl.enabled.mechanisms", Some("PLAIN"), T::List, "SASL mechanisms of SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER. Strom: PLAIN (Kafka: GSSAPI, which Strom lacks)."),
+    def("sasl.server.max.receive.size", Some("524288"), T::Int, "Largest request accepted from a SASL client before it has authenticated."),
+    def("connections.max.reauth.ms", Some("0"), T::Long, "Longest a SASL session lasts before the client must re-authenticate (KIP-368); 0: no limit."),
+    def("connection.failed.authentication.delay.ms", Some("100"), T::Int, "How long a failed authentication waits before its answer and the close."),
+    def("sasl.oauthbearer.jwks.endpoint.url", None, T::String, "JWKS of the OAUTHBEARER token signers (KIP-768); Strom reads file:// URLs."),
+    def("sasl.oauthbearer.expected.audience", None, T::List, "Audiences an OAUTHBEARER token must name one of."),
+    def("sasl.oauthbearer.expected.issuer", None, T::String, "Issuer an OAUTHBEARER token must name."),
+    def("sasl.oauthbearer.sub.claim.name", Some("sub"), T::String, "Claim of an OAUTHBEARER token that names the principal."),
+    def("sasl.oauthbearer.scope.claim.name", Some("scope"), T::String, "Claim of an OAUTHBEARER token that holds its scopes."),
+    def("sasl.oauthbearer.clock.skew.seconds", Some("30"), T::Int, "Leeway for an OAUTHBEARER token's times."),
     def("controller.listener.names", None, T::List, "Listeners of the controller quorum (unused by a node of one)."),
     def("num.partitions", Some("1"), T::Int, "Default partition count of auto-created topics."),
     def("default.replication.factor", Some("1"), T::Int, "Default replication factor of auto-created topics."),
@@ -311,6 +334,34 @@ impl Endpoint {
     }
 }
 
+/// Settings a listener may override with its own value, as Kafka's
+/// `listener.name.<name>.<setting>`.
+const LISTENER_PREFIXES: &[&str] = &["ssl.", "sasl.", "connections.max.reauth.ms"];
+
+/// The mechanisms whose `listener.name.<name>.<mechanism>.sasl.jaas.config` Strom reads.
+const JAAS_MECHANISMS: &[&str] = &["plain", "scram-sha-256", "scram-sha-512", "oauthbearer"];
+
+/// `listener.name.<name>.<setting>` for a setting a listener may override, or
+/// `listener.name.<name>.<mechanism>.sasl.jaas.config`.
+pub fn is_listener_setting(key: &str) -> bool {
+    let Some((name, rest)) = key
+        .strip_prefix("listener.name.")
+        .and_then(|r| r.split_once('.'))
+    else {
+        return false;
+    };
+    // Kafka lower-cases the listener name in these prefixes; an upper-case one would be
+    // silently ignored there, so here it is an unknown setting.
+    if name.is_empty() || name.chars().any(|c| c.is_ascii_uppercase()) {
+        return false;
+    }
+    if let Some(mechanism) = rest.strip_suffix(".sasl.jaas.config") {
+        return JAAS_MECHANISMS.contains(&mechanism);
+    }
+    LISTENER_PREFIXES.iter().any(|p| rest.starts_with(p))
+        && BROKER_CONFIGS.iter().any(|d| d.name == rest)
+}
+
 /// All values as text, with their sources; the typed view is [`BrokerConfig`].
 #[derive(Debug, Clone, Default)]
 pub struct RawConfig {
@@ -357,7 +408,7 @@ impl RawConfig {
 
     pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
         let key = key.trim();
-        if !BROKER_CONFIGS.iter().any(|d| d.name == key) {
+        if !BROKER_CONFIGS.iter().any(|d| d.name == key) && !is_listener_setting(key) {
             return Err(ConfigError::Unknown {
                 key: key.to_string(),
                 origin: origin.to_string(),
@@ -610,6 +661,8 @@ pub struct BrokerConfig {
     pub listeners: Vec<Endpoint>,
     pub advertised_listeners: Vec<Endpoint>,
     pub inter_broker_listener_name: String,
+    /// Each listener's security protocol (`listener.security.protocol.map`).
+    pub listener_security_protocols: BTreeMap<String, SecurityProtocol>,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub auto_create_topics_enable: bool,
@@ -740,18 +793,21 @@ impl BrokerConfig {
             })?;
             protocols.insert(n.trim().to_ascii_uppercase(), p.trim().to_ascii_uppercase());
         }
+        let mut listener_security_protocols = BTreeMap::new();
         for l in &listeners {
             match protocols.get(&l.name).map(String::as_str) {
-                Some("PLAINTEXT") => {}
                 Some(p) => {
-                    return Err(invalid(
-                        "listener.security.protocol.map",
-                        &protocol_map,
-                        format!(
-                            "listener {} uses {p}; only PLAINTEXT is implemented yet",
-                            l.name
-                        ),
-                    ))
+                    let protocol = SecurityProtocol::from_name(p).ok_or_else(|| {
+                        invalid(
+                            "listener.security.protocol.map",
+                            &protocol_map,
+                            format!(
+                                "listener {} uses {p}, which is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+                                l.name
+                            ),
+                        )
+                    })?;
+                    listener_security_protocols.insert(l.name.clone(), protocol);
                 }
                 None => {
                     return Err(invalid(
@@ -859,6 +915,7 @@ impl BrokerConfig {
             listeners,
             advertised_listeners,
             inter_broker_listener_name,
+            listener_security_protocols,
             num_partitions: int("num.partitions", 1, 100_000)? as i32,
             default_replication_factor: int("default.replication.factor", 1, i16::MAX as i64)?
                 as i16,
@@ -904,6 +961,22 @@ impl BrokerConfig {
             authorizer: authorizer_config(&raw)?,
             raw,
         })
+    }
+
+    /// The security protocol of a listener (PLAINTEXT for one not in the map, which
+    /// start-up refuses, so only tests see it).
+    pub fn security_protocol(&self, listener_name: &str) -> SecurityProtocol {
+        self.listener_security_protocols
+            .get(listener_name)
+            .copied()
+            .unwrap_or(SecurityProtocol::Plaintext)
+    }
+
+    /// A setting as `listener` sees it: its `listener.name.<listener>.` override (listener
+    /// names are lower case there, as in Kafka), else the broker-wide value.
+    pub fn listener_setting(&self, listener: &str, key: &str) -> Option<&str> {
+        let scoped = format!("listener.name.{}.{key}", listener.to_ascii_lowercase());
+        self.raw.get(&scoped).or_else(|| self.raw.get(key))
     }
 
     pub fn advertised(&self, listener_name: &str) -> Option<&Endpoint> {
@@ -1065,8 +1138,128 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.advertised("LOCAL").unwrap().host, "localhost");
-        let e = build(&[("listeners", "SSL://0.0.0.0:9093")]).unwrap_err();
-        assert!(e.to_string().contains("only PLAINTEXT"));
+        let e = build(&[("listeners", "SECRET://0.0.0.0:9093")]).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("no security protocol for listener SECRET"));
+    }
+
+    #[test]
+    fn listeners_of_every_protocol_with_kafkas_default_map() {
+        let c = build(&[
+            (
+                "listeners",
+                "PLAINTEXT://:9092,SSL://:9093,SASL_PLAINTEXT://:9094,sasl_ssl://:9095",
+            ),
+            ("advertised.listeners", "SASL_SSL://broker.example:19095"),
+        ])
+        .unwrap();
+        let protocols: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|l| c.security_protocol(&l.name))
+            .collect();
+        assert_eq!(
+            protocols,
+            vec![
+                SecurityProtocol::Plaintext,
+                SecurityProtocol::Ssl,
+                SecurityProtocol::SaslPlaintext,
+                SecurityProtocol::SaslSsl
+            ]
+        );
+        assert_eq!(c.advertised("SASL_SSL").unwrap().host, "broker.example");
+        assert_eq!(c.advertised("SASL_SSL").unwrap().port, 19095);
+        assert_eq!(c.advertised("SSL").unwrap().host, "localhost");
+        assert_eq!(c.inter_broker_listener_name, "PLAINTEXT");
+    }
+
+    #[test]
+    fn a_custom_map_and_its_bad_combinations() {
+        let c = build(&[
+            ("listeners", "INSIDE://:9092,OUTSIDE://:9093"),
+            (
+                "listener.security.protocol.map",
+                "INSIDE:PLAINTEXT,OUTSIDE:SASL_SSL",
+            ),
+            ("inter.broker.listener.name", "inside"),
+        ])
+        .unwrap();
+        assert_eq!(c.security_protocol("OUTSIDE"), SecurityProtocol::SaslSsl);
+        assert_eq!(c.inter_broker_listener_name, "INSIDE");
+        for (pairs, words) in [
+            (
+                vec![
+                    ("listeners", "INSIDE://:9092"),
+                    ("listener.security.protocol.map", "INSIDE:KERBEROS"),
+                ],
+                "KERBEROS",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092,SSL://:9093"),
+                    ("inter.broker.listener.name", "OTHER"),
+                ],
+                "inter.broker.listener.name",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092"),
+                    ("advertised.listeners", "SSL://x:1"),
+                ],
+                "SSL is not one of the listeners",
+            ),
+            (
+                vec![("listeners", "PLAINTEXT://:9092,plaintext://:9093")],
+                "appears twice",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092"),
+                    ("listener.security.protocol.map", "PLAINTEXT"),
+                ],
+                "is not NAME:PROTOCOL",
+            ),
+        ] {
+            let e = build(&pairs).unwrap_err().to_string();
+            assert!(e.contains(words), "{pairs:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn listener_scoped_security_settings() {
+        let mut raw = RawConfig::defaults();
+        raw.set("listeners", "PLAINTEXT://:9092,SSL://:9093", "t")
+            .unwrap();
+        raw.set("ssl.client.auth", "requested", "t").unwrap();
+        raw.set("listener.name.ssl.ssl.client.auth", "required", "t")
+            .unwrap();
+        raw.set(
+            "listener.name.sasl_ssl.plain.sasl.jaas.config",
+            "M required user_a=\"b\";",
+            "t",
+        )
+        .unwrap();
+        assert!(raw
+            .set("listener.name.ssl.num.partitions", "3", "t")
+            .is_err());
+        assert!(raw
+            .set("listener.name.ssl.gssapi.sasl.jaas.config", "x", "t")
+            .is_err());
+        assert!(raw.set("listener.name..ssl.client.auth", "x", "t").is_err());
+        assert!(raw
+            .set("listener.name.SSL.ssl.client.auth", "x", "t")
+            .is_err());
+        let c = BrokerConfig::from_raw(raw).unwrap();
+        assert_eq!(
+            c.listener_setting("SSL", "ssl.client.auth"),
+            Some("required")
+        );
+        assert_eq!(
+            c.listener_setting("PLAINTEXT", "ssl.client.auth"),
+            Some("requested")
+        );
     }
 
     fn layer(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

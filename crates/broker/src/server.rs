@@ -19,8 +19,11 @@ use crate::metadata::log_client::MetadataLogClient;
 use crate::metadata::metadata_log::{now_ms, MetadataLog};
 use crate::metadata::records::BrokerEndpoint;
 use crate::network::connection;
+use crate::network::security::{self, AuthFailures, LateScramStore, ListenerSecurity};
 use crate::replica_manager::ReplicaManager;
 use crate::storage;
+use strom_security::auth_failures::FailedAuthConfig;
+use strom_security::sasl::ScramCredentialStore;
 
 /// Reads `meta.properties` (Kafka's record of which cluster and node a directory belongs to),
 /// writing it on first start. Returns the cluster id. A missing file is only a first start if
@@ -88,9 +91,38 @@ fn format_or_check(dir: &Path, config: &BrokerConfig) -> anyhow::Result<String> 
     Ok(cluster)
 }
 
-async fn bind(config: &mut BrokerConfig) -> anyhow::Result<Vec<(Arc<str>, TcpListener)>> {
-    let mut out = Vec::new();
+type BoundListener = (Arc<str>, Arc<ListenerSecurity>, TcpListener);
+
+async fn bind(
+    config: &mut BrokerConfig,
+    scram: &Arc<LateScramStore>,
+) -> anyhow::Result<Vec<BoundListener>> {
+    // Every listener's security is checked before anything binds: a bad certificate or SASL
+    // setting is a start-up error that names the listener.
+    let failures = Arc::new(AuthFailures::new(FailedAuthConfig {
+        failed_authentication_delay_ms: crate::config::parse_i64(
+            "connection.failed.authentication.delay.ms",
+            config
+                .raw
+                .get("connection.failed.authentication.delay.ms")
+                .unwrap_or("100"),
+            0,
+            i32::MAX as i64,
+        )? as u64,
+        ..FailedAuthConfig::default()
+    }));
+    let mut securities = Vec::new();
     for l in &config.listeners {
+        let scram: Arc<dyn ScramCredentialStore> = scram.clone();
+        securities.push(Arc::new(security::build(
+            config,
+            l,
+            &failures,
+            Some(scram),
+        )?));
+    }
+    let mut out = Vec::new();
+    for (l, security) in config.listeners.iter().zip(securities) {
         let host = if l.host.is_empty() {
             "0.0.0.0"
         } else {
@@ -109,7 +141,7 @@ async fn bind(config: &mut BrokerConfig) -> anyhow::Result<Vec<(Arc<str>, TcpLis
                 a.port = bound.port();
             }
         }
-        out.push((Arc::from(l.name.as_str()), listener));
+        out.push((Arc::from(l.name.as_str()), security, listener));
     }
     Ok(out)
 }
@@ -122,7 +154,8 @@ pub async fn run(
     // Bound before the data directory is touched: a second instance whose port is taken must
     // fail without formatting (or locking) a directory. Connections that arrive while the logs
     // recover wait in the listen backlog until the accept loops start.
-    let listeners = bind(&mut config).await?;
+    let scram = Arc::new(LateScramStore::default());
+    let listeners = bind(&mut config, &scram).await?;
     let admin_listener = match config.admin_http_listener {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -192,6 +225,11 @@ pub async fn run(
         replicas,
         crate::group_ports::coordinator,
     );
+    // SCRAM credentials are the metadata image's (AlterUserScramCredentials), read at each
+    // authentication.
+    scram.set(Arc::new(strom_metadata::ImageScramCredentialStore::new(
+        broker.loader.clone(),
+    )));
     match &cluster {
         // The active controller writes a cluster broker's registration record.
         Some(c) => broker.set_cluster(c.clone()),
@@ -223,12 +261,13 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    for (name, listener) in listeners {
+    for (name, security, listener) in listeners {
         let addr = listener.local_addr()?;
-        info!(listener = %name, %addr, "listening");
+        info!(listener = %name, %addr, protocol = security.protocol.name(), "listening");
         tasks.push(tokio::spawn(accept_loop(
             broker.clone(),
             name,
+            security,
             listener,
             connections.clone(),
             stop_rx.clone(),
@@ -379,6 +418,7 @@ pub(crate) async fn register_broker(broker: &Arc<Broker>) -> anyhow::Result<()> 
 async fn accept_loop(
     broker: Arc<Broker>,
     name: Arc<str>,
+    security: Arc<ListenerSecurity>,
     listener: TcpListener,
     connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
@@ -400,8 +440,9 @@ async fn accept_loop(
                 let b = broker.clone();
                 let listener_name = name.clone();
                 let rx = stop.clone();
+                let security = security.clone();
                 tokio::spawn(async move {
-                    connection::serve(b, stream, listener_name, peer, rx).await;
+                    connection::serve_secured(b, stream, listener_name, security, peer, rx).await;
                     drop(permit);
                 });
             }

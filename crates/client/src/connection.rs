@@ -15,7 +15,6 @@ use proto_kafka::messages::{
 };
 use proto_kafka::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -33,7 +32,40 @@ pub struct ConnectionConfig {
     pub connect_timeout: Duration,
     /// Largest response frame accepted; larger ones close the connection.
     pub max_response_bytes: usize,
+    /// TLS and SASL (Kafka's client `security.protocol`, `ssl.*`, `sasl.*`); `None` is
+    /// PLAINTEXT.
+    pub security: Option<Arc<ClientSecurity>>,
 }
+
+/// How a connection secures itself, built once from Kafka client properties.
+#[derive(Debug)]
+pub struct ClientSecurity {
+    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    pub sasl: Option<strom_security::client_config::ClientSasl>,
+}
+
+impl ClientSecurity {
+    /// From Kafka client properties (`--command-config`).
+    pub fn from_properties(
+        props: &HashMap<String, String>,
+    ) -> std::result::Result<Option<Self>, String> {
+        let c = strom_security::client_config::ClientSecurityConfig::from_properties(props)
+            .map_err(|e| e.to_string())?;
+        if c.protocol == strom_security::SecurityProtocol::Plaintext {
+            return Ok(None);
+        }
+        let tls = c
+            .tls
+            .as_ref()
+            .map(strom_security::tls::build_client_config)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(Some(ClientSecurity { tls, sasl: c.sasl }))
+    }
+}
+
+type BoxRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
 impl Default for ConnectionConfig {
     fn default() -> Self {
@@ -42,6 +74,7 @@ impl Default for ConnectionConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_response_bytes: 128 * 1024 * 1024,
+            security: None,
         }
     }
 }
@@ -86,7 +119,7 @@ pub fn api_name(key: i16) -> String {
 pub struct Connection {
     addr: String,
     config: ConnectionConfig,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<BoxWrite>,
     shared: Arc<Shared>,
     next_correlation_id: AtomicI32,
     /// api key → the broker's (min, max) versions.
@@ -123,7 +156,39 @@ impl Connection {
                 reason: e.to_string(),
             })?;
         let _ = stream.set_nodelay(true);
-        let (read_half, write_half) = stream.into_split();
+        let security = config.security.clone();
+        let (read_half, write_half): (BoxRead, BoxWrite) = match security
+            .as_ref()
+            .and_then(|s| s.tls.clone())
+        {
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| Error::Connect {
+                        addr: addr.to_string(),
+                        reason: format!("bad TLS server name {host}: {e}"),
+                    })?;
+                let connector = tokio_rustls::TlsConnector::from(tls);
+                let stream =
+                    tokio::time::timeout(config.connect_timeout, connector.connect(name, stream))
+                        .await
+                        .map_err(|_| Error::Timeout {
+                            what: format!("the TLS handshake with {addr}"),
+                            ms: connect_ms,
+                        })?
+                        .map_err(|e| Error::Connect {
+                            addr: addr.to_string(),
+                            reason: format!("TLS handshake failed: {e}"),
+                        })?;
+                let (r, w) = tokio::io::split(stream);
+                (Box::new(r), Box::new(w))
+            }
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+        };
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 waiting: HashMap::new(),
@@ -146,7 +211,82 @@ impl Connection {
             reader,
         };
         conn.versions = conn.negotiate().await?;
+        if let Some(sasl) = security.as_ref().and_then(|s| s.sasl.as_ref()) {
+            conn.authenticate(sasl).await?;
+        }
         Ok(conn)
+    }
+
+    /// SaslHandshake v1 and SaslAuthenticate, PLAIN or SCRAM.
+    async fn authenticate(&self, sasl: &strom_security::client_config::ClientSasl) -> Result<()> {
+        use proto_kafka::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        use strom_security::sasl::SaslMechanism;
+        use strom_security::scram::{ScramClient, ScramMechanism};
+        let fail = |reason: String| Error::Connect {
+            addr: self.addr.clone(),
+            reason: format!("SASL authentication failed: {reason}"),
+        };
+        let mechanism = sasl.mechanism;
+        let hs = self
+            .send(
+                1,
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(mechanism.name())),
+            )
+            .await?;
+        if hs.error_code != 0 {
+            return Err(fail(format!(
+                "the broker does not enable {} (it enables {:?})",
+                mechanism.name(),
+                hs.mechanisms.iter().map(|m| m.as_str()).collect::<Vec<_>>()
+            )));
+        }
+        let (user, password) = sasl
+            .username_password()
+            .ok_or_else(|| fail("no username and password in sasl.jaas.config".into()))?;
+        let version = self.version_capped::<SaslAuthenticateRequest>(1)?;
+        let step = |bytes: Vec<u8>| async move {
+            let r = self
+                .send(
+                    version,
+                    &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes)),
+                )
+                .await?;
+            if r.error_code != 0 {
+                return Err(fail(
+                    r.error_message
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| format!("error code {}", r.error_code)),
+                ));
+            }
+            Ok(r.auth_bytes.to_vec())
+        };
+        match mechanism {
+            SaslMechanism::Plain => {
+                step(strom_security::plain::client_message(user, password)).await?;
+            }
+            SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+                let m = if mechanism == SaslMechanism::ScramSha256 {
+                    ScramMechanism::Sha256
+                } else {
+                    ScramMechanism::Sha512
+                };
+                let mut client = ScramClient::new(m, user, password);
+                let first = client.first_message().map_err(|e| fail(e.to_string()))?;
+                let server_first = step(first).await?;
+                let last = client
+                    .final_message(&server_first)
+                    .map_err(|e| fail(e.to_string()))?;
+                let server_final = step(last).await?;
+                client
+                    .verify_server_final(&server_final)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            SaslMechanism::OAuthBearer => {
+                return Err(fail("OAUTHBEARER is not supported by this client".into()));
+            }
+        }
+        Ok(())
     }
 
     /// The address this connection was opened to.
@@ -420,7 +560,7 @@ fn decode_response<R: Request>(addr: &str, version: i16, mut bytes: Bytes) -> Re
     <R::Response as Decodable>::decode(&mut bytes, version).map_err(err)
 }
 
-async fn read_loop(mut r: OwnedReadHalf, shared: Arc<Shared>, addr: String, max: usize) {
+async fn read_loop(mut r: BoxRead, shared: Arc<Shared>, addr: String, max: usize) {
     let reason = loop {
         let mut len = [0u8; 4];
         if let Err(e) = r.read_exact(&mut len).await {

@@ -31,7 +31,7 @@ pub use admin::{
 pub use client::{
     parse_bootstrap, BrokerMeta, Client, ClientConfig, Metadata, PartitionMeta, TopicMeta,
 };
-pub use connection::{Connection, ConnectionConfig};
+pub use connection::{ClientSecurity, Connection, ConnectionConfig};
 pub use error::{Error, KafkaCode, Result};
 pub use fetch::{FetchTarget, FetchedPartition, ListedOffset, OffsetSpec};
 pub use groups::{CommittedOffsets, Committer, GroupDescription, GroupMember, ListedGroup};

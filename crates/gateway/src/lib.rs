@@ -90,6 +90,7 @@ impl GatewayConfig {
                 request_timeout: self.request_timeout,
                 connect_timeout: self.request_timeout.min(Duration::from_secs(10)),
                 max_response_bytes: 128 * 1024 * 1024,
+                security: None,
             },
         }
     }

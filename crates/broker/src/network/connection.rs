@@ -12,19 +12,24 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use tokio::io::{AsyncWriteExt, BufReader};
+use std::task::{Context, Poll};
+
+use strom_security::{KafkaPrincipal, SecurityProtocol};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::frame::{read_frame, FrameError};
+use super::frame::{read_frame_limited, FrameError};
+use super::sasl::{SaslSession, Verdict};
+use super::security::ListenerSecurity;
 use super::zero_copy;
 use crate::broker::Broker;
 use crate::dispatch;
@@ -35,11 +40,55 @@ use crate::request::{Reply, ResponseFrame};
 /// What the connection's reader reads ahead of the current frame.
 const READ_AHEAD_BYTES: usize = 16 * 1024;
 
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// The connection's read side: the socket itself, or the TLS stream over it.
+enum ReadSide {
+    Tcp(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<TlsStream>),
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ReadSide::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            ReadSide::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+/// The write side. Responses with file pieces go out with sendfile on a plain socket, and
+/// through the TLS stream (read, encrypted, written) on a TLS one.
+enum WriteSide {
+    Tcp(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<TlsStream>),
+}
+
+impl WriteSide {
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            WriteSide::Tcp(w) => w.shutdown().await,
+            WriteSide::Tls(w) => w.shutdown().await,
+        }
+    }
+}
+
 /// True once the peer has closed its side or reset the connection. Only looks: a peer with
-/// bytes waiting is there (false), and those bytes stay for the frame reader.
-async fn peer_closed(r: &mut OwnedReadHalf) -> bool {
-    let mut probe = [0u8; 1];
-    !matches!(r.peek(&mut probe).await, Ok(n) if n > 0)
+/// bytes waiting is there (false), and those bytes stay for the frame reader. A TLS stream
+/// cannot be peeked (the bytes waiting may be a record that is not a close), so there the
+/// peer's going is found by the next read or write.
+async fn peer_closed(r: &mut ReadSide) -> bool {
+    match r {
+        ReadSide::Tcp(r) => {
+            let mut probe = [0u8; 1];
+            !matches!(r.peek(&mut probe).await, Ok(n) if n > 0)
+        }
+        ReadSide::Tls(_) => std::future::pending().await,
+    }
 }
 
 /// A whole request frame, and when its last byte was read: the start of its queue time.
@@ -73,6 +122,7 @@ impl Shared {
     }
 }
 
+/// Serves a connection of a PLAINTEXT listener.
 pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
@@ -80,9 +130,73 @@ pub async fn serve(
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) {
+    let security = Arc::new(ListenerSecurity::plaintext());
+    serve_secured(broker, stream, listener_name, security, peer, shutdown).await
+}
+
+/// The TLS handshake of a new connection, bounded in time (`ssl.handshake.timeout.ms`); its
+/// bytes are bounded by rustls, which refuses records and handshake messages beyond TLS's
+/// sizes. Returns the stream and the principal of the client certificate.
+async fn tls_handshake(
+    security: &ListenerSecurity,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(TlsStream, KafkaPrincipal)> {
+    let tls = security.tls.as_ref()?;
+    tls.maybe_reload();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.reloader.current());
+    let stream = match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            info!(%peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            info!(%peer, timeout_ms = tls.handshake_timeout.as_millis() as u64, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let certs = stream.get_ref().1.peer_certificates();
+    let principal = match strom_security::tls::principal_of_peer(certs, &tls.mapper) {
+        Ok(p) => p,
+        Err(e) => {
+            info!(%peer, error = %e, "closing TLS connection: cannot map its certificate to a principal");
+            return None;
+        }
+    };
+    Some((stream, principal))
+}
+
+/// Serves a connection of a listener of any security protocol: TLS first where it applies,
+/// then the frames, through SASL where it applies.
+pub async fn serve_secured(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    listener_name: Arc<str>,
+    security: Arc<ListenerSecurity>,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
     let buffers = super::listener::SocketBuffers::from_config(&broker.config);
     if let Err(e) = super::listener::configure_accepted(&stream, buffers) {
         debug!(%peer, error = %e, "cannot set socket options; keeping the OS's");
+    }
+    let (read_half, write_half, principal) = if security.protocol.uses_tls() {
+        let Some((tls, principal)) = tls_handshake(&security, stream, peer).await else {
+            return;
+        };
+        let (r, w) = tokio::io::split(tls);
+        (ReadSide::Tls(r), WriteSide::Tls(w), principal)
+    } else {
+        let (r, w) = stream.into_split();
+        (
+            ReadSide::Tcp(r),
+            WriteSide::Tcp(w),
+            KafkaPrincipal::anonymous(),
+        )
+    };
+    if security.protocol == SecurityProtocol::Ssl {
+        info!(%peer, listener = %listener_name, %principal, "TLS connection authenticated");
     }
     let (cancel_tx, cancel) = WaitCancel::new();
     let shared = Arc::new(Shared {
@@ -90,16 +204,41 @@ pub async fn serve(
         peer_gone: AtomicBool::new(false),
     });
     let info = Arc::new(ConnectionInfo::new(listener_name, peer, cancel));
-    let (read_half, write_half) = stream.into_split();
+    // On SASL_SSL the SASL user is the principal, whatever certificate the client showed
+    // (Kafka's DefaultKafkaPrincipalBuilder).
+    if security.protocol == SecurityProtocol::Ssl && principal != KafkaPrincipal::anonymous() {
+        // A fresh OnceLock: this cannot be set already.
+        let _ = info.set_principal(principal);
+    }
     crate::metrics::connection_opened();
+
+    let max_frame = broker.config.socket_request_max_bytes;
+    let sasl = security
+        .sasl
+        .as_ref()
+        .map(|setup| SaslSession::new(setup.clone(), peer.ip()));
+    let frame_limit = Arc::new(AtomicUsize::new(
+        sasl.as_ref()
+            .map_or(max_frame, |s| s.max_frame_bytes(max_frame)),
+    ));
+    let mut session = Session {
+        info,
+        sasl,
+        frame_limit: frame_limit.clone(),
+        max_frame,
+    };
 
     // Frames are read by their own task: a read cut short by select! would lose bytes and
     // desynchronise the stream, whereas a channel receive can be dropped safely.
     let (frames_tx, frames) = mpsc::channel::<FrameResult>(1);
-    let max_frame = broker.config.socket_request_max_bytes;
-    let reader_task = tokio::spawn(read_frames(read_half, max_frame, frames_tx, shared.clone()));
+    let reader_task = tokio::spawn(read_frames(
+        read_half,
+        frame_limit,
+        frames_tx,
+        shared.clone(),
+    ));
     let (mut pending, mut write_half) =
-        answer_in_order(&broker, &info, frames, write_half, shutdown, &shared).await;
+        answer_in_order(&broker, &mut session, frames, write_half, shutdown, &shared).await;
     reader_task.abort();
     let _ = write_half.shutdown().await;
     drop(write_half);
@@ -112,10 +251,31 @@ pub async fn serve(
     crate::metrics::connection_closed();
 }
 
+/// What a connection knows of its client, which authentication changes.
+struct Session {
+    info: Arc<ConnectionInfo>,
+    sasl: Option<SaslSession>,
+    /// The largest frame the reader takes now.
+    frame_limit: Arc<AtomicUsize>,
+    max_frame: usize,
+}
+
+impl Session {
+    /// A SASL exchange ended in `principal`: requests from now on carry it. A
+    /// re-authentication ends in the same principal (the SASL session checks), so the one
+    /// already set stays.
+    fn authenticated(&mut self, principal: KafkaPrincipal) {
+        if self.info.set_principal(principal.clone()).is_ok() {
+            info!(peer = %self.info.peer, listener = %self.info.listener_name, %principal, "SASL authentication succeeded");
+        }
+        self.frame_limit.store(self.max_frame, Ordering::Release);
+    }
+}
+
 /// The reader task: frames in order into `frames`, until the stream ends or fails.
 async fn read_frames(
-    read_half: OwnedReadHalf,
-    max_frame: usize,
+    read_half: ReadSide,
+    max_frame: Arc<AtomicUsize>,
     frames: mpsc::Sender<FrameResult>,
     shared: Arc<Shared>,
 ) {
@@ -123,7 +283,8 @@ async fn read_frames(
     // read past it, straight into the frame (see `read_frame`).
     let mut reader = BufReader::with_capacity(READ_AHEAD_BYTES, read_half);
     loop {
-        let frame = read_frame(&mut reader, max_frame).await.map(|f| {
+        let limit = || max_frame.load(Ordering::Acquire);
+        let frame = read_frame_limited(&mut reader, limit).await.map(|f| {
             f.map(|bytes| ReadFrame {
                 bytes,
                 read_at: Instant::now(),
@@ -170,12 +331,12 @@ async fn read_frames(
 /// write fails). Returns what is still pending then.
 async fn answer_in_order(
     broker: &Arc<Broker>,
-    info: &Arc<ConnectionInfo>,
+    session: &mut Session,
     mut frames: mpsc::Receiver<FrameResult>,
-    mut write_half: OwnedWriteHalf,
+    mut write_half: WriteSide,
     mut shutdown: watch::Receiver<bool>,
     shared: &Shared,
-) -> (FuturesOrdered<PendingAnswer>, OwnedWriteHalf) {
+) -> (FuturesOrdered<PendingAnswer>, WriteSide) {
     let max_pending = broker.config.queued_max_requests;
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     let mut pending: FuturesOrdered<PendingAnswer> = FuturesOrdered::new();
@@ -183,12 +344,16 @@ async fn answer_in_order(
     while reading || !pending.is_empty() {
         tokio::select! {
             frame = frames.recv(), if reading && pending.len() < max_pending => {
-                match take_frame(broker, info, frame).await {
-                    Some(reply) => {
+                match take_frame(broker, session, frame).await {
+                    Taken::Answer(reply) => {
                         pending.push_back(reply);
                         debug_assert!(pending.len() <= max_pending, "more answers pending than queued.max.requests");
                     }
-                    None => reading = false,
+                    Taken::Last(reply) => {
+                        pending.push_back(reply);
+                        reading = false;
+                    }
+                    Taken::Stop => reading = false,
                 }
             }
             Some(answer) = pending.next(), if !pending.is_empty() => {
@@ -202,9 +367,9 @@ async fn answer_in_order(
                     if let Err(e) = written {
                         if e.kind() == std::io::ErrorKind::UnexpectedEof {
                             // A segment shrank under a fetch whose size was already sent.
-                            warn!(peer = %info.peer, error = %e, "closing connection: response cut short");
+                            warn!(peer = %session.info.peer, error = %e, "closing connection: response cut short");
                         } else {
-                            debug!(peer = %info.peer, error = %e, "connection write failed");
+                            debug!(peer = %session.info.peer, error = %e, "connection write failed");
                         }
                         break;
                     }
@@ -217,7 +382,7 @@ async fn answer_in_order(
                 shared.cancel.send_replace(true);
             }
             _ = tokio::time::sleep(idle), if reading && pending.is_empty() => {
-                debug!(peer = %info.peer, "closing idle connection");
+                debug!(peer = %session.info.peer, "closing idle connection");
                 reading = false;
             }
         }
@@ -240,40 +405,84 @@ fn api_of(frame: &[u8]) -> &'static str {
 /// own work), remote (waiting for durability or data).
 async fn take_frame(
     broker: &Arc<Broker>,
-    info: &Arc<ConnectionInfo>,
+    session: &mut Session,
     frame: Option<FrameResult>,
-) -> Option<PendingAnswer> {
+) -> Taken {
     match frame {
         Some(Ok(Some(ReadFrame { bytes, read_at }))) => {
             let api = api_of(&bytes);
+            let bytes = match session.sasl.as_mut() {
+                None => bytes,
+                Some(sasl) => {
+                    let (verdict, principal) = sasl.on_frame(bytes);
+                    if let Some(p) = principal {
+                        session.authenticated(p);
+                    }
+                    match verdict {
+                        Verdict::Dispatch(bytes) => bytes,
+                        Verdict::Answer(frame) => {
+                            return Taken::Answer(answer(
+                                api,
+                                Reply::Now(Some(frame)),
+                                Instant::now(),
+                            ))
+                        }
+                        Verdict::Fail {
+                            frame,
+                            delay,
+                            reason,
+                        } => {
+                            info!(peer = %session.info.peer, listener = %session.info.listener_name, %reason, "SASL authentication failed; closing the connection");
+                            let later: crate::request::PendingReply = Box::pin(async move {
+                                tokio::time::sleep(delay).await;
+                                frame
+                            });
+                            return Taken::Last(answer(api, Reply::Later(later), Instant::now()));
+                        }
+                        Verdict::Close(reason) => {
+                            info!(peer = %session.info.peer, %reason, "closing connection");
+                            return Taken::Stop;
+                        }
+                    }
+                }
+            };
+            let info = &session.info;
             let taken = Instant::now();
             crate::metrics::request_phase(api, RequestPhase::Queue, taken - read_at);
             match dispatch::handle(broker, info, bytes).await {
                 Ok(reply) => {
                     let handled = Instant::now();
                     crate::metrics::request_phase(api, RequestPhase::Local, handled - taken);
-                    Some(answer(api, reply, handled))
+                    Taken::Answer(answer(api, reply, handled))
                 }
                 Err(e) => {
                     crate::metrics::request_error(e.api_name());
                     info!(peer = %info.peer, error = %e, "closing connection: bad request");
-                    None
+                    Taken::Stop
                 }
             }
         }
         Some(Ok(None)) | None => {
-            debug!(peer = %info.peer, "peer closed the connection");
-            None
+            debug!(peer = %session.info.peer, "peer closed the connection");
+            Taken::Stop
         }
         Some(Err(FrameError::Io(e))) => {
-            debug!(peer = %info.peer, error = %e, "connection read failed");
-            None
+            debug!(peer = %session.info.peer, error = %e, "connection read failed");
+            Taken::Stop
         }
         Some(Err(e)) => {
-            info!(peer = %info.peer, error = %e, "closing connection: bad frame");
-            None
+            info!(peer = %session.info.peer, error = %e, "closing connection: bad frame");
+            Taken::Stop
         }
     }
+}
+
+/// What taking a frame gave.
+enum Taken {
+    Answer(PendingAnswer),
+    /// Answer this, then stop reading (a failed authentication).
+    Last(PendingAnswer),
+    Stop,
 }
 
 /// The answer of `reply`, timing its remote phase (zero for an answer ready at once).
@@ -300,10 +509,20 @@ fn answer(api: &'static str, reply: Reply, handled: Instant) -> PendingAnswer {
     }
 }
 
-async fn write_all(w: &mut OwnedWriteHalf, frame: ResponseFrame) -> std::io::Result<()> {
+async fn write_all(w: &mut WriteSide, frame: ResponseFrame) -> std::io::Result<()> {
     crate::metrics::bytes_sent(frame.len());
-    match frame {
-        ResponseFrame::Flat(bytes) => w.write_all(&bytes).await,
-        ResponseFrame::Pieces(pieces) => zero_copy::write_pieces(w.as_ref(), &pieces).await,
+    match (w, frame) {
+        (WriteSide::Tcp(w), ResponseFrame::Flat(bytes)) => w.write_all(&bytes).await,
+        (WriteSide::Tcp(w), ResponseFrame::Pieces(pieces)) => {
+            zero_copy::write_pieces(w.as_ref(), &pieces).await
+        }
+        (WriteSide::Tls(w), ResponseFrame::Flat(bytes)) => {
+            w.write_all(&bytes).await?;
+            w.flush().await
+        }
+        (WriteSide::Tls(w), ResponseFrame::Pieces(pieces)) => {
+            zero_copy::write_pieces_through(w, &pieces).await?;
+            w.flush().await
+        }
     }
 }

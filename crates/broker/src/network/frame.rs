@@ -16,6 +16,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
 ) -> Result<Option<BytesMut>, FrameError> {
+    read_frame_limited(reader, || max_bytes).await
+}
+
+/// As [`read_frame`], with the limit asked for once the size has arrived: a SASL connection
+/// raises it when its client has authenticated, which happens while the next read waits.
+pub async fn read_frame_limited<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_bytes: impl Fn() -> usize,
+) -> Result<Option<BytesMut>, FrameError> {
     let mut size_buf = [0u8; SIZE_PREFIX_BYTES];
     let mut got = 0;
     while got < SIZE_PREFIX_BYTES {
@@ -31,7 +40,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         }
         got += n;
     }
-    let size = frame_size(size_buf, max_bytes)?;
+    let size = frame_size(size_buf, max_bytes())?;
     // The frame gets its own allocation, never shared with the bytes after it: a produce
     // handler can then take it back as mutable and patch offsets in place. Reads go straight
     // into it when the caller's `BufReader` is empty (tokio's bypass for reads at least as large

@@ -4,4 +4,6 @@
 pub mod connection;
 pub mod frame;
 pub mod listener;
+pub mod sasl;
+pub mod security;
 pub mod zero_copy;

@@ -32,6 +32,37 @@ pub async fn write_pieces(stream: &TcpStream, pieces: &[Piece]) -> io::Result<()
     Ok(())
 }
 
+/// Writes the pieces through a stream that is not the socket itself (TLS, which must
+/// encrypt every byte): file ranges are read into a buffer and written, in order.
+pub async fn write_pieces_through<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    pieces: &[Piece],
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    const CHUNK_BYTES: u64 = 256 * 1024;
+    let mut buf = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Bytes(b) => w.write_all(b).await?,
+            Piece::File(range) => {
+                let mut position = range.position;
+                let end = range.position + range.len as u64;
+                while position < end {
+                    let n = (end - position).min(CHUNK_BYTES) as usize;
+                    buf.resize(n, 0);
+                    let got = range.file.read_at(&mut buf, position)?;
+                    if got == 0 {
+                        return Err(file_shorter(range, position));
+                    }
+                    w.write_all(&buf[..got]).await?;
+                    position += got as u64;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn send_bytes(stream: &TcpStream, mut bytes: &[u8], more: bool) -> io::Result<()> {
     while !bytes.is_empty() {
         stream.writable().await?;

@@ -68,6 +68,10 @@ pub struct ClientOpts {
     #[arg(long, default_value_t = 30_000, value_name = "MS", global = true,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub request_timeout_ms: u64,
+    /// Kafka client properties (security.protocol, ssl.*, sasl.mechanism, sasl.jaas.config)
+    /// for a TLS or SASL listener, as Kafka's tools take them.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 impl ClientOpts {
@@ -79,14 +83,28 @@ impl ClientOpts {
                 request_timeout,
                 connect_timeout: request_timeout.min(Duration::from_secs(10)),
                 max_response_bytes: 128 * 1024 * 1024,
+                security: None,
             },
         }
     }
 
+    /// The security `--command-config` names, if any.
+    fn security(&self) -> anyhow::Result<Option<Arc<strom_client::ClientSecurity>>> {
+        let Some(path) = &self.command_config else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read --command-config {}: {e}", path.display()))?;
+        let props = strom_security::client_config::parse_properties(&text);
+        let security = strom_client::ClientSecurity::from_properties(&props)
+            .map_err(|e| anyhow::anyhow!("--command-config {}: {e}", path.display()))?;
+        Ok(security.map(Arc::new))
+    }
+
     pub async fn connect(&self) -> anyhow::Result<Arc<Client>> {
-        Ok(Arc::new(
-            Client::connect(&self.bootstrap, self.client_config()).await?,
-        ))
+        let mut config = self.client_config();
+        config.connection.security = self.security()?;
+        Ok(Arc::new(Client::connect(&self.bootstrap, config).await?))
     }
 }
 

@@ -1,0 +1,412 @@
+"""SASL on SASL_PLAINTEXT and SASL_SSL listeners (issue 14): PLAIN with users from Kafka's
+listener.name.<l>.plain.sasl.jaas.config, real clients, and hostile bytes in the exchange."""
+
+import socket
+import struct
+import time
+
+import pytest
+from confluent_kafka import KafkaException
+
+from conftest import free_port
+from helpers import admin, describe, kcat, kcat_roundtrip, producer, unique_topic
+from kafka_wire import API_VERSIONS, METADATA, Conn, Reader, api_versions_v0_body, bytes_, frame, \
+    metadata_body, request_header, string
+from pki import make_pki, secure_listeners
+
+SASL_HANDSHAKE = 17
+SASL_AUTHENTICATE = 36
+ILLEGAL_SASL_STATE = 34
+UNSUPPORTED_SASL_MECHANISM = 33
+SASL_AUTHENTICATION_FAILED = 58
+
+JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+        'username="admin" password="admin-secret" user_admin="admin-secret" user_alice="alice-secret";')
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def sasl_broker(make_broker, pki=None, **extra):
+    plain, sp = free_port(), free_port()
+    listeners = {"PLAINTEXT": plain, "SASL_PLAINTEXT": sp}
+    if pki is not None:
+        ss = free_port()
+        listeners["SASL_SSL"] = ss
+    overrides = secure_listeners(**listeners)
+    overrides["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = JAAS
+    if pki is not None:
+        overrides["listener.name.sasl_ssl.plain.sasl.jaas.config"] = JAAS
+        overrides["ssl.keystore.location"] = str(pki.root / "server.pem")
+    overrides.update(extra)
+    b = make_broker(port=plain, **overrides)
+    b.sasl = f"127.0.0.1:{sp}"
+    b.sasl_ssl = f"127.0.0.1:{listeners['SASL_SSL']}" if pki is not None else None
+    return b
+
+
+def plain_conf(user="alice", password="alice-secret", protocol="SASL_PLAINTEXT", **extra):
+    conf = {"security.protocol": protocol, "sasl.mechanisms": "PLAIN",
+            "sasl.username": user, "sasl.password": password}
+    conf.update(extra)
+    return conf
+
+
+def wait_log(b, text, timeout=5):
+    deadline = time.monotonic() + timeout
+    while text not in b.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return text in b.log_text()
+
+
+def test_sasl_plaintext_plain_confluent(make_broker):
+    b = sasl_broker(make_broker)
+    topic = unique_topic("sasl")
+    p = producer(b.sasl, **plain_conf())
+    for i in range(20):
+        p.produce(topic, value=b"v%d" % i)
+    assert p.flush(30) == 0
+    assert wait_log(b, "principal=User:alice"), b.log_tail()
+    md = admin(b.sasl, **plain_conf()).list_topics(timeout=10)
+    assert topic in md.topics
+    assert [f"{x.host}:{x.port}" for x in md.brokers.values()] == [b.sasl]
+
+
+def test_sasl_ssl_plain_kcat(make_broker, pki):
+    b = sasl_broker(make_broker, pki)
+    topic = unique_topic("kcat")
+    x = ["-X", "security.protocol=SASL_SSL", "-X", f"ssl.ca.location={pki.root / 'ca.pem'}",
+         "-X", "sasl.mechanisms=PLAIN", "-X", "sasl.username=admin", "-X", "sasl.password=admin-secret"]
+    p = kcat(["-P", "-b", b.sasl_ssl, "-t", topic, *x], input="a\nb\nc\n")
+    assert p.returncode == 0, describe(p)
+    c = kcat(["-C", "-b", b.sasl_ssl, "-t", topic, "-e", "-o", "beginning", *x])
+    assert c.returncode == 0, describe(c)
+    assert c.stdout.decode().split() == ["a", "b", "c"]
+    assert wait_log(b, "principal=User:admin"), b.log_tail()
+
+
+def test_kafka_python_sasl_plain(make_broker, pki):
+    from kafka import KafkaConsumer, KafkaProducer
+    b = sasl_broker(make_broker, pki)
+    topic = unique_topic("kp")
+    kw = dict(bootstrap_servers=b.sasl_ssl, security_protocol="SASL_SSL", ssl_cafile=str(pki.root / "ca.pem"),
+              sasl_mechanism="PLAIN", sasl_plain_username="alice", sasl_plain_password="alice-secret")
+    p = KafkaProducer(**kw)
+    for i in range(10):
+        p.send(topic, b"kp-%d" % i)
+    p.flush(30)
+    p.close()
+    c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=8000, **kw)
+    got = [m.value for m in c]
+    c.close()
+    assert got == [b"kp-%d" % i for i in range(10)]
+
+
+def test_wrong_password_is_a_clear_error_and_others_are_served(make_broker):
+    b = sasl_broker(make_broker, **{"connection.failed.authentication.delay.ms": "300"})
+    errors = []
+    p = producer(b.sasl, **plain_conf(password="wrong"), error_cb=lambda e: errors.append(e))
+    p.produce(unique_topic("nope"), value=b"x")
+    deadline = time.monotonic() + 10
+    while not errors and time.monotonic() < deadline:
+        p.poll(0.5)
+    assert any("Authentication failed: Invalid username or password" in e.str() for e in errors), errors
+    with pytest.raises(KafkaException):
+        admin(b.sasl, **plain_conf(password="wrong")).list_topics(timeout=3)
+    # The raw exchange: the error, after the delay, then the close.
+    with Conn(b.sasl) as c:
+        r = c.request(SASL_HANDSHAKE, 1, string("PLAIN"))
+        assert r.i16() == 0
+        started = time.monotonic()
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0alice\0nope"))
+        assert r.i16() == SASL_AUTHENTICATION_FAILED
+        assert "Authentication failed" in r.string()
+        assert time.monotonic() - started >= 0.25
+        assert c.closed_by_peer(5)
+    md = admin(b.sasl, **plain_conf()).list_topics(timeout=10)
+    assert len(md.brokers) == 1
+    kcat_roundtrip(b.bootstrap)
+
+
+def test_only_sasl_requests_before_authentication(make_broker):
+    b = sasl_broker(make_broker)
+    with Conn(b.sasl) as c:
+        r = c.request(API_VERSIONS, 0, api_versions_v0_body())
+        assert r.i16() == 0
+        c.send(frame(request_header(METADATA, 4, 9) + metadata_body(None, 4)))
+        assert c.recv_frame() is None, "Metadata before authentication must close the connection"
+    with Conn(b.sasl) as c:
+        r = c.request(SASL_HANDSHAKE, 1, string("SCRAM-SHA-256"))
+        assert r.i16() == UNSUPPORTED_SASL_MECHANISM
+        assert r.array(lambda rr: rr.string()) == ["PLAIN"]
+        assert c.closed_by_peer(5)
+    with Conn(b.sasl) as c:
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0alice\0alice-secret"))
+        assert r.i16() == ILLEGAL_SASL_STATE
+        assert c.closed_by_peer(5)
+    # Handshake v1 then SaslAuthenticate, then anything.
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0alice\0alice-secret"))
+        assert r.i16() == 0
+        r.string(), r.bytes_()
+        assert r.i64() == 0, "no connections.max.reauth.ms: the session does not expire"
+        r = c.request(METADATA, 4, metadata_body(None, 4))
+        assert r.remaining() > 0
+    # Handshake v0: raw tokens follow, with no Kafka header.
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 0, string("PLAIN")).i16() == 0
+        c.send(frame(b"\0alice\0alice-secret"))
+        assert c.request(METADATA, 4, metadata_body(None, 4)).remaining() > 0
+
+
+def test_hostile_bytes_in_the_sasl_exchange(make_broker, pki):
+    b = sasl_broker(make_broker, pki)
+    for target in [b.sasl]:
+        # A SaslAuthenticate claiming 100 MiB: refused by its size (sasl.server.max.receive.size),
+        # before the broker reads or allocates it.
+        with Conn(target) as c:
+            assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+            c.send(struct.pack(">i", 100 << 20) + request_header(SASL_AUTHENTICATE, 1, 2))
+            assert c.closed_by_peer(5)
+        # Garbage PLAIN messages: an error, then the close.
+        for garbage in [b"\xff" * 5000, b"no-nuls", b"\0\0\0\0", b""]:
+            with Conn(target) as c:
+                assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+                r = c.request(SASL_AUTHENTICATE, 1, bytes_(garbage))
+                assert r.i16() == SASL_AUTHENTICATION_FAILED
+                assert c.closed_by_peer(5)
+        # A client that stops mid-exchange holds only its own connection.
+        stalled = Conn(target)
+        assert stalled.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        stalled.send(struct.pack(">i", 40) + b"\x00\x24")
+    md = admin(b.sasl, **plain_conf()).list_topics(timeout=10)
+    assert len(md.brokers) == 1
+    # 100 MiB over SASL_SSL, streamed for real: the connection is closed at the size prefix.
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(pki.root / "ca.pem"))
+    host, port = b.sasl_ssl.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            t.sendall(frame(request_header(SASL_HANDSHAKE, 1, 1) + string("PLAIN")))
+            sent = 0
+            with pytest.raises(OSError):
+                t.sendall(struct.pack(">i", 100 << 20) + request_header(SASL_AUTHENTICATE, 1, 2))
+                chunk = b"\0" * (1 << 20)
+                for _ in range(100):
+                    t.sendall(chunk)
+                    sent += len(chunk)
+            assert sent < 100 << 20
+    stalled.close()
+    kcat_roundtrip(b.bootstrap)
+
+
+def test_reauthentication_kip368(make_broker):
+    b = sasl_broker(make_broker, **{"connections.max.reauth.ms": "1500"})
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0alice\0alice-secret"))
+        assert r.i16() == 0
+        r.string(), r.bytes_()
+        assert 0 < r.i64() <= 1500
+        assert c.request(METADATA, 4, metadata_body(None, 4)).remaining() > 0
+        # Re-authenticating as someone else is refused.
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0admin\0admin-secret"))
+        assert r.i16() == SASL_AUTHENTICATION_FAILED
+        assert "Cannot change principals" in r.string()
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        assert c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0alice\0alice-secret")).i16() == 0
+        time.sleep(1.7)
+        # Expired: re-authenticate first, and then requests are served again.
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        assert c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0alice\0alice-secret")).i16() == 0
+        assert c.request(METADATA, 4, metadata_body(None, 4)).remaining() > 0
+        time.sleep(1.7)
+        c.send(frame(request_header(METADATA, 4, 50) + metadata_body(None, 4)))
+        assert c.recv_frame() is None, "a request after the session expired closes the connection"
+    # librdkafka re-authenticates by itself and keeps producing.
+    p = producer(b.sasl, **plain_conf())
+    topic = unique_topic("reauth")
+    for i in range(8):
+        p.produce(topic, value=b"r%d" % i)
+        p.flush(10)
+        time.sleep(0.5)
+    assert p.flush(10) == 0
+
+
+def test_bad_sasl_settings_are_start_up_errors(make_broker):
+    for extra, words in [
+        ({"listener.name.sasl_plaintext.plain.sasl.jaas.config": ""}, "plain.sasl.jaas.config"),
+        ({"sasl.enabled.mechanisms": "GSSAPI"}, "sasl.enabled.mechanisms"),
+        ({"sasl.enabled.mechanisms": "PLAIN,OAUTHBEARER"}, "sasl.oauthbearer.jwks.endpoint.url"),
+        ({"listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:KERBEROS"}, "KERBEROS"),
+    ]:
+        plain, sp = free_port(), free_port()
+        overrides = secure_listeners(PLAINTEXT=plain, SASL_PLAINTEXT=sp)
+        overrides["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = JAAS
+        overrides.update(extra)
+        b = make_broker(port=plain, start=False, **overrides)
+        b.start(wait=False)
+        assert b.proc.wait(30) != 0
+        assert words in b.log_text(), b.log_text()
+
+
+# --- OAUTHBEARER (KIP-768): tokens signed here with openssl, checked against a JWKS file ----------
+
+def _b64url(b: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def jwks(tmp_path_factory):
+    import json
+    import subprocess
+    d = tmp_path_factory.mktemp("jwks")
+    subprocess.run(["openssl", "genrsa", "-out", str(d / "signer.key"), "2048"], check=True, capture_output=True)
+    modulus = subprocess.run(["openssl", "rsa", "-in", str(d / "signer.key"), "-noout", "-modulus"],
+                             check=True, capture_output=True).stdout.decode().strip().split("=", 1)[1]
+    key = {"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+           "n": _b64url(bytes.fromhex(modulus)), "e": _b64url((65537).to_bytes(3, "big"))}
+    (d / "jwks.json").write_text(json.dumps({"keys": [key]}))
+
+    def token(sub="svc-orders", aud="strom", iss="https://issuer.example", lifetime_s=600):
+        now = int(time.time())
+        head = _b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "k1"}).encode())
+        body = _b64url(json.dumps({"sub": sub, "aud": aud, "iss": iss, "iat": now,
+                                   "exp": now + lifetime_s}).encode())
+        signed = f"{head}.{body}".encode()
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(d / "signer.key")], input=signed,
+                             check=True, capture_output=True).stdout
+        return f"{head}.{body}.{_b64url(sig)}", now + lifetime_s
+
+    return d / "jwks.json", token
+
+
+def oauth_broker(make_broker, jwks_path):
+    plain, sp = free_port(), free_port()
+    overrides = secure_listeners(PLAINTEXT=plain, SASL_PLAINTEXT=sp)
+    overrides.update({
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "OAUTHBEARER",
+        "sasl.oauthbearer.jwks.endpoint.url": f"file://{jwks_path}",
+        "sasl.oauthbearer.expected.audience": "strom",
+        "sasl.oauthbearer.expected.issuer": "https://issuer.example",
+    })
+    b = make_broker(port=plain, **overrides)
+    b.sasl = f"127.0.0.1:{sp}"
+    return b
+
+
+def test_oauthbearer_with_a_jwks_file(make_broker, jwks):
+    path, token = jwks
+    b = oauth_broker(make_broker, path)
+    good = token()
+    conf = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "OAUTHBEARER",
+            "oauth_cb": lambda _cfg: (good[0], good[1])}
+    p = producer(b.sasl, **conf)
+    topic = unique_topic("oauth")
+    p.produce(topic, value=b"tok")
+    assert p.flush(30) == 0
+    assert wait_log(b, "principal=User:svc-orders"), b.log_tail()
+    # Tokens for another audience or issuer are refused, and the broker goes on.
+    for bad in [token(aud="someone-else"), token(iss="https://evil.example")]:
+        errors = []
+        q = producer(b.sasl, **{**conf, "oauth_cb": lambda _cfg, t=bad: (t[0], t[1])},
+                     error_cb=lambda e: errors.append(e))
+        q.produce(topic, value=b"no")
+        deadline = time.monotonic() + 10
+        while not errors and time.monotonic() < deadline:
+            q.poll(0.5)
+        assert any("authentication" in e.str().lower() for e in errors), errors
+        q.purge()
+    admin(b.sasl, **conf).list_topics(timeout=10)
+
+
+def test_sasl_ssl_principal_is_the_sasl_user_not_the_certificate(make_broker, pki):
+    b = sasl_broker(make_broker, pki, **{"ssl.client.auth": "requested",
+                                         "ssl.truststore.location": str(pki.root / "ca.pem")})
+    x = ["-X", "security.protocol=SASL_SSL", "-X", f"ssl.ca.location={pki.root / 'ca.pem'}",
+         "-X", f"ssl.certificate.location={pki.cert('alice')}", "-X", f"ssl.key.location={pki.key('alice')}",
+         "-X", "sasl.mechanisms=PLAIN", "-X", "sasl.username=admin", "-X", "sasl.password=admin-secret"]
+    r = kcat(["-L", "-b", b.sasl_ssl, *x])
+    assert r.returncode == 0, describe(r)
+    assert wait_log(b, "SASL authentication succeeded"), b.log_tail()
+    lines = [ln for ln in b.log_text().splitlines() if "SASL authentication succeeded" in ln]
+    assert all("principal=User:admin" in ln for ln in lines), lines
+
+
+def test_cli_command_config_sasl_ssl_plain(make_broker, pki, tmp_path):
+    import subprocess
+    from conftest import strom_bin
+    b = sasl_broker(make_broker, pki)
+    props = tmp_path / "client.properties"
+
+    def cli(password):
+        props.write_text(
+            "security.protocol=SASL_SSL\n"
+            f"ssl.truststore.location={pki.root / 'ca.pem'}\n"
+            "sasl.mechanism=PLAIN\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="alice" password="{password}";\n')
+        return subprocess.run([strom_bin(), "topic", "list", "-b", b.sasl_ssl.replace("127.0.0.1", "localhost"),
+                               "--command-config", str(props)], capture_output=True, timeout=60)
+
+    r = cli("alice-secret")
+    assert r.returncode == 0, r.stderr.decode()
+    assert wait_log(b, "principal=User:alice")
+    r = cli("wrong")
+    assert r.returncode != 0
+    assert "SASL authentication failed: Authentication failed: Invalid username or password" in r.stderr.decode(), \
+        r.stderr.decode()
+
+
+KAFKAJS_SASL_SSL = r"""
+const fs = require('fs')
+const { Kafka, logLevel } = require('kafkajs')
+const [bootstrap, topic, ca, password] = process.argv.slice(2)
+const kafka = new Kafka({ clientId: 'strom-kafkajs', brokers: [bootstrap], logLevel: logLevel.NOTHING,
+  ssl: { ca: [fs.readFileSync(ca, 'utf-8')], servername: 'localhost' },
+  sasl: { mechanism: 'plain', username: 'alice', password }, retry: { retries: 0 }, connectionTimeout: 5000 })
+async function main() {
+  const producer = kafka.producer({ allowAutoTopicCreation: true })
+  await producer.connect()
+  await producer.send({ topic, messages: [{ value: 'js-1' }, { value: 'js-2' }] })
+  await producer.disconnect()
+  return 'ok'
+}
+main().then(r => { console.log(JSON.stringify({ result: r })); process.exit(0) })
+  .catch(e => { console.log(JSON.stringify({ error: String(e && e.message || e), type: e && e.type })); process.exit(1) })
+"""
+
+
+def test_kafkajs_over_sasl_ssl(make_broker, pki, tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+    node = shutil.which("node")
+    js_dir = Path(__file__).parent / "js"
+    if node is None or not (js_dir / "node_modules" / "kafkajs").is_dir():
+        pytest.skip("node or kafkajs missing: run scripts/install-test-deps.sh")
+    b = sasl_broker(make_broker, pki)
+    script = tmp_path / "sasl.js"
+    script.write_text(KAFKAJS_SASL_SSL)
+    env = dict(os.environ, NODE_PATH=str(js_dir / "node_modules"))
+    topic = unique_topic("js")
+
+    def run(password):
+        p = subprocess.run([node, str(script), b.sasl_ssl, topic, str(pki.root / "ca.pem"), password],
+                           capture_output=True, text=True, timeout=60, env=env)
+        return p.returncode, json.loads(p.stdout.strip().splitlines()[-1])
+
+    rc, out = run("alice-secret")
+    assert rc == 0 and out["result"] == "ok", out
+    rc, out = run("wrong")
+    assert rc != 0 and "SASL PLAIN authentication failed" in out["error"], out
+    c = kcat(["-C", "-b", b.bootstrap, "-t", topic, "-e", "-o", "beginning"])
+    assert c.stdout.decode().split() == ["js-1", "js-2"], describe(c)

@@ -332,26 +332,13 @@ def check_monitoring(p: Problems, by_kind: dict[str, list[dict]], pod_labels: di
 # upper-casing the name and turning dots into underscores (RawConfig::merge_env).
 BROKER_CONFIG_RS = "crates/broker/src/config.rs"
 DEF_NAME = re.compile(r'^\s*def\("([a-z0-9._-]+)"', re.M)
-# Settings defined only on the security branches so far (issue 14), which the
-# chart already writes. Once a branch is merged its names are in
-# BROKER_CONFIG_RS and the entry is redundant (reported, so it can be removed).
-BRANCH_ONLY_SETTINGS = {
-    "ssl.keystore.type": "tls", "ssl.keystore.location": "tls",
-    "ssl.keystore.certificate.chain": "tls", "ssl.keystore.key": "tls",
-    "ssl.truststore.type": "tls", "ssl.truststore.location": "tls",
-    "ssl.truststore.certificates": "tls", "ssl.client.auth": "tls",
-    "ssl.enabled.protocols": "tls", "ssl.principal.mapping.rules": "tls",
-    "sasl.enabled.mechanisms": "tls", "sasl.server.max.receive.size": "tls",
-    "ssl.handshake.timeout.ms": "tls", "connections.max.reauth.ms": "tls",
-    "connection.failed.authentication.delay.ms": "tls",
-    "sasl.oauthbearer.jwks.endpoint.url": "tls", "sasl.oauthbearer.expected.audience": "tls",
-    "sasl.oauthbearer.expected.issuer": "tls", "sasl.oauthbearer.sub.claim.name": "tls",
-    "sasl.oauthbearer.scope.claim.name": "tls", "sasl.oauthbearer.clock.skew.seconds": "tls",
-    "authorizer.class.name": "acl", "super.users": "acl", "allow.everyone.if.no.acl.found": "acl",
-}
+# Settings the chart may write before the broker defines them (a branch not yet merged):
+# none now that the security work is in. An entry found in BROKER_CONFIG_RS is reported, so
+# it can be removed.
+BRANCH_ONLY_SETTINGS: dict[str, str] = {}
 # STROM_* variables that are not broker settings.
 NON_SETTING_ENV = {"STROM_LOG"}
-# listener.name.<l>.<mechanism>.sasl.jaas.config mechanisms the broker reads (tls branch).
+# listener.name.<l>.<mechanism>.sasl.jaas.config mechanisms the broker reads.
 JAAS_MECHANISMS = {"plain", "scram-sha-256", "scram-sha-512", "oauthbearer"}
 PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"

@@ -61,7 +61,7 @@ def values_by_partition(msgs) -> dict[int, list[str]]:
 
 def watermark_high(bootstrap: str, topic: str, partition: int, isolation: str) -> int:
     c = consumer(bootstrap, **{"isolation.level": isolation})
-    _, high = c.query_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    _, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
     c.close()
     return high
 

@@ -92,6 +92,21 @@ else
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${REQUIREMENTS[@]}"
     printf '%s\n' "$WANT" >"$STAMP"
 fi
+# --- Stream-processing frameworks in exactly-once mode (test_txn_frameworks.py) ---
+# A venv of their own: quixstreams pins an older confluent-kafka than the tests above use.
+FW_VENV=.venv-frameworks
+FW_REQUIREMENTS=("quixstreams==3.28.1" "faust-streaming==0.15.3")
+FW_STAMP="$FW_VENV/.strom-test-deps"
+FW_WANT="$(printf '%s\n' "${FW_REQUIREMENTS[@]}")"
+if [ -f "$FW_STAMP" ] && [ "$(cat "$FW_STAMP")" = "$FW_WANT" ] \
+    && "$FW_VENV/bin/python" -c 'import quixstreams, faust' 2>/dev/null; then
+    log "framework deps already installed"
+else
+    log "installing quixstreams and faust-streaming into $FW_VENV"
+    [ -x "$FW_VENV/bin/python" ] || "$PY" -m venv "$FW_VENV"
+    "$FW_VENV/bin/python" -m pip install -q --disable-pip-version-check "${FW_REQUIREMENTS[@]}"
+    printf '%s\n' "$FW_WANT" >"$FW_STAMP"
+fi
 # --- Node.js clients (kafkajs) and playwright-core (drives the system Chromium), pinned by tests/integration/js/package-lock.json ---
 JS_DIR=tests/integration/js
 if [ -f "$JS_DIR/node_modules/.package-lock.json" ] \

@@ -107,6 +107,7 @@ step k8s-validate ./scripts/k8s-validate.sh
 step image-build ./scripts/build-image.sh --binary target/release/strom --no-save
 step bench-smoke ./bench/run.sh --smoke
 step bench-groups-smoke "$ROOT/.venv/bin/python" bench/groups.py --smoke
+step bench-transactions-smoke "$ROOT/.venv/bin/python" bench/transactions.py --smoke
 
 summary
 [ "$FAILED" -eq 0 ]

@@ -3,9 +3,8 @@ kafkajs's transactional producers against the real binary. The coordinator (Find
 for transactional ids, InitProducerId with its epochs and fencing, AddPartitionsToTxn,
 AddOffsetsToTxn, TxnOffsetCommit, EndTxn) writes COMMIT/ABORT markers into every partition
 of a transaction and into `__consumer_offsets`. A marker is a record offset of its own, so a
-partition's high watermark counts them. Fetch's read_committed (stop at the last stable
-offset, skip aborted transactions) is the storage side's and not wired into Fetch yet: the
-test that needs it is expected to fail until then (`READ_COMMITTED_PENDING`)."""
+partition's high watermark counts them. A read_committed consumer stops at the last stable
+offset and skips aborted transactions (strom-log's aborted-transaction index)."""
 
 import json
 import os
@@ -23,13 +22,6 @@ from conftest import strom_bin
 from helpers import consume_partitions, consumer, create_topic, producer, unique_topic
 
 PARTITIONS = 4
-
-READ_COMMITTED_PENDING = pytest.mark.xfail(
-    reason="Fetch with isolation_level=read_committed (stop at the LSO, aborted transactions) "
-           "is not wired into handlers/fetch.rs yet (the storage side, txnlog)",
-    strict=False,
-)
-
 
 def eventually(fetch, want, timeout=15):
     """fetch() until it returns `want` (markers follow EndTxn's answer); the last value."""
@@ -190,7 +182,6 @@ def test_commit_and_abort_over_four_partitions(broker):
     assert state == "CompleteCommit"
 
 
-@READ_COMMITTED_PENDING
 def test_read_committed_sees_exactly_the_committed_records_in_order(broker):
     topic = unique_topic("txn-rc")
     create_topic(broker.bootstrap, topic, PARTITIONS)

@@ -93,6 +93,22 @@ impl OffsetsLog for BrokerGroupPorts {
         })
     }
 
+    fn append_transactional(
+        &self,
+        partition: i32,
+        batch: &mut BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendedRange, ResponseError> {
+        let info = self
+            .leader(partition)?
+            .append_as_coordinator(batch, now_ms)
+            .map_err(|e| append_error_code(&e))?;
+        Ok(AppendedRange {
+            first_offset: info.first_offset,
+            last_offset: info.last_offset,
+        })
+    }
+
     fn wait_durable(
         &self,
         partition: i32,

@@ -212,6 +212,50 @@ impl Partition {
         })
     }
 
+    /// Appends a batch a coordinator wrote for a producer (the group coordinator's
+    /// transactional offset commits): validated as any batch, and of the producer's state
+    /// only its epoch is checked (an older one is INVALID_PRODUCER_EPOCH), as Kafka appends
+    /// with the coordinator as origin; sequences and duplicates are the producer's own
+    /// batches' business.
+    pub fn append_as_coordinator(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+    ) -> Result<Appended, PartitionError> {
+        let epoch = self.leader_epoch();
+        let headers = batch_headers(records).map_err(|e| {
+            PartitionError::Rejected(
+                ResponseError::try_from_code(e.kafka_error_code())
+                    .unwrap_or(ResponseError::CorruptMessage),
+            )
+        })?;
+        let mut log = self.log()?;
+        for h in headers.iter().filter(|h| h.producer_id >= 0) {
+            if h.is_control() {
+                return Err(PartitionError::Rejected(ResponseError::InvalidRecord));
+            }
+            if log
+                .producer_state()
+                .producer(h.producer_id)
+                .is_some_and(|e| h.producer_epoch < e.producer_epoch)
+            {
+                return Err(PartitionError::Rejected(
+                    ResponseError::InvalidProducerEpoch,
+                ));
+            }
+        }
+        let info = log.append_as_leader(records, epoch, now_ms)?;
+        drop(log);
+        self.unflushed_messages
+            .fetch_add(info.last_offset - info.first_offset + 1, Ordering::AcqRel);
+        Ok(Appended {
+            first_offset: info.first_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: info.log_append_time_ms,
+            duplicate: false,
+        })
+    }
+
     /// Writes a COMMIT (`commit`) or ABORT marker for the producer (the transaction
     /// coordinator's WriteTxnMarkers) and makes it durable and visible as an acks=all append
     /// is; returns its offset. An older producer epoch is INVALID_PRODUCER_EPOCH, an older
@@ -436,6 +480,15 @@ pub trait PartitionLog: Send + Sync {
     /// [`PartitionLog::complete_append`].
     fn append_as_leader(&self, records: &mut [u8], now_ms: i64)
         -> Result<Appended, PartitionError>;
+    /// Appends a coordinator's batch for a producer (see [`Partition::append_as_coordinator`]);
+    /// a partition kind without producer state takes it as any append.
+    fn append_as_coordinator(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+    ) -> Result<Appended, PartitionError> {
+        self.append_as_leader(records, now_ms)
+    }
     /// Makes an append up to `end_offset` durable and visible (the high watermark).
     fn complete_append(&self, end_offset: i64) -> BoxFuture<'_, Result<(), PartitionError>>;
     /// Whole batches from `offset` up to the high watermark, as a file range fetch sends with
@@ -543,6 +596,13 @@ impl PartitionLog for Partition {
         now_ms: i64,
     ) -> Result<Appended, PartitionError> {
         Partition::append_as_leader(self, records, now_ms)
+    }
+    fn append_as_coordinator(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+    ) -> Result<Appended, PartitionError> {
+        Partition::append_as_coordinator(self, records, now_ms)
     }
     fn complete_append(&self, end_offset: i64) -> BoxFuture<'_, Result<(), PartitionError>> {
         Box::pin(Partition::complete_append(self, end_offset))

@@ -167,15 +167,6 @@ async fn write_marker(broker: &Arc<Broker>, m: &Marker) -> Result<(), ResponseEr
     }
     let partition = broker.replicas.leader_partition(&m.topic, m.partition)?;
     let commit = m.result == TxnResult::Commit;
-    if m.topic == OFFSETS_TOPIC {
-        // The offsets first: were the broker to stop between the two, the coordinator sends
-        // the marker again and finds them already committed; the other way round they
-        // would be lost with the transaction committed.
-        broker
-            .groups
-            .complete_transaction(m.partition, m.producer_id, commit)
-            .await?;
-    }
     let now_ms = strom_metadata::metadata_log::now_ms();
     partition
         .append_marker(
@@ -186,8 +177,17 @@ async fn write_marker(broker: &Arc<Broker>, m: &Marker) -> Result<(), ResponseEr
             now_ms,
         )
         .await
-        .map(|_| ())
-        .map_err(|e| append_error_code(&e))
+        .map_err(|e| append_error_code(&e))?;
+    if m.topic == OFFSETS_TOPIC {
+        // The transaction's offsets are in the log already (TxnOffsetCommit wrote them as
+        // its transactional batch), so the durable marker alone decides them, now and on any
+        // later load; this only brings the groups in memory to what the log says. Were the
+        // broker to stop before it, the load replays the marker.
+        broker
+            .groups
+            .complete_transaction(m.partition, m.producer_id, commit);
+    }
+    Ok(())
 }
 
 /// Follows `__transaction_state` leadership in each committed image, after the group

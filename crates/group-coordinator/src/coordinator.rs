@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::assignor::TopicMeta;
 use crate::consumer::{HeartbeatError, HeartbeatRequest, HeartbeatResponse, TopicSource};
-use crate::loader::{load_groups, GroupLoadError};
+use crate::loader::{load_partition_state, GroupLoadError};
 use crate::ports::Ports;
 use crate::records;
 use crate::runtime::{led_partitions, lock, Shards, Slot};
@@ -244,7 +244,7 @@ impl GroupCoordinator {
         let led = led_partitions(image, self.node_id);
         let hosted = self.shards.hosted();
         for p in hosted.difference(&led) {
-            self.shards.unload(*p);
+            self.unload(*p);
         }
         let mut loaded = 0;
         for p in led.difference(&hosted) {
@@ -256,14 +256,16 @@ impl GroupCoordinator {
     /// Reads partition `p`'s groups from the log and serves them.
     pub fn load_partition(&self, p: i32) -> Result<usize, GroupLoadError> {
         self.shards.begin_loading(p);
-        let groups: HashMap<String, Group> =
-            match load_groups(self.ports.log.as_ref(), &self.config, p, self.now_ms()) {
+        let (groups, pending): (HashMap<String, Group>, _) =
+            match load_partition_state(self.ports.log.as_ref(), &self.config, p, self.now_ms()) {
                 Ok(g) => g,
                 Err(e) => {
                     self.shards.abort_loading(p);
                     return Err(e);
                 }
             };
+        // Before the groups are served: a stable OffsetFetch must see them pending.
+        self.restore_pending(pending);
         let n = groups.len();
         for slot in self.shards.activate(p, groups) {
             self.timers.schedule(&mut lock(&slot));
@@ -273,6 +275,7 @@ impl GroupCoordinator {
 
     /// Stops serving partition `p` (see [`Shards::unload`]).
     pub fn unload(&self, p: i32) {
+        self.drop_pending_of(p);
         self.shards.unload(p)
     }
 

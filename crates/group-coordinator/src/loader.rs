@@ -1,6 +1,8 @@
 //! Loading a partition of `__consumer_offsets`: every record from the log start to the end,
 //! the last record of a key winning and a null value deleting, as Kafka's
-//! `GroupMetadataManager` loads a partition it starts to lead.
+//! `GroupMetadataManager` loads a partition it starts to lead. Transactional offset commits
+//! (TxnOffsetCommit's batches) wait per producer for that producer's marker: COMMIT applies
+//! them, ABORT drops them, and those still without one stay pending after the load.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -33,6 +35,12 @@ struct Loaded {
     consumer: Persisted,
 }
 
+/// One group's offsets in one transaction, by topic and partition.
+pub type GroupTxnOffsets = BTreeMap<(String, i32), CommittedOffset>;
+
+/// Offsets of transactions not yet decided: producer id, then group.
+pub type PendingTxnOffsets = HashMap<i64, HashMap<String, GroupTxnOffsets>>;
+
 /// The groups recorded in partition `p` of `__consumer_offsets`, rebuilt. A partition the
 /// log does not host here has none.
 pub fn load_groups(
@@ -41,18 +49,36 @@ pub fn load_groups(
     p: i32,
     now_ms: i64,
 ) -> Result<HashMap<String, Group>, GroupLoadError> {
+    load_partition_state(log, config, p, now_ms).map(|(groups, _)| groups)
+}
+
+/// The groups of partition `p`, and the transactional offsets in it whose transaction has
+/// no marker there yet (they stay pending until it comes).
+pub fn load_partition_state(
+    log: &dyn OffsetsLog,
+    config: &GroupConfig,
+    p: i32,
+    now_ms: i64,
+) -> Result<(HashMap<String, Group>, PendingTxnOffsets), GroupLoadError> {
     let name = format!("{OFFSETS_TOPIC}-{p}");
     let Some(range) = log.offsets(p) else {
-        return Ok(HashMap::new());
+        return Ok((HashMap::new(), HashMap::new()));
     };
     let (start, end) = range?;
     let mut loaded: HashMap<String, Loaded> = HashMap::new();
-    let records_read = replay(
+    let mut pending: PendingTxnOffsets = HashMap::new();
+    let records_read = replay_with_markers(
         |offset| log.read(p, offset, LOAD_READ_BYTES, end),
         start,
         end,
         &name,
-        |r| apply_record(&mut loaded, &name, r),
+        |r| {
+            if r.control {
+                apply_marker(&mut loaded, &mut pending, &name, r);
+            } else {
+                apply_record(&mut loaded, &mut pending, &name, r);
+            }
+        },
     )?;
     let now = now_ms;
     let mut out = HashMap::new();
@@ -71,13 +97,65 @@ pub fn load_groups(
         partition = %name,
         groups = out.len(),
         records = records_read,
+        open_transactions = pending.len(),
         "consumer groups loaded"
     );
-    Ok(out)
+    Ok((out, pending))
 }
 
-/// Folds one record of `__consumer_offsets` into what is loaded so far.
-fn apply_record(loaded: &mut HashMap<String, Loaded>, name: &str, r: &Record) {
+/// Control record types (the key's second int16, after its version), as Kafka's
+/// `ControlRecordType`.
+const CONTROL_ABORT: i16 = 0;
+const CONTROL_COMMIT: i16 = 1;
+
+/// A transaction marker of `r.producer_id`: COMMIT applies its pending offsets (unless a
+/// later plain commit of the same partition is in already), ABORT drops them.
+fn apply_marker(
+    loaded: &mut HashMap<String, Loaded>,
+    pending: &mut PendingTxnOffsets,
+    name: &str,
+    r: &Record,
+) {
+    let kind = match r.key.as_deref() {
+        Some([_, _, hi, lo, ..]) => i16::from_be_bytes([*hi, *lo]),
+        _ => {
+            warn!(partition = %name, offset = r.offset, "skipping a control record without a readable key");
+            return;
+        }
+    };
+    let Some(groups) = pending.remove(&r.producer_id) else {
+        return;
+    };
+    match kind {
+        CONTROL_COMMIT => {
+            for (group, offsets) in groups {
+                let entry = loaded.entry(group).or_default();
+                for (key, c) in offsets {
+                    match entry.offsets.get(&key) {
+                        Some(current) if current.record_offset > c.record_offset => {}
+                        _ => {
+                            entry.offsets.insert(key, c);
+                        }
+                    }
+                }
+            }
+        }
+        CONTROL_ABORT => {}
+        other => {
+            warn!(partition = %name, offset = r.offset, kind = other, "unknown control record type; the transaction's offsets stay pending");
+            pending.insert(r.producer_id, groups);
+        }
+    }
+}
+
+/// Folds one record of `__consumer_offsets` into what is loaded so far; a transactional
+/// offset commit into its producer's pending offsets.
+fn apply_record(
+    loaded: &mut HashMap<String, Loaded>,
+    pending: &mut PendingTxnOffsets,
+    name: &str,
+    r: &Record,
+) {
     let Some(key) = r.key.clone() else {
         return;
     };
@@ -94,6 +172,34 @@ fn apply_record(loaded: &mut HashMap<String, Loaded>, name: &str, r: &Record) {
             topic,
             partition,
         } => {
+            if r.transactional && r.producer_id >= 0 {
+                let txn = pending
+                    .entry(r.producer_id)
+                    .or_default()
+                    .entry(group)
+                    .or_default();
+                match r.value.clone().map(records::decode_offset_value) {
+                    None => {
+                        txn.remove(&(topic, partition));
+                    }
+                    Some(Ok(v)) => {
+                        txn.insert(
+                            (topic, partition),
+                            CommittedOffset {
+                                offset: v.offset,
+                                leader_epoch: v.leader_epoch,
+                                metadata: v.metadata,
+                                commit_timestamp_ms: v.commit_timestamp_ms,
+                                record_offset: r.offset,
+                            },
+                        );
+                    }
+                    Some(Err(e)) => {
+                        warn!(partition = %name, offset = r.offset, error = %e, "skipping an unreadable transactional offset commit")
+                    }
+                }
+                return;
+            }
             let entry = loaded.entry(group).or_default();
             match r.value.clone().map(records::decode_offset_value) {
                 None => {
@@ -178,7 +284,28 @@ fn consumer_change(
 /// Reads a partition from `start` to `end` through `read` (whole batches from an offset)
 /// and hands each record at or past the position reached to `apply`, in log order. Shared by
 /// the loaders of the group and transaction coordinators; returns the records applied.
+/// Control records (transaction markers) are no state of the transaction coordinator's and
+/// are skipped; [`replay_with_markers`] gives them too.
 pub fn replay(
+    read: impl FnMut(i64) -> Result<Bytes, ReadError>,
+    start: i64,
+    end: i64,
+    name: &str,
+    mut apply: impl FnMut(&Record),
+) -> Result<u64, ReadError> {
+    let mut applied = 0u64;
+    replay_with_markers(read, start, end, name, |r| {
+        if !r.control {
+            applied += 1;
+            apply(r);
+        }
+    })?;
+    Ok(applied)
+}
+
+/// [`replay`] with the control records as well: each record carries its batch's producer id
+/// and transactional and control attributes, which decide transactional offset commits.
+pub fn replay_with_markers(
     mut read: impl FnMut(i64) -> Result<Bytes, ReadError>,
     start: i64,
     end: i64,
@@ -194,8 +321,7 @@ pub fn replay(
         }
         let before = next;
         for_each_batch(&bytes, name, |batch_end, recs| {
-            // Control records (transaction markers) are no state of either coordinator.
-            for r in recs.iter().filter(|r| r.offset >= next && !r.control) {
+            for r in recs.iter().filter(|r| r.offset >= next) {
                 records_read += 1;
                 apply(r);
             }

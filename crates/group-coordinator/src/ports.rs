@@ -43,6 +43,20 @@ pub trait OffsetsLog: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<AppendedRange, ResponseError>;
 
+    /// Appends one transactional batch the coordinator wrote for a producer (TxnOffsetCommit's
+    /// offsets: the producer's id and epoch, the transactional attribute), as
+    /// Kafka appends with the coordinator as origin: the producer's epoch is checked, its
+    /// sequences are not (they number the producer's own batches, not the coordinator's).
+    /// A log that tracks no producers takes it as any batch.
+    fn append_transactional(
+        &self,
+        partition: i32,
+        batch: &mut BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendedRange, ResponseError> {
+        self.append(partition, batch, now_ms)
+    }
+
     /// Resolves once the partition is durable up to `end_offset` (exclusive).
     fn wait_durable(
         &self,

@@ -118,6 +118,100 @@ pub fn append(
     })
 }
 
+/// Who a transactional batch is written for: the producer's id and epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// Appends `records` to `partition` of `__consumer_offsets` as one transactional batch of
+/// `producer` (TxnOffsetCommit): in the log at once, and decided by that producer's
+/// COMMIT or ABORT marker, on the live path and on load alike.
+pub fn append_transactional(
+    log: &Arc<dyn OffsetsLog>,
+    partition: i32,
+    records: &[(Bytes, Option<Bytes>)],
+    producer: TxnProducer,
+    too_large: ResponseError,
+    now_ms: i64,
+) -> Result<PendingWrite, ResponseError> {
+    debug_assert!(!records.is_empty(), "an append holds a record");
+    let mut buf = encode_transactional_batch(records, producer, now_ms).map_err(|e| {
+        warn!(error = %e, "cannot encode a transactional __consumer_offsets batch");
+        ResponseError::UnknownServerError
+    })?;
+    let range = log
+        .append_transactional(partition, &mut buf, now_ms)
+        .map_err(|e| {
+            warn!(partition, error = ?e, "transactional __consumer_offsets append failed");
+            match e {
+                // A fenced producer is told so, as Kafka's coordinator-origin append does.
+                ResponseError::InvalidProducerEpoch | ResponseError::ProducerFenced => e,
+                other => storage_error(other, too_large),
+            }
+        })?;
+    if range.last_offset - range.first_offset + 1 != records.len() as i64 {
+        warn!(
+            partition,
+            first = range.first_offset,
+            last = range.last_offset,
+            records = records.len(),
+            "the log gave a transactional append a range of another size"
+        );
+        return Err(ResponseError::UnknownServerError);
+    }
+    Ok(PendingWrite {
+        log: log.clone(),
+        partition,
+        first_offset: range.first_offset,
+        end_offset: range.last_offset + 1,
+    })
+}
+
+/// One uncompressed v2 batch of `producer`'s, transactional, its sequence from 0 (the
+/// coordinator's batches are not part of the producer's own sequence).
+pub(crate) fn encode_transactional_batch(
+    records: &[(Bytes, Option<Bytes>)],
+    producer: TxnProducer,
+    now_ms: i64,
+) -> Result<bytes::BytesMut, proto_kafka::ProtoError> {
+    use proto_kafka::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: true,
+            control: false,
+            delete_horizon_ms: None,
+            partition_leader_epoch: 0,
+            producer_id: producer.producer_id,
+            producer_epoch: producer.producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // Kafka's coordinator writes base sequence 0 and the log checks no sequence of
+            // a coordinator's batch; a batch with a producer id needs one to be valid.
+            sequence: i as i32,
+            timestamp: now_ms,
+            key: Some(k.clone()),
+            value: v.clone(),
+            headers: Vec::new(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(buf)
+}
+
 /// Tombstones for `offsets` of `group_id`, and for the group itself when `group_too`.
 pub fn tombstone_records(
     group_id: &str,

@@ -235,8 +235,10 @@ handlers! {
         let body = txn::end_txn(b, &ctx, req).await;
         reply_counted(&ctx, &body)
     };
-    TxnOffsetCommit(m::TxnOffsetCommitRequest) =
-        |b, ctx, req, _| reply_counted(&ctx, &txn::txn_offset_commit(b, &ctx, req));
+    TxnOffsetCommit(m::TxnOffsetCommitRequest) = |b, ctx, req, _| {
+        let body = txn::txn_offset_commit(b, &ctx, req).await;
+        reply_counted(&ctx, &body)
+    };
     DescribeTransactions(m::DescribeTransactionsRequest) =
         |b, ctx, req, _| reply_counted(&ctx, &txn::describe_transactions(b, req));
     ListTransactions(m::ListTransactionsRequest) =

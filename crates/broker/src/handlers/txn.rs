@@ -28,6 +28,7 @@ use proto_kafka::messages::{
 use proto_kafka::protocol::StrBytes;
 use proto_kafka::ResponseError;
 use strom_group_coordinator::coordinator::{CommitEntry, Committer};
+use strom_group_coordinator::writer::TxnProducer;
 use strom_group_coordinator::OFFSETS_TOPIC;
 use strom_transaction_coordinator::state::{TopicPartition, TxnResult, TxnState};
 
@@ -328,7 +329,7 @@ fn check_txn_for_offsets(
     Ok(())
 }
 
-pub fn txn_offset_commit(
+pub async fn txn_offset_commit(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: TxnOffsetCommitRequest,
@@ -366,17 +367,23 @@ pub fn txn_offset_commit(
             } else {
                 ("", None, -1)
             };
-            broker.groups.txn_commit(
-                req.group_id.as_str(),
-                req.producer_id.0,
-                Committer {
-                    member_id,
-                    group_instance_id: instance,
-                    generation_id: generation,
-                    api_version: ctx.version,
-                },
-                entries,
-            )
+            broker
+                .groups
+                .txn_commit(
+                    req.group_id.as_str(),
+                    TxnProducer {
+                        producer_id: req.producer_id.0,
+                        producer_epoch: req.producer_epoch,
+                    },
+                    Committer {
+                        member_id,
+                        group_instance_id: instance,
+                        generation_id: generation,
+                        api_version: ctx.version,
+                    },
+                    entries,
+                )
+                .await
         }
     };
     let mut by_topic: Vec<TxnOffsetCommitResponseTopic> = Vec::new();

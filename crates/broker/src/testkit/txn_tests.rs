@@ -282,9 +282,7 @@ async fn txn_offset_commit_needs_the_group_in_the_transaction_and_stays_pending(
     let offsets_partition = strom_group_coordinator::partition_for("g", 3);
     tb.broker
         .groups
-        .complete_transaction(offsets_partition, p.producer_id.0, false)
-        .await
-        .expect("abort applied");
+        .complete_transaction(offsets_partition, p.producer_id.0, false);
     assert!(!tb.broker.groups.has_pending_txn_offset("g", "in", 0));
 }
 
@@ -325,9 +323,7 @@ async fn a_committed_transaction_makes_its_offsets_the_groups() {
     let offsets_partition = strom_group_coordinator::partition_for("g", 3);
     tb.broker
         .groups
-        .complete_transaction(offsets_partition, p.producer_id.0, true)
-        .await
-        .expect("commit applied");
+        .complete_transaction(offsets_partition, p.producer_id.0, true);
     let fetched = tb
         .broker
         .groups
@@ -336,9 +332,7 @@ async fn a_committed_transaction_makes_its_offsets_the_groups() {
     // Sent again (a retried marker), nothing changes.
     tb.broker
         .groups
-        .complete_transaction(offsets_partition, p.producer_id.0, true)
-        .await
-        .expect("idempotent");
+        .complete_transaction(offsets_partition, p.producer_id.0, true);
 }
 
 #[tokio::test]

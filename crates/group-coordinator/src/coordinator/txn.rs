@@ -2,8 +2,11 @@
 //! transactional producer commits for a group stay pending, per producer id, invisible to
 //! OffsetFetch, until the transaction's marker reaches the group's partition of
 //! `__consumer_offsets`: COMMIT makes them the group's committed offsets, ABORT drops them.
-
-use std::collections::{BTreeMap, HashMap};
+//!
+//! As in Kafka, the offsets are in the log from the start: TxnOffsetCommit writes them as a
+//! transactional batch of the producer's (answered once durable), so the marker alone decides
+//! them, here and when the partition is loaded again (see the loader); nothing of a
+//! transaction is only in memory.
 
 use proto_kafka::ResponseError;
 
@@ -11,13 +14,9 @@ use super::{partition_exists, CommitEntry, Committer, GroupCoordinator};
 use crate::records;
 use crate::runtime::lock;
 use crate::state::CommittedOffset;
-use crate::writer;
+use crate::writer::{self, TxnProducer};
 
-/// Pending offsets: producer id, then group, then topic and partition.
-pub(super) type PendingTxnOffsets = HashMap<i64, HashMap<String, GroupTxnOffsets>>;
-
-/// One group's offsets in one transaction.
-type GroupTxnOffsets = BTreeMap<(String, i32), CommittedOffset>;
+pub use crate::loader::{GroupTxnOffsets, PendingTxnOffsets};
 
 impl GroupCoordinator {
     fn pending_txn(&self) -> std::sync::MutexGuard<'_, PendingTxnOffsets> {
@@ -28,12 +27,13 @@ impl GroupCoordinator {
     }
 
     /// TxnOffsetCommit: validates the commit as Kafka does (KIP-447: a member id and
-    /// generation, when given, must be the group's) and keeps the offsets pending for
-    /// `producer_id`. One result per entry, None for taken.
-    pub fn txn_commit(
+    /// generation, when given, must be the group's), writes the offsets taken as one
+    /// transactional batch of the producer's and, once durable, keeps them pending for
+    /// `producer.producer_id`. One result per entry, None for taken.
+    pub async fn txn_commit(
         &self,
         group_id: &str,
-        producer_id: i64,
+        producer: TxnProducer,
         who: Committer<'_>,
         entries: Vec<CommitEntry>,
     ) -> Vec<Option<ResponseError>> {
@@ -69,14 +69,13 @@ impl GroupCoordinator {
                 }
             }
         }
+        let Some(offsets_partition) = self.shards.partition_of(group_id) else {
+            return all(ResponseError::CoordinatorNotAvailable);
+        };
         let now = self.now_ms();
         let mut results = Vec::with_capacity(entries.len());
-        let mut pending = self.pending_txn();
-        let group = pending
-            .entry(producer_id)
-            .or_default()
-            .entry(group_id.to_string())
-            .or_default();
+        let mut taken: Vec<((String, i32), CommittedOffset)> = Vec::new();
+        let mut recs = Vec::new();
         for e in entries {
             if !partition_exists(&image, &e.topic, e.partition) {
                 results.push(Some(ResponseError::UnknownTopicOrPartition));
@@ -87,17 +86,69 @@ impl GroupCoordinator {
                 results.push(Some(ResponseError::OffsetMetadataTooLarge));
                 continue;
             }
-            group.insert(
-                (e.topic, e.partition),
-                CommittedOffset {
-                    offset: e.offset,
-                    leader_epoch: e.leader_epoch,
-                    metadata,
-                    commit_timestamp_ms: now,
-                    record_offset: -1,
-                },
-            );
+            let committed = CommittedOffset {
+                offset: e.offset,
+                leader_epoch: e.leader_epoch,
+                metadata,
+                commit_timestamp_ms: now,
+                record_offset: -1,
+            };
+            let encoded = records::offset_key(group_id, &e.topic, e.partition).and_then(|k| {
+                records::encode_offset_value(&records::OffsetValue {
+                    offset: committed.offset,
+                    leader_epoch: committed.leader_epoch,
+                    metadata: committed.metadata.clone(),
+                    commit_timestamp_ms: committed.commit_timestamp_ms,
+                })
+                .map(|v| (k, Some(v)))
+            });
+            match encoded {
+                Ok(r) => recs.push(r),
+                Err(_) => {
+                    results.push(Some(ResponseError::UnknownServerError));
+                    continue;
+                }
+            }
+            taken.push(((e.topic, e.partition), committed));
             results.push(None);
+        }
+        if recs.is_empty() {
+            return results;
+        }
+        let fail = |results: Vec<Option<ResponseError>>, e: ResponseError| {
+            results
+                .into_iter()
+                .map(|r| r.or(Some(e)))
+                .collect::<Vec<_>>()
+        };
+        let write = match writer::append_transactional(
+            &self.ports.log,
+            offsets_partition,
+            &recs,
+            producer,
+            ResponseError::InvalidCommitOffsetSize,
+            now,
+        ) {
+            Ok(w) => w,
+            Err(e) => return fail(results, e),
+        };
+        // Pending from the moment they are in the log, as the log would replay them: a
+        // stable OffsetFetch sees UNSTABLE_OFFSET_COMMIT from now on, and the marker decides
+        // them even if durability fails below (the client then aborts, most likely).
+        {
+            let mut pending = self.pending_txn();
+            let group = pending
+                .entry(producer.producer_id)
+                .or_default()
+                .entry(group_id.to_string())
+                .or_default();
+            for (n, (key, mut c)) in taken.into_iter().enumerate() {
+                c.record_offset = write.first_offset + n as i64;
+                group.insert(key, c);
+            }
+        }
+        if let Err(e) = write.complete(ResponseError::InvalidCommitOffsetSize).await {
+            return fail(results, e);
         }
         results
     }
@@ -111,81 +162,63 @@ impl GroupCoordinator {
             .any(|groups| groups.get(group_id).is_some_and(|o| o.contains_key(&key)))
     }
 
-    /// The transaction of `producer_id` ended on `offsets_partition`: on COMMIT its pending
-    /// offsets of the groups there are written as committed offsets (durable before this
-    /// returns) and become visible; on ABORT they are dropped. Idempotent: a marker sent
-    /// again finds nothing pending. The offsets stay pending until they are the group's, so
-    /// a stable OffsetFetch never sees the older ones in between.
-    pub async fn complete_transaction(
-        &self,
-        offsets_partition: i32,
-        producer_id: i64,
-        commit: bool,
-    ) -> Result<(), ResponseError> {
+    /// The transaction of `producer_id` ended on `offsets_partition` (its marker is in the
+    /// log): on COMMIT its pending offsets of the groups there become the groups' committed
+    /// offsets (they are in the log already, as a transactional batch, so nothing is
+    /// written), unless a later plain commit of a partition is applied already; on ABORT
+    /// they are dropped. Idempotent: a marker sent again finds nothing pending.
+    pub fn complete_transaction(&self, offsets_partition: i32, producer_id: i64, commit: bool) {
         let here = |g: &String| self.shards.partition_of(g) == Some(offsets_partition);
         let ended: Vec<(String, GroupTxnOffsets)> = {
             let mut pending = self.pending_txn();
             let Some(groups) = pending.get_mut(&producer_id) else {
-                return Ok(());
+                return;
             };
-            if !commit {
-                groups.retain(|g, _| !here(g));
-                if groups.is_empty() {
-                    pending.remove(&producer_id);
-                }
-                return Ok(());
+            let ended: Vec<String> = groups.keys().filter(|g| here(g)).cloned().collect();
+            let ended = ended
+                .into_iter()
+                .filter_map(|g| groups.remove(&g).map(|o| (g, o)))
+                .collect();
+            if groups.is_empty() {
+                pending.remove(&producer_id);
             }
-            groups
-                .iter()
-                .filter(|(g, _)| here(g))
-                .map(|(g, o)| (g.clone(), o.clone()))
-                .collect()
+            ended
         };
+        if !commit {
+            return;
+        }
         for (group_id, offsets) in ended {
-            let mut recs = Vec::with_capacity(offsets.len());
-            for ((topic, partition), c) in &offsets {
-                let k = records::offset_key(&group_id, topic, *partition)
-                    .map_err(|_| ResponseError::UnknownServerError)?;
-                let v = records::encode_offset_value(&records::OffsetValue {
-                    offset: c.offset,
-                    leader_epoch: c.leader_epoch,
-                    metadata: c.metadata.clone(),
-                    commit_timestamp_ms: c.commit_timestamp_ms,
-                })
-                .map_err(|_| ResponseError::UnknownServerError)?;
-                recs.push((k, Some(v)));
-            }
-            if !recs.is_empty() {
-                // A failed write leaves them pending: the marker is retried.
-                let w = writer::append(
-                    &self.ports.log,
-                    offsets_partition,
-                    &recs,
-                    ResponseError::UnknownServerError,
-                    self.now_ms(),
-                )?;
-                let first = w.first_offset;
-                w.complete(ResponseError::UnknownServerError).await?;
-                let slot = match self.get(&group_id) {
-                    Some(s) => Some(s),
-                    None => self.get_or_create(&group_id).ok(),
-                };
-                if let Some(slot) = slot {
-                    let mut g = lock(&slot);
-                    for (n, ((topic, partition), mut c)) in offsets.into_iter().enumerate() {
-                        c.record_offset = first + n as i64;
-                        g.apply_offset(&topic, partition, c);
-                    }
-                }
-            }
-            let mut pending = self.pending_txn();
-            if let Some(groups) = pending.get_mut(&producer_id) {
-                groups.remove(&group_id);
-                if groups.is_empty() {
-                    pending.remove(&producer_id);
+            let slot = match self.get(&group_id) {
+                Some(s) => Some(s),
+                None => self.get_or_create(&group_id).ok(),
+            };
+            if let Some(slot) = slot {
+                let mut g = lock(&slot);
+                for ((topic, partition), c) in offsets {
+                    g.apply_offset(&topic, partition, c);
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Pending offsets a load found in the log (transactions without their marker yet).
+    pub(super) fn restore_pending(&self, loaded: PendingTxnOffsets) {
+        let mut pending = self.pending_txn();
+        for (producer_id, groups) in loaded {
+            let mine = pending.entry(producer_id).or_default();
+            for (group_id, offsets) in groups {
+                mine.entry(group_id).or_default().extend(offsets);
+            }
+        }
+    }
+
+    /// Forgets the pending offsets of the groups on `offsets_partition` (it is unloaded: the
+    /// next leader loads them from the log).
+    pub(super) fn drop_pending_of(&self, offsets_partition: i32) {
+        let mut pending = self.pending_txn();
+        pending.retain(|_, groups| {
+            groups.retain(|g, _| self.shards.partition_of(g) != Some(offsets_partition));
+            !groups.is_empty()
+        });
     }
 }

@@ -374,3 +374,154 @@ fn deleted_topics_lose_their_committed_offsets() {
     reloaded.on_image(&after).unwrap();
     assert_eq!(committed(&reloaded, "g"), None);
 }
+
+/// A transaction marker of `producer_id` as the transaction coordinator writes it: one
+/// control record, key (version 0, type 1 COMMIT / 0 ABORT), value (version 0, coordinator
+/// epoch).
+fn marker_batch(producer_id: i64, commit: bool) -> BytesMut {
+    use proto_kafka::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let mut key = BytesMut::new();
+    key.put_i16(0);
+    key.put_i16(i16::from(commit));
+    let mut value = BytesMut::new();
+    value.put_i16(0);
+    value.put_i32(0);
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon_ms: None,
+        partition_leader_epoch: 0,
+        producer_id,
+        producer_epoch: 0,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1_000_000,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        headers: Vec::new(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf
+}
+
+fn txn_commit(
+    rt: &tokio::runtime::Runtime,
+    groups: &GroupCoordinator,
+    group: &str,
+    producer_id: i64,
+    offset: i64,
+) -> Vec<Option<ResponseError>> {
+    let who = Committer {
+        member_id: "",
+        group_instance_id: None,
+        generation_id: -1,
+        api_version: 3,
+    };
+    let entry = CommitEntry {
+        topic: "t".to_string(),
+        partition: 1,
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    let producer = crate::writer::TxnProducer {
+        producer_id,
+        producer_epoch: 0,
+    };
+    rt.block_on(groups.txn_commit(group, producer, who, vec![entry]))
+}
+
+/// KIP-98's exactly-once across a coordinator restart: TxnOffsetCommit's offsets are in the
+/// log as the producer's transactional batch from the start, so a load decides them by that
+/// producer's marker alone: COMMIT applies them, ABORT drops them, none keeps them pending
+/// (and its marker, when it comes, applies them), and a plain commit written after the
+/// transactional one is not undone by the transaction's COMMIT.
+#[test]
+fn a_load_decides_transactional_offsets_by_their_producers_marker() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fx = Fixture::new(image(|_| NODE));
+    let first = fx.coordinator();
+    first.on_image(&fx.cluster.image()).unwrap();
+    let p = |g: &str| partition_for(g, PARTITIONS);
+    assert_eq!(txn_commit(&rt, &first, "committed", 10, 5), vec![None]);
+    assert_eq!(txn_commit(&rt, &first, "aborted", 11, 6), vec![None]);
+    assert_eq!(txn_commit(&rt, &first, "open", 12, 7), vec![None]);
+    assert_eq!(txn_commit(&rt, &first, "overtaken", 13, 100), vec![None]);
+    assert_eq!(simple_commit(&first, "overtaken", 50), vec![None]);
+    assert!(first.has_pending_txn_offset("open", "t", 1));
+    // The transactional batches are in the log, nothing is committed yet.
+    assert_eq!(committed(&first, "committed"), None);
+    for (group, producer_id, commit) in [
+        ("committed", 10, true),
+        ("aborted", 11, false),
+        ("overtaken", 13, true),
+    ] {
+        fx.log
+            .append(p(group), &mut marker_batch(producer_id, commit), 0)
+            .unwrap();
+    }
+    // The coordinator dies before it hears of the markers: a new one loads the log.
+    let second = fx.coordinator();
+    second.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(committed(&second, "committed"), Some(5));
+    assert!(!second.has_pending_txn_offset("committed", "t", 1));
+    assert_eq!(committed(&second, "aborted"), None);
+    assert!(!second.has_pending_txn_offset("aborted", "t", 1));
+    assert_eq!(committed(&second, "overtaken"), Some(50));
+    assert_eq!(committed(&second, "open"), None);
+    assert!(second.has_pending_txn_offset("open", "t", 1));
+    // The open transaction's marker comes: its offsets are the group's, with no new write.
+    let records_before = MemLog::end_offset(&fx.log.batches.lock().unwrap()[&p("open")]);
+    fx.log
+        .append(p("open"), &mut marker_batch(12, true), 0)
+        .unwrap();
+    second.complete_transaction(p("open"), 12, true);
+    assert_eq!(committed(&second, "open"), Some(7));
+    assert!(!second.has_pending_txn_offset("open", "t", 1));
+    assert_eq!(
+        MemLog::end_offset(&fx.log.batches.lock().unwrap()[&p("open")]),
+        records_before + 1,
+        "only the marker was written"
+    );
+    // And a third load agrees.
+    let third = fx.coordinator();
+    third.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(committed(&third, "open"), Some(7));
+    assert!(!third.has_pending_txn_offset("open", "t", 1));
+}
+
+/// Losing the partition forgets its open transactions' offsets (the next leader loads them);
+/// gaining it again brings them back pending from the log.
+#[test]
+fn unloading_forgets_pending_transactional_offsets_and_loading_restores_them() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fx = Fixture::new(image(|_| NODE));
+    let groups = fx.coordinator();
+    groups.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(txn_commit(&rt, &groups, "g", 20, 9), vec![None]);
+    let p = partition_for("g", PARTITIONS);
+    fx.set_image(image(|q| if q == p { OTHER_NODE } else { NODE }));
+    groups.on_image(&fx.cluster.image()).unwrap();
+    assert!(!groups.has_pending_txn_offset("g", "t", 1));
+    fx.set_image(image(|_| NODE));
+    groups.on_image(&fx.cluster.image()).unwrap();
+    assert!(groups.has_pending_txn_offset("g", "t", 1));
+}

@@ -91,3 +91,74 @@ def test_consume_transform_produce_resumes_exactly_once_across_kill9(broker):
     # The aborted transaction's records are in the log all the same, hidden only by its marker.
     everything = read_all(broker.bootstrap, dst, "read_uncommitted", partitions=OUT_PARTITIONS)
     assert len(everything) >= RECORDS + in_flight
+
+
+MARKER_DELAY = "strom.test.txn.marker.delay.ms"
+
+
+def committed_offset(bootstrap, group, tp, deadline):
+    """The group's committed offset of `tp` once it is stable (librdkafka asks with
+    require_stable, which a pending transactional offset answers UNSTABLE_OFFSET_COMMIT), or
+    the last answer at the deadline."""
+    c = consumer(bootstrap, **{"group.id": group, "isolation.level": "read_committed"})
+    last = None
+    try:
+        while time.monotonic() < deadline:
+            try:
+                last = c.committed([tp], timeout=5)[0].offset
+            except Exception as e:  # KafkaException while unstable or loading
+                last = e
+            if isinstance(last, int) and last >= 0:
+                return last
+            time.sleep(0.3)
+    finally:
+        c.close()
+    return last
+
+
+def test_offsets_of_a_prepared_commit_survive_a_kill9_before_its_markers(make_broker):
+    """The broker dies after EndTxn(commit) made PrepareCommit durable (the client was told
+    the transaction committed) but before any marker is written; the markers are held back by
+    the test-only strom.test.txn.marker.delay.ms. After the restart the coordinator completes
+    the transaction: the output is committed and so are the input offsets, because
+    TxnOffsetCommit wrote them to __consumer_offsets at once as the producer's transactional
+    batch and the COMMIT marker decides them. Held in memory only, they would be gone and the
+    inputs read again."""
+    b = make_broker(**{MARKER_DELAY: "15000"})
+    src, dst = unique_topic("pc-in"), unique_topic("pc-out")
+    create_topic(b.bootstrap, src, 1)
+    create_topic(b.bootstrap, dst, 1)
+    plain = producer(b.bootstrap)
+    for i in range(20):
+        plain.produce(src, value=f"in-{i}".encode(), partition=0)
+    assert plain.flush(20) == 0
+
+    group = "pc-" + uuid.uuid4().hex[:6]
+    tp = TopicPartition(src, 0)
+    c = consumer(b.bootstrap, **{"group.id": group, "isolation.level": "read_committed",
+                                 "enable.partition.eof": False})
+    c.assign([TopicPartition(src, 0, 0)])
+    msgs = []
+    deadline = time.monotonic() + 30
+    while len(msgs) < 12 and time.monotonic() < deadline:
+        msgs += [m for m in c.consume(num_messages=12 - len(msgs), timeout=1.0) if m.error() is None]
+    assert len(msgs) == 12
+    p = txn_producer(b.bootstrap, "pc-" + uuid.uuid4().hex[:8])
+    p.init_transactions(30)
+    p.begin_transaction()
+    for m in msgs:
+        p.produce(dst, value=m.value().replace(b"in-", b"out-"), partition=0)
+    p.send_offsets_to_transaction([TopicPartition(src, 0, 12)], c.consumer_group_metadata(), 30)
+    p.commit_transaction(30)
+    c.close()
+    # Between PrepareCommit and the markers: the output is in the log but not yet stable.
+    assert read_all(b.bootstrap, dst, "read_committed", partitions=1, timeout=5) == []
+    assert len(read_all(b.bootstrap, dst, "read_uncommitted", partitions=1, timeout=10)) == 12
+    b.kill9()
+    del p
+
+    del b.overrides[MARKER_DELAY]
+    b.start()
+    assert committed_offset(b.bootstrap, group, tp, time.monotonic() + 60) == 12
+    out = [m.value().decode() for m in read_all(b.bootstrap, dst, "read_committed", partitions=1)]
+    assert out == [f"out-{i}" for i in range(12)]

@@ -408,7 +408,10 @@ impl RawConfig {
 
     pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
         let key = key.trim();
-        if !BROKER_CONFIGS.iter().any(|d| d.name == key) && !is_listener_setting(key) {
+        if !BROKER_CONFIGS.iter().any(|d| d.name == key)
+            && !is_listener_setting(key)
+            && !key.starts_with(TEST_SETTING_PREFIX)
+        {
             return Err(ConfigError::Unknown {
                 key: key.to_string(),
                 origin: origin.to_string(),
@@ -652,10 +655,19 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// Settings for tests only (`strom.test.*`): taken by `--override` and the config file, never
+/// listed (not in DescribeConfigs or the docs), no use in production.
+pub const TEST_SETTING_PREFIX: &str = "strom.test.";
+/// Test only: how long each write of transaction markers waits first, so a test can kill the
+/// broker between a durable PrepareCommit (EndTxn answered) and its markers.
+pub const TEST_TXN_MARKER_DELAY_MS: &str = "strom.test.txn.marker.delay.ms";
+
 /// The typed configuration the broker runs with.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub raw: RawConfig,
+    /// `strom.test.txn.marker.delay.ms` (test only; 0 in production).
+    pub test_txn_marker_delay_ms: u64,
     pub node_id: i32,
     pub log_dir: PathBuf,
     pub listeners: Vec<Endpoint>,
@@ -959,6 +971,10 @@ impl BrokerConfig {
             groups: groups::group_config(&raw)?,
             txns: txns::txn_config(&raw)?,
             authorizer: authorizer_config(&raw)?,
+            test_txn_marker_delay_ms: match raw.get(TEST_TXN_MARKER_DELAY_MS) {
+                Some(v) => parse_i64(TEST_TXN_MARKER_DELAY_MS, v, 0, 3_600_000)? as u64,
+                None => 0,
+            },
             raw,
         })
     }

@@ -43,7 +43,10 @@ pub fn coordinator(
             TRANSACTION_STATE_TOPIC,
         )),
         cluster: cluster.clone(),
-        markers: Arc::new(BrokerMarkerSink { broker: me }),
+        markers: Arc::new(BrokerMarkerSink {
+            broker: me,
+            test_delay_ms: config.test_txn_marker_delay_ms,
+        }),
         clock: Arc::new(SystemClock),
     };
     (
@@ -140,13 +143,19 @@ impl Cluster for TxnCluster {
 /// which the coordinator retries.
 pub struct BrokerMarkerSink {
     broker: Weak<Broker>,
+    /// `strom.test.txn.marker.delay.ms`: 0 but in tests of a broker dying before its markers.
+    test_delay_ms: u64,
 }
 
 impl MarkerSink for BrokerMarkerSink {
     fn write_markers(&self, markers: Vec<Marker>) -> PortFuture<Vec<Result<(), ResponseError>>> {
-        let broker = self.broker.upgrade();
+        let broker = self.broker.clone();
+        let test_delay_ms = self.test_delay_ms;
         Box::pin(async move {
-            let Some(broker) = broker else {
+            if test_delay_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(test_delay_ms)).await;
+            }
+            let Some(broker) = broker.upgrade() else {
                 return markers
                     .iter()
                     .map(|_| Err(ResponseError::NotCoordinator))

@@ -123,6 +123,10 @@ pub struct GroupCoordinator {
     shutting_down: AtomicBool,
     /// Offsets of open transactions (TxnOffsetCommit), until their marker.
     txn_offsets: std::sync::Mutex<txn::PendingTxnOffsets>,
+    /// Markers (partition, producer id, commit) that landed while their partition loaded,
+    /// after the load's read had passed them: applied once it is active. The lock also
+    /// orders a marker against a load's hand-over of pending offsets and groups.
+    txn_ended_while_loading: std::sync::Mutex<Vec<(i32, i64, bool)>>,
 }
 
 impl GroupCoordinator {
@@ -141,6 +145,7 @@ impl GroupCoordinator {
             timers: Timers::default(),
             shutting_down: AtomicBool::new(false),
             txn_offsets: std::sync::Mutex::new(Default::default()),
+            txn_ended_while_loading: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -260,15 +265,29 @@ impl GroupCoordinator {
             match load_partition_state(self.ports.log.as_ref(), &self.config, p, self.now_ms()) {
                 Ok(g) => g,
                 Err(e) => {
+                    let mut ended = self.txn_ended_while_loading();
+                    // The next load reads those markers from the log.
+                    ended.retain(|(q, _, _)| *q != p);
                     self.shards.abort_loading(p);
                     return Err(e);
                 }
             };
-        // Before the groups are served: a stable OffsetFetch must see them pending.
-        self.restore_pending(pending);
         let n = groups.len();
-        for slot in self.shards.activate(p, groups) {
+        let (slots, ended) = {
+            let mut ended = self.txn_ended_while_loading();
+            // Before the groups are served: a stable OffsetFetch must see them pending.
+            self.restore_pending(pending);
+            let slots = self.shards.activate(p, groups);
+            let (mine, others): (Vec<_>, Vec<_>) = ended.drain(..).partition(|(q, _, _)| *q == p);
+            *ended = others;
+            (slots, mine)
+        };
+        for slot in slots {
             self.timers.schedule(&mut lock(&slot));
+        }
+        // Applied twice when the load read the marker too: the same offsets again, harmless.
+        for (q, producer_id, commit) in ended {
+            self.complete_transaction(q, producer_id, commit);
         }
         Ok(n)
     }

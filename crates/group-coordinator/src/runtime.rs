@@ -197,6 +197,11 @@ impl Shards {
         self.read().keys().copied().collect()
     }
 
+    /// Whether `p` is being read from the log now.
+    pub fn is_loading(&self, p: i32) -> bool {
+        matches!(self.read().get(&p), Some(Shard::Loading))
+    }
+
     /// Marks `p` as loading: its groups are refused until [`Shards::activate`].
     pub fn begin_loading(&self, p: i32) {
         let previous = self.write().insert(p, Shard::Loading);

@@ -19,6 +19,15 @@ use crate::writer::{self, TxnProducer};
 pub use crate::loader::{GroupTxnOffsets, PendingTxnOffsets};
 
 impl GroupCoordinator {
+    pub(super) fn txn_ended_while_loading(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(i32, i64, bool)>> {
+        match self.txn_ended_while_loading.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
     fn pending_txn(&self) -> std::sync::MutexGuard<'_, PendingTxnOffsets> {
         match self.txn_offsets.lock() {
             Ok(g) => g,
@@ -168,6 +177,15 @@ impl GroupCoordinator {
     /// written), unless a later plain commit of a partition is applied already; on ABORT
     /// they are dropped. Idempotent: a marker sent again finds nothing pending.
     pub fn complete_transaction(&self, offsets_partition: i32, producer_id: i64, commit: bool) {
+        {
+            let mut ended = self.txn_ended_while_loading();
+            if self.shards.is_loading(offsets_partition) {
+                // The load may have read the log before this marker: it is applied when
+                // the partition is active.
+                ended.push((offsets_partition, producer_id, commit));
+                return;
+            }
+        }
         let here = |g: &String| self.shards.partition_of(g) == Some(offsets_partition);
         let ended: Vec<(String, GroupTxnOffsets)> = {
             let mut pending = self.pending_txn();

@@ -525,3 +525,86 @@ fn unloading_forgets_pending_transactional_offsets_and_loading_restores_them() {
     groups.on_image(&fx.cluster.image()).unwrap();
     assert!(groups.has_pending_txn_offset("g", "t", 1));
 }
+
+/// A log that runs a hook at its first read: something happening while a load is under way.
+struct HookLog {
+    inner: Arc<MemLog>,
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl OffsetsLog for HookLog {
+    fn append(
+        &self,
+        partition: i32,
+        batch: &mut BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendedRange, ResponseError> {
+        self.inner.append(partition, batch, now_ms)
+    }
+
+    fn wait_durable(
+        &self,
+        partition: i32,
+        end_offset: i64,
+    ) -> PortFuture<Result<(), ResponseError>> {
+        self.inner.wait_durable(partition, end_offset)
+    }
+
+    fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>> {
+        self.inner.offsets(partition)
+    }
+
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Bytes, ReadError> {
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.inner.read(partition, offset, max_bytes, end_offset)
+    }
+}
+
+/// A marker that lands while its partition loads, past the end the load reads to, still
+/// decides the offsets the load finds pending (they do not stay pending for ever).
+#[test]
+fn a_marker_during_the_load_applies_once_the_partition_is_active() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fx = Fixture::new(image(|_| NODE));
+    let first = fx.coordinator();
+    first.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(txn_commit(&rt, &first, "g", 30, 8), vec![None]);
+    let p = partition_for("g", PARTITIONS);
+    let log = Arc::new(HookLog {
+        inner: fx.log.clone(),
+        hook: Mutex::new(None),
+    });
+    let second = Arc::new(GroupCoordinator::new(
+        GroupConfig::default(),
+        NODE,
+        Ports {
+            log: log.clone(),
+            cluster: fx.cluster.clone(),
+            clock: fx.clock.clone(),
+        },
+    ));
+    let weak = Arc::downgrade(&second);
+    let inner = fx.log.clone();
+    *log.hook.lock().unwrap() = Some(Box::new(move || {
+        inner.append(p, &mut marker_batch(30, true), 0).unwrap();
+        if let Some(c) = weak.upgrade() {
+            c.complete_transaction(p, 30, true);
+        }
+    }));
+    second.on_image(&fx.cluster.image()).unwrap();
+    assert!(log.hook.lock().unwrap().is_none(), "the hook ran");
+    assert_eq!(committed(&second, "g"), Some(8));
+    assert!(!second.has_pending_txn_offset("g", "t", 1));
+}

@@ -1070,6 +1070,20 @@ mod tests {
     }
 
     #[test]
+    fn test_only_settings_are_taken_checked_and_unlisted() {
+        assert_eq!(build(&[]).unwrap().test_txn_marker_delay_ms, 0);
+        let c = build(&[(TEST_TXN_MARKER_DELAY_MS, "2500")]).unwrap();
+        assert_eq!(c.test_txn_marker_delay_ms, 2500);
+        let e = build(&[(TEST_TXN_MARKER_DELAY_MS, "-1")]).unwrap_err();
+        assert!(e.to_string().contains(TEST_TXN_MARKER_DELAY_MS), "{e}");
+        assert!(!BROKER_CONFIGS
+            .iter()
+            .any(|d| d.name.starts_with(TEST_SETTING_PREFIX)));
+        // Only the test prefix is let through: other strom.* names are still unknown.
+        assert!(build(&[("strom.other", "1")]).is_err());
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         let e = build(&[("num.partitions", "abc")]).unwrap_err();
         assert!(e.to_string().contains("num.partitions"), "{e}");

@@ -197,9 +197,10 @@ def test_find_coordinator_creates_the_offsets_topic(make_broker):
         assert r["error"] == NONE, r
         assert (r["host"], r["port"]) == (b.host, b.port)
         assert r["node"] == 0
-        # No transaction coordinator yet.
+        # Transactional ids are coordinated here too (issue 13), from the first look-up.
         r = find_coordinator(c, "txn", key_type=1)
-        assert r["error"] == COORDINATOR_NOT_AVAILABLE, r
+        assert r["error"] == NONE, r
+        assert r["node"] == 0
     md = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10)
     assert len(md.topics["__consumer_offsets"].partitions) == 7
     # Marked internal, so a regex subscription does not pick it up; compacted by policy.

@@ -37,8 +37,9 @@ impl GroupCoordinator {
 
     /// TxnOffsetCommit: validates the commit as Kafka does (KIP-447: a member id and
     /// generation, when given, must be the group's), writes the offsets taken as one
-    /// transactional batch of the producer's and, once durable, keeps them pending for
-    /// `producer.producer_id`. One result per entry, None for taken.
+    /// transactional batch of the producer's, keeps them pending for `producer.producer_id`
+    /// from that append on, and answers once they are durable. One result per entry, None
+    /// for taken.
     pub async fn txn_commit(
         &self,
         group_id: &str,

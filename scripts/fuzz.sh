@@ -42,7 +42,7 @@ cargo fuzz build
 failed=0
 summary=()
 for t in "${targets[@]}"; do
-    mkdir -p "$FUZZ_WORK/$t" "fuzz/artifacts/$t"
+    mkdir -p "$FUZZ_WORK/$t" "fuzz/artifacts/$t" "fuzz/corpus/$t"
     log=$FUZZ_WORK/$t.log
     echo "==> fuzz $t for ${FUZZ_SECONDS}s"
     dict=()
@@ -53,8 +53,9 @@ for t in "${targets[@]}"; do
         -print_final_stats=1 "${dict[@]}" >"$log" 2>&1
     rc=$?
     set -e
-    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*')
+    # A run that never started has neither line: the summary says "?", not set -e's exit.
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || true)
     if [ "$rc" -eq 0 ]; then
         summary+=("$t: ok, ${runs:-?} runs, cov ${cov:-?}")
     else

@@ -277,6 +277,18 @@ fn authorizer_config(
     }))
 }
 
+/// `cluster.metadata.url`, checked as a URL at start-up like every other setting (a bad one is
+/// the one-line config error, not a failure to connect later). The value is a secret: the
+/// error shows the URL with its password masked, as the metadata crate writes it.
+fn cluster_metadata_url(raw: &RawConfig) -> Result<Option<String>, ConfigError> {
+    let Some(url) = raw.get("cluster.metadata.url").filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    strom_metadata_postgres::MetadataUrl::parse(url)
+        .map_err(|e| invalid("cluster.metadata.url", "(hidden)", e.to_string()))?;
+    Ok(Some(url.to_string()))
+}
+
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -953,10 +965,7 @@ impl BrokerConfig {
                 i32::MAX as i64,
             )? as u64,
             cluster_id,
-            cluster_metadata_url: raw
-                .get("cluster.metadata.url")
-                .filter(|u| !u.is_empty())
-                .map(str::to_string),
+            cluster_metadata_url: cluster_metadata_url(&raw)?,
             node_id_configured: raw.source("node.id") != ConfigSource::Default,
             broker_heartbeat_interval_ms: int("broker.heartbeat.interval.ms", 1, i32::MAX as i64)?
                 as u64,

@@ -221,6 +221,17 @@ fn main() -> ExitCode {
             });
             match served {
                 Ok(()) => ExitCode::SUCCESS,
+                // A setting found wrong only when start-up uses it (a listener's ssl.* or
+                // sasl.* values) is a configuration error like the others: exit code 2.
+                Err(e)
+                    if e.chain().any(|c| {
+                        c.downcast_ref::<strom_broker::config::ConfigError>()
+                            .is_some()
+                    }) =>
+                {
+                    eprintln!("strom: configuration error: {e:#}");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     eprintln!("strom: {e:#}");
                     ExitCode::FAILURE

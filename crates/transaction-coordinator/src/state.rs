@@ -10,71 +10,9 @@ use std::collections::BTreeSet;
 
 use proto_kafka::ResponseError;
 
+/// The state is the log's (a record field), re-exported where the transitions are.
+pub use crate::records::TxnState;
 use crate::records::{TopicPartitions, TxnValue};
-
-/// Kafka's `TransactionState`, with its ids in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TxnState {
-    Empty,
-    Ongoing,
-    PrepareCommit,
-    PrepareAbort,
-    CompleteCommit,
-    CompleteAbort,
-    Dead,
-    PrepareEpochFence,
-}
-
-impl TxnState {
-    pub fn id(self) -> i8 {
-        match self {
-            TxnState::Empty => 0,
-            TxnState::Ongoing => 1,
-            TxnState::PrepareCommit => 2,
-            TxnState::PrepareAbort => 3,
-            TxnState::CompleteCommit => 4,
-            TxnState::CompleteAbort => 5,
-            TxnState::Dead => 6,
-            TxnState::PrepareEpochFence => 7,
-        }
-    }
-
-    pub fn from_id(id: i8) -> Option<TxnState> {
-        Some(match id {
-            0 => TxnState::Empty,
-            1 => TxnState::Ongoing,
-            2 => TxnState::PrepareCommit,
-            3 => TxnState::PrepareAbort,
-            4 => TxnState::CompleteCommit,
-            5 => TxnState::CompleteAbort,
-            6 => TxnState::Dead,
-            7 => TxnState::PrepareEpochFence,
-            _ => return None,
-        })
-    }
-
-    /// Kafka's names, as DescribeTransactions and ListTransactions report them.
-    pub fn name(self) -> &'static str {
-        match self {
-            TxnState::Empty => "Empty",
-            TxnState::Ongoing => "Ongoing",
-            TxnState::PrepareCommit => "PrepareCommit",
-            TxnState::PrepareAbort => "PrepareAbort",
-            TxnState::CompleteCommit => "CompleteCommit",
-            TxnState::CompleteAbort => "CompleteAbort",
-            TxnState::Dead => "Dead",
-            TxnState::PrepareEpochFence => "PrepareEpochFence",
-        }
-    }
-
-    /// States from which a new transaction may start, and in which the id may expire.
-    fn is_idle(self) -> bool {
-        matches!(
-            self,
-            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
-        )
-    }
-}
 
 /// The outcome a transaction ends with, and its control-batch type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

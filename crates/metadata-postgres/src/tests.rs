@@ -848,15 +848,18 @@ fn concurrent_waiters_on_one_handle_keep_their_deadlines() {
 
 #[test]
 fn lease_keepers_elect_one_controller_and_hand_over_on_stop() {
+    // Long enough that a renewal is not missed on a loaded 2-core machine (1.5 s was: node 2
+    // took the lease after the connection cut, under a load average of 17).
+    const TERM_MS: u64 = 3_000;
     let (pg, db, store) = fresh();
     let leases = store.leases();
-    let first = LeaseKeeper::start(&store, 1, 1_500).unwrap();
+    let first = LeaseKeeper::start(&store, 1, TERM_MS as i64).unwrap();
     let held = first
         .wait_for_lease(Duration::from_secs(10))
         .expect("node 1 is elected");
-    let second = LeaseKeeper::start(&store, 2, 1_500).unwrap();
+    let second = LeaseKeeper::start(&store, 2, TERM_MS as i64).unwrap();
     // Several terms long: node 1 renews (same epoch), node 2 never gets it.
-    thread::sleep(Duration::from_millis(2_500));
+    thread::sleep(Duration::from_millis(TERM_MS * 5 / 3));
     assert_eq!(second.lease(), None);
     let now = leases.current().unwrap().expect("a lease is in force");
     assert_eq!((now.node_id, now.epoch), (1, held.epoch));
@@ -864,7 +867,7 @@ fn lease_keepers_elect_one_controller_and_hand_over_on_stop() {
 
     // A lost connection is retried within the term: still node 1, same epoch.
     pg.terminate_connections(&db);
-    thread::sleep(Duration::from_millis(1_200));
+    thread::sleep(Duration::from_millis(TERM_MS * 4 / 5));
     // (This test's own connection was cut too: its next call reconnects.)
     assert!(leases.current().unwrap_err().is_retriable());
     let still = leases.current().unwrap().expect("a lease is in force");
@@ -880,7 +883,7 @@ fn lease_keepers_elect_one_controller_and_hand_over_on_stop() {
     assert_eq!((next.node_id, next.epoch), (2, held.epoch + 1));
     // Well within one term: it did not wait for node 1's lease to expire.
     assert!(
-        t.elapsed() < Duration::from_millis(1_400),
+        t.elapsed() < Duration::from_millis(TERM_MS * 9 / 10),
         "{:?}",
         t.elapsed()
     );

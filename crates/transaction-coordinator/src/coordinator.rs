@@ -17,7 +17,7 @@ use strom_metadata::MetadataImage;
 use tracing::{info, warn};
 
 use crate::loader::load_transactions;
-use crate::ports::Ports;
+use crate::ports::{PartitionVerifier, PortFuture, Ports};
 use crate::records;
 use crate::state::{
     init_new, InitOutcome, TopicPartition, TransactionVersion, Transition, TxnMetadata, TxnResult,
@@ -754,6 +754,21 @@ impl TransactionCoordinator {
             .filter(|(_, s)| matches!(s, Shard::Active { .. }))
             .map(|(p, _)| *p)
             .collect()
+    }
+}
+
+/// In process, the leader's question is the coordinator's own answer.
+impl PartitionVerifier for TransactionCoordinator {
+    fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<TopicPartition>,
+    ) -> PortFuture<Result<Verified, ResponseError>> {
+        let answer =
+            self.verify_partitions(transactional_id, producer_id, producer_epoch, &partitions);
+        Box::pin(std::future::ready(answer))
     }
 }
 

@@ -31,6 +31,7 @@ use strom_group_coordinator::coordinator::{CommitEntry, Committer};
 use strom_group_coordinator::writer::TxnProducer;
 use strom_group_coordinator::OFFSETS_TOPIC;
 use strom_transaction_coordinator::state::{TopicPartition, TxnResult, TxnState};
+use strom_transaction_coordinator::PartitionVerifier;
 
 use super::error_codes::ErrorCodes;
 use super::str_bytes;
@@ -48,6 +49,43 @@ fn fenced_for(version: i16, since: i16, e: ResponseError) -> ResponseError {
         ResponseError::InvalidProducerEpoch
     } else {
         e
+    }
+}
+
+/// Who a partition leader asks whether a partition is in a transaction (KIP-890): the
+/// transaction coordinator in process; in a cluster the port sends the question on to the
+/// id's coordinator.
+pub fn partition_verifier(broker: &Broker) -> Arc<dyn PartitionVerifier> {
+    broker.txns.clone()
+}
+
+/// Kafka's translation of a failed verification into the error a produce answers (its
+/// `ReplicaManager.handleProduceAppend` and `AddPartitionsToTxnManager`), with the message
+/// Kafka gives where it gives one. Produce v11 and newer clients know TRANSACTION_ABORTABLE
+/// (KIP-890); older ones get INVALID_TXN_STATE. The retriable coordinator errors become
+/// NOT_ENOUGH_REPLICAS, which every client retries without a metadata refresh.
+pub fn produce_verification_error(
+    e: ResponseError,
+    produce_version: i16,
+) -> (ResponseError, Option<String>) {
+    match e {
+        ResponseError::TransactionAbortable if produce_version > 10 => (e, None),
+        ResponseError::TransactionAbortable | ResponseError::InvalidTxnState => (
+            ResponseError::InvalidTxnState,
+            Some("Partition was not added to the transaction".to_string()),
+        ),
+        ResponseError::ProducerFenced => (ResponseError::InvalidProducerEpoch, None),
+        ResponseError::ConcurrentTransactions
+        | ResponseError::NetworkException
+        | ResponseError::CoordinatorLoadInProgress
+        | ResponseError::CoordinatorNotAvailable
+        | ResponseError::NotCoordinator => (
+            ResponseError::NotEnoughReplicas,
+            Some(format!(
+                "Unable to verify the partition has been added to the transaction. Underlying error: {e:?}"
+            )),
+        ),
+        other => (other, None),
     }
 }
 

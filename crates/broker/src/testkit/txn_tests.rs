@@ -356,3 +356,194 @@ async fn describe_producers_answers_per_partition() {
     assert_eq!(codes[0], 0);
     assert_ne!(codes[1], 0);
 }
+
+/// One transactional batch of `n` records from `pid` at `epoch` (sequence `seq`).
+fn txn_batch(pid: i64, epoch: i16, seq: i32, n: i64) -> bytes::Bytes {
+    use proto_kafka::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: true,
+            control: false,
+            delete_horizon_ms: None,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: seq + i as i32,
+            timestamp: 1_700_000_000_000 + i,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("r{i}"))),
+            headers: Vec::new(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("batch encodes");
+    buf.freeze()
+}
+
+/// A produce of `records` to partition `partition` of "out" at `version`: its error code.
+async fn produce(
+    tb: &TestBroker,
+    version: i16,
+    transactional_id: Option<&str>,
+    partition: i32,
+    records: bytes::Bytes,
+) -> (i16, i64) {
+    let req = ProduceRequest::default()
+        .with_transactional_id(transactional_id.map(txn_id))
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(TopicName(s("out")))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(records)),
+            ])]);
+    let r = tb.request(version, &req).await.expect("Produce answered");
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+async fn last_stable_offset(tb: &TestBroker, partition: i32) -> i64 {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(1)
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(TopicName(s("out")))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(-1),
+            ])]);
+    let r = tb.request(7, &req).await.expect("ListOffsets answered");
+    r.topics[0].partitions[0].offset
+}
+
+/// KIP-890 part 1: the leader asks the coordinator before it takes a transaction's first
+/// batch on a partition; a partition never added to the transaction is refused (old clients:
+/// INVALID_TXN_STATE, produce v11+: TRANSACTION_ABORTABLE), and nothing of it holds the LSO.
+#[tokio::test]
+async fn a_transactional_batch_outside_its_transaction_is_refused() {
+    let tb = broker().await;
+    create_topic(&tb, "out", 2).await;
+    find_txn_coordinator(&tb, "app").await;
+    let p = init(&tb, "app", 10_000).await;
+    assert_eq!(p.error_code, 0);
+    let (pid, epoch) = (p.producer_id.0, p.producer_epoch);
+
+    // Not in a transaction at all.
+    let (code, _) = produce(&tb, 9, Some("app"), 0, txn_batch(pid, epoch, 0, 3)).await;
+    assert_eq!(code, ResponseError::InvalidTxnState.code());
+    let (code, _) = produce(&tb, 11, Some("app"), 0, txn_batch(pid, epoch, 0, 3)).await;
+    assert_eq!(code, ResponseError::TransactionAbortable.code());
+    // Partition 1 is added, partition 0 still is not.
+    assert_eq!(
+        add_partitions(&tb, "app", pid, epoch, "out", vec![1]).await,
+        vec![(1, 0)]
+    );
+    let (code, _) = produce(&tb, 9, Some("app"), 0, txn_batch(pid, epoch, 0, 3)).await;
+    assert_eq!(code, ResponseError::InvalidTxnState.code());
+    assert_eq!(
+        tb.broker
+            .replicas
+            .leader_partition("out", 0)
+            .unwrap()
+            .log_end_offset()
+            .unwrap(),
+        0
+    );
+    assert_eq!(last_stable_offset(&tb, 0).await, 0);
+
+    // Transactional data without a transactional id is not authorized, as in Kafka.
+    let (code, _) = produce(&tb, 9, None, 1, txn_batch(pid, epoch, 0, 3)).await;
+    assert_eq!(
+        code,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+    // An epoch older than the coordinator's is fenced (INVALID_PRODUCER_EPOCH to a produce).
+    init(&tb, "other", 10_000).await;
+    let newer = init(&tb, "other", 10_000).await;
+    let (code, _) = produce(
+        &tb,
+        9,
+        Some("other"),
+        1,
+        txn_batch(newer.producer_id.0, newer.producer_epoch - 1, 0, 1),
+    )
+    .await;
+    assert_eq!(code, ResponseError::InvalidProducerEpoch.code());
+
+    // The added partition takes the batch, and the transaction then holds its LSO.
+    let (code, base) = produce(&tb, 9, Some("app"), 1, txn_batch(pid, epoch, 0, 3)).await;
+    assert_eq!(code, 0);
+    assert_eq!(base, 0);
+    assert_eq!(last_stable_offset(&tb, 1).await, 0);
+    // Later batches of the transaction on that partition are not asked about again: the
+    // partition's open transaction of this producer vouches for them, until its marker.
+    let part = tb.broker.replicas.leader_partition("out", 1).unwrap();
+    assert!(part.has_ongoing_transaction(pid));
+    let (code, base) = produce(&tb, 9, Some("app"), 1, txn_batch(pid, epoch, 3, 2)).await;
+    assert_eq!(code, 0);
+    assert_eq!(base, 3);
+    // Once the transaction is committed, the next one must add the partition again.
+    let req = EndTxnRequest::default()
+        .with_transactional_id(txn_id("app"))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(true);
+    assert_eq!(tb.request(3, &req).await.expect("EndTxn").error_code, 0);
+    for _ in 0..100 {
+        if !part.has_ongoing_transaction(pid) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !part.has_ongoing_transaction(pid),
+        "the COMMIT marker ends it"
+    );
+    assert_eq!(last_stable_offset(&tb, 1).await, 6);
+    let (code, _) = produce(&tb, 9, Some("app"), 1, txn_batch(pid, epoch, 5, 1)).await;
+    assert_eq!(code, ResponseError::InvalidTxnState.code());
+}
+
+/// A coordinator that cannot answer yet makes the produce retriable (NOT_ENOUGH_REPLICAS),
+/// as Kafka translates it for every client; a fenced epoch is INVALID_PRODUCER_EPOCH.
+#[test]
+fn verification_errors_are_kafkas_produce_errors() {
+    use crate::handlers::txn::produce_verification_error as map;
+    assert_eq!(
+        map(ResponseError::TransactionAbortable, 10).0,
+        ResponseError::InvalidTxnState
+    );
+    assert_eq!(
+        map(ResponseError::TransactionAbortable, 11).0,
+        ResponseError::TransactionAbortable
+    );
+    assert_eq!(
+        map(ResponseError::ProducerFenced, 11).0,
+        ResponseError::InvalidProducerEpoch
+    );
+    for e in [
+        ResponseError::ConcurrentTransactions,
+        ResponseError::CoordinatorLoadInProgress,
+        ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotCoordinator,
+    ] {
+        let (code, message) = map(e, 9);
+        assert_eq!(code, ResponseError::NotEnoughReplicas);
+        assert!(message.is_some());
+    }
+    assert_eq!(
+        map(ResponseError::InvalidProducerIdMapping, 9).0,
+        ResponseError::InvalidProducerIdMapping
+    );
+}

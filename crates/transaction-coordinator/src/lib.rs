@@ -23,7 +23,7 @@ pub mod state;
 
 use std::collections::BTreeMap;
 
-pub use coordinator::TransactionCoordinator;
+pub use coordinator::{LocalVerifier, TransactionCoordinator};
 pub use ports::{Cluster, MarkerSink, PartitionVerifier, Ports, TransactionLog};
 
 /// The internal topic holding transaction state.

@@ -51,7 +51,9 @@ pub trait MarkerSink: Send + Sync + 'static {
 /// transaction's data (KIP-890 part 1, Kafka's `AddPartitionsToTxnManager` with
 /// `verify_only`): per partition, whether it is in the producer's ongoing transaction. The
 /// coordinator itself answers in process; a leader whose coordinator is another node sends
-/// AddPartitionsToTxn v4+ there through the same port.
+/// AddPartitionsToTxn v4+ there through the same port. With `add` (a transaction version 2
+/// producer, whose produce replaces its AddPartitionsToTxn: KIP-890 part 2) the partitions
+/// are added to the transaction instead of checked.
 pub trait PartitionVerifier: Send + Sync + 'static {
     fn verify(
         &self,
@@ -59,6 +61,7 @@ pub trait PartitionVerifier: Send + Sync + 'static {
         producer_id: i64,
         producer_epoch: i16,
         partitions: Vec<TopicPartition>,
+        add: bool,
     ) -> PortFuture<Result<Verified, ResponseError>>;
 }
 

@@ -283,6 +283,8 @@ struct TxnCheck {
     producer_id: i64,
     producer_epoch: i16,
     to_verify: Vec<(String, i32)>,
+    /// Transaction version 2: the produce adds the partitions instead of having them checked.
+    add: bool,
 }
 
 /// Kafka's rules for the transactional batches of a request: all from one producer
@@ -291,6 +293,7 @@ struct TxnCheck {
 /// are appended, so a batch outside the producer's transaction never holds the LSO.
 fn txn_check(
     broker: &Broker,
+    produce_version: i16,
     transactional_id: Option<&str>,
     topic_data: &[TopicData],
     frame: &[u8],
@@ -335,6 +338,7 @@ fn txn_check(
         producer_id,
         producer_epoch,
         to_verify,
+        add: super::txn::produce_adds_partitions(broker, produce_version),
     }))
 }
 
@@ -352,6 +356,7 @@ async fn verify(
             check.producer_id,
             check.producer_epoch,
             check.to_verify.clone(),
+            check.add,
         )
         .await;
     let refusal = |e: ResponseError| {
@@ -530,7 +535,13 @@ pub fn handle(
     let check = if txn_denied {
         Ok(None)
     } else {
-        txn_check(broker, transactional_id.as_deref(), &topic_data, &frame)
+        txn_check(
+            broker,
+            ctx.version,
+            transactional_id.as_deref(),
+            &topic_data,
+            &frame,
+        )
     };
     let check = match check {
         Ok(check) => check,

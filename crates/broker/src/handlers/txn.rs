@@ -56,7 +56,16 @@ fn fenced_for(version: i16, since: i16, e: ResponseError) -> ResponseError {
 /// transaction coordinator in process; in a cluster the port sends the question on to the
 /// id's coordinator.
 pub fn partition_verifier(broker: &Broker) -> Arc<dyn PartitionVerifier> {
-    broker.txns.clone()
+    Arc::new(strom_transaction_coordinator::LocalVerifier(
+        broker.txns.clone(),
+    ))
+}
+
+/// Whether a produce of `produce_version` adds its partitions to the transaction itself
+/// (KIP-890 part 2): Produce v12 from a client of transaction version 2, which only uses it
+/// where the broker finalizes that version; an older produce is only verified.
+pub fn produce_adds_partitions(broker: &Broker, produce_version: i16) -> bool {
+    produce_version >= 12 && broker.config.txns.transaction_version_level >= 2
 }
 
 /// Kafka's translation of a failed verification into the error a produce answers (its
@@ -317,13 +326,17 @@ pub async fn end_txn(
     } else {
         TxnResult::Abort
     };
+    // EndTxn v5 is the client of transaction version 2 (Kafka's own test of the version):
+    // its every end bumps the epoch, and the answer carries the epoch to continue with.
+    let client_transaction_version = if ctx.version > 4 { 2 } else { 0 };
     match broker
         .txns
-        .end_txn(
+        .end_txn_as(
             req.transactional_id.as_str(),
             req.producer_id.0,
             req.producer_epoch,
             result,
+            client_transaction_version,
         )
         .await
     {

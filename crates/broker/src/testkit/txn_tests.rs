@@ -547,3 +547,126 @@ fn verification_errors_are_kafkas_produce_errors() {
         ResponseError::InvalidProducerIdMapping
     );
 }
+
+async fn end_txn(
+    tb: &TestBroker,
+    version: i16,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    commit: bool,
+) -> EndTxnResponse {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(txn_id(id))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    tb.request(version, &req).await.expect("EndTxn answered")
+}
+
+/// Waits until partition `partition` of "out" has no open transaction of `pid` (its marker
+/// is in).
+async fn marker_written(tb: &TestBroker, partition: i32, pid: i64) {
+    let part = tb
+        .broker
+        .replicas
+        .leader_partition("out", partition)
+        .unwrap();
+    for _ in 0..200 {
+        if !part.has_ongoing_transaction(pid) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no marker for producer {pid} on out-{partition}");
+}
+
+/// Transaction version 2 (KIP-890 part 2): advertised as a finalized feature only where
+/// enabled; EndTxn v5 bumps the epoch at every end and answers it, the markers carry it (so
+/// the old epoch is fenced on the partition), and Produce v12 adds its partition to the
+/// transaction without an AddPartitionsToTxn.
+#[tokio::test]
+async fn transaction_version_2_bumps_the_epoch_and_adds_partitions_by_produce() {
+    let off = broker().await;
+    let r = off
+        .request(3, &ApiVersionsRequest::default())
+        .await
+        .expect("ApiVersions");
+    assert!(r.finalized_features.is_empty(), "not finalized by default");
+    drop(off);
+
+    let tb = TestBroker::start_with(&[
+        ("transaction.state.log.num.partitions", "3"),
+        ("transaction.max.timeout.ms", "60000"),
+        ("transaction.version", "2"),
+    ])
+    .await
+    .expect("test broker");
+    let r = tb
+        .request(3, &ApiVersionsRequest::default())
+        .await
+        .expect("ApiVersions");
+    let tv: Vec<(&str, i16)> = r
+        .finalized_features
+        .iter()
+        .map(|f| (f.name.as_str(), f.max_version_level))
+        .collect();
+    assert_eq!(tv, vec![("transaction.version", 2)]);
+    let max_of = |key: ApiKey| {
+        r.api_keys
+            .iter()
+            .find(|k| k.api_key == key as i16)
+            .map(|k| k.max_version)
+    };
+    assert_eq!(max_of(ApiKey::EndTxn), Some(5));
+    assert_eq!(max_of(ApiKey::Produce), Some(12));
+
+    create_topic(&tb, "out", 2).await;
+    find_txn_coordinator(&tb, "tv2").await;
+    let p = init(&tb, "tv2", 10_000).await;
+    let (pid, epoch) = (p.producer_id.0, p.producer_epoch);
+    // Produce v12 adds partition 0 itself; the transaction is then ongoing with it.
+    let (code, _) = produce(&tb, 12, Some("tv2"), 0, txn_batch(pid, epoch, 0, 2)).await;
+    assert_eq!(code, 0);
+    let d = describe(&tb, "tv2").await;
+    assert_eq!(d.transaction_state.as_str(), "Ongoing");
+    assert_eq!(d.topics[0].partitions, vec![0]);
+    // An older produce of the same producer is still only verified: partition 1 is not in.
+    let (code, _) = produce(&tb, 11, Some("tv2"), 1, txn_batch(pid, epoch, 0, 1)).await;
+    assert_eq!(code, ResponseError::TransactionAbortable.code());
+
+    // EndTxn v5: the coordinator bumps the epoch and answers the new one.
+    let r = end_txn(&tb, 5, "tv2", pid, epoch, true).await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!((r.producer_id.0, r.producer_epoch), (pid, epoch + 1));
+    marker_written(&tb, 0, pid).await;
+    assert_eq!(
+        last_stable_offset(&tb, 0).await,
+        3,
+        "two records and the marker"
+    );
+    // Its retry (the old epoch) gets the same answer.
+    let r = end_txn(&tb, 5, "tv2", pid, epoch, true).await;
+    assert_eq!((r.error_code, r.producer_epoch), (0, epoch + 1));
+    // A zombie write at the old epoch is fenced by the marker's epoch.
+    let (code, _) = produce(&tb, 12, Some("tv2"), 0, txn_batch(pid, epoch, 2, 1)).await;
+    assert_ne!(code, 0, "the old epoch is fenced");
+    // The next transaction runs at the new epoch, its partitions again added by produce.
+    let (code, base) = produce(&tb, 12, Some("tv2"), 0, txn_batch(pid, epoch + 1, 0, 1)).await;
+    assert_eq!((code, base), (0, 3));
+    let r = end_txn(&tb, 5, "tv2", pid, epoch + 1, false).await;
+    assert_eq!((r.error_code, r.producer_epoch), (0, epoch + 2));
+    marker_written(&tb, 0, pid).await;
+
+    // An old-protocol client keeps its epoch across EndTxn (v4).
+    let q = init(&tb, "tv0", 10_000).await;
+    let (qid, qepoch) = (q.producer_id.0, q.producer_epoch);
+    assert_eq!(
+        add_partitions(&tb, "tv0", qid, qepoch, "out", vec![1]).await,
+        vec![(1, 0)]
+    );
+    let r = end_txn(&tb, 4, "tv0", qid, qepoch, true).await;
+    assert_eq!(r.error_code, 0);
+    let d = describe(&tb, "tv0").await;
+    assert_eq!(d.producer_epoch, qepoch, "no bump for the old protocol");
+}

@@ -78,13 +78,14 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     api(ApiKey::DescribeAcls, "DescribeAcls", 1, 3),
     api(ApiKey::CreateAcls, "CreateAcls", 1, 3),
     api(ApiKey::DeleteAcls, "DeleteAcls", 1, 3),
-    // Transactions (KIP-98, KIP-447, KIP-664, KIP-890). EndTxn v5 is transaction version 2
-    // (an epoch bump per transaction), used by clients only where the broker finalizes
+    // Transactions (KIP-98, KIP-447, KIP-664, KIP-890). EndTxn v5 and TxnOffsetCommit v5 are
+    // transaction version 2 (an epoch bump per transaction, offsets joining the transaction
+    // with their commit), used by clients only where the broker finalizes
     // `transaction.version` 2; AddPartitionsToTxn v4+ is the brokers' batched form.
     api(ApiKey::AddPartitionsToTxn, "AddPartitionsToTxn", 0, 4),
     api(ApiKey::AddOffsetsToTxn, "AddOffsetsToTxn", 0, 4),
     api(ApiKey::EndTxn, "EndTxn", 0, 5),
-    api(ApiKey::TxnOffsetCommit, "TxnOffsetCommit", 0, 4),
+    api(ApiKey::TxnOffsetCommit, "TxnOffsetCommit", 0, 5),
     api(ApiKey::DescribeTransactions, "DescribeTransactions", 0, 0),
     api(ApiKey::ListTransactions, "ListTransactions", 0, 1),
     api(ApiKey::DescribeProducers, "DescribeProducers", 0, 0),

@@ -347,6 +347,26 @@ pub async fn end_txn(
     }
 }
 
+/// AddOffsetsToTxn's work on behalf of a transaction version 2 TxnOffsetCommit.
+async fn join_offsets_partition(
+    broker: &Broker,
+    req: &TxnOffsetCommitRequest,
+) -> Result<(), ResponseError> {
+    if req.group_id.is_empty() {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    broker
+        .txns
+        .add_offsets(
+            req.transactional_id.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            req.group_id.as_str(),
+            offsets_partitions(broker),
+        )
+        .await
+}
+
 /// The transaction's own check of a TxnOffsetCommit, where this node coordinates it: the
 /// producer must be the id's current one and the group's partition in the transaction
 /// (Kafka gets the same from the producer-epoch check of the offsets append). Elsewhere the
@@ -406,7 +426,19 @@ pub async fn txn_offset_commit(
         .iter()
         .map(|e| (e.topic.clone(), e.partition))
         .collect();
-    let results: Vec<Option<ResponseError>> = match check_txn_for_offsets(broker, &req) {
+    let joined = if ctx.version >= 5 && broker.config.txns.transaction_version_level >= 2 {
+        // Transaction version 2: the commit brings the group's partition of the offsets
+        // topic into the transaction itself, with no AddOffsetsToTxn (KIP-890 part 2).
+        match join_offsets_partition(broker, &req).await {
+            // Coordinated elsewhere: the group's own checks decide, as for older versions.
+            Err(ResponseError::NotCoordinator) => Ok(()),
+            other => other.map_err(|e| fenced_for(ctx.version, 2, e)),
+        }
+    } else {
+        Ok(())
+    };
+    let checked = joined.and_then(|()| check_txn_for_offsets(broker, &req));
+    let results: Vec<Option<ResponseError>> = match checked {
         Err(e) => vec![Some(e); entries.len()],
         Ok(()) => {
             let (member_id, instance, generation) = if ctx.version >= 3 {

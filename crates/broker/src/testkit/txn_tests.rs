@@ -658,6 +658,42 @@ async fn transaction_version_2_bumps_the_epoch_and_adds_partitions_by_produce() 
     assert_eq!((r.error_code, r.producer_epoch), (0, epoch + 2));
     marker_written(&tb, 0, pid).await;
 
+    // TxnOffsetCommit v5 brings the group's offsets partition into the transaction itself.
+    let req = FindCoordinatorRequest::default()
+        .with_key(s("g2"))
+        .with_key_type(0);
+    assert_eq!(tb.request(3, &req).await.expect("answered").error_code, 0);
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(txn_id("tv2"))
+        .with_group_id(GroupId(s("g2")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch + 2)
+        .with_generation_id(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![
+            txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("out")))
+                .with_partitions(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(3)
+                        .with_committed_leader_epoch(-1),
+                ]),
+        ]);
+    // v4 still needs AddOffsetsToTxn first.
+    let r = tb.request(4, &commit).await.expect("answered");
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::InvalidTxnState.code()
+    );
+    let r = tb.request(5, &commit).await.expect("answered");
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert!(tb.broker.groups.has_pending_txn_offset("g2", "out", 0));
+    assert_eq!(
+        describe(&tb, "tv2").await.transaction_state.as_str(),
+        "Ongoing"
+    );
+
     // An old-protocol client keeps its epoch across EndTxn (v4).
     let q = init(&tb, "tv0", 10_000).await;
     let (qid, qepoch) = (q.producer_id.0, q.producer_epoch);

@@ -87,7 +87,7 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     api(ApiKey::EndTxn, "EndTxn", 0, 5),
     api(ApiKey::TxnOffsetCommit, "TxnOffsetCommit", 0, 5),
     api(ApiKey::DescribeTransactions, "DescribeTransactions", 0, 0),
-    api(ApiKey::ListTransactions, "ListTransactions", 0, 1),
+    api(ApiKey::ListTransactions, "ListTransactions", 0, 2),
     api(ApiKey::DescribeProducers, "DescribeProducers", 0, 0),
     api(
         ApiKey::DescribeUserScramCredentials,

@@ -46,6 +46,17 @@ struct Hosted {
     sending: HashSet<(String, i32)>,
 }
 
+/// ListTransactions v2's filter (KIP-1152): a regular expression the whole transactional id
+/// must match, as Java's `Matcher.matches`; INVALID_REGULAR_EXPRESSION when it does not
+/// compile. Patterns are capped in size so a client cannot make the broker build a huge
+/// automaton.
+pub fn transactional_id_matcher(pattern: &str) -> Result<regex::Regex, ResponseError> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|_| ResponseError::InvalidRegularExpression)
+}
+
 /// One line of ListTransactions (KIP-664).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnListing {

@@ -569,10 +569,27 @@ pub fn list_transactions(
     let producer_ids: Vec<i64> = req.producer_id_filters.iter().map(|p| p.0).collect();
     let min_duration_ms =
         (ctx.version >= 1 && req.duration_filter >= 0).then_some(req.duration_filter);
+    // v2 (KIP-1152): an empty or null pattern lists every id.
+    let pattern = match req
+        .transactional_id_pattern
+        .as_ref()
+        .filter(|p| ctx.version >= 2 && !p.is_empty())
+    {
+        Some(p) => match strom_transaction_coordinator::coordinator::transactional_id_matcher(p) {
+            Ok(m) => Some(m),
+            Err(e) => return resp.with_error_code(e.code()),
+        },
+        None => None,
+    };
     match broker.txns.list(&states, &producer_ids, min_duration_ms) {
         Ok(listed) => resp.with_transaction_states(
             listed
                 .into_iter()
+                .filter(|l| {
+                    pattern
+                        .as_ref()
+                        .is_none_or(|m| m.is_match(&l.transactional_id))
+                })
                 .map(|l| {
                     ListedState::default()
                         .with_transactional_id(TransactionalId(str_bytes(&l.transactional_id)))

@@ -706,3 +706,42 @@ async fn transaction_version_2_bumps_the_epoch_and_adds_partitions_by_produce() 
     let d = describe(&tb, "tv0").await;
     assert_eq!(d.producer_epoch, qepoch, "no bump for the old protocol");
 }
+
+/// ListTransactions v2 (KIP-1152): the transactional id pattern is matched against the whole
+/// id; a pattern that does not compile is INVALID_REGULAR_EXPRESSION.
+#[tokio::test]
+async fn list_transactions_filters_by_an_id_pattern() {
+    let tb = broker().await;
+    find_txn_coordinator(&tb, "app-1").await;
+    for id in ["app-1", "app-2", "other-app"] {
+        assert_eq!(init(&tb, id, 10_000).await.error_code, 0);
+    }
+    let list = |version: i16, pattern: Option<&str>| {
+        let req = ListTransactionsRequest::default()
+            .with_duration_filter(-1)
+            .with_transactional_id_pattern(pattern.map(s));
+        let tb = &tb;
+        async move {
+            tb.request(version, &req)
+                .await
+                .expect("ListTransactions answered")
+        }
+    };
+    let ids = |r: &ListTransactionsResponse| -> Vec<String> {
+        r.transaction_states
+            .iter()
+            .map(|t| t.transactional_id.to_string())
+            .collect()
+    };
+    let r = list(2, Some("app-.*")).await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(ids(&r), vec!["app-1", "app-2"]);
+    // A whole-id match, as Java's matches(): "app" alone matches nothing.
+    assert!(ids(&list(2, Some("app")).await).is_empty());
+    assert_eq!(ids(&list(2, Some("")).await).len(), 3);
+    assert_eq!(ids(&list(2, None).await).len(), 3);
+    assert_eq!(
+        list(2, Some("app-(")).await.error_code,
+        ResponseError::InvalidRegularExpression.code()
+    );
+}

@@ -177,6 +177,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("transaction.state.log.replication.factor", Some("1"), T::Short, "Replication factor of __transaction_state. Strom: 1 (Kafka: 3)."),
     def("transaction.state.log.segment.bytes", Some("104857600"), T::Int, "Segment size of __transaction_state."),
     def("transaction.state.log.min.isr", Some("1"), T::Int, "min.insync.replicas of __transaction_state. Strom: 1 (Kafka: 2)."),
+    def("transaction.version", Some("0"), T::Short, "The finalized transaction.version feature (KIP-890 part 2 at 2: an epoch bump per transaction, partitions added by their leaders). Strom: a static setting (Kafka: kafka-features.sh)."),
 ];
 
 /// Kafka's PASSWORD-typed configs: described with no value and `is_sensitive`.

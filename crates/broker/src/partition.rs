@@ -540,6 +540,14 @@ pub trait PartitionLog: Send + Sync {
     fn last_stable_offset(&self) -> Result<i64, PartitionError> {
         Ok(self.high_watermark())
     }
+    /// Whether `producer_id` has an open transaction here (Kafka's
+    /// `UnifiedLog.hasOngoingTransaction`): a transactional produce to such a partition needs
+    /// no new verification with the coordinator (KIP-890), as its transaction already wrote
+    /// here. A partition kind that cannot tell answers false, so every batch is verified.
+    fn has_ongoing_transaction(&self, producer_id: i64) -> bool {
+        let _ = producer_id;
+        false
+    }
     /// [`PartitionLog::read`] at an isolation level: read_committed stops at the last stable
     /// offset and lists the aborted transactions of what it returns.
     fn read_isolated(
@@ -652,6 +660,13 @@ impl PartitionLog for Partition {
     }
     fn last_stable_offset(&self) -> Result<i64, PartitionError> {
         Partition::last_stable_offset(self)
+    }
+    fn has_ongoing_transaction(&self, producer_id: i64) -> bool {
+        self.log().is_ok_and(|log| {
+            log.producer_state()
+                .producer(producer_id)
+                .is_some_and(|e| e.current_txn_first_offset.is_some())
+        })
     }
     fn read_isolated(
         &self,

@@ -26,7 +26,9 @@ const fn api(key: ApiKey, name: &'static str, min_version: i16, max_version: i16
 /// Produce is advertised from v0 as Kafka does: librdkafka disables compression against brokers
 /// that do not list v0. Versions below what the codecs decode are refused when actually used.
 pub const SUPPORTED_APIS: &[ApiSpec] = &[
-    api(ApiKey::Produce, "Produce", 0, 11),
+    // v12 is v11 for the broker, but a transaction version 2 client's v12 adds the
+    // partition to its transaction (KIP-890 part 2).
+    api(ApiKey::Produce, "Produce", 0, 12),
     api(ApiKey::Fetch, "Fetch", 4, 16),
     api(ApiKey::ListOffsets, "ListOffsets", 1, 8),
     api(ApiKey::Metadata, "Metadata", 0, 12),
@@ -76,15 +78,16 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     api(ApiKey::DescribeAcls, "DescribeAcls", 1, 3),
     api(ApiKey::CreateAcls, "CreateAcls", 1, 3),
     api(ApiKey::DeleteAcls, "DeleteAcls", 1, 3),
-    // Transactions (KIP-98, KIP-447, KIP-664). The client forms only: EndTxn v5 and
-    // TxnOffsetCommit v5 are transaction version 2 (KIP-890 part 2), not finalized here, and
-    // AddPartitionsToTxn v4+ is the brokers' batched verify-only form.
+    // Transactions (KIP-98, KIP-447, KIP-664, KIP-890). EndTxn v5 and TxnOffsetCommit v5 are
+    // transaction version 2 (an epoch bump per transaction, offsets joining the transaction
+    // with their commit), used by clients only where the broker finalizes
+    // `transaction.version` 2; AddPartitionsToTxn v4+ is the brokers' batched form.
     api(ApiKey::AddPartitionsToTxn, "AddPartitionsToTxn", 0, 4),
     api(ApiKey::AddOffsetsToTxn, "AddOffsetsToTxn", 0, 4),
-    api(ApiKey::EndTxn, "EndTxn", 0, 4),
-    api(ApiKey::TxnOffsetCommit, "TxnOffsetCommit", 0, 4),
+    api(ApiKey::EndTxn, "EndTxn", 0, 5),
+    api(ApiKey::TxnOffsetCommit, "TxnOffsetCommit", 0, 5),
     api(ApiKey::DescribeTransactions, "DescribeTransactions", 0, 0),
-    api(ApiKey::ListTransactions, "ListTransactions", 0, 1),
+    api(ApiKey::ListTransactions, "ListTransactions", 0, 2),
     api(ApiKey::DescribeProducers, "DescribeProducers", 0, 0),
     api(
         ApiKey::DescribeUserScramCredentials,
@@ -188,7 +191,7 @@ mod tests {
 
     #[test]
     fn produce_is_advertised_from_v0() {
-        assert_eq!(supported_range(ApiKey::Produce), Some((0, 11)));
+        assert_eq!(supported_range(ApiKey::Produce), Some((0, 12)));
         let response = api_versions_response();
         let produce = response
             .api_keys
@@ -222,7 +225,8 @@ mod tests {
             VersionCheck::Unsupported
         );
         assert_eq!(api_name(ApiKey::WriteTxnMarkers), UNSERVED_API_NAME);
-        assert_eq!(check_version(ApiKey::EndTxn, 5), VersionCheck::Unsupported);
+        assert_eq!(check_version(ApiKey::EndTxn, 5), VersionCheck::Supported);
+        assert_eq!(check_version(ApiKey::EndTxn, 6), VersionCheck::Unsupported);
         assert_eq!(api_name(ApiKey::Produce), "Produce");
     }
 }

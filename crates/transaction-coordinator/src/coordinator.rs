@@ -17,7 +17,7 @@ use strom_metadata::MetadataImage;
 use tracing::{info, warn};
 
 use crate::loader::load_transactions;
-use crate::ports::Ports;
+use crate::ports::{PartitionVerifier, PortFuture, Ports};
 use crate::records;
 use crate::state::{
     init_new, InitOutcome, TopicPartition, TransactionVersion, Transition, TxnMetadata, TxnResult,
@@ -44,6 +44,17 @@ struct Hosted {
     /// Ids whose markers a task is sending, with the coordinator epoch it sends them at: one
     /// task per transaction and epoch.
     sending: HashSet<(String, i32)>,
+}
+
+/// ListTransactions v2's filter (KIP-1152): a regular expression the whole transactional id
+/// must match, as Java's `Matcher.matches`; INVALID_REGULAR_EXPRESSION when it does not
+/// compile. Patterns are capped in size so a client cannot make the broker build a huge
+/// automaton.
+pub fn transactional_id_matcher(pattern: &str) -> Result<regex::Regex, ResponseError> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|_| ResponseError::InvalidRegularExpression)
 }
 
 /// One line of ListTransactions (KIP-664).
@@ -466,13 +477,30 @@ impl TransactionCoordinator {
         producer_epoch: i16,
         result: TxnResult,
     ) -> Result<(i64, i16), ResponseError> {
+        self.end_txn_as(transactional_id, producer_id, producer_epoch, result, 0)
+            .await
+    }
+
+    /// [`Self::end_txn`] from a client of `client_transaction_version` (EndTxn v5+: 2, whose
+    /// every end bumps the epoch).
+    pub async fn end_txn_as(
+        self: &Arc<Self>,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        result: TxnResult,
+        client_transaction_version: TransactionVersion,
+    ) -> Result<(i64, i16), ResponseError> {
         let now_ms = self.ports.clock.now_ms();
         let planned = self.with_id(transactional_id, |ids, p, epoch| {
             let m = ids
                 .get_mut(transactional_id)
                 .ok_or(ResponseError::InvalidProducerIdMapping)?;
             let mut new_pid = self.new_producer_id();
-            let t = m.end_txn(
+            // A producer whose InitProducerId already named version 2 stays at it.
+            let version = client_transaction_version.max(m.client_transaction_version);
+            let t = m.end_txn_as(
+                version,
                 producer_id,
                 producer_epoch,
                 result,
@@ -754,6 +782,38 @@ impl TransactionCoordinator {
             .filter(|(_, s)| matches!(s, Shard::Active { .. }))
             .map(|(p, _)| *p)
             .collect()
+    }
+}
+
+/// In process, the leader's question is the coordinator's own answer.
+pub struct LocalVerifier(pub Arc<TransactionCoordinator>);
+
+impl PartitionVerifier for LocalVerifier {
+    fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<TopicPartition>,
+        add: bool,
+    ) -> PortFuture<Result<Verified, ResponseError>> {
+        if !add {
+            let answer = self.0.verify_partitions(
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                &partitions,
+            );
+            return Box::pin(std::future::ready(answer));
+        }
+        let coordinator = self.0.clone();
+        let transactional_id = transactional_id.to_string();
+        Box::pin(async move {
+            coordinator
+                .add_partitions(&transactional_id, producer_id, producer_epoch, &partitions)
+                .await?;
+            Ok(partitions.into_iter().map(|tp| (tp, Ok(()))).collect())
+        })
     }
 }
 

@@ -23,8 +23,8 @@ pub mod state;
 
 use std::collections::BTreeMap;
 
-pub use coordinator::TransactionCoordinator;
-pub use ports::{Cluster, MarkerSink, Ports, TransactionLog};
+pub use coordinator::{LocalVerifier, TransactionCoordinator};
+pub use ports::{Cluster, MarkerSink, PartitionVerifier, Ports, TransactionLog};
 
 /// The internal topic holding transaction state.
 pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";

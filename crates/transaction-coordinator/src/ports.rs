@@ -15,7 +15,7 @@ pub use strom_group_coordinator::ports::{
     AppendedRange, Clock, PortFuture, ReadError, SystemClock,
 };
 
-use crate::state::Marker;
+use crate::state::{Marker, TopicPartition, Verified};
 
 /// The partitions of `__transaction_state`: the same port as the group coordinator's
 /// partitions of `__consumer_offsets` (append, durability, offsets, read), so the broker
@@ -45,6 +45,24 @@ pub trait Cluster: Send + Sync + 'static {
 /// longer exist, as Kafka's `TransactionMarkerChannelManager` does.
 pub trait MarkerSink: Send + Sync + 'static {
     fn write_markers(&self, markers: Vec<Marker>) -> PortFuture<Vec<Result<(), ResponseError>>>;
+}
+
+/// What a partition leader asks the coordinator of a transactional id before it takes that
+/// transaction's data (KIP-890 part 1, Kafka's `AddPartitionsToTxnManager` with
+/// `verify_only`): per partition, whether it is in the producer's ongoing transaction. The
+/// coordinator itself answers in process; a leader whose coordinator is another node sends
+/// AddPartitionsToTxn v4+ there through the same port. With `add` (a transaction version 2
+/// producer, whose produce replaces its AddPartitionsToTxn: KIP-890 part 2) the partitions
+/// are added to the transaction instead of checked.
+pub trait PartitionVerifier: Send + Sync + 'static {
+    fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<TopicPartition>,
+        add: bool,
+    ) -> PortFuture<Result<Verified, ResponseError>>;
 }
 
 /// The coordinator's ports, together.

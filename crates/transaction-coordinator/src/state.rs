@@ -420,7 +420,32 @@ impl TxnMetadata {
         now_ms: i64,
         new_producer_id: &mut dyn FnMut() -> Result<i64, ResponseError>,
     ) -> Result<Option<Transition>, ResponseError> {
-        let tv2 = self.client_transaction_version >= 2;
+        self.end_txn_as(
+            self.client_transaction_version,
+            producer_id,
+            producer_epoch,
+            result,
+            coordinator_epoch,
+            now_ms,
+            new_producer_id,
+        )
+    }
+
+    /// [`Self::end_txn`] for a client speaking `client_transaction_version`, which the
+    /// EndTxn's own version tells (v5+: transaction version 2), as Kafka's
+    /// `handleEndTransaction` takes it per request; the transaction records it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn end_txn_as(
+        &self,
+        client_transaction_version: TransactionVersion,
+        producer_id: i64,
+        producer_epoch: i16,
+        result: TxnResult,
+        coordinator_epoch: i32,
+        now_ms: i64,
+        new_producer_id: &mut dyn FnMut() -> Result<i64, ResponseError>,
+    ) -> Result<Option<Transition>, ResponseError> {
+        let tv2 = client_transaction_version >= 2;
         // Transaction version 2 bumps the epoch at every end, so a retry of an EndTxn comes
         // with the epoch before the bump (Kafka's `endTxnEpochBumped`), or, when the bump ran
         // out of epochs, with the previous producer id at the last epoch.
@@ -465,6 +490,7 @@ impl TxnMetadata {
             TxnResult::Abort => TxnState::PrepareAbort,
         };
         let mut next = self.successor(state, now_ms);
+        next.client_transaction_version = client_transaction_version;
         if tv2 {
             if is_epoch_exhausted(self.producer_epoch) {
                 // The markers go out at the last epoch; the producer continues under a new id.

@@ -5,6 +5,9 @@ use strom_transaction_coordinator::TxnConfig;
 
 use super::{parse_i64, ConfigError, RawConfig};
 
+/// The highest `transaction.version` feature level this broker serves (KIP-890 part 2).
+pub const MAX_TRANSACTION_VERSION: i16 = 2;
+
 pub fn txn_config(raw: &RawConfig) -> Result<TxnConfig, ConfigError> {
     let d = TxnConfig::default();
     let get = |k: &str, default: i64, min: i64, max: i64| -> Result<i64, ConfigError> {
@@ -64,7 +67,12 @@ pub fn txn_config(raw: &RawConfig) -> Result<TxnConfig, ConfigError> {
             1,
             int_max,
         )? as i32,
-        transaction_version_level: d.transaction_version_level,
+        transaction_version_level: get(
+            "transaction.version",
+            d.transaction_version_level as i64,
+            0,
+            MAX_TRANSACTION_VERSION as i64,
+        )? as i16,
     })
 }
 
@@ -91,5 +99,10 @@ mod tests {
         let c = txn_config(&raw).unwrap();
         assert_eq!(c.state_log_num_partitions, 3);
         assert_eq!(c.abort_timed_out_interval_ms, 500);
+        let mut raw = RawConfig::defaults();
+        raw.set("transaction.version", "3", "t").unwrap();
+        assert!(txn_config(&raw).is_err(), "no transaction.version 3 yet");
+        raw.set("transaction.version", "2", "t").unwrap();
+        assert_eq!(txn_config(&raw).unwrap().transaction_version_level, 2);
     }
 }

@@ -268,25 +268,165 @@ fn partition_response(
     }
 }
 
-pub fn handle(
-    broker: &Arc<Broker>,
-    ctx: RequestContext,
-    req: ProduceRequest,
-    frame: Bytes,
-) -> Reply {
-    let now = now_ms();
-    // Kafka's KafkaApis.handleProduceRequest: a transactional produce needs WRITE on its
-    // transactional id (else every partition fails), then each topic WRITE.
-    let txn_denied = req.transactional_id.as_ref().is_some_and(|id| {
-        !authz::authorize(
-            broker,
-            &ctx.info,
-            AclOperation::Write,
-            ResourceType::TransactionalId,
-            id,
+/// The transactional producer of a partition's batches, when they are transactional (Kafka
+/// verifies by the partition's first batch; a request carries one batch per partition).
+fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
+    let h = strom_log::batch::parse_header(records, 0).ok()?;
+    (h.producer_id >= 0 && h.is_transactional()).then_some((h.producer_id, h.producer_epoch))
+}
+
+/// What must be known before a transactional produce appends (KIP-890 part 1): the
+/// partitions whose transaction has not yet written to them here, for the coordinator to
+/// confirm, and the errors already decided.
+struct TxnCheck {
+    transactional_id: String,
+    producer_id: i64,
+    producer_epoch: i16,
+    to_verify: Vec<(String, i32)>,
+    /// Transaction version 2: the produce adds the partitions instead of having them checked.
+    add: bool,
+}
+
+/// Kafka's rules for the transactional batches of a request: all from one producer
+/// (INVALID_PRODUCER_ID_MAPPING for the request otherwise), and those of a partition that
+/// has no open transaction of that producer yet verified with the coordinator before they
+/// are appended, so a batch outside the producer's transaction never holds the LSO.
+fn txn_check(
+    broker: &Broker,
+    produce_version: i16,
+    transactional_id: Option<&str>,
+    topic_data: &[TopicData],
+    frame: &[u8],
+) -> Result<Option<TxnCheck>, ResponseError> {
+    let mut producer: Option<(i64, i16)> = None;
+    let mut partitions = Vec::new();
+    for topic in topic_data {
+        for (index, records) in &topic.partitions {
+            let bytes: &[u8] = match records {
+                Records::Missing => continue,
+                Records::InFrame(range) => &frame[range.clone()],
+                Records::Copied(copy) => copy,
+            };
+            let Some(p) = transactional_producer(bytes) else {
+                continue;
+            };
+            if producer.is_some_and(|q| q != p) {
+                return Err(ResponseError::InvalidProducerIdMapping);
+            }
+            producer = Some(p);
+            partitions.push((topic.name.clone(), *index));
+        }
+    }
+    let Some((producer_id, producer_epoch)) = producer else {
+        return Ok(None);
+    };
+    // Kafka answers transactional data without a transactional id as unauthorized.
+    let transactional_id =
+        transactional_id.ok_or(ResponseError::TransactionalIdAuthorizationFailed)?;
+    let to_verify: Vec<(String, i32)> = partitions
+        .into_iter()
+        .filter(|(name, index)| {
+            // A partition not led here is refused by the append itself.
+            broker
+                .replicas
+                .leader_partition(name, *index)
+                .is_ok_and(|p| !p.has_ongoing_transaction(producer_id))
+        })
+        .collect();
+    Ok((!to_verify.is_empty()).then(|| TxnCheck {
+        transactional_id: transactional_id.to_string(),
+        producer_id,
+        producer_epoch,
+        to_verify,
+        add: super::txn::produce_adds_partitions(broker, produce_version),
+    }))
+}
+
+/// The coordinator's answer for the partitions of `check`, as the refusals of those not in
+/// the transaction.
+async fn verify(
+    broker: &Broker,
+    produce_version: i16,
+    check: TxnCheck,
+) -> std::collections::HashMap<(String, i32), Refusal> {
+    let verifier = super::txn::partition_verifier(broker);
+    let answer = verifier
+        .verify(
+            &check.transactional_id,
+            check.producer_id,
+            check.producer_epoch,
+            check.to_verify.clone(),
+            check.add,
         )
-    });
-    let (acks, topic_data, mut frame) = into_parts(req, frame);
+        .await;
+    let refusal = |e: ResponseError| {
+        let (code, message) = super::txn::produce_verification_error(e, produce_version);
+        Refusal {
+            code,
+            message,
+            record_errors: Vec::new(),
+        }
+    };
+    let mut out = std::collections::HashMap::new();
+    match answer {
+        Ok(verdicts) => {
+            let mut verdicts: std::collections::HashMap<(String, i32), Result<(), ResponseError>> =
+                verdicts.into_iter().collect();
+            for tp in check.to_verify {
+                // A partition the answer leaves out is not known to be in the transaction.
+                match verdicts
+                    .remove(&tp)
+                    .unwrap_or(Err(ResponseError::InvalidTxnState))
+                {
+                    Ok(()) => {}
+                    Err(e) => {
+                        out.insert(tp, refusal(e));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            for tp in check.to_verify {
+                out.insert(tp, refusal(e));
+            }
+        }
+    }
+    for ((topic, partition), r) in &out {
+        debug!(%topic, partition, code = ?r.code, "transactional batch refused: not verified in its transaction");
+    }
+    out
+}
+
+/// The whole request refused with one error (Kafka's error response to a produce).
+fn refuse_all(topic_data: Vec<TopicData>, code: ResponseError) -> Vec<TopicProduceResponse> {
+    topic_data
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|(index, _)| partition_response(&topic.name, *index, Err(code.into())))
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(TopicName(StrBytes::from_string(topic.name)))
+                .with_partition_responses(partitions)
+        })
+        .collect()
+}
+
+/// Appends every partition of the request not refused already (`refused`), as the
+/// response's topics and the appends still to be made durable.
+#[allow(clippy::too_many_arguments)]
+fn append_all(
+    broker: &Broker,
+    ctx: &RequestContext,
+    acks: i16,
+    txn_denied: bool,
+    topic_data: Vec<TopicData>,
+    frame: &mut BytesMut,
+    mut refused: std::collections::HashMap<(String, i32), Refusal>,
+    now: i64,
+) -> (Vec<TopicProduceResponse>, Vec<Appended>) {
     let mut topics = Vec::with_capacity(topic_data.len());
     let mut appended = Vec::new();
     for (ti, topic) in topic_data.into_iter().enumerate() {
@@ -311,9 +451,10 @@ pub fn handle(
                 Records::InFrame(range) => Some(&mut frame[range.clone()]),
                 Records::Copied(copy) => Some(copy),
             };
-            let result = match denied {
-                Some(code) => Err(code.into()),
-                None => append_partition(broker, acks, (&name, index), buf, now),
+            let result = match (denied, refused.remove(&(name.clone(), index))) {
+                (Some(code), _) => Err(code.into()),
+                (None, Some(refusal)) => Err(refusal),
+                (None, None) => append_partition(broker, acks, (&name, index), buf, now),
             };
             let result = result.map(|(accepted, replica, end_offset)| {
                 appended.push(Appended {
@@ -332,41 +473,110 @@ pub fn handle(
                 .with_partition_responses(partitions),
         );
     }
+    (topics, appended)
+}
 
+/// Makes the appends durable and answers (unless acks=0, which is never answered).
+async fn complete(
+    ctx: RequestContext,
+    acks: i16,
+    mut topics: Vec<TopicProduceResponse>,
+    appended: Vec<Appended>,
+) -> Option<crate::request::ResponseFrame> {
     if acks == 0 {
-        // No answer is sent; the data still has to become durable and visible.
-        if !appended.is_empty() {
-            tokio::spawn(async move {
-                for (a, result) in flush_all(&appended).await {
-                    if let Err(e) = result {
-                        warn!(partition = %a.replica.topic_partition(), error = %e, "flush after acks=0 produce failed");
-                    }
-                }
-            });
-        }
-        return Reply::Now(None);
-    }
-    Reply::Later(Box::pin(async move {
         for (a, result) in flush_all(&appended).await {
             if let Err(e) = result {
-                warn!(partition = %a.replica.topic_partition(), error = %e, "flush failed; produce not acknowledged");
-                topics[a.topic].partition_responses[a.partition] =
-                    PartitionProduceResponse::default()
-                        .with_index(topics[a.topic].partition_responses[a.partition].index)
-                        .with_error_code(ResponseError::KafkaStorageError.code())
-                        .with_base_offset(-1)
-                        .with_log_append_time_ms(-1)
-                        .with_log_start_offset(-1);
+                warn!(partition = %a.replica.topic_partition(), error = %e, "flush after acks=0 produce failed");
             }
         }
-        let response = ProduceResponse::default().with_responses(topics);
-        match ctx.respond(&response) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                warn!(error = %e, "cannot encode produce response");
-                None
-            }
+        return None;
+    }
+    for (a, result) in flush_all(&appended).await {
+        if let Err(e) = result {
+            warn!(partition = %a.replica.topic_partition(), error = %e, "flush failed; produce not acknowledged");
+            topics[a.topic].partition_responses[a.partition] = PartitionProduceResponse::default()
+                .with_index(topics[a.topic].partition_responses[a.partition].index)
+                .with_error_code(ResponseError::KafkaStorageError.code())
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
         }
+    }
+    let response = ProduceResponse::default().with_responses(topics);
+    match ctx.respond(&response) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            warn!(error = %e, "cannot encode produce response");
+            None
+        }
+    }
+}
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    req: ProduceRequest,
+    frame: Bytes,
+) -> Reply {
+    let now = now_ms();
+    // Kafka's KafkaApis.handleProduceRequest: a transactional produce needs WRITE on its
+    // transactional id (else every partition fails), then each topic WRITE.
+    let transactional_id = req.transactional_id.as_ref().map(|id| id.to_string());
+    let txn_denied = transactional_id.as_deref().is_some_and(|id| {
+        !authz::authorize(
+            broker,
+            &ctx.info,
+            AclOperation::Write,
+            ResourceType::TransactionalId,
+            id,
+        )
+    });
+    let (acks, topic_data, mut frame) = into_parts(req, frame);
+    let check = if txn_denied {
+        Ok(None)
+    } else {
+        txn_check(
+            broker,
+            ctx.version,
+            transactional_id.as_deref(),
+            &topic_data,
+            &frame,
+        )
+    };
+    let check = match check {
+        Ok(check) => check,
+        Err(code) => {
+            let topics = refuse_all(topic_data, code);
+            return Reply::Later(Box::pin(complete(ctx, acks, topics, Vec::new())));
+        }
+    };
+    let Some(check) = check else {
+        let (topics, appended) = append_all(
+            broker,
+            &ctx,
+            acks,
+            txn_denied,
+            topic_data,
+            &mut frame,
+            Default::default(),
+            now,
+        );
+        if acks == 0 {
+            // No answer is sent; the data still has to become durable and visible.
+            if !appended.is_empty() {
+                tokio::spawn(complete(ctx, acks, topics, appended));
+            }
+            return Reply::Now(None);
+        }
+        return Reply::Later(Box::pin(complete(ctx, acks, topics, appended)));
+    };
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        let refused = verify(&broker, ctx.version, check).await;
+        let (topics, appended) = append_all(
+            &broker, &ctx, acks, false, topic_data, &mut frame, refused, now,
+        );
+        complete(ctx, acks, topics, appended).await
     }))
 }
 

@@ -115,7 +115,7 @@ handlers! {
         let body = metadata::handle(b, &ctx, req).await;
         reply_counted(&ctx, &body)
     };
-    ApiVersions(m::ApiVersionsRequest) = |b, ctx, req, _| ctx.reply_now(&api_versions::response());
+    ApiVersions(m::ApiVersionsRequest) = |b, ctx, req, _| ctx.reply_now(&api_versions::response(b));
     CreateTopics(m::CreateTopicsRequest) = |b, ctx, req, _| {
         let body = admin::create_topics(b, &ctx, req).await;
         reply_counted(&ctx, &body)

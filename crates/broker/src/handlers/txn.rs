@@ -31,6 +31,7 @@ use strom_group_coordinator::coordinator::{CommitEntry, Committer};
 use strom_group_coordinator::writer::TxnProducer;
 use strom_group_coordinator::OFFSETS_TOPIC;
 use strom_transaction_coordinator::state::{TopicPartition, TxnResult, TxnState};
+use strom_transaction_coordinator::PartitionVerifier;
 
 use super::error_codes::ErrorCodes;
 use super::str_bytes;
@@ -48,6 +49,52 @@ fn fenced_for(version: i16, since: i16, e: ResponseError) -> ResponseError {
         ResponseError::InvalidProducerEpoch
     } else {
         e
+    }
+}
+
+/// Who a partition leader asks whether a partition is in a transaction (KIP-890): the
+/// transaction coordinator in process; in a cluster the port sends the question on to the
+/// id's coordinator.
+pub fn partition_verifier(broker: &Broker) -> Arc<dyn PartitionVerifier> {
+    Arc::new(strom_transaction_coordinator::LocalVerifier(
+        broker.txns.clone(),
+    ))
+}
+
+/// Whether a produce of `produce_version` adds its partitions to the transaction itself
+/// (KIP-890 part 2): Produce v12 from a client of transaction version 2, which only uses it
+/// where the broker finalizes that version; an older produce is only verified.
+pub fn produce_adds_partitions(broker: &Broker, produce_version: i16) -> bool {
+    produce_version >= 12 && broker.config.txns.transaction_version_level >= 2
+}
+
+/// Kafka's translation of a failed verification into the error a produce answers (its
+/// `ReplicaManager.handleProduceAppend` and `AddPartitionsToTxnManager`), with the message
+/// Kafka gives where it gives one. Produce v11 and newer clients know TRANSACTION_ABORTABLE
+/// (KIP-890); older ones get INVALID_TXN_STATE. The retriable coordinator errors become
+/// NOT_ENOUGH_REPLICAS, which every client retries without a metadata refresh.
+pub fn produce_verification_error(
+    e: ResponseError,
+    produce_version: i16,
+) -> (ResponseError, Option<String>) {
+    match e {
+        ResponseError::TransactionAbortable if produce_version > 10 => (e, None),
+        ResponseError::TransactionAbortable | ResponseError::InvalidTxnState => (
+            ResponseError::InvalidTxnState,
+            Some("Partition was not added to the transaction".to_string()),
+        ),
+        ResponseError::ProducerFenced => (ResponseError::InvalidProducerEpoch, None),
+        ResponseError::ConcurrentTransactions
+        | ResponseError::NetworkException
+        | ResponseError::CoordinatorLoadInProgress
+        | ResponseError::CoordinatorNotAvailable
+        | ResponseError::NotCoordinator => (
+            ResponseError::NotEnoughReplicas,
+            Some(format!(
+                "Unable to verify the partition has been added to the transaction. Underlying error: {e:?}"
+            )),
+        ),
+        other => (other, None),
     }
 }
 
@@ -279,13 +326,17 @@ pub async fn end_txn(
     } else {
         TxnResult::Abort
     };
+    // EndTxn v5 is the client of transaction version 2 (Kafka's own test of the version):
+    // its every end bumps the epoch, and the answer carries the epoch to continue with.
+    let client_transaction_version = if ctx.version > 4 { 2 } else { 0 };
     match broker
         .txns
-        .end_txn(
+        .end_txn_as(
             req.transactional_id.as_str(),
             req.producer_id.0,
             req.producer_epoch,
             result,
+            client_transaction_version,
         )
         .await
     {
@@ -294,6 +345,26 @@ pub async fn end_txn(
             .with_producer_epoch(epoch),
         Err(e) => fail(e),
     }
+}
+
+/// AddOffsetsToTxn's work on behalf of a transaction version 2 TxnOffsetCommit.
+async fn join_offsets_partition(
+    broker: &Broker,
+    req: &TxnOffsetCommitRequest,
+) -> Result<(), ResponseError> {
+    if req.group_id.is_empty() {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    broker
+        .txns
+        .add_offsets(
+            req.transactional_id.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            req.group_id.as_str(),
+            offsets_partitions(broker),
+        )
+        .await
 }
 
 /// The transaction's own check of a TxnOffsetCommit, where this node coordinates it: the
@@ -355,7 +426,19 @@ pub async fn txn_offset_commit(
         .iter()
         .map(|e| (e.topic.clone(), e.partition))
         .collect();
-    let results: Vec<Option<ResponseError>> = match check_txn_for_offsets(broker, &req) {
+    let joined = if ctx.version >= 5 && broker.config.txns.transaction_version_level >= 2 {
+        // Transaction version 2: the commit brings the group's partition of the offsets
+        // topic into the transaction itself, with no AddOffsetsToTxn (KIP-890 part 2).
+        match join_offsets_partition(broker, &req).await {
+            // Coordinated elsewhere: the group's own checks decide, as for older versions.
+            Err(ResponseError::NotCoordinator) => Ok(()),
+            other => other.map_err(|e| fenced_for(ctx.version, 2, e)),
+        }
+    } else {
+        Ok(())
+    };
+    let checked = joined.and_then(|()| check_txn_for_offsets(broker, &req));
+    let results: Vec<Option<ResponseError>> = match checked {
         Err(e) => vec![Some(e); entries.len()],
         Ok(()) => {
             let (member_id, instance, generation) = if ctx.version >= 3 {
@@ -486,10 +569,27 @@ pub fn list_transactions(
     let producer_ids: Vec<i64> = req.producer_id_filters.iter().map(|p| p.0).collect();
     let min_duration_ms =
         (ctx.version >= 1 && req.duration_filter >= 0).then_some(req.duration_filter);
+    // v2 (KIP-1152): an empty or null pattern lists every id.
+    let pattern = match req
+        .transactional_id_pattern
+        .as_ref()
+        .filter(|p| ctx.version >= 2 && !p.is_empty())
+    {
+        Some(p) => match strom_transaction_coordinator::coordinator::transactional_id_matcher(p) {
+            Ok(m) => Some(m),
+            Err(e) => return resp.with_error_code(e.code()),
+        },
+        None => None,
+    };
     match broker.txns.list(&states, &producer_ids, min_duration_ms) {
         Ok(listed) => resp.with_transaction_states(
             listed
                 .into_iter()
+                .filter(|l| {
+                    pattern
+                        .as_ref()
+                        .is_none_or(|m| m.is_match(&l.transactional_id))
+                })
                 .map(|l| {
                     ListedState::default()
                         .with_transactional_id(TransactionalId(str_bytes(&l.transactional_id)))

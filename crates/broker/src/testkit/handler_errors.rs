@@ -139,7 +139,7 @@ async fn api_versions_too_new_answers_v0_unsupported_version_with_our_ranges() {
     let r = decode_response::<ApiVersionsRequest>(&bytes, 0, 77).unwrap();
     assert_eq!(r.error_code, code(ResponseError::UnsupportedVersion));
     let produce = r.api_keys.iter().find(|a| a.api_key == 0).expect("Produce");
-    assert_eq!((produce.min_version, produce.max_version), (0, 11));
+    assert_eq!((produce.min_version, produce.max_version), (0, 12));
 }
 
 #[tokio::test]

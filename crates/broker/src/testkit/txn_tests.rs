@@ -356,3 +356,392 @@ async fn describe_producers_answers_per_partition() {
     assert_eq!(codes[0], 0);
     assert_ne!(codes[1], 0);
 }
+
+/// One transactional batch of `n` records from `pid` at `epoch` (sequence `seq`).
+fn txn_batch(pid: i64, epoch: i16, seq: i32, n: i64) -> bytes::Bytes {
+    use proto_kafka::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: true,
+            control: false,
+            delete_horizon_ms: None,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: seq + i as i32,
+            timestamp: 1_700_000_000_000 + i,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("r{i}"))),
+            headers: Vec::new(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("batch encodes");
+    buf.freeze()
+}
+
+/// A produce of `records` to partition `partition` of "out" at `version`: its error code.
+async fn produce(
+    tb: &TestBroker,
+    version: i16,
+    transactional_id: Option<&str>,
+    partition: i32,
+    records: bytes::Bytes,
+) -> (i16, i64) {
+    let req = ProduceRequest::default()
+        .with_transactional_id(transactional_id.map(txn_id))
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(TopicName(s("out")))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(records)),
+            ])]);
+    let r = tb.request(version, &req).await.expect("Produce answered");
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+async fn last_stable_offset(tb: &TestBroker, partition: i32) -> i64 {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(1)
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(TopicName(s("out")))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(-1),
+            ])]);
+    let r = tb.request(7, &req).await.expect("ListOffsets answered");
+    r.topics[0].partitions[0].offset
+}
+
+/// KIP-890 part 1: the leader asks the coordinator before it takes a transaction's first
+/// batch on a partition; a partition never added to the transaction is refused (old clients:
+/// INVALID_TXN_STATE, produce v11+: TRANSACTION_ABORTABLE), and nothing of it holds the LSO.
+#[tokio::test]
+async fn a_transactional_batch_outside_its_transaction_is_refused() {
+    let tb = broker().await;
+    create_topic(&tb, "out", 2).await;
+    find_txn_coordinator(&tb, "app").await;
+    let p = init(&tb, "app", 10_000).await;
+    assert_eq!(p.error_code, 0);
+    let (pid, epoch) = (p.producer_id.0, p.producer_epoch);
+
+    // Not in a transaction at all.
+    let (code, _) = produce(&tb, 9, Some("app"), 0, txn_batch(pid, epoch, 0, 3)).await;
+    assert_eq!(code, ResponseError::InvalidTxnState.code());
+    let (code, _) = produce(&tb, 11, Some("app"), 0, txn_batch(pid, epoch, 0, 3)).await;
+    assert_eq!(code, ResponseError::TransactionAbortable.code());
+    // Partition 1 is added, partition 0 still is not.
+    assert_eq!(
+        add_partitions(&tb, "app", pid, epoch, "out", vec![1]).await,
+        vec![(1, 0)]
+    );
+    let (code, _) = produce(&tb, 9, Some("app"), 0, txn_batch(pid, epoch, 0, 3)).await;
+    assert_eq!(code, ResponseError::InvalidTxnState.code());
+    assert_eq!(
+        tb.broker
+            .replicas
+            .leader_partition("out", 0)
+            .unwrap()
+            .log_end_offset()
+            .unwrap(),
+        0
+    );
+    assert_eq!(last_stable_offset(&tb, 0).await, 0);
+
+    // Transactional data without a transactional id is not authorized, as in Kafka.
+    let (code, _) = produce(&tb, 9, None, 1, txn_batch(pid, epoch, 0, 3)).await;
+    assert_eq!(
+        code,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+    // An epoch older than the coordinator's is fenced (INVALID_PRODUCER_EPOCH to a produce).
+    init(&tb, "other", 10_000).await;
+    let newer = init(&tb, "other", 10_000).await;
+    let (code, _) = produce(
+        &tb,
+        9,
+        Some("other"),
+        1,
+        txn_batch(newer.producer_id.0, newer.producer_epoch - 1, 0, 1),
+    )
+    .await;
+    assert_eq!(code, ResponseError::InvalidProducerEpoch.code());
+
+    // The added partition takes the batch, and the transaction then holds its LSO.
+    let (code, base) = produce(&tb, 9, Some("app"), 1, txn_batch(pid, epoch, 0, 3)).await;
+    assert_eq!(code, 0);
+    assert_eq!(base, 0);
+    assert_eq!(last_stable_offset(&tb, 1).await, 0);
+    // Later batches of the transaction on that partition are not asked about again: the
+    // partition's open transaction of this producer vouches for them, until its marker.
+    let part = tb.broker.replicas.leader_partition("out", 1).unwrap();
+    assert!(part.has_ongoing_transaction(pid));
+    let (code, base) = produce(&tb, 9, Some("app"), 1, txn_batch(pid, epoch, 3, 2)).await;
+    assert_eq!(code, 0);
+    assert_eq!(base, 3);
+    // Once the transaction is committed, the next one must add the partition again.
+    let req = EndTxnRequest::default()
+        .with_transactional_id(txn_id("app"))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(true);
+    assert_eq!(tb.request(3, &req).await.expect("EndTxn").error_code, 0);
+    for _ in 0..100 {
+        if !part.has_ongoing_transaction(pid) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !part.has_ongoing_transaction(pid),
+        "the COMMIT marker ends it"
+    );
+    assert_eq!(last_stable_offset(&tb, 1).await, 6);
+    let (code, _) = produce(&tb, 9, Some("app"), 1, txn_batch(pid, epoch, 5, 1)).await;
+    assert_eq!(code, ResponseError::InvalidTxnState.code());
+}
+
+/// A coordinator that cannot answer yet makes the produce retriable (NOT_ENOUGH_REPLICAS),
+/// as Kafka translates it for every client; a fenced epoch is INVALID_PRODUCER_EPOCH.
+#[test]
+fn verification_errors_are_kafkas_produce_errors() {
+    use crate::handlers::txn::produce_verification_error as map;
+    assert_eq!(
+        map(ResponseError::TransactionAbortable, 10).0,
+        ResponseError::InvalidTxnState
+    );
+    assert_eq!(
+        map(ResponseError::TransactionAbortable, 11).0,
+        ResponseError::TransactionAbortable
+    );
+    assert_eq!(
+        map(ResponseError::ProducerFenced, 11).0,
+        ResponseError::InvalidProducerEpoch
+    );
+    for e in [
+        ResponseError::ConcurrentTransactions,
+        ResponseError::CoordinatorLoadInProgress,
+        ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotCoordinator,
+    ] {
+        let (code, message) = map(e, 9);
+        assert_eq!(code, ResponseError::NotEnoughReplicas);
+        assert!(message.is_some());
+    }
+    assert_eq!(
+        map(ResponseError::InvalidProducerIdMapping, 9).0,
+        ResponseError::InvalidProducerIdMapping
+    );
+}
+
+async fn end_txn(
+    tb: &TestBroker,
+    version: i16,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    commit: bool,
+) -> EndTxnResponse {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(txn_id(id))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    tb.request(version, &req).await.expect("EndTxn answered")
+}
+
+/// Waits until partition `partition` of "out" has no open transaction of `pid` (its marker
+/// is in).
+async fn marker_written(tb: &TestBroker, partition: i32, pid: i64) {
+    let part = tb
+        .broker
+        .replicas
+        .leader_partition("out", partition)
+        .unwrap();
+    for _ in 0..200 {
+        if !part.has_ongoing_transaction(pid) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no marker for producer {pid} on out-{partition}");
+}
+
+/// Transaction version 2 (KIP-890 part 2): advertised as a finalized feature only where
+/// enabled; EndTxn v5 bumps the epoch at every end and answers it, the markers carry it (so
+/// the old epoch is fenced on the partition), and Produce v12 adds its partition to the
+/// transaction without an AddPartitionsToTxn.
+#[tokio::test]
+async fn transaction_version_2_bumps_the_epoch_and_adds_partitions_by_produce() {
+    let off = broker().await;
+    let r = off
+        .request(3, &ApiVersionsRequest::default())
+        .await
+        .expect("ApiVersions");
+    assert!(r.finalized_features.is_empty(), "not finalized by default");
+    drop(off);
+
+    let tb = TestBroker::start_with(&[
+        ("transaction.state.log.num.partitions", "3"),
+        ("transaction.max.timeout.ms", "60000"),
+        ("transaction.version", "2"),
+    ])
+    .await
+    .expect("test broker");
+    let r = tb
+        .request(3, &ApiVersionsRequest::default())
+        .await
+        .expect("ApiVersions");
+    let tv: Vec<(&str, i16)> = r
+        .finalized_features
+        .iter()
+        .map(|f| (f.name.as_str(), f.max_version_level))
+        .collect();
+    assert_eq!(tv, vec![("transaction.version", 2)]);
+    let max_of = |key: ApiKey| {
+        r.api_keys
+            .iter()
+            .find(|k| k.api_key == key as i16)
+            .map(|k| k.max_version)
+    };
+    assert_eq!(max_of(ApiKey::EndTxn), Some(5));
+    assert_eq!(max_of(ApiKey::Produce), Some(12));
+
+    create_topic(&tb, "out", 2).await;
+    find_txn_coordinator(&tb, "tv2").await;
+    let p = init(&tb, "tv2", 10_000).await;
+    let (pid, epoch) = (p.producer_id.0, p.producer_epoch);
+    // Produce v12 adds partition 0 itself; the transaction is then ongoing with it.
+    let (code, _) = produce(&tb, 12, Some("tv2"), 0, txn_batch(pid, epoch, 0, 2)).await;
+    assert_eq!(code, 0);
+    let d = describe(&tb, "tv2").await;
+    assert_eq!(d.transaction_state.as_str(), "Ongoing");
+    assert_eq!(d.topics[0].partitions, vec![0]);
+    // An older produce of the same producer is still only verified: partition 1 is not in.
+    let (code, _) = produce(&tb, 11, Some("tv2"), 1, txn_batch(pid, epoch, 0, 1)).await;
+    assert_eq!(code, ResponseError::TransactionAbortable.code());
+
+    // EndTxn v5: the coordinator bumps the epoch and answers the new one.
+    let r = end_txn(&tb, 5, "tv2", pid, epoch, true).await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!((r.producer_id.0, r.producer_epoch), (pid, epoch + 1));
+    marker_written(&tb, 0, pid).await;
+    assert_eq!(
+        last_stable_offset(&tb, 0).await,
+        3,
+        "two records and the marker"
+    );
+    // Its retry (the old epoch) gets the same answer.
+    let r = end_txn(&tb, 5, "tv2", pid, epoch, true).await;
+    assert_eq!((r.error_code, r.producer_epoch), (0, epoch + 1));
+    // A zombie write at the old epoch is fenced by the marker's epoch.
+    let (code, _) = produce(&tb, 12, Some("tv2"), 0, txn_batch(pid, epoch, 2, 1)).await;
+    assert_ne!(code, 0, "the old epoch is fenced");
+    // The next transaction runs at the new epoch, its partitions again added by produce.
+    let (code, base) = produce(&tb, 12, Some("tv2"), 0, txn_batch(pid, epoch + 1, 0, 1)).await;
+    assert_eq!((code, base), (0, 3));
+    let r = end_txn(&tb, 5, "tv2", pid, epoch + 1, false).await;
+    assert_eq!((r.error_code, r.producer_epoch), (0, epoch + 2));
+    marker_written(&tb, 0, pid).await;
+
+    // TxnOffsetCommit v5 brings the group's offsets partition into the transaction itself.
+    let req = FindCoordinatorRequest::default()
+        .with_key(s("g2"))
+        .with_key_type(0);
+    assert_eq!(tb.request(3, &req).await.expect("answered").error_code, 0);
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(txn_id("tv2"))
+        .with_group_id(GroupId(s("g2")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch + 2)
+        .with_generation_id(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![
+            txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("out")))
+                .with_partitions(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(3)
+                        .with_committed_leader_epoch(-1),
+                ]),
+        ]);
+    // v4 still needs AddOffsetsToTxn first.
+    let r = tb.request(4, &commit).await.expect("answered");
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::InvalidTxnState.code()
+    );
+    let r = tb.request(5, &commit).await.expect("answered");
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert!(tb.broker.groups.has_pending_txn_offset("g2", "out", 0));
+    assert_eq!(
+        describe(&tb, "tv2").await.transaction_state.as_str(),
+        "Ongoing"
+    );
+
+    // An old-protocol client keeps its epoch across EndTxn (v4).
+    let q = init(&tb, "tv0", 10_000).await;
+    let (qid, qepoch) = (q.producer_id.0, q.producer_epoch);
+    assert_eq!(
+        add_partitions(&tb, "tv0", qid, qepoch, "out", vec![1]).await,
+        vec![(1, 0)]
+    );
+    let r = end_txn(&tb, 4, "tv0", qid, qepoch, true).await;
+    assert_eq!(r.error_code, 0);
+    let d = describe(&tb, "tv0").await;
+    assert_eq!(d.producer_epoch, qepoch, "no bump for the old protocol");
+}
+
+/// ListTransactions v2 (KIP-1152): the transactional id pattern is matched against the whole
+/// id; a pattern that does not compile is INVALID_REGULAR_EXPRESSION.
+#[tokio::test]
+async fn list_transactions_filters_by_an_id_pattern() {
+    let tb = broker().await;
+    find_txn_coordinator(&tb, "app-1").await;
+    for id in ["app-1", "app-2", "other-app"] {
+        assert_eq!(init(&tb, id, 10_000).await.error_code, 0);
+    }
+    let list = |version: i16, pattern: Option<&str>| {
+        let req = ListTransactionsRequest::default()
+            .with_duration_filter(-1)
+            .with_transactional_id_pattern(pattern.map(s));
+        let tb = &tb;
+        async move {
+            tb.request(version, &req)
+                .await
+                .expect("ListTransactions answered")
+        }
+    };
+    let ids = |r: &ListTransactionsResponse| -> Vec<String> {
+        r.transaction_states
+            .iter()
+            .map(|t| t.transactional_id.to_string())
+            .collect()
+    };
+    let r = list(2, Some("app-.*")).await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(ids(&r), vec!["app-1", "app-2"]);
+    // A whole-id match, as Java's matches(): "app" alone matches nothing.
+    assert!(ids(&list(2, Some("app")).await).is_empty());
+    assert_eq!(ids(&list(2, Some("")).await).len(), 3);
+    assert_eq!(ids(&list(2, None).await).len(), 3);
+    assert_eq!(
+        list(2, Some("app-(")).await.error_code,
+        ResponseError::InvalidRegularExpression.code()
+    );
+}

@@ -464,7 +464,7 @@ mod limit_tests {
             log,
             image,
             replicas,
-            crate::group_ports::coordinator,
+            crate::wiring::services,
         )
     }
 

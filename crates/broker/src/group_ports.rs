@@ -19,8 +19,7 @@ use strom_metadata::MetadataImage;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::controller::{self, TopicRequest};
-use crate::handlers::produce::append_error_code;
-use crate::partition::{Partition, PartitionLog};
+use crate::partition::{append_error_code, Partition, PartitionLog};
 
 /// The group coordinator of the broker `me` will be, over these ports.
 pub fn coordinator(me: Weak<Broker>, config: &BrokerConfig) -> Arc<GroupCoordinator> {

@@ -20,7 +20,7 @@ use strom_transaction_coordinator::{
 
 use crate::broker::{Broker, ProducerIdSupply};
 use crate::config::BrokerConfig;
-use crate::controller::{self, TopicRequest};
+use crate::controller;
 use crate::group_ports::BrokerGroupPorts;
 use crate::partition::append_error_code;
 
@@ -116,28 +116,14 @@ impl Cluster for TxnCluster {
         let broker = self.broker.upgrade();
         Box::pin(async move {
             let broker = broker.ok_or_else(|| "the broker is stopping".to_string())?;
-            let req = TopicRequest {
-                name: TRANSACTION_STATE_TOPIC.to_string(),
-                num_partitions: partitions,
+            controller::create_internal_topic(
+                &broker,
+                TRANSACTION_STATE_TOPIC,
+                partitions,
                 replication_factor,
-                assignments: BTreeMap::new(),
                 configs,
-            };
-            match controller::create_topics(&broker, vec![req], false)
-                .await
-                .pop()
-            {
-                Some(Ok(created)) => {
-                    tracing::info!(
-                        partitions = created.num_partitions,
-                        "created {TRANSACTION_STATE_TOPIC}"
-                    );
-                    Ok(())
-                }
-                Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists.code() => Ok(()),
-                Some(Err(e)) => Err(e.message),
-                None => Err("the controller gave no answer".to_string()),
-            }
+            )
+            .await
         })
     }
 }

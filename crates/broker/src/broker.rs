@@ -17,9 +17,7 @@ use crate::config_validator::BrokerConfigValidator;
 use crate::metadata::controller::{Controller, ControllerConfig, SystemClock};
 use crate::metadata::log_client::MetadataLogClient;
 use crate::metadata::metadata_log::MetadataLog;
-use crate::metadata::{
-    MetadataDelta, MetadataImage, MetadataLoader, MetadataPublisher, PublishError,
-};
+use crate::metadata::{MetadataImage, MetadataLoader, MetadataPublisher};
 use crate::replica_manager::ReplicaManager;
 
 /// What the handlers and the controller's door ask of cluster membership: the broker only
@@ -49,7 +47,7 @@ pub struct Services {
     /// The authorizer, when `authorizer.class.name` configures one.
     pub authz: Option<Arc<dyn Authorizer>>,
     /// Publishers of each committed change after the replica manager and the group
-    /// coordinator, in this order (the transaction coordinator, the authorizer).
+    /// coordinator, in this order (the transaction coordinator, the authorizer, metrics).
     pub publishers: Vec<Arc<dyn MetadataPublisher>>,
 }
 
@@ -151,7 +149,6 @@ impl Broker {
         for publisher in services.publishers {
             loader.register(publisher);
         }
-        loader.register(Arc::new(MetricsPublisher));
         Broker {
             config,
             cluster_id,
@@ -230,24 +227,5 @@ impl Broker {
 impl AuthorizerSource for Broker {
     fn authorizer(&self) -> Option<&dyn Authorizer> {
         self.authz.as_deref()
-    }
-}
-
-/// The partition gauge, after the replica manager and the group coordinator (the publishers
-/// of a commit, in registration order).
-struct MetricsPublisher;
-
-impl MetadataPublisher for MetricsPublisher {
-    fn name(&self) -> &'static str {
-        "metrics"
-    }
-
-    fn on_metadata_update(
-        &self,
-        _delta: &MetadataDelta,
-        image: &Arc<MetadataImage>,
-    ) -> Result<(), PublishError> {
-        crate::metrics::partitions(image.partition_count());
-        Ok(())
     }
 }

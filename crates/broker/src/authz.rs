@@ -299,6 +299,69 @@ mod tests {
         );
     }
 
+    /// The checks ask whatever holds the authorizer, no broker needed: with none every
+    /// action is allowed and every supported operation reported, as Kafka does.
+    #[test]
+    fn checks_ask_the_authorizer_in_force_or_allow_without_one() {
+        let (_tx, cancel) = WaitCancel::new();
+        let anon = ConnectionInfo::new("PLAINTEXT".into(), ([127, 0, 0, 1], 1).into(), cancel);
+        let none: Option<Arc<dyn Authorizer>> = None;
+        assert!(authorize(
+            &none,
+            &anon,
+            AclOperation::Write,
+            ResourceType::Topic,
+            "t"
+        ));
+        assert!(authorize_cluster(&none, &anon, AclOperation::Alter));
+        assert!(authorize_any(
+            &none,
+            &anon,
+            AclOperation::Write,
+            ResourceType::Topic
+        ));
+        assert_eq!(
+            authorized_operations(&none, &anon, ResourceType::Group, "g"),
+            crate::acl::authorized_operations(ResourceType::Group, "g")
+        );
+        assert_eq!(
+            authorized_operations_if(&none, &anon, false, ResourceType::Group, "g"),
+            OPS_NOT_REQUESTED
+        );
+
+        // An authorizer with no ACLs and allow.everyone.if.no.acl.found off denies all.
+        let image = MetadataImage::empty();
+        let strict: Option<Arc<dyn Authorizer>> =
+            Some(Arc::new(Authz::new(AuthorizerConfig::default(), &image)));
+        assert!(!authorize(
+            &strict,
+            &anon,
+            AclOperation::Write,
+            ResourceType::Topic,
+            "t"
+        ));
+        assert!(!authorize_cluster(&strict, &anon, AclOperation::Alter));
+        assert!(!authorize_any(
+            &strict,
+            &anon,
+            AclOperation::Write,
+            ResourceType::Topic
+        ));
+        assert_eq!(
+            authorized_operations(&strict, &anon, ResourceType::Group, "g"),
+            0
+        );
+        // Through an Arc, as handlers hold the broker.
+        let shared = Arc::new(strict);
+        assert!(!authorize(
+            &shared,
+            &anon,
+            AclOperation::Read,
+            ResourceType::Topic,
+            "t"
+        ));
+    }
+
     #[test]
     fn authorizer_settings_by_kafkas_names() {
         use crate::config::{BrokerConfig, RawConfig, STANDARD_AUTHORIZER};

@@ -1,98 +1,74 @@
-//! Kafka's ACL vocabulary: resource types, operations, and which operations apply to which
-//! resource type (Kafka's `AclEntry.supportedOperations`). Metadata, DescribeCluster,
-//! DescribeTopicPartitions, DescribeGroups and ConsumerGroupDescribe report a resource's
-//! authorized operations from here, so an authorizer only has to narrow
+//! Kafka's ACL vocabulary as the broker uses it: resource types, operations and which
+//! operations apply to which resource type (Kafka's `AclEntry.supportedOperations`), all
+//! strom-security's, and the [`Authorizer`] the checks of `authz` ask. Metadata,
+//! DescribeCluster, DescribeTopicPartitions, DescribeGroups and ConsumerGroupDescribe report
+//! a resource's authorized operations from here, so an authorizer only has to narrow
 //! [`authorized_operations`] to what the caller is allowed.
+//!
+//! The traits live here, below the broker, so that the broker holds an authorizer without
+//! importing `authz`, and `authz` checks against whatever holds one without the broker.
 
-/// Kafka's `AclOperation` codes, as they appear on the wire and as bit positions of an
-/// authorized-operations field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
-pub enum AclOperation {
-    Read = 3,
-    Write = 4,
-    Create = 5,
-    Delete = 6,
-    Alter = 7,
-    Describe = 8,
-    ClusterAction = 9,
-    DescribeConfigs = 10,
-    AlterConfigs = 11,
-    IdempotentWrite = 12,
-    CreateTokens = 13,
-    DescribeTokens = 14,
+use std::sync::Arc;
+
+pub use strom_security::authorizer::{bit_field, AclOperation, ResourceType, OPS_NOT_REQUESTED};
+
+use crate::request::ConnectionInfo;
+
+/// The authorizer in force (`authz::Authz`), as the checks of `authz` ask it.
+pub trait Authorizer: Send + Sync {
+    /// May this connection perform `operation` on the resource?
+    fn authorize(
+        &self,
+        info: &ConnectionInfo,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool;
+
+    /// Kafka's `authorizeByResourceType`: `operation` on at least one resource of the type.
+    fn authorize_any(
+        &self,
+        info: &ConnectionInfo,
+        operation: AclOperation,
+        resource_type: ResourceType,
+    ) -> bool;
+
+    /// What this connection may do on the resource, as a bit field.
+    fn authorized_operations(
+        &self,
+        info: &ConnectionInfo,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> i32;
 }
 
-/// The concrete resource types of Kafka's ACLs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ResourceType {
-    Topic,
-    Group,
-    Cluster,
-    TransactionalId,
-    DelegationToken,
-    User,
+/// Where the checks of `authz` find the authorizer: `None` when none is configured, and then
+/// every action is allowed, as in Kafka. The broker is one; so is a bare authorizer.
+pub trait AuthorizerSource {
+    fn authorizer(&self) -> Option<&dyn Authorizer>;
 }
 
-/// "Authorized operations were not requested" (the schema's default, Integer.MIN_VALUE).
-pub const OPS_NOT_REQUESTED: i32 = i32::MIN;
-
-use AclOperation as Op;
-
-const TOPIC_OPS: &[AclOperation] = &[
-    Op::Read,
-    Op::Write,
-    Op::Create,
-    Op::Delete,
-    Op::Alter,
-    Op::Describe,
-    Op::DescribeConfigs,
-    Op::AlterConfigs,
-];
-/// Kafka 4 added the configs operations with per-group configs (KIP-848); clients check for
-/// five operations against a 4.x broker.
-const GROUP_OPS: &[AclOperation] = &[
-    Op::Read,
-    Op::Delete,
-    Op::Describe,
-    Op::DescribeConfigs,
-    Op::AlterConfigs,
-];
-const CLUSTER_OPS: &[AclOperation] = &[
-    Op::Create,
-    Op::Alter,
-    Op::Describe,
-    Op::ClusterAction,
-    Op::DescribeConfigs,
-    Op::AlterConfigs,
-    Op::IdempotentWrite,
-];
-const TRANSACTIONAL_ID_OPS: &[AclOperation] = &[Op::Write, Op::Describe];
-const DELEGATION_TOKEN_OPS: &[AclOperation] = &[Op::Describe];
-const USER_OPS: &[AclOperation] = &[Op::CreateTokens, Op::DescribeTokens];
-
-impl ResourceType {
-    /// The operations an ACL on this resource type can grant (Kafka's supportedOperations).
-    pub fn supported_operations(self) -> &'static [AclOperation] {
-        match self {
-            ResourceType::Topic => TOPIC_OPS,
-            ResourceType::Group => GROUP_OPS,
-            ResourceType::Cluster => CLUSTER_OPS,
-            ResourceType::TransactionalId => TRANSACTIONAL_ID_OPS,
-            ResourceType::DelegationToken => DELEGATION_TOKEN_OPS,
-            ResourceType::User => USER_OPS,
-        }
+impl AuthorizerSource for Option<Arc<dyn Authorizer>> {
+    fn authorizer(&self) -> Option<&dyn Authorizer> {
+        self.as_deref()
     }
 }
 
-/// Kafka's 32-bit field of operations: bit `code` set for each.
-pub fn bit_field(ops: &[AclOperation]) -> i32 {
-    ops.iter().fold(0, |bits, op| bits | (1 << (*op as u8)))
+impl<T: AuthorizerSource + ?Sized> AuthorizerSource for Arc<T> {
+    fn authorizer(&self) -> Option<&dyn Authorizer> {
+        (**self).authorizer()
+    }
+}
+
+impl<T: AuthorizerSource + ?Sized> AuthorizerSource for &T {
+    fn authorizer(&self) -> Option<&dyn Authorizer> {
+        (**self).authorizer()
+    }
 }
 
 /// The operations the caller may perform on the resource `name` of `resource_type`, as a
-/// bit field. With no authorizer (there is none yet) that is every operation the type
-/// supports, as Kafka answers without one.
+/// bit field, with no authorizer: every operation the type supports, as Kafka answers
+/// without one.
 pub fn authorized_operations(resource_type: ResourceType, _name: &str) -> i32 {
     bit_field(resource_type.supported_operations())
 }

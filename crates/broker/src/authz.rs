@@ -2,10 +2,12 @@
 //! StandardAuthorizer (`strom_security::authorizer`) over the ACLs of the metadata image,
 //! kept in line with each committed change as a [`MetadataPublisher`].
 //!
-//! Handlers ask through the free functions here with the broker and the request's
+//! Handlers ask through the free functions here with whatever holds the authorizer
+//! ([`AuthorizerSource`]: the broker, or a bare authorizer in tests) and the request's
 //! connection: with no authorizer configured (`authorizer.class.name` empty) every action is
 //! allowed, as in Kafka. Other crates' handlers (the transaction APIs) use the same calls:
 //! `authz::authorize(broker, &ctx.info, AclOperation::Write, ResourceType::TransactionalId, id)`.
+//! The wiring builds the [`Authz`] and hands it to the broker as an [`Authorizer`].
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -15,7 +17,7 @@ use strom_metadata::{
 pub use strom_security::authorizer::{AclOperation, ResourceType, CLUSTER_NAME, OPS_NOT_REQUESTED};
 use strom_security::authorizer::{AuthorizationResult, AuthorizerConfig, StandardAuthorizer};
 
-use crate::broker::Broker;
+pub use crate::acl::{Authorizer, AuthorizerSource};
 use crate::request::ConnectionInfo;
 
 /// The StandardAuthorizer with the ACLs of the image in force.
@@ -41,8 +43,10 @@ impl Authz {
             Err(p) => p.into_inner(),
         }
     }
+}
 
-    pub fn authorize(
+impl Authorizer for Authz {
+    fn authorize(
         &self,
         info: &ConnectionInfo,
         operation: AclOperation,
@@ -58,7 +62,7 @@ impl Authz {
         ) == AuthorizationResult::Allowed
     }
 
-    pub fn authorize_any(
+    fn authorize_any(
         &self,
         info: &ConnectionInfo,
         operation: AclOperation,
@@ -72,7 +76,7 @@ impl Authz {
         ) == AuthorizationResult::Allowed
     }
 
-    pub fn authorized_operations(
+    fn authorized_operations(
         &self,
         info: &ConnectionInfo,
         resource_type: ResourceType,
@@ -121,40 +125,42 @@ impl MetadataPublisher for Authz {
 
 /// May this connection perform `operation` on the resource? Always, with no authorizer.
 pub fn authorize(
-    broker: &Broker,
+    authz: &(impl AuthorizerSource + ?Sized),
     info: &ConnectionInfo,
     operation: AclOperation,
     resource_type: ResourceType,
     name: &str,
 ) -> bool {
-    broker
-        .authz
-        .as_ref()
+    authz
+        .authorizer()
         .is_none_or(|a| a.authorize(info, operation, resource_type, name))
 }
 
 /// `operation` on the cluster resource.
-pub fn authorize_cluster(broker: &Broker, info: &ConnectionInfo, operation: AclOperation) -> bool {
-    authorize(broker, info, operation, ResourceType::Cluster, CLUSTER_NAME)
+pub fn authorize_cluster(
+    authz: &(impl AuthorizerSource + ?Sized),
+    info: &ConnectionInfo,
+    operation: AclOperation,
+) -> bool {
+    authorize(authz, info, operation, ResourceType::Cluster, CLUSTER_NAME)
 }
 
 /// Kafka's `authorizeByResourceType`: `operation` on at least one resource of the type.
 pub fn authorize_any(
-    broker: &Broker,
+    authz: &(impl AuthorizerSource + ?Sized),
     info: &ConnectionInfo,
     operation: AclOperation,
     resource_type: ResourceType,
 ) -> bool {
-    broker
-        .authz
-        .as_ref()
+    authz
+        .authorizer()
         .is_none_or(|a| a.authorize_any(info, operation, resource_type))
 }
 
 /// The authorized-operations field of a describe answer: what this connection may do on the
 /// resource (every supported operation with no authorizer), or "not requested".
 pub fn authorized_operations_if(
-    broker: &Broker,
+    authz: &(impl AuthorizerSource + ?Sized),
     info: &ConnectionInfo,
     requested: bool,
     resource_type: ResourceType,
@@ -163,19 +169,19 @@ pub fn authorized_operations_if(
     if !requested {
         return OPS_NOT_REQUESTED;
     }
-    authorized_operations(broker, info, resource_type, name)
+    authorized_operations(authz, info, resource_type, name)
 }
 
 /// What this connection may do on the resource, as a bit field.
 pub fn authorized_operations(
-    broker: &Broker,
+    authz: &(impl AuthorizerSource + ?Sized),
     info: &ConnectionInfo,
     resource_type: ResourceType,
     name: &str,
 ) -> i32 {
-    match &broker.authz {
+    match authz.authorizer() {
         Some(a) => a.authorized_operations(info, resource_type, name),
-        None => strom_security::authorizer::bit_field(resource_type.supported_operations()),
+        None => crate::acl::authorized_operations(resource_type, name),
     }
 }
 
@@ -291,6 +297,69 @@ mod tests {
             anon.set_principal(KafkaPrincipal::user("eve")).is_err(),
             "set once"
         );
+    }
+
+    /// The checks ask whatever holds the authorizer, no broker needed: with none every
+    /// action is allowed and every supported operation reported, as Kafka does.
+    #[test]
+    fn checks_ask_the_authorizer_in_force_or_allow_without_one() {
+        let (_tx, cancel) = WaitCancel::new();
+        let anon = ConnectionInfo::new("PLAINTEXT".into(), ([127, 0, 0, 1], 1).into(), cancel);
+        let none: Option<Arc<dyn Authorizer>> = None;
+        assert!(authorize(
+            &none,
+            &anon,
+            AclOperation::Write,
+            ResourceType::Topic,
+            "t"
+        ));
+        assert!(authorize_cluster(&none, &anon, AclOperation::Alter));
+        assert!(authorize_any(
+            &none,
+            &anon,
+            AclOperation::Write,
+            ResourceType::Topic
+        ));
+        assert_eq!(
+            authorized_operations(&none, &anon, ResourceType::Group, "g"),
+            crate::acl::authorized_operations(ResourceType::Group, "g")
+        );
+        assert_eq!(
+            authorized_operations_if(&none, &anon, false, ResourceType::Group, "g"),
+            OPS_NOT_REQUESTED
+        );
+
+        // An authorizer with no ACLs and allow.everyone.if.no.acl.found off denies all.
+        let image = MetadataImage::empty();
+        let strict: Option<Arc<dyn Authorizer>> =
+            Some(Arc::new(Authz::new(AuthorizerConfig::default(), &image)));
+        assert!(!authorize(
+            &strict,
+            &anon,
+            AclOperation::Write,
+            ResourceType::Topic,
+            "t"
+        ));
+        assert!(!authorize_cluster(&strict, &anon, AclOperation::Alter));
+        assert!(!authorize_any(
+            &strict,
+            &anon,
+            AclOperation::Write,
+            ResourceType::Topic
+        ));
+        assert_eq!(
+            authorized_operations(&strict, &anon, ResourceType::Group, "g"),
+            0
+        );
+        // Through an Arc, as handlers hold the broker.
+        let shared = Arc::new(strict);
+        assert!(!authorize(
+            &shared,
+            &anon,
+            AclOperation::Read,
+            ResourceType::Topic,
+            "t"
+        ));
     }
 
     #[test]

@@ -2,22 +2,54 @@
 //! metadata image it commits, and the replicas hosted here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
+use futures_util::future::BoxFuture;
+use proto_kafka::ResponseError;
 use strom_group_coordinator::GroupCoordinator;
 use strom_transaction_coordinator::TransactionCoordinator;
 
 use tracing::info;
 
+use crate::acl::{Authorizer, AuthorizerSource};
 use crate::config::{BrokerConfig, RawConfig};
 use crate::config_validator::BrokerConfigValidator;
 use crate::metadata::controller::{Controller, ControllerConfig, SystemClock};
 use crate::metadata::log_client::MetadataLogClient;
 use crate::metadata::metadata_log::MetadataLog;
-use crate::metadata::{
-    MetadataDelta, MetadataImage, MetadataLoader, MetadataPublisher, PublishError,
-};
+use crate::metadata::{MetadataImage, MetadataLoader, MetadataPublisher};
 use crate::replica_manager::ReplicaManager;
+
+/// What the handlers and the controller's door ask of cluster membership: the broker only
+/// holds it, so the cluster (which drives the broker) is built and started above it, in the
+/// server.
+pub trait Membership: Send + Sync {
+    /// The live unfenced brokers, as last read.
+    fn live_brokers(&self) -> Vec<i32>;
+    /// The active controller's id as last known.
+    fn controller_id(&self) -> i32;
+    /// Whether this node holds the controller lease now.
+    fn is_controller(&self) -> bool;
+}
+
+/// The transaction coordinator's producer ids, which it takes synchronously under its lock:
+/// InitProducerId and EndTxn top them up through the controller before they call it.
+pub trait ProducerIdSupply: Send + Sync {
+    fn reserve_producer_ids(&self) -> BoxFuture<'_, Result<(), ResponseError>>;
+}
+
+/// The parts of a broker that reach back into it (the coordinators' ports hold it weakly),
+/// built by the wiring from a handle on the broker they will live in.
+pub struct Services {
+    pub groups: Arc<GroupCoordinator>,
+    pub txns: Arc<TransactionCoordinator>,
+    pub producer_ids: Arc<dyn ProducerIdSupply>,
+    /// The authorizer, when `authorizer.class.name` configures one.
+    pub authz: Option<Arc<dyn Authorizer>>,
+    /// Publishers of each committed change after the replica manager and the group
+    /// coordinator, in this order (the transaction coordinator, the authorizer, metrics).
+    pub publishers: Vec<Arc<dyn MetadataPublisher>>,
+}
 
 pub struct Broker {
     pub config: BrokerConfig,
@@ -35,24 +67,26 @@ pub struct Broker {
     /// The transactional ids this node coordinates (`__transaction_state` partitions it
     /// leads), beside the groups.
     pub txns: Arc<TransactionCoordinator>,
-    /// The transaction coordinator's cluster port, which handlers top up with producer ids.
-    pub txn_cluster: Arc<crate::txn_ports::TxnCluster>,
+    /// The transaction coordinator's producer ids, which handlers top up.
+    pub txn_cluster: Arc<dyn ProducerIdSupply>,
     /// Set in cluster mode (`cluster.metadata.url`): registrations, the controller lease.
-    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
-    /// The authorizer, when `authorizer.class.name` configures one (see [`crate::authz`]).
-    pub authz: Option<Arc<crate::authz::Authz>>,
+    cluster: OnceLock<Arc<dyn Membership>>,
+    /// The authorizer, when `authorizer.class.name` configures one; the checks of
+    /// `authz` reach it through [`AuthorizerSource`].
+    pub authz: Option<Arc<dyn Authorizer>>,
 }
 
 impl Broker {
-    /// `groups` builds the group coordinator from a handle on the broker it will live in
-    /// (its ports reach the broker through it): `group_ports::coordinator` in the wiring.
+    /// `services` builds the parts that reach back into the broker from a handle on the
+    /// broker they will live in (`wiring::services`), with its configuration and the image
+    /// it starts from.
     pub fn new(
         config: BrokerConfig,
         cluster_id: String,
         metadata_log: MetadataLog,
         image: MetadataImage,
         replicas: ReplicaManager,
-        groups: impl FnOnce(Weak<Broker>, &BrokerConfig) -> Arc<GroupCoordinator>,
+        services: impl FnOnce(Weak<Broker>, &BrokerConfig, &MetadataImage) -> Services,
     ) -> Arc<Broker> {
         Broker::with_log(
             config,
@@ -60,7 +94,7 @@ impl Broker {
             Arc::new(metadata_log),
             image,
             replicas,
-            groups,
+            services,
         )
     }
 
@@ -71,20 +105,11 @@ impl Broker {
         metadata_log: Arc<dyn MetadataLogClient>,
         image: MetadataImage,
         replicas: ReplicaManager,
-        groups: impl FnOnce(Weak<Broker>, &BrokerConfig) -> Arc<GroupCoordinator>,
+        services: impl FnOnce(Weak<Broker>, &BrokerConfig, &MetadataImage) -> Services,
     ) -> Arc<Broker> {
         Arc::new_cyclic(|me| {
-            let groups = groups(me.clone(), &config);
-            let txns = crate::txn_ports::coordinator(me.clone(), &config);
-            Broker::assemble(
-                config,
-                cluster_id,
-                metadata_log,
-                image,
-                replicas,
-                groups,
-                txns,
-            )
+            let services = services(me.clone(), &config, &image);
+            Broker::assemble(config, cluster_id, metadata_log, image, replicas, services)
         })
     }
 
@@ -94,19 +119,11 @@ impl Broker {
         metadata_log: Arc<dyn MetadataLogClient>,
         image: MetadataImage,
         replicas: ReplicaManager,
-        groups: Arc<GroupCoordinator>,
-        (txns, txn_cluster): (
-            Arc<TransactionCoordinator>,
-            Arc<crate::txn_ports::TxnCluster>,
-        ),
+        services: Services,
     ) -> Broker {
         let max_partitions = crate::metadata::controller::MAX_PARTITIONS_PER_BROKER.min(
             crate::memory::partition_capacity(crate::memory::open_files_limit()),
         );
-        let authz = config
-            .authorizer
-            .clone()
-            .map(|c| Arc::new(crate::authz::Authz::new(c, &image)));
         let loader = Arc::new(MetadataLoader::new(image));
         let controller = Controller::new(
             ControllerConfig {
@@ -128,11 +145,9 @@ impl Broker {
         );
         let replicas = Arc::new(replicas.with_static_config(config.raw.clone()));
         loader.register(replicas.clone());
-        loader.register(groups.clone());
-        loader.register(Arc::new(crate::txn_ports::TxnPublisher(txns.clone())));
-        loader.register(Arc::new(MetricsPublisher));
-        if let Some(a) = &authz {
-            loader.register(a.clone());
+        loader.register(services.groups.clone());
+        for publisher in services.publishers {
+            loader.register(publisher);
         }
         Broker {
             config,
@@ -142,20 +157,20 @@ impl Broker {
             replicas,
             ready: AtomicBool::new(false),
             max_partitions,
-            groups,
-            txns,
-            txn_cluster,
-            cluster: std::sync::OnceLock::new(),
-            authz,
+            groups: services.groups,
+            txns: services.txns,
+            txn_cluster: services.producer_ids,
+            cluster: OnceLock::new(),
+            authz: services.authz,
         }
     }
 
     /// This broker's cluster membership, `None` for the single node.
-    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+    pub fn cluster(&self) -> Option<&Arc<dyn Membership>> {
         self.cluster.get()
     }
 
-    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+    pub fn set_cluster(&self, cluster: Arc<dyn Membership>) {
         let _ = self.cluster.set(cluster);
     }
 
@@ -209,21 +224,8 @@ impl Broker {
     }
 }
 
-/// The partition gauge, after the replica manager and the group coordinator (the publishers
-/// of a commit, in registration order).
-struct MetricsPublisher;
-
-impl MetadataPublisher for MetricsPublisher {
-    fn name(&self) -> &'static str {
-        "metrics"
-    }
-
-    fn on_metadata_update(
-        &self,
-        _delta: &MetadataDelta,
-        image: &Arc<MetadataImage>,
-    ) -> Result<(), PublishError> {
-        crate::metrics::partitions(image.partition_count());
-        Ok(())
+impl AuthorizerSource for Broker {
+    fn authorizer(&self) -> Option<&dyn Authorizer> {
+        self.authz.as_deref()
     }
 }

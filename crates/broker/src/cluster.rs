@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Membership};
 
 /// A controller lease term is three heartbeat intervals at least and one session at most,
 /// so a vanished controller is replaced about as fast as a vanished broker is fenced.
@@ -132,6 +132,20 @@ pub struct Cluster {
     /// The active controller as last read; -1 when none is known.
     controller_id: AtomicI32,
     shutting_down: AtomicBool,
+}
+
+impl Membership for Cluster {
+    fn live_brokers(&self) -> Vec<i32> {
+        Cluster::live_brokers(self)
+    }
+
+    fn controller_id(&self) -> i32 {
+        Cluster::controller_id(self)
+    }
+
+    fn is_controller(&self) -> bool {
+        Cluster::is_controller(self)
+    }
 }
 
 /// What [`join`] gives the start-up: the cluster, its id, this node's id, and the metadata
@@ -722,7 +736,7 @@ mod tests {
             joined.log.clone(),
             joined.image.clone(),
             crate::replica_manager::ReplicaManager::new(joined.node_id, dir.path()),
-            crate::group_ports::coordinator,
+            crate::wiring::services,
         );
         broker.set_cluster(cluster.clone());
         let (stop_tx, stop_rx) = watch::channel(false);

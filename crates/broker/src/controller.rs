@@ -176,6 +176,34 @@ pub async fn auto_create_topic(
     })
 }
 
+/// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) as its
+/// coordinator asks on first use: one that exists already is no error, so concurrent first
+/// uses all succeed.
+pub async fn create_internal_topic(
+    broker: &Arc<Broker>,
+    name: &str,
+    num_partitions: i32,
+    replication_factor: i16,
+    configs: std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    let req = TopicRequest {
+        name: name.to_string(),
+        num_partitions,
+        replication_factor,
+        assignments: std::collections::BTreeMap::new(),
+        configs,
+    };
+    match create_topics(broker, vec![req], false).await.pop() {
+        Some(Ok(created)) => {
+            tracing::info!(partitions = created.num_partitions, "created {name}");
+            Ok(())
+        }
+        Some(Err(e)) if e.code == proto_kafka::ResponseError::TopicAlreadyExists.code() => Ok(()),
+        Some(Err(e)) => Err(e.message),
+        None => Err("the controller gave no answer".to_string()),
+    }
+}
+
 pub async fn allocate_producer_id(broker: &Arc<Broker>) -> Result<i64, ApiError> {
     match forward_target(broker) {
         None => broker.controller().allocate_producer_id().await,
@@ -464,7 +492,7 @@ mod limit_tests {
             log,
             image,
             replicas,
-            crate::group_ports::coordinator,
+            crate::wiring::services,
         )
     }
 
@@ -480,6 +508,28 @@ mod limit_tests {
 
     fn code(r: &Result<impl Sized, ApiError>) -> i16 {
         r.as_ref().err().map_or(0, |e| e.code)
+    }
+
+    /// A coordinator's first use creates its topic; a second (another coordinator's
+    /// concurrent first use) finds it and is content; a refused one says why.
+    #[tokio::test]
+    async fn internal_topic_created_once_and_found_after() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = test_broker(tmp.path(), &[]);
+        let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        for _ in 0..2 {
+            create_internal_topic(&b, "__consumer_offsets", 3, 1, configs.clone())
+                .await
+                .unwrap();
+        }
+        let image = b.image();
+        let t = image.topic("__consumer_offsets").unwrap();
+        assert_eq!(t.partitions.len(), 3);
+        let refused = create_internal_topic(&b, "__transaction_state", 0, 1, BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert!(!refused.is_empty());
+        assert!(b.image().topic("__transaction_state").is_none());
     }
 
     /// Every count of a CreateTopics at its extremes gets Kafka's error code, and nothing is

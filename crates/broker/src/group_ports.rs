@@ -18,9 +18,8 @@ use strom_metadata::MetadataImage;
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::controller::{self, TopicRequest};
-use crate::handlers::produce::append_error_code;
-use crate::partition::{Partition, PartitionLog};
+use crate::controller;
+use crate::partition::{append_error_code, Appended, Partition, PartitionError, PartitionLog};
 
 /// The group coordinator of the broker `me` will be, over these ports.
 pub fn coordinator(me: Weak<Broker>, config: &BrokerConfig) -> Arc<GroupCoordinator> {
@@ -76,6 +75,16 @@ fn read_error(topic: &str, partition: i32, reason: impl ToString) -> ReadError {
     }
 }
 
+fn appended_range(
+    appended: Result<Appended, PartitionError>,
+) -> Result<AppendedRange, ResponseError> {
+    let info = appended.map_err(|e| append_error_code(&e))?;
+    Ok(AppendedRange {
+        first_offset: info.first_offset,
+        last_offset: info.last_offset,
+    })
+}
+
 impl OffsetsLog for BrokerGroupPorts {
     fn append(
         &self,
@@ -83,14 +92,7 @@ impl OffsetsLog for BrokerGroupPorts {
         batch: &mut BytesMut,
         now_ms: i64,
     ) -> Result<AppendedRange, ResponseError> {
-        let info = self
-            .leader(partition)?
-            .append_as_leader(batch, now_ms)
-            .map_err(|e| append_error_code(&e))?;
-        Ok(AppendedRange {
-            first_offset: info.first_offset,
-            last_offset: info.last_offset,
-        })
+        appended_range(self.leader(partition)?.append_as_leader(batch, now_ms))
     }
 
     fn append_transactional(
@@ -99,14 +101,7 @@ impl OffsetsLog for BrokerGroupPorts {
         batch: &mut BytesMut,
         now_ms: i64,
     ) -> Result<AppendedRange, ResponseError> {
-        let info = self
-            .leader(partition)?
-            .append_as_coordinator(batch, now_ms)
-            .map_err(|e| append_error_code(&e))?;
-        Ok(AppendedRange {
-            first_offset: info.first_offset,
-            last_offset: info.last_offset,
-        })
+        appended_range(self.leader(partition)?.append_as_coordinator(batch, now_ms))
     }
 
     fn wait_durable(
@@ -169,28 +164,14 @@ impl Cluster for BrokerGroupPorts {
         let broker = self.broker.upgrade();
         Box::pin(async move {
             let broker = broker.ok_or_else(|| "the broker is stopping".to_string())?;
-            let req = TopicRequest {
-                name: OFFSETS_TOPIC.to_string(),
-                num_partitions: partitions,
+            controller::create_internal_topic(
+                &broker,
+                OFFSETS_TOPIC,
+                partitions,
                 replication_factor,
-                assignments: BTreeMap::new(),
                 configs,
-            };
-            match controller::create_topics(&broker, vec![req], false)
-                .await
-                .pop()
-            {
-                Some(Ok(created)) => {
-                    tracing::info!(
-                        partitions = created.num_partitions,
-                        "created {OFFSETS_TOPIC}"
-                    );
-                    Ok(())
-                }
-                Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists.code() => Ok(()),
-                Some(Err(e)) => Err(e.message),
-                None => Err("the controller gave no answer".to_string()),
-            }
+            )
+            .await
         })
     }
 }

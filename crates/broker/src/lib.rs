@@ -32,3 +32,4 @@ pub mod storage;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod txn_ports;
+pub mod wiring;

@@ -33,6 +33,16 @@ pub enum PartitionError {
     Rejected(ResponseError),
 }
 
+/// Kafka's error code for a failed append.
+pub fn append_error_code(e: &PartitionError) -> ResponseError {
+    match e {
+        PartitionError::Log(e) => ResponseError::try_from_code(e.kafka_error_code())
+            .unwrap_or(ResponseError::KafkaStorageError),
+        PartitionError::Rejected(code) => *code,
+        PartitionError::Io(_) | PartitionError::Poisoned => ResponseError::KafkaStorageError,
+    }
+}
+
 /// Where an append went.
 pub struct Appended {
     pub first_offset: i64,

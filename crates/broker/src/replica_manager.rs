@@ -530,7 +530,7 @@ pub(crate) mod test_broker {
             metadata_log,
             image,
             replicas,
-            crate::group_ports::coordinator,
+            crate::wiring::services,
         )
     }
 

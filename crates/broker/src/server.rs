@@ -223,7 +223,7 @@ pub async fn run(
         metadata_log,
         image,
         replicas,
-        crate::group_ports::coordinator,
+        crate::wiring::services,
     );
     // SCRAM credentials are the metadata image's (AlterUserScramCredentials), read at each
     // authentication.

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use futures_util::future::BoxFuture;
 use proto_kafka::ResponseError;
 use strom_group_coordinator::ports::PortFuture;
 use strom_group_coordinator::{SystemClock, OFFSETS_TOPIC};
@@ -17,11 +18,11 @@ use strom_transaction_coordinator::{
     Cluster, MarkerSink, Ports, TransactionCoordinator, TRANSACTION_STATE_TOPIC,
 };
 
-use crate::broker::Broker;
+use crate::broker::{Broker, ProducerIdSupply};
 use crate::config::BrokerConfig;
-use crate::controller::{self, TopicRequest};
+use crate::controller;
 use crate::group_ports::BrokerGroupPorts;
-use crate::handlers::produce::append_error_code;
+use crate::partition::append_error_code;
 
 /// Producer ids kept ready for the coordinator, which takes them synchronously under its
 /// lock: InitProducerId and EndTxn top this up through the controller before they call it.
@@ -67,20 +68,24 @@ impl TxnCluster {
             Err(p) => p.into_inner(),
         }
     }
+}
 
+impl ProducerIdSupply for TxnCluster {
     /// Makes sure the coordinator finds a producer id when it needs one (a new id, an
     /// exhausted epoch), allocating from the controller's blocks.
-    pub async fn reserve_producer_ids(&self) -> Result<(), ResponseError> {
-        let Some(broker) = self.broker.upgrade() else {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        };
-        while self.spares().len() < SPARE_PRODUCER_IDS {
-            let id = controller::allocate_producer_id(&broker)
-                .await
-                .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
-            self.spares().push(id);
-        }
-        Ok(())
+    fn reserve_producer_ids(&self) -> BoxFuture<'_, Result<(), ResponseError>> {
+        Box::pin(async move {
+            let Some(broker) = self.broker.upgrade() else {
+                return Err(ResponseError::CoordinatorNotAvailable);
+            };
+            while self.spares().len() < SPARE_PRODUCER_IDS {
+                let id = controller::allocate_producer_id(&broker)
+                    .await
+                    .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+                self.spares().push(id);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -111,28 +116,14 @@ impl Cluster for TxnCluster {
         let broker = self.broker.upgrade();
         Box::pin(async move {
             let broker = broker.ok_or_else(|| "the broker is stopping".to_string())?;
-            let req = TopicRequest {
-                name: TRANSACTION_STATE_TOPIC.to_string(),
-                num_partitions: partitions,
+            controller::create_internal_topic(
+                &broker,
+                TRANSACTION_STATE_TOPIC,
+                partitions,
                 replication_factor,
-                assignments: BTreeMap::new(),
                 configs,
-            };
-            match controller::create_topics(&broker, vec![req], false)
-                .await
-                .pop()
-            {
-                Some(Ok(created)) => {
-                    tracing::info!(
-                        partitions = created.num_partitions,
-                        "created {TRANSACTION_STATE_TOPIC}"
-                    );
-                    Ok(())
-                }
-                Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists.code() => Ok(()),
-                Some(Err(e)) => Err(e.message),
-                None => Err("the controller gave no answer".to_string()),
-            }
+            )
+            .await
         })
     }
 }

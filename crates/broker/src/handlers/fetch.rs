@@ -270,7 +270,7 @@ fn read_partition(
         Ok(read) => read,
         Err(e) => {
             crate::storage::report_damaged_read(replica.topic_partition(), &e);
-            let code = super::produce::append_error_code(&e);
+            let code = crate::partition::append_error_code(&e);
             let hw = replica.high_watermark();
             let data = data
                 .with_error_code(code.code())

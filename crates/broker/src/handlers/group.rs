@@ -1145,7 +1145,7 @@ mod tests {
             log,
             image,
             replicas,
-            crate::group_ports::coordinator,
+            crate::wiring::services,
         )
     }
 

@@ -24,15 +24,8 @@ use crate::metadata::metadata_log::now_ms;
 use crate::partition::{PartitionError, PartitionLog};
 use crate::request::{Reply, RequestContext};
 
-/// Kafka's error code for a failed append.
-pub fn append_error_code(e: &PartitionError) -> ResponseError {
-    match e {
-        PartitionError::Log(e) => ResponseError::try_from_code(e.kafka_error_code())
-            .unwrap_or(ResponseError::KafkaStorageError),
-        PartitionError::Rejected(code) => *code,
-        PartitionError::Io(_) | PartitionError::Poisoned => ResponseError::KafkaStorageError,
-    }
-}
+/// Kept at its old path; it lives beside [`PartitionError`].
+pub use crate::partition::append_error_code;
 
 /// Why a partition's batches were refused, as the response carries it (KIP-467: the
 /// error_message and the refused records by their index in the batch).

@@ -312,9 +312,9 @@ pub fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> Delete
                     }
                     match replica.delete_records_before(offset) {
                         Ok(low) => base.with_low_watermark(low),
-                        Err(e) => base.with_error_code(
-                            crate::handlers::produce::append_error_code(&e).code(),
-                        ),
+                        Err(e) => {
+                            base.with_error_code(crate::partition::append_error_code(&e).code())
+                        }
                     }
                 })
                 .collect();

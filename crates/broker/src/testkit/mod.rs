@@ -64,7 +64,7 @@ pub async fn open_broker(config: BrokerConfig) -> anyhow::Result<Arc<Broker>> {
         metadata_log,
         image,
         replicas,
-        crate::group_ports::coordinator,
+        crate::wiring::services,
     );
     crate::server::register_broker(&broker).await?;
     broker.groups.on_image(&broker.image())?;

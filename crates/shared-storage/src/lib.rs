@@ -29,6 +29,7 @@ pub mod error;
 pub mod partition;
 pub mod schema;
 pub mod sequencer;
+mod shared;
 pub mod storage;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::error::SharedStorageError;
 use crate::sequencer::{Committed, IndexEntry, StagedBatch};
-use crate::storage::{Inner, IntakeRequest};
+use crate::shared::{Inner, IntakeRequest};
 
 pub struct SharedPartition {
     pub topic_id: Uuid,

@@ -130,6 +130,31 @@ impl SharedStorage {
         Ok(p)
     }
 
+    /// Claims `leader_epoch` for a partition this broker now leads (a newer claim is kept):
+    /// an older leader's commits are fenced from now on, not only from this broker's first
+    /// commit.
+    pub async fn claim_leader_epoch(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+    ) -> Result<(), SharedStorageError> {
+        self.inner
+            .with_reader(|c| {
+                Box::pin(async move {
+                    c.execute(
+                        "UPDATE shared_storage_partitions
+                            SET leader_epoch = GREATEST(leader_epoch, $3)
+                          WHERE topic_id = $1 AND partition = $2",
+                        &[&topic_id, &partition, &leader_epoch],
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
     /// Objects recorded for garbage collection (their commit failed).
     pub async fn orphan_objects(&self) -> Result<Vec<String>, SharedStorageError> {
         self.inner

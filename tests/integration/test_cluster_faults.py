@@ -401,7 +401,7 @@ def test_kill9_cycles_under_an_idempotent_producer_and_a_group(cluster):
     for m in members:
         m.start()
     rnd = random.Random(11)
-    cycles = int(os.environ.get("STROM_FAULT_CYCLES", "6"))
+    cycles = int(os.environ.get("STROM_FAULT_CYCLES", "10"))
     started = time.monotonic()
     for _ in range(cycles):
         victim = rnd.choice(cluster.brokers)

@@ -525,3 +525,22 @@ def test_a_broker_cut_off_from_postgres_acknowledges_nothing(cluster, postgres):
         assert time.monotonic() - cut_at < 120
     finally:
         proxy.close()
+
+
+def test_postgres_restarted_mid_stream(cluster, postgres):
+    """PostgreSQL (the sequencer and the metadata) restarted under load: produce gets
+    retriable errors while it is away, then resumes by itself; nothing acknowledged is lost."""
+    for _ in range(3):
+        cluster.add()
+    topic = unique_topic("pgrestart")
+    create(cluster, topic)
+    load = Load(cluster.all_bootstrap(), topic, rate_per_s=200).start()
+    time.sleep(2)
+    postgres.stop()
+    time.sleep(3)
+    during = load.total_acked()
+    postgres.start()
+    wait_for(lambda: load.total_acked() > during + 100, 60, "produce resumed after the restart")
+    load.stop()
+    assert not load.failed, load.failed[:5]
+    check_exactly_once(load, cluster.bootstrap())

@@ -190,13 +190,14 @@ impl PartitionLog for SharedLog {
                 ))
             }));
         }
-        let inner = Arc::clone(&self.inner);
         // One copy: the intake keeps the bytes until the object is PUT, beyond the request's
-        // frame.
+        // frame. Handed to the intake here, in request order (idempotent producers' requests
+        // in flight are sequenced in the order they were sent).
         let records = bytes::Bytes::copy_from_slice(records);
+        let submitted = self.inner.submit(records);
         Some(Box::pin(async move {
-            let committed = inner
-                .append(records)
+            let committed = submitted
+                .map_err(|e| partition_error(&e))?
                 .await
                 .map_err(|e| partition_error(&e))?;
             Ok(Appended {

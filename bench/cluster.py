@@ -35,7 +35,7 @@ from test_cluster_metadata import Postgres  # noqa: E402
 PARTITIONS = 6
 
 
-def start_brokers(n: int, work: Path, pg: Postgres | None, s3: S3 | None) -> list[Broker]:
+def start_brokers(tag: str, n: int, work: Path, pg: Postgres | None, s3: S3 | None) -> list[Broker]:
     brokers = []
     url = pg.url(pg.create_database()) if pg else None
     for i in range(n):
@@ -46,10 +46,10 @@ def start_brokers(n: int, work: Path, pg: Postgres | None, s3: S3 | None) -> lis
                    "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
             overrides.update({
                 "broker.heartbeat.interval.ms": "500", "broker.session.timeout.ms": "3000",
-                "object.store.url": f"s3://{BUCKET}/bench{n}-{int(time.time())}",
+                "object.store.url": f"s3://{BUCKET}/{tag}-{int(time.time())}",
                 "object.store.endpoint": s3.endpoint, "object.store.path.style": "true",
             })
-        b = Broker(work / f"b{n}-{i}", overrides=overrides, env=env, name=f"b{i}")
+        b = Broker(work / f"{tag}-{i}", overrides=overrides, env=env, name=f"b{i}")
         b.start()
         brokers.append(b)
     if pg:
@@ -88,12 +88,28 @@ def run(bootstrap: str, seconds: float, size: int) -> dict:
     p.flush(120)
     produce_s = time.monotonic() - start
     acked = len(latencies)
+    # Latency at a fixed, unsaturated rate (the throughput phase's latencies are mostly the
+    # client's own queue).
+    paced = []
+    rate = 500
+    pstart = time.monotonic()
+    for i in range(int(rate * 4)):
+        due = pstart + i / rate
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        t = time.monotonic()
+        p.produce(topic, value=value, partition=i % PARTITIONS,
+                  on_delivery=lambda e, m, t=t: (paced.append(time.monotonic() - t) if e is None else None))
+        p.poll(0)
+    p.flush(60)
+    paced.sort()
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
                   "fetch.max.bytes": 52428800})
     c.assign([TopicPartition(topic, i, 0) for i in range(PARTITIONS)])
     got = 0
     cstart = time.monotonic()
-    while got < acked and time.monotonic() - cstart < 120:
+    while got < acked + len(paced) and time.monotonic() - cstart < 120:
         for m in c.consume(10000, 1.0):
             if not m.error():
                 got += 1
@@ -106,6 +122,9 @@ def run(bootstrap: str, seconds: float, size: int) -> dict:
         "produce_mb_per_s": round(acked * size / produce_s / 1e6, 2),
         "produce_p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
         "produce_p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1) if lat else None,
+        "paced_rate_per_s": rate,
+        "paced_p50_ms": round(statistics.median(paced) * 1000, 1) if paced else None,
+        "paced_p99_ms": round(paced[int(len(paced) * 0.99) - 1] * 1000, 1) if paced else None,
         "consumed": got,
         "consume_records_per_s": round(got / consume_s),
         "consume_mb_per_s": round(got * size / consume_s / 1e6, 2),
@@ -123,9 +142,10 @@ def main():
     except pytest.skip.Exception as e:
         sys.exit(f"cannot run: {e}")
     try:
-        for name, n, shared in (("single-node local disk", 1, False), ("shared storage, 1 broker", 1, True),
-                                ("shared storage, 3 brokers", 3, True)):
-            brokers = start_brokers(n, work, pg if shared else None, s3 if shared else None)
+        for tag, name, n, shared in (("local", "single-node local disk", 1, False),
+                                     ("shared1", "shared storage, 1 broker", 1, True),
+                                     ("shared3", "shared storage, 3 brokers", 3, True)):
+            brokers = start_brokers(tag, n, work, pg if shared else None, s3 if shared else None)
             try:
                 result = run(",".join(b.bootstrap for b in brokers), args.seconds, args.size)
             finally:

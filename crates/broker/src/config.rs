@@ -133,6 +133,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("compression.zstd.level", Some("3"), T::Int, "zstd level of re-compressed batches: -131072 to 22."),
     def("cluster.id", None, T::String, "Strom: the cluster id to format a new data directory with (default: random)."),
     def("cluster.metadata.url", None, T::String, "Strom: postgres://USER:PASS@HOST:PORT/DB of a cluster's metadata (issue 11); unset: a single node with its metadata log on disk. Sensitive: never logged or described."),
+    def("object.store.url", None, T::String, "Strom: s3://BUCKET/PREFIX holding a cluster's partition data (issue 11; needs cluster.metadata.url); unset: each broker's local logs."),
+    def("object.store.endpoint", None, T::String, "Strom: an S3-compatible server's URL (http:// allowed); unset: AWS."),
+    def("object.store.region", Some("us-east-1"), T::String, "Strom: the object store's region."),
+    def("object.store.path.style", Some("false"), T::Boolean, "Strom: path-style requests (http://host/bucket/key: MinIO, Garage, s3s-fs)."),
+    def("object.store.produce.linger.ms", Some("5"), T::Long, "Strom: how long the broker gathers every partition's batches into one object (one PUT and one PostgreSQL transaction each): longer is fewer requests and more produce latency."),
+    def("object.store.produce.max.bytes", Some("8388608"), T::Long, "Strom: an intake object is PUT as soon as this much is gathered."),
+    def("object.store.request.timeout.ms", Some("10000"), T::Long, "Strom: one PUT, GET or commit, retries included, before the client gets a retriable error."),
+    def("object.store.cache.max.bytes", Some("268435456"), T::Long, "Strom: the broker's cache of batch byte ranges (its own writes and fetched ranges)."),
     def("broker.heartbeat.interval.ms", Some("2000"), T::Int, "How often a cluster broker heartbeats to the cluster's metadata."),
     def("broker.session.timeout.ms", Some("9000"), T::Int, "A cluster broker whose last heartbeat is older than this is fenced and its leaderships move."),
     def("admin.http.listener", Some("0.0.0.0:9080"), T::String, "Strom: host:port of the HTTP admin listener (/healthz, /readyz, /metrics); empty disables it."),
@@ -288,6 +296,35 @@ fn cluster_metadata_url(raw: &RawConfig) -> Result<Option<String>, ConfigError> 
     strom_metadata_postgres::MetadataUrl::parse(url)
         .map_err(|e| invalid("cluster.metadata.url", "(hidden)", e.to_string()))?;
     Ok(Some(url.to_string()))
+}
+
+/// The `object.store.*` settings in force, by name (for `ObjectStoreConfig::from_settings`).
+pub fn object_store_settings(raw: &RawConfig) -> Vec<(&'static str, &str)> {
+    BROKER_CONFIGS
+        .iter()
+        .filter(|d| d.name.starts_with("object.store."))
+        .filter_map(|d| raw.get(d.name).map(|v| (d.name, v)))
+        .collect()
+}
+
+/// The shared storage's settings when `object.store.url` is set, checked at start-up (exit 2
+/// naming the setting); shared storage needs the cluster's PostgreSQL as its sequencer.
+pub fn object_store(
+    raw: &RawConfig,
+) -> Result<Option<strom_shared_storage::ObjectStoreConfig>, ConfigError> {
+    let url = raw.get("object.store.url").unwrap_or_default();
+    if url.is_empty() {
+        return Ok(None);
+    }
+    if raw.get("cluster.metadata.url").is_none_or(str::is_empty) {
+        return Err(invalid(
+            "object.store.url",
+            url,
+            "needs cluster.metadata.url (PostgreSQL sequences the shared partitions)",
+        ));
+    }
+    strom_shared_storage::ObjectStoreConfig::from_settings(object_store_settings(raw))
+        .map_err(|e| invalid("object.store.url", url, e.to_string()))
 }
 
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -708,6 +745,9 @@ pub struct BrokerConfig {
     pub cluster_id: Option<String>,
     /// `cluster.metadata.url`: a cluster's PostgreSQL (contains a password: never log it).
     pub cluster_metadata_url: Option<String>,
+    /// `object.store.url` with its other `object.store.*` settings checked: the cluster's
+    /// partition data is in shared storage (needs `cluster.metadata.url`).
+    pub object_store_url: Option<String>,
     /// Whether `node.id` was set rather than defaulted (a cluster allocates one otherwise).
     pub node_id_configured: bool,
     pub broker_heartbeat_interval_ms: u64,
@@ -967,6 +1007,8 @@ impl BrokerConfig {
             )? as u64,
             cluster_id,
             cluster_metadata_url: cluster_metadata_url(&raw)?,
+            object_store_url: object_store(&raw)?
+                .map(|_| raw.get("object.store.url").unwrap_or_default().to_string()),
             node_id_configured: raw.source("node.id") != ConfigSource::Default,
             broker_heartbeat_interval_ms: int("broker.heartbeat.interval.ms", 1, i32::MAX as i64)?
                 as u64,

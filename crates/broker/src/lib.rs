@@ -28,6 +28,7 @@ pub mod partition;
 pub mod replica_manager;
 pub mod request;
 pub mod server;
+pub mod shared_partition;
 pub mod storage;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

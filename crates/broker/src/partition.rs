@@ -92,6 +92,20 @@ pub struct PartitionRead {
     pub log_start_offset: i64,
 }
 
+/// A read whose bytes are in memory (a shared-storage partition's: its cache or range GETs,
+/// offsets patched in), so there is no file range to sendfile.
+pub struct BytesRead {
+    pub records: bytes::Bytes,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// As [`IsolatedRead::aborted_transactions`].
+    pub aborted_transactions: Option<Vec<AbortedTxn>>,
+}
+
+/// An append that resolves to where it went once it is durable and visible.
+pub type PendingAppend = BoxFuture<'static, Result<Appended, PartitionError>>;
+
 /// A fetch's read at an isolation level: read_committed stops at the last stable offset and
 /// carries the aborted transactions of the range it returned.
 pub struct IsolatedRead {
@@ -557,6 +571,26 @@ pub trait PartitionLog: Send + Sync {
     fn has_ongoing_transaction(&self, producer_id: i64) -> bool {
         let _ = producer_id;
         false
+    }
+    /// Starts an append of producer batches whose offsets exist only once it is durable (a
+    /// shared-storage partition: the broker's intake PUTs many partitions' batches as one
+    /// object, then PostgreSQL sequences them), resolving to where it went. None: this kind
+    /// appends with [`PartitionLog::append_as_leader`] and [`PartitionLog::complete_append`].
+    fn start_append(&self, records: &[u8], now_ms: i64) -> Option<PendingAppend> {
+        let _ = (records, now_ms);
+        None
+    }
+    /// [`PartitionLog::read_isolated`] for a kind whose bytes are not in a local file (shared
+    /// storage): the bytes themselves. None: read with `read_isolated`.
+    fn read_bytes(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Option<BoxFuture<'_, Result<BytesRead, PartitionError>>> {
+        let _ = (offset, max_bytes, min_one_batch, read_committed);
+        None
     }
     /// [`PartitionLog::read`] at an isolation level: read_committed stops at the last stable
     /// offset and lists the aborted transactions of what it returns.

@@ -15,7 +15,9 @@ use crate::config::RawConfig;
 use crate::metadata::metadata_log::METADATA_TOPIC;
 use crate::metadata::{MetadataImage, TopicImage};
 use crate::partition::{Leadership, Partition, PartitionError, PartitionLog};
+use crate::shared_partition::SharedLog;
 use crate::storage;
+use strom_shared_storage::SharedStorage;
 
 pub struct ReplicaManager {
     node_id: i32,
@@ -28,6 +30,170 @@ pub struct ReplicaManager {
     /// The static broker settings; the image's dynamic ones go on top when a change is
     /// published (topic defaults come from them).
     static_config: RawConfig,
+    /// Cluster mode with `object.store.url`: topics' partitions are in shared storage.
+    shared: Option<SharedHost>,
+}
+
+/// The shared-storage partitions of this broker (every live broker opens every partition:
+/// there is no data to move, and a new leader serves at once).
+struct SharedHost {
+    node_id: i32,
+    storage: Arc<SharedStorage>,
+    runtime: tokio::runtime::Handle,
+    map: Arc<RwLock<HashMap<TopicPartition, Arc<SharedLog>>>>,
+    /// Partitions whose opening failed (PostgreSQL away): retried in the background until
+    /// opened or no longer wanted.
+    pending: Arc<Mutex<HashMap<TopicPartition, Wanted>>>,
+}
+
+/// Internal topics stay local logs: their coordinators append synchronously through the seam
+/// (not yet through `start_append`).
+fn on_shared_storage(topic: &str) -> bool {
+    topic != strom_group_coordinator::OFFSETS_TOPIC
+        && topic != strom_transaction_coordinator::TRANSACTION_STATE_TOPIC
+        && topic != METADATA_TOPIC
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SharedHost {
+    fn get(&self, tp: &TopicPartition) -> Option<Arc<SharedLog>> {
+        read_lock(&self.map).get(tp).cloned()
+    }
+
+    /// Updates, drops and opens shared partitions so they match `wanted`.
+    fn apply(&self, wanted: HashMap<TopicPartition, Wanted>) {
+        let mut to_open = Vec::new();
+        let mut claims = Vec::new();
+        {
+            let mut map = write_lock(&self.map);
+            map.retain(|tp, p| match wanted.get(tp) {
+                Some((id, leader, config)) if *id == p.topic_id() => {
+                    if leader.leader_id == self.node_id && leader.epoch > p.leader_epoch() {
+                        claims.push((*id, tp.partition, leader.epoch));
+                    }
+                    p.set_leadership(*leader);
+                    p.set_config(config.clone());
+                    true
+                }
+                _ => false,
+            });
+            for (tp, w) in &wanted {
+                if !map.contains_key(tp) {
+                    to_open.push((tp.clone(), w.clone()));
+                }
+            }
+        }
+        lock(&self.pending).retain(|tp, _| wanted.contains_key(tp));
+        if !claims.is_empty() {
+            let storage = Arc::clone(&self.storage);
+            self.runtime.spawn(async move {
+                for (id, partition, epoch) in claims {
+                    if let Err(e) = storage.claim_leader_epoch(id, partition, epoch).await {
+                        // The first commit claims it too.
+                        warn!(topic_id = %id, partition, epoch, error = %e, "could not claim the leader epoch yet");
+                    }
+                }
+            });
+        }
+        if to_open.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let count = to_open.len();
+        let opened = match tokio::runtime::Handle::try_current() {
+            // Opening reads the index from PostgreSQL; the worker hands its other tasks away
+            // meanwhile, so a request never sees a topic whose partitions are not open.
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(open_shared(&self.storage, &to_open)))
+            }
+            _ => {
+                // No runtime to wait on here: every partition opens in the background.
+                to_open
+                    .iter()
+                    .map(|_| Err("opening in the background".to_string()))
+                    .collect()
+            }
+        };
+        let mut failed = 0;
+        for ((tp, w), result) in to_open.into_iter().zip(opened) {
+            match result {
+                Ok(p) => {
+                    let log = SharedLog::new(tp.clone(), p, w.1, w.2.clone());
+                    write_lock(&self.map).insert(tp.clone(), Arc::new(log));
+                    lock(&self.pending).remove(&tp);
+                }
+                Err(e) => {
+                    failed += 1;
+                    warn!(partition = %tp, error = %e, "cannot open shared partition yet; retrying");
+                    let fresh = lock(&self.pending).insert(tp.clone(), w).is_none();
+                    if fresh {
+                        self.retry_in_background(tp);
+                    }
+                }
+            }
+        }
+        info!(
+            partitions = count,
+            failed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "opened shared-storage partitions"
+        );
+    }
+
+    fn retry_in_background(&self, tp: TopicPartition) {
+        let storage = Arc::clone(&self.storage);
+        let map = Arc::clone(&self.map);
+        let pending = Arc::clone(&self.pending);
+        self.runtime.spawn(async move {
+            let mut backoff = std::time::Duration::from_millis(200);
+            loop {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                let Some(w) = lock(&pending).get(&tp).cloned() else {
+                    return;
+                };
+                match storage.open_partition(w.0, tp.partition, w.1.epoch).await {
+                    Ok(p) => {
+                        // Wanted still (the image may have moved on meanwhile)?
+                        let Some(w) = lock(&pending).remove(&tp) else {
+                            return;
+                        };
+                        let log = SharedLog::new(tp.clone(), p, w.1, w.2);
+                        write_lock(&map).insert(tp.clone(), Arc::new(log));
+                        info!(partition = %tp, "shared partition opened");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(partition = %tp, error = %e, "shared partition still cannot open")
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn open_shared(
+    storage: &SharedStorage,
+    to_open: &[(TopicPartition, Wanted)],
+) -> Vec<Result<Arc<strom_shared_storage::SharedPartition>, String>> {
+    futures_util::future::join_all(to_open.iter().map(|(tp, (id, leader, _))| async move {
+        storage
+            .open_partition(*id, tp.partition, leader.epoch)
+            .await
+            .map_err(|e| e.to_string())
+    }))
+    .await
 }
 
 impl ReplicaManager {
@@ -41,7 +207,28 @@ impl ReplicaManager {
             offline: Mutex::new(HashMap::new()),
             image: RwLock::new(Arc::new(MetadataImage::empty())),
             static_config: RawConfig::defaults(),
+            shared: None,
         }
+    }
+
+    /// Topics' partitions (not the internal topics') go on `storage`, opened on the runtime
+    /// this is called on.
+    pub fn with_shared_storage(mut self, storage: Arc<SharedStorage>) -> Self {
+        self.shared = Some(SharedHost {
+            node_id: self.node_id,
+            storage,
+            runtime: tokio::runtime::Handle::current(),
+            map: Arc::new(RwLock::new(HashMap::new())),
+            pending: Arc::new(Mutex::new(HashMap::new())),
+        });
+        self
+    }
+
+    /// The shared-storage partition hosted here, if any (cluster mode with object storage).
+    pub fn shared_partition(&self, topic: &str, partition: i32) -> Option<Arc<SharedLog>> {
+        self.shared
+            .as_ref()?
+            .get(&TopicPartition::new(topic, partition))
     }
 
     pub fn with_static_config(mut self, raw: RawConfig) -> Self {
@@ -58,6 +245,18 @@ impl ReplicaManager {
         topic: &str,
         partition: i32,
     ) -> Result<Arc<dyn PartitionLog>, ResponseError> {
+        if let Some(shared) = &self.shared {
+            let tp = TopicPartition::new(topic, partition);
+            match shared.get(&tp) {
+                Some(p) if p.leader_id() == self.node_id => return Ok(p),
+                Some(_) => return Err(ResponseError::NotLeaderOrFollower),
+                // Its opening waits for PostgreSQL: retriable, as an offline log directory.
+                None if lock(&shared.pending).contains_key(&tp) => {
+                    return Err(ResponseError::KafkaStorageError)
+                }
+                None => {}
+            }
+        }
         match self.get(topic, partition) {
             Some(p) if p.leader_id() == self.node_id => Ok(p),
             Some(_) => Err(ResponseError::NotLeaderOrFollower),
@@ -160,7 +359,19 @@ impl ReplicaManager {
     }
 
     fn apply(&self, image: &MetadataImage, broker: &RawConfig) -> Result<(), PartitionError> {
-        let wanted = self.wanted(image, broker)?;
+        let mut wanted = self.wanted(image, broker)?;
+        if let Some(shared) = &self.shared {
+            let mut on_shared = HashMap::new();
+            wanted.retain(|tp, w| {
+                if on_shared_storage(&tp.topic) {
+                    on_shared.insert(tp.clone(), w.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            shared.apply(on_shared);
+        }
         self.offline_map().retain(|tp, _| wanted.contains_key(tp));
         self.update_or_remove_hosted(image, &wanted)?;
         let to_open: Vec<_> = {

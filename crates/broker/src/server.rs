@@ -195,6 +195,10 @@ pub async fn run(
     };
     storage::check_metadata_covers_data(&dir, &image)?;
     let replicas = ReplicaManager::new(config.node_id, &dir).with_static_config(config.raw.clone());
+    let replicas = match start_shared_storage(&config).await? {
+        Some(shared) => replicas.with_shared_storage(shared),
+        None => replicas,
+    };
     let (raw_with_dynamic, ignored) = config.raw.with_dynamic_checked(
         &image.broker_configs(""),
         &image.broker_configs(&config.node_id.to_string()),
@@ -547,4 +551,21 @@ async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Cluster mode with `object.store.url`: the shared storage topics' partitions live on, its
+/// sequencer the cluster's PostgreSQL (the URL is never logged).
+async fn start_shared_storage(
+    config: &BrokerConfig,
+) -> anyhow::Result<Option<Arc<strom_shared_storage::SharedStorage>>> {
+    let (Some(pg_url), Some(_)) = (&config.cluster_metadata_url, &config.object_store_url) else {
+        return Ok(None);
+    };
+    let Some(store) = crate::config::object_store(&config.raw)? else {
+        return Ok(None);
+    };
+    let shared = strom_shared_storage::SharedStorage::start(pg_url, store, config.node_id)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start shared storage: {e}"))?;
+    Ok(Some(Arc::new(shared)))
 }

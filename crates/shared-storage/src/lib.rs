@@ -17,11 +17,10 @@
 //!   commit's outcome unknown) REQUEST_TIMED_OUT; both retriable, and nothing is acknowledged
 //!   that is not committed. Connections come back by themselves.
 //!
-//! Not yet wired into the broker: `PartitionLog::append_as_leader` answers offsets
-//! synchronously and `PartitionLog::read` answers a file range for sendfile, while here the
-//! offsets exist only once the commit is done and the bytes come from memory or a GET. The
-//! seam needs an append that resolves to its offsets and a read that can carry bytes (both
-//! additive, defaulted for the local log) before ReplicaManager can host these partitions.
+//! The broker hosts these partitions behind its partition seam (`strom_broker::shared_partition`)
+//! when `object.store.url` is set: `PartitionLog::start_append` resolves to the offsets once
+//! committed ([`SharedPartition::submit`] hands the batches over in request order), and
+//! `PartitionLog::read_bytes` carries the bytes (no sendfile).
 
 pub mod cache;
 pub mod config;
@@ -29,6 +28,7 @@ pub mod error;
 pub mod partition;
 pub mod schema;
 pub mod sequencer;
+mod shared;
 pub mod storage;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::error::SharedStorageError;
 use crate::sequencer::{Committed, IndexEntry, StagedBatch};
-use crate::storage::{Inner, IntakeRequest};
+use crate::shared::{Inner, IntakeRequest};
 
 pub struct SharedPartition {
     pub topic_id: Uuid,
@@ -91,6 +91,54 @@ impl SharedPartition {
     /// Validates producer batches (header and CRC), hands them to the broker's intake and
     /// resolves once they are committed in PostgreSQL (or refused).
     pub async fn append(&self, records: Bytes) -> Result<Committed, SharedStorageError> {
+        self.submit(records)?.await
+    }
+
+    /// [`SharedPartition::append`] whose hand-over to the intake happens in this call when the
+    /// intake's queue has room: appends submitted one after another reach the intake (and are
+    /// sequenced) in that order, which an idempotent producer's requests in flight rely on.
+    /// Only a full queue defers the hand-over to the returned future (back-pressure).
+    pub fn submit(
+        &self,
+        records: Bytes,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Committed, SharedStorageError>> + Send + 'static,
+        SharedStorageError,
+    > {
+        let request = self.intake_request(records)?;
+        let intake = self.storage.intake.clone();
+        let (request, answer) = request;
+        let queued = match intake.try_send(request) {
+            Ok(()) => None,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(r)) => Some(r),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                return Err(SharedStorageError::IntakeStopped)
+            }
+        };
+        Ok(async move {
+            if let Some(r) = queued {
+                intake
+                    .send(r)
+                    .await
+                    .map_err(|_| SharedStorageError::IntakeStopped)?;
+            }
+            answer
+                .await
+                .map_err(|_| SharedStorageError::IntakeStopped)?
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn intake_request(
+        &self,
+        records: Bytes,
+    ) -> Result<
+        (
+            IntakeRequest,
+            oneshot::Receiver<Result<Committed, SharedStorageError>>,
+        ),
+        SharedStorageError,
+    > {
         let headers = batch::validate_batches(&records).map_err(|e| {
             SharedStorageError::Rejected(
                 ResponseError::try_from_code(e.kafka_error_code())
@@ -128,14 +176,7 @@ impl SharedPartition {
             batches,
             reply,
         };
-        self.storage
-            .intake
-            .send(request)
-            .await
-            .map_err(|_| SharedStorageError::IntakeStopped)?;
-        answer
-            .await
-            .map_err(|_| SharedStorageError::IntakeStopped)?
+        Ok((request, answer))
     }
 
     /// Takes index rows this broker just committed (their bytes already in the cache). Rows

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tracing::{debug, info, warn};
@@ -18,41 +18,18 @@ use crate::cache::RangeCache;
 use crate::config::ObjectStoreConfig;
 use crate::error::SharedStorageError;
 use crate::partition::SharedPartition;
-use crate::sequencer::{self, Committed, IndexEntry, StagedAppend, StagedBatch, NOTIFY_CHANNEL};
+use crate::sequencer::{self, Committed, StagedAppend, StagedBatch, NOTIFY_CHANNEL};
+use crate::shared::{connect, Inner, IntakeRequest};
 use crate::store::Store;
 
 /// Produce requests waiting for the intake; beyond this a producer waits to hand its batches
 /// over (back-pressure rather than unbounded memory).
 const INTAKE_QUEUE: usize = 1024;
 
-pub(crate) struct IntakeRequest {
-    pub topic_id: Uuid,
-    pub partition: i32,
-    pub leader_epoch: i32,
-    pub records: Bytes,
-    pub batches: Vec<StagedBatch>,
-    pub reply: oneshot::Sender<Result<Committed, SharedStorageError>>,
-}
-
-type PartitionKey = (Uuid, i32);
-
-pub(crate) struct Inner {
-    pub config: ObjectStoreConfig,
-    pub store: Store,
-    pub node_id: i32,
-    pg_url: String,
-    /// Index reads and partition opening; reconnected after a failure.
-    reader: tokio::sync::Mutex<Option<Client>>,
-    pub intake: mpsc::Sender<IntakeRequest>,
-    partitions: Mutex<HashMap<PartitionKey, Weak<SharedPartition>>>,
-    pub cache: RangeCache,
-    /// Range GETs sent, for the figures (each is a billable request).
-    pub get_requests: std::sync::atomic::AtomicU64,
-}
-
 /// The shared storage of one broker. Dropping it stops its intake and listener.
 pub struct SharedStorage {
     inner: Arc<Inner>,
+    partitions: Arc<Registry>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -62,16 +39,6 @@ impl Drop for SharedStorage {
             t.abort();
         }
     }
-}
-
-async fn connect(url: &str) -> Result<Client, SharedStorageError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, "shared-storage PostgreSQL connection ended");
-        }
-    });
-    Ok(client)
 }
 
 impl SharedStorage {
@@ -94,11 +61,18 @@ impl SharedStorage {
             pg_url: pg_url.to_string(),
             reader: tokio::sync::Mutex::new(Some(client)),
             intake,
-            partitions: Mutex::new(HashMap::new()),
             get_requests: std::sync::atomic::AtomicU64::new(0),
         });
-        let intake_task = tokio::spawn(run_intake(Arc::downgrade(&inner), rx));
-        let listener_task = tokio::spawn(run_listener(Arc::downgrade(&inner)));
+        let partitions = Arc::new(Registry::default());
+        let intake_task = tokio::spawn(run_intake(
+            Arc::downgrade(&inner),
+            Arc::clone(&partitions),
+            rx,
+        ));
+        let listener_task = tokio::spawn(run_listener(
+            Arc::downgrade(&inner),
+            Arc::clone(&partitions),
+        ));
         info!(
             node_id,
             bucket = %inner.config.bucket,
@@ -107,6 +81,7 @@ impl SharedStorage {
         );
         Ok(SharedStorage {
             inner,
+            partitions,
             tasks: vec![intake_task, listener_task],
         })
     }
@@ -147,12 +122,37 @@ impl SharedStorage {
             log_start,
         ));
         p.catch_up().await?;
-        self.inner
-            .partitions
+        self.partitions
+            .map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert((topic_id, partition), Arc::downgrade(&p));
         Ok(p)
+    }
+
+    /// Claims `leader_epoch` for a partition this broker now leads (a newer claim is kept):
+    /// an older leader's commits are fenced from now on, not only from this broker's first
+    /// commit.
+    pub async fn claim_leader_epoch(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+    ) -> Result<(), SharedStorageError> {
+        self.inner
+            .with_reader(|c| {
+                Box::pin(async move {
+                    c.execute(
+                        "UPDATE shared_storage_partitions
+                            SET leader_epoch = GREATEST(leader_epoch, $3)
+                          WHERE topic_id = $1 AND partition = $2",
+                        &[&topic_id, &partition, &leader_epoch],
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     /// Objects recorded for garbage collection (their commit failed).
@@ -231,182 +231,25 @@ impl SharedStorage {
     }
 }
 
-type ReaderFuture<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, SharedStorageError>> + Send + 'a>>;
+type PartitionKey = (Uuid, i32);
 
-impl Inner {
-    /// Runs `f` on the reader connection, connecting first if it is gone; a failure drops the
-    /// connection so the next call reconnects.
-    async fn with_reader<T>(
-        &self,
-        f: impl for<'c> FnOnce(&'c Client) -> ReaderFuture<'c, T>,
-    ) -> Result<T, SharedStorageError> {
-        let timeout = self.config.request_timeout();
-        let mut guard = self.reader.lock().await;
-        let timed_out =
-            || SharedStorageError::Sequencer(format!("no answer in {} ms", timeout.as_millis()));
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let client = tokio::time::timeout(timeout, connect(&self.pg_url))
-                .await
-                .map_err(|_| timed_out())??;
-            *guard = Some(client);
-        }
-        let Some(client) = guard.as_ref() else {
-            return Err(SharedStorageError::Sequencer("no connection".into()));
-        };
-        // A server that stopped answering (not closed) must not hold this lock forever.
-        let result = match tokio::time::timeout(timeout, f(client)).await {
-            Ok(r) => r,
-            Err(_) => {
-                *guard = None;
-                return Err(timed_out());
-            }
-        };
-        if result.is_err() && client.is_closed() {
-            *guard = None;
-        }
-        result
-    }
+/// The partitions open on this broker, which the intake and the listener update.
+#[derive(Default)]
+struct Registry {
+    map: Mutex<HashMap<PartitionKey, Weak<SharedPartition>>>,
+}
 
-    pub(crate) async fn read_index(
-        &self,
-        topic_id: Uuid,
-        partition: i32,
-        from_offset: i64,
-    ) -> Result<(Vec<IndexEntry>, i64), SharedStorageError> {
-        self.with_reader(|c| {
-            Box::pin(async move {
-                let start: i64 = c
-                    .query_one(
-                        "SELECT log_start_offset FROM shared_storage_partitions
-                          WHERE topic_id = $1 AND partition = $2",
-                        &[&topic_id, &partition],
-                    )
-                    .await?
-                    .try_get(0)?;
-                let rows = c
-                    .query(
-                        "SELECT base_offset, last_offset, object_key, byte_start, byte_length,
-                                max_timestamp_ms, leader_epoch
-                           FROM shared_storage_batches
-                          WHERE topic_id = $1 AND partition = $2 AND last_offset >= $3
-                          ORDER BY base_offset",
-                        &[&topic_id, &partition, &from_offset.max(start)],
-                    )
-                    .await?;
-                let mut entries = Vec::with_capacity(rows.len());
-                for r in rows {
-                    let byte_start: i64 = r.try_get(3)?;
-                    let byte_length: i32 = r.try_get(4)?;
-                    entries.push(IndexEntry {
-                        base_offset: r.try_get(0)?,
-                        last_offset: r.try_get(1)?,
-                        object_key: r.try_get(2)?,
-                        byte_start: u64::try_from(byte_start).map_err(|_| {
-                            SharedStorageError::Corrupt("negative byte_start".into())
-                        })?,
-                        byte_length: u32::try_from(byte_length).map_err(|_| {
-                            SharedStorageError::Corrupt("negative byte_length".into())
-                        })?,
-                        max_timestamp_ms: r.try_get(5)?,
-                        leader_epoch: r.try_get(6)?,
-                    });
-                }
-                Ok((entries, start))
-            })
-        })
-        .await
-    }
-
-    pub(crate) async fn advance_log_start(
-        &self,
-        topic_id: Uuid,
-        partition: i32,
-        offset: i64,
-    ) -> Result<i64, SharedStorageError> {
-        self.with_reader(|c| {
-            Box::pin(async move {
-                let row = c
-                    .query_one(
-                        "UPDATE shared_storage_partitions
-                            SET log_start_offset = GREATEST(log_start_offset, LEAST($3, next_offset))
-                          WHERE topic_id = $1 AND partition = $2
-                          RETURNING log_start_offset",
-                        &[&topic_id, &partition, &offset],
-                    )
-                    .await?;
-                Ok(row.try_get(0)?)
-            })
-        })
-        .await
-    }
-
-    /// The stored bytes of `entries`, in order: cached ranges from the cache, and each run
-    /// of uncached batches lying back to back in one object with one range GET (a fetch from
-    /// a broker that did not write them reads whole runs of an intake object).
-    pub(crate) async fn batches_bytes(
-        &self,
-        entries: &[IndexEntry],
-    ) -> Result<Vec<Bytes>, SharedStorageError> {
-        let mut out: Vec<Option<Bytes>> = entries
-            .iter()
-            .map(|e| self.cache.get(&e.object_key, e.byte_start, e.byte_length))
-            .collect();
-        // Runs [i, j) of uncached batches lying back to back in one object.
-        let mut runs = Vec::new();
-        let mut i = 0;
-        while i < entries.len() {
-            if out[i].is_some() {
-                i += 1;
-                continue;
-            }
-            let first = &entries[i];
-            let mut end = first.byte_start + u64::from(first.byte_length);
-            let mut j = i + 1;
-            while j < entries.len()
-                && out[j].is_none()
-                && entries[j].object_key == first.object_key
-                && entries[j].byte_start == end
-            {
-                end += u64::from(entries[j].byte_length);
-                j += 1;
-            }
-            runs.push((i, j, first.byte_start..end));
-            i = j;
-        }
-        // A read's runs are fetched at once: they are bounded by the fetch's max bytes, and
-        // one after another would cost a round trip each.
-        self.get_requests
-            .fetch_add(runs.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let fetched = futures_util::future::join_all(
-            runs.iter()
-                .map(|(i, _, range)| self.store.get_range(&entries[*i].object_key, range.clone())),
-        )
-        .await;
-        for ((i, j, range), run) in runs.into_iter().zip(fetched) {
-            let run = run?;
-            for k in i..j {
-                let e = &entries[k];
-                let from = (e.byte_start - range.start) as usize;
-                let bytes = run.slice(from..from + e.byte_length as usize);
-                self.cache
-                    .insert(&e.object_key, e.byte_start, bytes.clone());
-                out[k] = Some(bytes);
-            }
-        }
-        Ok(out.into_iter().flatten().collect())
-    }
-
-    fn partition(&self, key: &PartitionKey) -> Option<Arc<SharedPartition>> {
-        self.partitions
+impl Registry {
+    fn get(&self, key: &PartitionKey) -> Option<Arc<SharedPartition>> {
+        self.map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .and_then(Weak::upgrade)
     }
 
-    fn all_partitions(&self) -> Vec<Arc<SharedPartition>> {
-        self.partitions
+    fn all(&self) -> Vec<Arc<SharedPartition>> {
+        self.map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
@@ -426,7 +269,11 @@ fn now_ms() -> i64 {
 /// object. One object is in flight at a time: a partition's commits stay in request order,
 /// which idempotent producers with several requests in flight rely on, and the requests that
 /// arrive meanwhile form the next object (group commit).
-async fn run_intake(inner: Weak<Inner>, mut rx: mpsc::Receiver<IntakeRequest>) {
+async fn run_intake(
+    inner: Weak<Inner>,
+    partitions: Arc<Registry>,
+    mut rx: mpsc::Receiver<IntakeRequest>,
+) {
     let mut sequencer: Option<Client> = None;
     // Objects PUT whose commit failed while PostgreSQL was away, recorded once it is back.
     let mut unrecorded_orphans: Vec<(String, u64, String)> = Vec::new();
@@ -446,12 +293,20 @@ async fn run_intake(inner: Weak<Inner>, mut rx: mpsc::Receiver<IntakeRequest>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        flush(&inner, &mut sequencer, &mut unrecorded_orphans, requests).await;
+        flush(
+            &inner,
+            &partitions,
+            &mut sequencer,
+            &mut unrecorded_orphans,
+            requests,
+        )
+        .await;
     }
 }
 
 async fn flush(
     inner: &Arc<Inner>,
+    partitions: &Registry,
     sequencer: &mut Option<Client>,
     unrecorded_orphans: &mut Vec<(String, u64, String)>,
     requests: Vec<IntakeRequest>,
@@ -531,7 +386,7 @@ async fn flush(
                         .insert(&key, e.byte_start, object.slice(start..end));
                 }
             }
-            if let Some(p) = inner.partition(&(r.topic_id, r.partition)) {
+            if let Some(p) = partitions.get(&(r.topic_id, r.partition)) {
                 p.apply_committed(&done.entries);
             }
         }
@@ -565,7 +420,7 @@ async fn commit_on(
 
 /// Follows every broker's commits: LISTEN, and a catch-up read of every open partition after
 /// each (re)connection, so a notification missed while disconnected is made up for.
-async fn run_listener(inner: Weak<Inner>) {
+async fn run_listener(inner: Weak<Inner>, partitions: Arc<Registry>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(strong) = inner.upgrade() else {
@@ -579,21 +434,21 @@ async fn run_listener(inner: Weak<Inner>) {
         match connected {
             Ok((client, mut notes)) => {
                 backoff = Duration::from_millis(100);
-                if let Some(strong) = inner.upgrade() {
-                    for p in strong.all_partitions() {
+                if inner.upgrade().is_some() {
+                    for p in partitions.all() {
                         if let Err(e) = p.catch_up().await {
                             warn!(error = %e, "catch-up after (re)connecting failed");
                         }
                     }
                 }
                 while let Some(payload) = notes.recv().await {
-                    let Some(strong) = inner.upgrade() else {
+                    if inner.upgrade().is_none() {
                         return;
-                    };
+                    }
                     let Some((key, hw)) = parse_payload(&payload) else {
                         continue;
                     };
-                    if let Some(p) = strong.partition(&key) {
+                    if let Some(p) = partitions.get(&key) {
                         if p.high_watermark() < hw {
                             if let Err(e) = p.catch_up().await {
                                 warn!(error = %e, "catch-up on a notification failed");

@@ -839,3 +839,34 @@ fn no_secret_is_ever_logged() {
         "S3 secret in the log"
     );
 }
+
+/// Appends submitted one after another are sequenced in that order whichever is awaited
+/// first: a broker hands an idempotent producer's requests in flight to the intake in request
+/// order, and their answers are awaited later, in any order.
+#[test]
+fn submitted_appends_are_sequenced_in_submission_order() {
+    let env = env();
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let p = broker
+            .open_partition(Uuid::new_v4(), 0, 0)
+            .await
+            .expect("open");
+        let producer = Producer { id: 5000, epoch: 0 };
+        let pending: Vec<_> = (0..5)
+            .map(|i| {
+                p.submit(batch(&[format!("s{i}")], 1, Some((&producer, i))))
+                    .expect("submitted")
+            })
+            .collect();
+        // Awaited last first: a hand-over at await time would reach the sequencer as 4, 3, …
+        // and be refused as out of order.
+        let mut offsets = Vec::new();
+        for f in pending.into_iter().rev() {
+            offsets.push(f.await.expect("in sequence").first_offset);
+        }
+        assert_eq!(offsets, [4, 3, 2, 1, 0]);
+        let values: Vec<String> = read_all(&p).await.into_iter().map(|r| r.1).collect();
+        assert_eq!(values, ["s0", "s1", "s2", "s3", "s4"]);
+    });
+}

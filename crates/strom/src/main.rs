@@ -48,6 +48,10 @@ struct ServeArgs {
     /// (cluster.metadata.url); unset: a single node.
     #[arg(long, value_name = "URL")]
     cluster_metadata: Option<String>,
+    /// A cluster's partition data in an S3-compatible store, s3://BUCKET/PREFIX
+    /// (object.store.url; needs --cluster-metadata); unset: local logs.
+    #[arg(long, value_name = "URL")]
+    object_store: Option<String>,
     /// Any setting by its Kafka name, e.g. --override num.partitions=3 (repeatable).
     #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -76,6 +80,7 @@ fn load_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
         ("advertised.listeners", &args.advertised_listeners),
         ("node.id", &args.node_id),
         ("cluster.metadata.url", &args.cluster_metadata),
+        ("object.store.url", &args.object_store),
     ];
     for (key, value) in flags {
         if let Some(v) = value {

@@ -117,7 +117,8 @@ async fn fetch(
             by_id,
             read_committed,
             &mut ranges,
-        );
+        )
+        .await;
         let elapsed = started.elapsed();
         if bytes >= min_bytes.max(1) || errors || elapsed >= max_wait || cancel.is_cancelled() {
             crate::metrics::fetch_done(|| broker.image(), &topics, bytes);
@@ -187,7 +188,7 @@ fn resolve(broker: &Broker, targets: &[Target], by_id: bool) -> Resolved {
         .collect()
 }
 
-fn read_all(
+async fn read_all(
     broker: &Broker,
     targets: &[Target],
     replicas: &Resolved,
@@ -212,7 +213,8 @@ fn read_all(
                 total == 0,
                 read_committed,
                 ranges,
-            );
+            )
+            .await;
             total += size;
             errors |= error;
             partitions.push(data);
@@ -233,7 +235,7 @@ fn read_all(
 /// One partition's answer, the bytes it adds, and whether it is an error (which ends a wait).
 /// `first` is set until some partition has given data: KIP-74's first batch goes out whole.
 #[allow(clippy::too_many_arguments)]
-fn read_partition(
+async fn read_partition(
     broker: &Broker,
     replica: &Result<Arc<dyn PartitionLog>, ResponseError>,
     (index, offset, partition_max, leader_epoch): (i32, i64, i32, i32),
@@ -264,6 +266,9 @@ fn read_partition(
         return (data.with_error_code(code.code()), 0, true);
     }
     let budget = (partition_max.max(0) as usize).min(remaining_bytes);
+    if let Some(read) = replica.read_bytes(offset, budget, first, read_committed) {
+        return bytes_answer(data, replica.as_ref(), read.await, budget, first);
+    }
     // read_committed stops at the last stable offset and names the aborted transactions of
     // what it returns; both levels report the LSO (Kafka fills it for either).
     let isolated = match replica.read_isolated(offset, budget, first, read_committed) {
@@ -316,6 +321,48 @@ fn read_partition(
         len: slice.size,
     });
     (data.with_records(Some(records)), size, false)
+}
+
+/// The answer for a read that carries its bytes (shared storage): nothing for sendfile.
+fn bytes_answer(
+    data: PartitionData,
+    replica: &dyn PartitionLog,
+    read: Result<crate::partition::BytesRead, crate::partition::PartitionError>,
+    budget: usize,
+    first: bool,
+) -> (PartitionData, usize, bool) {
+    let read = match read {
+        Ok(read) => read,
+        Err(e) => {
+            let code = super::produce::append_error_code(&e);
+            let hw = replica.high_watermark();
+            let data = data
+                .with_error_code(code.code())
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(replica.log_start_offset().unwrap_or(-1));
+            return (data, 0, true);
+        }
+    };
+    let aborted = read.aborted_transactions.map(|list| {
+        list.into_iter()
+            .map(|t| {
+                AbortedTransaction::default()
+                    .with_producer_id(proto_kafka::messages::ProducerId(t.producer_id))
+                    .with_first_offset(t.first_offset)
+            })
+            .collect()
+    });
+    let data = data
+        .with_high_watermark(read.high_watermark)
+        .with_last_stable_offset(read.last_stable_offset)
+        .with_log_start_offset(read.log_start_offset)
+        .with_aborted_transactions(aborted);
+    if budget == 0 && !first {
+        return (data, 0, false);
+    }
+    let size = read.records.len();
+    (data.with_records(Some(read.records)), size, false)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use strom_log::{LogError, TopicPartition};
 
 use crate::broker::Broker;
 use crate::metadata::metadata_log::now_ms;
-use crate::partition::{PartitionError, PartitionLog};
+use crate::partition::{PartitionError, PartitionLog, PendingAppend};
 use crate::request::{Reply, RequestContext};
 
 /// Kept at its old path; it lives beside [`PartitionError`].
@@ -93,9 +93,28 @@ fn check_client_batches(records: &[u8], topic: &str, partition: i32) -> Result<(
 struct Appended {
     topic: usize,
     partition: usize,
-    end_offset: i64,
+    completion: Completion,
     replica: Arc<dyn PartitionLog>,
 }
+
+/// What makes an accepted append durable and visible.
+enum Completion {
+    /// A local log: written, flushed up to this end offset.
+    Flush(i64),
+    /// Shared storage: the offsets exist once the intake's commit resolves.
+    Pending(PendingAppend),
+}
+
+/// One append's outcome: None for a flushed local append (its offsets are in the answer
+/// already), where a pending one went.
+type Completed = (
+    usize,
+    usize,
+    Arc<dyn PartitionLog>,
+    bool,
+    Result<Option<crate::partition::Appended>, PartitionError>,
+);
+
 
 /// Where a partition's record batches are.
 enum Records {
@@ -158,16 +177,29 @@ fn locate(req: ProduceRequest, frame: &Bytes) -> (i16, Vec<TopicData>) {
 
 /// Completes the appends of one request, all partitions at once: their fdatasyncs (on
 /// different files) overlap instead of queueing behind each other.
-async fn flush_all(
-    appended: &[Appended],
-) -> impl Iterator<Item = (&Appended, Result<(), PartitionError>)> {
-    let results = join_all(
-        appended
-            .iter()
-            .map(|a| a.replica.complete_append(a.end_offset)),
-    )
-    .await;
-    appended.iter().zip(results)
+async fn flush_all(appended: Vec<Appended>) -> Vec<Completed> {
+    join_all(appended.into_iter().map(|a| async move {
+        let (pending, result) = match a.completion {
+            Completion::Flush(end) => (false, a.replica.complete_append(end).await.map(|()| None)),
+            Completion::Pending(p) => (true, p.await.map(Some)),
+        };
+        (a.topic, a.partition, a.replica, pending, result)
+    }))
+    .await
+}
+
+/// Records in the batches of `records` (the bytes-in figures of a pending append).
+fn records_in(records: &[u8]) -> u64 {
+    let mut count = 0u64;
+    let mut position = 0usize;
+    while position < records.len() {
+        let Ok(h) = strom_log::batch::parse_header(&records[position..], position as u64) else {
+            break;
+        };
+        count += h.records_count.max(0) as u64;
+        position = position.saturating_add(h.size_bytes());
+    }
+    count
 }
 
 /// What one partition's accepted batches gave: the response's fields and the bytes-in
@@ -188,7 +220,7 @@ fn append_partition(
     (name, index): (&str, i32),
     records: Option<&mut [u8]>,
     now: i64,
-) -> Result<(Accepted, Arc<dyn PartitionLog>, i64), Refusal> {
+) -> Result<(Accepted, Arc<dyn PartitionLog>, Completion), Refusal> {
     if acks != 0 && acks != 1 && acks != -1 {
         return Err(ResponseError::InvalidRequiredAcks.into());
     }
@@ -207,6 +239,16 @@ fn append_partition(
         debug!(topic = %name, partition = index, error = %e, "batch refused");
         Refusal::of_append(&PartitionError::Log(e))
     })?;
+    if let Some(pending) = replica.start_append(buf, now) {
+        let accepted = Accepted {
+            first_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: replica.log_start_offset().unwrap_or(-1),
+            size_bytes: buf.len(),
+            records: records_in(buf),
+        };
+        return Ok((accepted, replica, Completion::Pending(pending)));
+    }
     let info = replica.append_as_leader(buf, now).map_err(|e| {
         let refusal = Refusal::of_append(&e);
         if refusal.code == ResponseError::KafkaStorageError {
@@ -232,7 +274,7 @@ fn append_partition(
         size_bytes,
         records,
     };
-    Ok((accepted, replica, info.last_offset + 1))
+    Ok((accepted, replica, Completion::Flush(info.last_offset + 1)))
 }
 
 fn partition_response(
@@ -449,11 +491,11 @@ fn append_all(
                 (None, Some(refusal)) => Err(refusal),
                 (None, None) => append_partition(broker, acks, (&name, index), buf, now),
             };
-            let result = result.map(|(accepted, replica, end_offset)| {
+            let result = result.map(|(accepted, replica, completion)| {
                 appended.push(Appended {
                     topic: ti,
                     partition: pi,
-                    end_offset,
+                    completion,
                     replica,
                 });
                 accepted
@@ -477,22 +519,45 @@ async fn complete(
     appended: Vec<Appended>,
 ) -> Option<crate::request::ResponseFrame> {
     if acks == 0 {
-        for (a, result) in flush_all(&appended).await {
+        for (_, _, replica, _, result) in flush_all(appended).await {
             if let Err(e) = result {
-                warn!(partition = %a.replica.topic_partition(), error = %e, "flush after acks=0 produce failed");
+                warn!(partition = %replica.topic_partition(), error = %e, "flush after acks=0 produce failed");
             }
         }
         return None;
     }
-    for (a, result) in flush_all(&appended).await {
-        if let Err(e) = result {
-            warn!(partition = %a.replica.topic_partition(), error = %e, "flush failed; produce not acknowledged");
-            topics[a.topic].partition_responses[a.partition] = PartitionProduceResponse::default()
-                .with_index(topics[a.topic].partition_responses[a.partition].index)
-                .with_error_code(ResponseError::KafkaStorageError.code())
-                .with_base_offset(-1)
-                .with_log_append_time_ms(-1)
-                .with_log_start_offset(-1);
+    for (ti, pi, replica, pending, result) in flush_all(appended).await {
+        let slot = &mut topics[ti].partition_responses[pi];
+        match result {
+            Ok(None) => {}
+            Ok(Some(done)) => {
+                slot.base_offset = done.first_offset;
+                slot.log_append_time_ms = done.log_append_time_ms;
+                slot.log_start_offset = replica.log_start_offset().unwrap_or(-1);
+            }
+            Err(e) => {
+                // A pending append's refusal keeps its code (a fenced leader, a sequence
+                // gap, an outage's retriable error); a failed flush is a storage error.
+                let code = if pending {
+                    append_error_code(&e)
+                } else {
+                    ResponseError::KafkaStorageError
+                };
+                if pending && code.is_retriable() {
+                    debug!(partition = %replica.topic_partition(), error = %e, "shared-storage append failed; produce not acknowledged");
+                } else {
+                    warn!(partition = %replica.topic_partition(), error = %e, "flush failed; produce not acknowledged");
+                }
+                if pending {
+                    crate::metrics::request_error_code("Produce", code.code());
+                }
+                *slot = PartitionProduceResponse::default()
+                    .with_index(slot.index)
+                    .with_error_code(code.code())
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1);
+            }
         }
     }
     let response = ProduceResponse::default().with_responses(topics);

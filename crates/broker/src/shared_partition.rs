@@ -1,0 +1,297 @@
+//! A cluster partition whose data is in shared storage (`strom-shared-storage`: the record
+//! bytes in an object store, PostgreSQL as the sequencer), behind the same partition seam as
+//! a local log. Appends resolve to their offsets once committed ([`PartitionLog::start_append`]),
+//! reads carry bytes rather than a file range ([`PartitionLog::read_bytes`]).
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use proto_kafka::ResponseError;
+use strom_log::{TimestampAndOffset, TopicPartition};
+use strom_shared_storage::{SharedPartition, SharedStorageError};
+use tokio::sync::futures::Notified;
+use uuid::Uuid;
+
+use crate::config::topic::TopicConfig;
+use crate::partition::{
+    Appended, BytesRead, Leadership, PartitionError, PartitionLog, PartitionRead, PendingAppend,
+};
+
+/// Kafka's answer for a shared-storage failure: both outages are retriable (an object store
+/// failure is KAFKA_STORAGE_ERROR, PostgreSQL's REQUEST_TIMED_OUT), refusals keep their code.
+pub fn partition_error(e: &SharedStorageError) -> PartitionError {
+    PartitionError::Rejected(e.response_error())
+}
+
+/// Whether any batch of `records` is transactional (headers that do not parse are the
+/// intake's to refuse).
+fn transactional(records: &[u8]) -> bool {
+    let mut position = 0usize;
+    while position < records.len() {
+        let Ok(h) = strom_log::batch::parse_header(&records[position..], position as u64) else {
+            return false;
+        };
+        if h.is_transactional() {
+            return true;
+        }
+        position = position.saturating_add(h.size_bytes());
+    }
+    false
+}
+
+pub struct SharedLog {
+    topic_partition: TopicPartition,
+    inner: Arc<SharedPartition>,
+    leader_id: AtomicI32,
+    config: Mutex<TopicConfig>,
+}
+
+impl SharedLog {
+    pub fn new(
+        topic_partition: TopicPartition,
+        inner: Arc<SharedPartition>,
+        leader: Leadership,
+        config: TopicConfig,
+    ) -> SharedLog {
+        inner.set_leader_epoch(leader.epoch);
+        SharedLog {
+            topic_partition,
+            inner,
+            leader_id: AtomicI32::new(leader.leader_id),
+            config: Mutex::new(config),
+        }
+    }
+
+    /// The image's leadership: a newer epoch is claimed with the next commit, which fences
+    /// every older leader's commits from then on.
+    pub fn set_leadership(&self, leader: Leadership) {
+        self.inner.set_leader_epoch(leader.epoch);
+        self.leader_id.store(leader.leader_id, Ordering::Release);
+    }
+
+    pub fn set_config(&self, config: TopicConfig) {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    pub fn shared(&self) -> &Arc<SharedPartition> {
+        &self.inner
+    }
+}
+
+impl PartitionLog for SharedLog {
+    fn topic_partition(&self) -> &TopicPartition {
+        &self.topic_partition
+    }
+    fn topic_id(&self) -> Uuid {
+        self.inner.topic_id
+    }
+    fn leader_epoch(&self) -> i32 {
+        self.inner.leader_epoch()
+    }
+    fn leader_id(&self) -> i32 {
+        self.leader_id.load(Ordering::Acquire)
+    }
+    fn high_watermark(&self) -> i64 {
+        self.inner.high_watermark()
+    }
+    fn log_start_offset(&self) -> Result<i64, PartitionError> {
+        Ok(self.inner.log_start_offset())
+    }
+    fn log_end_offset(&self) -> Result<i64, PartitionError> {
+        // Nothing is visible before it is committed: the log ends at the high watermark.
+        Ok(self.inner.high_watermark())
+    }
+    fn size_bytes(&self) -> Result<u64, PartitionError> {
+        Ok(self.inner.size_bytes())
+    }
+    fn min_insync_replicas(&self) -> i32 {
+        // The object store is the replication: acks=all is satisfied by the commit.
+        1
+    }
+    fn config(&self) -> TopicConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn append_as_leader(
+        &self,
+        _records: &mut [u8],
+        _now_ms: i64,
+    ) -> Result<Appended, PartitionError> {
+        // Offsets come from the commit: producers go through start_append. Only internal
+        // topics take synchronous appends, and those stay local logs.
+        Err(PartitionError::Rejected(ResponseError::KafkaStorageError))
+    }
+    fn complete_append(&self, _end_offset: i64) -> BoxFuture<'_, Result<(), PartitionError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn read(
+        &self,
+        _offset: i64,
+        _max_bytes: usize,
+        _min_one_batch: bool,
+    ) -> Result<PartitionRead, PartitionError> {
+        // No file range: fetch reads through read_bytes.
+        Ok(PartitionRead {
+            slice: None,
+            high_watermark: self.inner.high_watermark(),
+            log_start_offset: self.inner.log_start_offset(),
+        })
+    }
+    fn fetch_offset_by_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<TimestampAndOffset>, PartitionError> {
+        Ok(self
+            .inner
+            .offset_for_timestamp(timestamp_ms)
+            .map(|(offset, timestamp)| TimestampAndOffset {
+                timestamp,
+                offset,
+                leader_epoch: None,
+            }))
+    }
+    fn max_timestamp_and_offset(&self) -> Result<Option<TimestampAndOffset>, PartitionError> {
+        Ok(self
+            .inner
+            .max_timestamp_and_offset()
+            .map(|(offset, timestamp)| TimestampAndOffset {
+                timestamp,
+                offset,
+                leader_epoch: None,
+            }))
+    }
+    fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError> {
+        // The seam's call is synchronous and this one is a PostgreSQL update: it may wait only
+        // where the worker can hand its other tasks away first.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(self.inner.delete_records_before(offset)))
+                    .map_err(|e| partition_error(&e))
+            }
+            _ => Err(PartitionError::Rejected(ResponseError::KafkaStorageError)),
+        }
+    }
+    fn wait_for_data(&self) -> Notified<'_> {
+        self.inner.wait_for_data()
+    }
+    fn segment_path_containing(&self, _offset: i64) -> Option<std::path::PathBuf> {
+        None
+    }
+    fn start_append(&self, records: &[u8], _now_ms: i64) -> Option<PendingAppend> {
+        // Transactions are not on shared storage yet (no markers, no last stable offset):
+        // refused rather than stored as if committed.
+        if transactional(records) {
+            return Some(Box::pin(async {
+                Err(PartitionError::Rejected(
+                    ResponseError::UnsupportedForMessageFormat,
+                ))
+            }));
+        }
+        // One copy: the intake keeps the bytes until the object is PUT, beyond the request's
+        // frame. Handed to the intake here, in request order (idempotent producers' requests
+        // in flight are sequenced in the order they were sent).
+        let records = bytes::Bytes::copy_from_slice(records);
+        let submitted = self.inner.submit(records);
+        Some(Box::pin(async move {
+            let committed = submitted
+                .map_err(|e| partition_error(&e))?
+                .await
+                .map_err(|e| partition_error(&e))?;
+            Ok(Appended {
+                first_offset: committed.first_offset,
+                last_offset: committed.last_offset,
+                // Batches are stored as the producer sent them (no LogAppendTime rewrite on
+                // shared storage yet): CreateTime's answer.
+                log_append_time_ms: -1,
+                duplicate: committed.duplicate,
+            })
+        }))
+    }
+    fn read_bytes(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Option<BoxFuture<'_, Result<BytesRead, PartitionError>>> {
+        Some(Box::pin(async move {
+            let read = self
+                .inner
+                .read(offset, max_bytes, min_one_batch)
+                .await
+                .map_err(|e| partition_error(&e))?;
+            Ok(BytesRead {
+                records: read.records,
+                high_watermark: read.high_watermark,
+                // Transactions are not on shared storage yet: nothing is undecided.
+                last_stable_offset: read.high_watermark,
+                log_start_offset: read.log_start_offset,
+                aborted_transactions: read_committed.then(Vec::new),
+            })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    fn batch(transactional: bool) -> Vec<u8> {
+        let mut b = crate::metadata::metadata_log::encode_internal_batch(
+            [(None, Some(bytes::Bytes::from_static(b"v")))],
+            1_700_000_000_000,
+        )
+        .unwrap()
+        .to_vec();
+        if transactional {
+            // The attributes' transactional bit (the header is not CRC-checked here).
+            b[22] |= 0x10;
+        }
+        b
+    }
+
+    /// A transactional batch anywhere in a request is found (and refused by the append);
+    /// plain batches and bytes that do not parse are not.
+    #[test]
+    fn transactional_batches_are_found() {
+        let plain = batch(false);
+        let txn = batch(true);
+        assert!(!transactional(&plain));
+        assert!(transactional(&txn));
+        let mut both = plain.to_vec();
+        both.extend_from_slice(&txn);
+        assert!(transactional(&both));
+        assert!(!transactional(b"junk"));
+    }
+
+    /// `object.store.url` needs `cluster.metadata.url`, and a bad value is the setting's
+    /// start-up error; unset, nothing changes.
+    #[test]
+    fn object_store_settings_are_checked_at_start_up() {
+        let mut raw = RawConfig::defaults();
+        assert!(crate::config::object_store(&raw).unwrap().is_none());
+        raw.set("object.store.url", "s3://bucket/prefix", "test")
+            .unwrap();
+        let e = crate::config::object_store(&raw).unwrap_err().to_string();
+        assert!(
+            e.contains("object.store.url") && e.contains("cluster.metadata.url"),
+            "{e}"
+        );
+        raw.set(
+            "cluster.metadata.url",
+            "postgres://u:p@127.0.0.1:5432/db",
+            "test",
+        )
+        .unwrap();
+        let c = crate::config::object_store(&raw).unwrap().unwrap();
+        assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("bucket", "prefix"));
+        assert_eq!(c.produce_linger_ms, 5);
+        raw.set("object.store.url", "http://not-s3", "test")
+            .unwrap();
+        assert!(crate::config::object_store(&raw).is_err());
+    }
+}

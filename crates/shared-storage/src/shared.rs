@@ -1,0 +1,215 @@
+//! What the partitions and the broker-wide tasks share: the configuration, the object store,
+//! the reader connection to PostgreSQL, the intake's queue and the range cache. It knows no
+//! partition (the registry of open partitions is the broker-wide part's, `storage`), so
+//! `partition` and `storage` both build on it without importing each other.
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, NoTls};
+use tracing::debug;
+use uuid::Uuid;
+
+use crate::cache::RangeCache;
+use crate::config::ObjectStoreConfig;
+use crate::error::SharedStorageError;
+use crate::sequencer::{Committed, IndexEntry, StagedBatch};
+use crate::store::Store;
+
+pub(crate) struct IntakeRequest {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub records: Bytes,
+    pub batches: Vec<StagedBatch>,
+    pub reply: oneshot::Sender<Result<Committed, SharedStorageError>>,
+}
+
+pub(crate) struct Inner {
+    pub config: ObjectStoreConfig,
+    pub store: Store,
+    pub node_id: i32,
+    pub pg_url: String,
+    /// Index reads and partition opening; reconnected after a failure.
+    pub reader: tokio::sync::Mutex<Option<Client>>,
+    pub intake: mpsc::Sender<IntakeRequest>,
+    pub cache: RangeCache,
+    /// Range GETs sent, for the figures (each is a billable request).
+    pub get_requests: std::sync::atomic::AtomicU64,
+}
+
+pub(crate) async fn connect(url: &str) -> Result<Client, SharedStorageError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "shared-storage PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+type ReaderFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, SharedStorageError>> + Send + 'a>>;
+
+impl Inner {
+    /// Runs `f` on the reader connection, connecting first if it is gone; a failure drops the
+    /// connection so the next call reconnects.
+    pub(crate) async fn with_reader<T>(
+        &self,
+        f: impl for<'c> FnOnce(&'c Client) -> ReaderFuture<'c, T>,
+    ) -> Result<T, SharedStorageError> {
+        let timeout = self.config.request_timeout();
+        let mut guard = self.reader.lock().await;
+        let timed_out =
+            || SharedStorageError::Sequencer(format!("no answer in {} ms", timeout.as_millis()));
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            let client = tokio::time::timeout(timeout, connect(&self.pg_url))
+                .await
+                .map_err(|_| timed_out())??;
+            *guard = Some(client);
+        }
+        let Some(client) = guard.as_ref() else {
+            return Err(SharedStorageError::Sequencer("no connection".into()));
+        };
+        // A server that stopped answering (not closed) must not hold this lock forever.
+        let result = match tokio::time::timeout(timeout, f(client)).await {
+            Ok(r) => r,
+            Err(_) => {
+                *guard = None;
+                return Err(timed_out());
+            }
+        };
+        if result.is_err() && client.is_closed() {
+            *guard = None;
+        }
+        result
+    }
+
+    pub(crate) async fn read_index(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        from_offset: i64,
+    ) -> Result<(Vec<IndexEntry>, i64), SharedStorageError> {
+        self.with_reader(|c| {
+            Box::pin(async move {
+                let start: i64 = c
+                    .query_one(
+                        "SELECT log_start_offset FROM shared_storage_partitions
+                          WHERE topic_id = $1 AND partition = $2",
+                        &[&topic_id, &partition],
+                    )
+                    .await?
+                    .try_get(0)?;
+                let rows = c
+                    .query(
+                        "SELECT base_offset, last_offset, object_key, byte_start, byte_length,
+                                max_timestamp_ms, leader_epoch
+                           FROM shared_storage_batches
+                          WHERE topic_id = $1 AND partition = $2 AND last_offset >= $3
+                          ORDER BY base_offset",
+                        &[&topic_id, &partition, &from_offset.max(start)],
+                    )
+                    .await?;
+                let mut entries = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let byte_start: i64 = r.try_get(3)?;
+                    let byte_length: i32 = r.try_get(4)?;
+                    entries.push(IndexEntry {
+                        base_offset: r.try_get(0)?,
+                        last_offset: r.try_get(1)?,
+                        object_key: r.try_get(2)?,
+                        byte_start: u64::try_from(byte_start).map_err(|_| {
+                            SharedStorageError::Corrupt("negative byte_start".into())
+                        })?,
+                        byte_length: u32::try_from(byte_length).map_err(|_| {
+                            SharedStorageError::Corrupt("negative byte_length".into())
+                        })?,
+                        max_timestamp_ms: r.try_get(5)?,
+                        leader_epoch: r.try_get(6)?,
+                    });
+                }
+                Ok((entries, start))
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn advance_log_start(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, SharedStorageError> {
+        self.with_reader(|c| {
+            Box::pin(async move {
+                let row = c
+                    .query_one(
+                        "UPDATE shared_storage_partitions
+                            SET log_start_offset = GREATEST(log_start_offset, LEAST($3, next_offset))
+                          WHERE topic_id = $1 AND partition = $2
+                          RETURNING log_start_offset",
+                        &[&topic_id, &partition, &offset],
+                    )
+                    .await?;
+                Ok(row.try_get(0)?)
+            })
+        })
+        .await
+    }
+
+    /// The stored bytes of `entries`, in order: cached ranges from the cache, and each run
+    /// of uncached batches lying back to back in one object with one range GET (a fetch from
+    /// a broker that did not write them reads whole runs of an intake object).
+    pub(crate) async fn batches_bytes(
+        &self,
+        entries: &[IndexEntry],
+    ) -> Result<Vec<Bytes>, SharedStorageError> {
+        let mut out: Vec<Option<Bytes>> = entries
+            .iter()
+            .map(|e| self.cache.get(&e.object_key, e.byte_start, e.byte_length))
+            .collect();
+        // Runs [i, j) of uncached batches lying back to back in one object.
+        let mut runs = Vec::new();
+        let mut i = 0;
+        while i < entries.len() {
+            if out[i].is_some() {
+                i += 1;
+                continue;
+            }
+            let first = &entries[i];
+            let mut end = first.byte_start + u64::from(first.byte_length);
+            let mut j = i + 1;
+            while j < entries.len()
+                && out[j].is_none()
+                && entries[j].object_key == first.object_key
+                && entries[j].byte_start == end
+            {
+                end += u64::from(entries[j].byte_length);
+                j += 1;
+            }
+            runs.push((i, j, first.byte_start..end));
+            i = j;
+        }
+        // A read's runs are fetched at once: they are bounded by the fetch's max bytes, and
+        // one after another would cost a round trip each.
+        self.get_requests
+            .fetch_add(runs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let fetched = futures_util::future::join_all(
+            runs.iter()
+                .map(|(i, _, range)| self.store.get_range(&entries[*i].object_key, range.clone())),
+        )
+        .await;
+        for ((i, j, range), run) in runs.into_iter().zip(fetched) {
+            let run = run?;
+            for k in i..j {
+                let e = &entries[k];
+                let from = (e.byte_start - range.start) as usize;
+                let bytes = run.slice(from..from + e.byte_length as usize);
+                self.cache
+                    .insert(&e.object_key, e.byte_start, bytes.clone());
+                out[k] = Some(bytes);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+}

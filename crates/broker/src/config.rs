@@ -87,7 +87,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("sasl.server.max.receive.size", Some("524288"), T::Int, "Largest request accepted from a SASL client before it has authenticated."),
     def("connections.max.reauth.ms", Some("0"), T::Long, "Longest a SASL session lasts before the client must re-authenticate (KIP-368); 0: no limit."),
     def("connection.failed.authentication.delay.ms", Some("100"), T::Int, "How long a failed authentication waits before its answer and the close."),
-    def("sasl.oauthbearer.jwks.endpoint.url", None, T::String, "JWKS of the OAUTHBEARER token signers (KIP-768); Strom reads file:// URLs."),
+    def("sasl.oauthbearer.jwks.endpoint.url", None, T::String, "JWKS of the OAUTHBEARER token signers (KIP-768): a file:// URL (re-read when it changes) or an http(s):// one (fetched at start-up and every sasl.oauthbearer.jwks.endpoint.refresh.ms)."),
     def("sasl.oauthbearer.expected.audience", None, T::List, "Audiences an OAUTHBEARER token must name one of."),
     def("sasl.oauthbearer.expected.issuer", None, T::String, "Issuer an OAUTHBEARER token must name."),
     def("sasl.oauthbearer.sub.claim.name", Some("sub"), T::String, "Claim of an OAUTHBEARER token that names the principal."),

@@ -188,18 +188,23 @@ async fn refresh_loop(provider: Weak<JwksProvider>, refresh_ms: u64) {
                 wait_ms = e.refresh_ms;
             }
             Err(err) => {
-                // The first retry after the backoff, then twice as long each time, capped.
-                wait_ms = if wait_ms >= e.refresh_ms {
-                    e.backoff_ms
-                } else {
-                    wait_ms.saturating_mul(2)
-                }
-                .min(e.backoff_max_ms)
-                .min(e.refresh_ms);
+                wait_ms = retry_wait_ms(wait_ms, e.refresh_ms, e.backoff_ms, e.backoff_max_ms);
                 tracing::warn!(error = %err, retry_in_ms = wait_ms, "JWKS refresh failed; keeping the keys in use");
             }
         }
     }
+}
+
+/// The wait after a failed fetch that followed a wait of `previous_ms`: the backoff after
+/// a regular refresh, then twice as long each time, never beyond the maximum (nor the
+/// refresh interval itself).
+fn retry_wait_ms(previous_ms: u64, refresh_ms: u64, backoff_ms: u64, backoff_max_ms: u64) -> u64 {
+    let next = if previous_ms >= refresh_ms {
+        backoff_ms
+    } else {
+        previous_ms.saturating_mul(2)
+    };
+    next.min(backoff_max_ms).min(refresh_ms)
 }
 
 /// One GET of at most [`MAX_JWKS_BYTES`], within [`FETCH_TIMEOUT`].
@@ -244,4 +249,86 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_maximum() {
+        let mut waits = Vec::new();
+        let mut w = 3_600_000;
+        for _ in 0..10 {
+            w = retry_wait_ms(w, 3_600_000, 100, 10_000);
+            waits.push(w);
+        }
+        assert_eq!(
+            waits,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+        );
+        // A maximum above the refresh interval is cut to it.
+        assert_eq!(retry_wait_ms(400, 500, 50, 10_000), 500);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let props = |extra: &[(&str, &str)]| {
+            let mut p: HashMap<String, String> = HashMap::from([(
+                "sasl.oauthbearer.jwks.endpoint.url".to_string(),
+                "https://idp.example/jwks".to_string(),
+            )]);
+            for (k, v) in extra {
+                p.insert(k.to_string(), v.to_string());
+            }
+            p
+        };
+        assert!(JwksProvider::new(&props(&[])).is_ok());
+        for (k, v) in [
+            ("sasl.oauthbearer.jwks.endpoint.refresh.ms", "0"),
+            ("sasl.oauthbearer.jwks.endpoint.retry.backoff.ms", "-1"),
+            (
+                "sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms",
+                "soon",
+            ),
+            (
+                "sasl.oauthbearer.jwks.endpoint.ssl.truststore.location",
+                "/nonexistent.pem",
+            ),
+        ] {
+            let err = JwksProvider::new(&props(&[(k, v)]))
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(k)),
+                "{k}={v}: {err:?}"
+            );
+        }
+        // Nothing is fetched before start(): no key set yet.
+        let p = JwksProvider::new(&props(&[])).ok();
+        assert!(p.is_some_and(|p| p.current().is_none()));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_fails_the_start() {
+        // A port nothing listens on (bound, then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        let props = HashMap::from([(
+            "sasl.oauthbearer.jwks.endpoint.url".to_string(),
+            format!("http://127.0.0.1:{port}/jwks"),
+        )]);
+        let p = Arc::new(
+            JwksProvider::new(&props)
+                .map_err(|e| e.to_string())
+                .unwrap(),
+        );
+        let err = p.start().await.err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("cannot fetch")),
+            "{err:?}"
+        );
+    }
 }

@@ -275,7 +275,8 @@ MONITORING_FIELDS = {
     "PodMonitor": {"jobLabel", "namespaceSelector", "selector", "podMetricsEndpoints"},
     "PrometheusRule": {"groups"},
 }
-ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout"}
+# authorization: the admin listener's bearer token (adminAuth), from a Secret only.
+ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout", "authorization"}
 DURATION = re.compile(r"^[0-9]+(ms|s|m|h)$")
 RULES_FILE = "deploy/prometheus/strom-rules.yaml"
 
@@ -303,6 +304,12 @@ def check_monitoring(p: Problems, by_kind: dict[str, list[dict]], pod_labels: di
             for ep in endpoints:
                 extra = set(ep) - ENDPOINT_FIELDS
                 p.check(not extra, f"{oname}: unknown endpoint fields {sorted(extra)}")
+                auth = ep.get("authorization")
+                if auth is not None:
+                    creds = auth.get("credentials", {})
+                    p.check(auth.get("type") == "Bearer" and set(creds) == {"name", "key"}
+                            and all(isinstance(v, str) and v for v in creds.values()),
+                            f"{oname}: authorization must be a Bearer token from a Secret's key, not {auth}")
                 p.check(ep.get("path") == "/metrics", f"{oname}: path {ep.get('path')!r}, not /metrics")
                 for k in ("interval", "scrapeTimeout"):
                     if k in ep:

@@ -419,3 +419,173 @@ def test_kafkajs_over_sasl_ssl(make_broker, pki, tmp_path):
     assert rc != 0 and "SASL PLAIN authentication failed" in out["error"], out
     c = kcat(["-C", "-b", b.bootstrap, "-t", topic, "-e", "-o", "beginning"])
     assert c.stdout.decode().split() == ["js-1", "js-2"], describe(c)
+
+
+# --- OAUTHBEARER with the JWKS fetched over HTTPS (KIP-768's refresh and backoff) -------------
+
+def _signer(d, kid):
+    """An RSA key with its JWK and a function signing tokens with it (kid in the header)."""
+    import json
+    import subprocess
+    keyfile = d / f"{kid}.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(keyfile), "2048"], check=True, capture_output=True)
+    modulus = subprocess.run(["openssl", "rsa", "-in", str(keyfile), "-noout", "-modulus"],
+                             check=True, capture_output=True).stdout.decode().strip().split("=", 1)[1]
+    jwk = {"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+           "n": _b64url(bytes.fromhex(modulus)), "e": _b64url((65537).to_bytes(3, "big"))}
+
+    def token(sub="svc-orders", lifetime_s=600):
+        now = int(time.time())
+        head = _b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid}).encode())
+        body = _b64url(json.dumps({"sub": sub, "aud": "strom", "iss": "https://issuer.example",
+                                   "iat": now, "exp": now + lifetime_s}).encode())
+        signed = f"{head}.{body}".encode()
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(keyfile)], input=signed,
+                             check=True, capture_output=True).stdout
+        return f"{head}.{body}.{_b64url(sig)}", now + lifetime_s
+
+    return jwk, token
+
+
+class JwksServer:
+    """An HTTPS server (the test CA's localhost certificate) answering GET /jwks with
+    whatever `self.body` and `self.status` say, counting the requests."""
+
+    def __init__(self, pki):
+        import http.server
+        import ssl
+        import threading
+        server = self
+        self.body = b'{"keys": []}'
+        self.status = 200
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests += 1
+                self.send_response(server.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(pki.root / "server.crt"), str(pki.root / "server.key"))
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://localhost:{self.httpd.server_address[1]}/jwks"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def serve_keys(self, *jwks):
+        import json
+        self.body = json.dumps({"keys": list(jwks)}).encode()
+        self.status = 200
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def jwks_server(pki):
+    s = JwksServer(pki)
+    yield s
+    s.close()
+
+
+def _oauth_https_broker(make_broker, url, start=True, **extra):
+    plain, sp = free_port(), free_port()
+    overrides = secure_listeners(PLAINTEXT=plain, SASL_PLAINTEXT=sp)
+    overrides.update({
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "OAUTHBEARER",
+        "sasl.oauthbearer.jwks.endpoint.url": url,
+        "sasl.oauthbearer.expected.audience": "strom",
+        "sasl.oauthbearer.expected.issuer": "https://issuer.example",
+    })
+    overrides.update(extra)
+    b = make_broker(port=plain, start=start, **overrides)
+    b.sasl = f"127.0.0.1:{sp}"
+    return b
+
+
+def _authenticates(b, tok, topic):
+    """Whether a producer with this token writes one record (False on an auth error)."""
+    errors = []
+    p = producer(b.sasl, **{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "OAUTHBEARER",
+                            "oauth_cb": lambda _cfg: (tok[0], tok[1])}, error_cb=lambda e: errors.append(e))
+    p.produce(topic, value=b"x")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if p.flush(0.5) == 0:
+            return True
+        if any("authentication" in e.str().lower() for e in errors):
+            p.purge()
+            return False
+    raise AssertionError(f"neither written nor refused: {errors}")
+
+
+def test_oauthbearer_jwks_over_https_refresh_and_keep_last_good(make_broker, pki, jwks_server, tmp_path):
+    k1, token1 = _signer(tmp_path, "k1")
+    k2, token2 = _signer(tmp_path, "k2")
+    jwks_server.serve_keys(k1)
+    b = _oauth_https_broker(make_broker, jwks_server.url, **{
+        "sasl.oauthbearer.jwks.endpoint.ssl.truststore.location": str(pki.root / "ca.pem"),
+        "sasl.oauthbearer.jwks.endpoint.refresh.ms": "500",
+        "sasl.oauthbearer.jwks.endpoint.retry.backoff.ms": "50",
+        "sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms": "200",
+    })
+    topic = unique_topic("jwks")
+    assert _authenticates(b, token1(), topic)
+    assert not _authenticates(b, token2(), topic), "k2 is not in the key set yet"
+    # The identity provider rotates its keys: the refresh picks them up.
+    jwks_server.serve_keys(k2)
+    deadline = time.monotonic() + 15
+    while not _authenticates(b, token2(), topic):
+        assert time.monotonic() < deadline, "the refreshed key set was never used"
+        time.sleep(0.3)
+    assert not _authenticates(b, token1(), topic), "k1 left the key set"
+    # The endpoint fails (HTTP 500, then garbage): the last good keys stay in use, retried
+    # with the backoff (more requests than the 500 ms refresh alone would make).
+    jwks_server.status = 500
+    before = jwks_server.requests
+    time.sleep(2)
+    assert jwks_server.requests - before >= 6, jwks_server.requests - before
+    assert "JWKS refresh failed" in b.log_text()
+    assert _authenticates(b, token2(), topic)
+    jwks_server.status, jwks_server.body = 200, b"not json"
+    time.sleep(1)
+    assert _authenticates(b, token2(), topic)
+    # Back again, and a key set of more than 1 MiB is refused the same way.
+    jwks_server.serve_keys(k1, k2)
+    deadline = time.monotonic() + 15
+    while not _authenticates(b, token1(), topic):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    jwks_server.body = b'{"keys": [' + b" " * (1024 * 1024 + 10) + b"]}"
+    time.sleep(1.5)
+    assert "more than 1048576 bytes" in b.log_text()
+    assert _authenticates(b, token1(), topic) and _authenticates(b, token2(), topic)
+    assert b.alive()
+
+
+def test_oauthbearer_jwks_over_https_needs_a_trusted_endpoint(make_broker, pki, jwks_server, tmp_path):
+    k1, _ = _signer(tmp_path, "k1")
+    jwks_server.serve_keys(k1)
+    # Without the JWKS truststore the system's roots do not know the test CA: start-up fails,
+    # naming the setting and the certificate problem.
+    b = _oauth_https_broker(make_broker, jwks_server.url, start=False)
+    b.start(wait=False)
+    assert b.proc.wait(30) != 0
+    text = b.log_text()
+    assert "sasl.oauthbearer.jwks.endpoint.url" in text and "certificate" in text.lower(), b.log_tail()
+    # A truststore that is not a PEM file is a start-up error naming it.
+    bad = tmp_path / "bad.pem"
+    bad.write_text("nope")
+    b = _oauth_https_broker(make_broker, jwks_server.url, start=False,
+                            **{"sasl.oauthbearer.jwks.endpoint.ssl.truststore.location": str(bad)})
+    b.start(wait=False)
+    assert b.proc.wait(30) != 0, b.log_tail()
+    assert "sasl.oauthbearer.jwks.endpoint.ssl.truststore.location" in b.log_text()

@@ -87,12 +87,16 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("sasl.server.max.receive.size", Some("524288"), T::Int, "Largest request accepted from a SASL client before it has authenticated."),
     def("connections.max.reauth.ms", Some("0"), T::Long, "Longest a SASL session lasts before the client must re-authenticate (KIP-368); 0: no limit."),
     def("connection.failed.authentication.delay.ms", Some("100"), T::Int, "How long a failed authentication waits before its answer and the close."),
-    def("sasl.oauthbearer.jwks.endpoint.url", None, T::String, "JWKS of the OAUTHBEARER token signers (KIP-768); Strom reads file:// URLs."),
+    def("sasl.oauthbearer.jwks.endpoint.url", None, T::String, "JWKS of the OAUTHBEARER token signers (KIP-768): a file:// URL (re-read when it changes) or an http(s):// one (fetched at start-up and every sasl.oauthbearer.jwks.endpoint.refresh.ms)."),
     def("sasl.oauthbearer.expected.audience", None, T::List, "Audiences an OAUTHBEARER token must name one of."),
     def("sasl.oauthbearer.expected.issuer", None, T::String, "Issuer an OAUTHBEARER token must name."),
     def("sasl.oauthbearer.sub.claim.name", Some("sub"), T::String, "Claim of an OAUTHBEARER token that names the principal."),
     def("sasl.oauthbearer.scope.claim.name", Some("scope"), T::String, "Claim of an OAUTHBEARER token that holds its scopes."),
     def("sasl.oauthbearer.clock.skew.seconds", Some("30"), T::Int, "Leeway for an OAUTHBEARER token's times."),
+    def("sasl.oauthbearer.jwks.endpoint.refresh.ms", Some("3600000"), T::Long, "How often an https:// JWKS is fetched again (KIP-768)."),
+    def("sasl.oauthbearer.jwks.endpoint.retry.backoff.ms", Some("100"), T::Long, "First wait before a failed JWKS fetch is tried again, doubled each time (KIP-768)."),
+    def("sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms", Some("10000"), T::Long, "Longest wait between tries of a failed JWKS fetch (KIP-768)."),
+    def("sasl.oauthbearer.jwks.endpoint.ssl.truststore.location", None, T::String, "Strom: PEM file of the CA certificates an https:// JWKS endpoint is checked against (Kafka uses the JVM's truststore); unset: the system's roots."),
     def("controller.listener.names", None, T::List, "Listeners of the controller quorum (unused by a node of one)."),
     def("num.partitions", Some("1"), T::Int, "Default partition count of auto-created topics."),
     def("default.replication.factor", Some("1"), T::Int, "Default replication factor of auto-created topics."),
@@ -144,6 +148,9 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("broker.heartbeat.interval.ms", Some("2000"), T::Int, "How often a cluster broker heartbeats to the cluster's metadata."),
     def("broker.session.timeout.ms", Some("9000"), T::Int, "A cluster broker whose last heartbeat is older than this is fenced and its leaderships move."),
     def("admin.http.listener", Some("0.0.0.0:9080"), T::String, "Strom: host:port of the HTTP admin listener (/healthz, /readyz, /metrics); empty disables it."),
+    def("admin.http.auth.token.file", None, T::String, "Strom: a file holding the bearer token the admin listener's protected paths require (re-read when it changes); unset: no static token."),
+    def("admin.http.auth.oauthbearer.enable", Some("false"), T::Boolean, "Strom: the admin listener's protected paths also take an OAUTHBEARER JWT, validated with the broker's sasl.oauthbearer.* settings."),
+    def("admin.http.auth.paths", Some("/metrics,/healthz,/readyz"), T::List, "Strom: the admin listener's paths that require the bearer token when one of admin.http.auth.* is set; the others stay open."),
     def("metrics.partition.labels.enable", Some("false"), T::Boolean, "Strom: /metrics also has per-partition series (log offsets and size, consumer lag); off: per-topic sums only."),
     def("metrics.partition.labels.max", Some("1000"), T::Int, "Strom: most partitions given per-partition series; beyond it /metrics keeps the per-topic sums only."),
     def("gateway.listener", Some("0.0.0.0:8082"), T::String, "Strom: host:port of the HTTP and WebSocket gateway to topics (Confluent REST Proxy v2), which speaks Kafka to this broker over loopback; empty disables it."),
@@ -391,6 +398,17 @@ const LISTENER_PREFIXES: &[&str] = &["ssl.", "sasl.", "connections.max.reauth.ms
 /// The mechanisms whose `listener.name.<name>.<mechanism>.sasl.jaas.config` Strom reads.
 const JAAS_MECHANISMS: &[&str] = &["plain", "scram-sha-256", "scram-sha-512", "oauthbearer"];
 
+/// `admin.http.<setting>` for an `ssl.*` setting of the admin HTTP listener (its own TLS,
+/// apart from the Kafka listeners', so a broker keystore never turns the probes' plain HTTP
+/// into HTTPS).
+pub fn is_admin_http_ssl_setting(key: &str) -> bool {
+    key.strip_prefix("admin.http.").is_some_and(|rest| {
+        rest.starts_with("ssl.")
+            && rest != "ssl.principal.mapping.rules"
+            && BROKER_CONFIGS.iter().any(|d| d.name == rest)
+    })
+}
+
 /// `listener.name.<name>.<setting>` for a setting a listener may override, or
 /// `listener.name.<name>.<mechanism>.sasl.jaas.config`.
 pub fn is_listener_setting(key: &str) -> bool {
@@ -460,6 +478,7 @@ impl RawConfig {
         let key = key.trim();
         if !BROKER_CONFIGS.iter().any(|d| d.name == key)
             && !is_listener_setting(key)
+            && !is_admin_http_ssl_setting(key)
             && !key.starts_with(TEST_SETTING_PREFIX)
         {
             return Err(ConfigError::Unknown {

@@ -121,6 +121,14 @@ async fn bind(
             Some(scram),
         )?));
     }
+    // An https:// JWKS is fetched once before any client is served.
+    for (l, s) in config.listeners.iter().zip(&securities) {
+        if let Some(jwks) = s.sasl.as_ref().and_then(|s| s.jwks()) {
+            jwks.start().await.with_context(|| {
+                format!("listener {}: sasl.oauthbearer.jwks.endpoint.url", l.name)
+            })?;
+        }
+    }
     let mut out = Vec::new();
     for (l, security) in config.listeners.iter().zip(securities) {
         let host = if l.host.is_empty() {
@@ -156,6 +164,13 @@ pub async fn run(
     // recover wait in the listen backlog until the accept loops start.
     let scram = Arc::new(LateScramStore::default());
     let listeners = bind(&mut config, &scram).await?;
+    let admin_security = crate::admin_http::AdminHttpSecurity::from_config(&config)?;
+    if config.admin_http_listener.is_some() {
+        admin_security
+            .start()
+            .await
+            .context("admin.http.auth.oauthbearer.enable")?;
+    }
     let admin_listener = match config.admin_http_listener {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -279,14 +294,19 @@ pub async fn run(
     }
     if let Some(l) = admin_listener {
         let addr = l.local_addr()?;
-        info!(%addr, "admin http listening");
+        let scheme = if admin_security.uses_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        info!(%addr, scheme, "admin http listening");
         let mut rx = stop_rx.clone();
         let b = broker.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.changed().await;
             };
-            if let Err(e) = crate::admin_http::serve(l, b, metrics, stop).await {
+            if let Err(e) = crate::admin_http::serve(l, b, metrics, admin_security, stop).await {
                 warn!(error = %e, "admin http listener failed");
             }
         }));

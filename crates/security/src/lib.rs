@@ -33,7 +33,7 @@ pub use principal::{build_principal, Authentication, KafkaPrincipal, SecurityPro
 
 /// Compares two secrets in time that depends only on their lengths, so a client cannot learn
 /// a password or key byte by byte from response times.
-pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -22,8 +22,18 @@ pub const MIN_ITERATIONS: u32 = 4096;
 pub const MAX_ITERATIONS: u32 = 16384;
 /// Length of the salts this module makes (Kafka's `ScramFormatter.secureRandomBytes` too).
 pub const DEFAULT_SALT_BYTES: usize = 32;
-/// Random bytes in a server nonce before base64.
+/// Random bytes in a nonce before hex.
 const SERVER_NONCE_BYTES: usize = 24;
+
+/// A fresh nonce of letters and digits only, as Kafka's (`ScramFormatter.secureRandomString`,
+/// base 36). RFC 5802 allows any printable but ',', yet librdkafka 2.0 (Debian's kcat) fails
+/// its final message on a server nonce with base64's `+` or `/`.
+fn random_nonce() -> String {
+    random_bytes(SERVER_NONCE_BYTES)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// The two SCRAM mechanisms Kafka supports, with their SASL names and the type codes of
 /// `UserScramCredentialRecord.mechanism` / `ScramMechanism.type()`.
@@ -710,7 +720,7 @@ pub struct ScramServer {
 impl ScramServer {
     /// A server for one exchange, with a fresh random server nonce.
     pub fn new(mechanism: ScramMechanism) -> Self {
-        Self::with_server_nonce(mechanism, B64.encode(random_bytes(SERVER_NONCE_BYTES)))
+        Self::with_server_nonce(mechanism, random_nonce())
     }
 
     /// A server whose nonce is given (tests against fixed vectors such as RFC 7677's).
@@ -821,7 +831,10 @@ impl ScramServer {
         combined_nonce: &str,
     ) -> Result<Vec<u8>, ScramError> {
         let client_final = parse_client_final(message)?;
-        if client_final.nonce != combined_nonce {
+        // Kafka's rule: the final nonce must end with the combined one. librdkafka 2.0.x
+        // (Debian's kcat) sends its own nonce in front of the combined nonce again, and
+        // Kafka takes it; the proof still covers the message as sent.
+        if !client_final.nonce.ends_with(combined_nonce) {
             return Err(ScramError::NonceMismatch);
         }
         // RFC 5802 wants the GS2 header echoed; some clients send "n,," even after an
@@ -916,12 +929,7 @@ pub struct ScramClient {
 
 impl ScramClient {
     pub fn new(mechanism: ScramMechanism, username: &str, password: &str) -> Self {
-        Self::with_nonce(
-            mechanism,
-            username,
-            password,
-            B64.encode(random_bytes(SERVER_NONCE_BYTES)),
-        )
+        Self::with_nonce(mechanism, username, password, random_nonce())
     }
 
     /// A client whose nonce is given (test vectors).
@@ -1031,6 +1039,28 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn server_nonces_are_letters_and_digits() {
+        // librdkafka 2.0 fails the exchange on a `+` or `/` in the server nonce; one in
+        // three base64 nonces had one.
+        for _ in 0..200 {
+            let mut server = ScramServer::new(ScramMechanism::Sha256);
+            let step = server.evaluate(b"n,,n=alice,r=clientnonce", |_| {
+                ScramCredential::derive(ScramMechanism::Sha256, "pw", &[7; 16], 4096).ok()
+            });
+            let Ok(ScramStep::Continue(first)) = step else {
+                panic!("server-first expected, got {step:?}");
+            };
+            let first = String::from_utf8(first).unwrap_or_default();
+            let nonce = first
+                .strip_prefix("r=clientnonce")
+                .and_then(|r| r.split(',').next())
+                .unwrap_or_default();
+            assert!(nonce.len() >= 32, "{first}");
+            assert!(nonce.bytes().all(|b| b.is_ascii_alphanumeric()), "{first}");
+        }
+    }
+
     /// A SCRAM client as Kafka's `ScramSaslClient` does it, to drive the server end to end.
     struct TestClient {
         mechanism: ScramMechanism,
@@ -1040,6 +1070,9 @@ mod tests {
         client_first_bare: String,
         salted: Vec<u8>,
         auth_message: String,
+        /// Sent before the combined nonce in the final message (librdkafka 2.0.x sends its
+        /// own nonce there).
+        final_nonce_prefix: String,
     }
 
     impl TestClient {
@@ -1052,6 +1085,7 @@ mod tests {
                 client_first_bare: String::new(),
                 salted: Vec::new(),
                 auth_message: String::new(),
+                final_nonce_prefix: String::new(),
             }
         }
 
@@ -1082,7 +1116,11 @@ mod tests {
                 &salt,
                 NonZeroU32::new(iterations).unwrap(),
             );
-            let without_proof = format!("c={},r={nonce}", B64.encode("n,,"));
+            let without_proof = format!(
+                "c={},r={}{nonce}",
+                B64.encode("n,,"),
+                self.final_nonce_prefix
+            );
             self.auth_message = format!("{},{sf},{without_proof}", self.client_first_bare);
             let client_key = m.hmac(&self.salted, b"Client Key");
             let stored_key = m.hash(&client_key);
@@ -1417,6 +1455,25 @@ mod tests {
                 .unwrap_err(),
             ScramError::AuthorizationIdMismatch
         );
+    }
+
+    #[test]
+    fn librdkafka_2_0_final_nonce_is_taken() {
+        // librdkafka 2.0.2's final message: r=<client nonce><client nonce><server nonce>.
+        let cred = rfc7677_credential();
+        let mut server = ScramServer::with_server_nonce(ScramMechanism::Sha256, "SRV".into());
+        let mut client = TestClient::new(ScramMechanism::Sha256, "user", "pencil", "CLI");
+        client.final_nonce_prefix = "CLI".into();
+        let Ok(ScramStep::Continue(first)) = server.evaluate(&client.first(), |_| Some(cred))
+        else {
+            panic!("no server-first");
+        };
+        let last = client.final_message(&first);
+        assert!(std::str::from_utf8(&last).is_ok_and(|m| m.contains("r=CLICLISRV,")));
+        assert!(matches!(
+            server.evaluate(&last, |_| None),
+            Ok(ScramStep::Complete { .. })
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod frame;
+pub mod jwks;
 pub mod listener;
 pub mod sasl;
 pub mod security;

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::jwks::JwksProvider;
 use strom_security::auth_failures::{Admission, FailedAuthConfig, FailedAuthLimiter};
-use strom_security::oauthbearer::{JwksFileReloader, JwksSource, OAuthBearerValidatorConfig};
 use strom_security::plain::StaticPlainUsers;
 use strom_security::principal_mapper::SslPrincipalMapper;
 use strom_security::sasl::ScramCredentialStore;
@@ -48,6 +48,19 @@ pub struct TlsSetup {
 const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl TlsSetup {
+    pub fn new(
+        reloader: Arc<TlsReloader>,
+        mapper: SslPrincipalMapper,
+        handshake_timeout: Duration,
+    ) -> Self {
+        TlsSetup {
+            reloader,
+            mapper,
+            handshake_timeout,
+            last_reload_check: Mutex::new(Some(std::time::Instant::now())),
+        }
+    }
+
     /// Re-reads the keystore and truststore if they were not looked at within the last
     /// second, swapping in a configuration from changed files.
     pub fn maybe_reload(&self) {
@@ -72,7 +85,7 @@ pub struct SaslSetup {
     pub enabled: Vec<SaslMechanism>,
     plain: Option<Arc<StaticPlainUsers>>,
     scram: Option<Arc<dyn ScramCredentialStore>>,
-    jwks: Option<Arc<JwksFileReloader>>,
+    jwks: Option<Arc<JwksProvider>>,
     /// `connections.max.reauth.ms` (0: sessions do not expire).
     pub max_reauth_ms: u64,
     /// `sasl.server.max.receive.size` as Kafka: the largest frame before authentication.
@@ -101,14 +114,14 @@ impl SaslSetup {
         }
     }
 
+    /// The OAUTHBEARER key set of this listener, if it enables OAUTHBEARER.
+    pub fn jwks(&self) -> Option<&Arc<JwksProvider>> {
+        self.jwks.as_ref()
+    }
+
     /// The stores for one exchange; a JWKS file is re-read first when it changed.
     pub fn stores(&self) -> SaslStores {
-        let oauthbearer = self.jwks.as_ref().map(|j| {
-            if let Err(e) = j.maybe_reload() {
-                tracing::warn!(error = %e, "cannot reload the OAUTHBEARER JWKS; keeping the keys in use");
-            }
-            j.current()
-        });
+        let oauthbearer = self.jwks.as_ref().and_then(|j| j.current());
         SaslStores {
             scram: self.scram.clone(),
             plain: self
@@ -288,17 +301,8 @@ fn sasl_setup(
                 }
             }
             SaslMechanism::OAuthBearer => {
-                let source = JwksSource::from_properties(props).map_err(|e| invalid(name, e))?;
-                let JwksSource::File(path) = source else {
-                    return Err(invalid(
-                        name,
-                        "sasl.oauthbearer.jwks.endpoint.url: only file:// URLs are read",
-                    ));
-                };
-                let validator = OAuthBearerValidatorConfig::from_properties(props)
-                    .map_err(|e| invalid(name, e))?;
                 jwks = Some(Arc::new(
-                    JwksFileReloader::new(path, validator).map_err(|e| invalid(name, e))?,
+                    JwksProvider::new(props).map_err(|e| invalid(name, e))?,
                 ));
             }
         }

@@ -185,8 +185,11 @@ impl Drop for Held {
 /// stored key is the one it was checked against.
 #[derive(Default)]
 pub struct VerifiedCache {
-    entries: Mutex<HashMap<[u8; 32], (String, Vec<u8>)>>,
+    entries: Mutex<VerifiedEntries>,
 }
+
+/// Digest of user and password -> (user, the stored key it matched).
+type VerifiedEntries = HashMap<[u8; 32], (String, Vec<u8>)>;
 
 const VERIFIED_CACHE_ENTRIES: usize = 4096;
 
@@ -201,7 +204,7 @@ fn digest(user: &str, password: &str) -> [u8; 32] {
 }
 
 impl VerifiedCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (String, Vec<u8>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VerifiedEntries> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -252,7 +255,7 @@ fn now_ms() -> u64 {
 
 /// 401 with the challenges of the mechanisms on offer, in Confluent's error
 /// format (40101).
-fn unauthorized(mechanisms: Mechanisms, message: &str) -> Response {
+fn unauthorized(mechanisms: Mechanisms, message: &str) -> Box<Response> {
     let mut resp =
         RestError::new(StatusCode::UNAUTHORIZED, KAFKA_AUTHENTICATION, message).into_response();
     let headers = resp.headers_mut();
@@ -268,11 +271,11 @@ fn unauthorized(mechanisms: Mechanisms, message: &str) -> Response {
             HeaderValue::from_static("Bearer realm=\"strom-gateway\""),
         );
     }
-    resp
+    Box::new(resp)
 }
 
 /// The principal the request's credentials prove, or the 401 to answer.
-fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<KafkaPrincipal, Response> {
+fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<KafkaPrincipal, Box<Response>> {
     let sec = &gw.config.security;
     let m = sec.mechanisms;
     if !m.any() {
@@ -343,7 +346,7 @@ pub async fn layer(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next)
     }
     let principal = match authenticate(&gw, req.headers()) {
         Ok(p) => Arc::new(p),
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let conn = req
         .extensions()
@@ -357,7 +360,7 @@ pub async fn layer(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next)
         if gw.config.security.mechanisms.any() {
             let max = gw.config.security.max_connections_per_principal;
             if let Err(resp) = conn.count_for(&principal, &gw.connections_per_principal, max) {
-                return resp;
+                return *resp;
             }
         }
     }

@@ -193,7 +193,7 @@ impl Exchanges {
         principal: &Arc<strom_security::KafkaPrincipal>,
         counts: &Arc<crate::auth::PerPrincipal>,
         max: usize,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Box<Response>> {
         let mut held = self
             .principals
             .lock()
@@ -206,12 +206,12 @@ impl Exchanges {
                 held.push((principal.clone(), h));
                 Ok(())
             }
-            None => Err(crate::auth::too_many(
+            None => Err(Box::new(crate::auth::too_many(
                 "connections",
                 principal,
                 max,
                 "gateway.max.connections.per.principal",
-            )),
+            ))),
         }
     }
 

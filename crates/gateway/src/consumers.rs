@@ -769,11 +769,17 @@ struct RecordsQuery {
 /// Joins (again) when subscribed and the group asks for it, and finds a
 /// position for every assigned partition: the committed offset, or
 /// auto.offset.reset.
-async fn prepare(inst: &mut Instance, client: &Arc<Client>) -> RestResult<()> {
+async fn prepare(
+    inst: &mut Instance,
+    client: &Arc<Client>,
+    readable: &(dyn Fn(&str) -> bool + Send + Sync),
+) -> RestResult<()> {
     if let Some((re, listed)) = &inst.pattern {
         if listed.elapsed() >= PATTERN_REFRESH {
             let re = re.clone();
-            let topics = matching_topics(client, &re).await?;
+            let mut topics = matching_topics(client, &re).await?;
+            // New matches the caller may not read stay out, as at subscription.
+            topics.retain(|t| readable(t));
             inst.pattern = Some((re, Instant::now()));
             if topics != inst.subscription {
                 close(inst, client).await;
@@ -844,6 +850,7 @@ async fn records(
     State(gw): State<Arc<Gateway>>,
     Path((group, name)): Path<(String, String)>,
     Query(q): Query<RecordsQuery>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
 ) -> RestResult<Response> {
     let mut inst = instance(&gw, &group, &name).await?;
@@ -861,7 +868,12 @@ async fn records(
         }
     }
     let client = gw.client().await?;
-    prepare(&mut inst, &client).await?;
+    let readable = |t: &str| {
+        caller.as_deref().is_none_or(|c| {
+            auth::allowed(&gw, c, AclOperation::Read, ResourceType::Topic, t)
+        })
+    };
+    prepare(&mut inst, &client, &readable).await?;
     // The connection's idle timeout counts the wait too (nothing is read or
     // written meanwhile): answer well within it, or the connection is
     // closed under the request.

@@ -869,9 +869,9 @@ async fn records(
     }
     let client = gw.client().await?;
     let readable = |t: &str| {
-        caller.as_deref().is_none_or(|c| {
-            auth::allowed(&gw, c, AclOperation::Read, ResourceType::Topic, t)
-        })
+        caller
+            .as_deref()
+            .is_none_or(|c| auth::allowed(&gw, c, AclOperation::Read, ResourceType::Topic, t))
     };
     prepare(&mut inst, &client, &readable).await?;
     // The connection's idle timeout counts the wait too (nothing is read or

@@ -377,7 +377,10 @@ def test_standalone_gateway_with_tls_and_plain_users(make_broker, tmp_path, pki)
 def test_bad_gateway_security_settings_are_start_up_errors(make_broker, tmp_path):
     for overrides, named in [
         ({"gateway.authentication": "digest"}, "gateway.authentication"),
-        ({"gateway.ssl.keystore.location": str(tmp_path / "missing.pem")}, "gateway.ssl"),
+        ({"gateway.ssl.keystore.location": str(tmp_path / "missing.pem")}, "gateway.ssl.keystore.location"),
+        ({"gateway.ssl.keystore.certificate.chain": "garbage"}, "gateway.ssl.keystore.certificate.chain"),
+        ({"gateway.client.config": str(tmp_path / "missing.properties")}, "gateway.client.config"),
+        ({"gateway.plain.sasl.jaas.config": "no semicolon"}, "gateway.plain.sasl.jaas.config"),
         ({"gateway.max.streams.per.principal": "0"}, "gateway.max.streams.per.principal"),
         ({"gateway.authentication": "bearer"}, "gateway.sasl.oauthbearer.jwks.endpoint.url"),
     ]:

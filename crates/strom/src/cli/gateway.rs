@@ -253,10 +253,19 @@ fn security_settings(
                 props.insert(format!("ssl.{name}"), v);
             }
         }
+        // Errors name the gateway's setting that turned TLS on (the message says which
+        // ssl.* piece is wrong).
+        let (key, value) = match set("gateway.ssl.keystore.location") {
+            Some(v) => ("gateway.ssl.keystore.location", v),
+            None => (
+                "gateway.ssl.keystore.certificate.chain",
+                "(PEM text)".to_string(),
+            ),
+        };
         let settings = strom_security::tls::TlsSettings::from_properties(&props)
-            .map_err(|e| bad("gateway.ssl.*", "", e))?;
-        let reloader = strom_security::tls::TlsReloader::new(settings)
-            .map_err(|e| bad("gateway.ssl.*", "", e))?;
+            .map_err(|e| bad(key, &value, e))?;
+        let reloader =
+            strom_security::tls::TlsReloader::new(settings).map_err(|e| bad(key, &value, e))?;
         g.tls = Some(Arc::new(reloader));
     }
     if let Some(path) = set("gateway.client.config") {

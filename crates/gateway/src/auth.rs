@@ -77,7 +77,7 @@ impl Mechanisms {
 }
 
 /// The gateway's authentication and authorization.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct GatewaySecurity {
     pub mechanisms: Mechanisms,
     /// SCRAM users (the metadata image's credentials), for Basic.
@@ -112,12 +112,23 @@ impl std::fmt::Debug for GatewaySecurity {
 }
 
 impl GatewaySecurity {
+    /// No authentication, no authorizer, and the default per-principal limits (100 each).
     pub fn new() -> GatewaySecurity {
         GatewaySecurity {
+            mechanisms: Mechanisms::default(),
+            scram: None,
+            plain: None,
+            jwks: None,
+            authorizer: None,
             max_connections_per_principal: 100,
             max_streams_per_principal: 100,
-            ..GatewaySecurity::default()
         }
+    }
+}
+
+impl Default for GatewaySecurity {
+    fn default() -> Self {
+        GatewaySecurity::new()
     }
 }
 
@@ -164,6 +175,12 @@ impl PerPrincipal {
 pub struct Held {
     owner: Arc<PerPrincipal>,
     principal: Arc<KafkaPrincipal>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Held({})", self.principal)
+    }
 }
 
 impl Drop for Held {
@@ -659,6 +676,77 @@ mod tests {
             vec![Op::Read]
         );
         assert!(c(Method::GET, "/brokers").is_empty());
+    }
+
+    struct OnlyTopic(&'static str);
+    impl GatewayAuthorizer for OnlyTopic {
+        fn authorize(
+            &self,
+            _: &KafkaPrincipal,
+            _: IpAddr,
+            _: AclOperation,
+            rt: ResourceType,
+            name: &str,
+        ) -> bool {
+            rt == ResourceType::Topic && name == self.0
+        }
+    }
+
+    /// The status line and headers of the gateway's answer to one request, in front of no
+    /// cluster (only answers given before a Kafka request are looked at).
+    async fn head(config: crate::GatewayConfig, request: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(crate::serve(listener, config, std::future::pending()));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn missing_bad_and_refused_credentials() {
+        let mut config = crate::GatewayConfig::new("127.0.0.1:1");
+        config.security.mechanisms = Mechanisms::parse("basic,bearer").unwrap();
+        config.security.plain = Some(Arc::new(StaticPlainUsers::new([(
+            "carol".to_string(),
+            "pw".to_string(),
+        )])));
+        config.security.authorizer = Some(Arc::new(OnlyTopic("mine")));
+        let req = |path: &str, auth: Option<&str>| {
+            let auth = auth
+                .map(|a| format!("authorization: {a}\r\n"))
+                .unwrap_or_default();
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n")
+        };
+        let good = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("carol:pw")
+        );
+        let wrong = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("carol:nope")
+        );
+        for auth in [None, Some(wrong.as_str()), Some("Bearer not.a.jwt")] {
+            let h = head(config.clone(), req("/topics/mine", auth)).await;
+            assert!(h.starts_with("http/1.1 401 "), "{auth:?}: {h}");
+            assert!(h.contains("www-authenticate: basic realm="), "{h}");
+            assert!(h.contains("www-authenticate: bearer realm="), "{h}");
+            assert!(h.contains("\"error_code\":40101"), "{h}");
+        }
+        let h = head(config.clone(), req("/topics/theirs", Some(&good))).await;
+        assert!(h.starts_with("http/1.1 403 "), "{h}");
+        assert!(h.contains("\"error_code\":40301"), "{h}");
+        assert!(h.contains("user:carol"), "{h}");
+        // Allowed: it gets past the checks to the (absent) cluster.
+        let h = head(config, req("/topics/mine", Some(&good))).await;
+        assert!(
+            !h.starts_with("http/1.1 401 ") && !h.starts_with("http/1.1 403 "),
+            "{h}"
+        );
     }
 
     #[test]

@@ -179,12 +179,6 @@ pub struct Exchanges {
     upgraded: AtomicBool,
 }
 
-impl std::fmt::Debug for crate::auth::Held {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Held")
-    }
-}
-
 impl Exchanges {
     /// Counts this connection for `principal` (once), or the 429 when the
     /// principal already holds `max` connections.

@@ -17,6 +17,8 @@ container's args. Then, with confluent-kafka as a client:
   - SASL_PLAINTEXT on LOCAL (the port-forward listener, same protocol as
     INTERNAL): Metadata as another PLAIN user;
   - SASL_SSL with a wrong password: refused;
+  - the in-process HTTP gateway over HTTPS: 401 without credentials, admin's HTTP Basic
+    lists the topic, and (with the authorizer) alice's produce is 403 40301;
   - no STROM_* variable named no setting, and SIGTERM exits 0.
 
     python deploy/smoke_secure.py STROM_BINARY RENDERED.yaml [--without-authorizer]
@@ -65,6 +67,47 @@ def make_certs(directory: str) -> None:
                 out.write(f.read())
 
 
+def check_gateway(port: int, ca: str, env: dict[str, str]) -> list[str]:
+    """The in-process gateway of a secured render: HTTPS (when the listeners have TLS) and
+    HTTP Basic, the callers' ACLs checked."""
+    import base64
+    import http.client
+    import json
+    import ssl
+    problems: list[str] = []
+    https = "STROM_GATEWAY_SSL_KEYSTORE_LOCATION" in env or "STROM_GATEWAY_SSL_KEYSTORE_CERTIFICATE_CHAIN" in env
+
+    def call(method: str, path: str, user: str | None, body: dict | None = None):
+        if https:
+            c = http.client.HTTPSConnection("localhost", port, timeout=15,
+                                            context=ssl.create_default_context(cafile=ca))
+        else:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        headers = {"Content-Type": "application/vnd.kafka.json.v2+json"}
+        if user:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
+        c.request(method, path, body=json.dumps(body).encode() if body else None, headers=headers)
+        r = c.getresponse()
+        text = r.read()
+        c.close()
+        return r.status, json.loads(text) if text else None
+
+    try:
+        status, _ = call("GET", "/topics", None)
+        if status != 401:
+            problems.append(f"gateway: a request without credentials got {status}, not 401")
+        status, body = call("GET", "/topics", "admin")
+        if status != 200 or "smoke-secure" not in (body or []):
+            problems.append(f"gateway: admin's topics: {status} {body}")
+        if "STROM_AUTHORIZER_CLASS_NAME" in env:
+            status, body = call("POST", "/topics/smoke-secure", "alice", {"records": [{"value": 1}]})
+            if status != 403 or (body or {}).get("error_code") != 40301:
+                problems.append(f"gateway: alice without ACLs produced: {status} {body}")
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        problems.append(f"gateway: {e}")
+    return problems
+
+
 def pod_spec(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         sts = next(d for d in yaml.safe_load_all(f) if d and d.get("kind") == "StatefulSet")
@@ -97,7 +140,14 @@ def main(binary: str, rendered: str, without_authorizer: bool) -> int:
     tls_dir = os.path.join(workdir, "tls")
     os.mkdir(tls_dir)
     make_certs(tls_dir)
-    kafka, external, admin = free_port(), free_port(), free_port()
+    kafka, external, admin, gateway = free_port(), free_port(), free_port(), free_port()
+    # What the gateway-client secret would hold: the super user's client properties.
+    gw_client_dir = os.path.join(workdir, "gateway-client")
+    os.mkdir(gw_client_dir)
+    with open(os.path.join(gw_client_dir, "command.properties"), "w", encoding="utf-8") as f:
+        f.write("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n"
+                "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="admin" password="{USERS["admin"]}";\n')
     env: dict[str, str] = {}
     for e in c["env"]:
         if without_authorizer and e["name"] in AUTHORIZER_ENV:
@@ -111,6 +161,9 @@ def main(binary: str, rendered: str, without_authorizer: bool) -> int:
     for k, v in list(env.items()):
         if k.startswith("STROM_"):
             v = v.replace("/etc/strom/tls/", tls_dir + "/")
+            v = v.replace("/etc/strom/gateway-client/", gw_client_dir + "/")
+            if k == "STROM_GATEWAY_LISTENER" and v:
+                v = f"127.0.0.1:{gateway}"
             # EXTERNAL advertises the node port; here the client must come back to loopback.
             v = v.replace("${env:HOST_IP}:${ordinal:30092}", f"localhost:{external}")
             env[k] = v.replace(":9092", f":{kafka}").replace(":9094", f":{external}").replace(":9080", f":{admin}")
@@ -164,6 +217,8 @@ def main(binary: str, rendered: str, without_authorizer: bool) -> int:
                     problems.append(f"authorizer: alice without ACLs could write ({errors})")
                 elif "AUTHORIZATION" not in str(errors[0]).upper():
                     problems.append(f"authorizer: alice's write failed, but not as an authorization error: {errors[0]}")
+            if env.get("STROM_GATEWAY_LISTENER"):
+                problems.extend(check_gateway(gateway, ca, env))
             try:
                 md = AdminClient(client(kafka, "SASL_PLAINTEXT", "admin", USERS["admin"], None)).list_topics(timeout=10)
                 if "smoke-secure" not in md.topics:

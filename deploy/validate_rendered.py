@@ -350,7 +350,7 @@ JAAS_MECHANISMS = {"plain", "scram-sha-256", "scram-sha-512", "oauthbearer"}
 PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 # Settings whose values are credentials: they must reach the pod from a Secret.
-SECRET_SETTINGS = re.compile(r"(sasl\.jaas\.config|password|^ssl\.keystore\.key$)")
+SECRET_SETTINGS = re.compile(r"(sasl\.jaas\.config|password|^(gateway\.)?ssl\.keystore\.key$)")
 # What a credential looks like in text (for ConfigMaps and plain env values).
 SECRET_TEXT = re.compile(r"(PRIVATE KEY-----|LoginModule|\buser_[A-Za-z0-9_.-]+\s*=|password\s*=)", re.I)
 CERT_MANAGER_FIELDS = {"secretName", "additionalOutputFormats", "duration", "renewBefore", "privateKey",
@@ -539,8 +539,24 @@ def check_security(p: Problems, by_kind: dict[str, list[dict]], sts: dict, c: di
                 f"super.users {supers!r}: principals like User:admin, separated by ';'")
 
     secured = bool(mechs) or uses_tls or "STROM_AUTHORIZER_CLASS_NAME" in values
-    p.check(not secured or values.get("STROM_GATEWAY_LISTENER") == "",
-            "a secured broker must turn the HTTP gateway off (gateway.listener empty): it cannot authenticate")
+    # The in-process HTTP gateway (on unless gateway.listener is empty) is no way around the
+    # secured listeners: it authenticates its callers, serves HTTPS where the listeners have
+    # TLS, and with ACLs on reaches the broker as a principal of its own client properties.
+    if secured and values.get("STROM_GATEWAY_LISTENER", "0.0.0.0:8082") != "":
+        authorizer = "STROM_AUTHORIZER_CLASS_NAME" in values
+        auth = values.get("STROM_GATEWAY_AUTHENTICATION", "basic" if authorizer else "none")
+        p.check(auth.strip().lower() not in ("", "none"),
+                "a secured broker's HTTP gateway must authenticate its callers (gateway.authentication not none)")
+        if uses_tls:
+            p.check("STROM_GATEWAY_SSL_KEYSTORE_LOCATION" in values
+                    or "STROM_GATEWAY_SSL_KEYSTORE_CERTIFICATE_CHAIN" in env,
+                    "a secured broker's HTTP gateway must serve HTTPS (gateway.ssl.keystore.*) as its listeners use TLS")
+        if authorizer:
+            cc = values.get("STROM_GATEWAY_CLIENT_CONFIG", "")
+            mounted = any(cc.startswith(m.rstrip("/") + "/") and volumes.get(mm.get("name"), {}).get("secret")
+                          for m, mm in mounts.items())
+            p.check(mounted, "the HTTP gateway's own connection needs gateway.client.config, a file of a mounted "
+                             "Secret (a super user's client properties)")
 
     jobs = by_kind.get("Job", [])
     if jobs:
@@ -684,8 +700,13 @@ MUTATIONS = [
      lambda d: _env(d).__setitem__(slice(None), [e for e in _env(d) if e["name"] != "STROM_SSL_KEYSTORE_LOCATION"])),
     ("mTLS without a truststore", "without a truststore",
      lambda d: _env(d).__setitem__(slice(None), [e for e in _env(d) if e["name"] != "STROM_SSL_TRUSTSTORE_LOCATION"])),
-    ("the unauthenticated HTTP gateway left on", "must turn the HTTP gateway off",
-     lambda d: _env(d).__setitem__(slice(None), [e for e in _env(d) if e["name"] != "STROM_GATEWAY_LISTENER"])),
+    ("the HTTP gateway without authentication", "must authenticate its callers",
+     lambda d: _set_env(d, "STROM_GATEWAY_AUTHENTICATION", {"value": "none"})),
+    ("the HTTP gateway without HTTPS", "must serve HTTPS",
+     lambda d: _env(d).__setitem__(slice(None), [e for e in _env(d)
+                                                 if e["name"] != "STROM_GATEWAY_SSL_KEYSTORE_LOCATION"])),
+    ("the HTTP gateway's client config not from a Secret", "needs gateway.client.config",
+     lambda d: _set_env(d, "STROM_GATEWAY_CLIENT_CONFIG", {"value": "/tmp/command.properties"})),
     ("another authorizer", "authorizer.class.name must be",
      lambda d: _set_env(d, "STROM_AUTHORIZER_CLASS_NAME", {"value": "kafka.security.authorizer.AclAuthorizer"})),
     ("a SCRAM password in the Job's args", "must come from a secretKeyRef",

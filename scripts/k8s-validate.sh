@@ -208,6 +208,8 @@ expect_fail "a JAAS entry in config" "would put a listener's credentials into th
 expect_fail "cert-manager with an inline keystore (no reload)" "use tls.keystore.format=combined" --set listeners.external.protocol=SSL --set tls.enabled=true --set tls.certManager.enabled=true --set tls.certManager.issuerRef.name=ca --set tls.keystore.format=inline
 expect_fail "the authorizer without super users" "needs authorizer.superUsers" --set authorizer.enabled=true
 expect_fail "the ACL bootstrap without client properties" "needs aclBootstrap.commandConfig.secretName" --set aclBootstrap.enabled=true
+expect_fail "the gateway on with ACLs but no client properties" "the gateway's own connection needs a super user's client properties" --set authorizer.enabled=true --set 'authorizer.superUsers[0]=User:admin'
+expect_fail "a chart-managed gateway key in config" "config.gateway.listener is set by the chart itself" --set 'config.gateway\.listener=0.0.0.0:1'
 run "contract checks reject broken copies of the secure render (credentials, mounts, listeners, the ACL Job)" \
     "$VPY" deploy/validate_rendered.py --mutations "$OUT/helm3-secure-values.yaml"
 

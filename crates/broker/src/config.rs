@@ -165,6 +165,21 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("gateway.consumer.request.max.bytes", Some("67108864"), T::Long, "Strom: most bytes a consumer's records request returns (Confluent's consumer.request.max.bytes)."),
     def("gateway.request.timeout.ms", Some("30000"), T::Long, "Strom: time the gateway allows each of its requests to the broker."),
     def("gateway.access.control.allow.origin", Some(""), T::String, "Strom: origins (scheme://host[:port], comma-separated, or *) whose browser pages may call the gateway (CORS, Confluent's access.control.allow.origin); empty allows none."),
+    def("gateway.authentication", None, T::List, "Strom: credentials the gateway requires: none, basic (HTTP Basic: SCRAM users of the metadata, PLAIN users of gateway.plain.sasl.jaas.config), bearer (a JWT checked as OAUTHBEARER) or basic,bearer; default basic with an authorizer, else none."),
+    def("gateway.plain.sasl.jaas.config", None, T::String, "Strom: a PlainLoginModule JAAS entry whose user_<name>=\"<password>\" options are HTTP Basic users of the gateway (besides the SCRAM users)."),
+    def("gateway.sasl.oauthbearer.jwks.endpoint.url", None, T::String, "Strom: JWKS (file://) of the signers of the gateway's bearer tokens; default sasl.oauthbearer.jwks.endpoint.url. gateway.sasl.oauthbearer.expected.audience, .expected.issuer, .sub.claim.name and .clock.skew.seconds likewise."),
+    def("gateway.sasl.oauthbearer.expected.audience", None, T::List, "Strom: audiences a gateway bearer token must name one of; default sasl.oauthbearer.expected.audience."),
+    def("gateway.sasl.oauthbearer.expected.issuer", None, T::String, "Strom: issuer a gateway bearer token must name; default sasl.oauthbearer.expected.issuer."),
+    def("gateway.sasl.oauthbearer.sub.claim.name", None, T::String, "Strom: claim of a gateway bearer token that names the principal; default sasl.oauthbearer.sub.claim.name."),
+    def("gateway.sasl.oauthbearer.clock.skew.seconds", None, T::Int, "Strom: leeway for a gateway bearer token's times; default sasl.oauthbearer.clock.skew.seconds."),
+    def("gateway.ssl.keystore.location", None, T::String, "Strom: PEM file of the key and certificate chain of the gateway's HTTPS (reloaded when it changes); unset (and no gateway.ssl.keystore.certificate.chain): plain HTTP."),
+    def("gateway.ssl.keystore.certificate.chain", None, T::String, "Strom: the gateway's certificate chain as PEM text (with gateway.ssl.keystore.key)."),
+    def("gateway.ssl.keystore.key", None, T::String, "Strom: the gateway's private key as PEM text (unencrypted PKCS#8)."),
+    def("gateway.ssl.keystore.type", Some("PEM"), T::String, "Strom: the gateway's keystore format; PEM only."),
+    def("gateway.ssl.enabled.protocols", Some("TLSv1.2,TLSv1.3"), T::List, "Strom: TLS versions the gateway accepts."),
+    def("gateway.client.config", None, T::String, "Strom: Kafka client properties file (security.protocol, ssl.*, sasl.*) of the gateway's own connection to this broker; it must be a principal allowed everything the gateway's callers may do (a super user), since the gateway checks their ACLs itself."),
+    def("gateway.max.connections.per.principal", Some("100"), T::Int, "Strom: most gateway connections one authenticated principal holds (429 beyond)."),
+    def("gateway.max.streams.per.principal", Some("100"), T::Int, "Strom: most WebSocket and SSE streams one authenticated principal holds (429 beyond)."),
     def("shutdown.timeout.ms", Some("20000"), T::Long, "Strom: longest a SIGTERM shutdown waits for in-flight requests."),
     def("authorizer.class.name", Some(""), T::String, "The authorizer: org.apache.kafka.metadata.authorizer.StandardAuthorizer turns ACLs on; empty, none."),
     def("super.users", Some(""), T::String, "Principals that skip the ACLs, separated by ';' (User:admin;User:ops)."),
@@ -197,7 +212,10 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
 
 /// Kafka's PASSWORD-typed configs: described with no value and `is_sensitive`.
 pub fn is_sensitive(name: &str) -> bool {
-    name == "cluster.metadata.url"
+    matches!(
+        name,
+        "cluster.metadata.url" | "gateway.ssl.keystore.key" | "gateway.plain.sasl.jaas.config"
+    )
 }
 
 /// Broker settings AlterConfigs may change at run time: the defaults of topic settings (as in

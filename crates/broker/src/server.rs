@@ -154,9 +154,17 @@ async fn bind(
     Ok(out)
 }
 
-pub async fn run(
+pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with(config, shutdown, |_| {}).await
+}
+
+/// [`run`], handing `on_ready` the broker once its image, SCRAM credentials and authorizer are
+/// in place and before any listener serves (the in-process HTTP gateway authenticates and
+/// authorizes its callers with them).
+pub async fn run_with(
     mut config: BrokerConfig,
     shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&Arc<Broker>),
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     // Bound before the data directory is touched: a second instance whose port is taken must
@@ -249,6 +257,7 @@ pub async fn run(
     scram.set(Arc::new(strom_metadata::ImageScramCredentialStore::new(
         broker.loader.clone(),
     )));
+    on_ready(&broker);
     match &cluster {
         // The active controller writes a cluster broker's registration record.
         Some(c) => broker.set_cluster(c.clone()),

@@ -33,6 +33,11 @@ use tokio::time::{Instant, Sleep};
 pub struct GatewayListener {
     inner: TcpListener,
     idle: Duration,
+    /// TLS (`gateway.ssl.*`): each accepted socket's handshake runs on its
+    /// own task, so a slow client never holds up the accept loop.
+    tls: Option<Arc<strom_security::tls::TlsReloader>>,
+    handshaken_tx: tokio::sync::mpsc::Sender<(IdleIo, std::net::SocketAddr)>,
+    handshaken_rx: tokio::sync::mpsc::Receiver<(IdleIo, std::net::SocketAddr)>,
     max_connections: usize,
     connections: Arc<Semaphore>,
     /// Connections over the limit being answered 429 at once; beyond these
@@ -44,15 +49,73 @@ pub struct GatewayListener {
 const MAX_REFUSING: usize = 64;
 /// How long an over-limit connection may take to receive its 429.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a TLS handshake may take (as the broker's `ssl.handshake.timeout.ms` default).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl GatewayListener {
     pub fn new(inner: TcpListener, idle: Duration, max_connections: usize) -> GatewayListener {
+        let (handshaken_tx, handshaken_rx) = tokio::sync::mpsc::channel(64);
         GatewayListener {
             inner,
             idle,
+            tls: None,
+            handshaken_tx,
+            handshaken_rx,
             max_connections: max_connections.max(1),
             connections: Arc::new(Semaphore::new(max_connections.max(1))),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+        }
+    }
+
+    /// Serves HTTPS with the configuration `tls` keeps current.
+    pub fn with_tls(mut self, tls: Option<Arc<strom_security::tls::TlsReloader>>) -> Self {
+        self.tls = tls;
+        self
+    }
+}
+
+/// A connection's byte stream: plain TCP, or TLS over it.
+pub enum GatewayStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for GatewayStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            GatewayStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            GatewayStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for GatewayStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            GatewayStream::Plain(s) => Pin::new(s).poll_write(cx, data),
+            GatewayStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            GatewayStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            GatewayStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            GatewayStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            GatewayStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -97,6 +160,11 @@ fn request_timeout(idle: Duration) -> Vec<u8> {
 /// timeout owes the client.
 #[derive(Debug, Default)]
 pub struct Exchanges {
+    /// The client's address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The principals this connection counts for (gateway's per-principal
+    /// connection limit), each counted once while the connection lasts.
+    principals: std::sync::Mutex<Vec<(Arc<strom_security::KafkaPrincipal>, crate::auth::Held)>>,
     /// Requests handed to a handler whose response body has not ended.
     open: AtomicUsize,
     /// The open request's handler has returned its response (its head is on
@@ -112,6 +180,35 @@ pub struct Exchanges {
 }
 
 impl Exchanges {
+    /// Counts this connection for `principal` (once), or the 429 when the
+    /// principal already holds `max` connections.
+    pub(crate) fn count_for(
+        &self,
+        principal: &Arc<strom_security::KafkaPrincipal>,
+        counts: &Arc<crate::auth::PerPrincipal>,
+        max: usize,
+    ) -> Result<(), Box<Response>> {
+        let mut held = self
+            .principals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.iter().any(|(p, _)| p == principal) {
+            return Ok(());
+        }
+        match counts.try_take(principal, max) {
+            Some(h) => {
+                held.push((principal.clone(), h));
+                Ok(())
+            }
+            None => Err(Box::new(crate::auth::too_many(
+                "connections",
+                principal,
+                max,
+                "gateway.max.connections.per.principal",
+            ))),
+        }
+    }
+
     fn begin(self: &Arc<Self>) -> ExchangeGuard {
         self.any.store(true, Ordering::Relaxed);
         self.responded.store(false, Ordering::Relaxed);
@@ -227,11 +324,57 @@ impl axum::serve::Listener for GatewayListener {
 
     async fn accept(&mut self) -> (IdleIo, std::net::SocketAddr) {
         loop {
-            match self.inner.accept().await {
+            let accepted = tokio::select! {
+                r = self.inner.accept() => r,
+                Some(done) = self.handshaken_rx.recv() => return done,
+            };
+            match accepted {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
                     match self.connections.clone().try_acquire_owned() {
-                        Ok(permit) => return (IdleIo::new(stream, self.idle, permit), addr),
+                        Ok(permit) => {
+                            let Some(tls) = &self.tls else {
+                                return (
+                                    IdleIo::new(
+                                        GatewayStream::Plain(stream),
+                                        addr,
+                                        self.idle,
+                                        permit,
+                                    ),
+                                    addr,
+                                );
+                            };
+                            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                            if let Err(e) = tls.maybe_reload() {
+                                tracing::warn!(error = %e, "gateway: TLS files not reloaded");
+                            }
+                            let (tx, idle) = (self.handshaken_tx.clone(), self.idle);
+                            tokio::spawn(async move {
+                                let shaken = tokio::time::timeout(
+                                    TLS_HANDSHAKE_TIMEOUT,
+                                    acceptor.accept(stream),
+                                )
+                                .await;
+                                match shaken {
+                                    Ok(Ok(s)) => {
+                                        let io = IdleIo::new(
+                                            GatewayStream::Tls(Box::new(s)),
+                                            addr,
+                                            idle,
+                                            permit,
+                                        );
+                                        let _ = tx.send((io, addr)).await;
+                                    }
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%addr, error = %e, "gateway: TLS handshake failed")
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%addr, "gateway: TLS handshake timed out")
+                                    }
+                                }
+                            });
+                            continue;
+                        }
                         Err(_) => {
                             if let Ok(slot) = self.refusing.clone().try_acquire_owned() {
                                 let answer = too_many_connections(self.max_connections);
@@ -259,7 +402,7 @@ impl axum::serve::Listener for GatewayListener {
 }
 
 pub struct IdleIo {
-    inner: TcpStream,
+    inner: GatewayStream,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
     exchanges: Arc<Exchanges>,
@@ -273,12 +416,20 @@ fn idle_error() -> io::Error {
 }
 
 impl IdleIo {
-    fn new(inner: TcpStream, idle: Duration, permit: OwnedSemaphorePermit) -> IdleIo {
+    fn new(
+        inner: GatewayStream,
+        peer: std::net::SocketAddr,
+        idle: Duration,
+        permit: OwnedSemaphorePermit,
+    ) -> IdleIo {
         IdleIo {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
-            exchanges: Arc::default(),
+            exchanges: Arc::new(Exchanges {
+                peer: Some(peer),
+                ..Exchanges::default()
+            }),
             timed_out: false,
             _permit: permit,
         }
@@ -302,7 +453,11 @@ impl IdleIo {
                     // Nothing else is being written (the client owes the next
                     // bytes), so the small answer fits the socket's buffer;
                     // if it did not, the close alone is the answer.
-                    let _ = self.inner.try_write(&request_timeout(self.idle));
+                    // On TLS the answer would need the session's framing, which
+                    // only a poll of the stream writes: there the close is the answer.
+                    if let GatewayStream::Plain(s) = &self.inner {
+                        let _ = s.try_write(&request_timeout(self.idle));
+                    }
                 }
                 Poll::Ready(Err(idle_error()))
             }

@@ -18,6 +18,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use strom_client::{Client, CommittedOffsets, FetchTarget, KafkaCode, Membership, OffsetSpec};
 
+use axum::Extension;
+use strom_security::authorizer::{AclOperation, ResourceType};
+use strom_security::KafkaPrincipal;
+
+use crate::auth::{self, Caller};
 use crate::embedded::{self, Format};
 use crate::error::{
     RestError, RestResult, CONSUMER_ALREADY_EXISTS, CONSUMER_FORMAT_MISMATCH, ILLEGAL_STATE,
@@ -57,6 +62,9 @@ pub struct Instance {
 #[derive(Default)]
 pub struct Consumers {
     instances: std::sync::Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Instance>>>>,
+    /// Who created each instance: only that principal may use it (an
+    /// instance holds a group membership and positions, a session of its own).
+    owners: std::sync::Mutex<HashMap<Key, Arc<KafkaPrincipal>>>,
 }
 
 impl Consumers {
@@ -74,7 +82,23 @@ impl Consumers {
     }
 
     fn remove(&self, group: &str, name: &str) -> Option<Arc<tokio::sync::Mutex<Instance>>> {
-        self.lock().remove(&(group.to_string(), name.to_string()))
+        let key = (group.to_string(), name.to_string());
+        self.owners_lock().remove(&key);
+        self.lock().remove(&key)
+    }
+
+    fn owners_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<KafkaPrincipal>>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `principal` may use the instance: it created it, or the
+    /// instance does not exist (its handler then answers 404 as it would).
+    pub(crate) fn owned_by(&self, group: &str, name: &str, principal: &KafkaPrincipal) -> bool {
+        self.owners_lock()
+            .get(&(group.to_string(), name.to_string()))
+            .is_none_or(|owner| owner.as_ref() == principal)
     }
 
     /// Instances not used for `idle`: removed (and leave their group), as
@@ -93,6 +117,7 @@ impl Consumers {
                 continue;
             }
             self.lock().remove(&key);
+            self.owners_lock().remove(&key);
             tracing::info!(group = %key.0, instance = %key.1, "consumer instance expired");
             if let Some(c) = &client {
                 close(&mut guard, c).await;
@@ -178,6 +203,7 @@ fn valid_name(s: &str) -> bool {
 async fn create(
     State(gw): State<Arc<Gateway>>,
     Path(group): Path<String>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> RestResult<Response> {
@@ -262,6 +288,11 @@ async fn create(
                 CONSUMER_ALREADY_EXISTS,
                 "Consumer with specified consumer ID already exists in the specified consumer group.",
             ));
+        }
+        if let Some(Extension(c)) = &caller {
+            gw.consumers
+                .owners_lock()
+                .insert(key.clone(), c.principal.clone());
         }
         map.insert(
             key,
@@ -355,6 +386,7 @@ struct SubscribeBody {
 async fn subscribe(
     State(gw): State<Arc<Gateway>>,
     Path((group, name)): Path<(String, String)>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> RestResult<Response> {
@@ -383,6 +415,16 @@ async fn subscribe(
         }
     };
     let mut unique: Vec<String> = topics;
+    if let Some(Extension(c)) = &caller {
+        if pattern.is_some() {
+            // As Kafka leaves out of a regex subscription the topics the member may not read.
+            unique.retain(|t| auth::allowed(&gw, c, AclOperation::Read, ResourceType::Topic, t));
+        } else {
+            for t in &unique {
+                auth::authorize(&gw, c, AclOperation::Read, ResourceType::Topic, t)?;
+            }
+        }
+    }
     unique.sort();
     unique.dedup();
     inst.pattern = pattern.map(|re| (re, Instant::now()));
@@ -452,6 +494,7 @@ struct PartitionsBody {
 async fn assign(
     State(gw): State<Arc<Gateway>>,
     Path((group, name)): Path<(String, String)>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> RestResult<Response> {
@@ -469,6 +512,9 @@ async fn assign(
                 "partition {} of {} is negative",
                 p.partition, p.topic
             )));
+        }
+        if let Some(Extension(c)) = &caller {
+            auth::authorize(&gw, c, AclOperation::Read, ResourceType::Topic, &p.topic)?;
         }
         set.insert((p.topic, p.partition));
     }
@@ -723,11 +769,17 @@ struct RecordsQuery {
 /// Joins (again) when subscribed and the group asks for it, and finds a
 /// position for every assigned partition: the committed offset, or
 /// auto.offset.reset.
-async fn prepare(inst: &mut Instance, client: &Arc<Client>) -> RestResult<()> {
+async fn prepare(
+    inst: &mut Instance,
+    client: &Arc<Client>,
+    readable: &(dyn Fn(&str) -> bool + Send + Sync),
+) -> RestResult<()> {
     if let Some((re, listed)) = &inst.pattern {
         if listed.elapsed() >= PATTERN_REFRESH {
             let re = re.clone();
-            let topics = matching_topics(client, &re).await?;
+            let mut topics = matching_topics(client, &re).await?;
+            // New matches the caller may not read stay out, as at subscription.
+            topics.retain(|t| readable(t));
             inst.pattern = Some((re, Instant::now()));
             if topics != inst.subscription {
                 close(inst, client).await;
@@ -798,6 +850,7 @@ async fn records(
     State(gw): State<Arc<Gateway>>,
     Path((group, name)): Path<(String, String)>,
     Query(q): Query<RecordsQuery>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
 ) -> RestResult<Response> {
     let mut inst = instance(&gw, &group, &name).await?;
@@ -815,7 +868,12 @@ async fn records(
         }
     }
     let client = gw.client().await?;
-    prepare(&mut inst, &client).await?;
+    let readable = |t: &str| {
+        caller
+            .as_deref()
+            .is_none_or(|c| auth::allowed(&gw, c, AclOperation::Read, ResourceType::Topic, t))
+    };
+    prepare(&mut inst, &client, &readable).await?;
     // The connection's idle timeout counts the wait too (nothing is read or
     // written meanwhile): answer well within it, or the connection is
     // closed under the request.

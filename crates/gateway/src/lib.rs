@@ -7,6 +7,7 @@
 //! - [`embedded`]: the binary and json embedded formats.
 //! - [`error`]: Confluent's error bodies and status codes.
 
+pub mod auth;
 pub mod batcher;
 pub mod conn;
 pub mod consumers;
@@ -37,7 +38,7 @@ use tokio::sync::OnceCell;
 use crate::error::{RestError, RestResult, V2_JSON};
 
 /// Settings of a gateway.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// The Kafka cluster, HOST:PORT[,HOST:PORT...].
     pub bootstrap: String,
@@ -63,6 +64,27 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Origins whose browser pages may call the gateway (CORS); none by default.
     pub allowed_origins: cors::AllowedOrigins,
+    /// Authentication, the authorizer and per-principal limits; none by default.
+    pub security: auth::GatewaySecurity,
+    /// HTTPS on the listener (`gateway.ssl.*`); plain HTTP when none.
+    pub tls: Option<Arc<strom_security::tls::TlsReloader>>,
+    /// How the gateway's own Kafka connections secure themselves
+    /// (`gateway.client.config`, or `--command-config` standalone).
+    pub client_security: Option<Arc<strom_client::ClientSecurity>>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("max_streams", &self.max_streams)
+            .field("security", &self.security)
+            .field("tls", &self.tls.is_some())
+            .field("client_security", &self.client_security.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GatewayConfig {
@@ -80,6 +102,9 @@ impl GatewayConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             allowed_origins: cors::AllowedOrigins::default(),
+            security: auth::GatewaySecurity::new(),
+            tls: None,
+            client_security: None,
         }
     }
 
@@ -90,7 +115,7 @@ impl GatewayConfig {
                 request_timeout: self.request_timeout,
                 connect_timeout: self.request_timeout.min(Duration::from_secs(10)),
                 max_response_bytes: 128 * 1024 * 1024,
-                security: None,
+                security: self.client_security.clone(),
             },
         }
     }
@@ -106,6 +131,9 @@ pub struct Gateway {
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
     pub(crate) batcher: Arc<batcher::Batcher>,
     pub(crate) cluster_id: OnceCell<String>,
+    pub(crate) verified: auth::VerifiedCache,
+    pub(crate) connections_per_principal: Arc<auth::PerPrincipal>,
+    pub(crate) streams_per_principal: Arc<auth::PerPrincipal>,
 }
 
 impl Gateway {
@@ -117,6 +145,9 @@ impl Gateway {
             streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
             batcher: Arc::default(),
             cluster_id: OnceCell::new(),
+            verified: auth::VerifiedCache::default(),
+            connections_per_principal: Arc::default(),
+            streams_per_principal: Arc::default(),
             config,
         })
     }
@@ -260,7 +291,15 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 "HTTP 405 Method Not Allowed",
             )
         })
+        .route_layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            auth::acl_layer,
+        ))
         .layer(axum::middleware::map_response(confluent_rejections))
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            auth::layer,
+        ))
         .layer(axum::middleware::from_fn(v3_errors))
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),
@@ -324,7 +363,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener =
-        conn::GatewayListener::new(listener, config.idle_timeout, config.max_connections);
+        conn::GatewayListener::new(listener, config.idle_timeout, config.max_connections)
+            .with_tls(config.tls.clone());
     let gw = Gateway::new(config);
     let app = router(gw.clone());
     let reaper = tokio::spawn(expire_consumers(gw));

@@ -148,12 +148,15 @@ struct Tail {
     positions: BTreeMap<i32, i64>,
     /// Held while the stream lives: the gateway's limit on streams.
     _permit: OwnedSemaphorePermit,
+    /// And the caller's (gateway.max.streams.per.principal).
+    _principal_slot: Option<crate::auth::Held>,
 }
 
 async fn stream(
     State(gw): State<Arc<Gateway>>,
     Path(topic): Path<String>,
     Query(q): Query<StreamQuery>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     request: Request,
 ) -> RestResult<Response> {
     let (mut parts, _) = request.into_parts();
@@ -191,6 +194,7 @@ async fn stream(
             "the gateway serves as many record streams as its limit",
         )
     })?;
+    let principal_slot = crate::auth::stream_slot(&gw, caller.as_deref())?;
     let meta = topic_meta(&gw, &topic).await?;
     let partitions: Vec<i32> = match q.partitions.as_deref() {
         None | Some("") => meta.partitions.iter().map(|p| p.partition).collect(),
@@ -265,6 +269,7 @@ async fn stream(
         format,
         positions,
         _permit: permit,
+        _principal_slot: principal_slot,
     };
     let (tx, rx) = mpsc::channel::<Value>(STREAM_BUFFER_RECORDS);
     if websocket {
@@ -654,6 +659,7 @@ async fn produce_route(
     State(gw): State<Arc<Gateway>>,
     Path(topic): Path<String>,
     Query(q): Query<ProduceQuery>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     request: Request,
 ) -> RestResult<Response> {
     let (mut parts, _) = request.into_parts();
@@ -677,11 +683,13 @@ async fn produce_route(
             "the gateway serves as many sockets as its limit",
         )
     })?;
+    let principal_slot = crate::auth::stream_slot(&gw, caller.as_deref())?;
     crate::v2::produce_meta(&gw, &topic, std::iter::empty()).await?;
     let ping = keepalive(&gw);
     Ok(ws.on_upgrade(move |socket| async move {
         produce_socket(gw, topic, format, socket, ping).await;
         drop(permit);
+        drop(principal_slot);
     }))
 }
 

@@ -37,13 +37,22 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/brokers", get(list_brokers))
 }
 
-async fn list_topics(State(gw): State<Arc<Gateway>>) -> RestResult<Response> {
+async fn list_topics(
+    State(gw): State<Arc<Gateway>>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
+) -> RestResult<Response> {
     let client = gw.client().await?;
     let md = client
         .metadata(None, false)
         .await
         .map_err(|e| RestError::kafka(&e, None))?;
-    let mut names: Vec<&str> = md.topics.iter().map(|t| t.name.as_str()).collect();
+    // As Metadata leaves out the topics the principal may not describe.
+    let mut names: Vec<&str> = md
+        .topics
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|t| crate::auth::visible_topic(&gw, caller.as_deref(), t))
+        .collect();
     names.sort_unstable();
     Ok(json_response(StatusCode::OK, &json!(names)))
 }

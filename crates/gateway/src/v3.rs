@@ -151,6 +151,7 @@ fn topic_json(base: &str, cluster: &str, t: &TopicMeta) -> Value {
 async fn list_topics(
     State(gw): State<Arc<Gateway>>,
     Path(cluster): Path<String>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     headers: HeaderMap,
 ) -> RestResult<Response> {
     let id = cluster_id(&gw, Some(&cluster)).await?;
@@ -162,6 +163,7 @@ async fn list_topics(
         .await
         .map_err(|e| RestError::kafka(&e, None))?;
     let mut topics = md.topics;
+    topics.retain(|t| crate::auth::visible_topic(&gw, caller.as_deref(), &t.name));
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(v3_response(
         StatusCode::OK,
@@ -230,12 +232,33 @@ struct CreateTopicBody {
 async fn create_topic(
     State(gw): State<Arc<Gateway>>,
     Path(cluster): Path<String>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> RestResult<Response> {
     embedded::check_json_body(&headers)?;
     let bytes = read_body(&gw, &headers, body).await?;
     let req: CreateTopicBody = crate::parse_json(&bytes)?;
+    if let Some(c) = caller.as_deref() {
+        // CreateTopics: CREATE on the cluster, or else on the topic.
+        use strom_security::authorizer::{AclOperation, ResourceType, CLUSTER_NAME};
+        let cluster_ok = crate::auth::allowed(
+            &gw,
+            c,
+            AclOperation::Create,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        );
+        if !cluster_ok {
+            crate::auth::authorize(
+                &gw,
+                c,
+                AclOperation::Create,
+                ResourceType::Topic,
+                &req.topic_name,
+            )?;
+        }
+    }
     let id = cluster_id(&gw, Some(&cluster)).await?;
     let client = gw.client().await?;
     let topic = NewTopic {
@@ -684,6 +707,7 @@ async fn describe(gw: &Gateway, group: &str) -> RestResult<strom_client::GroupDe
 async fn list_groups(
     State(gw): State<Arc<Gateway>>,
     Path(cluster): Path<String>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     headers: HeaderMap,
 ) -> RestResult<Response> {
     let id = cluster_id(&gw, Some(&cluster)).await?;
@@ -693,6 +717,18 @@ async fn list_groups(
         .list_groups()
         .await
         .map_err(|e| RestError::kafka(&e, None))?;
+    // As ListGroups leaves out the groups the principal may not describe.
+    listed.retain(|g| {
+        caller.as_deref().is_none_or(|c| {
+            crate::auth::allowed(
+                &gw,
+                c,
+                strom_security::authorizer::AclOperation::Describe,
+                strom_security::authorizer::ResourceType::Group,
+                &g.group_id,
+            )
+        })
+    });
     listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     let mut data = Vec::new();
     for l in listed {

@@ -222,7 +222,7 @@ fn main() -> ExitCode {
             let served = runtime.block_on(async {
                 let signal = shutdown_signal();
                 cli::gateway::start_in_broker(&config, gateway).await?;
-                strom_broker::server::run(config, signal).await
+                strom_broker::server::run_with(config, signal, cli::gateway::broker_ready).await
             });
             match served {
                 Ok(()) => ExitCode::SUCCESS,

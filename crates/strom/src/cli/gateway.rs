@@ -2,13 +2,21 @@
 //! front of any Kafka-compatible cluster; and its start inside `strom serve`
 //! when `gateway.listener` is set.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use strom_broker::broker::Broker;
 use strom_broker::config::{parse_i64, BrokerConfig, ConfigError, ConfigSource};
+use strom_gateway::auth::{GatewayAuthorizer, GatewaySecurity, Mechanisms};
 use strom_gateway::GatewayConfig;
+use strom_security::authorizer::{AclOperation, ResourceType};
+use strom_security::sasl::ScramCredentialStore;
+use strom_security::scram::{ScramCredential, ScramMechanism};
+use strom_security::KafkaPrincipal;
 use tokio::net::TcpListener;
 
 #[derive(Args, Debug)]
@@ -62,6 +70,218 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "", value_name = "ORIGINS",
           value_parser = |s: &str| strom_gateway::cors::AllowedOrigins::parse(s))]
     pub access_control_allow_origin: strom_gateway::cors::AllowedOrigins,
+    /// Kafka client properties (security.protocol, ssl.*, sasl.*) of the gateway's own
+    /// connections to the cluster; every request is forwarded as that principal.
+    #[arg(long, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
+    /// Properties file of the gateway's own security settings, by their `strom serve` names:
+    /// gateway.ssl.* (HTTPS), gateway.authentication, gateway.plain.sasl.jaas.config,
+    /// gateway.sasl.oauthbearer.*, gateway.max.*.per.principal.
+    #[arg(long, value_name = "FILE")]
+    pub gateway_config: Option<std::path::PathBuf>,
+}
+
+/// The broker of this process, once `strom serve` has built it: the in-process gateway's
+/// SCRAM users and authorizer. One broker per process, so one cell.
+static BROKER: OnceLock<(
+    Arc<Broker>,
+    strom_broker::metadata::ImageScramCredentialStore,
+)> = OnceLock::new();
+
+/// Handed to `strom_broker::server::run_with`: from here on the gateway checks Basic
+/// passwords against the image's SCRAM credentials and asks the broker's authorizer.
+pub fn broker_ready(broker: &Arc<Broker>) {
+    let store = strom_broker::metadata::ImageScramCredentialStore::new(broker.loader.clone());
+    let _ = BROKER.set((broker.clone(), store));
+}
+
+/// The broker's SCRAM users and authorizer, for the in-process gateway. Until the broker is
+/// built nobody authenticates, and with an authorizer configured nothing is allowed.
+struct InProcess;
+
+impl ScramCredentialStore for InProcess {
+    fn credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
+        BROKER.get()?.1.credential(user, mechanism)
+    }
+}
+
+impl GatewayAuthorizer for InProcess {
+    fn authorize(
+        &self,
+        principal: &KafkaPrincipal,
+        host: IpAddr,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        let Some((broker, _)) = BROKER.get() else {
+            return false;
+        };
+        // The caller as the broker's authorizer sees a connection: its principal and address.
+        let (_cancel_tx, cancel) = strom_broker::request::WaitCancel::new();
+        let info = strom_broker::request::ConnectionInfo::new(
+            Arc::from("GATEWAY"),
+            SocketAddr::new(host, 0),
+            cancel,
+        );
+        let _ = info.authenticated.set(principal.clone());
+        strom_broker::authz::authorize(broker, &info, operation, resource_type, name)
+    }
+}
+
+/// A bad gateway setting: (name, value, reason).
+type SettingError = (String, String, String);
+
+fn bad(key: &str, value: &str, reason: impl ToString) -> SettingError {
+    (key.to_string(), value.to_string(), reason.to_string())
+}
+
+/// The gateway's TLS, authentication and per-principal limits from its `gateway.*`
+/// settings (`get` gives a set value); `scram` and `authorizer` are the broker's when it
+/// runs in process.
+fn security_settings(
+    get: &dyn Fn(&str) -> Option<String>,
+    authorizer_configured: bool,
+    in_process: bool,
+    g: &mut GatewayConfig,
+) -> Result<(), SettingError> {
+    let set = |k: &str| {
+        get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let count = |k: &str, default: usize| -> Result<usize, SettingError> {
+        match set(k) {
+            None => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err(bad(k, &v, "a whole number from 1 to 1000000")),
+            },
+        }
+    };
+    let mut sec = GatewaySecurity::new();
+    sec.max_connections_per_principal = count(
+        "gateway.max.connections.per.principal",
+        sec.max_connections_per_principal,
+    )?;
+    sec.max_streams_per_principal = count(
+        "gateway.max.streams.per.principal",
+        sec.max_streams_per_principal,
+    )?;
+    sec.mechanisms = match set("gateway.authentication") {
+        Some(v) => Mechanisms::parse(&v).map_err(|r| bad("gateway.authentication", &v, r))?,
+        // With ACLs on, the gateway cannot let everyone in as ANONYMOUS by default.
+        None if authorizer_configured => Mechanisms {
+            basic: true,
+            bearer: false,
+        },
+        None => Mechanisms::default(),
+    };
+    if let Some(jaas) = set("gateway.plain.sasl.jaas.config") {
+        let users = strom_broker::network::security::plain_users(&jaas)
+            .map_err(|r| bad("gateway.plain.sasl.jaas.config", "(hidden)", r))?;
+        sec.plain = Some(Arc::new(strom_security::plain::StaticPlainUsers::new(
+            users,
+        )));
+    }
+    if in_process {
+        sec.scram = Some(Arc::new(InProcess));
+        if authorizer_configured {
+            sec.authorizer = Some(Arc::new(InProcess));
+        }
+    }
+    if sec.mechanisms.basic && sec.plain.is_none() && sec.scram.is_none() {
+        return Err(bad(
+            "gateway.authentication",
+            "basic",
+            "a standalone gateway has no SCRAM users: give PLAIN users in gateway.plain.sasl.jaas.config",
+        ));
+    }
+    if sec.mechanisms.bearer {
+        let mut props = HashMap::new();
+        for name in [
+            "jwks.endpoint.url",
+            "expected.audience",
+            "expected.issuer",
+            "sub.claim.name",
+            "clock.skew.seconds",
+        ] {
+            let v = set(&format!("gateway.sasl.oauthbearer.{name}"))
+                .or_else(|| set(&format!("sasl.oauthbearer.{name}")));
+            if let Some(v) = v {
+                props.insert(format!("sasl.oauthbearer.{name}"), v);
+            }
+        }
+        let key = "gateway.sasl.oauthbearer.jwks.endpoint.url";
+        let url = props
+            .get("sasl.oauthbearer.jwks.endpoint.url")
+            .cloned()
+            .unwrap_or_default();
+        let config =
+            strom_security::oauthbearer::OAuthBearerValidatorConfig::from_properties(&props)
+                .map_err(|e| bad("gateway.sasl.oauthbearer.*", "", e))?;
+        match strom_security::oauthbearer::JwksSource::from_properties(&props)
+            .map_err(|e| bad(key, &url, e))?
+        {
+            strom_security::oauthbearer::JwksSource::File(path) => {
+                let jwks = strom_security::oauthbearer::JwksFileReloader::new(path, config)
+                    .map_err(|e| bad(key, &url, e))?;
+                sec.jwks = Some(Arc::new(jwks));
+            }
+            strom_security::oauthbearer::JwksSource::Url(_) => {
+                return Err(bad(
+                    key,
+                    &url,
+                    "the gateway reads a file:// JWKS only (not yet HTTPS)",
+                ));
+            }
+        }
+    }
+    g.security = sec;
+    if set("gateway.ssl.keystore.location").is_some()
+        || set("gateway.ssl.keystore.certificate.chain").is_some()
+    {
+        let mut props = HashMap::new();
+        for name in [
+            "keystore.location",
+            "keystore.certificate.chain",
+            "keystore.key",
+            "keystore.type",
+            "enabled.protocols",
+        ] {
+            if let Some(v) = set(&format!("gateway.ssl.{name}")) {
+                props.insert(format!("ssl.{name}"), v);
+            }
+        }
+        // Errors name the gateway's setting that turned TLS on (the message says which
+        // ssl.* piece is wrong).
+        let (key, value) = match set("gateway.ssl.keystore.location") {
+            Some(v) => ("gateway.ssl.keystore.location", v),
+            None => (
+                "gateway.ssl.keystore.certificate.chain",
+                "(PEM text)".to_string(),
+            ),
+        };
+        let settings = strom_security::tls::TlsSettings::from_properties(&props)
+            .map_err(|e| bad(key, &value, e))?;
+        let reloader =
+            strom_security::tls::TlsReloader::new(settings).map_err(|e| bad(key, &value, e))?;
+        g.tls = Some(Arc::new(reloader));
+    }
+    if let Some(path) = set("gateway.client.config") {
+        g.client_security = client_security(std::path::Path::new(&path))
+            .map_err(|e| bad("gateway.client.config", &path, e))?;
+    }
+    Ok(())
+}
+
+/// The security a client properties file describes (`--command-config`).
+fn client_security(
+    path: &std::path::Path,
+) -> Result<Option<Arc<strom_client::ClientSecurity>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let props = strom_security::client_config::parse_properties(&text);
+    Ok(strom_client::ClientSecurity::from_properties(&props)?.map(Arc::new))
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -79,8 +299,36 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     config.max_streams = args.max_streams as usize;
     config.max_consumer_instances = args.max_consumer_instances as usize;
     config.consumer_instance_timeout = Duration::from_millis(args.consumer_instance_timeout_ms);
+    if let Some(path) = &args.command_config {
+        config.client_security = client_security(path)
+            .map_err(|e| anyhow::anyhow!("--command-config {}: {e}", path.display()))?;
+    }
+    let props = match &args.gateway_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --gateway-config {}: {e}", path.display())
+            })?;
+            strom_security::client_config::parse_properties(&text)
+        }
+        None => HashMap::new(),
+    };
+    for key in props.keys() {
+        if !key.starts_with("gateway.") || key == "gateway.client.config" {
+            anyhow::bail!("--gateway-config: unknown setting '{key}' (gateway.ssl.*, gateway.authentication, gateway.plain.sasl.jaas.config, gateway.sasl.oauthbearer.*, gateway.max.*.per.principal)");
+        }
+    }
+    security_settings(&|k| props.get(k).cloned(), false, false, &mut config).map_err(
+        |(key, value, reason)| {
+            anyhow::anyhow!("--gateway-config: invalid value {value:?} for '{key}': {reason}")
+        },
+    )?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     eprintln!(
-        "strom gateway: listening on http://{addr}, cluster {}",
+        "strom gateway: listening on {scheme}://{addr}, cluster {}",
         args.bootstrap
     );
     strom_gateway::serve(listener, config, crate::shutdown_signal()).await?;
@@ -173,6 +421,18 @@ pub fn config_for_broker(config: &BrokerConfig) -> Result<GatewayConfig, ConfigE
             reason,
         }
     })?;
+    let authorizer = !raw
+        .get("authorizer.class.name")
+        .unwrap_or("")
+        .trim()
+        .is_empty();
+    security_settings(
+        &|k| raw.get(k).map(str::to_string),
+        authorizer,
+        true,
+        &mut g,
+    )
+    .map_err(|(key, value, reason)| ConfigError::Invalid { key, value, reason })?;
     Ok(g)
 }
 

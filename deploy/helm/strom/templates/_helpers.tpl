@@ -87,8 +87,8 @@ Included from every template so that no partial release is produced.
 {{- if has $key $securityReserved }}
 {{- fail (printf "config.%s is set by the chart itself; use the chart's tls, sasl and authorizer values instead" $key) }}
 {{- end }}
-{{- if and (eq $key "gateway.listener") (or $.Values.tls.enabled $.Values.sasl.enabled $.Values.authorizer.enabled) }}
-{{- fail "config.gateway.listener: the HTTP gateway cannot authenticate its clients yet, so a secured chart turns it off" }}
+{{- if or (eq $key "gateway.listener") (hasPrefix "gateway.ssl." $key) (eq $key "gateway.client.config") }}
+{{- fail (printf "config.%s is set by the chart itself; use gateway.enabled, gateway.port, gateway.clientConfig and tls instead" $key) }}
 {{- end }}
 {{- if or (hasSuffix "sasl.jaas.config" $key) (hasPrefix "listener.name." $key) }}
 {{- fail (printf "config.%s would put a listener's credentials into the pod spec; give PLAIN users in a secret (sasl.plain.secretName)" $key) }}
@@ -255,4 +255,9 @@ app.kubernetes.io/component: acl-bootstrap
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: strom
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The secret of the gateway's own client properties: gateway.clientConfig's, else the ACL bootstrap's. */}}
+{{- define "strom.gatewayClientSecret" -}}
+{{- .Values.gateway.clientConfig.secretName | default .Values.aclBootstrap.commandConfig.secretName -}}
 {{- end }}

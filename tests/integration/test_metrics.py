@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import REPO_ROOT, free_port, port_accepts
-from helpers import admin, consumer, create_topic, produce_all, producer, unique_topic
+from helpers import admin, consume_partitions, consumer, create_topic, produce_all, producer, unique_topic
 
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "strom.json"
 RULES = REPO_ROOT / "deploy" / "prometheus" / "strom-rules.yaml"
@@ -242,11 +242,13 @@ def test_deleted_topics_and_groups_leave_metrics(make_broker):
 
     text = http_get(admin_port, "/metrics")
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    for name in ("strom_topic_records_in", "strom_topic_bytes_in", "strom_topic_bytes_out"):
+    for name in ("strom_topic_records_in", "strom_topic_bytes_in", "strom_topic_bytes_out",
+                 "strom_topic_records_out"):
         assert samples(families, name, topic=topic), name
     assert samples(families, "strom_topic_records_in", topic=topic)[0].value == 350
     # The consumer read at least the 100 records of 100 bytes it counted.
     assert samples(families, "strom_topic_bytes_out", topic=topic)[0].value >= 100 * 100
+    assert samples(families, "strom_topic_records_out", topic=topic)[0].value >= 100
     assert samples(families, "strom_topic_bytes_in", topic=topic)[0].value > 300 * 100
     assert samples(families, "strom_topic_partitions", topic=topic)[0].value == 3
     assert samples(families, "strom_topic_high_watermark", topic=topic)[0].value == 350
@@ -369,3 +371,54 @@ def test_admin_and_metadata_refusals_are_counted_by_api_and_error(make_broker):
 
     assert errors("CreateTopics", "TOPIC_ALREADY_EXISTS") == 1
     assert errors("DeleteTopics", "UNKNOWN_TOPIC_OR_PARTITION") == 1
+
+
+def records_out(port: int, topic: str) -> float:
+    found = samples(scrape(port), "strom_topic_records_out", topic=topic)
+    assert found, f"no strom_topic_records_out_total for {topic}"
+    return found[0].value
+
+
+def test_records_out_count_what_consumers_read(make_broker):
+    """strom_topic_records_out_total counts the records of the batches fetched, from their
+    headers: compressed batches by their record count (nothing is decompressed), a committed
+    transaction's records without its marker, with librdkafka and with kafka-python."""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTopicPartition
+
+    b, port = metrics_broker(make_broker)
+    topic, other = unique_topic("rout"), unique_topic("rout-kp")
+    create_topic(b.bootstrap, topic, partitions=3)
+    create_topic(b.bootstrap, other, partitions=1)
+    p = producer(b.bootstrap, **{"linger.ms": 20, "compression.type": "zstd"})
+    produce_all(p, [(f"k{i}".encode(), b"v" * 200, {}) for i in range(300)], topic)
+    t = producer(b.bootstrap, **{"transactional.id": "rout-" + unique_topic("tx"), "linger.ms": 5})
+    t.init_transactions(30)
+    t.begin_transaction()
+    produce_all(t, [(b"tx", f"t{i}".encode(), {}) for i in range(7)], topic, partition=1)
+    t.commit_transaction(30)
+    produce_all(p, [(None, b"w" * 10, {}) for _ in range(50)], other)
+    assert samples(scrape(port), "strom_topic_records_in", topic=topic)[0].value == 307
+    # Nothing fetched yet.
+    assert records_out(port, topic) == 0
+
+    c = consumer(b.bootstrap, **{"isolation.level": "read_committed"})
+    msgs = consume_partitions(c, [TopicPartition(topic, i, 0) for i in range(3)], expected=307)
+    c.close()
+    assert len(msgs) == 307
+    # Each batch went out once, whole: exactly the records read, the marker not among them.
+    assert records_out(port, topic) == 307
+
+    k = KafkaConsumer(bootstrap_servers=b.bootstrap, group_id=None, enable_auto_commit=False,
+                      consumer_timeout_ms=10_000)
+    k.assign([KTopicPartition(other, 0)])
+    k.seek_to_beginning()
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < 50 and time.monotonic() < deadline:
+        for recs in k.poll(timeout_ms=500).values():
+            got += len(recs)
+    k.close()
+    assert got == 50
+    assert records_out(port, other) == 50
+    assert records_out(port, topic) == 307

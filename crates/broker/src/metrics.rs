@@ -218,17 +218,20 @@ pub fn request_error_code(api: &'static str, code: i16) {
     counter!("strom_request_errors_total", "api" => api, "error" => error_name(code)).increment(1);
 }
 
-/// A Fetch response is ready: its record bytes per topic, its size, its error codes.
-/// `image_of` gives the metadata image, asked for only when a topic is named by id.
+/// A Fetch response is ready: its record bytes and data records per topic (`records_by_topic`
+/// beside `topics`, counted from the batch headers as the log read them), its size, its error
+/// codes. `image_of` gives the metadata image, asked for only when a topic is named by id.
 pub fn fetch_done(
     image_of: impl FnOnce() -> std::sync::Arc<strom_metadata::MetadataImage>,
     topics: &[proto_kafka::messages::fetch_response::FetchableTopicResponse],
+    records_by_topic: &[u64],
     bytes: usize,
 ) {
     histogram!("strom_fetch_response_size_bytes").record(bytes as f64);
     let mut image_of = Some(image_of);
     let mut image = None;
-    for t in topics {
+    for (i, t) in topics.iter().enumerate() {
+        let topic_records = records_by_topic.get(i).copied().unwrap_or(0);
         let mut topic_bytes = 0usize;
         for p in &t.partitions {
             topic_bytes += p.records.as_ref().map_or(0, |r| r.len());
@@ -240,7 +243,7 @@ pub fn fetch_done(
             continue;
         }
         if !t.topic.is_empty() {
-            topic_bytes_out(&t.topic, topic_bytes);
+            topic_out(&t.topic, topic_bytes, topic_records);
         } else {
             // Fetch v13+ names topics by id only.
             if image.is_none() {
@@ -250,7 +253,7 @@ pub fn fetch_done(
                 continue;
             };
             if let Some(topic) = image.topic_by_id(&t.topic_id) {
-                topic_bytes_out(&topic.name, topic_bytes);
+                topic_out(&topic.name, topic_bytes, topic_records);
             }
         }
     }
@@ -333,6 +336,7 @@ pub(crate) struct TopicCounters {
     pub bytes_in: AtomicU64,
     pub records_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    pub records_out: AtomicU64,
 }
 
 static TOPICS: LazyLock<RwLock<HashMap<String, Arc<TopicCounters>>>> =
@@ -376,13 +380,14 @@ pub fn topic_bytes_in(topic: &str, bytes: usize, records: u64) {
     c.records_in.fetch_add(records, Ordering::Relaxed);
 }
 
-pub fn topic_bytes_out(topic: &str, n: usize) {
+/// Record bytes and data records sent to fetchers of `topic`.
+pub fn topic_out(topic: &str, bytes: usize, records: u64) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    topic_counters(topic)
-        .bytes_out
-        .fetch_add(n as u64, Ordering::Relaxed);
+    let c = topic_counters(topic);
+    c.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    c.records_out.fetch_add(records, Ordering::Relaxed);
 }
 
 /// When the process started (the recorder's installation), for uptime.
@@ -416,7 +421,8 @@ mod tests {
         ENABLED.store(true, Ordering::Relaxed);
         topic_bytes_in("metrics-test-kept", 100, 4);
         topic_bytes_in("metrics-test-deleted", 10, 1);
-        topic_bytes_out("metrics-test-kept", 7);
+        topic_out("metrics-test-kept", 7, 0);
+        topic_out("metrics-test-kept", 5, 3);
         let kept = topic_counters_retain(|t| t != "metrics-test-deleted");
         let (_, c) = kept
             .iter()
@@ -424,7 +430,8 @@ mod tests {
             .expect("kept topic");
         assert_eq!(c.bytes_in.load(Ordering::Relaxed), 100);
         assert_eq!(c.records_in.load(Ordering::Relaxed), 4);
-        assert_eq!(c.bytes_out.load(Ordering::Relaxed), 7);
+        assert_eq!(c.bytes_out.load(Ordering::Relaxed), 12);
+        assert_eq!(c.records_out.load(Ordering::Relaxed), 3);
         assert!(!kept.iter().any(|(t, _)| t == "metrics-test-deleted"));
         assert!(topic_counters_retain(|_| true)
             .iter()

@@ -130,6 +130,17 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_FLAG_MASK != 0
     }
+
+    /// Records a consumer gets from this batch: its record count, none for a control batch
+    /// (a consumer skips transaction markers). Read from the header, never decompressed.
+    pub fn data_records(&self) -> u64 {
+        if self.is_control() {
+            0
+        } else {
+            // parse_header refuses a negative count; max(0) keeps a hand-built header sane.
+            self.records_count.max(0) as u64
+        }
+    }
 }
 
 fn read_i64(b: &[u8], at: usize) -> i64 {

@@ -319,6 +319,18 @@ fn checked_fetch_stops_before_a_bad_batch() {
     ));
     let clean = log.read(0, third, i64::MAX, true).unwrap();
     assert_eq!(crate::verify::check_slice(&clean).unwrap(), (third, None));
+    // The read counted every batch's records from the headers (the damage is in a record);
+    // cut before the bad batch, the count is that of the two batches kept.
+    assert_eq!(slice.data_records, 12);
+    let mut cut = slice.clone();
+    cut.size = valid;
+    assert_eq!(crate::verify::data_records(&cut).unwrap(), 4);
+    cut.size = valid + 10;
+    assert_eq!(
+        crate::verify::data_records(&cut).unwrap(),
+        4,
+        "a partial batch counts none"
+    );
 }
 
 mod properties {

@@ -52,7 +52,9 @@
 //! - `FlushTarget::offset()`, and `log.mark_flushed_target(&target)`, which ignores a target
 //!   taken before a truncation (prefer it over `mark_flushed(offset)`).
 //! - `log.checkpoint_recovery_point()` forces the rate-limited (1/s) checkpoint write.
-//! - `FetchSlice { file, position, size, first_offset }`, `FetchSlice::is_empty()`.
+//! - `FetchSlice { file, position, size, first_offset, data_records }`, `FetchSlice::is_empty()`;
+//!   `data_records` counts the records of its non-control batches from their headers, and
+//!   `verify::data_records` counts them again for a slice cut shorter.
 //! - `log.roll(now_ms)`, `log.update_config(config)`, `log.recovery_point()`, `log.segments()`.
 //! - `LogError::kafka_error_code()` / `BatchError::kafka_error_code()` give the Kafka error code.
 //! - Transactions (KIP-98): `control::encode_marker` builds a COMMIT/ABORT marker batch;

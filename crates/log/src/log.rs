@@ -65,6 +65,9 @@ pub struct FetchSlice {
     pub size: usize,
     /// Base offset of the first batch, -1 when empty.
     pub first_offset: i64,
+    /// Records in its data batches, from their headers (control batches' markers not counted,
+    /// nothing decompressed): what the fetch metrics count as records out.
+    pub data_records: u64,
 }
 
 impl FetchSlice {
@@ -865,6 +868,7 @@ impl Log {
             position: active.size_bytes(),
             size: 0,
             first_offset: -1,
+            data_records: 0,
         };
         let max_offset = max_offset.min(log_end_offset);
         if start_offset >= max_offset {
@@ -883,12 +887,14 @@ impl Log {
                     size_bytes,
                     first_offset,
                     upper_bound_offset,
+                    data_records,
                 } => {
                     let slice = FetchSlice {
                         file: Arc::clone(segment.log_file()),
                         position,
                         size: size_bytes,
                         first_offset,
+                        data_records,
                     };
                     return Ok((slice, upper_bound_offset));
                 }

@@ -53,6 +53,9 @@ pub(crate) enum SegmentRead {
         /// The offset after the slice: the first batch left out, else the segment's next
         /// offset (Kafka's fetchUpperBoundOffset, what aborted transactions are cut at).
         upper_bound_offset: i64,
+        /// Records of the slice's data batches, from their headers (control batches left
+        /// out: consumers never see their markers).
+        data_records: u64,
     },
 }
 
@@ -440,6 +443,7 @@ impl LogSegment {
             size_bytes: 0,
             first_offset: -1,
             upper_bound_offset: first.base_offset,
+            data_records: 0,
         };
         // Kafka excludes the batch containing the high watermark: nothing at or above it may be
         // exposed. At batch boundaries this is "base offset >= max_offset".
@@ -450,6 +454,7 @@ impl LogSegment {
         if total > max_bytes && !min_one_batch {
             return Ok(empty);
         }
+        let mut data_records = first.data_records();
         let mut upper_bound_offset = self.next_offset;
         loop {
             match scanner.next(false)? {
@@ -460,6 +465,7 @@ impl LogSegment {
                         break;
                     }
                     total += header.size_bytes();
+                    data_records += header.data_records();
                 }
                 ScanItem::End => break,
                 ScanItem::Invalid { position, error } => {
@@ -474,6 +480,7 @@ impl LogSegment {
             size_bytes: total,
             first_offset: first.base_offset,
             upper_bound_offset,
+            data_records,
         })
     }
 

@@ -381,3 +381,35 @@ fn verify_warns_of_a_damaged_transaction_index_without_failing() {
         .iter()
         .any(|w| w.file == path && w.reason.contains("transaction index")));
 }
+
+/// A read counts the records of the data batches it returns from their headers, the same
+/// batches its bytes cover; a transaction marker is no record of a consumer's.
+#[test]
+fn a_read_counts_its_data_records_without_the_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), 1024 * 1024);
+    let first = producer_batch(1, 0, 0, 3, 1_000, true);
+    let first_size = first.len();
+    produce(&mut log, first);
+    produce(&mut log, producer_batch(1, 0, 3, 2, 1_000, true));
+    marker(&mut log, 1, true);
+    produce(&mut log, producer_batch(-1, -1, -1, 4, 1_000, false));
+    let hw = settle(&mut log);
+    assert_eq!(hw, 10, "5 transactional records, a marker, 4 plain records");
+
+    let all = log.read(0, usize::MAX, hw, false).unwrap();
+    assert_eq!(all.data_records, 9);
+    // Only the first batch fits: its 3 records.
+    let one = log.read(0, first_size, hw, false).unwrap();
+    assert_eq!(one.size, first_size);
+    assert_eq!(one.data_records, 3);
+    // From inside the second batch: it is returned whole (2), the marker adds none.
+    let tail = log.read(4, usize::MAX, hw, false).unwrap();
+    assert_eq!(tail.first_offset, 3);
+    assert_eq!(tail.data_records, 6);
+    // Just the marker: bytes, but no records.
+    let marker_only = log.read(5, usize::MAX, 6, false).unwrap();
+    assert!(marker_only.size > 0);
+    assert_eq!(marker_only.data_records, 0);
+    assert_eq!(log.read(hw, usize::MAX, hw, false).unwrap().data_records, 0);
+}

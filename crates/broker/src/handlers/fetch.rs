@@ -109,7 +109,7 @@ async fn fetch(
                 .map(|r| r.wait_for_data()),
         );
         let mut ranges = FileRanges::new();
-        let (topics, bytes, errors) = read_all(
+        let (topics, bytes, records_by_topic, errors) = read_all(
             broker,
             &targets,
             &replicas,
@@ -121,7 +121,7 @@ async fn fetch(
         .await;
         let elapsed = started.elapsed();
         if bytes >= min_bytes.max(1) || errors || elapsed >= max_wait || cancel.is_cancelled() {
-            crate::metrics::fetch_done(|| broker.image(), &topics, bytes);
+            crate::metrics::fetch_done(|| broker.image(), &topics, &records_by_topic, bytes);
             let response = FetchResponse::default()
                 .with_responses(topics)
                 .with_session_id(0);
@@ -196,16 +196,19 @@ async fn read_all(
     by_id: bool,
     read_committed: bool,
     ranges: &mut FileRanges,
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> (Vec<FetchableTopicResponse>, usize, Vec<u64>, bool) {
     let mut total = 0usize;
     let mut errors = false;
     let mut topics = Vec::with_capacity(targets.len());
+    // Beside `topics`, one count per topic: the data records its answer carries.
+    let mut records_by_topic = Vec::with_capacity(targets.len());
     for (t, replicas) in targets.iter().zip(replicas) {
         let mut partitions = Vec::with_capacity(t.partitions.len());
+        let mut topic_records = 0u64;
         for (&(index, offset, partition_max, leader_epoch), replica) in
             t.partitions.iter().zip(replicas)
         {
-            let (data, size, error) = read_partition(
+            let (data, size, records, error) = read_partition(
                 broker,
                 replica,
                 (index, offset, partition_max, leader_epoch),
@@ -216,9 +219,11 @@ async fn read_all(
             )
             .await;
             total += size;
+            topic_records += records;
             errors |= error;
             partitions.push(data);
         }
+        records_by_topic.push(topic_records);
         let topic = FetchableTopicResponse::default()
             .with_partitions(partitions)
             .with_topic_id(t.topic_id);
@@ -229,10 +234,11 @@ async fn read_all(
         };
         topics.push(topic);
     }
-    (topics, total, errors)
+    (topics, total, records_by_topic, errors)
 }
 
-/// One partition's answer, the bytes it adds, and whether it is an error (which ends a wait).
+/// One partition's answer, the bytes and data records it adds, and whether it is an error
+/// (which ends a wait).
 /// `first` is set until some partition has given data: KIP-74's first batch goes out whole.
 #[allow(clippy::too_many_arguments)]
 async fn read_partition(
@@ -243,7 +249,7 @@ async fn read_partition(
     first: bool,
     read_committed: bool,
     ranges: &mut FileRanges,
-) -> (PartitionData, usize, bool) {
+) -> (PartitionData, usize, u64, bool) {
     let data = PartitionData::default()
         .with_partition_index(index)
         .with_high_watermark(-1)
@@ -254,7 +260,7 @@ async fn read_partition(
         .with_records(Some(Bytes::new()));
     let replica = match replica {
         Ok(r) => r,
-        Err(code) => return (data.with_error_code(code.code()), 0, true),
+        Err(code) => return (data.with_error_code(code.code()), 0, 0, true),
     };
     let epoch = replica.leader_epoch();
     if leader_epoch >= 0 && leader_epoch != epoch {
@@ -263,7 +269,7 @@ async fn read_partition(
         } else {
             ResponseError::UnknownLeaderEpoch
         };
-        return (data.with_error_code(code.code()), 0, true);
+        return (data.with_error_code(code.code()), 0, 0, true);
     }
     let budget = (partition_max.max(0) as usize).min(remaining_bytes);
     if let Some(read) = replica.read_bytes(offset, budget, first, read_committed) {
@@ -282,7 +288,7 @@ async fn read_partition(
                 .with_high_watermark(hw)
                 .with_last_stable_offset(replica.last_stable_offset().unwrap_or(hw))
                 .with_log_start_offset(replica.log_start_offset().unwrap_or(-1));
-            return (data, 0, true);
+            return (data, 0, 0, true);
         }
     };
     let aborted = isolated.aborted_transactions.map(|list| {
@@ -302,25 +308,34 @@ async fn read_partition(
         .with_aborted_transactions(aborted);
     let slice = match read.slice.filter(|_| budget > 0 || first) {
         Some(s) if broker.config.log_fetch_verify_crc => {
+            let read_size = s.size;
             match crate::storage::verified_slice(replica.as_ref(), s) {
-                Ok(s) => Some(s),
-                Err(code) => return (data.with_error_code(code), 0, true),
+                Ok(mut s) => {
+                    if s.size < read_size {
+                        // Cut before a damaged batch: count what is sent. Bytes that cannot
+                        // be read again cannot be sent either: none counted.
+                        s.data_records = strom_log::verify::data_records(&s).unwrap_or(0);
+                    }
+                    Some(s)
+                }
+                Err(code) => return (data.with_error_code(code), 0, 0, true),
             }
         }
         other => other,
     };
     let Some(slice) = slice else {
-        return (data, 0, false);
+        return (data, 0, 0, false);
     };
     debug_assert!(slice.size <= budget || first, "a read beyond its budget");
     // The bytes stay in the file: the connection sends them with sendfile.
     let size = slice.size;
+    let data_records = slice.data_records;
     let records = ranges.placeholder(FileRange {
         file: slice.file,
         position: slice.position,
         len: slice.size,
     });
-    (data.with_records(Some(records)), size, false)
+    (data.with_records(Some(records)), size, data_records, false)
 }
 
 /// The answer for a read that carries its bytes (shared storage): nothing for sendfile.

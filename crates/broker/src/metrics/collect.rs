@@ -199,7 +199,7 @@ struct TopicSums {
 fn topics(e: &mut Exposition, broker: &Broker) {
     let image = broker.image();
     let counters = super::topic_counters_retain(|t| image.topic(t).is_some());
-    let families: [Family<super::TopicCounters>; 3] = [
+    let families: [Family<super::TopicCounters>; 4] = [
         (
             "strom_topic_bytes_in_total",
             "Record bytes appended (retried duplicates excluded), by topic",
@@ -214,6 +214,12 @@ fn topics(e: &mut Exposition, broker: &Broker) {
             "strom_topic_bytes_out_total",
             "Record bytes sent to fetchers, by topic",
             |c| c.bytes_out.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "strom_topic_records_out_total",
+            "Records sent to fetchers (those of the batches sent, transaction markers left out), \
+             by topic",
+            |c| c.records_out.load(Ordering::Relaxed) as f64,
         ),
     ];
     for (name, help, get) in families {

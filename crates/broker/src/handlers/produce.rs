@@ -17,7 +17,7 @@ use proto_kafka::ResponseError;
 use tracing::{debug, warn};
 
 use strom_log::validator::validate_client_batches;
-use strom_log::{LogError, TopicPartition};
+use strom_log::{LogError, TopicPartition, VerificationGuard};
 
 use crate::broker::Broker;
 use crate::metadata::metadata_log::now_ms;
@@ -194,6 +194,7 @@ fn append_partition(
     acks: i16,
     (name, index): (&str, i32),
     records: Option<&mut [u8]>,
+    (produce_version, guard): (i16, Option<VerificationGuard>),
     now: i64,
 ) -> Result<(Accepted, Arc<dyn PartitionLog>, i64), Refusal> {
     if acks != 0 && acks != 1 && acks != -1 {
@@ -214,15 +215,33 @@ fn append_partition(
         debug!(topic = %name, partition = index, error = %e, "batch refused");
         Refusal::of_append(&PartitionError::Log(e))
     })?;
-    let info = replica.append_as_leader(buf, now).map_err(|e| {
-        let refusal = Refusal::of_append(&e);
-        if refusal.code == ResponseError::KafkaStorageError {
-            warn!(topic = %name, partition = index, error = %e, "append failed");
-        } else {
-            debug!(topic = %name, partition = index, error = %e, "batch refused");
-        }
-        refusal
-    })?;
+    let transactional = transactional_producer(buf).is_some();
+    let info = replica
+        .append_as_leader_verified(buf, now, guard)
+        .map_err(|e| {
+            if transactional
+                && matches!(e, PartitionError::Rejected(ResponseError::InvalidTxnState))
+            {
+                // The verification no longer holds (the transaction ended since the coordinator's
+                // answer): answered as the coordinator's refusal is.
+                let (code, message) = super::txn::produce_verification_error(
+                    ResponseError::InvalidTxnState,
+                    produce_version,
+                );
+                return Refusal {
+                    code,
+                    message,
+                    record_errors: Vec::new(),
+                };
+            }
+            let refusal = Refusal::of_append(&e);
+            if refusal.code == ResponseError::KafkaStorageError {
+                warn!(topic = %name, partition = index, error = %e, "append failed");
+            } else {
+                debug!(topic = %name, partition = index, error = %e, "batch refused");
+            }
+            refusal
+        })?;
     debug_assert!(info.last_offset >= info.first_offset);
     let (size_bytes, records) = if info.duplicate {
         (0, 0)
@@ -283,9 +302,15 @@ struct TxnCheck {
     producer_id: i64,
     producer_epoch: i16,
     to_verify: Vec<(String, i32)>,
+    /// The guards of `to_verify`, made before the coordinator is asked (Kafka's order), so a
+    /// marker written while it answers clears them.
+    guards: Guards,
     /// Transaction version 2: the produce adds the partitions instead of having them checked.
     add: bool,
 }
+
+/// Each verified partition's guard.
+type Guards = std::collections::HashMap<(String, i32), VerificationGuard>;
 
 /// Kafka's rules for the transactional batches of a request: all from one producer
 /// (INVALID_PRODUCER_ID_MAPPING for the request otherwise), and those of a partition that
@@ -323,14 +348,21 @@ fn txn_check(
     // Kafka answers transactional data without a transactional id as unauthorized.
     let transactional_id =
         transactional_id.ok_or(ResponseError::TransactionalIdAuthorizationFailed)?;
+    let mut guards = Guards::new();
     let to_verify: Vec<(String, i32)> = partitions
         .into_iter()
         .filter(|(name, index)| {
             // A partition not led here is refused by the append itself.
-            broker
-                .replicas
-                .leader_partition(name, *index)
-                .is_ok_and(|p| !p.has_ongoing_transaction(producer_id))
+            let Ok(p) = broker.replicas.leader_partition(name, *index) else {
+                return false;
+            };
+            if p.has_ongoing_transaction(producer_id) {
+                return false;
+            }
+            if let Some(guard) = p.create_verification_guard(producer_id) {
+                guards.insert((name.clone(), *index), guard);
+            }
+            true
         })
         .collect();
     Ok((!to_verify.is_empty()).then(|| TxnCheck {
@@ -338,6 +370,7 @@ fn txn_check(
         producer_id,
         producer_epoch,
         to_verify,
+        guards,
         add: super::txn::produce_adds_partitions(broker, produce_version),
     }))
 }
@@ -425,6 +458,7 @@ fn append_all(
     topic_data: Vec<TopicData>,
     frame: &mut BytesMut,
     mut refused: std::collections::HashMap<(String, i32), Refusal>,
+    guards: &Guards,
     now: i64,
 ) -> (Vec<TopicProduceResponse>, Vec<Appended>) {
     let mut topics = Vec::with_capacity(topic_data.len());
@@ -454,7 +488,10 @@ fn append_all(
             let result = match (denied, refused.remove(&(name.clone(), index))) {
                 (Some(code), _) => Err(code.into()),
                 (None, Some(refusal)) => Err(refusal),
-                (None, None) => append_partition(broker, acks, (&name, index), buf, now),
+                (None, None) => {
+                    let guard = guards.get(&(name.clone(), index)).copied();
+                    append_partition(broker, acks, (&name, index), buf, (ctx.version, guard), now)
+                }
             };
             let result = result.map(|(accepted, replica, end_offset)| {
                 appended.push(Appended {
@@ -559,6 +596,7 @@ pub fn handle(
             topic_data,
             &mut frame,
             Default::default(),
+            &Guards::new(),
             now,
         );
         if acks == 0 {
@@ -572,9 +610,10 @@ pub fn handle(
     };
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
+        let guards = check.guards.clone();
         let refused = verify(&broker, ctx.version, check).await;
         let (topics, appended) = append_all(
-            &broker, &ctx, acks, false, topic_data, &mut frame, refused, now,
+            &broker, &ctx, acks, false, topic_data, &mut frame, refused, &guards, now,
         );
         complete(ctx, acks, topics, appended).await
     }))

@@ -13,6 +13,7 @@ use proto_kafka::ResponseError;
 use strom_log::producer_state::batch_headers;
 use strom_log::{
     AbortedTxn, FetchSlice, Log, LogError, SequenceCheck, TimestampAndOffset, TopicPartition,
+    VerificationGuard,
 };
 use thiserror::Error;
 use tokio::sync::futures::Notified;
@@ -195,6 +196,37 @@ impl Partition {
         records: &mut [u8],
         now_ms: i64,
     ) -> Result<Appended, PartitionError> {
+        self.append_producer_batches(records, now_ms, None)
+    }
+
+    /// [`Partition::append_as_leader`] of a produce that went through KIP-890 verification: a
+    /// transactional batch that would open a transaction here needs `guard` to still be the
+    /// producer's pending one (checked under the append's lock), so a marker written since
+    /// the coordinator's answer makes it INVALID_TXN_STATE.
+    pub fn append_as_leader_verified(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+        guard: Option<VerificationGuard>,
+    ) -> Result<Appended, PartitionError> {
+        self.append_producer_batches(records, now_ms, Some(guard))
+    }
+
+    /// The guard to hold while the coordinator is asked about `producer_id`'s transaction.
+    pub fn create_verification_guard(
+        &self,
+        producer_id: i64,
+    ) -> Result<VerificationGuard, PartitionError> {
+        Ok(self.log()?.create_verification_guard(producer_id))
+    }
+
+    /// `verification`: None for an append outside KIP-890, else the guard it holds.
+    fn append_producer_batches(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+        verification: Option<Option<VerificationGuard>>,
+    ) -> Result<Appended, PartitionError> {
         let epoch = self.leader_epoch();
         let headers = batch_headers(records).map_err(|e| {
             PartitionError::Rejected(
@@ -210,6 +242,14 @@ impl Partition {
                     .unwrap_or(ResponseError::InvalidRecord),
             )
         })?;
+        if let Some(guard) = verification {
+            log.producer_state()
+                .check_verification(&headers, guard)
+                .map_err(|e| {
+                    tracing::debug!(log = %self.topic_partition, error = %e, "transactional batch without a pending verification");
+                    PartitionError::Rejected(ResponseError::InvalidTxnState)
+                })?;
+        }
         if let SequenceCheck::Duplicate {
             first_offset,
             last_offset,
@@ -513,6 +553,23 @@ pub trait PartitionLog: Send + Sync {
     ) -> Result<Appended, PartitionError> {
         self.append_as_leader(records, now_ms)
     }
+    /// [`Partition::append_as_leader_verified`]; a partition kind without producer state
+    /// takes it as any append.
+    fn append_as_leader_verified(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+        guard: Option<VerificationGuard>,
+    ) -> Result<Appended, PartitionError> {
+        let _ = guard;
+        self.append_as_leader(records, now_ms)
+    }
+    /// [`Partition::create_verification_guard`]; None from a partition kind that keeps no
+    /// producer state.
+    fn create_verification_guard(&self, producer_id: i64) -> Option<VerificationGuard> {
+        let _ = producer_id;
+        None
+    }
     /// Makes an append up to `end_offset` durable and visible (the high watermark).
     fn complete_append(&self, end_offset: i64) -> BoxFuture<'_, Result<(), PartitionError>>;
     /// Whole batches from `offset` up to the high watermark, as a file range fetch sends with
@@ -655,6 +712,17 @@ impl PartitionLog for Partition {
         now_ms: i64,
     ) -> Result<Appended, PartitionError> {
         Partition::append_as_coordinator(self, records, now_ms)
+    }
+    fn append_as_leader_verified(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+        guard: Option<VerificationGuard>,
+    ) -> Result<Appended, PartitionError> {
+        Partition::append_as_leader_verified(self, records, now_ms, guard)
+    }
+    fn create_verification_guard(&self, producer_id: i64) -> Option<VerificationGuard> {
+        Partition::create_verification_guard(self, producer_id).ok()
     }
     fn complete_append(&self, end_offset: i64) -> BoxFuture<'_, Result<(), PartitionError>> {
         Box::pin(Partition::complete_append(self, end_offset))
@@ -892,5 +960,60 @@ mod tests {
             PartitionError::Rejected(ResponseError::InvalidProducerEpoch)
         ));
         assert_eq!(p.log_end_offset().unwrap(), 4);
+    }
+
+    /// KIP-890's race: the coordinator said yes, then the transaction's marker was written
+    /// (an EndTxn racing the produce, or a timeout abort) before the batch arrived. The batch
+    /// would open a transaction no coordinator will end and hold read_committed readers at the
+    /// last stable offset; the guard the marker cleared refuses it.
+    #[tokio::test]
+    async fn txn_batch_after_its_marker_is_refused_by_the_cleared_guard() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = partition(tmp.path(), "t");
+        let now = crate::metadata::metadata_log::now_ms();
+        // A first transaction of producer 5, committed: the producer is known here.
+        let guard = p.create_verification_guard(5).unwrap();
+        let mut data = txn_batch(5, 0, 2, now);
+        let appended = p
+            .append_as_leader_verified(&mut data, now, Some(guard))
+            .unwrap();
+        p.complete_append(appended.last_offset + 1).await.unwrap();
+        p.append_marker(5, 0, 0, true, now).await.unwrap();
+        let end = p.log_end_offset().unwrap();
+
+        // Verified (the guard is made before the question), then the marker, then the batch.
+        let guard = p.create_verification_guard(5).unwrap();
+        p.append_marker(5, 0, 0, false, now).await.unwrap();
+        let end = end.max(p.log_end_offset().unwrap());
+        let mut stray = txn_batch(5, 2, 1, now);
+        let err = p
+            .append_as_leader_verified(&mut stray, now, Some(guard))
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            PartitionError::Rejected(ResponseError::InvalidTxnState)
+        ));
+        assert_eq!(p.log_end_offset().unwrap(), end, "nothing written");
+        assert_eq!(p.last_stable_offset().unwrap(), p.high_watermark());
+        // Nor does a batch that skipped the question (its partition's transaction looked
+        // open when the produce was checked) open one.
+        let mut unasked = txn_batch(5, 2, 1, now);
+        assert!(p
+            .append_as_leader_verified(&mut unasked, now, None)
+            .is_err());
+
+        // Verified, then appended: the batch opens the transaction, whose next batch needs no
+        // new question.
+        let guard = p.create_verification_guard(5).unwrap();
+        let mut data = txn_batch(5, 2, 1, now);
+        let appended = p
+            .append_as_leader_verified(&mut data, now, Some(guard))
+            .unwrap();
+        assert_eq!(appended.first_offset, end);
+        let mut next = txn_batch(5, 3, 1, now);
+        let next = p.append_as_leader_verified(&mut next, now, None).unwrap();
+        p.complete_append(next.last_offset + 1).await.unwrap();
+        assert_eq!(p.last_stable_offset().unwrap(), end);
     }
 }

@@ -143,6 +143,26 @@ impl BatchHeader {
     }
 }
 
+/// The data records (see [`BatchHeader::data_records`]) of the whole batches at the start of
+/// `bytes`; a partial or unreadable batch ends the count. `position` is where `bytes` start in
+/// their file, for the header parser's error positions only.
+pub fn data_records_in(bytes: &[u8], position: u64) -> u64 {
+    let mut pos = 0usize;
+    let mut records = 0u64;
+    while pos < bytes.len() {
+        let Ok(header) = parse_header(&bytes[pos..], position + pos as u64) else {
+            break;
+        };
+        let end = pos.saturating_add(header.size_bytes());
+        if end > bytes.len() {
+            break;
+        }
+        records += header.data_records();
+        pos = end;
+    }
+    records
+}
+
 fn read_i64(b: &[u8], at: usize) -> i64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);

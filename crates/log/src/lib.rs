@@ -104,6 +104,8 @@ pub use control::{decode_marker, encode_marker, TxnMarker};
 pub use error::{BatchError, LogError, RecordError};
 pub use lock::DirLock;
 pub use log::{AppendInfo, FetchSlice, FlushTarget, Log, TimestampAndOffset};
-pub use producer_state::{CompletedTxn, ProducerStateError, ProducerStateManager, SequenceCheck};
+pub use producer_state::{
+    CompletedTxn, ProducerStateError, ProducerStateManager, SequenceCheck, VerificationGuard,
+};
 pub use topic_partition::TopicPartition;
 pub use txn_index::AbortedTxn;

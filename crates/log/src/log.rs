@@ -588,6 +588,15 @@ impl Log {
         &self.producer_state
     }
 
+    /// The guard to hold while the transaction coordinator is asked whether `producer_id`'s
+    /// transaction includes this partition (see [`ProducerStateManager::check_verification`]).
+    pub fn create_verification_guard(
+        &mut self,
+        producer_id: i64,
+    ) -> crate::producer_state::VerificationGuard {
+        self.producer_state.create_verification_guard(producer_id)
+    }
+
     /// Forgets producers idle for producer.id.expiration.ms. Returns how many went.
     pub fn remove_expired_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         self.producer_state

@@ -266,6 +266,13 @@ fn list_snapshots(dir: &Path) -> Result<BTreeSet<i64>, LogError> {
     Ok(out)
 }
 
+/// Proof that the transaction coordinator was asked whether a producer's transaction
+/// includes this partition (Kafka's VerificationGuard, KIP-890). It is made before the
+/// question, so a marker written while the answer is on its way clears it, and the batch that
+/// would then open a transaction nobody will end is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerificationGuard(u64);
+
 /// The producers of one partition and the snapshot files that persist them.
 #[derive(Debug)]
 pub struct ProducerStateManager {
@@ -284,6 +291,11 @@ pub struct ProducerStateManager {
     /// Aborted transactions found by a replay, with the last stable offset at their abort,
     /// for the log's aborted-transaction index.
     replayed_aborts: Vec<crate::txn_index::AbortedTxn>,
+    /// Producers asked about with the coordinator and not yet in a transaction here, with the
+    /// guard of that question. In memory only: a restart loses them, and the producer's retry
+    /// asks again.
+    verification_guards: HashMap<i64, VerificationGuard>,
+    next_verification_guard: u64,
 }
 
 impl ProducerStateManager {
@@ -298,7 +310,64 @@ impl ProducerStateManager {
             ongoing: BTreeMap::new(),
             unreplicated: BTreeMap::new(),
             replayed_aborts: Vec::new(),
+            verification_guards: HashMap::new(),
+            next_verification_guard: 0,
         }
+    }
+
+    /// The guard of a question to the coordinator about `producer_id`'s transaction: the one
+    /// already pending for the producer, else a new one.
+    pub fn create_verification_guard(&mut self, producer_id: i64) -> VerificationGuard {
+        if let Some(guard) = self.verification_guards.get(&producer_id) {
+            return *guard;
+        }
+        // Same bound as the producers: the oldest question goes first (its produce then asks
+        // again on retry).
+        if self.verification_guards.len() >= MAX_PRODUCERS_PER_PARTITION {
+            let oldest = self
+                .verification_guards
+                .iter()
+                .min_by_key(|(_, g)| g.0)
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.verification_guards.remove(&oldest);
+            }
+        }
+        self.next_verification_guard = self.next_verification_guard.wrapping_add(1);
+        let guard = VerificationGuard(self.next_verification_guard);
+        self.verification_guards.insert(producer_id, guard);
+        guard
+    }
+
+    /// The pending guard of `producer_id`, if a question is outstanding.
+    pub fn verification_guard(&self, producer_id: i64) -> Option<VerificationGuard> {
+        self.verification_guards.get(&producer_id).copied()
+    }
+
+    /// Kafka's check of a verified append (UnifiedLog's batchMissingRequiredVerification): a
+    /// transactional batch that would open a new transaction here needs `guard` to be the
+    /// producer's pending one, else INVALID_TXN_STATE. A batch of a transaction already open
+    /// here needs none.
+    pub fn check_verification(
+        &self,
+        headers: &[BatchHeader],
+        guard: Option<VerificationGuard>,
+    ) -> Result<(), ProducerStateError> {
+        for h in headers {
+            if h.producer_id < 0 || h.is_control() || !h.is_transactional() {
+                continue;
+            }
+            let ongoing = self
+                .producers
+                .get(&h.producer_id)
+                .is_some_and(|e| e.current_txn_first_offset.is_some());
+            if !ongoing && (guard.is_none() || self.verification_guard(h.producer_id) != guard) {
+                return Err(ProducerStateError::InvalidTxnState {
+                    producer_id: h.producer_id,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The first offset of the earliest transaction not yet decided for readers: still open,
@@ -392,6 +461,8 @@ impl ProducerStateManager {
         if let Some(first) = first_offset {
             self.ongoing.remove(&first);
         }
+        // The transaction the question was about has ended: its answer no longer holds.
+        self.verification_guards.remove(&marker.producer_id);
         let completed = CompletedTxn {
             producer_id: marker.producer_id,
             first_offset: first_offset.unwrap_or(offset),
@@ -623,6 +694,8 @@ impl ProducerStateManager {
             if h.is_transactional() && entry.current_txn_first_offset.is_none() {
                 entry.current_txn_first_offset = Some(h.base_offset);
                 self.ongoing.insert(h.base_offset, h.producer_id);
+                // The open transaction now spares its later batches the question.
+                self.verification_guards.remove(&h.producer_id);
             }
         }
         // The bound on what a partition's producers may take in memory.
@@ -914,6 +987,7 @@ impl ProducerStateManager {
         self.ongoing.clear();
         self.unreplicated.clear();
         self.replayed_aborts.clear();
+        self.verification_guards.clear();
         let all: Vec<i64> = self.snapshots.iter().copied().collect();
         for o in all {
             self.delete_snapshot(o)?;
@@ -1131,6 +1205,49 @@ mod tests {
 
     fn manager(dir: &Path) -> ProducerStateManager {
         ProducerStateManager::new(dir, TopicPartition::new("t", 0), 0)
+    }
+
+    /// KIP-890's guard: a marker between the coordinator's answer and the append clears the
+    /// question, so the batch that would open a transaction no coordinator will end is
+    /// refused; without a marker the verified batch opens it, and its later batches need no
+    /// guard.
+    #[test]
+    fn txn_verification_guard_cleared_by_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = manager(dir.path());
+        let mut txn = header(7, 0, 0, 2);
+        txn.attributes = 0x10;
+        let marker = crate::control::TxnMarker {
+            producer_id: 7,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            commit: false,
+        };
+
+        // Verified, then the transaction aborted (a timeout, or an EndTxn racing the produce).
+        let guard = s.create_verification_guard(7);
+        s.complete_txn(&marker, 0, 0);
+        assert_eq!(
+            s.check_verification(&[txn], Some(guard)),
+            Err(ProducerStateError::InvalidTxnState { producer_id: 7 })
+        );
+        // Never asked: refused too.
+        assert!(s.check_verification(&[txn], None).is_err());
+        // A guard from an older question is not the pending one.
+        let stale = guard;
+        let fresh = s.create_verification_guard(7);
+        assert_ne!(stale, fresh);
+        assert!(s.check_verification(&[txn], Some(stale)).is_err());
+
+        // Verified, then appended: accepted, and the open transaction needs no guard after.
+        assert_eq!(s.check_verification(&[txn], Some(fresh)), Ok(()));
+        s.update(&[at(txn, 1)]);
+        assert_eq!(s.verification_guard(7), None);
+        let mut next = header(7, 0, 2, 1);
+        next.attributes = 0x10;
+        assert_eq!(s.check_verification(&[next], None), Ok(()));
+        // Non-transactional batches are not this check's business.
+        assert_eq!(s.check_verification(&[header(8, 0, 0, 1)], None), Ok(()));
     }
 
     #[test]

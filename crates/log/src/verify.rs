@@ -429,21 +429,7 @@ pub struct BadBatch {
 /// shorter than it was read (see [`check_slice`]); a partial batch at its end is not counted.
 pub fn data_records(slice: &crate::log::FetchSlice) -> std::io::Result<u64> {
     let bytes = slice.read_bytes()?;
-    let mut pos = 0usize;
-    let mut records = 0u64;
-    while pos < bytes.len() {
-        let Ok(header) = crate::batch::parse_header(&bytes[pos..], slice.position + pos as u64)
-        else {
-            break;
-        };
-        let end = pos + header.size_bytes();
-        if end > bytes.len() {
-            break;
-        }
-        records += header.data_records();
-        pos = end;
-    }
-    Ok(records)
+    Ok(crate::batch::data_records_in(&bytes, slice.position))
 }
 
 /// Checks the header and CRC-32C of every batch in `slice` (a pread of its bytes). Returns

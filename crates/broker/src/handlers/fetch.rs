@@ -345,7 +345,7 @@ fn bytes_answer(
     read: Result<crate::partition::BytesRead, crate::partition::PartitionError>,
     budget: usize,
     first: bool,
-) -> (PartitionData, usize, bool) {
+) -> (PartitionData, usize, u64, bool) {
     let read = match read {
         Ok(read) => read,
         Err(e) => {
@@ -356,7 +356,7 @@ fn bytes_answer(
                 .with_high_watermark(hw)
                 .with_last_stable_offset(hw)
                 .with_log_start_offset(replica.log_start_offset().unwrap_or(-1));
-            return (data, 0, true);
+            return (data, 0, 0, true);
         }
     };
     let aborted = read.aborted_transactions.map(|list| {
@@ -374,10 +374,11 @@ fn bytes_answer(
         .with_log_start_offset(read.log_start_offset)
         .with_aborted_transactions(aborted);
     if budget == 0 && !first {
-        return (data, 0, false);
+        return (data, 0, 0, false);
     }
     let size = read.records.len();
-    (data.with_records(Some(read.records)), size, false)
+    let records = strom_log::batch::data_records_in(&read.records, 0);
+    (data.with_records(Some(read.records)), size, records, false)
 }
 
 #[cfg(test)]

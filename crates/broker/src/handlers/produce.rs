@@ -17,7 +17,7 @@ use proto_kafka::ResponseError;
 use tracing::{debug, warn};
 
 use strom_log::validator::validate_client_batches;
-use strom_log::{LogError, TopicPartition};
+use strom_log::{LogError, TopicPartition, VerificationGuard};
 
 use crate::broker::Broker;
 use crate::metadata::metadata_log::now_ms;
@@ -188,19 +188,6 @@ async fn flush_all(appended: Vec<Appended>) -> Vec<Completed> {
     .await
 }
 
-/// Records in the batches of `records` (the bytes-in figures of a pending append).
-fn records_in(records: &[u8]) -> u64 {
-    let mut count = 0u64;
-    let mut position = 0usize;
-    while position < records.len() {
-        let Ok(h) = strom_log::batch::parse_header(&records[position..], position as u64) else {
-            break;
-        };
-        count += h.records_count.max(0) as u64;
-        position = position.saturating_add(h.size_bytes());
-    }
-    count
-}
 
 /// What one partition's accepted batches gave: the response's fields and the bytes-in
 /// figures (none for a retried duplicate).
@@ -219,6 +206,7 @@ fn append_partition(
     acks: i16,
     (name, index): (&str, i32),
     records: Option<&mut [u8]>,
+    (produce_version, guard): (i16, Option<VerificationGuard>),
     now: i64,
 ) -> Result<(Accepted, Arc<dyn PartitionLog>, Completion), Refusal> {
     if acks != 0 && acks != 1 && acks != -1 {
@@ -245,19 +233,37 @@ fn append_partition(
             log_append_time_ms: -1,
             log_start_offset: replica.log_start_offset().unwrap_or(-1),
             size_bytes: buf.len(),
-            records: records_in(buf),
+            records: strom_log::batch::data_records_in(buf, 0),
         };
         return Ok((accepted, replica, Completion::Pending(pending)));
     }
-    let info = replica.append_as_leader(buf, now).map_err(|e| {
-        let refusal = Refusal::of_append(&e);
-        if refusal.code == ResponseError::KafkaStorageError {
-            warn!(topic = %name, partition = index, error = %e, "append failed");
-        } else {
-            debug!(topic = %name, partition = index, error = %e, "batch refused");
-        }
-        refusal
-    })?;
+    let transactional = transactional_producer(buf).is_some();
+    let info = replica
+        .append_as_leader_verified(buf, now, guard)
+        .map_err(|e| {
+            if transactional
+                && matches!(e, PartitionError::Rejected(ResponseError::InvalidTxnState))
+            {
+                // The verification no longer holds (the transaction ended since the coordinator's
+                // answer): answered as the coordinator's refusal is.
+                let (code, message) = super::txn::produce_verification_error(
+                    ResponseError::InvalidTxnState,
+                    produce_version,
+                );
+                return Refusal {
+                    code,
+                    message,
+                    record_errors: Vec::new(),
+                };
+            }
+            let refusal = Refusal::of_append(&e);
+            if refusal.code == ResponseError::KafkaStorageError {
+                warn!(topic = %name, partition = index, error = %e, "append failed");
+            } else {
+                debug!(topic = %name, partition = index, error = %e, "batch refused");
+            }
+            refusal
+        })?;
     debug_assert!(info.last_offset >= info.first_offset);
     let (size_bytes, records) = if info.duplicate {
         (0, 0)
@@ -318,9 +324,15 @@ struct TxnCheck {
     producer_id: i64,
     producer_epoch: i16,
     to_verify: Vec<(String, i32)>,
+    /// The guards of `to_verify`, made before the coordinator is asked (Kafka's order), so a
+    /// marker written while it answers clears them.
+    guards: Guards,
     /// Transaction version 2: the produce adds the partitions instead of having them checked.
     add: bool,
 }
+
+/// Each verified partition's guard.
+type Guards = std::collections::HashMap<(String, i32), VerificationGuard>;
 
 /// Kafka's rules for the transactional batches of a request: all from one producer
 /// (INVALID_PRODUCER_ID_MAPPING for the request otherwise), and those of a partition that
@@ -358,14 +370,21 @@ fn txn_check(
     // Kafka answers transactional data without a transactional id as unauthorized.
     let transactional_id =
         transactional_id.ok_or(ResponseError::TransactionalIdAuthorizationFailed)?;
+    let mut guards = Guards::new();
     let to_verify: Vec<(String, i32)> = partitions
         .into_iter()
         .filter(|(name, index)| {
             // A partition not led here is refused by the append itself.
-            broker
-                .replicas
-                .leader_partition(name, *index)
-                .is_ok_and(|p| !p.has_ongoing_transaction(producer_id))
+            let Ok(p) = broker.replicas.leader_partition(name, *index) else {
+                return false;
+            };
+            if p.has_ongoing_transaction(producer_id) {
+                return false;
+            }
+            if let Some(guard) = p.create_verification_guard(producer_id) {
+                guards.insert((name.clone(), *index), guard);
+            }
+            true
         })
         .collect();
     Ok((!to_verify.is_empty()).then(|| TxnCheck {
@@ -373,6 +392,7 @@ fn txn_check(
         producer_id,
         producer_epoch,
         to_verify,
+        guards,
         add: super::txn::produce_adds_partitions(broker, produce_version),
     }))
 }
@@ -460,6 +480,7 @@ fn append_all(
     topic_data: Vec<TopicData>,
     frame: &mut BytesMut,
     mut refused: std::collections::HashMap<(String, i32), Refusal>,
+    guards: &Guards,
     now: i64,
 ) -> (Vec<TopicProduceResponse>, Vec<Appended>) {
     let mut topics = Vec::with_capacity(topic_data.len());
@@ -489,7 +510,10 @@ fn append_all(
             let result = match (denied, refused.remove(&(name.clone(), index))) {
                 (Some(code), _) => Err(code.into()),
                 (None, Some(refusal)) => Err(refusal),
-                (None, None) => append_partition(broker, acks, (&name, index), buf, now),
+                (None, None) => {
+                    let guard = guards.get(&(name.clone(), index)).copied();
+                    append_partition(broker, acks, (&name, index), buf, (ctx.version, guard), now)
+                }
             };
             let result = result.map(|(accepted, replica, completion)| {
                 appended.push(Appended {
@@ -617,6 +641,7 @@ pub fn handle(
             topic_data,
             &mut frame,
             Default::default(),
+            &Guards::new(),
             now,
         );
         if acks == 0 {
@@ -630,9 +655,10 @@ pub fn handle(
     };
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
+        let guards = check.guards.clone();
         let refused = verify(&broker, ctx.version, check).await;
         let (topics, appended) = append_all(
-            &broker, &ctx, acks, false, topic_data, &mut frame, refused, now,
+            &broker, &ctx, acks, false, topic_data, &mut frame, refused, &guards, now,
         );
         complete(ctx, acks, topics, appended).await
     }))

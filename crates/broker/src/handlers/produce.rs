@@ -115,7 +115,6 @@ type Completed = (
     Result<Option<crate::partition::Appended>, PartitionError>,
 );
 
-
 /// Where a partition's record batches are.
 enum Records {
     /// None or empty in the request.
@@ -187,7 +186,6 @@ async fn flush_all(appended: Vec<Appended>) -> Vec<Completed> {
     }))
     .await
 }
-
 
 /// What one partition's accepted batches gave: the response's fields and the bytes-in
 /// figures (none for a retried duplicate).

@@ -232,6 +232,10 @@ fn main() -> ExitCode {
                     if e.chain().any(|c| {
                         c.downcast_ref::<strom_broker::config::ConfigError>()
                             .is_some()
+                            || c.downcast_ref::<
+                                strom_broker::network::security::ListenerSecurityError,
+                            >()
+                            .is_some()
                     }) =>
                 {
                     eprintln!("strom: configuration error: {e:#}");

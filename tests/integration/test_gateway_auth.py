@@ -218,6 +218,17 @@ def test_https_basic_scram_and_plain_users_checked_against_acls(make_broker, tmp
     c.close()
     assert msg is not None and msg.error() is None and (msg.key(), msg.value()) == (b"k1", b"v1")
 
+    # The document says so: Basic and bearer schemes, and 401/403/429 on every operation.
+    status, _, doc = gw.call("GET", "/openapi.json", auth=alice)
+    assert status == 200, doc
+    schemes = doc["components"]["securitySchemes"]
+    assert (schemes["basic"]["scheme"], schemes["bearer"]["scheme"]) == ("basic", "bearer"), schemes
+    assert {"basic": []} in doc["security"] and {"bearer": []} in doc["security"], doc["security"]
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            missing = {"401", "403", "429"} - set(operation["responses"])
+            assert not missing, (method, path, missing)
+
     # Plain HTTP on the HTTPS port gets no answer.
     plain = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
     with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):

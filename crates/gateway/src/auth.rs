@@ -139,61 +139,7 @@ pub struct Caller {
     pub host: IpAddr,
 }
 
-/// How many of something each principal holds; a [`Held`] gives its unit back.
-#[derive(Default)]
-pub struct PerPrincipal {
-    counts: Mutex<HashMap<Arc<KafkaPrincipal>, usize>>,
-}
-
-impl PerPrincipal {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<KafkaPrincipal>, usize>> {
-        self.counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// One more for `principal`, unless it already holds `max`.
-    pub fn try_take(self: &Arc<Self>, principal: &Arc<KafkaPrincipal>, max: usize) -> Option<Held> {
-        let mut counts = self.lock();
-        let n = counts.entry(principal.clone()).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Held {
-            owner: self.clone(),
-            principal: principal.clone(),
-        })
-    }
-
-    pub fn held_by(&self, principal: &KafkaPrincipal) -> usize {
-        self.lock().get(principal).copied().unwrap_or(0)
-    }
-}
-
-/// One unit of a [`PerPrincipal`] count, returned when dropped.
-pub struct Held {
-    owner: Arc<PerPrincipal>,
-    principal: Arc<KafkaPrincipal>,
-}
-
-impl std::fmt::Debug for Held {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Held({})", self.principal)
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut counts = self.owner.lock();
-        if let Some(n) = counts.get_mut(&self.principal) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&self.principal);
-            }
-        }
-    }
-}
+pub use crate::principal_limits::{Held, PerPrincipal};
 
 /// Basic passwords already checked against a SCRAM credential, so that a
 /// client sending the same credentials with every request pays the salted
@@ -376,8 +322,13 @@ pub async fn layer(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next)
     if let Some(conn) = conn {
         if gw.config.security.mechanisms.any() {
             let max = gw.config.security.max_connections_per_principal;
-            if let Err(resp) = conn.count_for(&principal, &gw.connections_per_principal, max) {
-                return *resp;
+            if !conn.count_for(&principal, &gw.connections_per_principal, max) {
+                return too_many(
+                    "connections",
+                    &principal,
+                    max,
+                    "gateway.max.connections.per.principal",
+                );
             }
         }
     }

@@ -164,7 +164,12 @@ pub struct Exchanges {
     pub peer: Option<std::net::SocketAddr>,
     /// The principals this connection counts for (gateway's per-principal
     /// connection limit), each counted once while the connection lasts.
-    principals: std::sync::Mutex<Vec<(Arc<strom_security::KafkaPrincipal>, crate::auth::Held)>>,
+    principals: std::sync::Mutex<
+        Vec<(
+            Arc<strom_security::KafkaPrincipal>,
+            crate::principal_limits::Held,
+        )>,
+    >,
     /// Requests handed to a handler whose response body has not ended.
     open: AtomicUsize,
     /// The open request's handler has returned its response (its head is on
@@ -180,32 +185,27 @@ pub struct Exchanges {
 }
 
 impl Exchanges {
-    /// Counts this connection for `principal` (once), or the 429 when the
-    /// principal already holds `max` connections.
+    /// Counts this connection for `principal` (once); false when the principal already
+    /// holds `max` connections (the caller answers 429).
     pub(crate) fn count_for(
         &self,
         principal: &Arc<strom_security::KafkaPrincipal>,
-        counts: &Arc<crate::auth::PerPrincipal>,
+        counts: &Arc<crate::principal_limits::PerPrincipal>,
         max: usize,
-    ) -> Result<(), Box<Response>> {
+    ) -> bool {
         let mut held = self
             .principals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if held.iter().any(|(p, _)| p == principal) {
-            return Ok(());
+            return true;
         }
         match counts.try_take(principal, max) {
             Some(h) => {
                 held.push((principal.clone(), h));
-                Ok(())
+                true
             }
-            None => Err(Box::new(crate::auth::too_many(
-                "connections",
-                principal,
-                max,
-                "gateway.max.connections.per.principal",
-            ))),
+            None => false,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod cors;
 pub mod embedded;
 pub mod error;
 pub mod openapi;
+pub mod principal_limits;
 pub mod stream;
 pub mod v2;
 pub mod v3;

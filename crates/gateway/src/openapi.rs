@@ -85,6 +85,9 @@ fn error_responses(path: &str, codes: &[&str]) -> Map<String, Value> {
     m
 }
 
+/// The answers authentication, the ACLs and the per-principal limits add to every operation.
+const SECURITY_ERRORS: &[&str] = &["401", "403", "429"];
+
 /// One operation: a summary, the request body's media types (if any), the
 /// success status and schema, and the error statuses it may answer.
 fn op(
@@ -95,7 +98,15 @@ fn op(
     errors: &[&str],
     query: Vec<Value>,
 ) -> Value {
-    let mut responses = error_responses(path, errors);
+    // With gateway.authentication on, any operation may be refused for its credentials
+    // (401), by the ACLs (403) or for the caller's per-principal limits (429).
+    let mut errors = errors.to_vec();
+    for code in SECURITY_ERRORS {
+        if !errors.contains(code) {
+            errors.push(code);
+        }
+    }
+    let mut responses = error_responses(path, &errors);
     let (status, schema) = ok;
     let ok_body = if schema.is_null() {
         json!({"description": "Done"})
@@ -750,7 +761,17 @@ pub fn document() -> Value {
             "description": "Kafka topics over HTTP (Confluent REST Proxy v2, v3 basics) and live WebSocket / Server-Sent Event streams.",
         },
         "paths": paths,
-        "components": {"schemas": {
+        // Off by default (the empty requirement); gateway.authentication turns on HTTP Basic
+        // (SCRAM or PLAIN users) and bearer JWTs (checked as OAUTHBEARER is).
+        "security": [{}, {"basic": []}, {"bearer": []}],
+        "components": {
+          "securitySchemes": {
+            "basic": {"type": "http", "scheme": "basic",
+                      "description": "A SASL/SCRAM user of the cluster, or a PLAIN user of gateway.plain.sasl.jaas.config"},
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                       "description": "A JWT checked against the OAUTHBEARER key set (sasl.oauthbearer.*)"},
+          },
+          "schemas": {
             "Error": {"type": "object", "required": ["error_code", "message"], "properties": {
                 "error_code": {"type": "integer"}, "message": {"type": "string"}}},
             "ProduceRequest": {"type": "object", "required": ["records"], "properties": {"records": {"type": "array", "items": {

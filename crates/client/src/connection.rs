@@ -259,7 +259,8 @@ impl Connection {
             }
             Ok::<_, Error>(Ok(r.auth_bytes.to_vec()))
         };
-        let step = |bytes: Vec<u8>| async move { round(bytes).await?.map_err(fail) };
+        let step =
+            |bytes: Vec<u8>| async move { round(bytes).await.and_then(|answer| answer.map_err(fail)) };
         let credentials = || {
             sasl.username_password()
                 .ok_or_else(|| fail("no username and password in sasl.jaas.config".into()))

@@ -431,7 +431,7 @@ mod tests {
 
     #[test]
     fn oauthbearer_token_settings() {
-        let base = "security.protocol=SASL_SSL\nsasl.mechanism=OAUTHBEARER\n";
+        let base = "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\n";
         let parse = |extra: &str| {
             ClientSecurityConfig::from_properties(&parse_properties(&format!("{base}{extra}")))
         };

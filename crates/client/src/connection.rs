@@ -259,8 +259,9 @@ impl Connection {
             }
             Ok::<_, Error>(Ok(r.auth_bytes.to_vec()))
         };
-        let step =
-            |bytes: Vec<u8>| async move { round(bytes).await.and_then(|answer| answer.map_err(fail)) };
+        let step = |bytes: Vec<u8>| async move {
+            round(bytes).await.and_then(|answer| answer.map_err(fail))
+        };
         let credentials = || {
             sasl.username_password()
                 .ok_or_else(|| fail("no username and password in sasl.jaas.config".into()))
@@ -293,7 +294,10 @@ impl Connection {
                     .oauthbearer_token
                     .as_ref()
                     .ok_or_else(|| {
-                        fail("no token: set sasl.oauthbearer.token or sasl.oauthbearer.token.file".into())
+                        fail(
+                            "no token: set sasl.oauthbearer.token or sasl.oauthbearer.token.file"
+                                .into(),
+                        )
                     })?
                     .load()
                     .map_err(|e| fail(e.to_string()))?;
@@ -305,7 +309,9 @@ impl Connection {
                     // exchange, with its reason in the error message.
                     let status = printable(&challenge);
                     return Err(match round(vec![0x01]).await {
-                        Ok(Err(reason)) => fail(format!("{reason} (the broker's challenge: {status})")),
+                        Ok(Err(reason)) => {
+                            fail(format!("{reason} (the broker's challenge: {status})"))
+                        }
                         Ok(Ok(_)) => fail(format!(
                             "the broker refused the token (its challenge: {status})"
                         )),
@@ -870,8 +876,9 @@ mod tests {
         );
         assert_eq!(seen.recv().await.unwrap(), b"\x01");
         assert!(
-            err.contains("SASL authentication failed: Authentication failed: Invalid token: expired")
-                && err.contains(r#"{"status":"invalid_token"}"#)
+            err.contains(
+                "SASL authentication failed: Authentication failed: Invalid token: expired"
+            ) && err.contains(r#"{"status":"invalid_token"}"#)
                 && !err.contains('\n'),
             "{err}"
         );

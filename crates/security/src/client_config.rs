@@ -355,12 +355,7 @@ fn oauthbearer_token_source(
 ) -> Result<OAuthBearerTokenSource, ClientConfigError> {
     const TOKEN: &str = "sasl.oauthbearer.token";
     const FILE: &str = "sasl.oauthbearer.token.file";
-    let get = |name: &str| {
-        props
-            .get(name)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |name: &str| props.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
     match (get(TOKEN), get(FILE)) {
         (Some(_), Some(_)) => Err(invalid(
             TOKEN,
@@ -458,7 +453,10 @@ mod tests {
         assert!(err.contains("larger than"), "{err}");
         std::fs::remove_file(&path).unwrap();
         let err = source.load().unwrap_err().to_string();
-        assert!(err.starts_with("cannot read sasl.oauthbearer.token.file"), "{err}");
+        assert!(
+            err.starts_with("cannot read sasl.oauthbearer.token.file"),
+            "{err}"
+        );
 
         for bad in [
             "",

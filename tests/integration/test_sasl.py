@@ -12,6 +12,7 @@ from conftest import free_port
 from helpers import admin, describe, kcat, kcat_roundtrip, producer, unique_topic
 from kafka_wire import API_VERSIONS, METADATA, Conn, Reader, api_versions_v0_body, bytes_, frame, \
     metadata_body, request_header, string
+from jwt_tokens import b64url as _b64url, signer as _signer
 from pki import make_pki, secure_listeners
 
 SASL_HANDSHAKE = 17
@@ -266,11 +267,6 @@ def test_bad_sasl_settings_are_start_up_errors(make_broker):
 
 # --- OAUTHBEARER (KIP-768): tokens signed here with openssl, checked against a JWKS file ----------
 
-def _b64url(b: bytes) -> str:
-    import base64
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
 @pytest.fixture(scope="module")
 def jwks(tmp_path_factory):
     import json
@@ -422,30 +418,6 @@ def test_kafkajs_over_sasl_ssl(make_broker, pki, tmp_path):
 
 
 # --- OAUTHBEARER with the JWKS fetched over HTTPS (KIP-768's refresh and backoff) -------------
-
-def _signer(d, kid):
-    """An RSA key with its JWK and a function signing tokens with it (kid in the header)."""
-    import json
-    import subprocess
-    keyfile = d / f"{kid}.key"
-    subprocess.run(["openssl", "genrsa", "-out", str(keyfile), "2048"], check=True, capture_output=True)
-    modulus = subprocess.run(["openssl", "rsa", "-in", str(keyfile), "-noout", "-modulus"],
-                             check=True, capture_output=True).stdout.decode().strip().split("=", 1)[1]
-    jwk = {"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
-           "n": _b64url(bytes.fromhex(modulus)), "e": _b64url((65537).to_bytes(3, "big"))}
-
-    def token(sub="svc-orders", lifetime_s=600):
-        now = int(time.time())
-        head = _b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid}).encode())
-        body = _b64url(json.dumps({"sub": sub, "aud": "strom", "iss": "https://issuer.example",
-                                   "iat": now, "exp": now + lifetime_s}).encode())
-        signed = f"{head}.{body}".encode()
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(keyfile)], input=signed,
-                             check=True, capture_output=True).stdout
-        return f"{head}.{body}.{_b64url(sig)}", now + lifetime_s
-
-    return jwk, token
-
 
 class JwksServer:
     """An HTTPS server (the test CA's localhost certificate) answering GET /jwks with

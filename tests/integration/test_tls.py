@@ -280,3 +280,40 @@ def test_cli_command_config_over_ssl(make_broker, pki, tmp_path):
                        capture_output=True, timeout=60)
     assert r.returncode != 0
     assert "TLS handshake failed" in r.stderr.decode() and "UnknownIssuer" in r.stderr.decode(), r.stderr.decode()
+
+
+def test_tls_client_with_a_full_pipeline_of_parked_fetches_is_released(make_broker, pki):
+    """As test_connections.py's PLAINTEXT case, over TLS: more parked fetches than
+    `queued.max.requests` on one connection, so the broker has stopped taking its requests;
+    the client goes, and the broker still notices at once (it reads the TLS stream ahead,
+    as a TLS socket cannot be peeked) instead of at the fetches' 30 s cap."""
+    import kafka_wire as kw
+    from helpers import produce_all
+    b, tls = ssl_broker(make_broker, pki, **{"queued.max.requests": "4"})
+    topic = unique_topic("park")
+    create_topic(b.bootstrap, topic)
+    produce_all(producer(b.bootstrap), [(None, b"r%d" % i) for i in range(3)], topic)
+    time.sleep(0.5)
+    baseline = len(os.listdir(f"/proc/{b.pid}/fd"))
+    body = kw.fetch_v4_body(topic, 0, 3, max_wait_ms=2**31 - 1)
+    ctx = ssl.create_default_context(cafile=str(pki.root / "ca.pem"))
+    host, port = tls.rsplit(":", 1)
+    socks = []
+    for _ in range(20):
+        s = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=10), server_hostname="localhost")
+        s.sendall(b"".join(kw.frame(kw.request_header(kw.FETCH, 4, i + 1) + body) for i in range(10)))
+        socks.append(s)
+    time.sleep(0.5)
+    for s in socks[:5]:
+        s.settimeout(0.05)
+        with pytest.raises((socket.timeout, ssl.SSLWantReadError)):
+            s.recv(1)
+    assert len(os.listdir(f"/proc/{b.pid}/fd")) >= baseline + 20
+    for s in socks:
+        s.close()
+    deadline = time.monotonic() + 5
+    while len(os.listdir(f"/proc/{b.pid}/fd")) > baseline + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    n = len(os.listdir(f"/proc/{b.pid}/fd"))
+    assert n <= baseline + 2, f"{n - baseline} descriptors still open 5 s after 20 pipelining TLS clients closed"
+    kcat_roundtrip(b.bootstrap)

@@ -217,7 +217,7 @@ impl Connection {
         Ok(conn)
     }
 
-    /// SaslHandshake v1 and SaslAuthenticate, PLAIN or SCRAM.
+    /// SaslHandshake v1 and SaslAuthenticate: PLAIN, SCRAM or OAUTHBEARER.
     async fn authenticate(&self, sasl: &strom_security::client_config::ClientSasl) -> Result<()> {
         use proto_kafka::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
         use strom_security::sasl::SaslMechanism;
@@ -241,11 +241,10 @@ impl Connection {
                 hs.mechanisms.iter().map(|m| m.as_str()).collect::<Vec<_>>()
             )));
         }
-        let (user, password) = sasl
-            .username_password()
-            .ok_or_else(|| fail("no username and password in sasl.jaas.config".into()))?;
         let version = self.version_capped::<SaslAuthenticateRequest>(1)?;
-        let step = |bytes: Vec<u8>| async move {
+        // One SaslAuthenticate round: the outer error is the transport's, the inner one the
+        // broker's refusal (its error message).
+        let round = |bytes: Vec<u8>| async move {
             let r = self
                 .send(
                     version,
@@ -253,19 +252,27 @@ impl Connection {
                 )
                 .await?;
             if r.error_code != 0 {
-                return Err(fail(
-                    r.error_message
-                        .map(|m| m.to_string())
-                        .unwrap_or_else(|| format!("error code {}", r.error_code)),
-                ));
+                return Ok(Err(r
+                    .error_message
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| format!("error code {}", r.error_code))));
             }
-            Ok(r.auth_bytes.to_vec())
+            Ok::<_, Error>(Ok(r.auth_bytes.to_vec()))
+        };
+        let step = |bytes: Vec<u8>| async move {
+            round(bytes).await.and_then(|answer| answer.map_err(fail))
+        };
+        let credentials = || {
+            sasl.username_password()
+                .ok_or_else(|| fail("no username and password in sasl.jaas.config".into()))
         };
         match mechanism {
             SaslMechanism::Plain => {
+                let (user, password) = credentials()?;
                 step(strom_security::plain::client_message(user, password)).await?;
             }
             SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+                let (user, password) = credentials()?;
                 let m = if mechanism == SaslMechanism::ScramSha256 {
                     ScramMechanism::Sha256
                 } else {
@@ -283,7 +290,36 @@ impl Connection {
                     .map_err(|e| fail(e.to_string()))?;
             }
             SaslMechanism::OAuthBearer => {
-                return Err(fail("OAUTHBEARER is not supported by this client".into()));
+                let token = sasl
+                    .oauthbearer_token
+                    .as_ref()
+                    .ok_or_else(|| {
+                        fail(
+                            "no token: set sasl.oauthbearer.token or sasl.oauthbearer.token.file"
+                                .into(),
+                        )
+                    })?
+                    .load()
+                    .map_err(|e| fail(e.to_string()))?;
+                let first = strom_security::oauthbearer::client_initial_response(&token, &[]);
+                let challenge = step(first).await?;
+                if !challenge.is_empty() {
+                    // RFC 7628 3.2.2: a refused token comes back as an error challenge (JSON);
+                    // the client answers with a lone ^A and the server then fails the
+                    // exchange, with its reason in the error message.
+                    let status = printable(&challenge);
+                    return Err(match round(vec![0x01]).await {
+                        Ok(Err(reason)) => {
+                            fail(format!("{reason} (the broker's challenge: {status})"))
+                        }
+                        Ok(Ok(_)) => fail(format!(
+                            "the broker refused the token (its challenge: {status})"
+                        )),
+                        Err(e) => fail(format!(
+                            "the broker refused the token (its challenge: {status}), then: {e}"
+                        )),
+                    });
+                }
             }
         }
         Ok(())
@@ -533,6 +569,15 @@ impl Connection {
     }
 }
 
+/// A peer's bytes for a one-line message: control characters dropped, at most 256 chars.
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(256)
+        .collect()
+}
+
 fn versions_of(addr: &str, resp: ApiVersionsResponse) -> Result<HashMap<i16, (i16, i16)>> {
     if resp.error_code != 0 {
         return Err(Error::kafka(
@@ -703,6 +748,140 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// A fake broker with one OAUTHBEARER rule: the token `good.token.sig` is accepted,
+    /// any other gets RFC 7628's error challenge, and the client's `^A` reply then fails
+    /// the exchange with SASL_AUTHENTICATION_FAILED. Sends every SaslAuthenticate payload
+    /// it receives down `seen`.
+    async fn fake_oauth_broker() -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+        use proto_kafka::messages::{
+            SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeResponse,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen_tx = seen_tx.clone();
+                tokio::spawn(async move {
+                    let apis: Vec<ApiVersion> = [(18, 0, 3), (3, 0, 9), (17, 0, 1), (36, 0, 1)]
+                        .into_iter()
+                        .map(|(k, lo, hi)| {
+                            ApiVersion::default()
+                                .with_api_key(k)
+                                .with_min_version(lo)
+                                .with_max_version(hi)
+                        })
+                        .collect();
+                    let mut challenged = false;
+                    while let Some(mut frame) = read_frame(&mut s).await {
+                        let header =
+                            proto_kafka::header_io::decode_request_header_from_buffer(&mut frame)
+                                .unwrap();
+                        let (cid, v) = (header.correlation_id, header.request_api_version);
+                        let out = match header.request_api_key {
+                            18 => response_frame(
+                                cid,
+                                0,
+                                v,
+                                &ApiVersionsResponse::default().with_api_keys(apis.clone()),
+                            ),
+                            17 => response_frame(
+                                cid,
+                                0,
+                                v,
+                                &SaslHandshakeResponse::default().with_mechanisms(vec![
+                                    StrBytes::from_static_str("OAUTHBEARER"),
+                                ]),
+                            ),
+                            36 => {
+                                let req = SaslAuthenticateRequest::decode(&mut frame, v).unwrap();
+                                let bytes = req.auth_bytes.to_vec();
+                                seen_tx.send(bytes.clone()).unwrap();
+                                let good = strom_security::oauthbearer::client_initial_response(
+                                    "good.token.sig",
+                                    &[],
+                                );
+                                let resp = if challenged {
+                                    assert_eq!(bytes, b"\x01");
+                                    SaslAuthenticateResponse::default()
+                                        .with_error_code(58)
+                                        .with_error_message(Some(StrBytes::from_static_str(
+                                            "Authentication failed: Invalid token: expired",
+                                        )))
+                                } else if bytes == good {
+                                    SaslAuthenticateResponse::default()
+                                } else {
+                                    challenged = true;
+                                    SaslAuthenticateResponse::default().with_auth_bytes(
+                                        Bytes::from_static(br#"{"status":"invalid_token"}"#),
+                                    )
+                                };
+                                response_frame(cid, 0, v, &resp)
+                            }
+                            _ => {
+                                let hv = <MetadataResponse as HeaderVersion>::header_version(v);
+                                response_frame(cid, hv, v, &MetadataResponse::default())
+                            }
+                        };
+                        if s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn oauth_config(token: &str) -> ConnectionConfig {
+        use strom_security::client_config::{ClientSasl, OAuthBearerTokenSource};
+        ConnectionConfig {
+            security: Some(Arc::new(ClientSecurity {
+                tls: None,
+                sasl: Some(ClientSasl {
+                    mechanism: strom_security::sasl::SaslMechanism::OAuthBearer,
+                    jaas: None,
+                    oauthbearer_token: Some(OAuthBearerTokenSource::Token(token.to_string())),
+                }),
+            })),
+            ..ConnectionConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn oauthbearer_sends_the_token_and_reports_a_refusal() {
+        let (addr, mut seen) = fake_oauth_broker().await;
+        let conn = Connection::connect(&addr, oauth_config("good.token.sig"))
+            .await
+            .unwrap();
+        assert_eq!(
+            seen.recv().await.unwrap(),
+            b"n,,\x01auth=Bearer good.token.sig\x01\x01"
+        );
+        let req = MetadataRequest::default().with_topics(None);
+        conn.send(9, &req).await.unwrap();
+
+        let err = Connection::connect(&addr, oauth_config("expired.token.sig"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            seen.recv().await.unwrap(),
+            b"n,,\x01auth=Bearer expired.token.sig\x01\x01"
+        );
+        assert_eq!(seen.recv().await.unwrap(), b"\x01");
+        assert!(
+            err.contains(
+                "SASL authentication failed: Authentication failed: Invalid token: expired"
+            ) && err.contains(r#"{"status":"invalid_token"}"#)
+                && !err.contains('\n'),
+            "{err}"
+        );
     }
 
     #[tokio::test]

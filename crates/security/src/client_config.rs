@@ -2,8 +2,13 @@
 //! `--command-config FILE`, as kafka-topics.sh takes one): `security.protocol`,
 //! `sasl.mechanism`, `sasl.jaas.config` (the login module's options: `username`,
 //! `password`, ...) and the `ssl.*` client settings of [`crate::tls::ClientTlsSettings`].
+//! OAUTHBEARER's token comes from Strom's own `sasl.oauthbearer.token` or
+//! `sasl.oauthbearer.token.file`: Kafka's Java client asks a login callback handler (a
+//! class) for it, which a properties file cannot carry for a Rust client.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::PathBuf;
 
 use crate::principal::SecurityProtocol;
 use crate::sasl::SaslMechanism;
@@ -15,6 +20,8 @@ pub enum ClientConfigError {
     Invalid { name: &'static str, reason: String },
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("cannot read sasl.oauthbearer.token.file {path}: {reason}")]
+    TokenFile { path: String, reason: String },
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ClientConfigError {
@@ -186,11 +193,85 @@ pub fn parse_jaas_config(text: &str) -> Result<JaasConfig, ClientConfigError> {
     })
 }
 
+/// The largest token file read: real access tokens are a few KiB, and a wrong path (a log,
+/// a disk image) must not be read whole into memory.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Where an OAUTHBEARER client takes its token from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum OAuthBearerTokenSource {
+    /// `sasl.oauthbearer.token`: the compact JWT itself.
+    Token(String),
+    /// `sasl.oauthbearer.token.file`: read again for each connection, so that whatever
+    /// refreshes the token (a sidecar, a cron job) only has to rewrite the file.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for OAuthBearerTokenSource {
+    // A token is a credential: keep it out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OAuthBearerTokenSource::Token(_) => f.write_str("Token(<hidden>)"),
+            OAuthBearerTokenSource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+impl OAuthBearerTokenSource {
+    /// The token to send now (the file's current content, trimmed).
+    pub fn load(&self) -> Result<String, ClientConfigError> {
+        match self {
+            OAuthBearerTokenSource::Token(token) => Ok(token.clone()),
+            OAuthBearerTokenSource::File(path) => {
+                let err = |reason: String| ClientConfigError::TokenFile {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+                let mut text = String::new();
+                file.take(MAX_TOKEN_FILE_BYTES + 1)
+                    .read_to_string(&mut text)
+                    .map_err(|e| err(e.to_string()))?;
+                if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+                    return Err(err(format!(
+                        "larger than {MAX_TOKEN_FILE_BYTES} bytes: not a token"
+                    )));
+                }
+                let token = text.trim();
+                check_bearer_token(token).map_err(err)?;
+                Ok(token.to_string())
+            }
+        }
+    }
+}
+
+/// RFC 6750's `b64token` (what Kafka's `OAuthBearerClientInitialResponse` accepts): a token
+/// with a space or a `^A` in it would break the initial response's framing.
+fn check_bearer_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err("the token is empty".to_string());
+    }
+    let body = token.trim_end_matches('=');
+    if body.is_empty()
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+    {
+        return Err(
+            "the token is not a compact JWT (letters, digits and -._~+/ only, = at the end)"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
 /// A client's SASL settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSasl {
     pub mechanism: SaslMechanism,
     pub jaas: Option<JaasConfig>,
+    /// OAUTHBEARER's token; `None` for the other mechanisms.
+    pub oauthbearer_token: Option<OAuthBearerTokenSource>,
 }
 
 impl ClientSasl {
@@ -232,7 +313,16 @@ impl ClientSecurityConfig {
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| parse_jaas_config(v))
                 .transpose()?;
-            let sasl = ClientSasl { mechanism, jaas };
+            let oauthbearer_token = if mechanism == SaslMechanism::OAuthBearer {
+                Some(oauthbearer_token_source(props)?)
+            } else {
+                None
+            };
+            let sasl = ClientSasl {
+                mechanism,
+                jaas,
+                oauthbearer_token,
+            };
             if matches!(
                 mechanism,
                 SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512
@@ -257,6 +347,30 @@ impl ClientSecurityConfig {
             sasl,
             tls,
         })
+    }
+}
+
+fn oauthbearer_token_source(
+    props: &HashMap<String, String>,
+) -> Result<OAuthBearerTokenSource, ClientConfigError> {
+    const TOKEN: &str = "sasl.oauthbearer.token";
+    const FILE: &str = "sasl.oauthbearer.token.file";
+    let get = |name: &str| props.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    match (get(TOKEN), get(FILE)) {
+        (Some(_), Some(_)) => Err(invalid(
+            TOKEN,
+            "give sasl.oauthbearer.token or sasl.oauthbearer.token.file, not both",
+        )),
+        (Some(token), None) => {
+            check_bearer_token(token).map_err(|reason| invalid(TOKEN, reason))?;
+            Ok(OAuthBearerTokenSource::Token(token.to_string()))
+        }
+        (None, Some(path)) => Ok(OAuthBearerTokenSource::File(PathBuf::from(path))),
+        (None, None) => Err(invalid(
+            TOKEN,
+            "OAUTHBEARER needs a token: sasl.oauthbearer.token (the compact JWT) or \
+             sasl.oauthbearer.token.file (a file holding it)",
+        )),
     }
 }
 
@@ -308,6 +422,58 @@ mod tests {
             let _ = ClientSecurityConfig::from_properties(&props);
             let _ = parse_jaas_config(&text);
         }
+    }
+
+    #[test]
+    fn oauthbearer_token_settings() {
+        let base = "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=OAUTHBEARER\n";
+        let parse = |extra: &str| {
+            ClientSecurityConfig::from_properties(&parse_properties(&format!("{base}{extra}")))
+        };
+        let c = parse("sasl.oauthbearer.token= aaa.bbb-_.c+/c== \n").unwrap();
+        let source = c.sasl.unwrap().oauthbearer_token.unwrap();
+        assert_eq!(source.load().unwrap(), "aaa.bbb-_.c+/c==");
+        assert_eq!(format!("{source:?}"), "Token(<hidden>)");
+
+        // The file is read at each load, so a rewritten token is picked up.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first.token.sig\n").unwrap();
+        let c = parse(&format!("sasl.oauthbearer.token.file={}\n", path.display())).unwrap();
+        let source = c.sasl.unwrap().oauthbearer_token.unwrap();
+        assert_eq!(source.load().unwrap(), "first.token.sig");
+        std::fs::write(&path, "second.token.sig").unwrap();
+        assert_eq!(source.load().unwrap(), "second.token.sig");
+        for bad in ["", "two words", "a\u{1}b", "=abc", "==="] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(source.load().is_err(), "{bad:?}");
+        }
+        std::fs::write(&path, vec![b'a'; MAX_TOKEN_FILE_BYTES as usize + 1]).unwrap();
+        let err = source.load().unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        let err = source.load().unwrap_err().to_string();
+        assert!(
+            err.starts_with("cannot read sasl.oauthbearer.token.file"),
+            "{err}"
+        );
+
+        for bad in [
+            "",
+            "sasl.oauthbearer.token=has space\n",
+            "sasl.oauthbearer.token=a\nsasl.oauthbearer.token.file=/t\n",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("sasl.oauthbearer.token"), "{bad}: {err}");
+            assert!(!err.contains("has space"), "the token is not echoed: {err}");
+        }
+        // The other mechanisms ignore the token settings.
+        let c = ClientSecurityConfig::from_properties(&parse_properties(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.oauthbearer.token=x y\n\
+             sasl.jaas.config=M required username=\"a\" password=\"b\";\n",
+        ))
+        .unwrap();
+        assert!(c.sasl.unwrap().oauthbearer_token.is_none());
     }
 
     #[test]

@@ -45,7 +45,67 @@ type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 /// The connection's read side: the socket itself, or the TLS stream over it.
 enum ReadSide {
     Tcp(OwnedReadHalf),
-    Tls(tokio::io::ReadHalf<TlsStream>),
+    Tls(TlsRead),
+}
+
+/// The most a probe of a TLS stream reads ahead (one TLS record's plaintext at most).
+const TLS_PROBE_BYTES: usize = 16 * 1024;
+
+/// A TLS stream's read half that can look for its peer's going. TLS cannot be peeked (the
+/// bytes waiting in the socket may be a record that is not a close), so a probe reads the
+/// next plaintext; what it read waits in `ahead` and is served first, so the frame reader
+/// sees the stream unchanged.
+struct TlsRead {
+    inner: tokio::io::ReadHalf<TlsStream>,
+    ahead: BytesMut,
+}
+
+impl TlsRead {
+    fn new(inner: tokio::io::ReadHalf<TlsStream>) -> Self {
+        TlsRead {
+            inner,
+            ahead: BytesMut::new(),
+        }
+    }
+
+    /// Ready(true) once the peer has closed (close_notify or end of stream) or the stream
+    /// failed; Ready(false) when plaintext arrived, kept for the reader. Cancel-safe: what a
+    /// read gives is kept within the same poll.
+    fn poll_probe(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if !self.ahead.is_empty() {
+            return Poll::Ready(false);
+        }
+        let mut space = [0u8; TLS_PROBE_BYTES];
+        let mut buf = ReadBuf::new(&mut space);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(true),
+            Poll::Ready(Ok(())) => {
+                self.ahead.extend_from_slice(buf.filled());
+                Poll::Ready(false)
+            }
+            Poll::Ready(Err(e)) => {
+                debug!(error = %e, "TLS read failed while a request waited");
+                Poll::Ready(true)
+            }
+        }
+    }
+}
+
+impl AsyncRead for TlsRead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.ahead.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = this.ahead.len().min(buf.remaining());
+        buf.put_slice(&this.ahead.split_to(n));
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for ReadSide {
@@ -78,16 +138,15 @@ impl WriteSide {
 }
 
 /// True once the peer has closed its side or reset the connection. Only looks: a peer with
-/// bytes waiting is there (false), and those bytes stay for the frame reader. A TLS stream
-/// cannot be peeked (the bytes waiting may be a record that is not a close), so there the
-/// peer's going is found by the next read or write.
+/// bytes waiting is there (false), and those bytes stay for the frame reader (on TLS, read
+/// ahead into [`TlsRead`]).
 async fn peer_closed(r: &mut ReadSide) -> bool {
     match r {
         ReadSide::Tcp(r) => {
             let mut probe = [0u8; 1];
             !matches!(r.peek(&mut probe).await, Ok(n) if n > 0)
         }
-        ReadSide::Tls(_) => std::future::pending().await,
+        ReadSide::Tls(r) => std::future::poll_fn(|cx| r.poll_probe(cx)).await,
     }
 }
 
@@ -186,7 +245,7 @@ pub async fn serve_secured(
             return;
         };
         let (r, w) = tokio::io::split(tls);
-        (ReadSide::Tls(r), WriteSide::Tls(w), principal)
+        (ReadSide::Tls(TlsRead::new(r)), WriteSide::Tls(w), principal)
     } else {
         let (r, w) = stream.into_split();
         (

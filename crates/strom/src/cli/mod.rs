@@ -68,8 +68,9 @@ pub struct ClientOpts {
     #[arg(long, default_value_t = 30_000, value_name = "MS", global = true,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub request_timeout_ms: u64,
-    /// Kafka client properties (security.protocol, ssl.*, sasl.mechanism, sasl.jaas.config)
-    /// for a TLS or SASL listener, as Kafka's tools take them.
+    /// Kafka client properties (security.protocol, ssl.*, sasl.mechanism, sasl.jaas.config;
+    /// for OAUTHBEARER Strom's sasl.oauthbearer.token or sasl.oauthbearer.token.file) for a
+    /// TLS or SASL listener, as Kafka's tools take them.
     #[arg(long, value_name = "FILE", global = true)]
     pub command_config: Option<std::path::PathBuf>,
 }

@@ -172,6 +172,11 @@ type PendingAnswer = Pin<Box<dyn Future<Output = Answer> + Send>>;
 struct Shared {
     cancel: watch::Sender<bool>,
     peer_gone: AtomicBool,
+    /// The last answer is a refusal the client must be able to read (a failed SASL
+    /// authentication): the close sends FIN and drains what the client still sends, since
+    /// closing a socket with unread bytes sends RST, which can destroy the answer in the
+    /// client's receive queue before it reads it.
+    linger: AtomicBool,
 }
 
 impl Shared {
@@ -261,6 +266,7 @@ pub async fn serve_secured(
     let shared = Arc::new(Shared {
         cancel: cancel_tx,
         peer_gone: AtomicBool::new(false),
+        linger: AtomicBool::new(false),
     });
     let info = Arc::new(ConnectionInfo::new(listener_name, peer, cancel));
     // On SASL_SSL the SASL user is the principal, whatever certificate the client showed
@@ -298,8 +304,20 @@ pub async fn serve_secured(
     ));
     let (mut pending, mut write_half) =
         answer_in_order(&broker, &mut session, frames, write_half, shutdown, &shared).await;
-    reader_task.abort();
-    let _ = write_half.shutdown().await;
+    if shared.linger.load(Ordering::Acquire) {
+        let _ = write_half.shutdown().await;
+        // The reader drains until the client closes (it has our answer and FIN), bounded.
+        let mut reader_task = reader_task;
+        if tokio::time::timeout(LINGER_AFTER_REFUSAL, &mut reader_task)
+            .await
+            .is_err()
+        {
+            reader_task.abort();
+        }
+    } else {
+        reader_task.abort();
+        let _ = write_half.shutdown().await;
+    }
     drop(write_half);
     if !pending.is_empty() {
         // The write failed: the peer has gone. Its parked waits end now; work already begun
@@ -332,6 +350,22 @@ impl Session {
 }
 
 /// The reader task: frames in order into `frames`, until the stream ends or fails.
+/// How long a connection closing after a refusal waits for its client to close first.
+const LINGER_AFTER_REFUSAL: Duration = Duration::from_secs(1);
+/// The most a closing connection reads and drops before it closes anyway.
+const DRAIN_MAX_BYTES: usize = 1 << 20;
+
+async fn drain<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) {
+    let mut scratch = [0u8; 8192];
+    let mut drained = 0usize;
+    while drained < DRAIN_MAX_BYTES {
+        match tokio::io::AsyncReadExt::read(reader, &mut scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
 async fn read_frames(
     read_half: ReadSide,
     max_frame: Arc<AtomicUsize>,
@@ -367,6 +401,9 @@ async fn read_frames(
                 biased;
                 sent = &mut send => {
                     if sent.is_err() {
+                        // The connection is closing: what the client still sends is read
+                        // and dropped until it closes (see `Shared::linger`).
+                        drain(&mut reader).await;
                         return;
                     }
                     break;
@@ -411,6 +448,7 @@ async fn answer_in_order(
                     Taken::Last(reply) => {
                         pending.push_back(reply);
                         reading = false;
+                        shared.linger.store(true, Ordering::Release);
                     }
                     Taken::Stop => reading = false,
                 }

@@ -291,15 +291,7 @@ async fn read_partition(
             return (data, 0, 0, true);
         }
     };
-    let aborted = isolated.aborted_transactions.map(|list| {
-        list.into_iter()
-            .map(|t| {
-                AbortedTransaction::default()
-                    .with_producer_id(proto_kafka::messages::ProducerId(t.producer_id))
-                    .with_first_offset(t.first_offset)
-            })
-            .collect()
-    });
+    let aborted = isolated.aborted_transactions.map(aborted_answer);
     let read = isolated.read;
     let data = data
         .with_high_watermark(read.high_watermark)
@@ -339,6 +331,17 @@ async fn read_partition(
 }
 
 /// The answer for a read that carries its bytes (shared storage): nothing for sendfile.
+/// A read's aborted transactions as the answer lists them.
+fn aborted_answer(list: Vec<strom_log::AbortedTxn>) -> Vec<AbortedTransaction> {
+    list.into_iter()
+        .map(|t| {
+            AbortedTransaction::default()
+                .with_producer_id(proto_kafka::messages::ProducerId(t.producer_id))
+                .with_first_offset(t.first_offset)
+        })
+        .collect()
+}
+
 fn bytes_answer(
     data: PartitionData,
     replica: &dyn PartitionLog,
@@ -359,15 +362,7 @@ fn bytes_answer(
             return (data, 0, 0, true);
         }
     };
-    let aborted = read.aborted_transactions.map(|list| {
-        list.into_iter()
-            .map(|t| {
-                AbortedTransaction::default()
-                    .with_producer_id(proto_kafka::messages::ProducerId(t.producer_id))
-                    .with_first_offset(t.first_offset)
-            })
-            .collect()
-    });
+    let aborted = read.aborted_transactions.map(aborted_answer);
     let data = data
         .with_high_watermark(read.high_watermark)
         .with_last_stable_offset(read.last_stable_offset)

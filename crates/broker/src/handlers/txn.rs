@@ -288,21 +288,14 @@ pub async fn add_offsets_to_txn(
     ctx: &RequestContext,
     req: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
-    let r = if req.group_id.is_empty() {
-        Err(ResponseError::InvalidGroupId)
-    } else {
-        broker
-            .txns
-            .add_offsets(
-                req.transactional_id.as_str(),
-                req.producer_id.0,
-                req.producer_epoch,
-                req.group_id.as_str(),
-                offsets_partitions(broker),
-            )
-            .await
-            .map_err(|e| fenced_for(ctx.version, 2, e))
-    };
+    let r = add_group_offsets(
+        broker,
+        req.transactional_id.as_str(),
+        (req.producer_id.0, req.producer_epoch),
+        req.group_id.as_str(),
+    )
+    .await
+    .map_err(|e| fenced_for(ctx.version, 2, e));
     AddOffsetsToTxnResponse::default().with_error_code(code(&r))
 }
 
@@ -352,16 +345,33 @@ async fn join_offsets_partition(
     broker: &Broker,
     req: &TxnOffsetCommitRequest,
 ) -> Result<(), ResponseError> {
-    if req.group_id.is_empty() {
+    add_group_offsets(
+        broker,
+        req.transactional_id.as_str(),
+        (req.producer_id.0, req.producer_epoch),
+        req.group_id.as_str(),
+    )
+    .await
+}
+
+/// Adds the group's `__consumer_offsets` partition to the transaction (AddOffsetsToTxn, and
+/// a version 2 TxnOffsetCommit doing its work).
+async fn add_group_offsets(
+    broker: &Broker,
+    transactional_id: &str,
+    (producer_id, producer_epoch): (i64, i16),
+    group_id: &str,
+) -> Result<(), ResponseError> {
+    if group_id.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
     broker
         .txns
         .add_offsets(
-            req.transactional_id.as_str(),
-            req.producer_id.0,
-            req.producer_epoch,
-            req.group_id.as_str(),
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            group_id,
             offsets_partitions(broker),
         )
         .await

@@ -111,6 +111,9 @@ pub struct GroupListing {
 pub struct PendingCommit {
     pub results: Vec<Option<ResponseError>>,
     write: Option<(PendingWrite, Vec<usize>)>,
+    /// Offsets to apply once durable, where the log gave no offsets before (shared storage):
+    /// the group, and each offset in record order.
+    deferred: Option<(String, Vec<(String, i32, CommittedOffset)>)>,
 }
 
 pub struct GroupCoordinator {
@@ -374,7 +377,10 @@ impl GroupCoordinator {
                         let groups = self.clone();
                         let slot = slot.clone();
                         tokio::spawn(async move {
-                            let result = w.complete(ResponseError::UnknownServerError).await;
+                            let result = w
+                                .complete(ResponseError::UnknownServerError)
+                                .await
+                                .map(|_| ());
                             groups
                                 .update(&slot, |g, cfg, now| g.after_store(then, result, cfg, now));
                         });
@@ -498,6 +504,7 @@ impl GroupCoordinator {
         let all = |e: ResponseError| PendingCommit {
             results: vec![Some(e); entries.len()],
             write: None,
+            deferred: None,
         };
         let image = self.ports.cluster.image();
         let known: Vec<bool> = entries
@@ -578,16 +585,27 @@ impl GroupCoordinator {
             }
         }
         let mut write = None;
+        let mut deferred = None;
         if !to_write.is_empty() {
             match self.append(group_id, &to_write, ResponseError::InvalidCommitOffsetSize) {
                 Ok(w) => {
-                    // Visible at once, in log order, though acknowledged only once durable:
-                    // a client's requests are read ahead (Kafka instead mutes the connection
-                    // until it answers), so the JoinGroup behind this commit may complete a
-                    // rebalance, and the next owner fetch offsets, before the fsync ends.
-                    for (n, (topic, partition, mut c)) in committed.into_iter().enumerate() {
-                        c.record_offset = w.first_offset + n as i64;
-                        g.apply_offset(&topic, partition, c);
+                    match w.first_offset {
+                        // Visible at once, in log order, though acknowledged only once
+                        // durable: a client's requests are read ahead (Kafka instead mutes
+                        // the connection until it answers), so the JoinGroup behind this
+                        // commit may complete a rebalance, and the next owner fetch offsets,
+                        // before the fsync ends.
+                        Some(first) => {
+                            for (n, (topic, partition, mut c)) in committed.into_iter().enumerate()
+                            {
+                                c.record_offset = first + n as i64;
+                                g.apply_offset(&topic, partition, c);
+                            }
+                        }
+                        // Where they went is known only once committed: applied then, each
+                        // at its record's offset, so commits that land out of order still
+                        // leave the later record's offset.
+                        None => deferred = Some((group_id.to_string(), committed)),
                     }
                     write = Some((w, indexes));
                 }
@@ -599,17 +617,30 @@ impl GroupCoordinator {
             }
         }
         drop(g);
-        PendingCommit { results, write }
+        PendingCommit {
+            results,
+            write,
+            deferred,
+        }
     }
 
     /// Waits until a commit's records are durable: only then is it acknowledged.
     pub async fn finish_commit(&self, pending: PendingCommit) -> Vec<Option<ResponseError>> {
-        let PendingCommit { mut results, write } = pending;
+        let PendingCommit {
+            mut results,
+            write,
+            deferred,
+        } = pending;
         let Some((w, indexes)) = write else {
             return results;
         };
         match w.complete(ResponseError::InvalidCommitOffsetSize).await {
-            Ok(()) => metrics::counter!("strom_offset_commits_total").increment(1),
+            Ok(range) => {
+                if let Some((group_id, committed)) = deferred {
+                    self.apply_durable_offsets(&group_id, range.first_offset, committed);
+                }
+                metrics::counter!("strom_offset_commits_total").increment(1)
+            }
             Err(e) => {
                 for i in indexes {
                     results[i] = Some(e);
@@ -617,6 +648,28 @@ impl GroupCoordinator {
             }
         }
         results
+    }
+
+    /// Applies offsets whose records are durable from `first_offset` on. A group unloaded
+    /// meanwhile (its partition led elsewhere now) is left alone: its next coordinator loads
+    /// them from the log.
+    fn apply_durable_offsets(
+        &self,
+        group_id: &str,
+        first_offset: i64,
+        committed: Vec<(String, i32, CommittedOffset)>,
+    ) {
+        let Some(slot) = self.get(group_id) else {
+            return;
+        };
+        let mut g = lock(&slot);
+        if g.state() == GroupState::Dead {
+            return;
+        }
+        for (n, (topic, partition, mut c)) in committed.into_iter().enumerate() {
+            c.record_offset = first_offset + n as i64;
+            g.apply_offset(&topic, partition, c);
+        }
     }
 
     /// Committed offsets: of the given partitions (None where nothing is committed), or of

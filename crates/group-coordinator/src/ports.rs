@@ -23,6 +23,17 @@ pub struct AppendedRange {
     pub last_offset: i64,
 }
 
+/// An append under way. A log that numbers records as it appends them (a local log) knows
+/// where they went at once, so the coordinator can apply them in log order before they are
+/// durable; a log whose offsets come with its commit (shared storage, where PostgreSQL
+/// sequences every broker's objects) knows only once `durable` resolves.
+pub struct StartedAppend {
+    /// Where the records went, when known before they are durable.
+    pub range: Option<AppendedRange>,
+    /// Resolves once the records are durable, to where they went.
+    pub durable: PortFuture<Result<AppendedRange, ResponseError>>,
+}
+
 /// A failed read of a `__consumer_offsets` partition while loading it.
 #[derive(Debug, Error)]
 #[error("reading {partition}: {reason}")]
@@ -55,6 +66,29 @@ pub trait OffsetsLog: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<AppendedRange, ResponseError> {
         self.append(partition, batch, now_ms)
+    }
+
+    /// Starts an append of one encoded batch (`transactional`: as
+    /// [`OffsetsLog::append_transactional`]). An Err is a refusal before anything was
+    /// written. By default the synchronous append followed by [`OffsetsLog::wait_durable`]; a
+    /// log whose offsets exist only once committed overrides it.
+    fn start_append(
+        &self,
+        partition: i32,
+        mut batch: BytesMut,
+        transactional: bool,
+        now_ms: i64,
+    ) -> Result<StartedAppend, ResponseError> {
+        let range = if transactional {
+            self.append_transactional(partition, &mut batch, now_ms)?
+        } else {
+            self.append(partition, &mut batch, now_ms)?
+        };
+        let durable = self.wait_durable(partition, range.last_offset + 1);
+        Ok(StartedAppend {
+            range: Some(range),
+            durable: Box::pin(async move { durable.await.map(|()| range) }),
+        })
     }
 
     /// Resolves once the partition is durable up to `end_offset` (exclusive).

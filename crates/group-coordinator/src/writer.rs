@@ -10,27 +10,63 @@ use tracing::warn;
 
 use crate::consumer::Change;
 use crate::consumer_records;
-use crate::ports::OffsetsLog;
+use crate::ports::{AppendedRange, OffsetsLog, PortFuture, StartedAppend};
 use crate::records;
 
-/// An append to `__consumer_offsets` that is in the log but not yet durable.
+/// An append to `__consumer_offsets` that is not yet durable.
 pub struct PendingWrite {
-    log: Arc<dyn OffsetsLog>,
     partition: i32,
-    pub first_offset: i64,
-    end_offset: i64,
+    /// Where its first record went, when the log knew at once (a local log): the records are
+    /// then applied before they are durable, in log order. None on a log that assigns offsets
+    /// at commit (shared storage): applied once [`PendingWrite::complete`] gives them.
+    pub first_offset: Option<i64>,
+    records: usize,
+    /// TxnOffsetCommit's batch: a fenced producer is told so.
+    transactional: bool,
+    durable: PortFuture<Result<AppendedRange, ResponseError>>,
 }
 
 impl PendingWrite {
-    pub async fn complete(self, too_large: ResponseError) -> Result<(), ResponseError> {
-        self.log
-            .wait_durable(self.partition, self.end_offset)
-            .await
-            .map_err(|e| {
-                warn!(partition = self.partition, error = ?e, "__consumer_offsets write not durable");
-                storage_error(e, too_large)
-            })
+    /// Waits until the records are durable; where they went.
+    pub async fn complete(self, too_large: ResponseError) -> Result<AppendedRange, ResponseError> {
+        let partition = self.partition;
+        let transactional = self.transactional;
+        let range = self.durable.await.map_err(|e| {
+            warn!(partition, error = ?e, "__consumer_offsets write not durable");
+            match e {
+                ResponseError::InvalidProducerEpoch | ResponseError::ProducerFenced
+                    if transactional =>
+                {
+                    e
+                }
+                other => storage_error(other, too_large),
+            }
+        })?;
+        check_range(partition, range, self.records)?;
+        if self.first_offset.is_some_and(|f| f != range.first_offset) {
+            warn!(
+                partition,
+                "the log moved an append after it gave its offsets"
+            );
+            return Err(ResponseError::UnknownServerError);
+        }
+        Ok(range)
     }
+}
+
+/// An append's range holds exactly its records (the coordinator numbers them from it).
+fn check_range(partition: i32, range: AppendedRange, records: usize) -> Result<(), ResponseError> {
+    if range.last_offset - range.first_offset + 1 != records as i64 {
+        warn!(
+            partition,
+            first = range.first_offset,
+            last = range.last_offset,
+            records,
+            "the log gave an append a range of another size"
+        );
+        return Err(ResponseError::UnknownServerError);
+    }
+    Ok(())
 }
 
 /// Kafka's mapping of a failed group write (given as the code a producer would get) to what
@@ -39,7 +75,8 @@ pub fn storage_error(produce_error: ResponseError, too_large: ResponseError) -> 
     match produce_error {
         ResponseError::UnknownTopicOrPartition
         | ResponseError::NotEnoughReplicas
-        | ResponseError::NotEnoughReplicasAfterAppend => ResponseError::CoordinatorNotAvailable,
+        | ResponseError::NotEnoughReplicasAfterAppend
+        | ResponseError::RequestTimedOut => ResponseError::CoordinatorNotAvailable,
         ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => {
             ResponseError::NotCoordinator
         }
@@ -95,26 +132,34 @@ pub fn append(
 ) -> Result<PendingWrite, ResponseError> {
     debug_assert!(!records.is_empty(), "an append holds a record");
     let entries = records.iter().map(|(k, v)| (Some(k.clone()), v.clone()));
-    let mut buf = encode_internal_batch(entries, now_ms).map_err(|e| {
+    let buf = encode_internal_batch(entries, now_ms).map_err(|e| {
         warn!(error = %e, "cannot encode a __consumer_offsets batch");
         ResponseError::UnknownServerError
     })?;
-    let range = log.append(partition, &mut buf, now_ms).map_err(|e| {
-        warn!(partition, error = ?e, "__consumer_offsets append failed");
-        storage_error(e, too_large)
-    })?;
-    assert!(
-        range.last_offset - range.first_offset + 1 == records.len() as i64,
-        "the log gave {}..={} to {} records",
-        range.first_offset,
-        range.last_offset,
-        records.len()
-    );
+    let started = log
+        .start_append(partition, buf, false, now_ms)
+        .map_err(|e| {
+            warn!(partition, error = ?e, "__consumer_offsets append failed");
+            storage_error(e, too_large)
+        })?;
+    pending_write(partition, started, records.len(), false)
+}
+
+fn pending_write(
+    partition: i32,
+    started: StartedAppend,
+    records: usize,
+    transactional: bool,
+) -> Result<PendingWrite, ResponseError> {
+    if let Some(range) = started.range {
+        check_range(partition, range, records)?;
+    }
     Ok(PendingWrite {
-        log: log.clone(),
         partition,
-        first_offset: range.first_offset,
-        end_offset: range.last_offset + 1,
+        first_offset: started.range.map(|r| r.first_offset),
+        records,
+        transactional,
+        durable: started.durable,
     })
 }
 
@@ -137,12 +182,12 @@ pub fn append_transactional(
     now_ms: i64,
 ) -> Result<PendingWrite, ResponseError> {
     debug_assert!(!records.is_empty(), "an append holds a record");
-    let mut buf = encode_transactional_batch(records, producer, now_ms).map_err(|e| {
+    let buf = encode_transactional_batch(records, producer, now_ms).map_err(|e| {
         warn!(error = %e, "cannot encode a transactional __consumer_offsets batch");
         ResponseError::UnknownServerError
     })?;
-    let range = log
-        .append_transactional(partition, &mut buf, now_ms)
+    let started = log
+        .start_append(partition, buf, true, now_ms)
         .map_err(|e| {
             warn!(partition, error = ?e, "transactional __consumer_offsets append failed");
             match e {
@@ -151,22 +196,7 @@ pub fn append_transactional(
                 other => storage_error(other, too_large),
             }
         })?;
-    if range.last_offset - range.first_offset + 1 != records.len() as i64 {
-        warn!(
-            partition,
-            first = range.first_offset,
-            last = range.last_offset,
-            records = records.len(),
-            "the log gave a transactional append a range of another size"
-        );
-        return Err(ResponseError::UnknownServerError);
-    }
-    Ok(PendingWrite {
-        log: log.clone(),
-        partition,
-        first_offset: range.first_offset,
-        end_offset: range.last_offset + 1,
-    })
+    pending_write(partition, started, records.len(), true)
 }
 
 /// One uncompressed v2 batch of `producer`'s, transactional, its sequence from 0 (the

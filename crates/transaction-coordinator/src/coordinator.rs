@@ -317,17 +317,19 @@ impl TransactionCoordinator {
             })
             .transpose()
             .map_err(|_| ResponseError::UnknownServerError)?;
-        let mut batch = encode_internal_batch([(Some(key), value)], now_ms)
+        let batch = encode_internal_batch([(Some(key), value)], now_ms)
             .map_err(|_| ResponseError::UnknownServerError)?;
-        let range = self
+        let started = self
             .ports
             .log
-            .append(p, &mut batch, now_ms)
+            .start_append(p, batch, false, now_ms)
             .map_err(|e| storage_error(e, ResponseError::UnknownServerError))?;
-        self.ports
-            .log
-            .wait_durable(p, range.last_offset + 1)
+        // The transition is applied by the caller only after this: once durable, whether the
+        // log knew the record's offset before (a local log) or only now (shared storage).
+        started
+            .durable
             .await
+            .map(|_| ())
             .map_err(|e| storage_error(e, ResponseError::UnknownServerError))
     }
 

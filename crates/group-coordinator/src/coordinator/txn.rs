@@ -144,8 +144,10 @@ impl GroupCoordinator {
         };
         // Pending from the moment they are in the log, as the log would replay them: a
         // stable OffsetFetch sees UNSTABLE_OFFSET_COMMIT from now on, and the marker decides
-        // them even if durability fails below (the client then aborts, most likely).
-        {
+        // them even if durability fails below (the client then aborts, most likely). A log
+        // that gives offsets only at commit makes them pending then; the producer's marker
+        // comes after this answer, so after them.
+        let pend = |first: i64, taken: Vec<((String, i32), CommittedOffset)>| {
             let mut pending = self.pending_txn();
             let group = pending
                 .entry(producer.producer_id)
@@ -153,12 +155,24 @@ impl GroupCoordinator {
                 .entry(group_id.to_string())
                 .or_default();
             for (n, (key, mut c)) in taken.into_iter().enumerate() {
-                c.record_offset = write.first_offset + n as i64;
+                c.record_offset = first + n as i64;
                 group.insert(key, c);
             }
-        }
-        if let Err(e) = write.complete(ResponseError::InvalidCommitOffsetSize).await {
-            return fail(results, e);
+        };
+        let deferred = match write.first_offset {
+            Some(first) => {
+                pend(first, taken);
+                None
+            }
+            None => Some(taken),
+        };
+        match write.complete(ResponseError::InvalidCommitOffsetSize).await {
+            Ok(range) => {
+                if let Some(taken) = deferred {
+                    pend(range.first_offset, taken);
+                }
+            }
+            Err(e) => return fail(results, e),
         }
         results
     }

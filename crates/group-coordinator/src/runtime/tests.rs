@@ -608,3 +608,213 @@ fn a_marker_during_the_load_applies_once_the_partition_is_active() {
     assert_eq!(committed(&second, "g"), Some(8));
     assert!(!second.has_pending_txn_offset("g", "t", 1));
 }
+
+/// A log whose offsets exist only once an append is committed, as on shared storage: each
+/// append waits in `queued` until the test lands it (in any order) or fails it.
+#[derive(Default)]
+struct CommitLog {
+    mem: Arc<MemLog>,
+    queued: Mutex<Vec<QueuedAppend>>,
+}
+
+type QueuedAppend = (
+    i32,
+    BytesMut,
+    tokio::sync::oneshot::Sender<Result<AppendedRange, ResponseError>>,
+);
+
+impl CommitLog {
+    fn queued(&self) -> usize {
+        self.queued.lock().unwrap().len()
+    }
+
+    /// Commits the `i`th waiting append: only now does it get its offsets.
+    fn land(&self, i: usize) {
+        let (p, mut batch, done) = self.queued.lock().unwrap().remove(i);
+        let range = self.mem.append(p, &mut batch, 0);
+        let _ = done.send(range);
+    }
+
+    fn fail(&self, i: usize, e: ResponseError) {
+        let (_, _, done) = self.queued.lock().unwrap().remove(i);
+        let _ = done.send(Err(e));
+    }
+}
+
+impl OffsetsLog for CommitLog {
+    fn append(&self, _: i32, _: &mut BytesMut, _: i64) -> Result<AppendedRange, ResponseError> {
+        panic!("a log that sequences at commit has no synchronous append")
+    }
+
+    fn start_append(
+        &self,
+        partition: i32,
+        batch: BytesMut,
+        _transactional: bool,
+        _now_ms: i64,
+    ) -> Result<crate::ports::StartedAppend, ResponseError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queued.lock().unwrap().push((partition, batch, tx));
+        Ok(crate::ports::StartedAppend {
+            range: None,
+            durable: Box::pin(
+                async move { rx.await.unwrap_or(Err(ResponseError::NotCoordinator)) },
+            ),
+        })
+    }
+
+    fn wait_durable(&self, _: i32, _: i64) -> PortFuture<Result<(), ResponseError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>> {
+        self.mem.offsets(partition)
+    }
+
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Bytes, ReadError> {
+        self.mem.read(partition, offset, max_bytes, end_offset)
+    }
+}
+
+fn coordinator_over(log: Arc<CommitLog>, fx: &Fixture) -> Arc<GroupCoordinator> {
+    let ports = Ports {
+        log,
+        cluster: fx.cluster.clone(),
+        clock: fx.clock.clone(),
+    };
+    Arc::new(GroupCoordinator::new(GroupConfig::default(), NODE, ports))
+}
+
+fn simple_commit_pending(
+    groups: &GroupCoordinator,
+    group: &str,
+    offset: i64,
+) -> crate::coordinator::PendingCommit {
+    let who = Committer {
+        member_id: "",
+        group_instance_id: None,
+        generation_id: -1,
+        api_version: 8,
+    };
+    let entry = CommitEntry {
+        topic: "t".to_string(),
+        partition: 1,
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    groups.commit(group, who, vec![entry])
+}
+
+/// On a log that gives offsets only at commit, a commit is applied once durable, at its
+/// record's offset: two commits that land in the other order leave the one last in the log,
+/// which is what a new coordinator loading that log sees too.
+#[test]
+fn offsets_known_only_at_commit_are_applied_once_durable_in_log_order() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fx = Fixture::new(image(|_| NODE));
+    let log = Arc::new(CommitLog::default());
+    let groups = coordinator_over(log.clone(), &fx);
+    groups.on_image(&fx.cluster.image()).unwrap();
+    let first = simple_commit_pending(&groups, "g", 5);
+    let second = simple_commit_pending(&groups, "g", 9);
+    assert_eq!(first.results, vec![None]);
+    assert_eq!(log.queued(), 2);
+    assert_eq!(committed(&groups, "g"), None, "nothing is durable yet");
+    // The second commit lands first: its record is the partition's first.
+    log.land(1);
+    assert_eq!(rt.block_on(groups.finish_commit(second)), vec![None]);
+    assert_eq!(committed(&groups, "g"), Some(9));
+    log.land(0);
+    assert_eq!(rt.block_on(groups.finish_commit(first)), vec![None]);
+    assert_eq!(
+        committed(&groups, "g"),
+        Some(5),
+        "the record last in the log wins"
+    );
+    let reloaded = coordinator_over(log.clone(), &fx);
+    reloaded.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(committed(&reloaded, "g"), Some(5));
+}
+
+/// A commit whose append fails at commit (a fenced leader's: NOT_LEADER_OR_FOLLOWER) answers
+/// NOT_COORDINATOR, as Kafka maps it, and changes nothing in memory or in the log.
+#[test]
+fn a_commit_fenced_at_commit_answers_not_coordinator_and_applies_nothing() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fx = Fixture::new(image(|_| NODE));
+    let log = Arc::new(CommitLog::default());
+    let groups = coordinator_over(log.clone(), &fx);
+    groups.on_image(&fx.cluster.image()).unwrap();
+    let pending = simple_commit_pending(&groups, "g", 5);
+    log.fail(0, ResponseError::NotLeaderOrFollower);
+    assert_eq!(
+        rt.block_on(groups.finish_commit(pending)),
+        vec![Some(ResponseError::NotCoordinator)]
+    );
+    assert_eq!(committed(&groups, "g"), None);
+    let p = partition_for("g", PARTITIONS);
+    assert_eq!(log.offsets(p).unwrap().unwrap(), (0, 0));
+}
+
+/// TxnOffsetCommit on a log that gives offsets only at commit: the offsets are pending for
+/// the producer once durable (not before), and its COMMIT marker applies them.
+#[test]
+fn transactional_offsets_known_only_at_commit_are_pending_once_durable() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fx = Fixture::new(image(|_| NODE));
+    let log = Arc::new(CommitLog::default());
+    let groups = coordinator_over(log.clone(), &fx);
+    groups.on_image(&fx.cluster.image()).unwrap();
+    let (answer, pending_before) = rt.block_on(async {
+        let g = groups.clone();
+        let task = tokio::spawn(async move {
+            let who = Committer {
+                member_id: "",
+                group_instance_id: None,
+                generation_id: -1,
+                api_version: 3,
+            };
+            let entry = CommitEntry {
+                topic: "t".to_string(),
+                partition: 1,
+                offset: 7,
+                leader_epoch: -1,
+                metadata: None,
+            };
+            let producer = crate::writer::TxnProducer {
+                producer_id: 12,
+                producer_epoch: 0,
+            };
+            g.txn_commit("g", producer, who, vec![entry]).await
+        });
+        while log.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let before = groups.has_pending_txn_offset("g", "t", 1);
+        log.land(0);
+        (task.await.unwrap(), before)
+    });
+    assert_eq!(answer, vec![None]);
+    assert!(!pending_before, "not pending before it is durable");
+    assert!(groups.has_pending_txn_offset("g", "t", 1));
+    let p = partition_for("g", PARTITIONS);
+    log.mem.append(p, &mut marker_batch(12, true), 0).unwrap();
+    groups.complete_transaction(p, 12, true);
+    assert_eq!(committed(&groups, "g"), Some(7));
+}

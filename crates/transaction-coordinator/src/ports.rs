@@ -12,7 +12,7 @@ use proto_kafka::ResponseError;
 use strom_metadata::MetadataImage;
 
 pub use strom_group_coordinator::ports::{
-    AppendedRange, Clock, PortFuture, ReadError, SystemClock,
+    AppendedRange, Clock, PortFuture, ReadError, StartedAppend, SystemClock,
 };
 
 use crate::state::{Marker, TopicPartition, Verified};

@@ -751,3 +751,151 @@ async fn below_transaction_version_1_records_are_value_v0() {
     let value = batch.records[0].value.clone().unwrap();
     assert_eq!(&value[..2], &[0, 0], "value version 0");
 }
+
+/// A `__transaction_state` whose offsets exist only once an append is committed (shared
+/// storage): each append waits until the test lands or fails it.
+#[derive(Default)]
+struct CommitLog {
+    mem: Arc<MemLog>,
+    queued: Mutex<Vec<QueuedAppend>>,
+}
+
+type QueuedAppend = (
+    i32,
+    BytesMut,
+    tokio::sync::oneshot::Sender<Result<AppendedRange, ResponseError>>,
+);
+
+impl CommitLog {
+    fn queued(&self) -> usize {
+        self.queued.lock().unwrap().len()
+    }
+
+    fn land(&self, i: usize) {
+        let (p, mut batch, done) = self.queued.lock().unwrap().remove(i);
+        let _ = done.send(self.mem.append(p, &mut batch, 0));
+    }
+
+    fn fail(&self, i: usize, e: ResponseError) {
+        let (_, _, done) = self.queued.lock().unwrap().remove(i);
+        let _ = done.send(Err(e));
+    }
+}
+
+impl TransactionLog for CommitLog {
+    fn append(&self, _: i32, _: &mut BytesMut, _: i64) -> Result<AppendedRange, ResponseError> {
+        panic!("a log that sequences at commit has no synchronous append")
+    }
+
+    fn start_append(
+        &self,
+        partition: i32,
+        batch: BytesMut,
+        _transactional: bool,
+        _now_ms: i64,
+    ) -> Result<crate::ports::StartedAppend, ResponseError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queued.lock().unwrap().push((partition, batch, tx));
+        Ok(crate::ports::StartedAppend {
+            range: None,
+            durable: Box::pin(async move {
+                rx.await.unwrap_or(Err(ResponseError::NotLeaderOrFollower))
+            }),
+        })
+    }
+
+    fn wait_durable(&self, _: i32, _: i64) -> PortFuture<Result<(), ResponseError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>> {
+        self.mem.offsets(partition)
+    }
+
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Bytes, ReadError> {
+        self.mem.read(partition, offset, max_bytes, end_offset)
+    }
+}
+
+async fn coordinator_over(f: &Fixture, log: Arc<CommitLog>) -> Arc<TransactionCoordinator> {
+    let ports = Ports {
+        log,
+        cluster: f.cluster.clone(),
+        markers: f.markers.clone(),
+        clock: f.clock.clone(),
+    };
+    let c = TransactionCoordinator::new(ports, TxnConfig::default(), NODE);
+    c.on_image(&f.cluster.image()).await;
+    c
+}
+
+async fn until_queued(log: &CommitLog, n: usize) {
+    while log.queued() < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// On a log that gives offsets only at commit, InitProducerId's transition is applied (and
+/// answered) once its record is committed, not before; a new coordinator loading the log
+/// after the first one is gone finds the id with its producer id and epoch, and a second
+/// InitProducerId there bumps that epoch (fencing the first producer) rather than starting
+/// a new id. A record refused at commit (a fenced leader) answers NOT_COORDINATOR and
+/// changes nothing.
+#[tokio::test(start_paused = true)]
+async fn transitions_on_a_log_sequenced_at_commit_apply_once_committed() {
+    let f = Fixture::new();
+    let log = Arc::new(CommitLog::default());
+    let c = coordinator_over(&f, log.clone()).await;
+    let init = {
+        let c = c.clone();
+        tokio::spawn(async move { c.init_producer_id("tx", 60_000, None, 0).await })
+    };
+    until_queued(&log, 1).await;
+    let before = c.describe("tx").unwrap().unwrap();
+    // Kafka's placeholder for a new id: the transition pending, its epoch not yet given.
+    assert_eq!(before.producer_epoch, -1, "not applied before committed");
+    assert!(before.pending.is_some());
+    log.land(0);
+    let (pid, epoch) = init.await.unwrap().unwrap();
+    let after = c.describe("tx").unwrap().unwrap();
+    assert_eq!((after.producer_id, after.producer_epoch), (pid, epoch));
+    assert!(after.pending.is_none());
+
+    let refused = {
+        let c = c.clone();
+        tokio::spawn(async move { c.init_producer_id("other", 60_000, None, 0).await })
+    };
+    until_queued(&log, 1).await;
+    log.fail(0, ResponseError::NotLeaderOrFollower);
+    assert_eq!(refused.await.unwrap(), Err(ResponseError::NotCoordinator));
+    let other = c.describe("other").unwrap();
+    assert!(
+        other.is_none_or(|m| m.producer_epoch == -1 && m.pending.is_none()),
+        "nothing applied"
+    );
+
+    drop(c);
+    let next = coordinator_over(&f, log.clone()).await;
+    let m = next.describe("tx").unwrap().unwrap();
+    assert_eq!((m.producer_id, m.producer_epoch), (pid, epoch));
+    let again = {
+        let c = next.clone();
+        tokio::spawn(async move { c.init_producer_id("tx", 60_000, None, 0).await })
+    };
+    // Until every append of it lands (an ongoing transaction's abort first would add more).
+    loop {
+        until_queued(&log, 1).await;
+        log.land(0);
+        tokio::task::yield_now().await;
+        if again.is_finished() {
+            break;
+        }
+    }
+    assert_eq!(again.await.unwrap(), Ok((pid, epoch + 1)));
+}

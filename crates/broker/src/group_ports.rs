@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::{Bytes, BytesMut};
 use proto_kafka::ResponseError;
-use strom_group_coordinator::ports::{AppendedRange, PortFuture, ReadError};
+use strom_group_coordinator::ports::{AppendedRange, PortFuture, ReadError, StartedAppend};
 use strom_group_coordinator::{
     Cluster, GroupCoordinator, OffsetsLog, Ports, SystemClock, OFFSETS_TOPIC,
 };
@@ -20,6 +20,7 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::controller;
 use crate::partition::{append_error_code, Appended, Partition, PartitionError, PartitionLog};
+use crate::shared_partition::SharedLog;
 
 /// The group coordinator of the broker `me` will be, over these ports.
 pub fn coordinator(me: Weak<Broker>, config: &BrokerConfig) -> Arc<GroupCoordinator> {
@@ -66,6 +67,58 @@ impl BrokerGroupPorts {
     fn replica(&self, partition: i32) -> Option<Arc<Partition>> {
         self.broker.upgrade()?.replicas.get(self.topic, partition)
     }
+
+    /// In cluster mode with object storage, the partition in shared storage, or why it cannot
+    /// be read yet (its opening waits for PostgreSQL): never "not hosted", which a loader
+    /// would take for an empty partition. None on a broker without shared storage.
+    fn shared(&self, partition: i32) -> Option<Result<Arc<SharedLog>, ReadError>> {
+        let broker = self.broker.upgrade()?;
+        broker.replicas.shared_storage()?;
+        Some(
+            broker
+                .replicas
+                .shared_partition(self.topic, partition)
+                .ok_or_else(|| read_error(self.topic, partition, "not open yet")),
+        )
+    }
+
+    /// Where a shared partition's log starts and ends, as a new coordinator loads it: first
+    /// its leader epoch claimed in PostgreSQL (an older leader commits nothing after that),
+    /// then every commit up to now read into the index, so the load sees everything the
+    /// previous coordinator had acknowledged.
+    fn shared_offsets(&self, log: &SharedLog, partition: i32) -> Result<(i64, i64), ReadError> {
+        let broker = self
+            .broker
+            .upgrade()
+            .ok_or_else(|| read_error(self.topic, partition, "the broker is stopping"))?;
+        let storage = broker.replicas.shared_storage().cloned();
+        let leads = log.leader_id() == broker.node_id();
+        let (topic_id, epoch) = (log.topic_id(), log.leader_epoch());
+        let shared = log.shared().clone();
+        block_on(async move {
+            if let (true, Some(storage)) = (leads, storage) {
+                storage
+                    .claim_leader_epoch(topic_id, partition, epoch)
+                    .await?;
+            }
+            shared.catch_up().await
+        })
+        .map_err(|e| read_error(self.topic, partition, e))?
+        .map_err(|e| read_error(self.topic, partition, e))?;
+        Ok((log.log_start_offset().unwrap_or(0), log.high_watermark()))
+    }
+}
+
+/// Runs `f` to its end from the synchronous port. Loading runs in the metadata publisher,
+/// which on a multi-threaded runtime may wait (the worker hands its other tasks away, as
+/// the replica manager's opening of shared partitions does); elsewhere it cannot.
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, &'static str> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| h.block_on(f)))
+        }
+        _ => Err("no runtime to wait on for shared storage"),
+    }
 }
 
 fn read_error(topic: &str, partition: i32, reason: impl ToString) -> ReadError {
@@ -104,6 +157,41 @@ impl OffsetsLog for BrokerGroupPorts {
         appended_range(self.leader(partition)?.append_as_coordinator(batch, now_ms))
     }
 
+    fn start_append(
+        &self,
+        partition: i32,
+        mut batch: BytesMut,
+        transactional: bool,
+        now_ms: i64,
+    ) -> Result<StartedAppend, ResponseError> {
+        let log = self.leader(partition)?;
+        // A partition in shared storage sequences the batch at its commit (the leader epoch
+        // checked there fences a deposed coordinator's write): the offsets come with it.
+        // Transactional batches are refused there for now, as the seam refuses them.
+        if let Some(pending) = log.start_append(&batch, now_ms) {
+            return Ok(StartedAppend {
+                range: None,
+                durable: Box::pin(async move {
+                    let appended = pending.await.map_err(|e| append_error_code(&e))?;
+                    Ok(AppendedRange {
+                        first_offset: appended.first_offset,
+                        last_offset: appended.last_offset,
+                    })
+                }),
+            });
+        }
+        let range = appended_range(if transactional {
+            log.append_as_coordinator(&mut batch, now_ms)
+        } else {
+            log.append_as_leader(&mut batch, now_ms)
+        })?;
+        let durable = self.wait_durable(partition, range.last_offset + 1);
+        Ok(StartedAppend {
+            range: Some(range),
+            durable: Box::pin(async move { durable.await.map(|()| range) }),
+        })
+    }
+
     fn wait_durable(
         &self,
         partition: i32,
@@ -119,6 +207,9 @@ impl OffsetsLog for BrokerGroupPorts {
     }
 
     fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>> {
+        if let Some(shared) = self.shared(partition) {
+            return Some(shared.and_then(|log| self.shared_offsets(&log, partition)));
+        }
         let replica = self.replica(partition)?;
         Some(
             replica
@@ -134,6 +225,21 @@ impl OffsetsLog for BrokerGroupPorts {
         max_bytes: usize,
         end_offset: i64,
     ) -> Result<Bytes, ReadError> {
+        if let Some(shared) = self.shared(partition) {
+            let log = shared?;
+            let read = block_on(async {
+                match log.read_bytes(offset, max_bytes, true, false) {
+                    Some(read) => read.await,
+                    None => Err(PartitionError::Rejected(ResponseError::KafkaStorageError)),
+                }
+            })
+            .map_err(|e| read_error(self.topic, partition, e))?
+            .map_err(|e| read_error(self.topic, partition, e))?;
+            // Whole batches from `offset` up to the high watermark; the loader stops at
+            // `end_offset` itself.
+            let _ = end_offset;
+            return Ok(read.records);
+        }
         let replica = self
             .replica(partition)
             .ok_or_else(|| read_error(self.topic, partition, "not hosted here"))?;

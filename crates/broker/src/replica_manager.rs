@@ -46,12 +46,12 @@ struct SharedHost {
     pending: Arc<Mutex<HashMap<TopicPartition, Wanted>>>,
 }
 
-/// Internal topics stay local logs: their coordinators append synchronously through the seam
-/// (not yet through `start_append`).
+/// Every topic's partitions are in shared storage, the coordinators' `__consumer_offsets`
+/// and `__transaction_state` too (they append through `start_append`, so their state
+/// survives their broker); only a local metadata log would not be (cluster mode keeps the
+/// metadata in PostgreSQL).
 fn on_shared_storage(topic: &str) -> bool {
-    topic != strom_group_coordinator::OFFSETS_TOPIC
-        && topic != strom_transaction_coordinator::TRANSACTION_STATE_TOPIC
-        && topic != METADATA_TOPIC
+    topic != METADATA_TOPIC
 }
 
 fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -229,6 +229,11 @@ impl ReplicaManager {
         self.shared
             .as_ref()?
             .get(&TopicPartition::new(topic, partition))
+    }
+
+    /// The shared storage partitions are kept in (cluster mode with object storage).
+    pub fn shared_storage(&self) -> Option<&Arc<SharedStorage>> {
+        self.shared.as_ref().map(|s| &s.storage)
     }
 
     pub fn with_static_config(mut self, raw: RawConfig) -> Self {

@@ -263,10 +263,13 @@ pub async fn run_with(
         Some(c) => broker.set_cluster(c.clone()),
         None => register_broker(&broker).await?,
     }
-    broker
-        .groups
-        .on_image(&broker.image())
-        .context("cannot load consumer groups from __consumer_offsets")?;
+    if let Err(e) = broker.groups.on_image(&broker.image()) {
+        // In shared storage an outage is retried (coordinator_load_retries); a local log
+        // that cannot be read is a start-up error.
+        if broker.replicas.shared_storage().is_none() {
+            return Err(e).context("cannot load consumer groups from __consumer_offsets");
+        }
+    }
     // Transactions left prepared by a crash get their markers from here on.
     broker.txns.follow_image(&broker.image());
 
@@ -276,6 +279,12 @@ pub async fn run_with(
     let mut tasks = Vec::new();
     if let Some(c) = &cluster {
         tasks.extend(c.start(&broker, stop_rx.clone()));
+        if broker.replicas.shared_storage().is_some() {
+            tasks.push(tokio::spawn(coordinator_load_retries(
+                broker.clone(),
+                stop_rx.clone(),
+            )));
+        }
         // As Kafka's broker waits to be caught up and unfenced: clients are served once the
         // image lists this broker (the controller writes its registration), so no Metadata
         // answer leaves out the broker that gives it.
@@ -489,6 +498,22 @@ async fn accept_loop(
 }
 
 /// Periodic work: time-based flushes, retention, compaction, and the log size gauge.
+/// Loads again, every second, the coordinators' partitions whose load from shared storage
+/// failed (PostgreSQL or the object store away): otherwise they would wait for the next
+/// image, answering NOT_COORDINATOR meanwhile.
+async fn coordinator_load_retries(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        let image = broker.image();
+        // Failures are logged by the coordinator; the next round tries again.
+        let _ = broker.groups.retry_loads(&image);
+        broker.txns.follow_image(&image);
+    }
+}
+
 async fn upkeep_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let flush_every = Duration::from_millis(broker.config.log_flush_scheduler_interval_ms);
     let retention_every = Duration::from_millis(broker.config.log_retention_check_interval_ms);

@@ -167,6 +167,17 @@ async fn write_marker(broker: &Arc<Broker>, m: &Marker) -> Result<(), ResponseEr
     }
     let partition = broker.replicas.leader_partition(&m.topic, m.partition)?;
     let commit = m.result == TxnResult::Commit;
+    if broker
+        .replicas
+        .shared_partition(&m.topic, m.partition)
+        .is_some()
+    {
+        // Shared storage refuses transactional batches (a producer's, and TxnOffsetCommit's
+        // in `__consumer_offsets`) until it keeps markers and a last stable offset, so no
+        // transaction has anything there for a marker to decide: none is needed, as for a
+        // deleted partition. Only the leader may say so.
+        return Ok(());
+    }
     let now_ms = strom_metadata::metadata_log::now_ms();
     partition
         .append_marker(

@@ -130,6 +130,9 @@ pub struct GroupCoordinator {
     /// after the load's read had passed them: applied once it is active. The lock also
     /// orders a marker against a load's hand-over of pending offsets and groups.
     txn_ended_while_loading: std::sync::Mutex<Vec<(i32, i64, bool)>>,
+    /// One follower of the image at a time (the publisher, or a retry of failed loads), so a
+    /// partition is never loaded twice at once.
+    following: std::sync::Mutex<()>,
 }
 
 impl GroupCoordinator {
@@ -149,6 +152,7 @@ impl GroupCoordinator {
             shutting_down: AtomicBool::new(false),
             txn_offsets: std::sync::Mutex::new(Default::default()),
             txn_ended_while_loading: std::sync::Mutex::new(Vec::new()),
+            following: std::sync::Mutex::new(()),
         }
     }
 
@@ -244,7 +248,26 @@ impl GroupCoordinator {
 
     /// Brings the hosted partitions in line with `image`: loads those this node now leads,
     /// unloads those it no longer leads. Returns the number of groups loaded.
+    /// A partition whose load fails stays unhosted (NOT_COORDINATOR) until a later image or
+    /// [`GroupCoordinator::retry_loads`]; the others load all the same.
     pub fn on_image(&self, image: &MetadataImage) -> Result<usize, GroupLoadError> {
+        let _turn = self.following.lock().unwrap_or_else(|p| p.into_inner());
+        self.follow(image)
+    }
+
+    /// Loads the partitions `image` makes this node lead that are not hosted (their load
+    /// failed: on shared storage, PostgreSQL or the object store was away), unless the image
+    /// is being followed at this moment.
+    pub fn retry_loads(&self, image: &MetadataImage) -> Result<usize, GroupLoadError> {
+        let _turn = match self.following.try_lock() {
+            Ok(t) => t,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(0),
+        };
+        self.follow(image)
+    }
+
+    fn follow(&self, image: &MetadataImage) -> Result<usize, GroupLoadError> {
         let count = image
             .topic(OFFSETS_TOPIC)
             .map_or(0, |t| t.partitions.len() as i32);
@@ -255,10 +278,20 @@ impl GroupCoordinator {
             self.unload(*p);
         }
         let mut loaded = 0;
+        let mut failed = None;
         for p in led.difference(&hosted) {
-            loaded += self.load_partition(*p)?;
+            match self.load_partition(*p) {
+                Ok(n) => loaded += n,
+                Err(e) => {
+                    warn!(partition = *p, error = %e, "cannot load {OFFSETS_TOPIC} yet");
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(loaded)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(loaded),
+        }
     }
 
     /// Reads partition `p`'s groups from the log and serves them.

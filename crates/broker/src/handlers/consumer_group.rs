@@ -145,7 +145,7 @@ pub fn heartbeat(
         let out = match write {
             None => out,
             Some(w) => match w.complete(ResponseError::UnknownServerError).await {
-                Ok(()) => out,
+                Ok(_) => out,
                 Err(e) => Err(HeartbeatError {
                     code: e,
                     message: "The group's records could not be written.".to_string(),

@@ -113,8 +113,11 @@ pub struct PendingCommit {
     write: Option<(PendingWrite, Vec<usize>)>,
     /// Offsets to apply once durable, where the log gave no offsets before (shared storage):
     /// the group, and each offset in record order.
-    deferred: Option<(String, Vec<(String, i32, CommittedOffset)>)>,
+    deferred: Option<(String, Vec<OffsetToApply>)>,
 }
+
+/// A committed offset of a topic partition, before its record's offset is known.
+type OffsetToApply = (String, i32, CommittedOffset);
 
 pub struct GroupCoordinator {
     config: GroupConfig,
@@ -690,7 +693,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         first_offset: i64,
-        committed: Vec<(String, i32, CommittedOffset)>,
+        committed: Vec<OffsetToApply>,
     ) {
         let Some(slot) = self.get(group_id) else {
             return;

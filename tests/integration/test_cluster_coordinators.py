@@ -37,13 +37,14 @@ def cluster(postgres, s3, make_broker):  # noqa: F811
 
 
 def java_hash_partition(key: str, partitions: int = 50) -> int:
-    """Kafka's `Utils.abs(key.hashCode()) % partitions` (String.hashCode over UTF-16 units)."""
+    """Kafka's `Utils.abs(key.hashCode()) % partitions` (String.hashCode over UTF-16 units;
+    Utils.abs maps Integer.MIN_VALUE to 0)."""
     h = 0
     for unit in key.encode("utf-16-be").hex(" ", 2).split():
         h = (31 * h + int(unit, 16)) & 0xFFFFFFFF
     if h >= 1 << 31:
         h -= 1 << 32
-    return (h & 0x7FFFFFFF) % partitions
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
 
 
 def broker_by_id(c: SharedCluster, node_id: int):
@@ -111,10 +112,16 @@ def test_committed_offsets_survive_the_coordinators_sigkill(cluster):
     assert committed and any(o > 0 for o in committed.values()), committed
 
     a = AdminClient({"bootstrap.servers": cluster.bootstrap()})
-    desc = a.describe_consumer_groups([group])[group].result(30)
-    coordinator = desc.coordinator.id
     offsets_partition = java_hash_partition(group)
-    assert leader_of(cluster.live()[0], OFFSETS_TOPIC, offsets_partition) == coordinator
+
+    def coordinator_now():
+        # FindCoordinator's answer and the partition's leader agree (leaderships may still
+        # be spreading over the brokers that just joined).
+        desc = a.describe_consumer_groups([group])[group].result(30)
+        leader = leader_of(cluster.live()[0], OFFSETS_TOPIC, offsets_partition)
+        return desc.coordinator.id if desc.coordinator.id == leader else None
+
+    coordinator = wait_for(coordinator_now, 30, "the group's coordinator is its partition's leader")
     victim = broker_by_id(cluster, coordinator)
     victim.kill9()
     wait_leader_moved(cluster, OFFSETS_TOPIC, offsets_partition, coordinator)
@@ -194,11 +201,15 @@ def test_transaction_state_survives_the_coordinators_sigkill(cluster):
     errors1: list = []
     p1 = txn_producer(cluster.bootstrap(), tid, errors1)
     p1.init_transactions(60)
-    before = describe_txn(cluster, tid)
+    txn_partition = java_hash_partition(tid)
+
+    def stable():
+        d = describe_txn(cluster, tid)
+        return d if d["coordinator"] == leader_of(cluster.live()[0], TXN_TOPIC, txn_partition) else None
+
+    before = wait_for(stable, 30, "the id's coordinator is its partition's leader", every=0.5)
     assert before["state"] == "Empty", before
     coordinator = before["coordinator"]
-    txn_partition = java_hash_partition(tid)
-    assert leader_of(cluster.live()[0], TXN_TOPIC, txn_partition) == coordinator
 
     victim = broker_by_id(cluster, coordinator)
     victim.kill9()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import threading
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -158,6 +159,68 @@ def test_committed_offsets_survive_the_coordinators_sigkill(cluster):
     for p, o in committed.items():
         assert first.get(p) == o, f"partition {p}: resumed at {first.get(p)}, committed {o}"
     assert total == expected_rest, f"read {total} records after the commit, expected {expected_rest}"
+
+
+def test_no_acknowledged_commit_is_lost_when_the_coordinator_shuts_down(cluster):
+    """A member commits ever larger offsets, one synchronous commit after another, then the
+    broker coordinating its group shuts down (SIGTERM: a controlled shutdown, its leaderships
+    move while it still runs). The new coordinator has the last acknowledged offset (or a
+    later one whose answer was lost), never an earlier one, and takes commits of its own."""
+    topic = "coord-term-" + secrets.token_hex(4)
+    create(cluster, topic, 1)
+    produce_plain(cluster.bootstrap(), topic, 1, 1)
+    group = "g-" + secrets.token_hex(4)
+    offsets_partition = java_hash_partition(group)
+    a = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+
+    def coordinator_now():
+        desc = a.describe_consumer_groups([group])[group].result(30)
+        leader = leader_of(cluster.live()[0], OFFSETS_TOPIC, offsets_partition)
+        return desc.coordinator.id if desc.coordinator.id == leader else None
+
+    c = group_consumer(cluster.all_bootstrap(), group)
+    c.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    coordinator = wait_for(coordinator_now, 30, "the group's coordinator is its partition's leader")
+    victim = broker_by_id(cluster, coordinator)
+
+    acknowledged = 1
+    attempted = 1
+    stop = threading.Event()
+
+    def commits():
+        nonlocal acknowledged, attempted
+        n = 2
+        while not stop.is_set():
+            attempted = n
+            try:
+                c.commit(offsets=[TopicPartition(topic, 0, n)], asynchronous=False)
+                acknowledged = n
+            except KafkaException:
+                time.sleep(0.05)
+            n += 1
+
+    t = threading.Thread(target=commits, daemon=True)
+    t.start()
+    time.sleep(2.0)
+    stop.set()
+    t.join(30)
+    before_stop = acknowledged
+    victim.stop(timeout=60)
+    wait_leader_moved(cluster, OFFSETS_TOPIC, offsets_partition, coordinator)
+    assert before_stop > 1, "commits were acknowledged before the shutdown"
+    c2 = group_consumer(cluster.bootstrap(), group)
+
+    def committed_now():
+        tp = c2.committed([TopicPartition(topic, 0)], timeout=10)[0]
+        return tp.offset if tp.offset >= 0 else None
+
+    got = wait_for(committed_now, 60, "the new coordinator answers OffsetFetch", every=0.5)
+    assert acknowledged <= got <= attempted, (acknowledged, got, attempted)
+    # The new coordinator takes commits of its own.
+    c.commit(offsets=[TopicPartition(topic, 0, attempted + 100)], asynchronous=False)
+    assert committed_now() == attempted + 100
+    c.close()
+    c2.close()
 
 
 def strom_json(bootstrap: str, *args):

@@ -818,3 +818,86 @@ fn transactional_offsets_known_only_at_commit_are_pending_once_durable() {
     groups.complete_transaction(p, 12, true);
     assert_eq!(committed(&groups, "g"), Some(7));
 }
+
+/// A log one of whose partitions cannot be read for now (shared storage with PostgreSQL or the
+/// object store away).
+struct UnreadableLog {
+    mem: Arc<MemLog>,
+    unreadable: Mutex<Option<i32>>,
+}
+
+impl OffsetsLog for UnreadableLog {
+    fn append(
+        &self,
+        partition: i32,
+        batch: &mut BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendedRange, ResponseError> {
+        self.mem.append(partition, batch, now_ms)
+    }
+
+    fn wait_durable(&self, _: i32, _: i64) -> PortFuture<Result<(), ResponseError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn offsets(&self, partition: i32) -> Option<Result<(i64, i64), ReadError>> {
+        if *self.unreadable.lock().unwrap() == Some(partition) {
+            return Some(Err(ReadError {
+                partition: format!("{OFFSETS_TOPIC}-{partition}"),
+                reason: "PostgreSQL is away".to_string(),
+            }));
+        }
+        self.mem.offsets(partition)
+    }
+
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Bytes, ReadError> {
+        self.mem.read(partition, offset, max_bytes, end_offset)
+    }
+}
+
+/// A partition whose load fails does not keep the others from loading, stays unhosted
+/// (NOT_COORDINATOR for its groups), and is loaded, with what its log holds, by a retry once
+/// it can be read.
+#[test]
+fn a_failed_load_leaves_the_other_partitions_loaded_and_is_retried() {
+    let fx = Fixture::new(image(|_| NODE));
+    let g = "g";
+    let p = partition_for(g, PARTITIONS);
+    // An earlier coordinator committed the group's offset.
+    let first = fx.coordinator();
+    first.on_image(&fx.cluster.image()).unwrap();
+    assert_eq!(simple_commit(&first, g, 42), vec![None]);
+    drop(first);
+    let log = Arc::new(UnreadableLog {
+        mem: fx.log.clone(),
+        unreadable: Mutex::new(Some(p)),
+    });
+    let ports = Ports {
+        log: log.clone(),
+        cluster: fx.cluster.clone(),
+        clock: fx.clock.clone(),
+    };
+    let groups = Arc::new(GroupCoordinator::new(GroupConfig::default(), NODE, ports));
+    assert!(groups.on_image(&fx.cluster.image()).is_err());
+    let hosted: Vec<i32> = groups.hosted_partitions().into_iter().collect();
+    let others: Vec<i32> = (0..PARTITIONS).filter(|q| *q != p).collect();
+    assert_eq!(hosted, others, "every other partition is loaded");
+    assert_eq!(
+        simple_commit(&groups, g, 43),
+        vec![Some(ResponseError::NotCoordinator)]
+    );
+    assert!(
+        groups.retry_loads(&fx.cluster.image()).is_err(),
+        "still unreadable"
+    );
+    *log.unreadable.lock().unwrap() = None;
+    assert_eq!(groups.retry_loads(&fx.cluster.image()).unwrap(), 1);
+    assert_eq!(committed(&groups, g), Some(42));
+    assert_eq!(groups.hosted_partitions().len(), PARTITIONS as usize);
+}

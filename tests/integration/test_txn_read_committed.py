@@ -66,6 +66,21 @@ def watermark_high(bootstrap: str, topic: str, partition: int, isolation: str) -
     return high
 
 
+def settled_high(bootstrap: str, topic: str, partition: int, want: int, isolation: str,
+                 timeout_s: float = 10.0) -> int:
+    """The high watermark once it reaches `want`, or what it is when `timeout_s` runs out.
+
+    EndTxn is answered once the coordinator has logged the decision; the markers follow
+    asynchronously (as in Kafka), so a read right after abort_transaction may precede them.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        high = watermark_high(bootstrap, topic, partition, isolation)
+        if high >= want or time.monotonic() > deadline:
+            return high
+        time.sleep(0.05)
+
+
 def test_read_committed_sees_exactly_the_committed_records(txn_broker):
     bootstrap = txn_broker.bootstrap
     topic = unique_topic("txn")
@@ -100,8 +115,14 @@ def test_read_committed_sees_exactly_the_committed_records(txn_broker):
 
     # With every transaction ended, the LSO is the high watermark (past the last marker).
     for q in range(PARTITIONS):
-        assert watermark_high(bootstrap, topic, q, "read_committed") == \
-            watermark_high(bootstrap, topic, q, "read_uncommitted")
+        deadline = time.monotonic() + 10
+        while True:
+            lso = watermark_high(bootstrap, topic, q, "read_committed")
+            high = watermark_high(bootstrap, topic, q, "read_uncommitted")
+            if lso == high or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert lso == high
 
     # An open transaction holds the LSO at its first offset; the high watermark moves on.
     before = watermark_high(bootstrap, topic, 0, "read_uncommitted")
@@ -112,9 +133,9 @@ def test_read_committed_sees_exactly_the_committed_records(txn_broker):
     assert watermark_high(bootstrap, topic, 0, "read_committed") == before
     assert watermark_high(bootstrap, topic, 0, "read_uncommitted") == before + 5
     p.abort_transaction(30)
-    after = watermark_high(bootstrap, topic, 0, "read_uncommitted")
+    after = settled_high(bootstrap, topic, 0, before + 6, "read_uncommitted")
     assert after == before + 6  # five records and the marker
-    assert watermark_high(bootstrap, topic, 0, "read_committed") == after
+    assert settled_high(bootstrap, topic, 0, after, "read_committed") == after
     rc = consume_partitions(consumer(bootstrap, **{"isolation.level": "read_committed"}),
                             [TopicPartition(topic, 0, before)])
     assert rc == [], "aborted records are never delivered to read_committed"

@@ -3,12 +3,13 @@
 //! commits, and the cache.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tracing::{debug, info, warn};
@@ -226,6 +227,18 @@ impl SharedStorage {
         Ok(deleted)
     }
 
+    /// Test faults in this broker's PUTs: see `Store::inject_put_faults`.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn inject_put_faults(&self, fail_number: u64, delay_ms: u64) {
+        self.inner.store.inject_put_faults(fail_number, delay_ms);
+    }
+
+    /// The most PUTs this broker had under way at once.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn most_puts_at_once(&self) -> u64 {
+        self.inner.store.most_puts_at_once()
+    }
+
     pub fn cache_size_bytes(&self) -> usize {
         self.inner.cache.size_bytes()
     }
@@ -265,26 +278,58 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Gathers requests for up to `linger` or `max.bytes`, then PUTs and commits them as one
-/// object. One object is in flight at a time: a partition's commits stay in request order,
-/// which idempotent producers with several requests in flight rely on, and the requests that
-/// arrive meanwhile form the next object (group commit).
+/// One gathered object on its way: its PUT runs in its own task while earlier objects are
+/// committed.
+struct Sealed {
+    /// Sealing order, from 1: commits follow it.
+    number: u64,
+    key: String,
+    object: Bytes,
+    appends: Vec<StagedAppend>,
+    requests: Vec<IntakeRequest>,
+    put: JoinHandle<Result<(), SharedStorageError>>,
+    /// Held until the object is committed or failed: `produce.max.in.flight.objects`.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Gathers requests for up to `linger` or `max.bytes` into objects and starts each one's PUT
+/// at once, with up to `object.store.produce.max.in.flight.objects` objects between sealing
+/// and commit; `run_committer` commits them in sealing order. Requests are gathered in the
+/// order they were handed over, so a partition's appends stay in request order across
+/// objects, which idempotent producers with several requests in flight rely on.
 async fn run_intake(
     inner: Weak<Inner>,
     partitions: Arc<Registry>,
     mut rx: mpsc::Receiver<IntakeRequest>,
 ) {
-    let mut sequencer: Option<Client> = None;
-    // Objects PUT whose commit failed while PostgreSQL was away, recorded once it is back.
-    let mut unrecorded_orphans: Vec<(String, u64, String)> = Vec::new();
+    let in_flight = match inner.upgrade() {
+        Some(i) => i.config.produce_max_in_flight_objects.max(1),
+        None => return,
+    };
+    let permits = Arc::new(Semaphore::new(in_flight));
+    // Bounded by the permits: at most `in_flight` objects are ever in this channel.
+    let (sealed_tx, sealed_rx) = mpsc::unbounded_channel();
+    let sealed_count = Arc::new(AtomicU64::new(0));
+    let committer = tokio::spawn(run_committer(
+        inner.clone(),
+        partitions,
+        sealed_rx,
+        Arc::clone(&sealed_count),
+    ));
+    // The committer ends with the storage (its channel closes when this task does).
+    let _committer = AbortOnDrop(committer);
     while let Some(first) = rx.recv().await {
-        let Some(inner) = inner.upgrade() else {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + strong.config.linger();
+        // Waiting for a permit is where the next object's requests gather meanwhile.
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
         let mut size = first.records.len();
         let mut requests = vec![first];
-        let deadline = tokio::time::Instant::now() + inner.config.linger();
-        while size < inner.config.produce_max_bytes {
+        while size < strong.config.produce_max_bytes {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(r)) => {
                     size += r.records.len();
@@ -293,24 +338,35 @@ async fn run_intake(
                 Ok(None) | Err(_) => break,
             }
         }
-        flush(
-            &inner,
-            &partitions,
-            &mut sequencer,
-            &mut unrecorded_orphans,
-            requests,
-        )
-        .await;
+        let number = sealed_count.load(Ordering::Acquire) + 1;
+        let sealed = seal(&strong, number, requests, permit);
+        // Counted before the committer can see it, so a failure it meets covers this one.
+        sealed_count.store(number, Ordering::Release);
+        if let Err(mpsc::error::SendError(s)) = sealed_tx.send(sealed) {
+            s.put.abort();
+            for r in s.requests {
+                let _ = r.reply.send(Err(SharedStorageError::IntakeStopped));
+            }
+            return;
+        }
     }
 }
 
-async fn flush(
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Lays the requests out in one object and starts its PUT.
+fn seal(
     inner: &Arc<Inner>,
-    partitions: &Registry,
-    sequencer: &mut Option<Client>,
-    unrecorded_orphans: &mut Vec<(String, u64, String)>,
+    number: u64,
     requests: Vec<IntakeRequest>,
-) {
+    permit: OwnedSemaphorePermit,
+) -> Sealed {
     let key = inner.config.intake_key(inner.node_id, now_ms());
     let mut object = BytesMut::with_capacity(requests.iter().map(|r| r.records.len()).sum());
     let mut appends = Vec::with_capacity(requests.len());
@@ -332,65 +388,164 @@ async fn flush(
         });
     }
     let object = object.freeze();
-    let object_size = object.len() as u64;
-    if let Err(e) = inner.store.put(&key, object.clone()).await {
-        warn!(object = %key, error = %e, "intake PUT failed");
-        for r in requests {
-            let _ = r
-                .reply
-                .send(Err(SharedStorageError::ObjectStore(e.to_string())));
-        }
-        return;
+    let store = inner.store.clone();
+    let put = {
+        let key = key.clone();
+        let object = object.clone();
+        tokio::spawn(async move { store.put(&key, object).await })
+    };
+    Sealed {
+        number,
+        key,
+        object,
+        appends,
+        requests,
+        put,
+        _permit: permit,
     }
-    let outcome = match commit_on(inner, sequencer, &key, &appends).await {
-        Ok(results) => results,
-        Err(e) => {
-            warn!(object = %key, error = %e, "intake commit failed");
-            *sequencer = None;
-            // The outcome may be unknown (the connection went during COMMIT): the record is
-            // made only if no index row points into the object by then.
-            unrecorded_orphans.push((key, object_size, "commit failed".into()));
-            for r in requests {
+}
+
+/// Why an object behind a failed one is failed too: offsets are assigned at commit, so
+/// committing it would let its batches pass the failed object's (a gap in an idempotent
+/// producer's sequence, or a reordering of any producer's requests). The client retries
+/// both, in order.
+struct Failure {
+    /// Objects sealed up to this number are failed with `error`.
+    through: u64,
+    /// The failed object's number and what became of it.
+    object: u64,
+    object_store: bool,
+    message: String,
+}
+
+impl Failure {
+    fn error(&self) -> SharedStorageError {
+        let message = format!(
+            "intake object {} before this one failed: {}",
+            self.object, self.message
+        );
+        if self.object_store {
+            SharedStorageError::ObjectStore(message)
+        } else {
+            SharedStorageError::Sequencer(message)
+        }
+    }
+}
+
+/// Commits sealed objects one at a time in sealing order on one PostgreSQL connection, each
+/// once its PUT is done; a failed PUT or commit fails every object sealed before the failure
+/// was seen (they are behind it).
+async fn run_committer(
+    inner: Weak<Inner>,
+    partitions: Arc<Registry>,
+    mut sealed_rx: mpsc::UnboundedReceiver<Sealed>,
+    sealed_count: Arc<AtomicU64>,
+) {
+    let mut sequencer: Option<Client> = None;
+    // Objects PUT whose commit failed while PostgreSQL was away, recorded once it is back.
+    let mut unrecorded_orphans: Vec<(String, u64, String)> = Vec::new();
+    let mut failure: Option<Failure> = None;
+    while let Some(mut sealed) = sealed_rx.recv().await {
+        let Some(inner) = inner.upgrade() else {
+            sealed.put.abort();
+            return;
+        };
+        let put = match (&mut sealed.put).await {
+            Ok(r) => r,
+            Err(e) => Err(SharedStorageError::ObjectStore(format!("PUT task: {e}"))),
+        };
+        let object_size = sealed.object.len() as u64;
+        if let Some(f) = failure.as_ref().filter(|f| sealed.number <= f.through) {
+            if put.is_ok() {
+                unrecorded_orphans.push((
+                    sealed.key.clone(),
+                    object_size,
+                    "an earlier object failed".into(),
+                ));
+            }
+            for r in sealed.requests {
+                let _ = r.reply.send(Err(f.error()));
+            }
+            continue;
+        }
+        failure = None;
+        if let Err(e) = put {
+            warn!(object = %sealed.key, error = %e, "intake PUT failed");
+            failure = Some(Failure {
+                through: sealed_count.load(Ordering::Acquire),
+                object: sealed.number,
+                object_store: true,
+                message: e.to_string(),
+            });
+            for r in sealed.requests {
                 let _ = r
                     .reply
-                    .send(Err(SharedStorageError::Sequencer(e.to_string())));
+                    .send(Err(SharedStorageError::ObjectStore(e.to_string())));
             }
-            return;
+            continue;
         }
-    };
-    if !outcome
-        .iter()
-        .any(|r| matches!(r, Ok(c) if !c.entries.is_empty()))
-    {
-        unrecorded_orphans.push((key.clone(), object_size, "every append refused".into()));
-    }
-    if let Some(client) = sequencer.as_ref() {
-        while let Some((k, size, reason)) = unrecorded_orphans.last() {
-            if let Err(e) = sequencer::record_orphan(client, k, *size, reason).await {
-                warn!(object = %k, error = %e, "could not record an orphaned object yet");
-                break;
+        let outcome = match commit_on(&inner, &mut sequencer, &sealed.key, &sealed.appends).await {
+            Ok(results) => results,
+            Err(e) => {
+                warn!(object = %sealed.key, error = %e, "intake commit failed");
+                sequencer = None;
+                failure = Some(Failure {
+                    through: sealed_count.load(Ordering::Acquire),
+                    object: sealed.number,
+                    object_store: false,
+                    message: e.to_string(),
+                });
+                // The outcome may be unknown (the connection went during COMMIT): the record
+                // is made only if no index row points into the object by then.
+                unrecorded_orphans.push((sealed.key, object_size, "commit failed".into()));
+                for r in sealed.requests {
+                    let _ = r
+                        .reply
+                        .send(Err(SharedStorageError::Sequencer(e.to_string())));
+                }
+                continue;
             }
-            info!(object = %k, reason = %reason, "orphaned object recorded for collection");
-            unrecorded_orphans.pop();
+        };
+        if !outcome
+            .iter()
+            .any(|r| matches!(r, Ok(c) if !c.entries.is_empty()))
+        {
+            unrecorded_orphans.push((
+                sealed.key.clone(),
+                object_size,
+                "every append refused".into(),
+            ));
         }
-    }
-    for (r, result) in requests.into_iter().zip(outcome) {
-        if let Ok(done) = &result {
-            for e in &done.entries {
-                let start = e.byte_start as usize;
-                let end = start + e.byte_length as usize;
-                // The leader serves what it just wrote from memory, sharing the object's bytes.
-                if end <= object.len() {
-                    inner
-                        .cache
-                        .insert(&key, e.byte_start, object.slice(start..end));
+        if let Some(client) = sequencer.as_ref() {
+            while let Some((k, size, reason)) = unrecorded_orphans.last() {
+                if let Err(e) = sequencer::record_orphan(client, k, *size, reason).await {
+                    warn!(object = %k, error = %e, "could not record an orphaned object yet");
+                    break;
+                }
+                info!(object = %k, reason = %reason, "orphaned object recorded for collection");
+                unrecorded_orphans.pop();
+            }
+        }
+        let object = &sealed.object;
+        for (r, result) in sealed.requests.into_iter().zip(outcome) {
+            if let Ok(done) = &result {
+                for e in &done.entries {
+                    let start = e.byte_start as usize;
+                    let end = start + e.byte_length as usize;
+                    // The leader serves what it just wrote from memory, sharing the object's
+                    // bytes.
+                    if end <= object.len() {
+                        inner
+                            .cache
+                            .insert(&sealed.key, e.byte_start, object.slice(start..end));
+                    }
+                }
+                if let Some(p) = partitions.get(&(r.topic_id, r.partition)) {
+                    p.apply_committed(&done.entries);
                 }
             }
-            if let Some(p) = partitions.get(&(r.topic_id, r.partition)) {
-                p.apply_committed(&done.entries);
-            }
+            let _ = r.reply.send(result);
         }
-        let _ = r.reply.send(result);
     }
 }
 

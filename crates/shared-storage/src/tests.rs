@@ -13,7 +13,7 @@ use strom_metadata_postgres::testing::TestPostgres;
 use uuid::Uuid;
 
 use crate::testing::TestS3;
-use crate::{ObjectStoreConfig, SharedPartition, SharedStorage, SharedStorageError};
+use crate::{Committed, ObjectStoreConfig, SharedPartition, SharedStorage, SharedStorageError};
 
 struct Producer {
     id: i64,
@@ -868,5 +868,164 @@ fn submitted_appends_are_sequenced_in_submission_order() {
         assert_eq!(offsets, [4, 3, 2, 1, 0]);
         let values: Vec<String> = read_all(&p).await.into_iter().map(|r| r.1).collect();
         assert_eq!(values, ["s0", "s1", "s2", "s3", "s4"]);
+    });
+}
+
+/// Many partitions' idempotent producers, each with its requests handed over one after
+/// another (as a broker does with a producer's requests in flight), while slow PUTs keep
+/// several objects in flight: every append commits, each partition's offsets are dense and in
+/// submission order, and more than one PUT was under way at a time.
+#[test]
+fn several_objects_in_flight_keep_every_partitions_order() {
+    let env = env();
+    runtime().block_on(async {
+        let mut config = env.config();
+        config.produce_max_in_flight_objects = 4;
+        let broker = SharedStorage::start(&env.db_url, config, 1)
+            .await
+            .expect("start");
+        // Each PUT takes 40 ms, far longer than the 2 ms linger: without pipelining at most
+        // one would be under way.
+        broker.inject_put_faults(0, 40);
+        let topic = Uuid::new_v4();
+        let mut parts = Vec::new();
+        for i in 0..6 {
+            parts.push(broker.open_partition(topic, i, 0).await.expect("open"));
+        }
+        let producers: Vec<Producer> = (0..6)
+            .map(|i| Producer {
+                id: 7000 + i,
+                epoch: 0,
+            })
+            .collect();
+        let rounds = 30;
+        let mut pending = Vec::new();
+        for round in 0..rounds {
+            for (i, p) in parts.iter().enumerate() {
+                let value = format!("p{i}-{round}");
+                let f = p
+                    .submit(batch(&[value], 1, Some((&producers[i], round))))
+                    .expect("submitted");
+                pending.push((i, round, tokio::spawn(f)));
+            }
+            // Spread the requests over many objects.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        for (i, round, f) in pending {
+            let c = f.await.expect("task").expect("committed in sequence");
+            assert_eq!(c.first_offset, i64::from(round), "partition {i}");
+        }
+        for (i, p) in parts.iter().enumerate() {
+            let values: Vec<String> = read_all(p).await.into_iter().map(|r| r.1).collect();
+            let want: Vec<String> = (0..rounds).map(|r| format!("p{i}-{r}")).collect();
+            assert_eq!(values, want, "partition {i}");
+        }
+        let most = broker.most_puts_at_once();
+        assert!(
+            (2..=4).contains(&most),
+            "PUTs under way at once: {most} (bound 4)"
+        );
+    });
+}
+
+/// A PUT failing in the middle of a pipeline fails its own appends and those of the objects
+/// sealed behind it, never letting a later request of the same producer commit past the gap:
+/// what commits is a prefix of each producer's requests, nothing failed is in the log, and a
+/// retry from the first failed request completes the log exactly once, in order.
+#[test]
+fn a_failed_put_in_the_pipeline_fails_exactly_the_appends_behind_it() {
+    let env = env();
+    runtime().block_on(async {
+        let mut config = env.config();
+        config.produce_max_in_flight_objects = 4;
+        let broker = SharedStorage::start(&env.db_url, config, 1)
+            .await
+            .expect("start");
+        let topic = Uuid::new_v4();
+        let mut parts = Vec::new();
+        for i in 0..3 {
+            parts.push(broker.open_partition(topic, i, 0).await.expect("open"));
+        }
+        let producers: Vec<Producer> = (0..3)
+            .map(|i| Producer {
+                id: 8000 + i,
+                epoch: 0,
+            })
+            .collect();
+        // The 4th PUT fails; PUTs are slow so the objects after it are sealed meanwhile.
+        broker.inject_put_faults(4, 60);
+        let rounds = 12;
+        let mut pending = Vec::new();
+        for round in 0..rounds {
+            for (i, p) in parts.iter().enumerate() {
+                let f = p
+                    .submit(batch(
+                        &[format!("p{i}-{round}")],
+                        1,
+                        Some((&producers[i], round)),
+                    ))
+                    .expect("submitted");
+                pending.push((i, round, tokio::spawn(f)));
+            }
+            tokio::time::sleep(Duration::from_millis(8)).await;
+        }
+        let mut results: Vec<Vec<Result<Committed, SharedStorageError>>> =
+            (0..3).map(|_| Vec::new()).collect();
+        for (i, _, f) in pending {
+            results[i].push(f.await.expect("task"));
+        }
+        let mut injected = 0;
+        let mut behind = 0;
+        for (i, rs) in results.iter().enumerate() {
+            let committed = rs.iter().take_while(|r| r.is_ok()).count();
+            assert!(
+                rs[committed..].iter().all(|r| r.is_err()),
+                "partition {i}: an append committed past a failed one: {rs:?}"
+            );
+            assert!(committed < rounds as usize, "partition {i}: nothing failed");
+            for r in &rs[committed..] {
+                match r {
+                    Err(SharedStorageError::ObjectStore(m)) if m.contains("before this one") => {
+                        behind += 1
+                    }
+                    Err(SharedStorageError::ObjectStore(m)) if m.contains("injected") => {
+                        injected += 1
+                    }
+                    // Sealed after the failure was seen: the sequencer refuses the gap.
+                    Err(e) if rejected(e) == Some(ResponseError::OutOfOrderSequenceNumber) => {}
+                    other => panic!("partition {i}: unexpected {other:?}"),
+                }
+            }
+            let values: Vec<String> = read_all(&parts[i]).await.into_iter().map(|r| r.1).collect();
+            let want: Vec<String> = (0..committed).map(|r| format!("p{i}-{r}")).collect();
+            assert_eq!(
+                values, want,
+                "partition {i}: exactly the acknowledged appends"
+            );
+        }
+        assert!(
+            injected >= 1,
+            "the failed PUT's appends were answered with its error"
+        );
+        assert!(behind >= 1, "objects behind the failed one were failed");
+        // The producers retry from their first failed request, in order.
+        broker.inject_put_faults(0, 0);
+        for (i, rs) in results.iter().enumerate() {
+            let committed = rs.iter().take_while(|r| r.is_ok()).count() as i32;
+            for round in committed..rounds {
+                let c = parts[i]
+                    .append(batch(
+                        &[format!("p{i}-{round}")],
+                        1,
+                        Some((&producers[i], round)),
+                    ))
+                    .await
+                    .expect("retry commits");
+                assert_eq!(c.first_offset, i64::from(round));
+            }
+            let values: Vec<String> = read_all(&parts[i]).await.into_iter().map(|r| r.1).collect();
+            let want: Vec<String> = (0..rounds).map(|r| format!("p{i}-{r}")).collect();
+            assert_eq!(values, want, "partition {i}: every record once, in order");
+        }
     });
 }

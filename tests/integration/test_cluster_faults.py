@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from conftest import free_port
+from conftest import free_port, strom_bin
 from helpers import admin, unique_topic
 from test_cluster_metadata import Postgres, metadata, wait_for
 
@@ -544,3 +544,53 @@ def test_postgres_restarted_mid_stream(cluster, postgres):
     load.stop()
     assert not load.failed, load.failed[:5]
     check_exactly_once(load, cluster.bootstrap())
+
+
+def _produce_acked(bootstrap: str, topic: str, partitions: int, count: int, **config) -> int:
+    acked = []
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, **config})
+    for i in range(count):
+        p.produce(topic, value=b"v" * 100, partition=i % partitions,
+                  on_delivery=lambda e, m: acked.append(m) if e is None else None)
+    assert p.flush(30) == 0
+    assert len(acked) == count
+    return count
+
+
+def test_shared_partitions_figures_in_metrics_and_topic_describe(cluster):
+    """A shared partition's log end offset and size are in /metrics and `strom topic describe`
+    (they read the hosted partitions, which used to be the local logs only)."""
+    from test_metrics import samples, scrape
+    import json
+    admin_port = free_port()
+    cluster.add(**{"admin.http.listener": f"127.0.0.1:{admin_port}",
+                   "metrics.partition.labels.enable": "true"})
+    topic = unique_topic("figures")
+    create(cluster, topic, partitions=2)
+    _produce_acked(cluster.bootstrap(), topic, 2, 30)
+    wait_for(lambda: admin_port and _port_open(admin_port), 10, "admin listener")
+    families = scrape(admin_port)
+    for p in (0, 1):
+        for name in ("strom_partition_log_end_offset", "strom_partition_high_watermark"):
+            got = samples(families, name, topic=topic, partition=str(p))
+            assert got and got[0].value == 15, (name, p, got)
+        size = samples(families, "strom_partition_size_bytes", topic=topic, partition=str(p))
+        assert size and size[0].value > 15 * 100, size
+    assert samples(families, "strom_topic_high_watermark", topic=topic)[0].value == 30
+    out = subprocess.run([strom_bin(), "topic", "describe", topic, "-b", cluster.bootstrap(),
+                          "--output", "json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    described = json.loads(out.stdout)
+    described = described[0] if isinstance(described, list) else described
+    parts = {p["partition"]: p for p in described["partitions"]}
+    for p in (0, 1):
+        assert parts[p]["high_watermark"] == 15, parts[p]
+        assert parts[p]["size_bytes"] and parts[p]["size_bytes"] > 15 * 100, parts[p]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False

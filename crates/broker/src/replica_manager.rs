@@ -278,6 +278,39 @@ impl ReplicaManager {
         self.read_map().values().cloned().collect()
     }
 
+    /// The shared-storage partitions open here (cluster mode with object storage; empty
+    /// otherwise): what [`ReplicaManager::all`]'s local logs are for metrics and sizes.
+    pub fn all_shared(&self) -> Vec<Arc<SharedLog>> {
+        match &self.shared {
+            Some(shared) => read_lock(&shared.map).values().cloned().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Every partition hosted here behind the seam, local logs and shared partitions alike:
+    /// for figures (offsets, sizes), not upkeep (local logs' flushes and retention stay
+    /// [`ReplicaManager::all`]'s).
+    pub fn all_logs(&self) -> Vec<Arc<dyn PartitionLog>> {
+        let mut out: Vec<Arc<dyn PartitionLog>> = Vec::new();
+        out.extend(self.all().into_iter().map(|p| p as Arc<dyn PartitionLog>));
+        out.extend(
+            self.all_shared()
+                .into_iter()
+                .map(|p| p as Arc<dyn PartitionLog>),
+        );
+        out
+    }
+
+    /// The partition hosted here behind the seam, a shared one first (in cluster mode with
+    /// object storage a topic's partition is shared, and no local log of it is opened).
+    pub fn hosted(&self, topic: &str, partition: i32) -> Option<Arc<dyn PartitionLog>> {
+        if let Some(p) = self.shared_partition(topic, partition) {
+            return Some(p);
+        }
+        self.get(topic, partition)
+            .map(|p| p as Arc<dyn PartitionLog>)
+    }
+
     /// Partitions whose damaged log could not be opened, and why.
     pub fn offline(&self) -> Vec<(TopicPartition, String)> {
         let mut v: Vec<_> = self

@@ -349,7 +349,7 @@ pub fn describe_log_dirs(
             if !wanted(&topic.name, *p) {
                 continue;
             }
-            if let Some(replica) = broker.replicas.get(&topic.name, *p) {
+            if let Some(replica) = broker.replicas.hosted(&topic.name, *p) {
                 by_topic.entry(topic.name.clone()).or_default().push(
                     DescribeLogDirsPartition::default()
                         .with_partition_index(*p)

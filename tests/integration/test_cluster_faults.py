@@ -594,3 +594,44 @@ def _port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_log_append_time_on_a_shared_partition(cluster):
+    """A LogAppendTime topic on shared storage: the consumed record's timestamp is the
+    broker's (type LogAppendTime), between the produce call and its acknowledgement, and the
+    delivery report carries the produce answer's log_append_time_ms."""
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+    from confluent_kafka.admin import NewTopic
+    cluster.add()
+    topic = unique_topic("appendtime")
+    a = admin(cluster.bootstrap())
+    for f in a.create_topics([NewTopic(topic, 1, 1,
+                                       config={"message.timestamp.type": "LogAppendTime"})]).values():
+        f.result(30)
+    wait_for(lambda: topic in metadata(cluster.brokers[0], topic).topics, 30, "topic known")
+    reports = []
+    p = Producer({"bootstrap.servers": cluster.bootstrap(), "enable.idempotence": True})
+    before_ms = int(time.time() * 1000)
+    # The producer's own time is far in the past: only the broker's may show.
+    p.produce(topic, value=b"stamped", partition=0, timestamp=1_000,
+              on_delivery=lambda e, m: reports.append((e, m)))
+    assert p.flush(30) == 0
+    after_ms = int(time.time() * 1000)
+    (err, msg), = reports
+    assert err is None, err
+    kind, stamped = msg.timestamp()
+    assert kind == TIMESTAMP_LOG_APPEND_TIME and before_ms <= stamped <= after_ms, msg.timestamp()
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": unique_topic("g"),
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = None
+    deadline = time.monotonic() + 30
+    while got is None and time.monotonic() < deadline:
+        m = c.poll(1.0)
+        if m is not None and not m.error():
+            got = m
+    c.close()
+    assert got is not None and got.value() == b"stamped"
+    kind, consumed = got.timestamp()
+    assert kind == TIMESTAMP_LOG_APPEND_TIME, got.timestamp()
+    assert consumed == stamped and before_ms <= consumed <= after_ms, (before_ms, consumed, after_ms)

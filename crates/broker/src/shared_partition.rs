@@ -40,6 +40,10 @@ fn transactional(records: &[u8]) -> bool {
     false
 }
 
+fn log_append_time(config: &TopicConfig) -> bool {
+    config.message_timestamp_type == crate::config::TimestampType::LogAppendTime
+}
+
 pub struct SharedLog {
     topic_partition: TopicPartition,
     inner: Arc<SharedPartition>,
@@ -55,6 +59,7 @@ impl SharedLog {
         config: TopicConfig,
     ) -> SharedLog {
         inner.set_leader_epoch(leader.epoch);
+        inner.set_log_append_time(log_append_time(&config));
         SharedLog {
             topic_partition,
             inner,
@@ -71,6 +76,7 @@ impl SharedLog {
     }
 
     pub fn set_config(&self, config: TopicConfig) {
+        self.inner.set_log_append_time(log_append_time(&config));
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
@@ -203,9 +209,8 @@ impl PartitionLog for SharedLog {
             Ok(Appended {
                 first_offset: committed.first_offset,
                 last_offset: committed.last_offset,
-                // Batches are stored as the producer sent them (no LogAppendTime rewrite on
-                // shared storage yet): CreateTime's answer.
-                log_append_time_ms: -1,
+                // -1 unless the topic uses LogAppendTime (the intake stamped the batches).
+                log_append_time_ms: committed.log_append_time_ms,
                 duplicate: committed.duplicate,
             })
         }))

@@ -31,6 +31,9 @@ pub struct StagedAppend {
     pub partition: i32,
     pub leader_epoch: i32,
     pub batches: Vec<StagedBatch>,
+    /// The time the batches were stamped with (LogAppendTime), None when they keep the
+    /// producer's.
+    pub log_append_time_ms: Option<i64>,
 }
 
 /// Where a committed batch lies (the index row).
@@ -55,6 +58,10 @@ pub struct Committed {
     /// The index rows this commit wrote (none for a duplicate).
     pub entries: Vec<IndexEntry>,
     pub high_watermark: i64,
+    /// The broker time stamped into the batches (the produce answer's log_append_time_ms):
+    /// -1 unless the topic uses LogAppendTime. A retry of committed batches gets the first
+    /// one's stored time, as Kafka answers a duplicate with its batch's.
+    pub log_append_time_ms: i64,
 }
 
 /// The last sequence of a batch of `records_count` records from `base_sequence` (sequences
@@ -186,6 +193,7 @@ async fn commit_one(
     let mut first: Option<(i64, i64)> = None;
     let mut last_offset = -1;
     let mut all_duplicates = true;
+    let mut first_duplicate_time_ms: Option<i64> = None;
     let mut entries = Vec::with_capacity(append.batches.len());
     for b in &append.batches {
         let idempotent = b.producer_id >= 0;
@@ -193,7 +201,7 @@ async fn commit_one(
         if idempotent {
             if let Some(dup) = tx
                 .query_opt(
-                    "SELECT base_offset, last_offset FROM shared_storage_batches
+                    "SELECT base_offset, last_offset, max_timestamp_ms FROM shared_storage_batches
                       WHERE topic_id = $1 AND partition = $2 AND producer_id = $3
                         AND producer_epoch = $4 AND base_sequence = $5 AND last_sequence = $6
                         AND producer_id >= 0",
@@ -209,6 +217,9 @@ async fn commit_one(
                 .await?
             {
                 let (base, last): (i64, i64) = (dup.try_get(0)?, dup.try_get(1)?);
+                if first.is_none() && append.log_append_time_ms.is_some() {
+                    first_duplicate_time_ms = Some(dup.try_get(2)?);
+                }
                 first.get_or_insert((base, last));
                 last_offset = last_offset.max(last);
                 continue;
@@ -311,6 +322,11 @@ async fn commit_one(
         duplicate: all_duplicates,
         entries,
         high_watermark: next_offset,
+        log_append_time_ms: match (first_duplicate_time_ms, append.log_append_time_ms) {
+            (Some(t), _) => t,
+            (None, Some(t)) => t,
+            (None, None) => -1,
+        },
     }))
 }
 

@@ -21,6 +21,9 @@ pub(crate) struct IntakeRequest {
     pub leader_epoch: i32,
     pub records: Bytes,
     pub batches: Vec<StagedBatch>,
+    /// The topic's `message.timestamp.type` is LogAppendTime: the intake stamps the batches
+    /// with its clock when it seals the object.
+    pub log_append_time: bool,
     pub reply: oneshot::Sender<Result<Committed, SharedStorageError>>,
 }
 

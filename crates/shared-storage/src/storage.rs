@@ -360,33 +360,61 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Lays the requests out in one object and starts its PUT.
+/// Lays the requests out in one object (stamping LogAppendTime topics' batches with this
+/// moment) and starts its PUT.
 fn seal(
     inner: &Arc<Inner>,
     number: u64,
     requests: Vec<IntakeRequest>,
     permit: OwnedSemaphorePermit,
 ) -> Sealed {
-    let key = inner.config.intake_key(inner.node_id, now_ms());
+    let now = now_ms();
+    let key = inner.config.intake_key(inner.node_id, now);
     let mut object = BytesMut::with_capacity(requests.iter().map(|r| r.records.len()).sum());
     let mut appends = Vec::with_capacity(requests.len());
-    for r in &requests {
+    let mut kept = Vec::with_capacity(requests.len());
+    for r in requests {
         let base = object.len() as u64;
         object.extend_from_slice(&r.records);
+        let mut batches: Vec<StagedBatch> = r
+            .batches
+            .iter()
+            .map(|b| StagedBatch {
+                byte_start: base + b.byte_start,
+                ..b.clone()
+            })
+            .collect();
+        if r.log_append_time {
+            // The max timestamp and the timestamp-type bit are under the CRC: recomputed for
+            // these batches only.
+            let stamped = batches.iter_mut().try_for_each(|b| {
+                let start = b.byte_start as usize;
+                let end = start + b.byte_length as usize;
+                b.max_timestamp_ms = now;
+                match object.get_mut(start..end) {
+                    Some(bytes) => strom_log::batch::set_log_append_time(bytes, now)
+                        .map_err(|e| SharedStorageError::Corrupt(e.to_string())),
+                    None => Err(SharedStorageError::Corrupt(
+                        "batch beyond its request".into(),
+                    )),
+                }
+            });
+            if let Err(e) = stamped {
+                object.truncate(base as usize);
+                let _ = r.reply.send(Err(e));
+                continue;
+            }
+        }
         appends.push(StagedAppend {
             topic_id: r.topic_id,
             partition: r.partition,
             leader_epoch: r.leader_epoch,
-            batches: r
-                .batches
-                .iter()
-                .map(|b| StagedBatch {
-                    byte_start: base + b.byte_start,
-                    ..b.clone()
-                })
-                .collect(),
+            batches,
+            log_append_time_ms: r.log_append_time.then_some(now),
         });
+        kept.push(r);
     }
+    let requests = kept;
     let object = object.freeze();
     let store = inner.store.clone();
     let put = {

@@ -1029,3 +1029,74 @@ fn a_failed_put_in_the_pipeline_fails_exactly_the_appends_behind_it() {
         }
     });
 }
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A LogAppendTime topic's batches carry the intake's clock (max timestamp and the
+/// timestamp-type bit, with the CRC recomputed) taken between the append and its commit, in
+/// the index too; an idempotent retry answers the stored time; a CreateTime partition's
+/// batches are stored as sent.
+#[test]
+fn log_append_time_is_stamped_with_a_valid_crc() {
+    let env = env();
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let topic = Uuid::new_v4();
+        let stamped = broker.open_partition(topic, 0, 0).await.expect("open");
+        let kept = broker.open_partition(topic, 1, 0).await.expect("open");
+        stamped.set_log_append_time(true);
+        let producer = Producer { id: 9100, epoch: 0 };
+        let values = ["a".to_string(), "b".to_string()];
+        let before = wall_ms();
+        let c = stamped
+            .append(batch(&values, 1_000, Some((&producer, 0))))
+            .await
+            .expect("commit");
+        let after = wall_ms();
+        assert!(
+            (before..=after).contains(&c.log_append_time_ms),
+            "{before} <= {} <= {after}",
+            c.log_append_time_ms
+        );
+        let read = stamped.read(0, 1 << 20, true).await.expect("read");
+        let headers = strom_log::batch::validate_batches(&read.records).expect("CRC still valid");
+        assert_eq!(headers.len(), 1);
+        assert_eq!(
+            headers[0].timestamp_type(),
+            strom_log::batch::TimestampType::LogAppendTime
+        );
+        assert_eq!(headers[0].max_timestamp, c.log_append_time_ms);
+        let set = RecordBatchDecoder::decode(&mut read.records.clone()).expect("decode");
+        // (The records' own timestamps are the batch's max under LogAppendTime, which
+        // clients apply; this decoder gives the deltas' sums.)
+        assert!(set
+            .records
+            .iter()
+            .all(|r| r.timestamp_type == TimestampType::LogAppend));
+        assert_eq!(
+            stamped.offset_for_timestamp(before),
+            Some((0, c.log_append_time_ms))
+        );
+        let retry = stamped
+            .append(batch(&values, 1_000, Some((&producer, 0))))
+            .await
+            .expect("duplicate");
+        assert!(retry.duplicate);
+        assert_eq!(retry.log_append_time_ms, c.log_append_time_ms);
+
+        let c = kept.append(one("x")).await.expect("commit");
+        assert_eq!(c.log_append_time_ms, -1);
+        let read = kept.read(0, 1 << 20, true).await.expect("read");
+        let headers = strom_log::batch::validate_batches(&read.records).expect("valid");
+        assert_eq!(
+            headers[0].timestamp_type(),
+            strom_log::batch::TimestampType::CreateTime
+        );
+        assert_eq!(headers[0].max_timestamp, 1_000);
+    });
+}

@@ -635,3 +635,33 @@ def test_log_append_time_on_a_shared_partition(cluster):
     kind, consumed = got.timestamp()
     assert kind == TIMESTAMP_LOG_APPEND_TIME, got.timestamp()
     assert consumed == stamped and before_ms <= consumed <= after_ms, (before_ms, consumed, after_ms)
+
+
+def test_delete_records_on_a_shared_partition(cluster):
+    """DeleteRecords with confluent-kafka's AdminClient on a shared partition moves its log
+    start in PostgreSQL (awaited, no worker blocked): a fetch below it is OFFSET_OUT_OF_RANGE
+    and ListOffsets earliest answers the new start."""
+    import kafka_wire as kw
+    from confluent_kafka.admin import OffsetSpec
+    cluster.add()
+    topic = unique_topic("deleterecords")
+    create(cluster, topic, partitions=1)
+    _produce_acked(cluster.bootstrap(), topic, 1, 50)
+    a = admin(cluster.bootstrap())
+    deleted = list(a.delete_records([TopicPartition(topic, 0, 20)]).values())[0].result(30)
+    assert deleted.low_watermark == 20
+    earliest = a.list_offsets({TopicPartition(topic, 0): OffsetSpec.earliest()})
+    assert list(earliest.values())[0].result(30).offset == 20
+    with kw.Conn(cluster.brokers[0].bootstrap) as c:
+        r = c.request(kw.LIST_OFFSETS, 1, kw.list_offsets_v1_body(topic, 0, -2))
+        assert kw.parse_list_offsets_v1(r)[(topic, 0)][2] == 20
+        r = c.request(kw.FETCH, 4, kw.fetch_v4_body(topic, 0, 10))
+        assert kw.parse_fetch_v4(r)[(topic, 0)][0] == 1  # OFFSET_OUT_OF_RANGE
+        r = c.request(kw.FETCH, 4, kw.fetch_v4_body(topic, 0, 20))
+        error, hw, records = kw.parse_fetch_v4(r)[(topic, 0)]
+        assert (error, hw) == (0, 50) and records
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": unique_topic("g")})
+    try:
+        assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (20, 50)
+    finally:
+        c.close()

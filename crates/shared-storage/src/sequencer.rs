@@ -87,33 +87,67 @@ pub async fn commit(
     object_key: &str,
     appends: &[StagedAppend],
 ) -> Result<Vec<Result<Committed, SharedStorageError>>, SharedStorageError> {
+    let mut results = commit_objects(client, &[(object_key, appends)]).await?;
+    Ok(results.pop().unwrap_or_default())
+}
+
+/// Commits the appends of several objects in one transaction (one WAL flush for all: the
+/// intake's group commit when objects wait for the sequencer), each object's appends after
+/// the previous object's, so a partition's appends keep their order. Results by object, then
+/// append; errors as [`commit`]'s.
+pub async fn commit_objects(
+    client: &mut Client,
+    objects: &[(&str, &[StagedAppend])],
+) -> Result<Vec<Vec<Result<Committed, SharedStorageError>>>, SharedStorageError> {
+    let flat: Vec<(usize, &str, &StagedAppend)> = objects
+        .iter()
+        .enumerate()
+        .flat_map(|(o, (key, appends))| appends.iter().map(move |a| (o, *key, a)))
+        .collect();
     let mut tx = client.transaction().await?;
-    if let [only] = appends {
+    if let [(_, key, only)] = flat[..] {
         // One append needs no savepoint (two round trips fewer): a refusal rolls back all.
-        return match commit_one(&tx, object_key, only).await? {
+        let result = match commit_one(&tx, key, only).await? {
             Ok(done) => {
                 if !done.duplicate {
                     notify(&tx, only, done.high_watermark).await?;
                 }
                 tx.commit().await?;
-                Ok(vec![Ok(done)])
+                Ok(done)
             }
             Err(refused) => {
                 tx.rollback().await?;
-                Ok(vec![Err(SharedStorageError::Rejected(refused))])
+                Err(SharedStorageError::Rejected(refused))
             }
         };
+        return Ok(objects
+            .iter()
+            .map(|(_, appends)| {
+                if appends.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![match &result {
+                        Ok(done) => Ok(done.clone()),
+                        Err(SharedStorageError::Rejected(e)) => {
+                            Err(SharedStorageError::Rejected(*e))
+                        }
+                        Err(_) => Err(SharedStorageError::IntakeStopped),
+                    }]
+                }
+            })
+            .collect());
     }
-    // Rows are locked in one order so two brokers' commits never deadlock.
-    let mut order: Vec<usize> = (0..appends.len()).collect();
-    order.sort_by_key(|&i| (appends[i].topic_id, appends[i].partition));
+    // Rows are locked in one order so two brokers' commits never deadlock; the sort is
+    // stable, so one partition's appends keep their object and request order.
+    let mut order: Vec<usize> = (0..flat.len()).collect();
+    order.sort_by_key(|&i| (flat[i].2.topic_id, flat[i].2.partition));
     let mut results: Vec<Option<Result<Committed, SharedStorageError>>> =
-        (0..appends.len()).map(|_| None).collect();
+        (0..flat.len()).map(|_| None).collect();
     for i in order {
-        let append = &appends[i];
+        let (_, key, append) = flat[i];
         // A savepoint per append: one refused append leaves the others' rows in place.
         let sp = tx.savepoint("append").await?;
-        match commit_one(&sp, object_key, append).await {
+        match commit_one(&sp, key, append).await {
             Ok(Ok(done)) => {
                 sp.commit().await?;
                 results[i] = Some(Ok(done));
@@ -127,7 +161,7 @@ pub async fn commit(
     }
     // One notification per partition, with its new high watermark.
     let mut by_partition: std::collections::BTreeMap<(Uuid, i32), i64> = Default::default();
-    for (append, r) in appends.iter().zip(&results) {
+    for ((_, _, append), r) in flat.iter().zip(&results) {
         if let Some(Ok(done)) = r {
             if !done.duplicate {
                 let hw = by_partition
@@ -143,10 +177,12 @@ pub async fn commit(
             .await?;
     }
     tx.commit().await?;
-    Ok(results
-        .into_iter()
-        .map(|r| r.unwrap_or(Err(SharedStorageError::IntakeStopped)))
-        .collect())
+    let mut out: Vec<Vec<Result<Committed, SharedStorageError>>> =
+        objects.iter().map(|_| Vec::new()).collect();
+    for ((o, _, _), r) in flat.iter().zip(results) {
+        out[*o].push(r.unwrap_or(Err(SharedStorageError::IntakeStopped)));
+    }
+    Ok(out)
 }
 
 async fn notify(

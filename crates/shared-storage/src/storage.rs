@@ -287,7 +287,9 @@ struct Sealed {
     object: Bytes,
     appends: Vec<StagedAppend>,
     requests: Vec<IntakeRequest>,
-    put: JoinHandle<Result<(), SharedStorageError>>,
+    /// The PUT under way, then its outcome (a task's handle is awaited once).
+    put: Option<JoinHandle<Result<(), SharedStorageError>>>,
+    put_result: Option<Result<(), SharedStorageError>>,
     /// Held until the object is committed or failed: `produce.max.in.flight.objects`.
     _permit: OwnedSemaphorePermit,
 }
@@ -343,11 +345,34 @@ async fn run_intake(
         // Counted before the committer can see it, so a failure it meets covers this one.
         sealed_count.store(number, Ordering::Release);
         if let Err(mpsc::error::SendError(s)) = sealed_tx.send(sealed) {
-            s.put.abort();
+            s.abort_put();
             for r in s.requests {
                 let _ = r.reply.send(Err(SharedStorageError::IntakeStopped));
             }
             return;
+        }
+    }
+}
+
+impl Sealed {
+    fn put_finished(&self) -> bool {
+        self.put_result.is_some() || self.put.as_ref().is_some_and(|h| h.is_finished())
+    }
+
+    async fn finish_put(&mut self) {
+        if self.put_result.is_none() {
+            self.put_result = Some(match self.put.take() {
+                Some(h) => h.await.unwrap_or_else(|e| {
+                    Err(SharedStorageError::ObjectStore(format!("PUT task: {e}")))
+                }),
+                None => Err(SharedStorageError::IntakeStopped),
+            });
+        }
+    }
+
+    fn abort_put(&self) {
+        if let Some(h) = &self.put {
+            h.abort();
         }
     }
 }
@@ -428,7 +453,8 @@ fn seal(
         object,
         appends,
         requests,
-        put,
+        put: Some(put),
+        put_result: None,
         _permit: permit,
     }
 }
@@ -460,9 +486,11 @@ impl Failure {
     }
 }
 
-/// Commits sealed objects one at a time in sealing order on one PostgreSQL connection, each
-/// once its PUT is done; a failed PUT or commit fails every object sealed before the failure
-/// was seen (they are behind it).
+/// Commits sealed objects in sealing order on one PostgreSQL connection, each once its PUT
+/// is done; objects whose PUTs are done by the time the connection is free are committed
+/// together in one transaction (one WAL flush: the commit, not the PUT, is what bounds a
+/// broker's produce rate). A failed PUT or commit fails every object sealed before the
+/// failure was seen (they are behind it).
 async fn run_committer(
     inner: Weak<Inner>,
     partitions: Arc<Registry>,
@@ -473,21 +501,31 @@ async fn run_committer(
     // Objects PUT whose commit failed while PostgreSQL was away, recorded once it is back.
     let mut unrecorded_orphans: Vec<(String, u64, String)> = Vec::new();
     let mut failure: Option<Failure> = None;
-    while let Some(mut sealed) = sealed_rx.recv().await {
+    // Objects taken from the channel to look at their PUT, not yet committed.
+    let mut looked_at: std::collections::VecDeque<Sealed> = Default::default();
+    loop {
+        let mut sealed = match looked_at.pop_front() {
+            Some(s) => s,
+            None => match sealed_rx.recv().await {
+                Some(s) => s,
+                None => return,
+            },
+        };
         let Some(inner) = inner.upgrade() else {
-            sealed.put.abort();
+            sealed.abort_put();
             return;
         };
-        let put = match (&mut sealed.put).await {
-            Ok(r) => r,
-            Err(e) => Err(SharedStorageError::ObjectStore(format!("PUT task: {e}"))),
-        };
-        let object_size = sealed.object.len() as u64;
+        let waited_for_put = std::time::Instant::now();
+        sealed.finish_put().await;
+        let put = sealed
+            .put_result
+            .take()
+            .unwrap_or(Err(SharedStorageError::IntakeStopped));
         if let Some(f) = failure.as_ref().filter(|f| sealed.number <= f.through) {
             if put.is_ok() {
                 unrecorded_orphans.push((
                     sealed.key.clone(),
-                    object_size,
+                    sealed.object.len() as u64,
                     "an earlier object failed".into(),
                 ));
             }
@@ -512,37 +550,82 @@ async fn run_committer(
             }
             continue;
         }
-        let outcome = match commit_on(&inner, &mut sequencer, &sealed.key, &sealed.appends).await {
+        // The objects right behind whose PUTs are done go in the same transaction; the first
+        // one not done (or failed) waits for the next turn.
+        let mut group = vec![sealed];
+        loop {
+            let next = match looked_at.pop_front() {
+                Some(s) => s,
+                None => match sealed_rx.try_recv() {
+                    Ok(s) => s,
+                    Err(_) => break,
+                },
+            };
+            let mut next = next;
+            if !next.put_finished() {
+                looked_at.push_front(next);
+                break;
+            }
+            next.finish_put().await;
+            if !matches!(next.put_result, Some(Ok(()))) {
+                looked_at.push_front(next);
+                break;
+            }
+            next.put_result = None;
+            group.push(next);
+        }
+        let committing = std::time::Instant::now();
+        let objects: Vec<(&str, &[StagedAppend])> = group
+            .iter()
+            .map(|g| (g.key.as_str(), g.appends.as_slice()))
+            .collect();
+        let committed = commit_on(&inner, &mut sequencer, &objects).await;
+        drop(objects);
+        // Where the time goes: waiting here for the first object's PUT (pipelining hides the
+        // rest of it behind earlier commits) and the commit (one at a time).
+        debug!(
+            objects = group.len(),
+            appends = group.iter().map(|g| g.appends.len()).sum::<usize>(),
+            size_bytes = group.iter().map(|g| g.object.len()).sum::<usize>(),
+            put_wait_ms = committing.duration_since(waited_for_put).as_millis() as u64,
+            commit_ms = committing.elapsed().as_millis() as u64,
+            "intake objects committed"
+        );
+        let outcomes = match committed {
             Ok(results) => results,
             Err(e) => {
-                warn!(object = %sealed.key, error = %e, "intake commit failed");
+                warn!(objects = group.len(), first = %group[0].key, error = %e, "intake commit failed");
                 sequencer = None;
                 failure = Some(Failure {
                     through: sealed_count.load(Ordering::Acquire),
-                    object: sealed.number,
+                    object: group[0].number,
                     object_store: false,
                     message: e.to_string(),
                 });
-                // The outcome may be unknown (the connection went during COMMIT): the record
-                // is made only if no index row points into the object by then.
-                unrecorded_orphans.push((sealed.key, object_size, "commit failed".into()));
-                for r in sealed.requests {
-                    let _ = r
-                        .reply
-                        .send(Err(SharedStorageError::Sequencer(e.to_string())));
+                for g in group {
+                    // The outcome may be unknown (the connection went during COMMIT): the
+                    // record is made only if no index row points into the object by then.
+                    unrecorded_orphans.push((g.key, g.object.len() as u64, "commit failed".into()));
+                    for r in g.requests {
+                        let _ = r
+                            .reply
+                            .send(Err(SharedStorageError::Sequencer(e.to_string())));
+                    }
                 }
                 continue;
             }
         };
-        if !outcome
-            .iter()
-            .any(|r| matches!(r, Ok(c) if !c.entries.is_empty()))
-        {
-            unrecorded_orphans.push((
-                sealed.key.clone(),
-                object_size,
-                "every append refused".into(),
-            ));
+        for (g, outcome) in group.iter().zip(&outcomes) {
+            if !outcome
+                .iter()
+                .any(|r| matches!(r, Ok(c) if !c.entries.is_empty()))
+            {
+                unrecorded_orphans.push((
+                    g.key.clone(),
+                    g.object.len() as u64,
+                    "every append refused".into(),
+                ));
+            }
         }
         if let Some(client) = sequencer.as_ref() {
             while let Some((k, size, reason)) = unrecorded_orphans.last() {
@@ -554,25 +637,27 @@ async fn run_committer(
                 unrecorded_orphans.pop();
             }
         }
-        let object = &sealed.object;
-        for (r, result) in sealed.requests.into_iter().zip(outcome) {
-            if let Ok(done) = &result {
-                for e in &done.entries {
-                    let start = e.byte_start as usize;
-                    let end = start + e.byte_length as usize;
-                    // The leader serves what it just wrote from memory, sharing the object's
-                    // bytes.
-                    if end <= object.len() {
-                        inner
-                            .cache
-                            .insert(&sealed.key, e.byte_start, object.slice(start..end));
+        for (g, outcome) in group.into_iter().zip(outcomes) {
+            let object = &g.object;
+            for (r, result) in g.requests.into_iter().zip(outcome) {
+                if let Ok(done) = &result {
+                    for e in &done.entries {
+                        let start = e.byte_start as usize;
+                        let end = start + e.byte_length as usize;
+                        // The leader serves what it just wrote from memory, sharing the
+                        // object's bytes.
+                        if end <= object.len() {
+                            inner
+                                .cache
+                                .insert(&g.key, e.byte_start, object.slice(start..end));
+                        }
+                    }
+                    if let Some(p) = partitions.get(&(r.topic_id, r.partition)) {
+                        p.apply_committed(&done.entries);
                     }
                 }
-                if let Some(p) = partitions.get(&(r.topic_id, r.partition)) {
-                    p.apply_committed(&done.entries);
-                }
+                let _ = r.reply.send(result);
             }
-            let _ = r.reply.send(result);
         }
     }
 }
@@ -580,9 +665,8 @@ async fn run_committer(
 async fn commit_on(
     inner: &Inner,
     sequencer: &mut Option<Client>,
-    key: &str,
-    appends: &[StagedAppend],
-) -> Result<Vec<Result<Committed, SharedStorageError>>, SharedStorageError> {
+    objects: &[(&str, &[StagedAppend])],
+) -> Result<Vec<Vec<Result<Committed, SharedStorageError>>>, SharedStorageError> {
     let commit = async {
         if sequencer.as_ref().is_none_or(|c| c.is_closed()) {
             *sequencer = Some(connect(&inner.pg_url).await?);
@@ -590,7 +674,7 @@ async fn commit_on(
         let Some(client) = sequencer.as_mut() else {
             return Err(SharedStorageError::Sequencer("no connection".into()));
         };
-        sequencer::commit(client, key, appends).await
+        sequencer::commit_objects(client, objects).await
     };
     match tokio::time::timeout(inner.config.request_timeout(), commit).await {
         Ok(r) => r,

@@ -287,20 +287,6 @@ impl ReplicaManager {
         }
     }
 
-    /// Every partition hosted here behind the seam, local logs and shared partitions alike:
-    /// for figures (offsets, sizes), not upkeep (local logs' flushes and retention stay
-    /// [`ReplicaManager::all`]'s).
-    pub fn all_logs(&self) -> Vec<Arc<dyn PartitionLog>> {
-        let mut out: Vec<Arc<dyn PartitionLog>> = Vec::new();
-        out.extend(self.all().into_iter().map(|p| p as Arc<dyn PartitionLog>));
-        out.extend(
-            self.all_shared()
-                .into_iter()
-                .map(|p| p as Arc<dyn PartitionLog>),
-        );
-        out
-    }
-
     /// The partition hosted here behind the seam, a shared one first (in cluster mode with
     /// object storage a topic's partition is shared, and no local log of it is opened).
     pub fn hosted(&self, topic: &str, partition: i32) -> Option<Arc<dyn PartitionLog>> {

@@ -1,5 +1,5 @@
 //! The broker-wide part: the intake that gathers every led partition's batches into one
-//! object per `linger`, the sequencer's connection, the listener that follows other brokers'
+//! object per `linger` (several in flight: uploads overlap, commits keep their order), the sequencer's connection, the listener that follows other brokers'
 //! commits, and the cache.
 
 use std::collections::HashMap;

@@ -38,6 +38,10 @@ pub(crate) struct Inner {
     pub cache: RangeCache,
     /// Range GETs sent, for the figures (each is a billable request).
     pub get_requests: std::sync::atomic::AtomicU64,
+    /// Commits tried so far, and the one (by number from 1; 0: none) a test makes fail
+    /// before it reaches PostgreSQL.
+    pub commits_tried: std::sync::atomic::AtomicU64,
+    pub fail_commit_number: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) async fn connect(url: &str) -> Result<Client, SharedStorageError> {

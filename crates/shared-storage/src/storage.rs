@@ -63,6 +63,8 @@ impl SharedStorage {
             reader: tokio::sync::Mutex::new(Some(client)),
             intake,
             get_requests: std::sync::atomic::AtomicU64::new(0),
+            commits_tried: AtomicU64::new(0),
+            fail_commit_number: AtomicU64::new(0),
         });
         let partitions = Arc::new(Registry::default());
         let intake_task = tokio::spawn(run_intake(
@@ -231,6 +233,15 @@ impl SharedStorage {
     #[cfg(any(test, feature = "testing"))]
     pub fn inject_put_faults(&self, fail_number: u64, delay_ms: u64) {
         self.inner.store.inject_put_faults(fail_number, delay_ms);
+    }
+
+    /// Makes this broker's commit number `fail_number` (from 1, counting every commit so far;
+    /// 0: none) fail before it reaches PostgreSQL.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn inject_commit_failure(&self, fail_number: u64) {
+        self.inner
+            .fail_commit_number
+            .store(fail_number, Ordering::Relaxed);
     }
 
     /// The most PUTs this broker had under way at once.
@@ -667,6 +678,12 @@ async fn commit_on(
     sequencer: &mut Option<Client>,
     objects: &[(&str, &[StagedAppend])],
 ) -> Result<Vec<Vec<Result<Committed, SharedStorageError>>>, SharedStorageError> {
+    let number = inner.commits_tried.fetch_add(1, Ordering::Relaxed) + 1;
+    if inner.fail_commit_number.load(Ordering::Relaxed) == number {
+        return Err(SharedStorageError::Sequencer(
+            "injected commit failure".into(),
+        ));
+    }
     let commit = async {
         if sequencer.as_ref().is_none_or(|c| c.is_closed()) {
             *sequencer = Some(connect(&inner.pg_url).await?);

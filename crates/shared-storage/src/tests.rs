@@ -934,6 +934,22 @@ fn several_objects_in_flight_keep_every_partitions_order() {
 /// retry from the first failed request completes the log exactly once, in order.
 #[test]
 fn a_failed_put_in_the_pipeline_fails_exactly_the_appends_behind_it() {
+    failure_in_the_pipeline(Fault::Put);
+}
+
+/// The same for a commit that fails (PostgreSQL refusing it, as when it goes away).
+#[test]
+fn a_failed_commit_in_the_pipeline_fails_exactly_the_appends_behind_it() {
+    failure_in_the_pipeline(Fault::Commit);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    Put,
+    Commit,
+}
+
+fn failure_in_the_pipeline(fault: Fault) {
     let env = env();
     runtime().block_on(async {
         let mut config = env.config();
@@ -952,8 +968,21 @@ fn a_failed_put_in_the_pipeline_fails_exactly_the_appends_behind_it() {
                 epoch: 0,
             })
             .collect();
-        // The 4th PUT fails; PUTs are slow so the objects after it are sealed meanwhile.
-        broker.inject_put_faults(4, 60);
+        // PUTs are slow so the objects after the failing one are sealed meanwhile.
+        match fault {
+            // The 4th PUT fails.
+            Fault::Put => broker.inject_put_faults(4, 60),
+            // The 2nd commit fails.
+            Fault::Commit => {
+                broker.inject_put_faults(0, 60);
+                broker.inject_commit_failure(2);
+            }
+        }
+        let injected_kind = |e: &SharedStorageError| match (fault, e) {
+            (Fault::Put, SharedStorageError::ObjectStore(m))
+            | (Fault::Commit, SharedStorageError::Sequencer(m)) => Some(m.clone()),
+            _ => None,
+        };
         let rounds = 12;
         let mut pending = Vec::new();
         for round in 0..rounds {
@@ -984,16 +1013,13 @@ fn a_failed_put_in_the_pipeline_fails_exactly_the_appends_behind_it() {
             );
             assert!(committed < rounds as usize, "partition {i}: nothing failed");
             for r in &rs[committed..] {
-                match r {
-                    Err(SharedStorageError::ObjectStore(m)) if m.contains("before this one") => {
-                        behind += 1
-                    }
-                    Err(SharedStorageError::ObjectStore(m)) if m.contains("injected") => {
-                        injected += 1
-                    }
+                let Err(e) = r else { continue };
+                match injected_kind(e) {
+                    Some(m) if m.contains("before this one") => behind += 1,
+                    Some(m) if m.contains("injected") => injected += 1,
                     // Sealed after the failure was seen: the sequencer refuses the gap.
-                    Err(e) if rejected(e) == Some(ResponseError::OutOfOrderSequenceNumber) => {}
-                    other => panic!("partition {i}: unexpected {other:?}"),
+                    _ if rejected(e) == Some(ResponseError::OutOfOrderSequenceNumber) => {}
+                    _ => panic!("partition {i}: unexpected {e:?}"),
                 }
             }
             let values: Vec<String> = read_all(&parts[i]).await.into_iter().map(|r| r.1).collect();
@@ -1005,11 +1031,17 @@ fn a_failed_put_in_the_pipeline_fails_exactly_the_appends_behind_it() {
         }
         assert!(
             injected >= 1,
-            "the failed PUT's appends were answered with its error"
+            "the failed object's appends were answered with its error"
         );
-        assert!(behind >= 1, "objects behind the failed one were failed");
+        // More than one round of requests failed with the fault (a commit may have taken
+        // every object whose PUT was done, so those behind it failed as its own).
+        assert!(injected + behind > 3, "{injected} + {behind}");
+        if fault == Fault::Put {
+            assert!(behind >= 1, "objects behind the failed one were failed");
+        }
         // The producers retry from their first failed request, in order.
         broker.inject_put_faults(0, 0);
+        broker.inject_commit_failure(0);
         for (i, rs) in results.iter().enumerate() {
             let committed = rs.iter().take_while(|r| r.is_ok()).count() as i32;
             for round in committed..rounds {

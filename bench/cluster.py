@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -177,6 +178,8 @@ def main():
     finally:
         s3.cleanup()
         pg.cleanup()
+        # The brokers' data (close to 1 GB a run) is not kept.
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

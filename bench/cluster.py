@@ -6,6 +6,7 @@ a consumer's throughput reading it all back. For scale, the same producer and co
 one single-node broker on local disk.
 
     STROM_BIN=target/debug/strom .venv/bin/python bench/cluster.py [--seconds 10] [--size 1024]
+        [--in-flight 1,4]
 
 Prints one JSON line per scenario. The follow-up issue builds the full benchmark.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,7 +37,8 @@ from test_cluster_metadata import Postgres  # noqa: E402
 PARTITIONS = 6
 
 
-def start_brokers(tag: str, n: int, work: Path, pg: Postgres | None, s3: S3 | None) -> list[Broker]:
+def start_brokers(tag: str, n: int, work: Path, pg: Postgres | None, s3: S3 | None,
+                  in_flight: int | None = None) -> list[Broker]:
     brokers = []
     url = pg.url(pg.create_database()) if pg else None
     for i in range(n):
@@ -49,6 +52,8 @@ def start_brokers(tag: str, n: int, work: Path, pg: Postgres | None, s3: S3 | No
                 "object.store.url": f"s3://{BUCKET}/{tag}-{int(time.time())}",
                 "object.store.endpoint": s3.endpoint, "object.store.path.style": "true",
             })
+            if in_flight is not None:
+                overrides["object.store.produce.max.in.flight.objects"] = str(in_flight)
         b = Broker(work / f"{tag}-{i}", overrides=overrides, env=env, name=f"b{i}")
         b.start()
         brokers.append(b)
@@ -135,26 +140,46 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--in-flight", default="1,4",
+                    help="object.store.produce.max.in.flight.objects values to run the shared "
+                         "scenarios with (1: one intake object at a time, the unpipelined intake)")
     args = ap.parse_args()
+    in_flights = [int(v) for v in args.in_flight.split(",") if v]
     work = Path(tempfile.mkdtemp(prefix="strom-bench-cluster-"))
     try:
         pg, s3 = Postgres(), S3()
     except pytest.skip.Exception as e:
         sys.exit(f"cannot run: {e}")
     try:
-        for tag, name, n, shared in (("local", "single-node local disk", 1, False),
-                                     ("shared1", "shared storage, 1 broker", 1, True),
-                                     ("shared3", "shared storage, 3 brokers", 3, True)):
-            brokers = start_brokers(tag, n, work, pg if shared else None, s3 if shared else None)
+        scenarios = [("local", "single-node local disk", 1, False, None)]
+        for n in (1, 3):
+            for k in in_flights:
+                scenarios.append((f"shared{n}-{k}", f"shared storage, {n} broker{'s' if n > 1 else ''}",
+                                  n, True, k))
+        local = None
+        for tag, name, n, shared, in_flight in scenarios:
+            brokers = start_brokers(tag, n, work, pg if shared else None, s3 if shared else None,
+                                    in_flight)
             try:
                 result = run(",".join(b.bootstrap for b in brokers), args.seconds, args.size)
             finally:
                 for b in brokers:
                     b.cleanup()
-            print(json.dumps({"scenario": name, "brokers": n, **result}), flush=True)
+            if local is None:
+                local = result
+            ratios = {
+                "produce_vs_local": round(result["produce_mb_per_s"] / local["produce_mb_per_s"], 2)
+                if local["produce_mb_per_s"] else None,
+                "consume_vs_local": round(result["consume_mb_per_s"] / local["consume_mb_per_s"], 2)
+                if local["consume_mb_per_s"] else None,
+            }
+            print(json.dumps({"scenario": name, "brokers": n, "max_in_flight_objects": in_flight,
+                              **result, **ratios}), flush=True)
     finally:
         s3.cleanup()
         pg.cleanup()
+        # The brokers' data (close to 1 GB a run) is not kept.
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from conftest import free_port
+from conftest import free_port, strom_bin
 from helpers import admin, unique_topic
 from test_cluster_metadata import Postgres, metadata, wait_for
 
@@ -544,3 +544,124 @@ def test_postgres_restarted_mid_stream(cluster, postgres):
     load.stop()
     assert not load.failed, load.failed[:5]
     check_exactly_once(load, cluster.bootstrap())
+
+
+def _produce_acked(bootstrap: str, topic: str, partitions: int, count: int, **config) -> int:
+    acked = []
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, **config})
+    for i in range(count):
+        p.produce(topic, value=b"v" * 100, partition=i % partitions,
+                  on_delivery=lambda e, m: acked.append(m) if e is None else None)
+    assert p.flush(30) == 0
+    assert len(acked) == count
+    return count
+
+
+def test_shared_partitions_figures_in_metrics_and_topic_describe(cluster):
+    """A shared partition's log end offset and size are in /metrics and `strom topic describe`
+    (they read the hosted partitions, which used to be the local logs only)."""
+    from test_metrics import samples, scrape
+    import json
+    admin_port = free_port()
+    cluster.add(**{"admin.http.listener": f"127.0.0.1:{admin_port}",
+                   "metrics.partition.labels.enable": "true"})
+    topic = unique_topic("figures")
+    create(cluster, topic, partitions=2)
+    _produce_acked(cluster.bootstrap(), topic, 2, 30)
+    wait_for(lambda: admin_port and _port_open(admin_port), 10, "admin listener")
+    families = scrape(admin_port)
+    for p in (0, 1):
+        for name in ("strom_partition_log_end_offset", "strom_partition_high_watermark"):
+            got = samples(families, name, topic=topic, partition=str(p))
+            assert got and got[0].value == 15, (name, p, got)
+        size = samples(families, "strom_partition_size_bytes", topic=topic, partition=str(p))
+        assert size and size[0].value > 15 * 100, size
+    assert samples(families, "strom_topic_high_watermark", topic=topic)[0].value == 30
+    out = subprocess.run([strom_bin(), "topic", "describe", topic, "-b", cluster.bootstrap(),
+                          "--output", "json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    described = json.loads(out.stdout)
+    described = described[0] if isinstance(described, list) else described
+    parts = {p["partition"]: p for p in described["partitions"]}
+    for p in (0, 1):
+        assert parts[p]["high_watermark"] == 15, parts[p]
+        assert parts[p]["size_bytes"] and parts[p]["size_bytes"] > 15 * 100, parts[p]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_log_append_time_on_a_shared_partition(cluster):
+    """A LogAppendTime topic on shared storage: the consumed record's timestamp is the
+    broker's (type LogAppendTime), between the produce call and its acknowledgement, and the
+    delivery report carries the produce answer's log_append_time_ms."""
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+    from confluent_kafka.admin import NewTopic
+    cluster.add()
+    topic = unique_topic("appendtime")
+    a = admin(cluster.bootstrap())
+    for f in a.create_topics([NewTopic(topic, 1, 1,
+                                       config={"message.timestamp.type": "LogAppendTime"})]).values():
+        f.result(30)
+    wait_for(lambda: topic in metadata(cluster.brokers[0], topic).topics, 30, "topic known")
+    reports = []
+    p = Producer({"bootstrap.servers": cluster.bootstrap(), "enable.idempotence": True})
+    before_ms = int(time.time() * 1000)
+    # The producer's own time is far in the past: only the broker's may show.
+    p.produce(topic, value=b"stamped", partition=0, timestamp=1_000,
+              on_delivery=lambda e, m: reports.append((e, m)))
+    assert p.flush(30) == 0
+    after_ms = int(time.time() * 1000)
+    (err, msg), = reports
+    assert err is None, err
+    kind, stamped = msg.timestamp()
+    assert kind == TIMESTAMP_LOG_APPEND_TIME and before_ms <= stamped <= after_ms, msg.timestamp()
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": unique_topic("g"),
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = None
+    deadline = time.monotonic() + 30
+    while got is None and time.monotonic() < deadline:
+        m = c.poll(1.0)
+        if m is not None and not m.error():
+            got = m
+    c.close()
+    assert got is not None and got.value() == b"stamped"
+    kind, consumed = got.timestamp()
+    assert kind == TIMESTAMP_LOG_APPEND_TIME, got.timestamp()
+    assert consumed == stamped and before_ms <= consumed <= after_ms, (before_ms, consumed, after_ms)
+
+
+def test_delete_records_on_a_shared_partition(cluster):
+    """DeleteRecords with confluent-kafka's AdminClient on a shared partition moves its log
+    start in PostgreSQL (awaited, no worker blocked): a fetch below it is OFFSET_OUT_OF_RANGE
+    and ListOffsets earliest answers the new start."""
+    import kafka_wire as kw
+    from confluent_kafka.admin import OffsetSpec
+    cluster.add()
+    topic = unique_topic("deleterecords")
+    create(cluster, topic, partitions=1)
+    _produce_acked(cluster.bootstrap(), topic, 1, 50)
+    a = admin(cluster.bootstrap())
+    deleted = list(a.delete_records([TopicPartition(topic, 0, 20)]).values())[0].result(30)
+    assert deleted.low_watermark == 20
+    earliest = a.list_offsets({TopicPartition(topic, 0): OffsetSpec.earliest()})
+    assert list(earliest.values())[0].result(30).offset == 20
+    with kw.Conn(cluster.brokers[0].bootstrap) as c:
+        r = c.request(kw.LIST_OFFSETS, 1, kw.list_offsets_v1_body(topic, 0, -2))
+        assert kw.parse_list_offsets_v1(r)[(topic, 0)][2] == 20
+        r = c.request(kw.FETCH, 4, kw.fetch_v4_body(topic, 0, 10))
+        assert kw.parse_fetch_v4(r)[(topic, 0)][0] == 1  # OFFSET_OUT_OF_RANGE
+        r = c.request(kw.FETCH, 4, kw.fetch_v4_body(topic, 0, 20))
+        error, hw, records = kw.parse_fetch_v4(r)[(topic, 0)]
+        assert (error, hw) == (0, 50) and records
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": unique_topic("g")})
+    try:
+        assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (20, 50)
+    finally:
+        c.close()

@@ -143,6 +143,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("object.store.path.style", Some("false"), T::Boolean, "Strom: path-style requests (http://host/bucket/key: MinIO, Garage, s3s-fs)."),
     def("object.store.produce.linger.ms", Some("5"), T::Long, "Strom: how long the broker gathers every partition's batches into one object (one PUT and one PostgreSQL transaction each): longer is fewer requests and more produce latency."),
     def("object.store.produce.max.bytes", Some("8388608"), T::Long, "Strom: an intake object is PUT as soon as this much is gathered."),
+    def("object.store.produce.max.in.flight.objects", Some("4"), T::Int, "Strom: intake objects being PUT or committed at once; uploads overlap, commits stay in object order (a failed one fails those behind it), 1 is one object at a time."),
     def("object.store.request.timeout.ms", Some("10000"), T::Long, "Strom: one PUT, GET or commit, retries included, before the client gets a retriable error."),
     def("object.store.cache.max.bytes", Some("268435456"), T::Long, "Strom: the broker's cache of batch byte ranges (its own writes and fetched ranges)."),
     def("broker.heartbeat.interval.ms", Some("2000"), T::Int, "How often a cluster broker heartbeats to the cluster's metadata."),

@@ -637,6 +637,16 @@ pub trait PartitionLog: Send + Sync {
         let _ = (records, now_ms);
         None
     }
+    /// [`PartitionLog::delete_records_before`] for a kind whose log start lives elsewhere (a
+    /// shared-storage partition: a PostgreSQL update), so no worker thread waits on it. None:
+    /// call `delete_records_before`.
+    fn start_delete_records(
+        &self,
+        offset: i64,
+    ) -> Option<BoxFuture<'_, Result<i64, PartitionError>>> {
+        let _ = offset;
+        None
+    }
     /// [`PartitionLog::read_isolated`] for a kind whose bytes are not in a local file (shared
     /// storage): the bytes themselves. None: read with `read_isolated`.
     fn read_bytes(

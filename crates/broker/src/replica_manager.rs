@@ -283,6 +283,25 @@ impl ReplicaManager {
         self.read_map().values().cloned().collect()
     }
 
+    /// The shared-storage partitions open here (cluster mode with object storage; empty
+    /// otherwise): what [`ReplicaManager::all`]'s local logs are for metrics and sizes.
+    pub fn all_shared(&self) -> Vec<Arc<SharedLog>> {
+        match &self.shared {
+            Some(shared) => read_lock(&shared.map).values().cloned().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The partition hosted here behind the seam, a shared one first (in cluster mode with
+    /// object storage a topic's partition is shared, and no local log of it is opened).
+    pub fn hosted(&self, topic: &str, partition: i32) -> Option<Arc<dyn PartitionLog>> {
+        if let Some(p) = self.shared_partition(topic, partition) {
+            return Some(p);
+        }
+        self.get(topic, partition)
+            .map(|p| p as Arc<dyn PartitionLog>)
+    }
+
     /// Partitions whose damaged log could not be opened, and why.
     pub fn offline(&self) -> Vec<(TopicPartition, String)> {
         let mut v: Vec<_> = self

@@ -40,6 +40,10 @@ fn transactional(records: &[u8]) -> bool {
     false
 }
 
+fn log_append_time(config: &TopicConfig) -> bool {
+    config.message_timestamp_type == crate::config::TimestampType::LogAppendTime
+}
+
 pub struct SharedLog {
     topic_partition: TopicPartition,
     inner: Arc<SharedPartition>,
@@ -55,6 +59,7 @@ impl SharedLog {
         config: TopicConfig,
     ) -> SharedLog {
         inner.set_leader_epoch(leader.epoch);
+        inner.set_log_append_time(log_append_time(&config));
         SharedLog {
             topic_partition,
             inner,
@@ -71,6 +76,7 @@ impl SharedLog {
     }
 
     pub fn set_config(&self, config: TopicConfig) {
+        self.inner.set_log_append_time(log_append_time(&config));
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
@@ -163,16 +169,21 @@ impl PartitionLog for SharedLog {
                 leader_epoch: None,
             }))
     }
-    fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError> {
-        // The seam's call is synchronous and this one is a PostgreSQL update: it may wait only
-        // where the worker can hand its other tasks away first.
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| h.block_on(self.inner.delete_records_before(offset)))
-                    .map_err(|e| partition_error(&e))
-            }
-            _ => Err(PartitionError::Rejected(ResponseError::KafkaStorageError)),
-        }
+    fn delete_records_before(&self, _offset: i64) -> Result<i64, PartitionError> {
+        // The log start is moved in PostgreSQL: DeleteRecords goes through
+        // start_delete_records, never a worker thread blocked on it.
+        Err(PartitionError::Rejected(ResponseError::KafkaStorageError))
+    }
+    fn start_delete_records(
+        &self,
+        offset: i64,
+    ) -> Option<BoxFuture<'_, Result<i64, PartitionError>>> {
+        Some(Box::pin(async move {
+            self.inner
+                .delete_records_before(offset)
+                .await
+                .map_err(|e| partition_error(&e))
+        }))
     }
     fn wait_for_data(&self) -> Notified<'_> {
         self.inner.wait_for_data()
@@ -203,9 +214,8 @@ impl PartitionLog for SharedLog {
             Ok(Appended {
                 first_offset: committed.first_offset,
                 last_offset: committed.last_offset,
-                // Batches are stored as the producer sent them (no LogAppendTime rewrite on
-                // shared storage yet): CreateTime's answer.
-                log_append_time_ms: -1,
+                // -1 unless the topic uses LogAppendTime (the intake stamped the batches).
+                log_append_time_ms: committed.log_append_time_ms,
                 duplicate: committed.duplicate,
             })
         }))
@@ -266,6 +276,65 @@ mod tests {
         both.extend_from_slice(&txn);
         assert!(transactional(&both));
         assert!(!transactional(b"junk"));
+    }
+
+    /// DeleteRecords through the seam, as the handler calls it, on a current-thread runtime
+    /// (where blocking a worker is impossible): the log start moves in PostgreSQL, a read below
+    /// it is OFFSET_OUT_OF_RANGE and the log start offset is the new one.
+    #[test]
+    fn delete_records_is_asynchronous_through_the_seam() {
+        let pg = strom_metadata_postgres::testing::TestPostgres::shared();
+        let url = pg.url(&pg.create_database());
+        let s3 = strom_shared_storage::testing::TestS3::start();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut config = s3.config("dr");
+            config.produce_linger_ms = 1;
+            let storage = strom_shared_storage::SharedStorage::start(&url, config, 1)
+                .await
+                .unwrap();
+            let inner = storage.open_partition(Uuid::new_v4(), 0, 0).await.unwrap();
+            let raw = RawConfig::defaults();
+            let log = SharedLog::new(
+                TopicPartition::new("dr", 0),
+                inner,
+                Leadership {
+                    leader_id: 1,
+                    epoch: 0,
+                },
+                TopicConfig::broker_defaults(&raw).unwrap(),
+            );
+            for _ in 0..4 {
+                log.start_append(&batch(false), 0).unwrap().await.unwrap();
+            }
+            assert_eq!(log.high_watermark(), 4);
+            let low = match log.start_delete_records(3) {
+                Some(pending) => pending.await,
+                None => log.delete_records_before(3),
+            }
+            .unwrap();
+            assert_eq!(low, 3);
+            assert_eq!(log.log_start_offset().unwrap(), 3);
+            let below = log.read_bytes(2, 1 << 20, true, false).unwrap().await;
+            assert!(
+                matches!(
+                    below,
+                    Err(PartitionError::Rejected(ResponseError::OffsetOutOfRange))
+                ),
+                "{:?}",
+                below.err()
+            );
+            let from = log
+                .read_bytes(3, 1 << 20, true, false)
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(from.log_start_offset, 3);
+            assert!(!from.records.is_empty());
+        });
     }
 
     /// `object.store.url` needs `cluster.metadata.url`, and a bad value is the setting's

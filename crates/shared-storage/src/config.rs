@@ -11,6 +11,11 @@ use crate::error::SharedStorageError;
 pub const DEFAULT_PRODUCE_LINGER_MS: u64 = 5;
 /// `object.store.produce.max.bytes` default: an object is PUT as soon as this much is gathered.
 pub const DEFAULT_PRODUCE_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// `object.store.produce.max.in.flight.objects` default: intake objects gathered and being PUT
+/// or committed at once (Kafka's producer has `max.in.flight.requests.per.connection`, 5).
+/// PUTs overlap; commits stay in object order on one connection, so one object's commit
+/// overlaps the next ones' uploads. 1 is the unpipelined intake (gather, PUT, commit, repeat).
+pub const DEFAULT_PRODUCE_MAX_IN_FLIGHT_OBJECTS: usize = 4;
 /// `object.store.request.timeout.ms` default: one PUT or GET, retries included, before the
 /// client is answered a retriable error.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
@@ -32,6 +37,7 @@ pub struct ObjectStoreConfig {
     pub path_style: bool,
     pub produce_linger_ms: u64,
     pub produce_max_bytes: usize,
+    pub produce_max_in_flight_objects: usize,
     pub request_timeout_ms: u64,
     pub cache_max_bytes: usize,
     pub credentials: Credentials,
@@ -78,6 +84,10 @@ impl fmt::Debug for ObjectStoreConfig {
             .field("path_style", &self.path_style)
             .field("produce_linger_ms", &self.produce_linger_ms)
             .field("produce_max_bytes", &self.produce_max_bytes)
+            .field(
+                "produce_max_in_flight_objects",
+                &self.produce_max_in_flight_objects,
+            )
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("cache_max_bytes", &self.cache_max_bytes)
             .field("credentials", &self.credentials)
@@ -114,6 +124,7 @@ impl ObjectStoreConfig {
             path_style: false,
             produce_linger_ms: DEFAULT_PRODUCE_LINGER_MS,
             produce_max_bytes: DEFAULT_PRODUCE_MAX_BYTES,
+            produce_max_in_flight_objects: DEFAULT_PRODUCE_MAX_IN_FLIGHT_OBJECTS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             credentials: Credentials::from_env(),
@@ -178,6 +189,16 @@ impl ObjectStoreConfig {
                 self.produce_max_bytes = usize::try_from(number(value)?.max(1))
                     .map_err(|_| SharedStorageError::Config(format!("{name}: too large")))?
             }
+            "object.store.produce.max.in.flight.objects" => {
+                let n = number(value)?;
+                // A semaphore's permits: at least one, and a bound no store needs more than.
+                if !(1..=1024).contains(&n) {
+                    return Err(SharedStorageError::Config(format!(
+                        "{name}: expected 1 to 1024, got {n}"
+                    )));
+                }
+                self.produce_max_in_flight_objects = n as usize;
+            }
             "object.store.request.timeout.ms" => self.request_timeout_ms = number(value)?.max(1),
             "object.store.cache.max.bytes" => {
                 self.cache_max_bytes = usize::try_from(number(value)?)
@@ -237,6 +258,17 @@ mod tests {
         assert!(c.path_style);
         assert!(c.set("object.store.produce.linger.ms", "20").expect("ok"));
         assert_eq!(c.linger(), Duration::from_millis(20));
+        assert_eq!(
+            c.produce_max_in_flight_objects,
+            DEFAULT_PRODUCE_MAX_IN_FLIGHT_OBJECTS
+        );
+        assert!(c
+            .set("object.store.produce.max.in.flight.objects", "1")
+            .expect("ok"));
+        assert_eq!(c.produce_max_in_flight_objects, 1);
+        assert!(c
+            .set("object.store.produce.max.in.flight.objects", "0")
+            .is_err());
         assert!(c.set("object.store.path.style", "yes").is_err());
         assert!(c.set("object.store.produce.max.bytes", "-1").is_err());
         assert!(!c.set("log.retention.ms", "1").expect("ok"));

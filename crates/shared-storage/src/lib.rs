@@ -7,7 +7,10 @@
 //!   then in one PostgreSQL transaction checks each partition's leader epoch (a fenced
 //!   leader's append is refused with NOT_LEADER_OR_FOLLOWER), assigns offsets, checks
 //!   idempotent producers' epochs and sequences (a retry gets its first offsets back) and
-//!   records the batch index. Only then does the append resolve. An object no committed row
+//!   records the batch index. Only then does the append resolve. Up to
+//!   `object.store.produce.max.in.flight.objects` objects are in flight: the next ones
+//!   gather and upload while earlier ones commit, commits keep sealing order, and a failed
+//!   PUT or commit fails the objects sealed behind it. An object no committed row
 //!   points into is recorded in `shared_storage_orphan_objects` for later collection.
 //! - **Fetch**: [`SharedPartition::read`] serves whole batches from the cached index, byte
 //!   ranges from a bounded cache (the leader's own writes are already there) or range GETs,

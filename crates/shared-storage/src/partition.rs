@@ -3,7 +3,7 @@
 //! watermark, and the read path that patches offsets into batches as they go out.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -22,6 +22,8 @@ pub struct SharedPartition {
     pub partition: i32,
     pub(crate) storage: Arc<Inner>,
     leader_epoch: AtomicI32,
+    /// The topic's `message.timestamp.type` is LogAppendTime.
+    log_append_time: AtomicBool,
     /// Offsets below this are committed and in the local index: what fetch may serve.
     high_watermark: AtomicI64,
     log_start_offset: AtomicI64,
@@ -52,6 +54,7 @@ impl SharedPartition {
             partition,
             storage,
             leader_epoch: AtomicI32::new(leader_epoch),
+            log_append_time: AtomicBool::new(false),
             high_watermark: AtomicI64::new(log_start_offset),
             log_start_offset: AtomicI64::new(log_start_offset),
             index: Mutex::new(BTreeMap::new()),
@@ -73,6 +76,13 @@ impl SharedPartition {
     /// with the next commit, fencing every older leader from then on.
     pub fn set_leader_epoch(&self, epoch: i32) {
         self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// Whether appends from now on are stamped with the broker's clock (the topic's
+    /// `message.timestamp.type` is LogAppendTime), as Kafka's leader stamps them when it takes
+    /// them into its log: here when the intake seals their object, before the PUT and commit.
+    pub fn set_log_append_time(&self, on: bool) {
+        self.log_append_time.store(on, Ordering::Release);
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -174,6 +184,7 @@ impl SharedPartition {
             leader_epoch: self.leader_epoch(),
             records,
             batches,
+            log_append_time: self.log_append_time.load(Ordering::Acquire),
             reply,
         };
         Ok((request, answer))

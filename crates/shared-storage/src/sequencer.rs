@@ -31,6 +31,9 @@ pub struct StagedAppend {
     pub partition: i32,
     pub leader_epoch: i32,
     pub batches: Vec<StagedBatch>,
+    /// The time the batches were stamped with (LogAppendTime), None when they keep the
+    /// producer's.
+    pub log_append_time_ms: Option<i64>,
 }
 
 /// Where a committed batch lies (the index row).
@@ -55,6 +58,10 @@ pub struct Committed {
     /// The index rows this commit wrote (none for a duplicate).
     pub entries: Vec<IndexEntry>,
     pub high_watermark: i64,
+    /// The broker time stamped into the batches (the produce answer's log_append_time_ms):
+    /// -1 unless the topic uses LogAppendTime. A retry of committed batches gets the first
+    /// one's stored time, as Kafka answers a duplicate with its batch's.
+    pub log_append_time_ms: i64,
 }
 
 /// The last sequence of a batch of `records_count` records from `base_sequence` (sequences
@@ -80,33 +87,67 @@ pub async fn commit(
     object_key: &str,
     appends: &[StagedAppend],
 ) -> Result<Vec<Result<Committed, SharedStorageError>>, SharedStorageError> {
+    let mut results = commit_objects(client, &[(object_key, appends)]).await?;
+    Ok(results.pop().unwrap_or_default())
+}
+
+/// Commits the appends of several objects in one transaction (one WAL flush for all: the
+/// intake's group commit when objects wait for the sequencer), each object's appends after
+/// the previous object's, so a partition's appends keep their order. Results by object, then
+/// append; errors as [`commit`]'s.
+pub async fn commit_objects(
+    client: &mut Client,
+    objects: &[(&str, &[StagedAppend])],
+) -> Result<Vec<Vec<Result<Committed, SharedStorageError>>>, SharedStorageError> {
+    let flat: Vec<(usize, &str, &StagedAppend)> = objects
+        .iter()
+        .enumerate()
+        .flat_map(|(o, (key, appends))| appends.iter().map(move |a| (o, *key, a)))
+        .collect();
     let mut tx = client.transaction().await?;
-    if let [only] = appends {
+    if let [(_, key, only)] = flat[..] {
         // One append needs no savepoint (two round trips fewer): a refusal rolls back all.
-        return match commit_one(&tx, object_key, only).await? {
+        let result = match commit_one(&tx, key, only).await? {
             Ok(done) => {
                 if !done.duplicate {
                     notify(&tx, only, done.high_watermark).await?;
                 }
                 tx.commit().await?;
-                Ok(vec![Ok(done)])
+                Ok(done)
             }
             Err(refused) => {
                 tx.rollback().await?;
-                Ok(vec![Err(SharedStorageError::Rejected(refused))])
+                Err(SharedStorageError::Rejected(refused))
             }
         };
+        return Ok(objects
+            .iter()
+            .map(|(_, appends)| {
+                if appends.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![match &result {
+                        Ok(done) => Ok(done.clone()),
+                        Err(SharedStorageError::Rejected(e)) => {
+                            Err(SharedStorageError::Rejected(*e))
+                        }
+                        Err(_) => Err(SharedStorageError::IntakeStopped),
+                    }]
+                }
+            })
+            .collect());
     }
-    // Rows are locked in one order so two brokers' commits never deadlock.
-    let mut order: Vec<usize> = (0..appends.len()).collect();
-    order.sort_by_key(|&i| (appends[i].topic_id, appends[i].partition));
+    // Rows are locked in one order so two brokers' commits never deadlock; the sort is
+    // stable, so one partition's appends keep their object and request order.
+    let mut order: Vec<usize> = (0..flat.len()).collect();
+    order.sort_by_key(|&i| (flat[i].2.topic_id, flat[i].2.partition));
     let mut results: Vec<Option<Result<Committed, SharedStorageError>>> =
-        (0..appends.len()).map(|_| None).collect();
+        (0..flat.len()).map(|_| None).collect();
     for i in order {
-        let append = &appends[i];
+        let (_, key, append) = flat[i];
         // A savepoint per append: one refused append leaves the others' rows in place.
         let sp = tx.savepoint("append").await?;
-        match commit_one(&sp, object_key, append).await {
+        match commit_one(&sp, key, append).await {
             Ok(Ok(done)) => {
                 sp.commit().await?;
                 results[i] = Some(Ok(done));
@@ -120,7 +161,7 @@ pub async fn commit(
     }
     // One notification per partition, with its new high watermark.
     let mut by_partition: std::collections::BTreeMap<(Uuid, i32), i64> = Default::default();
-    for (append, r) in appends.iter().zip(&results) {
+    for ((_, _, append), r) in flat.iter().zip(&results) {
         if let Some(Ok(done)) = r {
             if !done.duplicate {
                 let hw = by_partition
@@ -136,10 +177,12 @@ pub async fn commit(
             .await?;
     }
     tx.commit().await?;
-    Ok(results
-        .into_iter()
-        .map(|r| r.unwrap_or(Err(SharedStorageError::IntakeStopped)))
-        .collect())
+    let mut out: Vec<Vec<Result<Committed, SharedStorageError>>> =
+        objects.iter().map(|_| Vec::new()).collect();
+    for ((o, _, _), r) in flat.iter().zip(results) {
+        out[*o].push(r.unwrap_or(Err(SharedStorageError::IntakeStopped)));
+    }
+    Ok(out)
 }
 
 async fn notify(
@@ -186,6 +229,7 @@ async fn commit_one(
     let mut first: Option<(i64, i64)> = None;
     let mut last_offset = -1;
     let mut all_duplicates = true;
+    let mut first_duplicate_time_ms: Option<i64> = None;
     let mut entries = Vec::with_capacity(append.batches.len());
     for b in &append.batches {
         let idempotent = b.producer_id >= 0;
@@ -193,7 +237,7 @@ async fn commit_one(
         if idempotent {
             if let Some(dup) = tx
                 .query_opt(
-                    "SELECT base_offset, last_offset FROM shared_storage_batches
+                    "SELECT base_offset, last_offset, max_timestamp_ms FROM shared_storage_batches
                       WHERE topic_id = $1 AND partition = $2 AND producer_id = $3
                         AND producer_epoch = $4 AND base_sequence = $5 AND last_sequence = $6
                         AND producer_id >= 0",
@@ -209,6 +253,9 @@ async fn commit_one(
                 .await?
             {
                 let (base, last): (i64, i64) = (dup.try_get(0)?, dup.try_get(1)?);
+                if first.is_none() && append.log_append_time_ms.is_some() {
+                    first_duplicate_time_ms = Some(dup.try_get(2)?);
+                }
                 first.get_or_insert((base, last));
                 last_offset = last_offset.max(last);
                 continue;
@@ -311,6 +358,11 @@ async fn commit_one(
         duplicate: all_duplicates,
         entries,
         high_watermark: next_offset,
+        log_append_time_ms: match (first_duplicate_time_ms, append.log_append_time_ms) {
+            (Some(t), _) => t,
+            (None, Some(t)) => t,
+            (None, None) => -1,
+        },
     }))
 }
 

@@ -21,6 +21,9 @@ pub(crate) struct IntakeRequest {
     pub leader_epoch: i32,
     pub records: Bytes,
     pub batches: Vec<StagedBatch>,
+    /// The topic's `message.timestamp.type` is LogAppendTime: the intake stamps the batches
+    /// with its clock when it seals the object.
+    pub log_append_time: bool,
     pub reply: oneshot::Sender<Result<Committed, SharedStorageError>>,
 }
 
@@ -35,6 +38,10 @@ pub(crate) struct Inner {
     pub cache: RangeCache,
     /// Range GETs sent, for the figures (each is a billable request).
     pub get_requests: std::sync::atomic::AtomicU64,
+    /// Commits tried so far, and the one (by number from 1; 0: none) a test makes fail
+    /// before it reaches PostgreSQL.
+    pub commits_tried: std::sync::atomic::AtomicU64,
+    pub fail_commit_number: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) async fn connect(url: &str) -> Result<Client, SharedStorageError> {

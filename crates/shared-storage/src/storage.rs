@@ -1,14 +1,15 @@
 //! The broker-wide part: the intake that gathers every led partition's batches into one
-//! object per `linger`, the sequencer's connection, the listener that follows other brokers'
+//! object per `linger` (several in flight: uploads overlap, commits keep their order), the sequencer's connection, the listener that follows other brokers'
 //! commits, and the cache.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tracing::{debug, info, warn};
@@ -62,6 +63,8 @@ impl SharedStorage {
             reader: tokio::sync::Mutex::new(Some(client)),
             intake,
             get_requests: std::sync::atomic::AtomicU64::new(0),
+            commits_tried: AtomicU64::new(0),
+            fail_commit_number: AtomicU64::new(0),
         });
         let partitions = Arc::new(Registry::default());
         let intake_task = tokio::spawn(run_intake(
@@ -226,6 +229,27 @@ impl SharedStorage {
         Ok(deleted)
     }
 
+    /// Test faults in this broker's PUTs: see `Store::inject_put_faults`.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn inject_put_faults(&self, fail_number: u64, delay_ms: u64) {
+        self.inner.store.inject_put_faults(fail_number, delay_ms);
+    }
+
+    /// Makes this broker's commit number `fail_number` (from 1, counting every commit so far;
+    /// 0: none) fail before it reaches PostgreSQL.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn inject_commit_failure(&self, fail_number: u64) {
+        self.inner
+            .fail_commit_number
+            .store(fail_number, Ordering::Relaxed);
+    }
+
+    /// The most PUTs this broker had under way at once.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn most_puts_at_once(&self) -> u64 {
+        self.inner.store.most_puts_at_once()
+    }
+
     pub fn cache_size_bytes(&self) -> usize {
         self.inner.cache.size_bytes()
     }
@@ -265,26 +289,60 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Gathers requests for up to `linger` or `max.bytes`, then PUTs and commits them as one
-/// object. One object is in flight at a time: a partition's commits stay in request order,
-/// which idempotent producers with several requests in flight rely on, and the requests that
-/// arrive meanwhile form the next object (group commit).
+/// One gathered object on its way: its PUT runs in its own task while earlier objects are
+/// committed.
+struct Sealed {
+    /// Sealing order, from 1: commits follow it.
+    number: u64,
+    key: String,
+    object: Bytes,
+    appends: Vec<StagedAppend>,
+    requests: Vec<IntakeRequest>,
+    /// The PUT under way, then its outcome (a task's handle is awaited once).
+    put: Option<JoinHandle<Result<(), SharedStorageError>>>,
+    put_result: Option<Result<(), SharedStorageError>>,
+    /// Held until the object is committed or failed: `produce.max.in.flight.objects`.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Gathers requests for up to `linger` or `max.bytes` into objects and starts each one's PUT
+/// at once, with up to `object.store.produce.max.in.flight.objects` objects between sealing
+/// and commit; `run_committer` commits them in sealing order. Requests are gathered in the
+/// order they were handed over, so a partition's appends stay in request order across
+/// objects, which idempotent producers with several requests in flight rely on.
 async fn run_intake(
     inner: Weak<Inner>,
     partitions: Arc<Registry>,
     mut rx: mpsc::Receiver<IntakeRequest>,
 ) {
-    let mut sequencer: Option<Client> = None;
-    // Objects PUT whose commit failed while PostgreSQL was away, recorded once it is back.
-    let mut unrecorded_orphans: Vec<(String, u64, String)> = Vec::new();
+    let in_flight = match inner.upgrade() {
+        Some(i) => i.config.produce_max_in_flight_objects.max(1),
+        None => return,
+    };
+    let permits = Arc::new(Semaphore::new(in_flight));
+    // Bounded by the permits: at most `in_flight` objects are ever in this channel.
+    let (sealed_tx, sealed_rx) = mpsc::unbounded_channel();
+    let sealed_count = Arc::new(AtomicU64::new(0));
+    let committer = tokio::spawn(run_committer(
+        inner.clone(),
+        partitions,
+        sealed_rx,
+        Arc::clone(&sealed_count),
+    ));
+    // The committer ends with the storage (its channel closes when this task does).
+    let _committer = AbortOnDrop(committer);
     while let Some(first) = rx.recv().await {
-        let Some(inner) = inner.upgrade() else {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + strong.config.linger();
+        // Waiting for a permit is where the next object's requests gather meanwhile.
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
         let mut size = first.records.len();
         let mut requests = vec![first];
-        let deadline = tokio::time::Instant::now() + inner.config.linger();
-        while size < inner.config.produce_max_bytes {
+        while size < strong.config.produce_max_bytes {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(r)) => {
                     size += r.records.len();
@@ -293,113 +351,339 @@ async fn run_intake(
                 Ok(None) | Err(_) => break,
             }
         }
-        flush(
-            &inner,
-            &partitions,
-            &mut sequencer,
-            &mut unrecorded_orphans,
-            requests,
-        )
-        .await;
+        let number = sealed_count.load(Ordering::Acquire) + 1;
+        let sealed = seal(&strong, number, requests, permit);
+        // Counted before the committer can see it, so a failure it meets covers this one.
+        sealed_count.store(number, Ordering::Release);
+        if let Err(mpsc::error::SendError(s)) = sealed_tx.send(sealed) {
+            s.abort_put();
+            for r in s.requests {
+                let _ = r.reply.send(Err(SharedStorageError::IntakeStopped));
+            }
+            return;
+        }
     }
 }
 
-async fn flush(
+impl Sealed {
+    fn put_finished(&self) -> bool {
+        self.put_result.is_some() || self.put.as_ref().is_some_and(|h| h.is_finished())
+    }
+
+    async fn finish_put(&mut self) {
+        if self.put_result.is_none() {
+            self.put_result = Some(match self.put.take() {
+                Some(h) => h.await.unwrap_or_else(|e| {
+                    Err(SharedStorageError::ObjectStore(format!("PUT task: {e}")))
+                }),
+                None => Err(SharedStorageError::IntakeStopped),
+            });
+        }
+    }
+
+    fn abort_put(&self) {
+        if let Some(h) = &self.put {
+            h.abort();
+        }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Lays the requests out in one object (stamping LogAppendTime topics' batches with this
+/// moment) and starts its PUT.
+fn seal(
     inner: &Arc<Inner>,
-    partitions: &Registry,
-    sequencer: &mut Option<Client>,
-    unrecorded_orphans: &mut Vec<(String, u64, String)>,
+    number: u64,
     requests: Vec<IntakeRequest>,
-) {
-    let key = inner.config.intake_key(inner.node_id, now_ms());
+    permit: OwnedSemaphorePermit,
+) -> Sealed {
+    let now = now_ms();
+    let key = inner.config.intake_key(inner.node_id, now);
     let mut object = BytesMut::with_capacity(requests.iter().map(|r| r.records.len()).sum());
     let mut appends = Vec::with_capacity(requests.len());
-    for r in &requests {
+    let mut kept = Vec::with_capacity(requests.len());
+    for r in requests {
         let base = object.len() as u64;
         object.extend_from_slice(&r.records);
+        let mut batches: Vec<StagedBatch> = r
+            .batches
+            .iter()
+            .map(|b| StagedBatch {
+                byte_start: base + b.byte_start,
+                ..b.clone()
+            })
+            .collect();
+        if r.log_append_time {
+            // The max timestamp and the timestamp-type bit are under the CRC: recomputed for
+            // these batches only.
+            let stamped = batches.iter_mut().try_for_each(|b| {
+                let start = b.byte_start as usize;
+                let end = start + b.byte_length as usize;
+                b.max_timestamp_ms = now;
+                match object.get_mut(start..end) {
+                    Some(bytes) => strom_log::batch::set_log_append_time(bytes, now)
+                        .map_err(|e| SharedStorageError::Corrupt(e.to_string())),
+                    None => Err(SharedStorageError::Corrupt(
+                        "batch beyond its request".into(),
+                    )),
+                }
+            });
+            if let Err(e) = stamped {
+                object.truncate(base as usize);
+                let _ = r.reply.send(Err(e));
+                continue;
+            }
+        }
         appends.push(StagedAppend {
             topic_id: r.topic_id,
             partition: r.partition,
             leader_epoch: r.leader_epoch,
-            batches: r
-                .batches
-                .iter()
-                .map(|b| StagedBatch {
-                    byte_start: base + b.byte_start,
-                    ..b.clone()
-                })
-                .collect(),
+            batches,
+            log_append_time_ms: r.log_append_time.then_some(now),
         });
+        kept.push(r);
     }
+    let requests = kept;
     let object = object.freeze();
-    let object_size = object.len() as u64;
-    if let Err(e) = inner.store.put(&key, object.clone()).await {
-        warn!(object = %key, error = %e, "intake PUT failed");
-        for r in requests {
-            let _ = r
-                .reply
-                .send(Err(SharedStorageError::ObjectStore(e.to_string())));
-        }
-        return;
+    let store = inner.store.clone();
+    let put = {
+        let key = key.clone();
+        let object = object.clone();
+        tokio::spawn(async move { store.put(&key, object).await })
+    };
+    Sealed {
+        number,
+        key,
+        object,
+        appends,
+        requests,
+        put: Some(put),
+        put_result: None,
+        _permit: permit,
     }
-    let outcome = match commit_on(inner, sequencer, &key, &appends).await {
-        Ok(results) => results,
-        Err(e) => {
-            warn!(object = %key, error = %e, "intake commit failed");
-            *sequencer = None;
-            // The outcome may be unknown (the connection went during COMMIT): the record is
-            // made only if no index row points into the object by then.
-            unrecorded_orphans.push((key, object_size, "commit failed".into()));
-            for r in requests {
+}
+
+/// Why an object behind a failed one is failed too: offsets are assigned at commit, so
+/// committing it would let its batches pass the failed object's (a gap in an idempotent
+/// producer's sequence, or a reordering of any producer's requests). The client retries
+/// both, in order.
+struct Failure {
+    /// Objects sealed up to this number are failed with `error`.
+    through: u64,
+    /// The failed object's number and what became of it.
+    object: u64,
+    object_store: bool,
+    message: String,
+}
+
+impl Failure {
+    fn error(&self) -> SharedStorageError {
+        let message = format!(
+            "intake object {} before this one failed: {}",
+            self.object, self.message
+        );
+        if self.object_store {
+            SharedStorageError::ObjectStore(message)
+        } else {
+            SharedStorageError::Sequencer(message)
+        }
+    }
+}
+
+/// Commits sealed objects in sealing order on one PostgreSQL connection, each once its PUT
+/// is done; objects whose PUTs are done by the time the connection is free are committed
+/// together in one transaction (one WAL flush: the commit, not the PUT, is what bounds a
+/// broker's produce rate). A failed PUT or commit fails every object sealed before the
+/// failure was seen (they are behind it).
+async fn run_committer(
+    inner: Weak<Inner>,
+    partitions: Arc<Registry>,
+    mut sealed_rx: mpsc::UnboundedReceiver<Sealed>,
+    sealed_count: Arc<AtomicU64>,
+) {
+    let mut sequencer: Option<Client> = None;
+    // Objects PUT whose commit failed while PostgreSQL was away, recorded once it is back.
+    let mut unrecorded_orphans: Vec<(String, u64, String)> = Vec::new();
+    let mut failure: Option<Failure> = None;
+    // Objects taken from the channel to look at their PUT, not yet committed.
+    let mut looked_at: std::collections::VecDeque<Sealed> = Default::default();
+    loop {
+        let mut sealed = match looked_at.pop_front() {
+            Some(s) => s,
+            None => match sealed_rx.recv().await {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let Some(inner) = inner.upgrade() else {
+            sealed.abort_put();
+            return;
+        };
+        let waited_for_put = std::time::Instant::now();
+        sealed.finish_put().await;
+        let put = sealed
+            .put_result
+            .take()
+            .unwrap_or(Err(SharedStorageError::IntakeStopped));
+        if let Some(f) = failure.as_ref().filter(|f| sealed.number <= f.through) {
+            if put.is_ok() {
+                unrecorded_orphans.push((
+                    sealed.key.clone(),
+                    sealed.object.len() as u64,
+                    "an earlier object failed".into(),
+                ));
+            }
+            for r in sealed.requests {
+                let _ = r.reply.send(Err(f.error()));
+            }
+            continue;
+        }
+        failure = None;
+        if let Err(e) = put {
+            warn!(object = %sealed.key, error = %e, "intake PUT failed");
+            failure = Some(Failure {
+                through: sealed_count.load(Ordering::Acquire),
+                object: sealed.number,
+                object_store: true,
+                message: e.to_string(),
+            });
+            for r in sealed.requests {
                 let _ = r
                     .reply
-                    .send(Err(SharedStorageError::Sequencer(e.to_string())));
+                    .send(Err(SharedStorageError::ObjectStore(e.to_string())));
             }
-            return;
+            continue;
         }
-    };
-    if !outcome
-        .iter()
-        .any(|r| matches!(r, Ok(c) if !c.entries.is_empty()))
-    {
-        unrecorded_orphans.push((key.clone(), object_size, "every append refused".into()));
-    }
-    if let Some(client) = sequencer.as_ref() {
-        while let Some((k, size, reason)) = unrecorded_orphans.last() {
-            if let Err(e) = sequencer::record_orphan(client, k, *size, reason).await {
-                warn!(object = %k, error = %e, "could not record an orphaned object yet");
+        // The objects right behind whose PUTs are done go in the same transaction; the first
+        // one not done (or failed) waits for the next turn.
+        let mut group = vec![sealed];
+        loop {
+            let next = match looked_at.pop_front() {
+                Some(s) => s,
+                None => match sealed_rx.try_recv() {
+                    Ok(s) => s,
+                    Err(_) => break,
+                },
+            };
+            let mut next = next;
+            if !next.put_finished() {
+                looked_at.push_front(next);
                 break;
             }
-            info!(object = %k, reason = %reason, "orphaned object recorded for collection");
-            unrecorded_orphans.pop();
+            next.finish_put().await;
+            if !matches!(next.put_result, Some(Ok(()))) {
+                looked_at.push_front(next);
+                break;
+            }
+            next.put_result = None;
+            group.push(next);
         }
-    }
-    for (r, result) in requests.into_iter().zip(outcome) {
-        if let Ok(done) = &result {
-            for e in &done.entries {
-                let start = e.byte_start as usize;
-                let end = start + e.byte_length as usize;
-                // The leader serves what it just wrote from memory, sharing the object's bytes.
-                if end <= object.len() {
-                    inner
-                        .cache
-                        .insert(&key, e.byte_start, object.slice(start..end));
+        let committing = std::time::Instant::now();
+        let objects: Vec<(&str, &[StagedAppend])> = group
+            .iter()
+            .map(|g| (g.key.as_str(), g.appends.as_slice()))
+            .collect();
+        let committed = commit_on(&inner, &mut sequencer, &objects).await;
+        drop(objects);
+        // Where the time goes: waiting here for the first object's PUT (pipelining hides the
+        // rest of it behind earlier commits) and the commit (one at a time).
+        debug!(
+            objects = group.len(),
+            appends = group.iter().map(|g| g.appends.len()).sum::<usize>(),
+            size_bytes = group.iter().map(|g| g.object.len()).sum::<usize>(),
+            put_wait_ms = committing.duration_since(waited_for_put).as_millis() as u64,
+            commit_ms = committing.elapsed().as_millis() as u64,
+            "intake objects committed"
+        );
+        let outcomes = match committed {
+            Ok(results) => results,
+            Err(e) => {
+                warn!(objects = group.len(), first = %group[0].key, error = %e, "intake commit failed");
+                sequencer = None;
+                failure = Some(Failure {
+                    through: sealed_count.load(Ordering::Acquire),
+                    object: group[0].number,
+                    object_store: false,
+                    message: e.to_string(),
+                });
+                for g in group {
+                    // The outcome may be unknown (the connection went during COMMIT): the
+                    // record is made only if no index row points into the object by then.
+                    unrecorded_orphans.push((g.key, g.object.len() as u64, "commit failed".into()));
+                    for r in g.requests {
+                        let _ = r
+                            .reply
+                            .send(Err(SharedStorageError::Sequencer(e.to_string())));
+                    }
                 }
+                continue;
             }
-            if let Some(p) = partitions.get(&(r.topic_id, r.partition)) {
-                p.apply_committed(&done.entries);
+        };
+        for (g, outcome) in group.iter().zip(&outcomes) {
+            if !outcome
+                .iter()
+                .any(|r| matches!(r, Ok(c) if !c.entries.is_empty()))
+            {
+                unrecorded_orphans.push((
+                    g.key.clone(),
+                    g.object.len() as u64,
+                    "every append refused".into(),
+                ));
             }
         }
-        let _ = r.reply.send(result);
+        if let Some(client) = sequencer.as_ref() {
+            while let Some((k, size, reason)) = unrecorded_orphans.last() {
+                if let Err(e) = sequencer::record_orphan(client, k, *size, reason).await {
+                    warn!(object = %k, error = %e, "could not record an orphaned object yet");
+                    break;
+                }
+                info!(object = %k, reason = %reason, "orphaned object recorded for collection");
+                unrecorded_orphans.pop();
+            }
+        }
+        for (g, outcome) in group.into_iter().zip(outcomes) {
+            let object = &g.object;
+            for (r, result) in g.requests.into_iter().zip(outcome) {
+                if let Ok(done) = &result {
+                    for e in &done.entries {
+                        let start = e.byte_start as usize;
+                        let end = start + e.byte_length as usize;
+                        // The leader serves what it just wrote from memory, sharing the
+                        // object's bytes.
+                        if end <= object.len() {
+                            inner
+                                .cache
+                                .insert(&g.key, e.byte_start, object.slice(start..end));
+                        }
+                    }
+                    if let Some(p) = partitions.get(&(r.topic_id, r.partition)) {
+                        p.apply_committed(&done.entries);
+                    }
+                }
+                let _ = r.reply.send(result);
+            }
+        }
     }
 }
 
 async fn commit_on(
     inner: &Inner,
     sequencer: &mut Option<Client>,
-    key: &str,
-    appends: &[StagedAppend],
-) -> Result<Vec<Result<Committed, SharedStorageError>>, SharedStorageError> {
+    objects: &[(&str, &[StagedAppend])],
+) -> Result<Vec<Vec<Result<Committed, SharedStorageError>>>, SharedStorageError> {
+    let number = inner.commits_tried.fetch_add(1, Ordering::Relaxed) + 1;
+    if inner.fail_commit_number.load(Ordering::Relaxed) == number {
+        return Err(SharedStorageError::Sequencer(
+            "injected commit failure".into(),
+        ));
+    }
     let commit = async {
         if sequencer.as_ref().is_none_or(|c| c.is_closed()) {
             *sequencer = Some(connect(&inner.pg_url).await?);
@@ -407,7 +691,7 @@ async fn commit_on(
         let Some(client) = sequencer.as_mut() else {
             return Err(SharedStorageError::Sequencer("no connection".into()));
         };
-        sequencer::commit(client, key, appends).await
+        sequencer::commit_objects(client, objects).await
     };
     match tokio::time::timeout(inner.config.request_timeout(), commit).await {
         Ok(r) => r,

@@ -16,6 +16,23 @@ use crate::error::SharedStorageError;
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     timeout: Duration,
+    faults: Arc<PutFaults>,
+}
+
+/// Faults tests inject into PUTs (a store that fails one request while others succeed, or
+/// answers slowly, which stopping the server cannot give). Unset in a broker: two relaxed
+/// loads per PUT.
+#[derive(Default)]
+pub(crate) struct PutFaults {
+    /// PUTs answered so far (numbered from 1).
+    count: std::sync::atomic::AtomicU64,
+    /// This PUT (by number) fails; 0: none.
+    fail_number: std::sync::atomic::AtomicU64,
+    /// Every PUT waits this long first.
+    delay_ms: std::sync::atomic::AtomicU64,
+    /// PUTs under way now, and the most ever at once (what pipelining shows as).
+    current: std::sync::atomic::AtomicU64,
+    most_at_once: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -62,10 +79,48 @@ impl Store {
         Ok(Store {
             inner: Arc::new(inner),
             timeout: config.request_timeout(),
+            faults: Arc::default(),
         })
     }
 
+    /// Makes PUT number `fail_number` (from 1, counting every PUT so far; 0: none) fail and
+    /// every PUT wait `delay_ms` first.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn inject_put_faults(&self, fail_number: u64, delay_ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.faults.fail_number.store(fail_number, Relaxed);
+        self.faults.delay_ms.store(delay_ms, Relaxed);
+    }
+
+    /// The most PUTs ever under way at once.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn most_puts_at_once(&self) -> u64 {
+        self.faults
+            .most_at_once
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), SharedStorageError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.faults.current.fetch_add(1, Relaxed) + 1;
+        self.faults.most_at_once.fetch_max(now, Relaxed);
+        let result = self.put_counted(key, bytes).await;
+        self.faults.current.fetch_sub(1, Relaxed);
+        result
+    }
+
+    async fn put_counted(&self, key: &str, bytes: Bytes) -> Result<(), SharedStorageError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let number = self.faults.count.fetch_add(1, Relaxed) + 1;
+        let delay_ms = self.faults.delay_ms.load(Relaxed);
+        if delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        if self.faults.fail_number.load(Relaxed) == number {
+            return Err(SharedStorageError::ObjectStore(format!(
+                "PUT {key}: injected failure"
+            )));
+        }
         let path = Path::from(key);
         let put = self.inner.put(&path, PutPayload::from_bytes(bytes));
         match tokio::time::timeout(self.timeout, put).await {

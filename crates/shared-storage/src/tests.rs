@@ -13,7 +13,7 @@ use strom_metadata_postgres::testing::TestPostgres;
 use uuid::Uuid;
 
 use crate::testing::TestS3;
-use crate::{ObjectStoreConfig, SharedPartition, SharedStorage, SharedStorageError};
+use crate::{Committed, ObjectStoreConfig, SharedPartition, SharedStorage, SharedStorageError};
 
 struct Producer {
     id: i64,
@@ -868,5 +868,267 @@ fn submitted_appends_are_sequenced_in_submission_order() {
         assert_eq!(offsets, [4, 3, 2, 1, 0]);
         let values: Vec<String> = read_all(&p).await.into_iter().map(|r| r.1).collect();
         assert_eq!(values, ["s0", "s1", "s2", "s3", "s4"]);
+    });
+}
+
+/// Many partitions' idempotent producers, each with its requests handed over one after
+/// another (as a broker does with a producer's requests in flight), while slow PUTs keep
+/// several objects in flight: every append commits, each partition's offsets are dense and in
+/// submission order, and more than one PUT was under way at a time.
+#[test]
+fn several_objects_in_flight_keep_every_partitions_order() {
+    let env = env();
+    runtime().block_on(async {
+        let mut config = env.config();
+        config.produce_max_in_flight_objects = 4;
+        let broker = SharedStorage::start(&env.db_url, config, 1)
+            .await
+            .expect("start");
+        // Each PUT takes 40 ms, far longer than the 2 ms linger: without pipelining at most
+        // one would be under way.
+        broker.inject_put_faults(0, 40);
+        let topic = Uuid::new_v4();
+        let mut parts = Vec::new();
+        for i in 0..6 {
+            parts.push(broker.open_partition(topic, i, 0).await.expect("open"));
+        }
+        let producers: Vec<Producer> = (0..6)
+            .map(|i| Producer {
+                id: 7000 + i,
+                epoch: 0,
+            })
+            .collect();
+        let rounds = 30;
+        let mut pending = Vec::new();
+        for round in 0..rounds {
+            for (i, p) in parts.iter().enumerate() {
+                let value = format!("p{i}-{round}");
+                let f = p
+                    .submit(batch(&[value], 1, Some((&producers[i], round))))
+                    .expect("submitted");
+                pending.push((i, round, tokio::spawn(f)));
+            }
+            // Spread the requests over many objects.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        for (i, round, f) in pending {
+            let c = f.await.expect("task").expect("committed in sequence");
+            assert_eq!(c.first_offset, i64::from(round), "partition {i}");
+        }
+        for (i, p) in parts.iter().enumerate() {
+            let values: Vec<String> = read_all(p).await.into_iter().map(|r| r.1).collect();
+            let want: Vec<String> = (0..rounds).map(|r| format!("p{i}-{r}")).collect();
+            assert_eq!(values, want, "partition {i}");
+        }
+        let most = broker.most_puts_at_once();
+        assert!(
+            (2..=4).contains(&most),
+            "PUTs under way at once: {most} (bound 4)"
+        );
+    });
+}
+
+/// A PUT failing in the middle of a pipeline fails its own appends and those of the objects
+/// sealed behind it, never letting a later request of the same producer commit past the gap:
+/// what commits is a prefix of each producer's requests, nothing failed is in the log, and a
+/// retry from the first failed request completes the log exactly once, in order.
+#[test]
+fn a_failed_put_in_the_pipeline_fails_exactly_the_appends_behind_it() {
+    failure_in_the_pipeline(Fault::Put);
+}
+
+/// The same for a commit that fails (PostgreSQL refusing it, as when it goes away).
+#[test]
+fn a_failed_commit_in_the_pipeline_fails_exactly_the_appends_behind_it() {
+    failure_in_the_pipeline(Fault::Commit);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    Put,
+    Commit,
+}
+
+fn failure_in_the_pipeline(fault: Fault) {
+    let env = env();
+    runtime().block_on(async {
+        let mut config = env.config();
+        config.produce_max_in_flight_objects = 4;
+        let broker = SharedStorage::start(&env.db_url, config, 1)
+            .await
+            .expect("start");
+        let topic = Uuid::new_v4();
+        let mut parts = Vec::new();
+        for i in 0..3 {
+            parts.push(broker.open_partition(topic, i, 0).await.expect("open"));
+        }
+        let producers: Vec<Producer> = (0..3)
+            .map(|i| Producer {
+                id: 8000 + i,
+                epoch: 0,
+            })
+            .collect();
+        // PUTs are slow so the objects after the failing one are sealed meanwhile.
+        match fault {
+            // The 4th PUT fails.
+            Fault::Put => broker.inject_put_faults(4, 60),
+            // The 2nd commit fails.
+            Fault::Commit => {
+                broker.inject_put_faults(0, 60);
+                broker.inject_commit_failure(2);
+            }
+        }
+        let injected_kind = |e: &SharedStorageError| match (fault, e) {
+            (Fault::Put, SharedStorageError::ObjectStore(m))
+            | (Fault::Commit, SharedStorageError::Sequencer(m)) => Some(m.clone()),
+            _ => None,
+        };
+        let rounds = 12;
+        let mut pending = Vec::new();
+        for round in 0..rounds {
+            for (i, p) in parts.iter().enumerate() {
+                let f = p
+                    .submit(batch(
+                        &[format!("p{i}-{round}")],
+                        1,
+                        Some((&producers[i], round)),
+                    ))
+                    .expect("submitted");
+                pending.push((i, round, tokio::spawn(f)));
+            }
+            tokio::time::sleep(Duration::from_millis(8)).await;
+        }
+        let mut results: Vec<Vec<Result<Committed, SharedStorageError>>> =
+            (0..3).map(|_| Vec::new()).collect();
+        for (i, _, f) in pending {
+            results[i].push(f.await.expect("task"));
+        }
+        let mut injected = 0;
+        let mut behind = 0;
+        for (i, rs) in results.iter().enumerate() {
+            let committed = rs.iter().take_while(|r| r.is_ok()).count();
+            assert!(
+                rs[committed..].iter().all(|r| r.is_err()),
+                "partition {i}: an append committed past a failed one: {rs:?}"
+            );
+            assert!(committed < rounds as usize, "partition {i}: nothing failed");
+            for r in &rs[committed..] {
+                let Err(e) = r else { continue };
+                match injected_kind(e) {
+                    Some(m) if m.contains("before this one") => behind += 1,
+                    Some(m) if m.contains("injected") => injected += 1,
+                    // Sealed after the failure was seen: the sequencer refuses the gap.
+                    _ if rejected(e) == Some(ResponseError::OutOfOrderSequenceNumber) => {}
+                    _ => panic!("partition {i}: unexpected {e:?}"),
+                }
+            }
+            let values: Vec<String> = read_all(&parts[i]).await.into_iter().map(|r| r.1).collect();
+            let want: Vec<String> = (0..committed).map(|r| format!("p{i}-{r}")).collect();
+            assert_eq!(
+                values, want,
+                "partition {i}: exactly the acknowledged appends"
+            );
+        }
+        assert!(
+            injected >= 1,
+            "the failed object's appends were answered with its error"
+        );
+        // More than one round of requests failed with the fault (a commit may have taken
+        // every object whose PUT was done, so those behind it failed as its own).
+        assert!(injected + behind > 3, "{injected} + {behind}");
+        if fault == Fault::Put {
+            assert!(behind >= 1, "objects behind the failed one were failed");
+        }
+        // The producers retry from their first failed request, in order.
+        broker.inject_put_faults(0, 0);
+        broker.inject_commit_failure(0);
+        for (i, rs) in results.iter().enumerate() {
+            let committed = rs.iter().take_while(|r| r.is_ok()).count() as i32;
+            for round in committed..rounds {
+                let c = parts[i]
+                    .append(batch(
+                        &[format!("p{i}-{round}")],
+                        1,
+                        Some((&producers[i], round)),
+                    ))
+                    .await
+                    .expect("retry commits");
+                assert_eq!(c.first_offset, i64::from(round));
+            }
+            let values: Vec<String> = read_all(&parts[i]).await.into_iter().map(|r| r.1).collect();
+            let want: Vec<String> = (0..rounds).map(|r| format!("p{i}-{r}")).collect();
+            assert_eq!(values, want, "partition {i}: every record once, in order");
+        }
+    });
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A LogAppendTime topic's batches carry the intake's clock (max timestamp and the
+/// timestamp-type bit, with the CRC recomputed) taken between the append and its commit, in
+/// the index too; an idempotent retry answers the stored time; a CreateTime partition's
+/// batches are stored as sent.
+#[test]
+fn log_append_time_is_stamped_with_a_valid_crc() {
+    let env = env();
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let topic = Uuid::new_v4();
+        let stamped = broker.open_partition(topic, 0, 0).await.expect("open");
+        let kept = broker.open_partition(topic, 1, 0).await.expect("open");
+        stamped.set_log_append_time(true);
+        let producer = Producer { id: 9100, epoch: 0 };
+        let values = ["a".to_string(), "b".to_string()];
+        let before = wall_ms();
+        let c = stamped
+            .append(batch(&values, 1_000, Some((&producer, 0))))
+            .await
+            .expect("commit");
+        let after = wall_ms();
+        assert!(
+            (before..=after).contains(&c.log_append_time_ms),
+            "{before} <= {} <= {after}",
+            c.log_append_time_ms
+        );
+        let read = stamped.read(0, 1 << 20, true).await.expect("read");
+        let headers = strom_log::batch::validate_batches(&read.records).expect("CRC still valid");
+        assert_eq!(headers.len(), 1);
+        assert_eq!(
+            headers[0].timestamp_type(),
+            strom_log::batch::TimestampType::LogAppendTime
+        );
+        assert_eq!(headers[0].max_timestamp, c.log_append_time_ms);
+        let set = RecordBatchDecoder::decode(&mut read.records.clone()).expect("decode");
+        // (The records' own timestamps are the batch's max under LogAppendTime, which
+        // clients apply; this decoder gives the deltas' sums.)
+        assert!(set
+            .records
+            .iter()
+            .all(|r| r.timestamp_type == TimestampType::LogAppend));
+        assert_eq!(
+            stamped.offset_for_timestamp(before),
+            Some((0, c.log_append_time_ms))
+        );
+        let retry = stamped
+            .append(batch(&values, 1_000, Some((&producer, 0))))
+            .await
+            .expect("duplicate");
+        assert!(retry.duplicate);
+        assert_eq!(retry.log_append_time_ms, c.log_append_time_ms);
+
+        let c = kept.append(one("x")).await.expect("commit");
+        assert_eq!(c.log_append_time_ms, -1);
+        let read = kept.read(0, 1 << 20, true).await.expect("read");
+        let headers = strom_log::batch::validate_batches(&read.records).expect("valid");
+        assert_eq!(
+            headers[0].timestamp_type(),
+            strom_log::batch::TimestampType::CreateTime
+        );
+        assert_eq!(headers[0].max_timestamp, 1_000);
     });
 }

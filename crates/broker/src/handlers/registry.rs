@@ -182,7 +182,7 @@ handlers! {
     DeleteRecords(m::DeleteRecordsRequest) = |b, ctx, req, _| {
         let mut req = req;
         let denied = authorize::split_delete_records(b, &ctx, &mut req);
-        let mut body = topic_admin::delete_records(b, req);
+        let mut body = topic_admin::delete_records(b, req).await;
         body.topics.extend(denied);
         reply_counted(&ctx, &body)
     };

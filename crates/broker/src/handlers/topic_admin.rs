@@ -284,45 +284,51 @@ pub async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-/// DeleteRecords: moves the log start offset up; whole segments below it are deleted.
-pub fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let topics = req
-        .topics
-        .iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let base = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index)
-                        .with_low_watermark(-1);
-                    let replica = match broker
-                        .replicas
-                        .leader_partition(&t.name.0, p.partition_index)
-                    {
-                        Ok(r) => r,
-                        Err(e) => return base.with_error_code(e.code()),
-                    };
-                    let hw = replica.high_watermark();
-                    // -1 means "up to the high watermark".
-                    let offset = if p.offset == -1 { hw } else { p.offset };
-                    if offset < 0 || offset > hw {
-                        return base.with_error_code(ResponseError::OffsetOutOfRange.code());
-                    }
-                    match replica.delete_records_before(offset) {
-                        Ok(low) => base.with_low_watermark(low),
-                        Err(e) => {
-                            base.with_error_code(crate::partition::append_error_code(&e).code())
-                        }
-                    }
-                })
-                .collect();
+/// DeleteRecords: moves the log start offset up; whole segments below it are deleted. A
+/// shared-storage partition's log start is moved in PostgreSQL, awaited here.
+pub async fn delete_records(
+    broker: &Arc<Broker>,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let base = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            let replica = match broker
+                .replicas
+                .leader_partition(&t.name.0, p.partition_index)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    partitions.push(base.with_error_code(e.code()));
+                    continue;
+                }
+            };
+            let hw = replica.high_watermark();
+            // -1 means "up to the high watermark".
+            let offset = if p.offset == -1 { hw } else { p.offset };
+            if offset < 0 || offset > hw {
+                partitions.push(base.with_error_code(ResponseError::OffsetOutOfRange.code()));
+                continue;
+            }
+            let deleted = match replica.start_delete_records(offset) {
+                Some(pending) => pending.await,
+                None => replica.delete_records_before(offset),
+            };
+            partitions.push(match deleted {
+                Ok(low) => base.with_low_watermark(low),
+                Err(e) => base.with_error_code(crate::partition::append_error_code(&e).code()),
+            });
+        }
+        topics.push(
             DeleteRecordsTopicResult::default()
                 .with_name(t.name.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
@@ -349,7 +355,7 @@ pub fn describe_log_dirs(
             if !wanted(&topic.name, *p) {
                 continue;
             }
-            if let Some(replica) = broker.replicas.get(&topic.name, *p) {
+            if let Some(replica) = broker.replicas.hosted(&topic.name, *p) {
                 by_topic.entry(topic.name.clone()).or_default().push(
                     DescribeLogDirsPartition::default()
                         .with_partition_index(*p)

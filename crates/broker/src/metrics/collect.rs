@@ -8,6 +8,7 @@ use std::time::UNIX_EPOCH;
 
 use super::text::Exposition;
 use crate::broker::Broker;
+use crate::partition::PartitionLog;
 
 /// The git commit this binary was built from (build.rs), or "unknown".
 pub const BUILD_COMMIT: &str = env!("STROM_BUILD_COMMIT");
@@ -258,6 +259,22 @@ fn topics(e: &mut Exposition, broker: &Broker) {
             })
         })
         .collect();
+    // Shared-storage partitions have no segments or dirty bytes of their own (their batches
+    // lie in intake objects): their log ends at the high watermark, as nothing is visible
+    // before its commit.
+    parts.extend(broker.replicas.all_shared().into_iter().filter_map(|p| {
+        let high_watermark = p.high_watermark();
+        Some(PartitionState {
+            topic: p.topic_partition().topic.clone(),
+            partition: p.topic_partition().partition,
+            log_start: p.log_start_offset().ok()?,
+            log_end: p.log_end_offset().ok()?,
+            high_watermark,
+            size_bytes: p.size_bytes().ok()?,
+            segments: 0,
+            dirty_bytes: None,
+        })
+    }));
     parts.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
 
     let mut sums: BTreeMap<&str, TopicSums> = BTreeMap::new();

@@ -561,3 +561,141 @@ def test_oauthbearer_jwks_over_https_needs_a_trusted_endpoint(make_broker, pki, 
     b.start(wait=False)
     assert b.proc.wait(30) != 0, b.log_tail()
     assert "sasl.oauthbearer.jwks.endpoint.ssl.truststore.location" in b.log_text()
+
+
+# --- PLAIN against the SCRAM credentials of the metadata log ------------------------------------
+
+def _plain_over_scram_broker(make_broker):
+    """SASL_PLAINTEXT with PLAIN and no JAAS entry at all, the StandardAuthorizer on, and
+    PLAINTEXT's User:ANONYMOUS a super user to manage users and ACLs."""
+    plain, sp = free_port(), free_port()
+    overrides = secure_listeners(PLAINTEXT=plain, SASL_PLAINTEXT=sp)
+    overrides.update({"listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN",
+                      "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                      "super.users": "User:ANONYMOUS", "num.partitions": "1",
+                      "connection.failed.authentication.delay.ms": "0"})
+    b = make_broker(port=plain, **overrides)
+    b.sasl = f"127.0.0.1:{sp}"
+    return b
+
+
+def _kcat_plain(b, user, password, args, input=None):
+    x = ["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
+         "-X", f"sasl.username={user}", "-X", f"sasl.password={password}"]
+    return kcat([*args, "-b", b.sasl, *x], input=input)
+
+
+def _delivery_errors(b, user, password, topics):
+    """Produces one record to each topic as user over PLAIN: each topic's delivery error (None
+    when written)."""
+    results = {}
+    p = producer(b.sasl, **plain_conf(user, password, **{"message.timeout.ms": 10000}))
+    for t in topics:
+        p.produce(t, b"x", on_delivery=lambda err, msg, t=t: results.__setitem__(t, err))
+    p.flush(20)
+    return results
+
+
+def test_plain_checks_scram_credentials_and_their_acls(make_broker):
+    import subprocess
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, ResourcePatternType,
+                                       ResourceType, ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialDeletion, UserScramCredentialUpsertion)
+    from conftest import strom_bin
+    from helpers import create_topic
+    b = _plain_over_scram_broker(make_broker)
+    # carol by the CLI (SCRAM-SHA-256), dave by AlterUserScramCredentials (SCRAM-SHA-512).
+    p = subprocess.run([strom_bin(), "user", "create", "carol", "--password", "carol-pw", "--mechanism",
+                        "SCRAM-SHA-256", "-b", b.bootstrap], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    a = admin(b.bootstrap)
+    up = UserScramCredentialUpsertion("dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096),
+                                      b"dave-pw")
+    for f in a.alter_user_scram_credentials([up], request_timeout=15).values():
+        f.result()
+    mine, theirs = unique_topic("mine"), unique_topic("theirs")
+    for t in [mine, theirs]:
+        create_topic(b.bootstrap, t)
+    bindings = [AclBinding(ResourceType.TOPIC, mine, ResourcePatternType.LITERAL, f"User:{u}", "*",
+                           op, AclPermissionType.ALLOW)
+                for u in ["carol", "dave"] for op in [AclOperation.WRITE, AclOperation.READ]]
+    for f in a.create_acls(bindings, request_timeout=15).values():
+        f.result()
+
+    # The right password: written where the ACL allows, refused by the ACL elsewhere.
+    got = _delivery_errors(b, "carol", "carol-pw", [mine, theirs])
+    assert got[mine] is None, got
+    assert got[theirs] is not None and got[theirs].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, got
+    assert wait_log(b, "principal=User:carol"), b.log_tail()
+    k = _kcat_plain(b, "dave", "dave-pw", ["-P", "-t", mine], input="d1\nd2\n")
+    assert k.returncode == 0, describe(k)
+    c = _kcat_plain(b, "dave", "dave-pw", ["-C", "-t", mine, "-e", "-o", "beginning"])
+    assert c.returncode == 0, describe(c)
+    assert c.stdout.decode().split() == ["x", "d1", "d2"]
+    k = _kcat_plain(b, "dave", "dave-pw", ["-P", "-t", theirs], input="no\n")
+    assert k.returncode != 0 and "authoriz" in k.stderr.decode().lower(), describe(k)
+
+    # A wrong password and an unknown user: the same refusal, from both clients.
+    for user, password in [("carol", "dave-pw"), ("nobody", "carol-pw")]:
+        errors = []
+        q = producer(b.sasl, **plain_conf(user, password, **{"reconnect.backoff.ms": 10000,
+                                                              "reconnect.backoff.max.ms": 10000}),
+                     error_cb=lambda e: errors.append(e))
+        q.produce(mine, value=b"refused")
+        deadline = time.monotonic() + 10
+        while not errors and time.monotonic() < deadline:
+            q.poll(0.5)
+        assert any("Authentication failed: Invalid username or password" in e.str() for e in errors), \
+            [e.str() for e in errors]
+        q.purge()
+        del q
+        k = _kcat_plain(b, user, password, ["-L", "-m", "5"])
+        assert k.returncode != 0, describe(k)
+        assert "Invalid username or password" in k.stderr.decode(), describe(k)
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0nobody\0x"))
+        assert (r.i16(), r.string()) == (SASL_AUTHENTICATION_FAILED,
+                                         "Authentication failed: Invalid username or password")
+
+    # carol's credential deleted: the password that worked (and was cached) is refused now.
+    de = UserScramCredentialDeletion("carol", ScramMechanism.SCRAM_SHA_256)
+    for f in a.alter_user_scram_credentials([de], request_timeout=15).values():
+        f.result()
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0carol\0carol-pw"))
+        assert r.i16() == SASL_AUTHENTICATION_FAILED
+    k = _kcat_plain(b, "carol", "carol-pw", ["-L", "-m", "5"])
+    assert k.returncode != 0 and "Invalid username or password" in k.stderr.decode(), describe(k)
+    # dave's changed password: the old one is refused, the new one taken.
+    up = UserScramCredentialUpsertion("dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                      b"dave-pw-2")
+    for f in a.alter_user_scram_credentials([up], request_timeout=15).values():
+        f.result()
+    k = _kcat_plain(b, "dave", "dave-pw", ["-L", "-m", "5"])
+    assert k.returncode != 0, describe(k)
+    assert _delivery_errors(b, "dave", "dave-pw-2", [mine])[mine] is None
+    assert b.alive() and "panicked" not in b.log_text()
+
+
+def test_plain_prefers_the_jaas_entry_over_a_scram_credential(make_broker):
+    """A user of the JAAS entry is checked against it only; other users against SCRAM."""
+    import subprocess
+    from conftest import strom_bin
+    b = sasl_broker(make_broker, **{"connection.failed.authentication.delay.ms": "0"})
+    for user, password in [("alice", "alice-scram"), ("erin", "erin-scram")]:
+        p = subprocess.run([strom_bin(), "user", "create", user, "--password", password, "--mechanism",
+                            "SCRAM-SHA-512", "-b", b.bootstrap], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+
+    def code(user, password):
+        with Conn(b.sasl) as c:
+            assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+            return c.request(SASL_AUTHENTICATE, 1, bytes_(f"\0{user}\0{password}".encode())).i16()
+
+    assert code("alice", "alice-secret") == 0
+    assert code("alice", "alice-scram") == SASL_AUTHENTICATION_FAILED
+    assert code("erin", "erin-scram") == 0
+    assert code("erin", "alice-secret") == SASL_AUTHENTICATION_FAILED

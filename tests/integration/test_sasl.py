@@ -140,6 +140,26 @@ def test_wrong_password_is_a_clear_error_and_others_are_served(make_broker):
     kcat_roundtrip(b.bootstrap)
 
 
+def test_a_refusal_arrives_before_the_close(make_broker):
+    """The refusal is not followed at once by the end of the stream: a client that reads up
+    to the end before looking at what came (kafka-python) would drop the answer unread. The
+    broker closes once the client has (or after a second)."""
+    b = sasl_broker(make_broker, **{"connection.failed.authentication.delay.ms": "0"})
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0alice\0nope"))
+        assert r.i16() == SASL_AUTHENTICATION_FAILED
+        started = time.monotonic()
+        assert not c.closed_by_peer(0.5), "FIN right behind the refusal"
+        assert c.closed_by_peer(5), "the broker closes a refused connection the client keeps open"
+        assert time.monotonic() - started < 3
+    # A client that closes at once after the refusal is not waited for.
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        assert c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0alice\0nope")).i16() == SASL_AUTHENTICATION_FAILED
+    kcat_roundtrip(b.bootstrap)
+
+
 def test_only_sasl_requests_before_authentication(make_broker):
     b = sasl_broker(make_broker)
     with Conn(b.sasl) as c:
@@ -541,6 +561,71 @@ def test_oauthbearer_jwks_over_https_refresh_and_keep_last_good(make_broker, pki
     assert "more than 1048576 bytes" in b.log_text()
     assert _authenticates(b, token1(), topic) and _authenticates(b, token2(), topic)
     assert b.alive()
+
+
+def _oauth_raw(b, token: str):
+    """One OAUTHBEARER SaslAuthenticate (v1) with this token on a new connection: its error
+    code and auth bytes (Kafka's error challenge for a refused token). The connection is then
+    closed without answering a challenge, so no failure is counted against this address."""
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("OAUTHBEARER")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(f"n,,\x01auth=Bearer {token}\x01\x01".encode()))
+        code = r.i16()
+        r.string()
+        return code, r.bytes_()
+
+
+def test_oauthbearer_unknown_kid_fetches_the_jwks_early(make_broker, pki, jwks_server, tmp_path):
+    """KIP-768's expedited refresh: a token whose kid the key set lacks has the JWKS fetched at
+    once (not after sasl.oauthbearer.jwks.endpoint.refresh.ms, an hour here) and is checked
+    against the new keys; made-up kids cannot make more than one early fetch per
+    sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms."""
+    import json
+    k1, token1 = _signer(tmp_path, "k1")
+    k2, token2 = _signer(tmp_path, "k2")
+    gap_s = 3
+    jwks_server.serve_keys(k1)
+    b = _oauth_https_broker(make_broker, jwks_server.url, **{
+        "sasl.oauthbearer.jwks.endpoint.ssl.truststore.location": str(pki.root / "ca.pem"),
+        "sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms": str(gap_s * 1000),
+    })
+    topic = unique_topic("early")
+    assert _authenticates(b, token1(), topic)
+    assert jwks_server.requests == 1, "fetched once, at start-up"
+    # The identity provider rotates in k2: its first token is taken, after one early fetch.
+    jwks_server.serve_keys(k1, k2)
+    fetched_at = time.monotonic()
+    code, auth = _oauth_raw(b, token2(sub="rotated")[0])
+    assert (code, auth) == (0, b""), (code, auth)
+    assert jwks_server.requests == 2
+    assert _authenticates(b, token2(), topic), "librdkafka too"
+    assert jwks_server.requests == 2, "a known kid fetches nothing"
+    assert "fetching it early" in b.log_text()
+
+    def made_up(kid: str) -> str:
+        head = _b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid}).encode())
+        body = _b64url(json.dumps({"sub": "mallory", "exp": int(time.time()) + 600}).encode())
+        return f"{head}.{body}.{_b64url(b'not a signature')}"
+
+    # A flood of tokens with made-up kids: each is refused, and together they fetch at most
+    # once per gap (none within the gap after the rotation's fetch).
+    time.sleep(max(0.0, fetched_at + gap_s + 0.2 - time.monotonic()))
+    before = jwks_server.requests
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < 2 * gap_s + 1:
+        code, auth = _oauth_raw(b, made_up(f"fake-{n}"))
+        assert code == 0 and b"invalid_token" in auth, (code, auth)
+        n += 1
+    elapsed = time.monotonic() - started
+    fetches = jwks_server.requests - before
+    assert n >= 20, n
+    assert 1 <= fetches <= 1 + int(elapsed / gap_s), (fetches, n, elapsed)
+    # k2 still works, and a token of a key the provider never published stays refused.
+    _, stranger = _signer(tmp_path, "k9")
+    assert _oauth_raw(b, token2()[0]) == (0, b"")
+    assert _oauth_raw(b, stranger()[0])[1] == b'{"status":"invalid_token"}'
+    assert b.alive() and "panicked" not in b.log_text()
 
 
 def test_oauthbearer_jwks_over_https_needs_a_trusted_endpoint(make_broker, pki, jwks_server, tmp_path):

@@ -427,6 +427,21 @@ pub fn is_admin_http_ssl_setting(key: &str) -> bool {
     })
 }
 
+/// The setting a `STROM_<NAME>` variable names: a broker setting, or an `ssl.*` one of the
+/// admin HTTP listener (`STROM_ADMIN_HTTP_SSL_KEYSTORE_LOCATION`). Listener overrides are
+/// left out: a listener's name may hold underscores, so their variables would be ambiguous.
+fn env_setting_name(suffix: &str) -> Option<String> {
+    let env = |name: &str| name.to_ascii_uppercase().replace('.', "_");
+    if let Some(d) = BROKER_CONFIGS.iter().find(|d| env(d.name) == suffix) {
+        return Some(d.name.to_string());
+    }
+    let rest = suffix.strip_prefix("ADMIN_HTTP_")?;
+    BROKER_CONFIGS
+        .iter()
+        .map(|d| format!("admin.http.{}", d.name))
+        .find(|name| is_admin_http_ssl_setting(name) && env(&name["admin.http.".len()..]) == rest)
+}
+
 /// `listener.name.<name>.<setting>` for a setting a listener may override, or
 /// `listener.name.<name>.<mechanism>.sasl.jaas.config`.
 pub fn is_listener_setting(key: &str) -> bool {
@@ -556,13 +571,9 @@ impl RawConfig {
             let Some(suffix) = k.strip_prefix("STROM_") else {
                 continue;
             };
-            match BROKER_CONFIGS
-                .iter()
-                .find(|d| d.name.to_ascii_uppercase().replace('.', "_") == suffix)
-            {
-                Some(d) => {
-                    self.values
-                        .insert(d.name.to_string(), (v, ConfigSource::StaticBroker));
+            match env_setting_name(suffix) {
+                Some(name) => {
+                    self.values.insert(name, (v, ConfigSource::StaticBroker));
                 }
                 None => unknown.push(k),
             }
@@ -1213,6 +1224,33 @@ mod tests {
         );
         assert_eq!(unknown, vec!["STROM_BOOTSTRAP".to_string()]);
         assert_eq!(raw.get("num.partitions"), Some("4"));
+        // The admin listener's own ssl.* and its auth settings, like any other setting.
+        let unknown = raw.merge_env(
+            [
+                ("STROM_ADMIN_HTTP_SSL_KEYSTORE_LOCATION", "/tls/a.pem"),
+                ("STROM_ADMIN_HTTP_SSL_CLIENT_AUTH", "required"),
+                ("STROM_ADMIN_HTTP_AUTH_TOKEN_FILE", "/tok"),
+                ("STROM_ADMIN_HTTP_AUTH_PATHS", "/metrics"),
+                ("STROM_ADMIN_HTTP_SSL_PRINCIPAL_MAPPING_RULES", "DEFAULT"),
+                ("STROM_ADMIN_HTTP_SSL_NOPE", "x"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        assert_eq!(
+            unknown,
+            vec![
+                "STROM_ADMIN_HTTP_SSL_PRINCIPAL_MAPPING_RULES".to_string(),
+                "STROM_ADMIN_HTTP_SSL_NOPE".to_string()
+            ]
+        );
+        assert_eq!(
+            raw.get("admin.http.ssl.keystore.location"),
+            Some("/tls/a.pem")
+        );
+        assert_eq!(raw.get("admin.http.ssl.client.auth"), Some("required"));
+        assert_eq!(raw.get("admin.http.auth.token.file"), Some("/tok"));
+        assert_eq!(raw.get("admin.http.auth.paths"), Some("/metrics"));
         raw.set(
             "advertised.listeners",
             "PLAINTEXT://${env:HOST_IP}:${ordinal:30092}",

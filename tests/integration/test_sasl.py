@@ -784,3 +784,71 @@ def test_plain_prefers_the_jaas_entry_over_a_scram_credential(make_broker):
     assert code("alice", "alice-scram") == SASL_AUTHENTICATION_FAILED
     assert code("erin", "erin-scram") == 0
     assert code("erin", "alice-secret") == SASL_AUTHENTICATION_FAILED
+
+
+# --- Secrets: sensitive in DescribeConfigs, never in the log ------------------------------------
+
+def test_secrets_are_sensitive_and_never_logged(make_broker, pki, tmp_path):
+    from confluent_kafka.admin import ConfigResource
+    key_pem = (pki.root / "server.key").read_text()
+    chain_pem = (pki.root / "server.crt").read_text()
+    key_body = key_pem.strip().splitlines()[1]
+    jaas_pw, gw_pw, token = "jaas-s3cret-pw", "gw-s3cret-pw", "adm-tok-s3cret"
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(token)
+    plain, ss = free_port(), free_port()
+    overrides = secure_listeners(PLAINTEXT=plain, SASL_SSL=ss)
+    overrides.update({
+        "ssl.keystore.key": key_pem,
+        "ssl.keystore.certificate.chain": chain_pem,
+        "listener.name.sasl_ssl.plain.sasl.jaas.config":
+            f'org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="{jaas_pw}";',
+        "gateway.plain.sasl.jaas.config":
+            f'org.apache.kafka.common.security.plain.PlainLoginModule required user_carol="{gw_pw}";',
+        "admin.http.auth.token.file": str(token_file),
+    })
+    # In a config file, as an operator keeps them (the harness logs its command line).
+    import json
+    listeners = {k: overrides.pop(k) for k in ["listeners", "advertised.listeners"]}
+    conf = tmp_path / "strom.toml"
+    conf.write_text("".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in overrides.items()))
+    b = make_broker(port=plain, env={"STROM_LOG": "debug"}, extra_args=["--config", str(conf)], **listeners)
+    # The secrets work: PLAIN over TLS with the key and chain given as text.
+    p = producer(f"127.0.0.1:{ss}", **plain_conf("alice", jaas_pw, protocol="SASL_SSL",
+                                                  **{"ssl.ca.location": str(pki.root / "ca.pem")}))
+    p.produce(unique_topic("secret"), b"x")
+    assert p.flush(30) == 0
+    res = ConfigResource(ConfigResource.Type.BROKER, "0")
+    a = admin(b.bootstrap)
+    configs = a.describe_configs([res])[res].result(20)
+    for name in ["ssl.keystore.key", "ssl.keystore.certificate.chain", "ssl.truststore.certificates",
+                 "ssl.key.password", "gateway.plain.sasl.jaas.config", "gateway.ssl.keystore.key",
+                 "admin.http.auth.token.file"]:
+        c = configs[name]
+        assert c.is_sensitive and c.value is None, (name, c.value, c.is_sensitive)
+    assert not configs["ssl.keystore.location"].is_sensitive
+    assert configs["sasl.enabled.mechanisms"].value == "PLAIN"
+    # kafka-python's describe_configs answers the same.
+    from kafka.admin import ConfigResource as KpResource, ConfigResourceType, KafkaAdminClient
+    kp = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    try:
+        answer = kp.describe_configs([KpResource(ConfigResourceType.BROKER, "0")])
+    finally:
+        kp.close()
+    text = repr(answer)
+    for secret in [key_body, jaas_pw, gw_pw, str(token_file)]:
+        assert secret not in text, secret
+    log = b.log_text()
+    assert "DEBUG" in log, "the debug log was on"
+    for secret in [key_body, jaas_pw, gw_pw, token]:
+        assert secret not in log, secret
+    # A wrong secret is a start-up error that does not show the value.
+    bad = "-----BEGIN PRIVATE KEY-----\nbad-SECRETXYZ\n-----END PRIVATE KEY-----\n"
+    overrides["ssl.keystore.key"] = bad
+    conf.write_text("".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in overrides.items()))
+    plain2 = free_port()
+    b2 = make_broker(start=False, port=plain2, extra_args=["--config", str(conf)],
+                     **secure_listeners(PLAINTEXT=plain2, SASL_SSL=free_port()))
+    b2.start(wait=False)
+    assert b2.proc.wait(30) != 0
+    assert "listener SASL_SSL" in b2.log_text() and "SECRETXYZ" not in b2.log_text(), b2.log_tail()

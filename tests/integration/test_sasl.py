@@ -842,7 +842,7 @@ def test_secrets_are_sensitive_and_never_logged(make_broker, pki, tmp_path):
     assert "DEBUG" in log, "the debug log was on"
     for secret in [key_body, jaas_pw, gw_pw, token]:
         assert secret not in log, secret
-    # A wrong secret is a start-up error that does not show the value.
+    # A wrong secret is a start-up error that names the setting but does not show the value.
     bad = "-----BEGIN PRIVATE KEY-----\nbad-SECRETXYZ\n-----END PRIVATE KEY-----\n"
     overrides["ssl.keystore.key"] = bad
     conf.write_text("".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in overrides.items()))
@@ -851,4 +851,5 @@ def test_secrets_are_sensitive_and_never_logged(make_broker, pki, tmp_path):
                      **secure_listeners(PLAINTEXT=plain2, SASL_SSL=free_port()))
     b2.start(wait=False)
     assert b2.proc.wait(30) != 0
-    assert "listener SASL_SSL" in b2.log_text() and "SECRETXYZ" not in b2.log_text(), b2.log_tail()
+    text = b2.log_text()
+    assert "listener SASL_SSL" in text and "ssl.keystore.key" in text and "SECRETXYZ" not in text, b2.log_tail()

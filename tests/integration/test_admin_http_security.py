@@ -22,11 +22,11 @@ def pki(tmp_path_factory):
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def start(make_broker, **overrides):
+def start(make_broker, env=None, **overrides):
     """A broker whose admin listener is on a free port; readiness is read from the log, as
     the harness' own /readyz poll is plain HTTP without a token."""
     port = free_port()
-    b = make_broker(start=False, **{"admin.http.listener": f"127.0.0.1:{port}", **overrides})
+    b = make_broker(start=False, env=env, **{"admin.http.listener": f"127.0.0.1:{port}", **overrides})
     b.start(wait=False)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -163,6 +163,37 @@ def test_oauthbearer_jwt_over_https(make_broker, pki, jwks):  # noqa: F811
     for bad in [token(aud="other")[0], token(iss="https://evil.example")[0], token(lifetime_s=-120)[0],
                 token()[0][:-4] + "AAAA"]:
         assert get(url, token=bad, context=ctx)[0] == 401
+
+
+def test_admin_tls_and_token_from_strom_environment_variables(make_broker, pki, tmp_path):
+    """admin.http.ssl.* and admin.http.auth.* as STROM_* variables, as a Kubernetes pod sets
+    them, like every other setting."""
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("env-token")
+    b, port = start(make_broker, env={
+        "STROM_ADMIN_HTTP_SSL_KEYSTORE_LOCATION": str(pki.root / "server.pem"),
+        "STROM_ADMIN_HTTP_SSL_ENABLED_PROTOCOLS": "TLSv1.3",
+        "STROM_ADMIN_HTTP_AUTH_TOKEN_FILE": str(token_file),
+        "STROM_ADMIN_HTTP_AUTH_PATHS": "/metrics",
+    })
+    assert "names no Strom setting" not in b.log_text(), b.log_tail()
+    ctx = ca_context(pki)
+    base = f"https://localhost:{port}"
+    assert get(base + "/healthz", context=ctx)[0] == 200
+    assert get(base + "/metrics", context=ctx)[0] == 401
+    assert get(base + "/metrics", token="env-token", context=ctx)[0] == 200
+    # TLS 1.3 only, from the variable: a TLS 1.2 client is refused.
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(str(pki.root / "ca.pem"))
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises((urllib.error.URLError, ssl.SSLError, OSError)):
+        urllib.request.urlopen(base + "/healthz", context=old, timeout=5).read()
+    # A bad value from the environment is a start-up error naming the setting.
+    b = make_broker(start=False, env={"STROM_ADMIN_HTTP_SSL_KEYSTORE_LOCATION": "/nonexistent.pem"},
+                    **{"admin.http.listener": f"127.0.0.1:{free_port()}"})
+    b.start(wait=False)
+    assert b.proc.wait(20) == 2, b.log_tail()
+    assert "admin.http.ssl.keystore.location" in b.log_text(), b.log_tail()
 
 
 @pytest.mark.parametrize("setting,value", [

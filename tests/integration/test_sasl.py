@@ -140,6 +140,26 @@ def test_wrong_password_is_a_clear_error_and_others_are_served(make_broker):
     kcat_roundtrip(b.bootstrap)
 
 
+def test_a_refusal_arrives_before_the_close(make_broker):
+    """The refusal is not followed at once by the end of the stream: a client that reads up
+    to the end before looking at what came (kafka-python) would drop the answer unread. The
+    broker closes once the client has (or after a second)."""
+    b = sasl_broker(make_broker, **{"connection.failed.authentication.delay.ms": "0"})
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0alice\0nope"))
+        assert r.i16() == SASL_AUTHENTICATION_FAILED
+        started = time.monotonic()
+        assert not c.closed_by_peer(0.5), "FIN right behind the refusal"
+        assert c.closed_by_peer(5), "the broker closes a refused connection the client keeps open"
+        assert time.monotonic() - started < 3
+    # A client that closes at once after the refusal is not waited for.
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        assert c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0alice\0nope")).i16() == SASL_AUTHENTICATION_FAILED
+    kcat_roundtrip(b.bootstrap)
+
+
 def test_only_sasl_requests_before_authentication(make_broker):
     b = sasl_broker(make_broker)
     with Conn(b.sasl) as c:
@@ -543,6 +563,71 @@ def test_oauthbearer_jwks_over_https_refresh_and_keep_last_good(make_broker, pki
     assert b.alive()
 
 
+def _oauth_raw(b, token: str):
+    """One OAUTHBEARER SaslAuthenticate (v1) with this token on a new connection: its error
+    code and auth bytes (Kafka's error challenge for a refused token). The connection is then
+    closed without answering a challenge, so no failure is counted against this address."""
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("OAUTHBEARER")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(f"n,,\x01auth=Bearer {token}\x01\x01".encode()))
+        code = r.i16()
+        r.string()
+        return code, r.bytes_()
+
+
+def test_oauthbearer_unknown_kid_fetches_the_jwks_early(make_broker, pki, jwks_server, tmp_path):
+    """KIP-768's expedited refresh: a token whose kid the key set lacks has the JWKS fetched at
+    once (not after sasl.oauthbearer.jwks.endpoint.refresh.ms, an hour here) and is checked
+    against the new keys; made-up kids cannot make more than one early fetch per
+    sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms."""
+    import json
+    k1, token1 = _signer(tmp_path, "k1")
+    k2, token2 = _signer(tmp_path, "k2")
+    gap_s = 3
+    jwks_server.serve_keys(k1)
+    b = _oauth_https_broker(make_broker, jwks_server.url, **{
+        "sasl.oauthbearer.jwks.endpoint.ssl.truststore.location": str(pki.root / "ca.pem"),
+        "sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms": str(gap_s * 1000),
+    })
+    topic = unique_topic("early")
+    assert _authenticates(b, token1(), topic)
+    assert jwks_server.requests == 1, "fetched once, at start-up"
+    # The identity provider rotates in k2: its first token is taken, after one early fetch.
+    jwks_server.serve_keys(k1, k2)
+    fetched_at = time.monotonic()
+    code, auth = _oauth_raw(b, token2(sub="rotated")[0])
+    assert (code, auth) == (0, b""), (code, auth)
+    assert jwks_server.requests == 2
+    assert _authenticates(b, token2(), topic), "librdkafka too"
+    assert jwks_server.requests == 2, "a known kid fetches nothing"
+    assert "fetching it early" in b.log_text()
+
+    def made_up(kid: str) -> str:
+        head = _b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid}).encode())
+        body = _b64url(json.dumps({"sub": "mallory", "exp": int(time.time()) + 600}).encode())
+        return f"{head}.{body}.{_b64url(b'not a signature')}"
+
+    # A flood of tokens with made-up kids: each is refused, and together they fetch at most
+    # once per gap (none within the gap after the rotation's fetch).
+    time.sleep(max(0.0, fetched_at + gap_s + 0.2 - time.monotonic()))
+    before = jwks_server.requests
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < 2 * gap_s + 1:
+        code, auth = _oauth_raw(b, made_up(f"fake-{n}"))
+        assert code == 0 and b"invalid_token" in auth, (code, auth)
+        n += 1
+    elapsed = time.monotonic() - started
+    fetches = jwks_server.requests - before
+    assert n >= 20, n
+    assert 1 <= fetches <= 1 + int(elapsed / gap_s), (fetches, n, elapsed)
+    # k2 still works, and a token of a key the provider never published stays refused.
+    _, stranger = _signer(tmp_path, "k9")
+    assert _oauth_raw(b, token2()[0]) == (0, b"")
+    assert _oauth_raw(b, stranger()[0])[1] == b'{"status":"invalid_token"}'
+    assert b.alive() and "panicked" not in b.log_text()
+
+
 def test_oauthbearer_jwks_over_https_needs_a_trusted_endpoint(make_broker, pki, jwks_server, tmp_path):
     k1, _ = _signer(tmp_path, "k1")
     jwks_server.serve_keys(k1)
@@ -561,3 +646,210 @@ def test_oauthbearer_jwks_over_https_needs_a_trusted_endpoint(make_broker, pki, 
     b.start(wait=False)
     assert b.proc.wait(30) != 0, b.log_tail()
     assert "sasl.oauthbearer.jwks.endpoint.ssl.truststore.location" in b.log_text()
+
+
+# --- PLAIN against the SCRAM credentials of the metadata log ------------------------------------
+
+def _plain_over_scram_broker(make_broker):
+    """SASL_PLAINTEXT with PLAIN and no JAAS entry at all, the StandardAuthorizer on, and
+    PLAINTEXT's User:ANONYMOUS a super user to manage users and ACLs."""
+    plain, sp = free_port(), free_port()
+    overrides = secure_listeners(PLAINTEXT=plain, SASL_PLAINTEXT=sp)
+    overrides.update({"listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN",
+                      "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                      "super.users": "User:ANONYMOUS", "num.partitions": "1",
+                      "connection.failed.authentication.delay.ms": "0"})
+    b = make_broker(port=plain, **overrides)
+    b.sasl = f"127.0.0.1:{sp}"
+    return b
+
+
+def _kcat_plain(b, user, password, args, input=None):
+    x = ["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
+         "-X", f"sasl.username={user}", "-X", f"sasl.password={password}"]
+    return kcat([*args, "-b", b.sasl, *x], input=input)
+
+
+def _delivery_errors(b, user, password, topics):
+    """Produces one record to each topic as user over PLAIN: each topic's delivery error (None
+    when written)."""
+    results = {}
+    p = producer(b.sasl, **plain_conf(user, password, **{"message.timeout.ms": 10000}))
+    for t in topics:
+        p.produce(t, b"x", on_delivery=lambda err, msg, t=t: results.__setitem__(t, err))
+    p.flush(20)
+    return results
+
+
+def test_plain_checks_scram_credentials_and_their_acls(make_broker):
+    import subprocess
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, ResourcePatternType,
+                                       ResourceType, ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialDeletion, UserScramCredentialUpsertion)
+    from conftest import strom_bin
+    from helpers import create_topic
+    b = _plain_over_scram_broker(make_broker)
+    # carol by the CLI (SCRAM-SHA-256), dave by AlterUserScramCredentials (SCRAM-SHA-512).
+    p = subprocess.run([strom_bin(), "user", "create", "carol", "--password", "carol-pw", "--mechanism",
+                        "SCRAM-SHA-256", "-b", b.bootstrap], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    a = admin(b.bootstrap)
+    up = UserScramCredentialUpsertion("dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096),
+                                      b"dave-pw")
+    for f in a.alter_user_scram_credentials([up], request_timeout=15).values():
+        f.result()
+    mine, theirs = unique_topic("mine"), unique_topic("theirs")
+    for t in [mine, theirs]:
+        create_topic(b.bootstrap, t)
+    bindings = [AclBinding(ResourceType.TOPIC, mine, ResourcePatternType.LITERAL, f"User:{u}", "*",
+                           op, AclPermissionType.ALLOW)
+                for u in ["carol", "dave"] for op in [AclOperation.WRITE, AclOperation.READ]]
+    for f in a.create_acls(bindings, request_timeout=15).values():
+        f.result()
+
+    # The right password: written where the ACL allows, refused by the ACL elsewhere.
+    got = _delivery_errors(b, "carol", "carol-pw", [mine, theirs])
+    assert got[mine] is None, got
+    assert got[theirs] is not None and got[theirs].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, got
+    assert wait_log(b, "principal=User:carol"), b.log_tail()
+    k = _kcat_plain(b, "dave", "dave-pw", ["-P", "-t", mine], input="d1\nd2\n")
+    assert k.returncode == 0, describe(k)
+    c = _kcat_plain(b, "dave", "dave-pw", ["-C", "-t", mine, "-e", "-o", "beginning"])
+    assert c.returncode == 0, describe(c)
+    assert c.stdout.decode().split() == ["x", "d1", "d2"]
+    k = _kcat_plain(b, "dave", "dave-pw", ["-P", "-t", theirs], input="no\n")
+    assert k.returncode != 0 and "authoriz" in k.stderr.decode().lower(), describe(k)
+
+    # A wrong password and an unknown user: the same refusal, from both clients.
+    for user, password in [("carol", "dave-pw"), ("nobody", "carol-pw")]:
+        errors = []
+        q = producer(b.sasl, **plain_conf(user, password, **{"reconnect.backoff.ms": 10000,
+                                                              "reconnect.backoff.max.ms": 10000}),
+                     error_cb=lambda e: errors.append(e))
+        q.produce(mine, value=b"refused")
+        deadline = time.monotonic() + 10
+        while not errors and time.monotonic() < deadline:
+            q.poll(0.5)
+        assert any("Authentication failed: Invalid username or password" in e.str() for e in errors), \
+            [e.str() for e in errors]
+        q.purge()
+        del q
+        k = _kcat_plain(b, user, password, ["-L", "-m", "5"])
+        assert k.returncode != 0, describe(k)
+        assert "Invalid username or password" in k.stderr.decode(), describe(k)
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0nobody\0x"))
+        assert (r.i16(), r.string()) == (SASL_AUTHENTICATION_FAILED,
+                                         "Authentication failed: Invalid username or password")
+
+    # carol's credential deleted: the password that worked (and was cached) is refused now.
+    de = UserScramCredentialDeletion("carol", ScramMechanism.SCRAM_SHA_256)
+    for f in a.alter_user_scram_credentials([de], request_timeout=15).values():
+        f.result()
+    with Conn(b.sasl) as c:
+        assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+        r = c.request(SASL_AUTHENTICATE, 1, bytes_(b"\0carol\0carol-pw"))
+        assert r.i16() == SASL_AUTHENTICATION_FAILED
+    k = _kcat_plain(b, "carol", "carol-pw", ["-L", "-m", "5"])
+    assert k.returncode != 0 and "Invalid username or password" in k.stderr.decode(), describe(k)
+    # dave's changed password: the old one is refused, the new one taken.
+    up = UserScramCredentialUpsertion("dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                      b"dave-pw-2")
+    for f in a.alter_user_scram_credentials([up], request_timeout=15).values():
+        f.result()
+    k = _kcat_plain(b, "dave", "dave-pw", ["-L", "-m", "5"])
+    assert k.returncode != 0, describe(k)
+    assert _delivery_errors(b, "dave", "dave-pw-2", [mine])[mine] is None
+    assert b.alive() and "panicked" not in b.log_text()
+
+
+def test_plain_prefers_the_jaas_entry_over_a_scram_credential(make_broker):
+    """A user of the JAAS entry is checked against it only; other users against SCRAM."""
+    import subprocess
+    from conftest import strom_bin
+    b = sasl_broker(make_broker, **{"connection.failed.authentication.delay.ms": "0"})
+    for user, password in [("alice", "alice-scram"), ("erin", "erin-scram")]:
+        p = subprocess.run([strom_bin(), "user", "create", user, "--password", password, "--mechanism",
+                            "SCRAM-SHA-512", "-b", b.bootstrap], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+
+    def code(user, password):
+        with Conn(b.sasl) as c:
+            assert c.request(SASL_HANDSHAKE, 1, string("PLAIN")).i16() == 0
+            return c.request(SASL_AUTHENTICATE, 1, bytes_(f"\0{user}\0{password}".encode())).i16()
+
+    assert code("alice", "alice-secret") == 0
+    assert code("alice", "alice-scram") == SASL_AUTHENTICATION_FAILED
+    assert code("erin", "erin-scram") == 0
+    assert code("erin", "alice-secret") == SASL_AUTHENTICATION_FAILED
+
+
+# --- Secrets: sensitive in DescribeConfigs, never in the log ------------------------------------
+
+def test_secrets_are_sensitive_and_never_logged(make_broker, pki, tmp_path):
+    from confluent_kafka.admin import ConfigResource
+    key_pem = (pki.root / "server.key").read_text()
+    chain_pem = (pki.root / "server.crt").read_text()
+    key_body = key_pem.strip().splitlines()[1]
+    jaas_pw, gw_pw, token = "jaas-s3cret-pw", "gw-s3cret-pw", "adm-tok-s3cret"
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(token)
+    plain, ss = free_port(), free_port()
+    overrides = secure_listeners(PLAINTEXT=plain, SASL_SSL=ss)
+    overrides.update({
+        "ssl.keystore.key": key_pem,
+        "ssl.keystore.certificate.chain": chain_pem,
+        "listener.name.sasl_ssl.plain.sasl.jaas.config":
+            f'org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="{jaas_pw}";',
+        "gateway.plain.sasl.jaas.config":
+            f'org.apache.kafka.common.security.plain.PlainLoginModule required user_carol="{gw_pw}";',
+        "admin.http.auth.token.file": str(token_file),
+    })
+    # In a config file, as an operator keeps them (the harness logs its command line).
+    import json
+    listeners = {k: overrides.pop(k) for k in ["listeners", "advertised.listeners"]}
+    conf = tmp_path / "strom.toml"
+    conf.write_text("".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in overrides.items()))
+    b = make_broker(port=plain, env={"STROM_LOG": "debug"}, extra_args=["--config", str(conf)], **listeners)
+    # The secrets work: PLAIN over TLS with the key and chain given as text.
+    p = producer(f"127.0.0.1:{ss}", **plain_conf("alice", jaas_pw, protocol="SASL_SSL",
+                                                  **{"ssl.ca.location": str(pki.root / "ca.pem")}))
+    p.produce(unique_topic("secret"), b"x")
+    assert p.flush(30) == 0
+    res = ConfigResource(ConfigResource.Type.BROKER, "0")
+    a = admin(b.bootstrap)
+    configs = a.describe_configs([res])[res].result(20)
+    for name in ["ssl.keystore.key", "ssl.keystore.certificate.chain", "ssl.truststore.certificates",
+                 "ssl.key.password", "gateway.plain.sasl.jaas.config", "gateway.ssl.keystore.key",
+                 "admin.http.auth.token.file"]:
+        c = configs[name]
+        assert c.is_sensitive and c.value is None, (name, c.value, c.is_sensitive)
+    assert not configs["ssl.keystore.location"].is_sensitive
+    assert configs["sasl.enabled.mechanisms"].value == "PLAIN"
+    # kafka-python's describe_configs answers the same.
+    from kafka.admin import ConfigResource as KpResource, ConfigResourceType, KafkaAdminClient
+    kp = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    try:
+        answer = kp.describe_configs([KpResource(ConfigResourceType.BROKER, "0")])
+    finally:
+        kp.close()
+    text = repr(answer)
+    for secret in [key_body, jaas_pw, gw_pw, str(token_file)]:
+        assert secret not in text, secret
+    log = b.log_text()
+    assert "DEBUG" in log, "the debug log was on"
+    for secret in [key_body, jaas_pw, gw_pw, token]:
+        assert secret not in log, secret
+    # A wrong secret is a start-up error that names the setting but does not show the value.
+    bad = "-----BEGIN PRIVATE KEY-----\nbad-SECRETXYZ\n-----END PRIVATE KEY-----\n"
+    overrides["ssl.keystore.key"] = bad
+    conf.write_text("".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in overrides.items()))
+    plain2 = free_port()
+    b2 = make_broker(start=False, port=plain2, extra_args=["--config", str(conf)],
+                     **secure_listeners(PLAINTEXT=plain2, SASL_SSL=free_port()))
+    b2.start(wait=False)
+    assert b2.proc.wait(30) != 0
+    text = b2.log_text()
+    assert "listener SASL_SSL" in text and "ssl.keystore.key" in text and "SECRETXYZ" not in text, b2.log_tail()

@@ -211,12 +211,44 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("transaction.version", Some("0"), T::Short, "The finalized transaction.version feature (KIP-890 part 2 at 2: an epoch bump per transaction, partitions added by their leaders). Strom: a static setting (Kafka: kafka-features.sh)."),
 ];
 
-/// Kafka's PASSWORD-typed configs: described with no value and `is_sensitive`.
+/// Kafka's PASSWORD-typed configs, and Strom's own secrets: described with no value and
+/// `is_sensitive` (type PASSWORD), and never shown in an error or a log. The `ssl.*` ones
+/// count under every prefix that takes them (`listener.name.<l>.`, `admin.http.`,
+/// `gateway.`), and so does every JAAS entry (`sasl.jaas.config`,
+/// `listener.name.<l>.<mechanism>.sasl.jaas.config`, `gateway.plain.sasl.jaas.config`).
 pub fn is_sensitive(name: &str) -> bool {
-    matches!(
-        name,
-        "cluster.metadata.url" | "gateway.ssl.keystore.key" | "gateway.plain.sasl.jaas.config"
-    )
+    // Kafka's SslConfigs of type PASSWORD (the PEM texts among them, as Kafka has them).
+    const SSL_SECRETS: &[&str] = &[
+        "ssl.keystore.key",
+        "ssl.keystore.password",
+        "ssl.keystore.certificate.chain",
+        "ssl.key.password",
+        "ssl.truststore.password",
+        "ssl.truststore.certificates",
+    ];
+    if name == "cluster.metadata.url" || name.starts_with("admin.http.auth.token") {
+        return true;
+    }
+    let mut rest = name;
+    if let Some(r) = rest.strip_prefix("listener.name.") {
+        rest = r.split_once('.').map_or("", |(_, setting)| setting);
+    }
+    for prefix in ["admin.http.", "gateway."] {
+        rest = rest.strip_prefix(prefix).unwrap_or(rest);
+    }
+    if SSL_SECRETS.contains(&rest)
+        || rest == "sasl.jaas.config"
+        || rest.ends_with(".sasl.jaas.config")
+    {
+        return true;
+    }
+    // sasl.oauthbearer.client.credentials.client.secret, ...assertion.private.key.passphrase
+    // and the like.
+    rest.starts_with("sasl.")
+        && rest
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| matches!(last, "secret" | "password" | "passphrase" | "token"))
 }
 
 /// Broker settings AlterConfigs may change at run time: the defaults of topic settings (as in
@@ -356,7 +388,12 @@ pub fn object_store(
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
-        value: value.to_string(),
+        // A secret's value is never printed, not even a wrong one.
+        value: if is_sensitive(key) {
+            "(hidden)".to_string()
+        } else {
+            value.to_string()
+        },
         reason: reason.into(),
     }
 }
@@ -426,6 +463,21 @@ pub fn is_admin_http_ssl_setting(key: &str) -> bool {
             && rest != "ssl.principal.mapping.rules"
             && BROKER_CONFIGS.iter().any(|d| d.name == rest)
     })
+}
+
+/// The setting a `STROM_<NAME>` variable names: a broker setting, or an `ssl.*` one of the
+/// admin HTTP listener (`STROM_ADMIN_HTTP_SSL_KEYSTORE_LOCATION`). Listener overrides are
+/// left out: a listener's name may hold underscores, so their variables would be ambiguous.
+fn env_setting_name(suffix: &str) -> Option<String> {
+    let env = |name: &str| name.to_ascii_uppercase().replace('.', "_");
+    if let Some(d) = BROKER_CONFIGS.iter().find(|d| env(d.name) == suffix) {
+        return Some(d.name.to_string());
+    }
+    let rest = suffix.strip_prefix("ADMIN_HTTP_")?;
+    BROKER_CONFIGS
+        .iter()
+        .map(|d| format!("admin.http.{}", d.name))
+        .find(|name| is_admin_http_ssl_setting(name) && env(&name["admin.http.".len()..]) == rest)
 }
 
 /// `listener.name.<name>.<setting>` for a setting a listener may override, or
@@ -557,13 +609,9 @@ impl RawConfig {
             let Some(suffix) = k.strip_prefix("STROM_") else {
                 continue;
             };
-            match BROKER_CONFIGS
-                .iter()
-                .find(|d| d.name.to_ascii_uppercase().replace('.', "_") == suffix)
-            {
-                Some(d) => {
-                    self.values
-                        .insert(d.name.to_string(), (v, ConfigSource::StaticBroker));
+            match env_setting_name(suffix) {
+                Some(name) => {
+                    self.values.insert(name, (v, ConfigSource::StaticBroker));
                 }
                 None => unknown.push(k),
             }
@@ -1198,6 +1246,54 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_sensitive() {
+        for name in [
+            "cluster.metadata.url",
+            "ssl.keystore.key",
+            "ssl.keystore.password",
+            "ssl.key.password",
+            "ssl.truststore.password",
+            "ssl.keystore.certificate.chain",
+            "ssl.truststore.certificates",
+            "listener.name.external.ssl.keystore.key",
+            "listener.name.sasl_ssl.plain.sasl.jaas.config",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config",
+            "sasl.jaas.config",
+            "sasl.oauthbearer.client.credentials.client.secret",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "admin.http.auth.token.file",
+            "admin.http.ssl.keystore.key",
+            "gateway.ssl.keystore.key",
+            "gateway.plain.sasl.jaas.config",
+        ] {
+            assert!(is_sensitive(name), "{name}");
+        }
+        for name in [
+            "ssl.keystore.location",
+            "ssl.truststore.location",
+            "ssl.client.auth",
+            "sasl.enabled.mechanisms",
+            "sasl.oauthbearer.jwks.endpoint.url",
+            "sasl.oauthbearer.expected.audience",
+            "admin.http.auth.paths",
+            "admin.http.auth.oauthbearer.enable",
+            "gateway.ssl.keystore.location",
+            "listener.name.external.ssl.keystore.location",
+            "num.partitions",
+        ] {
+            assert!(!is_sensitive(name), "{name}");
+        }
+        let e = invalid(
+            "ssl.keystore.key",
+            "-----BEGIN PRIVATE KEY----- s3cret",
+            "bad",
+        );
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = invalid("num.partitions", "many", "bad");
+        assert!(e.to_string().contains("many"), "{e}");
+    }
+
+    #[test]
     fn toml_env_and_placeholders() {
         let mut raw = RawConfig::defaults();
         raw.merge_toml("num.partitions = 3\n\"log.dirs\" = \"/tmp/x\"\n", "f.toml")
@@ -1214,6 +1310,33 @@ mod tests {
         );
         assert_eq!(unknown, vec!["STROM_BOOTSTRAP".to_string()]);
         assert_eq!(raw.get("num.partitions"), Some("4"));
+        // The admin listener's own ssl.* and its auth settings, like any other setting.
+        let unknown = raw.merge_env(
+            [
+                ("STROM_ADMIN_HTTP_SSL_KEYSTORE_LOCATION", "/tls/a.pem"),
+                ("STROM_ADMIN_HTTP_SSL_CLIENT_AUTH", "required"),
+                ("STROM_ADMIN_HTTP_AUTH_TOKEN_FILE", "/tok"),
+                ("STROM_ADMIN_HTTP_AUTH_PATHS", "/metrics"),
+                ("STROM_ADMIN_HTTP_SSL_PRINCIPAL_MAPPING_RULES", "DEFAULT"),
+                ("STROM_ADMIN_HTTP_SSL_NOPE", "x"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        assert_eq!(
+            unknown,
+            vec![
+                "STROM_ADMIN_HTTP_SSL_PRINCIPAL_MAPPING_RULES".to_string(),
+                "STROM_ADMIN_HTTP_SSL_NOPE".to_string()
+            ]
+        );
+        assert_eq!(
+            raw.get("admin.http.ssl.keystore.location"),
+            Some("/tls/a.pem")
+        );
+        assert_eq!(raw.get("admin.http.ssl.client.auth"), Some("required"));
+        assert_eq!(raw.get("admin.http.auth.token.file"), Some("/tok"));
+        assert_eq!(raw.get("admin.http.auth.paths"), Some("/metrics"));
         raw.set(
             "advertised.listeners",
             "PLAINTEXT://${env:HOST_IP}:${ordinal:30092}",

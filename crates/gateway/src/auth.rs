@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -22,7 +22,6 @@ use strom_security::authorizer::{AclOperation, ResourceType};
 use strom_security::oauthbearer::JwksFileReloader;
 use strom_security::plain::{PlainCallback, StaticPlainUsers};
 use strom_security::sasl::ScramCredentialStore;
-use strom_security::scram::{ScramCredential, ScramMechanism};
 use strom_security::KafkaPrincipal;
 
 use crate::error::{RestError, RestResult, KAFKA_AUTHENTICATION, KAFKA_AUTHORIZATION};
@@ -141,73 +140,10 @@ pub struct Caller {
 
 pub use crate::principal_limits::{Held, PerPrincipal};
 
-/// Basic passwords already checked against a SCRAM credential, so that a
-/// client sending the same credentials with every request pays the salted
-/// hash (thousands of HMACs) once, not per request. Keyed by a digest of user
-/// and password, never the password; an entry counts only while the user's
-/// stored key is the one it was checked against.
-#[derive(Default)]
-pub struct VerifiedCache {
-    entries: Mutex<VerifiedEntries>,
-}
-
-/// Digest of user and password -> (user, the stored key it matched).
-type VerifiedEntries = HashMap<[u8; 32], (String, Vec<u8>)>;
-
-const VERIFIED_CACHE_ENTRIES: usize = 4096;
-
-fn digest(user: &str, password: &str) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(&(user.len() as u64).to_be_bytes());
-    ctx.update(user.as_bytes());
-    ctx.update(password.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
-impl VerifiedCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VerifiedEntries> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn check_scram(&self, store: &dyn ScramCredentialStore, user: &str, password: &str) -> bool {
-        let creds: Vec<ScramCredential> = [ScramMechanism::Sha256, ScramMechanism::Sha512]
-            .into_iter()
-            .filter_map(|m| store.credential(user, m))
-            .collect();
-        if creds.is_empty() {
-            return false;
-        }
-        let key = digest(user, password);
-        if let Some((cached_user, stored_key)) = self.lock().get(&key) {
-            if cached_user == user && creds.iter().any(|c| &c.stored_key == stored_key) {
-                return true;
-            }
-        }
-        let matched = creds.iter().find(|stored| {
-            ScramCredential::derive(stored.mechanism, password, &stored.salt, stored.iterations)
-                .is_ok_and(|d| ring_eq(&d.stored_key, &stored.stored_key))
-        });
-        match matched {
-            Some(c) => {
-                let mut entries = self.lock();
-                if entries.len() >= VERIFIED_CACHE_ENTRIES {
-                    entries.clear();
-                }
-                entries.insert(key, (user.to_string(), c.stored_key.clone()));
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-fn ring_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// Basic passwords already checked against a SCRAM credential, so that a client sending
+/// the same credentials with every request pays the salted hash once: strom-security's one
+/// implementation, shared with the broker's SASL/PLAIN.
+pub use strom_security::scram_password::ScramPasswordCache as VerifiedCache;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -260,16 +196,14 @@ fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<KafkaPrincipal, Box
         if user.is_empty() {
             return Err(bad());
         }
-        let plain_ok = sec
-            .plain
-            .as_ref()
-            .is_some_and(|p| p.authenticate(user, password));
-        let scram_ok = !plain_ok
-            && sec
-                .scram
-                .as_ref()
-                .is_some_and(|s| gw.verified.check_scram(s.as_ref(), user, password));
-        if plain_ok || scram_ok {
+        // As the broker's PLAIN: a user of the PLAIN entry is checked there only, any other
+        // against the cluster's SCRAM credentials; an unknown user fails as a wrong password.
+        let ok = match (&sec.plain, &sec.scram) {
+            (Some(p), _) if p.contains(user) => p.authenticate(user, password),
+            (_, Some(s)) => gw.verified.verify_in(s.as_ref(), user, password),
+            (_, None) => gw.verified.verify(user, password, &[]),
+        };
+        if ok {
             return Ok(KafkaPrincipal::user(user));
         }
         tracing::info!(user, "gateway: failed Basic authentication");
@@ -547,6 +481,7 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strom_security::scram::{ScramCredential, ScramMechanism};
 
     #[test]
     fn mechanisms_parse() {
@@ -586,16 +521,16 @@ mod tests {
         let cred = ScramCredential::generate(ScramMechanism::Sha512, "s3cret", 4096).unwrap();
         let store = OneUser(cred);
         let cache = VerifiedCache::default();
-        assert!(cache.check_scram(&store, "alice", "s3cret"));
+        assert!(cache.verify_in(&store, "alice", "s3cret"));
         // Again, from the cache.
-        assert!(cache.check_scram(&store, "alice", "s3cret"));
-        assert!(!cache.check_scram(&store, "alice", "wrong"));
-        assert!(!cache.check_scram(&store, "bob", "s3cret"));
+        assert!(cache.verify_in(&store, "alice", "s3cret"));
+        assert!(!cache.verify_in(&store, "alice", "wrong"));
+        assert!(!cache.verify_in(&store, "bob", "s3cret"));
         // A changed password: the cached entry no longer counts.
         let changed =
             OneUser(ScramCredential::generate(ScramMechanism::Sha512, "new", 4096).unwrap());
-        assert!(!cache.check_scram(&changed, "alice", "s3cret"));
-        assert!(cache.check_scram(&changed, "alice", "new"));
+        assert!(!cache.verify_in(&changed, "alice", "s3cret"));
+        assert!(cache.verify_in(&changed, "alice", "new"));
     }
 
     #[test]

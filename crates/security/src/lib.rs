@@ -10,7 +10,8 @@
 //! - [`sasl`]: one exchange whatever the mechanism (SaslHandshake, SaslAuthenticate,
 //!   KIP-368 session lifetime), over [`scram`] (SCRAM-SHA-256/512 server and client,
 //!   KIP-554 credentials and AlterUserScramCredentials), [`plain`] and [`oauthbearer`]
-//!   (KIP-768 JWT validation against a JWKS);
+//!   (KIP-768 JWT validation against a JWKS), and [`scram_password`] (a PLAIN or HTTP Basic
+//!   password checked against SCRAM credentials, with a cache of successes);
 //! - [`authorizer`]: ACL bindings and filters, the `StandardAuthorizer`;
 //! - [`tls`] and [`principal_mapper`]: rustls server and client configurations from
 //!   `ssl.*`, reloading, and `ssl.principal.mapping.rules`;
@@ -27,6 +28,7 @@ pub mod principal;
 pub mod principal_mapper;
 pub mod sasl;
 pub mod scram;
+pub mod scram_password;
 pub mod tls;
 
 pub use principal::{build_principal, Authentication, KafkaPrincipal, SecurityProtocol};

@@ -28,6 +28,13 @@ pub enum OAuthBearerError {
     InvalidClientResponse(&'static str),
     #[error("Invalid token: {0}")]
     InvalidToken(String),
+    /// No key of the JWKS fits the token's `kid` and algorithm: a key set fetched again
+    /// may have it (an identity provider that rotated its keys).
+    #[error("Invalid token: {message}")]
+    UnknownKey {
+        kid: Option<String>,
+        message: String,
+    },
     #[error("Authentication failed: {0}")]
     AuthenticationFailed(String),
     #[error("Authentication failed: Client requested an authorization id that is different from the token's principal name")]
@@ -324,6 +331,15 @@ impl OAuthBearerValidator {
         OAuthBearerValidator { config, jwks }
     }
 
+    /// The `kid`s of the key set's keys (those that have one).
+    pub fn key_ids(&self) -> Vec<String> {
+        self.jwks
+            .keys
+            .iter()
+            .filter_map(|(kid, _, _)| kid.clone())
+            .collect()
+    }
+
     pub fn validate(&self, token: &str, now_ms: u64) -> Result<OAuthBearerToken, OAuthBearerError> {
         let bad = |m: String| OAuthBearerError::InvalidToken(m);
         let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
@@ -344,10 +360,13 @@ impl OAuthBearerValidator {
             })
             .collect();
         if candidates.is_empty() {
-            return Err(bad(format!(
-                "no key in the JWKS for kid {:?} and algorithm {alg:?}",
-                header.kid
-            )));
+            return Err(OAuthBearerError::UnknownKey {
+                message: format!(
+                    "no key in the JWKS for kid {:?} and algorithm {alg:?}",
+                    header.kid
+                ),
+                kid: header.kid,
+            });
         }
         let mut validation = Validation::new(alg);
         // Time and audience are checked below against the caller's clock and Kafka's rules.
@@ -555,6 +574,8 @@ enum State {
 pub struct OAuthBearerServer {
     validator: Arc<OAuthBearerValidator>,
     state: State,
+    /// The `kid` of the last token refused for want of its key.
+    unknown_kid: Option<String>,
 }
 
 impl OAuthBearerServer {
@@ -562,6 +583,16 @@ impl OAuthBearerServer {
         OAuthBearerServer {
             validator,
             state: State::Initial,
+            unknown_kid: None,
+        }
+    }
+
+    /// The `kid` of the token just refused because no key of the JWKS fits it, if that was
+    /// the reason: the broker may fetch the key set again early and retry (KIP-768).
+    pub fn unknown_kid(&self) -> Option<&str> {
+        match self.state {
+            State::ErrorSent(_) => self.unknown_kid.as_deref(),
+            _ => None,
         }
     }
 
@@ -595,6 +626,10 @@ impl OAuthBearerServer {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "OAUTHBEARER token refused");
+                self.unknown_kid = match &e {
+                    OAuthBearerError::UnknownKey { kid, .. } => kid.clone(),
+                    _ => None,
+                };
                 self.state = State::ErrorSent(e.to_string());
                 Ok(OAuthBearerStep::Challenge(INVALID_TOKEN_RESPONSE.to_vec()))
             }
@@ -834,10 +869,40 @@ mod tests {
                 "{field}"
             );
         }
-        // Unknown kid: refused.
-        assert!(v
-            .validate(&rsa_token(good_claims(), Some("nope")), NOW_MS)
-            .is_err());
+        // Unknown kid: refused, saying which kid was missing.
+        match v.validate(&rsa_token(good_claims(), Some("nope")), NOW_MS) {
+            Err(OAuthBearerError::UnknownKey { kid, message }) => {
+                assert_eq!(kid.as_deref(), Some("nope"));
+                assert!(message.contains("no key in the JWKS"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_server_tells_a_refusal_for_an_unknown_kid() {
+        let v = validator(OAuthBearerValidatorConfig::default());
+        let mut server = OAuthBearerServer::new(v.clone());
+        assert_eq!(server.unknown_kid(), None);
+        let token = rsa_token(good_claims(), Some("rotated"));
+        assert!(matches!(
+            server.evaluate(&initial_response(&token), NOW_MS),
+            Ok(OAuthBearerStep::Challenge(_))
+        ));
+        assert_eq!(server.unknown_kid(), Some("rotated"));
+        // Another reason (a bad signature, an expired token) is not a missing key.
+        let mut server = OAuthBearerServer::new(v.clone());
+        server.evaluate(&initial_response("a.b.c"), NOW_MS).unwrap();
+        assert_eq!(server.unknown_kid(), None);
+        let mut server = OAuthBearerServer::new(v);
+        let expired = rsa_token(
+            serde_json::json!({"sub": "alice", "exp": NOW_MS / 1000 - 600}),
+            None,
+        );
+        server
+            .evaluate(&initial_response(&expired), NOW_MS)
+            .unwrap();
+        assert_eq!(server.unknown_kid(), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! must not be empty, and an authzid, if given, must equal the authcid (no impersonation).
 //! The password is checked by a [`PlainCallback`] (Kafka's `PlainServerCallbackHandler`:
 //! users from a file, or from SCRAM credentials), which must compare in constant time;
-//! [`StaticPlainUsers`] does.
+//! [`StaticPlainUsers`] does, and `scram_password::PlainUsers` adds the SCRAM credentials.
 
 use std::collections::HashMap;
 
@@ -92,6 +92,15 @@ impl StaticPlainUsers {
             passwords: users.into_iter().collect(),
         }
     }
+
+    /// Whether the user is one of these (whose password is then checked here only).
+    pub fn contains(&self, username: &str) -> bool {
+        self.passwords.contains_key(username)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.passwords.is_empty()
+    }
 }
 
 impl PlainCallback for StaticPlainUsers {
@@ -104,39 +113,6 @@ impl PlainCallback for StaticPlainUsers {
                 false
             }
         }
-    }
-}
-
-/// PLAIN against the SCRAM credentials in the metadata log, so one set of users serves both
-/// mechanisms: the password is run through the credential's salt and iterations and must
-/// give its StoredKey. `lookup` gives a user's credentials (any mechanism).
-pub struct ScramPlainUsers<F> {
-    lookup: F,
-}
-
-impl<F> ScramPlainUsers<F>
-where
-    F: Fn(&str) -> Vec<crate::scram::ScramCredential>,
-{
-    pub fn new(lookup: F) -> Self {
-        ScramPlainUsers { lookup }
-    }
-}
-
-impl<F> PlainCallback for ScramPlainUsers<F>
-where
-    F: Fn(&str) -> Vec<crate::scram::ScramCredential>,
-{
-    fn authenticate(&self, username: &str, password: &str) -> bool {
-        (self.lookup)(username).iter().any(|stored| {
-            crate::scram::ScramCredential::derive(
-                stored.mechanism,
-                password,
-                &stored.salt,
-                stored.iterations,
-            )
-            .is_ok_and(|derived| ct_eq(&derived.stored_key, &stored.stored_key))
-        })
     }
 }
 
@@ -186,28 +162,6 @@ mod tests {
         assert!(matches!(parse(b"alice\0pw"), Err(PlainError::Malformed(_))));
         assert!(matches!(parse(b"\0a\0b\0c"), Err(PlainError::Malformed(_))));
         assert!(matches!(parse(b"\0a\0\xff"), Err(PlainError::Malformed(_))));
-    }
-
-    #[test]
-    fn plain_against_scram_credentials() {
-        use crate::scram::{ScramCredential, ScramMechanism};
-        let cred = ScramCredential::generate(ScramMechanism::Sha512, "pw-1", 4096).unwrap();
-        let users = ScramPlainUsers::new(move |u: &str| {
-            if u == "carol" {
-                vec![cred.clone()]
-            } else {
-                Vec::new()
-            }
-        });
-        assert_eq!(authenticate(b"\0carol\0pw-1", &users).unwrap(), "carol");
-        assert_eq!(
-            authenticate(b"\0carol\0pw-2", &users).unwrap_err(),
-            PlainError::InvalidCredentials
-        );
-        assert_eq!(
-            authenticate(b"\0dave\0pw-1", &users).unwrap_err(),
-            PlainError::InvalidCredentials
-        );
     }
 
     #[test]

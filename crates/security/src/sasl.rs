@@ -210,6 +210,15 @@ impl SaslServer {
         self.mechanism
     }
 
+    /// An OAUTHBEARER token just refused because the JWKS has no key for its `kid`: that
+    /// `kid` (see [`OAuthBearerServer::unknown_kid`]).
+    pub fn unknown_jwks_kid(&self) -> Option<&str> {
+        match &self.mech {
+            Mech::OAuthBearer(server) => server.unknown_kid(),
+            _ => None,
+        }
+    }
+
     /// Takes one SaslAuthenticate payload.
     pub fn evaluate(&mut self, message: &[u8], now_ms: u64) -> Result<SaslStep, SaslError> {
         if self.complete {

@@ -59,7 +59,9 @@ pub enum ClientAuth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PemSource {
     File(PathBuf),
-    Inline(String),
+    /// The PEM text of a setting, with the setting's name (for errors, which never show the
+    /// text: it is a secret).
+    Inline(String, &'static str),
 }
 
 impl PemSource {
@@ -69,14 +71,14 @@ impl PemSource {
                 path: path.clone(),
                 source,
             }),
-            PemSource::Inline(text) => Ok(text.clone().into_bytes()),
+            PemSource::Inline(text, _) => Ok(text.clone().into_bytes()),
         }
     }
 
     fn describe(&self) -> String {
         match self {
             PemSource::File(path) => path.display().to_string(),
-            PemSource::Inline(_) => "inline configuration".into(),
+            PemSource::Inline(_, setting) => format!("the PEM text of {setting}"),
         }
     }
 }
@@ -165,8 +167,8 @@ impl TlsSettings {
         let keystore = match (location, chain, key) {
             (Some(path), None, None) => Keystore::Combined(PemSource::File(path.into())),
             (None, Some(chain), Some(key)) => Keystore::Separate {
-                chain: PemSource::Inline(chain.into()),
-                key: PemSource::Inline(key.into()),
+                chain: PemSource::Inline(chain.into(), "ssl.keystore.certificate.chain"),
+                key: PemSource::Inline(key.into(), "ssl.keystore.key"),
             },
             (None, None, None) => return Err(TlsError::Missing("ssl.keystore.location")),
             (None, Some(_), None) => return Err(TlsError::Missing("ssl.keystore.key")),
@@ -192,7 +194,7 @@ impl TlsSettings {
                 })
             }
             (Some(path), None) => Some(PemSource::File(path.into())),
-            (None, Some(pem)) => Some(PemSource::Inline(pem.into())),
+            (None, Some(pem)) => Some(PemSource::Inline(pem.into(), "ssl.truststore.certificates")),
             (None, None) => None,
         };
         let client_auth = match prop(props, "ssl.client.auth")
@@ -245,7 +247,7 @@ impl TlsSettings {
             .chain(self.truststore.as_ref())
             .filter_map(|s| match s {
                 PemSource::File(p) => Some(p.as_path()),
-                PemSource::Inline(_) => None,
+                PemSource::Inline(..) => None,
             })
             .collect()
     }
@@ -449,7 +451,7 @@ impl ClientTlsSettings {
             prop(props, "ssl.truststore.certificates"),
         ) {
             (Some(path), None) => PemSource::File(path.into()),
-            (None, Some(pem)) => PemSource::Inline(pem.into()),
+            (None, Some(pem)) => PemSource::Inline(pem.into(), "ssl.truststore.certificates"),
             (None, None) => return Err(TlsError::Missing("ssl.truststore.location")),
             (Some(_), Some(_)) => {
                 return Err(TlsError::InvalidConfig {
@@ -1064,5 +1066,20 @@ mod tests {
         ]))
         .unwrap();
         assert!(matches!(build_server_config(&s), Err(TlsError::Pem { .. })));
+        // A bad key given as text: the error names the setting, never the text.
+        let s = TlsSettings::from_properties(&props(&[
+            ("ssl.keystore.certificate.chain", &cert),
+            (
+                "ssl.keystore.key",
+                "-----BEGIN PRIVATE KEY-----\nsecret-ish!\n-----END PRIVATE KEY-----\n",
+            ),
+        ]))
+        .unwrap();
+        let err = build_server_config(&s).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("ssl.keystore.key") && !e.contains("secret-ish")),
+            "{err:?}"
+        );
     }
 }

@@ -17,6 +17,9 @@ use proto_kafka::messages::{
 use proto_kafka::ResponseError;
 
 use super::str_bytes;
+
+/// DescribeConfigs' config type of a PASSWORD setting (Kafka's `ConfigType.PASSWORD`).
+const PASSWORD_CONFIG_TYPE: i8 = 9;
 use crate::authz::{self, AclOperation};
 use crate::broker::Broker;
 use crate::config::topic::TopicConfig;
@@ -400,7 +403,12 @@ pub fn describe_configs(
                                 .with_config_source(source)
                                 .with_is_sensitive(sensitive)
                                 .with_synonyms(synonyms)
-                                .with_config_type(d.ty as i8)
+                                // Kafka's PASSWORD type for a secret, whatever its text is.
+                                .with_config_type(if sensitive {
+                                    PASSWORD_CONFIG_TYPE
+                                } else {
+                                    d.ty as i8
+                                })
                                 .with_documentation(if req.include_documentation {
                                     Some(str_bytes(d.doc))
                                 } else {

@@ -173,9 +173,11 @@ struct Shared {
     cancel: watch::Sender<bool>,
     peer_gone: AtomicBool,
     /// The last answer is a refusal the client must be able to read (a failed SASL
-    /// authentication): the close sends FIN and drains what the client still sends, since
-    /// closing a socket with unread bytes sends RST, which can destroy the answer in the
-    /// client's receive queue before it reads it.
+    /// authentication): the close drains what the client still sends until it closes (or a
+    /// second passes) and only then sends FIN, since closing a socket with unread bytes
+    /// sends RST, which can destroy the answer in the client's receive queue before it
+    /// reads it, and a FIN arriving with the answer is taken for a lost connection by
+    /// clients that stop at the end of the stream before looking at what came with it.
     linger: AtomicBool,
 }
 
@@ -305,8 +307,10 @@ pub async fn serve_secured(
     let (mut pending, mut write_half) =
         answer_in_order(&broker, &mut session, frames, write_half, shutdown, &shared).await;
     if shared.linger.load(Ordering::Acquire) {
-        let _ = write_half.shutdown().await;
-        // The reader drains until the client closes (it has our answer and FIN), bounded.
+        // The refusal is written; the FIN waits until the client, having read it, closes
+        // (the reader drains until then), bounded. A FIN right behind the answer let
+        // kafka-python see the end of the stream in the same read and drop the answer
+        // unread ("socket disconnected").
         let mut reader_task = reader_task;
         if tokio::time::timeout(LINGER_AFTER_REFUSAL, &mut reader_task)
             .await
@@ -314,6 +318,7 @@ pub async fn serve_secured(
         {
             reader_task.abort();
         }
+        let _ = write_half.shutdown().await;
     } else {
         reader_task.abort();
         let _ = write_half.shutdown().await;
@@ -511,7 +516,7 @@ async fn take_frame(
             let bytes = match session.sasl.as_mut() {
                 None => bytes,
                 Some(sasl) => {
-                    let (verdict, principal) = sasl.on_frame(bytes);
+                    let (verdict, principal) = sasl.on_frame_fetching_keys(bytes).await;
                     if let Some(p) = principal {
                         session.authenticated(p);
                     }

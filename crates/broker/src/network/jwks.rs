@@ -4,10 +4,18 @@
 //! that fails is retried after `sasl.oauthbearer.jwks.endpoint.retry.backoff.ms`, doubled up
 //! to `...retry.backoff.max.ms` (KIP-768's names), and the last good key set stays in use
 //! meanwhile, so an identity provider that is down for a while refuses no valid token.
+//!
+//! A token whose `kid` the key set lacks has its key fetched early, as Kafka's
+//! `RefreshingHttpsJwks.maybeExpediteRefresh` does for a rotated key, and waits for that
+//! fetch: the same `kid` starts at most one early fetch a minute (of the last 16 such kids
+//! remembered, ids over 1000 characters never), as in Kafka, and Strom adds a bound for all
+//! kids together, at most one early fetch per `...retry.backoff.max.ms`, so tokens with
+//! made-up kids, which anyone can send, cannot make the broker hammer the identity provider.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use strom_security::oauthbearer::{
     Jwks, JwksFileReloader, JwksSource, OAuthBearerValidator, OAuthBearerValidatorConfig,
@@ -38,6 +46,69 @@ struct Endpoint {
     backoff_ms: u64,
     backoff_max_ms: u64,
     current: RwLock<Option<Arc<OAuthBearerValidator>>>,
+    early: Mutex<EarlyFetches>,
+    /// Counts finished early fetches, so a token waiting for one learns it is over.
+    early_done: tokio::sync::watch::Sender<u64>,
+}
+
+/// The same unknown `kid` starts no second early fetch within this (Kafka's
+/// `MISSING_KEY_ID_CACHE_IN_FLIGHT_MS`).
+pub const MISSING_KID_RETRY_MS: u64 = 60_000;
+/// How many unknown kids are remembered (Kafka's `MISSING_KEY_ID_CACHE_MAX_ENTRIES`).
+const MISSING_KIDS_REMEMBERED: usize = 16;
+/// A longer `kid` is taken for garbage and fetches nothing (Kafka's
+/// `MISSING_KEY_ID_MAX_KEY_LENGTH`).
+const MAX_KID_CHARS: usize = 1000;
+
+/// The early fetches' bookkeeping.
+#[derive(Default)]
+struct EarlyFetches {
+    /// Unknown kids and when each may start an early fetch again, oldest first.
+    missing: VecDeque<(String, Instant)>,
+    /// When the last early fetch started.
+    last_started: Option<Instant>,
+    in_flight: bool,
+}
+
+impl EarlyFetches {
+    /// Whether `kid` may start (or join) an early fetch at `now`: not one of the kids tried
+    /// within the last minute, nor, for a new fetch, within `min_interval` of the last.
+    /// Returns `Some(start)` when the caller should wait, starting a fetch if `start`.
+    fn admit(&mut self, kid: &str, now: Instant, min_interval: Duration) -> Option<bool> {
+        if kid.chars().count() > MAX_KID_CHARS {
+            return None;
+        }
+        self.missing.retain(|(_, until)| *until > now);
+        if self.missing.iter().any(|(k, _)| k == kid) {
+            return None;
+        }
+        let start = !self.in_flight;
+        if start
+            && self
+                .last_started
+                .is_some_and(|at| now.saturating_duration_since(at) < min_interval)
+        {
+            return None;
+        }
+        self.missing.push_back((
+            kid.to_string(),
+            now + Duration::from_millis(MISSING_KID_RETRY_MS),
+        ));
+        while self.missing.len() > MISSING_KIDS_REMEMBERED {
+            self.missing.pop_front();
+        }
+        if start {
+            self.in_flight = true;
+            self.last_started = Some(now);
+        }
+        Some(start)
+    }
+
+    /// A fetch ended with these kids in the key set: they are missing no more.
+    fn finished(&mut self, present: &[String]) {
+        self.in_flight = false;
+        self.missing.retain(|(k, _)| !present.contains(k));
+    }
 }
 
 enum Source {
@@ -119,6 +190,8 @@ impl JwksProvider {
                     backoff_ms,
                     backoff_max_ms,
                     current: RwLock::new(None),
+                    early: Mutex::new(EarlyFetches::default()),
+                    early_done: tokio::sync::watch::Sender::new(0),
                 })))
             }
         }
@@ -151,6 +224,54 @@ impl JwksProvider {
                 Err(p) => p.into_inner().clone(),
             },
         }
+    }
+}
+
+impl JwksProvider {
+    /// A token was refused for want of a key for `kid`: fetches the key set early if the
+    /// rules above allow (or joins the early fetch under way), and gives what to wait for
+    /// before checking the token again with [`JwksProvider::current`]. None: no early fetch
+    /// (a `file://` JWKS is re-read when it changes anyway), so the refusal stands.
+    pub fn fetch_early(self: &Arc<Self>, kid: &str) -> Option<impl Future<Output = ()> + use<>> {
+        let Source::Endpoint(e) = &self.0 else {
+            return None;
+        };
+        let mut done = e.early_done.subscribe();
+        let start = {
+            let mut early = e.early.lock().unwrap_or_else(|p| p.into_inner());
+            early.admit(kid, Instant::now(), Duration::from_millis(e.backoff_max_ms))?
+        };
+        if start {
+            tracing::info!(url = %e.url, kid, "OAUTHBEARER token with a kid not in the JWKS; fetching it early");
+            let provider = Arc::clone(self);
+            // Its own task: the fetch completes for every waiter even if this one goes.
+            tokio::spawn(async move {
+                let Source::Endpoint(e) = &provider.0 else {
+                    return;
+                };
+                let present = match e.fetch_validator().await {
+                    Ok(v) => {
+                        let kids = v.key_ids();
+                        e.set(v);
+                        kids
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "early JWKS fetch failed; keeping the keys in use");
+                        Vec::new()
+                    }
+                };
+                e.early
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .finished(&present);
+                e.early_done.send_modify(|n| *n = n.wrapping_add(1));
+            });
+        }
+        Some(async move {
+            // A fetch is bounded by FETCH_TIMEOUT; the margin covers its bookkeeping.
+            let _ =
+                tokio::time::timeout(FETCH_TIMEOUT + Duration::from_secs(1), done.changed()).await;
+        })
     }
 }
 
@@ -269,6 +390,43 @@ mod tests {
         );
         // A maximum above the refresh interval is cut to it.
         assert_eq!(retry_wait_ms(400, 500, 50, 10_000), 500);
+    }
+
+    #[test]
+    fn early_fetches_follow_kafkas_rules_and_a_global_bound() {
+        let mut early = EarlyFetches::default();
+        let t0 = Instant::now();
+        let gap = Duration::from_millis(10_000);
+        // The first unknown kid starts a fetch; others while it runs join it.
+        assert_eq!(early.admit("k2", t0, gap), Some(true));
+        assert_eq!(early.admit("k3", t0, gap), Some(false));
+        // The same kid again within the minute: nothing (its token is refused).
+        assert_eq!(early.admit("k2", t0, gap), None);
+        early.finished(&["k2".to_string()]);
+        // k2 arrived with the fetch, so it is not missing; but a new fetch waits for the gap.
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(early.admit("k4", t1, gap), None);
+        assert_eq!(early.admit("k2", t1, gap), None, "rate-limited");
+        // After the gap a new kid fetches again; k3 (still missing) waits for its minute.
+        let t2 = t0 + gap;
+        assert_eq!(early.admit("k3", t2, gap), None);
+        assert_eq!(early.admit("k4", t2, gap), Some(true));
+        early.finished(&[]);
+        let t3 = t0 + Duration::from_millis(MISSING_KID_RETRY_MS);
+        assert_eq!(
+            early.admit("k3", t3, gap),
+            Some(true),
+            "k3's minute is over"
+        );
+        early.finished(&[]);
+        // A kid over 1000 characters never fetches; at most 16 kids are remembered.
+        let long = "x".repeat(1001);
+        assert_eq!(early.admit(&long, t3 + gap, gap), None);
+        let mut early = EarlyFetches::default();
+        for i in 0..40 {
+            let _ = early.admit(&format!("kid{i}"), t0, gap);
+        }
+        assert_eq!(early.missing.len(), MISSING_KIDS_REMEMBERED);
     }
 
     #[test]

@@ -22,8 +22,8 @@ use strom_protocol::header::{decode_body, decode_header, RequestPrefix};
 use strom_protocol::{encode_response, ResponseFrame};
 use strom_security::auth_failures::Admission;
 use strom_security::sasl::{
-    ensure_principal_unchanged, handshake, session_lifetime_ms, SaslError, SaslServer, SaslStep,
-    ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED,
+    ensure_principal_unchanged, handshake, session_lifetime_ms, SaslError, SaslMechanism,
+    SaslServer, SaslStep, ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED,
 };
 use strom_security::KafkaPrincipal;
 
@@ -116,6 +116,45 @@ impl SaslSession {
         } else {
             self.setup.max_receive_bytes.min(authenticated_max)
         }
+    }
+
+    /// The `kid` of an OAUTHBEARER token the exchange just refused for want of its key.
+    fn unknown_jwks_kid(&self) -> Option<String> {
+        match &self.state {
+            State::Exchange { server, .. } => server.unknown_jwks_kid().map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// [`SaslSession::on_frame`], except that an OAUTHBEARER token refused because the JWKS
+    /// has no key for its `kid` waits for the key set to be fetched early (when the rules of
+    /// [`super::jwks`] allow) and is then checked again, as if it came first: a key the
+    /// identity provider just rotated in is taken without waiting for the refresh interval.
+    pub async fn on_frame_fetching_keys(
+        &mut self,
+        frame: BytesMut,
+    ) -> (Verdict, Option<KafkaPrincipal>) {
+        let oauth = matches!(&self.state, State::Exchange { server, .. }
+            if server.mechanism() == SaslMechanism::OAuthBearer && server.unknown_jwks_kid().is_none());
+        let again = oauth.then(|| frame.clone());
+        let first = self.on_frame(frame);
+        let (Some(frame), Some(kid), Some(jwks)) =
+            (again, self.unknown_jwks_kid(), self.setup.jwks().cloned())
+        else {
+            return first;
+        };
+        let Some(fetched) = jwks.fetch_early(&kid) else {
+            return first;
+        };
+        fetched.await;
+        let State::Exchange { raw_tokens, .. } = self.state else {
+            return first;
+        };
+        let Ok(server) = SaslServer::new(SaslMechanism::OAuthBearer, &self.setup.stores()) else {
+            return first;
+        };
+        self.state = State::Exchange { server, raw_tokens };
+        self.on_frame(frame)
     }
 
     /// Takes one frame. Returns what to do, and the principal when this frame completed an

@@ -15,6 +15,7 @@ use strom_security::plain::StaticPlainUsers;
 use strom_security::principal_mapper::SslPrincipalMapper;
 use strom_security::sasl::ScramCredentialStore;
 use strom_security::sasl::{parse_enabled_mechanisms, SaslMechanism, SaslStores};
+use strom_security::scram_password::{PlainUsers, ScramPasswordCache};
 use strom_security::tls::{TlsReloader, TlsSettings};
 use strom_security::SecurityProtocol;
 
@@ -83,7 +84,7 @@ impl TlsSetup {
 /// A listener's SASL: the enabled mechanisms and what checks their credentials.
 pub struct SaslSetup {
     pub enabled: Vec<SaslMechanism>,
-    plain: Option<Arc<StaticPlainUsers>>,
+    plain: Option<Arc<PlainUsers>>,
     scram: Option<Arc<dyn ScramCredentialStore>>,
     jwks: Option<Arc<JwksProvider>>,
     /// `connections.max.reauth.ms` (0: sessions do not expire).
@@ -105,7 +106,11 @@ impl SaslSetup {
     ) -> Self {
         SaslSetup {
             enabled,
-            plain: Some(Arc::new(StaticPlainUsers::new(plain_users))),
+            plain: Some(Arc::new(PlainUsers::new(
+                StaticPlainUsers::new(plain_users),
+                scram.clone(),
+                Arc::new(ScramPasswordCache::default()),
+            ))),
             scram,
             jwks: None,
             max_reauth_ms,
@@ -276,18 +281,34 @@ fn sasl_setup(
     for m in &enabled {
         match m {
             SaslMechanism::Plain => {
+                // A JAAS entry is optional here (Kafka requires one): users it does not name
+                // are checked against the SCRAM credentials of the metadata log.
                 let key = format!("listener.name.{lower}.plain.sasl.jaas.config");
-                let jaas = config.raw.get(&key).ok_or_else(|| {
-                    invalid(name, format!("PLAIN is enabled but {key} is not set"))
-                })?;
-                let users = plain_users(jaas).map_err(|e| invalid(name, format!("{key}: {e}")))?;
-                if users.is_empty() {
+                let users = match config.raw.get(&key) {
+                    Some(jaas) => {
+                        plain_users(jaas).map_err(|e| invalid(name, format!("{key}: {e}")))?
+                    }
+                    None => Vec::new(),
+                };
+                if users.is_empty() && scram.is_none() {
                     return Err(invalid(
                         name,
-                        format!("{key} has no user_<name>=\"<password>\" entry"),
+                        format!(
+                            "PLAIN is enabled but {key} has no user_<name>=\"<password>\" entry and this broker has no SCRAM credentials"
+                        ),
                     ));
                 }
-                plain = Some(Arc::new(StaticPlainUsers::new(users)));
+                if users.is_empty() {
+                    tracing::info!(
+                        listener = name,
+                        "PLAIN passwords are checked against the SCRAM credentials only ({key} names no user)"
+                    );
+                }
+                plain = Some(Arc::new(PlainUsers::new(
+                    StaticPlainUsers::new(users),
+                    scram.clone(),
+                    Arc::new(ScramPasswordCache::default()),
+                )));
             }
             SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
                 if scram.is_none() {

@@ -197,6 +197,7 @@ fn resolve(broker: &Broker, targets: &[Target], by_id: bool) -> Resolved {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_all(
     broker: &Broker,
     targets: &[Target],

@@ -373,7 +373,11 @@ def _node(b) -> int:
 def test_kill9_cycles_under_an_idempotent_producer_and_a_group(cluster):
     """A random broker killed with -9 and restarted, cycle after cycle, under an idempotent
     acks=all producer and a 3-member consumer group: every acknowledged record is in the log
-    exactly once in order, and the group read every one of them (at least once)."""
+    exactly once in order, the group read every one of them (at least once), and no member
+    skips a committed offset: after each rebalance the first offset a member gets for a
+    partition is not above the highest offset committed for it by then, nothing below it was
+    left unread, and the group's final committed offsets are within the log with everything
+    below them consumed."""
     for _ in range(3):
         cluster.add()
     topic = unique_topic("kill9")
@@ -382,28 +386,67 @@ def test_kill9_cycles_under_an_idempotent_producer_and_a_group(cluster):
     load = Load(boot, topic, rate_per_s=200).start()
     group = "g-" + secrets.token_hex(4)
     consumed: set[bytes] = set()
+    # (partition, offset) -> when a member first got it.
+    consumed_at: dict[tuple[int, int], float] = {}
+    # Per partition, the highest offset any commit reported (acknowledged or not: a commit
+    # whose answer was lost with its broker may still have landed) and when.
+    committed_max: dict[int, list[tuple[float, int]]] = defaultdict(list)
+    # Each assignment's first record: (partition, offset, when).
+    firsts: list[tuple[int, int, float]] = []
+    lock = threading.Lock()
     stop = threading.Event()
 
-    def member():
+    def on_commit(err, partitions):
+        now = time.monotonic()
+        with lock:
+            for tp in partitions or []:
+                if tp.offset >= 0:
+                    committed_max[tp.partition].append((now, tp.offset))
+
+    def member(leave: threading.Event):
+        pending: set[int] = set()
+
+        def on_assign(_c, partitions):
+            pending.clear()
+            pending.update(tp.partition for tp in partitions)
+
         c = Consumer({"bootstrap.servers": boot, "group.id": group, "auto.offset.reset": "earliest",
                       "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000,
-                      "topic.metadata.refresh.interval.ms": 1000, "reconnect.backoff.max.ms": 1000})
-        c.subscribe([topic])
+                      "topic.metadata.refresh.interval.ms": 1000, "reconnect.backoff.max.ms": 1000,
+                      "on_commit": on_commit})
+        c.subscribe([topic], on_assign=on_assign)
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not leave.is_set():
                 for m in c.consume(200, 0.5):
                     if not m.error():
-                        consumed.add(m.value())
+                        now = time.monotonic()
+                        with lock:
+                            consumed.add(m.value())
+                            consumed_at.setdefault((m.partition(), m.offset()), now)
+                            if m.partition() in pending:
+                                pending.discard(m.partition())
+                                firsts.append((m.partition(), m.offset(), now))
         finally:
             c.close()
 
-    members = [threading.Thread(target=member, daemon=True) for _ in range(3)]
-    for m in members:
-        m.start()
+    def start_member():
+        leave = threading.Event()
+        t = threading.Thread(target=member, args=(leave,), daemon=True)
+        t.start()
+        return t, leave
+
+    members = [start_member() for _ in range(3)]
     rnd = random.Random(11)
-    cycles = int(os.environ.get("STROM_FAULT_CYCLES", "10"))
+    cycles = int(os.environ.get("STROM_FAULT_CYCLES", "20"))
     started = time.monotonic()
-    for _ in range(cycles):
+    for cycle in range(cycles):
+        if cycle % 4 == 3:
+            # A member leaves (committing as it closes) and another joins: rebalances whose
+            # new owners must start at the committed offsets, while brokers die.
+            t, leave = members.pop(0)
+            leave.set()
+            t.join(30)
+            members.append(start_member())
         victim = rnd.choice(cluster.brokers)
         victim.kill9()
         time.sleep(rnd.uniform(0.5, 1.5))
@@ -413,10 +456,33 @@ def test_kill9_cycles_under_an_idempotent_producer_and_a_group(cluster):
     acked = {v for vs in load.acked.values() for _, v in vs}
     wait_for(lambda: acked <= consumed, 60, "the group read every acknowledged record")
     stop.set()
-    for m in members:
-        m.join(30)
+    for t, _ in members:
+        t.join(30)
     assert load.total_acked() > 200, f"only {load.total_acked()} acknowledged in {time.monotonic() - started:.0f} s"
     check_exactly_once(load, cluster.bootstrap())
+
+    assert len(firsts) >= 6 + cycles // 4, f"only {len(firsts)} assignments seen"
+    for p, first, when in firsts:
+        commits = [o for t, o in committed_max[p] if t <= when]
+        highest = max(commits, default=0)
+        assert first <= highest, f"partition {p}: a member started at {first}, above the committed {highest}"
+        unread = [o for o in range(first) if consumed_at.get((p, o), when + 1) > when]
+        assert not unread, f"partition {p}: a member started at {first} with {unread[:10]} never read before"
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": group, "enable.auto.commit": False})
+    try:
+        final = c.committed([TopicPartition(topic, p) for p in range(6)], timeout=30)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(6)}
+    finally:
+        c.close()
+    assert any(tp.offset > 0 for tp in final), final
+    for tp in final:
+        if tp.offset < 0:
+            continue
+        assert tp.offset <= ends[tp.partition], f"partition {tp.partition}: committed {tp.offset} > end {ends[tp.partition]}"
+        unread = [o for o in range(tp.offset) if (tp.partition, o) not in consumed_at]
+        assert not unread, f"partition {tp.partition}: committed {tp.offset} but {unread[:10]} never consumed"
+    print(f"kill -9 cycles: {cycles} in {time.monotonic() - started:.0f} s, {load.total_acked()} acknowledged, "
+          f"{len(firsts)} assignments checked")
 
 
 def test_rolling_restart_under_load(cluster):

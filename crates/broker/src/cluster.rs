@@ -125,6 +125,8 @@ pub struct Cluster {
     node_id: i32,
     incarnation_id: Uuid,
     endpoints: Vec<BrokerEndpoint>,
+    /// `broker.rack`, registered with every (re-)registration.
+    rack: Option<String>,
     heartbeat_interval: Duration,
     session_timeout: Duration,
     /// The live unfenced brokers as last read (kept through a PostgreSQL outage).
@@ -170,6 +172,27 @@ pub fn join(
     heartbeat_interval_ms: u64,
     session_timeout_ms: u64,
 ) -> anyhow::Result<Joined> {
+    join_in_rack(
+        url,
+        configured_node_id,
+        stored_node_id,
+        endpoints,
+        None,
+        heartbeat_interval_ms,
+        session_timeout_ms,
+    )
+}
+
+/// [`join`], registering `rack` (`broker.rack`) with the broker.
+pub fn join_in_rack(
+    url: &str,
+    configured_node_id: Option<i32>,
+    stored_node_id: Option<i32>,
+    endpoints: Vec<BrokerEndpoint>,
+    rack: Option<String>,
+    heartbeat_interval_ms: u64,
+    session_timeout_ms: u64,
+) -> anyhow::Result<Joined> {
     use anyhow::Context;
     let store = PgMetadataStore::connect(url)
         .context("cannot reach the cluster's metadata (cluster.metadata.url)")?;
@@ -185,9 +208,13 @@ pub fn join(
     let deadline = Instant::now() + Duration::from_millis(session_timeout_ms.saturating_mul(2));
     let registration = loop {
         let attempt = match (configured_node_id, stored_node_id) {
-            (Some(id), _) => registry.register(Some(id), incarnation_id, &endpoints, None),
-            (None, Some(id)) => registry.register_again(id, incarnation_id, &endpoints, None),
-            (None, None) => registry.register(None, incarnation_id, &endpoints, None),
+            (Some(id), _) => {
+                registry.register(Some(id), incarnation_id, &endpoints, rack.as_deref())
+            }
+            (None, Some(id)) => {
+                registry.register_again(id, incarnation_id, &endpoints, rack.as_deref())
+            }
+            (None, None) => registry.register(None, incarnation_id, &endpoints, rack.as_deref()),
         };
         match attempt {
             Err(PgMetadataError::DuplicateRegistration { node_id, .. })
@@ -247,6 +274,7 @@ pub fn join(
         node_id,
         incarnation_id,
         endpoints,
+        rack,
         heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(1)),
         session_timeout: Duration::from_millis(session_timeout_ms.max(1)),
         live: RwLock::new(live),
@@ -382,7 +410,12 @@ async fn heartbeat_loop(
                         "this broker's registration lapsed or was fenced; registering again"
                     );
                     c.registry
-                        .register_again(c.node_id, c.incarnation_id, &c.endpoints, None)
+                        .register_again(
+                            c.node_id,
+                            c.incarnation_id,
+                            &c.endpoints,
+                            c.rack.as_deref(),
+                        )
                         .map(|_| 0)
                 }
                 other => other,

@@ -146,6 +146,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("object.store.produce.max.in.flight.objects", Some("4"), T::Int, "Strom: intake objects being PUT or committed at once; uploads overlap, commits stay in object order (a failed one fails those behind it), 1 is one object at a time."),
     def("object.store.request.timeout.ms", Some("10000"), T::Long, "Strom: one PUT, GET or commit, retries included, before the client gets a retriable error."),
     def("object.store.cache.max.bytes", Some("268435456"), T::Long, "Strom: the broker's cache of batch byte ranges (its own writes and fetched ranges)."),
+    def("broker.rack", None, T::String, "This broker's rack (KIP-392): registered with the cluster, shown in Metadata, and matched against consumers' client.rack by replica.selector.class."),
+    def("replica.selector.class", None, T::String, "Which replica a consumer should fetch from (KIP-392): unset, the leader (Kafka's default); org.apache.kafka.common.replica.RackAwareReplicaSelector, a live replica in the consumer's client.rack when the leader is not in it. Any other class is refused."),
     def("broker.heartbeat.interval.ms", Some("2000"), T::Int, "How often a cluster broker heartbeats to the cluster's metadata."),
     def("broker.session.timeout.ms", Some("9000"), T::Int, "A cluster broker whose last heartbeat is older than this is fenced and its leaderships move."),
     def("admin.http.listener", Some("0.0.0.0:9080"), T::String, "Strom: host:port of the HTTP admin listener (/healthz, /readyz, /metrics); empty disables it."),
@@ -805,6 +807,10 @@ pub struct BrokerConfig {
     /// `strom.test.txn.marker.delay.ms` (test only; 0 in production).
     pub test_txn_marker_delay_ms: u64,
     pub node_id: i32,
+    /// `broker.rack` (KIP-392), registered with the cluster.
+    pub broker_rack: Option<String>,
+    /// `replica.selector.class`: where the leader sends consumers that name a rack.
+    pub replica_selector: crate::replica_selector::ReplicaSelector,
     pub log_dir: PathBuf,
     pub listeners: Vec<Endpoint>,
     pub advertised_listeners: Vec<Endpoint>,
@@ -897,6 +903,8 @@ impl BrokerConfig {
         let boolean = |k: &str| parse_bool(k, &get(k));
 
         let node_id = int("node.id", 0, i32::MAX as i64)? as i32;
+        let broker_rack = Some(get("broker.rack").trim().to_string()).filter(|r| !r.is_empty());
+        let replica_selector = crate::replica_selector::parse(&get("replica.selector.class"))?;
         let roles = get("process.roles");
         for role in roles.split(',').map(str::trim) {
             if role != "broker" && role != "controller" {
@@ -1062,6 +1070,8 @@ impl BrokerConfig {
 
         Ok(BrokerConfig {
             node_id,
+            broker_rack,
+            replica_selector,
             log_dir,
             listeners,
             advertised_listeners,

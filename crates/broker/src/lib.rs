@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod network;
 pub mod partition;
 pub mod replica_manager;
+pub mod replica_selector;
 pub mod request;
 pub mod server;
 pub mod shared_partition;

@@ -269,6 +269,28 @@ impl ReplicaManager {
         }
     }
 
+    /// The partition a consumer's Fetch reads here: as [`ReplicaManager::leader_partition`],
+    /// except that a shared-storage partition is served by any broker the image lists as its
+    /// replica (KIP-392's follower fetching: every live broker reads the same committed
+    /// batches, and the index it reads is kept current by every broker's commits).
+    pub fn fetch_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<dyn PartitionLog>, ResponseError> {
+        if let Some(p) = self.shared_partition(topic, partition) {
+            let replica_here = self
+                .image()
+                .topic(topic)
+                .and_then(|t| t.partitions.get(&partition))
+                .is_some_and(|reg| reg.replicas.contains(&self.node_id));
+            if p.leader_id() == self.node_id || replica_here {
+                return Ok(p);
+            }
+        }
+        self.leader_partition(topic, partition)
+    }
+
     /// The local replica, for upkeep (flushes, retention, compaction) and the group
     /// coordinator's loading; requests go through [`ReplicaManager::leader_partition`].
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {

@@ -397,16 +397,18 @@ async fn join_cluster(
     };
     let configured = config.node_id_configured.then_some(config.node_id);
     let endpoints = advertised_endpoints(config);
+    let rack = config.broker_rack.clone();
     let (heartbeat_ms, session_ms) = (
         config.broker_heartbeat_interval_ms,
         config.broker_session_timeout_ms,
     );
     let joined = tokio::task::spawn_blocking(move || {
-        crate::cluster::join(
+        crate::cluster::join_in_rack(
             &url,
             configured,
             stored,
             endpoints,
+            rack,
             heartbeat_ms,
             session_ms,
         )

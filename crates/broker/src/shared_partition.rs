@@ -228,6 +228,15 @@ impl PartitionLog for SharedLog {
         read_committed: bool,
     ) -> Option<BoxFuture<'_, Result<BytesRead, PartitionError>>> {
         Some(Box::pin(async move {
+            if offset > self.inner.high_watermark() {
+                // The leader may have acknowledged a commit whose notification has not
+                // reached this broker yet: read the index once before answering
+                // OFFSET_OUT_OF_RANGE, so a client reads its own writes on any broker.
+                self.inner
+                    .catch_up()
+                    .await
+                    .map_err(|e| partition_error(&e))?;
+            }
             let read = self
                 .inner
                 .read(offset, max_bytes, min_one_batch)
@@ -335,6 +344,63 @@ mod tests {
             assert_eq!(from.log_start_offset, 3);
             assert!(!from.records.is_empty());
         });
+    }
+
+    /// Read-your-writes across brokers: a broker that has not yet heard of another broker's
+    /// commit (its notification listener has not run: its runtime is not driven meanwhile)
+    /// reads the index before answering a fetch beyond its high watermark.
+    #[test]
+    fn a_fetch_beyond_the_high_watermark_catches_up_first() {
+        let pg = strom_metadata_postgres::testing::TestPostgres::shared();
+        let url = pg.url(&pg.create_database());
+        let s3 = strom_shared_storage::testing::TestS3::start();
+        let writer_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let reader_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let topic_id = Uuid::new_v4();
+        let raw = RawConfig::defaults();
+        let open = |rt: &tokio::runtime::Runtime, node_id: i32| {
+            let mut config = s3.config("ryw");
+            config.produce_linger_ms = 1;
+            rt.block_on(async {
+                let storage = strom_shared_storage::SharedStorage::start(&url, config, node_id)
+                    .await
+                    .unwrap();
+                let inner = storage.open_partition(topic_id, 0, 0).await.unwrap();
+                let log = SharedLog::new(
+                    TopicPartition::new("ryw", 0),
+                    inner,
+                    Leadership {
+                        leader_id: 1,
+                        epoch: 0,
+                    },
+                    TopicConfig::broker_defaults(&raw).unwrap(),
+                );
+                (storage, log)
+            })
+        };
+        let (_writer_storage, writer) = open(&writer_rt, 1);
+        let (_reader_storage, reader) = open(&reader_rt, 2);
+        writer_rt.block_on(async {
+            for _ in 0..3 {
+                writer
+                    .start_append(&batch(false), 0)
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        });
+        assert_eq!(writer.high_watermark(), 3);
+        let read = reader_rt
+            .block_on(reader.read_bytes(2, 1 << 20, true, false).unwrap())
+            .unwrap();
+        assert_eq!(read.high_watermark, 3);
+        assert!(!read.records.is_empty());
     }
 
     /// `object.store.url` needs `cluster.metadata.url`, and a bad value is the setting's

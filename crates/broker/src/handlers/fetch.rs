@@ -19,6 +19,7 @@ use crate::broker::Broker;
 use crate::metadata::MetadataImage;
 use crate::network::zero_copy::{FileRange, FileRanges};
 use crate::partition::{AnyData, PartitionLog};
+use crate::replica_selector::{ReplicaSelector, ReplicaView};
 use crate::request::{Reply, RequestContext};
 
 /// Longest a fetch may park, whatever the client asks: Kafka clients' default
@@ -97,6 +98,13 @@ async fn fetch(
         req.max_bytes as usize
     };
     let read_committed = req.isolation_level == 1;
+    // KIP-392: a consumer naming its rack (v11+) may be sent to a replica in that rack.
+    let client_rack = (ctx.version >= 11
+        && req.replica_id.0 < 0
+        && req.replica_state.replica_id.0 < 0
+        && broker.config.replica_selector != ReplicaSelector::Leader)
+        .then(|| req.rack_id.to_string())
+        .filter(|r| !r.is_empty());
     loop {
         let replicas = resolve(broker, &targets, by_id);
         // Taken before reading, so an append between the read and the wait still wakes us;
@@ -116,6 +124,7 @@ async fn fetch(
             max_bytes,
             by_id,
             read_committed,
+            client_rack.as_deref(),
             &mut ranges,
         )
         .await;
@@ -179,7 +188,7 @@ fn resolve(broker: &Broker, targets: &[Target], by_id: bool) -> Resolved {
                 .iter()
                 .map(|&(index, ..)| match t.name.as_deref() {
                     Some(_) if !t.authorized => Err(ResponseError::TopicAuthorizationFailed),
-                    Some(name) => broker.replicas.leader_partition(name, index),
+                    Some(name) => broker.replicas.fetch_partition(name, index),
                     None if by_id => Err(ResponseError::UnknownTopicId),
                     None => Err(ResponseError::UnknownTopicOrPartition),
                 })
@@ -188,6 +197,7 @@ fn resolve(broker: &Broker, targets: &[Target], by_id: bool) -> Resolved {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_all(
     broker: &Broker,
     targets: &[Target],
@@ -195,6 +205,7 @@ async fn read_all(
     max_bytes: usize,
     by_id: bool,
     read_committed: bool,
+    client_rack: Option<&str>,
     ranges: &mut FileRanges,
 ) -> (Vec<FetchableTopicResponse>, usize, Vec<u64>, bool) {
     let mut total = 0usize;
@@ -208,16 +219,27 @@ async fn read_all(
         for (&(index, offset, partition_max, leader_epoch), replica) in
             t.partitions.iter().zip(replicas)
         {
-            let (data, size, records, error) = read_partition(
-                broker,
-                replica,
-                (index, offset, partition_max, leader_epoch),
-                max_bytes.saturating_sub(total),
-                total == 0,
-                read_committed,
-                ranges,
-            )
-            .await;
+            let preferred = match (client_rack, t.name.as_deref(), replica) {
+                (Some(rack), Some(name), Ok(r)) => {
+                    preferred_read_replica(broker, name, index, r.as_ref(), rack)
+                }
+                _ => None,
+            };
+            let (data, size, records, error) = match preferred {
+                Some(node_id) => redirected(replica, index, node_id, read_committed),
+                None => {
+                    read_partition(
+                        broker,
+                        replica,
+                        (index, offset, partition_max, leader_epoch),
+                        max_bytes.saturating_sub(total),
+                        total == 0,
+                        read_committed,
+                        ranges,
+                    )
+                    .await
+                }
+            };
             total += size;
             topic_records += records;
             errors |= error;
@@ -235,6 +257,65 @@ async fn read_all(
         topics.push(topic);
     }
     (topics, total, records_by_topic, errors)
+}
+
+/// The replica a consumer in `client_rack` should fetch `topic`-`index` from, if not this
+/// broker: only the leader answers it (as Kafka), with the live replicas the image lists.
+fn preferred_read_replica(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    replica: &dyn PartitionLog,
+    client_rack: &str,
+) -> Option<i32> {
+    let node_id = broker.config.node_id;
+    if replica.leader_id() != node_id {
+        return None;
+    }
+    let image = broker.image();
+    let registration = image.topic(topic)?.partitions.get(&index)?;
+    let live = broker.cluster().map(|c| c.live_brokers());
+    let views: Vec<ReplicaView<'_>> = registration
+        .replicas
+        .iter()
+        .filter(|id| live.as_ref().is_none_or(|l| l.is_empty() || l.contains(id)))
+        .filter_map(|id| {
+            let b = image.brokers.get(id)?;
+            Some(ReplicaView {
+                node_id: *id,
+                rack: b.rack.as_deref(),
+            })
+        })
+        .collect();
+    let chosen = broker
+        .config
+        .replica_selector
+        .select(client_rack, node_id, &views);
+    (chosen != node_id).then_some(chosen)
+}
+
+/// The leader's answer sending a consumer to `node_id` (Kafka's: no records, the offsets
+/// as the leader knows them, and the preferred replica); it ends the wait at once.
+fn redirected(
+    replica: &Result<Arc<dyn PartitionLog>, ResponseError>,
+    index: i32,
+    node_id: i32,
+    read_committed: bool,
+) -> (PartitionData, usize, u64, bool) {
+    let data = PartitionData::default()
+        .with_partition_index(index)
+        .with_preferred_read_replica(proto_kafka::messages::BrokerId(node_id))
+        .with_aborted_transactions(read_committed.then(Vec::new))
+        .with_records(Some(Bytes::new()));
+    let Ok(replica) = replica else {
+        return (data, 0, 0, true);
+    };
+    let hw = replica.high_watermark();
+    let data = data
+        .with_high_watermark(hw)
+        .with_last_stable_offset(replica.last_stable_offset().unwrap_or(hw))
+        .with_log_start_offset(replica.log_start_offset().unwrap_or(-1));
+    (data, 0, 0, true)
 }
 
 /// One partition's answer, the bytes and data records it adds, and whether it is an error

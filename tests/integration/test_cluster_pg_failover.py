@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import socket
 import threading
 import time
 
@@ -173,3 +174,69 @@ def test_postgres_failover_to_a_promoted_standby(pg_pair, s3, make_broker):
     assert not group.errors, group.errors[:5]
     for b in cluster.live():
         assert b.alive(), b.log_tail()
+
+
+class Blackhole:
+    """A loopback port that drops every new connection's SYN (its one-slot accept queue is
+    kept full), as a crashed host's address does: a connect hangs instead of being refused."""
+
+    def __init__(self):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(0)
+        self.port = self.server.getsockname()[1]
+        self.fill = []
+        for _ in range(2):
+            c = socket.socket()
+            c.settimeout(1)
+            try:
+                c.connect(("127.0.0.1", self.port))
+                self.fill.append(c)
+            except OSError:
+                c.close()
+        probe = socket.socket()
+        probe.settimeout(1)
+        try:
+            probe.connect(("127.0.0.1", self.port))
+            pytest.skip("this kernel answers connects past a full accept queue")
+        except OSError:
+            pass
+        finally:
+            probe.close()
+
+    def close(self):
+        for c in self.fill:
+            c.close()
+        self.server.close()
+
+
+@pytest.fixture
+def postgres():
+    pg = Postgres()
+    yield pg
+    pg.cleanup()
+
+
+def test_a_broker_starts_while_the_first_host_does_not_answer(postgres, s3, make_broker):
+    """The URL's first host drops connects (a crashed machine, not a refusing port): the
+    broker's connections give up on it within their connect timeout and use the second host,
+    so it starts, registers, and produce and fetch work."""
+    hole = Blackhole()
+    try:
+        db = postgres.create_database()
+        url = (f"postgres://{postgres.user}:{postgres.password}@127.0.0.1:{hole.port},"
+               f"127.0.0.1:{postgres.port}/{db}?target_session_attrs=read-write")
+        cluster = SharedCluster(make_broker, postgres, s3)
+        cluster.url = url
+        started = time.monotonic()
+        cluster.add()
+        print(f"broker up {time.monotonic() - started:.1f} s")
+        topic = unique_topic("blackhole")
+        create(cluster, topic, partitions=2)
+        load = Load(cluster.bootstrap(), topic, partitions=2, rate_per_s=200).start()
+        wait_for(lambda: load.total_acked() > 100, 60, "records acknowledged")
+        load.stop()
+        assert not load.failed, load.failed[:5]
+        check_exactly_once(load, cluster.bootstrap())
+    finally:
+        hole.close()

@@ -109,7 +109,9 @@ class GroupReader:
         # after: below the former means the group's offsets were lost or reset.
         self.floor: dict[int, int] | None = None
         self.lowest_after: dict[int, int] = {}
-        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-" + secrets.token_hex(4),
+        self.bootstrap = bootstrap
+        self.group_id = "failover-" + secrets.token_hex(4)
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": self.group_id,
                            "auto.offset.reset": "earliest", "enable.auto.commit": True,
                            "auto.commit.interval.ms": 500, "session.timeout.ms": 10000,
                            "topic.metadata.refresh.interval.ms": 1000, "reconnect.backoff.max.ms": 1000})
@@ -131,7 +133,13 @@ class GroupReader:
 
     def mark_committed(self, topic: str, partitions: int):
         from confluent_kafka import TopicPartition
-        got = self.c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        # Through a consumer of its own (same group, not a member): the member's handle is
+        # busy in consume() on its thread.
+        probe = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group_id})
+        try:
+            got = probe.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        finally:
+            probe.close()
         self.floor = {tp.partition: tp.offset for tp in got if tp.offset >= 0}
 
     def rewinds(self) -> dict[int, tuple[int, int]]:
@@ -266,7 +274,12 @@ def test_a_broker_starts_while_the_first_host_does_not_answer(postgres, s3, make
         cluster = SharedCluster(make_broker, postgres, s3)
         cluster.url = url
         started = time.monotonic()
-        cluster.add()
+        # Each of the broker's first connections spends its connect timeout (2 s) on the
+        # silent host: more than conftest's start-up wait on a loaded machine.
+        b = cluster.add(wait=False, start=False)
+        b.start(wait=False)
+        b.wait_ready(60)
+        cluster.wait_all_seen()
         print(f"broker up {time.monotonic() - started:.1f} s")
         topic = unique_topic("blackhole")
         create(cluster, topic, partitions=2)

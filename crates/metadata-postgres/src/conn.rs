@@ -2,6 +2,7 @@
 //! retriable error and drops it; the next call connects again.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
@@ -40,9 +41,18 @@ impl From<PgMetadataError> for Failure {
     }
 }
 
+/// A connection unused for this long is checked (an empty query) before a call uses it:
+/// after a PostgreSQL restart or failover a rarely used connection (a CreateTopics' write)
+/// still points at the old server, and the call would fail once for nothing.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
+/// How long that check may take: a server that does not answer it is treated as gone.
+const IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub(crate) struct Conn {
     url: Arc<MetadataUrl>,
     client: Mutex<Option<Client>>,
+    /// When the connection last answered a call.
+    last_answer: Mutex<Instant>,
 }
 
 impl Drop for Conn {
@@ -70,6 +80,7 @@ impl Conn {
         Conn {
             url,
             client: Mutex::new(None),
+            last_answer: Mutex::new(Instant::now()),
         }
     }
 
@@ -104,6 +115,12 @@ impl Conn {
         if guard.as_ref().is_some_and(|c| c.is_closed()) {
             **guard = None;
         }
+        if let Some(client) = guard.as_mut() {
+            if self.idle_for() >= IDLE_CHECK_AFTER && client.is_valid(IDLE_CHECK_TIMEOUT).is_err() {
+                debug!(url = %self.url, "an idle metadata store connection is gone; reconnecting");
+                **guard = None;
+            }
+        }
         let fresh = guard.is_none();
         if fresh {
             let client = self
@@ -117,7 +134,11 @@ impl Conn {
         let Some(client) = guard.as_mut() else {
             return Err(PgMetadataError::Closed);
         };
-        match f(client, fresh) {
+        let result = f(client, fresh);
+        if result.is_ok() {
+            *self.last_answer.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+        match result {
             Ok(v) => Ok(v),
             Err(Failure::Store(e)) => Err(e),
             Err(Failure::Column(reason)) => Err(PgMetadataError::Database {
@@ -133,6 +154,13 @@ impl Conn {
                 Err(err)
             }
         }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_answer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
     }
 
     /// The connection, unless a call holds it now.

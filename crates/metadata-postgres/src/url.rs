@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use crate::error::PgMetadataError;
 
-/// How long a connection attempt may take before it is a retriable failure.
+/// How long a connection attempt may take before it is a retriable failure, unless the URL
+/// says (`connect_timeout`, seconds, per host as in libpq).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same with several hosts (a failover URL): a host that drops packets (a crashed
+/// machine) must cost little before the next one is tried.
+const CONNECT_TIMEOUT_PER_HOST: Duration = Duration::from_secs(2);
 /// A peer that stops answering (a cut network) is noticed within about this long instead of
 /// a call hanging: TCP keepalives plus the kernel's user timeout.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
@@ -46,8 +50,14 @@ impl MetadataUrl {
             secrets.push(String::from_utf8_lossy(p).into_owned());
         }
         secrets.retain(|s| !s.is_empty());
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(if config.get_hosts().len() > 1 {
+                CONNECT_TIMEOUT_PER_HOST
+            } else {
+                CONNECT_TIMEOUT
+            });
+        }
         config
-            .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(KEEPALIVE_IDLE)
             .tcp_user_timeout(TCP_USER_TIMEOUT)
@@ -172,6 +182,31 @@ mod tests {
             assert!(!e.contains("hunter2"), "password in error: {e}");
             assert!(e.contains("cluster.metadata.url"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_failover_url_keeps_its_hosts_and_a_short_connect_timeout() {
+        let u = MetadataUrl::parse(
+            "postgres://strom:pw@10.0.0.1:5432,10.0.0.2:5433/meta?target_session_attrs=read-write",
+        )
+        .unwrap();
+        let c = u.config();
+        assert_eq!(c.get_hosts().len(), 2);
+        assert_eq!(c.get_ports(), &[5432, 5433]);
+        assert_eq!(
+            c.get_target_session_attrs(),
+            postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(c.get_connect_timeout(), Some(&CONNECT_TIMEOUT_PER_HOST));
+
+        let one = MetadataUrl::parse("postgres://strom@db:5432/meta").unwrap();
+        assert_eq!(one.config().get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        // The URL's own value wins (it used to be overwritten).
+        let given = MetadataUrl::parse("postgres://strom@a,b/meta?connect_timeout=7").unwrap();
+        assert_eq!(
+            given.config().get_connect_timeout(),
+            Some(&Duration::from_secs(7))
+        );
     }
 
     #[test]

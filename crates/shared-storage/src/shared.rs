@@ -4,8 +4,11 @@
 //! `partition` and `storage` both build on it without importing each other.
 
 use bytes::Bytes;
+use std::str::FromStr;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls};
+
+use tokio_postgres::{Client, Config, NoTls};
 use tracing::debug;
 use uuid::Uuid;
 
@@ -44,8 +47,54 @@ pub(crate) struct Inner {
     pub fail_commit_number: std::sync::atomic::AtomicU64,
 }
 
+/// A connect attempt's limit per host when the URL gives none (libpq's `connect_timeout`):
+/// with one host as the metadata store's; with several (a failover URL) short, so that a host
+/// that drops packets (a crashed machine) costs little before the next one is tried.
+const CONNECT_TIMEOUT_ONE_HOST: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT_PER_HOST: Duration = Duration::from_secs(2);
+/// The TCP connect timeout covers the socket only: the startup exchange (authentication, and
+/// `target_session_attrs` asking the server whether it takes writes) gets this much more.
+const CONNECT_STARTUP_SLACK: Duration = Duration::from_secs(5);
+/// A server that stops answering (a cut network) is noticed within about this long.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `url` parsed, with the connect timeout (unless the URL sets one) and keepalives this crate
+/// relies on, and how long connecting may take in all: every host tried in turn.
+pub(crate) fn pg_config(url: &str) -> Result<(Config, Duration), SharedStorageError> {
+    let mut config = Config::from_str(url)?;
+    let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(if hosts > 1 {
+            CONNECT_TIMEOUT_PER_HOST
+        } else {
+            CONNECT_TIMEOUT_ONE_HOST
+        });
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .tcp_user_timeout(TCP_USER_TIMEOUT);
+    let per_host = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(CONNECT_TIMEOUT_ONE_HOST)
+        + CONNECT_STARTUP_SLACK;
+    Ok((config, per_host.saturating_mul(hosts)))
+}
+
+/// Connects to the first host of `url` that answers (and takes writes, with
+/// `target_session_attrs=read-write`), within the budget of [`pg_config`].
 pub(crate) async fn connect(url: &str) -> Result<Client, SharedStorageError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (config, budget) = pg_config(url)?;
+    let (client, connection) = tokio::time::timeout(budget, config.connect(NoTls))
+        .await
+        .map_err(|_| {
+            SharedStorageError::Sequencer(format!(
+                "connecting to PostgreSQL: no answer in {} ms",
+                budget.as_millis()
+            ))
+        })??;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             debug!(error = %e, "shared-storage PostgreSQL connection ended");
@@ -69,10 +118,9 @@ impl Inner {
         let timed_out =
             || SharedStorageError::Sequencer(format!("no answer in {} ms", timeout.as_millis()));
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let client = tokio::time::timeout(timeout, connect(&self.pg_url))
-                .await
-                .map_err(|_| timed_out())??;
-            *guard = Some(client);
+            // Bounded by the connect's own budget, not `timeout`: with a failover URL the
+            // first hosts may each take their connect timeout before one answers.
+            *guard = Some(connect(&self.pg_url).await?);
         }
         let Some(client) = guard.as_ref() else {
             return Err(SharedStorageError::Sequencer("no connection".into()));
@@ -218,5 +266,37 @@ impl Inner {
             }
         }
         Ok(out.into_iter().flatten().collect())
+    }
+}
+
+#[cfg(test)]
+mod pg_config_tests {
+    use super::*;
+
+    #[test]
+    fn a_failover_url_gets_a_short_connect_timeout_per_host_and_a_budget_for_all() {
+        let (c, budget) = pg_config(
+            "postgres://strom:pw@127.0.0.1:5432,127.0.0.1:5433/db?target_session_attrs=read-write",
+        )
+        .expect("valid");
+        assert_eq!(c.get_hosts().len(), 2);
+        assert_eq!(c.get_connect_timeout(), Some(&CONNECT_TIMEOUT_PER_HOST));
+        assert_eq!(
+            c.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(
+            budget,
+            (CONNECT_TIMEOUT_PER_HOST + CONNECT_STARTUP_SLACK) * 2
+        );
+        assert!(c.get_keepalives());
+
+        let (one, _) = pg_config("postgres://strom@db/x").expect("valid");
+        assert_eq!(one.get_connect_timeout(), Some(&CONNECT_TIMEOUT_ONE_HOST));
+        let (given, budget) =
+            pg_config("postgres://strom@a,b,c/x?connect_timeout=1").expect("valid");
+        assert_eq!(given.get_connect_timeout(), Some(&Duration::from_secs(1)));
+        assert_eq!(budget, (Duration::from_secs(1) + CONNECT_STARTUP_SLACK) * 3);
+        assert!(pg_config("postgres://strom@db:notaport/x").is_err());
     }
 }

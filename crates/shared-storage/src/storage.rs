@@ -684,10 +684,12 @@ async fn commit_on(
             "injected commit failure".into(),
         ));
     }
+    // Connecting has its own budget (every host of a failover URL tried in turn); the
+    // request timeout bounds the commit itself.
+    if sequencer.as_ref().is_none_or(|c| c.is_closed()) {
+        *sequencer = Some(connect(&inner.pg_url).await?);
+    }
     let commit = async {
-        if sequencer.as_ref().is_none_or(|c| c.is_closed()) {
-            *sequencer = Some(connect(&inner.pg_url).await?);
-        }
         let Some(client) = sequencer.as_mut() else {
             return Err(SharedStorageError::Sequencer("no connection".into()));
         };
@@ -712,9 +714,7 @@ async fn run_listener(inner: Weak<Inner>, partitions: Arc<Registry>) {
         };
         let url = strong.pg_url.clone();
         drop(strong);
-        let connected = tokio::time::timeout(Duration::from_secs(10), listen(&url))
-            .await
-            .unwrap_or_else(|_| Err(SharedStorageError::Sequencer("LISTEN timed out".into())));
+        let connected = listen(&url).await;
         match connected {
             Ok((client, mut notes)) => {
                 backoff = Duration::from_millis(100);
@@ -755,7 +755,10 @@ async fn run_listener(inner: Weak<Inner>, partitions: Arc<Registry>) {
 async fn listen(
     url: &str,
 ) -> Result<(Client, mpsc::UnboundedReceiver<String>), SharedStorageError> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (config, budget) = crate::shared::pg_config(url)?;
+    let (client, mut connection) = tokio::time::timeout(budget, config.connect(NoTls))
+        .await
+        .map_err(|_| SharedStorageError::Sequencer("LISTEN: connecting timed out".into()))??;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -774,9 +777,10 @@ async fn listen(
             }
         }
     });
-    client
-        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
-        .await?;
+    let sql = format!("LISTEN {NOTIFY_CHANNEL}");
+    tokio::time::timeout(Duration::from_secs(10), client.batch_execute(&sql))
+        .await
+        .map_err(|_| SharedStorageError::Sequencer("LISTEN timed out".into()))??;
     Ok((client, rx))
 }
 

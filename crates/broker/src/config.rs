@@ -904,7 +904,14 @@ impl BrokerConfig {
 
         let node_id = int("node.id", 0, i32::MAX as i64)? as i32;
         let broker_rack = Some(get("broker.rack").trim().to_string()).filter(|r| !r.is_empty());
-        let replica_selector = crate::replica_selector::parse(&get("replica.selector.class"))?;
+        let replica_selector = {
+            let value = get("replica.selector.class");
+            crate::replica_selector::parse(&value).map_err(|reason| ConfigError::Invalid {
+                key: "replica.selector.class".into(),
+                value,
+                reason,
+            })?
+        };
         let roles = get("process.roles");
         for role in roles.split(',').map(str::trim) {
             if role != "broker" && role != "controller" {

@@ -24,20 +24,14 @@ pub fn partition_error(e: &SharedStorageError) -> PartitionError {
     PartitionError::Rejected(e.response_error())
 }
 
-/// Whether any batch of `records` is transactional (headers that do not parse are the
-/// intake's to refuse).
-fn transactional(records: &[u8]) -> bool {
-    let mut position = 0usize;
-    while position < records.len() {
-        let Ok(h) = strom_log::batch::parse_header(&records[position..], position as u64) else {
-            return false;
-        };
-        if h.is_transactional() {
-            return true;
-        }
-        position = position.saturating_add(h.size_bytes());
+fn appended(committed: strom_shared_storage::Committed) -> Appended {
+    Appended {
+        first_offset: committed.first_offset,
+        last_offset: committed.last_offset,
+        // -1 unless the topic uses LogAppendTime (the intake stamped the batches).
+        log_append_time_ms: committed.log_append_time_ms,
+        duplicate: committed.duplicate,
     }
-    false
 }
 
 fn log_append_time(config: &TopicConfig) -> bool {
@@ -192,15 +186,6 @@ impl PartitionLog for SharedLog {
         None
     }
     fn start_append(&self, records: &[u8], _now_ms: i64) -> Option<PendingAppend> {
-        // Transactions are not on shared storage yet (no markers, no last stable offset):
-        // refused rather than stored as if committed.
-        if transactional(records) {
-            return Some(Box::pin(async {
-                Err(PartitionError::Rejected(
-                    ResponseError::UnsupportedForMessageFormat,
-                ))
-            }));
-        }
         // One copy: the intake keeps the bytes until the object is PUT, beyond the request's
         // frame. Handed to the intake here, in request order (idempotent producers' requests
         // in flight are sequenced in the order they were sent).
@@ -211,14 +196,43 @@ impl PartitionLog for SharedLog {
                 .map_err(|e| partition_error(&e))?
                 .await
                 .map_err(|e| partition_error(&e))?;
-            Ok(Appended {
-                first_offset: committed.first_offset,
-                last_offset: committed.last_offset,
-                // -1 unless the topic uses LogAppendTime (the intake stamped the batches).
-                log_append_time_ms: committed.log_append_time_ms,
-                duplicate: committed.duplicate,
-            })
+            Ok(appended(committed))
         }))
+    }
+    fn start_append_as_coordinator(
+        &self,
+        records: &[u8],
+        _now_ms: i64,
+    ) -> Option<PendingAppend> {
+        let records = bytes::Bytes::copy_from_slice(records);
+        let submitted = self.inner.submit_as_coordinator(records);
+        Some(Box::pin(async move {
+            let committed = submitted
+                .map_err(|e| partition_error(&e))?
+                .await
+                .map_err(|e| partition_error(&e))?;
+            Ok(appended(committed))
+        }))
+    }
+    fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<i64, PartitionError>> {
+        Box::pin(async move {
+            let committed = self
+                .inner
+                .append_marker(producer_id, producer_epoch, coordinator_epoch, commit, now_ms)
+                .await
+                .map_err(|e| partition_error(&e))?;
+            Ok(committed.first_offset)
+        })
+    }
+    fn last_stable_offset(&self) -> Result<i64, PartitionError> {
+        Ok(self.inner.last_stable_offset())
     }
     fn read_bytes(
         &self,
@@ -239,16 +253,15 @@ impl PartitionLog for SharedLog {
             }
             let read = self
                 .inner
-                .read(offset, max_bytes, min_one_batch)
+                .read_isolated(offset, max_bytes, min_one_batch, read_committed)
                 .await
                 .map_err(|e| partition_error(&e))?;
             Ok(BytesRead {
                 records: read.records,
                 high_watermark: read.high_watermark,
-                // Transactions are not on shared storage yet: nothing is undecided.
-                last_stable_offset: read.high_watermark,
+                last_stable_offset: read.last_stable_offset,
                 log_start_offset: read.log_start_offset,
-                aborted_transactions: read_committed.then(Vec::new),
+                aborted_transactions: read.aborted_transactions,
             })
         }))
     }
@@ -271,20 +284,6 @@ mod tests {
             b[22] |= 0x10;
         }
         b
-    }
-
-    /// A transactional batch anywhere in a request is found (and refused by the append);
-    /// plain batches and bytes that do not parse are not.
-    #[test]
-    fn transactional_batches_are_found() {
-        let plain = batch(false);
-        let txn = batch(true);
-        assert!(!transactional(&plain));
-        assert!(transactional(&txn));
-        let mut both = plain.to_vec();
-        both.extend_from_slice(&txn);
-        assert!(transactional(&both));
-        assert!(!transactional(b"junk"));
     }
 
     /// DeleteRecords through the seam, as the handler calls it, on a current-thread runtime

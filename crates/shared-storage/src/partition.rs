@@ -32,6 +32,7 @@ pub struct SharedPartition {
     /// in offset order as the high watermark passes each batch), so every broker derives the
     /// same last stable offset and aborted transactions from the same committed rows.
     txns: Mutex<TxnState>,
+    marker_listener: Mutex<Option<MarkerListener>>,
     /// One catch-up read at a time; a second caller finds the work done.
     catch_up_turn: tokio::sync::Mutex<()>,
     data_notify: Notify,
@@ -59,7 +60,12 @@ struct TxnState {
     by_producer: HashMap<i64, i64>,
     /// Aborted transactions, in marker order.
     aborted: Vec<AbortedTxn>,
+    /// Markers passed since the listener was last told: (producer id, commit).
+    decided: Vec<(i64, bool)>,
 }
+
+/// Told of each marker as the high watermark passes it: (producer id, commit).
+pub type MarkerListener = Arc<dyn Fn(i64, bool) + Send + Sync>;
 
 impl TxnState {
     fn apply(&mut self, e: &IndexEntry) {
@@ -73,6 +79,8 @@ impl TxnState {
                 }
             }
             txn_kind::COMMIT | txn_kind::ABORT => {
+                self.decided
+                    .push((e.producer_id, e.txn_kind == txn_kind::COMMIT));
                 let first = self.by_producer.remove(&e.producer_id);
                 if let Some(first) = first {
                     self.ongoing.remove(&first);
@@ -132,6 +140,7 @@ impl SharedPartition {
             log_start_offset: AtomicI64::new(log_start_offset),
             index: Mutex::new(BTreeMap::new()),
             txns: Mutex::new(TxnState::default()),
+            marker_listener: Mutex::new(None),
             catch_up_turn: tokio::sync::Mutex::new(()),
             data_notify: Notify::new(),
         }
@@ -178,6 +187,34 @@ impl SharedPartition {
     /// Whether `producer_id` has a transaction open here, as far as this broker has read.
     pub fn has_ongoing_transaction(&self, producer_id: i64) -> bool {
         self.txns().by_producer.contains_key(&producer_id)
+    }
+
+    /// Tells `listener` of every marker the high watermark passes from now on (the group
+    /// coordinator of `__consumer_offsets`, whose transactional offsets a marker decides,
+    /// whichever broker wrote it).
+    pub fn set_marker_listener(&self, listener: MarkerListener) {
+        *self
+            .marker_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
+    /// Hands the markers passed so far to the listener, outside the index's lock.
+    fn deliver_markers(&self) {
+        let decided = std::mem::take(&mut self.txns().decided);
+        if decided.is_empty() {
+            return;
+        }
+        let listener = self
+            .marker_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(listener) = listener {
+            for (producer_id, commit) in decided {
+                listener(producer_id, commit);
+            }
+        }
     }
 
     /// Every aborted transaction this broker has read, oldest marker first.
@@ -382,6 +419,7 @@ impl SharedPartition {
             }
             self.advance_contiguous(&index)
         };
+        self.deliver_markers();
         if !contiguous {
             let me = Arc::clone(self);
             tokio::spawn(async move {
@@ -434,6 +472,8 @@ impl SharedPartition {
             self.high_watermark.fetch_max(log_start, Ordering::AcqRel);
         }
         self.advance_contiguous(&index);
+        drop(index);
+        self.deliver_markers();
         Ok(())
     }
 
@@ -512,9 +552,7 @@ impl SharedPartition {
                 .map_err(|err| SharedStorageError::Corrupt(format!("{}: {err}", e.object_key)))?;
         }
         let aborted_transactions = read_committed.then(|| match plan.last() {
-            Some(last) => self
-                .txns()
-                .aborted_between(offset, last.last_offset + 1),
+            Some(last) => self.txns().aborted_between(offset, last.last_offset + 1),
             None => Vec::new(),
         });
         Ok(SharedRead {

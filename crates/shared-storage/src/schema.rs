@@ -14,8 +14,8 @@ const MIGRATION_LOCK_KEY: i64 = 0x5354_524f_4d53_5353;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
-    "shared-storage partitions, batch index, producer state, orphaned objects",
-    r#"
+        "shared-storage partitions, batch index, producer state, orphaned objects",
+        r#"
 CREATE TABLE shared_storage_partitions (
     topic_id         uuid    NOT NULL,
     partition        integer NOT NULL CHECK (partition >= 0),

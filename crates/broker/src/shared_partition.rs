@@ -199,11 +199,7 @@ impl PartitionLog for SharedLog {
             Ok(appended(committed))
         }))
     }
-    fn start_append_as_coordinator(
-        &self,
-        records: &[u8],
-        _now_ms: i64,
-    ) -> Option<PendingAppend> {
+    fn start_append_as_coordinator(&self, records: &[u8], _now_ms: i64) -> Option<PendingAppend> {
         let records = bytes::Bytes::copy_from_slice(records);
         let submitted = self.inner.submit_as_coordinator(records);
         Some(Box::pin(async move {
@@ -225,7 +221,13 @@ impl PartitionLog for SharedLog {
         Box::pin(async move {
             let committed = self
                 .inner
-                .append_marker(producer_id, producer_epoch, coordinator_epoch, commit, now_ms)
+                .append_marker(
+                    producer_id,
+                    producer_epoch,
+                    coordinator_epoch,
+                    commit,
+                    now_ms,
+                )
                 .await
                 .map_err(|e| partition_error(&e))?;
             Ok(committed.first_offset)

@@ -17,7 +17,7 @@ import time
 from confluent_kafka import KafkaException, TopicPartition
 
 from helpers import consume_partitions, consumer, producer
-from test_cluster_coordinators import (TXN_TOPIC, broker_by_id, describe_txn, java_hash_partition,
+from test_cluster_coordinators import (OFFSETS_TOPIC, TXN_TOPIC, broker_by_id, describe_txn, java_hash_partition,
                                        leader_of, wait_leader_moved)
 from test_cluster_faults import SharedCluster, create, postgres, s3  # noqa: F401 (fixtures)
 from test_cluster_metadata import wait_for
@@ -45,6 +45,23 @@ def read_values(bootstrap: str, topic: str, isolation: str, partitions: int = PA
     finally:
         c.close()
     return sorted(m.value().decode() for m in msgs)
+
+
+def ensure_internal_topics(cluster: SharedCluster, topic: str):
+    """Creates `__consumer_offsets` and `__transaction_state` (a group's commit, a
+    transactional id's InitProducerId) and waits until every partition of both has a leader."""
+    warm = consumer(cluster.bootstrap(), **{"group.id": "warm-" + secrets.token_hex(4)})
+    try:
+        wait_for(lambda: warm.committed([TopicPartition(topic, 0)], timeout=10) is not None, 60,
+                 "__consumer_offsets exists")
+    finally:
+        warm.close()
+    p = cluster_txn_producer(cluster.bootstrap(), "warm-" + secrets.token_hex(4))
+    p.init_transactions(60)
+    b = cluster.live()[0]
+    for internal in (OFFSETS_TOPIC, TXN_TOPIC):
+        wait_for(lambda t=internal: all(leader_of(b, t, i) >= 0 for i in range(50)), 60,
+                 f"every partition of {internal} is led")
 
 
 def cluster_txn_producer(bootstrap: str, tid: str, **conf):
@@ -113,6 +130,8 @@ def test_consume_transform_produce_with_send_offsets_to_transaction(cluster):
     src, dst = "ctp-in-" + secrets.token_hex(4), "ctp-out-" + secrets.token_hex(4)
     create(cluster, src, 1)
     create(cluster, dst, PARTITIONS)
+    # Both internal topics exist (and are led) before the ids are placed over them.
+    ensure_internal_topics(cluster, src)
     records = 60
     plain = producer(cluster.bootstrap())
     for i in range(records):
@@ -124,7 +143,14 @@ def test_consume_transform_produce_with_send_offsets_to_transaction(cluster):
                                          "enable.partition.eof": False,
                                          "auto.offset.reset": "earliest"})
     c.subscribe([src])
-    p = cluster_txn_producer(cluster.bootstrap(), "ctp-" + secrets.token_hex(4))
+    # The transactional id's coordinator on another broker than the group's: the COMMIT
+    # marker in `__consumer_offsets` is written by one broker's intake and must decide the
+    # pending offsets of the group coordinator on another.
+    b = cluster.live()[0]
+    group_leader = leader_of(b, OFFSETS_TOPIC, java_hash_partition(group))
+    tid = next(t for t in ("ctp-" + secrets.token_hex(4) for _ in range(1000))
+               if leader_of(b, TXN_TOPIC, java_hash_partition(t)) not in (group_leader, -1))
+    p = cluster_txn_producer(cluster.bootstrap(), tid)
     p.init_transactions(60)
     done = 0
     deadline = time.monotonic() + 120

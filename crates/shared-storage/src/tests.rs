@@ -1218,6 +1218,13 @@ fn transactions_commit_and_abort_across_partitions_with_lso_on_every_broker() {
         let a0 = a.open_partition(topic, 0, 0).await.expect("open");
         let a1 = a.open_partition(topic, 1, 0).await.expect("open");
         let b0 = b.open_partition(topic, 0, 0).await.expect("open");
+        // The other broker learns of each marker as its partition passes it (the group
+        // coordinator's listener in `__consumer_offsets`).
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&heard);
+        b0.set_marker_listener(Arc::new(move |producer_id, commit| {
+            sink.lock().expect("lock").push((producer_id, commit));
+        }));
         let t = Producer { id: 5000, epoch: 0 };
         let u = Producer { id: 5001, epoch: 0 };
         // Transaction T: one batch in each partition, then a plain record after it in p0.
@@ -1257,6 +1264,7 @@ fn transactions_commit_and_abort_across_partitions_with_lso_on_every_broker() {
         let (kept, _, aborted) = read_committed(&b0, 0).await;
         assert_eq!(kept, ["t0a", "t0b", "plain", "after"]);
         assert_eq!(aborted, [u.id]);
+        assert_eq!(*heard.lock().expect("lock"), [(t.id, true), (u.id, false)]);
         let (kept1, _, _) = read_committed(&a1, 0).await;
         assert_eq!(kept1, ["t1"]);
         // PostgreSQL's aborted index and open transactions.

@@ -135,6 +135,35 @@ impl PartitionVerifier for ClusterVerifier {
     }
 }
 
+/// Connections to other brokers' transaction coordinators, by address: every transactional
+/// produce led off its coordinator is verified there, so one connection per coordinator is
+/// kept rather than a connect and ApiVersions per produce. A closed one is replaced.
+static COORDINATOR_CONNECTIONS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, Arc<strom_client::Connection>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+async fn coordinator_connection(
+    addr: &str,
+) -> Result<Arc<strom_client::Connection>, strom_client::Error> {
+    let cached = COORDINATOR_CONNECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(addr)
+        .filter(|c| c.is_alive())
+        .cloned();
+    if let Some(conn) = cached {
+        return Ok(conn);
+    }
+    let conn = Arc::new(
+        strom_client::Connection::connect(addr, strom_client::ConnectionConfig::default()).await?,
+    );
+    COORDINATOR_CONNECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(addr.to_string(), Arc::clone(&conn));
+    Ok(conn)
+}
+
 async fn verify_remotely(
     node: i32,
     addr: &str,
@@ -145,7 +174,6 @@ async fn verify_remotely(
     use m::add_partitions_to_txn_request::{
         AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
     };
-    use strom_client::client::{Client, ClientConfig};
     let unreachable = |e: strom_client::error::Error| {
         tracing::debug!(node, error = %e, "cannot reach the transaction coordinator to verify");
         // Retriable: the produce answers NOT_ENOUGH_REPLICAS and the client sends again.
@@ -173,10 +201,7 @@ async fn verify_remotely(
             .with_verify_only(!add)
             .with_topics(topics),
     ]);
-    let client = Client::connect(addr, ClientConfig::default())
-        .await
-        .map_err(unreachable)?;
-    let conn = client.any_broker().await.map_err(unreachable)?;
+    let conn = coordinator_connection(addr).await.map_err(unreachable)?;
     let resp = conn.send(4, &req).await.map_err(unreachable)?;
     if resp.error_code != 0 {
         return Err(ResponseError::try_from_code(resp.error_code)

@@ -288,6 +288,102 @@ mod tests {
         b
     }
 
+    /// A transactional producer's batch: producer fields set, CRC recomputed.
+    fn txn_batch(producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Vec<u8> {
+        let mut b = batch(true);
+        b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        b[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = strom_log::batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Transactions through the seam as the handlers and the coordinators use it: a
+    /// transactional produce is taken (it was UNSUPPORTED_FOR_MESSAGE_FORMAT), holds the last
+    /// stable offset until its marker, a read_committed read stops there and then lists the
+    /// aborted transaction; the coordinator's batch at the producer's sequence is no
+    /// duplicate of the producer's.
+    #[test]
+    fn transactions_through_the_seam() {
+        let pg = strom_metadata_postgres::testing::TestPostgres::shared();
+        let url = pg.url(&pg.create_database());
+        let s3 = strom_shared_storage::testing::TestS3::start();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut config = s3.config("txn");
+            config.produce_linger_ms = 1;
+            let storage = strom_shared_storage::SharedStorage::start(&url, config, 1)
+                .await
+                .unwrap();
+            let inner = storage.open_partition(Uuid::new_v4(), 0, 0).await.unwrap();
+            let raw = RawConfig::defaults();
+            let log = SharedLog::new(
+                TopicPartition::new("txn", 0),
+                inner,
+                Leadership {
+                    leader_id: 1,
+                    epoch: 0,
+                },
+                TopicConfig::broker_defaults(&raw).unwrap(),
+            );
+            let first = log
+                .start_append(&txn_batch(7, 0, 0), 0)
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(first.first_offset, 0);
+            log.start_append(&batch(false), 0).unwrap().await.unwrap();
+            assert_eq!(log.high_watermark(), 2);
+            assert_eq!(log.last_stable_offset().unwrap(), 0);
+            let held = log
+                .read_bytes(0, 1 << 20, true, true)
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(held.records.is_empty());
+            assert_eq!((held.last_stable_offset, held.high_watermark), (0, 2));
+            assert_eq!(held.aborted_transactions, Some(Vec::new()));
+            let by_coordinator = log
+                .start_append_as_coordinator(&txn_batch(7, 0, 0), 0)
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(!by_coordinator.duplicate);
+            assert_eq!(by_coordinator.first_offset, 2);
+            let marker = log.append_marker(7, 0, 0, false, 0).await.unwrap();
+            assert_eq!(marker, 3);
+            assert_eq!(log.last_stable_offset().unwrap(), 4);
+            let read = log
+                .read_bytes(0, 1 << 20, true, true)
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(read.last_stable_offset, 4);
+            let aborted = read.aborted_transactions.unwrap();
+            assert_eq!(
+                aborted
+                    .iter()
+                    .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+                    .collect::<Vec<_>>(),
+                [(7, 0, 3)]
+            );
+            let fenced = log.append_marker(7, -1, 0, true, 0).await;
+            assert!(
+                matches!(
+                    fenced,
+                    Err(PartitionError::Rejected(
+                        ResponseError::InvalidProducerEpoch
+                    ))
+                ),
+                "{fenced:?}"
+            );
+        });
+    }
+
     /// DeleteRecords through the seam, as the handler calls it, on a current-thread runtime
     /// (where blocking a worker is impossible): the log start moves in PostgreSQL, a read below
     /// it is OFFSET_OUT_OF_RANGE and the log start offset is the new one.

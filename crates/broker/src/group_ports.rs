@@ -95,6 +95,20 @@ impl BrokerGroupPorts {
         let leads = log.leader_id() == broker.node_id();
         let (topic_id, epoch) = (log.topic_id(), log.leader_epoch());
         let shared = log.shared().clone();
+        if self.topic == OFFSETS_TOPIC {
+            // A transaction's marker may be written by any broker (the transaction
+            // coordinator's): the group coordinator here learns of it as its partition passes
+            // it, which decides the producer's pending offsets (a marker passed during the
+            // load waits for the load's end, as the group coordinator keeps it).
+            let weak = self.broker.clone();
+            shared.set_marker_listener(Arc::new(move |producer_id, commit| {
+                if let Some(broker) = weak.upgrade() {
+                    broker
+                        .groups
+                        .complete_transaction(partition, producer_id, commit);
+                }
+            }));
+        }
         block_on(async move {
             if let (true, Some(storage)) = (leads, storage) {
                 storage
@@ -167,8 +181,14 @@ impl OffsetsLog for BrokerGroupPorts {
         let log = self.leader(partition)?;
         // A partition in shared storage sequences the batch at its commit (the leader epoch
         // checked there fences a deposed coordinator's write): the offsets come with it.
-        // Transactional batches are refused there for now, as the seam refuses them.
-        if let Some(pending) = log.start_append(&batch, now_ms) {
+        // A transactional batch (TxnOffsetCommit's) is the coordinator's for the producer:
+        // its epoch is checked there, not its sequences.
+        let pending = if transactional {
+            log.start_append_as_coordinator(&batch, now_ms)
+        } else {
+            log.start_append(&batch, now_ms)
+        };
+        if let Some(pending) = pending {
             return Ok(StartedAppend {
                 range: None,
                 durable: Box::pin(async move {

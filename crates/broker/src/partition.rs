@@ -637,6 +637,13 @@ pub trait PartitionLog: Send + Sync {
         let _ = (records, now_ms);
         None
     }
+    /// [`PartitionLog::start_append`] of a coordinator's batch for a producer (see
+    /// [`Partition::append_as_coordinator`]: its epoch checked, not its sequences). None: this
+    /// kind appends with [`PartitionLog::append_as_coordinator`].
+    fn start_append_as_coordinator(&self, records: &[u8], now_ms: i64) -> Option<PendingAppend> {
+        let _ = (records, now_ms);
+        None
+    }
     /// [`PartitionLog::delete_records_before`] for a kind whose log start lives elsewhere (a
     /// shared-storage partition: a PostgreSQL update), so no worker thread waits on it. None:
     /// call `delete_records_before`.

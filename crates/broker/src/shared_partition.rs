@@ -24,20 +24,14 @@ pub fn partition_error(e: &SharedStorageError) -> PartitionError {
     PartitionError::Rejected(e.response_error())
 }
 
-/// Whether any batch of `records` is transactional (headers that do not parse are the
-/// intake's to refuse).
-fn transactional(records: &[u8]) -> bool {
-    let mut position = 0usize;
-    while position < records.len() {
-        let Ok(h) = strom_log::batch::parse_header(&records[position..], position as u64) else {
-            return false;
-        };
-        if h.is_transactional() {
-            return true;
-        }
-        position = position.saturating_add(h.size_bytes());
+fn appended(committed: strom_shared_storage::Committed) -> Appended {
+    Appended {
+        first_offset: committed.first_offset,
+        last_offset: committed.last_offset,
+        // -1 unless the topic uses LogAppendTime (the intake stamped the batches).
+        log_append_time_ms: committed.log_append_time_ms,
+        duplicate: committed.duplicate,
     }
-    false
 }
 
 fn log_append_time(config: &TopicConfig) -> bool {
@@ -192,15 +186,6 @@ impl PartitionLog for SharedLog {
         None
     }
     fn start_append(&self, records: &[u8], _now_ms: i64) -> Option<PendingAppend> {
-        // Transactions are not on shared storage yet (no markers, no last stable offset):
-        // refused rather than stored as if committed.
-        if transactional(records) {
-            return Some(Box::pin(async {
-                Err(PartitionError::Rejected(
-                    ResponseError::UnsupportedForMessageFormat,
-                ))
-            }));
-        }
         // One copy: the intake keeps the bytes until the object is PUT, beyond the request's
         // frame. Handed to the intake here, in request order (idempotent producers' requests
         // in flight are sequenced in the order they were sent).
@@ -211,14 +196,45 @@ impl PartitionLog for SharedLog {
                 .map_err(|e| partition_error(&e))?
                 .await
                 .map_err(|e| partition_error(&e))?;
-            Ok(Appended {
-                first_offset: committed.first_offset,
-                last_offset: committed.last_offset,
-                // -1 unless the topic uses LogAppendTime (the intake stamped the batches).
-                log_append_time_ms: committed.log_append_time_ms,
-                duplicate: committed.duplicate,
-            })
+            Ok(appended(committed))
         }))
+    }
+    fn start_append_as_coordinator(&self, records: &[u8], _now_ms: i64) -> Option<PendingAppend> {
+        let records = bytes::Bytes::copy_from_slice(records);
+        let submitted = self.inner.submit_as_coordinator(records);
+        Some(Box::pin(async move {
+            let committed = submitted
+                .map_err(|e| partition_error(&e))?
+                .await
+                .map_err(|e| partition_error(&e))?;
+            Ok(appended(committed))
+        }))
+    }
+    fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<i64, PartitionError>> {
+        Box::pin(async move {
+            let committed = self
+                .inner
+                .append_marker(
+                    producer_id,
+                    producer_epoch,
+                    coordinator_epoch,
+                    commit,
+                    now_ms,
+                )
+                .await
+                .map_err(|e| partition_error(&e))?;
+            Ok(committed.first_offset)
+        })
+    }
+    fn last_stable_offset(&self) -> Result<i64, PartitionError> {
+        Ok(self.inner.last_stable_offset())
     }
     fn read_bytes(
         &self,
@@ -239,16 +255,15 @@ impl PartitionLog for SharedLog {
             }
             let read = self
                 .inner
-                .read(offset, max_bytes, min_one_batch)
+                .read_isolated(offset, max_bytes, min_one_batch, read_committed)
                 .await
                 .map_err(|e| partition_error(&e))?;
             Ok(BytesRead {
                 records: read.records,
                 high_watermark: read.high_watermark,
-                // Transactions are not on shared storage yet: nothing is undecided.
-                last_stable_offset: read.high_watermark,
+                last_stable_offset: read.last_stable_offset,
                 log_start_offset: read.log_start_offset,
-                aborted_transactions: read_committed.then(Vec::new),
+                aborted_transactions: read.aborted_transactions,
             })
         }))
     }
@@ -273,18 +288,100 @@ mod tests {
         b
     }
 
-    /// A transactional batch anywhere in a request is found (and refused by the append);
-    /// plain batches and bytes that do not parse are not.
+    /// A transactional producer's batch: producer fields set, CRC recomputed.
+    fn txn_batch(producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Vec<u8> {
+        let mut b = batch(true);
+        b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        b[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = strom_log::batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Transactions through the seam as the handlers and the coordinators use it: a
+    /// transactional produce is taken (it was UNSUPPORTED_FOR_MESSAGE_FORMAT), holds the last
+    /// stable offset until its marker, a read_committed read stops there and then lists the
+    /// aborted transaction; the coordinator's batch at the producer's sequence is no
+    /// duplicate of the producer's.
     #[test]
-    fn transactional_batches_are_found() {
-        let plain = batch(false);
-        let txn = batch(true);
-        assert!(!transactional(&plain));
-        assert!(transactional(&txn));
-        let mut both = plain.to_vec();
-        both.extend_from_slice(&txn);
-        assert!(transactional(&both));
-        assert!(!transactional(b"junk"));
+    fn transactions_through_the_seam() {
+        let pg = strom_metadata_postgres::testing::TestPostgres::shared();
+        let url = pg.url(&pg.create_database());
+        let s3 = strom_shared_storage::testing::TestS3::start();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut config = s3.config("txn");
+            config.produce_linger_ms = 1;
+            let storage = strom_shared_storage::SharedStorage::start(&url, config, 1)
+                .await
+                .unwrap();
+            let inner = storage.open_partition(Uuid::new_v4(), 0, 0).await.unwrap();
+            let raw = RawConfig::defaults();
+            let log = SharedLog::new(
+                TopicPartition::new("txn", 0),
+                inner,
+                Leadership {
+                    leader_id: 1,
+                    epoch: 0,
+                },
+                TopicConfig::broker_defaults(&raw).unwrap(),
+            );
+            let first = log
+                .start_append(&txn_batch(7, 0, 0), 0)
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(first.first_offset, 0);
+            log.start_append(&batch(false), 0).unwrap().await.unwrap();
+            assert_eq!(log.high_watermark(), 2);
+            assert_eq!(log.last_stable_offset().unwrap(), 0);
+            let held = log
+                .read_bytes(0, 1 << 20, true, true)
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(held.records.is_empty());
+            assert_eq!((held.last_stable_offset, held.high_watermark), (0, 2));
+            assert_eq!(held.aborted_transactions, Some(Vec::new()));
+            let by_coordinator = log
+                .start_append_as_coordinator(&txn_batch(7, 0, 0), 0)
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(!by_coordinator.duplicate);
+            assert_eq!(by_coordinator.first_offset, 2);
+            let marker = log.append_marker(7, 0, 0, false, 0).await.unwrap();
+            assert_eq!(marker, 3);
+            assert_eq!(log.last_stable_offset().unwrap(), 4);
+            let read = log
+                .read_bytes(0, 1 << 20, true, true)
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(read.last_stable_offset, 4);
+            let aborted = read.aborted_transactions.unwrap();
+            assert_eq!(
+                aborted
+                    .iter()
+                    .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+                    .collect::<Vec<_>>(),
+                [(7, 0, 3)]
+            );
+            let fenced = log.append_marker(7, -1, 0, true, 0).await;
+            assert!(
+                matches!(
+                    fenced,
+                    Err(PartitionError::Rejected(
+                        ResponseError::InvalidProducerEpoch
+                    ))
+                ),
+                "{fenced:?}"
+            );
+        });
     }
 
     /// DeleteRecords through the seam, as the handler calls it, on a current-thread runtime

@@ -22,7 +22,7 @@ use crate::broker::{Broker, ProducerIdSupply};
 use crate::config::BrokerConfig;
 use crate::controller;
 use crate::group_ports::BrokerGroupPorts;
-use crate::partition::append_error_code;
+use crate::partition::{append_error_code, PartitionLog};
 
 /// Producer ids kept ready for the coordinator, which takes them synchronously under its
 /// lock: InitProducerId and EndTxn top this up through the controller before they call it.
@@ -165,20 +165,27 @@ async fn write_marker(broker: &Arc<Broker>, m: &Marker) -> Result<(), ResponseEr
     if broker.image().topic(&m.topic).is_none() {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
-    let partition = broker.replicas.leader_partition(&m.topic, m.partition)?;
     let commit = m.result == TxnResult::Commit;
-    if broker
-        .replicas
-        .shared_partition(&m.topic, m.partition)
-        .is_some()
-    {
-        // Shared storage refuses transactional batches (a producer's, and TxnOffsetCommit's
-        // in `__consumer_offsets`) until it keeps markers and a last stable offset, so no
-        // transaction has anything there for a marker to decide: none is needed, as for a
-        // deleted partition. Only the leader may say so.
+    let now_ms = strom_metadata::metadata_log::now_ms();
+    if let Some(shared) = broker.replicas.shared_partition(&m.topic, m.partition) {
+        // Every broker hosts every shared partition and knows its leader epoch from the
+        // image, so the marker goes through this broker's intake whoever leads (the commit
+        // checks that epoch, as a produce's): durable in PostgreSQL before it counts. In
+        // `__consumer_offsets` the group coordinator (on the partition's leader) learns of it
+        // as its partition passes it.
+        shared
+            .append_marker(
+                m.producer_id,
+                m.producer_epoch,
+                m.coordinator_epoch,
+                commit,
+                now_ms,
+            )
+            .await
+            .map_err(|e| append_error_code(&e))?;
         return Ok(());
     }
-    let now_ms = strom_metadata::metadata_log::now_ms();
+    let partition = broker.replicas.leader_partition(&m.topic, m.partition)?;
     partition
         .append_marker(
             m.producer_id,

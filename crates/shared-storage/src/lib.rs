@@ -41,6 +41,6 @@ mod tests;
 
 pub use config::{Credentials, ObjectStoreConfig};
 pub use error::SharedStorageError;
-pub use partition::{SharedPartition, SharedRead};
+pub use partition::{MarkerListener, SharedPartition, SharedRead};
 pub use sequencer::{Committed, IndexEntry};
 pub use storage::SharedStorage;

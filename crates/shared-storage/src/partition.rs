@@ -2,19 +2,19 @@
 //! kept current by this broker's commits and other brokers' notifications), the high
 //! watermark, and the read path that patches offsets into batches as they go out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use proto_kafka::ResponseError;
-use strom_log::batch;
+use strom_log::{batch, AbortedTxn};
 use tokio::sync::futures::Notified;
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 use crate::error::SharedStorageError;
-use crate::sequencer::{Committed, IndexEntry, StagedBatch};
+use crate::sequencer::{txn_kind, Committed, IndexEntry, StagedBatch};
 use crate::shared::{Inner, IntakeRequest};
 
 pub struct SharedPartition {
@@ -28,6 +28,11 @@ pub struct SharedPartition {
     high_watermark: AtomicI64,
     log_start_offset: AtomicI64,
     index: Mutex<BTreeMap<i64, IndexEntry>>,
+    /// The transactions of the index up to the high watermark (taken under the index's lock,
+    /// in offset order as the high watermark passes each batch), so every broker derives the
+    /// same last stable offset and aborted transactions from the same committed rows.
+    txns: Mutex<TxnState>,
+    marker_listener: Mutex<Option<MarkerListener>>,
     /// One catch-up read at a time; a second caller finds the work done.
     catch_up_turn: tokio::sync::Mutex<()>,
     data_notify: Notify,
@@ -39,6 +44,82 @@ pub struct SharedRead {
     pub records: Bytes,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// The first offset of the earliest open transaction, else the high watermark.
+    pub last_stable_offset: i64,
+    /// For a read_committed read: the aborted transactions overlapping what it returns.
+    pub aborted_transactions: Option<Vec<AbortedTxn>>,
+}
+
+/// A partition's transactions as its committed batches tell them (Kafka's producer state for
+/// the last stable offset, and its `.txnindex`).
+#[derive(Debug, Default)]
+struct TxnState {
+    /// Open transactions: first offset to producer id.
+    ongoing: BTreeMap<i64, i64>,
+    /// Producer id to its open transaction's first offset.
+    by_producer: HashMap<i64, i64>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
+    /// Markers passed since the listener was last told: (producer id, commit).
+    decided: Vec<(i64, bool)>,
+}
+
+/// Told of each marker as the high watermark passes it: (producer id, commit).
+pub type MarkerListener = Arc<dyn Fn(i64, bool) + Send + Sync>;
+
+impl TxnState {
+    fn apply(&mut self, e: &IndexEntry) {
+        match e.txn_kind {
+            txn_kind::DATA => {
+                if let std::collections::hash_map::Entry::Vacant(v) =
+                    self.by_producer.entry(e.producer_id)
+                {
+                    v.insert(e.base_offset);
+                    self.ongoing.insert(e.base_offset, e.producer_id);
+                }
+            }
+            txn_kind::COMMIT | txn_kind::ABORT => {
+                self.decided
+                    .push((e.producer_id, e.txn_kind == txn_kind::COMMIT));
+                let first = self.by_producer.remove(&e.producer_id);
+                if let Some(first) = first {
+                    self.ongoing.remove(&first);
+                }
+                if e.txn_kind == txn_kind::ABORT {
+                    self.aborted.push(AbortedTxn {
+                        producer_id: e.producer_id,
+                        first_offset: first.unwrap_or(e.base_offset),
+                        last_offset: e.last_offset,
+                        // As Kafka's: the next transaction still open, else just past this one.
+                        last_stable_offset: self
+                            .ongoing
+                            .keys()
+                            .next()
+                            .copied()
+                            .unwrap_or(e.last_offset + 1),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn last_stable_offset(&self, high_watermark: i64, log_start_offset: i64) -> i64 {
+        match self.ongoing.keys().next() {
+            // A transaction begun below the log start holds it at the log start, as Kafka's.
+            Some(first) => (*first).max(log_start_offset).min(high_watermark),
+            None => high_watermark,
+        }
+    }
+
+    /// The aborted transactions overlapping `start_offset..upper_bound_offset`.
+    fn aborted_between(&self, start_offset: i64, upper_bound_offset: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|t| t.last_offset >= start_offset && t.first_offset < upper_bound_offset)
+            .copied()
+            .collect()
+    }
 }
 
 impl SharedPartition {
@@ -58,6 +139,8 @@ impl SharedPartition {
             high_watermark: AtomicI64::new(log_start_offset),
             log_start_offset: AtomicI64::new(log_start_offset),
             index: Mutex::new(BTreeMap::new()),
+            txns: Mutex::new(TxnState::default()),
+            marker_listener: Mutex::new(None),
             catch_up_turn: tokio::sync::Mutex::new(()),
             data_notify: Notify::new(),
         }
@@ -89,6 +172,56 @@ impl SharedPartition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
+    fn txns(&self) -> MutexGuard<'_, TxnState> {
+        // Each change is applied whole under the lock.
+        self.txns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last stable offset: the first offset of the earliest transaction still open (no
+    /// marker under the high watermark), else the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        let txns = self.txns();
+        txns.last_stable_offset(self.high_watermark(), self.log_start_offset())
+    }
+
+    /// Whether `producer_id` has a transaction open here, as far as this broker has read.
+    pub fn has_ongoing_transaction(&self, producer_id: i64) -> bool {
+        self.txns().by_producer.contains_key(&producer_id)
+    }
+
+    /// Tells `listener` of every marker the high watermark passes from now on (the group
+    /// coordinator of `__consumer_offsets`, whose transactional offsets a marker decides,
+    /// whichever broker wrote it).
+    pub fn set_marker_listener(&self, listener: MarkerListener) {
+        *self
+            .marker_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
+    /// Hands the markers passed so far to the listener, outside the index's lock.
+    fn deliver_markers(&self) {
+        let decided = std::mem::take(&mut self.txns().decided);
+        if decided.is_empty() {
+            return;
+        }
+        let listener = self
+            .marker_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(listener) = listener {
+            for (producer_id, commit) in decided {
+                listener(producer_id, commit);
+            }
+        }
+    }
+
+    /// Every aborted transaction this broker has read, oldest marker first.
+    pub fn aborted_transactions(&self) -> Vec<AbortedTxn> {
+        self.txns().aborted.clone()
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset.load(Ordering::Acquire)
     }
@@ -115,7 +248,57 @@ impl SharedPartition {
         impl std::future::Future<Output = Result<Committed, SharedStorageError>> + Send + 'static,
         SharedStorageError,
     > {
-        let request = self.intake_request(records)?;
+        self.submit_as(records, false)
+    }
+
+    /// [`SharedPartition::submit`] of a batch a coordinator writes for a producer (the group
+    /// coordinator's transactional offsets): the producer's epoch is checked at the commit,
+    /// not its sequences (Kafka's AppendOrigin.Coordinator).
+    pub fn submit_as_coordinator(
+        &self,
+        records: Bytes,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Committed, SharedStorageError>> + Send + 'static,
+        SharedStorageError,
+    > {
+        self.submit_as(records, true)
+    }
+
+    /// Writes a COMMIT (`commit`) or ABORT marker for the producer through the intake (the
+    /// transaction coordinator's WriteTxnMarkers); resolves once committed, to the marker's
+    /// offset. An older producer epoch is INVALID_PRODUCER_EPOCH, an older coordinator epoch
+    /// TRANSACTION_COORDINATOR_FENCED, nothing written.
+    pub async fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<Committed, SharedStorageError> {
+        if producer_id < 0 {
+            return Err(SharedStorageError::Rejected(ResponseError::InvalidRecord));
+        }
+        let marker = strom_log::encode_marker(
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+            now_ms,
+        )
+        .map_err(|e| SharedStorageError::Corrupt(e.to_string()))?;
+        self.submit_as(marker.freeze(), true)?.await
+    }
+
+    fn submit_as(
+        &self,
+        records: Bytes,
+        coordinator: bool,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Committed, SharedStorageError>> + Send + 'static,
+        SharedStorageError,
+    > {
+        let request = self.intake_request(records, coordinator)?;
         let intake = self.storage.intake.clone();
         let (request, answer) = request;
         let queued = match intake.try_send(request) {
@@ -142,6 +325,7 @@ impl SharedPartition {
     fn intake_request(
         &self,
         records: Bytes,
+        coordinator: bool,
     ) -> Result<
         (
             IntakeRequest,
@@ -164,6 +348,34 @@ impl SharedPartition {
                 ));
             }
             let size = h.size_bytes() as u64;
+            let mut coordinator_epoch = -1;
+            let kind = if h.is_control() {
+                // Only a coordinator writes control batches (Kafka refuses them from clients).
+                if !coordinator {
+                    return Err(SharedStorageError::Rejected(ResponseError::InvalidRecord));
+                }
+                let start = position as usize;
+                let bytes = records
+                    .get(start..start + h.size_bytes())
+                    .ok_or(SharedStorageError::Rejected(ResponseError::CorruptMessage))?;
+                match strom_log::decode_marker(h, bytes)
+                    .map_err(|_| SharedStorageError::Rejected(ResponseError::InvalidRecord))?
+                {
+                    Some(m) => {
+                        coordinator_epoch = m.coordinator_epoch;
+                        if m.commit {
+                            txn_kind::COMMIT
+                        } else {
+                            txn_kind::ABORT
+                        }
+                    }
+                    None => txn_kind::NONE,
+                }
+            } else if h.is_transactional() {
+                txn_kind::DATA
+            } else {
+                txn_kind::NONE
+            };
             batches.push(StagedBatch {
                 byte_start: position,
                 byte_length: u32::try_from(size)
@@ -174,6 +386,8 @@ impl SharedPartition {
                 producer_epoch: h.producer_epoch,
                 base_sequence: h.base_sequence,
                 records_count: h.records_count,
+                txn_kind: kind,
+                coordinator_epoch,
             });
             position += size;
         }
@@ -185,6 +399,7 @@ impl SharedPartition {
             records,
             batches,
             log_append_time: self.log_append_time.load(Ordering::Acquire),
+            coordinator,
             reply,
         };
         Ok((request, answer))
@@ -204,6 +419,7 @@ impl SharedPartition {
             }
             self.advance_contiguous(&index)
         };
+        self.deliver_markers();
         if !contiguous {
             let me = Arc::clone(self);
             tokio::spawn(async move {
@@ -217,16 +433,19 @@ impl SharedPartition {
     /// Moves the high watermark over every contiguous index entry; false if a hole remains
     /// before the newest entry.
     fn advance_contiguous(&self, index: &BTreeMap<i64, IndexEntry>) -> bool {
+        let mut txns = self.txns();
         let start = self.high_watermark();
         let mut end = start;
         for (_, e) in index.range(start..) {
             if e.base_offset != end {
                 break;
             }
+            txns.apply(e);
             end = e.last_offset + 1;
         }
         if end > start {
             self.high_watermark.fetch_max(end, Ordering::AcqRel);
+            drop(txns);
             self.data_notify.notify_waiters();
         }
         index
@@ -253,6 +472,8 @@ impl SharedPartition {
             self.high_watermark.fetch_max(log_start, Ordering::AcqRel);
         }
         self.advance_contiguous(&index);
+        drop(index);
+        self.deliver_markers();
         Ok(())
     }
 
@@ -264,7 +485,30 @@ impl SharedPartition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<SharedRead, SharedStorageError> {
-        let high_watermark = self.high_watermark();
+        self.read_isolated(offset, max_bytes, min_one_batch, false)
+            .await
+    }
+
+    /// [`SharedPartition::read`] at an isolation level: `read_committed` stops at the last
+    /// stable offset and returns the aborted transactions of what it reads, as a local log's
+    /// read_committed fetch.
+    pub async fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<SharedRead, SharedStorageError> {
+        let (high_watermark, last_stable_offset) = {
+            let txns = self.txns();
+            let hw = self.high_watermark();
+            (hw, txns.last_stable_offset(hw, self.log_start_offset()))
+        };
+        let bound = if read_committed {
+            last_stable_offset
+        } else {
+            high_watermark
+        };
         let log_start_offset = self.log_start_offset();
         if offset < log_start_offset || offset > high_watermark {
             return Err(SharedStorageError::Rejected(
@@ -283,7 +527,7 @@ impl SharedPartition {
             let mut total = 0usize;
             if let Some(first) = first {
                 for (_, e) in index.range(first..) {
-                    if e.base_offset >= high_watermark {
+                    if e.base_offset >= bound {
                         break;
                     }
                     let len = e.byte_length as usize;
@@ -307,10 +551,16 @@ impl SharedPartition {
                 .and_then(|()| batch::set_partition_leader_epoch(stored, e.leader_epoch))
                 .map_err(|err| SharedStorageError::Corrupt(format!("{}: {err}", e.object_key)))?;
         }
+        let aborted_transactions = read_committed.then(|| match plan.last() {
+            Some(last) => self.txns().aborted_between(offset, last.last_offset + 1),
+            None => Vec::new(),
+        });
         Ok(SharedRead {
             records: out.freeze(),
             high_watermark,
             log_start_offset,
+            last_stable_offset,
+            aborted_transactions,
         })
     }
 

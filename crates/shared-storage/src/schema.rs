@@ -11,10 +11,11 @@ use crate::error::SharedStorageError;
 const MIGRATION_LOCK_KEY: i64 = 0x5354_524f_4d53_5353;
 
 /// (version, what it does, SQL). Append only: a released migration never changes.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "shared-storage partitions, batch index, producer state, orphaned objects",
-    r#"
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "shared-storage partitions, batch index, producer state, orphaned objects",
+        r#"
 CREATE TABLE shared_storage_partitions (
     topic_id         uuid    NOT NULL,
     partition        integer NOT NULL CHECK (partition >= 0),
@@ -64,7 +65,42 @@ CREATE TABLE shared_storage_orphan_objects (
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "transactions: batch kinds, marker fencing, open and aborted transactions",
+        r#"
+-- 0: a plain or idempotent batch; 1: a transactional data batch; 2: a COMMIT marker;
+-- 3: an ABORT marker. Every broker replays these in offset order for its last stable offset
+-- and aborted transactions, so all brokers agree on them at every high watermark.
+ALTER TABLE shared_storage_batches
+    ADD COLUMN txn_kind smallint NOT NULL DEFAULT 0 CHECK (txn_kind BETWEEN 0 AND 3);
+-- The newest coordinator epoch whose marker was written for the producer here: an older
+-- coordinator's marker is fenced (TRANSACTION_COORDINATOR_FENCED), as Kafka's producer state.
+ALTER TABLE shared_storage_producers
+    ADD COLUMN coordinator_epoch integer NOT NULL DEFAULT -1;
+-- Each producer's open transaction per partition (its first offset: where the last stable
+-- offset stops), from its first transactional batch to its marker.
+CREATE TABLE shared_storage_ongoing_txns (
+    topic_id       uuid     NOT NULL,
+    partition      integer  NOT NULL,
+    producer_id    bigint   NOT NULL,
+    producer_epoch smallint NOT NULL,
+    first_offset   bigint   NOT NULL,
+    PRIMARY KEY (topic_id, partition, producer_id)
+);
+-- Kafka's .txnindex: every aborted transaction, from its first offset to its ABORT marker.
+CREATE TABLE shared_storage_aborted_txns (
+    topic_id     uuid    NOT NULL,
+    partition    integer NOT NULL,
+    producer_id  bigint  NOT NULL,
+    first_offset bigint  NOT NULL,
+    last_offset  bigint  NOT NULL CHECK (last_offset >= first_offset),
+    PRIMARY KEY (topic_id, partition, last_offset)
+);
+"#,
+    ),
+];
 
 pub fn latest_version() -> i32 {
     MIGRATIONS.last().map(|m| m.0).unwrap_or(0)

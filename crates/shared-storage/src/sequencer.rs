@@ -22,6 +22,27 @@ pub struct StagedBatch {
     pub producer_epoch: i16,
     pub base_sequence: i32,
     pub records_count: i32,
+    /// What the batch is to transactions: one of [`txn_kind`]'s values.
+    pub txn_kind: i16,
+    /// A marker's coordinator epoch (-1 for other batches).
+    pub coordinator_epoch: i32,
+}
+
+/// A batch's part in a transaction, as the index keeps it (`shared_storage_batches.txn_kind`).
+pub mod txn_kind {
+    /// A plain or idempotent batch.
+    pub const NONE: i16 = 0;
+    /// A transactional data batch: it opens the producer's transaction if none is open.
+    pub const DATA: i16 = 1;
+    /// A COMMIT marker: the producer's open transaction ends.
+    pub const COMMIT: i16 = 2;
+    /// An ABORT marker: the producer's open transaction ends and its records are dropped by
+    /// read_committed readers.
+    pub const ABORT: i16 = 3;
+
+    pub fn is_marker(kind: i16) -> bool {
+        kind == COMMIT || kind == ABORT
+    }
 }
 
 /// One produce request's batches for one partition.
@@ -34,6 +55,10 @@ pub struct StagedAppend {
     /// The time the batches were stamped with (LogAppendTime), None when they keep the
     /// producer's.
     pub log_append_time_ms: Option<i64>,
+    /// Written by a coordinator for a producer (TxnOffsetCommit's batch, a transaction
+    /// marker), Kafka's AppendOrigin.Coordinator: the producer's epoch is checked, not its
+    /// sequences, so a coordinator's batch is never taken for the producer's duplicate.
+    pub coordinator: bool,
 }
 
 /// Where a committed batch lies (the index row).
@@ -46,6 +71,9 @@ pub struct IndexEntry {
     pub byte_length: u32,
     pub max_timestamp_ms: i64,
     pub leader_epoch: i32,
+    pub producer_id: i64,
+    /// [`txn_kind`]'s value.
+    pub txn_kind: i16,
 }
 
 /// What one append got.
@@ -232,7 +260,14 @@ async fn commit_one(
     let mut first_duplicate_time_ms: Option<i64> = None;
     let mut entries = Vec::with_capacity(append.batches.len());
     for b in &append.batches {
-        let idempotent = b.producer_id >= 0;
+        if append.coordinator {
+            // No sequence rules and no duplicates: only the producer's epoch (and a marker's
+            // coordinator epoch) is checked, then the batch takes the next offset.
+            if let Err(refused) = check_coordinator_batch(tx, append, b).await? {
+                return Ok(Err(refused));
+            }
+        }
+        let idempotent = b.producer_id >= 0 && !append.coordinator;
         let last_seq = last_sequence(b.base_sequence, b.records_count);
         if idempotent {
             if let Some(dup) = tx
@@ -240,7 +275,7 @@ async fn commit_one(
                     "SELECT base_offset, last_offset, max_timestamp_ms FROM shared_storage_batches
                       WHERE topic_id = $1 AND partition = $2 AND producer_id = $3
                         AND producer_epoch = $4 AND base_sequence = $5 AND last_sequence = $6
-                        AND producer_id >= 0",
+                        AND producer_id >= 0 AND txn_kind < 2",
                     &[
                         &append.topic_id,
                         &append.partition,
@@ -305,12 +340,18 @@ async fn commit_one(
             .map_err(|_| SharedStorageError::Corrupt("object offset beyond i64".into()))?;
         let byte_length = i32::try_from(b.byte_length)
             .map_err(|_| SharedStorageError::Corrupt("batch beyond i32 bytes".into()))?;
+        // A coordinator's batch keeps no sequence: the producer's own retries never match it.
+        let (base_seq_row, last_seq_row) = if append.coordinator {
+            (-1, -1)
+        } else {
+            (b.base_sequence, last_seq)
+        };
         tx.execute(
             "INSERT INTO shared_storage_batches
                  (topic_id, partition, base_offset, last_offset, object_key, byte_start,
                   byte_length, max_timestamp_ms, leader_epoch, producer_id, producer_epoch,
-                  base_sequence, last_sequence)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                  base_sequence, last_sequence, txn_kind)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             &[
                 &append.topic_id,
                 &append.partition,
@@ -323,11 +364,13 @@ async fn commit_one(
                 &append.leader_epoch,
                 &b.producer_id,
                 &b.producer_epoch,
-                &b.base_sequence,
-                &last_seq,
+                &base_seq_row,
+                &last_seq_row,
+                &b.txn_kind,
             ],
         )
         .await?;
+        record_transaction(tx, append, b, base, last).await?;
         entries.push(IndexEntry {
             base_offset: base,
             last_offset: last,
@@ -336,6 +379,8 @@ async fn commit_one(
             byte_length: b.byte_length,
             max_timestamp_ms: b.max_timestamp_ms,
             leader_epoch: append.leader_epoch,
+            producer_id: b.producer_id,
+            txn_kind: b.txn_kind,
         });
         first.get_or_insert((base, last));
         last_offset = last_offset.max(last);
@@ -364,6 +409,125 @@ async fn commit_one(
             (None, None) => -1,
         },
     }))
+}
+
+/// A coordinator's batch against the producer's state here: an older producer epoch is
+/// INVALID_PRODUCER_EPOCH, a marker of an older coordinator epoch
+/// TRANSACTION_COORDINATOR_FENCED (Kafka's checks for AppendOrigin.Coordinator). A marker
+/// then becomes the producer's state: its epoch (sequences start again under a newer one) and
+/// coordinator epoch.
+async fn check_coordinator_batch(
+    tx: &Transaction<'_>,
+    append: &StagedAppend,
+    b: &StagedBatch,
+) -> Result<Result<(), ResponseError>, SharedStorageError> {
+    if b.producer_id < 0 {
+        return Ok(if txn_kind::is_marker(b.txn_kind) {
+            Err(ResponseError::InvalidRecord)
+        } else {
+            Ok(())
+        });
+    }
+    let state = tx
+        .query_opt(
+            "SELECT producer_epoch, coordinator_epoch FROM shared_storage_producers
+              WHERE topic_id = $1 AND partition = $2 AND producer_id = $3 FOR UPDATE",
+            &[&append.topic_id, &append.partition, &b.producer_id],
+        )
+        .await?;
+    if let Some(state) = &state {
+        let (epoch, coordinator_epoch): (i16, i32) = (state.try_get(0)?, state.try_get(1)?);
+        if b.producer_epoch < epoch {
+            return Ok(Err(ResponseError::InvalidProducerEpoch));
+        }
+        if txn_kind::is_marker(b.txn_kind) && b.coordinator_epoch < coordinator_epoch {
+            return Ok(Err(ResponseError::TransactionCoordinatorFenced));
+        }
+    }
+    if txn_kind::is_marker(b.txn_kind) {
+        tx.execute(
+            "INSERT INTO shared_storage_producers
+                 (topic_id, partition, producer_id, producer_epoch, last_sequence,
+                  coordinator_epoch)
+             VALUES ($1, $2, $3, $4, -1, $5)
+             ON CONFLICT (topic_id, partition, producer_id) DO UPDATE
+                 SET last_sequence = CASE
+                         WHEN shared_storage_producers.producer_epoch = EXCLUDED.producer_epoch
+                         THEN shared_storage_producers.last_sequence ELSE -1 END,
+                     producer_epoch = EXCLUDED.producer_epoch,
+                     coordinator_epoch = EXCLUDED.coordinator_epoch",
+            &[
+                &append.topic_id,
+                &append.partition,
+                &b.producer_id,
+                &b.producer_epoch,
+                &b.coordinator_epoch,
+            ],
+        )
+        .await?;
+    }
+    Ok(Ok(()))
+}
+
+/// Keeps the partition's open transactions and aborted index current with a committed batch
+/// at `base..=last`: a transactional data batch opens its producer's transaction (if none is
+/// open), a marker closes it, an ABORT adding (producer, first offset, marker offset).
+async fn record_transaction(
+    tx: &Transaction<'_>,
+    append: &StagedAppend,
+    b: &StagedBatch,
+    base: i64,
+    last: i64,
+) -> Result<(), SharedStorageError> {
+    match b.txn_kind {
+        txn_kind::DATA => {
+            tx.execute(
+                "INSERT INTO shared_storage_ongoing_txns
+                     (topic_id, partition, producer_id, producer_epoch, first_offset)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (topic_id, partition, producer_id) DO NOTHING",
+                &[
+                    &append.topic_id,
+                    &append.partition,
+                    &b.producer_id,
+                    &b.producer_epoch,
+                    &base,
+                ],
+            )
+            .await?;
+        }
+        txn_kind::COMMIT | txn_kind::ABORT => {
+            let open = tx
+                .query_opt(
+                    "DELETE FROM shared_storage_ongoing_txns
+                      WHERE topic_id = $1 AND partition = $2 AND producer_id = $3
+                      RETURNING first_offset",
+                    &[&append.topic_id, &append.partition, &b.producer_id],
+                )
+                .await?;
+            if b.txn_kind == txn_kind::ABORT {
+                let first: i64 = match open {
+                    Some(row) => row.try_get(0)?,
+                    None => base,
+                };
+                tx.execute(
+                    "INSERT INTO shared_storage_aborted_txns
+                         (topic_id, partition, producer_id, first_offset, last_offset)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &append.topic_id,
+                        &append.partition,
+                        &b.producer_id,
+                        &first,
+                        &last,
+                    ],
+                )
+                .await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Records an object no index row points into, for the collector (a commit whose outcome was

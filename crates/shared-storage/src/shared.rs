@@ -27,6 +27,8 @@ pub(crate) struct IntakeRequest {
     /// The topic's `message.timestamp.type` is LogAppendTime: the intake stamps the batches
     /// with its clock when it seals the object.
     pub log_append_time: bool,
+    /// A coordinator's batch (see [`crate::sequencer::StagedAppend::coordinator`]).
+    pub coordinator: bool,
     pub reply: oneshot::Sender<Result<Committed, SharedStorageError>>,
 }
 
@@ -158,7 +160,7 @@ impl Inner {
                 let rows = c
                     .query(
                         "SELECT base_offset, last_offset, object_key, byte_start, byte_length,
-                                max_timestamp_ms, leader_epoch
+                                max_timestamp_ms, leader_epoch, producer_id, txn_kind
                            FROM shared_storage_batches
                           WHERE topic_id = $1 AND partition = $2 AND last_offset >= $3
                           ORDER BY base_offset",
@@ -181,6 +183,8 @@ impl Inner {
                         })?,
                         max_timestamp_ms: r.try_get(5)?,
                         leader_epoch: r.try_get(6)?,
+                        producer_id: r.try_get(7)?,
+                        txn_kind: r.try_get(8)?,
                     });
                 }
                 Ok((entries, start))

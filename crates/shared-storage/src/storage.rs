@@ -447,6 +447,7 @@ fn seal(
             leader_epoch: r.leader_epoch,
             batches,
             log_append_time_ms: r.log_append_time.then_some(now),
+            coordinator: r.coordinator,
         });
         kept.push(r);
     }

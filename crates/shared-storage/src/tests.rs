@@ -21,11 +21,26 @@ struct Producer {
 }
 
 fn batch(values: &[String], timestamp_ms: i64, producer: Option<(&Producer, i32)>) -> Bytes {
+    encode_batch(values, timestamp_ms, producer, false)
+}
+
+/// A transactional producer's batch of `values` from sequence `sequence`.
+fn txn_batch(values: &[&str], producer: &Producer, sequence: i32) -> Bytes {
+    let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    encode_batch(&values, 1_000, Some((producer, sequence)), true)
+}
+
+fn encode_batch(
+    values: &[String],
+    timestamp_ms: i64,
+    producer: Option<(&Producer, i32)>,
+    transactional: bool,
+) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, v)| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon_ms: None,
             partition_leader_epoch: -1,
@@ -1130,5 +1145,277 @@ fn log_append_time_is_stamped_with_a_valid_crc() {
             strom_log::batch::TimestampType::CreateTime
         );
         assert_eq!(headers[0].max_timestamp, 1_000);
+    });
+}
+
+/// (offset, value) of the data records in fetched bytes (markers left out).
+fn decode_data(mut records: Bytes) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    while !records.is_empty() {
+        let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]) as usize;
+        let mut one = records.split_to(12 + len);
+        let set = RecordBatchDecoder::decode(&mut one).expect("decode");
+        for r in set.records.into_iter().filter(|r| !r.control) {
+            let v = r.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+            out.push((r.offset, v.unwrap_or_default()));
+        }
+    }
+    out
+}
+
+/// What a read_committed consumer keeps of a read from `offset`: the records below the last
+/// stable offset not in an aborted transaction (Kafka's client drops a batch of an aborted
+/// producer from its first offset up to its ABORT marker).
+async fn read_committed(p: &SharedPartition, offset: i64) -> (Vec<String>, i64, Vec<i64>) {
+    let r = p
+        .read_isolated(offset, 1 << 20, true, true)
+        .await
+        .expect("read_committed");
+    let aborted = r.aborted_transactions.clone().expect("aborted list");
+    let mut producers = Vec::new();
+    let mut records = r.records.clone();
+    let mut kept = Vec::new();
+    while !records.is_empty() {
+        let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]) as usize;
+        let mut one = records.split_to(12 + len);
+        let set = RecordBatchDecoder::decode(&mut one).expect("decode");
+        for rec in set.records.into_iter().filter(|r| !r.control) {
+            let dropped = aborted.iter().any(|t| {
+                t.producer_id == rec.producer_id
+                    && rec.offset >= t.first_offset
+                    && rec.offset <= t.last_offset
+            });
+            if !dropped {
+                kept.push(String::from_utf8_lossy(&rec.value.unwrap_or_default()).into_owned());
+            }
+        }
+    }
+    for t in &aborted {
+        producers.push(t.producer_id);
+    }
+    (kept, r.last_stable_offset, producers)
+}
+
+async fn pg_client(env: &Env) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&env.db_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// One transaction committed and one aborted across two partitions, written by one broker and
+/// read by another: an open transaction holds the last stable offset on every broker, a
+/// read_committed read stops there and lists the aborted transaction, which PostgreSQL's
+/// aborted index keeps too; a broker opening the partition later derives the same.
+#[test]
+fn transactions_commit_and_abort_across_partitions_with_lso_on_every_broker() {
+    let env = env();
+    runtime().block_on(async {
+        let a = env.broker(1).await;
+        let b = env.broker(2).await;
+        let topic = Uuid::new_v4();
+        let a0 = a.open_partition(topic, 0, 0).await.expect("open");
+        let a1 = a.open_partition(topic, 1, 0).await.expect("open");
+        let b0 = b.open_partition(topic, 0, 0).await.expect("open");
+        // The other broker learns of each marker as its partition passes it (the group
+        // coordinator's listener in `__consumer_offsets`).
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&heard);
+        b0.set_marker_listener(Arc::new(move |producer_id, commit| {
+            sink.lock().expect("lock").push((producer_id, commit));
+        }));
+        let t = Producer { id: 5000, epoch: 0 };
+        let u = Producer { id: 5001, epoch: 0 };
+        // Transaction T: one batch in each partition, then a plain record after it in p0.
+        a0.append(txn_batch(&["t0a", "t0b"], &t, 0))
+            .await
+            .expect("t in p0");
+        a1.append(txn_batch(&["t1"], &t, 0)).await.expect("t in p1");
+        a0.append(one("plain")).await.expect("plain");
+        assert_eq!((a0.high_watermark(), a0.last_stable_offset()), (3, 0));
+        wait_for_hw(&b0, 3).await;
+        assert_eq!(b0.last_stable_offset(), 0, "held on the other broker too");
+        let (kept, lso, _) = read_committed(&b0, 0).await;
+        assert!(kept.is_empty(), "nothing below the LSO yet: {kept:?}");
+        assert_eq!(lso, 0);
+        // The read_uncommitted consumer sees everything up to the high watermark.
+        assert_eq!(
+            decode_data(b0.read(0, 1 << 20, true).await.expect("read").records).len(),
+            3
+        );
+        for p in [&a0, &a1] {
+            p.append_marker(t.id, t.epoch, 0, true, 1_000)
+                .await
+                .expect("commit marker");
+        }
+        assert_eq!(a0.last_stable_offset(), a0.high_watermark());
+        // Transaction U: aborted in both partitions.
+        a0.append(txn_batch(&["u0"], &u, 0)).await.expect("u in p0");
+        a1.append(txn_batch(&["u1"], &u, 0)).await.expect("u in p1");
+        for p in [&a0, &a1] {
+            p.append_marker(u.id, u.epoch, 0, false, 1_000)
+                .await
+                .expect("abort marker");
+        }
+        a0.append(one("after")).await.expect("after");
+        wait_for_hw(&b0, a0.high_watermark()).await;
+        assert_eq!(b0.last_stable_offset(), b0.high_watermark());
+        let (kept, _, aborted) = read_committed(&b0, 0).await;
+        assert_eq!(kept, ["t0a", "t0b", "plain", "after"]);
+        assert_eq!(aborted, [u.id]);
+        assert_eq!(*heard.lock().expect("lock"), [(t.id, true), (u.id, false)]);
+        let (kept1, _, _) = read_committed(&a1, 0).await;
+        assert_eq!(kept1, ["t1"]);
+        // PostgreSQL's aborted index and open transactions.
+        let client = pg_client(&env).await;
+        let rows = client
+            .query(
+                "SELECT partition, producer_id, first_offset, last_offset
+                   FROM shared_storage_aborted_txns WHERE topic_id = $1 ORDER BY partition",
+                &[&topic],
+            )
+            .await
+            .expect("aborted index");
+        let got: Vec<(i32, i64, i64, i64)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        // p0: t0a t0b plain COMMIT u0 ABORT after; p1: t1 COMMIT u1 ABORT.
+        assert_eq!(got, [(0, u.id, 4, 5), (1, u.id, 2, 3)]);
+        let open: i64 = client
+            .query_one(
+                "SELECT count(*) FROM shared_storage_ongoing_txns WHERE topic_id = $1",
+                &[&topic],
+            )
+            .await
+            .expect("ongoing")
+            .get(0);
+        assert_eq!(open, 0);
+        // A transaction left open holds the LSO at its first offset, on both brokers.
+        let v = Producer { id: 5002, epoch: 0 };
+        let opened = a0.append(txn_batch(&["v0"], &v, 0)).await.expect("v");
+        a0.append(one("behind")).await.expect("behind");
+        wait_for_hw(&b0, a0.high_watermark()).await;
+        assert_eq!(a0.last_stable_offset(), opened.first_offset);
+        assert_eq!(b0.last_stable_offset(), opened.first_offset);
+        let (kept, lso, _) = read_committed(&b0, opened.first_offset).await;
+        assert!(kept.is_empty());
+        assert_eq!(lso, opened.first_offset);
+        // A broker opening the partition now derives the same from the index.
+        let c = env.broker(3).await;
+        let c0 = c.open_partition(topic, 0, 0).await.expect("open");
+        assert_eq!(c0.high_watermark(), a0.high_watermark());
+        assert_eq!(c0.last_stable_offset(), opened.first_offset);
+        assert_eq!(c0.aborted_transactions(), a0.aborted_transactions());
+        assert_eq!(c0.aborted_transactions(), b0.aborted_transactions());
+    });
+}
+
+/// Markers and a coordinator's batch take no sequence: a coordinator's sequence-0 batch is
+/// not the producer's duplicate. Markers are fenced by the producer epoch
+/// (INVALID_PRODUCER_EPOCH) and the coordinator epoch (TRANSACTION_COORDINATOR_FENCED); a
+/// marker with a bumped epoch fences the producer's old epoch, whose sequences start again at
+/// 0; a client's own control batch is refused.
+#[test]
+fn markers_are_fenced_by_epoch_and_never_taken_for_duplicates() {
+    let env = env();
+    runtime().block_on(async {
+        let broker = env.broker(1).await;
+        let p = broker
+            .open_partition(Uuid::new_v4(), 0, 0)
+            .await
+            .expect("open");
+        let producer = Producer { id: 6000, epoch: 0 };
+        let first = p
+            .append(txn_batch(&["a"], &producer, 0))
+            .await
+            .expect("txn batch");
+        // A coordinator's transactional batch for the same producer, also at sequence 0
+        // (TxnOffsetCommit's): a new batch, not a retry of the producer's.
+        let by_coordinator = p
+            .submit_as_coordinator(txn_batch(&["offsets"], &producer, 0))
+            .expect("submit")
+            .await
+            .expect("coordinator batch");
+        assert!(!by_coordinator.duplicate);
+        assert_eq!(by_coordinator.first_offset, first.last_offset + 1);
+        let commit = p
+            .append_marker(producer.id, 0, 3, true, 1_000)
+            .await
+            .expect("marker");
+        assert_eq!(commit.first_offset, by_coordinator.last_offset + 1);
+        assert!(!commit.duplicate);
+        // The same marker again (the coordinator retrying) is written again, never dropped.
+        let again = p
+            .append_marker(producer.id, 0, 3, true, 1_000)
+            .await
+            .expect("marker again");
+        assert_eq!(again.first_offset, commit.first_offset + 1);
+        let stale_coordinator = p
+            .append_marker(producer.id, 0, 2, false, 1_000)
+            .await
+            .expect_err("older coordinator epoch");
+        assert_eq!(
+            rejected(&stale_coordinator),
+            Some(ResponseError::TransactionCoordinatorFenced)
+        );
+        // The producer's retry of its own batch is still its duplicate.
+        let retry = p
+            .append(txn_batch(&["a"], &producer, 0))
+            .await
+            .expect("retry");
+        assert!(retry.duplicate);
+        assert_eq!(retry.first_offset, first.first_offset);
+        // A timeout abort bumps the epoch: the old epoch is fenced, for data and markers.
+        p.append(txn_batch(&["b"], &producer, 1))
+            .await
+            .expect("next transaction");
+        p.append_marker(producer.id, 1, 3, false, 1_000)
+            .await
+            .expect("abort with a bumped epoch");
+        let late = p
+            .append(txn_batch(&["late"], &producer, 2))
+            .await
+            .expect_err("old epoch");
+        assert_eq!(rejected(&late), Some(ResponseError::InvalidProducerEpoch));
+        let old_marker = p
+            .append_marker(producer.id, 0, 3, true, 1_000)
+            .await
+            .expect_err("old epoch marker");
+        assert_eq!(
+            rejected(&old_marker),
+            Some(ResponseError::InvalidProducerEpoch)
+        );
+        let bumped = Producer { id: 6000, epoch: 1 };
+        p.append(txn_batch(&["c"], &bumped, 0))
+            .await
+            .expect("the new epoch starts at sequence 0");
+        let late_coordinator = p
+            .submit_as_coordinator(txn_batch(&["offsets"], &producer, 0))
+            .expect("submit")
+            .await
+            .expect_err("a coordinator batch of the old epoch");
+        assert_eq!(
+            rejected(&late_coordinator),
+            Some(ResponseError::InvalidProducerEpoch)
+        );
+        // A client may not write markers itself.
+        let forged = strom_log::encode_marker(producer.id, 1, 9, true, 1_000)
+            .expect("marker")
+            .freeze();
+        let e = p.append(forged).await.expect_err("client control batch");
+        assert_eq!(rejected(&e), Some(ResponseError::InvalidRecord));
+        let values: Vec<String> =
+            decode_data(p.read(0, 1 << 20, true).await.expect("read").records)
+                .into_iter()
+                .map(|r| r.1)
+                .collect();
+        assert_eq!(values, ["a", "offsets", "b", "c"]);
+        // b's transaction was aborted: a read_committed reader drops it.
+        let (kept, lso, aborted) = read_committed(&p, 0).await;
+        assert_eq!(aborted, [producer.id]);
+        assert_eq!(kept, ["a", "offsets"]);
+        assert_eq!(lso, p.high_watermark() - 1, "c's transaction is open");
     });
 }

@@ -56,9 +56,181 @@ fn fenced_for(version: i16, since: i16, e: ResponseError) -> ResponseError {
 /// transaction coordinator in process; in a cluster the port sends the question on to the
 /// id's coordinator.
 pub fn partition_verifier(broker: &Broker) -> Arc<dyn PartitionVerifier> {
-    Arc::new(strom_transaction_coordinator::LocalVerifier(
-        broker.txns.clone(),
-    ))
+    let local = strom_transaction_coordinator::LocalVerifier(broker.txns.clone());
+    if broker.cluster().is_none() {
+        return Arc::new(local);
+    }
+    Arc::new(ClusterVerifier {
+        local,
+        image: broker.image(),
+        node_id: broker.config.node_id,
+        listener: broker.config.inter_broker_listener_name.clone(),
+    })
+}
+
+/// In a cluster the transactional id's coordinator may be another broker (the leader of its
+/// `__transaction_state` partition): the leader asks it with AddPartitionsToTxn v4, one
+/// transaction with `verify_only` (Kafka's `AddPartitionsToTxnManager`); its own ids it
+/// answers in process.
+struct ClusterVerifier {
+    local: strom_transaction_coordinator::LocalVerifier,
+    image: Arc<strom_metadata::MetadataImage>,
+    node_id: i32,
+    listener: String,
+}
+
+impl ClusterVerifier {
+    /// The coordinator's node id and address, None when it is this broker.
+    fn remote_coordinator(&self, transactional_id: &str) -> Option<(i32, String)> {
+        let topic = self
+            .image
+            .topic(strom_transaction_coordinator::TRANSACTION_STATE_TOPIC)?;
+        let count = i32::try_from(topic.partitions.len()).ok()?;
+        let partition = strom_group_coordinator::partition_for(transactional_id, count);
+        let leader = topic.partitions.get(&partition)?.leader;
+        if leader == self.node_id || leader < 0 {
+            return None;
+        }
+        let b = self.image.brokers.get(&leader)?;
+        let ep = b
+            .endpoints
+            .iter()
+            .find(|e| e.name == self.listener)
+            .or_else(|| b.endpoints.first())?;
+        Some((leader, format!("{}:{}", ep.host, ep.port)))
+    }
+}
+
+impl PartitionVerifier for ClusterVerifier {
+    fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<TopicPartition>,
+        add: bool,
+    ) -> strom_transaction_coordinator::ports::PortFuture<
+        Result<strom_transaction_coordinator::state::Verified, ResponseError>,
+    > {
+        let Some((node, addr)) = self.remote_coordinator(transactional_id) else {
+            return self.local.verify(
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+                add,
+            );
+        };
+        let transactional_id = transactional_id.to_string();
+        Box::pin(async move {
+            verify_remotely(
+                node,
+                &addr,
+                (&transactional_id, producer_id, producer_epoch),
+                partitions,
+                add,
+            )
+            .await
+        })
+    }
+}
+
+/// Connections to other brokers' transaction coordinators, by address: every transactional
+/// produce led off its coordinator is verified there, so one connection per coordinator is
+/// kept rather than a connect and ApiVersions per produce. A closed one is replaced.
+static COORDINATOR_CONNECTIONS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, Arc<strom_client::Connection>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+async fn coordinator_connection(
+    addr: &str,
+) -> Result<Arc<strom_client::Connection>, strom_client::Error> {
+    let cached = COORDINATOR_CONNECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(addr)
+        .filter(|c| c.is_alive())
+        .cloned();
+    if let Some(conn) = cached {
+        return Ok(conn);
+    }
+    let conn = Arc::new(
+        strom_client::Connection::connect(addr, strom_client::ConnectionConfig::default()).await?,
+    );
+    COORDINATOR_CONNECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(addr.to_string(), Arc::clone(&conn));
+    Ok(conn)
+}
+
+async fn verify_remotely(
+    node: i32,
+    addr: &str,
+    (transactional_id, producer_id, producer_epoch): (&str, i64, i16),
+    partitions: Vec<TopicPartition>,
+    add: bool,
+) -> Result<strom_transaction_coordinator::state::Verified, ResponseError> {
+    use m::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    let unreachable = |e: strom_client::error::Error| {
+        tracing::debug!(node, error = %e, "cannot reach the transaction coordinator to verify");
+        // Retriable: the produce answers NOT_ENOUGH_REPLICAS and the client sends again.
+        ResponseError::CoordinatorNotAvailable
+    };
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for (t, p) in &partitions {
+        by_topic.entry(t.as_str()).or_default().push(*p);
+    }
+    let topics: Vec<AddPartitionsToTxnTopic> = by_topic
+        .iter()
+        .map(|(t, ps)| {
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(str_bytes(t)))
+                .with_partitions(ps.clone())
+        })
+        .collect();
+    let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(producer_epoch)
+            // Adding (KIP-890 part 2) is the coordinator's answer to the same request
+            // without verify_only.
+            .with_verify_only(!add)
+            .with_topics(topics),
+    ]);
+    let conn = coordinator_connection(addr).await.map_err(unreachable)?;
+    let resp = conn.send(4, &req).await.map_err(unreachable)?;
+    if resp.error_code != 0 {
+        return Err(ResponseError::try_from_code(resp.error_code)
+            .unwrap_or(ResponseError::CoordinatorNotAvailable));
+    }
+    let mut answers: std::collections::HashMap<TopicPartition, Result<(), ResponseError>> =
+        Default::default();
+    for t in resp.results_by_transaction {
+        for topic in t.topic_results {
+            for p in topic.results_by_partition {
+                let r = match p.partition_error_code {
+                    0 => Ok(()),
+                    c => Err(ResponseError::try_from_code(c)
+                        .unwrap_or(ResponseError::UnknownServerError)),
+                };
+                answers.insert((topic.name.0.to_string(), p.partition_index), r);
+            }
+        }
+    }
+    Ok(partitions
+        .into_iter()
+        .map(|tp| {
+            let r = answers
+                .get(&tp)
+                .copied()
+                .unwrap_or(Err(ResponseError::InvalidTxnState));
+            (tp, r)
+        })
+        .collect())
 }
 
 /// Whether a produce of `produce_version` adds its partitions to the transaction itself

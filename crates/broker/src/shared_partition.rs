@@ -289,6 +289,34 @@ mod tests {
     }
 
     /// A transactional producer's batch: producer fields set, CRC recomputed.
+    /// A shared partition `topic`-0 (leader 1, epoch 0) of broker `node_id` over the test
+    /// PostgreSQL database `url` and object store `s3`, with a 1 ms linger; the storage is
+    /// returned too, as its tasks live only as long as it does.
+    async fn open_log(
+        url: &str,
+        s3: &strom_shared_storage::testing::TestS3,
+        topic: &str,
+        topic_id: Uuid,
+        node_id: i32,
+    ) -> (strom_shared_storage::SharedStorage, SharedLog) {
+        let mut config = s3.config(topic);
+        config.produce_linger_ms = 1;
+        let storage = strom_shared_storage::SharedStorage::start(url, config, node_id)
+            .await
+            .unwrap();
+        let inner = storage.open_partition(topic_id, 0, 0).await.unwrap();
+        let log = SharedLog::new(
+            TopicPartition::new(topic, 0),
+            inner,
+            Leadership {
+                leader_id: 1,
+                epoch: 0,
+            },
+            TopicConfig::broker_defaults(&RawConfig::defaults()).unwrap(),
+        );
+        (storage, log)
+    }
+
     fn txn_batch(producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Vec<u8> {
         let mut b = batch(true);
         b[43..51].copy_from_slice(&producer_id.to_be_bytes());
@@ -314,22 +342,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let mut config = s3.config("txn");
-            config.produce_linger_ms = 1;
-            let storage = strom_shared_storage::SharedStorage::start(&url, config, 1)
-                .await
-                .unwrap();
-            let inner = storage.open_partition(Uuid::new_v4(), 0, 0).await.unwrap();
-            let raw = RawConfig::defaults();
-            let log = SharedLog::new(
-                TopicPartition::new("txn", 0),
-                inner,
-                Leadership {
-                    leader_id: 1,
-                    epoch: 0,
-                },
-                TopicConfig::broker_defaults(&raw).unwrap(),
-            );
+            let (_storage, log) = open_log(&url, &s3, "txn", Uuid::new_v4(), 1).await;
             let first = log
                 .start_append(&txn_batch(7, 0, 0), 0)
                 .unwrap()
@@ -397,22 +410,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let mut config = s3.config("dr");
-            config.produce_linger_ms = 1;
-            let storage = strom_shared_storage::SharedStorage::start(&url, config, 1)
-                .await
-                .unwrap();
-            let inner = storage.open_partition(Uuid::new_v4(), 0, 0).await.unwrap();
-            let raw = RawConfig::defaults();
-            let log = SharedLog::new(
-                TopicPartition::new("dr", 0),
-                inner,
-                Leadership {
-                    leader_id: 1,
-                    epoch: 0,
-                },
-                TopicConfig::broker_defaults(&raw).unwrap(),
-            );
+            let (_storage, log) = open_log(&url, &s3, "dr", Uuid::new_v4(), 1).await;
             for _ in 0..4 {
                 log.start_append(&batch(false), 0).unwrap().await.unwrap();
             }
@@ -460,26 +458,8 @@ mod tests {
             .build()
             .unwrap();
         let topic_id = Uuid::new_v4();
-        let raw = RawConfig::defaults();
         let open = |rt: &tokio::runtime::Runtime, node_id: i32| {
-            let mut config = s3.config("ryw");
-            config.produce_linger_ms = 1;
-            rt.block_on(async {
-                let storage = strom_shared_storage::SharedStorage::start(&url, config, node_id)
-                    .await
-                    .unwrap();
-                let inner = storage.open_partition(topic_id, 0, 0).await.unwrap();
-                let log = SharedLog::new(
-                    TopicPartition::new("ryw", 0),
-                    inner,
-                    Leadership {
-                        leader_id: 1,
-                        epoch: 0,
-                    },
-                    TopicConfig::broker_defaults(&raw).unwrap(),
-                );
-                (storage, log)
-            })
+            rt.block_on(open_log(&url, &s3, "ryw", topic_id, node_id))
         };
         let (_writer_storage, writer) = open(&writer_rt, 1);
         let (_reader_storage, reader) = open(&reader_rt, 2);

@@ -282,7 +282,8 @@ impl Registry {
     }
 }
 
-fn now_ms() -> i64 {
+/// The broker's wall clock, as the intake stamps LogAppendTime with it.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -12,6 +12,7 @@ use proto_kafka::ResponseError;
 use strom_metadata_postgres::testing::TestPostgres;
 use uuid::Uuid;
 
+use crate::storage::now_ms;
 use crate::testing::TestS3;
 use crate::{Committed, ObjectStoreConfig, SharedPartition, SharedStorage, SharedStorageError};
 
@@ -1077,13 +1078,6 @@ fn failure_in_the_pipeline(fault: Fault) {
     });
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// A LogAppendTime topic's batches carry the intake's clock (max timestamp and the
 /// timestamp-type bit, with the CRC recomputed) taken between the append and its commit, in
 /// the index too; an idempotent retry answers the stored time; a CreateTime partition's
@@ -1099,12 +1093,12 @@ fn log_append_time_is_stamped_with_a_valid_crc() {
         stamped.set_log_append_time(true);
         let producer = Producer { id: 9100, epoch: 0 };
         let values = ["a".to_string(), "b".to_string()];
-        let before = wall_ms();
+        let before = now_ms();
         let c = stamped
             .append(batch(&values, 1_000, Some((&producer, 0))))
             .await
             .expect("commit");
-        let after = wall_ms();
+        let after = now_ms();
         assert!(
             (before..=after).contains(&c.log_append_time_ms),
             "{before} <= {} <= {after}",
